@@ -1,0 +1,151 @@
+//! [`Config`]: the tunables of a Raft node, with documented defaults and [`Config::validate`].
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a [`Config`] is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `election_timeout_min` must be less than `election_timeout_max`.
+    #[error("election_timeout_min ({min:?}) must be less than election_timeout_max ({max:?})")]
+    ElectionTimeoutRange {
+        /// The configured minimum.
+        min: Duration,
+        /// The configured maximum.
+        max: Duration,
+    },
+    /// Heartbeats must come well within the election timeout, or followers start elections
+    /// against a healthy leader.
+    #[error("heartbeat_interval ({heartbeat:?}) must be less than election_timeout_min ({min:?})")]
+    HeartbeatTooSlow {
+        /// The configured heartbeat interval.
+        heartbeat: Duration,
+        /// The configured minimum election timeout.
+        min: Duration,
+    },
+    /// A count or size bound was zero.
+    #[error("{0} must be greater than 0")]
+    Zero(&'static str),
+}
+
+/// Runtime configuration of a Raft node.
+///
+/// Every field has a default suited to a LAN cluster; call [`Config::validate`] after changing
+/// one (the [`Raft::new`](crate::Raft::new) constructor does).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// A name for the cluster, shown in tracing spans. Default: `"quorate"`.
+    pub cluster_name: String,
+
+    /// How often a leader sends a heartbeat to an idle follower. Default: 50 ms.
+    pub heartbeat_interval: Duration,
+
+    /// The lower bound of the randomized election timeout. Default: 150 ms.
+    ///
+    /// A follower that hears nothing from a leader for a timeout drawn from
+    /// `[election_timeout_min, election_timeout_max)` starts an election (Raft §5.2).
+    pub election_timeout_min: Duration,
+
+    /// The upper bound (exclusive) of the randomized election timeout. Default: 300 ms.
+    pub election_timeout_max: Duration,
+
+    /// The most entries in one AppendEntries request. Default: 300.
+    pub max_payload_entries: u64,
+
+    /// The most AppendEntries requests in flight to one follower in pipeline mode: sent, not
+    /// yet acknowledged. Bounds the memory a slow follower costs the leader. Default: 64.
+    pub max_in_flight_requests: u64,
+
+    /// The most client writes the leader takes into one log append. Writes queued while the
+    /// previous append was being handed to storage are drained together. Default: 4096.
+    pub max_append_batch: u64,
+
+    /// The most API requests (mostly client writes) queued for the Raft task. Beyond it,
+    /// [`Raft::client_write`](crate::Raft::client_write) waits for room. Default: 65536.
+    pub max_pending_requests: u64,
+
+    /// Timeout of one RPC (vote, a non-streamed AppendEntries, a snapshot chunk). Default: 1 s.
+    pub rpc_timeout: Duration,
+
+    /// Seed of the Engine's pseudo-random election timeouts. `None` (the default) derives one
+    /// from the node id, so nodes draw different timeouts but a run is reproducible.
+    pub election_seed: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cluster_name: "quorate".to_string(),
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(150),
+            election_timeout_max: Duration::from_millis(300),
+            max_payload_entries: 300,
+            max_in_flight_requests: 64,
+            max_append_batch: 4096,
+            max_pending_requests: 65536,
+            rpc_timeout: Duration::from_secs(1),
+            election_seed: None,
+        }
+    }
+}
+
+impl Config {
+    /// Check that the values fit together.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first field that is out of range.
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        if self.election_timeout_min >= self.election_timeout_max {
+            return Err(ConfigError::ElectionTimeoutRange {
+                min: self.election_timeout_min,
+                max: self.election_timeout_max,
+            });
+        }
+        if self.heartbeat_interval >= self.election_timeout_min {
+            return Err(ConfigError::HeartbeatTooSlow {
+                heartbeat: self.heartbeat_interval,
+                min: self.election_timeout_min,
+            });
+        }
+        let counts = [
+            ("max_payload_entries", self.max_payload_entries),
+            ("max_in_flight_requests", self.max_in_flight_requests),
+            ("max_append_batch", self.max_append_batch),
+            ("max_pending_requests", self.max_pending_requests),
+        ];
+        if let Some((name, _)) = counts.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Zero(name));
+        }
+        if self.rpc_timeout.is_zero() {
+            return Err(ConfigError::Zero("rpc_timeout"));
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn validate_rejects_bad_values() {
+        let c = Config { election_timeout_min: Duration::from_millis(300), ..Default::default() };
+        assert!(matches!(c.validate(), Err(ConfigError::ElectionTimeoutRange { .. })));
+
+        let c = Config { heartbeat_interval: Duration::from_millis(200), ..Default::default() };
+        assert!(matches!(c.validate(), Err(ConfigError::HeartbeatTooSlow { .. })));
+
+        let c = Config { max_payload_entries: 0, ..Default::default() };
+        assert_eq!(c.validate(), Err(ConfigError::Zero("max_payload_entries")));
+
+        let c = Config { rpc_timeout: Duration::ZERO, ..Default::default() };
+        assert_eq!(c.validate(), Err(ConfigError::Zero("rpc_timeout")));
+    }
+}

@@ -1,0 +1,127 @@
+//! Executing the Engine's commands.
+
+use tokio::time::timeout;
+use tracing::{debug, warn};
+
+use crate::core::{Notification, RaftCore, SmMsg};
+use crate::engine::{Command, ReplicationTarget};
+use crate::error::{ClientWriteError, Fatal, RPCError};
+use crate::network::{RPCOption, RaftNetwork};
+use crate::raft::VoteRequest;
+use crate::replication::ReplicationHandle;
+use crate::storage::{IOFlushed, RaftLogStorage};
+use crate::types::{LogId, Vote};
+use crate::{RaftNetworkFactory, RaftTypeConfig};
+
+impl<C, N, LS> RaftCore<C, N, LS>
+where
+    C: RaftTypeConfig,
+    N: RaftNetworkFactory<C>,
+    LS: RaftLogStorage<C>,
+{
+    /// Execute every queued command, in order; then answer what waited on flushed I/O.
+    pub(crate) async fn run_commands(&mut self) -> Result<(), Fatal> {
+        while let Some(cmd) = self.engine.output.pop_front() {
+            self.run_command(cmd).await?;
+        }
+        self.release_parked_responses();
+        Ok(())
+    }
+
+    async fn run_command(&mut self, cmd: Command<C>) -> Result<(), Fatal> {
+        match cmd {
+            Command::SaveVote { vote } => self.log_store.save_vote(&vote).await?,
+            Command::AppendEntries { io, entries } => {
+                let callback = IOFlushed::new(io, self.notify_tx.clone());
+                self.log_store.append(entries, callback).await?;
+                self.submitted = io;
+            }
+            Command::TruncateLog { io, since } => {
+                self.log_store.truncate(since).await?;
+                self.submitted = io;
+                self.fail_truncated_writes(since);
+            }
+            Command::SendVote { req } => self.send_votes(req).await,
+            Command::UpdateReplicationStreams { vote, targets } => self.update_replications(vote, targets).await,
+            Command::CloseReplicationStreams => self.replications.clear(),
+            Command::Apply { first, last } => {
+                let split = self.responders.partition_point(|(log_id, _)| log_id.index <= last.index);
+                let responders = self.responders.drain(..split).collect();
+                if self.sm_tx.send(SmMsg::Apply { first, last, responders }).is_err() {
+                    return Err(Fatal::Stopped);
+                }
+            }
+            Command::SaveCommitted { committed } => self.log_store.save_committed(Some(committed)).await?,
+        }
+        Ok(())
+    }
+
+    /// Entries from `since` on were removed: their writes will never be applied.
+    fn fail_truncated_writes(&mut self, since: LogId<C>) {
+        while self.responders.back().is_some_and(|(log_id, _)| log_id.index >= since.index) {
+            if let Some((log_id, tx)) = self.responders.pop_back() {
+                let _ = tx.send(Err(ClientWriteError::Discarded { log_id }));
+            }
+        }
+    }
+
+    /// Answer the AppendEntries whose I/O is now durable.
+    fn release_parked_responses(&mut self) {
+        let flushed = self.engine.state.io.flushed.seq;
+        while self.parked_append_responses.front().is_some_and(|(seq, _, _)| *seq <= flushed) {
+            if let Some((_, tx, resp)) = self.parked_append_responses.pop_front() {
+                let _ = tx.send(resp);
+            }
+        }
+    }
+
+    /// Send `req` to every other voter, each in its own task so a hung peer delays nobody.
+    async fn send_votes(&mut self, req: VoteRequest<C>) {
+        let me = self.engine.id();
+        let membership = self.engine.state.membership.effective().clone();
+        let option = RPCOption::new(self.config.rpc_timeout);
+        for target in membership.voter_ids() {
+            if target == me {
+                continue;
+            }
+            let Some(node) = membership.get_node(&target) else { continue };
+            let mut client = self.network.new_client(target, node).await;
+            let tx = self.notify_tx.clone();
+            let req = req.clone();
+            tokio::spawn(async move {
+                let resp = match timeout(option.timeout, client.vote(req, option)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(RPCError::Timeout(option.timeout)),
+                };
+                let _ = tx.send(Notification::VoteResponse { target, resp });
+            });
+        }
+    }
+
+    /// Keep the streams of targets that remain; start the new ones; stop the removed ones.
+    async fn update_replications(&mut self, vote: Vote<C>, targets: Vec<ReplicationTarget<C>>) {
+        self.replications.retain(|id, h| h.vote == vote && targets.iter().any(|t| t.id == *id));
+        for t in targets {
+            if self.replications.contains_key(&t.id) {
+                continue;
+            }
+            debug!(target = %t.id, %vote, "start replication stream");
+            let client = self.network.new_client(t.id, &t.node).await;
+            let reader = self.log_store.get_log_reader().await;
+            let handle = ReplicationHandle::spawn(
+                self.engine.id(),
+                t.id,
+                vote,
+                client,
+                reader,
+                self.config.clone(),
+                self.watches.submitted.subscribe(),
+                self.watches.committed.subscribe(),
+                self.notify_tx.clone(),
+            );
+            if self.replications.insert(t.id, handle).is_some() {
+                warn!(target = %t.id, "replaced a replication stream");
+            }
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Messages into the Raft task: API calls, RPCs and internal notifications.
+
+use std::io;
+
+use tokio::sync::oneshot;
+
+use crate::RaftTypeConfig;
+use crate::engine::{LogIOId, ReplicationResult};
+use crate::error::{ClientWriteError, Fatal, InitializeError, RPCError};
+use crate::raft::{AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, VoteRequest, VoteResponse};
+use crate::types::{EntryPayload, LogId, Membership, Vote};
+
+/// Where the outcome of one client write goes.
+pub(crate) type WriteResponder<C> = oneshot::Sender<Result<ClientWriteResponse<C>, ClientWriteError<C>>>;
+
+/// A call from the [`Raft`](crate::Raft) handle.
+pub(crate) enum ApiMsg<C: RaftTypeConfig> {
+    /// Propose `payload`; answer on `tx` once applied (or failed).
+    ClientWrite { payload: EntryPayload<C>, tx: WriteResponder<C> },
+    /// Start a new cluster with `membership`.
+    Initialize { membership: Membership<C>, tx: oneshot::Sender<Result<(), InitializeError<C>>> },
+    /// Start an election now.
+    Elect,
+}
+
+/// An RPC from another node, delivered by the application's server.
+pub(crate) enum RpcMsg<C: RaftTypeConfig> {
+    AppendEntries { req: AppendEntriesRequest<C>, tx: oneshot::Sender<AppendEntriesResponse<C>> },
+    Vote { req: VoteRequest<C>, tx: oneshot::Sender<VoteResponse<C>> },
+}
+
+/// Something that happened inside the node: I/O completed, a peer answered, a task failed.
+pub(crate) enum Notification<C: RaftTypeConfig> {
+    /// The log store finished `io`.
+    LogFlushed { io: LogIOId<C>, result: Result<(), io::Error> },
+    /// A vote request sent for `vote` to `target` was answered (or failed).
+    VoteResponse { target: C::NodeId, resp: Result<VoteResponse<C>, RPCError> },
+    /// A replication stream of leadership `vote` learned something about `target`.
+    Replication { target: C::NodeId, vote: Vote<C>, result: ReplicationResult<C> },
+    /// The state machine applied up to `last`.
+    Applied { last: LogId<C> },
+    /// A task of this node hit a fatal error.
+    Fatal(Fatal),
+}

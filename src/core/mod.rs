@@ -1,0 +1,274 @@
+//! RaftCore: the one task per node that owns the [`Engine`](crate::engine) and carries out its
+//! commands against storage, the state machine task and the replication tasks.
+//!
+//! It owns everything that is not pure: channels, timers, the log store, client responders.
+//! It must not decide protocol questions; every such decision is the Engine's.
+//!
+//! ```text
+//!  Raft handle ──api (bounded)──┐
+//!  peers' RPCs ──rpc (bounded)──┼─► RaftCore loop ─► Engine ─► commands ─► log store (append)
+//!  notifications (flush, votes, ┘        │                               ├► state machine task
+//!   replication progress, applied)       │                               └► replication tasks
+//!                                        └─► watch: submitted, committed, metrics
+//! ```
+
+mod commands;
+mod message;
+mod sm_worker;
+mod startup;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+pub(crate) use message::{ApiMsg, Notification, RpcMsg, WriteResponder};
+pub(crate) use sm_worker::{SmMsg, StateMachineWorker};
+pub(crate) use startup::load_state;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::{Instrument, debug, error, info_span, warn};
+
+use crate::config::Config;
+use crate::engine::{Engine, LogIOId, ServerState};
+use crate::error::{ClientWriteError, Fatal, ForwardToLeader, InitializeError};
+use crate::metrics::RaftMetrics;
+use crate::raft::AppendEntriesResponse;
+use crate::replication::{IOProgress, ReplicationHandle};
+use crate::storage::RaftLogStorage;
+use crate::types::{EntryPayload, LogId};
+use crate::{RaftNetworkFactory, RaftTypeConfig};
+
+/// The channels RaftCore publishes on; replication tasks and the handle subscribe.
+pub(crate) struct Watches<C: RaftTypeConfig> {
+    /// The leader vote and the last log id handed to the log store (readable by log readers).
+    pub(crate) submitted: watch::Sender<IOProgress<C>>,
+    /// The committed log id.
+    pub(crate) committed: watch::Sender<Option<LogId<C>>>,
+    pub(crate) metrics: watch::Sender<RaftMetrics<C>>,
+}
+
+/// The Raft task of one node.
+pub(crate) struct RaftCore<C, N, LS>
+where
+    C: RaftTypeConfig,
+    N: RaftNetworkFactory<C>,
+    LS: RaftLogStorage<C>,
+{
+    pub(crate) config: Arc<Config>,
+    pub(crate) engine: Engine<C>,
+    pub(crate) network: N,
+    pub(crate) log_store: LS,
+    pub(crate) sm_tx: mpsc::UnboundedSender<SmMsg<C>>,
+    pub(crate) api_rx: mpsc::Receiver<ApiMsg<C>>,
+    pub(crate) rpc_rx: mpsc::Receiver<RpcMsg<C>>,
+    pub(crate) notify_rx: mpsc::UnboundedReceiver<Notification<C>>,
+    pub(crate) notify_tx: mpsc::UnboundedSender<Notification<C>>,
+    pub(crate) shutdown_rx: oneshot::Receiver<()>,
+    pub(crate) watches: Watches<C>,
+    /// Client writes proposed by this node and not yet answered, in log order.
+    pub(crate) responders: VecDeque<(LogId<C>, WriteResponder<C>)>,
+    /// AppendEntries answers that wait for their log I/O to be flushed, in seq order.
+    pub(crate) parked_append_responses: VecDeque<(u64, oneshot::Sender<AppendEntriesResponse<C>>, AppendEntriesResponse<C>)>,
+    pub(crate) replications: BTreeMap<C::NodeId, ReplicationHandle<C>>,
+    /// The last log I/O handed to the log store.
+    pub(crate) submitted: LogIOId<C>,
+    /// An API message taken from the queue while batching writes, to handle next.
+    pub(crate) deferred_api: Option<ApiMsg<C>>,
+}
+
+impl<C, N, LS> RaftCore<C, N, LS>
+where
+    C: RaftTypeConfig,
+    N: RaftNetworkFactory<C>,
+    LS: RaftLogStorage<C>,
+{
+    /// Run until shut down or a fatal error; then stop every task this node started.
+    pub(crate) async fn run(mut self) -> Result<(), Fatal> {
+        let span = info_span!("raft_core", id = %self.engine.id(), cluster = %self.config.cluster_name);
+        let result = self.run_loop().instrument(span).await;
+        if let Err(e) = &result {
+            error!(id = %self.engine.id(), error = %e, "raft node stopped on a fatal error");
+        }
+        self.replications.clear();
+        self.engine.state.server_state = ServerState::Shutdown;
+        self.publish();
+        result
+    }
+
+    async fn run_loop(&mut self) -> Result<(), Fatal> {
+        self.engine.startup(Instant::now());
+        self.run_commands().await?;
+        loop {
+            if let Some(m) = self.deferred_api.take() {
+                self.handle_api(m).await?;
+                self.run_commands().await?;
+            }
+            self.publish();
+            let deadline = self.engine.election_deadline();
+            tokio::select! {
+                biased;
+                _ = &mut self.shutdown_rx => return Ok(()),
+                Some(n) = self.notify_rx.recv() => {
+                    self.handle_notification(n)?;
+                    // Drain what else has arrived so that its commands run as one batch.
+                    while let Ok(n) = self.notify_rx.try_recv() {
+                        self.handle_notification(n)?;
+                    }
+                }
+                Some(m) = self.rpc_rx.recv() => {
+                    self.handle_rpc(m).await?;
+                }
+                msg = self.api_rx.recv() => match msg {
+                    Some(m) => self.handle_api(m).await?,
+                    // Every handle is gone: nobody can use this node any more.
+                    None => return Ok(()),
+                },
+                _ = sleep_until(deadline) => self.engine.handle_timeout(Instant::now()),
+            }
+            self.run_commands().await?;
+        }
+    }
+
+    fn handle_notification(&mut self, n: Notification<C>) -> Result<(), Fatal> {
+        match n {
+            Notification::LogFlushed { io, result } => {
+                if let Err(e) = result {
+                    return Err(crate::error::StorageError::write_logs(&e).into());
+                }
+                self.engine.on_log_flushed(io);
+            }
+            Notification::VoteResponse { target, resp } => match resp {
+                Ok(resp) => self.engine.handle_vote_resp(target, &resp),
+                Err(e) => debug!(%target, error = %e, "vote request failed"),
+            },
+            Notification::Replication { target, vote, result } => {
+                self.engine.on_replication_progress(target, vote, result);
+            }
+            Notification::Applied { last } => self.engine.on_applied(last),
+            Notification::Fatal(f) => return Err(f),
+        }
+        Ok(())
+    }
+
+    async fn handle_rpc(&mut self, m: RpcMsg<C>) -> Result<(), Fatal> {
+        match m {
+            RpcMsg::AppendEntries { req, tx } => {
+                let (resp, wait_for) = self.engine.handle_append_entries(Instant::now(), req);
+                self.run_commands().await?;
+                match wait_for {
+                    Some(io) if io.seq > self.engine.state.io.flushed.seq => {
+                        self.parked_append_responses.push_back((io.seq, tx, resp));
+                    }
+                    _ => {
+                        let _ = tx.send(resp);
+                    }
+                }
+            }
+            RpcMsg::Vote { req, tx } => {
+                let resp = self.engine.handle_vote_req(Instant::now(), &req);
+                // The vote must be durable before the answer leaves.
+                self.run_commands().await?;
+                let _ = tx.send(resp);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_api(&mut self, m: ApiMsg<C>) -> Result<(), Fatal> {
+        match m {
+            ApiMsg::ClientWrite { payload, tx } => self.handle_client_writes(payload, tx),
+            ApiMsg::Initialize { membership, tx } => {
+                let state = &self.engine.state;
+                if state.last_log_id().is_some() || state.vote != Default::default() {
+                    let e = InitializeError::NotAllowed { last_log_id: state.last_log_id(), vote: state.vote };
+                    let _ = tx.send(Err(e));
+                } else if !membership.is_voter(&self.engine.id()) {
+                    let _ = tx.send(Err(InitializeError::NotAVoter));
+                } else {
+                    self.engine.initialize(Instant::now(), membership);
+                    self.run_commands().await?;
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            ApiMsg::Elect => self.engine.elect(Instant::now()),
+        }
+        Ok(())
+    }
+
+    /// Propose `payload` and every other write already queued, as one log append.
+    fn handle_client_writes(&mut self, payload: EntryPayload<C>, tx: WriteResponder<C>) {
+        if self.engine.leader.is_none() {
+            let _ = tx.send(Err(ClientWriteError::ForwardToLeader(self.forward_to_leader())));
+            return;
+        }
+        let max = self.config.max_append_batch as usize;
+        let mut payloads = Vec::with_capacity(max.min(self.api_rx.len() + 1));
+        let mut txs = Vec::with_capacity(payloads.capacity());
+        payloads.push(payload);
+        txs.push(tx);
+        let mut other = None;
+        while payloads.len() < max {
+            match self.api_rx.try_recv() {
+                Ok(ApiMsg::ClientWrite { payload, tx }) => {
+                    payloads.push(payload);
+                    txs.push(tx);
+                }
+                Ok(m) => {
+                    other = Some(m);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(first) = self.engine.leader_append_entries(payloads) else {
+            warn!("leader refused to append; answering with ForwardToLeader");
+            for tx in txs {
+                let _ = tx.send(Err(ClientWriteError::ForwardToLeader(self.forward_to_leader())));
+            }
+            return;
+        };
+        for (i, tx) in txs.into_iter().enumerate() {
+            self.responders.push_back((LogId::new(first.leader_id, first.index + i as u64), tx));
+        }
+        // A non-write message queued behind the writes runs next, before any later write.
+        self.deferred_api = other;
+    }
+
+    pub(crate) fn forward_to_leader(&self) -> ForwardToLeader<C> {
+        let leader_id = self.engine.state.leader_id.filter(|id| *id != self.engine.id());
+        let leader_node = leader_id.and_then(|id| self.engine.state.membership.effective().get_node(&id).cloned());
+        ForwardToLeader { leader_id, leader_node }
+    }
+
+    /// Publish progress on the watch channels, only where it changed.
+    fn publish(&mut self) {
+        let state = &self.engine.state;
+        let submitted = IOProgress { vote: state.vote, last_log_id: self.submitted.last_log_id };
+        self.watches.submitted.send_if_modified(|cur| {
+            let changed = *cur != submitted;
+            *cur = submitted;
+            changed
+        });
+        let committed = state.committed;
+        self.watches.committed.send_if_modified(|cur| {
+            let changed = *cur != committed;
+            *cur = committed;
+            changed
+        });
+        let metrics = RaftMetrics::from_engine(&self.engine);
+        self.watches.metrics.send_if_modified(|cur| {
+            let changed = *cur != metrics;
+            if changed {
+                *cur = metrics;
+            }
+            changed
+        });
+    }
+}
+
+/// Sleep until `deadline`, or forever if there is none.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,144 @@
+//! Loading a node's state from its storage at startup.
+
+use tracing::{info, warn};
+
+use crate::RaftTypeConfig;
+use crate::engine::{IOState, LogIOId, LogIdList, MembershipState, RaftState};
+use crate::error::{Fatal, StorageError};
+use crate::storage::{RaftLogReader, RaftLogStorage, RaftStateMachine};
+use crate::types::{DisplayOption, LogId, StoredMembership};
+
+/// Entries read at a time while scanning the log for membership entries.
+const SCAN_CHUNK: u64 = 1024;
+
+/// Build the Engine's state from what the log store and the state machine hold.
+pub(crate) async fn load_state<C, LS, SM>(id: C::NodeId, log_store: &mut LS, sm: &mut SM) -> Result<RaftState<C>, Fatal>
+where
+    C: RaftTypeConfig,
+    LS: RaftLogStorage<C>,
+    SM: RaftStateMachine<C>,
+{
+    let vote = log_store.read_vote().await?.unwrap_or_default();
+    let log_state = log_store.get_log_state().await?;
+    let (applied, sm_membership) = sm.applied_state().await?;
+    let saved_committed = log_store.read_committed().await?;
+    let mut reader = log_store.get_log_reader().await;
+
+    let purged = log_state.last_purged_log_id;
+    let last = log_state.last_log_id.max(purged);
+    let log_ids = load_log_ids(&mut reader, purged, last).await?;
+
+    // What is committed: at least what was applied; what was recorded, if the log still has it.
+    let mut committed = applied;
+    if let Some(c) = saved_committed {
+        if log_ids.get(c.index) == Some(c) || Some(c) <= purged {
+            committed = committed.max(Some(c));
+        } else {
+            warn!(%id, saved = %c, "saved committed log id is not in the log; ignoring it");
+        }
+    }
+    if applied > last {
+        // The state machine is ahead of the log (e.g. the log was lost): it holds committed
+        // state the log cannot reproduce, so the log continues after it.
+        warn!(%id, applied = %DisplayOption(&applied), last = %DisplayOption(&last), "state machine is ahead of the log");
+    }
+
+    let membership = load_membership(&mut reader, applied.max(purged), last, sm_membership, committed).await?;
+    let io = LogIOId { seq: 0, vote, last_log_id: log_ids.last() };
+    info!(
+        %id, %vote, purged = %DisplayOption(&purged), last = %DisplayOption(&last),
+        committed = %DisplayOption(&committed), applied = %DisplayOption(&applied),
+        membership = %membership.effective, "loaded state"
+    );
+    Ok(RaftState {
+        vote,
+        log_ids,
+        committed,
+        apply_submitted: applied,
+        applied,
+        membership,
+        io: IOState { accepted: io, flushed: io },
+        ..RaftState::default()
+    })
+}
+
+/// Read the id of the entry at `index`.
+async fn log_id_at<C: RaftTypeConfig>(reader: &mut impl RaftLogReader<C>, index: u64) -> Result<LogId<C>, Fatal> {
+    let entries = reader.try_get_log_entries(index..index + 1).await?;
+    match entries.first() {
+        Some(e) if e.log_id.index == index => Ok(e.log_id),
+        _ => Err(Fatal::Invariant(format!("log store reported entry {index} present but did not return it"))),
+    }
+}
+
+/// Find every leader change of the log by bisection: O(leaders × log n) single-entry reads.
+async fn load_log_ids<C: RaftTypeConfig>(
+    reader: &mut impl RaftLogReader<C>,
+    purged: Option<LogId<C>>,
+    last: Option<LogId<C>>,
+) -> Result<LogIdList<C>, Fatal> {
+    let Some(last) = last else { return Ok(LogIdList::default()) };
+    let first = match purged {
+        Some(p) => p,
+        None => log_id_at(reader, 0).await?,
+    };
+    let mut keys = vec![first];
+    // Ranges [lo, hi] whose ends are known; a leader change lies inside iff their leaders differ.
+    let mut ranges = vec![(first, last)];
+    while let Some((lo, hi)) = ranges.pop() {
+        if lo.leader_id == hi.leader_id {
+            continue;
+        }
+        if hi.leader_id < lo.leader_id {
+            return Err(StorageError::read_logs(&std::io::Error::other(format!(
+                "log ids go backwards: {lo} before {hi}"
+            )))
+            .into());
+        }
+        if hi.index == lo.index + 1 {
+            keys.push(hi);
+            continue;
+        }
+        let mid = log_id_at(reader, lo.index + (hi.index - lo.index) / 2).await?;
+        // Pop order: the lower half first, so keys come out sorted.
+        ranges.push((mid, hi));
+        ranges.push((lo, mid));
+    }
+    Ok(LogIdList::new(purged, keys, Some(last)))
+}
+
+/// The committed and effective memberships: the last two membership entries after `from`,
+/// falling back to the state machine's.
+async fn load_membership<C: RaftTypeConfig>(
+    reader: &mut impl RaftLogReader<C>,
+    from: Option<LogId<C>>,
+    last: Option<LogId<C>>,
+    sm_membership: StoredMembership<C>,
+    committed: Option<LogId<C>>,
+) -> Result<MembershipState<C>, Fatal> {
+    let start = from.map_or(0, |l| l.index + 1);
+    let mut end = last.map_or(0, |l| l.index + 1);
+    let mut found: Vec<StoredMembership<C>> = Vec::new();
+    // Scan backwards: usually the last membership is near the end.
+    while end > start && found.len() < 2 {
+        let chunk_start = end.saturating_sub(SCAN_CHUNK).max(start);
+        let entries = reader.try_get_log_entries(chunk_start..end).await?;
+        for e in entries.iter().rev() {
+            if let Some(m) = e.membership() {
+                found.push(StoredMembership::new(Some(e.log_id), m.clone()));
+                if found.len() == 2 {
+                    break;
+                }
+            }
+        }
+        end = chunk_start;
+    }
+    let mut state = MembershipState::new(sm_membership.clone(), sm_membership);
+    for m in found.into_iter().rev() {
+        if let (Some(log_id), m) = (m.log_id, m.membership) {
+            state.append(log_id, m);
+        }
+    }
+    state.commit(committed);
+    Ok(state)
+}

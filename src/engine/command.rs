@@ -1,0 +1,81 @@
+//! [`Command`]: an effect the Engine asks RaftCore to carry out.
+
+use std::fmt;
+
+use crate::RaftTypeConfig;
+use crate::engine::LogIOId;
+use crate::raft::VoteRequest;
+use crate::types::{DisplayOption, Entry, LogId, Vote};
+
+/// A replication target: a node and its address, for a stream the leader runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReplicationTarget<C: RaftTypeConfig> {
+    pub(crate) id: C::NodeId,
+    pub(crate) node: C::Node,
+}
+
+/// One effect decided by the Engine, to be executed by RaftCore in queue order.
+///
+/// Commands run in the order they were pushed; each variant says when it may run and what
+/// RaftCore must do before running the next one.
+pub(crate) enum Command<C: RaftTypeConfig> {
+    /// Persist `vote` and wait until it is durable before running the next command: a vote
+    /// response or an acknowledgement sent after this relies on it.
+    SaveVote { vote: Vote<C> },
+
+    /// Append `entries` to the log store, labelled `io` for its flush callback. The entries
+    /// follow the log's last entry. When the store returns they are readable: publish `io`
+    /// as submitted so replication streams can read them.
+    AppendEntries { io: LogIOId<C>, entries: Vec<Entry<C>> },
+
+    /// Delete log entries at index `>= since.index` (never committed ones). Fail the pending
+    /// client writes at those indexes: they will never be applied. Labelled `io`, the log
+    /// state after it.
+    TruncateLog { io: LogIOId<C>, since: LogId<C> },
+
+    /// Send `req` to every voter but this node. Responses come back through
+    /// `Engine::handle_vote_resp`; they must not block the next command.
+    SendVote { req: VoteRequest<C> },
+
+    /// Run one replication stream per target under the leader vote `vote`: start the missing,
+    /// stop the ones not listed, keep the rest.
+    UpdateReplicationStreams { vote: Vote<C>, targets: Vec<ReplicationTarget<C>> },
+
+    /// Stop every replication stream: this node is no longer leader.
+    CloseReplicationStreams,
+
+    /// Apply the committed entries `first..=last.index` to the state machine, in order, and
+    /// answer their client writes with the state machine's responses.
+    Apply { first: u64, last: LogId<C> },
+
+    /// Record the committed log id in the log store (optional, lazily durable).
+    SaveCommitted { committed: LogId<C> },
+}
+
+impl<C: RaftTypeConfig> fmt::Debug for Command<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SaveVote { vote } => write!(f, "SaveVote({vote})"),
+            Self::AppendEntries { io, entries } => write!(f, "AppendEntries({io}, {entries:?})"),
+            Self::TruncateLog { io, since } => write!(f, "TruncateLog({io}, since={since})"),
+            Self::SendVote { req } => {
+                write!(f, "SendVote({}, last={})", req.vote, DisplayOption(&req.last_log_id))
+            }
+            Self::UpdateReplicationStreams { vote, targets } => {
+                let ids: Vec<_> = targets.iter().map(|t| t.id).collect();
+                write!(f, "UpdateReplicationStreams({vote}, {ids:?})")
+            }
+            Self::CloseReplicationStreams => f.write_str("CloseReplicationStreams"),
+            Self::Apply { first, last } => write!(f, "Apply({first}..={last})"),
+            Self::SaveCommitted { committed } => write!(f, "SaveCommitted({committed})"),
+        }
+    }
+}
+
+/// Commands compare by their debug text, which shows every field that matters; it keeps the
+/// Engine's tests readable without requiring `PartialEq` of application data.
+impl<C: RaftTypeConfig> PartialEq for Command<C> {
+    fn eq(&self, other: &Self) -> bool {
+        format!("{self:?}") == format!("{other:?}")
+    }
+}

@@ -1,0 +1,138 @@
+//! Accepting a leader's AppendEntries: the vote check, the log matching check, conflict
+//! truncation, append, and following the leader's commit.
+
+use tokio::time::Instant;
+use tracing::{debug, error};
+
+use crate::RaftTypeConfig;
+use crate::engine::{Command, Engine, LogIOId};
+use crate::raft::{AppendEntriesRequest, AppendEntriesResponse};
+use crate::types::{DisplayOption, Entry, EntryPayload, LogId};
+
+impl<C: RaftTypeConfig> Engine<C> {
+    /// Handle a leader's AppendEntries (Raft §5.3).
+    ///
+    /// Returns the response and, for a success, the log I/O that must be flushed before the
+    /// response is sent: an acknowledged entry must be durable on this node.
+    pub(crate) fn handle_append_entries(
+        &mut self,
+        now: Instant,
+        req: AppendEntriesRequest<C>,
+    ) -> (AppendEntriesResponse<C>, Option<LogIOId<C>>) {
+        if !req.vote.committed || !req.vote.is_ge(&self.state.vote) {
+            debug!(id = %self.config.id, req_vote = %req.vote, my_vote = %self.state.vote, "reject append: stale vote");
+            return (AppendEntriesResponse::HigherVote(self.state.vote), None);
+        }
+        self.follow_leader(now, &req);
+
+        if !self.log_contains(req.prev_log_id) {
+            debug!(id = %self.config.id, prev = %DisplayOption(&req.prev_log_id), "reject append: prev_log_id not in log");
+            let resp =
+                AppendEntriesResponse::Conflict { prev_log_id: req.prev_log_id, last_log_id: self.state.last_log_id() };
+            return (resp, None);
+        }
+
+        let matched = req.last_log_id();
+        let leader_commit = req.leader_commit;
+        if let Err(resp) = self.append_new_entries(req.entries) {
+            return (resp, None);
+        }
+
+        // Raft §5.3: committed = min(leaderCommit, last new entry). Our log equals the leader's
+        // up to `matched`, so a leader commit at or below it names an entry we hold.
+        let committed = match (leader_commit, matched) {
+            (Some(c), Some(m)) if c.index <= m.index => Some(c),
+            (Some(_), m) => m,
+            (None, _) => None,
+        };
+        if let Some(c) = committed {
+            self.commit(c);
+        }
+        (AppendEntriesResponse::Success { matched }, Some(self.state.io.accepted))
+    }
+
+    /// Accept the leader of `req`: adopt its vote and stop any candidacy or leadership.
+    fn follow_leader(&mut self, now: Instant, req: &AppendEntriesRequest<C>) {
+        if req.vote != self.state.vote {
+            self.step_down_from_leader();
+            self.save_vote(req.vote);
+        }
+        self.candidate = None;
+        if self.leader.is_none() {
+            self.state.server_state = self.follower_or_learner();
+            self.state.leader_id = req.vote.node_id;
+            self.reset_election_deadline(now);
+        }
+    }
+
+    /// Whether the log holds `log_id`; `None` (the empty prefix) is always held.
+    fn log_contains(&self, log_id: Option<LogId<C>>) -> bool {
+        let Some(log_id) = log_id else { return true };
+        // Entries at or below the purged id are committed; the leader holds the same ones.
+        if self.state.log_ids.purged().is_some_and(|p| log_id.index <= p.index) {
+            return true;
+        }
+        self.state.log_ids.get(log_id.index) == Some(log_id)
+    }
+
+    /// Skip the entries the log already holds; truncate at the first conflict; append the rest.
+    fn append_new_entries(&mut self, entries: Vec<Entry<C>>) -> Result<(), AppendEntriesResponse<C>> {
+        let purged_next = self.state.log_ids.purged().map_or(0, |p| p.index + 1);
+        let skip = entries
+            .iter()
+            .take_while(|e| e.log_id.index < purged_next || self.state.log_ids.get(e.log_id.index) == Some(e.log_id))
+            .count();
+        let mut entries = entries;
+        entries.drain(..skip);
+        let Some(first) = entries.first().map(|e| e.log_id) else { return Ok(()) };
+
+        let mut expected = first.index;
+        for e in &entries {
+            if e.log_id.index != expected {
+                error!(id = %self.config.id, at = %e.log_id, "append entries are not consecutive");
+                return Err(AppendEntriesResponse::Conflict {
+                    prev_log_id: Some(first),
+                    last_log_id: self.state.last_log_id(),
+                });
+            }
+            expected += 1;
+        }
+
+        if let Some(conflicting) = self.state.log_ids.get(first.index) {
+            if Some(conflicting) <= self.state.committed {
+                // A leader holds every committed entry (§5.4), so this request is not from a
+                // legitimate leader or our state is corrupt. Refuse rather than lose data.
+                error!(id = %self.config.id, %conflicting, new = %first, "refusing to truncate a committed entry");
+                return Err(AppendEntriesResponse::Conflict {
+                    prev_log_id: Some(conflicting),
+                    last_log_id: self.state.last_log_id(),
+                });
+            }
+            self.state.log_ids.truncate(first.index);
+            self.state.membership.truncate(first.index);
+            let io = self.next_io();
+            debug!(id = %self.config.id, since = %conflicting, "truncate conflicting entries");
+            self.output.push_back(Command::TruncateLog { io, since: conflicting });
+        } else if first.index != self.state.last_log_id().map_or(0, |l| l.index + 1) {
+            // The request's entries do not follow prev_log_id: a malformed request.
+            error!(id = %self.config.id, first = %first, "append entries leave a gap in the log");
+            return Err(AppendEntriesResponse::Conflict {
+                prev_log_id: Some(first),
+                last_log_id: self.state.last_log_id(),
+            });
+        }
+
+        for e in &entries {
+            self.state.log_ids.append(e.log_id);
+            if let EntryPayload::Membership(m) = &e.payload {
+                self.state.membership.append(e.log_id, m.clone());
+            }
+        }
+        let io = self.next_io();
+        self.output.push_back(Command::AppendEntries { io, entries });
+        if self.leader.is_none() {
+            self.state.server_state = self.follower_or_learner();
+        }
+        Ok(())
+    }
+}

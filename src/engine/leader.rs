@@ -1,0 +1,149 @@
+//! The leader: appending client entries, tracking followers' progress, committing.
+
+use std::collections::BTreeMap;
+
+use tracing::{debug, warn};
+
+use crate::RaftTypeConfig;
+use crate::engine::{Command, Engine, LogIOId, ReplicationTarget};
+use crate::types::{DisplayOption, Entry, EntryPayload, LogId, Vote};
+
+/// What a replication stream learned about its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplicationResult<C: RaftTypeConfig> {
+    /// The target's log matches the leader's up to this id, durably.
+    Matched(Option<LogId<C>>),
+    /// The target has seen a greater vote.
+    HigherVote(Vote<C>),
+}
+
+/// Leader-only state: exists exactly while this node is the elected leader of `vote`.
+///
+/// Invariant: every matched log id is in the leader's log (a leader never truncates its log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Leader<C: RaftTypeConfig> {
+    /// The elected vote this leadership is for.
+    pub(crate) vote: Vote<C>,
+    /// The seq of this term's first log I/O: only flushes from there on count as the leader's
+    /// own progress, since earlier ones may report entries a later truncation removed.
+    first_io_seq: u64,
+    /// The leader's own durable log, as far as it counts for commit.
+    pub(crate) flushed: Option<LogId<C>>,
+    /// The matched log id of every other member, voter or learner.
+    pub(crate) progress: BTreeMap<C::NodeId, Option<LogId<C>>>,
+}
+
+impl<C: RaftTypeConfig> Leader<C> {
+    pub(crate) fn new(vote: Vote<C>, first_io_seq: u64) -> Self {
+        Self { vote, first_io_seq, flushed: None, progress: BTreeMap::new() }
+    }
+}
+
+impl<C: RaftTypeConfig> Engine<C> {
+    /// Append client payloads to the leader's log; returns the id of the first new entry,
+    /// or `None` if this node is not the leader (nothing is appended then).
+    ///
+    /// Pushes one `AppendEntries` command for the whole batch, and an
+    /// `UpdateReplicationStreams` if a membership entry changed the set of targets.
+    pub(crate) fn leader_append_entries(
+        &mut self,
+        payloads: impl IntoIterator<Item = EntryPayload<C>>,
+    ) -> Option<LogId<C>> {
+        let leader_id = self.leader.as_ref()?.vote.leader_id()?;
+        let mut next_index = self.state.last_log_id().map_or(0, |l| l.index + 1);
+        let first = LogId::new(leader_id, next_index);
+        let mut membership_changed = false;
+        let entries: Vec<Entry<C>> = payloads
+            .into_iter()
+            .map(|payload| {
+                let log_id = LogId::new(leader_id, next_index);
+                next_index += 1;
+                self.state.log_ids.append(log_id);
+                if let EntryPayload::Membership(m) = &payload {
+                    self.state.membership.append(log_id, m.clone());
+                    membership_changed = true;
+                }
+                Entry { log_id, payload }
+            })
+            .collect();
+        if entries.is_empty() {
+            return None;
+        }
+        let io = self.next_io();
+        self.output.push_back(Command::AppendEntries { io, entries });
+        if membership_changed {
+            self.update_replication_streams();
+        }
+        Some(first)
+    }
+
+    /// The log store reports `io` durable.
+    pub(crate) fn on_log_flushed(&mut self, io: LogIOId<C>) {
+        if io.seq <= self.state.io.flushed.seq {
+            return;
+        }
+        debug_assert!(io.seq <= self.state.io.accepted.seq, "flushed {io} beyond accepted");
+        self.state.io.flushed = io;
+        let Some(leader) = self.leader.as_mut() else { return };
+        if io.seq >= leader.first_io_seq && io.last_log_id > leader.flushed {
+            leader.flushed = io.last_log_id;
+            self.leader_commit();
+        }
+    }
+
+    /// A replication stream of the leadership `vote` reports on `target`.
+    pub(crate) fn on_replication_progress(&mut self, target: C::NodeId, vote: Vote<C>, result: ReplicationResult<C>) {
+        match result {
+            ReplicationResult::HigherVote(v) => self.see_greater_vote(v),
+            ReplicationResult::Matched(matched) => {
+                let Some(leader) = self.leader.as_mut() else { return };
+                if leader.vote != vote {
+                    return;
+                }
+                if matched > self.state.log_ids.last() {
+                    warn!(%target, matched = %DisplayOption(&matched), "target claims entries the leader does not have");
+                    return;
+                }
+                let Some(progress) = leader.progress.get_mut(&target) else { return };
+                if matched > *progress {
+                    *progress = matched;
+                    self.leader_commit();
+                }
+            }
+        }
+    }
+
+    /// Commit the greatest log id held by a quorum, if the leader proposed it (Raft §5.4.2:
+    /// entries of earlier terms commit only by committing one of the leader's own).
+    fn leader_commit(&mut self) {
+        let Some(leader) = self.leader.as_ref() else { return };
+        let me = self.config.id;
+        let quorum_matched = self.state.membership.effective().quorum_value(|id| {
+            if *id == me { leader.flushed } else { leader.progress.get(id).copied().flatten() }
+        });
+        let Some(Some(matched)) = quorum_matched else { return };
+        if Some(matched.leader_id) != leader.vote.leader_id() {
+            return;
+        }
+        debug!(id = %me, committed = %matched, "leader commits");
+        self.commit(matched);
+    }
+
+    /// Make the replication streams match the effective membership: one per other member.
+    pub(crate) fn update_replication_streams(&mut self) {
+        let me = self.config.id;
+        let Some(leader) = self.leader.as_mut() else { return };
+        let membership = self.state.membership.effective();
+        let targets: Vec<ReplicationTarget<C>> = membership
+            .nodes()
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(id, node)| ReplicationTarget { id: *id, node: node.clone() })
+            .collect();
+        leader.progress.retain(|id, _| membership.get_node(id).is_some());
+        for t in &targets {
+            leader.progress.entry(t.id).or_insert(None);
+        }
+        self.output.push_back(Command::UpdateReplicationStreams { vote: leader.vote, targets });
+    }
+}

@@ -1,0 +1,206 @@
+//! The Engine: Raft's protocol logic as a deterministic state machine.
+//!
+//! ```text
+//!              inputs (method calls)                     outputs (Commands)
+//!  RaftCore ──► initialize / elect / handle_timeout ─┐
+//!  RPCs     ──► handle_vote_req / handle_append_entries ─► Engine ──► output: VecDeque<Command>
+//!  replies  ──► handle_vote_resp / on_replication_progress   │        SaveVote, AppendEntries,
+//!  storage  ──► on_log_flushed / on_applied          ───────┘        TruncateLog, SendVote, Apply,
+//!  clients  ──► leader_append_entries                                 Update/CloseReplicationStreams
+//! ```
+//!
+//! The Engine never awaits, never reads a clock (time comes in as `now`), never allocates a
+//! channel and never touches storage or the network. Everything it wants done is pushed as a
+//! [`Command`] to `output`, which RaftCore drains and executes in order. That makes every Raft
+//! rule here a plain function of state and input, tested table-driven in `tests/` beside it.
+//!
+//! # Call order
+//!
+//! 1. Build it with [`Engine::new`] from the state loaded from storage, then call
+//!    [`Engine::startup`] once.
+//! 2. Feed inputs one at a time. After **each** input, the caller MUST drain `output` and
+//!    execute the commands in order before it sends the answer of that input (e.g. a vote
+//!    response) and before it feeds the next input. Answers that wait on I/O say so: they come
+//!    with the [`LogIOId`] that must be flushed first.
+//! 3. Ask [`Engine::election_deadline`] when to call [`Engine::handle_timeout`] next.
+//!
+//! Getters borrow `state`; handlers live in one file per concern: `election.rs` (timeouts,
+//! votes, becoming leader), `leader.rs` (appending and committing), `follower.rs` (accepting
+//! a leader's entries).
+
+mod command;
+mod election;
+mod follower;
+mod leader;
+mod log_id_list;
+mod state;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+pub(crate) use command::{Command, ReplicationTarget};
+pub(crate) use leader::{Leader, ReplicationResult};
+pub(crate) use log_id_list::LogIdList;
+pub use state::LogIOId;
+pub use state::ServerState;
+pub(crate) use state::{IOState, MembershipState, RaftState};
+use tokio::time::Instant;
+
+use crate::RaftTypeConfig;
+use crate::types::LogId;
+
+/// The Engine's fixed settings.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineConfig<C: RaftTypeConfig> {
+    pub(crate) id: C::NodeId,
+    pub(crate) election_timeout_min: Duration,
+    pub(crate) election_timeout_max: Duration,
+    pub(crate) seed: u64,
+}
+
+/// A candidate's election in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Candidate<C: RaftTypeConfig> {
+    pub(crate) vote: crate::types::Vote<C>,
+    pub(crate) granted: std::collections::BTreeSet<C::NodeId>,
+}
+
+/// The pure Raft protocol core of one node. See the [module docs](self) for the call order.
+pub(crate) struct Engine<C: RaftTypeConfig> {
+    pub(crate) config: EngineConfig<C>,
+    pub(crate) state: RaftState<C>,
+    /// `Some` exactly while this node is the leader (`state.server_state == Leader`).
+    pub(crate) leader: Option<Leader<C>>,
+    /// `Some` exactly while this node is a candidate.
+    pub(crate) candidate: Option<Candidate<C>>,
+    /// When to start an election if no leader is heard from; `None` while leading.
+    election_deadline: Option<Instant>,
+    /// xorshift state for randomized election timeouts: deterministic given the seed.
+    rng: u64,
+    /// Commands for RaftCore, in execution order.
+    pub(crate) output: VecDeque<Command<C>>,
+}
+
+impl<C: RaftTypeConfig> Engine<C> {
+    pub(crate) fn new(config: EngineConfig<C>, state: RaftState<C>) -> Self {
+        let rng = config.seed | 1;
+        Self {
+            config,
+            state,
+            leader: None,
+            candidate: None,
+            election_deadline: None,
+            rng,
+            output: VecDeque::new(),
+        }
+    }
+
+    /// Decide the initial role and, if there is committed work left unapplied, apply it.
+    pub(crate) fn startup(&mut self, now: Instant) {
+        self.state.server_state = self.follower_or_learner();
+        let committed = self.state.committed;
+        if committed > self.state.apply_submitted {
+            if let Some(last) = committed {
+                self.output.push_back(Command::Apply { first: self.state.apply_submitted.map_or(0, |l| l.index + 1), last });
+                self.state.apply_submitted = committed;
+            }
+        }
+        let voters = self.state.membership.effective().voter_ids();
+        if voters.len() == 1 && voters.contains(&self.config.id) {
+            // A single-voter cluster needs nobody's permission: take over at once.
+            self.elect(now);
+        } else {
+            self.reset_election_deadline(now);
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called, if ever.
+    pub(crate) fn election_deadline(&self) -> Option<Instant> {
+        self.election_deadline
+    }
+
+    /// Take every command decided so far, in execution order.
+    #[allow(dead_code)] // Used by the Engine tests; RaftCore pops commands one at a time.
+    pub(crate) fn take_commands(&mut self) -> VecDeque<Command<C>> {
+        std::mem::take(&mut self.output)
+    }
+
+    /// This node's id.
+    pub(crate) fn id(&self) -> C::NodeId {
+        self.config.id
+    }
+
+    /// The state machine applied up to `log_id`.
+    pub(crate) fn on_applied(&mut self, log_id: LogId<C>) {
+        debug_assert!(Some(log_id) <= self.state.apply_submitted, "applied beyond what was submitted");
+        if Some(log_id) > self.state.applied {
+            self.state.applied = Some(log_id);
+        }
+    }
+
+    /// `Follower` if this node votes in its effective membership, `Learner` otherwise.
+    fn follower_or_learner(&self) -> ServerState {
+        if self.state.membership.effective().is_voter(&self.config.id) {
+            ServerState::Follower
+        } else {
+            ServerState::Learner
+        }
+    }
+
+    fn reset_election_deadline(&mut self, now: Instant) {
+        let min = self.config.election_timeout_min;
+        let span = self.config.election_timeout_max.saturating_sub(min).as_nanos().max(1) as u64;
+        // xorshift64: cheap, deterministic, good enough to spread timeouts apart.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.election_deadline = Some(now + min + Duration::from_nanos(self.rng % span));
+    }
+
+    /// Advance `committed` to `committed` if it is newer, and apply the newly committed entries.
+    fn commit(&mut self, committed: LogId<C>) {
+        if Some(committed) <= self.state.committed {
+            return;
+        }
+        debug_assert!(Some(committed) <= self.state.last_log_id(), "committed beyond the log");
+        self.state.committed = Some(committed);
+        self.state.membership.commit(self.state.committed);
+        let first = self.state.apply_submitted.map_or(0, |l| l.index + 1);
+        self.state.apply_submitted = Some(committed);
+        // Several inputs handled before the queue is drained merge into one Apply, so the
+        // state machine gets one batch instead of many.
+        if let Some(Command::SaveCommitted { committed: prev_committed }) = self.output.back_mut() {
+            *prev_committed = committed;
+            let len = self.output.len();
+            if let Some(Command::Apply { last, .. }) = len.checked_sub(2).and_then(|i| self.output.get_mut(i)) {
+                *last = committed;
+                return;
+            }
+        }
+        self.output.push_back(Command::Apply { first, last: committed });
+        self.output.push_back(Command::SaveCommitted { committed });
+    }
+
+    /// The next log I/O id, advancing `accepted`.
+    fn next_io(&mut self) -> LogIOId<C> {
+        let io = LogIOId {
+            seq: self.state.io.accepted.seq + 1,
+            vote: self.state.vote,
+            last_log_id: self.state.last_log_id(),
+        };
+        self.state.io.accepted = io;
+        io
+    }
+
+    /// Adopt `vote`, persisting it, if it differs from the current one.
+    fn save_vote(&mut self, vote: crate::types::Vote<C>) {
+        if vote != self.state.vote {
+            debug_assert!(vote.is_ge(&self.state.vote), "a vote never goes back: {} -> {vote}", self.state.vote);
+            self.state.vote = vote;
+            self.output.push_back(Command::SaveVote { vote });
+        }
+    }
+}

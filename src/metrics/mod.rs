@@ -1,0 +1,228 @@
+//! [`RaftMetrics`]: a node's state, published on a watch channel, and [`Wait`] to await
+//! conditions on it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::RaftTypeConfig;
+use crate::engine::{Engine, ServerState};
+use crate::error::WaitError;
+use crate::types::{DisplayOption, LogId, StoredMembership, Vote};
+
+/// A snapshot of a node's state. Published on a watch channel every time it changes; get the
+/// receiver with [`Raft::metrics`](crate::Raft::metrics).
+pub struct RaftMetrics<C: RaftTypeConfig> {
+    /// This node.
+    pub id: C::NodeId,
+    /// The role it plays now.
+    pub state: ServerState,
+    /// The current term.
+    pub current_term: u64,
+    /// The node's vote.
+    pub vote: Vote<C>,
+    /// The index of the last log entry.
+    pub last_log_index: Option<u64>,
+    /// The last log entry's id.
+    pub last_log_id: Option<LogId<C>>,
+    /// The last entry known committed.
+    pub committed: Option<LogId<C>>,
+    /// The last entry the state machine applied.
+    pub last_applied: Option<LogId<C>>,
+    /// The last purged entry.
+    pub purged: Option<LogId<C>>,
+    /// The leader this node knows of (itself, if leader).
+    pub current_leader: Option<C::NodeId>,
+    /// The effective membership: the last one in the log.
+    pub membership_config: Arc<StoredMembership<C>>,
+    /// The last committed membership.
+    pub committed_membership: Arc<StoredMembership<C>>,
+    /// On a leader: every other member's matched log id.
+    pub replication: Option<BTreeMap<C::NodeId, Option<LogId<C>>>>,
+}
+
+impl<C: RaftTypeConfig> RaftMetrics<C> {
+    /// The metrics of a node that has not loaded its state yet.
+    pub(crate) fn new_initial(id: C::NodeId) -> Self {
+        Self {
+            id,
+            state: ServerState::Learner,
+            current_term: 0,
+            vote: Vote::default(),
+            last_log_index: None,
+            last_log_id: None,
+            committed: None,
+            last_applied: None,
+            purged: None,
+            current_leader: None,
+            membership_config: Arc::new(StoredMembership::default()),
+            committed_membership: Arc::new(StoredMembership::default()),
+            replication: None,
+        }
+    }
+
+    pub(crate) fn from_engine(engine: &Engine<C>) -> Self {
+        let st = &engine.state;
+        Self {
+            id: engine.id(),
+            state: st.server_state,
+            current_term: st.vote.term,
+            vote: st.vote,
+            last_log_index: st.last_log_id().map(|l| l.index),
+            last_log_id: st.last_log_id(),
+            committed: st.committed,
+            last_applied: st.applied,
+            purged: st.log_ids.purged(),
+            current_leader: st.leader_id,
+            membership_config: st.membership.effective.clone(),
+            committed_membership: st.membership.committed.clone(),
+            replication: engine.leader.as_ref().map(|l| l.progress.clone()),
+        }
+    }
+}
+
+impl<C: RaftTypeConfig> Clone for RaftMetrics<C> {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id,
+            state: self.state,
+            current_term: self.current_term,
+            vote: self.vote,
+            last_log_index: self.last_log_index,
+            last_log_id: self.last_log_id,
+            committed: self.committed,
+            last_applied: self.last_applied,
+            purged: self.purged,
+            current_leader: self.current_leader,
+            membership_config: self.membership_config.clone(),
+            committed_membership: self.committed_membership.clone(),
+            replication: self.replication.clone(),
+        }
+    }
+}
+
+impl<C: RaftTypeConfig> PartialEq for RaftMetrics<C> {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.state == other.state
+            && self.vote == other.vote
+            && self.last_log_id == other.last_log_id
+            && self.committed == other.committed
+            && self.last_applied == other.last_applied
+            && self.purged == other.purged
+            && self.current_leader == other.current_leader
+            && self.membership_config == other.membership_config
+            && self.committed_membership == other.committed_membership
+            && self.replication == other.replication
+    }
+}
+
+impl<C: RaftTypeConfig> fmt::Debug for RaftMetrics<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl<C: RaftTypeConfig> fmt::Display for RaftMetrics<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "N{} {:?} vote={} last={} committed={} applied={} leader={} membership={}",
+            self.id,
+            self.state,
+            self.vote,
+            DisplayOption(&self.last_log_id),
+            DisplayOption(&self.committed),
+            DisplayOption(&self.last_applied),
+            DisplayOption(&self.current_leader),
+            self.membership_config
+        )
+    }
+}
+
+/// Waits for a condition on a node's metrics, with a timeout. Built by
+/// [`Raft::wait`](crate::Raft::wait).
+///
+/// Every method returns the metrics that satisfied the condition, or
+/// [`WaitError::Timeout`] naming the condition.
+pub struct Wait<C: RaftTypeConfig> {
+    pub(crate) timeout: Duration,
+    pub(crate) rx: watch::Receiver<RaftMetrics<C>>,
+}
+
+impl<C: RaftTypeConfig> Wait<C> {
+    /// Wait until `cond` holds; `msg` describes it for the timeout error.
+    ///
+    /// # Errors
+    /// [`WaitError::Timeout`] if it does not hold within the timeout; [`WaitError::Stopped`]
+    /// if the node stops first.
+    pub async fn metrics(
+        &self,
+        cond: impl Fn(&RaftMetrics<C>) -> bool,
+        msg: impl fmt::Display,
+    ) -> Result<RaftMetrics<C>, WaitError> {
+        let mut rx = self.rx.clone();
+        let waiting = async {
+            loop {
+                {
+                    let m = rx.borrow_and_update();
+                    if cond(&m) {
+                        return Ok(m.clone());
+                    }
+                    if m.state == ServerState::Shutdown {
+                        return Err(WaitError::Stopped);
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return Err(WaitError::Stopped);
+                }
+            }
+        };
+        match tokio::time::timeout(self.timeout, waiting).await {
+            Ok(r) => r,
+            Err(_) => {
+                let latest = self.rx.borrow().clone();
+                Err(WaitError::Timeout { timeout: self.timeout, waiting_for: format!("{msg}; latest: {latest}") })
+            }
+        }
+    }
+
+    /// Wait until the node is in `state`.
+    ///
+    /// # Errors
+    /// See [`metrics`](Self::metrics).
+    pub async fn state(&self, state: ServerState, msg: impl fmt::Display) -> Result<RaftMetrics<C>, WaitError> {
+        self.metrics(|m| m.state == state, format!("state {state:?}: {msg}")).await
+    }
+
+    /// Wait until the node knows `leader` as the current leader.
+    ///
+    /// # Errors
+    /// See [`metrics`](Self::metrics).
+    pub async fn current_leader(&self, leader: C::NodeId, msg: impl fmt::Display) -> Result<RaftMetrics<C>, WaitError> {
+        self.metrics(|m| m.current_leader == Some(leader), format!("leader {leader}: {msg}")).await
+    }
+
+    /// Wait until the node has applied at least up to `index`.
+    ///
+    /// # Errors
+    /// See [`metrics`](Self::metrics).
+    pub async fn applied_index_at_least(&self, index: Option<u64>, msg: impl fmt::Display) -> Result<RaftMetrics<C>, WaitError> {
+        self.metrics(
+            |m| m.last_applied.map(|l| l.index) >= index,
+            format!("applied >= {}: {msg}", DisplayOption(&index)),
+        )
+        .await
+    }
+
+    /// Wait until the node's log reaches at least `index`.
+    ///
+    /// # Errors
+    /// See [`metrics`](Self::metrics).
+    pub async fn log_index_at_least(&self, index: Option<u64>, msg: impl fmt::Display) -> Result<RaftMetrics<C>, WaitError> {
+        self.metrics(|m| m.last_log_index >= index, format!("last log >= {}: {msg}", DisplayOption(&index))).await
+    }
+}

@@ -1,0 +1,126 @@
+//! The network traits an application implements: [`RaftNetworkFactory`] makes one
+//! [`RaftNetwork`] client per target node.
+//!
+//! # Pipelining: the `stream_append` contract
+//!
+//! A leader replicates to a caught-up follower through [`RaftNetwork::stream_append`]: it hands
+//! the network a stream of AppendEntries requests and reads a stream of responses. A network
+//! that pipelines (sends request N+1 before the answer to N arrives) makes replication
+//! throughput independent of round-trip time. An implementation must keep these promises:
+//!
+//! 1. **Whole requests.** A request taken from the input stream is delivered to the follower
+//!    whole, or the response stream ends with an error. Never half of its entries.
+//! 2. **In order.** Requests reach the follower's [`Raft::append_entries`](crate::Raft::append_entries)
+//!    (or [`Raft::stream_append`](crate::Raft::stream_append)) in the order the input yields them.
+//! 3. **Responses in order, possibly fewer.** Responses come back in request order. Yielding
+//!    fewer responses than requests is allowed: each `Success { matched }` acknowledges every
+//!    request up to `matched`.
+//! 4. **Errors end the stream.** After yielding an `Err`, the response stream is done; the
+//!    leader resumes from what was acknowledged, on a new stream.
+//!
+//! The leader bounds what is in flight (`Config::max_in_flight_requests`), so the network
+//! need not buffer without limit. The default implementation sends one request at a time with
+//! [`RaftNetwork::append_entries`], which keeps these promises trivially.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt};
+
+use crate::RaftTypeConfig;
+use crate::error::RPCError;
+use crate::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+
+/// Options for one RPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RPCOption {
+    /// How long the call may take before the caller gives up on it. The network should give up
+    /// too, returning [`RPCError::Timeout`]; quorate also enforces it from outside.
+    pub timeout: Duration,
+}
+
+impl RPCOption {
+    /// Options with the given timeout.
+    pub fn new(timeout: Duration) -> Self {
+        Self { timeout }
+    }
+}
+
+/// The stream of responses returned by [`RaftNetwork::stream_append`].
+pub type AppendResponseStream<'s, C> = BoxStream<'s, Result<AppendEntriesResponse<C>, RPCError>>;
+
+/// Makes network clients, one per target node. Owned by the node's Raft task.
+pub trait RaftNetworkFactory<C: RaftTypeConfig>: Send + 'static {
+    /// The client type.
+    type Network: RaftNetwork<C>;
+
+    /// A client for `target`, reachable as described by `node`.
+    ///
+    /// It should not connect eagerly or fail: connect on first use and report failures from the
+    /// RPC methods, which are retried.
+    fn new_client(&mut self, target: C::NodeId, node: &C::Node) -> impl Future<Output = Self::Network> + Send;
+}
+
+/// A client that sends RPCs to one target node.
+///
+/// Each method sends one request to the target's corresponding [`Raft`](crate::Raft) method and
+/// returns its answer. A call that fails in transit returns an [`RPCError`]; quorate retries
+/// with backoff. quorate runs every call under [`RPCOption::timeout`], so a hung call is
+/// cancelled (dropped): implementations must be cancel-safe in the sense that dropping a call's
+/// future leaves the client usable, or reports errors from then on.
+pub trait RaftNetwork<C: RaftTypeConfig>: Send + Sync + 'static {
+    /// Send an AppendEntries request and return the follower's answer.
+    fn append_entries(
+        &mut self,
+        req: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> impl Future<Output = Result<AppendEntriesResponse<C>, RPCError>> + Send;
+
+    /// Send a vote request and return the answer.
+    fn vote(
+        &mut self,
+        req: VoteRequest<C>,
+        option: RPCOption,
+    ) -> impl Future<Output = Result<VoteResponse<C>, RPCError>> + Send;
+
+    /// Send one snapshot chunk and return the answer.
+    fn install_snapshot(
+        &mut self,
+        req: InstallSnapshotRequest<C>,
+        option: RPCOption,
+    ) -> impl Future<Output = Result<InstallSnapshotResponse<C>, RPCError>> + Send;
+
+    /// Replicate a stream of AppendEntries requests, returning the stream of responses.
+    ///
+    /// See the [module docs](self) for what an implementation must guarantee. The default
+    /// sends one request at a time through [`append_entries`](Self::append_entries); override it
+    /// to pipeline.
+    ///
+    /// # Errors
+    /// [`RPCError`] if the stream could not be opened.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> impl Future<Output = Result<AppendResponseStream<'s, C>, RPCError>> + Send
+    where
+        S: Stream<Item = AppendEntriesRequest<C>> + Send + Unpin + 's,
+    {
+        async move {
+            let responses = futures_util::stream::unfold(Some((self, input)), move |state| async move {
+                let (network, mut input) = state?;
+                let req = input.next().await?;
+                match network.append_entries(req, option).await {
+                    Ok(resp) => Some((Ok(resp), Some((network, input)))),
+                    // An error ends the stream: yield it, then stop.
+                    Err(e) => Some((Err(e), None)),
+                }
+            });
+            Ok(responses.boxed())
+        }
+    }
+}

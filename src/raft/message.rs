@@ -1,0 +1,181 @@
+//! The RPC messages nodes exchange. Every one is serde-serializable so a network
+//! implementation can put it on the wire as it is.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::RaftTypeConfig;
+use crate::storage::SnapshotMeta;
+use crate::types::{DisplayOption, Entry, LogId, Vote};
+
+/// A candidate asks for a vote (Raft §5.2).
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct VoteRequest<C: RaftTypeConfig> {
+    /// The candidate's vote: its new term and itself.
+    pub vote: Vote<C>,
+    /// The candidate's last log id, for the up-to-date check (Raft §5.4.1).
+    pub last_log_id: Option<LogId<C>>,
+}
+
+/// The answer to a [`VoteRequest`].
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct VoteResponse<C: RaftTypeConfig> {
+    /// The responder's vote after handling the request; greater than the request's vote if the
+    /// responder has seen a newer term.
+    pub vote: Vote<C>,
+    /// Whether the vote was granted.
+    pub vote_granted: bool,
+    /// The responder's last log id.
+    pub last_log_id: Option<LogId<C>>,
+}
+
+/// A leader replicates entries, or just its commit index as a heartbeat (Raft §5.3).
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct AppendEntriesRequest<C: RaftTypeConfig> {
+    /// The leader's elected vote.
+    pub vote: Vote<C>,
+    /// The id of the entry just before `entries`; `None` if `entries` start the log.
+    pub prev_log_id: Option<LogId<C>>,
+    /// The entries to append; empty for a probe or a heartbeat.
+    pub entries: Vec<Entry<C>>,
+    /// The leader's committed log id.
+    pub leader_commit: Option<LogId<C>>,
+}
+
+impl<C: RaftTypeConfig> AppendEntriesRequest<C> {
+    /// The id of the last entry this request makes the follower hold: the last of `entries`,
+    /// or `prev_log_id` if there are none.
+    pub fn last_log_id(&self) -> Option<LogId<C>> {
+        self.entries.last().map(|e| e.log_id).or(self.prev_log_id)
+    }
+}
+
+/// The answer to an [`AppendEntriesRequest`].
+///
+/// In a pipelined stream one response may acknowledge several requests: a leader reads
+/// `Success { matched }` as "the follower's log equals mine up to `matched`", whichever request
+/// it answers.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub enum AppendEntriesResponse<C: RaftTypeConfig> {
+    /// The follower's log matches the leader's up to `matched`, and those entries are durable.
+    Success {
+        /// The last log id of the request that was answered.
+        matched: Option<LogId<C>>,
+    },
+    /// The follower does not hold the request's `prev_log_id`.
+    Conflict {
+        /// The `prev_log_id` that did not match.
+        prev_log_id: Option<LogId<C>>,
+        /// The follower's last log id: a hint that bounds the leader's search for the match.
+        last_log_id: Option<LogId<C>>,
+    },
+    /// The follower has seen a greater vote; the leader must step down.
+    HigherVote(Vote<C>),
+}
+
+/// One chunk of a snapshot, sent by a leader to a follower whose log is behind its purged log.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct InstallSnapshotRequest<C: RaftTypeConfig> {
+    /// The leader's elected vote.
+    pub vote: Vote<C>,
+    /// What the snapshot covers.
+    pub meta: SnapshotMeta<C>,
+    /// Where this chunk starts in the snapshot data.
+    pub offset: u64,
+    /// The chunk.
+    pub data: Vec<u8>,
+    /// Whether this is the last chunk.
+    pub done: bool,
+}
+
+/// The answer to an [`InstallSnapshotRequest`].
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct InstallSnapshotResponse<C: RaftTypeConfig> {
+    /// The follower's vote; greater than the request's if the follower has seen a newer term.
+    pub vote: Vote<C>,
+}
+
+macro_rules! impl_clone_debug {
+    ($t:ident { $($f:ident),* }) => {
+        impl<C: RaftTypeConfig> Clone for $t<C> {
+            fn clone(&self) -> Self {
+                Self { $($f: self.$f.clone()),* }
+            }
+        }
+        impl<C: RaftTypeConfig> fmt::Debug for $t<C> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($t))$(.field(stringify!($f), &self.$f))*.finish()
+            }
+        }
+    };
+}
+
+impl_clone_debug!(VoteRequest { vote, last_log_id });
+impl_clone_debug!(VoteResponse { vote, vote_granted, last_log_id });
+impl_clone_debug!(AppendEntriesRequest { vote, prev_log_id, entries, leader_commit });
+impl_clone_debug!(InstallSnapshotRequest { vote, meta, offset, data, done });
+impl_clone_debug!(InstallSnapshotResponse { vote });
+
+impl<C: RaftTypeConfig> PartialEq for VoteResponse<C> {
+    fn eq(&self, other: &Self) -> bool {
+        self.vote == other.vote && self.vote_granted == other.vote_granted && self.last_log_id == other.last_log_id
+    }
+}
+impl<C: RaftTypeConfig> Eq for VoteResponse<C> {}
+
+impl<C: RaftTypeConfig> Clone for AppendEntriesResponse<C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<C: RaftTypeConfig> Copy for AppendEntriesResponse<C> {}
+impl<C: RaftTypeConfig> PartialEq for AppendEntriesResponse<C> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Success { matched: a }, Self::Success { matched: b }) => a == b,
+            (
+                Self::Conflict { prev_log_id: a, last_log_id: la },
+                Self::Conflict { prev_log_id: b, last_log_id: lb },
+            ) => a == b && la == lb,
+            (Self::HigherVote(a), Self::HigherVote(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+impl<C: RaftTypeConfig> Eq for AppendEntriesResponse<C> {}
+impl<C: RaftTypeConfig> fmt::Debug for AppendEntriesResponse<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+impl<C: RaftTypeConfig> fmt::Display for AppendEntriesResponse<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Success { matched } => write!(f, "Success(matched={})", DisplayOption(matched)),
+            Self::Conflict { prev_log_id, last_log_id } => {
+                write!(f, "Conflict(prev={}, last={})", DisplayOption(prev_log_id), DisplayOption(last_log_id))
+            }
+            Self::HigherVote(v) => write!(f, "HigherVote({v})"),
+        }
+    }
+}
+
+impl<C: RaftTypeConfig> fmt::Display for AppendEntriesRequest<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AppendEntries(vote={}, prev={}, entries={}, commit={})",
+            self.vote,
+            DisplayOption(&self.prev_log_id),
+            self.entries.len(),
+            DisplayOption(&self.leader_commit)
+        )
+    }
+}

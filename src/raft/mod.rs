@@ -1,0 +1,338 @@
+//! [`Raft`]: the handle an application holds to one Raft node.
+
+mod message;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+pub use message::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, info_span};
+
+use crate::config::Config;
+use crate::core::{ApiMsg, RaftCore, RpcMsg, StateMachineWorker, Watches, load_state};
+use crate::engine::{Engine, EngineConfig, LogIOId};
+use crate::error::{ClientWriteError, Fatal, InitializeError, RaftError};
+use crate::metrics::{RaftMetrics, Wait};
+use crate::replication::IOProgress;
+use crate::storage::{RaftLogStorage, RaftStateMachine};
+use crate::types::{EntryPayload, LogId, Membership};
+use crate::{RaftNetworkFactory, RaftTypeConfig};
+
+/// The result of a successful [`Raft::client_write`]: where the entry was committed and what the
+/// state machine answered.
+pub struct ClientWriteResponse<C: RaftTypeConfig> {
+    /// The id of the entry that carried the write.
+    pub log_id: LogId<C>,
+    /// The state machine's response to applying it.
+    pub data: C::R,
+}
+
+impl<C: RaftTypeConfig> fmt::Debug for ClientWriteResponse<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientWriteResponse").field("log_id", &self.log_id).field("data", &self.data).finish()
+    }
+}
+
+struct RaftInner<C: RaftTypeConfig> {
+    id: C::NodeId,
+    config: Arc<Config>,
+    api_tx: mpsc::Sender<ApiMsg<C>>,
+    rpc_tx: mpsc::Sender<RpcMsg<C>>,
+    metrics_rx: watch::Receiver<RaftMetrics<C>>,
+    shutdown_tx: Mutex<Option<oneshot::Sender<()>>>,
+    core: Mutex<Option<JoinHandle<Result<(), Fatal>>>>,
+}
+
+/// A handle to one Raft node. Cheap to clone; every clone drives the same node.
+///
+/// Built by [`Raft::new`], which loads the node's state from its storage and spawns its tasks
+/// on the current tokio runtime. The node runs until [`Raft::shutdown`] or until every handle is
+/// dropped.
+///
+/// The application's server calls the RPC entry points ([`append_entries`](Self::append_entries),
+/// [`stream_append`](Self::stream_append), [`vote`](Self::vote)) with requests received from other
+/// nodes' [`RaftNetwork`](crate::RaftNetwork) clients.
+pub struct Raft<C: RaftTypeConfig> {
+    inner: Arc<RaftInner<C>>,
+}
+
+impl<C: RaftTypeConfig> Clone for Raft<C> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+impl<C: RaftTypeConfig> Raft<C> {
+    /// Start node `id`: load its state from `log_store` and `state_machine`, then spawn its
+    /// tasks. A node with no state waits to be [`initialize`](Self::initialize)d or to be
+    /// contacted by a leader.
+    ///
+    /// # Errors
+    /// [`Fatal::StorageError`] if the state could not be loaded; [`Fatal::Invariant`] if the
+    /// config is invalid or the storage is inconsistent.
+    pub async fn new<N, LS, SM>(
+        id: C::NodeId,
+        config: Arc<Config>,
+        network: N,
+        mut log_store: LS,
+        mut state_machine: SM,
+    ) -> Result<Self, Fatal>
+    where
+        N: RaftNetworkFactory<C>,
+        LS: RaftLogStorage<C>,
+        SM: RaftStateMachine<C>,
+    {
+        let config = Arc::new(Config::clone(&config).validate().map_err(|e| Fatal::Invariant(e.to_string()))?);
+        let span = info_span!("raft", %id, cluster = %config.cluster_name);
+        let state = load_state(id, &mut log_store, &mut state_machine).instrument(span).await?;
+
+        let seed = config.election_seed.unwrap_or_else(|| {
+            // Different nodes get different timeouts; a given node the same ones every run.
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&id, &mut h);
+            std::hash::Hasher::finish(&h)
+        });
+        let engine_config = EngineConfig {
+            id,
+            election_timeout_min: config.election_timeout_min,
+            election_timeout_max: config.election_timeout_max,
+            seed,
+        };
+        let submitted = LogIOId { seq: 0, vote: state.vote, last_log_id: state.last_log_id() };
+        let engine = Engine::new(engine_config, state);
+
+        let (api_tx, api_rx) = mpsc::channel(config.max_pending_requests as usize);
+        let (rpc_tx, rpc_rx) = mpsc::channel(config.max_pending_requests as usize);
+        let (notify_tx, notify_rx) = mpsc::unbounded_channel();
+        let (sm_tx, sm_rx) = mpsc::unbounded_channel();
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let (metrics_tx, metrics_rx) = watch::channel(RaftMetrics::new_initial(id));
+        let watches = Watches {
+            submitted: watch::channel(IOProgress { vote: submitted.vote, last_log_id: submitted.last_log_id }).0,
+            committed: watch::channel(None).0,
+            metrics: metrics_tx,
+        };
+
+        let sm_worker = StateMachineWorker {
+            id,
+            state_machine,
+            log_reader: log_store.get_log_reader().await,
+            rx: sm_rx,
+            notify_tx: notify_tx.clone(),
+        };
+        tokio::spawn(sm_worker.run());
+
+        let core = RaftCore {
+            config: config.clone(),
+            engine,
+            network,
+            log_store,
+            sm_tx,
+            api_rx,
+            rpc_rx,
+            notify_rx,
+            notify_tx,
+            shutdown_rx,
+            watches,
+            responders: VecDeque::new(),
+            parked_append_responses: VecDeque::new(),
+            replications: BTreeMap::new(),
+            submitted,
+            deferred_api: None,
+        };
+        let core = tokio::spawn(core.run());
+
+        Ok(Self {
+            inner: Arc::new(RaftInner {
+                id,
+                config,
+                api_tx,
+                rpc_tx,
+                metrics_rx,
+                shutdown_tx: Mutex::new(Some(shutdown_tx)),
+                core: Mutex::new(Some(core)),
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> C::NodeId {
+        self.inner.id
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.inner.config
+    }
+
+    /// Start a new cluster whose voters are `members`.
+    ///
+    /// Call it on one node of a new cluster (or on every node, with the same `members`). The
+    /// node appends the membership as the first log entry and starts an election at once; the
+    /// other members join when the leader reaches them.
+    ///
+    /// # Errors
+    /// [`InitializeError::NotAllowed`] if the node already has a log or a vote;
+    /// [`InitializeError::NotAVoter`] if this node is not in `members`.
+    pub async fn initialize(&self, members: BTreeMap<C::NodeId, C::Node>) -> Result<(), RaftError<InitializeError<C>>> {
+        let membership = Membership::new_voters(members).map_err(|e| RaftError::APIError(e.into()))?;
+        let (tx, rx) = oneshot::channel();
+        self.send_api(ApiMsg::Initialize { membership, tx }).await?;
+        rx.await.map_err(|_| self.stopped_error())?.map_err(RaftError::APIError)
+    }
+
+    /// Propose `data` to the cluster and wait until it is committed and applied.
+    ///
+    /// Only the leader accepts writes. Writes queued while the leader was busy are appended and
+    /// replicated as one batch, so many concurrent callers share the cost of each log write.
+    /// If the queue of pending requests is full (`Config::max_pending_requests`), this waits
+    /// for room.
+    ///
+    /// # Errors
+    /// - [`ClientWriteError::ForwardToLeader`]: not the leader; nothing was proposed.
+    /// - [`ClientWriteError::Discarded`]: proposed, then removed by a newer leader; it will never
+    ///   apply.
+    /// - [`Fatal`]: the node stopped; whether the write applies is unknown.
+    ///
+    /// # Cancel safety
+    /// Dropping the future does not withdraw the write: once queued it may still commit.
+    pub async fn client_write(&self, data: C::D) -> Result<ClientWriteResponse<C>, RaftError<ClientWriteError<C>>> {
+        let (tx, rx) = oneshot::channel();
+        self.send_api(ApiMsg::ClientWrite { payload: EntryPayload::Normal(data), tx }).await?;
+        match rx.await {
+            Ok(r) => r.map_err(RaftError::APIError),
+            Err(_) => Err(self.stopped_error()),
+        }
+    }
+
+    /// Handle an AppendEntries request from the leader; answer once the entries are durable.
+    ///
+    /// # Errors
+    /// [`Fatal`] if this node has stopped.
+    pub async fn append_entries(&self, req: AppendEntriesRequest<C>) -> Result<AppendEntriesResponse<C>, RaftError> {
+        let rx = self.send_append(req).await?;
+        rx.await.map_err(|_| self.stopped_error())
+    }
+
+    /// Handle a stream of AppendEntries requests from the leader: the server side of
+    /// [`RaftNetwork::stream_append`](crate::RaftNetwork::stream_append).
+    ///
+    /// Requests are handed to the node in order as they arrive, without waiting for earlier
+    /// ones to be durable, so the follower's disk and the network work in parallel. Responses
+    /// come out in request order. At most `Config::max_in_flight_requests` requests are
+    /// outstanding; the input is not read further until earlier ones are answered. The output
+    /// ends after the first error.
+    pub fn stream_append<S>(&self, input: S) -> impl Stream<Item = Result<AppendEntriesResponse<C>, RaftError>> + Send + 'static
+    where
+        S: Stream<Item = AppendEntriesRequest<C>> + Send + 'static,
+    {
+        let raft = self.clone();
+        let window = self.inner.config.max_in_flight_requests as usize;
+        input
+            .then(move |req| {
+                let raft = raft.clone();
+                async move {
+                    let rx = raft.send_append(req).await;
+                    (raft, rx)
+                }
+            })
+            .map(|(raft, rx)| async move {
+                match rx {
+                    Ok(rx) => rx.await.map_err(|_| raft.stopped_error()),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffered(window)
+            .scan(false, |failed, r| {
+                // End the stream after the first error.
+                if *failed {
+                    return futures_util::future::ready(None);
+                }
+                *failed = r.is_err();
+                futures_util::future::ready(Some(r))
+            })
+    }
+
+    /// Handle a vote request from a candidate.
+    ///
+    /// # Errors
+    /// [`Fatal`] if this node has stopped.
+    pub async fn vote(&self, req: VoteRequest<C>) -> Result<VoteResponse<C>, RaftError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.rpc_tx.send(RpcMsg::Vote { req, tx }).await.map_err(|_| self.stopped_error())?;
+        rx.await.map_err(|_| self.stopped_error())
+    }
+
+    /// Actions to trigger on this node now.
+    pub fn trigger(&self) -> Trigger<'_, C> {
+        Trigger { raft: self }
+    }
+
+    /// A receiver of this node's metrics; it sees every change.
+    pub fn metrics(&self) -> watch::Receiver<RaftMetrics<C>> {
+        self.inner.metrics_rx.clone()
+    }
+
+    /// Wait for a condition on the metrics, for at most `timeout` (default: 500 ms).
+    pub fn wait(&self, timeout: Option<Duration>) -> Wait<C> {
+        Wait { timeout: timeout.unwrap_or(Duration::from_millis(500)), rx: self.inner.metrics_rx.clone() }
+    }
+
+    /// Stop the node and wait for its task to end. Pending client writes fail with
+    /// [`Fatal::Stopped`]: their outcome is unknown.
+    ///
+    /// # Errors
+    /// The fatal error that had already stopped the node, if any.
+    pub async fn shutdown(&self) -> Result<(), Fatal> {
+        let tx = self.inner.shutdown_tx.lock().map(|mut g| g.take()).unwrap_or(None);
+        if let Some(tx) = tx {
+            let _ = tx.send(());
+        }
+        let core = self.inner.core.lock().map(|mut g| g.take()).unwrap_or(None);
+        match core {
+            Some(h) => h.await.map_err(|_| Fatal::Panicked)?,
+            None => Ok(()),
+        }
+    }
+
+    async fn send_api<E>(&self, msg: ApiMsg<C>) -> Result<(), RaftError<E>> {
+        self.inner.api_tx.send(msg).await.map_err(|_| self.stopped_error())
+    }
+
+    async fn send_append(
+        &self,
+        req: AppendEntriesRequest<C>,
+    ) -> Result<oneshot::Receiver<AppendEntriesResponse<C>>, RaftError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.rpc_tx.send(RpcMsg::AppendEntries { req, tx }).await.map_err(|_| self.stopped_error())?;
+        Ok(rx)
+    }
+
+    fn stopped_error<E>(&self) -> RaftError<E> {
+        RaftError::Fatal(Fatal::Stopped)
+    }
+}
+
+/// Actions to start on a node now; see [`Raft::trigger`].
+pub struct Trigger<'r, C: RaftTypeConfig> {
+    raft: &'r Raft<C>,
+}
+
+impl<C: RaftTypeConfig> Trigger<'_, C> {
+    /// Start an election now, if this node is a voter.
+    ///
+    /// # Errors
+    /// [`Fatal`] if the node has stopped.
+    pub async fn elect(&self) -> Result<(), RaftError> {
+        self.raft.send_api(ApiMsg::Elect).await
+    }
+}
+

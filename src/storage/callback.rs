@@ -1,0 +1,60 @@
+//! [`IOFlushed`]: how a log store reports that an append is durable.
+
+use std::fmt;
+use std::io;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::RaftTypeConfig;
+use crate::core::Notification;
+use crate::engine::LogIOId;
+
+/// The callback handed to [`RaftLogStorage::append`](crate::RaftLogStorage::append).
+///
+/// Call [`io_completed`](Self::io_completed) exactly once, when the appended entries (and every
+/// log operation submitted before them) are durable, or when making them durable failed.
+/// Dropping it without calling it leaves the entries counted as not durable: the node will not
+/// acknowledge them, which is safe but stalls replication.
+pub struct IOFlushed<C: RaftTypeConfig> {
+    target: Target<C>,
+}
+
+enum Target<C: RaftTypeConfig> {
+    Core { io: LogIOId<C>, tx: mpsc::UnboundedSender<Notification<C>> },
+    Channel(oneshot::Sender<Result<(), io::Error>>),
+}
+
+impl<C: RaftTypeConfig> IOFlushed<C> {
+    pub(crate) fn new(io: LogIOId<C>, tx: mpsc::UnboundedSender<Notification<C>>) -> Self {
+        Self { target: Target::Core { io, tx } }
+    }
+
+    /// A callback whose completion is delivered to the returned receiver. For calling a log
+    /// store directly, e.g. in a storage test.
+    pub fn with_receiver() -> (Self, oneshot::Receiver<Result<(), io::Error>>) {
+        let (tx, rx) = oneshot::channel();
+        (Self { target: Target::Channel(tx) }, rx)
+    }
+
+    /// Report that the append is durable (`Ok`) or could not be made durable (`Err`).
+    pub fn io_completed(self, result: Result<(), io::Error>) {
+        match self.target {
+            Target::Core { io, tx } => {
+                // The receiver is gone only when the node has shut down; nothing waits then.
+                let _ = tx.send(Notification::LogFlushed { io, result });
+            }
+            Target::Channel(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
+impl<C: RaftTypeConfig> fmt::Debug for IOFlushed<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.target {
+            Target::Core { io, .. } => write!(f, "IOFlushed({io})"),
+            Target::Channel(_) => f.write_str("IOFlushed(channel)"),
+        }
+    }
+}

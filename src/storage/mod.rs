@@ -1,0 +1,227 @@
+//! The storage traits an application implements: the log ([`RaftLogStorage`] and
+//! [`RaftLogReader`]) and the state machine ([`RaftStateMachine`]).
+//!
+//! # What must be durable, and when
+//!
+//! Raft's safety rests on a few writes surviving a crash. quorate tells the storage exactly
+//! when each must be durable; an implementation that acknowledges earlier loses data.
+//!
+//! | operation | visible to readers | durable |
+//! |---|---|---|
+//! | [`RaftLogStorage::save_vote`] | on return | **on return** (a node must not grant a vote twice in a term) |
+//! | [`RaftLogStorage::append`] | **on return** | when it calls [`IOFlushed::io_completed`]; at that point every earlier log operation must be durable too |
+//! | [`RaftLogStorage::truncate`] | on return | no later than the next append's `io_completed` |
+//! | [`RaftLogStorage::purge`] | on return | lazily; a purge lost in a crash is harmless |
+//! | [`RaftLogStorage::save_committed`] | — | lazily; it only shortens recovery |
+//! | [`RaftStateMachine::apply`] | on return | lazily: after a crash, quorate re-applies the log from [`RaftStateMachine::applied_state`] |
+//!
+//! quorate calls the log storage from one task, one call at a time, in the order the protocol
+//! needs; an implementation never sees two concurrent calls on one `&mut self`. Log readers
+//! ([`RaftLogStorage::get_log_reader`]) run concurrently with it, from replication tasks and
+//! the state machine task.
+//!
+//! Every method returns [`StorageError`] on failure. quorate treats a storage error as fatal:
+//! the node stops serving (see [`Fatal`](crate::error::Fatal)) rather than act on state it could
+//! not persist.
+
+mod callback;
+mod snapshot;
+
+use std::future::Future;
+use std::ops::Range;
+
+pub use callback::IOFlushed;
+pub use snapshot::{Snapshot, SnapshotMeta};
+
+use crate::RaftTypeConfig;
+use crate::error::StorageError;
+use crate::types::{Entry, LogId, StoredMembership, Vote};
+
+/// The shape of the log: where it starts and ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogState<C: RaftTypeConfig> {
+    /// The id of the last entry removed by [`RaftLogStorage::purge`], or `None` if nothing was
+    /// ever purged. Entries at or below it are gone; a snapshot covers them.
+    pub last_purged_log_id: Option<LogId<C>>,
+    /// The id of the last entry in the log, or, if the log is empty, `last_purged_log_id`.
+    pub last_log_id: Option<LogId<C>>,
+}
+
+/// Reads entries from the log. Every replication task and the state machine task hold their own.
+///
+/// A reader sees every entry whose [`RaftLogStorage::append`] call has returned, whether or not
+/// it is durable yet, and sees truncations and purges once those calls return.
+pub trait RaftLogReader<C: RaftTypeConfig>: Send + Sync + 'static {
+    /// The entries with index in `range`, in index order.
+    ///
+    /// Return every entry of the range that is in the log, and no others: quorate asks only for
+    /// ranges it knows are present, except that a concurrent purge or truncation may have
+    /// removed some, in which case return the ones left (possibly none); quorate checks what it
+    /// gets and retries or falls back to a snapshot.
+    ///
+    /// # Errors
+    /// [`StorageError`] if the log could not be read.
+    fn try_get_log_entries(
+        &mut self,
+        range: Range<u64>,
+    ) -> impl Future<Output = Result<Vec<Entry<C>>, StorageError>> + Send;
+}
+
+/// The durable Raft log and vote of one node.
+///
+/// See the [module docs](self) for what must be durable when. quorate never calls two
+/// methods of one instance concurrently.
+pub trait RaftLogStorage<C: RaftTypeConfig>: Send + Sync + 'static {
+    /// The reader type handed out by [`get_log_reader`](Self::get_log_reader).
+    type LogReader: RaftLogReader<C>;
+
+    /// The first and last log ids. Called once at startup.
+    ///
+    /// # Errors
+    /// [`StorageError`] if the log could not be read.
+    fn get_log_state(&mut self) -> impl Future<Output = Result<LogState<C>, StorageError>> + Send;
+
+    /// A new reader of this log. It must see everything appended through `self`, including what
+    /// is appended after it was created.
+    fn get_log_reader(&mut self) -> impl Future<Output = Self::LogReader> + Send;
+
+    /// Persist the vote. It **must be durable when this returns**: the node acts on it (grants a
+    /// vote, accepts entries of a new term) right after.
+    ///
+    /// # Errors
+    /// [`StorageError`] if the vote could not be persisted.
+    fn save_vote(&mut self, vote: &Vote<C>) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// The last vote saved, or `None` for a new node.
+    ///
+    /// # Errors
+    /// [`StorageError`] if the vote could not be read.
+    fn read_vote(&mut self) -> impl Future<Output = Result<Option<Vote<C>>, StorageError>> + Send;
+
+    /// Record the committed log id, to re-apply committed entries sooner after a restart.
+    /// Optional: the default does nothing. It need not be durable before returning.
+    ///
+    /// # Errors
+    /// [`StorageError`] if it could not be recorded.
+    fn save_committed(
+        &mut self,
+        committed: Option<LogId<C>>,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send {
+        let _ = committed;
+        async { Ok(()) }
+    }
+
+    /// The committed log id saved by [`save_committed`](Self::save_committed), if any.
+    ///
+    /// # Errors
+    /// [`StorageError`] if it could not be read.
+    fn read_committed(&mut self) -> impl Future<Output = Result<Option<LogId<C>>, StorageError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Append `entries` to the end of the log.
+    ///
+    /// The entries are consecutive and follow the current last entry (the log never has gaps).
+    /// They **must be visible to log readers when this returns**. When they are durable, call
+    /// `callback.io_completed(Ok(()))` (from any thread, at any later time, e.g. after a group
+    /// fsync shared with other appends). Completing the callback promises that these entries,
+    /// and every log operation before them, survive a crash. Call it with `Err` if they could
+    /// not be made durable: the node then stops.
+    ///
+    /// # Errors
+    /// [`StorageError`] if the append failed before it was submitted.
+    fn append(
+        &mut self,
+        entries: Vec<Entry<C>>,
+        callback: IOFlushed<C>,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Delete every entry with index `>= since.index`.
+    ///
+    /// Called only on entries that are not committed, when a new leader's log differs. It must
+    /// be durable no later than the next append is reported durable.
+    ///
+    /// # Errors
+    /// [`StorageError`] if the entries could not be deleted.
+    fn truncate(&mut self, since: LogId<C>) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Delete every entry with index `<= upto.index` and remember `upto` as the last purged id.
+    ///
+    /// Called only on entries that are applied and covered by a snapshot. It may be made
+    /// durable lazily.
+    ///
+    /// # Errors
+    /// [`StorageError`] if the entries could not be deleted.
+    fn purge(&mut self, upto: LogId<C>) -> impl Future<Output = Result<(), StorageError>> + Send;
+}
+
+/// The application's state machine: applies committed entries and makes snapshots of itself.
+///
+/// quorate calls it from one task, in order. Entries reach [`apply`](Self::apply) once each, in
+/// log order, and only after they are committed.
+pub trait RaftStateMachine<C: RaftTypeConfig>: Send + Sync + 'static {
+    /// The type that builds snapshots; see [`get_snapshot_builder`](Self::get_snapshot_builder).
+    type SnapshotBuilder: RaftSnapshotBuilder<C>;
+
+    /// The id of the last applied entry and the last membership applied (from a membership
+    /// entry or an installed snapshot). Called at startup; quorate re-applies the log after it.
+    ///
+    /// # Errors
+    /// [`StorageError`] if the state could not be read.
+    fn applied_state(
+        &mut self,
+    ) -> impl Future<Output = Result<(Option<LogId<C>>, StoredMembership<C>), StorageError>> + Send;
+
+    /// Apply committed entries, in order, and return one response per entry, in the same order.
+    ///
+    /// Every entry is passed, including blank and membership entries: the state machine must
+    /// record the last applied log id (and the last membership) so that
+    /// [`applied_state`](Self::applied_state) reports them. The response of a blank or
+    /// membership entry is never seen by a client; return any value.
+    ///
+    /// # Errors
+    /// [`StorageError`] if the state machine failed; the node stops.
+    fn apply(&mut self, entries: Vec<Entry<C>>) -> impl Future<Output = Result<Vec<C::R>, StorageError>> + Send;
+
+    /// A snapshot builder. quorate calls it when a snapshot is due and runs the builder in
+    /// another task, so the builder must not borrow the state machine: copy what it needs, or
+    /// share it behind a lock.
+    fn get_snapshot_builder(&mut self) -> impl Future<Output = Self::SnapshotBuilder> + Send;
+
+    /// An empty buffer into which a snapshot sent by the leader is written, chunk by chunk.
+    ///
+    /// # Errors
+    /// [`StorageError`] if the buffer could not be created.
+    fn begin_receiving_snapshot(
+        &mut self,
+    ) -> impl Future<Output = Result<Box<C::SnapshotData>, StorageError>> + Send;
+
+    /// Replace the state machine's state with the received snapshot, atomically. After this
+    /// returns, [`applied_state`](Self::applied_state) reports `meta.last_log_id` and
+    /// `meta.last_membership`, and [`get_current_snapshot`](Self::get_current_snapshot) returns
+    /// this snapshot.
+    ///
+    /// # Errors
+    /// [`StorageError`] if it could not be installed; the node stops.
+    fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<C>,
+        snapshot: Box<C::SnapshotData>,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// The most recent snapshot, built or installed, if there is one.
+    ///
+    /// # Errors
+    /// [`StorageError`] if it could not be read.
+    fn get_current_snapshot(&mut self) -> impl Future<Output = Result<Option<Snapshot<C>>, StorageError>> + Send;
+}
+
+/// Builds a snapshot of the state machine, off the Raft task.
+pub trait RaftSnapshotBuilder<C: RaftTypeConfig>: Send + Sync + 'static {
+    /// Build a snapshot of the state as of the last applied entry, and keep it as the current
+    /// snapshot (what [`RaftStateMachine::get_current_snapshot`] returns).
+    ///
+    /// # Errors
+    /// [`StorageError`] if the snapshot could not be built.
+    fn build_snapshot(&mut self) -> impl Future<Output = Result<Snapshot<C>, StorageError>> + Send;
+}
