@@ -100,6 +100,9 @@ where
 
     /// Keep the streams of targets that remain; start the new ones; stop the removed ones.
     async fn update_replications(&mut self, vote: Vote<C>, targets: Vec<ReplicationTarget<C>>) {
+        // New streams must see their own leader vote published, or they would take the
+        // previous vote for a change of leadership and stop at once.
+        self.publish();
         self.replications.retain(|id, h| h.vote == vote && targets.iter().any(|t| t.id == *id));
         for t in targets {
             if self.replications.contains_key(&t.id) {

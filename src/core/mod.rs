@@ -240,7 +240,7 @@ where
     }
 
     /// Publish progress on the watch channels, only where it changed.
-    fn publish(&mut self) {
+    pub(crate) fn publish(&mut self) {
         let state = &self.engine.state;
         let submitted = IOProgress { vote: state.vote, last_log_id: self.submitted.last_log_id };
         self.watches.submitted.send_if_modified(|cur| {

@@ -290,6 +290,9 @@ where
 
 impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
     /// What the leader has submitted, or the end of this task if leadership changed.
+    ///
+    /// RaftCore publishes the leader vote before it starts streams, so any other vote means the
+    /// leadership this task serves is over.
     fn current_submitted(&mut self) -> Result<IOProgress<C>, Stop> {
         let submitted = *self.submitted.borrow_and_update();
         if submitted.vote != self.vote {
