@@ -11,7 +11,7 @@ use anyerror::AnyError;
 use serde::{Deserialize, Serialize};
 
 use crate::RaftTypeConfig;
-use crate::types::{LogId, MembershipError, Vote};
+use crate::types::{DisplayOption, LogId, MembershipError, Vote};
 
 /// What a storage operation was working on when it failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +177,13 @@ pub enum ClientWriteError<C: RaftTypeConfig> {
     /// Not proposed: the membership given is invalid.
     #[error(transparent)]
     InvalidMembership(#[from] MembershipError),
+    /// Not proposed: another membership change, at `log_id`, is not committed yet. Retry when
+    /// it is (watch `RaftMetrics::committed_membership`).
+    #[error("a membership change at {} is still in progress", DisplayOption(log_id))]
+    MembershipChangeInProgress {
+        /// The uncommitted membership entry.
+        log_id: Option<LogId<C>>,
+    },
 }
 
 impl<C: RaftTypeConfig> Clone for ClientWriteError<C> {
@@ -185,6 +192,7 @@ impl<C: RaftTypeConfig> Clone for ClientWriteError<C> {
             Self::ForwardToLeader(f) => Self::ForwardToLeader(f.clone()),
             Self::Discarded { log_id } => Self::Discarded { log_id: *log_id },
             Self::InvalidMembership(e) => Self::InvalidMembership(e.clone()),
+            Self::MembershipChangeInProgress { log_id } => Self::MembershipChangeInProgress { log_id: *log_id },
         }
     }
 }
@@ -194,6 +202,7 @@ impl<C: RaftTypeConfig> PartialEq for ClientWriteError<C> {
             (Self::ForwardToLeader(a), Self::ForwardToLeader(b)) => a == b,
             (Self::Discarded { log_id: a }, Self::Discarded { log_id: b }) => a == b,
             (Self::InvalidMembership(a), Self::InvalidMembership(b)) => a == b,
+            (Self::MembershipChangeInProgress { log_id: a }, Self::MembershipChangeInProgress { log_id: b }) => a == b,
             _ => false,
         }
     }
@@ -205,6 +214,9 @@ impl<C: RaftTypeConfig> fmt::Debug for ClientWriteError<C> {
             Self::ForwardToLeader(e) => e.fmt(f),
             Self::Discarded { log_id } => write!(f, "Discarded({log_id})"),
             Self::InvalidMembership(e) => write!(f, "InvalidMembership({e:?})"),
+            Self::MembershipChangeInProgress { log_id } => {
+                write!(f, "MembershipChangeInProgress({})", DisplayOption(log_id))
+            }
         }
     }
 }

@@ -48,9 +48,9 @@ pub use error::{ClientWriteError, Fatal, ForwardToLeader, InitializeError, RPCEr
 pub use metrics::{RaftMetrics, Wait};
 pub use network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 pub use raft::{
-    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, InstallSnapshotRequest,
+    AppendEntriesRequest, AppendEntriesResponse, ChangeMembershipResponse, ClientWriteResponse, InstallSnapshotRequest,
     InstallSnapshotResponse, Raft, Trigger, VoteRequest, VoteResponse,
 };
 pub use storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 pub use type_config::{AppData, BasicNode, Node, NodeId, RaftTypeConfig};
-pub use types::{Entry, EntryPayload, LeaderId, LogId, Membership, StoredMembership, Vote};
+pub use types::{ChangeMembers, Entry, EntryPayload, LeaderId, LogId, Membership, StoredMembership, Vote};

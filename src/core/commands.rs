@@ -25,6 +25,7 @@ where
             self.run_command(cmd).await?;
         }
         self.release_parked_responses();
+        self.check_membership_waiter();
         Ok(())
     }
 
@@ -40,6 +41,7 @@ where
                 self.log_store.truncate(since).await?;
                 self.submitted = io;
                 self.fail_truncated_writes(since);
+                self.fail_truncated_membership_change(since);
             }
             Command::SendVote { req } => self.send_votes(req).await,
             Command::UpdateReplicationStreams { vote, targets } => self.update_replications(vote, targets).await,

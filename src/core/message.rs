@@ -7,11 +7,16 @@ use tokio::sync::oneshot;
 use crate::RaftTypeConfig;
 use crate::engine::{LogIOId, ReplicationResult};
 use crate::error::{ClientWriteError, Fatal, InitializeError, RPCError};
-use crate::raft::{AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, VoteRequest, VoteResponse};
-use crate::types::{EntryPayload, LogId, Membership, Vote};
+use crate::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, ChangeMembershipResponse, ClientWriteResponse, VoteRequest, VoteResponse,
+};
+use crate::types::{ChangeMembers, EntryPayload, LogId, Membership, Vote};
 
 /// Where the outcome of one client write goes.
 pub(crate) type WriteResponder<C> = oneshot::Sender<Result<ClientWriteResponse<C>, ClientWriteError<C>>>;
+
+/// Where the outcome of a membership change goes.
+pub(crate) type MembershipResponder<C> = oneshot::Sender<Result<ChangeMembershipResponse<C>, ClientWriteError<C>>>;
 
 /// A call from the [`Raft`](crate::Raft) handle.
 pub(crate) enum ApiMsg<C: RaftTypeConfig> {
@@ -21,6 +26,8 @@ pub(crate) enum ApiMsg<C: RaftTypeConfig> {
     Initialize { membership: Membership<C>, tx: oneshot::Sender<Result<(), InitializeError<C>>> },
     /// Start an election now.
     Elect,
+    /// Move to the membership `changes` makes of the current one.
+    ChangeMembership { changes: ChangeMembers<C>, retain: bool, tx: MembershipResponder<C> },
 }
 
 /// An RPC from another node, delivered by the application's server.

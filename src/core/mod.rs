@@ -13,6 +13,7 @@
 //! ```
 
 mod commands;
+mod membership;
 mod message;
 mod sm_worker;
 mod startup;
@@ -20,7 +21,7 @@ mod startup;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-pub(crate) use message::{ApiMsg, Notification, RpcMsg, WriteResponder};
+pub(crate) use message::{ApiMsg, MembershipResponder, Notification, RpcMsg, WriteResponder};
 pub(crate) use sm_worker::{SmMsg, StateMachineWorker};
 pub(crate) use startup::load_state;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -73,6 +74,8 @@ where
     pub(crate) submitted: LogIOId<C>,
     /// An API message taken from the queue while batching writes, to handle next.
     pub(crate) deferred_api: Option<ApiMsg<C>>,
+    /// The caller of the membership change in progress, and the change's first entry.
+    pub(crate) membership_waiter: Option<(LogId<C>, MembershipResponder<C>)>,
 }
 
 impl<C, N, LS> RaftCore<C, N, LS>
@@ -190,6 +193,7 @@ where
                 }
             }
             ApiMsg::Elect => self.engine.elect(Instant::now()),
+            ApiMsg::ChangeMembership { changes, retain, tx } => self.handle_change_membership(changes, retain, tx),
         }
         Ok(())
     }

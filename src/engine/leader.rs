@@ -6,7 +6,7 @@ use tracing::{debug, warn};
 
 use crate::RaftTypeConfig;
 use crate::engine::{Command, Engine, LogIOId, ReplicationTarget};
-use crate::types::{DisplayOption, Entry, EntryPayload, LogId, Vote};
+use crate::types::{DisplayOption, Entry, EntryPayload, LogId, Membership, Vote};
 
 /// What a replication stream learned about its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,11 +31,13 @@ pub(crate) struct Leader<C: RaftTypeConfig> {
     pub(crate) flushed: Option<LogId<C>>,
     /// The matched log id of every other member, voter or learner.
     pub(crate) progress: BTreeMap<C::NodeId, Option<LogId<C>>>,
+    /// The membership a joint change proposed by this leader is heading for.
+    pub(crate) membership_target: Option<Membership<C>>,
 }
 
 impl<C: RaftTypeConfig> Leader<C> {
     pub(crate) fn new(vote: Vote<C>, first_io_seq: u64) -> Self {
-        Self { vote, first_io_seq, flushed: None, progress: BTreeMap::new() }
+        Self { vote, first_io_seq, flushed: None, progress: BTreeMap::new(), membership_target: None }
     }
 }
 
@@ -129,21 +131,21 @@ impl<C: RaftTypeConfig> Engine<C> {
         self.commit(matched);
     }
 
-    /// Make the replication streams match the effective membership: one per other member.
+    /// Make the replication streams match the membership: one per other member of the
+    /// effective or the committed config, so nodes being removed keep receiving the log until
+    /// the config that removes them commits.
     pub(crate) fn update_replication_streams(&mut self) {
         let me = self.config.id;
         let Some(leader) = self.leader.as_mut() else { return };
-        let membership = self.state.membership.effective();
-        let targets: Vec<ReplicationTarget<C>> = membership
-            .nodes()
-            .iter()
-            .filter(|(id, _)| **id != me)
-            .map(|(id, node)| ReplicationTarget { id: *id, node: node.clone() })
-            .collect();
-        leader.progress.retain(|id, _| membership.get_node(id).is_some());
-        for t in &targets {
-            leader.progress.entry(t.id).or_insert(None);
+        let ms = &self.state.membership;
+        let mut nodes = ms.committed.membership.nodes().clone();
+        nodes.extend(ms.effective().nodes().iter().map(|(k, v)| (*k, v.clone())));
+        nodes.remove(&me);
+        leader.progress.retain(|id, _| nodes.contains_key(id));
+        for id in nodes.keys() {
+            leader.progress.entry(*id).or_insert(None);
         }
+        let targets = nodes.into_iter().map(|(id, node)| ReplicationTarget { id, node }).collect();
         self.output.push_back(Command::UpdateReplicationStreams { vote: leader.vote, targets });
     }
 }

@@ -33,6 +33,7 @@ mod election;
 mod follower;
 mod leader;
 mod log_id_list;
+mod membership_change;
 mod state;
 
 #[cfg(test)]
@@ -44,6 +45,7 @@ use std::time::Duration;
 pub(crate) use command::{Command, ReplicationTarget};
 pub(crate) use leader::{Leader, ReplicationResult};
 pub(crate) use log_id_list::LogIdList;
+pub(crate) use membership_change::ChangeRejected;
 pub use state::LogIOId;
 pub use state::ServerState;
 pub(crate) use state::{IOState, MembershipState, RaftState};
@@ -167,7 +169,13 @@ impl<C: RaftTypeConfig> Engine<C> {
         }
         debug_assert!(Some(committed) <= self.state.last_log_id(), "committed beyond the log");
         self.state.committed = Some(committed);
+        let membership_before = self.state.membership.committed.log_id;
         self.state.membership.commit(self.state.committed);
+        if self.state.membership.committed.log_id != membership_before && self.leader.is_some() {
+            // Nodes the committed config dropped get no more log; a joint config moves on.
+            self.update_replication_streams();
+            self.leader_advance_membership();
+        }
         let first = self.state.apply_submitted.map_or(0, |l| l.index + 1);
         self.state.apply_submitted = Some(committed);
         // Several inputs handled before the queue is drained merge into one Apply, so the

@@ -23,7 +23,8 @@ use crate::error::{ClientWriteError, Fatal, InitializeError, RaftError};
 use crate::metrics::{RaftMetrics, Wait};
 use crate::replication::IOProgress;
 use crate::storage::{RaftLogStorage, RaftStateMachine};
-use crate::types::{EntryPayload, LogId, Membership};
+use crate::types::{ChangeMembers, EntryPayload, LogId, Membership};
+use crate::ServerState;
 use crate::{RaftNetworkFactory, RaftTypeConfig};
 
 /// The result of a successful [`Raft::client_write`]: where the entry was committed and what the
@@ -38,6 +39,23 @@ pub struct ClientWriteResponse<C: RaftTypeConfig> {
 impl<C: RaftTypeConfig> fmt::Debug for ClientWriteResponse<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientWriteResponse").field("log_id", &self.log_id).field("data", &self.data).finish()
+    }
+}
+
+/// The result of a completed [`Raft::change_membership`]: the committed configuration.
+pub struct ChangeMembershipResponse<C: RaftTypeConfig> {
+    /// The entry that carries the committed configuration (`None` only before initialization).
+    pub log_id: Option<LogId<C>>,
+    /// The committed configuration.
+    pub membership: Membership<C>,
+}
+
+impl<C: RaftTypeConfig> fmt::Debug for ChangeMembershipResponse<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChangeMembershipResponse")
+            .field("log_id", &self.log_id)
+            .field("membership", &self.membership)
+            .finish()
     }
 }
 
@@ -147,6 +165,7 @@ impl<C: RaftTypeConfig> Raft<C> {
             replications: BTreeMap::new(),
             submitted,
             deferred_api: None,
+            membership_waiter: None,
         };
         let core = tokio::spawn(core.run());
 
@@ -211,6 +230,66 @@ impl<C: RaftTypeConfig> Raft<C> {
             Ok(r) => r.map_err(RaftError::APIError),
             Err(_) => Err(self.stopped_error()),
         }
+    }
+
+    /// Change the cluster's membership, and wait until the new configuration is committed.
+    ///
+    /// A change of voters goes through joint consensus (old and new voters both needed for
+    /// every decision) and then the new voters alone; this returns when the final
+    /// configuration is committed. `retain` keeps voters that the change removes as learners.
+    /// A leader that the change removes keeps leading until the final configuration commits,
+    /// then steps down.
+    ///
+    /// # Errors
+    /// - [`ClientWriteError::ForwardToLeader`]: not the leader; nothing was proposed.
+    /// - [`ClientWriteError::MembershipChangeInProgress`]: another change is not committed yet;
+    ///   nothing was proposed.
+    /// - [`ClientWriteError::InvalidMembership`]: the result would be invalid (no voters, a
+    ///   voter that is not a member, removing a voter); nothing was proposed.
+    /// - [`ClientWriteError::Discarded`]: proposed, then discarded by a newer leader.
+    /// - [`Fatal`]: the node stopped; the outcome is unknown.
+    pub async fn change_membership(
+        &self,
+        changes: ChangeMembers<C>,
+        retain: bool,
+    ) -> Result<ChangeMembershipResponse<C>, RaftError<ClientWriteError<C>>> {
+        let (tx, rx) = oneshot::channel();
+        self.send_api(ApiMsg::ChangeMembership { changes, retain, tx }).await?;
+        match rx.await {
+            Ok(r) => r.map_err(RaftError::APIError),
+            Err(_) => Err(self.stopped_error()),
+        }
+    }
+
+    /// Add `id`, reachable as `node`, as a learner: it receives the log but does not vote.
+    ///
+    /// With `blocking`, wait until the learner's log has caught up with the leader's as of
+    /// this call (or until this node stops leading), so that promoting it to voter next does
+    /// not stall commits.
+    ///
+    /// # Errors
+    /// As [`change_membership`](Self::change_membership).
+    pub async fn add_learner(
+        &self,
+        id: C::NodeId,
+        node: C::Node,
+        blocking: bool,
+    ) -> Result<ChangeMembershipResponse<C>, RaftError<ClientWriteError<C>>> {
+        let target = self.inner.metrics_rx.borrow().last_log_id;
+        let resp = self.change_membership(ChangeMembers::AddNodes([(id, node)].into()), true).await?;
+        if blocking {
+            let mut rx = self.inner.metrics_rx.clone();
+            let caught_up = rx
+                .wait_for(|m| {
+                    m.state != ServerState::Leader
+                        || m.replication.as_ref().is_some_and(|r| r.get(&id).copied().flatten() >= target)
+                })
+                .await;
+            if caught_up.is_err() {
+                return Err(self.stopped_error());
+            }
+        }
+        Ok(resp)
     }
 
     /// Handle an AppendEntries request from the leader; answer once the entries are durable.
