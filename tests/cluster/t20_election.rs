@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use quorate::ServerState;
 
-use crate::fixture::{TestCluster, init_tracing};
+use crate::fixture::{TIMEOUT, TestCluster, init_tracing};
 
 /// Raft §5.2: one leader is elected and every node learns it.
 #[tokio::test(start_paused = true)]
@@ -38,6 +38,13 @@ async fn triggered_election_moves_leadership() {
     let term = c.raft(leader).metrics().borrow().current_term;
 
     c.raft(other).trigger().elect().await.unwrap();
+    for id in c.ids() {
+        c.raft(id)
+            .wait(Some(TIMEOUT))
+            .metrics(|m| m.current_term > term && m.current_leader.is_some(), "a leader of a newer term")
+            .await
+            .unwrap();
+    }
     let new_leader = c.wait_for_leader(&c.ids()).await;
     let m = c.raft(new_leader).metrics().borrow().clone();
     assert!(m.current_term > term, "the new leader is in a newer term");
