@@ -12,3 +12,4 @@ mod t30_replication;
 mod t40_leader_failover;
 mod t50_lagging_follower;
 mod t60_divergent_follower;
+mod t70_membership;
