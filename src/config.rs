@@ -4,6 +4,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// When a node builds a snapshot of its state machine on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotPolicy {
+    /// Build one once this many entries were applied since the last snapshot.
+    LogsSinceLast(u64),
+    /// Never build one on its own; only [`Trigger::snapshot`](crate::Trigger::snapshot) does.
+    Never,
+}
+
 /// Why a [`Config`] is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -69,6 +78,17 @@ pub struct Config {
     /// Timeout of one RPC (vote, a non-streamed AppendEntries, a snapshot chunk). Default: 1 s.
     pub rpc_timeout: Duration,
 
+    /// When to build a snapshot. Default: after 5000 entries applied since the last one.
+    pub snapshot_policy: SnapshotPolicy,
+
+    /// How many entries to keep in the log behind the last snapshot when purging, so that a
+    /// follower slightly behind still gets entries instead of a whole snapshot. Default: 1000.
+    pub max_in_snapshot_log_to_keep: u64,
+
+    /// The size of one snapshot chunk sent to a follower, in bytes. The leader holds one
+    /// chunk per follower at a time, so memory does not grow with the snapshot. Default: 1 MiB.
+    pub snapshot_max_chunk_size: u64,
+
     /// Seed of the Engine's pseudo-random election timeouts. `None` (the default) derives one
     /// from the node id, so nodes draw different timeouts but a run is reproducible.
     pub election_seed: Option<u64>,
@@ -86,6 +106,9 @@ impl Default for Config {
             max_append_batch: 4096,
             max_pending_requests: 65536,
             rpc_timeout: Duration::from_secs(1),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
+            max_in_snapshot_log_to_keep: 1000,
+            snapshot_max_chunk_size: 1024 * 1024,
             election_seed: None,
         }
     }
@@ -114,9 +137,13 @@ impl Config {
             ("max_in_flight_requests", self.max_in_flight_requests),
             ("max_append_batch", self.max_append_batch),
             ("max_pending_requests", self.max_pending_requests),
+            ("snapshot_max_chunk_size", self.snapshot_max_chunk_size),
         ];
         if let Some((name, _)) = counts.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Zero(name));
+        }
+        if self.snapshot_policy == SnapshotPolicy::LogsSinceLast(0) {
+            return Err(ConfigError::Zero("snapshot_policy"));
         }
         if self.rpc_timeout.is_zero() {
             return Err(ConfigError::Zero("rpc_timeout"));

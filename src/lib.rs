@@ -42,7 +42,7 @@ pub mod testing;
 #[cfg(test)]
 pub(crate) mod testing_types;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, SnapshotPolicy};
 pub use engine::ServerState;
 pub use error::{ClientWriteError, Fatal, ForwardToLeader, InitializeError, RPCError, RaftError, StorageError};
 pub use metrics::{RaftMetrics, Wait};

@@ -54,6 +54,15 @@ where
                 }
             }
             Command::SaveCommitted { committed } => self.log_store.save_committed(Some(committed)).await?,
+            Command::BuildSnapshot => {
+                if self.sm_tx.send(SmMsg::BuildSnapshot).is_err() {
+                    return Err(Fatal::Stopped);
+                }
+            }
+            Command::PurgeLog { upto } => {
+                self.log_store.purge(upto).await?;
+            }
+            Command::InstallSnapshot { meta } => self.install_received_snapshot(meta).await?,
         }
         Ok(())
     }
@@ -123,6 +132,7 @@ where
                 self.watches.submitted.subscribe(),
                 self.watches.committed.subscribe(),
                 self.notify_tx.clone(),
+                self.sm_tx.clone(),
             );
             if self.replications.insert(t.id, handle).is_some() {
                 warn!(target = %t.id, "replaced a replication stream");

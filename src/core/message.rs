@@ -6,9 +6,11 @@ use tokio::sync::oneshot;
 
 use crate::RaftTypeConfig;
 use crate::engine::{LogIOId, ReplicationResult};
-use crate::error::{ClientWriteError, Fatal, InitializeError, RPCError};
+use crate::error::{ClientWriteError, Fatal, InitializeError, RPCError, StorageError};
+use crate::storage::SnapshotMeta;
 use crate::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, ChangeMembershipResponse, ClientWriteResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, ChangeMembershipResponse, ClientWriteResponse, InstallSnapshotRequest,
+    InstallSnapshotResponse, VoteRequest, VoteResponse,
 };
 use crate::types::{ChangeMembers, EntryPayload, LogId, Membership, Vote};
 
@@ -26,6 +28,10 @@ pub(crate) enum ApiMsg<C: RaftTypeConfig> {
     Initialize { membership: Membership<C>, tx: oneshot::Sender<Result<(), InitializeError<C>>> },
     /// Start an election now.
     Elect,
+    /// Build a snapshot now.
+    TriggerSnapshot,
+    /// Purge the log up to this index (bounded by the last snapshot and applied).
+    PurgeLog { upto: u64 },
     /// Move to the membership `changes` makes of the current one.
     ChangeMembership { changes: ChangeMembers<C>, retain: bool, tx: MembershipResponder<C> },
 }
@@ -34,6 +40,7 @@ pub(crate) enum ApiMsg<C: RaftTypeConfig> {
 pub(crate) enum RpcMsg<C: RaftTypeConfig> {
     AppendEntries { req: AppendEntriesRequest<C>, tx: oneshot::Sender<AppendEntriesResponse<C>> },
     Vote { req: VoteRequest<C>, tx: oneshot::Sender<VoteResponse<C>> },
+    InstallSnapshot { req: InstallSnapshotRequest<C>, tx: oneshot::Sender<InstallSnapshotResponse<C>> },
 }
 
 /// Something that happened inside the node: I/O completed, a peer answered, a task failed.
@@ -46,6 +53,8 @@ pub(crate) enum Notification<C: RaftTypeConfig> {
     Replication { target: C::NodeId, vote: Vote<C>, result: ReplicationResult<C> },
     /// The state machine applied up to `last`.
     Applied { last: LogId<C> },
+    /// A snapshot build finished.
+    SnapshotBuilt { result: Result<SnapshotMeta<C>, StorageError> },
     /// A task of this node hit a fatal error.
     Fatal(Fatal),
 }

@@ -16,6 +16,7 @@ mod commands;
 mod membership;
 mod message;
 mod sm_worker;
+mod snapshot;
 mod startup;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -76,6 +77,10 @@ where
     pub(crate) deferred_api: Option<ApiMsg<C>>,
     /// The caller of the membership change in progress, and the change's first entry.
     pub(crate) membership_waiter: Option<(LogId<C>, MembershipResponder<C>)>,
+    /// A snapshot being received from the leader.
+    pub(crate) receiving: Option<snapshot::SnapshotReceiver<C>>,
+    /// A received snapshot waiting for its `InstallSnapshot` command.
+    pub(crate) installing: Option<Box<C::SnapshotData>>,
 }
 
 impl<C, N, LS> RaftCore<C, N, LS>
@@ -147,6 +152,13 @@ where
                 self.engine.on_replication_progress(target, vote, result);
             }
             Notification::Applied { last } => self.engine.on_applied(last),
+            Notification::SnapshotBuilt { result } => match result {
+                Ok(meta) => self.engine.on_snapshot_built(meta.last_log_id),
+                Err(e) => {
+                    error!(error = %e, "building a snapshot failed");
+                    return Err(e.into());
+                }
+            },
             Notification::Fatal(f) => return Err(f),
         }
         Ok(())
@@ -165,6 +177,10 @@ where
                         let _ = tx.send(resp);
                     }
                 }
+            }
+            RpcMsg::InstallSnapshot { req, tx } => {
+                let resp = self.handle_install_snapshot(req).await?;
+                let _ = tx.send(resp);
             }
             RpcMsg::Vote { req, tx } => {
                 let resp = self.engine.handle_vote_req(Instant::now(), &req);
@@ -193,6 +209,8 @@ where
                 }
             }
             ApiMsg::Elect => self.engine.elect(Instant::now()),
+            ApiMsg::TriggerSnapshot => self.engine.trigger_snapshot(),
+            ApiMsg::PurgeLog { upto } => self.engine.purge_log(upto),
             ApiMsg::ChangeMembership { changes, retain, tx } => self.handle_change_membership(changes, retain, tx),
         }
         Ok(())
@@ -246,7 +264,8 @@ where
     /// Publish progress on the watch channels, only where it changed.
     pub(crate) fn publish(&mut self) {
         let state = &self.engine.state;
-        let submitted = IOProgress { vote: state.vote, last_log_id: self.submitted.last_log_id };
+        let submitted =
+            IOProgress { vote: state.vote, last_log_id: self.submitted.last_log_id, purged: state.log_ids.purged() };
         self.watches.submitted.send_if_modified(|cur| {
             let changed = *cur != submitted;
             *cur = submitted;

@@ -5,6 +5,7 @@ use std::fmt;
 use crate::RaftTypeConfig;
 use crate::engine::LogIOId;
 use crate::raft::VoteRequest;
+use crate::storage::SnapshotMeta;
 use crate::types::{DisplayOption, Entry, LogId, Vote};
 
 /// A replication target: a node and its address, for a stream the leader runs.
@@ -50,6 +51,18 @@ pub(crate) enum Command<C: RaftTypeConfig> {
 
     /// Record the committed log id in the log store (optional, lazily durable).
     SaveCommitted { committed: LogId<C> },
+
+    /// Have the state machine build a snapshot, off the Raft task; its completion comes back
+    /// through `Engine::on_snapshot_built`.
+    BuildSnapshot,
+
+    /// Delete log entries up to `upto` from the log store. Only applied entries covered by a
+    /// snapshot are purged, so nothing queued for the state machine reads them.
+    PurgeLog { upto: LogId<C> },
+
+    /// Install the snapshot received from the leader into the state machine, and wait until
+    /// it is installed (after every Apply queued before it) before running the next command.
+    InstallSnapshot { meta: SnapshotMeta<C> },
 }
 
 impl<C: RaftTypeConfig> fmt::Debug for Command<C> {
@@ -68,6 +81,9 @@ impl<C: RaftTypeConfig> fmt::Debug for Command<C> {
             Self::CloseReplicationStreams => f.write_str("CloseReplicationStreams"),
             Self::Apply { first, last } => write!(f, "Apply({first}..={last})"),
             Self::SaveCommitted { committed } => write!(f, "SaveCommitted({committed})"),
+            Self::BuildSnapshot => f.write_str("BuildSnapshot"),
+            Self::PurgeLog { upto } => write!(f, "PurgeLog({upto})"),
+            Self::InstallSnapshot { meta } => write!(f, "InstallSnapshot({meta})"),
         }
     }
 }

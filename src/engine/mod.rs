@@ -34,6 +34,7 @@ mod follower;
 mod leader;
 mod log_id_list;
 mod membership_change;
+mod snapshot;
 mod state;
 
 #[cfg(test)]
@@ -61,6 +62,9 @@ pub(crate) struct EngineConfig<C: RaftTypeConfig> {
     pub(crate) election_timeout_min: Duration,
     pub(crate) election_timeout_max: Duration,
     pub(crate) seed: u64,
+    pub(crate) snapshot_policy: crate::config::SnapshotPolicy,
+    /// Entries kept in the log behind a snapshot when purging.
+    pub(crate) log_to_keep: u64,
 }
 
 /// A candidate's election in progress.
@@ -140,6 +144,7 @@ impl<C: RaftTypeConfig> Engine<C> {
         debug_assert!(Some(log_id) <= self.state.apply_submitted, "applied beyond what was submitted");
         if Some(log_id) > self.state.applied {
             self.state.applied = Some(log_id);
+            self.maybe_build_snapshot();
         }
     }
 

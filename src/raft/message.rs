@@ -100,6 +100,10 @@ pub struct InstallSnapshotRequest<C: RaftTypeConfig> {
 pub struct InstallSnapshotResponse<C: RaftTypeConfig> {
     /// The follower's vote; greater than the request's if the follower has seen a newer term.
     pub vote: Vote<C>,
+    /// The offset of the next chunk the follower expects for this snapshot. A leader whose
+    /// chunk was not at this offset (a transfer resumed after an interruption, or a follower
+    /// that lost what it had) continues from here; 0 means start over.
+    pub next_offset: u64,
 }
 
 macro_rules! impl_clone_debug {
@@ -121,7 +125,7 @@ impl_clone_debug!(VoteRequest { vote, last_log_id });
 impl_clone_debug!(VoteResponse { vote, vote_granted, last_log_id });
 impl_clone_debug!(AppendEntriesRequest { vote, prev_log_id, entries, leader_commit });
 impl_clone_debug!(InstallSnapshotRequest { vote, meta, offset, data, done });
-impl_clone_debug!(InstallSnapshotResponse { vote });
+impl_clone_debug!(InstallSnapshotResponse { vote, next_offset });
 
 impl<C: RaftTypeConfig> PartialEq for VoteResponse<C> {
     fn eq(&self, other: &Self) -> bool {

@@ -123,6 +123,8 @@ impl<C: RaftTypeConfig> Raft<C> {
             election_timeout_min: config.election_timeout_min,
             election_timeout_max: config.election_timeout_max,
             seed,
+            snapshot_policy: config.snapshot_policy,
+            log_to_keep: config.max_in_snapshot_log_to_keep,
         };
         let submitted = LogIOId { seq: 0, vote: state.vote, last_log_id: state.last_log_id() };
         let engine = Engine::new(engine_config, state);
@@ -134,7 +136,12 @@ impl<C: RaftTypeConfig> Raft<C> {
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let (metrics_tx, metrics_rx) = watch::channel(RaftMetrics::new_initial(id));
         let watches = Watches {
-            submitted: watch::channel(IOProgress { vote: submitted.vote, last_log_id: submitted.last_log_id }).0,
+            submitted: watch::channel(IOProgress {
+                vote: submitted.vote,
+                last_log_id: submitted.last_log_id,
+                purged: engine.state.log_ids.purged(),
+            })
+            .0,
             committed: watch::channel(None).0,
             metrics: metrics_tx,
         };
@@ -166,6 +173,8 @@ impl<C: RaftTypeConfig> Raft<C> {
             submitted,
             deferred_api: None,
             membership_waiter: None,
+            receiving: None,
+            installing: None,
         };
         let core = tokio::spawn(core.run());
 
@@ -340,6 +349,17 @@ impl<C: RaftTypeConfig> Raft<C> {
             })
     }
 
+    /// Handle one chunk of a snapshot from the leader. The snapshot is installed when its last
+    /// chunk arrives; the answer says which offset the follower expects next.
+    ///
+    /// # Errors
+    /// [`Fatal`] if this node has stopped.
+    pub async fn install_snapshot(&self, req: InstallSnapshotRequest<C>) -> Result<InstallSnapshotResponse<C>, RaftError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.rpc_tx.send(RpcMsg::InstallSnapshot { req, tx }).await.map_err(|_| self.stopped_error())?;
+        rx.await.map_err(|_| self.stopped_error())
+    }
+
     /// Handle a vote request from a candidate.
     ///
     /// # Errors
@@ -412,6 +432,24 @@ impl<C: RaftTypeConfig> Trigger<'_, C> {
     /// [`Fatal`] if the node has stopped.
     pub async fn elect(&self) -> Result<(), RaftError> {
         self.raft.send_api(ApiMsg::Elect).await
+    }
+
+    /// Build a snapshot now (unless one is being built). Its completion shows in
+    /// [`RaftMetrics::snapshot`].
+    ///
+    /// # Errors
+    /// [`Fatal`] if the node has stopped.
+    pub async fn snapshot(&self) -> Result<(), RaftError> {
+        self.raft.send_api(ApiMsg::TriggerSnapshot).await
+    }
+
+    /// Purge the log up to index `upto`, bounded by the last snapshot and by what is applied:
+    /// entries a snapshot cannot replace are never purged.
+    ///
+    /// # Errors
+    /// [`Fatal`] if the node has stopped.
+    pub async fn purge_log(&self, upto: u64) -> Result<(), RaftError> {
+        self.raft.send_api(ApiMsg::PurgeLog { upto }).await
     }
 }
 

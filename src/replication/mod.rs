@@ -16,6 +16,8 @@
 //! *submitted*, and stops as soon as the published leader vote is not its own. Progress goes to
 //! RaftCore as `Notification::Replication`.
 
+mod snapshot;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -26,7 +28,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::config::Config;
-use crate::core::Notification;
+use crate::core::{Notification, SmMsg};
 use crate::engine::ReplicationResult;
 use crate::error::{Fatal, RPCError};
 use crate::network::{RPCOption, RaftNetwork};
@@ -41,6 +43,8 @@ use crate::RaftTypeConfig;
 pub(crate) struct IOProgress<C: RaftTypeConfig> {
     pub(crate) vote: Vote<C>,
     pub(crate) last_log_id: Option<LogId<C>>,
+    /// The last purged entry: entries up to it can only be sent as a snapshot.
+    pub(crate) purged: Option<LogId<C>>,
 }
 
 /// A running replication task; dropping the handle stops it.
@@ -67,6 +71,7 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
         submitted: watch::Receiver<IOProgress<C>>,
         committed: watch::Receiver<Option<LogId<C>>>,
         notify: mpsc::UnboundedSender<Notification<C>>,
+        sm: mpsc::UnboundedSender<SmMsg<C>>,
     ) -> Self
     where
         N: RaftNetwork<C>,
@@ -74,7 +79,7 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
     {
         let core = ReplicationCore {
             network,
-            state: StreamState { target, vote, log_reader, config, submitted, committed, notify, matched: None },
+            state: StreamState { target, vote, log_reader, config, submitted, committed, notify, sm, matched: None },
         };
         let span = debug_span!("replication", id = %leader, %target);
         let join = tokio::spawn(core.run().instrument(span));
@@ -90,6 +95,8 @@ enum Stop {
     Conflict,
     /// A network error or timeout: retry after a backoff.
     Retry(RPCError),
+    /// The follower needs entries the leader purged: send the snapshot.
+    NeedSnapshot,
     /// The log store failed.
     Fatal(Fatal),
 }
@@ -120,6 +127,8 @@ struct StreamState<C: RaftTypeConfig, LR> {
     submitted: watch::Receiver<IOProgress<C>>,
     committed: watch::Receiver<Option<LogId<C>>>,
     notify: mpsc::UnboundedSender<Notification<C>>,
+    /// The state machine task, which hands out the current snapshot.
+    sm: mpsc::UnboundedSender<SmMsg<C>>,
     /// The follower's log matches the leader's up to here, durably.
     matched: Option<LogId<C>>,
 }
@@ -148,6 +157,18 @@ where
             match stop {
                 Stop::LeadershipEnded => return,
                 Stop::Conflict => debug!("conflict: searching for the match point again"),
+                Stop::NeedSnapshot => match self.send_snapshot().await {
+                    Ok(()) => {}
+                    Err(Stop::LeadershipEnded) => return,
+                    Err(Stop::Fatal(f)) => {
+                        let _ = self.state.notify.send(Notification::Fatal(f));
+                        return;
+                    }
+                    Err(_) => {
+                        debug!("sending the snapshot failed; retrying after a backoff");
+                        sleep(self.state.config.heartbeat_interval).await;
+                    }
+                },
                 Stop::Retry(e) => {
                     debug!(error = %e, "replication failed; retrying after a backoff");
                     sleep(self.state.config.heartbeat_interval).await;
@@ -163,7 +184,10 @@ where
     /// Phase 1: binary search for the longest prefix of the leader's log the follower holds.
     async fn find_match(&mut self) -> Result<(), Stop> {
         let st = &mut self.state;
-        let leader_last = st.current_submitted()?.last_log_id;
+        let submitted = st.current_submitted()?;
+        let leader_last = submitted.last_log_id;
+        // The shortest prefix the leader can still describe: its purged entry.
+        let purged_len = submitted.purged.next_index();
         // Invariant: a prefix of `lo` entries matches; no prefix of `hi` or more entries does.
         let mut lo = st.matched.next_index();
         let mut hi = leader_last.next_index() + 1;
@@ -194,7 +218,19 @@ where
             if lo + 1 >= hi {
                 break;
             }
+            if lo < purged_len {
+                if hi <= purged_len {
+                    // The follower lacks entries the leader purged.
+                    return Err(Stop::NeedSnapshot);
+                }
+                // Check the purged entry first: below it nothing can be probed or sent.
+                probe_len = purged_len;
+                continue;
+            }
             probe_len = lo + (hi - lo) / 2;
+        }
+        if lo < purged_len {
+            return Err(Stop::NeedSnapshot);
         }
         debug!(matched = %DisplayOption(&matched), "found the match point");
         st.set_matched(matched);
@@ -293,7 +329,7 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
     ///
     /// RaftCore publishes the leader vote before it starts streams, so any other vote means the
     /// leadership this task serves is over.
-    fn current_submitted(&mut self) -> Result<IOProgress<C>, Stop> {
+    pub(super) fn current_submitted(&mut self) -> Result<IOProgress<C>, Stop> {
         let submitted = *self.submitted.borrow_and_update();
         if submitted.vote != self.vote {
             return Err(Stop::LeadershipEnded);
@@ -301,19 +337,16 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
         Ok(submitted)
     }
 
-    /// The leader's log id at `index`, read from the log.
+    /// The leader's log id at `index`, read from the log (the purged entry's id is known).
     async fn log_id_at(&mut self, index: u64) -> Result<LogId<C>, Stop> {
+        if let Some(purged) = self.submitted.borrow().purged.filter(|p| p.index == index) {
+            return Ok(purged);
+        }
         let entries = self.log_reader.try_get_log_entries(index..index + 1).await?;
         match entries.first() {
             Some(e) if e.log_id.index == index => Ok(e.log_id),
-            // Purged concurrently: the follower needs a snapshot, which this version cannot
-            // send yet. Back off and retry; an operator sees the warning.
-            _ => {
-                warn!(index, "entry needed for replication is not in the log (purged?)");
-                Err(Stop::Retry(RPCError::Unreachable(anyerror::AnyError::error(format!(
-                    "log entry {index} not readable"
-                )))))
-            }
+            // Purged since the search started: the follower gets the snapshot.
+            _ => Err(Stop::NeedSnapshot),
         }
     }
 
@@ -330,6 +363,9 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
             if start < end { self.log_reader.try_get_log_entries(start..end).await? } else { Vec::new() };
         let consecutive = entries.len() as u64 == end - start && entries.iter().zip(start..).all(|(e, i)| e.log_id.index == i);
         if !consecutive {
+            if self.submitted.borrow().purged.next_index() > start {
+                return Err(Stop::NeedSnapshot);
+            }
             warn!(start, end, got = entries.len(), "log reader returned an incomplete range");
             return Err(Stop::Retry(RPCError::Unreachable(anyerror::AnyError::error("log range not readable"))));
         }
@@ -344,7 +380,7 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
         }
     }
 
-    fn higher_vote(&mut self, vote: Vote<C>) -> Stop {
+    pub(super) fn higher_vote(&mut self, vote: Vote<C>) -> Stop {
         if vote.is_gt(&self.vote) {
             let _ = self.notify.send(Notification::Replication {
                 target: self.target,
@@ -359,7 +395,7 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
         }
     }
 
-    fn set_matched(&mut self, matched: Option<LogId<C>>) {
+    pub(super) fn set_matched(&mut self, matched: Option<LogId<C>>) {
         if matched > self.matched {
             self.matched = matched;
             let _ = self.notify.send(Notification::Replication {
