@@ -58,6 +58,9 @@ mod router;
 mod state_machine;
 mod types;
 
+#[cfg(test)]
+mod tests;
+
 pub use log_store::{MemLogReader, MemLogStore};
 pub use router::{Router, RouterNetwork, RouterNetworkFactory, RpcKind};
 pub use state_machine::{MemSnapshotBuilder, MemStateMachine};
