@@ -118,7 +118,6 @@ impl<E> RaftError<E> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Infallible {}
 
-
 /// This node is not the leader. The request was not proposed; send it to `leader_id`.
 #[derive(Serialize, Deserialize, thiserror::Error)]
 #[serde(bound = "")]

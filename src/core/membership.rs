@@ -15,7 +15,12 @@ where
     N: RaftNetworkFactory<C>,
     LS: RaftLogStorage<C>,
 {
-    pub(crate) fn handle_change_membership(&mut self, changes: ChangeMembers<C>, retain: bool, tx: MembershipResponder<C>) {
+    pub(crate) fn handle_change_membership(
+        &mut self,
+        changes: ChangeMembers<C>,
+        retain: bool,
+        tx: MembershipResponder<C>,
+    ) {
         if self.membership_waiter.is_some() {
             let log_id = self.engine.state.membership.effective.log_id;
             let _ = tx.send(Err(ClientWriteError::MembershipChangeInProgress { log_id }));

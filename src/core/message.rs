@@ -7,11 +7,11 @@ use tokio::sync::oneshot;
 use crate::RaftTypeConfig;
 use crate::engine::{LogIOId, ReplicationResult};
 use crate::error::{ClientWriteError, Fatal, InitializeError, RPCError, StorageError};
-use crate::storage::SnapshotMeta;
 use crate::raft::{
     AppendEntriesRequest, AppendEntriesResponse, ChangeMembershipResponse, ClientWriteResponse, InstallSnapshotRequest,
     InstallSnapshotResponse, VoteRequest, VoteResponse,
 };
+use crate::storage::SnapshotMeta;
 use crate::types::{ChangeMembers, EntryPayload, LogId, Membership, Vote};
 
 /// Where the outcome of one client write goes.

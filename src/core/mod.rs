@@ -69,7 +69,8 @@ where
     /// Client writes proposed by this node and not yet answered, in log order.
     pub(crate) responders: VecDeque<(LogId<C>, WriteResponder<C>)>,
     /// AppendEntries answers that wait for their log I/O to be flushed, in seq order.
-    pub(crate) parked_append_responses: VecDeque<(u64, oneshot::Sender<AppendEntriesResponse<C>>, AppendEntriesResponse<C>)>,
+    pub(crate) parked_append_responses:
+        VecDeque<(u64, oneshot::Sender<AppendEntriesResponse<C>>, AppendEntriesResponse<C>)>,
     pub(crate) replications: BTreeMap<C::NodeId, ReplicationHandle<C>>,
     /// The last log I/O handed to the log store.
     pub(crate) submitted: LogIOId<C>,

@@ -120,9 +120,11 @@ impl<C: RaftTypeConfig> Engine<C> {
     fn leader_commit(&mut self) {
         let Some(leader) = self.leader.as_ref() else { return };
         let me = self.config.id;
-        let quorum_matched = self.state.membership.effective().quorum_value(|id| {
-            if *id == me { leader.flushed } else { leader.progress.get(id).copied().flatten() }
-        });
+        let quorum_matched = self
+            .state
+            .membership
+            .effective()
+            .quorum_value(|id| if *id == me { leader.flushed } else { leader.progress.get(id).copied().flatten() });
         let Some(Some(matched)) = quorum_matched else { return };
         if Some(matched.leader_id) != leader.vote.leader_id() {
             return;

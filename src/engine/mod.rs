@@ -93,15 +93,7 @@ pub(crate) struct Engine<C: RaftTypeConfig> {
 impl<C: RaftTypeConfig> Engine<C> {
     pub(crate) fn new(config: EngineConfig<C>, state: RaftState<C>) -> Self {
         let rng = config.seed | 1;
-        Self {
-            config,
-            state,
-            leader: None,
-            candidate: None,
-            election_deadline: None,
-            rng,
-            output: VecDeque::new(),
-        }
+        Self { config, state, leader: None, candidate: None, election_deadline: None, rng, output: VecDeque::new() }
     }
 
     /// Decide the initial role and, if there is committed work left unapplied, apply it.
@@ -110,7 +102,8 @@ impl<C: RaftTypeConfig> Engine<C> {
         let committed = self.state.committed;
         if committed > self.state.apply_submitted {
             if let Some(last) = committed {
-                self.output.push_back(Command::Apply { first: self.state.apply_submitted.map_or(0, |l| l.index + 1), last });
+                self.output
+                    .push_back(Command::Apply { first: self.state.apply_submitted.map_or(0, |l| l.index + 1), last });
                 self.state.apply_submitted = committed;
             }
         }

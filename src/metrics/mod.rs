@@ -216,7 +216,11 @@ impl<C: RaftTypeConfig> Wait<C> {
     ///
     /// # Errors
     /// See [`metrics`](Self::metrics).
-    pub async fn applied_index_at_least(&self, index: Option<u64>, msg: impl fmt::Display) -> Result<RaftMetrics<C>, WaitError> {
+    pub async fn applied_index_at_least(
+        &self,
+        index: Option<u64>,
+        msg: impl fmt::Display,
+    ) -> Result<RaftMetrics<C>, WaitError> {
         self.metrics(
             |m| m.last_applied.map(|l| l.index) >= index,
             format!("applied >= {}: {msg}", DisplayOption(&index)),
@@ -228,7 +232,11 @@ impl<C: RaftTypeConfig> Wait<C> {
     ///
     /// # Errors
     /// See [`metrics`](Self::metrics).
-    pub async fn log_index_at_least(&self, index: Option<u64>, msg: impl fmt::Display) -> Result<RaftMetrics<C>, WaitError> {
+    pub async fn log_index_at_least(
+        &self,
+        index: Option<u64>,
+        msg: impl fmt::Display,
+    ) -> Result<RaftMetrics<C>, WaitError> {
         self.metrics(|m| m.last_log_index >= index, format!("last log >= {}: {msg}", DisplayOption(&index))).await
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, info_span};
 
+use crate::ServerState;
 use crate::config::Config;
 use crate::core::{ApiMsg, RaftCore, RpcMsg, StateMachineWorker, Watches, load_state};
 use crate::engine::{Engine, EngineConfig, LogIOId};
@@ -24,7 +25,6 @@ use crate::metrics::{RaftMetrics, Wait};
 use crate::replication::IOProgress;
 use crate::storage::{RaftLogStorage, RaftStateMachine};
 use crate::types::{ChangeMembers, EntryPayload, LogId, Membership};
-use crate::ServerState;
 use crate::{RaftNetworkFactory, RaftTypeConfig};
 
 /// The result of a successful [`Raft::client_write`]: where the entry was committed and what the
@@ -318,7 +318,10 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// come out in request order. At most `Config::max_in_flight_requests` requests are
     /// outstanding; the input is not read further until earlier ones are answered. The output
     /// ends after the first error.
-    pub fn stream_append<S>(&self, input: S) -> impl Stream<Item = Result<AppendEntriesResponse<C>, RaftError>> + Send + 'static
+    pub fn stream_append<S>(
+        &self,
+        input: S,
+    ) -> impl Stream<Item = Result<AppendEntriesResponse<C>, RaftError>> + Send + 'static
     where
         S: Stream<Item = AppendEntriesRequest<C>> + Send + 'static,
     {
@@ -354,7 +357,10 @@ impl<C: RaftTypeConfig> Raft<C> {
     ///
     /// # Errors
     /// [`Fatal`] if this node has stopped.
-    pub async fn install_snapshot(&self, req: InstallSnapshotRequest<C>) -> Result<InstallSnapshotResponse<C>, RaftError> {
+    pub async fn install_snapshot(
+        &self,
+        req: InstallSnapshotRequest<C>,
+    ) -> Result<InstallSnapshotResponse<C>, RaftError> {
         let (tx, rx) = oneshot::channel();
         self.inner.rpc_tx.send(RpcMsg::InstallSnapshot { req, tx }).await.map_err(|_| self.stopped_error())?;
         rx.await.map_err(|_| self.stopped_error())
@@ -452,4 +458,3 @@ impl<C: RaftTypeConfig> Trigger<'_, C> {
         self.raft.send_api(ApiMsg::PurgeLog { upto }).await
     }
 }
-

@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::{Instrument, debug, debug_span, warn};
 
+use crate::RaftTypeConfig;
 use crate::config::Config;
 use crate::core::{Notification, SmMsg};
 use crate::engine::ReplicationResult;
@@ -35,7 +36,6 @@ use crate::network::{RPCOption, RaftNetwork};
 use crate::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use crate::storage::RaftLogReader;
 use crate::types::{DisplayOption, Entry, LogId, LogIdOptionExt, Vote};
-use crate::RaftTypeConfig;
 
 /// What RaftCore has handed to the log store, under which vote: replication streams read up to
 /// `last_log_id` and stop when `vote` is not the one they replicate for.
@@ -361,7 +361,8 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
         let end = submitted.next_index().min(start + self.config.max_payload_entries);
         let entries: Vec<Entry<C>> =
             if start < end { self.log_reader.try_get_log_entries(start..end).await? } else { Vec::new() };
-        let consecutive = entries.len() as u64 == end - start && entries.iter().zip(start..).all(|(e, i)| e.log_id.index == i);
+        let consecutive =
+            entries.len() as u64 == end - start && entries.iter().zip(start..).all(|(e, i)| e.log_id.index == i);
         if !consecutive {
             if self.submitted.borrow().purged.next_index() > start {
                 return Err(Stop::NeedSnapshot);

@@ -106,18 +106,13 @@ enum LogOp {
 
 impl LogView {
     fn last_log_id(&self) -> Option<LogId<C>> {
-        self.entries
-            .values()
-            .next_back()
-            .map(|e| e.log_id)
-            .or(self.purged)
+        self.entries.values().next_back().map(|e| e.log_id).or(self.purged)
     }
 
     fn apply(&mut self, op: LogOp) {
         match op {
             LogOp::Append(entries) => {
-                self.entries
-                    .extend(entries.into_iter().map(|e| (e.log_id.index, e)));
+                self.entries.extend(entries.into_iter().map(|e| (e.log_id.index, e)));
             }
             LogOp::Truncate(since) => {
                 // What `split_off` returns is the deleted suffix.
@@ -179,10 +174,7 @@ fn lock_current(
 ) -> Result<MutexGuard<'_, LogInner>, StorageError> {
     let inner = lock(shared);
     if inner.generation != generation {
-        return Err(log_error(
-            verb,
-            "this log store handle predates a reopen: its node has crashed",
-        ));
+        return Err(log_error(verb, "this log store handle predates a reopen: its node has crashed"));
     }
     Ok(inner)
 }
@@ -213,10 +205,7 @@ impl MemLogStore {
             flush_stalled: false,
             append_count: 0,
         };
-        Self {
-            shared: Arc::new(Mutex::new(inner)),
-            generation: 0,
-        }
+        Self { shared: Arc::new(Mutex::new(inner)), generation: 0 }
     }
 
     /// Simulate a crash and restart: a handle to the log as it was durable.
@@ -233,10 +222,7 @@ impl MemLogStore {
         inner.generation += 1;
         inner.pending.clear();
         inner.submitted = inner.durable.clone();
-        MemLogStore {
-            shared: self.shared.clone(),
-            generation: inner.generation,
-        }
+        MemLogStore { shared: self.shared.clone(), generation: inner.generation }
     }
 
     /// Complete each append's flush `delay` after the append (`Duration::ZERO`, the default:
@@ -258,12 +244,7 @@ impl MemLogStore {
 
     /// Every entry in the log (the submitted view: durable or not), in index order.
     pub fn entries(&self) -> Vec<Entry<C>> {
-        lock(&self.shared)
-            .submitted
-            .entries
-            .values()
-            .cloned()
-            .collect()
+        lock(&self.shared).submitted.entries.values().cloned().collect()
     }
 
     /// The saved vote, if any.
@@ -295,20 +276,12 @@ impl MemLogStore {
 }
 
 impl RaftLogReader<C> for MemLogReader {
-    async fn try_get_log_entries(
-        &mut self,
-        range: Range<u64>,
-    ) -> Result<Vec<Entry<C>>, StorageError> {
+    async fn try_get_log_entries(&mut self, range: Range<u64>) -> Result<Vec<Entry<C>>, StorageError> {
         let inner = lock_current(&self.shared, self.generation, ErrorVerb::Read)?;
         if range.start >= range.end {
             return Ok(Vec::new());
         }
-        Ok(inner
-            .submitted
-            .entries
-            .range(range)
-            .map(|(_, e)| e.clone())
-            .collect())
+        Ok(inner.submitted.entries.range(range).map(|(_, e)| e.clone()).collect())
     }
 }
 
@@ -317,17 +290,11 @@ impl RaftLogStorage<C> for MemLogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError> {
         let inner = self.lock_current(ErrorVerb::Read)?;
-        Ok(LogState {
-            last_purged_log_id: inner.submitted.purged,
-            last_log_id: inner.submitted.last_log_id(),
-        })
+        Ok(LogState { last_purged_log_id: inner.submitted.purged, last_log_id: inner.submitted.last_log_id() })
     }
 
     async fn get_log_reader(&mut self) -> MemLogReader {
-        MemLogReader {
-            shared: self.shared.clone(),
-            generation: self.generation,
-        }
+        MemLogReader { shared: self.shared.clone(), generation: self.generation }
     }
 
     async fn save_vote(&mut self, vote: &Vote<C>) -> Result<(), StorageError> {
@@ -349,30 +316,20 @@ impl RaftLogStorage<C> for MemLogStore {
         Ok(self.lock_current(ErrorVerb::Read)?.committed)
     }
 
-    async fn append(
-        &mut self,
-        entries: Vec<Entry<C>>,
-        callback: IOFlushed<C>,
-    ) -> Result<(), StorageError> {
+    async fn append(&mut self, entries: Vec<Entry<C>>, callback: IOFlushed<C>) -> Result<(), StorageError> {
         let mut inner = self.lock_current(ErrorVerb::Write)?;
         let mut prev = inner.submitted.last_log_id();
         for e in &entries {
             if e.log_id.index != prev.next_index() {
                 return Err(log_error(
                     ErrorVerb::Write,
-                    format!(
-                        "append of {} does not follow the last log id {prev:?}",
-                        e.log_id
-                    ),
+                    format!("append of {} does not follow the last log id {prev:?}", e.log_id),
                 ));
             }
             if prev.is_some_and(|p| e.log_id.leader_id < p.leader_id) {
                 return Err(log_error(
                     ErrorVerb::Write,
-                    format!(
-                        "append of {} goes back to an older leader than {prev:?}",
-                        e.log_id
-                    ),
+                    format!("append of {} goes back to an older leader than {prev:?}", e.log_id),
                 ));
             }
             prev = Some(e.log_id);
@@ -400,10 +357,7 @@ impl RaftLogStorage<C> for MemLogStore {
     async fn truncate(&mut self, since: LogId<C>) -> Result<(), StorageError> {
         let mut inner = self.lock_current(ErrorVerb::Delete)?;
         if inner.submitted.purged.index() >= Some(since.index) {
-            return Err(log_error(
-                ErrorVerb::Delete,
-                format!("truncate since {since} would delete purged entries"),
-            ));
+            return Err(log_error(ErrorVerb::Delete, format!("truncate since {since} would delete purged entries")));
         }
         let op = LogOp::Truncate(since.index);
         inner.submitted.apply(op.clone());

@@ -29,8 +29,8 @@ use crate::BasicNode;
 use crate::error::{Infallible, RPCError, RaftError};
 use crate::network::{AppendResponseStream, RPCOption, RaftNetwork, RaftNetworkFactory};
 use crate::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    Raft, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, Raft, VoteRequest,
+    VoteResponse,
 };
 
 type C = TypeConfig;
@@ -121,10 +121,7 @@ impl Router {
 
     /// The network of node `source`: pass it to [`Raft::new`] for that node.
     pub fn factory(&self, source: u64) -> RouterNetworkFactory {
-        RouterNetworkFactory {
-            router: self.clone(),
-            source,
-        }
+        RouterNetworkFactory { router: self.clone(), source }
     }
 
     /// Cut every link to and from node `id` until [`restore`](Self::restore).
@@ -176,12 +173,7 @@ impl Router {
     /// not (a blocked one counts too).
     pub fn rpc_count(&self, kind: RpcKind) -> u64 {
         let inner = self.lock();
-        inner
-            .counts
-            .iter()
-            .filter(|((_, _, k), _)| *k == kind)
-            .map(|(_, n)| n)
-            .sum()
+        inner.counts.iter().filter(|((_, _, k), _)| *k == kind).map(|(_, n)| n).sum()
     }
 
     /// How many messages of `kind` `from` sent to `to` since the last
@@ -206,9 +198,7 @@ impl Router {
         let mut inner = self.lock();
         *inner.counts.entry((from, to, kind)).or_default() += 1;
         if inner.isolated.contains(&from) || inner.isolated.contains(&to) {
-            return Err(unreachable_error(format!(
-                "link {from}->{to} is cut: a node is isolated"
-            )));
+            return Err(unreachable_error(format!("link {from}->{to} is cut: a node is isolated")));
         }
         if inner.blocked.contains(&(from, to)) {
             return Err(unreachable_error(format!("link {from}->{to} is blocked")));
@@ -248,18 +238,13 @@ impl RaftNetworkFactory<C> for RouterNetworkFactory {
     type Network = RouterNetwork;
 
     async fn new_client(&mut self, target: u64, _node: &BasicNode) -> RouterNetwork {
-        RouterNetwork {
-            router: self.router.clone(),
-            source: self.source,
-            target,
-        }
+        RouterNetwork { router: self.router.clone(), source: self.source, target }
     }
 }
 
 /// A client from one node to another through a [`Router`]; made by [`RouterNetworkFactory`].
 ///
-/// Calls reach the target's [`Raft`] handle directly. `install_snapshot` is not supported yet
-/// (the [`Raft`] handle has no entry point for it) and answers [`RPCError::Unreachable`].
+/// Calls reach the target's [`Raft`] handle directly.
 pub struct RouterNetwork {
     router: Router,
     source: u64,
@@ -272,18 +257,12 @@ impl RaftNetwork<C> for RouterNetwork {
         req: AppendEntriesRequest<C>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError> {
-        let route = self
-            .router
-            .send(self.source, self.target, RpcKind::AppendEntries)?;
+        let route = self.router.send(self.source, self.target, RpcKind::AppendEntries)?;
         let raft = route.arrive().await;
         raft.append_entries(req).await.map_err(remote_error)
     }
 
-    async fn vote(
-        &mut self,
-        req: VoteRequest<C>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<C>, RPCError> {
+    async fn vote(&mut self, req: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError> {
         let route = self.router.send(self.source, self.target, RpcKind::Vote)?;
         let raft = route.arrive().await;
         raft.vote(req).await.map_err(remote_error)
@@ -291,14 +270,12 @@ impl RaftNetwork<C> for RouterNetwork {
 
     async fn install_snapshot(
         &mut self,
-        _req: InstallSnapshotRequest<C>,
+        req: InstallSnapshotRequest<C>,
         _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<C>, RPCError> {
-        self.router
-            .send(self.source, self.target, RpcKind::InstallSnapshot)?;
-        Err(unreachable_error(
-            "install_snapshot not supported yet".to_string(),
-        ))
+        let route = self.router.send(self.source, self.target, RpcKind::InstallSnapshot)?;
+        let raft = route.arrive().await;
+        raft.install_snapshot(req).await.map_err(remote_error)
     }
 
     /// Pipeline `input` into the target's [`Raft::stream_append`].
@@ -323,8 +300,7 @@ impl RaftNetwork<C> for RouterNetwork {
 
         // The wire: requests with the instant they arrive. The target's stream must be
         // 'static, so `input` (which may borrow) is pumped into it from the response stream.
-        let (wire_tx, wire_rx) =
-            mpsc::channel::<(AppendEntriesRequest<C>, Option<Instant>)>(WIRE_CAPACITY);
+        let (wire_tx, wire_rx) = mpsc::channel::<(AppendEntriesRequest<C>, Option<Instant>)>(WIRE_CAPACITY);
         let router = self.router.clone();
         let pump = async move {
             let mut input = input;
@@ -350,12 +326,9 @@ impl RaftNetwork<C> for RouterNetwork {
             Some((req, wire_rx))
         });
 
-        let responses = raft
-            .stream_append(delivered)
-            .map(|r| r.map_err(remote_error));
+        let responses = raft.stream_append(delivered).map(|r| r.map_err(remote_error));
         // The pump yields only its error, if it fails.
-        let pump_error =
-            futures_util::stream::once(pump).filter_map(|r| std::future::ready(r.err().map(Err)));
+        let pump_error = futures_util::stream::once(pump).filter_map(|r| std::future::ready(r.err().map(Err)));
         let merged = futures_util::stream::select(responses, pump_error).scan(false, |ended, r| {
             // The first error ends the stream (contract 4), whichever side it came from.
             if *ended {

@@ -83,10 +83,7 @@ impl SmState {
             Request::CompareAndSet { key, expected, new } => {
                 let current = self.kv.get(&key).cloned();
                 if current != expected {
-                    return Response {
-                        value: current,
-                        ok: false,
-                    };
+                    return Response { value: current, ok: false };
                 }
                 match new {
                     Some(v) => self.kv.insert(key, v),
@@ -116,10 +113,7 @@ fn lock(shared: &Mutex<SmInner>) -> MutexGuard<'_, SmInner> {
     shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn lock_current(
-    shared: &Mutex<SmInner>,
-    generation: u64,
-) -> Result<MutexGuard<'_, SmInner>, StorageError> {
+fn lock_current(shared: &Mutex<SmInner>, generation: u64) -> Result<MutexGuard<'_, SmInner>, StorageError> {
     let inner = lock(shared);
     if inner.generation != generation {
         return Err(sm_error(
@@ -152,10 +146,7 @@ impl MemStateMachine {
             apply_count: 0,
             apply_delay: Duration::ZERO,
         };
-        Self {
-            shared: Arc::new(Mutex::new(inner)),
-            generation: 0,
-        }
+        Self { shared: Arc::new(Mutex::new(inner)), generation: 0 }
     }
 
     /// Restart as a persistent state machine: a handle to the same state, with everything
@@ -163,10 +154,7 @@ impl MemStateMachine {
     pub fn reopen(&self) -> MemStateMachine {
         let mut inner = lock(&self.shared);
         inner.generation += 1;
-        MemStateMachine {
-            shared: self.shared.clone(),
-            generation: inner.generation,
-        }
+        MemStateMachine { shared: self.shared.clone(), generation: inner.generation }
     }
 
     /// Restart as a volatile state machine: the state is what the last snapshot holds (empty
@@ -185,10 +173,7 @@ impl MemStateMachine {
             },
             None => SmState::default(),
         };
-        MemStateMachine {
-            shared: self.shared.clone(),
-            generation: inner.generation,
-        }
+        MemStateMachine { shared: self.shared.clone(), generation: inner.generation }
     }
 
     /// Sleep for `delay` in every [`apply`](RaftStateMachine::apply) call (default: none),
@@ -222,9 +207,7 @@ impl MemStateMachine {
 impl RaftStateMachine<C> for MemStateMachine {
     type SnapshotBuilder = MemSnapshotBuilder;
 
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId<C>>, StoredMembership<C>), StorageError> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId<C>>, StoredMembership<C>), StorageError> {
         let inner = self.lock_current()?;
         Ok((inner.state.applied, inner.state.membership.clone()))
     }
@@ -237,11 +220,7 @@ impl RaftStateMachine<C> for MemStateMachine {
 
         let mut inner = self.lock_current()?;
         let first = inner.state.applied.next_index();
-        if let Some(e) = entries
-            .iter()
-            .zip(first..)
-            .find_map(|(e, i)| (e.log_id.index != i).then_some(e))
-        {
+        if let Some(e) = entries.iter().zip(first..).find_map(|(e, i)| (e.log_id.index != i).then_some(e)) {
             return Err(sm_error(
                 ErrorSubject::StateMachine,
                 ErrorVerb::Write,
@@ -254,17 +233,11 @@ impl RaftStateMachine<C> for MemStateMachine {
         }
 
         inner.apply_count += entries.len() as u64;
-        Ok(entries
-            .into_iter()
-            .map(|e| inner.state.apply_entry(e))
-            .collect())
+        Ok(entries.into_iter().map(|e| inner.state.apply_entry(e)).collect())
     }
 
     async fn get_snapshot_builder(&mut self) -> MemSnapshotBuilder {
-        MemSnapshotBuilder {
-            shared: self.shared.clone(),
-            generation: self.generation,
-        }
+        MemSnapshotBuilder { shared: self.shared.clone(), generation: self.generation }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -280,24 +253,14 @@ impl RaftStateMachine<C> for MemStateMachine {
         // Decode before taking the lock: a bad snapshot leaves the state untouched.
         let kv = decode_kv(&data)?;
         let mut inner = self.lock_current()?;
-        inner.state = SmState {
-            kv,
-            applied: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-        };
-        inner.snapshot = Some(StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        });
+        inner.state = SmState { kv, applied: meta.last_log_id, membership: meta.last_membership.clone() };
+        inner.snapshot = Some(StoredSnapshot { meta: meta.clone(), data });
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<C>>, StorageError> {
         let inner = self.lock_current()?;
-        Ok(inner.snapshot.clone().map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+        Ok(inner.snapshot.clone().map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
     }
 }
 
@@ -308,21 +271,11 @@ impl RaftSnapshotBuilder<C> for MemSnapshotBuilder {
         let meta = SnapshotMeta {
             last_log_id: inner.state.applied,
             last_membership: inner.state.membership.clone(),
-            snapshot_id: format!(
-                "{}-{}",
-                DisplayOption(&inner.state.applied),
-                inner.snapshots_built
-            ),
+            snapshot_id: format!("{}-{}", DisplayOption(&inner.state.applied), inner.snapshots_built),
         };
         let data = encode_kv(&inner.state.kv);
-        inner.snapshot = Some(StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        });
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        inner.snapshot = Some(StoredSnapshot { meta: meta.clone(), data: data.clone() });
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
 
@@ -353,17 +306,13 @@ fn decode_kv(mut data: &[u8]) -> Result<BTreeMap<String, String>, StorageError> 
 /// Take one length-prefixed string off the front of `data`.
 fn take_string(data: &mut &[u8]) -> Result<String, StorageError> {
     let corrupt = |what: &str| sm_error(ErrorSubject::Snapshot, ErrorVerb::Read, what);
-    let (len, rest) = data
-        .split_first_chunk::<8>()
-        .ok_or_else(|| corrupt("snapshot data truncated in a length"))?;
-    let len = usize::try_from(u64::from_le_bytes(*len))
-        .map_err(|_| corrupt("snapshot string length overflows"))?;
+    let (len, rest) = data.split_first_chunk::<8>().ok_or_else(|| corrupt("snapshot data truncated in a length"))?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| corrupt("snapshot string length overflows"))?;
     if rest.len() < len {
         return Err(corrupt("snapshot data truncated in a string"));
     }
     let (bytes, rest) = rest.split_at(len);
-    let s =
-        String::from_utf8(bytes.to_vec()).map_err(|_| corrupt("snapshot string is not UTF-8"))?;
+    let s = String::from_utf8(bytes.to_vec()).map_err(|_| corrupt("snapshot string is not UTF-8"))?;
     *data = rest;
     Ok(s)
 }

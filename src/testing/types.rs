@@ -44,10 +44,7 @@ pub enum Request {
 impl Request {
     /// A [`Request::Set`].
     pub fn set(key: impl Into<String>, value: impl Into<String>) -> Self {
-        Self::Set {
-            key: key.into(),
-            value: value.into(),
-        }
+        Self::Set { key: key.into(), value: value.into() }
     }
 
     /// A [`Request::Delete`].
@@ -56,16 +53,8 @@ impl Request {
     }
 
     /// A [`Request::CompareAndSet`].
-    pub fn compare_and_set(
-        key: impl Into<String>,
-        expected: Option<&str>,
-        new: Option<&str>,
-    ) -> Self {
-        Self::CompareAndSet {
-            key: key.into(),
-            expected: expected.map(str::to_string),
-            new: new.map(str::to_string),
-        }
+    pub fn compare_and_set(key: impl Into<String>, expected: Option<&str>, new: Option<&str>) -> Self {
+        Self::CompareAndSet { key: key.into(), expected: expected.map(str::to_string), new: new.map(str::to_string) }
     }
 }
 

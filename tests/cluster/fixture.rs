@@ -92,10 +92,7 @@ impl TestCluster {
         let first = self.raft(among[0]);
         let m = first
             .wait(Some(TIMEOUT))
-            .metrics(
-                |m| m.current_leader.is_some_and(|l| among.contains(&l)),
-                "a leader among the given nodes",
-            )
+            .metrics(|m| m.current_leader.is_some_and(|l| among.contains(&l)), "a leader among the given nodes")
             .await
             .expect("a leader is elected");
         let leader = m.current_leader.expect("checked above");
@@ -152,10 +149,7 @@ impl TestCluster {
             if let Some(c) = committed {
                 let ids: BTreeSet<_> = logs[id].iter().map(|e| e.log_id).collect();
                 let purged = n.raft.metrics().borrow().purged;
-                assert!(
-                    ids.contains(&c) || purged >= Some(c),
-                    "node {id} committed {c} but its log does not hold it"
-                );
+                assert!(ids.contains(&c) || purged >= Some(c), "node {id} committed {c} but its log does not hold it");
             }
         }
         let applied: BTreeMap<u64, _> = self.nodes.iter().map(|(id, n)| (*id, (n.sm.applied(), n.sm.data()))).collect();

@@ -31,10 +31,7 @@ async fn initialize_twice_is_rejected() {
     let c = TestCluster::new(&[1]).await;
     c.initialize(1).await;
     let err = c.raft(1).initialize(btreemap! {1 => node_addr(1)}).await.unwrap_err();
-    assert!(
-        matches!(err, RaftError::APIError(InitializeError::NotAllowed { .. })),
-        "expected NotAllowed, got {err:?}"
-    );
+    assert!(matches!(err, RaftError::APIError(InitializeError::NotAllowed { .. })), "expected NotAllowed, got {err:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -27,7 +27,9 @@ async fn deposed_leader_cannot_commit_and_its_suffix_is_replaced() {
     let stale_writes: Vec<_> = (0..300)
         .map(|i| {
             let raft = c.raft(old).clone();
-            tokio::spawn(async move { raft.client_write(Request::Set { key: format!("stale{i}"), value: "x".into() }).await })
+            tokio::spawn(async move {
+                raft.client_write(Request::Set { key: format!("stale{i}"), value: "x".into() }).await
+            })
         })
         .collect();
     c.raft(old)

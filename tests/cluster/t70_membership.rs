@@ -98,7 +98,8 @@ async fn replace_all_voters() {
     }
 
     let writes = spawn_writes(&c, leader, "during", 100);
-    let resp = c.raft(leader).change_membership(ChangeMembers::ReplaceAllVoters(btreeset! {3, 4, 5}), false).await.unwrap();
+    let resp =
+        c.raft(leader).change_membership(ChangeMembers::ReplaceAllVoters(btreeset! {3, 4, 5}), false).await.unwrap();
     assert_eq!(resp.membership.voter_ids(), btreeset! {3, 4, 5});
     assert_eq!(resp.membership.nodes().keys().copied().collect::<BTreeSet<_>>(), btreeset! {3, 4, 5});
     let acked = writes.await.unwrap();
@@ -119,7 +120,10 @@ async fn replace_all_voters() {
     let m = c.raft(new_leader).metrics().borrow().clone();
     assert_eq!((m.current_term, m.current_leader), (term, Some(new_leader)), "the cluster stayed stable");
     let replication = m.replication.expect("leader metrics");
-    assert_eq!(replication.keys().copied().collect::<BTreeSet<_>>(), btreeset! {3, 4, 5}.into_iter().filter(|i| *i != new_leader).collect());
+    assert_eq!(
+        replication.keys().copied().collect::<BTreeSet<_>>(),
+        btreeset! {3, 4, 5}.into_iter().filter(|i| *i != new_leader).collect()
+    );
     for id in [1, 2] {
         assert_eq!(c.raft(id).metrics().borrow().state, ServerState::Learner, "removed node {id} cannot elect");
     }
@@ -158,7 +162,8 @@ async fn second_change_while_one_is_in_flight_is_rejected() {
     // Cut the leader off so the change cannot commit.
     c.router.isolate(leader);
     let raft = c.raft(leader).clone();
-    let first = tokio::spawn(async move { raft.change_membership(ChangeMembers::AddVoterIds(btreeset! {4}), false).await });
+    let first =
+        tokio::spawn(async move { raft.change_membership(ChangeMembers::AddVoterIds(btreeset! {4}), false).await });
     c.raft(leader)
         .wait(Some(TIMEOUT))
         .metrics(|m| m.membership_config.membership.is_joint(), "joint config appended")
@@ -210,7 +215,8 @@ async fn next_leader_finishes_a_change_interrupted_in_the_joint_phase() {
     c.router.block(1, 3);
     c.router.block(1, 4);
     let raft = c.raft(1).clone();
-    let change = tokio::spawn(async move { raft.change_membership(ChangeMembers::AddVoterIds(btreeset! {4}), false).await });
+    let change =
+        tokio::spawn(async move { raft.change_membership(ChangeMembers::AddVoterIds(btreeset! {4}), false).await });
     c.raft(2)
         .wait(Some(TIMEOUT))
         .metrics(|m| m.membership_config.membership.is_joint(), "node 2 has the joint config")
@@ -230,7 +236,10 @@ async fn next_leader_finishes_a_change_interrupted_in_the_joint_phase() {
         .raft(2)
         .wait(Some(TIMEOUT))
         .metrics(
-            |m| !m.committed_membership.membership.is_joint() && m.committed_membership.membership.voter_ids().contains(&4),
+            |m| {
+                !m.committed_membership.membership.is_joint()
+                    && m.committed_membership.membership.voter_ids().contains(&4)
+            },
             "the change is finished",
         )
         .await

@@ -15,10 +15,7 @@ type FlushRx = oneshot::Receiver<Result<(), io::Error>>;
 /// Append `entries` and return the receiver of their flush.
 async fn append(store: &mut MemLogStore, entries: Vec<Entry<TypeConfig>>) -> FlushRx {
     let (callback, rx) = IOFlushed::with_receiver();
-    store
-        .append(entries, callback)
-        .await
-        .expect("append follows the log");
+    store.append(entries, callback).await.expect("append follows the log");
     rx
 }
 
@@ -34,14 +31,8 @@ fn indexes(entries: &[Entry<TypeConfig>]) -> Vec<u64> {
     entries.iter().map(|e| e.log_id.index).collect()
 }
 
-fn state(
-    purged: Option<LogId<TypeConfig>>,
-    last: Option<LogId<TypeConfig>>,
-) -> LogState<TypeConfig> {
-    LogState {
-        last_purged_log_id: purged,
-        last_log_id: last,
-    }
+fn state(purged: Option<LogId<TypeConfig>>, last: Option<LogId<TypeConfig>>) -> LogState<TypeConfig> {
+    LogState { last_purged_log_id: purged, last_log_id: last }
 }
 
 #[tokio::test]
@@ -55,14 +46,8 @@ async fn appended_entries_are_readable_and_flushed_at_once() {
     assert!(is_flushed(&mut rx));
 
     let mut reader = store.get_log_reader().await;
-    assert_eq!(
-        indexes(&reader.try_get_log_entries(1..4).await.unwrap()),
-        vec![1, 2, 3]
-    );
-    assert_eq!(
-        store.get_log_state().await.unwrap(),
-        state(None, Some(log_id(2, 4)))
-    );
+    assert_eq!(indexes(&reader.try_get_log_entries(1..4).await.unwrap()), vec![1, 2, 3]);
+    assert_eq!(store.get_log_state().await.unwrap(), state(None, Some(log_id(2, 4))));
     assert_eq!(store.last_log_id(), Some(log_id(2, 4)));
     assert_eq!(store.durable_last_log_id(), Some(log_id(2, 4)));
     assert_eq!(store.append_count(), 2);
@@ -75,28 +60,16 @@ async fn reader_returns_what_is_left_of_a_range_and_never_panics() {
     append(&mut store, blanks(1, 0..3)).await;
     let mut reader = store.get_log_reader().await;
 
-    assert_eq!(
-        indexes(&reader.try_get_log_entries(2..10).await.unwrap()),
-        vec![2]
-    );
+    assert_eq!(indexes(&reader.try_get_log_entries(2..10).await.unwrap()), vec![2]);
     assert!(reader.try_get_log_entries(5..10).await.unwrap().is_empty());
     assert!(reader.try_get_log_entries(1..1).await.unwrap().is_empty());
     #[allow(clippy::reversed_empty_ranges)]
     let reversed = 3..1;
-    assert!(
-        reader
-            .try_get_log_entries(reversed)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(reader.try_get_log_entries(reversed).await.unwrap().is_empty());
 
     // A reader sees what is appended after it was made.
     append(&mut store, blanks(1, 3..4)).await;
-    assert_eq!(
-        indexes(&reader.try_get_log_entries(0..10).await.unwrap()),
-        vec![0, 1, 2, 3]
-    );
+    assert_eq!(indexes(&reader.try_get_log_entries(0..10).await.unwrap()), vec![0, 1, 2, 3]);
 }
 
 #[tokio::test]
@@ -104,21 +77,11 @@ async fn append_that_leaves_a_gap_or_overlaps_fails_and_changes_nothing() {
     let mut store = MemLogStore::new();
     append(&mut store, blanks(1, 0..2)).await;
 
-    for bad in [
-        blanks(1, 3..4),
-        blanks(1, 1..3),
-        vec![
-            Entry::new_blank(log_id(1, 2)),
-            Entry::new_blank(log_id(1, 4)),
-        ],
-    ] {
+    for bad in [blanks(1, 3..4), blanks(1, 1..3), vec![Entry::new_blank(log_id(1, 2)), Entry::new_blank(log_id(1, 4))]]
+    {
         let (callback, mut rx) = IOFlushed::with_receiver();
         assert!(store.append(bad, callback).await.is_err());
-        assert_eq!(
-            rx.try_recv().unwrap_err(),
-            TryRecvError::Closed,
-            "no flush of a failed append"
-        );
+        assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Closed, "no flush of a failed append");
     }
     // An older leader's entry cannot follow a newer one.
     append(&mut store, blanks(3, 2..3)).await;
@@ -136,10 +99,7 @@ async fn truncate_deletes_from_the_given_index() {
 
     store.truncate(log_id(1, 3)).await.unwrap();
     assert_eq!(indexes(&store.entries()), vec![0, 1, 2]);
-    assert_eq!(
-        store.get_log_state().await.unwrap(),
-        state(None, Some(log_id(1, 2)))
-    );
+    assert_eq!(store.get_log_state().await.unwrap(), state(None, Some(log_id(1, 2))));
 
     // Past the end: nothing to delete.
     store.truncate(log_id(1, 7)).await.unwrap();
@@ -157,17 +117,11 @@ async fn purge_deletes_up_to_the_given_id_and_remembers_it() {
 
     store.purge(log_id(1, 1)).await.unwrap();
     assert_eq!(indexes(&store.entries()), vec![2, 3, 4]);
-    assert_eq!(
-        store.get_log_state().await.unwrap(),
-        state(Some(log_id(1, 1)), Some(log_id(1, 4)))
-    );
+    assert_eq!(store.get_log_state().await.unwrap(), state(Some(log_id(1, 1)), Some(log_id(1, 4))));
 
     // Purging an older id changes nothing.
     store.purge(log_id(1, 0)).await.unwrap();
-    assert_eq!(
-        store.get_log_state().await.unwrap(),
-        state(Some(log_id(1, 1)), Some(log_id(1, 4)))
-    );
+    assert_eq!(store.get_log_state().await.unwrap(), state(Some(log_id(1, 1)), Some(log_id(1, 4))));
 
     // Truncating purged entries is refused.
     assert!(store.truncate(log_id(1, 1)).await.is_err());
@@ -175,17 +129,11 @@ async fn purge_deletes_up_to_the_given_id_and_remembers_it() {
     // Purge everything: the last log id is the purged one.
     store.purge(log_id(1, 4)).await.unwrap();
     assert!(store.entries().is_empty());
-    assert_eq!(
-        store.get_log_state().await.unwrap(),
-        state(Some(log_id(1, 4)), Some(log_id(1, 4)))
-    );
+    assert_eq!(store.get_log_state().await.unwrap(), state(Some(log_id(1, 4)), Some(log_id(1, 4))));
 
     // Purge past the end (after installing a snapshot): the log continues after it.
     store.purge(log_id(2, 9)).await.unwrap();
-    assert_eq!(
-        store.get_log_state().await.unwrap(),
-        state(Some(log_id(2, 9)), Some(log_id(2, 9)))
-    );
+    assert_eq!(store.get_log_state().await.unwrap(), state(Some(log_id(2, 9)), Some(log_id(2, 9))));
     append(&mut store, blanks(2, 10..11)).await;
     assert_eq!(store.last_log_id(), Some(log_id(2, 10)));
 }
@@ -218,20 +166,9 @@ async fn reopen_drops_unflushed_entries_and_fails_old_handles() {
 
     let mut reopened = store.reopen();
     reopened.set_flush_stalled(false);
-    assert_eq!(
-        indexes(&store.entries()),
-        vec![0, 1],
-        "inspection sees the new state"
-    );
-    assert_eq!(
-        reopened.get_log_state().await.unwrap(),
-        state(None, Some(log_id(1, 1)))
-    );
-    assert_eq!(
-        rx.try_recv().unwrap_err(),
-        TryRecvError::Closed,
-        "a lost flush never completes"
-    );
+    assert_eq!(indexes(&store.entries()), vec![0, 1], "inspection sees the new state");
+    assert_eq!(reopened.get_log_state().await.unwrap(), state(None, Some(log_id(1, 1))));
+    assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Closed, "a lost flush never completes");
 
     // The crashed node's handles fail.
     let (callback, _rx) = IOFlushed::with_receiver();
@@ -243,10 +180,7 @@ async fn reopen_drops_unflushed_entries_and_fails_old_handles() {
     let mut rx = append(&mut reopened, blanks(2, 2..3)).await;
     assert!(is_flushed(&mut rx));
     let mut reader = reopened.get_log_reader().await;
-    assert_eq!(
-        indexes(&reader.try_get_log_entries(0..10).await.unwrap()),
-        vec![0, 1, 2]
-    );
+    assert_eq!(indexes(&reader.try_get_log_entries(0..10).await.unwrap()), vec![0, 1, 2]);
 }
 
 #[tokio::test]
