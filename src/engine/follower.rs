@@ -95,7 +95,7 @@ impl<C: RaftTypeConfig> Engine<C> {
                     last_log_id: self.state.last_log_id(),
                 });
             }
-            expected += 1;
+            expected = expected.saturating_add(1);
         }
 
         if let Some(conflicting) = self.state.log_ids.get(first.index) {
