@@ -146,11 +146,11 @@ where
                 self.engine.on_log_flushed(io);
             }
             Notification::VoteResponse { target, resp } => match resp {
-                Ok(resp) => self.engine.handle_vote_resp(target, &resp),
+                Ok(resp) => self.engine.handle_vote_resp(Instant::now(), target, &resp),
                 Err(e) => debug!(%target, error = %e, "vote request failed"),
             },
             Notification::Replication { target, vote, result } => {
-                self.engine.on_replication_progress(target, vote, result);
+                self.engine.on_replication_progress(Instant::now(), target, vote, result);
             }
             Notification::Applied { last } => self.engine.on_applied(last),
             Notification::SnapshotBuilt { result } => match result {

@@ -71,8 +71,8 @@ impl<C: RaftTypeConfig> Engine<C> {
         VoteResponse { vote: self.state.vote, vote_granted: granted, last_log_id }
     }
 
-    /// Count a vote response from `target`.
-    pub(crate) fn handle_vote_resp(&mut self, target: C::NodeId, resp: &VoteResponse<C>) {
+    /// Count a vote response from `target`, received at `now`.
+    pub(crate) fn handle_vote_resp(&mut self, now: Instant, target: C::NodeId, resp: &VoteResponse<C>) {
         if resp.vote_granted {
             // A grant counts only for the election it was asked for.
             if let Some(candidate) = self.candidate.as_mut() {
@@ -83,13 +83,14 @@ impl<C: RaftTypeConfig> Engine<C> {
             }
         } else if resp.vote.is_gt(&self.state.vote) {
             debug!(id = %self.config.id, %target, resp_vote = %resp.vote, "vote rejected with a greater vote");
-            self.see_greater_vote(resp.vote);
+            self.see_greater_vote(now, resp.vote);
         }
     }
 
     /// Another node holds a vote greater than ours: adopt its term (Raft §5.1), and, if it is
-    /// an elected leader of a term we are in, follow it.
-    pub(crate) fn see_greater_vote(&mut self, vote: Vote<C>) {
+    /// an elected leader of a term we are in, follow it. A leader that steps down here starts
+    /// its election timer at `now`.
+    pub(crate) fn see_greater_vote(&mut self, now: Instant, vote: Vote<C>) {
         if !vote.is_gt(&self.state.vote) {
             return;
         }
@@ -99,11 +100,17 @@ impl<C: RaftTypeConfig> Engine<C> {
         } else {
             vote
         };
+        let was_leader = self.leader.is_some();
         self.step_down_from_leader();
         self.candidate = None;
         self.save_vote(adopted);
         self.state.server_state = self.follower_or_learner();
         self.state.leader_id = adopted.leader_id().map(|l| l.node_id);
+        if was_leader {
+            // A leader runs no election timer. Without one, a former leader would never
+            // campaign again if the newer term never produces a leader that reaches it.
+            self.reset_election_deadline(now);
+        }
     }
 
     /// If the candidate holds a quorum of the effective membership, become leader.

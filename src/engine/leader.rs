@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::RaftTypeConfig;
@@ -93,10 +94,16 @@ impl<C: RaftTypeConfig> Engine<C> {
         }
     }
 
-    /// A replication stream of the leadership `vote` reports on `target`.
-    pub(crate) fn on_replication_progress(&mut self, target: C::NodeId, vote: Vote<C>, result: ReplicationResult<C>) {
+    /// A replication stream of the leadership `vote` reports on `target` at `now`.
+    pub(crate) fn on_replication_progress(
+        &mut self,
+        now: Instant,
+        target: C::NodeId,
+        vote: Vote<C>,
+        result: ReplicationResult<C>,
+    ) {
         match result {
-            ReplicationResult::HigherVote(v) => self.see_greater_vote(v),
+            ReplicationResult::HigherVote(v) => self.see_greater_vote(now, v),
             ReplicationResult::Matched(matched) => {
                 let Some(leader) = self.leader.as_mut() else { return };
                 if leader.vote != vote {
