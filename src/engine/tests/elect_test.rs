@@ -3,9 +3,7 @@
 use pretty_assertions::assert_eq;
 use tokio::time::Instant;
 
-use super::fixture::{
-    EngineBuilder, assert_deadline_after, io, log_id_by, voters, voters_and_learners,
-};
+use super::fixture::{EngineBuilder, assert_deadline_after, io, log_id_by, voters, voters_and_learners};
 use crate::engine::{Command, ServerState};
 use crate::raft::VoteRequest;
 use crate::testing_types::log_id;
@@ -30,12 +28,7 @@ fn follower_increments_term_votes_for_itself_and_requests_votes() {
         engine.take_commands(),
         vec![
             Command::SaveVote { vote: candidate },
-            Command::SendVote {
-                req: VoteRequest {
-                    vote: candidate,
-                    last_log_id: Some(log_id(1, 2))
-                }
-            },
+            Command::SendVote { req: VoteRequest { vote: candidate, last_log_id: Some(log_id(1, 2)) } },
         ]
     );
     assert_eq!(engine.state.vote, candidate);
@@ -66,12 +59,7 @@ fn leader_stops_replication_before_campaigning_again() {
         vec![
             Command::CloseReplicationStreams,
             Command::SaveVote { vote: candidate },
-            Command::SendVote {
-                req: VoteRequest {
-                    vote: candidate,
-                    last_log_id: Some(log_id(2, 2))
-                }
-            },
+            Command::SendVote { req: VoteRequest { vote: candidate, last_log_id: Some(log_id(2, 2)) } },
         ]
     );
     assert!(engine.leader.is_none());
@@ -97,20 +85,11 @@ fn candidate_starts_over_in_the_next_term_with_only_its_own_grant() {
         engine.take_commands(),
         vec![
             Command::SaveVote { vote: candidate },
-            Command::SendVote {
-                req: VoteRequest {
-                    vote: candidate,
-                    last_log_id: Some(log_id(1, 1))
-                }
-            },
+            Command::SendVote { req: VoteRequest { vote: candidate, last_log_id: Some(log_id(1, 1)) } },
         ]
     );
     let c = engine.candidate.as_ref().expect("a candidate");
-    assert_eq!(
-        (c.vote, c.granted.clone()),
-        (candidate, [2].into()),
-        "grants of term 3 do not carry over"
-    );
+    assert_eq!((c.vote, c.granted.clone()), (candidate, [2].into()), "grants of term 3 do not carry over");
 }
 
 #[test]
@@ -150,18 +129,10 @@ fn sole_voter_wins_without_asking_anyone_and_appends_a_blank_entry() {
     assert_eq!(
         engine.take_commands(),
         vec![
-            Command::SaveVote {
-                vote: Vote::new(5, 2)
-            },
+            Command::SaveVote { vote: Vote::new(5, 2) },
             Command::SaveVote { vote: elected },
-            Command::UpdateReplicationStreams {
-                vote: elected,
-                targets: vec![]
-            },
-            Command::AppendEntries {
-                io: io(1, elected, Some(blank)),
-                entries: vec![Entry::new_blank(blank)]
-            },
+            Command::UpdateReplicationStreams { vote: elected, targets: vec![] },
+            Command::AppendEntries { io: io(1, elected, Some(blank)), entries: vec![Entry::new_blank(blank)] },
         ]
     );
     assert_eq!(engine.state.server_state, ServerState::Leader);

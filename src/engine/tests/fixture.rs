@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::engine::{
-    Candidate, Engine, EngineConfig, Leader, LogIOId, MembershipState, ServerState,
-};
+use crate::engine::{Candidate, Engine, EngineConfig, Leader, LogIOId, MembershipState, ServerState};
 use crate::raft::AppendEntriesRequest;
 use crate::testing_types::{UTConfig, log_id};
 use crate::types::{Entry, LeaderId, LogId, Membership, StoredMembership, Vote};
@@ -47,11 +45,7 @@ pub(super) fn joint(old: &[u64], new: &[u64]) -> Membership<C> {
 
 /// The log I/O numbered `seq`, decided under `vote`, leaving the log ending at `last`.
 pub(super) fn io(seq: u64, vote: Vote<C>, last: Option<LogId<C>>) -> LogIOId<C> {
-    LogIOId {
-        seq,
-        vote,
-        last_log_id: last,
-    }
+    LogIOId { seq, vote, last_log_id: last }
 }
 
 /// An application entry carrying `data`.
@@ -60,17 +54,8 @@ pub(super) fn normal(log_id: LogId<C>, data: &str) -> Entry<C> {
 }
 
 /// An AppendEntries of `vote` with `entries` after `prev`, the leader committed nothing.
-pub(super) fn req(
-    vote: Vote<C>,
-    prev: Option<LogId<C>>,
-    entries: Vec<Entry<C>>,
-) -> AppendEntriesRequest<C> {
-    AppendEntriesRequest {
-        vote,
-        prev_log_id: prev,
-        entries,
-        leader_commit: None,
-    }
+pub(super) fn req(vote: Vote<C>, prev: Option<LogId<C>>, entries: Vec<Entry<C>>) -> AppendEntriesRequest<C> {
+    AppendEntriesRequest { vote, prev_log_id: prev, entries, leader_commit: None }
 }
 
 /// Node 2, following node 1 of term 2 among voters 1, 2, 3, with log `[T1.0, T1.1, T2.2]`
@@ -86,9 +71,7 @@ pub(super) fn follower(committed: LogId<C>) -> EngineBuilder {
 /// Assert that the election deadline is one randomized election timeout after `from`.
 #[track_caller]
 pub(super) fn assert_deadline_after(engine: &Engine<C>, from: Instant) {
-    let deadline = engine
-        .election_deadline()
-        .expect("an election deadline is set");
+    let deadline = engine.election_deadline().expect("an election deadline is set");
     assert!(
         deadline >= from + TIMEOUT_MIN && deadline < from + TIMEOUT_MAX,
         "deadline is {:?} after `from`, outside [{TIMEOUT_MIN:?}, {TIMEOUT_MAX:?})",
@@ -175,11 +158,7 @@ impl EngineBuilder {
     }
 
     /// A membership in the log at `log_id`, effective but not committed.
-    pub(super) fn uncommitted_membership(
-        mut self,
-        log_id: LogId<C>,
-        membership: Membership<C>,
-    ) -> Self {
+    pub(super) fn uncommitted_membership(mut self, log_id: LogId<C>, membership: Membership<C>) -> Self {
         self.membership.append(log_id, membership);
         self
     }
@@ -201,20 +180,14 @@ impl EngineBuilder {
 
     /// A candidate for its vote that holds the grants of `granted` (itself included or not).
     pub(super) fn candidate(mut self, granted: &[u64]) -> Self {
-        self.role = Role::Candidate {
-            granted: granted.to_vec(),
-        };
+        self.role = Role::Candidate { granted: granted.to_vec() };
         self
     }
 
     /// The leader of its (elected) vote, whose first log I/O of the term is `first_io_seq`.
     /// Every other member's progress starts unknown; see [`progress`](Self::progress).
     pub(super) fn leader(mut self, first_io_seq: u64) -> Self {
-        self.role = Role::Leader {
-            first_io_seq,
-            flushed: None,
-            progress: Vec::new(),
-        };
+        self.role = Role::Leader { first_io_seq, flushed: None, progress: Vec::new() };
         self
     }
 
@@ -240,6 +213,9 @@ impl EngineBuilder {
             election_timeout_min: TIMEOUT_MIN,
             election_timeout_max: TIMEOUT_MAX,
             seed: 0x5eed,
+            // Snapshots have tests of their own; here they would only add commands.
+            snapshot_policy: crate::config::SnapshotPolicy::Never,
+            log_to_keep: 0,
         };
         let mut engine = Engine::new(config, Default::default());
         let state = &mut engine.state;
@@ -255,11 +231,7 @@ impl EngineBuilder {
         state.io.accepted = self.accepted.unwrap_or(loaded);
         state.io.flushed = self.flushed.unwrap_or(loaded);
         let is_voter = state.membership.effective().is_voter(&self.id);
-        state.server_state = if is_voter {
-            ServerState::Follower
-        } else {
-            ServerState::Learner
-        };
+        state.server_state = if is_voter { ServerState::Follower } else { ServerState::Learner };
         state.leader_id = self.vote.leader_id().map(|l| l.node_id);
         engine.election_deadline = self.deadline;
 
@@ -267,30 +239,13 @@ impl EngineBuilder {
             Role::Follower => {}
             Role::Candidate { granted } => {
                 engine.state.server_state = ServerState::Candidate;
-                engine.candidate = Some(Candidate {
-                    vote: self.vote,
-                    granted: granted.into_iter().collect(),
-                });
+                engine.candidate = Some(Candidate { vote: self.vote, granted: granted.into_iter().collect() });
             }
-            Role::Leader {
-                first_io_seq,
-                flushed,
-                progress,
-            } => {
-                assert!(
-                    self.vote.committed && self.vote.node_id == Some(self.id),
-                    "a leader holds its elected vote"
-                );
+            Role::Leader { first_io_seq, flushed, progress } => {
+                assert!(self.vote.committed && self.vote.node_id == Some(self.id), "a leader holds its elected vote");
                 let mut leader = Leader::new(self.vote, first_io_seq);
                 leader.flushed = flushed;
-                for id in engine
-                    .state
-                    .membership
-                    .effective()
-                    .nodes()
-                    .keys()
-                    .filter(|id| **id != self.id)
-                {
+                for id in engine.state.membership.effective().nodes().keys().filter(|id| **id != self.id) {
                     leader.progress.insert(*id, None);
                 }
                 leader.progress.extend(progress);

@@ -14,10 +14,7 @@ fn vote() -> Vote<C> {
 }
 
 fn commit_commands(first: u64, last: LogId<C>) -> Vec<Command<C>> {
-    vec![
-        Command::Apply { first, last },
-        Command::SaveCommitted { committed: last },
-    ]
+    vec![Command::Apply { first, last }, Command::SaveCommitted { committed: last }]
 }
 
 #[test]
@@ -41,27 +38,11 @@ fn commit_follows_the_leader_up_to_the_last_new_entry() {
 
         let appended = io(1, vote(), Some(log_id(2, 4)));
         let case = format!("leader commit {leader_commit:?}");
-        assert_eq!(
-            got,
-            (
-                AppendEntriesResponse::Success {
-                    matched: Some(log_id(2, 4))
-                },
-                Some(appended)
-            ),
-            "{case}"
-        );
-        let mut expected = vec![Command::AppendEntries {
-            io: appended,
-            entries,
-        }];
+        assert_eq!(got, (AppendEntriesResponse::Success { matched: Some(log_id(2, 4)) }, Some(appended)), "{case}");
+        let mut expected = vec![Command::AppendEntries { io: appended, entries }];
         expected.extend(committed.map_or(vec![], |c| commit_commands(1, c)));
         assert_eq!(engine.take_commands(), expected, "{case}");
-        assert_eq!(
-            engine.state.committed,
-            committed.or(Some(log_id(1, 0))),
-            "{case}"
-        );
+        assert_eq!(engine.state.committed, committed.or(Some(log_id(1, 0))), "{case}");
     }
 }
 
@@ -76,15 +57,7 @@ fn probe_commits_only_up_to_its_prev_log_id() {
 
     // T2.2 is past what the leader vouched for in this request: it may still be replaced.
     let accepted = engine.state.io.accepted;
-    assert_eq!(
-        got,
-        (
-            AppendEntriesResponse::Success {
-                matched: Some(log_id(1, 1))
-            },
-            Some(accepted)
-        )
-    );
+    assert_eq!(got, (AppendEntriesResponse::Success { matched: Some(log_id(1, 1)) }, Some(accepted)));
     assert_eq!(engine.take_commands(), commit_commands(1, log_id(1, 1)));
     assert_eq!(engine.state.committed, Some(log_id(1, 1)));
     assert_eq!(engine.state.apply_submitted, Some(log_id(1, 1)));
@@ -99,12 +72,7 @@ fn committed_never_goes_backward() {
 
     let got = engine.handle_append_entries(now, heartbeat);
 
-    assert_eq!(
-        got.0,
-        AppendEntriesResponse::Success {
-            matched: Some(log_id(2, 2))
-        }
-    );
+    assert_eq!(got.0, AppendEntriesResponse::Success { matched: Some(log_id(2, 2)) });
     assert_eq!(engine.take_commands(), vec![]);
     assert_eq!(engine.state.committed, Some(log_id(2, 2)));
 }
@@ -118,10 +86,7 @@ fn refused_request_commits_nothing() {
 
     let got = engine.handle_append_entries(now, request);
 
-    let conflict = AppendEntriesResponse::Conflict {
-        prev_log_id: Some(log_id(2, 7)),
-        last_log_id: Some(log_id(2, 2)),
-    };
+    let conflict = AppendEntriesResponse::Conflict { prev_log_id: Some(log_id(2, 7)), last_log_id: Some(log_id(2, 2)) };
     assert_eq!(got, (conflict, None));
     assert_eq!(engine.take_commands(), vec![]);
     assert_eq!(engine.state.committed, Some(log_id(1, 0)));

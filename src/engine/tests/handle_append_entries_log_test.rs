@@ -20,21 +20,10 @@ fn entries_already_in_the_log_are_skipped() {
     let got = engine.handle_append_entries(now, req(vote, Some(log_id(1, 1)), entries));
 
     let appended = io(1, vote, Some(log_id(2, 3)));
-    assert_eq!(
-        got,
-        (
-            AppendEntriesResponse::Success {
-                matched: Some(log_id(2, 3))
-            },
-            Some(appended)
-        )
-    );
+    assert_eq!(got, (AppendEntriesResponse::Success { matched: Some(log_id(2, 3)) }, Some(appended)));
     assert_eq!(
         engine.take_commands(),
-        vec![Command::AppendEntries {
-            io: appended,
-            entries: vec![normal(log_id(2, 3), "x")]
-        }]
+        vec![Command::AppendEntries { io: appended, entries: vec![normal(log_id(2, 3), "x")] }]
     );
 }
 
@@ -46,25 +35,10 @@ fn duplicate_request_appends_nothing_and_waits_for_the_accepted_io() {
     let pending = io(4, vote, Some(log_id(2, 2)));
     let mut engine = follower(log_id(1, 1)).accepted(pending).build();
 
-    let got = engine.handle_append_entries(
-        now,
-        req(
-            vote,
-            Some(log_id(1, 1)),
-            vec![Entry::new_blank(log_id(2, 2))],
-        ),
-    );
+    let got = engine.handle_append_entries(now, req(vote, Some(log_id(1, 1)), vec![Entry::new_blank(log_id(2, 2))]));
 
     // A duplicate must not be acknowledged before the first copy is durable.
-    assert_eq!(
-        got,
-        (
-            AppendEntriesResponse::Success {
-                matched: Some(log_id(2, 2))
-            },
-            Some(pending)
-        )
-    );
+    assert_eq!(got, (AppendEntriesResponse::Success { matched: Some(log_id(2, 2)) }, Some(pending)));
     assert_eq!(engine.take_commands(), vec![]);
     assert_eq!(engine.state.io.accepted, pending);
 }
@@ -74,12 +48,7 @@ fn duplicate_request_appends_nothing_and_waits_for_the_accepted_io() {
 fn diverged_follower() -> Engine<C> {
     EngineBuilder::node(2)
         .vote(Vote::new_committed(2, 3))
-        .log([
-            log_id(1, 0),
-            log_id(1, 1),
-            log_id_by(3, 2, 2),
-            log_id_by(3, 2, 3),
-        ])
+        .log([log_id(1, 0), log_id(1, 1), log_id_by(3, 2, 2), log_id_by(3, 2, 3)])
         .committed(log_id(1, 1))
         .membership(log_id(1, 0), voters(&[1, 2, 3]))
         .uncommitted_membership(log_id_by(3, 2, 3), voters(&[1, 2, 3, 4]))
@@ -91,10 +60,7 @@ fn conflicting_entries_are_truncated_before_appending() {
     let now = Instant::now();
     let mut engine = diverged_follower();
     let leader = Vote::new_committed(3, 1);
-    let entries = vec![
-        Entry::new_blank(log_id(1, 1)),
-        Entry::new_blank(log_id(3, 2)),
-    ];
+    let entries = vec![Entry::new_blank(log_id(1, 1)), Entry::new_blank(log_id(3, 2))];
 
     let got = engine.handle_append_entries(now, req(leader, Some(log_id(1, 0)), entries));
 
@@ -102,27 +68,13 @@ fn conflicting_entries_are_truncated_before_appending() {
     // is deleted with all that follow it; T1.1 matches and is kept.
     let truncated = io(1, leader, Some(log_id(1, 1)));
     let appended = io(2, leader, Some(log_id(3, 2)));
-    assert_eq!(
-        got,
-        (
-            AppendEntriesResponse::Success {
-                matched: Some(log_id(3, 2))
-            },
-            Some(appended)
-        )
-    );
+    assert_eq!(got, (AppendEntriesResponse::Success { matched: Some(log_id(3, 2)) }, Some(appended)));
     assert_eq!(
         engine.take_commands(),
         vec![
             Command::SaveVote { vote: leader },
-            Command::TruncateLog {
-                io: truncated,
-                since: log_id_by(3, 2, 2)
-            },
-            Command::AppendEntries {
-                io: appended,
-                entries: vec![Entry::new_blank(log_id(3, 2))]
-            },
+            Command::TruncateLog { io: truncated, since: log_id_by(3, 2, 2) },
+            Command::AppendEntries { io: appended, entries: vec![Entry::new_blank(log_id(3, 2))] },
         ]
     );
     assert_eq!(engine.state.log_ids.keys(), &[log_id(1, 0), log_id(3, 2)]);
@@ -137,26 +89,14 @@ fn committed_entries_are_never_truncated() {
     let mut engine = follower(log_id(2, 2)).build();
     let intruder = Vote::new_committed(3, 3);
 
-    let got = engine.handle_append_entries(
-        now,
-        req(
-            intruder,
-            Some(log_id(1, 1)),
-            vec![Entry::new_blank(log_id_by(3, 3, 2))],
-        ),
-    );
+    let got = engine
+        .handle_append_entries(now, req(intruder, Some(log_id(1, 1)), vec![Entry::new_blank(log_id_by(3, 3, 2))]));
 
     // Raft §5.4 (Leader Completeness): a legitimate leader holds every committed entry, so a
     // request that conflicts with one is refused, not obeyed.
-    let conflict = AppendEntriesResponse::Conflict {
-        prev_log_id: Some(log_id(2, 2)),
-        last_log_id: Some(log_id(2, 2)),
-    };
+    let conflict = AppendEntriesResponse::Conflict { prev_log_id: Some(log_id(2, 2)), last_log_id: Some(log_id(2, 2)) };
     assert_eq!(got, (conflict, None));
-    assert_eq!(
-        engine.take_commands(),
-        vec![Command::SaveVote { vote: intruder }]
-    );
+    assert_eq!(engine.take_commands(), vec![Command::SaveVote { vote: intruder }]);
     assert_eq!(engine.state.last_log_id(), Some(log_id(2, 2)));
     assert_eq!(engine.state.committed, Some(log_id(2, 2)));
 }
@@ -166,17 +106,11 @@ fn entries_with_a_gap_are_refused() {
     let now = Instant::now();
     let mut engine = follower(log_id(1, 1)).build();
     let vote = Vote::new_committed(2, 1);
-    let entries = vec![
-        Entry::new_blank(log_id(2, 3)),
-        Entry::new_blank(log_id(2, 5)),
-    ];
+    let entries = vec![Entry::new_blank(log_id(2, 3)), Entry::new_blank(log_id(2, 5))];
 
     let got = engine.handle_append_entries(now, req(vote, Some(log_id(2, 2)), entries));
 
-    let conflict = AppendEntriesResponse::Conflict {
-        prev_log_id: Some(log_id(2, 3)),
-        last_log_id: Some(log_id(2, 2)),
-    };
+    let conflict = AppendEntriesResponse::Conflict { prev_log_id: Some(log_id(2, 3)), last_log_id: Some(log_id(2, 2)) };
     assert_eq!(got, (conflict, None));
     assert_eq!(engine.take_commands(), vec![]);
     assert_eq!(engine.state.last_log_id(), Some(log_id(2, 2)));

@@ -17,11 +17,7 @@ fn my_last() -> Option<LogId<UTConfig>> {
 }
 
 fn no_vote(term: u64) -> Vote<UTConfig> {
-    Vote {
-        term,
-        node_id: None,
-        committed: false,
-    }
+    Vote { term, node_id: None, committed: false }
 }
 
 struct Case {
@@ -71,30 +67,14 @@ fn vote_is_granted_only_to_an_up_to_date_candidate_of_an_open_term() {
             .build();
         let state_before = engine.state.clone();
 
-        let resp = engine.handle_vote_req(
-            now,
-            &VoteRequest {
-                vote: case.req_vote,
-                last_log_id: case.req_last,
-            },
-        );
+        let resp = engine.handle_vote_req(now, &VoteRequest { vote: case.req_vote, last_log_id: case.req_last });
 
         let name = case.name;
-        let vote_after = if case.granted {
-            case.req_vote
-        } else {
-            case.my_vote
-        };
-        let expected_resp = VoteResponse {
-            vote: vote_after,
-            vote_granted: case.granted,
-            last_log_id: my_last(),
-        };
+        let vote_after = if case.granted { case.req_vote } else { case.my_vote };
+        let expected_resp = VoteResponse { vote: vote_after, vote_granted: case.granted, last_log_id: my_last() };
         assert_eq!(resp, expected_resp, "{name}");
         let expected_commands = if case.granted && case.req_vote != case.my_vote {
-            vec![Command::SaveVote {
-                vote: case.req_vote,
-            }]
+            vec![Command::SaveVote { vote: case.req_vote }]
         } else {
             vec![]
         };
@@ -106,15 +86,8 @@ fn vote_is_granted_only_to_an_up_to_date_candidate_of_an_open_term() {
             // Raft §5.2: granting a vote restarts the election timer.
             assert_deadline_after(&engine, now);
         } else {
-            assert_eq!(
-                engine.state, state_before,
-                "{name}: a rejection changes nothing"
-            );
-            assert_eq!(
-                engine.election_deadline(),
-                Some(untouched_deadline),
-                "{name}"
-            );
+            assert_eq!(engine.state, state_before, "{name}: a rejection changes nothing");
+            assert_eq!(engine.election_deadline(), Some(untouched_deadline), "{name}");
         }
     }
 }
@@ -130,28 +103,13 @@ fn leader_steps_down_when_granting_a_vote_of_a_newer_term() {
         .leader(1)
         .build();
 
-    let req = VoteRequest {
-        vote: Vote::new(3, 3),
-        last_log_id: Some(log_id(2, 2)),
-    };
+    let req = VoteRequest { vote: Vote::new(3, 3), last_log_id: Some(log_id(2, 2)) };
     let resp = engine.handle_vote_req(now, &req);
 
-    assert_eq!(
-        resp,
-        VoteResponse {
-            vote: Vote::new(3, 3),
-            vote_granted: true,
-            last_log_id: Some(log_id(2, 2))
-        }
-    );
+    assert_eq!(resp, VoteResponse { vote: Vote::new(3, 3), vote_granted: true, last_log_id: Some(log_id(2, 2)) });
     assert_eq!(
         engine.take_commands(),
-        vec![
-            Command::CloseReplicationStreams,
-            Command::SaveVote {
-                vote: Vote::new(3, 3)
-            }
-        ]
+        vec![Command::CloseReplicationStreams, Command::SaveVote { vote: Vote::new(3, 3) }]
     );
     assert!(engine.leader.is_none());
     assert_eq!(engine.state.server_state, ServerState::Follower);
@@ -170,19 +128,11 @@ fn candidate_gives_up_when_granting_a_vote_of_a_newer_term() {
         .deadline(now)
         .build();
 
-    let req = VoteRequest {
-        vote: Vote::new(4, 3),
-        last_log_id: Some(log_id(1, 1)),
-    };
+    let req = VoteRequest { vote: Vote::new(4, 3), last_log_id: Some(log_id(1, 1)) };
     let resp = engine.handle_vote_req(now, &req);
 
     assert!(resp.vote_granted);
-    assert_eq!(
-        engine.take_commands(),
-        vec![Command::SaveVote {
-            vote: Vote::new(4, 3)
-        }]
-    );
+    assert_eq!(engine.take_commands(), vec![Command::SaveVote { vote: Vote::new(4, 3) }]);
     assert!(engine.candidate.is_none());
     assert_eq!(engine.state.server_state, ServerState::Follower);
     assert_deadline_after(&engine, now);

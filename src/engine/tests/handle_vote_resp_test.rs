@@ -5,9 +5,7 @@ use std::time::Duration;
 use pretty_assertions::assert_eq;
 use tokio::time::Instant;
 
-use super::fixture::{
-    C, EngineBuilder, assert_deadline_after, io, joint, voters, voters_and_learners,
-};
+use super::fixture::{C, EngineBuilder, assert_deadline_after, io, joint, voters, voters_and_learners};
 use crate::engine::{Command, Engine, ReplicationTarget, ServerState};
 use crate::raft::VoteResponse;
 use crate::testing_types::log_id;
@@ -24,34 +22,20 @@ fn candidate(membership: Membership<C>, granted: &[u64]) -> EngineBuilder {
 }
 
 fn grant(vote: Vote<C>) -> VoteResponse<C> {
-    VoteResponse {
-        vote,
-        vote_granted: true,
-        last_log_id: Some(log_id(1, 1)),
-    }
+    VoteResponse { vote, vote_granted: true, last_log_id: Some(log_id(1, 1)) }
 }
 
 fn reject(vote: Vote<C>) -> VoteResponse<C> {
-    VoteResponse {
-        vote,
-        vote_granted: false,
-        last_log_id: Some(log_id(1, 1)),
-    }
+    VoteResponse { vote, vote_granted: false, last_log_id: Some(log_id(1, 1)) }
 }
 
 /// What node 1 does on winning term 2: elected vote, streams to `targets`, a blank entry.
 fn leader_commands(targets: &[u64]) -> Vec<Command<C>> {
     let elected = Vote::new_committed(2, 1);
-    let targets = targets
-        .iter()
-        .map(|id| ReplicationTarget { id: *id, node: () })
-        .collect();
+    let targets = targets.iter().map(|id| ReplicationTarget { id: *id, node: () }).collect();
     vec![
         Command::SaveVote { vote: elected },
-        Command::UpdateReplicationStreams {
-            vote: elected,
-            targets,
-        },
+        Command::UpdateReplicationStreams { vote: elected, targets },
         Command::AppendEntries {
             io: io(1, elected, Some(log_id(2, 2))),
             entries: vec![Entry::new_blank(log_id(2, 2))],
@@ -74,11 +58,7 @@ fn candidate_with_a_quorum_of_grants_becomes_leader() {
     assert_eq!(engine.election_deadline(), None);
     assert!(engine.candidate.is_none());
     let leader = engine.leader.as_ref().expect("a leader");
-    assert_eq!(
-        leader.progress,
-        [(2, None), (3, None)].into(),
-        "nothing is known of the followers yet"
-    );
+    assert_eq!(leader.progress, [(2, None), (3, None)].into(), "nothing is known of the followers yet");
     assert_eq!(leader.flushed, None);
 }
 
@@ -91,10 +71,7 @@ fn candidate_without_a_quorum_keeps_waiting() {
 
     assert_eq!(engine.take_commands(), vec![]);
     assert_eq!(engine.state.server_state, ServerState::Candidate);
-    assert_eq!(
-        engine.candidate.as_ref().map(|c| c.granted.clone()),
-        Some([1, 2].into())
-    );
+    assert_eq!(engine.candidate.as_ref().map(|c| c.granted.clone()), Some([1, 2].into()));
 }
 
 #[test]
@@ -116,10 +93,7 @@ fn grant_for_an_earlier_election_is_ignored() {
     engine.handle_vote_resp(now, 2, &grant(Vote::new(1, 1)));
 
     assert_eq!(engine.take_commands(), vec![]);
-    assert_eq!(
-        engine.candidate.as_ref().map(|c| c.granted.clone()),
-        Some([1].into())
-    );
+    assert_eq!(engine.candidate.as_ref().map(|c| c.granted.clone()), Some([1].into()));
 }
 
 #[test]
@@ -137,21 +111,9 @@ fn joint_election_needs_a_majority_of_each_config() {
 
         engine.handle_vote_resp(now, from, &grant(Vote::new(2, 1)));
 
-        let expected = if wins {
-            leader_commands(&[2, 3, 4, 5])
-        } else {
-            vec![]
-        };
-        assert_eq!(
-            engine.take_commands(),
-            expected,
-            "granted {granted:?} + {from}"
-        );
-        assert_eq!(
-            engine.leader.is_some(),
-            wins,
-            "granted {granted:?} + {from}"
-        );
+        let expected = if wins { leader_commands(&[2, 3, 4, 5]) } else { vec![] };
+        assert_eq!(engine.take_commands(), expected, "granted {granted:?} + {from}");
+        assert_eq!(engine.leader.is_some(), wins, "granted {granted:?} + {from}");
     }
 }
 
@@ -159,31 +121,18 @@ fn joint_election_needs_a_majority_of_each_config() {
 fn rejection_with_a_newer_term_turns_candidate_into_follower() {
     let now = Instant::now();
     let deadline = now + Duration::from_millis(100);
-    let mut engine = candidate(voters(&[1, 2, 3]), &[1])
-        .deadline(deadline)
-        .build();
+    let mut engine = candidate(voters(&[1, 2, 3]), &[1]).deadline(deadline).build();
 
     engine.handle_vote_resp(now, 3, &reject(Vote::new(3, 3)));
 
     // Raft §5.1: adopt the newer term and become follower; the vote of that term is not cast.
-    let term_3 = Vote {
-        term: 3,
-        node_id: None,
-        committed: false,
-    };
-    assert_eq!(
-        engine.take_commands(),
-        vec![Command::SaveVote { vote: term_3 }]
-    );
+    let term_3 = Vote { term: 3, node_id: None, committed: false };
+    assert_eq!(engine.take_commands(), vec![Command::SaveVote { vote: term_3 }]);
     assert_eq!(engine.state.vote, term_3);
     assert_eq!(engine.state.server_state, ServerState::Follower);
     assert_eq!(engine.state.leader_id, None);
     assert!(engine.candidate.is_none());
-    assert_eq!(
-        engine.election_deadline(),
-        Some(deadline),
-        "the running timer stays"
-    );
+    assert_eq!(engine.election_deadline(), Some(deadline), "the running timer stays");
 }
 
 #[test]
@@ -194,12 +143,7 @@ fn rejection_by_the_elected_leader_of_the_term_makes_candidate_follow_it() {
     engine.handle_vote_resp(now, 3, &reject(Vote::new_committed(2, 3)));
 
     // Raft §5.2: a candidate that learns of the leader of its term returns to follower.
-    assert_eq!(
-        engine.take_commands(),
-        vec![Command::SaveVote {
-            vote: Vote::new_committed(2, 3)
-        }]
-    );
+    assert_eq!(engine.take_commands(), vec![Command::SaveVote { vote: Vote::new_committed(2, 3) }]);
     assert_eq!(engine.state.server_state, ServerState::Follower);
     assert_eq!(engine.state.leader_id, Some(3));
     assert!(engine.candidate.is_none());
@@ -211,11 +155,7 @@ fn rejection_without_a_greater_vote_is_ignored() {
     let mut engine = candidate(voters(&[1, 2, 3]), &[1]).build();
 
     // Node 3 is in an older term but holds a more up-to-date log (Raft §5.4.1).
-    let resp = VoteResponse {
-        vote: Vote::new_committed(1, 1),
-        vote_granted: false,
-        last_log_id: Some(log_id(1, 5)),
-    };
+    let resp = VoteResponse { vote: Vote::new_committed(1, 1), vote_granted: false, last_log_id: Some(log_id(1, 5)) };
     engine.handle_vote_resp(now, 3, &resp);
 
     assert_eq!(engine.take_commands(), vec![]);
@@ -253,18 +193,8 @@ fn leader_stepping_down_on_a_late_rejection_restarts_its_election_timer() {
 
     engine.handle_vote_resp(now, 3, &reject(Vote::new(3, 3)));
 
-    let term_3 = Vote {
-        term: 3,
-        node_id: None,
-        committed: false,
-    };
-    assert_eq!(
-        engine.take_commands(),
-        vec![
-            Command::CloseReplicationStreams,
-            Command::SaveVote { vote: term_3 }
-        ]
-    );
+    let term_3 = Vote { term: 3, node_id: None, committed: false };
+    assert_eq!(engine.take_commands(), vec![Command::CloseReplicationStreams, Command::SaveVote { vote: term_3 }]);
     assert!(engine.leader.is_none());
     assert_eq!(engine.state.server_state, ServerState::Follower);
     assert_eq!(engine.state.leader_id, None);

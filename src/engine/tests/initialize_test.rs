@@ -27,27 +27,16 @@ fn initialize_appends_membership_at_index_zero_and_campaigns() {
                 entries: vec![Entry::new_membership(first, membership.clone())],
             },
             Command::SaveVote { vote: candidate },
-            Command::SendVote {
-                req: VoteRequest {
-                    vote: candidate,
-                    last_log_id: Some(first)
-                }
-            },
+            Command::SendVote { req: VoteRequest { vote: candidate, last_log_id: Some(first) } },
         ]
     );
     assert_eq!(engine.state.last_log_id(), Some(first));
     assert_eq!(engine.state.membership.effective(), &membership);
     assert_eq!(engine.state.membership.effective.log_id, Some(first));
-    assert_eq!(
-        engine.state.committed, None,
-        "the membership entry commits like any other"
-    );
+    assert_eq!(engine.state.committed, None, "the membership entry commits like any other");
     assert_eq!(engine.state.vote, candidate);
     assert_eq!(engine.state.server_state, ServerState::Candidate);
-    assert_eq!(
-        engine.candidate.as_ref().map(|c| c.granted.clone()),
-        Some([1].into())
-    );
+    assert_eq!(engine.candidate.as_ref().map(|c| c.granted.clone()), Some([1].into()));
     assert_deadline_after(&engine, now);
 }
 
@@ -69,18 +58,10 @@ fn initialize_as_sole_voter_becomes_leader_at_once() {
                 io: io(1, Vote::default(), Some(first)),
                 entries: vec![Entry::new_membership(first, membership)],
             },
-            Command::SaveVote {
-                vote: Vote::new(1, 1)
-            },
+            Command::SaveVote { vote: Vote::new(1, 1) },
             Command::SaveVote { vote: elected },
-            Command::UpdateReplicationStreams {
-                vote: elected,
-                targets: vec![]
-            },
-            Command::AppendEntries {
-                io: io(2, elected, Some(blank)),
-                entries: vec![Entry::new_blank(blank)]
-            },
+            Command::UpdateReplicationStreams { vote: elected, targets: vec![] },
+            Command::AppendEntries { io: io(2, elected, Some(blank)), entries: vec![Entry::new_blank(blank)] },
         ]
     );
     assert_eq!(engine.state.server_state, ServerState::Leader);

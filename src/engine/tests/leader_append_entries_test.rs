@@ -3,9 +3,11 @@
 use pretty_assertions::assert_eq;
 
 use super::fixture::{C, EngineBuilder, io, normal, voters};
+use crate::engine::ReplicationResult;
 use crate::engine::{Command, Engine, ReplicationTarget};
 use crate::testing_types::log_id;
 use crate::types::{Entry, EntryPayload, Vote};
+use tokio::time::Instant;
 
 /// Node 1, leader of term 2 over voters 1, 2, 3; its blank entry T2.2 was accepted as io #1.
 fn leader() -> Engine<C> {
@@ -43,15 +45,8 @@ fn payloads_get_consecutive_log_ids_of_the_leader_and_one_io() {
     );
     assert_eq!(engine.state.last_log_id(), Some(log_id(2, 4)));
     assert_eq!(engine.state.io.accepted, appended);
-    assert_eq!(
-        engine.state.io.flushed, flushed_before,
-        "durable only when the store says so"
-    );
-    assert_eq!(
-        engine.state.committed,
-        Some(log_id(1, 1)),
-        "appending commits nothing"
-    );
+    assert_eq!(engine.state.io.flushed, flushed_before, "durable only when the store says so");
+    assert_eq!(engine.state.committed, Some(log_id(1, 1)), "appending commits nothing");
 }
 
 #[test]
@@ -93,10 +88,7 @@ fn membership_entry_takes_effect_when_appended_and_adds_a_stream() {
     // committed or not.
     assert_eq!(first, Some(log_id(2, 3)));
     let vote = Vote::new_committed(2, 1);
-    let targets = [2, 3, 4]
-        .into_iter()
-        .map(|id| ReplicationTarget { id, node: () })
-        .collect();
+    let targets = [2, 3, 4].into_iter().map(|id| ReplicationTarget { id, node: () }).collect();
     assert_eq!(
         engine.take_commands(),
         vec![
@@ -111,37 +103,44 @@ fn membership_entry_takes_effect_when_appended_and_adds_a_stream() {
     assert_eq!(engine.state.membership.effective.log_id, Some(log_id(2, 3)));
     assert_eq!(engine.state.membership.committed.log_id, Some(log_id(1, 0)));
     let progress = &engine.leader.as_ref().expect("a leader").progress;
-    assert_eq!(
-        progress,
-        &[(2, Some(log_id(2, 2))), (3, None), (4, None)].into(),
-        "known progress is kept"
-    );
+    assert_eq!(progress, &[(2, Some(log_id(2, 2))), (3, None), (4, None)].into(), "known progress is kept");
 }
 
+/// A removed member keeps its stream until the config that removes it commits, so it learns
+/// that it was removed instead of timing out and disturbing the cluster.
 #[test]
-fn membership_entry_removing_a_member_stops_its_stream() {
+fn membership_entry_removing_a_member_stops_its_stream_once_committed() {
     let mut engine = leader();
     let shrunk = voters(&[1, 2]);
 
     engine.leader_append_entries([data("a"), EntryPayload::Membership(shrunk.clone())]);
 
     let vote = Vote::new_committed(2, 1);
+    let both = [2, 3].into_iter().map(|id| ReplicationTarget { id, node: () }).collect();
     assert_eq!(
         engine.take_commands(),
         vec![
             Command::AppendEntries {
                 io: io(2, vote, Some(log_id(2, 4))),
-                entries: vec![
-                    normal(log_id(2, 3), "a"),
-                    Entry::new_membership(log_id(2, 4), shrunk)
-                ],
+                entries: vec![normal(log_id(2, 3), "a"), Entry::new_membership(log_id(2, 4), shrunk)],
             },
-            Command::UpdateReplicationStreams {
-                vote,
-                targets: vec![ReplicationTarget { id: 2, node: () }]
-            },
+            Command::UpdateReplicationStreams { vote, targets: both },
         ]
     );
     let progress = &engine.leader.as_ref().expect("a leader").progress;
-    assert_eq!(progress, &[(2, Some(log_id(2, 2)))].into());
+    assert_eq!(progress, &[(2, Some(log_id(2, 2))), (3, None)].into());
+
+    // The leader's flush and node 2's ack commit the new config (a majority of {1, 2}).
+    engine.on_log_flushed(io(2, vote, Some(log_id(2, 4))));
+    engine.on_replication_progress(Instant::now(), 2, vote, ReplicationResult::Matched(Some(log_id(2, 4))));
+    let cmds = engine.take_commands();
+    assert!(
+        cmds.contains(&Command::UpdateReplicationStreams {
+            vote,
+            targets: vec![ReplicationTarget { id: 2, node: () }]
+        }),
+        "node 3's stream stops when the config without it commits: {cmds:?}"
+    );
+    let progress = &engine.leader.as_ref().expect("a leader").progress;
+    assert_eq!(progress, &[(2, Some(log_id(2, 4)))].into());
 }

@@ -22,13 +22,7 @@ fn io_to(index: u64) -> LogIOId<C> {
 fn leader(membership: Membership<C>) -> EngineBuilder {
     EngineBuilder::node(1)
         .vote(elected())
-        .log([
-            log_id(1, 0),
-            log_id(1, 1),
-            log_id(2, 2),
-            log_id(2, 3),
-            log_id(2, 4),
-        ])
+        .log([log_id(1, 0), log_id(1, 1), log_id(2, 2), log_id(2, 3), log_id(2, 4)])
         .committed(log_id(1, 1))
         .membership(log_id(1, 0), membership)
         .accepted(io_to(4))
@@ -46,15 +40,7 @@ fn leader_counts_only_its_flushed_log_toward_commit() {
     // is accepted but not durable, so only T2.3 has a majority (nodes 1 and 2).
     assert_eq!(
         engine.take_commands(),
-        vec![
-            Command::Apply {
-                first: 2,
-                last: log_id(2, 3)
-            },
-            Command::SaveCommitted {
-                committed: log_id(2, 3)
-            }
-        ]
+        vec![Command::Apply { first: 2, last: log_id(2, 3) }, Command::SaveCommitted { committed: log_id(2, 3) }]
     );
     assert_eq!(engine.state.committed, Some(log_id(2, 3)));
     assert_eq!(engine.state.apply_submitted, Some(log_id(2, 3)));
@@ -82,15 +68,7 @@ fn sole_voter_commits_on_its_own_flush() {
 
     assert_eq!(
         engine.take_commands(),
-        vec![
-            Command::Apply {
-                first: 2,
-                last: log_id(2, 4)
-            },
-            Command::SaveCommitted {
-                committed: log_id(2, 4)
-            }
-        ]
+        vec![Command::Apply { first: 2, last: log_id(2, 4) }, Command::SaveCommitted { committed: log_id(2, 4) }]
     );
     assert_eq!(engine.state.committed, Some(log_id(2, 4)));
 }
@@ -115,19 +93,12 @@ fn flush_of_an_io_decided_before_the_term_does_not_count_for_the_leader() {
 
     assert_eq!(engine.take_commands(), vec![]);
     assert_eq!(engine.state.io.flushed, truncated);
-    assert_eq!(
-        engine.leader.as_ref().unwrap().flushed,
-        None,
-        "only this term's I/O speaks for the leader"
-    );
+    assert_eq!(engine.leader.as_ref().unwrap().flushed, None, "only this term's I/O speaks for the leader");
 }
 
 #[test]
 fn stale_flush_notification_is_ignored() {
-    let mut engine = leader(voters(&[1]))
-        .flushed(io_to(4))
-        .leader_flushed(log_id(2, 4))
-        .build();
+    let mut engine = leader(voters(&[1])).flushed(io_to(4)).leader_flushed(log_id(2, 4)).build();
     let state_before = engine.state.clone();
 
     engine.on_log_flushed(io_to(3));

@@ -17,13 +17,7 @@ fn elected() -> Vote<C> {
 fn leader(membership: Membership<C>, progress: &[(u64, LogId<C>)]) -> Engine<C> {
     let mut builder = EngineBuilder::node(1)
         .vote(elected())
-        .log([
-            log_id(1, 0),
-            log_id(1, 1),
-            log_id(2, 2),
-            log_id(2, 3),
-            log_id(2, 4),
-        ])
+        .log([log_id(1, 0), log_id(1, 1), log_id(2, 2), log_id(2, 3), log_id(2, 4)])
         .committed(log_id(1, 1))
         .membership(log_id(1, 0), membership)
         .leader(0)
@@ -39,10 +33,7 @@ fn matched(log_id: LogId<C>) -> ReplicationResult<C> {
 }
 
 fn commit_commands(first: u64, last: LogId<C>) -> Vec<Command<C>> {
-    vec![
-        Command::Apply { first, last },
-        Command::SaveCommitted { committed: last },
-    ]
+    vec![Command::Apply { first, last }, Command::SaveCommitted { committed: last }]
 }
 
 fn progress_of(engine: &Engine<C>, target: u64) -> Option<LogId<C>> {
@@ -97,11 +88,7 @@ fn joint_config_commits_what_a_majority_of_each_config_holds() {
         engine.on_replication_progress(now, target, elected(), matched(reported));
 
         let expected = committed.map_or(vec![], |c| commit_commands(2, c));
-        assert_eq!(
-            engine.take_commands(),
-            expected,
-            "{holders:?} + {target}: {reported}"
-        );
+        assert_eq!(engine.take_commands(), expected, "{holders:?} + {target}: {reported}");
         assert_eq!(engine.state.committed, committed.or(Some(log_id(1, 1))));
     }
 }
@@ -186,11 +173,7 @@ fn implausible_reports_are_ignored() {
         engine.on_replication_progress(now, target, elected(), matched(reported));
 
         assert_eq!(engine.take_commands(), vec![], "{name}");
-        assert_eq!(
-            engine.leader.as_ref().unwrap().progress,
-            progress_before,
-            "{name}"
-        );
+        assert_eq!(engine.leader.as_ref().unwrap().progress, progress_before, "{name}");
         assert_eq!(engine.state.committed, Some(log_id(1, 1)), "{name}");
     }
 }
@@ -212,27 +195,12 @@ fn higher_vote_makes_the_leader_step_down_and_restart_its_election_timer() {
     let now = Instant::now();
     let mut engine = leader(voters(&[1, 2, 3]), &[]);
 
-    engine.on_replication_progress(
-        now,
-        2,
-        elected(),
-        ReplicationResult::HigherVote(Vote::new(3, 2)),
-    );
+    engine.on_replication_progress(now, 2, elected(), ReplicationResult::HigherVote(Vote::new(3, 2)));
 
     // Raft §5.1: a leader that discovers a newer term reverts to follower. Raft §5.2: as a
     // follower it must campaign if no leader of that term shows up.
-    let term_3 = Vote {
-        term: 3,
-        node_id: None,
-        committed: false,
-    };
-    assert_eq!(
-        engine.take_commands(),
-        vec![
-            Command::CloseReplicationStreams,
-            Command::SaveVote { vote: term_3 }
-        ]
-    );
+    let term_3 = Vote { term: 3, node_id: None, committed: false };
+    assert_eq!(engine.take_commands(), vec![Command::CloseReplicationStreams, Command::SaveVote { vote: term_3 }]);
     assert!(engine.leader.is_none());
     assert_eq!(engine.state.vote, term_3);
     assert_eq!(engine.state.leader_id, None);

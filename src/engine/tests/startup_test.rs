@@ -33,13 +33,7 @@ fn committed_but_unapplied_entries_are_applied_at_startup() {
     let now = Instant::now();
     let mut engine = EngineBuilder::node(2)
         .vote(Vote::new_committed(1, 1))
-        .log([
-            log_id(1, 0),
-            log_id(1, 1),
-            log_id(1, 2),
-            log_id(1, 3),
-            log_id(1, 4),
-        ])
+        .log([log_id(1, 0), log_id(1, 1), log_id(1, 2), log_id(1, 3), log_id(1, 4)])
         .committed(log_id(1, 3))
         .applied(Some(log_id(1, 1)))
         .membership(log_id(1, 0), voters(&[1, 2, 3]))
@@ -47,19 +41,9 @@ fn committed_but_unapplied_entries_are_applied_at_startup() {
 
     engine.startup(now);
 
-    assert_eq!(
-        engine.take_commands(),
-        vec![Command::Apply {
-            first: 2,
-            last: log_id(1, 3)
-        }]
-    );
+    assert_eq!(engine.take_commands(), vec![Command::Apply { first: 2, last: log_id(1, 3) }]);
     assert_eq!(engine.state.apply_submitted, Some(log_id(1, 3)));
-    assert_eq!(
-        engine.state.applied,
-        Some(log_id(1, 1)),
-        "applied moves only when the state machine says so"
-    );
+    assert_eq!(engine.state.applied, Some(log_id(1, 1)), "applied moves only when the state machine says so");
     assert_eq!(engine.state.committed, Some(log_id(1, 3)));
 }
 
@@ -110,14 +94,9 @@ fn sole_voter_elects_itself_at_startup() {
     assert_eq!(
         engine.take_commands(),
         vec![
-            Command::SaveVote {
-                vote: Vote::new(2, 1)
-            },
+            Command::SaveVote { vote: Vote::new(2, 1) },
             Command::SaveVote { vote: elected },
-            Command::UpdateReplicationStreams {
-                vote: elected,
-                targets: vec![]
-            },
+            Command::UpdateReplicationStreams { vote: elected, targets: vec![] },
             Command::AppendEntries {
                 io: io(1, elected, Some(log_id(2, 2))),
                 entries: vec![Entry::new_blank(log_id(2, 2))],
@@ -128,11 +107,7 @@ fn sole_voter_elects_itself_at_startup() {
     assert_eq!(engine.state.vote, elected);
     assert_eq!(engine.state.leader_id, Some(1));
     assert_eq!(engine.state.last_log_id(), Some(log_id(2, 2)));
-    assert_eq!(
-        engine.election_deadline(),
-        None,
-        "a leader has no election timer"
-    );
+    assert_eq!(engine.election_deadline(), None, "a leader has no election timer");
     assert!(engine.candidate.is_none());
     assert_eq!(engine.leader.as_ref().map(|l| l.vote), Some(elected));
 }

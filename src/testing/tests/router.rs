@@ -92,7 +92,7 @@ async fn isolated_node_is_cut_both_ways_until_restored() {
 }
 
 #[tokio::test]
-async fn unknown_node_is_unreachable_and_snapshots_are_not_supported() {
+async fn unknown_node_is_unreachable_and_snapshots_are_delivered() {
     let router = Router::new();
     let mut net = client(&router, 1, 9).await;
     assert!(matches!(net.vote(vote_req(), OPTION).await, Err(RPCError::Unreachable(_))));
@@ -105,8 +105,9 @@ async fn unknown_node_is_unreachable_and_snapshots_are_not_supported() {
         data: vec![],
         done: true,
     };
-    let err = client(&router, 1, 2).await.install_snapshot(req, OPTION).await.unwrap_err();
-    assert!(err.to_string().contains("install_snapshot not supported yet"), "{err}");
+    let resp = client(&router, 1, 2).await.install_snapshot(req, OPTION).await.unwrap();
+    assert_eq!(resp.vote, Vote::new_committed(1, 1), "the follower adopts the leader's vote");
+    assert_eq!(resp.next_offset, 0, "an empty last chunk leaves the offset at 0");
     assert_eq!(router.rpc_count(RpcKind::InstallSnapshot), 1);
 
     // A removed node is unreachable, as if it had crashed.
