@@ -94,12 +94,12 @@ impl<C: RaftTypeConfig> Engine<C> {
         if !vote.is_gt(&self.state.vote) {
             return;
         }
-        let adopted = if vote.term > self.state.vote.term && !vote.committed {
-            // A newer term without a known leader: Raft's currentTerm = T, votedFor = null.
-            Vote { term: vote.term, node_id: None, committed: false }
-        } else {
-            vote
-        };
+        // An elected vote names the leader to follow. An unelected one is another node's
+        // choice, not ours: adopt only its term (Raft's currentTerm = T, votedFor = null).
+        let adopted = if vote.committed { vote } else { Vote { term: vote.term, node_id: None, committed: false } };
+        if !adopted.is_gt(&self.state.vote) {
+            return;
+        }
         let was_leader = self.leader.is_some();
         self.step_down_from_leader();
         self.candidate = None;

@@ -76,6 +76,8 @@ impl<C: RaftTypeConfig> Engine<C> {
         self.output.push_back(Command::AppendEntries { io, entries });
         if membership_changed {
             self.update_replication_streams();
+            // The new config may count a quorum differently (e.g. a voter was removed).
+            self.leader_commit();
         }
         Some(first)
     }

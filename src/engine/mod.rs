@@ -178,11 +178,17 @@ impl<C: RaftTypeConfig> Engine<C> {
         self.state.apply_submitted = Some(committed);
         // Several inputs handled before the queue is drained merge into one Apply, so the
         // state machine gets one batch instead of many.
-        if let Some(Command::SaveCommitted { committed: prev_committed }) = self.output.back_mut() {
-            *prev_committed = committed;
-            let len = self.output.len();
-            if let Some(Command::Apply { last, .. }) = len.checked_sub(2).and_then(|i| self.output.get_mut(i)) {
-                *last = committed;
+        let len = self.output.len();
+        if len >= 2 {
+            if let (Some(Command::Apply { .. }), Some(Command::SaveCommitted { .. })) =
+                (self.output.get(len - 2), self.output.get(len - 1))
+            {
+                if let Some(Command::Apply { last, .. }) = self.output.get_mut(len - 2) {
+                    *last = committed;
+                }
+                if let Some(Command::SaveCommitted { committed: c }) = self.output.get_mut(len - 1) {
+                    *c = committed;
+                }
                 return;
             }
         }
@@ -206,7 +212,13 @@ impl<C: RaftTypeConfig> Engine<C> {
         if vote != self.state.vote {
             debug_assert!(vote.is_ge(&self.state.vote), "a vote never goes back: {} -> {vote}", self.state.vote);
             self.state.vote = vote;
-            self.output.push_back(Command::SaveVote { vote });
+            // Two saves in a row (voted, then elected at once): the later one supersedes the
+            // earlier, and nothing between them depended on it, so one write does.
+            if let Some(Command::SaveVote { vote: queued }) = self.output.back_mut() {
+                *queued = vote;
+            } else {
+                self.output.push_back(Command::SaveVote { vote });
+            }
         }
     }
 }

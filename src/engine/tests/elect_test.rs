@@ -129,7 +129,6 @@ fn sole_voter_wins_without_asking_anyone_and_appends_a_blank_entry() {
     assert_eq!(
         engine.take_commands(),
         vec![
-            Command::SaveVote { vote: Vote::new(5, 2) },
             Command::SaveVote { vote: elected },
             Command::UpdateReplicationStreams { vote: elected, targets: vec![] },
             Command::AppendEntries { io: io(1, elected, Some(blank)), entries: vec![Entry::new_blank(blank)] },

@@ -163,6 +163,25 @@ fn rejection_without_a_greater_vote_is_ignored() {
     assert_eq!(engine.state.server_state, ServerState::Candidate);
 }
 
+#[test]
+fn rejection_carrying_another_candidates_vote_of_our_term_casts_no_vote() {
+    let now = Instant::now();
+    let no_vote = Vote { term: 3, node_id: None, committed: false };
+    let mut engine = EngineBuilder::node(1)
+        .vote(no_vote)
+        .log([log_id(1, 0)])
+        .committed(log_id(1, 0))
+        .membership(log_id(1, 0), voters(&[1, 2, 3]))
+        .build();
+
+    engine.handle_vote_resp(now, 3, &reject(Vote::new(3, 5)));
+
+    // Raft §5.2: node 3 voting for node 5 in term 3 is node 3's choice; node 1 has cast no
+    // vote in term 3 and may still grant one.
+    assert_eq!(engine.take_commands(), vec![]);
+    assert_eq!(engine.state.vote, no_vote);
+}
+
 /// Node 1, elected leader of term 2 over voters 1, 2, 3, with no election timer.
 fn leader() -> Engine<C> {
     EngineBuilder::node(1)

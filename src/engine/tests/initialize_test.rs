@@ -58,7 +58,6 @@ fn initialize_as_sole_voter_becomes_leader_at_once() {
                 io: io(1, Vote::default(), Some(first)),
                 entries: vec![Entry::new_membership(first, membership)],
             },
-            Command::SaveVote { vote: Vote::new(1, 1) },
             Command::SaveVote { vote: elected },
             Command::UpdateReplicationStreams { vote: elected, targets: vec![] },
             Command::AppendEntries { io: io(2, elected, Some(blank)), entries: vec![Entry::new_blank(blank)] },

@@ -94,7 +94,6 @@ fn sole_voter_elects_itself_at_startup() {
     assert_eq!(
         engine.take_commands(),
         vec![
-            Command::SaveVote { vote: Vote::new(2, 1) },
             Command::SaveVote { vote: elected },
             Command::UpdateReplicationStreams { vote: elected, targets: vec![] },
             Command::AppendEntries {
