@@ -69,10 +69,10 @@ where
             if resp.next_offset == expected && done {
                 break;
             }
-            offset = if resp.next_offset <= len { resp.next_offset } else { 0 };
             if resp.next_offset != expected {
-                debug!(sent = offset, expected = resp.next_offset, "follower asks for another offset");
+                debug!(sent = offset, next = resp.next_offset, "follower asks to continue from another offset");
             }
+            offset = if resp.next_offset <= len { resp.next_offset } else { 0 };
         }
         debug!(snapshot = %meta, "snapshot sent");
         st.set_matched(meta.last_log_id);

@@ -13,3 +13,4 @@ mod t40_leader_failover;
 mod t50_lagging_follower;
 mod t60_divergent_follower;
 mod t70_membership;
+mod t80_snapshot;
