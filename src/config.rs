@@ -33,6 +33,14 @@ pub enum ConfigError {
         /// The configured minimum election timeout.
         min: Duration,
     },
+    /// The clock drift bound leaves no leader lease.
+    #[error("max_clock_drift ({drift:?}) must be less than election_timeout_min ({min:?})")]
+    DriftTooLarge {
+        /// The configured drift bound.
+        drift: Duration,
+        /// The configured minimum election timeout.
+        min: Duration,
+    },
     /// A count or size bound was zero.
     #[error("{0} must be greater than 0")]
     Zero(&'static str),
@@ -75,6 +83,22 @@ pub struct Config {
     /// [`Raft::client_write`](crate::Raft::client_write) waits for room. Default: 65536.
     pub max_pending_requests: u64,
 
+    /// Pre-vote (Raft dissertation §9.6): before raising its term, a candidate asks whether it
+    /// could win, so a node that was partitioned away does not disturb the cluster when it
+    /// returns. Default: on.
+    pub enable_pre_vote: bool,
+
+    /// Check-quorum and leader stickiness (dissertation §6.2, §9.6): a leader that has not
+    /// heard from a quorum for `election_timeout_max` steps down, and a node that heard from a
+    /// leader within `election_timeout_min` refuses votes (unless asked by a leadership
+    /// transfer). Required for lease reads. Default: on.
+    pub enable_check_quorum: bool,
+
+    /// The bound on clock drift between nodes over one election timeout, subtracted from the
+    /// leader lease: a lease read is served only while `election_timeout_min - max_clock_drift`
+    /// has not passed since a quorum acknowledged the leader. Default: 20 ms.
+    pub max_clock_drift: Duration,
+
     /// Timeout of one RPC (vote, a non-streamed AppendEntries, a snapshot chunk). Default: 1 s.
     pub rpc_timeout: Duration,
 
@@ -106,6 +130,9 @@ impl Default for Config {
             max_append_batch: 4096,
             max_pending_requests: 65536,
             rpc_timeout: Duration::from_secs(1),
+            enable_pre_vote: true,
+            enable_check_quorum: true,
+            max_clock_drift: Duration::from_millis(20),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
             max_in_snapshot_log_to_keep: 1000,
             snapshot_max_chunk_size: 1024 * 1024,
@@ -131,6 +158,9 @@ impl Config {
                 heartbeat: self.heartbeat_interval,
                 min: self.election_timeout_min,
             });
+        }
+        if self.max_clock_drift >= self.election_timeout_min {
+            return Err(ConfigError::DriftTooLarge { drift: self.max_clock_drift, min: self.election_timeout_min });
         }
         let counts = [
             ("max_payload_entries", self.max_payload_entries),

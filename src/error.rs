@@ -220,6 +220,60 @@ impl<C: RaftTypeConfig> fmt::Debug for ClientWriteError<C> {
     }
 }
 
+/// Why a linearizable read ([`Raft::ensure_linearizable`](crate::Raft::ensure_linearizable),
+/// [`Raft::get_read_index`](crate::Raft::get_read_index)) could not be served. The read had no
+/// effect; retry it, at the leader.
+#[derive(Serialize, Deserialize, thiserror::Error)]
+#[serde(bound = "")]
+pub enum LinearizableReadError<C: RaftTypeConfig> {
+    /// This node is not the leader, or stopped leading before a quorum confirmed it.
+    #[error(transparent)]
+    ForwardToLeader(ForwardToLeader<C>),
+}
+
+impl<C: RaftTypeConfig> fmt::Debug for LinearizableReadError<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ForwardToLeader(e) => e.fmt(f),
+        }
+    }
+}
+impl<C: RaftTypeConfig> Clone for LinearizableReadError<C> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::ForwardToLeader(e) => Self::ForwardToLeader(e.clone()),
+        }
+    }
+}
+impl<C: RaftTypeConfig> PartialEq for LinearizableReadError<C> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::ForwardToLeader(a), Self::ForwardToLeader(b)) => a == b,
+        }
+    }
+}
+
+/// Why [`Trigger::transfer_leader`](crate::Trigger::transfer_leader) failed.
+#[derive(Serialize, Deserialize, thiserror::Error)]
+#[serde(bound = "")]
+pub enum TransferLeaderError<C: RaftTypeConfig> {
+    /// This node is not the leader.
+    #[error(transparent)]
+    ForwardToLeader(ForwardToLeader<C>),
+    /// The target is not a voter.
+    #[error("node {0} is not a voter")]
+    NotAVoter(C::NodeId),
+    /// The target did not take over in time; this node leads on and accepts writes again.
+    #[error("node {0} did not take over in time")]
+    Timeout(C::NodeId),
+}
+
+impl<C: RaftTypeConfig> fmt::Debug for TransferLeaderError<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 /// Why [`Raft::initialize`](crate::Raft::initialize) failed.
 #[derive(Serialize, Deserialize, thiserror::Error)]
 #[serde(bound = "")]

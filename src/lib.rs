@@ -44,12 +44,15 @@ pub(crate) mod testing_types;
 
 pub use config::{Config, ConfigError, SnapshotPolicy};
 pub use engine::ServerState;
-pub use error::{ClientWriteError, Fatal, ForwardToLeader, InitializeError, RPCError, RaftError, StorageError};
+pub use error::{
+    ClientWriteError, Fatal, ForwardToLeader, InitializeError, LinearizableReadError, RPCError, RaftError,
+    StorageError, TransferLeaderError,
+};
 pub use metrics::{RaftMetrics, Wait};
 pub use network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 pub use raft::{
     AppendEntriesRequest, AppendEntriesResponse, ChangeMembershipResponse, ClientWriteResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, Raft, Trigger, VoteRequest, VoteResponse,
+    InstallSnapshotResponse, Raft, ReadIndex, ReadPolicy, TransferLeaderRequest, Trigger, VoteRequest, VoteResponse,
 };
 pub use storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 pub use type_config::{AppData, BasicNode, Node, NodeId, RaftTypeConfig};

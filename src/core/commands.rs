@@ -7,7 +7,7 @@ use crate::core::{Notification, RaftCore, SmMsg};
 use crate::engine::{Command, ReplicationTarget};
 use crate::error::{ClientWriteError, Fatal, RPCError};
 use crate::network::{RPCOption, RaftNetwork};
-use crate::raft::VoteRequest;
+use crate::raft::{TransferLeaderRequest, VoteRequest};
 use crate::replication::ReplicationHandle;
 use crate::storage::{IOFlushed, RaftLogStorage};
 use crate::types::{LogId, Vote};
@@ -26,6 +26,8 @@ where
         }
         self.release_parked_responses();
         self.check_membership_waiter();
+        self.check_pending_reads();
+        self.check_pending_transfer();
         Ok(())
     }
 
@@ -63,6 +65,7 @@ where
                 self.log_store.purge(upto).await?;
             }
             Command::InstallSnapshot { meta } => self.install_received_snapshot(meta).await?,
+            Command::SendTransferLeader { to, req } => self.send_transfer_leader(to, req).await,
         }
         Ok(())
     }
@@ -109,6 +112,20 @@ where
         }
     }
 
+    /// Tell `to` to campaign, in a task of its own.
+    async fn send_transfer_leader(&mut self, to: C::NodeId, req: TransferLeaderRequest<C>) {
+        let Some(node) = self.engine.state.membership.effective().get_node(&to).cloned() else { return };
+        let mut client = self.network.new_client(to, &node).await;
+        let option = RPCOption::new(self.config.rpc_timeout);
+        tokio::spawn(async move {
+            match timeout(option.timeout, client.transfer_leader(req, option)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(%to, error = %e, "telling the transfer target to campaign failed"),
+                Err(_) => warn!(%to, "telling the transfer target to campaign timed out"),
+            }
+        });
+    }
+
     /// Keep the streams of targets that remain; start the new ones; stop the removed ones.
     async fn update_replications(&mut self, vote: Vote<C>, targets: Vec<ReplicationTarget<C>>) {
         // New streams must see their own leader vote published, or they would take the
@@ -131,6 +148,7 @@ where
                 self.config.clone(),
                 self.watches.submitted.subscribe(),
                 self.watches.committed.subscribe(),
+                self.watches.heartbeat.subscribe(),
                 self.notify_tx.clone(),
                 self.sm_tx.clone(),
             );

@@ -15,6 +15,7 @@
 mod commands;
 mod membership;
 mod message;
+mod read;
 mod sm_worker;
 mod snapshot;
 mod startup;
@@ -22,7 +23,7 @@ mod startup;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-pub(crate) use message::{ApiMsg, MembershipResponder, Notification, RpcMsg, WriteResponder};
+pub(crate) use message::{ApiMsg, MembershipResponder, Notification, ReadResponder, RpcMsg, WriteResponder};
 pub(crate) use sm_worker::{SmMsg, StateMachineWorker};
 pub(crate) use startup::load_state;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -46,6 +47,8 @@ pub(crate) struct Watches<C: RaftTypeConfig> {
     /// The committed log id.
     pub(crate) committed: watch::Sender<Option<LogId<C>>>,
     pub(crate) metrics: watch::Sender<RaftMetrics<C>>,
+    /// Bumped when a read needs every stream to send a heartbeat now.
+    pub(crate) heartbeat: watch::Sender<u64>,
 }
 
 /// The Raft task of one node.
@@ -82,6 +85,10 @@ where
     pub(crate) receiving: Option<snapshot::SnapshotReceiver<C>>,
     /// A received snapshot waiting for its `InstallSnapshot` command.
     pub(crate) installing: Option<Box<C::SnapshotData>>,
+    /// Linearizable reads waiting for a quorum to confirm this leader.
+    pub(crate) pending_reads: Vec<read::PendingRead<C>>,
+    /// The caller of a leadership transfer in progress.
+    pub(crate) pending_transfer: Option<read::PendingTransfer<C>>,
 }
 
 impl<C, N, LS> RaftCore<C, N, LS>
@@ -149,7 +156,10 @@ where
                 Ok(resp) => self.engine.handle_vote_resp(Instant::now(), target, &resp),
                 Err(e) => debug!(%target, error = %e, "vote request failed"),
             },
-            Notification::Replication { target, vote, result } => {
+            Notification::Replication { target, vote, result, acked_at } => {
+                if let Some(t) = acked_at {
+                    self.engine.on_heartbeat_acked(target, vote, t);
+                }
                 self.engine.on_replication_progress(Instant::now(), target, vote, result);
             }
             Notification::Applied { last } => self.engine.on_applied(last),
@@ -178,6 +188,11 @@ where
                         let _ = tx.send(resp);
                     }
                 }
+            }
+            RpcMsg::TransferLeader { req, tx } => {
+                let accepted = self.engine.handle_transfer_leader(Instant::now(), &req);
+                self.run_commands().await?;
+                let _ = tx.send(accepted);
             }
             RpcMsg::InstallSnapshot { req, tx } => {
                 let resp = self.handle_install_snapshot(req).await?;
@@ -209,7 +224,9 @@ where
                     let _ = tx.send(Ok(()));
                 }
             }
-            ApiMsg::Elect => self.engine.elect(Instant::now()),
+            ApiMsg::Elect => self.engine.elect_forced(Instant::now()),
+            ApiMsg::GetReadLogId { policy, tx } => self.handle_get_read_log_id(policy, tx),
+            ApiMsg::TransferLeader { to, tx } => self.handle_transfer_leader_api(to, tx),
             ApiMsg::TriggerSnapshot => self.engine.trigger_snapshot(),
             ApiMsg::PurgeLog { upto } => self.engine.purge_log(upto),
             ApiMsg::ChangeMembership { changes, retain, tx } => self.handle_change_membership(changes, retain, tx),
@@ -219,7 +236,7 @@ where
 
     /// Propose `payload` and every other write already queued, as one log append.
     fn handle_client_writes(&mut self, payload: EntryPayload<C>, tx: WriteResponder<C>) {
-        if self.engine.leader.is_none() {
+        if self.engine.leader.is_none() || self.engine.is_transferring() {
             let _ = tx.send(Err(ClientWriteError::ForwardToLeader(self.forward_to_leader())));
             return;
         }
@@ -257,7 +274,9 @@ where
     }
 
     pub(crate) fn forward_to_leader(&self) -> ForwardToLeader<C> {
-        let leader_id = self.engine.state.leader_id.filter(|id| *id != self.engine.id());
+        // While handing leadership over, point clients at the node taking over.
+        let transfer_to = self.engine.leader.as_ref().and_then(|l| l.transfer.as_ref()).map(|t| t.to);
+        let leader_id = transfer_to.or(self.engine.state.leader_id).filter(|id| *id != self.engine.id());
         let leader_node = leader_id.and_then(|id| self.engine.state.membership.effective().get_node(&id).cloned());
         ForwardToLeader { leader_id, leader_node }
     }

@@ -61,6 +61,7 @@ impl<C: RaftTypeConfig> Engine<C> {
             self.save_vote(vote);
         }
         self.candidate = None;
+        self.last_leader_contact = Some(now);
         if self.leader.is_none() {
             self.state.server_state = self.follower_or_learner();
             self.state.leader_id = vote.node_id;

@@ -34,11 +34,40 @@ pub(crate) struct Leader<C: RaftTypeConfig> {
     pub(crate) progress: BTreeMap<C::NodeId, Option<LogId<C>>>,
     /// The membership a joint change proposed by this leader is heading for.
     pub(crate) membership_target: Option<Membership<C>>,
+    /// When this node became leader: members that have not answered yet count as having
+    /// acknowledged it then, which gives a new leader one election timeout of grace.
+    pub(crate) since: Instant,
+    /// For every other member, the send time of the latest request it answered: it still
+    /// followed this leader at that time.
+    pub(crate) acked: BTreeMap<C::NodeId, Instant>,
+    /// The blank entry this leader appended on election; reads wait until it is committed.
+    pub(crate) blank_log_id: Option<LogId<C>>,
+    /// A leadership transfer in progress: the target, when it gives up, and whether the
+    /// target was told to campaign.
+    pub(crate) transfer: Option<Transfer<C>>,
+}
+
+/// A leadership transfer in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Transfer<C: RaftTypeConfig> {
+    pub(crate) to: C::NodeId,
+    pub(crate) deadline: Instant,
+    pub(crate) sent: bool,
 }
 
 impl<C: RaftTypeConfig> Leader<C> {
-    pub(crate) fn new(vote: Vote<C>, first_io_seq: u64) -> Self {
-        Self { vote, first_io_seq, flushed: None, progress: BTreeMap::new(), membership_target: None }
+    pub(crate) fn new(vote: Vote<C>, first_io_seq: u64, since: Instant) -> Self {
+        Self {
+            vote,
+            first_io_seq,
+            flushed: None,
+            progress: BTreeMap::new(),
+            membership_target: None,
+            since,
+            acked: BTreeMap::new(),
+            blank_log_id: None,
+            transfer: None,
+        }
     }
 }
 
@@ -119,6 +148,7 @@ impl<C: RaftTypeConfig> Engine<C> {
                 if matched > *progress {
                     *progress = matched;
                     self.leader_commit();
+                    self.maybe_send_timeout_now();
                 }
             }
         }

@@ -32,10 +32,12 @@ mod command;
 mod election;
 mod follower;
 mod leader;
+mod lease;
 mod log_id_list;
 mod membership_change;
 mod snapshot;
 mod state;
+mod transfer;
 
 #[cfg(test)]
 mod tests;
@@ -51,6 +53,7 @@ pub use state::LogIOId;
 pub use state::ServerState;
 pub(crate) use state::{IOState, MembershipState, RaftState};
 use tokio::time::Instant;
+pub(crate) use transfer::TransferRejected;
 
 use crate::RaftTypeConfig;
 use crate::types::LogId;
@@ -65,6 +68,10 @@ pub(crate) struct EngineConfig<C: RaftTypeConfig> {
     pub(crate) snapshot_policy: crate::config::SnapshotPolicy,
     /// Entries kept in the log behind a snapshot when purging.
     pub(crate) log_to_keep: u64,
+    pub(crate) pre_vote: bool,
+    pub(crate) check_quorum: bool,
+    /// How long after a quorum acknowledged the leader its lease lasts.
+    pub(crate) lease: Duration,
 }
 
 /// A candidate's election in progress.
@@ -72,6 +79,10 @@ pub(crate) struct EngineConfig<C: RaftTypeConfig> {
 pub(crate) struct Candidate<C: RaftTypeConfig> {
     pub(crate) vote: crate::types::Vote<C>,
     pub(crate) granted: std::collections::BTreeSet<C::NodeId>,
+    /// Whether this is the pre-vote round: grants are "I would vote", not votes.
+    pub(crate) pre_vote: bool,
+    /// Whether voters are asked to ignore a leader they heard from recently.
+    pub(crate) force: bool,
 }
 
 /// The pure Raft protocol core of one node. See the [module docs](self) for the call order.
@@ -83,9 +94,11 @@ pub(crate) struct Engine<C: RaftTypeConfig> {
     /// `Some` exactly while this node is a candidate.
     pub(crate) candidate: Option<Candidate<C>>,
     /// When to start an election if no leader is heard from; `None` while leading.
-    election_deadline: Option<Instant>,
+    pub(crate) election_deadline: Option<Instant>,
     /// xorshift state for randomized election timeouts: deterministic given the seed.
     rng: u64,
+    /// When this node last accepted a message from a leader.
+    pub(crate) last_leader_contact: Option<Instant>,
     /// Commands for RaftCore, in execution order.
     pub(crate) output: VecDeque<Command<C>>,
 }
@@ -93,7 +106,16 @@ pub(crate) struct Engine<C: RaftTypeConfig> {
 impl<C: RaftTypeConfig> Engine<C> {
     pub(crate) fn new(config: EngineConfig<C>, state: RaftState<C>) -> Self {
         let rng = config.seed | 1;
-        Self { config, state, leader: None, candidate: None, election_deadline: None, rng, output: VecDeque::new() }
+        Self {
+            config,
+            state,
+            leader: None,
+            candidate: None,
+            election_deadline: None,
+            rng,
+            last_leader_contact: None,
+            output: VecDeque::new(),
+        }
     }
 
     /// Decide the initial role and, if there is committed work left unapplied, apply it.

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 pub use message::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    TransferLeaderRequest, VoteRequest, VoteResponse,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -20,7 +20,7 @@ use crate::ServerState;
 use crate::config::Config;
 use crate::core::{ApiMsg, RaftCore, RpcMsg, StateMachineWorker, Watches, load_state};
 use crate::engine::{Engine, EngineConfig, LogIOId};
-use crate::error::{ClientWriteError, Fatal, InitializeError, RaftError};
+use crate::error::{ClientWriteError, Fatal, InitializeError, LinearizableReadError, RaftError, TransferLeaderError};
 use crate::metrics::{RaftMetrics, Wait};
 use crate::replication::IOProgress;
 use crate::storage::{RaftLogStorage, RaftStateMachine};
@@ -56,6 +56,35 @@ impl<C: RaftTypeConfig> fmt::Debug for ChangeMembershipResponse<C> {
             .field("log_id", &self.log_id)
             .field("membership", &self.membership)
             .finish()
+    }
+}
+
+/// How a linearizable read confirms that this node still leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum ReadPolicy {
+    /// ReadIndex (Raft §8): a quorum acknowledges the leader after the read arrived. One
+    /// heartbeat round trip; safe whatever the clocks do.
+    #[default]
+    ReadIndex,
+    /// Leader lease: skip the round trip while a quorum acknowledged the leader within
+    /// `election_timeout_min - max_clock_drift`. Relies on clocks drifting less than
+    /// `Config::max_clock_drift` and on check-quorum; falls back to ReadIndex when the lease
+    /// has expired.
+    LeaseRead,
+}
+
+/// The answer to [`Raft::get_read_index`]: once the state machine has applied `read_log_id`,
+/// reading it is linearizable.
+pub struct ReadIndex<C: RaftTypeConfig> {
+    /// The log id a read must see applied.
+    pub read_log_id: Option<LogId<C>>,
+    /// What the leader had applied when it answered.
+    pub applied: Option<LogId<C>>,
+}
+
+impl<C: RaftTypeConfig> fmt::Debug for ReadIndex<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadIndex").field("read_log_id", &self.read_log_id).field("applied", &self.applied).finish()
     }
 }
 
@@ -125,6 +154,9 @@ impl<C: RaftTypeConfig> Raft<C> {
             seed,
             snapshot_policy: config.snapshot_policy,
             log_to_keep: config.max_in_snapshot_log_to_keep,
+            pre_vote: config.enable_pre_vote,
+            check_quorum: config.enable_check_quorum,
+            lease: config.election_timeout_min.saturating_sub(config.max_clock_drift),
         };
         let submitted = LogIOId { seq: 0, vote: state.vote, last_log_id: state.last_log_id() };
         let engine = Engine::new(engine_config, state);
@@ -144,6 +176,7 @@ impl<C: RaftTypeConfig> Raft<C> {
             .0,
             committed: watch::channel(None).0,
             metrics: metrics_tx,
+            heartbeat: watch::channel(0).0,
         };
 
         let sm_worker = StateMachineWorker {
@@ -175,6 +208,8 @@ impl<C: RaftTypeConfig> Raft<C> {
             membership_waiter: None,
             receiving: None,
             installing: None,
+            pending_reads: Vec::new(),
+            pending_transfer: None,
         };
         let core = tokio::spawn(core.run());
 
@@ -352,6 +387,71 @@ impl<C: RaftTypeConfig> Raft<C> {
             })
     }
 
+    /// Confirm that this node leads and return the log id a linearizable read must see
+    /// applied, without waiting for it to be applied. For follower reads: a follower asks the
+    /// leader for this (through the application's own RPC), then waits on its own state
+    /// machine with [`wait_applied`](Self::wait_applied) and reads locally.
+    ///
+    /// A leader that has not committed an entry of its term yet answers only after it has. A
+    /// leader cut off from the majority never answers with a stale index: it waits, and fails
+    /// with `ForwardToLeader` when check-quorum makes it step down.
+    ///
+    /// # Errors
+    /// [`LinearizableReadError::ForwardToLeader`] if this node is not (or stopped being) the
+    /// leader; [`Fatal`] if it stopped.
+    pub async fn get_read_index(
+        &self,
+        policy: ReadPolicy,
+    ) -> Result<ReadIndex<C>, RaftError<LinearizableReadError<C>>> {
+        let (tx, rx) = oneshot::channel();
+        self.send_api(ApiMsg::GetReadLogId { policy, tx }).await?;
+        match rx.await {
+            Ok(r) => r.map_err(RaftError::APIError),
+            Err(_) => Err(self.stopped_error()),
+        }
+    }
+
+    /// Make the next read of this (leader) node's state machine linearizable: confirm the
+    /// leadership, then wait until the state machine has applied everything committed before
+    /// this call. Returns the read log id.
+    ///
+    /// # Errors
+    /// As [`get_read_index`](Self::get_read_index).
+    pub async fn ensure_linearizable(
+        &self,
+        policy: ReadPolicy,
+    ) -> Result<Option<LogId<C>>, RaftError<LinearizableReadError<C>>> {
+        let index = self.get_read_index(policy).await?;
+        if index.applied < index.read_log_id {
+            self.wait_applied(index.read_log_id).await.map_err(|_| self.stopped_error())?;
+        }
+        Ok(index.read_log_id)
+    }
+
+    /// Wait until this node's state machine has applied `log_id` (by index).
+    ///
+    /// # Errors
+    /// [`Fatal::Stopped`] if the node stops first.
+    pub async fn wait_applied(&self, log_id: Option<LogId<C>>) -> Result<(), Fatal> {
+        let Some(log_id) = log_id else { return Ok(()) };
+        let mut rx = self.inner.metrics_rx.clone();
+        rx.wait_for(|m| m.last_applied.is_some_and(|a| a.index >= log_id.index) || m.state == ServerState::Shutdown)
+            .await
+            .map_err(|_| Fatal::Stopped)
+            .and_then(|m| if m.state == ServerState::Shutdown { Err(Fatal::Stopped) } else { Ok(()) })
+    }
+
+    /// Handle the leader's request to campaign now (the last step of a leadership transfer).
+    /// Returns whether this node started an election.
+    ///
+    /// # Errors
+    /// [`Fatal`] if this node has stopped.
+    pub async fn handle_transfer_leader(&self, req: TransferLeaderRequest<C>) -> Result<bool, RaftError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.rpc_tx.send(RpcMsg::TransferLeader { req, tx }).await.map_err(|_| self.stopped_error())?;
+        rx.await.map_err(|_| self.stopped_error())
+    }
+
     /// Handle one chunk of a snapshot from the leader. The snapshot is installed when its last
     /// chunk arrives; the answer says which offset the follower expects next.
     ///
@@ -432,12 +532,29 @@ pub struct Trigger<'r, C: RaftTypeConfig> {
 }
 
 impl<C: RaftTypeConfig> Trigger<'_, C> {
-    /// Start an election now, if this node is a voter.
+    /// Start an election now, if this node is a voter. It skips pre-vote and asks voters to
+    /// vote even if they heard from a leader recently: it may depose a healthy leader.
     ///
     /// # Errors
     /// [`Fatal`] if the node has stopped.
     pub async fn elect(&self) -> Result<(), RaftError> {
         self.raft.send_api(ApiMsg::Elect).await
+    }
+
+    /// Hand leadership to `to`: stop accepting writes, bring `to` up to date, then tell it to
+    /// campaign. Returns once this node has stepped down.
+    ///
+    /// # Errors
+    /// [`TransferLeaderError::Timeout`] if `to` did not take over within twice the maximum
+    /// election timeout (this node then leads on and accepts writes again);
+    /// `ForwardToLeader` if this node is not the leader; `NotAVoter`.
+    pub async fn transfer_leader(&self, to: C::NodeId) -> Result<(), RaftError<TransferLeaderError<C>>> {
+        let (tx, rx) = oneshot::channel();
+        self.raft.send_api(ApiMsg::TransferLeader { to, tx }).await?;
+        match rx.await {
+            Ok(r) => r.map_err(RaftError::APIError),
+            Err(_) => Err(self.raft.stopped_error()),
+        }
     }
 
     /// Build a snapshot now (unless one is being built). Its completion shows in

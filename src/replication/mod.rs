@@ -70,6 +70,7 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
         config: Arc<Config>,
         submitted: watch::Receiver<IOProgress<C>>,
         committed: watch::Receiver<Option<LogId<C>>>,
+        heartbeat: watch::Receiver<u64>,
         notify: mpsc::UnboundedSender<Notification<C>>,
         sm: mpsc::UnboundedSender<SmMsg<C>>,
     ) -> Self
@@ -79,7 +80,18 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
     {
         let core = ReplicationCore {
             network,
-            state: StreamState { target, vote, log_reader, config, submitted, committed, notify, sm, matched: None },
+            state: StreamState {
+                target,
+                vote,
+                log_reader,
+                config,
+                submitted,
+                committed,
+                heartbeat,
+                notify,
+                sm,
+                matched: None,
+            },
         };
         let span = debug_span!("replication", id = %leader, %target);
         let join = tokio::spawn(core.run().instrument(span));
@@ -126,6 +138,8 @@ struct StreamState<C: RaftTypeConfig, LR> {
     config: Arc<Config>,
     submitted: watch::Receiver<IOProgress<C>>,
     committed: watch::Receiver<Option<LogId<C>>>,
+    /// Changes when a read wants a heartbeat round now.
+    heartbeat: watch::Receiver<u64>,
     notify: mpsc::UnboundedSender<Notification<C>>,
     /// The state machine task, which hands out the current snapshot.
     sm: mpsc::UnboundedSender<SmMsg<C>>,
@@ -202,11 +216,15 @@ where
                 leader_commit: *st.committed.borrow(),
             };
             let option = RPCOption::new(st.config.rpc_timeout);
+            let sent_at = Instant::now();
             let resp = match timeout(option.timeout, self.network.append_entries(req, option)).await {
                 Ok(r) => r.map_err(Stop::Retry)?,
                 Err(_) => return Err(Stop::Retry(RPCError::Timeout(option.timeout))),
             };
-            match st.probe_result(resp)? {
+            let probe = st.probe_result(resp)?;
+            // Any answer but a greater vote shows the follower followed this leader.
+            st.report(st.matched, Some(sent_at));
+            match probe {
                 Probe::Matched => {
                     lo = probe_len;
                     matched = Some(prev);
@@ -233,7 +251,7 @@ where
             return Err(Stop::NeedSnapshot);
         }
         debug!(matched = %DisplayOption(&matched), "found the match point");
-        st.set_matched(matched);
+        st.report(matched, None);
         Ok(())
     }
 
@@ -251,8 +269,8 @@ where
             Err(_) => return Err(Stop::Retry(RPCError::Timeout(rpc_timeout))),
         };
 
-        // The last log id of every request sent and not yet acknowledged, oldest first.
-        let mut in_flight: VecDeque<Option<LogId<C>>> = VecDeque::new();
+        // The last log id and send time of every request sent and not yet acknowledged.
+        let mut in_flight: VecDeque<(Option<LogId<C>>, Instant)> = VecDeque::new();
         let mut last_sent = st.matched;
         let mut sent_commit: Option<LogId<C>> = None;
         let mut next_heartbeat = Instant::now();
@@ -276,13 +294,17 @@ where
                                 warn!(matched = %DisplayOption(&matched), "follower acknowledged entries never sent");
                                 return Err(Stop::Conflict);
                             }
-                            while in_flight.front().is_some_and(|l| *l <= matched) {
-                                in_flight.pop_front();
+                            let mut acked_at = None;
+                            while let Some((_, sent_at)) = in_flight.pop_front_if(|(l, _)| *l <= matched) {
+                                acked_at = Some(sent_at);
                             }
                             answer_deadline = Instant::now() + rpc_timeout;
-                            st.set_matched(matched);
+                            st.report(matched, acked_at);
                         }
-                        AppendEntriesResponse::Conflict { .. } => return Err(Stop::Conflict),
+                        AppendEntriesResponse::Conflict { .. } => {
+                            st.report(st.matched, in_flight.front().map(|(_, t)| *t));
+                            return Err(Stop::Conflict);
+                        }
                         AppendEntriesResponse::HigherVote(v) => return Err(st.higher_vote(v)),
                     }
                 }
@@ -294,7 +316,7 @@ where
                     }
                     last_sent = req.last_log_id();
                     sent_commit = committed;
-                    in_flight.push_back(last_sent);
+                    in_flight.push_back((last_sent, Instant::now()));
                     next_heartbeat = Instant::now() + heartbeat;
                     permit.send(req);
                 }
@@ -303,7 +325,7 @@ where
                     if in_flight.is_empty() {
                         answer_deadline = Instant::now() + rpc_timeout;
                     }
-                    in_flight.push_back(last_sent);
+                    in_flight.push_back((last_sent, Instant::now()));
                     sent_commit = committed;
                     next_heartbeat = Instant::now() + heartbeat;
                     if tx.try_send(req).is_err() {
@@ -318,6 +340,11 @@ where
                 }
                 r = st.committed.changed(), if !send_now => {
                     if r.is_err() { return Err(Stop::LeadershipEnded); }
+                }
+                r = st.heartbeat.changed() => {
+                    if r.is_err() { return Err(Stop::LeadershipEnded); }
+                    // A read waits for a quorum to acknowledge a request sent after it.
+                    next_heartbeat = Instant::now();
                 }
             }
         }
@@ -387,6 +414,7 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
                 target: self.target,
                 vote: self.vote,
                 result: ReplicationResult::HigherVote(vote),
+                acked_at: None,
             });
             Stop::LeadershipEnded
         } else {
@@ -396,14 +424,21 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
         }
     }
 
-    pub(super) fn set_matched(&mut self, matched: Option<LogId<C>>) {
-        if matched > self.matched {
-            self.matched = matched;
-            let _ = self.notify.send(Notification::Replication {
-                target: self.target,
-                vote: self.vote,
-                result: ReplicationResult::Matched(matched),
-            });
+    /// Tell RaftCore what was learned: the follower matches up to `matched` (reported when it
+    /// advanced) and followed this leader at `acked_at`.
+    pub(super) fn report(&mut self, matched: Option<LogId<C>>, acked_at: Option<Instant>) {
+        let advanced = matched > self.matched;
+        if !advanced && acked_at.is_none() {
+            return;
         }
+        if advanced {
+            self.matched = matched;
+        }
+        let _ = self.notify.send(Notification::Replication {
+            target: self.target,
+            vote: self.vote,
+            result: ReplicationResult::Matched(self.matched),
+            acked_at,
+        });
     }
 }

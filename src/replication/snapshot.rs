@@ -58,6 +58,7 @@ where
             data.read_exact(&mut buf).await.map_err(read_error)?;
             let done = offset + want as u64 >= len;
             let req = InstallSnapshotRequest { vote: st.vote, meta: meta.clone(), offset, data: buf.clone(), done };
+            let sent_at = tokio::time::Instant::now();
             let resp = match timeout(option.timeout, self.network.install_snapshot(req, option)).await {
                 Ok(r) => r.map_err(Stop::Retry)?,
                 Err(_) => return Err(Stop::Retry(RPCError::Timeout(option.timeout))),
@@ -65,6 +66,7 @@ where
             if resp.vote != st.vote {
                 return Err(st.higher_vote(resp.vote));
             }
+            st.report(st.matched, Some(sent_at));
             let expected = offset + want as u64;
             if resp.next_offset == expected && done {
                 break;
@@ -75,7 +77,7 @@ where
             offset = if resp.next_offset <= len { resp.next_offset } else { 0 };
         }
         debug!(snapshot = %meta, "snapshot sent");
-        st.set_matched(meta.last_log_id);
+        st.report(meta.last_log_id, None);
         Ok(())
     }
 }

@@ -29,8 +29,8 @@ use crate::BasicNode;
 use crate::error::{Infallible, RPCError, RaftError};
 use crate::network::{AppendResponseStream, RPCOption, RaftNetwork, RaftNetworkFactory};
 use crate::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, Raft, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, Raft,
+    TransferLeaderRequest, VoteRequest, VoteResponse,
 };
 
 type C = TypeConfig;
@@ -48,6 +48,8 @@ pub enum RpcKind {
     Vote,
     /// A [`RaftNetwork::install_snapshot`] call.
     InstallSnapshot,
+    /// A [`RaftNetwork::transfer_leader`] call.
+    TransferLeader,
     /// One request sent through a [`RaftNetwork::stream_append`] stream.
     StreamAppendRequest,
     /// One [`RaftNetwork::stream_append`] call: a stream opened.
@@ -266,6 +268,12 @@ impl RaftNetwork<C> for RouterNetwork {
         let route = self.router.send(self.source, self.target, RpcKind::Vote)?;
         let raft = route.arrive().await;
         raft.vote(req).await.map_err(remote_error)
+    }
+
+    async fn transfer_leader(&mut self, req: TransferLeaderRequest<C>, _option: RPCOption) -> Result<(), RPCError> {
+        let route = self.router.send(self.source, self.target, RpcKind::TransferLeader)?;
+        let raft = route.arrive().await;
+        raft.handle_transfer_leader(req).await.map(|_| ()).map_err(remote_error)
     }
 
     async fn install_snapshot(

@@ -28,7 +28,7 @@ fn follower_increments_term_votes_for_itself_and_requests_votes() {
         engine.take_commands(),
         vec![
             Command::SaveVote { vote: candidate },
-            Command::SendVote { req: VoteRequest { vote: candidate, last_log_id: Some(log_id(1, 2)) } },
+            Command::SendVote { req: VoteRequest::new(candidate, Some(log_id(1, 2))) },
         ]
     );
     assert_eq!(engine.state.vote, candidate);
@@ -59,7 +59,7 @@ fn leader_stops_replication_before_campaigning_again() {
         vec![
             Command::CloseReplicationStreams,
             Command::SaveVote { vote: candidate },
-            Command::SendVote { req: VoteRequest { vote: candidate, last_log_id: Some(log_id(2, 2)) } },
+            Command::SendVote { req: VoteRequest::new(candidate, Some(log_id(2, 2))) },
         ]
     );
     assert!(engine.leader.is_none());
@@ -85,7 +85,7 @@ fn candidate_starts_over_in_the_next_term_with_only_its_own_grant() {
         engine.take_commands(),
         vec![
             Command::SaveVote { vote: candidate },
-            Command::SendVote { req: VoteRequest { vote: candidate, last_log_id: Some(log_id(1, 1)) } },
+            Command::SendVote { req: VoteRequest::new(candidate, Some(log_id(1, 1))) },
         ]
     );
     let c = engine.candidate.as_ref().expect("a candidate");

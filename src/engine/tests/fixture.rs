@@ -216,6 +216,10 @@ impl EngineBuilder {
             // Snapshots have tests of their own; here they would only add commands.
             snapshot_policy: crate::config::SnapshotPolicy::Never,
             log_to_keep: 0,
+            // The paper's rules; pre-vote and check-quorum have tests of their own.
+            pre_vote: false,
+            check_quorum: false,
+            lease: TIMEOUT_MIN,
         };
         let mut engine = Engine::new(config, Default::default());
         let state = &mut engine.state;
@@ -239,11 +243,16 @@ impl EngineBuilder {
             Role::Follower => {}
             Role::Candidate { granted } => {
                 engine.state.server_state = ServerState::Candidate;
-                engine.candidate = Some(Candidate { vote: self.vote, granted: granted.into_iter().collect() });
+                engine.candidate = Some(Candidate {
+                    vote: self.vote,
+                    granted: granted.into_iter().collect(),
+                    pre_vote: false,
+                    force: false,
+                });
             }
             Role::Leader { first_io_seq, flushed, progress } => {
                 assert!(self.vote.committed && self.vote.node_id == Some(self.id), "a leader holds its elected vote");
-                let mut leader = Leader::new(self.vote, first_io_seq);
+                let mut leader = Leader::new(self.vote, first_io_seq, Instant::now());
                 leader.flushed = flushed;
                 for id in engine.state.membership.effective().nodes().keys().filter(|id| **id != self.id) {
                     leader.progress.insert(*id, None);

@@ -50,7 +50,7 @@ fn follower_that_hears_from_no_leader_campaigns_at_the_deadline() {
         engine.take_commands(),
         vec![
             Command::SaveVote { vote: candidate },
-            Command::SendVote { req: VoteRequest { vote: candidate, last_log_id: Some(log_id(2, 1)) } },
+            Command::SendVote { req: VoteRequest::new(candidate, Some(log_id(2, 1))) },
         ]
     );
     assert_eq!(engine.state.server_state, ServerState::Candidate);
@@ -73,7 +73,7 @@ fn candidate_whose_election_times_out_starts_another_in_the_next_term() {
         engine.take_commands(),
         vec![
             Command::SaveVote { vote: candidate },
-            Command::SendVote { req: VoteRequest { vote: candidate, last_log_id: Some(log_id(2, 1)) } },
+            Command::SendVote { req: VoteRequest::new(candidate, Some(log_id(2, 1))) },
         ]
     );
     let c = engine.candidate.as_ref().expect("a candidate");

@@ -67,11 +67,11 @@ fn vote_is_granted_only_to_an_up_to_date_candidate_of_an_open_term() {
             .build();
         let state_before = engine.state.clone();
 
-        let resp = engine.handle_vote_req(now, &VoteRequest { vote: case.req_vote, last_log_id: case.req_last });
+        let resp = engine.handle_vote_req(now, &VoteRequest::new(case.req_vote, case.req_last));
 
         let name = case.name;
         let vote_after = if case.granted { case.req_vote } else { case.my_vote };
-        let expected_resp = VoteResponse { vote: vote_after, vote_granted: case.granted, last_log_id: my_last() };
+        let expected_resp = VoteResponse::new(vote_after, case.granted, my_last());
         assert_eq!(resp, expected_resp, "{name}");
         let expected_commands = if case.granted && case.req_vote != case.my_vote {
             vec![Command::SaveVote { vote: case.req_vote }]
@@ -103,10 +103,10 @@ fn leader_steps_down_when_granting_a_vote_of_a_newer_term() {
         .leader(1)
         .build();
 
-    let req = VoteRequest { vote: Vote::new(3, 3), last_log_id: Some(log_id(2, 2)) };
+    let req = VoteRequest::new(Vote::new(3, 3), Some(log_id(2, 2)));
     let resp = engine.handle_vote_req(now, &req);
 
-    assert_eq!(resp, VoteResponse { vote: Vote::new(3, 3), vote_granted: true, last_log_id: Some(log_id(2, 2)) });
+    assert_eq!(resp, VoteResponse::new(Vote::new(3, 3), true, Some(log_id(2, 2))));
     assert_eq!(
         engine.take_commands(),
         vec![Command::CloseReplicationStreams, Command::SaveVote { vote: Vote::new(3, 3) }]
@@ -128,7 +128,7 @@ fn candidate_gives_up_when_granting_a_vote_of_a_newer_term() {
         .deadline(now)
         .build();
 
-    let req = VoteRequest { vote: Vote::new(4, 3), last_log_id: Some(log_id(1, 1)) };
+    let req = VoteRequest::new(Vote::new(4, 3), Some(log_id(1, 1)));
     let resp = engine.handle_vote_req(now, &req);
 
     assert!(resp.vote_granted);

@@ -22,11 +22,11 @@ fn candidate(membership: Membership<C>, granted: &[u64]) -> EngineBuilder {
 }
 
 fn grant(vote: Vote<C>) -> VoteResponse<C> {
-    VoteResponse { vote, vote_granted: true, last_log_id: Some(log_id(1, 1)) }
+    VoteResponse::new(vote, true, Some(log_id(1, 1)))
 }
 
 fn reject(vote: Vote<C>) -> VoteResponse<C> {
-    VoteResponse { vote, vote_granted: false, last_log_id: Some(log_id(1, 1)) }
+    VoteResponse::new(vote, false, Some(log_id(1, 1)))
 }
 
 /// What node 1 does on winning term 2: elected vote, streams to `targets`, a blank entry.
@@ -155,7 +155,7 @@ fn rejection_without_a_greater_vote_is_ignored() {
     let mut engine = candidate(voters(&[1, 2, 3]), &[1]).build();
 
     // Node 3 is in an older term but holds a more up-to-date log (Raft §5.4.1).
-    let resp = VoteResponse { vote: Vote::new_committed(1, 1), vote_granted: false, last_log_id: Some(log_id(1, 5)) };
+    let resp = VoteResponse::new(Vote::new_committed(1, 1), false, Some(log_id(1, 5)));
     engine.handle_vote_resp(now, 3, &resp);
 
     assert_eq!(engine.take_commands(), vec![]);

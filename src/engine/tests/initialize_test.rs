@@ -27,7 +27,8 @@ fn initialize_appends_membership_at_index_zero_and_campaigns() {
                 entries: vec![Entry::new_membership(first, membership.clone())],
             },
             Command::SaveVote { vote: candidate },
-            Command::SendVote { req: VoteRequest { vote: candidate, last_log_id: Some(first) } },
+            // A new cluster has no leader to protect: skip pre-vote and stickiness.
+            Command::SendVote { req: VoteRequest { force: true, ..VoteRequest::new(candidate, Some(first)) } },
         ]
     );
     assert_eq!(engine.state.last_log_id(), Some(first));

@@ -31,7 +31,7 @@ async fn client(router: &Router, from: u64, to: u64) -> RouterNetwork {
 }
 
 fn vote_req() -> VoteRequest<TypeConfig> {
-    VoteRequest { vote: Vote::new(1, 1), last_log_id: None }
+    VoteRequest::new(Vote::new(1, 1), None)
 }
 
 /// The request of the elected leader 1 of term 1 that appends a blank entry at `index`.
