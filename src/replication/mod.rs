@@ -295,8 +295,8 @@ where
                                 return Err(Stop::Conflict);
                             }
                             let mut acked_at = None;
-                            while let Some((_, sent_at)) = in_flight.pop_front_if(|(l, _)| *l <= matched) {
-                                acked_at = Some(sent_at);
+                            while in_flight.front().is_some_and(|(l, _)| *l <= matched) {
+                                acked_at = in_flight.pop_front().map(|(_, sent_at)| sent_at);
                             }
                             answer_deadline = Instant::now() + rpc_timeout;
                             st.report(matched, acked_at);
