@@ -142,12 +142,12 @@ impl<C: RaftTypeConfig> Raft<C> {
         let span = info_span!("raft", %id, cluster = %config.cluster_name);
         let state = load_state(id, &mut log_store, &mut state_machine).instrument(span).await?;
 
-        let seed = config.election_seed.unwrap_or_else(|| {
-            // Different nodes get different timeouts; a given node the same ones every run.
+        // Different nodes get different timeouts; a given node and seed the same every run.
+        let seed = {
             let mut h = std::hash::DefaultHasher::new();
-            std::hash::Hash::hash(&id, &mut h);
+            std::hash::Hash::hash(&(id, config.election_seed.unwrap_or(0)), &mut h);
             std::hash::Hasher::finish(&h)
-        });
+        };
         let engine_config = EngineConfig {
             id,
             election_timeout_min: config.election_timeout_min,
