@@ -3,6 +3,7 @@
 mod log_store;
 mod router;
 mod state_machine;
+mod suite;
 
 use super::TypeConfig;
 use crate::types::{Entry, LeaderId, LogId};
