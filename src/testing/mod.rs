@@ -16,6 +16,8 @@
 //!   every message by [`RpcKind`].
 //! - [`suite`] checks that a log store and a state machine keep the
 //!   [storage contract](crate::storage); [`MemStoreBuilder`] runs it on the stores above.
+//! - [`linearizability`] checks that a history of key-value operations, as clients observed
+//!   them, is linearizable.
 //!
 //! Storage and state machine are cloneable handles: a test keeps one, gives a clone to the
 //! node, and inspects the state while the node runs.
@@ -55,6 +57,7 @@
 //! # }
 //! ```
 
+pub mod linearizability;
 mod log_store;
 mod mem_store_builder;
 mod router;

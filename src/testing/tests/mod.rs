@@ -1,5 +1,7 @@
 //! Unit tests of the test kit.
 
+mod linearizability;
+mod linearizability_random;
 mod log_store;
 mod router;
 mod state_machine;
