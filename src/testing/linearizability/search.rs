@@ -97,60 +97,110 @@ pub(super) enum Outcome {
 /// Search for a linearization of `ops`, in at most `max_steps` steps (one step tries one call
 /// or backs out at one return).
 pub(super) fn search(ops: &[Op], max_steps: u64) -> Outcome {
-    let mut events = Events::new(ops);
-    let mut linearized = Linearized::new(ops.len());
-    let mut seen = Seen::new(linearized.words.len());
-    let mut choices: Vec<Choice> = Vec::new();
-    let mut value: Value = 0;
-    let mut unlinearized_returned = ops.iter().filter(|op| op.ret.is_some()).count();
+    let mut search = Search::new(ops);
     let mut frontier = 0;
-    let mut event = events.first();
+    let mut event = search.events.first();
     let mut steps = 0;
 
-    while unlinearized_returned > 0 {
+    while search.unlinearized_returned > 0 {
         if steps == max_steps {
             return Outcome::OutOfSteps;
         }
         steps += 1;
-        let index = events.op[event];
-        let op = &ops[index];
-        if events.is_call[event] {
-            if let Some(next) = op.step(value) {
-                linearized.insert(index);
-                if seen.insert(&linearized, next) {
-                    choices.push(Choice { call: event, before: value, only_option: matches!(op.input, Input::Get) });
-                    value = next;
-                    events.lift(event);
-                    unlinearized_returned -= usize::from(op.ret.is_some());
-                    event = events.first();
-                    continue;
-                }
-                linearized.remove(index);
+        let next = if search.events.is_call[event] {
+            match search.try_linearize(event) {
+                Attempt::Linearized => Some(search.events.first()),
+                Attempt::Rejected => Some(search.events.next[event]),
+                Attempt::DeadEnd => search.back_out(),
             }
-            event = events.next[event];
         } else {
-            // The return of an operation that is not linearized: every operation of unknown
-            // outcome returns after all others, so this one returned.
-            debug_assert!(op.ret.is_some(), "an unknown outcome's return is never reached");
-            frontier = frontier.max(op.ret.unwrap_or(u64::MAX));
-            // Undo choices up to one that had alternatives, and try those.
-            loop {
-                let Some(choice) = choices.pop() else {
-                    return Outcome::NotLinearizable { frontier };
-                };
-                let undone = events.op[choice.call];
-                linearized.remove(undone);
-                value = choice.before;
-                events.unlift(choice.call);
-                unlinearized_returned += usize::from(ops[undone].ret.is_some());
-                event = events.next[choice.call];
-                if !choice.only_option {
-                    break;
-                }
-            }
+            // The return of an operation that is not linearized. Operations of unknown
+            // outcome return after all others, so this one returned.
+            let ret = search.ops[search.events.op[event]].ret;
+            debug_assert!(ret.is_some(), "an unknown outcome's return is never reached");
+            frontier = frontier.max(ret.unwrap_or(u64::MAX));
+            search.back_out()
+        };
+        match next {
+            Some(next) => event = next,
+            None => return Outcome::NotLinearizable { frontier },
         }
     }
     Outcome::Linearizable
+}
+
+/// What came of trying to linearize a called operation.
+enum Attempt {
+    /// It is linearized; the walk restarts at the front of the list.
+    Linearized,
+    /// It cannot go here, or it leads to a configuration already explored; the walk goes on.
+    Rejected,
+    /// It is a read that fits here but leads to a configuration already explored: the current
+    /// configuration fails too (see [`Choice::only_option`]).
+    DeadEnd,
+}
+
+/// The state of a search: the configuration, and the choices that led to it.
+struct Search<'a> {
+    ops: &'a [Op],
+    events: Events,
+    linearized: Linearized,
+    /// The register's value after the linearized operations.
+    value: Value,
+    seen: Seen,
+    choices: Vec<Choice>,
+    /// Operations that returned and are not linearized yet; the search succeeds at 0.
+    unlinearized_returned: usize,
+}
+
+impl<'a> Search<'a> {
+    fn new(ops: &'a [Op]) -> Self {
+        let linearized = Linearized::new(ops.len());
+        Self {
+            ops,
+            events: Events::new(ops),
+            seen: Seen::new(linearized.words.len()),
+            linearized,
+            value: 0,
+            choices: Vec::new(),
+            unlinearized_returned: ops.iter().filter(|op| op.ret.is_some()).count(),
+        }
+    }
+
+    /// Linearize the operation called at `call` next, if the register allows it and the
+    /// configuration it leads to is new.
+    fn try_linearize(&mut self, call: usize) -> Attempt {
+        let index = self.events.op[call];
+        let op = &self.ops[index];
+        let Some(next) = op.step(self.value) else { return Attempt::Rejected };
+        let is_read = matches!(op.input, Input::Get);
+        self.linearized.insert(index);
+        if !self.seen.insert(&self.linearized, next) {
+            self.linearized.remove(index);
+            return if is_read { Attempt::DeadEnd } else { Attempt::Rejected };
+        }
+        self.choices.push(Choice { call, before: self.value, only_option: is_read });
+        self.value = next;
+        self.events.lift(call);
+        self.unlinearized_returned -= usize::from(op.ret.is_some());
+        Attempt::Linearized
+    }
+
+    /// Undo choices up to the latest one that had alternatives; return the event after its
+    /// call, where the walk tries those. `None` if no choice is left: the search failed.
+    fn back_out(&mut self) -> Option<usize> {
+        loop {
+            let choice = self.choices.pop()?;
+            let index = self.events.op[choice.call];
+            self.linearized.remove(index);
+            self.value = choice.before;
+            self.events.unlift(choice.call);
+            self.unlinearized_returned += usize::from(self.ops[index].ret.is_some());
+            if !choice.only_option {
+                return Some(self.events.next[choice.call]);
+            }
+        }
+    }
 }
 
 /// An operation the search linearized, to be undone when it backs out.

@@ -206,7 +206,12 @@ fn generated_histories_are_linearizable_and_corrupted_reads_are_caught() {
         let read = some_read(&mut rng, &never_written);
         set_read(&mut never_written, read, Some("never written".into()));
         match check_kv_history(&never_written).unwrap() {
-            CheckResult::NotLinearizable { key, .. } => assert_eq!(key, history[read].input.key(), "seed {seed}"),
+            CheckResult::NotLinearizable { key, ops } => {
+                assert_eq!(key, history[read].input.key(), "seed {seed}");
+                assert!(ops.contains(&never_written[read]), "seed {seed}: the witness holds the corrupted read");
+                let alone = check_kv_history(&ops).unwrap();
+                assert!(matches!(alone, CheckResult::NotLinearizable { .. }), "seed {seed}: the witness alone");
+            }
             other => panic!("seed {seed}: a read of a value never written went unnoticed: {other:?}"),
         }
 
