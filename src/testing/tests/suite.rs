@@ -22,6 +22,12 @@ async fn mem_stores_with_delayed_flushes_pass_the_suite() {
     Suite::test_all(&builder).await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_runs_on_a_spawned_task() {
+    let builder = MemStoreBuilder::from_snapshot();
+    tokio::spawn(async move { Suite::test_all(&builder).await }).await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn checks_run_one_by_one() {
     let builder = MemStoreBuilder::persistent();
@@ -90,9 +96,7 @@ impl RaftLogStorage<TypeConfig> for FaultyLog {
             }
             n => {
                 self.inner.append(entries, callback).await?;
-                if n >= 3
-                    && let Some(held) = self.held.take()
-                {
+                if let Some(held) = self.held.take_if(|_| n >= 3) {
                     held.io_completed(Ok(()));
                 }
                 Ok(())
