@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use quorate::testing::linearizability::{KvInput, KvOp, KvOutput};
 use quorate::testing::{Request, Response};
 use quorate::{ClientWriteError, RaftError, ReadPolicy};
 use rand::rngs::StdRng;
@@ -126,5 +127,28 @@ async fn write(
         ))) => None,
         // The node stopped, or no answer in time: it may or may not have happened.
         Ok(Err(RaftError::Fatal(_))) | Err(_) => Some(None),
+    }
+}
+
+impl Op {
+    /// The operation as the linearizability checker takes it.
+    pub fn to_kv_op(&self) -> KvOp {
+        let input = match &self.kind {
+            OpKind::Get => KvInput::get(&self.key),
+            OpKind::Put(v) => KvInput::put(&self.key, v),
+            OpKind::Cas { expected, new } => KvInput::compare_and_set(&self.key, expected.as_deref(), new.as_deref()),
+        };
+        let client = self.client as u64;
+        match (&self.output, self.ret) {
+            (Some(out), Some(at)) => {
+                let output = match out {
+                    OpOutput::Value(v) => KvOutput::Get(v.clone()),
+                    OpOutput::Written => KvOutput::Put,
+                    OpOutput::Swapped(b) => KvOutput::CompareAndSet(*b),
+                };
+                KvOp::returned(client, input, self.call, at, output)
+            }
+            _ => KvOp::unknown(client, input, self.call),
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quorate::testing::invariants::ElectionSafety;
+use quorate::testing::linearizability::{CheckResult, check_kv_history};
 use quorate::testing::{MemLogStore, MemStateMachine, Router};
 use quorate::{BasicNode, Config, SnapshotPolicy};
 use rand::rngs::StdRng;
@@ -118,6 +119,18 @@ async fn simulate(seed: u64, duration: Duration) -> SimReport {
     }
     if let Some(v) = g.violation.lock().unwrap_or_else(|e| e.into_inner()).take() {
         violations.push(v.to_string());
+    }
+    let kv_history: Vec<_> = history.iter().map(|op| op.to_kv_op()).collect();
+    match check_kv_history(&kv_history) {
+        Ok(CheckResult::Linearizable) => {}
+        Ok(CheckResult::NotLinearizable { key, ops }) => {
+            let ops: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
+            violations.push(format!("history not linearizable on key {key}:\n  {}", ops.join("\n  ")));
+        }
+        Ok(CheckResult::Unknown { key }) => {
+            violations.push(format!("the linearizability search gave up on key {key} (too many concurrent ops)"));
+        }
+        Err(e) => violations.push(format!("malformed history: {e}")),
     }
     let safety = g.safety.lock().unwrap_or_else(|e| e.into_inner());
     let leaders: BTreeMap<u64, u64> =
