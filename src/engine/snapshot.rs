@@ -70,21 +70,21 @@ impl<C: RaftTypeConfig> Engine<C> {
             return false;
         }
         info!(id = %self.config.id, snapshot = %meta, "install snapshot");
-        if self.state.log_ids.get(last.index) != Some(last) {
-            let first_uncommitted = self.state.committed.map_or(0, |c| c.index + 1);
-            if let Some(since) = self.state.log_ids.get(first_uncommitted) {
-                self.state.log_ids.truncate(since.index);
-                self.state.membership.truncate(since.index);
-                let io = self.next_io();
-                self.output.push_back(Command::TruncateLog { io, since });
-            }
+        // If the log holds a different entry at the snapshot's last index, that entry and all
+        // after it conflict with the leader's log (log matching): truncate them. Entries before
+        // it are replaced by the purge below; they may or may not be in the snapshot.
+        if let Some(since) = self.state.log_ids.get(last.index).filter(|l| *l != last) {
+            self.state.log_ids.truncate(since.index);
+            self.state.membership.truncate(since.index);
+            let io = self.next_io();
+            self.output.push_back(Command::TruncateLog { io, since });
         }
         self.output.push_back(Command::InstallSnapshot { meta: meta.clone() });
         self.state.committed = Some(last);
         self.state.apply_submitted = Some(last);
         self.state.applied = Some(last);
         self.state.snapshot_last = Some(last);
-        self.state.membership.install_snapshot(meta.last_membership);
+        self.state.membership.install_snapshot(last, meta.last_membership);
         self.state.log_ids.purge(last);
         self.output.push_back(Command::PurgeLog { upto: last });
         true

@@ -269,6 +269,8 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// - [`ClientWriteError::ForwardToLeader`]: not the leader; nothing was proposed.
     /// - [`ClientWriteError::Discarded`]: proposed, then removed by a newer leader; it will never
     ///   apply.
+    /// - [`ClientWriteError::OutcomeUnknown`]: proposed, then superseded by a snapshot from the
+    ///   leader; it may or may not have been applied.
     /// - [`Fatal`]: the node stopped; whether the write applies is unknown.
     ///
     /// # Cancel safety

@@ -97,6 +97,9 @@ pub async fn run_client(c: Shared, client: usize, seed: u64, keys: usize, start:
                 write(&raft, req, |r| OpOutput::Swapped(r.ok)).await
             }
         };
+        if outcome.is_none() && std::env::var("SIM_PRINT_REFUSED").is_ok() {
+            println!("  refused c{client} {key} {kind:?} at {}", nanos(call));
+        }
         let Some(output) = outcome else {
             // Back off a little after a refusal, as a real client would.
             tokio::time::sleep(Duration::from_millis(rng.random_range(1..20))).await;
@@ -118,6 +121,13 @@ async fn write(
 ) -> Option<Option<OpOutput>> {
     match timeout(OP_TIMEOUT, raft.client_write(req)).await {
         Ok(Ok(resp)) => Some(Some(answer(&resp.data))),
+        Ok(Err(e))
+            if std::env::var("SIM_PRINT_REFUSED").is_ok()
+                && !matches!(e, RaftError::Fatal(_) | RaftError::APIError(ClientWriteError::OutcomeUnknown { .. })) =>
+        {
+            println!("  refusal: {e}");
+            None
+        }
         Ok(Err(RaftError::APIError(
             ClientWriteError::ForwardToLeader(_)
             | ClientWriteError::Discarded { .. }
@@ -125,8 +135,11 @@ async fn write(
             | ClientWriteError::InvalidMembership(_)
             | ClientWriteError::MembershipChangeInProgress { .. },
         ))) => None,
-        // The node stopped, or no answer in time: it may or may not have happened.
-        Ok(Err(RaftError::Fatal(_))) | Err(_) => Some(None),
+        // The node stopped, the outcome was lost, or no answer in time: it may or may not have
+        // happened.
+        Ok(Err(RaftError::Fatal(_) | RaftError::APIError(ClientWriteError::OutcomeUnknown { .. }))) | Err(_) => {
+            Some(None)
+        }
     }
 }
 
