@@ -95,6 +95,25 @@ fn applying_enough_entries_since_the_last_snapshot_builds_one() {
 }
 
 #[test]
+fn entries_reapplied_below_the_last_snapshot_do_not_build_one() {
+    // A state machine that keeps no state restarts empty and re-applies the log, while the
+    // snapshot it built before the restart is still stored and the log was never purged.
+    let mut engine = node()
+        .snapshot_policy(SnapshotPolicy::LogsSinceLast(3))
+        .snapshot_last(log_id(2, 6))
+        .applied(None)
+        .apply_submitted(Some(log_id(2, 4)))
+        .build();
+
+    engine.on_applied(log_id(2, 4));
+
+    // Nothing was applied since the snapshot: there is nothing new to compact.
+    assert_eq!(engine.take_commands(), vec![]);
+    assert_eq!(engine.state.applied, Some(log_id(2, 4)));
+    assert!(!engine.state.snapshot_building);
+}
+
+#[test]
 fn built_snapshot_purges_the_log_behind_it_keeping_log_to_keep_entries() {
     struct Case {
         name: &'static str,
