@@ -232,6 +232,36 @@ fn joint_config_commits_only_with_a_majority_of_each_voter_set() {
 }
 
 #[test]
+fn final_config_committing_more_at_once_applies_all_it_commits() {
+    let now = Instant::now();
+    // Voters {1,2,3} to {1,4,5}: the new voters already hold T2.4, the old ones lag behind.
+    let mut engine = leader(voters(&[1, 2, 3]))
+        .log([log_id(1, 0), log_id(1, 1), log_id(2, 2), log_id(2, 3), log_id(2, 4)])
+        .uncommitted_membership(log_id(2, 3), joint(&[1, 2, 3], &[1, 4, 5]))
+        .accepted(io(3, elected(), Some(log_id(2, 4))))
+        .membership_target(voters(&[1, 4, 5]))
+        .leader_flushed(log_id(2, 4))
+        .progress(4, log_id(2, 4))
+        .progress(5, log_id(2, 4))
+        .build();
+
+    engine.on_replication_progress(now, 2, elected(), ReplicationResult::Matched(Some(log_id(2, 3))));
+
+    // Node 2 completes an old majority for the joint entry T2.3, which commits. The leader then
+    // uses the final config {1,4,5} (Raft §6: the latest config in its log), under which T2.4
+    // is on a majority too: everything committed is applied and recorded.
+    let mut expected = vec![
+        streams(elected(), &[2, 3, 4, 5]),
+        append_membership(4, log_id(2, 5), voters(&[1, 4, 5])),
+        streams(elected(), &[2, 3, 4, 5]),
+    ];
+    expected.extend(commit_commands(3, log_id(2, 4)));
+    assert_eq!(engine.take_commands(), expected);
+    assert_eq!(engine.state.committed, Some(log_id(2, 4)));
+    assert_eq!(engine.state.apply_submitted, Some(log_id(2, 4)), "what is committed is submitted");
+}
+
+#[test]
 fn leader_removed_by_the_final_config_steps_down_once_it_commits() {
     let now = Instant::now();
     let mut engine = leader(voters(&[1, 2, 3]))
