@@ -288,3 +288,62 @@ fn leader_removed_by_the_final_config_steps_down_once_it_commits() {
     assert_eq!(engine.state.committed, Some(log_id(2, 4)));
     assert_eq!(engine.state.membership.committed.log_id, Some(log_id(2, 4)));
 }
+
+#[test]
+fn new_leader_finishes_an_inherited_committed_joint_change_once_its_first_entry_commits() {
+    let now = Instant::now();
+    // The previous leader committed the joint config T2.2 and stopped before the final config
+    // reached anyone. Node 1 knew T2.2 committed when it won term 3 and appended its blank T3.3.
+    let elected = Vote::new_committed(3, 1);
+    let mut engine = EngineBuilder::node(1)
+        .vote(elected)
+        .log([log_id(1, 0), log_id(2, 1), log_id(2, 2), log_id(3, 3)])
+        .committed(log_id(2, 2))
+        .membership(log_id(2, 2), joint(&[1, 2, 3], &[1, 2, 4]))
+        .accepted(io(1, elected, Some(log_id(3, 3))))
+        .leader(1)
+        .blank(log_id(3, 3))
+        .leader_flushed(log_id(3, 3))
+        .build();
+
+    engine.on_replication_progress(now, 2, elected, ReplicationResult::Matched(Some(log_id(3, 3))));
+
+    // Raft §6: a committed joint config is followed by the new config alone; no commit of a
+    // membership entry is left to trigger it, so the blank entry's commit does. A leader that
+    // did not propose the change keeps the removed voters as learners.
+    let final_config = voters_and_learners(&[1, 2, 4], &[3]);
+    let mut expected = commit_commands(3, log_id(3, 3));
+    expected.extend([append_membership(2, log_id(3, 4), final_config.clone()), streams(elected, &[2, 3, 4])]);
+    assert_eq!(engine.take_commands(), expected);
+    assert_eq!(engine.state.committed, Some(log_id(3, 3)));
+    assert_eq!(engine.state.membership.committed.log_id, Some(log_id(2, 2)));
+    assert_eq!(*engine.state.membership.effective, StoredMembership::new(Some(log_id(3, 4)), final_config));
+    assert!(engine.leader.is_some());
+}
+
+#[test]
+fn leader_whose_blank_entry_is_committed_does_not_finish_a_change_twice() {
+    let now = Instant::now();
+    // Node 1 already appended the final config T3.4 when its blank T3.3 committed.
+    let elected = Vote::new_committed(3, 1);
+    let mut engine = EngineBuilder::node(1)
+        .vote(elected)
+        .log([log_id(1, 0), log_id(2, 1), log_id(2, 2), log_id(3, 3), log_id(3, 4), log_id(3, 5)])
+        .committed(log_id(3, 3))
+        .membership(log_id(2, 2), joint(&[1, 2, 3], &[1, 2, 4]))
+        .uncommitted_membership(log_id(3, 4), voters_and_learners(&[1, 2, 4], &[3]))
+        .accepted(io(3, elected, Some(log_id(3, 5))))
+        .leader(1)
+        .blank(log_id(3, 3))
+        .leader_flushed(log_id(3, 5))
+        .build();
+
+    engine.on_replication_progress(now, 2, elected, ReplicationResult::Matched(Some(log_id(3, 5))));
+
+    // The final config commits with a majority of {1, 2, 4}; nothing more is appended.
+    let mut expected = vec![streams(elected, &[2, 3, 4])];
+    expected.extend(commit_commands(4, log_id(3, 5)));
+    assert_eq!(engine.take_commands(), expected);
+    assert_eq!(engine.state.last_log_id(), Some(log_id(3, 5)));
+    assert_eq!(engine.state.membership.committed.log_id, Some(log_id(3, 4)));
+}
