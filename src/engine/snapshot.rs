@@ -20,8 +20,13 @@ impl<C: RaftTypeConfig> Engine<C> {
     /// After `applied` advanced: build a snapshot if the policy asks for one.
     pub(crate) fn maybe_build_snapshot(&mut self) {
         let SnapshotPolicy::LogsSinceLast(n) = self.config.snapshot_policy else { return };
-        let since_last =
-            self.state.applied.map_or(0, |l| l.index + 1) - self.state.snapshot_last.map_or(0, |l| l.index + 1);
+        // `applied` can be behind the snapshot: a state machine that keeps no state re-applies
+        // the log after a restart while its snapshot is still stored.
+        let since_last = self
+            .state
+            .applied
+            .map_or(0, |l| l.index + 1)
+            .saturating_sub(self.state.snapshot_last.map_or(0, |l| l.index + 1));
         if since_last >= n {
             self.trigger_snapshot();
         }
