@@ -297,33 +297,42 @@ fn snapshot_keeps_a_newer_membership_of_the_log_effective() {
     assert_eq!(*engine.state.membership.effective, StoredMembership::new(Some(log_id(2, 5)), newer));
 }
 
+/// Raft §7 with log matching: an entry that differs from the snapshot's at its last index, and
+/// everything after it, conflicts and is truncated; entries before it may be inside the
+/// snapshot and are only purged (their writes' outcome is unknown, not "discarded").
 #[test]
-fn snapshot_not_matching_the_log_discards_every_uncommitted_entry_first() {
+fn snapshot_not_matching_the_log_truncates_only_from_its_last_index() {
     let snapshot_last = log_id_by(3, 3, 5);
+    // (case, log, the truncation expected: `since` and the last log id after it)
     let cases = [
-        ("log shorter than the snapshot", (0..=3).map(|i| log_id(1, i)).collect::<Vec<_>>()),
-        ("log conflicting at the snapshot's last index", (0..=7).map(|i| log_id(1, i)).collect()),
+        ("log shorter than the snapshot", (0..=3).map(|i| log_id(1, i)).collect::<Vec<_>>(), None),
+        (
+            "log conflicting at the snapshot's last index",
+            (0..=7).map(|i| log_id(1, i)).collect(),
+            Some((log_id(1, 5), log_id(1, 4))),
+        ),
     ];
-    for (name, log) in cases {
-        // The uncommitted entries carried a membership that is discarded with them.
+    for (name, log, truncation) in cases {
+        // The uncommitted entries carried a membership that the snapshot's replaces.
         let mut engine = receiver(log, log_id(1, 1)).uncommitted_membership(log_id(1, 2), voters(&[1, 2])).build();
+        let accepted_before = engine.state.io.accepted;
         let snapshot = meta(Some(snapshot_last), log_id_by(3, 3, 4), voters(&[1, 2, 3, 4]));
 
         assert!(engine.install_snapshot(snapshot.clone()), "{name}");
 
-        // Raft §7: a log that does not hold the snapshot's last entry is discarded past what is
-        // committed; committed entries are the leader's too (§5.4) and stay until purged.
-        let truncated = io(1, leader_3(), Some(log_id(1, 1)));
-        assert_eq!(
-            engine.take_commands(),
-            vec![
-                Command::TruncateLog { io: truncated, since: log_id(1, 2) },
-                Command::InstallSnapshot { meta: snapshot.clone() },
-                Command::PurgeLog { upto: snapshot_last },
-            ],
-            "{name}"
-        );
-        assert_eq!(engine.state.io.accepted, truncated, "{name}");
+        let mut expected = Vec::new();
+        let accepted = match truncation {
+            Some((since, last)) => {
+                let io = io(1, leader_3(), Some(last));
+                expected.push(Command::TruncateLog { io, since });
+                io
+            }
+            None => accepted_before,
+        };
+        expected.push(Command::InstallSnapshot { meta: snapshot.clone() });
+        expected.push(Command::PurgeLog { upto: snapshot_last });
+        assert_eq!(engine.take_commands(), expected, "{name}");
+        assert_eq!(engine.state.io.accepted, accepted, "{name}");
         assert_eq!(engine.state.last_log_id(), Some(snapshot_last), "{name}");
         assert_eq!(engine.state.log_ids.purged(), Some(snapshot_last), "{name}");
         assert_eq!(engine.state.log_ids.get(6), None, "{name}");
