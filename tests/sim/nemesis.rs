@@ -19,6 +19,7 @@ pub enum Fault {
     Hang(u64),
     Crash { node: u64, volatile: bool },
     SlowDisk(u64, u64),
+    SlowApply(u64, u64),
     StallDisk(u64),
     Snapshot(u64),
     Transfer { from: u64, to: u64 },
@@ -43,7 +44,11 @@ pub async fn run_nemesis(c: Shared, seed: u64, until: Instant) -> Vec<Fault> {
             2 if a != b => Fault::Delay(a, b, rng.random_range(1..100)),
             3 => Fault::Hang(a),
             4 | 5 => Fault::Crash { node: a, volatile: rng.random_bool(0.5) },
-            6 => Fault::SlowDisk(a, rng.random_range(1..30)),
+            6 => {
+                // One draw, as before slow apply existed, so older seeds keep their schedule.
+                let ms = rng.random_range(1..30);
+                if a % 2 == 0 { Fault::SlowApply(a, ms.min(20)) } else { Fault::SlowDisk(a, ms) }
+            }
             7 => Fault::StallDisk(a),
             8 => Fault::Snapshot(a),
             9 if a != b => Fault::Transfer { from: a, to: b },
@@ -76,6 +81,11 @@ async fn apply(c: &Shared, fault: &Fault, removed: &mut BTreeSet<u64>) {
         Fault::SlowDisk(a, ms) => {
             if let Some(n) = lock(c).nodes.get(a) {
                 n.log.set_flush_delay(Duration::from_millis(*ms));
+            }
+        }
+        Fault::SlowApply(a, ms) => {
+            if let Some(n) = lock(c).nodes.get(a) {
+                n.sm.set_apply_delay(Duration::from_millis(*ms));
             }
         }
         Fault::StallDisk(a) => {
@@ -135,6 +145,7 @@ pub async fn heal(c: &Shared) {
         if let Some(n) = g.nodes.get(a) {
             n.log.set_flush_stalled(false);
             n.log.set_flush_delay(Duration::ZERO);
+            n.sm.set_apply_delay(Duration::ZERO);
         }
     }
 }
