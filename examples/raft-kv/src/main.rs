@@ -57,6 +57,9 @@ struct NodeArgs {
     /// Build a snapshot after this many applied entries.
     #[arg(long, default_value_t = 10_000)]
     snapshot_every: u64,
+    /// Entries to keep in the log behind a snapshot, for followers slightly behind.
+    #[arg(long, default_value_t = 1000)]
+    keep_logs: u64,
     /// How long an HTTP request waits for Raft before answering 504.
     #[arg(long, default_value_t = 5000)]
     request_timeout_ms: u64,
@@ -100,6 +103,7 @@ async fn main() -> Result<(), BoxError> {
             config.election_timeout_min = Duration::from_millis(args.election_timeout_ms);
             config.election_timeout_max = Duration::from_millis(2 * args.election_timeout_ms);
             config.snapshot_policy = SnapshotPolicy::LogsSinceLast(args.snapshot_every);
+            config.max_in_snapshot_log_to_keep = args.keep_logs;
             let opts = NodeOptions {
                 id: args.id,
                 raft_addr: args.raft_addr,

@@ -150,7 +150,8 @@ fn fresh_dir(root: &Path, name: &str) -> PathBuf {
 
 #[tokio::main]
 async fn main() {
-    let root = std::env::args().nth(1).map_or_else(|| std::env::temp_dir().join("raft-kv-storage-bench"), PathBuf::from);
+    let root =
+        std::env::args().nth(1).map_or_else(|| std::env::temp_dir().join("raft-kv-storage-bench"), PathBuf::from);
     for w in &WORKLOADS {
         let mut file = FileLog(LogStore::open(&fresh_dir(&root, &format!("file-{}", w.name))).expect("open log"));
         let elapsed = run(&mut file, w).await;

@@ -1,0 +1,329 @@
+//! Black-box tests of `raft-kv node` processes on loopback: kill -9, restarts, snapshots,
+//! and the HTTP API's answers. Every wait polls `/admin/metrics` (or retries a request) until
+//! a condition holds or a timeout passes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use raft_kv::local_cluster::LocalCluster;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+type TestResult = Result<(), String>;
+
+/// Start `n` nodes with `args`, initialize through node 1 and wait for a leader.
+async fn start_cluster(root: &Path, args: &[&str]) -> Result<LocalCluster, String> {
+    let mut cluster =
+        LocalCluster::new(Path::new(env!("CARGO_BIN_EXE_raft-kv")), root, 3).map_err(|e| e.to_string())?;
+    cluster.node_args(args);
+    cluster.start_all().map_err(|e| e.to_string())?;
+    for i in 0..3 {
+        cluster.wait_metrics(i, WAIT, "the HTTP API", |_| true).await?;
+    }
+    cluster.init(0).await?;
+    cluster.wait_leader(WAIT).await?;
+    Ok(cluster)
+}
+
+/// Run a test body; on failure print the tail of every node's log before panicking.
+async fn run_test<F: Future<Output = TestResult>>(root: &Path, body: F) {
+    if let Err(e) = body.await {
+        for i in 1..=3 {
+            let log = std::fs::read_to_string(root.join(format!("node{i}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("---- node{i}.log (last lines) ----");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        panic!("{e}");
+    }
+}
+
+/// PUT `key` = `value` through the nodes in `urls` (round robin), retrying until acknowledged
+/// or `WAIT` passes. A PUT of the same value is idempotent, so retrying an unknown outcome is
+/// safe. Returns whether the write was acknowledged.
+async fn put_until_acked(client: &reqwest::Client, urls: &[String], key: &str, value: &str, start: usize) -> bool {
+    let deadline = Instant::now() + WAIT;
+    let mut attempt = start;
+    while Instant::now() < deadline {
+        let url = &urls[attempt % urls.len()];
+        attempt += 1;
+        match client.put(format!("{url}/kv/{key}")).body(value.to_string()).send().await {
+            Ok(r) if r.status() == 200 => return true,
+            // 503 (not applied), 504/500 (unknown), or a node that is down: retry elsewhere.
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    false
+}
+
+/// Write `keys` concurrently through `urls`; returns the acknowledged pairs.
+async fn write_keys(
+    client: &reqwest::Client,
+    urls: &[String],
+    keys: impl Iterator<Item = u64>,
+    tag: &str,
+) -> Result<BTreeMap<String, String>, String> {
+    let results: Vec<_> = futures_util::stream::iter(keys)
+        .map(|k| async move {
+            let (key, value) = (format!("key-{k}"), format!("{tag}-{k}"));
+            let acked = put_until_acked(client, urls, &key, &value, k as usize).await;
+            (key, value, acked)
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut acked = BTreeMap::new();
+    for (k, v, ok) in results {
+        if !ok {
+            return Err(format!("write of {k} was never acknowledged"));
+        }
+        acked.insert(k, v);
+    }
+    Ok(acked)
+}
+
+fn urls(cluster: &LocalCluster, nodes: &[usize]) -> Vec<String> {
+    nodes.iter().map(|i| cluster.nodes[*i].url()).collect()
+}
+
+/// Wait until every running node has applied at least the leader's committed index, and
+/// return it.
+async fn wait_all_applied(cluster: &LocalCluster) -> Result<u64, String> {
+    let leader = cluster.wait_leader(WAIT).await?;
+    let m = cluster.metrics(leader).await.ok_or("the leader does not answer")?;
+    let target = m["committed_index"].as_u64().ok_or("no committed index")?;
+    for i in 0..cluster.nodes.len() {
+        if cluster.nodes[i].is_running() {
+            cluster
+                .wait_metrics(i, WAIT, "catch-up", |m| m["applied_index"].as_u64().is_some_and(|a| a >= target))
+                .await?;
+        }
+    }
+    Ok(target)
+}
+
+/// Every acknowledged pair is in every running node's local state machine (stale reads), and
+/// the state machines are identical.
+async fn check_acked_everywhere(cluster: &LocalCluster, acked: &BTreeMap<String, String>) -> TestResult {
+    let applied = wait_all_applied(cluster).await?;
+    let client = cluster.client();
+    let mut dumps = Vec::new();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        if !node.is_running() {
+            continue;
+        }
+        let url = node.url();
+        let missing: Vec<String> = futures_util::stream::iter(acked.iter())
+            .map(|(k, v)| {
+                let url = url.clone();
+                async move {
+                    let r = client.get(format!("{url}/kv/{k}?stale=true")).send().await.ok()?;
+                    let body: Value = r.json().await.ok()?;
+                    (body["value"] != json!(v)).then(|| format!("{k}: {}", body["value"]))
+                }
+            })
+            .buffer_unordered(32)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        if !missing.is_empty() {
+            return Err(format!(
+                "node {}: {} acknowledged writes missing or wrong, e.g. {:?}",
+                i + 1,
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            ));
+        }
+        // Compare maps at the same applied index: wait until the node is exactly there.
+        let dump = loop {
+            let d: Value = client
+                .get(format!("{url}/admin/dump"))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            if d["applied_index"].as_u64() >= Some(applied) {
+                break d;
+            }
+        };
+        dumps.push((i, dump));
+    }
+    let (first, rest) = dumps.split_first().ok_or("no running node")?;
+    for (i, d) in rest {
+        if d["applied_index"] == first.1["applied_index"] && d["data"] != first.1["data"] {
+            return Err(format!(
+                "state machines of nodes {} and {} differ at the same applied index",
+                first.0 + 1,
+                i + 1
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// 1000 concurrent writes through every node, kill -9 of the leader, more writes through the
+/// survivors, restart of the killed node: nothing acknowledged is lost anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_and_restart_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run_test(&root, async {
+        let mut cluster = start_cluster(&root, &[]).await?;
+        let client = cluster.client().clone();
+        let mut acked = write_keys(&client, &urls(&cluster, &[0, 1, 2]), 0..1000, "a").await?;
+
+        let leader = cluster.wait_leader(WAIT).await?;
+        cluster.kill(leader);
+        let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+        acked.extend(write_keys(&client, &urls(&cluster, &survivors), 1000..1300, "b").await?);
+        let new_leader = cluster.wait_leader(WAIT).await?;
+        if new_leader == leader {
+            return Err("the killed node cannot lead".into());
+        }
+
+        cluster.start(leader).map_err(|e| e.to_string())?;
+        acked.extend(write_keys(&client, &urls(&cluster, &[0, 1, 2]), 1300..1400, "c").await?);
+        check_acked_everywhere(&cluster, &acked).await
+    })
+    .await;
+}
+
+/// kill -9 of all three nodes at once, then restart: every acknowledged write is still there,
+/// and the cluster takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_crash_and_restart_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run_test(&root, async {
+        let mut cluster = start_cluster(&root, &[]).await?;
+        let client = cluster.client().clone();
+        let mut acked = write_keys(&client, &urls(&cluster, &[0, 1, 2]), 0..500, "a").await?;
+
+        cluster.kill_all();
+        cluster.start_all().map_err(|e| e.to_string())?;
+        cluster.wait_leader(WAIT).await?;
+        acked.extend(write_keys(&client, &urls(&cluster, &[0, 1, 2]), 500..600, "b").await?);
+
+        // Linearizable reads through a node agree too.
+        for (k, v) in acked.iter().take(50) {
+            let body: Value = client
+                .get(format!("{}/kv/{k}", cluster.nodes[1].url()))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            if body["value"] != json!(v) {
+                return Err(format!("linearizable read of {k}: {body}"));
+            }
+        }
+        check_acked_everywhere(&cluster, &acked).await
+    })
+    .await;
+}
+
+/// With frequent snapshots and no log kept behind them, a follower that was down catches up by
+/// receiving a snapshot over the network; then the whole cluster restarts from snapshots plus
+/// log replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_follower_catches_up_through_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run_test(&root, async {
+        let mut cluster = start_cluster(&root, &["--snapshot-every", "100", "--keep-logs", "0"]).await?;
+        let client = cluster.client().clone();
+        let leader = cluster.wait_leader(WAIT).await?;
+        let follower = (leader + 1) % 3;
+        cluster.kill(follower);
+        let live: Vec<usize> = (0..3).filter(|i| *i != follower).collect();
+        let mut acked = write_keys(&client, &urls(&cluster, &live), 0..600, "a").await?;
+        cluster
+            .wait_metrics(leader, WAIT, "a purged log", |m| m["purged_index"].as_u64().is_some_and(|p| p > 100))
+            .await?;
+
+        cluster.start(follower).map_err(|e| e.to_string())?;
+        let target = wait_all_applied(&cluster).await?;
+        let m = cluster.metrics(follower).await.ok_or("the follower does not answer")?;
+        if m["snapshot_index"].as_u64().is_none() {
+            return Err(format!("the follower caught up to {target} without a snapshot: {m}"));
+        }
+
+        cluster.kill_all();
+        cluster.start_all().map_err(|e| e.to_string())?;
+        acked.extend(write_keys(&client, &urls(&cluster, &[0, 1, 2]), 600..700, "b").await?);
+        check_acked_everywhere(&cluster, &acked).await
+    })
+    .await;
+}
+
+async fn request(client: &reqwest::Client, req: reqwest::RequestBuilder) -> Result<(u16, Value), String> {
+    let _ = client;
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp.json().await.map_err(|e| format!("a non-JSON answer with status {status}: {e}"))?;
+    Ok((status, body))
+}
+
+/// The API answers bad input with JSON 4xx errors, CAS semantics, forwarding of admin calls,
+/// and leadership transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_api_answers_with_json_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run_test(&root, async {
+        let cluster = start_cluster(&root, &[]).await?;
+        let c = cluster.client();
+        let leader = cluster.wait_leader(WAIT).await?;
+        let follower = cluster.nodes[(leader + 1) % 3].url();
+        let expect = |what: &str, got: (u16, Value), status: u16| -> TestResult {
+            if got.0 == status { Ok(()) } else { Err(format!("{what}: expected {status}, got {} {}", got.0, got.1)) }
+        };
+
+        let cas = format!("{follower}/kv/k/cas");
+        expect("absent read", request(c, c.get(format!("{follower}/kv/k"))).await?, 200)?;
+        expect("cas create", request(c, c.post(&cas).json(&json!({"expected": null, "new": "1"}))).await?, 200)?;
+        let (status, body) = request(c, c.post(&cas).json(&json!({"expected": "0", "new": "2"}))).await?;
+        if status != 409 || body["current"] != "1" || body["outcome"] != "not_applied" {
+            return Err(format!("cas mismatch: {status} {body}"));
+        }
+        expect("cas delete", request(c, c.post(&cas).json(&json!({"expected": "1", "new": null}))).await?, 200)?;
+        let (_, body) = request(c, c.get(format!("{follower}/kv/k"))).await?;
+        if body["found"] != false {
+            return Err(format!("deleted key still found: {body}"));
+        }
+
+        expect("malformed json", request(c, c.post(&cas).body("{not json")).await?, 400)?;
+        expect("unknown field", request(c, c.post(&cas).json(&json!({"expected": null, "nwe": "x"}))).await?, 400)?;
+        // The server answers 413 before reading the whole body and closes the connection: use
+        // a client of its own so that no pooled connection of `c` is the one closed.
+        let once = reqwest::Client::new();
+        let big = once.put(format!("{follower}/kv/big")).body(vec![b'x'; 2 << 20]);
+        expect("oversized", request(&once, big).await?, 413)?;
+        expect("unknown route", request(c, c.get(format!("{follower}/nope"))).await?, 404)?;
+        expect("bad method", request(c, c.post(format!("{follower}/kv/k"))).await?, 405)?;
+        let voters = format!("{follower}/admin/change-membership");
+        expect("unknown voter", request(c, c.post(&voters).json(&json!({"voters": [1, 2, 42]}))).await?, 400)?;
+        expect("init again", request(c, c.post(format!("{follower}/admin/init")).json(&json!({}))).await?, 400)?;
+        let transfer = format!("{follower}/admin/transfer-leader");
+        expect("transfer to a stranger", request(c, c.post(&transfer).json(&json!({"to": 42}))).await?, 400)?;
+
+        // Leadership moves to the node we ask for, through a follower.
+        let to = (leader + 2) % 3;
+        expect("transfer", request(c, c.post(&transfer).json(&json!({"to": to + 1}))).await?, 200)?;
+        let new_leader = cluster.wait_leader(WAIT).await?;
+        if new_leader != to {
+            return Err(format!("leadership went to node {} instead of {}", new_leader + 1, to + 1));
+        }
+        expect("write after transfer", request(c, c.put(format!("{follower}/kv/after")).body("x")).await?, 200)?;
+        Ok(())
+    })
+    .await;
+}
