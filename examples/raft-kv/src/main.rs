@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use quorate::SnapshotPolicy;
 use raft_kv::KvNode;
-use raft_kv::bench::{self, BenchOptions};
+use raft_kv::bench::{self, Api, BenchOptions};
 use raft_kv::node::{self, BoxError, NodeOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -79,6 +79,9 @@ struct BenchArgs {
     /// Bytes per value.
     #[arg(long, default_value_t = 64)]
     value_size: usize,
+    /// Send etcd v3 JSON-gateway puts instead (to compare with etcd using the same client).
+    #[arg(long)]
+    etcd: bool,
 }
 
 fn parse_peer(s: &str) -> Result<(u64, KvNode), String> {
@@ -126,7 +129,9 @@ async fn main() -> Result<(), BoxError> {
         }
         Command::Bench(args) => {
             init_tracing("warn");
+            let api = if args.etcd { Api::Etcd } else { Api::RaftKv };
             let opts = BenchOptions {
+                api,
                 targets: args.targets,
                 clients: args.clients,
                 ops: args.ops,

@@ -327,3 +327,102 @@ async fn http_api_answers_with_json_statuses() {
     })
     .await;
 }
+
+/// What a compare-and-set increment attempt ended with.
+enum Increment {
+    Acked,
+    Mismatch,
+    NotApplied,
+    Unknown,
+}
+
+async fn read_counter(client: &reqwest::Client, url: &str) -> Option<u64> {
+    let body: Value = client.get(format!("{url}/kv/counter")).send().await.ok()?.json().await.ok()?;
+    if body["ok"] != true {
+        return None;
+    }
+    body["value"].as_str().map_or(Some(0), |v| v.parse().ok())
+}
+
+async fn try_increment(client: &reqwest::Client, url: &str) -> Increment {
+    let Some(n) = read_counter(client, url).await else { return Increment::NotApplied };
+    let expected = if n == 0 { Value::Null } else { json!(n.to_string()) };
+    let sent = client
+        .post(format!("{url}/kv/counter/cas"))
+        .json(&json!({"expected": expected, "new": (n + 1).to_string()}))
+        .send()
+        .await;
+    let Ok(resp) = sent else { return Increment::Unknown };
+    match resp.status().as_u16() {
+        200 => Increment::Acked,
+        409 => Increment::Mismatch,
+        503 | 400..=499 => Increment::NotApplied,
+        _ => Increment::Unknown,
+    }
+}
+
+/// Clients increment a counter with read + compare-and-set through every node while the leader
+/// is killed and restarted. Every acknowledged increment counts exactly once: the final value
+/// is at least the acknowledged increments and at most those plus the ones of unknown outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_set_increments_count_exactly_once_across_a_leader_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run_test(&root, async {
+        let mut cluster = start_cluster(&root, &[]).await?;
+        let client = cluster.client().clone();
+        let all = urls(&cluster, &[0, 1, 2]);
+
+        let run_clients = |urls: Vec<String>, per_client: u64| {
+            let client = client.clone();
+            async move {
+                let tasks: Vec<_> = (0..6)
+                    .map(|c| {
+                        let (client, urls) = (client.clone(), urls.clone());
+                        tokio::spawn(async move {
+                            let (mut acked, mut unknown, mut attempt) = (0u64, 0u64, c);
+                            let deadline = Instant::now() + WAIT;
+                            while acked < per_client && Instant::now() < deadline {
+                                attempt += 1;
+                                match try_increment(&client, &urls[attempt % urls.len()]).await {
+                                    Increment::Acked => acked += 1,
+                                    Increment::Unknown => unknown += 1,
+                                    Increment::Mismatch => {}
+                                    Increment::NotApplied => tokio::time::sleep(Duration::from_millis(20)).await,
+                                }
+                            }
+                            (acked, unknown)
+                        })
+                    })
+                    .collect();
+                let mut total = (0, 0);
+                for t in tasks {
+                    let (a, u) = t.await.map_err(|e| e.to_string())?;
+                    total = (total.0 + a, total.1 + u);
+                }
+                Ok::<_, String>(total)
+            }
+        };
+
+        let (mut acked, mut unknown) = run_clients(all.clone(), 15).await?;
+        let leader = cluster.wait_leader(WAIT).await?;
+        cluster.kill(leader);
+        let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+        let (a, u) = run_clients(urls(&cluster, &survivors), 10).await?;
+        (acked, unknown) = (acked + a, unknown + u);
+        cluster.start(leader).map_err(|e| e.to_string())?;
+        let (a, u) = run_clients(all.clone(), 5).await?;
+        (acked, unknown) = (acked + a, unknown + u);
+
+        cluster.wait_leader(WAIT).await?;
+        let value = read_counter(&client, &all[0]).await.ok_or("cannot read the counter")?;
+        if value < acked || value > acked + unknown {
+            return Err(format!("counter is {value}: {acked} increments acknowledged, {unknown} of unknown outcome"));
+        }
+        if acked < 6 * 30 {
+            return Err(format!("only {acked} increments acknowledged"));
+        }
+        Ok(())
+    })
+    .await;
+}

@@ -8,8 +8,8 @@ use tokio::net::TcpListener;
 use super::wire::{Conn, RpcReply, RpcRequest, decode, encode, framed};
 use crate::Raft;
 
-/// A unary connection silent this long is closed (the client reconnects on its next call),
-/// so connections of peers that vanished in a partition do not pile up.
+/// A connection silent this long is closed (the client reconnects on its next call), so
+/// connections of peers that vanished in a partition do not pile up.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serve Raft RPCs from `listener` until the process ends.
@@ -56,18 +56,22 @@ async fn serve_conn(mut conn: Conn, raft: Raft) -> Result<(), String> {
 /// and write its responses back, flushing once per batch of ready responses.
 async fn serve_stream(conn: Conn, raft: Raft) -> Result<(), String> {
     let (mut sink, source) = conn.split();
-    // An undecodable or failed frame ends the input: the node answers what it got, then the
-    // connection closes and the leader opens a new stream.
-    let requests = source.scan((), |(), frame| {
-        let req = match frame.map(|f| decode(&f)) {
-            Ok(Ok(req)) => Some(req),
-            Ok(Err(e)) => {
+    // The input ends at the first frame that fails or does not decode (the node answers what
+    // it got, then the connection closes and the leader opens a new stream), and when the
+    // leader is silent for IDLE_TIMEOUT: it sends heartbeats on the stream, so such a leader
+    // is gone (crashed, partitioned away) and its stream is only holding a task here.
+    let requests = futures_util::stream::unfold(source, |mut source| async move {
+        let frame = match tokio::time::timeout(IDLE_TIMEOUT, source.next()).await {
+            Ok(Some(Ok(frame))) => frame,
+            _ => return None,
+        };
+        match decode(&frame) {
+            Ok(req) => Some((req, source)),
+            Err(e) => {
                 tracing::warn!(error = %e, "undecodable AppendEntries on a replication stream");
                 None
             }
-            Err(_) => None,
-        };
-        std::future::ready(req)
+        }
     });
     let mut responses = std::pin::pin!(raft.stream_append(requests).ready_chunks(64));
     while let Some(batch) = responses.next().await {

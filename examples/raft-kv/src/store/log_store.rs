@@ -67,6 +67,9 @@ impl LogStore {
     /// An I/O error, or a corrupt segment that is not the last one.
     pub fn open(dir: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        if let Some(parent) = dir.parent() {
+            super::fs_util::sync_dir(parent)?;
+        }
         let recovered = record::recover(dir)?;
         tracing::info!(
             entries = recovered.entries.len(),
