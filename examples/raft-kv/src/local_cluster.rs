@@ -139,9 +139,18 @@ impl LocalCluster {
     /// # Errors
     /// If the request fails or is refused.
     pub async fn init(&self, i: usize) -> Result<(), String> {
-        let members: serde_json::Map<String, Value> = self
-            .nodes
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        self.init_with(i, &all).await
+    }
+
+    /// `POST /admin/init` on node index `i` with the nodes at `voters` as the voters.
+    ///
+    /// # Errors
+    /// If the request fails or is refused.
+    pub async fn init_with(&self, i: usize, voters: &[usize]) -> Result<(), String> {
+        let members: serde_json::Map<String, Value> = voters
             .iter()
+            .map(|v| &self.nodes[*v])
             .map(|n| (n.id.to_string(), json!({ "raft_addr": n.raft_addr, "http_addr": n.http_addr })))
             .collect();
         let resp = self

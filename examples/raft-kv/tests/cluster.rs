@@ -426,3 +426,48 @@ async fn compare_and_set_increments_count_exactly_once_across_a_leader_crash() {
     })
     .await;
 }
+
+/// A fourth node joins as a learner and catches up, then the voters become {2, 3, 4}: node 1
+/// leaves, writes go on, and the new member holds everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_change_replaces_a_voter() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run_test(&root, async {
+        let mut cluster =
+            LocalCluster::new(Path::new(env!("CARGO_BIN_EXE_raft-kv")), &root, 4).map_err(|e| e.to_string())?;
+        cluster.start_all().map_err(|e| e.to_string())?;
+        for i in 0..4 {
+            cluster.wait_metrics(i, WAIT, "the HTTP API", |_| true).await?;
+        }
+        cluster.init_with(0, &[0, 1, 2]).await?;
+        let client = cluster.client().clone();
+        let mut acked = write_keys(&client, &urls(&cluster, &[0, 1, 2]), 0..200, "a").await?;
+
+        let n4 = &cluster.nodes[3];
+        let learner = json!({ "id": 4, "raft_addr": n4.raft_addr, "http_addr": n4.http_addr });
+        let (status, body) =
+            request(&client, client.post(format!("{}/admin/add-learner", cluster.nodes[1].url())).json(&learner))
+                .await?;
+        if status != 200 {
+            return Err(format!("add-learner: {status} {body}"));
+        }
+        let voters = json!({ "voters": [2, 3, 4] });
+        let (status, body) =
+            request(&client, client.post(format!("{}/admin/change-membership", cluster.nodes[2].url())).json(&voters))
+                .await?;
+        if status != 200 {
+            return Err(format!("change-membership: {status} {body}"));
+        }
+        // Node 1 is no longer a member: stop it and go on with the others.
+        cluster.kill(0);
+        acked.extend(write_keys(&client, &urls(&cluster, &[1, 2, 3]), 200..300, "b").await?);
+        let leader = cluster.wait_leader(WAIT).await?;
+        let m = cluster.metrics(leader).await.ok_or("the leader does not answer")?;
+        if m["membership"]["configs"] != json!([[2, 3, 4]]) {
+            return Err(format!("unexpected membership: {}", m["membership"]));
+        }
+        check_acked_everywhere(&cluster, &acked).await
+    })
+    .await;
+}
