@@ -39,6 +39,12 @@ struct NodeArgs {
     /// Address to serve the HTTP API on, and to advertise for forwarding.
     #[arg(long)]
     http_addr: String,
+    /// Address to bind the Raft listener to, if not --raft-addr (e.g. 0.0.0.0:7001).
+    #[arg(long)]
+    raft_listen: Option<String>,
+    /// Address to bind the HTTP listener to, if not --http-addr.
+    #[arg(long)]
+    http_listen: Option<String>,
     /// Directory of the node's log and snapshots.
     #[arg(long)]
     data_dir: PathBuf,
@@ -113,6 +119,8 @@ async fn main() -> Result<(), BoxError> {
                 id: args.id,
                 raft_addr: args.raft_addr,
                 http_addr: args.http_addr,
+                raft_listen: args.raft_listen,
+                http_listen: args.http_listen,
                 data_dir: args.data_dir,
                 peers: args.peers.into_iter().collect::<BTreeMap<_, _>>(),
                 bootstrap: args.bootstrap,

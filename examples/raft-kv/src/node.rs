@@ -23,6 +23,10 @@ pub struct NodeOptions {
     pub raft_addr: String,
     /// Where this node serves its HTTP API; also what it tells other nodes.
     pub http_addr: String,
+    /// Where to bind the Raft listener, if not `raft_addr` (e.g. `0.0.0.0:7001` behind NAT).
+    pub raft_listen: Option<String>,
+    /// Where to bind the HTTP listener, if not `http_addr`.
+    pub http_listen: Option<String>,
     /// Where its log and snapshots live.
     pub data_dir: PathBuf,
     /// Other members of the initial cluster, for `bootstrap`.
@@ -61,9 +65,9 @@ pub async fn run(opts: NodeOptions) -> Result<(), BoxError> {
     let raft =
         Raft::new(opts.id, Arc::new(opts.config.clone()), NetworkFactory, log_store, state_machine.clone()).await?;
 
-    let raft_listener = TcpListener::bind(&opts.raft_addr).await?;
+    let raft_listener = TcpListener::bind(opts.raft_listen.as_ref().unwrap_or(&opts.raft_addr)).await?;
     tokio::spawn(network::serve(raft_listener, raft.clone()));
-    let http_listener = TcpListener::bind(&opts.http_addr).await?;
+    let http_listener = TcpListener::bind(opts.http_listen.as_ref().unwrap_or(&opts.http_addr)).await?;
     tracing::info!(id = opts.id, raft_addr = %opts.raft_addr, http_addr = %opts.http_addr, "node started");
 
     if opts.bootstrap {
