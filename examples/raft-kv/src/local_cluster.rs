@@ -20,6 +20,7 @@ pub struct LocalNode {
     /// Its data directory.
     pub data_dir: PathBuf,
     child: Option<Child>,
+    paused: bool,
 }
 
 impl LocalNode {
@@ -28,9 +29,9 @@ impl LocalNode {
         format!("http://{}", self.http_addr)
     }
 
-    /// Whether its process is running (as far as this handle knows).
+    /// Whether its process is running and not paused (as far as this handle knows).
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.child.is_some() && !self.paused
     }
 }
 
@@ -66,6 +67,7 @@ impl LocalCluster {
                 http_addr: format!("127.0.0.1:{}", ports[2 * i + 1]),
                 data_dir: root.join(format!("node{}", i + 1)),
                 child: None,
+                paused: false,
             })
             .collect();
         let client =
@@ -119,8 +121,26 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Pause (`SIGSTOP`) or resume (`SIGCONT`) node index `i`: to its peers, a paused node is
+    /// a node cut off from the network, with its connections open.
+    ///
+    /// # Errors
+    /// If the node is not running or `kill` fails.
+    pub fn set_paused(&mut self, i: usize, paused: bool) -> std::io::Result<()> {
+        let node = &mut self.nodes[i];
+        let pid = node.child.as_ref().ok_or_else(|| std::io::Error::other("the node is not running"))?.id();
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill").args([signal, &pid.to_string()]).status()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!("kill {signal} {pid} failed")));
+        }
+        node.paused = paused;
+        Ok(())
+    }
+
     /// `kill -9` node index `i` and reap it.
     pub fn kill(&mut self, i: usize) {
+        self.nodes[i].paused = false;
         if let Some(mut child) = self.nodes[i].child.take() {
             let _ = child.kill();
             let _ = child.wait();
