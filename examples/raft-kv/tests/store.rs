@@ -167,3 +167,41 @@ async fn installed_snapshot_replaces_the_state() {
     assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 20)));
     assert_eq!(sm.get("k20").as_deref(), Some("t1"));
 }
+
+fn segment_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir).unwrap().count()
+}
+
+#[tokio::test]
+async fn purged_segments_are_deleted_and_the_rest_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // Tiny segments: a new one every few appends.
+        let mut store = LogStore::open_with_segment_bytes(dir.path(), 256).unwrap();
+        for i in 1..=100 {
+            append_durably(&mut store, vec![entry(1, i)]).await;
+            if i == 50 {
+                // Segments started after this carry `purged = 40` in their header, while the
+                // oldest one kept at the end starts well past 41.
+                store.purge(log_id(1, 40)).await.unwrap();
+            }
+        }
+        assert!(segment_count(dir.path()) > 5, "{} segments", segment_count(dir.path()));
+        // Purge most of it; the purge is made durable by the next append, then old segments go.
+        store.purge(log_id(1, 90)).await.unwrap();
+        append_durably(&mut store, vec![entry(1, 101)]).await;
+        append_durably(&mut store, vec![entry(1, 102)]).await;
+        assert!(segment_count(dir.path()) <= 4, "{} segments left", segment_count(dir.path()));
+    }
+    let mut store = LogStore::open_with_segment_bytes(dir.path(), 256).unwrap();
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 90)));
+    assert_eq!(all_entries(&mut store).await, (91..=102).map(|i| log_id(1, i)).collect::<Vec<_>>());
+    // The recovered log keeps going, and the vote written into a later segment survives too.
+    store.save_vote(&Vote::new(2, 1)).await.unwrap();
+    append_durably(&mut store, vec![entry(2, 103)]).await;
+    drop(store);
+    let mut store = LogStore::open(dir.path()).unwrap();
+    assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+    assert_eq!(store.get_log_state().await.unwrap().last_log_id, Some(log_id(2, 103)));
+}

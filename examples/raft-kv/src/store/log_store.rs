@@ -15,7 +15,7 @@ use quorate::{Entry, IOFlushed, LogId, LogState, RaftLogReader, RaftLogStorage, 
 use tokio::sync::oneshot;
 
 use super::record::{self, RecordRef};
-use super::writer::{WriteOp, Writer};
+use super::writer::{SEGMENT_BYTES, WriteOp, Writer};
 use crate::TypeConfig;
 
 type C = TypeConfig;
@@ -66,6 +66,15 @@ impl LogStore {
     /// # Errors
     /// An I/O error, or a corrupt segment that is not the last one.
     pub fn open(dir: &Path) -> io::Result<Self> {
+        Self::open_with_segment_bytes(dir, SEGMENT_BYTES)
+    }
+
+    /// [`open`](Self::open), starting a new segment file whenever the current one reaches
+    /// `segment_bytes` (64 MiB by default).
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_with_segment_bytes(dir: &Path, segment_bytes: u64) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         if let Some(parent) = dir.parent() {
             super::fs_util::sync_dir(parent)?;
@@ -83,7 +92,7 @@ impl LogStore {
             purged: recovered.header.purged,
             entries: recovered.entries,
         };
-        let writer = Writer::open(dir.to_path_buf(), recovered.segments, recovered.header)?;
+        let writer = Writer::open(dir.to_path_buf(), recovered.segments, recovered.header, segment_bytes)?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new().name("log-writer".into()).spawn(move || writer.run(rx))?;
         Ok(Self { cache: Arc::new(RwLock::new(cache)), tx })

@@ -97,10 +97,13 @@ impl Recovered {
             Record::Entry(e) => {
                 let index = e.log_id.index;
                 self.truncate(index);
-                let expected =
-                    self.entries.back().map(|l| l.log_id.index + 1).or(self.header.purged.map(|p| p.index + 1));
-                if expected.is_some_and(|x| x != index) {
-                    return Err(io::Error::other(format!("log gap: entry {} after {:?}", e.log_id, expected)));
+                // With no entry before it, an entry may start past the purged id: the entries
+                // between were in deleted segments, and a purge record later in the stream
+                // covers them (segments are deleted only once that purge is durable).
+                if let Some(last) = self.entries.back().map(|l| l.log_id.index)
+                    && last + 1 != index
+                {
+                    return Err(io::Error::other(format!("log gap: entry {} after index {last}", e.log_id)));
                 }
                 segment.max_index = segment.max_index.max(Some(index));
                 self.entries.push_back(e);
@@ -185,6 +188,11 @@ pub(crate) fn recover(dir: &Path) -> io::Result<Recovered> {
             }
         }
         recovered.segments.push(segment);
+    }
+    if let (Some(first), Some(purged)) = (recovered.entries.front(), recovered.header.purged)
+        && first.log_id.index != purged.index + 1
+    {
+        return Err(io::Error::other(format!("the log starts at {} but is purged up to {purged}", first.log_id)));
     }
     Ok(recovered)
 }

@@ -20,8 +20,8 @@ use crate::TypeConfig;
 
 type C = TypeConfig;
 
-/// Start a new segment once the current one is past this size.
-const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Start a new segment once the current one is past this size, by default.
+pub(crate) const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// An operation queued for the writer thread.
 pub(crate) enum WriteOp {
@@ -50,6 +50,8 @@ pub(crate) struct Writer {
     segments: Vec<Segment>,
     file: File,
     file_len: u64,
+    /// Start a new segment once `file_len` reaches this.
+    segment_bytes: u64,
     /// The state a new segment's header records; updated as ops are written.
     header: Header,
     /// The purge that an fsync has made durable: segments whose entries are all at or below
@@ -62,7 +64,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// A writer that continues the recovered log in a new segment.
-    pub(crate) fn open(dir: PathBuf, segments: Vec<Segment>, header: Header) -> io::Result<Self> {
+    pub(crate) fn open(dir: PathBuf, segments: Vec<Segment>, header: Header, segment_bytes: u64) -> io::Result<Self> {
         let next_seq = segments.last().map_or(1, |s| s.seq + 1);
         let (file, path) = create_segment(&dir, next_seq)?;
         let mut writer = Self {
@@ -70,6 +72,7 @@ impl Writer {
             segments,
             file,
             file_len: 0,
+            segment_bytes,
             header,
             durable_purged: header.purged.map(|p| p.index),
             failed: None,
@@ -152,7 +155,7 @@ impl Writer {
         }
         if self.failed.is_none() && needs_sync {
             self.durable_purged = self.header.purged.map(|p| p.index);
-            if self.file_len >= SEGMENT_BYTES
+            if self.file_len >= self.segment_bytes
                 && let Err(e) = self.rotate()
             {
                 tracing::error!(error = %e, "starting a new log segment failed; the node must stop");
