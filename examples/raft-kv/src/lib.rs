@@ -19,6 +19,7 @@ pub mod http;
 pub mod local_cluster;
 pub mod network;
 pub mod node;
+pub mod service;
 pub mod store;
 mod types;
 

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::http::{self, AppState};
 use crate::network::{self, NetworkFactory};
+use crate::service::KvService;
 use crate::store::{LogStore, StateMachineStore};
 use crate::{KvNode, Raft};
 
@@ -64,9 +65,10 @@ pub async fn run(opts: NodeOptions) -> Result<(), BoxError> {
     let state_machine = StateMachineStore::open(&opts.data_dir)?;
     let raft =
         Raft::new(opts.id, Arc::new(opts.config.clone()), NetworkFactory, log_store, state_machine.clone()).await?;
+    let service = KvService { raft: raft.clone(), state_machine, timeout: opts.request_timeout };
 
     let raft_listener = TcpListener::bind(opts.raft_listen.as_ref().unwrap_or(&opts.raft_addr)).await?;
-    tokio::spawn(network::serve(raft_listener, raft.clone()));
+    tokio::spawn(network::serve(raft_listener, service.clone()));
     let http_listener = TcpListener::bind(opts.http_listen.as_ref().unwrap_or(&opts.http_addr)).await?;
     tracing::info!(id = opts.id, raft_addr = %opts.raft_addr, http_addr = %opts.http_addr, "node started");
 
@@ -74,7 +76,7 @@ pub async fn run(opts: NodeOptions) -> Result<(), BoxError> {
         bootstrap(&raft, &opts).await?;
     }
 
-    let app = http::router(AppState::new(raft.clone(), state_machine, opts.request_timeout));
+    let app = http::router(AppState::new(service));
     axum::serve(http_listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("shutting down");
     raft.shutdown().await?;

@@ -1,7 +1,6 @@
 //! The admin routes: cluster setup, membership, leadership, metrics.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -15,13 +14,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::forward::{self, Incoming};
-use super::kv::write_error;
-use super::{ApiError, AppState};
+use super::kv::membership_error;
+use super::{ADMIN_TIMEOUT, ApiError, AppState};
 use crate::KvNode;
-
-/// Membership changes wait for a commit (and `add-learner` for the learner to catch up): allow
-/// them more than a client write.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn read_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<(T, Bytes), ApiError> {
     let body = forward::body_bytes(body)?;
@@ -42,7 +37,7 @@ pub(crate) async fn init(State(state): State<AppState>, body: Result<Bytes, Byte
     if members.is_empty() {
         return ApiError::bad_request("the membership must name at least one node").into_response();
     }
-    match state.raft.initialize(members).await {
+    match state.service.raft.initialize(members).await {
         Ok(()) => Json(json!({ "ok": true })).into_response(),
         Err(RaftError::APIError(e @ InitializeError::NotAllowed { .. })) => {
             ApiError::rejected(StatusCode::CONFLICT, "already_initialized", e).into_response()
@@ -81,7 +76,7 @@ pub(crate) async fn add_learner(
         Err(e) => return e.into_response(),
     };
     let node = KvNode { raft_addr: req.raft_addr, http_addr: req.http_addr };
-    let change = state.raft.add_learner(req.id, node, req.blocking);
+    let change = state.service.raft.add_learner(req.id, node, req.blocking);
     match tokio::time::timeout(ADMIN_TIMEOUT, change).await {
         Err(_) => admin_timeout().into_response(),
         Ok(Ok(resp)) => {
@@ -90,7 +85,7 @@ pub(crate) async fn add_learner(
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
             forward::to_leader(&state, &Incoming::new(method, &uri, &headers, body), &f).await
         }
-        Ok(Err(e)) => write_error(e).into_response(),
+        Ok(Err(e)) => membership_error(e).into_response(),
     }
 }
 
@@ -115,7 +110,7 @@ pub(crate) async fn change_membership(
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
-    let change = state.raft.change_membership(ChangeMembers::ReplaceAllVoters(req.voters), req.retain);
+    let change = state.service.raft.change_membership(ChangeMembers::ReplaceAllVoters(req.voters), req.retain);
     match tokio::time::timeout(ADMIN_TIMEOUT, change).await {
         Err(_) => admin_timeout().into_response(),
         Ok(Ok(resp)) => {
@@ -124,7 +119,7 @@ pub(crate) async fn change_membership(
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
             forward::to_leader(&state, &Incoming::new(method, &uri, &headers, body), &f).await
         }
-        Ok(Err(e)) => write_error(e).into_response(),
+        Ok(Err(e)) => membership_error(e).into_response(),
     }
 }
 
@@ -146,7 +141,7 @@ pub(crate) async fn transfer_leader(
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
-    let trigger = state.raft.trigger();
+    let trigger = state.service.raft.trigger();
     match tokio::time::timeout(ADMIN_TIMEOUT, trigger.transfer_leader(req.to)).await {
         Err(_) => admin_timeout().into_response(),
         Ok(Ok(())) => Json(json!({ "ok": true, "to": req.to })).into_response(),
@@ -165,7 +160,7 @@ pub(crate) async fn transfer_leader(
 
 /// `GET /admin/metrics`.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let m = state.raft.metrics().borrow().clone();
+    let m = state.service.raft.metrics().borrow().clone();
     let leader_http_addr =
         m.current_leader.and_then(|id| m.membership_config.membership.get_node(&id)).map(|n| n.http_addr.clone());
     Json(json!({
@@ -193,6 +188,6 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
 
 /// `GET /admin/dump`: the local map, for comparing state machines.
 pub(crate) async fn dump(State(state): State<AppState>) -> Response {
-    let (data, last_applied) = state.state_machine.dump();
+    let (data, last_applied) = state.service.state_machine.dump();
     Json(json!({ "ok": true, "applied_index": last_applied.map(|l| l.index), "data": data })).into_response()
 }

@@ -50,7 +50,7 @@ fn leader_node(state: &AppState, f: &ForwardToLeader<TypeConfig>) -> Option<(u64
     if let Some(node) = &f.leader_node {
         return Some((id, node.clone()));
     }
-    let metrics = state.raft.metrics();
+    let metrics = state.service.raft.metrics();
     let m = metrics.borrow();
     m.membership_config.membership.get_node(&id).map(|n| (id, n.clone()))
 }
@@ -62,7 +62,7 @@ pub(crate) async fn to_leader(state: &AppState, req: &Incoming, f: &ForwardToLea
         return ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "no_leader", "no leader is known; retry")
             .into_response();
     };
-    if req.forwarded || leader_id == state.raft.id() {
+    if req.forwarded || leader_id == state.service.raft.id() {
         return ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "not_leader", "this node is not the leader; retry")
             .with(json!({ "leader_id": leader_id, "leader_http_addr": node.http_addr }))
             .into_response();
@@ -71,7 +71,7 @@ pub(crate) async fn to_leader(state: &AppState, req: &Incoming, f: &ForwardToLea
     let sent = state
         .client
         .request(req.method.clone(), url)
-        .header(FORWARDED_HEADER, state.raft.id().to_string())
+        .header(FORWARDED_HEADER, state.service.raft.id().to_string())
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .body(req.body.clone())
         .send()

@@ -13,8 +13,9 @@
 //! | `GET /admin/metrics` | the node's Raft metrics |
 //! | `GET /admin/dump` | the whole local map and its last applied log id |
 //!
-//! Any node accepts any request: one that needs the leader and is not it forwards the request
-//! to the leader's HTTP address (one hop) and relays the answer.
+//! Any node accepts any request: one that needs the leader and is not it relays the request to
+//! the leader, one hop, and answers as the leader would have: key-value operations over the
+//! Raft transport ([`crate::network::forward`]), admin requests to the leader's HTTP API.
 //!
 //! # What a status tells the client
 //!
@@ -35,6 +36,7 @@ mod error;
 mod forward;
 mod kv;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -43,8 +45,8 @@ use axum::routing::{get, post, put};
 
 pub use error::ApiError;
 
-use crate::Raft;
-use crate::store::StateMachineStore;
+use crate::network::forward::Forwarder;
+use crate::service::KvService;
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -52,27 +54,31 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// What every handler needs.
 #[derive(Clone)]
 pub struct AppState {
-    /// This node.
-    pub raft: Raft,
-    /// This node's state machine, for reads.
-    pub state_machine: StateMachineStore,
-    /// For forwarding to the leader.
+    /// This node's key-value operations (and its Raft).
+    pub service: KvService,
+    /// Relays key-value operations to the leader over the Raft transport.
+    pub forwarder: Arc<Forwarder>,
+    /// Relays admin requests to the leader's HTTP API.
     pub client: reqwest::Client,
-    /// How long a write or a read waits for Raft before answering 504.
-    pub request_timeout: Duration,
 }
 
 impl AppState {
     /// The state of a node's HTTP API.
-    pub fn new(raft: Raft, state_machine: StateMachineStore, request_timeout: Duration) -> Self {
+    pub fn new(service: KvService) -> Self {
+        // The leader answers within its own timeout; allow the round trip on top.
+        let reply_timeout = service.timeout + Duration::from_secs(1);
         let client = reqwest::Client::builder()
-            .timeout(request_timeout + Duration::from_secs(1))
+            .timeout(ADMIN_TIMEOUT + Duration::from_secs(1))
             .connect_timeout(Duration::from_secs(1))
             .build()
             .unwrap_or_default();
-        Self { raft, state_machine, client, request_timeout }
+        Self { service, forwarder: Arc::new(Forwarder::new(reply_timeout)), client }
     }
 }
+
+/// Membership changes wait for a commit (and `add-learner` for the learner to catch up): allow
+/// them more than a client operation.
+pub(crate) const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The router of a node's HTTP API.
 pub fn router(state: AppState) -> Router {

@@ -15,8 +15,11 @@
 //!   stream. The client writes AppendEntries requests as the leader produces them, without
 //!   waiting; the server hands the incoming requests to [`Raft::stream_append`](quorate::Raft::stream_append)
 //!   and writes its responses back in order as they come.
+//! - **forward** (first frame [`wire::RpcRequest::OpenForward`]): a follower relays client
+//!   writes and linearizable reads to the leader, many at a time ([`forward`]).
 
 mod client;
+pub mod forward;
 mod server;
 pub mod wire;
 

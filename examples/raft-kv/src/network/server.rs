@@ -5,15 +5,18 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 
+use super::forward::serve_forward;
 use super::wire::{Conn, RpcReply, RpcRequest, decode, encode, framed};
 use crate::Raft;
+use crate::service::KvService;
 
 /// A connection silent this long is closed (the client reconnects on its next call), so
 /// connections of peers that vanished in a partition do not pile up.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serve Raft RPCs from `listener` until the process ends.
-pub async fn serve(listener: TcpListener, raft: Raft) {
+/// Serve Raft RPCs, and operations forwarded by followers, from `listener` until the process
+/// ends.
+pub async fn serve(listener: TcpListener, service: KvService) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -24,16 +27,17 @@ pub async fn serve(listener: TcpListener, raft: Raft) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let raft = raft.clone();
+        let service = service.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_conn(framed(stream), raft).await {
+            if let Err(e) = serve_conn(framed(stream), service).await {
                 tracing::debug!(%peer, error = %e, "raft connection ended");
             }
         });
     }
 }
 
-async fn serve_conn(mut conn: Conn, raft: Raft) -> Result<(), String> {
+async fn serve_conn(mut conn: Conn, service: KvService) -> Result<(), String> {
+    let raft = &service.raft;
     loop {
         let frame = match tokio::time::timeout(IDLE_TIMEOUT, conn.next()).await {
             Err(_) | Ok(None) => return Ok(()),
@@ -45,7 +49,8 @@ async fn serve_conn(mut conn: Conn, raft: Raft) -> Result<(), String> {
             RpcRequest::AppendEntries(r) => RpcReply::AppendEntries(raft.append_entries(r).await),
             RpcRequest::InstallSnapshot(r) => RpcReply::InstallSnapshot(raft.install_snapshot(r).await),
             RpcRequest::TransferLeader(r) => RpcReply::TransferLeader(raft.handle_transfer_leader(r).await),
-            RpcRequest::OpenStream => return serve_stream(conn, raft).await,
+            RpcRequest::OpenStream => return serve_stream(conn, raft.clone()).await,
+            RpcRequest::OpenForward => return serve_forward(conn, service).await,
         };
         let frame = encode(&reply).map_err(|e| e.to_string())?;
         conn.send(frame).await.map_err(|e| e.to_string())?;

@@ -42,6 +42,10 @@ pub enum RpcRequest {
     /// From now on this connection is a replication stream: every further frame from the
     /// client is an [`AppendEntriesRequest`], every frame from the server a [`StreamReply`].
     OpenStream,
+    /// From now on this connection relays client operations to this (leader) node: every
+    /// further frame from the client is a [`ForwardRequest`](super::forward::ForwardRequest),
+    /// every frame from the server a [`ForwardReply`](super::forward::ForwardReply).
+    OpenForward,
 }
 
 /// The answer to an [`RpcRequest`], of the same variant.
