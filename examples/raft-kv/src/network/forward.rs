@@ -102,7 +102,7 @@ impl Forwarder {
             return tx.clone();
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_connection(raft_addr.to_string(), rx));
+        tokio::spawn(run_connection(raft_addr.to_string(), rx, self.reply_timeout));
         conns.insert(raft_addr.to_string(), tx.clone());
         tx
     }
@@ -111,10 +111,10 @@ impl Forwarder {
 /// Own one forwarding connection until it fails or every sender is gone. Jobs that were
 /// written get [`ForwardError::Lost`] if the connection fails; jobs never written get
 /// [`ForwardError::NotSent`].
-async fn run_connection(addr: String, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn run_connection(addr: String, mut rx: mpsc::UnboundedReceiver<Job>, reply_timeout: Duration) {
     let mut pending: HashMap<u64, oneshot::Sender<Result<ForwardResult, ForwardError>>> = HashMap::new();
     let failure = match connect(&addr).await {
-        Ok(conn) => pump(conn, &mut rx, &mut pending).await,
+        Ok(conn) => pump(conn, &mut rx, &mut pending, reply_timeout).await,
         Err(e) => e,
     };
     tracing::debug!(%addr, error = %failure, "forwarding connection ended");
@@ -141,15 +141,28 @@ async fn connect(addr: &str) -> Result<Conn, String> {
 }
 
 /// Write jobs and dispatch replies until something fails; returns what failed.
+///
+/// A leader that answers nothing for `reply_timeout` while requests wait (paused, or cut off
+/// without the connection breaking) ends the connection, so its waiting requests fail as
+/// `Lost` and the next operation connects afresh (to whichever node leads by then).
 async fn pump(
     conn: Conn,
     rx: &mut mpsc::UnboundedReceiver<Job>,
     pending: &mut HashMap<u64, oneshot::Sender<Result<ForwardResult, ForwardError>>>,
+    reply_timeout: Duration,
 ) -> String {
     let (mut sink, mut source) = conn.split();
     let mut next_id = 0u64;
+    // Moves on whenever the leader answers, or when a request is sent while none was waiting.
+    let mut progress = tokio::time::Instant::now();
     loop {
+        if pending.is_empty() {
+            progress = tokio::time::Instant::now();
+        }
         tokio::select! {
+            _ = tokio::time::sleep_until(progress + reply_timeout), if !pending.is_empty() => {
+                return format!("the leader answered nothing for {reply_timeout:?}");
+            }
             job = rx.recv() => {
                 let Some(mut job) = job else { return "no more senders".into() };
                 // Write every queued job, then flush once.
@@ -186,6 +199,7 @@ async fn pump(
                     Ok(r) => r,
                     Err(e) => return format!("undecodable forwarding reply: {e}"),
                 };
+                progress = tokio::time::Instant::now();
                 if let Some(tx) = pending.remove(&reply.id) {
                     let _ = tx.send(Ok(reply.result));
                 }
