@@ -1,7 +1,7 @@
 //! Forwarding client operations from a follower to the leader over the Raft transport.
 //!
 //! A follower keeps one forwarding connection per leader (first frame
-//! [`RpcRequest::OpenForward`](super::wire::RpcRequest::OpenForward)) and multiplexes every
+//! [`RpcRequest::OpenForward`]) and multiplexes every
 //! client operation it relays over it: each [`ForwardRequest`] carries an id, the leader
 //! executes requests concurrently and answers each with a [`ForwardReply`] of the same id, in
 //! whatever order they finish. This costs far less than relaying the HTTP request: no second
