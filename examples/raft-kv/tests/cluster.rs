@@ -112,7 +112,6 @@ async fn wait_all_applied(cluster: &LocalCluster) -> Result<u64, String> {
 async fn check_acked_everywhere(cluster: &LocalCluster, acked: &BTreeMap<String, String>) -> TestResult {
     let applied = wait_all_applied(cluster).await?;
     let client = cluster.client();
-    let mut dumps = Vec::new();
     for (i, node) in cluster.nodes.iter().enumerate() {
         if !node.is_running() {
             continue;
@@ -122,9 +121,13 @@ async fn check_acked_everywhere(cluster: &LocalCluster, acked: &BTreeMap<String,
             .map(|(k, v)| {
                 let url = url.clone();
                 async move {
-                    let r = client.get(format!("{url}/kv/{k}?stale=true")).send().await.ok()?;
-                    let body: Value = r.json().await.ok()?;
-                    (body["value"] != json!(v)).then(|| format!("{k}: {}", body["value"]))
+                    let body: Result<Value, reqwest::Error> =
+                        async { client.get(format!("{url}/kv/{k}?stale=true")).send().await?.json().await }.await;
+                    match body {
+                        Ok(body) if body["value"] == json!(v) => None,
+                        Ok(body) => Some(format!("{k}: {}", body["value"])),
+                        Err(e) => Some(format!("{k}: {e}")),
+                    }
                 }
             })
             .buffer_unordered(32)
@@ -139,31 +142,36 @@ async fn check_acked_everywhere(cluster: &LocalCluster, acked: &BTreeMap<String,
                 &missing[..missing.len().min(5)]
             ));
         }
-        // Compare maps at the same applied index: wait until the node is exactly there.
-        let dump = loop {
+    }
+    // No more writes: once every node has applied the same index, the maps must be equal.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut dumps = Vec::new();
+        for node in cluster.nodes.iter().filter(|n| n.is_running()) {
             let d: Value = client
-                .get(format!("{url}/admin/dump"))
+                .get(format!("{}/admin/dump", node.url()))
                 .send()
                 .await
                 .map_err(|e| e.to_string())?
                 .json()
                 .await
                 .map_err(|e| e.to_string())?;
-            if d["applied_index"].as_u64() >= Some(applied) {
-                break d;
-            }
-        };
-        dumps.push((i, dump));
-    }
-    let (first, rest) = dumps.split_first().ok_or("no running node")?;
-    for (i, d) in rest {
-        if d["applied_index"] == first.1["applied_index"] && d["data"] != first.1["data"] {
-            return Err(format!(
-                "state machines of nodes {} and {} differ at the same applied index",
-                first.0 + 1,
-                i + 1
-            ));
+            dumps.push((node.id, d));
         }
+        let (first, rest) = dumps.split_first().ok_or("no running node")?;
+        if rest.iter().all(|(_, d)| d["applied_index"] == first.1["applied_index"]) {
+            if let Some((id, _)) = rest.iter().find(|(_, d)| d["data"] != first.1["data"]) {
+                return Err(format!("state machines of nodes {} and {id} differ at the same applied index", first.0));
+            }
+            if first.1["applied_index"].as_u64() < Some(applied) {
+                return Err(format!("nodes went back below applied index {applied}"));
+            }
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err("the nodes never applied the same index".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
 }
