@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quorate::error::RaftError;
-use quorate::{Config, InitializeError, SnapshotPolicy};
+use quorate::{Config, InitializeError, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
 
 use crate::http::{self, AppState};
@@ -77,8 +77,10 @@ pub async fn run(opts: NodeOptions) -> Result<(), BoxError> {
     }
 
     let app = http::router(AppState::new(service));
-    axum::serve(http_listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(http_listener, app).with_graceful_shutdown(shutdown_signal(raft.clone())).await?;
     tracing::info!("shutting down");
+    // The fatal error, if Raft stopped on one: the process then exits non-zero, so that a
+    // supervisor sees the node is gone instead of an HTTP API answering 500 forever.
     raft.shutdown().await?;
     Ok(())
 }
@@ -96,7 +98,20 @@ async fn bootstrap(raft: &Raft, opts: &NodeOptions) -> Result<(), BoxError> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT, SIGTERM, or when Raft has stopped by itself (a fatal storage error).
+async fn shutdown_signal(raft: Raft) {
+    let mut metrics = raft.metrics();
+    let raft_stopped = async move {
+        let _ = metrics.wait_for(|m| m.state == ServerState::Shutdown).await;
+        tracing::error!("raft stopped; shutting the node down");
+    };
+    tokio::select! {
+        _ = raft_stopped => {}
+        _ = os_signal() => {}
+    }
+}
+
+async fn os_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
