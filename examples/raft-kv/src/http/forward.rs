@@ -1,0 +1,101 @@
+//! Forwarding a request to the leader, one hop, over HTTP.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use quorate::ForwardToLeader;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::{KvNode, TypeConfig};
+
+/// Set on a forwarded request: the receiver does not forward it again, so a request makes at
+/// most one hop even while leadership moves.
+pub(crate) const FORWARDED_HEADER: &str = "x-raft-kv-forwarded-by";
+
+/// A request as received, kept so that it can be forwarded as it is.
+pub(crate) struct Incoming {
+    method: Method,
+    path_and_query: String,
+    body: Bytes,
+    forwarded: bool,
+}
+
+impl Incoming {
+    pub(crate) fn new(method: Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Self {
+        let path_and_query = uri.path_and_query().map_or_else(|| uri.path().to_string(), |p| p.to_string());
+        Self { method, path_and_query, body, forwarded: headers.contains_key(FORWARDED_HEADER) }
+    }
+}
+
+/// The body as bytes, or the JSON error for a body that could not be read (e.g. 413).
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        let status = r.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "bad_body" };
+        ApiError::rejected(status, code, r.body_text())
+    })
+}
+
+/// The body parsed as JSON `T`, or a 400 that says what is wrong with it.
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// The leader's address, from the error or from this node's membership.
+fn leader_node(state: &AppState, f: &ForwardToLeader<TypeConfig>) -> Option<(u64, KvNode)> {
+    let id = f.leader_id?;
+    if let Some(node) = &f.leader_node {
+        return Some((id, node.clone()));
+    }
+    let metrics = state.service.raft.metrics();
+    let m = metrics.borrow();
+    m.membership_config.membership.get_node(&id).map(|n| (id, n.clone()))
+}
+
+/// Relay `req` to the leader named by `f` and return its answer; or 503 if there is no leader
+/// to relay to (the request did not happen).
+pub(crate) async fn to_leader(state: &AppState, req: &Incoming, f: &ForwardToLeader<TypeConfig>) -> Response {
+    let Some((leader_id, node)) = leader_node(state, f) else {
+        return ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "no_leader", "no leader is known; retry")
+            .into_response();
+    };
+    if req.forwarded || leader_id == state.service.raft.id() {
+        return ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "not_leader", "this node is not the leader; retry")
+            .with(json!({ "leader_id": leader_id, "leader_http_addr": node.http_addr }))
+            .into_response();
+    }
+    let url = format!("http://{}{}", node.http_addr, req.path_and_query);
+    let sent = state
+        .client
+        .request(req.method.clone(), url)
+        .header(FORWARDED_HEADER, state.service.raft.id().to_string())
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(req.body.clone())
+        .send()
+        .await;
+    let resp = match sent {
+        Ok(r) => r,
+        // Not connected: nothing was sent, so the request certainly did not happen.
+        Err(e) if e.is_connect() => {
+            return ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "leader_unreachable", e)
+                .with(json!({ "leader_id": leader_id }))
+                .into_response();
+        }
+        Err(e) => return forward_failed(leader_id, e),
+    };
+    let status = resp.status();
+    match resp.bytes().await {
+        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => forward_failed(leader_id, e),
+    }
+}
+
+/// Sent to the leader, no answer: it may have happened.
+fn forward_failed(leader_id: u64, e: reqwest::Error) -> Response {
+    ApiError::unknown(StatusCode::GATEWAY_TIMEOUT, "forward_failed", e)
+        .with(json!({ "leader_id": leader_id }))
+        .into_response()
+}

@@ -1,0 +1,217 @@
+//! The key-value routes.
+//!
+//! A node that believes it leads executes the operation itself; any other relays it to the
+//! leader over the Raft transport and answers from the leader's [`Outcome`]. Either way the
+//! status is chosen by [`write_response`] / [`read_response`], so an answer means the same
+//! whichever node gave it.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use quorate::ClientWriteError;
+use quorate::error::RaftError;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::forward;
+use super::{ApiError, AppState};
+use crate::network::forward::{ForwardError, ForwardOp, ForwardResult};
+use crate::service::{Outcome, ReadOutcome, WriteOutcome};
+use crate::{Request, TypeConfig};
+
+type KeyPath = Result<Path<String>, PathRejection>;
+
+fn key_of(path: KeyPath) -> Result<String, ApiError> {
+    path.map(|Path(k)| k).map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+/// `PUT /kv/{key}`: the body, as UTF-8, becomes the value.
+pub(crate) async fn put(State(state): State<AppState>, path: KeyPath, body: Result<Bytes, BytesRejection>) -> Response {
+    let prepared = (|| {
+        let key = key_of(path)?;
+        let body = forward::body_bytes(body)?;
+        let value = String::from_utf8(body.into()).map_err(|_| ApiError::bad_request("the value must be UTF-8"))?;
+        Ok::<_, ApiError>(Request::Set { key, value })
+    })();
+    match prepared {
+        Ok(req) => write(&state, req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `DELETE /kv/{key}`.
+pub(crate) async fn delete(State(state): State<AppState>, path: KeyPath) -> Response {
+    match key_of(path) {
+        Ok(key) => write(&state, Request::Delete { key }).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The body of `POST /kv/{key}/cas`. A missing field means `null`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasBody {
+    expected: Option<String>,
+    new: Option<String>,
+}
+
+/// `POST /kv/{key}/cas`.
+pub(crate) async fn cas(State(state): State<AppState>, path: KeyPath, body: Result<Bytes, BytesRejection>) -> Response {
+    let prepared = (|| {
+        let key = key_of(path)?;
+        let body = forward::body_bytes(body)?;
+        let CasBody { expected, new } = forward::parse_json(&body)?;
+        Ok::<_, ApiError>(Request::CompareAndSet { key, expected, new })
+    })();
+    match prepared {
+        Ok(req) => write(&state, req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The query of `GET /kv/{key}`.
+#[derive(Deserialize)]
+pub(crate) struct ReadParams {
+    #[serde(default)]
+    stale: bool,
+}
+
+/// `GET /kv/{key}`: linearizable unless `?stale=true`.
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    path: KeyPath,
+    params: Result<Query<ReadParams>, QueryRejection>,
+) -> Response {
+    let key = match key_of(path) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
+    let stale = match params {
+        Ok(Query(p)) => p.stale,
+        Err(e) => return ApiError::bad_request(e.body_text()).into_response(),
+    };
+    if stale {
+        let value = state.service.state_machine.get(&key);
+        return read_response(&key, Outcome::Done(value));
+    }
+    let outcome = if state.service.believes_leader() {
+        state.service.read(&key).await
+    } else {
+        match relay(&state, ForwardOp::Read(key.clone())).await {
+            Ok(ForwardResult::Read(outcome)) => outcome,
+            Ok(ForwardResult::Write(_)) => return mismatched_reply(),
+            Err(e) => return e.into_response(),
+        }
+    };
+    read_response(&key, outcome)
+}
+
+/// Execute a write here if this node leads, or relay it to the leader; answer its outcome.
+async fn write(state: &AppState, req: Request) -> Response {
+    let outcome = if state.service.believes_leader() {
+        state.service.write(req).await
+    } else {
+        match relay(state, ForwardOp::Write(req)).await {
+            Ok(ForwardResult::Write(outcome)) => outcome,
+            Ok(ForwardResult::Read(_)) => return mismatched_reply(),
+            Err(e) => return e.into_response(),
+        }
+    };
+    write_response(outcome)
+}
+
+/// Send `op` to the leader this node knows of.
+async fn relay(state: &AppState, op: ForwardOp) -> Result<ForwardResult, ApiError> {
+    let leader = state.service.known_leader();
+    let addr = leader.and_then(|id| {
+        let metrics = state.service.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership.get_node(&id).map(|n| n.raft_addr.clone())
+    });
+    let (Some(leader), Some(addr)) = (leader, addr) else {
+        return Err(no_leader());
+    };
+    state.forwarder.call(&addr, op).await.map_err(|e| match e {
+        ForwardError::NotSent(msg) => ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "leader_unreachable", msg)
+            .with(json!({ "leader_id": leader })),
+        ForwardError::Lost(msg) => {
+            ApiError::unknown(StatusCode::GATEWAY_TIMEOUT, "forward_failed", msg).with(json!({ "leader_id": leader }))
+        }
+    })
+}
+
+fn no_leader() -> ApiError {
+    ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "no_leader", "no leader is known; retry")
+}
+
+fn mismatched_reply() -> Response {
+    ApiError::unknown(StatusCode::INTERNAL_SERVER_ERROR, "protocol", "the leader answered another operation")
+        .into_response()
+}
+
+/// The answer for the parts of an outcome shared by reads and writes: anything but `Done`.
+fn failure<T>(outcome: Outcome<T>) -> Result<T, ApiError> {
+    match outcome {
+        Outcome::Done(t) => Ok(t),
+        Outcome::NotLeader(None) => Err(no_leader()),
+        Outcome::NotLeader(Some(leader)) => Err(ApiError::rejected(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_leader",
+            "leadership moved while the request was relayed; retry",
+        )
+        .with(json!({ "leader_id": leader }))),
+        Outcome::Discarded(index) => Err(ApiError::rejected(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "discarded",
+            format!("the entry at index {index} was overwritten by a new leader; retry"),
+        )),
+        Outcome::Timeout => {
+            Err(ApiError::unknown(StatusCode::GATEWAY_TIMEOUT, "timeout", "not confirmed in time; it may still happen"))
+        }
+        Outcome::Failed(msg) => Err(ApiError::unknown(StatusCode::INTERNAL_SERVER_ERROR, "node_failed", msg)),
+    }
+}
+
+/// 200 for an applied write, 409 for a CAS that did not swap, the failure's status otherwise.
+fn write_response(outcome: WriteOutcome) -> Response {
+    match failure(outcome) {
+        Ok((index, resp)) if resp.ok => Json(json!({ "ok": true, "prev": resp.prev, "index": index })).into_response(),
+        Ok((index, resp)) => {
+            ApiError::rejected(StatusCode::CONFLICT, "cas_mismatch", "the key does not hold the expected value")
+                .with(json!({ "current": resp.prev, "index": index }))
+                .into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// 200 with the value (`null` and `found: false` for an absent key), the failure's status
+/// otherwise.
+fn read_response(key: &str, outcome: ReadOutcome) -> Response {
+    match failure(outcome) {
+        Ok(value) => Json(json!({ "ok": true, "key": key, "found": value.is_some(), "value": value })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The answer for a failed membership change that was not relayed.
+pub(crate) fn membership_error(e: RaftError<ClientWriteError<TypeConfig>>) -> ApiError {
+    match e {
+        RaftError::APIError(ClientWriteError::Discarded { log_id }) => ApiError::rejected(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "discarded",
+            format!("the entry {log_id} was overwritten by a new leader; retry"),
+        ),
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+            ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "not_leader", "this node is not the leader; retry")
+        }
+        RaftError::APIError(ClientWriteError::InvalidMembership(e)) => ApiError::bad_request(e),
+        RaftError::APIError(e @ ClientWriteError::MembershipChangeInProgress { .. }) => {
+            ApiError::rejected(StatusCode::CONFLICT, "membership_change_in_progress", e)
+        }
+        RaftError::Fatal(f) => ApiError::unknown(StatusCode::INTERNAL_SERVER_ERROR, "node_stopped", f),
+    }
+}

@@ -1,0 +1,98 @@
+//! The HTTP API of a node, for clients and operators.
+//!
+//! | route | what |
+//! |---|---|
+//! | `PUT /kv/{key}` | set `key` to the request body |
+//! | `GET /kv/{key}` | linearizable read (ReadIndex); `?stale=true` reads the local state machine |
+//! | `DELETE /kv/{key}` | remove `key` |
+//! | `POST /kv/{key}/cas` | `{"expected": string or null, "new": string or null}` compare-and-set |
+//! | `POST /admin/init` | `{"<id>": {"raft_addr": .., "http_addr": ..}, ..}` initialize a new cluster |
+//! | `POST /admin/add-learner` | `{"id": n, "raft_addr": .., "http_addr": .., "blocking": true}` |
+//! | `POST /admin/change-membership` | `{"voters": [ids], "retain": false}` make exactly these the voters |
+//! | `POST /admin/transfer-leader` | `{"to": id}` hand leadership to a voter |
+//! | `GET /admin/metrics` | the node's Raft metrics |
+//! | `GET /admin/dump` | the whole local map and its last applied log id |
+//!
+//! Any node accepts any request: one that needs the leader and is not it relays the request to
+//! the leader, one hop, and answers as the leader would have: key-value operations over the
+//! Raft transport ([`crate::network::forward`]), admin requests to the leader's HTTP API.
+//!
+//! # What a status tells the client
+//!
+//! Every answer is JSON. For writes, the status says whether the write happened:
+//!
+//! | status | outcome |
+//! |---|---|
+//! | 200 | applied (for a compare-and-set: swapped) |
+//! | 409 `cas_mismatch` | a compare-and-set applied and did not swap: nothing changed |
+//! | other 4xx | rejected before it was proposed: it did not happen |
+//! | 503 | not proposed (no leader known, forwarding could not connect) or discarded by a new leader: it did not happen |
+//! | 504, 500 | proposed or possibly proposed, outcome unknown: it may still apply |
+//!
+//! The body of an error carries `"outcome": "not_applied"` or `"unknown"` saying the same.
+
+mod admin;
+mod error;
+mod forward;
+mod kv;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+
+pub use error::ApiError;
+
+use crate::network::forward::Forwarder;
+use crate::service::KvService;
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    /// This node's key-value operations (and its Raft).
+    pub service: KvService,
+    /// Relays key-value operations to the leader over the Raft transport.
+    pub forwarder: Arc<Forwarder>,
+    /// Relays admin requests to the leader's HTTP API.
+    pub client: reqwest::Client,
+}
+
+impl AppState {
+    /// The state of a node's HTTP API.
+    pub fn new(service: KvService) -> Self {
+        // The leader answers within its own timeout; allow the round trip on top.
+        let reply_timeout = service.timeout + Duration::from_secs(1);
+        let client = reqwest::Client::builder()
+            .timeout(ADMIN_TIMEOUT + Duration::from_secs(1))
+            .connect_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap_or_default();
+        Self { service, forwarder: Arc::new(Forwarder::new(reply_timeout)), client }
+    }
+}
+
+/// Membership changes wait for a commit (and `add-learner` for the learner to catch up): allow
+/// them more than a client operation.
+pub(crate) const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The router of a node's HTTP API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/kv/{key}", put(kv::put).get(kv::get).delete(kv::delete))
+        .route("/kv/{key}/cas", post(kv::cas))
+        .route("/admin/init", post(admin::init))
+        .route("/admin/add-learner", post(admin::add_learner))
+        .route("/admin/change-membership", post(admin::change_membership))
+        .route("/admin/transfer-leader", post(admin::transfer_leader))
+        .route("/admin/metrics", get(admin::metrics))
+        .route("/admin/dump", get(admin::dump))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

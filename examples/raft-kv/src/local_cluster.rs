@@ -1,0 +1,260 @@
+//! A cluster of `raft-kv node` processes on loopback, for the demo and the multi-process
+//! tests: start, kill -9, restart, and wait on conditions of the nodes' metrics.
+
+use std::fs::{self, File};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// One node of a [`LocalCluster`].
+pub struct LocalNode {
+    /// The node's Raft id (1-based).
+    pub id: u64,
+    /// Its Raft RPC address.
+    pub raft_addr: String,
+    /// Its HTTP address.
+    pub http_addr: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl LocalNode {
+    /// The base URL of its HTTP API.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// Whether its process is running and not paused (as far as this handle knows).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some() && !self.paused
+    }
+}
+
+/// Nodes as child processes of this one; every process still running is killed on drop.
+pub struct LocalCluster {
+    binary: PathBuf,
+    root: PathBuf,
+    /// The nodes, node `i + 1` at index `i`.
+    pub nodes: Vec<LocalNode>,
+    client: reqwest::Client,
+    extra_args: Vec<String>,
+}
+
+/// Ports the OS says are free now. All are held until every one is picked, so they differ.
+fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let listeners = (0..n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>()?;
+    listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect()
+}
+
+impl LocalCluster {
+    /// A cluster of `n` nodes run from `binary`, with data directories under `root`. Starts
+    /// nothing.
+    ///
+    /// # Errors
+    /// If `root` cannot be created or no free ports are found.
+    pub fn new(binary: &Path, root: &Path, n: usize) -> std::io::Result<Self> {
+        fs::create_dir_all(root)?;
+        let ports = free_ports(2 * n)?;
+        let nodes = (0..n)
+            .map(|i| LocalNode {
+                id: i as u64 + 1,
+                raft_addr: format!("127.0.0.1:{}", ports[2 * i]),
+                http_addr: format!("127.0.0.1:{}", ports[2 * i + 1]),
+                data_dir: root.join(format!("node{}", i + 1)),
+                child: None,
+                paused: false,
+            })
+            .collect();
+        let client =
+            reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(std::io::Error::other)?;
+        Ok(Self { binary: binary.to_path_buf(), root: root.to_path_buf(), nodes, client, extra_args: Vec::new() })
+    }
+
+    /// Pass `args` to every node started from now on (e.g. `--snapshot-every 500`).
+    pub fn node_args(&mut self, args: &[&str]) {
+        self.extra_args = args.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// The HTTP client the cluster uses; handy for tests.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Start node index `i` (`raft-kv node ...`), its output appended to `<root>/node<id>.log`.
+    ///
+    /// # Errors
+    /// If the process cannot be spawned.
+    pub fn start(&mut self, i: usize) -> std::io::Result<()> {
+        let log = File::options().create(true).append(true).open(self.root.join(format!("node{}.log", i + 1)))?;
+        let node = &mut self.nodes[i];
+        let child = Command::new(&self.binary)
+            .arg("node")
+            .args(["--id", &node.id.to_string()])
+            .args(["--raft-addr", &node.raft_addr])
+            .args(["--http-addr", &node.http_addr])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// Start every node that is not running.
+    ///
+    /// # Errors
+    /// If a process cannot be spawned.
+    pub fn start_all(&mut self) -> std::io::Result<()> {
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].is_running() {
+                self.start(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pause (`SIGSTOP`) or resume (`SIGCONT`) node index `i`: to its peers, a paused node is
+    /// a node cut off from the network, with its connections open.
+    ///
+    /// # Errors
+    /// If the node is not running or `kill` fails.
+    pub fn set_paused(&mut self, i: usize, paused: bool) -> std::io::Result<()> {
+        let node = &mut self.nodes[i];
+        let pid = node.child.as_ref().ok_or_else(|| std::io::Error::other("the node is not running"))?.id();
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill").args([signal, &pid.to_string()]).status()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!("kill {signal} {pid} failed")));
+        }
+        node.paused = paused;
+        Ok(())
+    }
+
+    /// `kill -9` node index `i` and reap it.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].paused = false;
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `kill -9` every node.
+    pub fn kill_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+
+    /// `POST /admin/init` on node index `i` with every node as a voter.
+    ///
+    /// # Errors
+    /// If the request fails or is refused.
+    pub async fn init(&self, i: usize) -> Result<(), String> {
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        self.init_with(i, &all).await
+    }
+
+    /// `POST /admin/init` on node index `i` with the nodes at `voters` as the voters.
+    ///
+    /// # Errors
+    /// If the request fails or is refused.
+    pub async fn init_with(&self, i: usize, voters: &[usize]) -> Result<(), String> {
+        let members: serde_json::Map<String, Value> = voters
+            .iter()
+            .map(|v| &self.nodes[*v])
+            .map(|n| (n.id.to_string(), json!({ "raft_addr": n.raft_addr, "http_addr": n.http_addr })))
+            .collect();
+        let resp = self
+            .client
+            .post(format!("{}/admin/init", self.nodes[i].url()))
+            .json(&members)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if resp.status().is_success() { Ok(()) } else { Err(resp.text().await.unwrap_or_default()) }
+    }
+
+    /// Node index `i`'s metrics, or `None` if it does not answer.
+    pub async fn metrics(&self, i: usize) -> Option<Value> {
+        let resp = self.client.get(format!("{}/admin/metrics", self.nodes[i].url())).send().await.ok()?;
+        resp.json().await.ok()
+    }
+
+    /// Poll node index `i`'s metrics until `cond` holds, for at most `timeout`.
+    ///
+    /// # Errors
+    /// The last metrics seen (or that there were none) when the time is up.
+    pub async fn wait_metrics(
+        &self,
+        i: usize,
+        timeout: Duration,
+        what: &str,
+        cond: impl Fn(&Value) -> bool,
+    ) -> Result<Value, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let m = self.metrics(i).await;
+            if let Some(m) = &m
+                && cond(m)
+            {
+                return Ok(m.clone());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("node {}: timeout waiting for {what}; last metrics: {m:?}", i + 1));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait until a running node is leader and every running node knows it; returns its index.
+    ///
+    /// # Errors
+    /// When no such leader appears within `timeout`.
+    pub async fn wait_leader(&self, timeout: Duration) -> Result<usize, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut leaders = Vec::new();
+            let mut all_agree = true;
+            for (i, node) in self.nodes.iter().enumerate() {
+                if !node.is_running() {
+                    continue;
+                }
+                let m = self.metrics(i).await;
+                let leader = m.as_ref().and_then(|m| m["current_leader"].as_u64());
+                if m.as_ref().is_some_and(|m| m["state"] == "Leader") {
+                    leaders.push(i);
+                }
+                if leaders.first().is_some_and(|l| Some(self.nodes[*l].id) != leader) || leader.is_none() {
+                    all_agree = false;
+                }
+            }
+            if let ([l], true) = (leaders.as_slice(), all_agree) {
+                return Ok(*l);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("no agreed leader within {timeout:?} (leaders seen: {leaders:?})"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Where the data and logs live.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}

@@ -1,0 +1,155 @@
+//! The `raft-kv` binary: run a node, a local demo cluster, or a load generator.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use quorate::SnapshotPolicy;
+use raft_kv::KvNode;
+use raft_kv::bench::{self, Api, BenchOptions};
+use raft_kv::node::{self, BoxError, NodeOptions};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "raft-kv", about = "A replicated key-value store on quorate")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node.
+    Node(NodeArgs),
+    /// Start a 3-node cluster on loopback as child processes, use it, and stop it.
+    Demo,
+    /// Generate write load against a cluster and report writes/s and latency.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// This node's id.
+    #[arg(long)]
+    id: u64,
+    /// Address to listen on for Raft RPCs, and to advertise to the other nodes.
+    #[arg(long)]
+    raft_addr: String,
+    /// Address to serve the HTTP API on, and to advertise for forwarding.
+    #[arg(long)]
+    http_addr: String,
+    /// Address to bind the Raft listener to, if not --raft-addr (e.g. 0.0.0.0:7001).
+    #[arg(long)]
+    raft_listen: Option<String>,
+    /// Address to bind the HTTP listener to, if not --http-addr.
+    #[arg(long)]
+    http_listen: Option<String>,
+    /// Directory of the node's log and snapshots.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Another member of the initial cluster, as `id=raft_addr@http_addr`; repeatable.
+    #[arg(long = "peer", value_parser = parse_peer)]
+    peers: Vec<(u64, KvNode)>,
+    /// Initialize a cluster of this node and the `--peer`s, unless this node has state.
+    #[arg(long)]
+    bootstrap: bool,
+    /// Leader heartbeat interval.
+    #[arg(long, default_value_t = 100)]
+    heartbeat_ms: u64,
+    /// Election timeout lower bound (the upper bound is twice it).
+    #[arg(long, default_value_t = 500)]
+    election_timeout_ms: u64,
+    /// Build a snapshot after this many applied entries.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_every: u64,
+    /// Entries to keep in the log behind a snapshot, for followers slightly behind.
+    #[arg(long, default_value_t = 1000)]
+    keep_logs: u64,
+    /// How long an HTTP request waits for Raft before answering 504.
+    #[arg(long, default_value_t = 5000)]
+    request_timeout_ms: u64,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Base URL of a node; repeatable (clients are spread over the targets).
+    #[arg(long = "target", required = true)]
+    targets: Vec<String>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Total writes.
+    #[arg(long, default_value_t = 10_000)]
+    ops: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 64)]
+    value_size: usize,
+    /// Send etcd v3 JSON-gateway puts instead (to compare with etcd using the same client).
+    #[arg(long)]
+    etcd: bool,
+}
+
+fn parse_peer(s: &str) -> Result<(u64, KvNode), String> {
+    let (id, addrs) = s.split_once('=').ok_or("expected id=raft_addr@http_addr")?;
+    let (raft_addr, http_addr) = addrs.split_once('@').ok_or("expected id=raft_addr@http_addr")?;
+    let id = id.parse().map_err(|e| format!("bad peer id {id:?}: {e}"))?;
+    Ok((id, KvNode { raft_addr: raft_addr.to_string(), http_addr: http_addr.to_string() }))
+}
+
+fn init_tracing(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    match Cli::parse().command {
+        Command::Node(args) => {
+            init_tracing("info");
+            let mut config = node::default_config();
+            config.heartbeat_interval = Duration::from_millis(args.heartbeat_ms);
+            config.election_timeout_min = Duration::from_millis(args.election_timeout_ms);
+            config.election_timeout_max = Duration::from_millis(2 * args.election_timeout_ms);
+            config.snapshot_policy = SnapshotPolicy::LogsSinceLast(args.snapshot_every);
+            config.max_in_snapshot_log_to_keep = args.keep_logs;
+            let opts = NodeOptions {
+                id: args.id,
+                raft_addr: args.raft_addr,
+                http_addr: args.http_addr,
+                raft_listen: args.raft_listen,
+                http_listen: args.http_listen,
+                data_dir: args.data_dir,
+                peers: args.peers.into_iter().collect::<BTreeMap<_, _>>(),
+                bootstrap: args.bootstrap,
+                config,
+                request_timeout: Duration::from_millis(args.request_timeout_ms),
+            };
+            node::run(opts).await
+        }
+        Command::Demo => {
+            init_tracing("warn");
+            let binary = std::env::current_exe()?;
+            let root = std::env::temp_dir().join(format!("raft-kv-demo-{}", std::process::id()));
+            let result = raft_kv::demo::run(&binary, &root).await;
+            let _ = std::fs::remove_dir_all(&root);
+            result
+        }
+        Command::Bench(args) => {
+            init_tracing("warn");
+            let api = if args.etcd { Api::Etcd } else { Api::RaftKv };
+            let opts = BenchOptions {
+                api,
+                targets: args.targets,
+                clients: args.clients,
+                ops: args.ops,
+                value_size: args.value_size,
+            };
+            let report = bench::run(&opts).await?;
+            println!("{report}");
+            Ok(())
+        }
+    }
+}

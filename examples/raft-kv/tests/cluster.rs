@@ -1,0 +1,492 @@
+//! Black-box tests of `raft-kv node` processes on loopback: kill -9, restarts, snapshots,
+//! and the HTTP API's answers. Every wait polls `/admin/metrics` (or retries a request) until
+//! a condition holds or a timeout passes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use raft_kv::local_cluster::LocalCluster;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+type TestResult = Result<(), String>;
+
+/// Start `n` nodes with `args`, initialize through node 1 and wait for a leader.
+async fn start_cluster(root: &Path, args: &[&str]) -> Result<LocalCluster, String> {
+    let mut cluster =
+        LocalCluster::new(Path::new(env!("CARGO_BIN_EXE_raft-kv")), root, 3).map_err(|e| e.to_string())?;
+    cluster.node_args(args);
+    cluster.start_all().map_err(|e| e.to_string())?;
+    for i in 0..3 {
+        cluster.wait_metrics(i, WAIT, "the HTTP API", |_| true).await?;
+    }
+    cluster.init(0).await?;
+    cluster.wait_leader(WAIT).await?;
+    Ok(cluster)
+}
+
+/// Run a test body; on failure print the tail of every node's log before panicking.
+async fn run_test<F: Future<Output = TestResult>>(root: &Path, body: F) {
+    if let Err(e) = body.await {
+        for i in 1..=3 {
+            let log = std::fs::read_to_string(root.join(format!("node{i}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("---- node{i}.log (last lines) ----");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        panic!("{e}");
+    }
+}
+
+/// PUT `key` = `value` through the nodes in `urls` (round robin), retrying until acknowledged
+/// or `WAIT` passes. A PUT of the same value is idempotent, so retrying an unknown outcome is
+/// safe. Returns whether the write was acknowledged.
+async fn put_until_acked(client: &reqwest::Client, urls: &[String], key: &str, value: &str, start: usize) -> bool {
+    let deadline = Instant::now() + WAIT;
+    let mut attempt = start;
+    while Instant::now() < deadline {
+        let url = &urls[attempt % urls.len()];
+        attempt += 1;
+        match client.put(format!("{url}/kv/{key}")).body(value.to_string()).send().await {
+            Ok(r) if r.status() == 200 => return true,
+            // 503 (not applied), 504/500 (unknown), or a node that is down: retry elsewhere.
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    false
+}
+
+/// Write `keys` concurrently through `urls`; returns the acknowledged pairs.
+async fn write_keys(
+    client: &reqwest::Client,
+    urls: &[String],
+    keys: impl Iterator<Item = u64>,
+    tag: &str,
+) -> Result<BTreeMap<String, String>, String> {
+    let results: Vec<_> = futures_util::stream::iter(keys)
+        .map(|k| async move {
+            let (key, value) = (format!("key-{k}"), format!("{tag}-{k}"));
+            let acked = put_until_acked(client, urls, &key, &value, k as usize).await;
+            (key, value, acked)
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut acked = BTreeMap::new();
+    for (k, v, ok) in results {
+        if !ok {
+            return Err(format!("write of {k} was never acknowledged"));
+        }
+        acked.insert(k, v);
+    }
+    Ok(acked)
+}
+
+fn urls(cluster: &LocalCluster, nodes: &[usize]) -> Vec<String> {
+    nodes.iter().map(|i| cluster.nodes[*i].url()).collect()
+}
+
+/// Wait until every running node has applied at least the leader's committed index, and
+/// return it.
+async fn wait_all_applied(cluster: &LocalCluster) -> Result<u64, String> {
+    let leader = cluster.wait_leader(WAIT).await?;
+    let m = cluster.metrics(leader).await.ok_or("the leader does not answer")?;
+    let target = m["committed_index"].as_u64().ok_or("no committed index")?;
+    for i in 0..cluster.nodes.len() {
+        if cluster.nodes[i].is_running() {
+            cluster
+                .wait_metrics(i, WAIT, "catch-up", |m| m["applied_index"].as_u64().is_some_and(|a| a >= target))
+                .await?;
+        }
+    }
+    Ok(target)
+}
+
+/// Every acknowledged pair is in every running node's local state machine (stale reads), and
+/// the state machines are identical.
+async fn check_acked_everywhere(cluster: &LocalCluster, acked: &BTreeMap<String, String>) -> TestResult {
+    let applied = wait_all_applied(cluster).await?;
+    let client = cluster.client();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        if !node.is_running() {
+            continue;
+        }
+        let url = node.url();
+        let missing: Vec<String> = futures_util::stream::iter(acked.iter())
+            .map(|(k, v)| {
+                let url = url.clone();
+                async move {
+                    let body: Result<Value, reqwest::Error> =
+                        async { client.get(format!("{url}/kv/{k}?stale=true")).send().await?.json().await }.await;
+                    match body {
+                        Ok(body) if body["value"] == json!(v) => None,
+                        Ok(body) => Some(format!("{k}: {}", body["value"])),
+                        Err(e) => Some(format!("{k}: {e}")),
+                    }
+                }
+            })
+            .buffer_unordered(32)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        if !missing.is_empty() {
+            return Err(format!(
+                "node {}: {} acknowledged writes missing or wrong, e.g. {:?}",
+                i + 1,
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            ));
+        }
+    }
+    // No more writes: once every node has applied the same index, the maps must be equal.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut dumps = Vec::new();
+        for node in cluster.nodes.iter().filter(|n| n.is_running()) {
+            let d: Value = client
+                .get(format!("{}/admin/dump", node.url()))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            dumps.push((node.id, d));
+        }
+        let (first, rest) = dumps.split_first().ok_or("no running node")?;
+        if rest.iter().all(|(_, d)| d["applied_index"] == first.1["applied_index"]) {
+            if let Some((id, _)) = rest.iter().find(|(_, d)| d["data"] != first.1["data"]) {
+                return Err(format!("state machines of nodes {} and {id} differ at the same applied index", first.0));
+            }
+            if first.1["applied_index"].as_u64() < Some(applied) {
+                return Err(format!("nodes went back below applied index {applied}"));
+            }
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err("the nodes never applied the same index".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// 1000 concurrent writes through every node, kill -9 of the leader, more writes through the
+/// survivors, restart of the killed node: nothing acknowledged is lost anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_and_restart_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run_test(&root, async {
+        let mut cluster = start_cluster(&root, &[]).await?;
+        let client = cluster.client().clone();
+        let mut acked = write_keys(&client, &urls(&cluster, &[0, 1, 2]), 0..1000, "a").await?;
+
+        let leader = cluster.wait_leader(WAIT).await?;
+        cluster.kill(leader);
+        let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+        acked.extend(write_keys(&client, &urls(&cluster, &survivors), 1000..1300, "b").await?);
+        let new_leader = cluster.wait_leader(WAIT).await?;
+        if new_leader == leader {
+            return Err("the killed node cannot lead".into());
+        }
+
+        cluster.start(leader).map_err(|e| e.to_string())?;
+        acked.extend(write_keys(&client, &urls(&cluster, &[0, 1, 2]), 1300..1400, "c").await?);
+        check_acked_everywhere(&cluster, &acked).await
+    })
+    .await;
+}
+
+/// kill -9 of all three nodes at once, then restart: every acknowledged write is still there,
+/// and the cluster takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_crash_and_restart_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run_test(&root, async {
+        let mut cluster = start_cluster(&root, &[]).await?;
+        let client = cluster.client().clone();
+        let mut acked = write_keys(&client, &urls(&cluster, &[0, 1, 2]), 0..500, "a").await?;
+
+        cluster.kill_all();
+        cluster.start_all().map_err(|e| e.to_string())?;
+        cluster.wait_leader(WAIT).await?;
+        acked.extend(write_keys(&client, &urls(&cluster, &[0, 1, 2]), 500..600, "b").await?);
+
+        // Linearizable reads through a node agree too.
+        for (k, v) in acked.iter().take(50) {
+            let body: Value = client
+                .get(format!("{}/kv/{k}", cluster.nodes[1].url()))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            if body["value"] != json!(v) {
+                return Err(format!("linearizable read of {k}: {body}"));
+            }
+        }
+        check_acked_everywhere(&cluster, &acked).await
+    })
+    .await;
+}
+
+/// With frequent snapshots and no log kept behind them, a follower that was down catches up by
+/// receiving a snapshot over the network; then the whole cluster restarts from snapshots plus
+/// log replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_follower_catches_up_through_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run_test(&root, async {
+        let mut cluster = start_cluster(&root, &["--snapshot-every", "100", "--keep-logs", "0"]).await?;
+        let client = cluster.client().clone();
+        let leader = cluster.wait_leader(WAIT).await?;
+        let follower = (leader + 1) % 3;
+        cluster.kill(follower);
+        let live: Vec<usize> = (0..3).filter(|i| *i != follower).collect();
+        let mut acked = write_keys(&client, &urls(&cluster, &live), 0..600, "a").await?;
+        cluster
+            .wait_metrics(leader, WAIT, "a purged log", |m| m["purged_index"].as_u64().is_some_and(|p| p > 100))
+            .await?;
+
+        cluster.start(follower).map_err(|e| e.to_string())?;
+        let target = wait_all_applied(&cluster).await?;
+        let m = cluster.metrics(follower).await.ok_or("the follower does not answer")?;
+        if m["snapshot_index"].as_u64().is_none() {
+            return Err(format!("the follower caught up to {target} without a snapshot: {m}"));
+        }
+
+        cluster.kill_all();
+        cluster.start_all().map_err(|e| e.to_string())?;
+        acked.extend(write_keys(&client, &urls(&cluster, &[0, 1, 2]), 600..700, "b").await?);
+        check_acked_everywhere(&cluster, &acked).await
+    })
+    .await;
+}
+
+async fn request(client: &reqwest::Client, req: reqwest::RequestBuilder) -> Result<(u16, Value), String> {
+    let _ = client;
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp.json().await.map_err(|e| format!("a non-JSON answer with status {status}: {e}"))?;
+    Ok((status, body))
+}
+
+/// The API answers bad input with JSON 4xx errors, CAS semantics, forwarding of admin calls,
+/// and leadership transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_api_answers_with_json_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run_test(&root, async {
+        let cluster = start_cluster(&root, &[]).await?;
+        let c = cluster.client();
+        let leader = cluster.wait_leader(WAIT).await?;
+        let follower = cluster.nodes[(leader + 1) % 3].url();
+        let expect = |what: &str, got: (u16, Value), status: u16| -> TestResult {
+            if got.0 == status { Ok(()) } else { Err(format!("{what}: expected {status}, got {} {}", got.0, got.1)) }
+        };
+
+        let cas = format!("{follower}/kv/k/cas");
+        expect("absent read", request(c, c.get(format!("{follower}/kv/k"))).await?, 200)?;
+        expect("cas create", request(c, c.post(&cas).json(&json!({"expected": null, "new": "1"}))).await?, 200)?;
+        let (status, body) = request(c, c.post(&cas).json(&json!({"expected": "0", "new": "2"}))).await?;
+        if status != 409 || body["current"] != "1" || body["outcome"] != "not_applied" {
+            return Err(format!("cas mismatch: {status} {body}"));
+        }
+        expect("cas delete", request(c, c.post(&cas).json(&json!({"expected": "1", "new": null}))).await?, 200)?;
+        let (_, body) = request(c, c.get(format!("{follower}/kv/k"))).await?;
+        if body["found"] != false {
+            return Err(format!("deleted key still found: {body}"));
+        }
+
+        expect("malformed json", request(c, c.post(&cas).body("{not json")).await?, 400)?;
+        expect("unknown field", request(c, c.post(&cas).json(&json!({"expected": null, "nwe": "x"}))).await?, 400)?;
+        // The server answers 413 before reading the whole body and closes the connection: use
+        // a client of its own so that no pooled connection of `c` is the one closed.
+        let once = reqwest::Client::new();
+        let big = once.put(format!("{follower}/kv/big")).body(vec![b'x'; 2 << 20]);
+        expect("oversized", request(&once, big).await?, 413)?;
+        expect("unknown route", request(c, c.get(format!("{follower}/nope"))).await?, 404)?;
+        expect("bad method", request(c, c.post(format!("{follower}/kv/k"))).await?, 405)?;
+        let voters = format!("{follower}/admin/change-membership");
+        expect("unknown voter", request(c, c.post(&voters).json(&json!({"voters": [1, 2, 42]}))).await?, 400)?;
+        expect("init again", request(c, c.post(format!("{follower}/admin/init")).json(&json!({}))).await?, 400)?;
+        let transfer = format!("{follower}/admin/transfer-leader");
+        expect("transfer to a stranger", request(c, c.post(&transfer).json(&json!({"to": 42}))).await?, 400)?;
+
+        // Leadership moves to the node we ask for, through a follower.
+        let to = (leader + 2) % 3;
+        expect("transfer", request(c, c.post(&transfer).json(&json!({"to": to + 1}))).await?, 200)?;
+        let new_leader = cluster.wait_leader(WAIT).await?;
+        if new_leader != to {
+            return Err(format!("leadership went to node {} instead of {}", new_leader + 1, to + 1));
+        }
+        expect("write after transfer", request(c, c.put(format!("{follower}/kv/after")).body("x")).await?, 200)?;
+        Ok(())
+    })
+    .await;
+}
+
+/// What a compare-and-set increment attempt ended with.
+enum Increment {
+    Acked,
+    Mismatch,
+    NotApplied,
+    Unknown,
+}
+
+async fn read_counter(client: &reqwest::Client, url: &str) -> Option<u64> {
+    let body: Value = client.get(format!("{url}/kv/counter")).send().await.ok()?.json().await.ok()?;
+    if body["ok"] != true {
+        return None;
+    }
+    body["value"].as_str().map_or(Some(0), |v| v.parse().ok())
+}
+
+async fn try_increment(client: &reqwest::Client, url: &str) -> Increment {
+    let Some(n) = read_counter(client, url).await else { return Increment::NotApplied };
+    let expected = if n == 0 { Value::Null } else { json!(n.to_string()) };
+    let sent = client
+        .post(format!("{url}/kv/counter/cas"))
+        .json(&json!({"expected": expected, "new": (n + 1).to_string()}))
+        .send()
+        .await;
+    let Ok(resp) = sent else { return Increment::Unknown };
+    match resp.status().as_u16() {
+        200 => Increment::Acked,
+        409 => Increment::Mismatch,
+        503 | 400..=499 => Increment::NotApplied,
+        _ => Increment::Unknown,
+    }
+}
+
+/// Clients increment a counter with read + compare-and-set through every node while the leader
+/// is killed and restarted, and later paused and resumed. Every acknowledged increment counts exactly once: the final value
+/// is at least the acknowledged increments and at most those plus the ones of unknown outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_set_increments_count_exactly_once_across_leader_crash_and_pause() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run_test(&root, async {
+        let mut cluster = start_cluster(&root, &[]).await?;
+        let client = cluster.client().clone();
+        let all = urls(&cluster, &[0, 1, 2]);
+
+        let run_clients = |urls: Vec<String>, per_client: u64| {
+            let client = client.clone();
+            async move {
+                let tasks: Vec<_> = (0..6)
+                    .map(|c| {
+                        let (client, urls) = (client.clone(), urls.clone());
+                        tokio::spawn(async move {
+                            let (mut acked, mut unknown, mut attempt) = (0u64, 0u64, c);
+                            let deadline = Instant::now() + WAIT;
+                            while acked < per_client && Instant::now() < deadline {
+                                attempt += 1;
+                                match try_increment(&client, &urls[attempt % urls.len()]).await {
+                                    Increment::Acked => acked += 1,
+                                    Increment::Unknown => unknown += 1,
+                                    Increment::Mismatch => {}
+                                    Increment::NotApplied => tokio::time::sleep(Duration::from_millis(20)).await,
+                                }
+                            }
+                            (acked, unknown)
+                        })
+                    })
+                    .collect();
+                let mut total = (0, 0);
+                for t in tasks {
+                    let (a, u) = t.await.map_err(|e| e.to_string())?;
+                    total = (total.0 + a, total.1 + u);
+                }
+                Ok::<_, String>(total)
+            }
+        };
+
+        let (mut acked, mut unknown) = run_clients(all.clone(), 15).await?;
+        let leader = cluster.wait_leader(WAIT).await?;
+        cluster.kill(leader);
+        let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+        let (a, u) = run_clients(urls(&cluster, &survivors), 10).await?;
+        (acked, unknown) = (acked + a, unknown + u);
+        cluster.start(leader).map_err(|e| e.to_string())?;
+        let (a, u) = run_clients(all.clone(), 5).await?;
+        (acked, unknown) = (acked + a, unknown + u);
+
+        // A paused leader looks partitioned away: the others elect a new one and go on; when
+        // it resumes, whatever it had in flight is either applied once or never.
+        let leader = cluster.wait_leader(WAIT).await?;
+        cluster.set_paused(leader, true).map_err(|e| e.to_string())?;
+        let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+        let (a, u) = run_clients(urls(&cluster, &survivors), 5).await?;
+        (acked, unknown) = (acked + a, unknown + u);
+        cluster.set_paused(leader, false).map_err(|e| e.to_string())?;
+        let (a, u) = run_clients(all.clone(), 5).await?;
+        (acked, unknown) = (acked + a, unknown + u);
+
+        cluster.wait_leader(WAIT).await?;
+        let value = read_counter(&client, &all[0]).await.ok_or("cannot read the counter")?;
+        if value < acked || value > acked + unknown {
+            return Err(format!("counter is {value}: {acked} increments acknowledged, {unknown} of unknown outcome"));
+        }
+        if acked < 6 * 40 {
+            return Err(format!("only {acked} increments acknowledged"));
+        }
+        Ok(())
+    })
+    .await;
+}
+
+/// A fourth node joins as a learner and catches up, then the voters become {2, 3, 4}: node 1
+/// leaves, writes go on, and the new member holds everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_change_replaces_a_voter() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run_test(&root, async {
+        let mut cluster =
+            LocalCluster::new(Path::new(env!("CARGO_BIN_EXE_raft-kv")), &root, 4).map_err(|e| e.to_string())?;
+        cluster.start_all().map_err(|e| e.to_string())?;
+        for i in 0..4 {
+            cluster.wait_metrics(i, WAIT, "the HTTP API", |_| true).await?;
+        }
+        cluster.init_with(0, &[0, 1, 2]).await?;
+        let client = cluster.client().clone();
+        let mut acked = write_keys(&client, &urls(&cluster, &[0, 1, 2]), 0..200, "a").await?;
+
+        let n4 = &cluster.nodes[3];
+        let learner = json!({ "id": 4, "raft_addr": n4.raft_addr, "http_addr": n4.http_addr });
+        let (status, body) =
+            request(&client, client.post(format!("{}/admin/add-learner", cluster.nodes[1].url())).json(&learner))
+                .await?;
+        if status != 200 {
+            return Err(format!("add-learner: {status} {body}"));
+        }
+        let voters = json!({ "voters": [2, 3, 4] });
+        let (status, body) =
+            request(&client, client.post(format!("{}/admin/change-membership", cluster.nodes[2].url())).json(&voters))
+                .await?;
+        if status != 200 {
+            return Err(format!("change-membership: {status} {body}"));
+        }
+        // Node 1 is no longer a member: stop it and go on with the others.
+        cluster.kill(0);
+        acked.extend(write_keys(&client, &urls(&cluster, &[1, 2, 3]), 200..300, "b").await?);
+        let leader = cluster.wait_leader(WAIT).await?;
+        let m = cluster.metrics(leader).await.ok_or("the leader does not answer")?;
+        if m["membership"]["configs"] != json!([[2, 3, 4]]) {
+            return Err(format!("unexpected membership: {}", m["membership"]));
+        }
+        check_acked_everywhere(&cluster, &acked).await
+    })
+    .await;
+}

@@ -1,0 +1,207 @@
+//! The log store and state machine through quorate's storage traits: what survives a reopen,
+//! torn tails, truncation and purge replay.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+
+use quorate::storage::SnapshotMeta;
+use quorate::{
+    Entry, IOFlushed, LeaderId, LogId, RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine, Vote,
+};
+use raft_kv::store::{LogStore, StateMachineStore};
+use raft_kv::{Request, TypeConfig};
+
+type C = TypeConfig;
+
+fn log_id(term: u64, index: u64) -> LogId<C> {
+    LogId::new(LeaderId::new(term, 1), index)
+}
+
+fn entry(term: u64, index: u64) -> Entry<C> {
+    Entry::new_normal(log_id(term, index), Request::Set { key: format!("k{index}"), value: format!("t{term}") })
+}
+
+async fn append_durably(store: &mut LogStore, entries: Vec<Entry<C>>) {
+    let (cb, rx) = IOFlushed::with_receiver();
+    store.append(entries, cb).await.unwrap();
+    rx.await.unwrap().unwrap();
+}
+
+async fn all_entries(store: &mut LogStore) -> Vec<LogId<C>> {
+    let mut reader = store.get_log_reader().await;
+    reader.try_get_log_entries(0..u64::MAX).await.unwrap().into_iter().map(|e| e.log_id).collect()
+}
+
+fn last_segment(dir: &Path) -> std::path::PathBuf {
+    let mut segs: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    segs.sort();
+    segs.pop().unwrap()
+}
+
+#[tokio::test]
+async fn durable_appends_and_vote_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let vote = Vote::new(3, 2);
+    {
+        let mut store = LogStore::open(dir.path()).unwrap();
+        store.save_vote(&vote).await.unwrap();
+        append_durably(&mut store, (1..=10).map(|i| entry(1, i)).collect()).await;
+        store.save_committed(Some(log_id(1, 7))).await.unwrap();
+        append_durably(&mut store, vec![entry(1, 11)]).await;
+    }
+    let mut store = LogStore::open(dir.path()).unwrap();
+    assert_eq!(store.read_vote().await.unwrap(), Some(vote));
+    assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 7)));
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id, Some(log_id(1, 11)));
+    assert_eq!(all_entries(&mut store).await, (1..=11).map(|i| log_id(1, i)).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn torn_tail_is_truncated_on_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = LogStore::open(dir.path()).unwrap();
+        append_durably(&mut store, (1..=5).map(|i| entry(1, i)).collect()).await;
+    }
+    // A crash in the middle of a write: a frame header promising more bytes than follow.
+    let seg = last_segment(dir.path());
+    let len_before = std::fs::metadata(&seg).unwrap().len();
+    OpenOptions::new().append(true).open(&seg).unwrap().write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9]).unwrap();
+
+    let mut store = LogStore::open(dir.path()).unwrap();
+    assert_eq!(all_entries(&mut store).await.len(), 5);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len_before, "the torn frame is cut off");
+    // The log continues normally after recovery.
+    append_durably(&mut store, vec![entry(1, 6)]).await;
+    drop(store);
+    let mut store = LogStore::open(dir.path()).unwrap();
+    assert_eq!(store.get_log_state().await.unwrap().last_log_id, Some(log_id(1, 6)));
+}
+
+#[tokio::test]
+async fn truncate_and_purge_are_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = LogStore::open(dir.path()).unwrap();
+        append_durably(&mut store, (1..=10).map(|i| entry(1, i)).collect()).await;
+        // A new leader overwrites 8.. with its own entries.
+        store.truncate(log_id(1, 8)).await.unwrap();
+        append_durably(&mut store, (8..=9).map(|i| entry(2, i)).collect()).await;
+        store.purge(log_id(1, 3)).await.unwrap();
+        // A purge is lazy: the next durable append makes it durable.
+        append_durably(&mut store, vec![entry(2, 10)]).await;
+    }
+    let mut store = LogStore::open(dir.path()).unwrap();
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 3)));
+    assert_eq!(state.last_log_id, Some(log_id(2, 10)));
+    let expected: Vec<_> = (4..=7).map(|i| log_id(1, i)).chain((8..=10).map(|i| log_id(2, i))).collect();
+    assert_eq!(all_entries(&mut store).await, expected);
+}
+
+#[tokio::test]
+async fn purging_everything_keeps_the_purged_id() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = LogStore::open(dir.path()).unwrap();
+        append_durably(&mut store, (1..=4).map(|i| entry(1, i)).collect()).await;
+        // As after installing a snapshot ahead of the log.
+        store.purge(log_id(2, 20)).await.unwrap();
+        append_durably(&mut store, vec![entry(2, 21)]).await;
+    }
+    let mut store = LogStore::open(dir.path()).unwrap();
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(2, 20)));
+    assert_eq!(all_entries(&mut store).await, vec![log_id(2, 21)]);
+}
+
+#[tokio::test]
+async fn state_machine_restarts_from_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta: SnapshotMeta<C>;
+    {
+        let mut sm = StateMachineStore::open(dir.path()).unwrap();
+        let resp = sm.apply((1..=3).map(|i| entry(1, i)).collect()).await.unwrap();
+        assert!(resp.iter().all(|r| r.ok));
+        let cas = Entry::new_normal(
+            log_id(1, 4),
+            Request::CompareAndSet { key: "k1".into(), expected: Some("wrong".into()), new: None },
+        );
+        assert!(!sm.apply(vec![cas]).await.unwrap()[0].ok);
+        let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        meta = snapshot.meta;
+        assert_eq!(meta.last_log_id, Some(log_id(1, 4)));
+        // Applied after the snapshot: lost on restart, re-applied by quorate from the log.
+        sm.apply(vec![entry(1, 5)]).await.unwrap();
+    }
+    let mut sm = StateMachineStore::open(dir.path()).unwrap();
+    let (applied, _) = sm.applied_state().await.unwrap();
+    assert_eq!(applied, Some(log_id(1, 4)));
+    assert_eq!(sm.get("k3").as_deref(), Some("t1"));
+    assert_eq!(sm.get("k5"), None);
+    let current = sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta, meta);
+}
+
+#[tokio::test]
+async fn installed_snapshot_replaces_the_state() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let mut leader = StateMachineStore::open(leader_dir.path()).unwrap();
+    leader.apply((1..=20).map(|i| entry(1, i)).collect()).await.unwrap();
+    let snapshot = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = StateMachineStore::open(dir.path()).unwrap();
+    sm.apply(vec![Entry::new_normal(log_id(1, 1), Request::Set { key: "stale".into(), value: "x".into() })])
+        .await
+        .unwrap();
+    let mut buf = sm.begin_receiving_snapshot().await.unwrap();
+    buf.get_mut().extend_from_slice(snapshot.snapshot.get_ref());
+    sm.install_snapshot(&snapshot.meta, buf).await.unwrap();
+    assert_eq!(sm.get("stale"), None);
+    assert_eq!(sm.get("k20").as_deref(), Some("t1"));
+    drop(sm);
+    let mut sm = StateMachineStore::open(dir.path()).unwrap();
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 20)));
+    assert_eq!(sm.get("k20").as_deref(), Some("t1"));
+}
+
+fn segment_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir).unwrap().count()
+}
+
+#[tokio::test]
+async fn purged_segments_are_deleted_and_the_rest_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // Tiny segments: a new one every few appends.
+        let mut store = LogStore::open_with_segment_bytes(dir.path(), 256).unwrap();
+        for i in 1..=100 {
+            append_durably(&mut store, vec![entry(1, i)]).await;
+            if i == 50 {
+                // Segments started after this carry `purged = 40` in their header, while the
+                // oldest one kept at the end starts well past 41.
+                store.purge(log_id(1, 40)).await.unwrap();
+            }
+        }
+        assert!(segment_count(dir.path()) > 5, "{} segments", segment_count(dir.path()));
+        // Purge most of it; the purge is made durable by the next append, then old segments go.
+        store.purge(log_id(1, 90)).await.unwrap();
+        append_durably(&mut store, vec![entry(1, 101)]).await;
+        append_durably(&mut store, vec![entry(1, 102)]).await;
+        assert!(segment_count(dir.path()) <= 4, "{} segments left", segment_count(dir.path()));
+    }
+    let mut store = LogStore::open_with_segment_bytes(dir.path(), 256).unwrap();
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 90)));
+    assert_eq!(all_entries(&mut store).await, (91..=102).map(|i| log_id(1, i)).collect::<Vec<_>>());
+    // The recovered log keeps going, and the vote written into a later segment survives too.
+    store.save_vote(&Vote::new(2, 1)).await.unwrap();
+    append_durably(&mut store, vec![entry(2, 103)]).await;
+    drop(store);
+    let mut store = LogStore::open(dir.path()).unwrap();
+    assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+    assert_eq!(store.get_log_state().await.unwrap().last_log_id, Some(log_id(2, 103)));
+}
