@@ -212,6 +212,12 @@ pub(crate) fn membership_error(e: RaftError<ClientWriteError<TypeConfig>>) -> Ap
         RaftError::APIError(e @ ClientWriteError::MembershipChangeInProgress { .. }) => {
             ApiError::rejected(StatusCode::CONFLICT, "membership_change_in_progress", e)
         }
+        RaftError::APIError(ClientWriteError::Overloaded) => {
+            ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the node is overloaded; retry later")
+        }
+        RaftError::APIError(e @ ClientWriteError::OutcomeUnknown { .. }) => {
+            ApiError::unknown(StatusCode::INTERNAL_SERVER_ERROR, "outcome_unknown", e)
+        }
         RaftError::Fatal(f) => ApiError::unknown(StatusCode::INTERNAL_SERVER_ERROR, "node_stopped", f),
     }
 }
