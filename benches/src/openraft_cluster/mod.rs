@@ -1,0 +1,191 @@
+//! openraft on the harness: type config, three voters, leader election, writes. Written
+//! against openraft's public API only.
+
+mod log_store;
+mod network;
+mod state_machine;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use log_store::LogStore;
+pub use network::{DirectClient, Router};
+use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+pub use state_machine::{NoopSnapshotBuilder, NoopStateMachine};
+
+use crate::workload::Writer;
+use crate::{BenchCluster, Empty, Phase, PhaseError, within};
+
+openraft::declare_raft_types!(
+    /// openraft's types for the bench: empty requests and responses, `u64` node ids, the
+    /// default tokio runtime.
+    pub OpenraftTypes:
+        D = Empty,
+        R = Empty,
+);
+
+/// One openraft node of the bench.
+pub type OpenraftNode = openraft::Raft<OpenraftTypes, NoopStateMachine>;
+
+const NODE_IDS: [u64; 3] = [1, 2, 3];
+
+/// Three openraft voters in this process.
+pub struct OpenraftCluster {
+    nodes: BTreeMap<u64, OpenraftNode>,
+    router: Router,
+    leader: OpenraftNode,
+}
+
+/// Writes to the leader found at startup.
+#[derive(Clone)]
+pub struct OpenraftWriter {
+    leader: OpenraftNode,
+}
+
+impl Writer for OpenraftWriter {
+    async fn write(&self) -> Result<(), String> {
+        self.leader
+            .client_write(Empty)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// openraft's defaults, which match quorate's where both have the knob, except that
+/// snapshots are off: quorate builds none, and the no-op state machine has nothing to save.
+fn config() -> Result<Arc<Config>, PhaseError> {
+    let config = Config {
+        cluster_name: "bench".to_string(),
+        snapshot_policy: SnapshotPolicy::Never,
+        ..Config::default()
+    };
+    config
+        .validate()
+        .map(Arc::new)
+        .map_err(|e| PhaseError::new(Phase::Start, e))
+}
+
+impl BenchCluster for OpenraftCluster {
+    type Writer = OpenraftWriter;
+
+    async fn start(limit: Duration) -> Result<Self, PhaseError> {
+        let router = Router::default();
+        let mut nodes = BTreeMap::new();
+        match boot(&mut nodes, &router, limit).await {
+            Ok(leader) => Ok(Self {
+                nodes,
+                router,
+                leader,
+            }),
+            Err(e) => {
+                // Best effort: the error to report is the one that stopped the start-up.
+                let _ = within(Phase::Shutdown, limit, shutdown_all(&nodes, &router)).await;
+                Err(e)
+            }
+        }
+    }
+
+    fn writer(&self) -> OpenraftWriter {
+        OpenraftWriter {
+            leader: self.leader.clone(),
+        }
+    }
+
+    async fn shutdown(self) -> Result<(), PhaseError> {
+        shutdown_all(&self.nodes, &self.router).await
+    }
+}
+
+/// Start the three nodes into `nodes`, initialize them and wait for a leader, which it returns.
+async fn boot(
+    nodes: &mut BTreeMap<u64, OpenraftNode>,
+    router: &Router,
+    limit: Duration,
+) -> Result<OpenraftNode, PhaseError> {
+    let config = config()?;
+
+    for id in NODE_IDS {
+        let raft = within(Phase::Start, limit, async {
+            OpenraftNode::new(
+                id,
+                config.clone(),
+                router.clone(),
+                LogStore::default(),
+                NoopStateMachine::default(),
+            )
+            .await
+            .map_err(|e| PhaseError::new(Phase::Start, format_args!("node {id}: {e}")))
+        })
+        .await?;
+        router.add(id, raft.clone());
+        nodes.insert(id, raft);
+    }
+
+    let members: BTreeMap<u64, BasicNode> = NODE_IDS
+        .iter()
+        .map(|id| (*id, BasicNode::new(id)))
+        .collect();
+    let first = nodes
+        .get(&NODE_IDS[0])
+        .cloned()
+        .ok_or_else(|| PhaseError::new(Phase::Start, "node 1 missing"))?;
+    within(Phase::Initialize, limit, async {
+        first
+            .initialize(members)
+            .await
+            .map_err(|e| PhaseError::new(Phase::Initialize, e))
+    })
+    .await?;
+
+    let metrics = within(Phase::Election, limit, async {
+        first
+            .wait(Some(limit))
+            .metrics(|m| m.current_leader.is_some(), "a leader is elected")
+            .await
+            .map_err(|e| PhaseError::new(Phase::Election, e))
+    })
+    .await?;
+    let leader_id = metrics.current_leader.unwrap_or(NODE_IDS[0]);
+    let leader = nodes.get(&leader_id).cloned().ok_or_else(|| {
+        PhaseError::new(
+            Phase::Election,
+            format_args!("leader {leader_id} is not a member"),
+        )
+    })?;
+
+    within(Phase::Election, limit, async {
+        leader
+            .wait(Some(limit))
+            .metrics(
+                |m| {
+                    m.state == ServerState::Leader
+                        && m.last_applied.map(|l| l.index) == m.last_log_index
+                },
+                "the leader applied its whole log",
+            )
+            .await
+            .map_err(|e| PhaseError::new(Phase::Election, e))
+    })
+    .await?;
+
+    Ok(leader)
+}
+
+/// Shut every node down, then drop the router's handles (they would keep the nodes alive).
+async fn shutdown_all(
+    nodes: &BTreeMap<u64, OpenraftNode>,
+    router: &Router,
+) -> Result<(), PhaseError> {
+    let mut first_error = None;
+    for (id, raft) in nodes {
+        if let Err(e) = raft.shutdown().await {
+            first_error.get_or_insert_with(|| {
+                PhaseError::new(Phase::Shutdown, format_args!("node {id}: {e}"))
+            });
+        }
+    }
+    router.clear();
+    first_error.map_or(Ok(()), Err)
+}
