@@ -59,6 +59,8 @@ pub enum Phase {
     Election,
     /// The client writes.
     Workload,
+    /// Checking that every acknowledged write is in the leader's log and applied on all nodes.
+    Verify,
     /// `Raft::shutdown` on the three nodes.
     Shutdown,
 }
@@ -70,6 +72,7 @@ impl fmt::Display for Phase {
             Self::Initialize => "initialize",
             Self::Election => "election",
             Self::Workload => "workload",
+            Self::Verify => "verify",
             Self::Shutdown => "shutdown",
         };
         f.write_str(name)
@@ -136,6 +139,11 @@ pub trait BenchCluster: Sized {
 
     /// A writer that proposes to the current leader.
     fn writer(&self) -> Self::Writer;
+
+    /// Check that the `writes` acknowledged since start-up are in the leader's log, and that
+    /// every node applies the leader's whole log within `limit`: a fast result from a cluster
+    /// that did not replicate would be worthless.
+    fn verify(&self, writes: u64, limit: Duration) -> impl Future<Output = Result<(), PhaseError>>;
 
     /// Stop every node and wait for their tasks to end.
     fn shutdown(self) -> impl Future<Output = Result<(), PhaseError>>;

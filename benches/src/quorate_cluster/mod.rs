@@ -30,6 +30,8 @@ pub struct QuorateCluster {
     nodes: BTreeMap<u64, Raft<QuorateTypes>>,
     router: Router,
     leader: Raft<QuorateTypes>,
+    /// The leader's last log index when start-up finished; writes are appended after it.
+    base_index: u64,
 }
 
 /// Writes to the leader found at startup.
@@ -65,10 +67,11 @@ impl BenchCluster for QuorateCluster {
         let router = Router::default();
         let mut nodes = BTreeMap::new();
         match boot(&mut nodes, &router, limit).await {
-            Ok(leader) => Ok(Self {
+            Ok((leader, base_index)) => Ok(Self {
                 nodes,
                 router,
                 leader,
+                base_index,
             }),
             Err(e) => {
                 // Best effort: the error to report is the one that stopped the start-up.
@@ -84,6 +87,10 @@ impl BenchCluster for QuorateCluster {
         }
     }
 
+    async fn verify(&self, writes: u64, limit: Duration) -> Result<(), PhaseError> {
+        verify(&self.nodes, &self.leader, self.base_index + writes, limit).await
+    }
+
     async fn shutdown(self) -> Result<(), PhaseError> {
         shutdown_all(&self.nodes, &self.router).await
     }
@@ -94,7 +101,7 @@ async fn boot(
     nodes: &mut BTreeMap<u64, Raft<QuorateTypes>>,
     router: &Router,
     limit: Duration,
-) -> Result<Raft<QuorateTypes>, PhaseError> {
+) -> Result<(Raft<QuorateTypes>, u64), PhaseError> {
     let config = config();
 
     for id in NODE_IDS {
@@ -150,7 +157,7 @@ async fn boot(
 
     // A new leader first commits a blank entry of its term; wait until it has applied its
     // whole log, so the first measured write does not race the election's tail.
-    within(Phase::Election, limit, async {
+    let settled = within(Phase::Election, limit, async {
         leader
             .wait(Some(limit))
             .metrics(
@@ -165,7 +172,42 @@ async fn boot(
     })
     .await?;
 
-    Ok(leader)
+    Ok((leader, settled.last_log_index.unwrap_or(0)))
+}
+
+/// See [`BenchCluster::verify`]: the leader's log reaches `expected_last`, and every node
+/// applies up to the leader's last index.
+async fn verify(
+    nodes: &BTreeMap<u64, Raft<QuorateTypes>>,
+    leader: &Raft<QuorateTypes>,
+    expected_last: u64,
+    limit: Duration,
+) -> Result<(), PhaseError> {
+    let leader_metrics = within(Phase::Verify, limit, async {
+        leader
+            .wait(Some(limit))
+            .metrics(
+                |m| m.last_log_index >= Some(expected_last),
+                format!("the leader's log reaches {expected_last}"),
+            )
+            .await
+            .map_err(|e| PhaseError::new(Phase::Verify, e))
+    })
+    .await?;
+    let leader_last = leader_metrics.last_log_index;
+    for (id, raft) in nodes {
+        within(Phase::Verify, limit, async {
+            raft.wait(Some(limit))
+                .metrics(
+                    |m| m.last_applied.map(|l| l.index) >= leader_last,
+                    format!("node {id} applies up to the leader's last log index"),
+                )
+                .await
+                .map_err(|e| PhaseError::new(Phase::Verify, e))
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 /// Shut every node down, then drop the router's handles (they would keep the nodes alive).
