@@ -79,7 +79,7 @@ fn runtime(name: &str, workers: usize) -> std::io::Result<Runtime> {
 }
 
 /// Start a cluster of `L` on the server runtime, run the workload from the client runtime,
-/// shut the cluster down. Every phase is bounded by `timeouts`.
+/// verify it replicated, shut the cluster down. Every phase is bounded by `timeouts`.
 fn measure<L: BenchCluster>(
     rt: &Runtimes,
     clients: usize,
@@ -93,6 +93,17 @@ fn measure<L: BenchCluster>(
         ops,
         timeouts.workload,
     ));
+    if measurement.failure.is_none() {
+        // The verify phase shares the shutdown timeout: both only wait for a settled cluster.
+        let verified = rt.server.block_on(within(
+            Phase::Verify,
+            timeouts.shutdown,
+            cluster.verify(measurement.completed, timeouts.shutdown),
+        ));
+        if let Err(e) = verified {
+            measurement.failure = Some(e.to_string());
+        }
+    }
     let shutdown = rt.server.block_on(within(
         Phase::Shutdown,
         timeouts.shutdown,
