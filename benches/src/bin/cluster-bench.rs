@@ -147,6 +147,14 @@ fn describe(sample: &Sample) -> String {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Both libraries log through `tracing`; say `RUST_LOG=quorate=debug` to see why a round
+    // failed. Off by default: a subscriber would cost both libraries time on the hot path.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let ops = args
         .ops
         .unwrap_or(if args.quick { QUICK_OPS } else { DEFAULT_OPS });
