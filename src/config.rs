@@ -4,6 +4,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// When a node builds a snapshot of its state machine on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotPolicy {
+    /// Build one once this many entries were applied since the last snapshot.
+    LogsSinceLast(u64),
+    /// Never build one on its own; only [`Trigger::snapshot`](crate::Trigger::snapshot) does.
+    Never,
+}
+
 /// Why a [`Config`] is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -21,6 +30,14 @@ pub enum ConfigError {
     HeartbeatTooSlow {
         /// The configured heartbeat interval.
         heartbeat: Duration,
+        /// The configured minimum election timeout.
+        min: Duration,
+    },
+    /// The clock drift bound leaves no leader lease.
+    #[error("max_clock_drift ({drift:?}) must be less than election_timeout_min ({min:?})")]
+    DriftTooLarge {
+        /// The configured drift bound.
+        drift: Duration,
         /// The configured minimum election timeout.
         min: Duration,
     },
@@ -66,8 +83,35 @@ pub struct Config {
     /// [`Raft::client_write`](crate::Raft::client_write) waits for room. Default: 65536.
     pub max_pending_requests: u64,
 
+    /// Pre-vote (Raft dissertation §9.6): before raising its term, a candidate asks whether it
+    /// could win, so a node that was partitioned away does not disturb the cluster when it
+    /// returns. Default: on.
+    pub enable_pre_vote: bool,
+
+    /// Check-quorum and leader stickiness (dissertation §6.2, §9.6): a leader that has not
+    /// heard from a quorum for `election_timeout_max` steps down, and a node that heard from a
+    /// leader within `election_timeout_min` refuses votes (unless asked by a leadership
+    /// transfer). Required for lease reads. Default: on.
+    pub enable_check_quorum: bool,
+
+    /// The bound on clock drift between nodes over one election timeout, subtracted from the
+    /// leader lease: a lease read is served only while `election_timeout_min - max_clock_drift`
+    /// has not passed since a quorum acknowledged the leader. Default: 20 ms.
+    pub max_clock_drift: Duration,
+
     /// Timeout of one RPC (vote, a non-streamed AppendEntries, a snapshot chunk). Default: 1 s.
     pub rpc_timeout: Duration,
+
+    /// When to build a snapshot. Default: after 5000 entries applied since the last one.
+    pub snapshot_policy: SnapshotPolicy,
+
+    /// How many entries to keep in the log behind the last snapshot when purging, so that a
+    /// follower slightly behind still gets entries instead of a whole snapshot. Default: 1000.
+    pub max_in_snapshot_log_to_keep: u64,
+
+    /// The size of one snapshot chunk sent to a follower, in bytes. The leader holds one
+    /// chunk per follower at a time, so memory does not grow with the snapshot. Default: 1 MiB.
+    pub snapshot_max_chunk_size: u64,
 
     /// Seed of the Engine's pseudo-random election timeouts. `None` (the default) derives one
     /// from the node id, so nodes draw different timeouts but a run is reproducible.
@@ -86,6 +130,12 @@ impl Default for Config {
             max_append_batch: 4096,
             max_pending_requests: 65536,
             rpc_timeout: Duration::from_secs(1),
+            enable_pre_vote: true,
+            enable_check_quorum: true,
+            max_clock_drift: Duration::from_millis(20),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
+            max_in_snapshot_log_to_keep: 1000,
+            snapshot_max_chunk_size: 1024 * 1024,
             election_seed: None,
         }
     }
@@ -109,14 +159,21 @@ impl Config {
                 min: self.election_timeout_min,
             });
         }
+        if self.max_clock_drift >= self.election_timeout_min {
+            return Err(ConfigError::DriftTooLarge { drift: self.max_clock_drift, min: self.election_timeout_min });
+        }
         let counts = [
             ("max_payload_entries", self.max_payload_entries),
             ("max_in_flight_requests", self.max_in_flight_requests),
             ("max_append_batch", self.max_append_batch),
             ("max_pending_requests", self.max_pending_requests),
+            ("snapshot_max_chunk_size", self.snapshot_max_chunk_size),
         ];
         if let Some((name, _)) = counts.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Zero(name));
+        }
+        if self.snapshot_policy == SnapshotPolicy::LogsSinceLast(0) {
+            return Err(ConfigError::Zero("snapshot_policy"));
         }
         if self.rpc_timeout.is_zero() {
             return Err(ConfigError::Zero("rpc_timeout"));

@@ -11,7 +11,7 @@ use anyerror::AnyError;
 use serde::{Deserialize, Serialize};
 
 use crate::RaftTypeConfig;
-use crate::types::{LogId, MembershipError, Vote};
+use crate::types::{DisplayOption, LogId, MembershipError, Vote};
 
 /// What a storage operation was working on when it failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,7 +118,6 @@ impl<E> RaftError<E> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Infallible {}
 
-
 /// This node is not the leader. The request was not proposed; send it to `leader_id`.
 #[derive(Serialize, Deserialize, thiserror::Error)]
 #[serde(bound = "")]
@@ -177,6 +176,13 @@ pub enum ClientWriteError<C: RaftTypeConfig> {
     /// Not proposed: the membership given is invalid.
     #[error(transparent)]
     InvalidMembership(#[from] MembershipError),
+    /// Not proposed: another membership change, at `log_id`, is not committed yet. Retry when
+    /// it is (watch `RaftMetrics::committed_membership`).
+    #[error("a membership change at {} is still in progress", DisplayOption(log_id))]
+    MembershipChangeInProgress {
+        /// The uncommitted membership entry.
+        log_id: Option<LogId<C>>,
+    },
 }
 
 impl<C: RaftTypeConfig> Clone for ClientWriteError<C> {
@@ -185,6 +191,7 @@ impl<C: RaftTypeConfig> Clone for ClientWriteError<C> {
             Self::ForwardToLeader(f) => Self::ForwardToLeader(f.clone()),
             Self::Discarded { log_id } => Self::Discarded { log_id: *log_id },
             Self::InvalidMembership(e) => Self::InvalidMembership(e.clone()),
+            Self::MembershipChangeInProgress { log_id } => Self::MembershipChangeInProgress { log_id: *log_id },
         }
     }
 }
@@ -194,6 +201,7 @@ impl<C: RaftTypeConfig> PartialEq for ClientWriteError<C> {
             (Self::ForwardToLeader(a), Self::ForwardToLeader(b)) => a == b,
             (Self::Discarded { log_id: a }, Self::Discarded { log_id: b }) => a == b,
             (Self::InvalidMembership(a), Self::InvalidMembership(b)) => a == b,
+            (Self::MembershipChangeInProgress { log_id: a }, Self::MembershipChangeInProgress { log_id: b }) => a == b,
             _ => false,
         }
     }
@@ -205,7 +213,64 @@ impl<C: RaftTypeConfig> fmt::Debug for ClientWriteError<C> {
             Self::ForwardToLeader(e) => e.fmt(f),
             Self::Discarded { log_id } => write!(f, "Discarded({log_id})"),
             Self::InvalidMembership(e) => write!(f, "InvalidMembership({e:?})"),
+            Self::MembershipChangeInProgress { log_id } => {
+                write!(f, "MembershipChangeInProgress({})", DisplayOption(log_id))
+            }
         }
+    }
+}
+
+/// Why a linearizable read ([`Raft::ensure_linearizable`](crate::Raft::ensure_linearizable),
+/// [`Raft::get_read_index`](crate::Raft::get_read_index)) could not be served. The read had no
+/// effect; retry it, at the leader.
+#[derive(Serialize, Deserialize, thiserror::Error)]
+#[serde(bound = "")]
+pub enum LinearizableReadError<C: RaftTypeConfig> {
+    /// This node is not the leader, or stopped leading before a quorum confirmed it.
+    #[error(transparent)]
+    ForwardToLeader(ForwardToLeader<C>),
+}
+
+impl<C: RaftTypeConfig> fmt::Debug for LinearizableReadError<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ForwardToLeader(e) => e.fmt(f),
+        }
+    }
+}
+impl<C: RaftTypeConfig> Clone for LinearizableReadError<C> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::ForwardToLeader(e) => Self::ForwardToLeader(e.clone()),
+        }
+    }
+}
+impl<C: RaftTypeConfig> PartialEq for LinearizableReadError<C> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::ForwardToLeader(a), Self::ForwardToLeader(b)) => a == b,
+        }
+    }
+}
+
+/// Why [`Trigger::transfer_leader`](crate::Trigger::transfer_leader) failed.
+#[derive(Serialize, Deserialize, thiserror::Error)]
+#[serde(bound = "")]
+pub enum TransferLeaderError<C: RaftTypeConfig> {
+    /// This node is not the leader.
+    #[error(transparent)]
+    ForwardToLeader(ForwardToLeader<C>),
+    /// The target is not a voter.
+    #[error("node {0} is not a voter")]
+    NotAVoter(C::NodeId),
+    /// The target did not take over in time; this node leads on and accepts writes again.
+    #[error("node {0} did not take over in time")]
+    Timeout(C::NodeId),
+}
+
+impl<C: RaftTypeConfig> fmt::Debug for TransferLeaderError<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 

@@ -42,15 +42,18 @@ pub mod testing;
 #[cfg(test)]
 pub(crate) mod testing_types;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, SnapshotPolicy};
 pub use engine::ServerState;
-pub use error::{ClientWriteError, Fatal, ForwardToLeader, InitializeError, RPCError, RaftError, StorageError};
+pub use error::{
+    ClientWriteError, Fatal, ForwardToLeader, InitializeError, LinearizableReadError, RPCError, RaftError,
+    StorageError, TransferLeaderError,
+};
 pub use metrics::{RaftMetrics, Wait};
 pub use network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 pub use raft::{
-    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, Raft, Trigger, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, ChangeMembershipResponse, ClientWriteResponse, InstallSnapshotRequest,
+    InstallSnapshotResponse, Raft, ReadIndex, ReadPolicy, TransferLeaderRequest, Trigger, VoteRequest, VoteResponse,
 };
 pub use storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 pub use type_config::{AppData, BasicNode, Node, NodeId, RaftTypeConfig};
-pub use types::{Entry, EntryPayload, LeaderId, LogId, Membership, StoredMembership, Vote};
+pub use types::{ChangeMembers, Entry, EntryPayload, LeaderId, LogId, Membership, StoredMembership, Vote};

@@ -53,15 +53,9 @@ impl<T> NodeId for T where
 ///
 /// It is stored in every [`Membership`](crate::Membership) entry, so it is replicated with the
 /// log and survives restarts.
-pub trait Node:
-    Clone + Debug + Default + Eq + Send + Sync + Serialize + DeserializeOwned + Unpin + 'static
-{
-}
+pub trait Node: Clone + Debug + Default + Eq + Send + Sync + Serialize + DeserializeOwned + Unpin + 'static {}
 
-impl<T> Node for T where
-    T: Clone + Debug + Default + Eq + Send + Sync + Serialize + DeserializeOwned + Unpin + 'static
-{
-}
+impl<T> Node for T where T: Clone + Debug + Default + Eq + Send + Sync + Serialize + DeserializeOwned + Unpin + 'static {}
 
 /// Application data carried by a log entry, or the state machine's response to it.
 pub trait AppData: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'static {}
@@ -72,9 +66,7 @@ impl<T> AppData for T where T: Clone + Debug + Send + Sync + Serialize + Deseria
 ///
 /// Implement it on an empty marker type, usually through
 /// [`declare_raft_types!`](crate::declare_raft_types).
-pub trait RaftTypeConfig:
-    Sized + Send + Sync + Debug + Clone + Copy + Default + Eq + Ord + Hash + 'static
-{
+pub trait RaftTypeConfig: Sized + Send + Sync + Debug + Clone + Copy + Default + Eq + Ord + Hash + 'static {
     /// The application request that a client proposes and the log replicates.
     type D: AppData;
 

@@ -7,7 +7,7 @@ use crate::core::{Notification, RaftCore, SmMsg};
 use crate::engine::{Command, ReplicationTarget};
 use crate::error::{ClientWriteError, Fatal, RPCError};
 use crate::network::{RPCOption, RaftNetwork};
-use crate::raft::VoteRequest;
+use crate::raft::{TransferLeaderRequest, VoteRequest};
 use crate::replication::ReplicationHandle;
 use crate::storage::{IOFlushed, RaftLogStorage};
 use crate::types::{LogId, Vote};
@@ -25,6 +25,9 @@ where
             self.run_command(cmd).await?;
         }
         self.release_parked_responses();
+        self.check_membership_waiter();
+        self.check_pending_reads();
+        self.check_pending_transfer();
         Ok(())
     }
 
@@ -40,6 +43,7 @@ where
                 self.log_store.truncate(since).await?;
                 self.submitted = io;
                 self.fail_truncated_writes(since);
+                self.fail_truncated_membership_change(since);
             }
             Command::SendVote { req } => self.send_votes(req).await,
             Command::UpdateReplicationStreams { vote, targets } => self.update_replications(vote, targets).await,
@@ -52,6 +56,16 @@ where
                 }
             }
             Command::SaveCommitted { committed } => self.log_store.save_committed(Some(committed)).await?,
+            Command::BuildSnapshot => {
+                if self.sm_tx.send(SmMsg::BuildSnapshot).is_err() {
+                    return Err(Fatal::Stopped);
+                }
+            }
+            Command::PurgeLog { upto } => {
+                self.log_store.purge(upto).await?;
+            }
+            Command::InstallSnapshot { meta } => self.install_received_snapshot(meta).await?,
+            Command::SendTransferLeader { to, req } => self.send_transfer_leader(to, req).await,
         }
         Ok(())
     }
@@ -98,8 +112,25 @@ where
         }
     }
 
+    /// Tell `to` to campaign, in a task of its own.
+    async fn send_transfer_leader(&mut self, to: C::NodeId, req: TransferLeaderRequest<C>) {
+        let Some(node) = self.engine.state.membership.effective().get_node(&to).cloned() else { return };
+        let mut client = self.network.new_client(to, &node).await;
+        let option = RPCOption::new(self.config.rpc_timeout);
+        tokio::spawn(async move {
+            match timeout(option.timeout, client.transfer_leader(req, option)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(%to, error = %e, "telling the transfer target to campaign failed"),
+                Err(_) => warn!(%to, "telling the transfer target to campaign timed out"),
+            }
+        });
+    }
+
     /// Keep the streams of targets that remain; start the new ones; stop the removed ones.
     async fn update_replications(&mut self, vote: Vote<C>, targets: Vec<ReplicationTarget<C>>) {
+        // New streams must see their own leader vote published, or they would take the
+        // previous vote for a change of leadership and stop at once.
+        self.publish();
         self.replications.retain(|id, h| h.vote == vote && targets.iter().any(|t| t.id == *id));
         for t in targets {
             if self.replications.contains_key(&t.id) {
@@ -117,7 +148,9 @@ where
                 self.config.clone(),
                 self.watches.submitted.subscribe(),
                 self.watches.committed.subscribe(),
+                self.watches.heartbeat.subscribe(),
                 self.notify_tx.clone(),
+                self.sm_tx.clone(),
             );
             if self.replications.insert(t.id, handle).is_some() {
                 warn!(target = %t.id, "replaced a replication stream");

@@ -6,12 +6,26 @@ use tokio::sync::oneshot;
 
 use crate::RaftTypeConfig;
 use crate::engine::{LogIOId, ReplicationResult};
-use crate::error::{ClientWriteError, Fatal, InitializeError, RPCError};
-use crate::raft::{AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, VoteRequest, VoteResponse};
-use crate::types::{EntryPayload, LogId, Membership, Vote};
+use crate::error::{
+    ClientWriteError, Fatal, InitializeError, LinearizableReadError, RPCError, StorageError, TransferLeaderError,
+};
+use crate::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, ChangeMembershipResponse, ClientWriteResponse, InstallSnapshotRequest,
+    InstallSnapshotResponse, VoteRequest, VoteResponse,
+};
+use crate::raft::{ReadIndex, ReadPolicy, TransferLeaderRequest};
+use crate::storage::SnapshotMeta;
+use crate::types::{ChangeMembers, EntryPayload, LogId, Membership, Vote};
+use tokio::time::Instant;
 
 /// Where the outcome of one client write goes.
 pub(crate) type WriteResponder<C> = oneshot::Sender<Result<ClientWriteResponse<C>, ClientWriteError<C>>>;
+
+/// Where the outcome of a membership change goes.
+pub(crate) type MembershipResponder<C> = oneshot::Sender<Result<ChangeMembershipResponse<C>, ClientWriteError<C>>>;
+
+/// Where the answer to a read-index request goes: the log id to wait for and what was applied.
+pub(crate) type ReadResponder<C> = oneshot::Sender<Result<ReadIndex<C>, LinearizableReadError<C>>>;
 
 /// A call from the [`Raft`](crate::Raft) handle.
 pub(crate) enum ApiMsg<C: RaftTypeConfig> {
@@ -21,12 +35,24 @@ pub(crate) enum ApiMsg<C: RaftTypeConfig> {
     Initialize { membership: Membership<C>, tx: oneshot::Sender<Result<(), InitializeError<C>>> },
     /// Start an election now.
     Elect,
+    /// Build a snapshot now.
+    TriggerSnapshot,
+    /// Purge the log up to this index (bounded by the last snapshot and applied).
+    PurgeLog { upto: u64 },
+    /// The log id a linearizable read must wait for, once leadership is confirmed.
+    GetReadLogId { policy: ReadPolicy, tx: ReadResponder<C> },
+    /// Hand leadership to `to`.
+    TransferLeader { to: C::NodeId, tx: oneshot::Sender<Result<(), TransferLeaderError<C>>> },
+    /// Move to the membership `changes` makes of the current one.
+    ChangeMembership { changes: ChangeMembers<C>, retain: bool, tx: MembershipResponder<C> },
 }
 
 /// An RPC from another node, delivered by the application's server.
 pub(crate) enum RpcMsg<C: RaftTypeConfig> {
     AppendEntries { req: AppendEntriesRequest<C>, tx: oneshot::Sender<AppendEntriesResponse<C>> },
     Vote { req: VoteRequest<C>, tx: oneshot::Sender<VoteResponse<C>> },
+    InstallSnapshot { req: InstallSnapshotRequest<C>, tx: oneshot::Sender<InstallSnapshotResponse<C>> },
+    TransferLeader { req: TransferLeaderRequest<C>, tx: oneshot::Sender<bool> },
 }
 
 /// Something that happened inside the node: I/O completed, a peer answered, a task failed.
@@ -35,10 +61,13 @@ pub(crate) enum Notification<C: RaftTypeConfig> {
     LogFlushed { io: LogIOId<C>, result: Result<(), io::Error> },
     /// A vote request sent for `vote` to `target` was answered (or failed).
     VoteResponse { target: C::NodeId, resp: Result<VoteResponse<C>, RPCError> },
-    /// A replication stream of leadership `vote` learned something about `target`.
-    Replication { target: C::NodeId, vote: Vote<C>, result: ReplicationResult<C> },
+    /// A replication stream of leadership `vote` learned something about `target`; if the
+    /// target answered a request sent at `acked_at`, it followed the leader then.
+    Replication { target: C::NodeId, vote: Vote<C>, result: ReplicationResult<C>, acked_at: Option<Instant> },
     /// The state machine applied up to `last`.
     Applied { last: LogId<C> },
+    /// A snapshot build finished.
+    SnapshotBuilt { result: Result<SnapshotMeta<C>, StorageError> },
     /// A task of this node hit a fatal error.
     Fatal(Fatal),
 }

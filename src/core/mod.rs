@@ -13,14 +13,17 @@
 //! ```
 
 mod commands;
+mod membership;
 mod message;
+mod read;
 mod sm_worker;
+mod snapshot;
 mod startup;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-pub(crate) use message::{ApiMsg, Notification, RpcMsg, WriteResponder};
+pub(crate) use message::{ApiMsg, MembershipResponder, Notification, ReadResponder, RpcMsg, WriteResponder};
 pub(crate) use sm_worker::{SmMsg, StateMachineWorker};
 pub(crate) use startup::load_state;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -44,6 +47,8 @@ pub(crate) struct Watches<C: RaftTypeConfig> {
     /// The committed log id.
     pub(crate) committed: watch::Sender<Option<LogId<C>>>,
     pub(crate) metrics: watch::Sender<RaftMetrics<C>>,
+    /// Bumped when a read needs every stream to send a heartbeat now.
+    pub(crate) heartbeat: watch::Sender<u64>,
 }
 
 /// The Raft task of one node.
@@ -67,12 +72,23 @@ where
     /// Client writes proposed by this node and not yet answered, in log order.
     pub(crate) responders: VecDeque<(LogId<C>, WriteResponder<C>)>,
     /// AppendEntries answers that wait for their log I/O to be flushed, in seq order.
-    pub(crate) parked_append_responses: VecDeque<(u64, oneshot::Sender<AppendEntriesResponse<C>>, AppendEntriesResponse<C>)>,
+    pub(crate) parked_append_responses:
+        VecDeque<(u64, oneshot::Sender<AppendEntriesResponse<C>>, AppendEntriesResponse<C>)>,
     pub(crate) replications: BTreeMap<C::NodeId, ReplicationHandle<C>>,
     /// The last log I/O handed to the log store.
     pub(crate) submitted: LogIOId<C>,
     /// An API message taken from the queue while batching writes, to handle next.
     pub(crate) deferred_api: Option<ApiMsg<C>>,
+    /// The caller of the membership change in progress, and the change's first entry.
+    pub(crate) membership_waiter: Option<(LogId<C>, MembershipResponder<C>)>,
+    /// A snapshot being received from the leader.
+    pub(crate) receiving: Option<snapshot::SnapshotReceiver<C>>,
+    /// A received snapshot waiting for its `InstallSnapshot` command.
+    pub(crate) installing: Option<Box<C::SnapshotData>>,
+    /// Linearizable reads waiting for a quorum to confirm this leader.
+    pub(crate) pending_reads: Vec<read::PendingRead<C>>,
+    /// The caller of a leadership transfer in progress.
+    pub(crate) pending_transfer: Option<read::PendingTransfer<C>>,
 }
 
 impl<C, N, LS> RaftCore<C, N, LS>
@@ -137,13 +153,23 @@ where
                 self.engine.on_log_flushed(io);
             }
             Notification::VoteResponse { target, resp } => match resp {
-                Ok(resp) => self.engine.handle_vote_resp(target, &resp),
+                Ok(resp) => self.engine.handle_vote_resp(Instant::now(), target, &resp),
                 Err(e) => debug!(%target, error = %e, "vote request failed"),
             },
-            Notification::Replication { target, vote, result } => {
-                self.engine.on_replication_progress(target, vote, result);
+            Notification::Replication { target, vote, result, acked_at } => {
+                if let Some(t) = acked_at {
+                    self.engine.on_heartbeat_acked(target, vote, t);
+                }
+                self.engine.on_replication_progress(Instant::now(), target, vote, result);
             }
             Notification::Applied { last } => self.engine.on_applied(last),
+            Notification::SnapshotBuilt { result } => match result {
+                Ok(meta) => self.engine.on_snapshot_built(meta.last_log_id),
+                Err(e) => {
+                    error!(error = %e, "building a snapshot failed");
+                    return Err(e.into());
+                }
+            },
             Notification::Fatal(f) => return Err(f),
         }
         Ok(())
@@ -162,6 +188,15 @@ where
                         let _ = tx.send(resp);
                     }
                 }
+            }
+            RpcMsg::TransferLeader { req, tx } => {
+                let accepted = self.engine.handle_transfer_leader(Instant::now(), &req);
+                self.run_commands().await?;
+                let _ = tx.send(accepted);
+            }
+            RpcMsg::InstallSnapshot { req, tx } => {
+                let resp = self.handle_install_snapshot(req).await?;
+                let _ = tx.send(resp);
             }
             RpcMsg::Vote { req, tx } => {
                 let resp = self.engine.handle_vote_req(Instant::now(), &req);
@@ -189,14 +224,19 @@ where
                     let _ = tx.send(Ok(()));
                 }
             }
-            ApiMsg::Elect => self.engine.elect(Instant::now()),
+            ApiMsg::Elect => self.engine.elect_forced(Instant::now()),
+            ApiMsg::GetReadLogId { policy, tx } => self.handle_get_read_log_id(policy, tx),
+            ApiMsg::TransferLeader { to, tx } => self.handle_transfer_leader_api(to, tx),
+            ApiMsg::TriggerSnapshot => self.engine.trigger_snapshot(),
+            ApiMsg::PurgeLog { upto } => self.engine.purge_log(upto),
+            ApiMsg::ChangeMembership { changes, retain, tx } => self.handle_change_membership(changes, retain, tx),
         }
         Ok(())
     }
 
     /// Propose `payload` and every other write already queued, as one log append.
     fn handle_client_writes(&mut self, payload: EntryPayload<C>, tx: WriteResponder<C>) {
-        if self.engine.leader.is_none() {
+        if self.engine.leader.is_none() || self.engine.is_transferring() {
             let _ = tx.send(Err(ClientWriteError::ForwardToLeader(self.forward_to_leader())));
             return;
         }
@@ -234,15 +274,18 @@ where
     }
 
     pub(crate) fn forward_to_leader(&self) -> ForwardToLeader<C> {
-        let leader_id = self.engine.state.leader_id.filter(|id| *id != self.engine.id());
+        // While handing leadership over, point clients at the node taking over.
+        let transfer_to = self.engine.leader.as_ref().and_then(|l| l.transfer.as_ref()).map(|t| t.to);
+        let leader_id = transfer_to.or(self.engine.state.leader_id).filter(|id| *id != self.engine.id());
         let leader_node = leader_id.and_then(|id| self.engine.state.membership.effective().get_node(&id).cloned());
         ForwardToLeader { leader_id, leader_node }
     }
 
     /// Publish progress on the watch channels, only where it changed.
-    fn publish(&mut self) {
+    pub(crate) fn publish(&mut self) {
         let state = &self.engine.state;
-        let submitted = IOProgress { vote: state.vote, last_log_id: self.submitted.last_log_id };
+        let submitted =
+            IOProgress { vote: state.vote, last_log_id: self.submitted.last_log_id, purged: state.log_ids.purged() };
         self.watches.submitted.send_if_modified(|cur| {
             let changed = *cur != submitted;
             *cur = submitted;

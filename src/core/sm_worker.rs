@@ -1,16 +1,18 @@
-//! The state machine task: applies committed entries and answers client writes.
+//! The state machine task: applies committed entries, answers client writes, and serves
+//! snapshots (building, reading, receiving, installing).
 //!
 //! It reads entries through its own log reader, so RaftCore never holds entries for it, and it
-//! answers each client write directly, saving a hop through RaftCore.
+//! answers each client write directly, saving a hop through RaftCore. Messages are handled in
+//! order, so an install queued after applies runs after them.
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug_span, error};
 
 use crate::RaftTypeConfig;
 use crate::core::{Notification, WriteResponder};
-use crate::error::{ClientWriteError, Fatal};
+use crate::error::{ClientWriteError, Fatal, StorageError};
 use crate::raft::ClientWriteResponse;
-use crate::storage::{RaftLogReader, RaftStateMachine};
+use crate::storage::{RaftLogReader, RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use crate::types::LogId;
 
 /// The most entries read from the log and applied in one call: bounds the memory of a batch.
@@ -21,6 +23,14 @@ pub(crate) enum SmMsg<C: RaftTypeConfig> {
     /// Apply entries `first..=last.index` and answer `responders` (sorted by index) with the
     /// state machine's responses.
     Apply { first: u64, last: LogId<C>, responders: Vec<(LogId<C>, WriteResponder<C>)> },
+    /// Build a snapshot in a task of its own; report `Notification::SnapshotBuilt`.
+    BuildSnapshot,
+    /// The current snapshot, for sending to a follower.
+    GetSnapshot { tx: oneshot::Sender<Result<Option<Snapshot<C>>, StorageError>> },
+    /// An empty buffer to receive a snapshot into.
+    BeginReceiving { tx: oneshot::Sender<Result<Box<C::SnapshotData>, StorageError>> },
+    /// Install a received snapshot.
+    InstallSnapshot { meta: SnapshotMeta<C>, data: Box<C::SnapshotData>, tx: oneshot::Sender<Result<(), StorageError>> },
 }
 
 pub(crate) struct StateMachineWorker<C: RaftTypeConfig, SM, LR> {
@@ -41,10 +51,7 @@ where
         let span = debug_span!("state_machine", id = %self.id);
         async move {
             while let Some(msg) = self.rx.recv().await {
-                let result = match msg {
-                    SmMsg::Apply { first, last, responders } => self.apply(first, last, responders).await,
-                };
-                if let Err(f) = result {
+                if let Err(f) = self.handle(msg).await {
                     error!(error = %f, "state machine failed");
                     let _ = self.notify_tx.send(Notification::Fatal(f));
                     return;
@@ -53,6 +60,39 @@ where
         }
         .instrument(span)
         .await
+    }
+
+    async fn handle(&mut self, msg: SmMsg<C>) -> Result<(), Fatal> {
+        match msg {
+            SmMsg::Apply { first, last, responders } => self.apply(first, last, responders).await?,
+            SmMsg::BuildSnapshot => {
+                let mut builder = self.state_machine.get_snapshot_builder().await;
+                let notify = self.notify_tx.clone();
+                // The builder owns what it needs, so applying goes on while it runs.
+                tokio::spawn(
+                    async move {
+                        let result = builder.build_snapshot().await.map(|s| s.meta);
+                        let _ = notify.send(Notification::SnapshotBuilt { result });
+                    }
+                    .instrument(tracing::Span::current()),
+                );
+            }
+            SmMsg::GetSnapshot { tx } => {
+                let _ = tx.send(self.state_machine.get_current_snapshot().await);
+            }
+            SmMsg::BeginReceiving { tx } => {
+                let _ = tx.send(self.state_machine.begin_receiving_snapshot().await);
+            }
+            SmMsg::InstallSnapshot { meta, data, tx } => {
+                let result = self.state_machine.install_snapshot(&meta, data).await;
+                let failed = result.clone().err();
+                let _ = tx.send(result);
+                if let Some(e) = failed {
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn apply(

@@ -19,8 +19,33 @@ where
     SM: RaftStateMachine<C>,
 {
     let vote = log_store.read_vote().await?.unwrap_or_default();
-    let log_state = log_store.get_log_state().await?;
-    let (applied, sm_membership) = sm.applied_state().await?;
+    let mut log_state = log_store.get_log_state().await?;
+    let (mut applied, mut sm_membership) = sm.applied_state().await?;
+
+    if applied < log_state.last_purged_log_id {
+        // A state machine that does not persist its state restarts empty; the log before the
+        // purged id is gone, so it must start from the last snapshot.
+        let Some(snapshot) = sm.get_current_snapshot().await? else {
+            return Err(Fatal::Invariant(format!(
+                "the log is purged up to {} but the state machine applied only {} and has no snapshot",
+                DisplayOption(&log_state.last_purged_log_id),
+                DisplayOption(&applied)
+            )));
+        };
+        info!(%id, snapshot = %snapshot.meta, "restoring the state machine from its snapshot");
+        sm.install_snapshot(&snapshot.meta, snapshot.snapshot).await?;
+        (applied, sm_membership) = sm.applied_state().await?;
+    }
+    if applied > log_state.last_log_id {
+        // The state machine is ahead of the log (a snapshot was installed and the node stopped
+        // before its log purge was durable): the log continues after what was applied.
+        if let Some(a) = applied {
+            warn!(%id, applied = %a, last = %DisplayOption(&log_state.last_log_id), "state machine is ahead of the log; purging the log up to it");
+            log_store.purge(a).await?;
+            log_state = log_store.get_log_state().await?;
+        }
+    }
+    let snapshot_last = sm.get_current_snapshot().await?.and_then(|s| s.meta.last_log_id);
     let saved_committed = log_store.read_committed().await?;
     let mut reader = log_store.get_log_reader().await;
 
@@ -36,11 +61,6 @@ where
         } else {
             warn!(%id, saved = %c, "saved committed log id is not in the log; ignoring it");
         }
-    }
-    if applied > last {
-        // The state machine is ahead of the log (e.g. the log was lost): it holds committed
-        // state the log cannot reproduce, so the log continues after it.
-        warn!(%id, applied = %DisplayOption(&applied), last = %DisplayOption(&last), "state machine is ahead of the log");
     }
 
     let membership = load_membership(&mut reader, applied.max(purged), last, sm_membership, committed).await?;
@@ -58,6 +78,7 @@ where
         applied,
         membership,
         io: IOState { accepted: io, flushed: io },
+        snapshot_last,
         ..RaftState::default()
     })
 }

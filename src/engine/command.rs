@@ -4,7 +4,8 @@ use std::fmt;
 
 use crate::RaftTypeConfig;
 use crate::engine::LogIOId;
-use crate::raft::VoteRequest;
+use crate::raft::{TransferLeaderRequest, VoteRequest};
+use crate::storage::SnapshotMeta;
 use crate::types::{DisplayOption, Entry, LogId, Vote};
 
 /// A replication target: a node and its address, for a stream the leader runs.
@@ -50,6 +51,22 @@ pub(crate) enum Command<C: RaftTypeConfig> {
 
     /// Record the committed log id in the log store (optional, lazily durable).
     SaveCommitted { committed: LogId<C> },
+
+    /// Have the state machine build a snapshot, off the Raft task; its completion comes back
+    /// through `Engine::on_snapshot_built`.
+    BuildSnapshot,
+
+    /// Delete log entries up to `upto` from the log store. Only applied entries covered by a
+    /// snapshot are purged, so nothing queued for the state machine reads them.
+    PurgeLog { upto: LogId<C> },
+
+    /// Tell `to`, a caught-up voter, to campaign now: the last step of a leadership transfer.
+    /// Must not block the next command.
+    SendTransferLeader { to: C::NodeId, req: TransferLeaderRequest<C> },
+
+    /// Install the snapshot received from the leader into the state machine, and wait until
+    /// it is installed (after every Apply queued before it) before running the next command.
+    InstallSnapshot { meta: SnapshotMeta<C> },
 }
 
 impl<C: RaftTypeConfig> fmt::Debug for Command<C> {
@@ -59,7 +76,9 @@ impl<C: RaftTypeConfig> fmt::Debug for Command<C> {
             Self::AppendEntries { io, entries } => write!(f, "AppendEntries({io}, {entries:?})"),
             Self::TruncateLog { io, since } => write!(f, "TruncateLog({io}, since={since})"),
             Self::SendVote { req } => {
-                write!(f, "SendVote({}, last={})", req.vote, DisplayOption(&req.last_log_id))
+                let kind = if req.pre_vote { "SendPreVote" } else { "SendVote" };
+                let force = if req.force { ", force" } else { "" };
+                write!(f, "{kind}({}, last={}{force})", req.vote, DisplayOption(&req.last_log_id))
             }
             Self::UpdateReplicationStreams { vote, targets } => {
                 let ids: Vec<_> = targets.iter().map(|t| t.id).collect();
@@ -68,6 +87,12 @@ impl<C: RaftTypeConfig> fmt::Debug for Command<C> {
             Self::CloseReplicationStreams => f.write_str("CloseReplicationStreams"),
             Self::Apply { first, last } => write!(f, "Apply({first}..={last})"),
             Self::SaveCommitted { committed } => write!(f, "SaveCommitted({committed})"),
+            Self::BuildSnapshot => f.write_str("BuildSnapshot"),
+            Self::PurgeLog { upto } => write!(f, "PurgeLog({upto})"),
+            Self::InstallSnapshot { meta } => write!(f, "InstallSnapshot({meta})"),
+            Self::SendTransferLeader { to, req } => {
+                write!(f, "SendTransferLeader(to={to}, {}, last={})", req.vote, DisplayOption(&req.last_log_id))
+            }
         }
     }
 }

@@ -11,48 +11,91 @@ use crate::raft::{VoteRequest, VoteResponse};
 use crate::types::{DisplayOption, EntryPayload, Membership, Vote};
 
 impl<C: RaftTypeConfig> Engine<C> {
-    /// Time passed: start an election if the deadline is reached and this node may lead.
+    /// Time passed: on a follower, start an election if no leader was heard from in time; on
+    /// a leader, check that a quorum still acknowledges it and end an overdue transfer.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         match self.election_deadline {
             Some(deadline) if now >= deadline => {}
             _ => return,
         }
-        if self.leader.is_some() || !self.state.membership.effective().is_voter(&self.config.id) {
+        if self.leader.is_some() {
+            self.leader_on_timeout(now);
+            return;
+        }
+        if !self.state.membership.effective().is_voter(&self.config.id) {
             self.election_deadline = None;
             return;
         }
         self.elect(now);
     }
 
-    /// Become a candidate in the next term and ask every voter for its vote (Raft §5.2).
+    /// Start an election (Raft §5.2): with pre-vote enabled, first ask whether it could win.
     pub(crate) fn elect(&mut self, now: Instant) {
+        if self.config.pre_vote {
+            self.campaign(now, true, false);
+        } else {
+            self.campaign(now, false, false);
+        }
+    }
+
+    /// Start a real election at once, asking voters to vote even if they heard from a leader
+    /// recently: for an operator's trigger and a leadership transfer.
+    pub(crate) fn elect_forced(&mut self, now: Instant) {
+        self.campaign(now, false, true);
+    }
+
+    /// Become a (pre-)candidate for the next term and ask every voter.
+    fn campaign(&mut self, now: Instant, pre_vote: bool, force: bool) {
         if !self.state.membership.effective().is_voter(&self.config.id) {
             debug!(id = %self.config.id, "not a voter; not starting an election");
             return;
         }
         self.step_down_from_leader();
         let vote = Vote::new(self.state.vote.term + 1, self.config.id);
-        info!(id = %self.config.id, %vote, "starting election");
-        self.save_vote(vote);
+        info!(id = %self.config.id, %vote, pre_vote, force, "starting election");
+        if !pre_vote {
+            self.save_vote(vote);
+        }
         self.state.server_state = ServerState::Candidate;
         self.state.leader_id = None;
-        self.candidate = Some(Candidate { vote, granted: BTreeSet::from([self.config.id]) });
+        self.candidate = Some(Candidate { vote, granted: BTreeSet::from([self.config.id]), pre_vote, force });
         self.reset_election_deadline(now);
-        if self.try_win_election() {
+        if self.try_win_election(now) {
             return;
         }
-        let req = VoteRequest { vote, last_log_id: self.state.last_log_id() };
+        let req = VoteRequest { vote, last_log_id: self.state.last_log_id(), pre_vote, force };
         self.output.push_back(Command::SendVote { req });
     }
 
-    /// Answer a candidate's vote request (Raft §5.2, §5.4.1).
+    /// Whether this node believes a leader is alive: it leads, or heard from a leader within
+    /// the minimum election timeout. Such a node refuses (pre-)votes, so a node that merely
+    /// lost contact cannot depose a healthy leader (dissertation §9.6).
+    fn leader_alive(&self, now: Instant) -> bool {
+        self.config.check_quorum
+            && (self.leader.is_some()
+                || self.last_leader_contact.is_some_and(|t| now < t + self.config.election_timeout_min))
+    }
+
+    /// Answer a candidate's vote or pre-vote request (Raft §5.2, §5.4.1; dissertation §9.6).
     ///
     /// The answer may be sent once the commands it pushed (a `SaveVote`) are executed.
     pub(crate) fn handle_vote_req(&mut self, now: Instant, req: &VoteRequest<C>) -> VoteResponse<C> {
         let last_log_id = self.state.last_log_id();
         // Raft §5.4.1: grant only to a candidate whose log is at least as up-to-date as ours.
         let log_ok = req.last_log_id >= last_log_id;
-        let granted = log_ok && req.vote.is_ge(&self.state.vote) && !req.vote.committed;
+        let sticky = !req.force && self.leader_alive(now);
+        let granted = log_ok && !sticky && req.vote.is_ge(&self.state.vote) && !req.vote.committed;
+        debug!(
+            id = %self.config.id, req_vote = %req.vote, req_last = %DisplayOption(&req.last_log_id),
+            pre_vote = req.pre_vote, my_vote = %self.state.vote, my_last = %DisplayOption(&last_log_id),
+            log_ok, sticky, granted, "vote request"
+        );
+        if req.pre_vote {
+            // A pre-vote changes nothing here; a grant echoes the request's vote so the
+            // candidate can tell which round it answers.
+            let vote = if granted { req.vote } else { self.state.vote };
+            return VoteResponse { vote, vote_granted: granted, last_log_id, pre_vote: true };
+        }
         if granted {
             if req.vote != self.state.vote {
                 self.step_down_from_leader();
@@ -64,71 +107,88 @@ impl<C: RaftTypeConfig> Engine<C> {
             // Granting a vote defers our own election, so the candidate has time to win.
             self.reset_election_deadline(now);
         }
-        debug!(
-            id = %self.config.id, req_vote = %req.vote, req_last = %DisplayOption(&req.last_log_id),
-            my_vote = %self.state.vote, my_last = %DisplayOption(&last_log_id), granted, "vote request"
-        );
-        VoteResponse { vote: self.state.vote, vote_granted: granted, last_log_id }
+        VoteResponse::new(self.state.vote, granted, last_log_id)
     }
 
-    /// Count a vote response from `target`.
-    pub(crate) fn handle_vote_resp(&mut self, target: C::NodeId, resp: &VoteResponse<C>) {
+    /// Count a vote response from `target`, received at `now`.
+    pub(crate) fn handle_vote_resp(&mut self, now: Instant, target: C::NodeId, resp: &VoteResponse<C>) {
         if resp.vote_granted {
-            // A grant counts only for the election it was asked for.
+            // A grant counts only for the election it was asked for, and a pre-vote grant
+            // only for a pre-vote: it is no vote.
             if let Some(candidate) = self.candidate.as_mut() {
-                if resp.vote == candidate.vote {
+                if resp.vote == candidate.vote && resp.pre_vote == candidate.pre_vote {
                     candidate.granted.insert(target);
-                    self.try_win_election();
+                    self.try_win_election(now);
                 }
             }
         } else if resp.vote.is_gt(&self.state.vote) {
             debug!(id = %self.config.id, %target, resp_vote = %resp.vote, "vote rejected with a greater vote");
-            self.see_greater_vote(resp.vote);
+            self.see_greater_vote(now, resp.vote);
         }
     }
 
     /// Another node holds a vote greater than ours: adopt its term (Raft §5.1), and, if it is
-    /// an elected leader of a term we are in, follow it.
-    pub(crate) fn see_greater_vote(&mut self, vote: Vote<C>) {
+    /// an elected leader of a term we are in, follow it. A leader that steps down here starts
+    /// its election timer at `now`.
+    pub(crate) fn see_greater_vote(&mut self, now: Instant, vote: Vote<C>) {
         if !vote.is_gt(&self.state.vote) {
             return;
         }
-        let adopted = if vote.term > self.state.vote.term && !vote.committed {
-            // A newer term without a known leader: Raft's currentTerm = T, votedFor = null.
-            Vote { term: vote.term, node_id: None, committed: false }
-        } else {
-            vote
-        };
+        // An elected vote names the leader to follow. An unelected one is another node's
+        // choice, not ours: adopt only its term (Raft's currentTerm = T, votedFor = null).
+        let adopted = if vote.committed { vote } else { Vote { term: vote.term, node_id: None, committed: false } };
+        if !adopted.is_gt(&self.state.vote) {
+            return;
+        }
+        let was_leader = self.leader.is_some();
         self.step_down_from_leader();
         self.candidate = None;
         self.save_vote(adopted);
         self.state.server_state = self.follower_or_learner();
         self.state.leader_id = adopted.leader_id().map(|l| l.node_id);
+        if was_leader {
+            // A leader runs no election timer. Without one, a former leader would never
+            // campaign again if the newer term never produces a leader that reaches it.
+            self.reset_election_deadline(now);
+        }
     }
 
-    /// If the candidate holds a quorum of the effective membership, become leader.
-    fn try_win_election(&mut self) -> bool {
+    /// If the candidate holds a quorum of the effective membership, become leader; after a
+    /// won pre-vote, start the real election.
+    fn try_win_election(&mut self, now: Instant) -> bool {
         let Some(candidate) = &self.candidate else { return false };
-        if candidate.vote != self.state.vote || !self.state.membership.effective().is_quorum(candidate.granted.iter()) {
+        if !self.state.membership.effective().is_quorum(candidate.granted.iter()) {
             return false;
         }
-        self.become_leader();
+        if candidate.pre_vote {
+            let force = candidate.force;
+            self.campaign(now, false, force);
+            return true;
+        }
+        if candidate.vote != self.state.vote {
+            return false;
+        }
+        self.become_leader(now);
         true
     }
 
     /// Won the election: commit the vote, start replication and append a blank entry so that
     /// entries of earlier terms commit (Raft §5.4.2) and reads can be served (§8).
-    fn become_leader(&mut self) {
+    fn become_leader(&mut self, now: Instant) {
         let vote = self.state.vote.into_committed();
         info!(id = %self.config.id, %vote, last = %DisplayOption(&self.state.last_log_id()), "became leader");
         self.candidate = None;
         self.save_vote(vote);
         self.state.server_state = ServerState::Leader;
         self.state.leader_id = Some(self.config.id);
-        self.election_deadline = None;
-        self.leader = Some(Leader::new(vote, self.state.io.accepted.seq + 1));
+        self.leader = Some(Leader::new(vote, self.state.io.accepted.seq + 1, now));
+        // With check-quorum the leader's timer checks that a quorum still acknowledges it.
+        self.election_deadline = self.config.check_quorum.then(|| now + self.config.election_timeout_max);
         self.update_replication_streams();
-        self.leader_append_entries([EntryPayload::Blank]);
+        let blank = self.leader_append_entries([EntryPayload::Blank]);
+        if let Some(leader) = self.leader.as_mut() {
+            leader.blank_log_id = blank;
+        }
     }
 
     /// Stop acting as leader, if this node is one. Pending client writes stay: their entries
@@ -156,6 +216,6 @@ impl<C: RaftTypeConfig> Engine<C> {
         self.output.push_back(Command::AppendEntries { io, entries });
         self.state.server_state = self.follower_or_learner();
         // Start the election at once; the other nodes have an empty log and will vote for us.
-        self.elect(now);
+        self.elect_forced(now);
     }
 }

@@ -7,7 +7,7 @@ use tracing::{debug, error};
 use crate::RaftTypeConfig;
 use crate::engine::{Command, Engine, LogIOId};
 use crate::raft::{AppendEntriesRequest, AppendEntriesResponse};
-use crate::types::{DisplayOption, Entry, EntryPayload, LogId};
+use crate::types::{DisplayOption, Entry, EntryPayload, LogId, Vote};
 
 impl<C: RaftTypeConfig> Engine<C> {
     /// Handle a leader's AppendEntries (Raft §5.3).
@@ -19,11 +19,9 @@ impl<C: RaftTypeConfig> Engine<C> {
         now: Instant,
         req: AppendEntriesRequest<C>,
     ) -> (AppendEntriesResponse<C>, Option<LogIOId<C>>) {
-        if !req.vote.committed || !req.vote.is_ge(&self.state.vote) {
-            debug!(id = %self.config.id, req_vote = %req.vote, my_vote = %self.state.vote, "reject append: stale vote");
-            return (AppendEntriesResponse::HigherVote(self.state.vote), None);
+        if let Err(vote) = self.accept_leader(now, req.vote) {
+            return (AppendEntriesResponse::HigherVote(vote), None);
         }
-        self.follow_leader(now, &req);
 
         if !self.log_contains(req.prev_log_id) {
             debug!(id = %self.config.id, prev = %DisplayOption(&req.prev_log_id), "reject append: prev_log_id not in log");
@@ -51,18 +49,25 @@ impl<C: RaftTypeConfig> Engine<C> {
         (AppendEntriesResponse::Success { matched }, Some(self.state.io.accepted))
     }
 
-    /// Accept the leader of `req`: adopt its vote and stop any candidacy or leadership.
-    fn follow_leader(&mut self, now: Instant, req: &AppendEntriesRequest<C>) {
-        if req.vote != self.state.vote {
+    /// Check a leader's vote (Raft §5.1): accept it if it is elected and not less than ours,
+    /// and follow that leader; otherwise return our greater vote for the reply.
+    pub(crate) fn accept_leader(&mut self, now: Instant, vote: Vote<C>) -> Result<(), Vote<C>> {
+        if !vote.committed || !vote.is_ge(&self.state.vote) {
+            debug!(id = %self.config.id, leader_vote = %vote, my_vote = %self.state.vote, "reject a stale leader");
+            return Err(self.state.vote);
+        }
+        if vote != self.state.vote {
             self.step_down_from_leader();
-            self.save_vote(req.vote);
+            self.save_vote(vote);
         }
         self.candidate = None;
+        self.last_leader_contact = Some(now);
         if self.leader.is_none() {
             self.state.server_state = self.follower_or_learner();
-            self.state.leader_id = req.vote.node_id;
+            self.state.leader_id = vote.node_id;
             self.reset_election_deadline(now);
         }
+        Ok(())
     }
 
     /// Whether the log holds `log_id`; `None` (the empty prefix) is always held.
@@ -95,7 +100,7 @@ impl<C: RaftTypeConfig> Engine<C> {
                     last_log_id: self.state.last_log_id(),
                 });
             }
-            expected += 1;
+            expected = expected.saturating_add(1);
         }
 
         if let Some(conflicting) = self.state.log_ids.get(first.index) {

@@ -2,11 +2,12 @@
 
 use std::collections::BTreeMap;
 
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::RaftTypeConfig;
 use crate::engine::{Command, Engine, LogIOId, ReplicationTarget};
-use crate::types::{DisplayOption, Entry, EntryPayload, LogId, Vote};
+use crate::types::{DisplayOption, Entry, EntryPayload, LogId, Membership, Vote};
 
 /// What a replication stream learned about its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,11 +32,42 @@ pub(crate) struct Leader<C: RaftTypeConfig> {
     pub(crate) flushed: Option<LogId<C>>,
     /// The matched log id of every other member, voter or learner.
     pub(crate) progress: BTreeMap<C::NodeId, Option<LogId<C>>>,
+    /// The membership a joint change proposed by this leader is heading for.
+    pub(crate) membership_target: Option<Membership<C>>,
+    /// When this node became leader: members that have not answered yet count as having
+    /// acknowledged it then, which gives a new leader one election timeout of grace.
+    pub(crate) since: Instant,
+    /// For every other member, the send time of the latest request it answered: it still
+    /// followed this leader at that time.
+    pub(crate) acked: BTreeMap<C::NodeId, Instant>,
+    /// The blank entry this leader appended on election; reads wait until it is committed.
+    pub(crate) blank_log_id: Option<LogId<C>>,
+    /// A leadership transfer in progress: the target, when it gives up, and whether the
+    /// target was told to campaign.
+    pub(crate) transfer: Option<Transfer<C>>,
+}
+
+/// A leadership transfer in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Transfer<C: RaftTypeConfig> {
+    pub(crate) to: C::NodeId,
+    pub(crate) deadline: Instant,
+    pub(crate) sent: bool,
 }
 
 impl<C: RaftTypeConfig> Leader<C> {
-    pub(crate) fn new(vote: Vote<C>, first_io_seq: u64) -> Self {
-        Self { vote, first_io_seq, flushed: None, progress: BTreeMap::new() }
+    pub(crate) fn new(vote: Vote<C>, first_io_seq: u64, since: Instant) -> Self {
+        Self {
+            vote,
+            first_io_seq,
+            flushed: None,
+            progress: BTreeMap::new(),
+            membership_target: None,
+            since,
+            acked: BTreeMap::new(),
+            blank_log_id: None,
+            transfer: None,
+        }
     }
 }
 
@@ -73,6 +105,8 @@ impl<C: RaftTypeConfig> Engine<C> {
         self.output.push_back(Command::AppendEntries { io, entries });
         if membership_changed {
             self.update_replication_streams();
+            // The new config may count a quorum differently (e.g. a voter was removed).
+            self.leader_commit();
         }
         Some(first)
     }
@@ -91,10 +125,16 @@ impl<C: RaftTypeConfig> Engine<C> {
         }
     }
 
-    /// A replication stream of the leadership `vote` reports on `target`.
-    pub(crate) fn on_replication_progress(&mut self, target: C::NodeId, vote: Vote<C>, result: ReplicationResult<C>) {
+    /// A replication stream of the leadership `vote` reports on `target` at `now`.
+    pub(crate) fn on_replication_progress(
+        &mut self,
+        now: Instant,
+        target: C::NodeId,
+        vote: Vote<C>,
+        result: ReplicationResult<C>,
+    ) {
         match result {
-            ReplicationResult::HigherVote(v) => self.see_greater_vote(v),
+            ReplicationResult::HigherVote(v) => self.see_greater_vote(now, v),
             ReplicationResult::Matched(matched) => {
                 let Some(leader) = self.leader.as_mut() else { return };
                 if leader.vote != vote {
@@ -108,6 +148,7 @@ impl<C: RaftTypeConfig> Engine<C> {
                 if matched > *progress {
                     *progress = matched;
                     self.leader_commit();
+                    self.maybe_send_timeout_now();
                 }
             }
         }
@@ -118,9 +159,11 @@ impl<C: RaftTypeConfig> Engine<C> {
     fn leader_commit(&mut self) {
         let Some(leader) = self.leader.as_ref() else { return };
         let me = self.config.id;
-        let quorum_matched = self.state.membership.effective().quorum_value(|id| {
-            if *id == me { leader.flushed } else { leader.progress.get(id).copied().flatten() }
-        });
+        let quorum_matched = self
+            .state
+            .membership
+            .effective()
+            .quorum_value(|id| if *id == me { leader.flushed } else { leader.progress.get(id).copied().flatten() });
         let Some(Some(matched)) = quorum_matched else { return };
         if Some(matched.leader_id) != leader.vote.leader_id() {
             return;
@@ -129,21 +172,21 @@ impl<C: RaftTypeConfig> Engine<C> {
         self.commit(matched);
     }
 
-    /// Make the replication streams match the effective membership: one per other member.
+    /// Make the replication streams match the membership: one per other member of the
+    /// effective or the committed config, so nodes being removed keep receiving the log until
+    /// the config that removes them commits.
     pub(crate) fn update_replication_streams(&mut self) {
         let me = self.config.id;
         let Some(leader) = self.leader.as_mut() else { return };
-        let membership = self.state.membership.effective();
-        let targets: Vec<ReplicationTarget<C>> = membership
-            .nodes()
-            .iter()
-            .filter(|(id, _)| **id != me)
-            .map(|(id, node)| ReplicationTarget { id: *id, node: node.clone() })
-            .collect();
-        leader.progress.retain(|id, _| membership.get_node(id).is_some());
-        for t in &targets {
-            leader.progress.entry(t.id).or_insert(None);
+        let ms = &self.state.membership;
+        let mut nodes = ms.committed.membership.nodes().clone();
+        nodes.extend(ms.effective().nodes().iter().map(|(k, v)| (*k, v.clone())));
+        nodes.remove(&me);
+        leader.progress.retain(|id, _| nodes.contains_key(id));
+        for id in nodes.keys() {
+            leader.progress.entry(*id).or_insert(None);
         }
+        let targets = nodes.into_iter().map(|(id, node)| ReplicationTarget { id, node }).collect();
         self.output.push_back(Command::UpdateReplicationStreams { vote: leader.vote, targets });
     }
 }

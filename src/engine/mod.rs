@@ -32,8 +32,12 @@ mod command;
 mod election;
 mod follower;
 mod leader;
+mod lease;
 mod log_id_list;
+mod membership_change;
+mod snapshot;
 mod state;
+mod transfer;
 
 #[cfg(test)]
 mod tests;
@@ -44,10 +48,12 @@ use std::time::Duration;
 pub(crate) use command::{Command, ReplicationTarget};
 pub(crate) use leader::{Leader, ReplicationResult};
 pub(crate) use log_id_list::LogIdList;
+pub(crate) use membership_change::ChangeRejected;
 pub use state::LogIOId;
 pub use state::ServerState;
 pub(crate) use state::{IOState, MembershipState, RaftState};
 use tokio::time::Instant;
+pub(crate) use transfer::TransferRejected;
 
 use crate::RaftTypeConfig;
 use crate::types::LogId;
@@ -59,6 +65,13 @@ pub(crate) struct EngineConfig<C: RaftTypeConfig> {
     pub(crate) election_timeout_min: Duration,
     pub(crate) election_timeout_max: Duration,
     pub(crate) seed: u64,
+    pub(crate) snapshot_policy: crate::config::SnapshotPolicy,
+    /// Entries kept in the log behind a snapshot when purging.
+    pub(crate) log_to_keep: u64,
+    pub(crate) pre_vote: bool,
+    pub(crate) check_quorum: bool,
+    /// How long after a quorum acknowledged the leader its lease lasts.
+    pub(crate) lease: Duration,
 }
 
 /// A candidate's election in progress.
@@ -66,6 +79,10 @@ pub(crate) struct EngineConfig<C: RaftTypeConfig> {
 pub(crate) struct Candidate<C: RaftTypeConfig> {
     pub(crate) vote: crate::types::Vote<C>,
     pub(crate) granted: std::collections::BTreeSet<C::NodeId>,
+    /// Whether this is the pre-vote round: grants are "I would vote", not votes.
+    pub(crate) pre_vote: bool,
+    /// Whether voters are asked to ignore a leader they heard from recently.
+    pub(crate) force: bool,
 }
 
 /// The pure Raft protocol core of one node. See the [module docs](self) for the call order.
@@ -77,9 +94,11 @@ pub(crate) struct Engine<C: RaftTypeConfig> {
     /// `Some` exactly while this node is a candidate.
     pub(crate) candidate: Option<Candidate<C>>,
     /// When to start an election if no leader is heard from; `None` while leading.
-    election_deadline: Option<Instant>,
+    pub(crate) election_deadline: Option<Instant>,
     /// xorshift state for randomized election timeouts: deterministic given the seed.
     rng: u64,
+    /// When this node last accepted a message from a leader.
+    pub(crate) last_leader_contact: Option<Instant>,
     /// Commands for RaftCore, in execution order.
     pub(crate) output: VecDeque<Command<C>>,
 }
@@ -94,6 +113,7 @@ impl<C: RaftTypeConfig> Engine<C> {
             candidate: None,
             election_deadline: None,
             rng,
+            last_leader_contact: None,
             output: VecDeque::new(),
         }
     }
@@ -104,7 +124,8 @@ impl<C: RaftTypeConfig> Engine<C> {
         let committed = self.state.committed;
         if committed > self.state.apply_submitted {
             if let Some(last) = committed {
-                self.output.push_back(Command::Apply { first: self.state.apply_submitted.map_or(0, |l| l.index + 1), last });
+                self.output
+                    .push_back(Command::Apply { first: self.state.apply_submitted.map_or(0, |l| l.index + 1), last });
                 self.state.apply_submitted = committed;
             }
         }
@@ -138,6 +159,7 @@ impl<C: RaftTypeConfig> Engine<C> {
         debug_assert!(Some(log_id) <= self.state.apply_submitted, "applied beyond what was submitted");
         if Some(log_id) > self.state.applied {
             self.state.applied = Some(log_id);
+            self.maybe_build_snapshot();
         }
     }
 
@@ -167,16 +189,28 @@ impl<C: RaftTypeConfig> Engine<C> {
         }
         debug_assert!(Some(committed) <= self.state.last_log_id(), "committed beyond the log");
         self.state.committed = Some(committed);
+        let membership_before = self.state.membership.committed.log_id;
         self.state.membership.commit(self.state.committed);
+        if self.state.membership.committed.log_id != membership_before && self.leader.is_some() {
+            // Nodes the committed config dropped get no more log; a joint config moves on.
+            self.update_replication_streams();
+            self.leader_advance_membership();
+        }
         let first = self.state.apply_submitted.map_or(0, |l| l.index + 1);
         self.state.apply_submitted = Some(committed);
         // Several inputs handled before the queue is drained merge into one Apply, so the
         // state machine gets one batch instead of many.
-        if let Some(Command::SaveCommitted { committed: prev_committed }) = self.output.back_mut() {
-            *prev_committed = committed;
-            let len = self.output.len();
-            if let Some(Command::Apply { last, .. }) = len.checked_sub(2).and_then(|i| self.output.get_mut(i)) {
-                *last = committed;
+        let len = self.output.len();
+        if len >= 2 {
+            if let (Some(Command::Apply { .. }), Some(Command::SaveCommitted { .. })) =
+                (self.output.get(len - 2), self.output.get(len - 1))
+            {
+                if let Some(Command::Apply { last, .. }) = self.output.get_mut(len - 2) {
+                    *last = committed;
+                }
+                if let Some(Command::SaveCommitted { committed: c }) = self.output.get_mut(len - 1) {
+                    *c = committed;
+                }
                 return;
             }
         }
@@ -200,7 +234,13 @@ impl<C: RaftTypeConfig> Engine<C> {
         if vote != self.state.vote {
             debug_assert!(vote.is_ge(&self.state.vote), "a vote never goes back: {} -> {vote}", self.state.vote);
             self.state.vote = vote;
-            self.output.push_back(Command::SaveVote { vote });
+            // Two saves in a row (voted, then elected at once): the later one supersedes the
+            // earlier, and nothing between them depended on it, so one write does.
+            if let Some(Command::SaveVote { vote: queued }) = self.output.back_mut() {
+                *queued = vote;
+            } else {
+                self.output.push_back(Command::SaveVote { vote });
+            }
         }
     }
 }

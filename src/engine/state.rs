@@ -95,6 +95,16 @@ impl<C: RaftTypeConfig> MembershipState<C> {
         }
     }
 
+    /// A snapshot carrying `membership` was installed: it is committed, and effective unless
+    /// the log holds a newer membership entry.
+    pub(crate) fn install_snapshot(&mut self, membership: StoredMembership<C>) {
+        let membership = Arc::new(membership);
+        if self.effective.log_id <= membership.log_id {
+            self.effective = membership.clone();
+        }
+        self.committed = membership;
+    }
+
     /// `committed` advanced to `log_id`: the effective membership may now be committed too.
     pub(crate) fn commit(&mut self, committed: Option<LogId<C>>) {
         if self.effective.log_id <= committed && self.committed.log_id != self.effective.log_id {
@@ -124,6 +134,10 @@ pub(crate) struct RaftState<C: RaftTypeConfig> {
     pub(crate) server_state: ServerState,
     /// The leader this node follows, if it knows one.
     pub(crate) leader_id: Option<C::NodeId>,
+    /// The last entry covered by the latest snapshot, built or installed.
+    pub(crate) snapshot_last: Option<LogId<C>>,
+    /// Whether a snapshot is being built.
+    pub(crate) snapshot_building: bool,
 }
 
 impl<C: RaftTypeConfig> Default for RaftState<C> {
@@ -139,6 +153,8 @@ impl<C: RaftTypeConfig> Default for RaftState<C> {
             io: IOState { accepted: io, flushed: io },
             server_state: ServerState::Learner,
             leader_id: None,
+            snapshot_last: None,
+            snapshot_building: false,
         }
     }
 }

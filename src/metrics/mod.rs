@@ -34,6 +34,8 @@ pub struct RaftMetrics<C: RaftTypeConfig> {
     pub last_applied: Option<LogId<C>>,
     /// The last purged entry.
     pub purged: Option<LogId<C>>,
+    /// The last entry covered by the latest snapshot, built or installed.
+    pub snapshot: Option<LogId<C>>,
     /// The leader this node knows of (itself, if leader).
     pub current_leader: Option<C::NodeId>,
     /// The effective membership: the last one in the log.
@@ -57,6 +59,7 @@ impl<C: RaftTypeConfig> RaftMetrics<C> {
             committed: None,
             last_applied: None,
             purged: None,
+            snapshot: None,
             current_leader: None,
             membership_config: Arc::new(StoredMembership::default()),
             committed_membership: Arc::new(StoredMembership::default()),
@@ -76,6 +79,7 @@ impl<C: RaftTypeConfig> RaftMetrics<C> {
             committed: st.committed,
             last_applied: st.applied,
             purged: st.log_ids.purged(),
+            snapshot: st.snapshot_last,
             current_leader: st.leader_id,
             membership_config: st.membership.effective.clone(),
             committed_membership: st.membership.committed.clone(),
@@ -96,6 +100,7 @@ impl<C: RaftTypeConfig> Clone for RaftMetrics<C> {
             committed: self.committed,
             last_applied: self.last_applied,
             purged: self.purged,
+            snapshot: self.snapshot,
             current_leader: self.current_leader,
             membership_config: self.membership_config.clone(),
             committed_membership: self.committed_membership.clone(),
@@ -113,6 +118,7 @@ impl<C: RaftTypeConfig> PartialEq for RaftMetrics<C> {
             && self.committed == other.committed
             && self.last_applied == other.last_applied
             && self.purged == other.purged
+            && self.snapshot == other.snapshot
             && self.current_leader == other.current_leader
             && self.membership_config == other.membership_config
             && self.committed_membership == other.committed_membership
@@ -210,7 +216,11 @@ impl<C: RaftTypeConfig> Wait<C> {
     ///
     /// # Errors
     /// See [`metrics`](Self::metrics).
-    pub async fn applied_index_at_least(&self, index: Option<u64>, msg: impl fmt::Display) -> Result<RaftMetrics<C>, WaitError> {
+    pub async fn applied_index_at_least(
+        &self,
+        index: Option<u64>,
+        msg: impl fmt::Display,
+    ) -> Result<RaftMetrics<C>, WaitError> {
         self.metrics(
             |m| m.last_applied.map(|l| l.index) >= index,
             format!("applied >= {}: {msg}", DisplayOption(&index)),
@@ -222,7 +232,11 @@ impl<C: RaftTypeConfig> Wait<C> {
     ///
     /// # Errors
     /// See [`metrics`](Self::metrics).
-    pub async fn log_index_at_least(&self, index: Option<u64>, msg: impl fmt::Display) -> Result<RaftMetrics<C>, WaitError> {
+    pub async fn log_index_at_least(
+        &self,
+        index: Option<u64>,
+        msg: impl fmt::Display,
+    ) -> Result<RaftMetrics<C>, WaitError> {
         self.metrics(|m| m.last_log_index >= index, format!("last log >= {}: {msg}", DisplayOption(&index))).await
     }
 }

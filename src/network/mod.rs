@@ -31,8 +31,8 @@ use futures_util::{Stream, StreamExt};
 use crate::RaftTypeConfig;
 use crate::error::RPCError;
 use crate::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    TransferLeaderRequest, VoteRequest, VoteResponse,
 };
 
 /// Options for one RPC.
@@ -93,6 +93,22 @@ pub trait RaftNetwork<C: RaftTypeConfig>: Send + Sync + 'static {
         req: InstallSnapshotRequest<C>,
         option: RPCOption,
     ) -> impl Future<Output = Result<InstallSnapshotResponse<C>, RPCError>> + Send;
+
+    /// Tell the target to campaign now: the last step of a leadership transfer. Deliver it to
+    /// the target's [`Raft::handle_transfer_leader`](crate::Raft::handle_transfer_leader).
+    ///
+    /// The default answers [`RPCError::Unreachable`]: a network that does not implement it
+    /// makes leadership transfers time out (harmlessly) instead of completing.
+    fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<C>,
+        option: RPCOption,
+    ) -> impl Future<Output = Result<(), RPCError>> + Send {
+        let _ = (req, option);
+        async {
+            Err(RPCError::Unreachable(anyerror::AnyError::error("transfer_leader is not implemented by this network")))
+        }
+    }
 
     /// Replicate a stream of AppendEntries requests, returning the stream of responses.
     ///

@@ -17,6 +17,21 @@ pub struct VoteRequest<C: RaftTypeConfig> {
     pub vote: Vote<C>,
     /// The candidate's last log id, for the up-to-date check (Raft §5.4.1).
     pub last_log_id: Option<LogId<C>>,
+    /// A pre-vote (Raft dissertation §9.6): "would you vote for me?" The receiver answers
+    /// without changing its state, so a node that cannot win never raises the term.
+    #[serde(default)]
+    pub pre_vote: bool,
+    /// Sent on the leader's request (leadership transfer) or by an operator: the receiver
+    /// votes even though it heard from a leader recently.
+    #[serde(default)]
+    pub force: bool,
+}
+
+impl<C: RaftTypeConfig> VoteRequest<C> {
+    /// A plain vote request of `vote` with the candidate's `last_log_id`.
+    pub fn new(vote: Vote<C>, last_log_id: Option<LogId<C>>) -> Self {
+        Self { vote, last_log_id, pre_vote: false, force: false }
+    }
 }
 
 /// The answer to a [`VoteRequest`].
@@ -29,6 +44,28 @@ pub struct VoteResponse<C: RaftTypeConfig> {
     /// Whether the vote was granted.
     pub vote_granted: bool,
     /// The responder's last log id.
+    pub last_log_id: Option<LogId<C>>,
+    /// Whether this answers a pre-vote. A granted pre-vote carries the request's vote; it is
+    /// no vote, and is never counted as one.
+    #[serde(default)]
+    pub pre_vote: bool,
+}
+
+impl<C: RaftTypeConfig> VoteResponse<C> {
+    /// An answer to a plain vote request.
+    pub fn new(vote: Vote<C>, vote_granted: bool, last_log_id: Option<LogId<C>>) -> Self {
+        Self { vote, vote_granted, last_log_id, pre_vote: false }
+    }
+}
+
+/// The leader asks a caught-up follower to start an election at once: the last step of a
+/// leadership transfer.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct TransferLeaderRequest<C: RaftTypeConfig> {
+    /// The leader's elected vote.
+    pub vote: Vote<C>,
+    /// The leader's last log id; the follower holds it (it is caught up).
     pub last_log_id: Option<LogId<C>>,
 }
 
@@ -100,6 +137,10 @@ pub struct InstallSnapshotRequest<C: RaftTypeConfig> {
 pub struct InstallSnapshotResponse<C: RaftTypeConfig> {
     /// The follower's vote; greater than the request's if the follower has seen a newer term.
     pub vote: Vote<C>,
+    /// The offset of the next chunk the follower expects for this snapshot. A leader whose
+    /// chunk was not at this offset (a transfer resumed after an interruption, or a follower
+    /// that lost what it had) continues from here; 0 means start over.
+    pub next_offset: u64,
 }
 
 macro_rules! impl_clone_debug {
@@ -117,15 +158,19 @@ macro_rules! impl_clone_debug {
     };
 }
 
-impl_clone_debug!(VoteRequest { vote, last_log_id });
-impl_clone_debug!(VoteResponse { vote, vote_granted, last_log_id });
+impl_clone_debug!(VoteRequest { vote, last_log_id, pre_vote, force });
+impl_clone_debug!(TransferLeaderRequest { vote, last_log_id });
+impl_clone_debug!(VoteResponse { vote, vote_granted, last_log_id, pre_vote });
 impl_clone_debug!(AppendEntriesRequest { vote, prev_log_id, entries, leader_commit });
 impl_clone_debug!(InstallSnapshotRequest { vote, meta, offset, data, done });
-impl_clone_debug!(InstallSnapshotResponse { vote });
+impl_clone_debug!(InstallSnapshotResponse { vote, next_offset });
 
 impl<C: RaftTypeConfig> PartialEq for VoteResponse<C> {
     fn eq(&self, other: &Self) -> bool {
-        self.vote == other.vote && self.vote_granted == other.vote_granted && self.last_log_id == other.last_log_id
+        self.vote == other.vote
+            && self.vote_granted == other.vote_granted
+            && self.last_log_id == other.last_log_id
+            && self.pre_vote == other.pre_vote
     }
 }
 impl<C: RaftTypeConfig> Eq for VoteResponse<C> {}

@@ -9,21 +9,22 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 pub use message::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    TransferLeaderRequest, VoteRequest, VoteResponse,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, info_span};
 
+use crate::ServerState;
 use crate::config::Config;
 use crate::core::{ApiMsg, RaftCore, RpcMsg, StateMachineWorker, Watches, load_state};
 use crate::engine::{Engine, EngineConfig, LogIOId};
-use crate::error::{ClientWriteError, Fatal, InitializeError, RaftError};
+use crate::error::{ClientWriteError, Fatal, InitializeError, LinearizableReadError, RaftError, TransferLeaderError};
 use crate::metrics::{RaftMetrics, Wait};
 use crate::replication::IOProgress;
 use crate::storage::{RaftLogStorage, RaftStateMachine};
-use crate::types::{EntryPayload, LogId, Membership};
+use crate::types::{ChangeMembers, EntryPayload, LogId, Membership};
 use crate::{RaftNetworkFactory, RaftTypeConfig};
 
 /// The result of a successful [`Raft::client_write`]: where the entry was committed and what the
@@ -38,6 +39,52 @@ pub struct ClientWriteResponse<C: RaftTypeConfig> {
 impl<C: RaftTypeConfig> fmt::Debug for ClientWriteResponse<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientWriteResponse").field("log_id", &self.log_id).field("data", &self.data).finish()
+    }
+}
+
+/// The result of a completed [`Raft::change_membership`]: the committed configuration.
+pub struct ChangeMembershipResponse<C: RaftTypeConfig> {
+    /// The entry that carries the committed configuration (`None` only before initialization).
+    pub log_id: Option<LogId<C>>,
+    /// The committed configuration.
+    pub membership: Membership<C>,
+}
+
+impl<C: RaftTypeConfig> fmt::Debug for ChangeMembershipResponse<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChangeMembershipResponse")
+            .field("log_id", &self.log_id)
+            .field("membership", &self.membership)
+            .finish()
+    }
+}
+
+/// How a linearizable read confirms that this node still leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum ReadPolicy {
+    /// ReadIndex (Raft §8): a quorum acknowledges the leader after the read arrived. One
+    /// heartbeat round trip; safe whatever the clocks do.
+    #[default]
+    ReadIndex,
+    /// Leader lease: skip the round trip while a quorum acknowledged the leader within
+    /// `election_timeout_min - max_clock_drift`. Relies on clocks drifting less than
+    /// `Config::max_clock_drift` and on check-quorum; falls back to ReadIndex when the lease
+    /// has expired.
+    LeaseRead,
+}
+
+/// The answer to [`Raft::get_read_index`]: once the state machine has applied `read_log_id`,
+/// reading it is linearizable.
+pub struct ReadIndex<C: RaftTypeConfig> {
+    /// The log id a read must see applied.
+    pub read_log_id: Option<LogId<C>>,
+    /// What the leader had applied when it answered.
+    pub applied: Option<LogId<C>>,
+}
+
+impl<C: RaftTypeConfig> fmt::Debug for ReadIndex<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadIndex").field("read_log_id", &self.read_log_id).field("applied", &self.applied).finish()
     }
 }
 
@@ -105,6 +152,11 @@ impl<C: RaftTypeConfig> Raft<C> {
             election_timeout_min: config.election_timeout_min,
             election_timeout_max: config.election_timeout_max,
             seed,
+            snapshot_policy: config.snapshot_policy,
+            log_to_keep: config.max_in_snapshot_log_to_keep,
+            pre_vote: config.enable_pre_vote,
+            check_quorum: config.enable_check_quorum,
+            lease: config.election_timeout_min.saturating_sub(config.max_clock_drift),
         };
         let submitted = LogIOId { seq: 0, vote: state.vote, last_log_id: state.last_log_id() };
         let engine = Engine::new(engine_config, state);
@@ -116,9 +168,15 @@ impl<C: RaftTypeConfig> Raft<C> {
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let (metrics_tx, metrics_rx) = watch::channel(RaftMetrics::new_initial(id));
         let watches = Watches {
-            submitted: watch::channel(IOProgress { vote: submitted.vote, last_log_id: submitted.last_log_id }).0,
+            submitted: watch::channel(IOProgress {
+                vote: submitted.vote,
+                last_log_id: submitted.last_log_id,
+                purged: engine.state.log_ids.purged(),
+            })
+            .0,
             committed: watch::channel(None).0,
             metrics: metrics_tx,
+            heartbeat: watch::channel(0).0,
         };
 
         let sm_worker = StateMachineWorker {
@@ -147,6 +205,11 @@ impl<C: RaftTypeConfig> Raft<C> {
             replications: BTreeMap::new(),
             submitted,
             deferred_api: None,
+            membership_waiter: None,
+            receiving: None,
+            installing: None,
+            pending_reads: Vec::new(),
+            pending_transfer: None,
         };
         let core = tokio::spawn(core.run());
 
@@ -213,6 +276,66 @@ impl<C: RaftTypeConfig> Raft<C> {
         }
     }
 
+    /// Change the cluster's membership, and wait until the new configuration is committed.
+    ///
+    /// A change of voters goes through joint consensus (old and new voters both needed for
+    /// every decision) and then the new voters alone; this returns when the final
+    /// configuration is committed. `retain` keeps voters that the change removes as learners.
+    /// A leader that the change removes keeps leading until the final configuration commits,
+    /// then steps down.
+    ///
+    /// # Errors
+    /// - [`ClientWriteError::ForwardToLeader`]: not the leader; nothing was proposed.
+    /// - [`ClientWriteError::MembershipChangeInProgress`]: another change is not committed yet;
+    ///   nothing was proposed.
+    /// - [`ClientWriteError::InvalidMembership`]: the result would be invalid (no voters, a
+    ///   voter that is not a member, removing a voter); nothing was proposed.
+    /// - [`ClientWriteError::Discarded`]: proposed, then discarded by a newer leader.
+    /// - [`Fatal`]: the node stopped; the outcome is unknown.
+    pub async fn change_membership(
+        &self,
+        changes: ChangeMembers<C>,
+        retain: bool,
+    ) -> Result<ChangeMembershipResponse<C>, RaftError<ClientWriteError<C>>> {
+        let (tx, rx) = oneshot::channel();
+        self.send_api(ApiMsg::ChangeMembership { changes, retain, tx }).await?;
+        match rx.await {
+            Ok(r) => r.map_err(RaftError::APIError),
+            Err(_) => Err(self.stopped_error()),
+        }
+    }
+
+    /// Add `id`, reachable as `node`, as a learner: it receives the log but does not vote.
+    ///
+    /// With `blocking`, wait until the learner's log has caught up with the leader's as of
+    /// this call (or until this node stops leading), so that promoting it to voter next does
+    /// not stall commits.
+    ///
+    /// # Errors
+    /// As [`change_membership`](Self::change_membership).
+    pub async fn add_learner(
+        &self,
+        id: C::NodeId,
+        node: C::Node,
+        blocking: bool,
+    ) -> Result<ChangeMembershipResponse<C>, RaftError<ClientWriteError<C>>> {
+        let target = self.inner.metrics_rx.borrow().last_log_id;
+        let resp = self.change_membership(ChangeMembers::AddNodes([(id, node)].into()), true).await?;
+        if blocking {
+            let mut rx = self.inner.metrics_rx.clone();
+            let caught_up = rx
+                .wait_for(|m| {
+                    m.state != ServerState::Leader
+                        || m.replication.as_ref().is_some_and(|r| r.get(&id).copied().flatten() >= target)
+                })
+                .await;
+            if caught_up.is_err() {
+                return Err(self.stopped_error());
+            }
+        }
+        Ok(resp)
+    }
+
     /// Handle an AppendEntries request from the leader; answer once the entries are durable.
     ///
     /// # Errors
@@ -230,7 +353,10 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// come out in request order. At most `Config::max_in_flight_requests` requests are
     /// outstanding; the input is not read further until earlier ones are answered. The output
     /// ends after the first error.
-    pub fn stream_append<S>(&self, input: S) -> impl Stream<Item = Result<AppendEntriesResponse<C>, RaftError>> + Send + 'static
+    pub fn stream_append<S>(
+        &self,
+        input: S,
+    ) -> impl Stream<Item = Result<AppendEntriesResponse<C>, RaftError>> + Send + 'static
     where
         S: Stream<Item = AppendEntriesRequest<C>> + Send + 'static,
     {
@@ -259,6 +385,85 @@ impl<C: RaftTypeConfig> Raft<C> {
                 *failed = r.is_err();
                 futures_util::future::ready(Some(r))
             })
+    }
+
+    /// Confirm that this node leads and return the log id a linearizable read must see
+    /// applied, without waiting for it to be applied. For follower reads: a follower asks the
+    /// leader for this (through the application's own RPC), then waits on its own state
+    /// machine with [`wait_applied`](Self::wait_applied) and reads locally.
+    ///
+    /// A leader that has not committed an entry of its term yet answers only after it has. A
+    /// leader cut off from the majority never answers with a stale index: it waits, and fails
+    /// with `ForwardToLeader` when check-quorum makes it step down.
+    ///
+    /// # Errors
+    /// [`LinearizableReadError::ForwardToLeader`] if this node is not (or stopped being) the
+    /// leader; [`Fatal`] if it stopped.
+    pub async fn get_read_index(
+        &self,
+        policy: ReadPolicy,
+    ) -> Result<ReadIndex<C>, RaftError<LinearizableReadError<C>>> {
+        let (tx, rx) = oneshot::channel();
+        self.send_api(ApiMsg::GetReadLogId { policy, tx }).await?;
+        match rx.await {
+            Ok(r) => r.map_err(RaftError::APIError),
+            Err(_) => Err(self.stopped_error()),
+        }
+    }
+
+    /// Make the next read of this (leader) node's state machine linearizable: confirm the
+    /// leadership, then wait until the state machine has applied everything committed before
+    /// this call. Returns the read log id.
+    ///
+    /// # Errors
+    /// As [`get_read_index`](Self::get_read_index).
+    pub async fn ensure_linearizable(
+        &self,
+        policy: ReadPolicy,
+    ) -> Result<Option<LogId<C>>, RaftError<LinearizableReadError<C>>> {
+        let index = self.get_read_index(policy).await?;
+        if index.applied < index.read_log_id {
+            self.wait_applied(index.read_log_id).await.map_err(|_| self.stopped_error())?;
+        }
+        Ok(index.read_log_id)
+    }
+
+    /// Wait until this node's state machine has applied `log_id` (by index).
+    ///
+    /// # Errors
+    /// [`Fatal::Stopped`] if the node stops first.
+    pub async fn wait_applied(&self, log_id: Option<LogId<C>>) -> Result<(), Fatal> {
+        let Some(log_id) = log_id else { return Ok(()) };
+        let mut rx = self.inner.metrics_rx.clone();
+        rx.wait_for(|m| m.last_applied.is_some_and(|a| a.index >= log_id.index) || m.state == ServerState::Shutdown)
+            .await
+            .map_err(|_| Fatal::Stopped)
+            .and_then(|m| if m.state == ServerState::Shutdown { Err(Fatal::Stopped) } else { Ok(()) })
+    }
+
+    /// Handle the leader's request to campaign now (the last step of a leadership transfer).
+    /// Returns whether this node started an election.
+    ///
+    /// # Errors
+    /// [`Fatal`] if this node has stopped.
+    pub async fn handle_transfer_leader(&self, req: TransferLeaderRequest<C>) -> Result<bool, RaftError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.rpc_tx.send(RpcMsg::TransferLeader { req, tx }).await.map_err(|_| self.stopped_error())?;
+        rx.await.map_err(|_| self.stopped_error())
+    }
+
+    /// Handle one chunk of a snapshot from the leader. The snapshot is installed when its last
+    /// chunk arrives; the answer says which offset the follower expects next.
+    ///
+    /// # Errors
+    /// [`Fatal`] if this node has stopped.
+    pub async fn install_snapshot(
+        &self,
+        req: InstallSnapshotRequest<C>,
+    ) -> Result<InstallSnapshotResponse<C>, RaftError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.rpc_tx.send(RpcMsg::InstallSnapshot { req, tx }).await.map_err(|_| self.stopped_error())?;
+        rx.await.map_err(|_| self.stopped_error())
     }
 
     /// Handle a vote request from a candidate.
@@ -327,12 +532,46 @@ pub struct Trigger<'r, C: RaftTypeConfig> {
 }
 
 impl<C: RaftTypeConfig> Trigger<'_, C> {
-    /// Start an election now, if this node is a voter.
+    /// Start an election now, if this node is a voter. It skips pre-vote and asks voters to
+    /// vote even if they heard from a leader recently: it may depose a healthy leader.
     ///
     /// # Errors
     /// [`Fatal`] if the node has stopped.
     pub async fn elect(&self) -> Result<(), RaftError> {
         self.raft.send_api(ApiMsg::Elect).await
     }
-}
 
+    /// Hand leadership to `to`: stop accepting writes, bring `to` up to date, then tell it to
+    /// campaign. Returns once this node has stepped down.
+    ///
+    /// # Errors
+    /// [`TransferLeaderError::Timeout`] if `to` did not take over within twice the maximum
+    /// election timeout (this node then leads on and accepts writes again);
+    /// `ForwardToLeader` if this node is not the leader; `NotAVoter`.
+    pub async fn transfer_leader(&self, to: C::NodeId) -> Result<(), RaftError<TransferLeaderError<C>>> {
+        let (tx, rx) = oneshot::channel();
+        self.raft.send_api(ApiMsg::TransferLeader { to, tx }).await?;
+        match rx.await {
+            Ok(r) => r.map_err(RaftError::APIError),
+            Err(_) => Err(self.raft.stopped_error()),
+        }
+    }
+
+    /// Build a snapshot now (unless one is being built). Its completion shows in
+    /// [`RaftMetrics::snapshot`].
+    ///
+    /// # Errors
+    /// [`Fatal`] if the node has stopped.
+    pub async fn snapshot(&self) -> Result<(), RaftError> {
+        self.raft.send_api(ApiMsg::TriggerSnapshot).await
+    }
+
+    /// Purge the log up to index `upto`, bounded by the last snapshot and by what is applied:
+    /// entries a snapshot cannot replace are never purged.
+    ///
+    /// # Errors
+    /// [`Fatal`] if the node has stopped.
+    pub async fn purge_log(&self, upto: u64) -> Result<(), RaftError> {
+        self.raft.send_api(ApiMsg::PurgeLog { upto }).await
+    }
+}

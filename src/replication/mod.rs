@@ -16,6 +16,8 @@
 //! *submitted*, and stops as soon as the published leader vote is not its own. Progress goes to
 //! RaftCore as `Notification::Replication`.
 
+mod snapshot;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -25,15 +27,15 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::{Instrument, debug, debug_span, warn};
 
+use crate::RaftTypeConfig;
 use crate::config::Config;
-use crate::core::Notification;
+use crate::core::{Notification, SmMsg};
 use crate::engine::ReplicationResult;
 use crate::error::{Fatal, RPCError};
 use crate::network::{RPCOption, RaftNetwork};
 use crate::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use crate::storage::RaftLogReader;
 use crate::types::{DisplayOption, Entry, LogId, LogIdOptionExt, Vote};
-use crate::RaftTypeConfig;
 
 /// What RaftCore has handed to the log store, under which vote: replication streams read up to
 /// `last_log_id` and stop when `vote` is not the one they replicate for.
@@ -41,6 +43,8 @@ use crate::RaftTypeConfig;
 pub(crate) struct IOProgress<C: RaftTypeConfig> {
     pub(crate) vote: Vote<C>,
     pub(crate) last_log_id: Option<LogId<C>>,
+    /// The last purged entry: entries up to it can only be sent as a snapshot.
+    pub(crate) purged: Option<LogId<C>>,
 }
 
 /// A running replication task; dropping the handle stops it.
@@ -66,7 +70,9 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
         config: Arc<Config>,
         submitted: watch::Receiver<IOProgress<C>>,
         committed: watch::Receiver<Option<LogId<C>>>,
+        heartbeat: watch::Receiver<u64>,
         notify: mpsc::UnboundedSender<Notification<C>>,
+        sm: mpsc::UnboundedSender<SmMsg<C>>,
     ) -> Self
     where
         N: RaftNetwork<C>,
@@ -74,7 +80,18 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
     {
         let core = ReplicationCore {
             network,
-            state: StreamState { target, vote, log_reader, config, submitted, committed, notify, matched: None },
+            state: StreamState {
+                target,
+                vote,
+                log_reader,
+                config,
+                submitted,
+                committed,
+                heartbeat,
+                notify,
+                sm,
+                matched: None,
+            },
         };
         let span = debug_span!("replication", id = %leader, %target);
         let join = tokio::spawn(core.run().instrument(span));
@@ -90,6 +107,8 @@ enum Stop {
     Conflict,
     /// A network error or timeout: retry after a backoff.
     Retry(RPCError),
+    /// The follower needs entries the leader purged: send the snapshot.
+    NeedSnapshot,
     /// The log store failed.
     Fatal(Fatal),
 }
@@ -119,7 +138,11 @@ struct StreamState<C: RaftTypeConfig, LR> {
     config: Arc<Config>,
     submitted: watch::Receiver<IOProgress<C>>,
     committed: watch::Receiver<Option<LogId<C>>>,
+    /// Changes when a read wants a heartbeat round now.
+    heartbeat: watch::Receiver<u64>,
     notify: mpsc::UnboundedSender<Notification<C>>,
+    /// The state machine task, which hands out the current snapshot.
+    sm: mpsc::UnboundedSender<SmMsg<C>>,
     /// The follower's log matches the leader's up to here, durably.
     matched: Option<LogId<C>>,
 }
@@ -148,6 +171,18 @@ where
             match stop {
                 Stop::LeadershipEnded => return,
                 Stop::Conflict => debug!("conflict: searching for the match point again"),
+                Stop::NeedSnapshot => match self.send_snapshot().await {
+                    Ok(()) => {}
+                    Err(Stop::LeadershipEnded) => return,
+                    Err(Stop::Fatal(f)) => {
+                        let _ = self.state.notify.send(Notification::Fatal(f));
+                        return;
+                    }
+                    Err(_) => {
+                        debug!("sending the snapshot failed; retrying after a backoff");
+                        sleep(self.state.config.heartbeat_interval).await;
+                    }
+                },
                 Stop::Retry(e) => {
                     debug!(error = %e, "replication failed; retrying after a backoff");
                     sleep(self.state.config.heartbeat_interval).await;
@@ -163,7 +198,10 @@ where
     /// Phase 1: binary search for the longest prefix of the leader's log the follower holds.
     async fn find_match(&mut self) -> Result<(), Stop> {
         let st = &mut self.state;
-        let leader_last = st.current_submitted()?.last_log_id;
+        let submitted = st.current_submitted()?;
+        let leader_last = submitted.last_log_id;
+        // The shortest prefix the leader can still describe: its purged entry.
+        let purged_len = submitted.purged.next_index();
         // Invariant: a prefix of `lo` entries matches; no prefix of `hi` or more entries does.
         let mut lo = st.matched.next_index();
         let mut hi = leader_last.next_index() + 1;
@@ -178,11 +216,15 @@ where
                 leader_commit: *st.committed.borrow(),
             };
             let option = RPCOption::new(st.config.rpc_timeout);
+            let sent_at = Instant::now();
             let resp = match timeout(option.timeout, self.network.append_entries(req, option)).await {
                 Ok(r) => r.map_err(Stop::Retry)?,
                 Err(_) => return Err(Stop::Retry(RPCError::Timeout(option.timeout))),
             };
-            match st.probe_result(resp)? {
+            let probe = st.probe_result(resp)?;
+            // Any answer but a greater vote shows the follower followed this leader.
+            st.report(st.matched, Some(sent_at));
+            match probe {
                 Probe::Matched => {
                     lo = probe_len;
                     matched = Some(prev);
@@ -194,10 +236,22 @@ where
             if lo + 1 >= hi {
                 break;
             }
+            if lo < purged_len {
+                if hi <= purged_len {
+                    // The follower lacks entries the leader purged.
+                    return Err(Stop::NeedSnapshot);
+                }
+                // Check the purged entry first: below it nothing can be probed or sent.
+                probe_len = purged_len;
+                continue;
+            }
             probe_len = lo + (hi - lo) / 2;
         }
+        if lo < purged_len {
+            return Err(Stop::NeedSnapshot);
+        }
         debug!(matched = %DisplayOption(&matched), "found the match point");
-        st.set_matched(matched);
+        st.report(matched, None);
         Ok(())
     }
 
@@ -215,8 +269,8 @@ where
             Err(_) => return Err(Stop::Retry(RPCError::Timeout(rpc_timeout))),
         };
 
-        // The last log id of every request sent and not yet acknowledged, oldest first.
-        let mut in_flight: VecDeque<Option<LogId<C>>> = VecDeque::new();
+        // The last log id and send time of every request sent and not yet acknowledged.
+        let mut in_flight: VecDeque<(Option<LogId<C>>, Instant)> = VecDeque::new();
         let mut last_sent = st.matched;
         let mut sent_commit: Option<LogId<C>> = None;
         let mut next_heartbeat = Instant::now();
@@ -240,13 +294,17 @@ where
                                 warn!(matched = %DisplayOption(&matched), "follower acknowledged entries never sent");
                                 return Err(Stop::Conflict);
                             }
-                            while in_flight.front().is_some_and(|l| *l <= matched) {
-                                in_flight.pop_front();
+                            let mut acked_at = None;
+                            while let Some((_, sent_at)) = in_flight.pop_front_if(|(l, _)| *l <= matched) {
+                                acked_at = Some(sent_at);
                             }
                             answer_deadline = Instant::now() + rpc_timeout;
-                            st.set_matched(matched);
+                            st.report(matched, acked_at);
                         }
-                        AppendEntriesResponse::Conflict { .. } => return Err(Stop::Conflict),
+                        AppendEntriesResponse::Conflict { .. } => {
+                            st.report(st.matched, in_flight.front().map(|(_, t)| *t));
+                            return Err(Stop::Conflict);
+                        }
                         AppendEntriesResponse::HigherVote(v) => return Err(st.higher_vote(v)),
                     }
                 }
@@ -258,7 +316,7 @@ where
                     }
                     last_sent = req.last_log_id();
                     sent_commit = committed;
-                    in_flight.push_back(last_sent);
+                    in_flight.push_back((last_sent, Instant::now()));
                     next_heartbeat = Instant::now() + heartbeat;
                     permit.send(req);
                 }
@@ -267,7 +325,7 @@ where
                     if in_flight.is_empty() {
                         answer_deadline = Instant::now() + rpc_timeout;
                     }
-                    in_flight.push_back(last_sent);
+                    in_flight.push_back((last_sent, Instant::now()));
                     sent_commit = committed;
                     next_heartbeat = Instant::now() + heartbeat;
                     if tx.try_send(req).is_err() {
@@ -283,6 +341,11 @@ where
                 r = st.committed.changed(), if !send_now => {
                     if r.is_err() { return Err(Stop::LeadershipEnded); }
                 }
+                r = st.heartbeat.changed() => {
+                    if r.is_err() { return Err(Stop::LeadershipEnded); }
+                    // A read waits for a quorum to acknowledge a request sent after it.
+                    next_heartbeat = Instant::now();
+                }
             }
         }
     }
@@ -290,7 +353,10 @@ where
 
 impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
     /// What the leader has submitted, or the end of this task if leadership changed.
-    fn current_submitted(&mut self) -> Result<IOProgress<C>, Stop> {
+    ///
+    /// RaftCore publishes the leader vote before it starts streams, so any other vote means the
+    /// leadership this task serves is over.
+    pub(super) fn current_submitted(&mut self) -> Result<IOProgress<C>, Stop> {
         let submitted = *self.submitted.borrow_and_update();
         if submitted.vote != self.vote {
             return Err(Stop::LeadershipEnded);
@@ -298,19 +364,16 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
         Ok(submitted)
     }
 
-    /// The leader's log id at `index`, read from the log.
+    /// The leader's log id at `index`, read from the log (the purged entry's id is known).
     async fn log_id_at(&mut self, index: u64) -> Result<LogId<C>, Stop> {
+        if let Some(purged) = self.submitted.borrow().purged.filter(|p| p.index == index) {
+            return Ok(purged);
+        }
         let entries = self.log_reader.try_get_log_entries(index..index + 1).await?;
         match entries.first() {
             Some(e) if e.log_id.index == index => Ok(e.log_id),
-            // Purged concurrently: the follower needs a snapshot, which this version cannot
-            // send yet. Back off and retry; an operator sees the warning.
-            _ => {
-                warn!(index, "entry needed for replication is not in the log (purged?)");
-                Err(Stop::Retry(RPCError::Unreachable(anyerror::AnyError::error(format!(
-                    "log entry {index} not readable"
-                )))))
-            }
+            // Purged since the search started: the follower gets the snapshot.
+            _ => Err(Stop::NeedSnapshot),
         }
     }
 
@@ -325,8 +388,12 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
         let end = submitted.next_index().min(start + self.config.max_payload_entries);
         let entries: Vec<Entry<C>> =
             if start < end { self.log_reader.try_get_log_entries(start..end).await? } else { Vec::new() };
-        let consecutive = entries.len() as u64 == end - start && entries.iter().zip(start..).all(|(e, i)| e.log_id.index == i);
+        let consecutive =
+            entries.len() as u64 == end - start && entries.iter().zip(start..).all(|(e, i)| e.log_id.index == i);
         if !consecutive {
+            if self.submitted.borrow().purged.next_index() > start {
+                return Err(Stop::NeedSnapshot);
+            }
             warn!(start, end, got = entries.len(), "log reader returned an incomplete range");
             return Err(Stop::Retry(RPCError::Unreachable(anyerror::AnyError::error("log range not readable"))));
         }
@@ -341,12 +408,13 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
         }
     }
 
-    fn higher_vote(&mut self, vote: Vote<C>) -> Stop {
+    pub(super) fn higher_vote(&mut self, vote: Vote<C>) -> Stop {
         if vote.is_gt(&self.vote) {
             let _ = self.notify.send(Notification::Replication {
                 target: self.target,
                 vote: self.vote,
                 result: ReplicationResult::HigherVote(vote),
+                acked_at: None,
             });
             Stop::LeadershipEnded
         } else {
@@ -356,14 +424,21 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
         }
     }
 
-    fn set_matched(&mut self, matched: Option<LogId<C>>) {
-        if matched > self.matched {
-            self.matched = matched;
-            let _ = self.notify.send(Notification::Replication {
-                target: self.target,
-                vote: self.vote,
-                result: ReplicationResult::Matched(matched),
-            });
+    /// Tell RaftCore what was learned: the follower matches up to `matched` (reported when it
+    /// advanced) and followed this leader at `acked_at`.
+    pub(super) fn report(&mut self, matched: Option<LogId<C>>, acked_at: Option<Instant>) {
+        let advanced = matched > self.matched;
+        if !advanced && acked_at.is_none() {
+            return;
         }
+        if advanced {
+            self.matched = matched;
+        }
+        let _ = self.notify.send(Notification::Replication {
+            target: self.target,
+            vote: self.vote,
+            result: ReplicationResult::Matched(self.matched),
+            acked_at,
+        });
     }
 }

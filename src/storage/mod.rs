@@ -103,10 +103,7 @@ pub trait RaftLogStorage<C: RaftTypeConfig>: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StorageError`] if it could not be recorded.
-    fn save_committed(
-        &mut self,
-        committed: Option<LogId<C>>,
-    ) -> impl Future<Output = Result<(), StorageError>> + Send {
+    fn save_committed(&mut self, committed: Option<LogId<C>>) -> impl Future<Output = Result<(), StorageError>> + Send {
         let _ = committed;
         async { Ok(()) }
     }
@@ -192,9 +189,7 @@ pub trait RaftStateMachine<C: RaftTypeConfig>: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StorageError`] if the buffer could not be created.
-    fn begin_receiving_snapshot(
-        &mut self,
-    ) -> impl Future<Output = Result<Box<C::SnapshotData>, StorageError>> + Send;
+    fn begin_receiving_snapshot(&mut self) -> impl Future<Output = Result<Box<C::SnapshotData>, StorageError>> + Send;
 
     /// Replace the state machine's state with the received snapshot, atomically. After this
     /// returns, [`applied_state`](Self::applied_state) reports `meta.last_log_id` and

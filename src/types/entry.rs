@@ -73,7 +73,8 @@ impl<C: RaftTypeConfig> Clone for EntryPayload<C> {
 }
 
 impl<C: RaftTypeConfig> PartialEq for EntryPayload<C>
-where C::D: PartialEq
+where
+    C::D: PartialEq,
 {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
@@ -86,7 +87,8 @@ where C::D: PartialEq
 }
 
 impl<C: RaftTypeConfig> PartialEq for Entry<C>
-where C::D: PartialEq
+where
+    C::D: PartialEq,
 {
     fn eq(&self, other: &Self) -> bool {
         self.log_id == other.log_id && self.payload == other.payload

@@ -29,9 +29,12 @@ pub enum MembershipError {
     /// A voter set was empty, or there was no voter set.
     #[error("a membership needs at least one voter in each configuration")]
     EmptyVoters,
-    /// A voter has no node information.
-    #[error("voter {0} has no node information")]
+    /// A voter has no node information: it is not a member.
+    #[error("voter {0} has no node information (it is not a member)")]
     VoterWithoutNode(String),
+    /// A node that still votes cannot be removed; remove it from the voters first.
+    #[error("node {0} is a voter; remove it from the voters before removing it")]
+    RemoveVoter(String),
 }
 
 impl<C: RaftTypeConfig> Membership<C> {
@@ -61,6 +64,25 @@ impl<C: RaftTypeConfig> Membership<C> {
     pub fn new_voters(nodes: BTreeMap<C::NodeId, C::Node>) -> Result<Self, MembershipError> {
         let voters = nodes.keys().copied().collect();
         Self::new(vec![voters], nodes)
+    }
+
+    /// The joint membership of `old` and `new` voters, for a change between them. Not
+    /// validated: every voter must be in `nodes`.
+    pub(crate) fn new_joint(
+        old: BTreeSet<C::NodeId>,
+        new: BTreeSet<C::NodeId>,
+        nodes: BTreeMap<C::NodeId, C::Node>,
+    ) -> Self {
+        let configs = if old == new { vec![new] } else { vec![old, new] };
+        Self { configs, nodes }
+    }
+
+    /// The same membership with only its last voter set: where a joint change ends.
+    pub(crate) fn into_last_config(mut self) -> Self {
+        if self.configs.len() > 1 {
+            self.configs.drain(..self.configs.len() - 1);
+        }
+        self
     }
 
     /// The voter sets: one normally, two during joint consensus.

@@ -1,0 +1,139 @@
+//! `Engine::handle_vote_req`: whether to grant a vote (Raft §5.2, §5.4.1).
+
+use std::time::Duration;
+
+use pretty_assertions::assert_eq;
+use tokio::time::Instant;
+
+use super::fixture::{EngineBuilder, assert_deadline_after, log_id_by, voters};
+use crate::engine::{Command, ServerState};
+use crate::raft::{VoteRequest, VoteResponse};
+use crate::testing_types::{UTConfig, log_id};
+use crate::types::{LogId, Vote};
+
+/// The last log id of the voter in the table: node 2, log `[T1.0, T1.1, T2.2, T2.3]`.
+fn my_last() -> Option<LogId<UTConfig>> {
+    Some(log_id(2, 3))
+}
+
+fn no_vote(term: u64) -> Vote<UTConfig> {
+    Vote { term, node_id: None, committed: false }
+}
+
+struct Case {
+    name: &'static str,
+    my_vote: Vote<UTConfig>,
+    req_vote: Vote<UTConfig>,
+    req_last: Option<LogId<UTConfig>>,
+    granted: bool,
+}
+
+#[rustfmt::skip]
+fn cases() -> Vec<Case> {
+    let c = |name, my_vote, req_vote, req_last, granted| Case { name, my_vote, req_vote, req_last, granted };
+    vec![
+        // Raft §5.2 and §5.4.1: a newer term and a log at least as up-to-date.
+        c("newer term, equal log", Vote::new_committed(2, 1), Vote::new(3, 3), my_last(), true),
+        c("newer term, longer log", Vote::new_committed(2, 1), Vote::new(3, 3), Some(log_id(2, 5)), true),
+        // Raft §5.4.1: the later last term is more up-to-date, whatever the lengths.
+        c("later last term, shorter log", Vote::new_committed(2, 1), Vote::new(4, 3), Some(log_id_by(3, 3, 1)), true),
+        c("earlier last term, longer log", Vote::new_committed(2, 1), Vote::new(3, 3), Some(log_id(1, 5)), false),
+        c("same last term, shorter log", Vote::new_committed(2, 1), Vote::new(3, 3), Some(log_id(2, 2)), false),
+        c("empty log", Vote::new_committed(2, 1), Vote::new(3, 3), None, false),
+        // Raft §5.1: a request of an older term is stale.
+        c("older term", Vote::new_committed(2, 1), Vote::new(1, 3), my_last(), false),
+        // Raft §5.2: at most one vote per term, first come first served.
+        c("voted for another candidate", Vote::new(3, 1), Vote::new(3, 3), my_last(), false),
+        c("voted for itself", Vote::new(3, 2), Vote::new(3, 3), my_last(), false),
+        c("voted for this candidate", Vote::new(3, 3), Vote::new(3, 3), my_last(), true),
+        c("term known, no vote cast", no_vote(3), Vote::new(3, 3), my_last(), true),
+        c("term has an elected leader", Vote::new_committed(3, 1), Vote::new(3, 3), my_last(), false),
+        // Only a quorum elects: a request cannot claim to be elected already.
+        c("request claims to be elected", Vote::new_committed(2, 1), Vote::new_committed(3, 3), my_last(), false),
+    ]
+}
+
+#[test]
+fn vote_is_granted_only_to_an_up_to_date_candidate_of_an_open_term() {
+    for case in cases() {
+        let now = Instant::now();
+        let untouched_deadline = now + Duration::from_secs(60);
+        let mut engine = EngineBuilder::node(2)
+            .vote(case.my_vote)
+            .log([log_id(1, 0), log_id(1, 1), log_id(2, 2), log_id(2, 3)])
+            .committed(log_id(1, 1))
+            .membership(log_id(1, 0), voters(&[1, 2, 3]))
+            .deadline(untouched_deadline)
+            .build();
+        let state_before = engine.state.clone();
+
+        let resp = engine.handle_vote_req(now, &VoteRequest::new(case.req_vote, case.req_last));
+
+        let name = case.name;
+        let vote_after = if case.granted { case.req_vote } else { case.my_vote };
+        let expected_resp = VoteResponse::new(vote_after, case.granted, my_last());
+        assert_eq!(resp, expected_resp, "{name}");
+        let expected_commands = if case.granted && case.req_vote != case.my_vote {
+            vec![Command::SaveVote { vote: case.req_vote }]
+        } else {
+            vec![]
+        };
+        assert_eq!(engine.take_commands(), expected_commands, "{name}");
+        assert_eq!(engine.state.vote, vote_after, "{name}");
+        if case.granted {
+            assert_eq!(engine.state.server_state, ServerState::Follower, "{name}");
+            assert_eq!(engine.state.leader_id, None, "{name}");
+            // Raft §5.2: granting a vote restarts the election timer.
+            assert_deadline_after(&engine, now);
+        } else {
+            assert_eq!(engine.state, state_before, "{name}: a rejection changes nothing");
+            assert_eq!(engine.election_deadline(), Some(untouched_deadline), "{name}");
+        }
+    }
+}
+
+#[test]
+fn leader_steps_down_when_granting_a_vote_of_a_newer_term() {
+    let now = Instant::now();
+    let mut engine = EngineBuilder::node(1)
+        .vote(Vote::new_committed(2, 1))
+        .log([log_id(1, 0), log_id(1, 1), log_id(2, 2)])
+        .committed(log_id(2, 2))
+        .membership(log_id(1, 0), voters(&[1, 2, 3]))
+        .leader(1)
+        .build();
+
+    let req = VoteRequest::new(Vote::new(3, 3), Some(log_id(2, 2)));
+    let resp = engine.handle_vote_req(now, &req);
+
+    assert_eq!(resp, VoteResponse::new(Vote::new(3, 3), true, Some(log_id(2, 2))));
+    assert_eq!(
+        engine.take_commands(),
+        vec![Command::CloseReplicationStreams, Command::SaveVote { vote: Vote::new(3, 3) }]
+    );
+    assert!(engine.leader.is_none());
+    assert_eq!(engine.state.server_state, ServerState::Follower);
+    assert_eq!(engine.state.leader_id, None);
+    assert_deadline_after(&engine, now);
+}
+
+#[test]
+fn candidate_gives_up_when_granting_a_vote_of_a_newer_term() {
+    let now = Instant::now();
+    let mut engine = EngineBuilder::node(2)
+        .vote(Vote::new(3, 2))
+        .log([log_id(1, 0), log_id(1, 1)])
+        .membership(log_id(1, 0), voters(&[1, 2, 3]))
+        .candidate(&[2])
+        .deadline(now)
+        .build();
+
+    let req = VoteRequest::new(Vote::new(4, 3), Some(log_id(1, 1)));
+    let resp = engine.handle_vote_req(now, &req);
+
+    assert!(resp.vote_granted);
+    assert_eq!(engine.take_commands(), vec![Command::SaveVote { vote: Vote::new(4, 3) }]);
+    assert!(engine.candidate.is_none());
+    assert_eq!(engine.state.server_state, ServerState::Follower);
+    assert_deadline_after(&engine, now);
+}

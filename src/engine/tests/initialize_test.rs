@@ -1,0 +1,93 @@
+//! `Engine::initialize`: the first membership entry of a new cluster, then the first election.
+
+use pretty_assertions::assert_eq;
+use tokio::time::Instant;
+
+use super::fixture::{EngineBuilder, assert_deadline_after, io, log_id_by, voters};
+use crate::engine::{Command, ServerState};
+use crate::raft::VoteRequest;
+use crate::types::{Entry, Vote};
+
+#[test]
+fn initialize_appends_membership_at_index_zero_and_campaigns() {
+    let now = Instant::now();
+    let mut engine = EngineBuilder::node(1).build();
+    let membership = voters(&[1, 2, 3]);
+
+    engine.initialize(now, membership.clone());
+
+    // Every node initialized with this membership writes the very same entry.
+    let first = log_id_by(0, 0, 0);
+    let candidate = Vote::new(1, 1);
+    assert_eq!(
+        engine.take_commands(),
+        vec![
+            Command::AppendEntries {
+                io: io(1, Vote::default(), Some(first)),
+                entries: vec![Entry::new_membership(first, membership.clone())],
+            },
+            Command::SaveVote { vote: candidate },
+            // A new cluster has no leader to protect: skip pre-vote and stickiness.
+            Command::SendVote { req: VoteRequest { force: true, ..VoteRequest::new(candidate, Some(first)) } },
+        ]
+    );
+    assert_eq!(engine.state.last_log_id(), Some(first));
+    assert_eq!(engine.state.membership.effective(), &membership);
+    assert_eq!(engine.state.membership.effective.log_id, Some(first));
+    assert_eq!(engine.state.committed, None, "the membership entry commits like any other");
+    assert_eq!(engine.state.vote, candidate);
+    assert_eq!(engine.state.server_state, ServerState::Candidate);
+    assert_eq!(engine.candidate.as_ref().map(|c| c.granted.clone()), Some([1].into()));
+    assert_deadline_after(&engine, now);
+}
+
+#[test]
+fn initialize_as_sole_voter_becomes_leader_at_once() {
+    let now = Instant::now();
+    let mut engine = EngineBuilder::node(1).build();
+    let membership = voters(&[1]);
+
+    engine.initialize(now, membership.clone());
+
+    let first = log_id_by(0, 0, 0);
+    let elected = Vote::new_committed(1, 1);
+    let blank = log_id_by(1, 1, 1);
+    assert_eq!(
+        engine.take_commands(),
+        vec![
+            Command::AppendEntries {
+                io: io(1, Vote::default(), Some(first)),
+                entries: vec![Entry::new_membership(first, membership)],
+            },
+            Command::SaveVote { vote: elected },
+            Command::UpdateReplicationStreams { vote: elected, targets: vec![] },
+            Command::AppendEntries { io: io(2, elected, Some(blank)), entries: vec![Entry::new_blank(blank)] },
+        ]
+    );
+    assert_eq!(engine.state.server_state, ServerState::Leader);
+    assert_eq!(engine.state.leader_id, Some(1));
+    assert_eq!(engine.state.io.accepted, io(2, elected, Some(blank)));
+    assert_eq!(engine.election_deadline(), None);
+}
+
+#[test]
+fn initialize_with_a_membership_without_this_node_only_appends() {
+    let now = Instant::now();
+    let mut engine = EngineBuilder::node(1).build();
+    let membership = voters(&[2, 3]);
+
+    engine.initialize(now, membership.clone());
+
+    // RaftCore refuses this request; the Engine still never campaigns as a non-voter.
+    let first = log_id_by(0, 0, 0);
+    assert_eq!(
+        engine.take_commands(),
+        vec![Command::AppendEntries {
+            io: io(1, Vote::default(), Some(first)),
+            entries: vec![Entry::new_membership(first, membership)],
+        }]
+    );
+    assert_eq!(engine.state.server_state, ServerState::Learner);
+    assert_eq!(engine.state.vote, Vote::default());
+    assert!(engine.candidate.is_none());
+}

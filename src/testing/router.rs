@@ -1,0 +1,350 @@
+//! [`Router`]: an in-memory network between the [`Raft`] nodes of one test, with faults.
+//!
+//! A node's network clients (made by [`Router::factory`]) call the target node's [`Raft`]
+//! methods directly: no serialization, no sockets. Faults are checked per message when it is
+//! sent, so a test can cut, delay or freeze links while the cluster runs:
+//!
+//! - [`isolate`](Router::isolate) / [`restore`](Router::restore): every link to and from a
+//!   node fails;
+//! - [`block`](Router::block) / [`unblock`](Router::unblock): requests in one direction fail;
+//! - [`set_delay`](Router::set_delay): requests on a link arrive after a delay (on the tokio
+//!   clock, so tests with paused time run instantly);
+//! - [`set_hang`](Router::set_hang): requests to a node are accepted and never answered.
+//!
+//! A failed link answers [`RPCError::Unreachable`]. The router enforces no timeout of its own:
+//! a hung request pends until quorate gives up on it, which is what a hang test exercises.
+//! Every request is counted by [`RpcKind`] when it is sent, delivered or not.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyerror::AnyError;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::TypeConfig;
+use crate::BasicNode;
+use crate::error::{Infallible, RPCError, RaftError};
+use crate::network::{AppendResponseStream, RPCOption, RaftNetwork, RaftNetworkFactory};
+use crate::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, Raft,
+    TransferLeaderRequest, VoteRequest, VoteResponse,
+};
+
+type C = TypeConfig;
+
+/// Requests of one `stream_append` that may be on the wire at once; more wait in the sender.
+const WIRE_CAPACITY: usize = 64;
+
+/// The kinds of message the [`Router`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RpcKind {
+    /// A request/response [`RaftNetwork::append_entries`] call, not one sent through a
+    /// stream: the leader's replication probes.
+    AppendEntries,
+    /// A [`RaftNetwork::vote`] call.
+    Vote,
+    /// A [`RaftNetwork::install_snapshot`] call.
+    InstallSnapshot,
+    /// A [`RaftNetwork::transfer_leader`] call.
+    TransferLeader,
+    /// One request sent through a [`RaftNetwork::stream_append`] stream.
+    StreamAppendRequest,
+    /// One [`RaftNetwork::stream_append`] call: a stream opened.
+    StreamOpen,
+}
+
+/// An in-memory network between the nodes of a test. Cheap to clone; clones share everything.
+///
+/// Register each node with [`add_node`](Self::add_node) and give it
+/// [`factory(id)`](Self::factory) as its network. Faults and counters are keyed by node id and
+/// survive [`remove_node`](Self::remove_node) and re-adding, so a restarted node keeps its
+/// faults.
+#[derive(Clone, Default)]
+pub struct Router {
+    inner: Arc<Mutex<RouterInner>>,
+}
+
+#[derive(Default)]
+struct RouterInner {
+    nodes: BTreeMap<u64, Raft<C>>,
+    isolated: BTreeSet<u64>,
+    /// Directed links `(from, to)` whose requests fail.
+    blocked: BTreeSet<(u64, u64)>,
+    delays: BTreeMap<(u64, u64), Duration>,
+    hung: BTreeSet<u64>,
+    counts: BTreeMap<(u64, u64, RpcKind), u64>,
+}
+
+/// What one request meets on its way, decided when it is sent.
+struct Route {
+    raft: Raft<C>,
+    delay: Duration,
+    hang: bool,
+}
+
+impl Route {
+    /// Wait out the link's delay and hand over the target; pend forever if the target hangs.
+    async fn arrive(self) -> Raft<C> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        if self.hang {
+            std::future::pending::<()>().await;
+        }
+        self.raft
+    }
+}
+
+impl Router {
+    /// A network with no nodes and no faults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Make `raft` reachable as node `id`, replacing the node registered as `id`, if any (as
+    /// a restarted node does).
+    pub fn add_node(&self, id: u64, raft: Raft<C>) {
+        self.lock().nodes.insert(id, raft);
+    }
+
+    /// Make node `id` unreachable, as if it had crashed; returns its handle, if it was
+    /// registered.
+    pub fn remove_node(&self, id: u64) -> Option<Raft<C>> {
+        self.lock().nodes.remove(&id)
+    }
+
+    /// The handle of node `id`, if it is registered.
+    pub fn node(&self, id: u64) -> Option<Raft<C>> {
+        self.lock().nodes.get(&id).cloned()
+    }
+
+    /// The network of node `source`: pass it to [`Raft::new`] for that node.
+    pub fn factory(&self, source: u64) -> RouterNetworkFactory {
+        RouterNetworkFactory { router: self.clone(), source }
+    }
+
+    /// Cut every link to and from node `id` until [`restore`](Self::restore).
+    pub fn isolate(&self, id: u64) {
+        self.lock().isolated.insert(id);
+    }
+
+    /// Undo [`isolate`](Self::isolate). Links blocked with [`block`](Self::block) stay blocked.
+    pub fn restore(&self, id: u64) {
+        self.lock().isolated.remove(&id);
+    }
+
+    /// Make requests from `from` to `to` fail with [`RPCError::Unreachable`]. The other
+    /// direction is unaffected.
+    pub fn block(&self, from: u64, to: u64) {
+        self.lock().blocked.insert((from, to));
+    }
+
+    /// Undo [`block`](Self::block).
+    pub fn unblock(&self, from: u64, to: u64) {
+        self.lock().blocked.remove(&(from, to));
+    }
+
+    /// Deliver each request from `from` to `to` `delay` after it is sent (`Duration::ZERO`
+    /// removes the delay). Streamed requests stay pipelined: each is delayed, not the stream.
+    pub fn set_delay(&self, from: u64, to: u64, delay: Duration) {
+        let mut inner = self.lock();
+        if delay.is_zero() {
+            inner.delays.remove(&(from, to));
+        } else {
+            inner.delays.insert((from, to), delay);
+        }
+    }
+
+    /// While `hang` is true, requests sent to `to` are accepted and never delivered or
+    /// answered: their futures pend forever (a stream stops taking requests and answers no
+    /// more).
+    pub fn set_hang(&self, to: u64, hang: bool) {
+        let mut inner = self.lock();
+        if hang {
+            inner.hung.insert(to);
+        } else {
+            inner.hung.remove(&to);
+        }
+    }
+
+    /// How many messages of `kind` were sent, between any nodes, since the last
+    /// [`reset_counts`](Self::reset_counts). A message counts when it is sent, delivered or
+    /// not (a blocked one counts too).
+    pub fn rpc_count(&self, kind: RpcKind) -> u64 {
+        let inner = self.lock();
+        inner.counts.iter().filter(|((_, _, k), _)| *k == kind).map(|(_, n)| n).sum()
+    }
+
+    /// How many messages of `kind` `from` sent to `to` since the last
+    /// [`reset_counts`](Self::reset_counts).
+    pub fn rpc_count_from_to(&self, from: u64, to: u64, kind: RpcKind) -> u64 {
+        let inner = self.lock();
+        inner.counts.get(&(from, to, kind)).copied().unwrap_or(0)
+    }
+
+    /// Set every counter back to zero.
+    pub fn reset_counts(&self) {
+        self.lock().counts.clear();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RouterInner> {
+        // A panic while holding the lock only happens in a test that is already failing.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Count a message and check the link: the route it takes, or why it cannot be sent.
+    fn send(&self, from: u64, to: u64, kind: RpcKind) -> Result<Route, RPCError> {
+        let mut inner = self.lock();
+        *inner.counts.entry((from, to, kind)).or_default() += 1;
+        if inner.isolated.contains(&from) || inner.isolated.contains(&to) {
+            return Err(unreachable_error(format!("link {from}->{to} is cut: a node is isolated")));
+        }
+        if inner.blocked.contains(&(from, to)) {
+            return Err(unreachable_error(format!("link {from}->{to} is blocked")));
+        }
+        let raft = inner
+            .nodes
+            .get(&to)
+            .cloned()
+            .ok_or_else(|| unreachable_error(format!("node {to} is not in the router")))?;
+        Ok(Route {
+            raft,
+            delay: inner.delays.get(&(from, to)).copied().unwrap_or_default(),
+            hang: inner.hung.contains(&to),
+        })
+    }
+}
+
+fn unreachable_error(msg: String) -> RPCError {
+    RPCError::Unreachable(AnyError::error(msg))
+}
+
+/// The target's error, as its caller sees it.
+fn remote_error(e: RaftError<Infallible>) -> RPCError {
+    match e {
+        RaftError::Fatal(f) => RPCError::RemoteFatal(f),
+        RaftError::APIError(never) => match never {},
+    }
+}
+
+/// Makes [`RouterNetwork`] clients for one source node; see [`Router::factory`].
+pub struct RouterNetworkFactory {
+    router: Router,
+    source: u64,
+}
+
+impl RaftNetworkFactory<C> for RouterNetworkFactory {
+    type Network = RouterNetwork;
+
+    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> RouterNetwork {
+        RouterNetwork { router: self.router.clone(), source: self.source, target }
+    }
+}
+
+/// A client from one node to another through a [`Router`]; made by [`RouterNetworkFactory`].
+///
+/// Calls reach the target's [`Raft`] handle directly.
+pub struct RouterNetwork {
+    router: Router,
+    source: u64,
+    target: u64,
+}
+
+impl RaftNetwork<C> for RouterNetwork {
+    async fn append_entries(
+        &mut self,
+        req: AppendEntriesRequest<C>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError> {
+        let route = self.router.send(self.source, self.target, RpcKind::AppendEntries)?;
+        let raft = route.arrive().await;
+        raft.append_entries(req).await.map_err(remote_error)
+    }
+
+    async fn vote(&mut self, req: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError> {
+        let route = self.router.send(self.source, self.target, RpcKind::Vote)?;
+        let raft = route.arrive().await;
+        raft.vote(req).await.map_err(remote_error)
+    }
+
+    async fn transfer_leader(&mut self, req: TransferLeaderRequest<C>, _option: RPCOption) -> Result<(), RPCError> {
+        let route = self.router.send(self.source, self.target, RpcKind::TransferLeader)?;
+        let raft = route.arrive().await;
+        raft.handle_transfer_leader(req).await.map(|_| ()).map_err(remote_error)
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        req: InstallSnapshotRequest<C>,
+        _option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<C>, RPCError> {
+        let route = self.router.send(self.source, self.target, RpcKind::InstallSnapshot)?;
+        let raft = route.arrive().await;
+        raft.install_snapshot(req).await.map_err(remote_error)
+    }
+
+    /// Pipeline `input` into the target's [`Raft::stream_append`].
+    ///
+    /// Each request is checked against the faults when it is taken from `input`: a cut link
+    /// ends the response stream with [`RPCError::Unreachable`] (the request is not delivered),
+    /// a delayed link delivers it after the delay, and a hung target stops the stream. The
+    /// target's own errors end the stream as [`RPCError::RemoteFatal`].
+    ///
+    /// # Errors
+    /// [`RPCError::Unreachable`] if the link is cut when the stream is opened.
+    async fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        _option: RPCOption,
+    ) -> Result<AppendResponseStream<'s, C>, RPCError>
+    where
+        S: Stream<Item = AppendEntriesRequest<C>> + Send + Unpin + 's,
+    {
+        let (from, to) = (self.source, self.target);
+        let raft = self.router.send(from, to, RpcKind::StreamOpen)?.raft;
+
+        // The wire: requests with the instant they arrive. The target's stream must be
+        // 'static, so `input` (which may borrow) is pumped into it from the response stream.
+        let (wire_tx, wire_rx) = mpsc::channel::<(AppendEntriesRequest<C>, Option<Instant>)>(WIRE_CAPACITY);
+        let router = self.router.clone();
+        let pump = async move {
+            let mut input = input;
+            while let Some(req) = input.next().await {
+                let route = router.send(from, to, RpcKind::StreamAppendRequest)?;
+                if route.hang {
+                    std::future::pending::<()>().await;
+                }
+                let arrival = (!route.delay.is_zero()).then(|| Instant::now() + route.delay);
+                if wire_tx.send((req, arrival)).await.is_err() {
+                    // The target ended its stream; its responses say why.
+                    break;
+                }
+            }
+            // Dropping `wire_tx` ends the target's input once the wire is drained.
+            Ok::<(), RPCError>(())
+        };
+        let delivered = futures_util::stream::unfold(wire_rx, |mut wire_rx| async move {
+            let (req, arrival) = wire_rx.recv().await?;
+            if let Some(at) = arrival {
+                tokio::time::sleep_until(at).await;
+            }
+            Some((req, wire_rx))
+        });
+
+        let responses = raft.stream_append(delivered).map(|r| r.map_err(remote_error));
+        // The pump yields only its error, if it fails.
+        let pump_error = futures_util::stream::once(pump).filter_map(|r| std::future::ready(r.err().map(Err)));
+        let merged = futures_util::stream::select(responses, pump_error).scan(false, |ended, r| {
+            // The first error ends the stream (contract 4), whichever side it came from.
+            if *ended {
+                return std::future::ready(None);
+            }
+            *ended = r.is_err();
+            std::future::ready(Some(r))
+        });
+        Ok(merged.boxed())
+    }
+}

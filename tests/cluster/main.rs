@@ -1,0 +1,16 @@
+//! Black-box cluster tests: several quorate nodes in one process, connected by the `testing`
+//! kit's in-memory router, driven only through the public API.
+//!
+//! Every test runs on tokio's paused clock: timers fire in virtual time, so elections and
+//! heartbeats happen in a deterministic order and a test never sleeps for real.
+
+mod fixture;
+
+mod t10_single_node;
+mod t20_election;
+mod t30_replication;
+mod t40_leader_failover;
+mod t50_lagging_follower;
+mod t60_divergent_follower;
+mod t70_membership;
+mod t80_snapshot;

@@ -1,0 +1,75 @@
+//! A one-node cluster: initialize, elect itself, write, read back.
+
+use maplit::btreemap;
+use quorate::testing::Request;
+use quorate::{ClientWriteError, InitializeError, RaftError, ServerState};
+
+use crate::fixture::{TIMEOUT, TestCluster, init_tracing, node_addr};
+
+#[tokio::test(start_paused = true)]
+async fn single_node_initializes_and_applies_writes() {
+    init_tracing();
+    let c = TestCluster::new(&[1]).await;
+    let leader = c.initialize(1).await;
+    assert_eq!(leader, 1);
+
+    let resp = c.set(1, "a", "1").await;
+    // Index 0 is the membership entry, 1 the leader's blank entry.
+    assert_eq!(resp.log_id.index, 2);
+    assert_eq!(resp.data.value, None, "no previous value");
+    let resp = c.set(1, "a", "2").await;
+    assert_eq!(resp.data.value.as_deref(), Some("1"), "the state machine answers with the previous value");
+
+    c.wait_applied(&[1], 3).await;
+    assert_eq!(c.nodes[&1].sm.data().get("a").map(String::as_str), Some("2"));
+    c.check_safety();
+}
+
+#[tokio::test(start_paused = true)]
+async fn initialize_twice_is_rejected() {
+    init_tracing();
+    let c = TestCluster::new(&[1]).await;
+    c.initialize(1).await;
+    let err = c.raft(1).initialize(btreemap! {1 => node_addr(1)}).await.unwrap_err();
+    assert!(matches!(err, RaftError::APIError(InitializeError::NotAllowed { .. })), "expected NotAllowed, got {err:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn initialize_without_self_is_rejected() {
+    init_tracing();
+    let c = TestCluster::new(&[1]).await;
+    let err = c.raft(1).initialize(btreemap! {2 => node_addr(2)}).await.unwrap_err();
+    assert!(matches!(err, RaftError::APIError(InitializeError::NotAVoter)), "got {err:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn write_before_initialize_is_forwarded_nowhere() {
+    init_tracing();
+    let c = TestCluster::new(&[1]).await;
+    let err = c.raft(1).client_write(Request::Noop).await.unwrap_err();
+    match err {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            assert_eq!(f.leader_id, None, "no leader is known before initialization")
+        }
+        other => panic!("expected ForwardToLeader, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn restarted_single_node_keeps_its_writes_and_leads_again() {
+    init_tracing();
+    let mut c = TestCluster::new(&[1]).await;
+    c.initialize(1).await;
+    for i in 0..10 {
+        c.set(1, &format!("k{i}"), &i.to_string()).await;
+    }
+    let before = c.raft(1).metrics().borrow().clone();
+    c.restart_node(1).await;
+    let m = c.raft(1).wait(Some(TIMEOUT)).state(ServerState::Leader, "re-elected after restart").await.unwrap();
+    assert!(m.current_term > before.current_term, "a restart leads in a new term");
+    assert!(m.vote.is_ge(&before.vote), "the vote survives a restart");
+    c.wait_applied(&[1], before.last_applied.unwrap().index).await;
+    assert_eq!(c.nodes[&1].sm.data().len(), 10);
+    c.set(1, "after", "restart").await;
+    c.check_safety();
+}

@@ -1,0 +1,78 @@
+//! A deposed leader holding entries nobody else has: it cannot commit them, and the new
+//! leader replaces them.
+
+use std::time::Duration;
+
+use quorate::testing::{Request, RpcKind};
+use quorate::{ClientWriteError, RaftError, ServerState};
+
+use crate::fixture::{TIMEOUT, TestCluster, init_tracing};
+use crate::t50_lagging_follower::probe_bound;
+
+/// Raft §5.3, §5.4: a leader cut off from the majority keeps appending but cannot commit;
+/// when it returns it follows the new leader, its divergent suffix is truncated, its pending
+/// writes fail as `Discarded` (never applied), and the logs converge. The leader finds the
+/// match point by binary search even though the follower's log is longer than the match.
+#[tokio::test(start_paused = true)]
+async fn deposed_leader_cannot_commit_and_its_suffix_is_replaced() {
+    init_tracing();
+    let c = TestCluster::new(&[1, 2, 3]).await;
+    let old = c.initialize(1).await;
+    c.set(old, "base", "0").await;
+    let base = c.raft(old).metrics().borrow().clone();
+    c.wait_applied(&c.ids(), base.last_log_index.unwrap()).await;
+
+    // Cut the leader off and have it accept 300 writes it can never commit.
+    c.router.isolate(old);
+    let stale_writes: Vec<_> = (0..300)
+        .map(|i| {
+            let raft = c.raft(old).clone();
+            tokio::spawn(async move {
+                raft.client_write(Request::Set { key: format!("stale{i}"), value: "x".into() }).await
+            })
+        })
+        .collect();
+    c.raft(old)
+        .wait(Some(TIMEOUT))
+        .log_index_at_least(Some(base.last_log_index.unwrap() + 300), "stale writes appended")
+        .await
+        .unwrap();
+
+    // The majority elects a new leader and commits 100 writes of its own.
+    let rest: Vec<u64> = c.ids().into_iter().filter(|id| *id != old).collect();
+    let new = c.wait_for_leader(&rest).await;
+    for i in 0..100 {
+        c.set(new, &format!("new{i}"), "y").await;
+    }
+    let m_old = c.raft(old).metrics().borrow().clone();
+    assert_eq!(m_old.committed, base.committed, "an isolated leader commits nothing");
+    assert!(stale_writes.iter().all(|h| !h.is_finished()), "no stale write was acknowledged");
+
+    // Reconnect: the old leader steps down and takes the new leader's log.
+    c.router.reset_counts();
+    c.router.restore(old);
+    let last = c.raft(new).metrics().borrow().last_log_index.unwrap();
+    c.raft(old).wait(Some(TIMEOUT)).current_leader(new, "old leader follows").await.unwrap();
+    c.wait_applied(&[old], last).await;
+    assert_eq!(c.raft(old).metrics().borrow().state, ServerState::Follower);
+
+    for h in stale_writes {
+        let r = tokio::time::timeout(Duration::from_secs(5), h).await.expect("answered").expect("task");
+        match r {
+            Err(RaftError::APIError(ClientWriteError::Discarded { log_id })) => {
+                assert!(log_id.index > base.last_log_index.unwrap());
+            }
+            other => panic!("a stale write must be discarded, got {other:?}"),
+        }
+    }
+    let data = c.nodes[&old].sm.data();
+    assert!(data.keys().all(|k| !k.starts_with("stale")), "no stale write was applied");
+    assert_eq!(data, c.nodes[&new].sm.data());
+    let old_log: Vec<_> = c.nodes[&old].log.entries().iter().map(|e| e.log_id).collect();
+    let new_log: Vec<_> = c.nodes[&new].log.entries().iter().map(|e| e.log_id).collect();
+    assert_eq!(old_log, new_log, "the logs converged");
+
+    let probes = c.router.rpc_count_from_to(new, old, RpcKind::AppendEntries);
+    assert!(probes <= probe_bound(last), "{probes} probes for a log of {last} entries");
+    c.check_safety();
+}

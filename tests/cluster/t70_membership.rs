@@ -1,0 +1,274 @@
+//! Membership changes: learners, joint consensus, removing the leader (Raft §6).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use maplit::{btreemap, btreeset};
+use quorate::testing::{MemLogStore, MemStateMachine, Request};
+use quorate::{ChangeMembers, ClientWriteError, RaftError, ServerState};
+
+use crate::fixture::{TIMEOUT, TestCluster, init_tracing, node_addr};
+
+fn voters(c: &TestCluster, id: u64) -> BTreeSet<u64> {
+    c.raft(id).metrics().borrow().committed_membership.membership.voter_ids()
+}
+
+/// Start `ids` as new, empty nodes of the cluster's router.
+async fn start_empty(c: &mut TestCluster, ids: &[u64]) {
+    for id in ids {
+        c.start_node(*id, MemLogStore::new(), MemStateMachine::new()).await;
+    }
+}
+
+/// Spawn `n` writes to `id`, returning the keys that were acknowledged.
+fn spawn_writes(c: &TestCluster, id: u64, prefix: &str, n: usize) -> tokio::task::JoinHandle<Vec<String>> {
+    let raft = c.raft(id).clone();
+    let prefix = prefix.to_string();
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for i in 0..n {
+            let key = format!("{prefix}{i}");
+            if raft.client_write(Request::Set { key: key.clone(), value: "v".into() }).await.is_ok() {
+                acked.push(key);
+            }
+        }
+        acked
+    })
+}
+
+/// Every acknowledged key is on every node in `ids` once they apply the leader's log.
+async fn assert_all_have(c: &TestCluster, leader: u64, ids: &[u64], keys: &[String]) {
+    let last = c.raft(leader).metrics().borrow().last_log_index.unwrap();
+    c.wait_applied(ids, last).await;
+    for id in ids {
+        let data = c.nodes[id].sm.data();
+        for k in keys {
+            assert!(data.contains_key(k), "node {id} lost acknowledged write {k}");
+        }
+    }
+}
+
+/// A one-node cluster grows to three: two learners catch up, then become voters.
+#[tokio::test(start_paused = true)]
+async fn grow_from_one_to_three_voters_through_learners() {
+    init_tracing();
+    let mut c = TestCluster::new(&[1]).await;
+    c.initialize(1).await;
+    for i in 0..50 {
+        c.set(1, &format!("k{i}"), "v").await;
+    }
+    start_empty(&mut c, &[2, 3]).await;
+
+    for id in [2, 3] {
+        c.raft(1).add_learner(id, node_addr(id), true).await.expect("add learner");
+        let m = c.raft(id).metrics().borrow().clone();
+        assert_eq!(m.state, ServerState::Learner, "a learner never votes");
+        assert!(m.last_log_index >= Some(50), "blocking add_learner returns once caught up");
+    }
+    assert_eq!(voters(&c, 1), btreeset! {1});
+
+    let writes = spawn_writes(&c, 1, "during", 100);
+    let resp = c.raft(1).change_membership(ChangeMembers::AddVoterIds(btreeset! {2, 3}), false).await.unwrap();
+    assert_eq!(resp.membership.voter_ids(), btreeset! {1, 2, 3});
+    assert!(!resp.membership.is_joint(), "the call returns once the final config commits");
+    let acked = writes.await.unwrap();
+    assert_eq!(acked.len(), 100, "writes commit throughout the change");
+
+    for id in [2, 3] {
+        c.raft(id).wait(Some(TIMEOUT)).state(ServerState::Follower, "promoted to voter").await.unwrap();
+    }
+    // The new voters now count toward quorum: with node 3 cut off, 1 and 2 still commit.
+    c.router.isolate(3);
+    c.set(1, "after", "growth").await;
+    c.router.restore(3);
+    assert_all_have(&c, 1, &[1, 2, 3], &acked).await;
+    c.check_safety();
+}
+
+/// Replace every voter: {1,2,3} -> {3,4,5}. The old leader leads through the change, steps
+/// down when the final config commits, and the removed nodes stay quiet.
+#[tokio::test(start_paused = true)]
+async fn replace_all_voters() {
+    init_tracing();
+    let mut c = TestCluster::new(&[1, 2, 3]).await;
+    let leader = c.initialize(1).await;
+    start_empty(&mut c, &[4, 5]).await;
+    for id in [4, 5] {
+        c.raft(leader).add_learner(id, node_addr(id), true).await.unwrap();
+    }
+
+    let writes = spawn_writes(&c, leader, "during", 100);
+    let resp =
+        c.raft(leader).change_membership(ChangeMembers::ReplaceAllVoters(btreeset! {3, 4, 5}), false).await.unwrap();
+    assert_eq!(resp.membership.voter_ids(), btreeset! {3, 4, 5});
+    assert_eq!(resp.membership.nodes().keys().copied().collect::<BTreeSet<_>>(), btreeset! {3, 4, 5});
+    let acked = writes.await.unwrap();
+
+    let new_leader = c.wait_for_leader(&[3, 4, 5]).await;
+    for id in [1, 2] {
+        if id != new_leader {
+            let m = c.raft(id).metrics().borrow().clone();
+            assert_ne!(m.state, ServerState::Leader, "node {id} was removed and does not lead");
+        }
+    }
+    c.set(new_leader, "after", "replace").await;
+    assert_all_have(&c, new_leader, &[3, 4, 5], &acked).await;
+
+    // Removed nodes do not disturb the cluster: time passes, the term and leader stay.
+    let term = c.raft(new_leader).metrics().borrow().current_term;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let m = c.raft(new_leader).metrics().borrow().clone();
+    assert_eq!((m.current_term, m.current_leader), (term, Some(new_leader)), "the cluster stayed stable");
+    let replication = m.replication.expect("leader metrics");
+    assert_eq!(
+        replication.keys().copied().collect::<BTreeSet<_>>(),
+        btreeset! {3, 4, 5}.into_iter().filter(|i| *i != new_leader).collect()
+    );
+    for id in [1, 2] {
+        assert_eq!(c.raft(id).metrics().borrow().state, ServerState::Learner, "removed node {id} cannot elect");
+    }
+    c.check_safety();
+}
+
+/// Removing the leader: it commits the change, then steps down; the rest elect a new one.
+#[tokio::test(start_paused = true)]
+async fn remove_the_leader() {
+    init_tracing();
+    let c = TestCluster::new(&[1, 2, 3]).await;
+    let leader = c.initialize(1).await;
+    let rest: Vec<u64> = c.ids().into_iter().filter(|id| *id != leader).collect();
+    let resp = c.raft(leader).change_membership(ChangeMembers::RemoveVoters(btreeset! {leader}), true).await.unwrap();
+    assert_eq!(resp.membership.voter_ids(), rest.iter().copied().collect::<BTreeSet<_>>());
+    assert!(resp.membership.nodes().contains_key(&leader), "retained as a learner");
+
+    let new_leader = c.wait_for_leader(&rest).await;
+    assert_ne!(new_leader, leader);
+    c.raft(leader).wait(Some(TIMEOUT)).state(ServerState::Learner, "old leader is a learner").await.unwrap();
+    c.set(new_leader, "k", "v").await;
+    let last = c.raft(new_leader).metrics().borrow().last_log_index.unwrap();
+    c.wait_applied(&c.ids(), last).await;
+    c.check_safety();
+}
+
+/// At most one uncommitted membership change: a second one is refused, not queued.
+#[tokio::test(start_paused = true)]
+async fn second_change_while_one_is_in_flight_is_rejected() {
+    init_tracing();
+    let mut c = TestCluster::new(&[1, 2, 3]).await;
+    let leader = c.initialize(1).await;
+    start_empty(&mut c, &[4]).await;
+    c.raft(leader).add_learner(4, node_addr(4), true).await.unwrap();
+
+    // Cut the leader off so the change cannot commit.
+    c.router.isolate(leader);
+    let raft = c.raft(leader).clone();
+    let first =
+        tokio::spawn(async move { raft.change_membership(ChangeMembers::AddVoterIds(btreeset! {4}), false).await });
+    c.raft(leader)
+        .wait(Some(TIMEOUT))
+        .metrics(|m| m.membership_config.membership.is_joint(), "joint config appended")
+        .await
+        .unwrap();
+    let second = c.raft(leader).change_membership(ChangeMembers::RemoveVoters(btreeset! {2}), false).await;
+    match second {
+        Err(RaftError::APIError(ClientWriteError::MembershipChangeInProgress { log_id })) => assert!(log_id.is_some()),
+        other => panic!("expected MembershipChangeInProgress, got {other:?}"),
+    }
+    assert!(!first.is_finished());
+    first.abort();
+}
+
+/// Raft §6: during the joint phase a decision needs a majority of both configs; with one old
+/// voter isolated, {1,2} of {1,2,3} and {1,2,4} of {1,2,3,4} still commit it.
+#[tokio::test(start_paused = true)]
+async fn change_commits_with_one_voter_isolated() {
+    init_tracing();
+    let mut c = TestCluster::new(&[1, 2, 3]).await;
+    let leader = c.initialize(1).await;
+    start_empty(&mut c, &[4]).await;
+    c.raft(leader).add_learner(4, node_addr(4), true).await.unwrap();
+    let isolated = c.ids().into_iter().find(|id| *id != leader && *id != 4).unwrap();
+    c.router.isolate(isolated);
+
+    let resp = c.raft(leader).change_membership(ChangeMembers::AddVoterIds(btreeset! {4}), false).await.unwrap();
+    assert_eq!(resp.membership.voter_ids(), btreeset! {1, 2, 3, 4});
+    c.set(leader, "k", "v").await;
+    c.router.restore(isolated);
+    let last = c.raft(leader).metrics().borrow().last_log_index.unwrap();
+    c.wait_applied(&c.ids(), last).await;
+    assert_eq!(voters(&c, isolated), btreeset! {1, 2, 3, 4}, "the isolated voter learns the new config");
+    c.check_safety();
+}
+
+/// The leader dies while the joint config is uncommitted; the next leader, elected under the
+/// joint rules, commits it and finishes the change.
+#[tokio::test(start_paused = true)]
+async fn next_leader_finishes_a_change_interrupted_in_the_joint_phase() {
+    init_tracing();
+    let mut c = TestCluster::new(&[1, 2, 3]).await;
+    let leader = c.initialize(1).await;
+    assert_eq!(leader, 1, "node 1 initializes and wins the first election");
+    start_empty(&mut c, &[4]).await;
+    c.raft(1).add_learner(4, node_addr(4), true).await.unwrap();
+
+    // Only node 2 receives the joint config: a majority of {1,2,3} but not of {1,2,3,4}.
+    c.router.block(1, 3);
+    c.router.block(1, 4);
+    let raft = c.raft(1).clone();
+    let change =
+        tokio::spawn(async move { raft.change_membership(ChangeMembers::AddVoterIds(btreeset! {4}), false).await });
+    c.raft(2)
+        .wait(Some(TIMEOUT))
+        .metrics(|m| m.membership_config.membership.is_joint(), "node 2 has the joint config")
+        .await
+        .unwrap();
+    assert!(c.raft(1).metrics().borrow().committed_membership.membership.voter_ids() == btreeset! {1, 2, 3});
+
+    c.stop_node(1).await;
+    c.router.unblock(1, 3);
+    c.router.unblock(1, 4);
+    let outcome = change.await.unwrap();
+    assert!(outcome.is_err(), "the stopped leader cannot report the outcome: {outcome:?}");
+
+    let new_leader = c.wait_for_leader(&[2, 3, 4]).await;
+    assert_eq!(new_leader, 2, "only node 2 has the newest log");
+    let m = c
+        .raft(2)
+        .wait(Some(TIMEOUT))
+        .metrics(
+            |m| {
+                !m.committed_membership.membership.is_joint()
+                    && m.committed_membership.membership.voter_ids().contains(&4)
+            },
+            "the change is finished",
+        )
+        .await
+        .unwrap();
+    assert_eq!(m.committed_membership.membership.voter_ids(), btreeset! {1, 2, 3, 4});
+    c.set(2, "k", "v").await;
+    c.check_safety();
+}
+
+/// Changes that would leave the cluster broken are refused before anything is proposed.
+#[tokio::test(start_paused = true)]
+async fn invalid_changes_are_rejected() {
+    init_tracing();
+    let c = TestCluster::new(&[1, 2, 3]).await;
+    let leader = c.initialize(1).await;
+    let cases = [
+        ChangeMembers::AddVoterIds(btreeset! {9}),
+        ChangeMembers::ReplaceAllVoters(btreeset! {}),
+        ChangeMembers::RemoveNodes(btreeset! {2}),
+    ];
+    for change in cases {
+        let r = c.raft(leader).change_membership(change.clone(), false).await;
+        assert!(
+            matches!(r, Err(RaftError::APIError(ClientWriteError::InvalidMembership(_)))),
+            "{change:?} must be refused, got {r:?}"
+        );
+    }
+    let follower = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    let r = c.raft(follower).change_membership(ChangeMembers::AddNodes(btreemap! {9 => node_addr(9)}), false).await;
+    assert!(matches!(r, Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))), "got {r:?}");
+    assert_eq!(voters(&c, leader), btreeset! {1, 2, 3});
+}

@@ -1,0 +1,205 @@
+//! Snapshots, log compaction, restarts (Raft §7).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use quorate::testing::{Request, RpcKind};
+use quorate::{Config, SnapshotPolicy};
+
+use crate::fixture::{TIMEOUT, TestCluster, init_tracing, test_config};
+
+fn compacting_config(every: u64, keep: u64) -> Config {
+    Config { snapshot_policy: SnapshotPolicy::LogsSinceLast(every), max_in_snapshot_log_to_keep: keep, ..test_config() }
+}
+
+/// Write `n` keys `{prefix}{i}` through `leader`, one at a time; return them with values.
+async fn write_keys(c: &TestCluster, leader: u64, prefix: &str, n: usize) -> BTreeMap<String, String> {
+    let mut written = BTreeMap::new();
+    for i in 0..n {
+        let (k, v) = (format!("{prefix}{i}"), i.to_string());
+        c.set(leader, &k, &v).await;
+        written.insert(k, v);
+    }
+    written
+}
+
+/// Wait (in virtual time) until `cond` holds, polling every millisecond.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Raft §7: a follower whose log ends before the leader's purged log gets the snapshot, then
+/// the entries after it, and converges.
+#[tokio::test(start_paused = true)]
+async fn far_behind_follower_receives_a_snapshot_and_converges() {
+    init_tracing();
+    let c = TestCluster::with_config(&[1, 2, 3], compacting_config(100, 10)).await;
+    let leader = c.initialize(1).await;
+    let lagging = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    c.router.isolate(lagging);
+    let written = write_keys(&c, leader, "k", 500).await;
+    let m = c
+        .raft(leader)
+        .wait(Some(TIMEOUT))
+        .metrics(|m| m.purged.is_some_and(|p| p.index > 400), "leader purged its log")
+        .await
+        .unwrap();
+    assert!(m.snapshot >= m.purged, "never purge past the snapshot");
+
+    c.router.restore(lagging);
+    let last = c.raft(leader).metrics().borrow().last_log_index.unwrap();
+    c.wait_applied(&[lagging], last).await;
+    assert!(c.router.rpc_count_from_to(leader, lagging, RpcKind::InstallSnapshot) >= 1, "sent as a snapshot");
+    let fm = c.raft(lagging).metrics().borrow().clone();
+    assert!(fm.snapshot.is_some(), "the follower installed a snapshot: {fm}");
+    assert_eq!(c.nodes[&lagging].sm.data(), written);
+    assert_eq!(c.nodes[&lagging].sm.data(), c.nodes[&leader].sm.data());
+    c.set(leader, "after", "snapshot").await;
+    c.check_safety();
+}
+
+/// Building a snapshot does not stop writes: 1000 concurrent writes all commit while one is
+/// built, and the snapshot covers a prefix of them.
+#[tokio::test(start_paused = true)]
+async fn snapshot_while_writes_are_in_flight() {
+    init_tracing();
+    let c =
+        TestCluster::with_config(&[1, 2, 3], Config { snapshot_policy: SnapshotPolicy::Never, ..test_config() }).await;
+    let leader = c.initialize(1).await;
+    let raft = c.raft(leader).clone();
+    let writes = (0..1000).map(|i| {
+        let raft = raft.clone();
+        async move { raft.client_write(Request::Set { key: format!("k{i}"), value: "v".into() }).await }
+    });
+    let writes = tokio::spawn(join_all(writes));
+    c.raft(leader).wait(Some(TIMEOUT)).applied_index_at_least(Some(100), "some writes applied").await.unwrap();
+    c.raft(leader).trigger().snapshot().await.unwrap();
+    let results = writes.await.unwrap();
+    assert!(results.iter().all(|r| r.is_ok()), "every write commits");
+    let m = c.raft(leader).wait(Some(TIMEOUT)).metrics(|m| m.snapshot.is_some(), "snapshot built").await.unwrap();
+    assert!(m.snapshot.unwrap().index >= 100);
+    let last = m.last_log_index.unwrap();
+    c.wait_applied(&c.ids(), last).await;
+    assert_eq!(c.nodes[&leader].sm.data().len(), 1000);
+    c.check_safety();
+}
+
+/// A snapshot transfer cut in the middle resumes where the follower is when the link returns.
+#[tokio::test(start_paused = true)]
+async fn interrupted_snapshot_transfer_completes_later() {
+    init_tracing();
+    let config = Config { snapshot_max_chunk_size: 64, ..compacting_config(50, 0) };
+    let c = TestCluster::with_config(&[1, 2, 3], config).await;
+    let leader = c.initialize(1).await;
+    let lagging = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    c.router.isolate(lagging);
+    let written = write_keys(&c, leader, "key-with-some-length-", 200).await;
+    c.raft(leader)
+        .wait(Some(TIMEOUT))
+        .metrics(|m| m.purged.is_some_and(|p| p.index > 150), "leader purged")
+        .await
+        .unwrap();
+
+    // Slow the link so the transfer takes a while, and cut it after a few chunks.
+    c.router.set_delay(leader, lagging, Duration::from_millis(20));
+    c.router.reset_counts();
+    c.router.restore(lagging);
+    eventually("a few chunks sent", || c.router.rpc_count_from_to(leader, lagging, RpcKind::InstallSnapshot) >= 5)
+        .await;
+    c.router.isolate(lagging);
+    assert_eq!(c.raft(lagging).metrics().borrow().snapshot, None, "not installed yet");
+    let sent_before = c.router.rpc_count_from_to(leader, lagging, RpcKind::InstallSnapshot);
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.router.restore(lagging);
+    let last = c.raft(leader).metrics().borrow().last_log_index.unwrap();
+    c.wait_applied(&[lagging], last).await;
+    assert_eq!(c.nodes[&lagging].sm.data(), written);
+    let total = c.router.rpc_count_from_to(leader, lagging, RpcKind::InstallSnapshot);
+    assert!(total > sent_before, "the transfer went on after the interruption");
+    c.check_safety();
+}
+
+/// Raft §5.4, §7: all three nodes stop and start again from their storage; every
+/// acknowledged write is still there and the cluster serves writes again.
+#[tokio::test(start_paused = true)]
+async fn all_nodes_restart_and_keep_every_committed_write() {
+    init_tracing();
+    let mut c = TestCluster::with_config(&[1, 2, 3], compacting_config(50, 5)).await;
+    let leader = c.initialize(1).await;
+    let written = write_keys(&c, leader, "k", 200).await;
+    let before: Vec<_> = c.ids().iter().map(|id| c.raft(*id).metrics().borrow().clone()).collect();
+
+    for id in c.ids() {
+        c.restart_node(id).await;
+    }
+    let leader = c.wait_for_leader(&c.ids()).await;
+    for m in &before {
+        let now = c.raft(m.id).metrics().borrow().clone();
+        assert!(now.vote.is_ge(&m.vote), "node {} kept its vote: {} then {}", m.id, m.vote, now.vote);
+    }
+    c.set(leader, "after", "restart").await;
+    let last = c.raft(leader).metrics().borrow().last_log_index.unwrap();
+    c.wait_applied(&c.ids(), last).await;
+    for id in c.ids() {
+        let data = c.nodes[&id].sm.data();
+        for (k, v) in &written {
+            assert_eq!(data.get(k), Some(v), "node {id} lost {k}");
+        }
+    }
+    c.check_safety();
+}
+
+/// A node restarted with a volatile state machine restores its old snapshot, then catches up
+/// from the leader, which has purged past that snapshot and sends a newer one.
+#[tokio::test(start_paused = true)]
+async fn restarted_node_with_a_stale_snapshot_catches_up() {
+    init_tracing();
+    let mut c = TestCluster::with_config(&[1, 2, 3], compacting_config(50, 5)).await;
+    let leader = c.initialize(1).await;
+    let stale = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    write_keys(&c, leader, "a", 120).await;
+    c.raft(stale).wait(Some(TIMEOUT)).metrics(|m| m.snapshot.is_some(), "a first snapshot").await.unwrap();
+
+    let node = c.stop_node(stale).await;
+    let written = write_keys(&c, leader, "b", 200).await;
+    c.raft(leader)
+        .wait(Some(TIMEOUT))
+        .metrics(|m| m.purged.is_some_and(|p| p.index > 250), "leader purged past the stale node")
+        .await
+        .unwrap();
+
+    c.start_node(stale, node.log.reopen(), node.sm.reopen_empty_from_snapshot()).await;
+    let last = c.raft(leader).metrics().borrow().last_log_index.unwrap();
+    c.wait_applied(&[stale], last).await;
+    let data = c.nodes[&stale].sm.data();
+    for (k, v) in &written {
+        assert_eq!(data.get(k), Some(v));
+    }
+    assert_eq!(data, c.nodes[&leader].sm.data());
+    c.check_safety();
+}
+
+/// `trigger().purge_log()` never purges past the last snapshot.
+#[tokio::test(start_paused = true)]
+async fn purge_is_bounded_by_the_snapshot() {
+    init_tracing();
+    let c = TestCluster::with_config(&[1], Config { snapshot_policy: SnapshotPolicy::Never, ..test_config() }).await;
+    c.initialize(1).await;
+    write_keys(&c, 1, "k", 30).await;
+    c.raft(1).trigger().purge_log(20).await.unwrap();
+    c.set(1, "sync", "1").await;
+    assert_eq!(c.raft(1).metrics().borrow().purged, None, "no snapshot, no purge");
+
+    c.raft(1).trigger().snapshot().await.unwrap();
+    let m = c.raft(1).wait(Some(TIMEOUT)).metrics(|m| m.snapshot.is_some(), "snapshot").await.unwrap();
+    c.raft(1).trigger().purge_log(1000).await.unwrap();
+    let p = c.raft(1).wait(Some(TIMEOUT)).metrics(|m| m.purged.is_some(), "purged").await.unwrap();
+    assert_eq!(p.purged, m.snapshot, "purged exactly up to the snapshot");
+    c.check_safety();
+}
