@@ -92,10 +92,7 @@ pub struct PhaseError {
 impl PhaseError {
     /// A failure in `phase`, described by `detail`.
     pub fn new(phase: Phase, detail: impl fmt::Display) -> Self {
-        Self {
-            phase,
-            detail: detail.to_string(),
-        }
+        Self { phase, detail: detail.to_string() }
     }
 }
 
@@ -118,10 +115,7 @@ pub async fn within<T>(
 ) -> Result<T, PhaseError> {
     match tokio::time::timeout(limit, fut).await {
         Ok(r) => r,
-        Err(_) => Err(PhaseError::new(
-            phase,
-            format_args!("timed out after {limit:?}"),
-        )),
+        Err(_) => Err(PhaseError::new(phase, format_args!("timed out after {limit:?}"))),
     }
 }
 

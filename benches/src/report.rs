@@ -67,11 +67,7 @@ pub fn median(mut values: Vec<f64>) -> Option<f64> {
     }
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
-    Some(if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    })
+    Some(if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 })
 }
 
 /// Summarize the successful samples of `library` at `clients`; `None` if none succeeded.
@@ -129,14 +125,7 @@ pub fn markdown(samples: &[Sample], client_counts: &[usize]) -> String {
     }
     let failures: Vec<String> = samples
         .iter()
-        .filter_map(|s| {
-            s.failure().map(|f| {
-                format!(
-                    "- {} × {} clients, round {}: {f}",
-                    s.library, s.clients, s.round
-                )
-            })
-        })
+        .filter_map(|s| s.failure().map(|f| format!("- {} × {} clients, round {}: {f}", s.library, s.clients, s.round)))
         .collect();
     if !failures.is_empty() {
         out.push_str("\nFailed rounds (left out of the medians):\n\n");

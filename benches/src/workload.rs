@@ -45,11 +45,7 @@ impl Measurement {
     /// Completed writes per second.
     pub fn ops_per_sec(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
-        if secs > 0.0 {
-            self.completed as f64 / secs
-        } else {
-            0.0
-        }
+        if secs > 0.0 { self.completed as f64 / secs } else { 0.0 }
     }
 
     /// The latency at `quantile` (0.0..=1.0), in microseconds.
@@ -82,12 +78,7 @@ pub async fn run<W: Writer>(writer: W, clients: usize, ops: u64, limit: Duration
     for i in 0..clients as u64 {
         // Spread the remainder over the first clients so the total is exactly `ops`.
         let share = ops / clients as u64 + u64::from(i < ops % clients as u64);
-        tasks.spawn(client(
-            writer.clone(),
-            gate.clone(),
-            completed.clone(),
-            share,
-        ));
+        tasks.spawn(client(writer.clone(), gate.clone(), completed.clone(), share));
     }
 
     gate.wait().await;
@@ -120,9 +111,7 @@ pub async fn run<W: Writer>(writer: W, clients: usize, ops: u64, limit: Duration
     while tasks.join_next().await.is_some() {}
 
     let last_finish = outcomes.iter().map(|o| o.finished).max();
-    let elapsed = timed_out_at
-        .or(last_finish)
-        .map_or(Duration::ZERO, |end| end.duration_since(started));
+    let elapsed = timed_out_at.or(last_finish).map_or(Duration::ZERO, |end| end.duration_since(started));
     let mut latency = new_histogram();
     for outcome in outcomes {
         for ns in outcome.latency_ns {
@@ -134,39 +123,21 @@ pub async fn run<W: Writer>(writer: W, clients: usize, ops: u64, limit: Duration
         }
     }
 
-    Measurement {
-        completed: completed.load(Ordering::Relaxed),
-        elapsed,
-        latency,
-        failure,
-    }
+    Measurement { completed: completed.load(Ordering::Relaxed), elapsed, latency, failure }
 }
 
-async fn client<W: Writer>(
-    writer: Arc<W>,
-    gate: Arc<Barrier>,
-    completed: Arc<AtomicU64>,
-    share: u64,
-) -> ClientOutcome {
+async fn client<W: Writer>(writer: Arc<W>, gate: Arc<Barrier>, completed: Arc<AtomicU64>, share: u64) -> ClientOutcome {
     let mut latency_ns = Vec::with_capacity(usize::try_from(share).unwrap_or(0));
     gate.wait().await;
     for _ in 0..share {
         let t0 = Instant::now();
         if let Err(e) = writer.write().await {
-            return ClientOutcome {
-                latency_ns,
-                finished: Instant::now(),
-                error: Some(e),
-            };
+            return ClientOutcome { latency_ns, finished: Instant::now(), error: Some(e) };
         }
         latency_ns.push(t0.elapsed().as_nanos().try_into().unwrap_or(u64::MAX));
         completed.fetch_add(1, Ordering::Relaxed);
     }
-    ClientOutcome {
-        latency_ns,
-        finished: Instant::now(),
-        error: None,
-    }
+    ClientOutcome { latency_ns, finished: Instant::now(), error: None }
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -214,10 +185,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_write_stops_its_client_and_is_reported() {
-        let writer = FakeWriter {
-            fail_from: Some(4),
-            ..Default::default()
-        };
+        let writer = FakeWriter { fail_from: Some(4), ..Default::default() };
         let m = run(writer, 1, 10, Duration::from_secs(5)).await;
         assert_eq!(m.completed, 4);
         assert_eq!(m.failure.as_deref(), Some("write 4 refused"));
@@ -225,10 +193,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hung_cluster_is_reported_as_a_timeout() {
-        let writer = FakeWriter {
-            hang: true,
-            ..Default::default()
-        };
+        let writer = FakeWriter { hang: true, ..Default::default() };
         let m = run(writer, 2, 10, Duration::from_millis(50)).await;
         assert_eq!(m.completed, 0);
         let failure = m.failure.unwrap_or_default();

@@ -71,11 +71,7 @@ struct Runtimes {
 }
 
 fn runtime(name: &str, workers: usize) -> std::io::Result<Runtime> {
-    Builder::new_multi_thread()
-        .worker_threads(workers.max(1))
-        .thread_name(name)
-        .enable_all()
-        .build()
+    Builder::new_multi_thread().worker_threads(workers.max(1)).thread_name(name).enable_all().build()
 }
 
 /// Start a cluster of `L` on the server runtime, run the workload from the client runtime,
@@ -87,12 +83,7 @@ fn measure<L: BenchCluster>(
     timeouts: PhaseTimeouts,
 ) -> Result<Measurement, PhaseError> {
     let cluster = rt.server.block_on(L::start(timeouts.startup))?;
-    let mut measurement = rt.client.block_on(workload::run(
-        cluster.writer(),
-        clients,
-        ops,
-        timeouts.workload,
-    ));
+    let mut measurement = rt.client.block_on(workload::run(cluster.writer(), clients, ops, timeouts.workload));
     if measurement.failure.is_none() {
         // The verify phase shares the shutdown timeout: both only wait for a settled cluster.
         let verified = rt.server.block_on(within(
@@ -104,11 +95,7 @@ fn measure<L: BenchCluster>(
             measurement.failure = Some(e.to_string());
         }
     }
-    let shutdown = rt.server.block_on(within(
-        Phase::Shutdown,
-        timeouts.shutdown,
-        cluster.shutdown(),
-    ));
+    let shutdown = rt.server.block_on(within(Phase::Shutdown, timeouts.shutdown, cluster.shutdown()));
     if let Err(e) = shutdown {
         // The numbers stand, but a node that does not stop may keep burning the server
         // runtime's CPU under the next measurement: say so.
@@ -122,10 +109,7 @@ fn measure<L: BenchCluster>(
 }
 
 fn describe(sample: &Sample) -> String {
-    let head = format!(
-        "round {} {:>8} × {:>4} clients:",
-        sample.round, sample.library, sample.clients
-    );
+    let head = format!("round {} {:>8} × {:>4} clients:", sample.round, sample.library, sample.clients);
     match &sample.outcome {
         Err(e) => format!("{head} {e}"),
         Ok(m) => {
@@ -155,21 +139,13 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .init();
     }
-    let ops = args
-        .ops
-        .unwrap_or(if args.quick { QUICK_OPS } else { DEFAULT_OPS });
+    let ops = args.ops.unwrap_or(if args.quick { QUICK_OPS } else { DEFAULT_OPS });
     let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     let phase = Duration::from_secs(args.phase_timeout);
-    let timeouts = PhaseTimeouts {
-        startup: phase,
-        workload: Duration::from_secs(args.workload_timeout),
-        shutdown: phase,
-    };
+    let timeouts =
+        PhaseTimeouts { startup: phase, workload: Duration::from_secs(args.workload_timeout), shutdown: phase };
 
-    let rt = match (
-        runtime("raft-server", args.server_workers),
-        runtime("bench-client", args.client_workers),
-    ) {
+    let rt = match (runtime("raft-server", args.server_workers), runtime("bench-client", args.client_workers)) {
         (Ok(server), Ok(client)) => Runtimes { server, client },
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("cannot build the tokio runtimes: {e}");
@@ -190,12 +166,7 @@ fn main() -> ExitCode {
                     Library::Quorate => measure::<QuorateCluster>(&rt, clients, ops, timeouts),
                     Library::Openraft => measure::<OpenraftCluster>(&rt, clients, ops, timeouts),
                 };
-                let sample = Sample {
-                    library,
-                    clients,
-                    round,
-                    outcome,
-                };
+                let sample = Sample { library, clients, round, outcome };
                 eprintln!("{}", describe(&sample));
                 samples.push(sample);
             }
@@ -203,9 +174,5 @@ fn main() -> ExitCode {
     }
 
     println!("\n{}", report::markdown(&samples, &args.clients));
-    if samples.iter().any(|s| s.failure().is_some()) {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    if samples.iter().any(|s| s.failure().is_some()) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }

@@ -42,12 +42,7 @@ impl RaftLogReader<C> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<EntryOf<C>>, io::Error> {
-        Ok(self
-            .lock()
-            .entries
-            .range(range)
-            .map(|(_, e)| e.clone())
-            .collect())
+        Ok(self.lock().entries.range(range).map(|(_, e)| e.clone()).collect())
     }
 
     async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
@@ -60,15 +55,8 @@ impl RaftLogStorage<C> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
         let data = self.lock();
-        let last = data
-            .entries
-            .last_key_value()
-            .map(|(_, e)| e.log_id())
-            .or(data.purged);
-        Ok(LogState {
-            last_purged_log_id: data.purged,
-            last_log_id: last,
-        })
+        let last = data.entries.last_key_value().map(|(_, e)| e.log_id()).or(data.purged);
+        Ok(LogState { last_purged_log_id: data.purged, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {

@@ -47,26 +47,16 @@ pub struct OpenraftWriter {
 
 impl Writer for OpenraftWriter {
     async fn write(&self) -> Result<(), String> {
-        self.leader
-            .client_write(Empty)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        self.leader.client_write(Empty).await.map(|_| ()).map_err(|e| e.to_string())
     }
 }
 
 /// openraft's defaults, which match quorate's where both have the knob, except that
-/// snapshots are off: quorate builds none, and the no-op state machine has nothing to save.
+/// snapshots are off on both sides (see the quorate config).
 fn config() -> Result<Arc<Config>, PhaseError> {
-    let config = Config {
-        cluster_name: "bench".to_string(),
-        snapshot_policy: SnapshotPolicy::Never,
-        ..Config::default()
-    };
-    config
-        .validate()
-        .map(Arc::new)
-        .map_err(|e| PhaseError::new(Phase::Start, e))
+    let config =
+        Config { cluster_name: "bench".to_string(), snapshot_policy: SnapshotPolicy::Never, ..Config::default() };
+    config.validate().map(Arc::new).map_err(|e| PhaseError::new(Phase::Start, e))
 }
 
 impl BenchCluster for OpenraftCluster {
@@ -76,12 +66,7 @@ impl BenchCluster for OpenraftCluster {
         let router = Router::default();
         let mut nodes = BTreeMap::new();
         match boot(&mut nodes, &router, limit).await {
-            Ok((leader, base_index)) => Ok(Self {
-                nodes,
-                router,
-                leader,
-                base_index,
-            }),
+            Ok((leader, base_index)) => Ok(Self { nodes, router, leader, base_index }),
             Err(e) => {
                 // Best effort: the error to report is the one that stopped the start-up.
                 let _ = within(Phase::Shutdown, limit, shutdown_all(&nodes, &router)).await;
@@ -91,9 +76,7 @@ impl BenchCluster for OpenraftCluster {
     }
 
     fn writer(&self) -> OpenraftWriter {
-        OpenraftWriter {
-            leader: self.leader.clone(),
-        }
+        OpenraftWriter { leader: self.leader.clone() }
     }
 
     async fn verify(&self, writes: u64, limit: Duration) -> Result<(), PhaseError> {
@@ -115,34 +98,19 @@ async fn boot(
 
     for id in NODE_IDS {
         let raft = within(Phase::Start, limit, async {
-            OpenraftNode::new(
-                id,
-                config.clone(),
-                router.clone(),
-                LogStore::default(),
-                NoopStateMachine::default(),
-            )
-            .await
-            .map_err(|e| PhaseError::new(Phase::Start, format_args!("node {id}: {e}")))
+            OpenraftNode::new(id, config.clone(), router.clone(), LogStore::default(), NoopStateMachine::default())
+                .await
+                .map_err(|e| PhaseError::new(Phase::Start, format_args!("node {id}: {e}")))
         })
         .await?;
         router.add(id, raft.clone());
         nodes.insert(id, raft);
     }
 
-    let members: BTreeMap<u64, BasicNode> = NODE_IDS
-        .iter()
-        .map(|id| (*id, BasicNode::new(id)))
-        .collect();
-    let first = nodes
-        .get(&NODE_IDS[0])
-        .cloned()
-        .ok_or_else(|| PhaseError::new(Phase::Start, "node 1 missing"))?;
+    let members: BTreeMap<u64, BasicNode> = NODE_IDS.iter().map(|id| (*id, BasicNode::new(id))).collect();
+    let first = nodes.get(&NODE_IDS[0]).cloned().ok_or_else(|| PhaseError::new(Phase::Start, "node 1 missing"))?;
     within(Phase::Initialize, limit, async {
-        first
-            .initialize(members)
-            .await
-            .map_err(|e| PhaseError::new(Phase::Initialize, e))
+        first.initialize(members).await.map_err(|e| PhaseError::new(Phase::Initialize, e))
     })
     .await?;
 
@@ -155,21 +123,16 @@ async fn boot(
     })
     .await?;
     let leader_id = metrics.current_leader.unwrap_or(NODE_IDS[0]);
-    let leader = nodes.get(&leader_id).cloned().ok_or_else(|| {
-        PhaseError::new(
-            Phase::Election,
-            format_args!("leader {leader_id} is not a member"),
-        )
-    })?;
+    let leader = nodes
+        .get(&leader_id)
+        .cloned()
+        .ok_or_else(|| PhaseError::new(Phase::Election, format_args!("leader {leader_id} is not a member")))?;
 
     let settled = within(Phase::Election, limit, async {
         leader
             .wait(Some(limit))
             .metrics(
-                |m| {
-                    m.state == ServerState::Leader
-                        && m.last_applied.map(|l| l.index) == m.last_log_index
-                },
+                |m| m.state == ServerState::Leader && m.last_applied.map(|l| l.index) == m.last_log_index,
                 "the leader applied its whole log",
             )
             .await
@@ -191,10 +154,7 @@ async fn verify(
     let leader_metrics = within(Phase::Verify, limit, async {
         leader
             .wait(Some(limit))
-            .metrics(
-                |m| m.last_log_index >= Some(expected_last),
-                format!("the leader's log reaches {expected_last}"),
-            )
+            .metrics(|m| m.last_log_index >= Some(expected_last), format!("the leader's log reaches {expected_last}"))
             .await
             .map_err(|e| PhaseError::new(Phase::Verify, e))
     })
@@ -216,16 +176,11 @@ async fn verify(
 }
 
 /// Shut every node down, then drop the router's handles (they would keep the nodes alive).
-async fn shutdown_all(
-    nodes: &BTreeMap<u64, OpenraftNode>,
-    router: &Router,
-) -> Result<(), PhaseError> {
+async fn shutdown_all(nodes: &BTreeMap<u64, OpenraftNode>, router: &Router) -> Result<(), PhaseError> {
     let mut first_error = None;
     for (id, raft) in nodes {
         if let Err(e) = raft.shutdown().await {
-            first_error.get_or_insert_with(|| {
-                PhaseError::new(Phase::Shutdown, format_args!("node {id}: {e}"))
-            });
+            first_error.get_or_insert_with(|| PhaseError::new(Phase::Shutdown, format_args!("node {id}: {e}")));
         }
     }
     router.clear();

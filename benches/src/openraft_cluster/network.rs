@@ -11,8 +11,7 @@ use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
@@ -30,26 +29,16 @@ pub struct Router {
 impl Router {
     /// Make `raft` reachable as node `id`.
     pub fn add(&self, id: u64, raft: OpenraftNode) {
-        self.nodes
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, raft);
+        self.nodes.write().unwrap_or_else(PoisonError::into_inner).insert(id, raft);
     }
 
     fn get(&self, id: u64) -> Option<OpenraftNode> {
-        self.nodes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-            .cloned()
+        self.nodes.read().unwrap_or_else(PoisonError::into_inner).get(&id).cloned()
     }
 
     /// Forget every node, dropping the handles the router held.
     pub fn clear(&self) {
-        self.nodes
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.nodes.write().unwrap_or_else(PoisonError::into_inner).clear();
     }
 }
 
@@ -57,11 +46,7 @@ impl RaftNetworkFactory<C> for Router {
     type Network = DirectClient;
 
     async fn new_client(&mut self, target: u64, _node: &BasicNode) -> DirectClient {
-        DirectClient {
-            router: self.clone(),
-            target,
-            raft: None,
-        }
+        DirectClient { router: self.clone(), target, raft: None }
     }
 }
 
@@ -85,9 +70,7 @@ impl DirectClient {
         if self.raft.is_none() {
             self.raft = self.router.get(self.target);
         }
-        self.raft
-            .clone()
-            .ok_or_else(|| Unreachable::new(&UnknownNode(self.target)))
+        self.raft.clone().ok_or_else(|| Unreachable::new(&UnknownNode(self.target)))
     }
 }
 
@@ -100,10 +83,7 @@ impl RaftNetworkV2<C> for DirectClient {
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
         let target = self.target()?;
-        target
-            .append_entries(rpc)
-            .await
-            .map_err(|e| unreachable(&e))
+        target.append_entries(rpc).await.map_err(|e| unreachable(&e))
     }
 
     fn stream_append<'s, S>(
@@ -116,27 +96,17 @@ impl RaftNetworkV2<C> for DirectClient {
     {
         Box::pin(async move {
             let target = self.target()?;
-            let responses = target
-                .stream_append(input)
-                .map(|r| r.map_err(|e| unreachable(&e)));
+            let responses = target.stream_append(input).map(|r| r.map_err(|e| unreachable(&e)));
             Ok(responses.boxed())
         })
     }
 
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<C>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<C>, RPCError<C>> {
+    async fn vote(&mut self, rpc: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
         let target = self.target()?;
         target.vote(rpc).await.map_err(|e| unreachable(&e))
     }
 
-    async fn pre_vote(
-        &mut self,
-        rpc: VoteRequest<C>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<C>, RPCError<C>> {
+    async fn pre_vote(&mut self, rpc: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
         let target = self.target()?;
         target.pre_vote(rpc).await.map_err(|e| unreachable(&e))
     }

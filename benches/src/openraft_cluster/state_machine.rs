@@ -35,9 +35,7 @@ impl RaftStateMachine<C> for NoopStateMachine {
     type SnapshotData = ();
     type SnapshotBuilder = NoopSnapshotBuilder;
 
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
+    async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
         Ok((self.applied, self.membership.clone()))
     }
 
@@ -61,18 +59,11 @@ impl RaftStateMachine<C> for NoopStateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         NoopSnapshotBuilder {
             slot: self.snapshot.clone(),
-            meta: SnapshotMetaOf::<C> {
-                last_log_id: self.applied,
-                last_membership: self.membership.clone(),
-            },
+            meta: SnapshotMetaOf::<C> { last_log_id: self.applied, last_membership: self.membership.clone() },
         }
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMetaOf<C>,
-        _snapshot: (),
-    ) -> Result<(), io::Error> {
+    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, _snapshot: ()) -> Result<(), io::Error> {
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         set_current(&self.snapshot, meta.clone());
@@ -80,11 +71,7 @@ impl RaftStateMachine<C> for NoopStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, ()>>, io::Error> {
-        let current = self
-            .snapshot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let current = self.snapshot.lock().unwrap_or_else(PoisonError::into_inner).clone();
         Ok(current.map(|meta| SnapshotOf::<C, ()> { meta, snapshot: () }))
     }
 }
@@ -100,9 +87,6 @@ impl RaftSnapshotBuilder<C> for NoopSnapshotBuilder {
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, ()>, io::Error> {
         set_current(&self.slot, self.meta.clone());
-        Ok(SnapshotOf::<C, ()> {
-            meta: self.meta.clone(),
-            snapshot: (),
-        })
+        Ok(SnapshotOf::<C, ()> { meta: self.meta.clone(), snapshot: () })
     }
 }

@@ -36,16 +36,8 @@ impl LogStore {
 }
 
 impl RaftLogReader<C> for LogStore {
-    async fn try_get_log_entries(
-        &mut self,
-        range: Range<u64>,
-    ) -> Result<Vec<Entry<C>>, StorageError> {
-        Ok(self
-            .lock()
-            .entries
-            .range(range)
-            .map(|(_, e)| e.clone())
-            .collect())
+    async fn try_get_log_entries(&mut self, range: Range<u64>) -> Result<Vec<Entry<C>>, StorageError> {
+        Ok(self.lock().entries.range(range).map(|(_, e)| e.clone()).collect())
     }
 }
 
@@ -54,15 +46,8 @@ impl RaftLogStorage<C> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError> {
         let data = self.lock();
-        let last = data
-            .entries
-            .last_key_value()
-            .map(|(_, e)| e.log_id)
-            .or(data.purged);
-        Ok(LogState {
-            last_purged_log_id: data.purged,
-            last_log_id: last,
-        })
+        let last = data.entries.last_key_value().map(|(_, e)| e.log_id).or(data.purged);
+        Ok(LogState { last_purged_log_id: data.purged, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -87,11 +72,7 @@ impl RaftLogStorage<C> for LogStore {
         Ok(self.lock().committed)
     }
 
-    async fn append(
-        &mut self,
-        entries: Vec<Entry<C>>,
-        callback: IOFlushed<C>,
-    ) -> Result<(), StorageError> {
+    async fn append(&mut self, entries: Vec<Entry<C>>, callback: IOFlushed<C>) -> Result<(), StorageError> {
         {
             let mut data = self.lock();
             for entry in entries {

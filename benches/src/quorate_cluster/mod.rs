@@ -10,7 +10,7 @@ use std::time::Duration;
 
 pub use log_store::LogStore;
 pub use network::{DirectClient, Router};
-use quorate::{BasicNode, Config, Raft, ServerState};
+use quorate::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 pub use state_machine::{NoopSnapshotBuilder, NoopStateMachine};
 
 use crate::workload::Writer;
@@ -42,22 +42,16 @@ pub struct QuorateWriter {
 
 impl Writer for QuorateWriter {
     async fn write(&self) -> Result<(), String> {
-        self.leader
-            .client_write(Empty)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        self.leader.client_write(Empty).await.map(|_| ()).map_err(|e| e.to_string())
     }
 }
 
-/// The config both libraries share where they have the same knob: quorate's defaults, which
-/// match openraft's (50 ms heartbeat, 150..300 ms election timeout, 300 entries per
-/// AppendEntries, up to 4096 writes per log append).
+/// quorate's defaults, which match openraft's where both have the knob (50 ms heartbeat,
+/// 150..300 ms election timeout, 300 entries per AppendEntries, up to 4096 writes per log
+/// append), except that snapshots are off on both sides: the no-op state machine has nothing
+/// to save, and building and purging would only add noise.
 fn config() -> Arc<Config> {
-    Arc::new(Config {
-        cluster_name: "bench".to_string(),
-        ..Config::default()
-    })
+    Arc::new(Config { cluster_name: "bench".to_string(), snapshot_policy: SnapshotPolicy::Never, ..Config::default() })
 }
 
 impl BenchCluster for QuorateCluster {
@@ -67,12 +61,7 @@ impl BenchCluster for QuorateCluster {
         let router = Router::default();
         let mut nodes = BTreeMap::new();
         match boot(&mut nodes, &router, limit).await {
-            Ok((leader, base_index)) => Ok(Self {
-                nodes,
-                router,
-                leader,
-                base_index,
-            }),
+            Ok((leader, base_index)) => Ok(Self { nodes, router, leader, base_index }),
             Err(e) => {
                 // Best effort: the error to report is the one that stopped the start-up.
                 let _ = within(Phase::Shutdown, limit, shutdown_all(&nodes, &router)).await;
@@ -82,9 +71,7 @@ impl BenchCluster for QuorateCluster {
     }
 
     fn writer(&self) -> QuorateWriter {
-        QuorateWriter {
-            leader: self.leader.clone(),
-        }
+        QuorateWriter { leader: self.leader.clone() }
     }
 
     async fn verify(&self, writes: u64, limit: Duration) -> Result<(), PhaseError> {
@@ -106,34 +93,19 @@ async fn boot(
 
     for id in NODE_IDS {
         let raft = within(Phase::Start, limit, async {
-            Raft::new(
-                id,
-                config.clone(),
-                router.clone(),
-                LogStore::default(),
-                NoopStateMachine::default(),
-            )
-            .await
-            .map_err(|e| PhaseError::new(Phase::Start, format_args!("node {id}: {e}")))
+            Raft::new(id, config.clone(), router.clone(), LogStore::default(), NoopStateMachine::default())
+                .await
+                .map_err(|e| PhaseError::new(Phase::Start, format_args!("node {id}: {e}")))
         })
         .await?;
         router.add(id, raft.clone());
         nodes.insert(id, raft);
     }
 
-    let members: BTreeMap<u64, BasicNode> = NODE_IDS
-        .iter()
-        .map(|id| (*id, BasicNode::new(id)))
-        .collect();
-    let first = nodes
-        .get(&NODE_IDS[0])
-        .cloned()
-        .ok_or_else(|| PhaseError::new(Phase::Start, "node 1 missing"))?;
+    let members: BTreeMap<u64, BasicNode> = NODE_IDS.iter().map(|id| (*id, BasicNode::new(id))).collect();
+    let first = nodes.get(&NODE_IDS[0]).cloned().ok_or_else(|| PhaseError::new(Phase::Start, "node 1 missing"))?;
     within(Phase::Initialize, limit, async {
-        first
-            .initialize(members)
-            .await
-            .map_err(|e| PhaseError::new(Phase::Initialize, e))
+        first.initialize(members).await.map_err(|e| PhaseError::new(Phase::Initialize, e))
     })
     .await?;
 
@@ -148,12 +120,10 @@ async fn boot(
     })
     .await?;
     let leader_id = metrics.current_leader.unwrap_or(NODE_IDS[0]);
-    let leader = nodes.get(&leader_id).cloned().ok_or_else(|| {
-        PhaseError::new(
-            Phase::Election,
-            format_args!("leader {leader_id} is not a member"),
-        )
-    })?;
+    let leader = nodes
+        .get(&leader_id)
+        .cloned()
+        .ok_or_else(|| PhaseError::new(Phase::Election, format_args!("leader {leader_id} is not a member")))?;
 
     // A new leader first commits a blank entry of its term; wait until it has applied its
     // whole log, so the first measured write does not race the election's tail.
@@ -161,10 +131,7 @@ async fn boot(
         leader
             .wait(Some(limit))
             .metrics(
-                |m| {
-                    m.state == ServerState::Leader
-                        && m.last_applied.map(|l| l.index) == m.last_log_index
-                },
+                |m| m.state == ServerState::Leader && m.last_applied.map(|l| l.index) == m.last_log_index,
                 "the leader applied its whole log",
             )
             .await
@@ -186,10 +153,7 @@ async fn verify(
     let leader_metrics = within(Phase::Verify, limit, async {
         leader
             .wait(Some(limit))
-            .metrics(
-                |m| m.last_log_index >= Some(expected_last),
-                format!("the leader's log reaches {expected_last}"),
-            )
+            .metrics(|m| m.last_log_index >= Some(expected_last), format!("the leader's log reaches {expected_last}"))
             .await
             .map_err(|e| PhaseError::new(Phase::Verify, e))
     })
@@ -211,16 +175,11 @@ async fn verify(
 }
 
 /// Shut every node down, then drop the router's handles (they would keep the nodes alive).
-async fn shutdown_all(
-    nodes: &BTreeMap<u64, Raft<QuorateTypes>>,
-    router: &Router,
-) -> Result<(), PhaseError> {
+async fn shutdown_all(nodes: &BTreeMap<u64, Raft<QuorateTypes>>, router: &Router) -> Result<(), PhaseError> {
     let mut first_error = None;
     for (id, raft) in nodes {
         if let Err(e) = raft.shutdown().await {
-            first_error.get_or_insert_with(|| {
-                PhaseError::new(Phase::Shutdown, format_args!("node {id}: {e}"))
-            });
+            first_error.get_or_insert_with(|| PhaseError::new(Phase::Shutdown, format_args!("node {id}: {e}")));
         }
     }
     router.clear();

@@ -10,9 +10,8 @@ use futures_util::{Stream, StreamExt, stream};
 use quorate::error::RPCError;
 use quorate::network::AppendResponseStream;
 use quorate::{
-    AppendEntriesRequest, AppendEntriesResponse, BasicNode, Fatal, InstallSnapshotRequest,
-    InstallSnapshotResponse, RPCOption, Raft, RaftError, RaftNetwork, RaftNetworkFactory,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, BasicNode, Fatal, InstallSnapshotRequest, InstallSnapshotResponse,
+    RPCOption, Raft, RaftError, RaftNetwork, RaftNetworkFactory, TransferLeaderRequest, VoteRequest, VoteResponse,
 };
 use tokio::sync::mpsc;
 
@@ -29,26 +28,16 @@ pub struct Router {
 impl Router {
     /// Make `raft` reachable as node `id`.
     pub fn add(&self, id: u64, raft: Raft<C>) {
-        self.nodes
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, raft);
+        self.nodes.write().unwrap_or_else(PoisonError::into_inner).insert(id, raft);
     }
 
     fn get(&self, id: u64) -> Option<Raft<C>> {
-        self.nodes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-            .cloned()
+        self.nodes.read().unwrap_or_else(PoisonError::into_inner).get(&id).cloned()
     }
 
     /// Forget every node, dropping the handles the router held.
     pub fn clear(&self) {
-        self.nodes
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.nodes.write().unwrap_or_else(PoisonError::into_inner).clear();
     }
 }
 
@@ -56,11 +45,7 @@ impl RaftNetworkFactory<C> for Router {
     type Network = DirectClient;
 
     async fn new_client(&mut self, target: u64, _node: &BasicNode) -> DirectClient {
-        DirectClient {
-            router: self.clone(),
-            target,
-            raft: None,
-        }
+        DirectClient { router: self.clone(), target, raft: None }
     }
 }
 
@@ -75,12 +60,6 @@ pub struct DirectClient {
 #[error("node {0} is not in the router")]
 struct UnknownNode(u64);
 
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "the bench's direct network does not route snapshots: quorate's Raft handle has no install_snapshot entry point"
-)]
-struct SnapshotUnsupported;
-
 fn remote_fatal(e: RaftError) -> RPCError {
     RPCError::RemoteFatal(e.fatal().cloned().unwrap_or(Fatal::Stopped))
 }
@@ -90,9 +69,7 @@ impl DirectClient {
         if self.raft.is_none() {
             self.raft = self.router.get(self.target);
         }
-        self.raft
-            .clone()
-            .ok_or_else(|| RPCError::unreachable(&UnknownNode(self.target)))
+        self.raft.clone().ok_or_else(|| RPCError::unreachable(&UnknownNode(self.target)))
     }
 }
 
@@ -102,26 +79,23 @@ impl RaftNetwork<C> for DirectClient {
         req: AppendEntriesRequest<C>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError> {
-        self.target()?
-            .append_entries(req)
-            .await
-            .map_err(remote_fatal)
+        self.target()?.append_entries(req).await.map_err(remote_fatal)
     }
 
-    async fn vote(
-        &mut self,
-        req: VoteRequest<C>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<C>, RPCError> {
+    async fn vote(&mut self, req: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError> {
         self.target()?.vote(req).await.map_err(remote_fatal)
     }
 
     async fn install_snapshot(
         &mut self,
-        _req: InstallSnapshotRequest<C>,
+        req: InstallSnapshotRequest<C>,
         _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<C>, RPCError> {
-        Err(RPCError::unreachable(&SnapshotUnsupported))
+        self.target()?.install_snapshot(req).await.map_err(remote_fatal)
+    }
+
+    async fn transfer_leader(&mut self, req: TransferLeaderRequest<C>, _option: RPCOption) -> Result<(), RPCError> {
+        self.target()?.handle_transfer_leader(req).await.map(|_started| ()).map_err(remote_fatal)
     }
 
     async fn stream_append<'s, S>(
@@ -138,13 +112,8 @@ impl RaftNetwork<C> for DirectClient {
         // cross over a one-slot channel. The pump is polled as part of the response stream:
         // whoever reads responses also moves requests, with no extra task.
         let (tx, rx) = mpsc::channel(1);
-        let requests = stream::unfold(
-            rx,
-            |mut rx| async move { rx.recv().await.map(|req| (req, rx)) },
-        );
-        let responses = target
-            .stream_append(requests)
-            .map(|r| Some(r.map_err(remote_fatal)));
+        let requests = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|req| (req, rx)) });
+        let responses = target.stream_append(requests).map(|r| Some(r.map_err(remote_fatal)));
 
         let pump = async move {
             let mut input = input;
@@ -160,9 +129,7 @@ impl RaftNetwork<C> for DirectClient {
         // End with the responses, not with the pump: the pump may be parked on a full channel
         // after the target stopped reading (on an error).
         let end = stream::once(ready(None));
-        let merged = stream::select(pump, responses.chain(end))
-            .take_while(|r| ready(r.is_some()))
-            .filter_map(ready);
+        let merged = stream::select(pump, responses.chain(end)).take_while(|r| ready(r.is_some())).filter_map(ready);
         Ok(merged.boxed())
     }
 }

@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use quorate::error::StorageError;
 use quorate::storage::{Snapshot, SnapshotMeta};
-use quorate::{
-    Entry, EntryPayload, LogId, RaftSnapshotBuilder, RaftStateMachine, StoredMembership,
-};
+use quorate::{Entry, EntryPayload, LogId, RaftSnapshotBuilder, RaftStateMachine, StoredMembership};
 
 use super::QuorateTypes;
 use crate::Empty;
@@ -32,18 +30,13 @@ fn set_current(slot: &CurrentSnapshot, meta: SnapshotMeta<C>) {
 }
 
 fn empty_snapshot(meta: SnapshotMeta<C>) -> Snapshot<C> {
-    Snapshot {
-        meta,
-        snapshot: Box::new(Cursor::new(Vec::new())),
-    }
+    Snapshot { meta, snapshot: Box::new(Cursor::new(Vec::new())) }
 }
 
 impl RaftStateMachine<C> for NoopStateMachine {
     type SnapshotBuilder = NoopSnapshotBuilder;
 
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId<C>>, StoredMembership<C>), StorageError> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId<C>>, StoredMembership<C>), StorageError> {
         Ok((self.applied, self.membership.clone()))
     }
 
@@ -86,11 +79,7 @@ impl RaftStateMachine<C> for NoopStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<C>>, StorageError> {
-        let current = self
-            .snapshot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let current = self.snapshot.lock().unwrap_or_else(PoisonError::into_inner).clone();
         Ok(current.map(empty_snapshot))
     }
 }
