@@ -57,7 +57,7 @@ struct Args {
     libs: Vec<Library>,
 
     /// Seconds one workload may run before it is reported as failed.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 120)]
     workload_timeout: u64,
 
     /// Seconds start-up (each of: start, initialize, election) and shutdown may take.
