@@ -129,6 +129,13 @@ fn describe(sample: &Sample) -> String {
     }
 }
 
+/// The first three fields of `/proc/loadavg`, where there is one.
+fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let fields: Vec<&str> = text.split_whitespace().take(3).collect();
+    (fields.len() == 3).then(|| fields.join(" "))
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     // Both libraries log through `tracing`; say `RUST_LOG=quorate=debug` to see why a round
@@ -157,6 +164,7 @@ fn main() -> ExitCode {
         "cluster-bench: {ops} writes per measurement, clients {:?}, {rounds} round(s), server workers {}, client workers {}",
         args.clients, args.server_workers, args.client_workers
     );
+    let load_before = load_average();
     let mut samples = Vec::new();
     for round in 1..=rounds {
         for &clients in &args.clients {
@@ -174,5 +182,9 @@ fn main() -> ExitCode {
     }
 
     println!("\n{}", report::markdown(&samples, &args.clients));
+    // Other work on the machine shows up in every number; the load says how much there was.
+    if let (Some(before), Some(after)) = (load_before, load_average()) {
+        println!("Load average (1/5/15 min) before: {before}; after: {after}.");
+    }
     if samples.iter().any(|s| s.failure().is_some()) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
