@@ -41,6 +41,14 @@ pub enum ConfigError {
         /// The configured minimum election timeout.
         min: Duration,
     },
+    /// A leader would step down for a log I/O pause shorter than an election.
+    #[error("max_log_io_stall ({stall:?}) must be greater than election_timeout_max ({max:?})")]
+    IoStallTooShort {
+        /// The configured stall bound.
+        stall: Duration,
+        /// The configured maximum election timeout.
+        max: Duration,
+    },
     /// A count or size bound was zero.
     #[error("{0} must be greater than 0")]
     Zero(&'static str),
@@ -79,9 +87,31 @@ pub struct Config {
     /// previous append was being handed to storage are drained together. Default: 4096.
     pub max_append_batch: u64,
 
-    /// The most API requests (mostly client writes) queued for the Raft task. Beyond it,
-    /// [`Raft::client_write`](crate::Raft::client_write) waits for room. Default: 65536.
+    /// The most requests queued for the Raft task, per kind (client writes; RPCs; other API
+    /// calls). Beyond it, [`Raft::client_write`](crate::Raft::client_write) waits for room and
+    /// [`Raft::try_client_write`](crate::Raft::try_client_write) fails with `Overloaded`.
+    /// Default: 4096.
     pub max_pending_requests: u64,
+
+    /// The most client writes proposed by the leader and not yet answered (not yet committed
+    /// and applied). Beyond it the leader takes no more writes from the queue, so a slow
+    /// follower majority, disk or state machine slows clients down instead of growing memory.
+    /// Default: 65536.
+    pub max_pending_writes: u64,
+
+    /// The most bytes of entries in one AppendEntries request, as estimated by
+    /// [`RaftTypeConfig::entry_size`](crate::RaftTypeConfig::entry_size). A request holds at
+    /// least one entry. Default: 4 MiB.
+    pub max_payload_bytes: u64,
+
+    /// The most bytes of entries in flight to one follower (sent, not acknowledged), so a slow
+    /// or hung follower costs bounded memory. Default: 64 MiB.
+    pub max_in_flight_bytes: u64,
+
+    /// How long the leader's log store may make no progress (nothing flushed while writes are
+    /// pending) before the leader steps down, so that a node with a healthy disk takes over.
+    /// Default: 2 s.
+    pub max_log_io_stall: Duration,
 
     /// Pre-vote (Raft dissertation §9.6): before raising its term, a candidate asks whether it
     /// could win, so a node that was partitioned away does not disturb the cluster when it
@@ -128,7 +158,11 @@ impl Default for Config {
             max_payload_entries: 300,
             max_in_flight_requests: 64,
             max_append_batch: 4096,
-            max_pending_requests: 65536,
+            max_pending_requests: 4096,
+            max_pending_writes: 65536,
+            max_payload_bytes: 4 * 1024 * 1024,
+            max_in_flight_bytes: 64 * 1024 * 1024,
+            max_log_io_stall: Duration::from_secs(2),
             rpc_timeout: Duration::from_secs(1),
             enable_pre_vote: true,
             enable_check_quorum: true,
@@ -167,6 +201,9 @@ impl Config {
             ("max_in_flight_requests", self.max_in_flight_requests),
             ("max_append_batch", self.max_append_batch),
             ("max_pending_requests", self.max_pending_requests),
+            ("max_pending_writes", self.max_pending_writes),
+            ("max_payload_bytes", self.max_payload_bytes),
+            ("max_in_flight_bytes", self.max_in_flight_bytes),
             ("snapshot_max_chunk_size", self.snapshot_max_chunk_size),
         ];
         if let Some((name, _)) = counts.iter().find(|(_, v)| *v == 0) {
@@ -174,6 +211,9 @@ impl Config {
         }
         if self.snapshot_policy == SnapshotPolicy::LogsSinceLast(0) {
             return Err(ConfigError::Zero("snapshot_policy"));
+        }
+        if self.max_log_io_stall <= self.election_timeout_max {
+            return Err(ConfigError::IoStallTooShort { stall: self.max_log_io_stall, max: self.election_timeout_max });
         }
         if self.rpc_timeout.is_zero() {
             return Err(ConfigError::Zero("rpc_timeout"));

@@ -176,6 +176,10 @@ pub enum ClientWriteError<C: RaftTypeConfig> {
     /// Not proposed: the membership given is invalid.
     #[error(transparent)]
     InvalidMembership(#[from] MembershipError),
+    /// Not proposed: the write queue is full (see `Config::max_pending_requests`). Back off and
+    /// retry, or shed load.
+    #[error("the node is overloaded: the write queue is full")]
+    Overloaded,
     /// Not proposed: another membership change, at `log_id`, is not committed yet. Retry when
     /// it is (watch `RaftMetrics::committed_membership`).
     #[error("a membership change at {} is still in progress", DisplayOption(log_id))]
@@ -192,6 +196,7 @@ impl<C: RaftTypeConfig> Clone for ClientWriteError<C> {
             Self::Discarded { log_id } => Self::Discarded { log_id: *log_id },
             Self::InvalidMembership(e) => Self::InvalidMembership(e.clone()),
             Self::MembershipChangeInProgress { log_id } => Self::MembershipChangeInProgress { log_id: *log_id },
+            Self::Overloaded => Self::Overloaded,
         }
     }
 }
@@ -202,6 +207,7 @@ impl<C: RaftTypeConfig> PartialEq for ClientWriteError<C> {
             (Self::Discarded { log_id: a }, Self::Discarded { log_id: b }) => a == b,
             (Self::InvalidMembership(a), Self::InvalidMembership(b)) => a == b,
             (Self::MembershipChangeInProgress { log_id: a }, Self::MembershipChangeInProgress { log_id: b }) => a == b,
+            (Self::Overloaded, Self::Overloaded) => true,
             _ => false,
         }
     }
@@ -216,6 +222,7 @@ impl<C: RaftTypeConfig> fmt::Debug for ClientWriteError<C> {
             Self::MembershipChangeInProgress { log_id } => {
                 write!(f, "MembershipChangeInProgress({})", DisplayOption(log_id))
             }
+            Self::Overloaded => f.write_str("Overloaded"),
         }
     }
 }

@@ -48,7 +48,7 @@ pub use error::{
     ClientWriteError, Fatal, ForwardToLeader, InitializeError, LinearizableReadError, RPCError, RaftError,
     StorageError, TransferLeaderError,
 };
-pub use metrics::{RaftMetrics, Wait};
+pub use metrics::{Queues, RaftMetrics, Wait};
 pub use network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 pub use raft::{
     AppendEntriesRequest, AppendEntriesResponse, ChangeMembershipResponse, ClientWriteResponse, InstallSnapshotRequest,

@@ -91,6 +91,14 @@ pub trait RaftTypeConfig: Sized + Send + Sync + Debug + Clone + Copy + Default +
         + Sync
         + Unpin
         + 'static;
+
+    /// The approximate size in bytes of an application request, for the byte bounds on
+    /// replication (`Config::max_payload_bytes`, `Config::max_in_flight_bytes`). The default
+    /// counts only the value itself, not what it points to; override it (outside the macro:
+    /// implement the trait by hand) for requests that carry large buffers.
+    fn entry_size(data: &Self::D) -> usize {
+        std::mem::size_of_val(data)
+    }
 }
 
 /// A basic [`Node`] that carries the address of a node as a string.

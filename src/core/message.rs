@@ -27,10 +27,14 @@ pub(crate) type MembershipResponder<C> = oneshot::Sender<Result<ChangeMembership
 /// Where the answer to a read-index request goes: the log id to wait for and what was applied.
 pub(crate) type ReadResponder<C> = oneshot::Sender<Result<ReadIndex<C>, LinearizableReadError<C>>>;
 
+/// A client write: propose `payload`, answer on `tx` once applied (or failed).
+pub(crate) struct WriteMsg<C: RaftTypeConfig> {
+    pub(crate) payload: EntryPayload<C>,
+    pub(crate) tx: WriteResponder<C>,
+}
+
 /// A call from the [`Raft`](crate::Raft) handle.
 pub(crate) enum ApiMsg<C: RaftTypeConfig> {
-    /// Propose `payload`; answer on `tx` once applied (or failed).
-    ClientWrite { payload: EntryPayload<C>, tx: WriteResponder<C> },
     /// Start a new cluster with `membership`.
     Initialize { membership: Membership<C>, tx: oneshot::Sender<Result<(), InitializeError<C>>> },
     /// Start an election now.

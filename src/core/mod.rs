@@ -15,29 +15,32 @@
 mod commands;
 mod membership;
 mod message;
+mod progress;
 mod read;
 mod sm_worker;
 mod snapshot;
 mod startup;
+mod write;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-pub(crate) use message::{ApiMsg, MembershipResponder, Notification, ReadResponder, RpcMsg, WriteResponder};
+pub(crate) use message::{ApiMsg, MembershipResponder, Notification, ReadResponder, RpcMsg, WriteMsg, WriteResponder};
+pub(crate) use progress::{ProgressWatch, Stalls};
 pub(crate) use sm_worker::{SmMsg, StateMachineWorker};
 pub(crate) use startup::load_state;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tracing::{Instrument, debug, error, info_span, warn};
+use tracing::{Instrument, debug, error, info_span};
 
 use crate::config::Config;
 use crate::engine::{Engine, LogIOId, ServerState};
-use crate::error::{ClientWriteError, Fatal, ForwardToLeader, InitializeError};
-use crate::metrics::RaftMetrics;
+use crate::error::{Fatal, ForwardToLeader, InitializeError};
+use crate::metrics::{self, RaftMetrics};
 use crate::raft::AppendEntriesResponse;
 use crate::replication::{IOProgress, ReplicationHandle};
 use crate::storage::RaftLogStorage;
-use crate::types::{EntryPayload, LogId};
+use crate::types::LogId;
 use crate::{RaftNetworkFactory, RaftTypeConfig};
 
 /// The channels RaftCore publishes on; replication tasks and the handle subscribe.
@@ -64,6 +67,9 @@ where
     pub(crate) log_store: LS,
     pub(crate) sm_tx: mpsc::UnboundedSender<SmMsg<C>>,
     pub(crate) api_rx: mpsc::Receiver<ApiMsg<C>>,
+    /// Client writes: bounded, and not read while `max_pending_writes` writes are in progress,
+    /// so a slow disk, network or state machine slows clients instead of growing memory.
+    pub(crate) write_rx: mpsc::Receiver<WriteMsg<C>>,
     pub(crate) rpc_rx: mpsc::Receiver<RpcMsg<C>>,
     pub(crate) notify_rx: mpsc::UnboundedReceiver<Notification<C>>,
     pub(crate) notify_tx: mpsc::UnboundedSender<Notification<C>>,
@@ -77,8 +83,6 @@ where
     pub(crate) replications: BTreeMap<C::NodeId, ReplicationHandle<C>>,
     /// The last log I/O handed to the log store.
     pub(crate) submitted: LogIOId<C>,
-    /// An API message taken from the queue while batching writes, to handle next.
-    pub(crate) deferred_api: Option<ApiMsg<C>>,
     /// The caller of the membership change in progress, and the change's first entry.
     pub(crate) membership_waiter: Option<(LogId<C>, MembershipResponder<C>)>,
     /// A snapshot being received from the leader.
@@ -89,6 +93,10 @@ where
     pub(crate) pending_reads: Vec<read::PendingRead<C>>,
     /// The caller of a leadership transfer in progress.
     pub(crate) pending_transfer: Option<read::PendingTransfer<C>>,
+    /// Since when each kind of progress is stuck.
+    pub(crate) progress: progress::ProgressWatch<C>,
+    /// When a leader whose log store is stuck must step down.
+    pub(crate) io_stall_deadline: Option<Instant>,
 }
 
 impl<C, N, LS> RaftCore<C, N, LS>
@@ -114,10 +122,6 @@ where
         self.engine.startup(Instant::now());
         self.run_commands().await?;
         loop {
-            if let Some(m) = self.deferred_api.take() {
-                self.handle_api(m).await?;
-                self.run_commands().await?;
-            }
             self.publish();
             let deadline = self.engine.election_deadline();
             tokio::select! {
@@ -133,12 +137,23 @@ where
                 Some(m) = self.rpc_rx.recv() => {
                     self.handle_rpc(m).await?;
                 }
+                Some(w) = self.write_rx.recv(), if self.responders.len() < self.config.max_pending_writes as usize => {
+                    self.handle_client_writes(w);
+                }
                 msg = self.api_rx.recv() => match msg {
                     Some(m) => self.handle_api(m).await?,
                     // Every handle is gone: nobody can use this node any more.
                     None => return Ok(()),
                 },
                 _ = sleep_until(deadline) => self.engine.handle_timeout(Instant::now()),
+                _ = sleep_until(self.io_stall_deadline) => {
+                    error!(
+                        id = %self.engine.id(), stalled_for = ?self.config.max_log_io_stall,
+                        "the log store has made no progress; stepping down so a node with a working disk can lead"
+                    );
+                    self.io_stall_deadline = None;
+                    self.engine.on_log_io_stalled(Instant::now());
+                }
             }
             self.run_commands().await?;
         }
@@ -210,7 +225,6 @@ where
 
     async fn handle_api(&mut self, m: ApiMsg<C>) -> Result<(), Fatal> {
         match m {
-            ApiMsg::ClientWrite { payload, tx } => self.handle_client_writes(payload, tx),
             ApiMsg::Initialize { membership, tx } => {
                 let state = &self.engine.state;
                 if state.last_log_id().is_some() || state.vote != Default::default() {
@@ -232,45 +246,6 @@ where
             ApiMsg::ChangeMembership { changes, retain, tx } => self.handle_change_membership(changes, retain, tx),
         }
         Ok(())
-    }
-
-    /// Propose `payload` and every other write already queued, as one log append.
-    fn handle_client_writes(&mut self, payload: EntryPayload<C>, tx: WriteResponder<C>) {
-        if self.engine.leader.is_none() || self.engine.is_transferring() {
-            let _ = tx.send(Err(ClientWriteError::ForwardToLeader(self.forward_to_leader())));
-            return;
-        }
-        let max = self.config.max_append_batch as usize;
-        let mut payloads = Vec::with_capacity(max.min(self.api_rx.len() + 1));
-        let mut txs = Vec::with_capacity(payloads.capacity());
-        payloads.push(payload);
-        txs.push(tx);
-        let mut other = None;
-        while payloads.len() < max {
-            match self.api_rx.try_recv() {
-                Ok(ApiMsg::ClientWrite { payload, tx }) => {
-                    payloads.push(payload);
-                    txs.push(tx);
-                }
-                Ok(m) => {
-                    other = Some(m);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        let Some(first) = self.engine.leader_append_entries(payloads) else {
-            warn!("leader refused to append; answering with ForwardToLeader");
-            for tx in txs {
-                let _ = tx.send(Err(ClientWriteError::ForwardToLeader(self.forward_to_leader())));
-            }
-            return;
-        };
-        for (i, tx) in txs.into_iter().enumerate() {
-            self.responders.push_back((LogId::new(first.leader_id, first.index + i as u64), tx));
-        }
-        // A non-write message queued behind the writes runs next, before any later write.
-        self.deferred_api = other;
     }
 
     pub(crate) fn forward_to_leader(&self) -> ForwardToLeader<C> {
@@ -297,7 +272,24 @@ where
             *cur = committed;
             changed
         });
-        let metrics = RaftMetrics::from_engine(&self.engine);
+        let now = Instant::now();
+        let stalls = self.progress.observe(&self.engine, now);
+        self.io_stall_deadline = match (&self.engine.leader, stalls.log_io) {
+            (Some(_), Some(since)) => Some(since + self.config.max_log_io_stall),
+            _ => None,
+        };
+        let in_flight = self
+            .engine
+            .leader
+            .as_ref()
+            .map(|_| self.replications.iter().map(|(id, h)| (*id, h.gauge.get())).collect::<BTreeMap<_, _>>());
+        let queues = metrics::Queues {
+            write_queue: self.write_rx.len() as u64,
+            pending_writes: self.responders.len() as u64,
+            pending_reads: self.pending_reads.len() as u64,
+            in_flight: in_flight.unwrap_or_default(),
+        };
+        let metrics = RaftMetrics::from_engine(&self.engine, now, stalls, queues);
         self.watches.metrics.send_if_modified(|cur| {
             let changed = *cur != metrics;
             if changed {

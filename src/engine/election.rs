@@ -50,6 +50,11 @@ impl<C: RaftTypeConfig> Engine<C> {
             debug!(id = %self.config.id, "not a voter; not starting an election");
             return;
         }
+        if self.state.io_stalled {
+            debug!(id = %self.config.id, "log store stalled; not starting an election");
+            self.reset_election_deadline(now);
+            return;
+        }
         self.step_down_from_leader();
         let vote = Vote::new(self.state.vote.term + 1, self.config.id);
         info!(id = %self.config.id, %vote, pre_vote, force, "starting election");

@@ -118,6 +118,7 @@ impl<C: RaftTypeConfig> Engine<C> {
         }
         debug_assert!(io.seq <= self.state.io.accepted.seq, "flushed {io} beyond accepted");
         self.state.io.flushed = io;
+        self.state.io_stalled = false;
         let Some(leader) = self.leader.as_mut() else { return };
         if io.seq >= leader.first_io_seq && io.last_log_id > leader.flushed {
             leader.flushed = io.last_log_id;

@@ -49,6 +49,17 @@ impl<C: RaftTypeConfig> Engine<C> {
         Some(self.state.committed.max(leader.blank_log_id))
     }
 
+    /// The log store has made no progress for too long while writes wait: a leader steps
+    /// down so a node with a working disk can take over, and this node does not campaign until
+    /// its store flushes again.
+    pub(crate) fn on_log_io_stalled(&mut self, now: Instant) {
+        self.state.io_stalled = true;
+        if self.leader.is_some() {
+            self.step_down_from_leader();
+        }
+        self.reset_election_deadline(now);
+    }
+
     /// The leader's timer fired: step down if a quorum has not acknowledged it within the
     /// maximum election timeout (check-quorum), end an overdue leadership transfer, and set
     /// the next deadline.

@@ -138,6 +138,9 @@ pub(crate) struct RaftState<C: RaftTypeConfig> {
     pub(crate) snapshot_last: Option<LogId<C>>,
     /// Whether a snapshot is being built.
     pub(crate) snapshot_building: bool,
+    /// Set when the log store stalled; until it flushes again the node does not campaign,
+    /// since it could not persist a vote or lead.
+    pub(crate) io_stalled: bool,
 }
 
 impl<C: RaftTypeConfig> Default for RaftState<C> {
@@ -155,6 +158,7 @@ impl<C: RaftTypeConfig> Default for RaftState<C> {
             leader_id: None,
             snapshot_last: None,
             snapshot_building: false,
+            io_stalled: false,
         }
     }
 }

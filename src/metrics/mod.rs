@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::RaftTypeConfig;
+use crate::core::Stalls;
 use crate::engine::{Engine, ServerState};
 use crate::error::WaitError;
 use crate::types::{DisplayOption, LogId, StoredMembership, Vote};
@@ -44,6 +46,52 @@ pub struct RaftMetrics<C: RaftTypeConfig> {
     pub committed_membership: Arc<StoredMembership<C>>,
     /// On a leader: every other member's matched log id.
     pub replication: Option<BTreeMap<C::NodeId, Option<LogId<C>>>>,
+    /// On a leader: since when a quorum last acknowledged it (ReadIndex, lease, check-quorum
+    /// all rest on this). `now - last_quorum_acked` is how stale its leadership knowledge is.
+    pub last_quorum_acked: Option<Instant>,
+    /// Since when the log store has flushed nothing while log writes wait.
+    pub log_io_stalled_since: Option<Instant>,
+    /// Whether this node stopped leading or campaigning because its log store stalled.
+    pub log_io_stalled: bool,
+    /// On a leader: since when `committed` has not advanced while it has newer entries.
+    pub commit_stalled_since: Option<Instant>,
+    /// Since when the state machine has applied nothing while committed entries wait.
+    pub apply_stalled_since: Option<Instant>,
+    /// On a leader: per target, since when its matched log id has not advanced while the
+    /// leader has newer entries. Targets that are caught up or moving are absent.
+    pub replication_stalled_since: BTreeMap<C::NodeId, Instant>,
+    /// Queue lengths and what is in flight.
+    pub queues: Queues<C>,
+}
+
+/// Queue lengths and in-flight replication of a node.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Queues<C: RaftTypeConfig> {
+    /// Client writes queued for the Raft task, not yet proposed.
+    pub write_queue: u64,
+    /// Client writes proposed by this leader and not yet answered.
+    pub pending_writes: u64,
+    /// Linearizable reads waiting for a quorum to confirm the leader.
+    pub pending_reads: u64,
+    /// On a leader: per target, requests and bytes sent and not yet acknowledged.
+    pub in_flight: BTreeMap<C::NodeId, (u64, u64)>,
+}
+
+impl<C: RaftTypeConfig> Default for Queues<C> {
+    fn default() -> Self {
+        Self { write_queue: 0, pending_writes: 0, pending_reads: 0, in_flight: BTreeMap::new() }
+    }
+}
+
+impl<C: RaftTypeConfig> fmt::Debug for Queues<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queues")
+            .field("write_queue", &self.write_queue)
+            .field("pending_writes", &self.pending_writes)
+            .field("pending_reads", &self.pending_reads)
+            .field("in_flight", &self.in_flight)
+            .finish()
+    }
 }
 
 impl<C: RaftTypeConfig> RaftMetrics<C> {
@@ -64,10 +112,17 @@ impl<C: RaftTypeConfig> RaftMetrics<C> {
             membership_config: Arc::new(StoredMembership::default()),
             committed_membership: Arc::new(StoredMembership::default()),
             replication: None,
+            last_quorum_acked: None,
+            log_io_stalled_since: None,
+            log_io_stalled: false,
+            commit_stalled_since: None,
+            apply_stalled_since: None,
+            replication_stalled_since: BTreeMap::new(),
+            queues: Queues::default(),
         }
     }
 
-    pub(crate) fn from_engine(engine: &Engine<C>) -> Self {
+    pub(crate) fn from_engine(engine: &Engine<C>, now: Instant, stalls: Stalls<C>, queues: Queues<C>) -> Self {
         let st = &engine.state;
         Self {
             id: engine.id(),
@@ -84,6 +139,14 @@ impl<C: RaftTypeConfig> RaftMetrics<C> {
             membership_config: st.membership.effective.clone(),
             committed_membership: st.membership.committed.clone(),
             replication: engine.leader.as_ref().map(|l| l.progress.clone()),
+            // A leader that is a quorum by itself has nothing to report here.
+            last_quorum_acked: engine.quorum_acked_at(now).filter(|t| *t != now),
+            log_io_stalled_since: stalls.log_io,
+            log_io_stalled: st.io_stalled,
+            commit_stalled_since: stalls.commit,
+            apply_stalled_since: stalls.apply,
+            replication_stalled_since: stalls.replication,
+            queues,
         }
     }
 }
@@ -105,6 +168,13 @@ impl<C: RaftTypeConfig> Clone for RaftMetrics<C> {
             membership_config: self.membership_config.clone(),
             committed_membership: self.committed_membership.clone(),
             replication: self.replication.clone(),
+            last_quorum_acked: self.last_quorum_acked,
+            log_io_stalled_since: self.log_io_stalled_since,
+            log_io_stalled: self.log_io_stalled,
+            commit_stalled_since: self.commit_stalled_since,
+            apply_stalled_since: self.apply_stalled_since,
+            replication_stalled_since: self.replication_stalled_since.clone(),
+            queues: self.queues.clone(),
         }
     }
 }
@@ -123,6 +193,13 @@ impl<C: RaftTypeConfig> PartialEq for RaftMetrics<C> {
             && self.membership_config == other.membership_config
             && self.committed_membership == other.committed_membership
             && self.replication == other.replication
+            && self.last_quorum_acked == other.last_quorum_acked
+            && self.log_io_stalled_since == other.log_io_stalled_since
+            && self.log_io_stalled == other.log_io_stalled
+            && self.commit_stalled_since == other.commit_stalled_since
+            && self.apply_stalled_since == other.apply_stalled_since
+            && self.replication_stalled_since == other.replication_stalled_since
+            && self.queues == other.queues
     }
 }
 

@@ -18,7 +18,7 @@ use tracing::{Instrument, info_span};
 
 use crate::ServerState;
 use crate::config::Config;
-use crate::core::{ApiMsg, RaftCore, RpcMsg, StateMachineWorker, Watches, load_state};
+use crate::core::{ApiMsg, RaftCore, RpcMsg, StateMachineWorker, Watches, WriteMsg, load_state};
 use crate::engine::{Engine, EngineConfig, LogIOId};
 use crate::error::{ClientWriteError, Fatal, InitializeError, LinearizableReadError, RaftError, TransferLeaderError};
 use crate::metrics::{RaftMetrics, Wait};
@@ -92,6 +92,7 @@ struct RaftInner<C: RaftTypeConfig> {
     id: C::NodeId,
     config: Arc<Config>,
     api_tx: mpsc::Sender<ApiMsg<C>>,
+    write_tx: mpsc::Sender<WriteMsg<C>>,
     rpc_tx: mpsc::Sender<RpcMsg<C>>,
     metrics_rx: watch::Receiver<RaftMetrics<C>>,
     shutdown_tx: Mutex<Option<oneshot::Sender<()>>>,
@@ -162,6 +163,7 @@ impl<C: RaftTypeConfig> Raft<C> {
         let engine = Engine::new(engine_config, state);
 
         let (api_tx, api_rx) = mpsc::channel(config.max_pending_requests as usize);
+        let (write_tx, write_rx) = mpsc::channel(config.max_pending_requests as usize);
         let (rpc_tx, rpc_rx) = mpsc::channel(config.max_pending_requests as usize);
         let (notify_tx, notify_rx) = mpsc::unbounded_channel();
         let (sm_tx, sm_rx) = mpsc::unbounded_channel();
@@ -195,6 +197,7 @@ impl<C: RaftTypeConfig> Raft<C> {
             log_store,
             sm_tx,
             api_rx,
+            write_rx,
             rpc_rx,
             notify_rx,
             notify_tx,
@@ -204,12 +207,13 @@ impl<C: RaftTypeConfig> Raft<C> {
             parked_append_responses: VecDeque::new(),
             replications: BTreeMap::new(),
             submitted,
-            deferred_api: None,
             membership_waiter: None,
             receiving: None,
             installing: None,
             pending_reads: Vec::new(),
             pending_transfer: None,
+            progress: crate::core::ProgressWatch::new(tokio::time::Instant::now()),
+            io_stall_deadline: None,
         };
         let core = tokio::spawn(core.run());
 
@@ -218,6 +222,7 @@ impl<C: RaftTypeConfig> Raft<C> {
                 id,
                 config,
                 api_tx,
+                write_tx,
                 rpc_tx,
                 metrics_rx,
                 shutdown_tx: Mutex::new(Some(shutdown_tx)),
@@ -256,8 +261,9 @@ impl<C: RaftTypeConfig> Raft<C> {
     ///
     /// Only the leader accepts writes. Writes queued while the leader was busy are appended and
     /// replicated as one batch, so many concurrent callers share the cost of each log write.
-    /// If the queue of pending requests is full (`Config::max_pending_requests`), this waits
-    /// for room.
+    /// If the write queue is full (`Config::max_pending_requests`), or the leader already has
+    /// `Config::max_pending_writes` writes in progress, this waits for room; see
+    /// [`try_client_write`](Self::try_client_write) to fail fast instead.
     ///
     /// # Errors
     /// - [`ClientWriteError::ForwardToLeader`]: not the leader; nothing was proposed.
@@ -269,7 +275,8 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// Dropping the future does not withdraw the write: once queued it may still commit.
     pub async fn client_write(&self, data: C::D) -> Result<ClientWriteResponse<C>, RaftError<ClientWriteError<C>>> {
         let (tx, rx) = oneshot::channel();
-        self.send_api(ApiMsg::ClientWrite { payload: EntryPayload::Normal(data), tx }).await?;
+        let msg = WriteMsg { payload: EntryPayload::Normal(data), tx };
+        self.inner.write_tx.send(msg).await.map_err(|_| self.stopped_error())?;
         match rx.await {
             Ok(r) => r.map_err(RaftError::APIError),
             Err(_) => Err(self.stopped_error()),
@@ -334,6 +341,26 @@ impl<C: RaftTypeConfig> Raft<C> {
             }
         }
         Ok(resp)
+    }
+
+    /// Like [`client_write`](Self::client_write), but fail at once with
+    /// [`ClientWriteError::Overloaded`] instead of waiting when the write queue is full.
+    ///
+    /// # Errors
+    /// As [`client_write`](Self::client_write), plus `Overloaded`: nothing was proposed; back
+    /// off and retry, or shed the load.
+    pub async fn try_client_write(&self, data: C::D) -> Result<ClientWriteResponse<C>, RaftError<ClientWriteError<C>>> {
+        let (tx, rx) = oneshot::channel();
+        let msg = WriteMsg { payload: EntryPayload::Normal(data), tx };
+        match self.inner.write_tx.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(RaftError::APIError(ClientWriteError::Overloaded)),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.stopped_error()),
+        }
+        match rx.await {
+            Ok(r) => r.map_err(RaftError::APIError),
+            Err(_) => Err(self.stopped_error()),
+        }
     }
 
     /// Handle an AppendEntries request from the leader; answer once the entries are durable.

@@ -20,6 +20,7 @@ mod snapshot;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
@@ -47,9 +48,29 @@ pub(crate) struct IOProgress<C: RaftTypeConfig> {
     pub(crate) purged: Option<LogId<C>>,
 }
 
+/// What one stream has in flight, readable by RaftCore for metrics.
+#[derive(Debug, Default)]
+pub(crate) struct InFlightGauge {
+    requests: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl InFlightGauge {
+    fn set(&self, requests: u64, bytes: u64) {
+        self.requests.store(requests, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Requests and bytes sent and not yet acknowledged.
+    pub(crate) fn get(&self) -> (u64, u64) {
+        (self.requests.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed))
+    }
+}
+
 /// A running replication task; dropping the handle stops it.
 pub(crate) struct ReplicationHandle<C: RaftTypeConfig> {
     pub(crate) vote: Vote<C>,
+    pub(crate) gauge: Arc<InFlightGauge>,
     join: JoinHandle<()>,
 }
 
@@ -78,6 +99,7 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
         N: RaftNetwork<C>,
         LR: RaftLogReader<C>,
     {
+        let gauge = Arc::new(InFlightGauge::default());
         let core = ReplicationCore {
             network,
             state: StreamState {
@@ -90,12 +112,13 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
                 heartbeat,
                 notify,
                 sm,
+                gauge: gauge.clone(),
                 matched: None,
             },
         };
         let span = debug_span!("replication", id = %leader, %target);
         let join = tokio::spawn(core.run().instrument(span));
-        Self { vote, join }
+        Self { vote, gauge, join }
     }
 }
 
@@ -143,6 +166,7 @@ struct StreamState<C: RaftTypeConfig, LR> {
     notify: mpsc::UnboundedSender<Notification<C>>,
     /// The state machine task, which hands out the current snapshot.
     sm: mpsc::UnboundedSender<SmMsg<C>>,
+    gauge: Arc<InFlightGauge>,
     /// The follower's log matches the leader's up to here, durably.
     matched: Option<LogId<C>>,
 }
@@ -269,8 +293,10 @@ where
             Err(_) => return Err(Stop::Retry(RPCError::Timeout(rpc_timeout))),
         };
 
-        // The last log id and send time of every request sent and not yet acknowledged.
-        let mut in_flight: VecDeque<(Option<LogId<C>>, Instant)> = VecDeque::new();
+        // The last log id, send time and size of every request sent and not yet acknowledged.
+        let mut in_flight: VecDeque<(Option<LogId<C>>, Instant, u64)> = VecDeque::new();
+        let max_in_flight_bytes = st.config.max_in_flight_bytes;
+        st.gauge.set(0, 0);
         let mut last_sent = st.matched;
         let mut sent_commit: Option<LogId<C>> = None;
         let mut next_heartbeat = Instant::now();
@@ -278,7 +304,9 @@ where
         loop {
             let submitted = st.current_submitted()?;
             let committed = *st.committed.borrow_and_update();
-            let room = in_flight.len() < max_in_flight;
+            let in_flight_bytes: u64 = in_flight.iter().map(|(_, _, b)| b).sum();
+            st.gauge.set(in_flight.len() as u64, in_flight_bytes);
+            let room = in_flight.len() < max_in_flight && in_flight_bytes < max_in_flight_bytes;
             let has_entries = last_sent.next_index() < submitted.last_log_id.next_index();
             let send_now = room && (has_entries || committed > sent_commit);
             tokio::select! {
@@ -295,14 +323,14 @@ where
                                 return Err(Stop::Conflict);
                             }
                             let mut acked_at = None;
-                            while let Some((_, sent_at)) = in_flight.pop_front_if(|(l, _)| *l <= matched) {
-                                acked_at = Some(sent_at);
+                            while in_flight.front().is_some_and(|(l, _, _)| *l <= matched) {
+                                acked_at = in_flight.pop_front().map(|(_, sent_at, _)| sent_at);
                             }
                             answer_deadline = Instant::now() + rpc_timeout;
                             st.report(matched, acked_at);
                         }
                         AppendEntriesResponse::Conflict { .. } => {
-                            st.report(st.matched, in_flight.front().map(|(_, t)| *t));
+                            st.report(st.matched, in_flight.front().map(|(_, t, _)| *t));
                             return Err(Stop::Conflict);
                         }
                         AppendEntriesResponse::HigherVote(v) => return Err(st.higher_vote(v)),
@@ -310,13 +338,13 @@ where
                 }
                 permit = tx.reserve(), if send_now => {
                     let Ok(permit) = permit else { return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream input closed")))) };
-                    let req = st.next_request(last_sent, submitted.last_log_id, committed).await?;
+                    let (req, bytes) = st.next_request(last_sent, submitted.last_log_id, committed).await?;
                     if in_flight.is_empty() {
                         answer_deadline = Instant::now() + rpc_timeout;
                     }
                     last_sent = req.last_log_id();
                     sent_commit = committed;
-                    in_flight.push_back((last_sent, Instant::now()));
+                    in_flight.push_back((last_sent, Instant::now(), bytes));
                     next_heartbeat = Instant::now() + heartbeat;
                     permit.send(req);
                 }
@@ -325,7 +353,7 @@ where
                     if in_flight.is_empty() {
                         answer_deadline = Instant::now() + rpc_timeout;
                     }
-                    in_flight.push_back((last_sent, Instant::now()));
+                    in_flight.push_back((last_sent, Instant::now(), 0));
                     sent_commit = committed;
                     next_heartbeat = Instant::now() + heartbeat;
                     if tx.try_send(req).is_err() {
@@ -383,10 +411,10 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
         last_sent: Option<LogId<C>>,
         submitted: Option<LogId<C>>,
         committed: Option<LogId<C>>,
-    ) -> Result<AppendEntriesRequest<C>, Stop> {
+    ) -> Result<(AppendEntriesRequest<C>, u64), Stop> {
         let start = last_sent.next_index();
         let end = submitted.next_index().min(start + self.config.max_payload_entries);
-        let entries: Vec<Entry<C>> =
+        let mut entries: Vec<Entry<C>> =
             if start < end { self.log_reader.try_get_log_entries(start..end).await? } else { Vec::new() };
         let consecutive =
             entries.len() as u64 == end - start && entries.iter().zip(start..).all(|(e, i)| e.log_id.index == i);
@@ -397,7 +425,20 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
             warn!(start, end, got = entries.len(), "log reader returned an incomplete range");
             return Err(Stop::Retry(RPCError::Unreachable(anyerror::AnyError::error("log range not readable"))));
         }
-        Ok(AppendEntriesRequest { vote: self.vote, prev_log_id: last_sent, entries, leader_commit: committed })
+        // Keep the request within max_payload_bytes, but carry at least one entry.
+        let mut bytes = 0;
+        let keep = entries
+            .iter()
+            .take_while(|e| {
+                bytes += e.approx_size();
+                bytes <= self.config.max_payload_bytes
+            })
+            .count()
+            .max(1)
+            .min(entries.len());
+        entries.truncate(keep);
+        let bytes = entries.iter().map(Entry::approx_size).sum();
+        Ok((AppendEntriesRequest { vote: self.vote, prev_log_id: last_sent, entries, leader_commit: committed }, bytes))
     }
 
     fn probe_result(&mut self, resp: AppendEntriesResponse<C>) -> Result<Probe<C>, Stop> {

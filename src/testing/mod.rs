@@ -12,8 +12,9 @@
 //!   in order, and builds and installs snapshots. It restarts with its state
 //!   ([`MemStateMachine::reopen`]) or from its last snapshot
 //!   ([`MemStateMachine::reopen_empty_from_snapshot`]).
-//! - [`Router`] connects the nodes of a test and can cut, delay or freeze links; it counts
-//!   every message by [`RpcKind`].
+//! - [`Router`] connects the nodes of a test and can cut, delay or freeze links, lose,
+//!   duplicate or reorder messages (seeded); it counts every message by [`RpcKind`].
+//! - [`invariants`] checks Raft's safety properties across nodes.
 //!
 //! Storage and state machine are cloneable handles: a test keeps one, gives a clone to the
 //! node, and inspects the state while the node runs.
@@ -53,6 +54,7 @@
 //! # }
 //! ```
 
+pub mod invariants;
 mod log_store;
 mod router;
 mod state_machine;

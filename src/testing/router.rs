@@ -76,6 +76,30 @@ struct RouterInner {
     delays: BTreeMap<(u64, u64), Duration>,
     hung: BTreeSet<u64>,
     counts: BTreeMap<(u64, u64, RpcKind), u64>,
+    /// Random faults on every link, drawn from a seeded generator so a run can be replayed.
+    random: RandomFaults,
+}
+
+/// Seeded random faults: message loss, duplication and jitter.
+#[derive(Default)]
+struct RandomFaults {
+    rng: u64,
+    /// Probability that a request is lost.
+    loss: f64,
+    /// Probability that a single (not streamed) request is delivered twice.
+    duplicate: f64,
+    /// The most extra delay of a single request; independent draws reorder them.
+    jitter: Duration,
+}
+
+impl RandomFaults {
+    /// A uniform draw in [0, 1) from the seeded xorshift generator.
+    fn draw(&mut self) -> f64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+    }
 }
 
 /// What one request meets on its way, decided when it is sent.
@@ -83,13 +107,18 @@ struct Route {
     raft: Raft<C>,
     delay: Duration,
     hang: bool,
+    /// Extra delay for a single request (streams keep their order and get none).
+    jitter: Duration,
+    /// Whether a single request is delivered twice.
+    duplicate: bool,
 }
 
 impl Route {
     /// Wait out the link's delay and hand over the target; pend forever if the target hangs.
     async fn arrive(self) -> Raft<C> {
-        if !self.delay.is_zero() {
-            tokio::time::sleep(self.delay).await;
+        let delay = self.delay + self.jitter;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
         if self.hang {
             std::future::pending::<()>().await;
@@ -102,6 +131,29 @@ impl Router {
     /// A network with no nodes and no faults.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Seed the generator of random faults, so that a run with the same seed draws the same
+    /// faults.
+    pub fn set_seed(&self, seed: u64) {
+        self.lock().random.rng = seed | 1;
+    }
+
+    /// Lose each request with probability `p` (the sender sees a network error; a stream
+    /// ends).
+    pub fn set_loss(&self, p: f64) {
+        self.lock().random.loss = p;
+    }
+
+    /// Deliver each single (not streamed) request twice with probability `p`.
+    pub fn set_duplicate(&self, p: f64) {
+        self.lock().random.duplicate = p;
+    }
+
+    /// Delay each single request by a random extra amount up to `max`, so that they can
+    /// overtake each other. Streams keep their order.
+    pub fn set_jitter(&self, max: Duration) {
+        self.lock().random.jitter = max;
     }
 
     /// Make `raft` reachable as node `id`, replacing the node registered as `id`, if any (as
@@ -210,10 +262,20 @@ impl Router {
             .get(&to)
             .cloned()
             .ok_or_else(|| unreachable_error(format!("node {to} is not in the router")))?;
+        let random = &mut inner.random;
+        if random.loss > 0.0 && random.draw() < random.loss {
+            return Err(RPCError::Network(AnyError::error(format!("a message {from}->{to} was lost"))));
+        }
+        let single = !matches!(kind, RpcKind::StreamAppendRequest | RpcKind::StreamOpen);
+        let jitter =
+            if single && !random.jitter.is_zero() { random.jitter.mul_f64(random.draw()) } else { Duration::ZERO };
+        let duplicate = single && random.duplicate > 0.0 && random.draw() < random.duplicate;
         Ok(Route {
             raft,
             delay: inner.delays.get(&(from, to)).copied().unwrap_or_default(),
             hang: inner.hung.contains(&to),
+            jitter,
+            duplicate,
         })
     }
 }
@@ -260,13 +322,21 @@ impl RaftNetwork<C> for RouterNetwork {
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError> {
         let route = self.router.send(self.source, self.target, RpcKind::AppendEntries)?;
+        let duplicate = route.duplicate;
         let raft = route.arrive().await;
+        if duplicate {
+            let _ = raft.append_entries(req.clone()).await;
+        }
         raft.append_entries(req).await.map_err(remote_error)
     }
 
     async fn vote(&mut self, req: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError> {
         let route = self.router.send(self.source, self.target, RpcKind::Vote)?;
+        let duplicate = route.duplicate;
         let raft = route.arrive().await;
+        if duplicate {
+            let _ = raft.vote(req.clone()).await;
+        }
         raft.vote(req).await.map_err(remote_error)
     }
 

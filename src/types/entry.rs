@@ -47,6 +47,18 @@ impl<C: RaftTypeConfig> Entry<C> {
         Self { log_id, payload: EntryPayload::Membership(membership) }
     }
 
+    /// The approximate size of the entry in bytes, for replication's byte bounds: the log id
+    /// plus [`RaftTypeConfig::entry_size`] of the request (or an estimate for a membership).
+    pub fn approx_size(&self) -> u64 {
+        const LOG_ID: usize = 32;
+        let payload = match &self.payload {
+            EntryPayload::Blank => 0,
+            EntryPayload::Normal(d) => C::entry_size(d),
+            EntryPayload::Membership(m) => 64 * m.nodes().len(),
+        };
+        (LOG_ID + payload) as u64
+    }
+
     /// The membership this entry carries, if it is a membership entry.
     pub fn membership(&self) -> Option<&Membership<C>> {
         match &self.payload {

@@ -1,9 +1,10 @@
 //! A cluster of in-memory nodes and the checks every test shares.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use quorate::testing::invariants::{NodeView, check_logs_and_state_machines};
 use quorate::testing::{MemLogStore, MemStateMachine, Request, Router, TypeConfig};
 use quorate::{BasicNode, ClientWriteResponse, Config, Raft, ServerState};
 
@@ -122,45 +123,16 @@ impl TestCluster {
         }
     }
 
-    /// Raft's safety properties, checked across the nodes' storage:
-    /// - log matching: two logs that hold the same log id at an index agree up to it;
-    /// - state machine safety: nodes that applied the same index hold the same data;
-    /// - no committed entry is missing from a node that claims it committed.
+    /// Raft's safety properties, checked across the nodes' storage: log matching, committed
+    /// entries held, state machine safety (see `quorate::testing::invariants`).
     pub fn check_safety(&self) {
-        let logs: BTreeMap<u64, Vec<_>> = self.nodes.iter().map(|(id, n)| (*id, n.log.entries())).collect();
-        for (a, log_a) in &logs {
-            for (b, log_b) in &logs {
-                if a >= b {
-                    continue;
-                }
-                let ids_a: Vec<_> = log_a.iter().map(|e| e.log_id).collect();
-                let ids_b: Vec<_> = log_b.iter().map(|e| e.log_id).collect();
-                // The highest index at which both logs hold the same id.
-                let common = ids_a.iter().filter(|l| ids_b.contains(l)).max().copied();
-                if let Some(c) = common {
-                    // Compare the indexes both still hold (purging removes different prefixes).
-                    let start = ids_a.first().map_or(0, |l| l.index).max(ids_b.first().map_or(0, |l| l.index));
-                    let pa: Vec<_> = ids_a.iter().filter(|l| l.index >= start && l.index <= c.index).collect();
-                    let pb: Vec<_> = ids_b.iter().filter(|l| l.index >= start && l.index <= c.index).collect();
-                    assert_eq!(pa, pb, "log matching violated between nodes {a} and {b} below {c}");
-                }
-            }
-        }
-        for (id, n) in &self.nodes {
-            let committed = n.raft.metrics().borrow().committed;
-            if let Some(c) = committed {
-                let ids: BTreeSet<_> = logs[id].iter().map(|e| e.log_id).collect();
-                let purged = n.raft.metrics().borrow().purged;
-                assert!(ids.contains(&c) || purged >= Some(c), "node {id} committed {c} but its log does not hold it");
-            }
-        }
-        let applied: BTreeMap<u64, _> = self.nodes.iter().map(|(id, n)| (*id, (n.sm.applied(), n.sm.data()))).collect();
-        for (a, (la, da)) in &applied {
-            for (b, (lb, db)) in &applied {
-                if a < b && la == lb {
-                    assert_eq!(da, db, "nodes {a} and {b} applied up to {la:?} but hold different data");
-                }
-            }
+        let views: Vec<NodeView<'_>> = self
+            .nodes
+            .iter()
+            .map(|(id, n)| NodeView { id: *id, log: &n.log, sm: &n.sm, metrics: n.raft.metrics().borrow().clone() })
+            .collect();
+        if let Err(v) = check_logs_and_state_machines(&views) {
+            panic!("safety violated: {v}");
         }
     }
 }
