@@ -85,6 +85,27 @@ pub fn summarize(samples: &[Sample], library: Library, clients: usize) -> Option
     })
 }
 
+/// The median over rounds of quorate's ops/s divided by openraft's in the same round, using
+/// only rounds where both succeeded. The two ran back to back, so load from elsewhere on the
+/// machine tends to hit both: this ratio is steadier than the ratio of the two medians.
+pub fn paired_ops_ratio(samples: &[Sample], clients: usize) -> Option<f64> {
+    let ops_in = |library: Library, round: usize| {
+        samples
+            .iter()
+            .find(|s| s.library == library && s.clients == clients && s.round == round && s.failure().is_none())
+            .and_then(|s| s.outcome.as_ref().ok())
+            .map(Measurement::ops_per_sec)
+    };
+    let rounds = samples.iter().map(|s| s.round).max().unwrap_or(0);
+    let ratios = (1..=rounds)
+        .filter_map(|r| match (ops_in(Library::Quorate, r), ops_in(Library::Openraft, r)) {
+            (Some(q), Some(o)) if o > 0.0 => Some(q / o),
+            _ => None,
+        })
+        .collect();
+    median(ratios)
+}
+
 fn cell(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "FAILED".to_string(), |v| format!("{v:.decimals$}"))
 }
@@ -100,9 +121,9 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
 pub fn markdown(samples: &[Sample], client_counts: &[usize]) -> String {
     let mut out = String::new();
     out.push_str(
-        "| clients | quorate ops/s | openraft ops/s | ops/s ratio q/o | quorate p50 µs | openraft p50 µs | p50 ratio q/o | quorate p99 µs | openraft p99 µs | p99 ratio q/o |\n",
+        "| clients | quorate ops/s | openraft ops/s | ops/s ratio q/o | paired ratio | quorate p50 µs | openraft p50 µs | p50 ratio q/o | quorate p99 µs | openraft p99 µs | p99 ratio q/o |\n",
     );
-    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for &clients in client_counts {
         let q = summarize(samples, Library::Quorate, clients);
         let o = summarize(samples, Library::Openraft, clients);
@@ -111,10 +132,11 @@ pub fn markdown(samples: &[Sample], client_counts: &[usize]) -> String {
         let (q_p99, o_p99) = (q.map(|s| s.p99_us), o.map(|s| s.p99_us));
         let _ = writeln!(
             out,
-            "| {clients} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {clients} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell(q_ops, 0),
             cell(o_ops, 0),
             ratio(q_ops, o_ops),
+            paired_ops_ratio(samples, clients).map_or_else(|| "–".to_string(), |r| format!("{r:.2}")),
             cell(q_p50, 1),
             cell(o_p50, 1),
             ratio(q_p50, o_p50),
@@ -123,6 +145,10 @@ pub fn markdown(samples: &[Sample], client_counts: &[usize]) -> String {
             ratio(q_p99, o_p99),
         );
     }
+    out.push_str(
+        "\nMedians over the rounds that succeeded. *ops/s ratio* divides the two medians; *paired ratio* is the \
+         median of the per-round ratios (both libraries measured back to back in each round).\n",
+    );
     let failures: Vec<String> = samples
         .iter()
         .filter_map(|s| s.failure().map(|f| format!("- {} × {} clients, round {}: {f}", s.library, s.clients, s.round)))
@@ -139,7 +165,38 @@ pub fn markdown(samples: &[Sample], client_counts: &[usize]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use std::time::Duration;
+
+    use hdrhistogram::Histogram;
+
+    use super::{Library, Sample, median, paired_ops_ratio};
+    use crate::workload::Measurement;
+    use crate::{Phase, PhaseError};
+
+    fn sample(library: Library, round: usize, ops_per_sec: u64) -> Sample {
+        let latency = Histogram::new(3).expect("valid precision");
+        let m = Measurement { completed: ops_per_sec, elapsed: Duration::from_secs(1), latency, failure: None };
+        Sample { library, clients: 8, round, outcome: Ok(m) }
+    }
+
+    #[test]
+    fn paired_ratio_uses_only_rounds_where_both_succeeded() {
+        let samples = vec![
+            sample(Library::Quorate, 1, 300),
+            sample(Library::Openraft, 1, 100),
+            sample(Library::Quorate, 2, 200),
+            Sample {
+                library: Library::Openraft,
+                clients: 8,
+                round: 2,
+                outcome: Err(PhaseError::new(Phase::Start, "x")),
+            },
+            sample(Library::Quorate, 3, 100),
+            sample(Library::Openraft, 3, 100),
+        ];
+        assert_eq!(paired_ops_ratio(&samples, 8), Some(2.0));
+        assert_eq!(paired_ops_ratio(&samples, 9), None);
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {
