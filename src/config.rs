@@ -143,8 +143,9 @@ pub struct Config {
     /// chunk per follower at a time, so memory does not grow with the snapshot. Default: 1 MiB.
     pub snapshot_max_chunk_size: u64,
 
-    /// Seed of the Engine's pseudo-random election timeouts. `None` (the default) derives one
-    /// from the node id, so nodes draw different timeouts but a run is reproducible.
+    /// Seed of the Engine's pseudo-random election timeouts, mixed with the node id so nodes
+    /// draw different timeouts. `None` (the default) uses the node id alone: a run is
+    /// reproducible either way; a simulator varies the seed to explore other timings.
     pub election_seed: Option<u64>,
 }
 

@@ -176,6 +176,14 @@ pub enum ClientWriteError<C: RaftTypeConfig> {
     /// Not proposed: the membership given is invalid.
     #[error(transparent)]
     InvalidMembership(#[from] MembershipError),
+    /// Proposed at `log_id`, but this node replaced its log with a leader's snapshot before it
+    /// learned whether the entry committed: the write may or may not have been applied. Treat
+    /// it like a timeout: read back to find out, or make the write idempotent.
+    #[error("the outcome of the entry {log_id} is unknown: it was superseded by a snapshot")]
+    OutcomeUnknown {
+        /// Where the write had been appended.
+        log_id: LogId<C>,
+    },
     /// Not proposed: the write queue is full (see `Config::max_pending_requests`). Back off and
     /// retry, or shed load.
     #[error("the node is overloaded: the write queue is full")]
@@ -197,6 +205,7 @@ impl<C: RaftTypeConfig> Clone for ClientWriteError<C> {
             Self::InvalidMembership(e) => Self::InvalidMembership(e.clone()),
             Self::MembershipChangeInProgress { log_id } => Self::MembershipChangeInProgress { log_id: *log_id },
             Self::Overloaded => Self::Overloaded,
+            Self::OutcomeUnknown { log_id } => Self::OutcomeUnknown { log_id: *log_id },
         }
     }
 }
@@ -208,6 +217,7 @@ impl<C: RaftTypeConfig> PartialEq for ClientWriteError<C> {
             (Self::InvalidMembership(a), Self::InvalidMembership(b)) => a == b,
             (Self::MembershipChangeInProgress { log_id: a }, Self::MembershipChangeInProgress { log_id: b }) => a == b,
             (Self::Overloaded, Self::Overloaded) => true,
+            (Self::OutcomeUnknown { log_id: a }, Self::OutcomeUnknown { log_id: b }) => a == b,
             _ => false,
         }
     }
@@ -223,6 +233,7 @@ impl<C: RaftTypeConfig> fmt::Debug for ClientWriteError<C> {
                 write!(f, "MembershipChangeInProgress({})", DisplayOption(log_id))
             }
             Self::Overloaded => f.write_str("Overloaded"),
+            Self::OutcomeUnknown { log_id } => write!(f, "OutcomeUnknown({log_id})"),
         }
     }
 }

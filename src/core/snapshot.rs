@@ -6,10 +6,10 @@ use std::io::SeekFrom;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::core::{RaftCore, SmMsg};
-use crate::error::{ErrorSubject, ErrorVerb, Fatal, StorageError};
+use crate::error::{ClientWriteError, ErrorSubject, ErrorVerb, Fatal, StorageError};
 use crate::raft::{InstallSnapshotRequest, InstallSnapshotResponse};
 use crate::storage::{RaftLogStorage, SnapshotMeta};
 use crate::{RaftNetworkFactory, RaftTypeConfig};
@@ -98,10 +98,11 @@ where
     fn fail_writes_covered_by_snapshot(&mut self, last: Option<crate::types::LogId<C>>) {
         let Some(last) = last else { return };
         while self.responders.front().is_some_and(|(l, _)| l.index <= last.index) {
-            if let Some((log_id, _tx)) = self.responders.pop_front() {
-                // Dropping the responder reports Fatal::Stopped-like "unknown": the entry may or
-                // may not be inside the snapshot, and nothing here can tell which.
-                warn!(%log_id, "a pending write was superseded by a snapshot; its outcome is unknown");
+            if let Some((log_id, tx)) = self.responders.pop_front() {
+                // The entry may or may not be the one the snapshot includes at its index, and
+                // nothing here can tell which.
+                debug!(%log_id, "a pending write was superseded by a snapshot; its outcome is unknown");
+                let _ = tx.send(Err(ClientWriteError::OutcomeUnknown { log_id }));
             }
         }
     }

@@ -170,7 +170,15 @@ impl<C: RaftTypeConfig> Engine<C> {
             return;
         }
         debug!(id = %me, committed = %matched, "leader commits");
+        let blank = leader.blank_log_id;
+        let committed_before = self.state.committed;
         self.commit(matched);
+        // A new leader may inherit a joint config it already knows committed, which no commit
+        // of a membership entry will move on. It finishes that change once its own first entry
+        // commits, as it would make any change only after an entry of its term committed.
+        if blank.is_some_and(|b| committed_before < Some(b) && Some(b) <= self.state.committed) {
+            self.leader_advance_membership();
+        }
     }
 
     /// Make the replication streams match the membership: one per other member of the

@@ -195,6 +195,11 @@ impl<C: RaftTypeConfig> Engine<C> {
             // Nodes the committed config dropped get no more log; a joint config moves on.
             self.update_replication_streams();
             self.leader_advance_membership();
+            // Appending the final config counts the quorum again under it, which may have
+            // committed further and already submitted everything up to there for applying.
+            if self.state.apply_submitted >= Some(committed) {
+                return;
+            }
         }
         let first = self.state.apply_submitted.map_or(0, |l| l.index + 1);
         self.state.apply_submitted = Some(committed);

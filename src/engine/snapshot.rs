@@ -20,8 +20,13 @@ impl<C: RaftTypeConfig> Engine<C> {
     /// After `applied` advanced: build a snapshot if the policy asks for one.
     pub(crate) fn maybe_build_snapshot(&mut self) {
         let SnapshotPolicy::LogsSinceLast(n) = self.config.snapshot_policy else { return };
-        let since_last =
-            self.state.applied.map_or(0, |l| l.index + 1) - self.state.snapshot_last.map_or(0, |l| l.index + 1);
+        // `applied` can be behind the snapshot: a state machine that keeps no state re-applies
+        // the log after a restart while its snapshot is still stored.
+        let since_last = self
+            .state
+            .applied
+            .map_or(0, |l| l.index + 1)
+            .saturating_sub(self.state.snapshot_last.map_or(0, |l| l.index + 1));
         if since_last >= n {
             self.trigger_snapshot();
         }
@@ -70,21 +75,21 @@ impl<C: RaftTypeConfig> Engine<C> {
             return false;
         }
         info!(id = %self.config.id, snapshot = %meta, "install snapshot");
-        if self.state.log_ids.get(last.index) != Some(last) {
-            let first_uncommitted = self.state.committed.map_or(0, |c| c.index + 1);
-            if let Some(since) = self.state.log_ids.get(first_uncommitted) {
-                self.state.log_ids.truncate(since.index);
-                self.state.membership.truncate(since.index);
-                let io = self.next_io();
-                self.output.push_back(Command::TruncateLog { io, since });
-            }
+        // If the log holds a different entry at the snapshot's last index, that entry and all
+        // after it conflict with the leader's log (log matching): truncate them. Entries before
+        // it are replaced by the purge below; they may or may not be in the snapshot.
+        if let Some(since) = self.state.log_ids.get(last.index).filter(|l| *l != last) {
+            self.state.log_ids.truncate(since.index);
+            self.state.membership.truncate(since.index);
+            let io = self.next_io();
+            self.output.push_back(Command::TruncateLog { io, since });
         }
         self.output.push_back(Command::InstallSnapshot { meta: meta.clone() });
         self.state.committed = Some(last);
         self.state.apply_submitted = Some(last);
         self.state.applied = Some(last);
         self.state.snapshot_last = Some(last);
-        self.state.membership.install_snapshot(meta.last_membership);
+        self.state.membership.install_snapshot(last, meta.last_membership);
         self.state.log_ids.purge(last);
         self.output.push_back(Command::PurgeLog { upto: last });
         true

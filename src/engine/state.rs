@@ -95,11 +95,12 @@ impl<C: RaftTypeConfig> MembershipState<C> {
         }
     }
 
-    /// A snapshot carrying `membership` was installed: it is committed, and effective unless
-    /// the log holds a newer membership entry.
-    pub(crate) fn install_snapshot(&mut self, membership: StoredMembership<C>) {
+    /// A snapshot covering the log up to `last` and carrying `membership` was installed: it
+    /// is committed, and effective unless the log holds a membership entry after `last`
+    /// (entries up to `last` are replaced by the snapshot).
+    pub(crate) fn install_snapshot(&mut self, last: LogId<C>, membership: StoredMembership<C>) {
         let membership = Arc::new(membership);
-        if self.effective.log_id <= membership.log_id {
+        if self.effective.log_id.is_none_or(|l| l.index <= last.index) {
             self.effective = membership.clone();
         }
         self.committed = membership;

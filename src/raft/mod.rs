@@ -142,12 +142,12 @@ impl<C: RaftTypeConfig> Raft<C> {
         let span = info_span!("raft", %id, cluster = %config.cluster_name);
         let state = load_state(id, &mut log_store, &mut state_machine).instrument(span).await?;
 
-        let seed = config.election_seed.unwrap_or_else(|| {
-            // Different nodes get different timeouts; a given node the same ones every run.
+        // Different nodes get different timeouts; a given node and seed the same every run.
+        let seed = {
             let mut h = std::hash::DefaultHasher::new();
-            std::hash::Hash::hash(&id, &mut h);
+            std::hash::Hash::hash(&(id, config.election_seed.unwrap_or(0)), &mut h);
             std::hash::Hasher::finish(&h)
-        });
+        };
         let engine_config = EngineConfig {
             id,
             election_timeout_min: config.election_timeout_min,
@@ -269,6 +269,8 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// - [`ClientWriteError::ForwardToLeader`]: not the leader; nothing was proposed.
     /// - [`ClientWriteError::Discarded`]: proposed, then removed by a newer leader; it will never
     ///   apply.
+    /// - [`ClientWriteError::OutcomeUnknown`]: proposed, then superseded by a snapshot from the
+    ///   leader; it may or may not have been applied.
     /// - [`Fatal`]: the node stopped; whether the write applies is unknown.
     ///
     /// # Cancel safety

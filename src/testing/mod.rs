@@ -1,8 +1,8 @@
 //! Test kit (feature `testing`): an in-memory log store, an in-memory key-value state machine
 //! and an in-memory network with fault injection.
 //!
-//! Everything here works with one type config, [`TypeConfig`]: nodes are `u64`s, entries are
-//! key-value [`Request`]s answered by [`Response`]s.
+//! The in-memory parts work with one type config, [`TypeConfig`]: nodes are `u64`s, entries
+//! are key-value [`Request`]s answered by [`Response`]s. The storage suite works with any.
 //!
 //! - [`MemLogStore`] keeps the log in memory, in two views: what was submitted and what was
 //!   flushed. Its disk can be slowed ([`MemLogStore::set_flush_delay`]) or stalled
@@ -15,6 +15,10 @@
 //! - [`Router`] connects the nodes of a test and can cut, delay or freeze links, lose,
 //!   duplicate or reorder messages (seeded); it counts every message by [`RpcKind`].
 //! - [`invariants`] checks Raft's safety properties across nodes.
+//! - [`suite`] checks that a log store and a state machine keep the
+//!   [storage contract](crate::storage); [`MemStoreBuilder`] runs it on the stores above.
+//! - [`linearizability`] checks that a history of key-value operations, as clients observed
+//!   them, is linearizable.
 //!
 //! Storage and state machine are cloneable handles: a test keeps one, gives a clone to the
 //! node, and inspects the state while the node runs.
@@ -55,15 +59,19 @@
 //! ```
 
 pub mod invariants;
+pub mod linearizability;
 mod log_store;
+mod mem_store_builder;
 mod router;
 mod state_machine;
+pub mod suite;
 mod types;
 
 #[cfg(test)]
 mod tests;
 
 pub use log_store::{MemLogReader, MemLogStore};
+pub use mem_store_builder::MemStoreBuilder;
 pub use router::{Router, RouterNetwork, RouterNetworkFactory, RpcKind};
 pub use state_machine::{MemSnapshotBuilder, MemStateMachine};
 pub use types::{Request, Response, TypeConfig};

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::config::SnapshotPolicy;
+use crate::engine::leader::Transfer;
 use crate::engine::{Candidate, Engine, EngineConfig, Leader, LogIOId, MembershipState, ServerState};
 use crate::raft::AppendEntriesRequest;
 use crate::testing_types::{UTConfig, log_id};
@@ -17,6 +19,8 @@ pub(super) type C = UTConfig;
 
 pub(super) const TIMEOUT_MIN: Duration = Duration::from_millis(150);
 pub(super) const TIMEOUT_MAX: Duration = Duration::from_millis(300);
+/// How long the leader lease lasts after a quorum acknowledged the leader.
+pub(super) const LEASE: Duration = Duration::from_millis(120);
 
 /// The id of the entry at `index` proposed by `node` as the leader of `term`.
 ///
@@ -85,19 +89,40 @@ enum Role {
     Follower,
     Candidate {
         granted: Vec<u64>,
+        pre_vote: bool,
     },
     Leader {
         first_io_seq: u64,
         flushed: Option<LogId<C>>,
         progress: Vec<(u64, Option<LogId<C>>)>,
+        extra: LeaderExtra,
     },
+}
+
+/// The leader's state that most tests leave at its default.
+#[derive(Default)]
+struct LeaderExtra {
+    since: Option<Instant>,
+    acked: Vec<(u64, Instant)>,
+    blank: Option<LogId<C>>,
+    transfer: Option<Transfer<C>>,
+    membership_target: Option<Membership<C>>,
+}
+
+/// The Engine's settings that most tests leave at the paper's defaults.
+struct Settings {
+    pre_vote: bool,
+    check_quorum: bool,
+    snapshot_policy: SnapshotPolicy,
+    log_to_keep: u64,
 }
 
 /// Builds an [`Engine`] of node `id` in the state its methods describe.
 ///
 /// Defaults: no vote, empty log, empty membership, nothing committed, no I/O in flight, no
 /// election deadline. `io.accepted` and `io.flushed` start as loaded from storage: seq 0 with
-/// the final vote and last log id, unless set.
+/// the final vote and last log id, unless set. Pre-vote, check-quorum and the snapshot policy
+/// are off, and no entries are kept behind a snapshot, unless set.
 pub(super) struct EngineBuilder {
     id: u64,
     vote: Vote<C>,
@@ -109,6 +134,12 @@ pub(super) struct EngineBuilder {
     flushed: Option<LogIOId<C>>,
     deadline: Option<Instant>,
     role: Role,
+    settings: Settings,
+    apply_submitted: Option<Option<LogId<C>>>,
+    purged: Option<LogId<C>>,
+    snapshot_last: Option<LogId<C>>,
+    snapshot_building: bool,
+    last_leader_contact: Option<Instant>,
 }
 
 impl EngineBuilder {
@@ -124,7 +155,41 @@ impl EngineBuilder {
             flushed: None,
             deadline: None,
             role: Role::Follower,
+            settings: Settings {
+                pre_vote: false,
+                check_quorum: false,
+                snapshot_policy: SnapshotPolicy::Never,
+                log_to_keep: 0,
+            },
+            apply_submitted: None,
+            purged: None,
+            snapshot_last: None,
+            snapshot_building: false,
+            last_leader_contact: None,
         }
+    }
+
+    /// Campaign with a pre-vote round first (dissertation §9.6).
+    pub(super) fn pre_vote(mut self, on: bool) -> Self {
+        self.settings.pre_vote = on;
+        self
+    }
+
+    /// Check-quorum on the leader, leader stickiness on voters (dissertation §6.2, §9.6).
+    pub(super) fn check_quorum(mut self, on: bool) -> Self {
+        self.settings.check_quorum = on;
+        self
+    }
+
+    pub(super) fn snapshot_policy(mut self, policy: SnapshotPolicy) -> Self {
+        self.settings.snapshot_policy = policy;
+        self
+    }
+
+    /// Entries kept in the log behind a built snapshot.
+    pub(super) fn log_to_keep(mut self, n: u64) -> Self {
+        self.settings.log_to_keep = n;
+        self
     }
 
     pub(super) fn vote(mut self, vote: Vote<C>) -> Self {
@@ -147,6 +212,36 @@ impl EngineBuilder {
     /// Applied (and submitted for applying) up to `log_id`.
     pub(super) fn applied(mut self, log_id: Option<LogId<C>>) -> Self {
         self.applied = Some(log_id);
+        self
+    }
+
+    /// Submitted for applying up to `log_id`, which may be beyond what is applied.
+    pub(super) fn apply_submitted(mut self, log_id: Option<LogId<C>>) -> Self {
+        self.apply_submitted = Some(log_id);
+        self
+    }
+
+    /// The log is purged up to `log_id`, which the log ids given to [`log`](Self::log) start at.
+    pub(super) fn purged(mut self, log_id: LogId<C>) -> Self {
+        self.purged = Some(log_id);
+        self
+    }
+
+    /// The latest snapshot covers up to `log_id`.
+    pub(super) fn snapshot_last(mut self, log_id: LogId<C>) -> Self {
+        self.snapshot_last = Some(log_id);
+        self
+    }
+
+    /// A snapshot is being built.
+    pub(super) fn snapshot_building(mut self) -> Self {
+        self.snapshot_building = true;
+        self
+    }
+
+    /// The node last accepted a message from a leader at `at`.
+    pub(super) fn last_leader_contact(mut self, at: Instant) -> Self {
+        self.last_leader_contact = Some(at);
         self
     }
 
@@ -180,14 +275,21 @@ impl EngineBuilder {
 
     /// A candidate for its vote that holds the grants of `granted` (itself included or not).
     pub(super) fn candidate(mut self, granted: &[u64]) -> Self {
-        self.role = Role::Candidate { granted: granted.to_vec() };
+        self.role = Role::Candidate { granted: granted.to_vec(), pre_vote: false };
+        self
+    }
+
+    /// In the pre-vote round for the next term, holding the pre-vote grants of `granted`. Its
+    /// vote stays as set: a pre-vote changes no term (dissertation §9.6).
+    pub(super) fn pre_vote_candidate(mut self, granted: &[u64]) -> Self {
+        self.role = Role::Candidate { granted: granted.to_vec(), pre_vote: true };
         self
     }
 
     /// The leader of its (elected) vote, whose first log I/O of the term is `first_io_seq`.
     /// Every other member's progress starts unknown; see [`progress`](Self::progress).
     pub(super) fn leader(mut self, first_io_seq: u64) -> Self {
-        self.role = Role::Leader { first_io_seq, flushed: None, progress: Vec::new() };
+        self.role = Role::Leader { first_io_seq, flushed: None, progress: Vec::new(), extra: LeaderExtra::default() };
         self
     }
 
@@ -207,6 +309,43 @@ impl EngineBuilder {
         self
     }
 
+    /// The leader was elected at `since` (default: when built).
+    pub(super) fn leader_since(mut self, since: Instant) -> Self {
+        self.leader_extra().since = Some(since);
+        self
+    }
+
+    /// `target` answered a request the leader sent at `sent_at`.
+    pub(super) fn acked(mut self, target: u64, sent_at: Instant) -> Self {
+        self.leader_extra().acked.push((target, sent_at));
+        self
+    }
+
+    /// The blank entry the leader appended on election.
+    pub(super) fn blank(mut self, log_id: LogId<C>) -> Self {
+        self.leader_extra().blank = Some(log_id);
+        self
+    }
+
+    /// Leadership is being handed to `to` until `deadline`; `sent` if `to` was told to campaign.
+    pub(super) fn transfer(mut self, to: u64, deadline: Instant, sent: bool) -> Self {
+        self.leader_extra().transfer = Some(Transfer { to, deadline, sent });
+        self
+    }
+
+    /// The leader proposed the joint change heading for `target`.
+    pub(super) fn membership_target(mut self, target: Membership<C>) -> Self {
+        self.leader_extra().membership_target = Some(target);
+        self
+    }
+
+    fn leader_extra(&mut self) -> &mut LeaderExtra {
+        match &mut self.role {
+            Role::Leader { extra, .. } => extra,
+            _ => panic!("call .leader() before setting the leader's state"),
+        }
+    }
+
     pub(super) fn build(self) -> Engine<C> {
         let config = EngineConfig {
             id: self.id,
@@ -214,12 +353,12 @@ impl EngineBuilder {
             election_timeout_max: TIMEOUT_MAX,
             seed: 0x5eed,
             // Snapshots have tests of their own; here they would only add commands.
-            snapshot_policy: crate::config::SnapshotPolicy::Never,
-            log_to_keep: 0,
+            snapshot_policy: self.settings.snapshot_policy,
+            log_to_keep: self.settings.log_to_keep,
             // The paper's rules; pre-vote and check-quorum have tests of their own.
-            pre_vote: false,
-            check_quorum: false,
-            lease: TIMEOUT_MIN,
+            pre_vote: self.settings.pre_vote,
+            check_quorum: self.settings.check_quorum,
+            lease: LEASE,
         };
         let mut engine = Engine::new(config, Default::default());
         let state = &mut engine.state;
@@ -227,9 +366,14 @@ impl EngineBuilder {
         for log_id in self.log {
             state.log_ids.append(log_id);
         }
+        if let Some(purged) = self.purged {
+            state.log_ids.purge(purged);
+        }
         state.committed = self.committed;
         state.applied = self.applied.unwrap_or(self.committed);
-        state.apply_submitted = state.applied;
+        state.apply_submitted = self.apply_submitted.unwrap_or(state.applied);
+        state.snapshot_last = self.snapshot_last;
+        state.snapshot_building = self.snapshot_building;
         state.membership = self.membership;
         let loaded = io(0, self.vote, state.last_log_id());
         state.io.accepted = self.accepted.unwrap_or(loaded);
@@ -238,22 +382,26 @@ impl EngineBuilder {
         state.server_state = if is_voter { ServerState::Follower } else { ServerState::Learner };
         state.leader_id = self.vote.leader_id().map(|l| l.node_id);
         engine.election_deadline = self.deadline;
+        engine.last_leader_contact = self.last_leader_contact;
 
         match self.role {
             Role::Follower => {}
-            Role::Candidate { granted } => {
+            Role::Candidate { granted, pre_vote } => {
                 engine.state.server_state = ServerState::Candidate;
-                engine.candidate = Some(Candidate {
-                    vote: self.vote,
-                    granted: granted.into_iter().collect(),
-                    pre_vote: false,
-                    force: false,
-                });
+                engine.state.leader_id = None;
+                let vote = if pre_vote { Vote::new(self.vote.term + 1, self.id) } else { self.vote };
+                engine.candidate =
+                    Some(Candidate { vote, granted: granted.into_iter().collect(), pre_vote, force: false });
             }
-            Role::Leader { first_io_seq, flushed, progress } => {
+            Role::Leader { first_io_seq, flushed, progress, extra } => {
                 assert!(self.vote.committed && self.vote.node_id == Some(self.id), "a leader holds its elected vote");
-                let mut leader = Leader::new(self.vote, first_io_seq, Instant::now());
+                let since = extra.since.unwrap_or_else(Instant::now);
+                let mut leader = Leader::new(self.vote, first_io_seq, since);
                 leader.flushed = flushed;
+                leader.acked.extend(extra.acked);
+                leader.blank_log_id = extra.blank;
+                leader.transfer = extra.transfer;
+                leader.membership_target = extra.membership_target;
                 for id in engine.state.membership.effective().nodes().keys().filter(|id| **id != self.id) {
                     leader.progress.insert(*id, None);
                 }

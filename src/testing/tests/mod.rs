@@ -1,8 +1,11 @@
 //! Unit tests of the test kit.
 
+mod linearizability;
+mod linearizability_random;
 mod log_store;
 mod router;
 mod state_machine;
+mod suite;
 
 use super::TypeConfig;
 use crate::types::{Entry, LeaderId, LogId};
