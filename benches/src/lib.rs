@@ -122,7 +122,7 @@ pub async fn within<T>(
 /// One library's three-node cluster, as the harness sees it.
 ///
 /// `start` and `shutdown` run on the server runtime (they spawn the nodes' tasks); the
-/// [`Writer`] is used from the client runtime.
+/// [`Writer`](workload::Writer) is used from the client runtime.
 pub trait BenchCluster: Sized {
     /// A cheap handle that proposes writes to the leader.
     type Writer: workload::Writer;
