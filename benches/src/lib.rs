@@ -1,0 +1,144 @@
+//! The cluster benchmark: the same workload on quorate and on openraft.
+//!
+//! Each library gets the same harness: three voters in one process, an in-memory log store
+//! that reports every append durable at once, a state machine that does nothing, and a network
+//! that calls straight into the target node's Raft handle without serializing anything. What
+//! is left to measure is the libraries themselves: their tasks, channels, batching and
+//! replication pipeline.
+//!
+//! - [`workload`] drives one cluster with N client tasks doing sequential writes and measures
+//!   throughput and latency;
+//! - [`quorate_cluster`] and [`openraft_cluster`] are the per-library adapters (storage,
+//!   network, type config, cluster start-up), each written against its library's public API;
+//! - [`report`] reduces rounds to medians and prints the markdown table.
+//!
+//! The binary `cluster-bench` strings them together; see `benches/README.md`.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+pub mod openraft_cluster;
+pub mod quorate_cluster;
+pub mod report;
+pub mod workload;
+
+/// The empty payload every client writes, and the state machine's empty answer.
+///
+/// A unit struct rather than `()` because openraft wants `Display` on application data and
+/// quorate wants serde; both are free here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Empty;
+
+impl fmt::Display for Empty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("empty")
+    }
+}
+
+/// How long each phase of one measurement may take before the bench gives up on it and
+/// reports the failure instead of hanging.
+#[derive(Debug, Clone, Copy)]
+pub struct PhaseTimeouts {
+    /// Starting three nodes, initializing the cluster and electing a leader.
+    pub startup: Duration,
+    /// Running the whole workload.
+    pub workload: Duration,
+    /// Shutting the three nodes down.
+    pub shutdown: Duration,
+}
+
+/// The phase of a measurement in which something went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// `Raft::new` on the three nodes.
+    Start,
+    /// `Raft::initialize` on node 1.
+    Initialize,
+    /// Waiting for a leader to be elected.
+    Election,
+    /// The client writes.
+    Workload,
+    /// Checking that every acknowledged write is in the leader's log and applied on all nodes.
+    Verify,
+    /// `Raft::shutdown` on the three nodes.
+    Shutdown,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Self::Start => "start",
+            Self::Initialize => "initialize",
+            Self::Election => "election",
+            Self::Workload => "workload",
+            Self::Verify => "verify",
+            Self::Shutdown => "shutdown",
+        };
+        f.write_str(name)
+    }
+}
+
+/// A phase failed: it returned an error or ran out of time. `detail` is the library's own
+/// error, rendered, since the two libraries' error types have nothing in common.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhaseError {
+    /// Where it failed.
+    pub phase: Phase,
+    /// What the library said, or which timeout expired.
+    pub detail: String,
+}
+
+impl PhaseError {
+    /// A failure in `phase`, described by `detail`.
+    pub fn new(phase: Phase, detail: impl fmt::Display) -> Self {
+        Self { phase, detail: detail.to_string() }
+    }
+}
+
+impl fmt::Display for PhaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} failed: {}", self.phase, self.detail)
+    }
+}
+
+impl std::error::Error for PhaseError {}
+
+/// Run `fut` as `phase`, failing with a [`PhaseError`] if it takes longer than `limit`.
+///
+/// # Errors
+/// The future's own error, or a timeout error naming the phase.
+pub async fn within<T>(
+    phase: Phase,
+    limit: Duration,
+    fut: impl Future<Output = Result<T, PhaseError>>,
+) -> Result<T, PhaseError> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(PhaseError::new(phase, format_args!("timed out after {limit:?}"))),
+    }
+}
+
+/// One library's three-node cluster, as the harness sees it.
+///
+/// `start` and `shutdown` run on the server runtime (they spawn the nodes' tasks); the
+/// [`Writer`](workload::Writer) is used from the client runtime.
+pub trait BenchCluster: Sized {
+    /// A cheap handle that proposes writes to the leader.
+    type Writer: workload::Writer;
+
+    /// Start three voters, initialize them as one cluster and wait until a leader is elected.
+    /// `limit` bounds each phase.
+    fn start(limit: Duration) -> impl Future<Output = Result<Self, PhaseError>>;
+
+    /// A writer that proposes to the current leader.
+    fn writer(&self) -> Self::Writer;
+
+    /// Check that the `writes` acknowledged since start-up are in the leader's log, and that
+    /// every node applies the leader's whole log within `limit`: a fast result from a cluster
+    /// that did not replicate would be worthless.
+    fn verify(&self, writes: u64, limit: Duration) -> impl Future<Output = Result<(), PhaseError>>;
+
+    /// Stop every node and wait for their tasks to end.
+    fn shutdown(self) -> impl Future<Output = Result<(), PhaseError>>;
+}

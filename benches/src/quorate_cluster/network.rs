@@ -1,0 +1,135 @@
+//! A quorate network that calls the target node's [`Raft`] handle directly: no sockets, no
+//! serialization. `stream_append` forwards the leader's request stream into the target's
+//! [`Raft::stream_append`], so replication runs pipelined exactly as over a real transport.
+
+use std::collections::BTreeMap;
+use std::future::ready;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use futures_util::{Stream, StreamExt, stream};
+use quorate::error::RPCError;
+use quorate::network::AppendResponseStream;
+use quorate::{
+    AppendEntriesRequest, AppendEntriesResponse, BasicNode, Fatal, InstallSnapshotRequest, InstallSnapshotResponse,
+    RPCOption, Raft, RaftError, RaftNetwork, RaftNetworkFactory, TransferLeaderRequest, VoteRequest, VoteResponse,
+};
+use tokio::sync::mpsc;
+
+use super::QuorateTypes;
+
+type C = QuorateTypes;
+
+/// Every node of the cluster by id. Filled once all nodes are built, before any RPC is sent.
+#[derive(Clone, Default)]
+pub struct Router {
+    nodes: Arc<RwLock<BTreeMap<u64, Raft<C>>>>,
+}
+
+impl Router {
+    /// Make `raft` reachable as node `id`.
+    pub fn add(&self, id: u64, raft: Raft<C>) {
+        self.nodes.write().unwrap_or_else(PoisonError::into_inner).insert(id, raft);
+    }
+
+    fn get(&self, id: u64) -> Option<Raft<C>> {
+        self.nodes.read().unwrap_or_else(PoisonError::into_inner).get(&id).cloned()
+    }
+
+    /// Forget every node, dropping the handles the router held.
+    pub fn clear(&self) {
+        self.nodes.write().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+}
+
+impl RaftNetworkFactory<C> for Router {
+    type Network = DirectClient;
+
+    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> DirectClient {
+        DirectClient { router: self.clone(), target, raft: None }
+    }
+}
+
+/// A client to one target node. Looks the target up on first use and keeps its handle.
+pub struct DirectClient {
+    router: Router,
+    target: u64,
+    raft: Option<Raft<C>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("node {0} is not in the router")]
+struct UnknownNode(u64);
+
+fn remote_fatal(e: RaftError) -> RPCError {
+    RPCError::RemoteFatal(e.fatal().cloned().unwrap_or(Fatal::Stopped))
+}
+
+impl DirectClient {
+    fn target(&mut self) -> Result<Raft<C>, RPCError> {
+        if self.raft.is_none() {
+            self.raft = self.router.get(self.target);
+        }
+        self.raft.clone().ok_or_else(|| RPCError::unreachable(&UnknownNode(self.target)))
+    }
+}
+
+impl RaftNetwork<C> for DirectClient {
+    async fn append_entries(
+        &mut self,
+        req: AppendEntriesRequest<C>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError> {
+        self.target()?.append_entries(req).await.map_err(remote_fatal)
+    }
+
+    async fn vote(&mut self, req: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError> {
+        self.target()?.vote(req).await.map_err(remote_fatal)
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        req: InstallSnapshotRequest<C>,
+        _option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<C>, RPCError> {
+        self.target()?.install_snapshot(req).await.map_err(remote_fatal)
+    }
+
+    async fn transfer_leader(&mut self, req: TransferLeaderRequest<C>, _option: RPCOption) -> Result<(), RPCError> {
+        self.target()?.handle_transfer_leader(req).await.map(|_started| ()).map_err(remote_fatal)
+    }
+
+    async fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        _option: RPCOption,
+    ) -> Result<AppendResponseStream<'s, C>, RPCError>
+    where
+        S: Stream<Item = AppendEntriesRequest<C>> + Send + Unpin + 's,
+    {
+        let target = self.target()?;
+
+        // `Raft::stream_append` wants a `'static` input but ours borrows for `'s`, so requests
+        // cross over a one-slot channel. The pump is polled as part of the response stream:
+        // whoever reads responses also moves requests, with no extra task.
+        let (tx, rx) = mpsc::channel(1);
+        let requests = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|req| (req, rx)) });
+        let responses = target.stream_append(requests).map(|r| Some(r.map_err(remote_fatal)));
+
+        let pump = async move {
+            let mut input = input;
+            while let Some(req) = input.next().await {
+                if tx.send(req).await.is_err() {
+                    break;
+                }
+            }
+            // Dropping `tx` here ends the target's input; it answers what it has, then ends.
+        };
+        let pump = stream::once(pump).filter_map(|()| ready(None));
+
+        // End with the responses, not with the pump: the pump may be parked on a full channel
+        // after the target stopped reading (on an error).
+        let end = stream::once(ready(None));
+        let merged = stream::select(pump, responses.chain(end)).take_while(|r| ready(r.is_some())).filter_map(ready);
+        Ok(merged.boxed())
+    }
+}
