@@ -77,13 +77,28 @@ pub(crate) async fn add_learner(
     };
     let node = KvNode { raft_addr: req.raft_addr, http_addr: req.http_addr };
     let change = state.service.raft.add_learner(req.id, node, req.blocking);
+    membership_answer(&state, change, Incoming::new(method, &uri, &headers, body)).await
+}
+
+/// Wait for a membership change (bounded) and answer it: the new membership, a relay to the
+/// leader if this node is not it, or the error's status.
+async fn membership_answer(
+    state: &AppState,
+    change: impl std::future::Future<
+        Output = Result<
+            quorate::ChangeMembershipResponse<crate::TypeConfig>,
+            RaftError<ClientWriteError<crate::TypeConfig>>,
+        >,
+    >,
+    incoming: Incoming,
+) -> Response {
     match tokio::time::timeout(ADMIN_TIMEOUT, change).await {
         Err(_) => admin_timeout().into_response(),
         Ok(Ok(resp)) => {
             Json(json!({ "ok": true, "membership": resp.membership, "log_id": resp.log_id })).into_response()
         }
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-            forward::to_leader(&state, &Incoming::new(method, &uri, &headers, body), &f).await
+            forward::to_leader(state, &incoming, &f).await
         }
         Ok(Err(e)) => membership_error(e).into_response(),
     }
@@ -111,16 +126,7 @@ pub(crate) async fn change_membership(
         Err(e) => return e.into_response(),
     };
     let change = state.service.raft.change_membership(ChangeMembers::ReplaceAllVoters(req.voters), req.retain);
-    match tokio::time::timeout(ADMIN_TIMEOUT, change).await {
-        Err(_) => admin_timeout().into_response(),
-        Ok(Ok(resp)) => {
-            Json(json!({ "ok": true, "membership": resp.membership, "log_id": resp.log_id })).into_response()
-        }
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-            forward::to_leader(&state, &Incoming::new(method, &uri, &headers, body), &f).await
-        }
-        Ok(Err(e)) => membership_error(e).into_response(),
-    }
+    membership_answer(&state, change, Incoming::new(method, &uri, &headers, body)).await
 }
 
 #[derive(Deserialize)]
