@@ -114,7 +114,7 @@ where
         }
         self.replications.clear();
         self.engine.state.server_state = ServerState::Shutdown;
-        self.publish();
+        self.publish_inner(true);
         result
     }
 
@@ -256,8 +256,13 @@ where
         ForwardToLeader { leader_id, leader_node }
     }
 
-    /// Publish progress on the watch channels, only where it changed.
+    /// Publish progress on the watch channels, only where it changed. Metrics are left to a
+    /// later round while more input is queued (see [`Self::input_queued`]).
     pub(crate) fn publish(&mut self) {
+        self.publish_inner(false);
+    }
+
+    fn publish_inner(&mut self, force_metrics: bool) {
         let state = &self.engine.state;
         let submitted =
             IOProgress { vote: state.vote, last_log_id: self.submitted.last_log_id, purged: state.log_ids.purged() };
@@ -278,6 +283,12 @@ where
             (Some(_), Some(since)) => Some(since + self.config.max_log_io_stall),
             _ => None,
         };
+        // Metrics are a snapshot for observers, built with a few allocations: while more input
+        // is already queued, the next round publishes them instead. The loop never sleeps with
+        // unpublished metrics, since it only sleeps after a round that found every queue empty.
+        if !force_metrics && self.input_queued() {
+            return;
+        }
         let in_flight = self
             .engine
             .leader
@@ -297,6 +308,21 @@ where
             }
             changed
         });
+    }
+}
+
+impl<C, N, LS> RaftCore<C, N, LS>
+where
+    C: RaftTypeConfig,
+    N: RaftNetworkFactory<C>,
+    LS: RaftLogStorage<C>,
+{
+    /// Whether the loop has input it will handle without waiting: then the coming round is
+    /// certain to publish again, so this one may skip the metrics.
+    fn input_queued(&self) -> bool {
+        !self.notify_rx.is_empty()
+            || !self.rpc_rx.is_empty()
+            || (!self.write_rx.is_empty() && self.responders.len() < self.config.max_pending_writes as usize)
     }
 }
 

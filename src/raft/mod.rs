@@ -382,12 +382,15 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// come out in request order. At most `Config::max_in_flight_requests` requests are
     /// outstanding; the input is not read further until earlier ones are answered. The output
     /// ends after the first error.
-    pub fn stream_append<S>(
+    ///
+    /// The output borrows nothing from `self` and lives as long as `input` does, so an
+    /// in-process transport can hand over the leader's request stream itself, borrowed or not.
+    pub fn stream_append<'s, S>(
         &self,
         input: S,
-    ) -> impl Stream<Item = Result<AppendEntriesResponse<C>, RaftError>> + Send + 'static
+    ) -> impl Stream<Item = Result<AppendEntriesResponse<C>, RaftError>> + Send + 's
     where
-        S: Stream<Item = AppendEntriesRequest<C>> + Send + 'static,
+        S: Stream<Item = AppendEntriesRequest<C>> + Send + 's,
     {
         let raft = self.clone();
         let window = self.inner.config.max_in_flight_requests as usize;

@@ -300,6 +300,9 @@ where
         let mut last_sent = st.matched;
         let mut sent_commit: Option<LogId<C>> = None;
         let mut next_heartbeat = Instant::now();
+        let commit_grace = heartbeat / 16;
+        // Whether `next_heartbeat` was pulled in to send a newer commit index.
+        let mut commit_timer = false;
         let mut answer_deadline = Instant::now() + rpc_timeout;
         loop {
             let submitted = st.current_submitted()?;
@@ -308,7 +311,14 @@ where
             st.gauge.set(in_flight.len() as u64, in_flight_bytes);
             let room = in_flight.len() < max_in_flight && in_flight_bytes < max_in_flight_bytes;
             let has_entries = last_sent.next_index() < submitted.last_log_id.next_index();
-            let send_now = room && (has_entries || committed > sent_commit);
+            let send_now = room && has_entries;
+            // A newer commit index rides on the next request with entries. Under load one comes
+            // soon, so the commit costs no request of its own; once nothing is in flight and
+            // nothing new arrived for `commit_grace`, the heartbeat timer sends it alone.
+            if committed > sent_commit && in_flight.is_empty() && !send_now && !commit_timer {
+                commit_timer = true;
+                next_heartbeat = next_heartbeat.min(Instant::now() + commit_grace);
+            }
             tokio::select! {
                 biased;
                 resp = responses.next() => {
@@ -344,6 +354,7 @@ where
                     }
                     last_sent = req.last_log_id();
                     sent_commit = committed;
+                    commit_timer = false;
                     in_flight.push_back((last_sent, Instant::now(), bytes));
                     next_heartbeat = Instant::now() + heartbeat;
                     permit.send(req);
@@ -355,6 +366,7 @@ where
                     }
                     in_flight.push_back((last_sent, Instant::now(), 0));
                     sent_commit = committed;
+                    commit_timer = false;
                     next_heartbeat = Instant::now() + heartbeat;
                     if tx.try_send(req).is_err() {
                         return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream input full"))));
@@ -366,7 +378,9 @@ where
                 r = st.submitted.changed(), if !send_now => {
                     if r.is_err() { return Err(Stop::LeadershipEnded); }
                 }
-                r = st.committed.changed(), if !send_now => {
+                // While requests are in flight their answers wake this loop, and it looks at
+                // the commit index then: no wake-up per commit.
+                r = st.committed.changed(), if !send_now && in_flight.is_empty() => {
                     if r.is_err() { return Err(Stop::LeadershipEnded); }
                 }
                 r = st.heartbeat.changed() => {

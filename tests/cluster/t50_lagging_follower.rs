@@ -19,7 +19,10 @@ async fn isolated_follower_catches_up_with_few_probes() {
     let leader = c.initialize(1).await;
     let lagging = c.ids().into_iter().find(|id| *id != leader).unwrap();
     c.set(leader, "first", "1").await;
-    c.wait_applied(&c.ids(), c.raft(leader).metrics().borrow().last_log_index.unwrap()).await;
+    // Read the index first: a watch borrow held across the await would block the leader's
+    // next metrics publish, on this single-threaded runtime forever.
+    let first = c.raft(leader).metrics().borrow().last_log_index.unwrap();
+    c.wait_applied(&c.ids(), first).await;
 
     c.router.isolate(lagging);
     for i in 0..500 {

@@ -1,19 +1,17 @@
 //! A quorate network that calls the target node's [`Raft`] handle directly: no sockets, no
-//! serialization. `stream_append` forwards the leader's request stream into the target's
+//! serialization. `stream_append` hands the leader's request stream itself to the target's
 //! [`Raft::stream_append`], so replication runs pipelined exactly as over a real transport.
 
 use std::collections::BTreeMap;
-use std::future::ready;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use futures_util::{Stream, StreamExt, stream};
+use futures_util::{Stream, StreamExt};
 use quorate::error::RPCError;
 use quorate::network::AppendResponseStream;
 use quorate::{
     AppendEntriesRequest, AppendEntriesResponse, BasicNode, Fatal, InstallSnapshotRequest, InstallSnapshotResponse,
     RPCOption, Raft, RaftError, RaftNetwork, RaftNetworkFactory, TransferLeaderRequest, VoteRequest, VoteResponse,
 };
-use tokio::sync::mpsc;
 
 use super::QuorateTypes;
 
@@ -106,30 +104,8 @@ impl RaftNetwork<C> for DirectClient {
     where
         S: Stream<Item = AppendEntriesRequest<C>> + Send + Unpin + 's,
     {
+        // The leader's request stream goes straight into the target: no channel, no task.
         let target = self.target()?;
-
-        // `Raft::stream_append` wants a `'static` input but ours borrows for `'s`, so requests
-        // cross over a one-slot channel. The pump is polled as part of the response stream:
-        // whoever reads responses also moves requests, with no extra task.
-        let (tx, rx) = mpsc::channel(1);
-        let requests = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|req| (req, rx)) });
-        let responses = target.stream_append(requests).map(|r| Some(r.map_err(remote_fatal)));
-
-        let pump = async move {
-            let mut input = input;
-            while let Some(req) = input.next().await {
-                if tx.send(req).await.is_err() {
-                    break;
-                }
-            }
-            // Dropping `tx` here ends the target's input; it answers what it has, then ends.
-        };
-        let pump = stream::once(pump).filter_map(|()| ready(None));
-
-        // End with the responses, not with the pump: the pump may be parked on a full channel
-        // after the target stopped reading (on an error).
-        let end = stream::once(ready(None));
-        let merged = stream::select(pump, responses.chain(end)).take_while(|r| ready(r.is_some())).filter_map(ready);
-        Ok(merged.boxed())
+        Ok(target.stream_append(input).map(|r| r.map_err(remote_fatal)).boxed())
     }
 }
