@@ -21,8 +21,8 @@ use quorate::storage::{Snapshot, SnapshotMeta};
 use quorate::{
     AppendEntriesRequest, AppendEntriesResponse, BasicNode, Config, Entry, EntryPayload, IOFlushed,
     InstallSnapshotRequest, InstallSnapshotResponse, LogId, LogState, Raft, RaftError, RaftLogReader, RaftLogStorage,
-    RaftNetwork, RaftNetworkFactory, RaftSnapshotBuilder, RaftStateMachine, ReadPolicy, StorageError,
-    StoredMembership, TransferLeaderRequest, Vote, VoteRequest, VoteResponse,
+    RaftNetwork, RaftNetworkFactory, RaftSnapshotBuilder, RaftStateMachine, ReadPolicy, StorageError, StoredMembership,
+    TransferLeaderRequest, Vote, VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 

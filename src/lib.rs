@@ -42,6 +42,10 @@ pub mod testing;
 #[cfg(test)]
 pub(crate) mod testing_types;
 
+// The guide's code blocks, compiled and run as doc tests.
+#[cfg(all(doctest, feature = "testing"))]
+mod guide_doctests;
+
 pub use config::{Config, ConfigError, SnapshotPolicy};
 pub use engine::ServerState;
 pub use error::{
