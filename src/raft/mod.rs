@@ -311,8 +311,8 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// Only the leader accepts writes. Writes queued while the leader was busy are appended and
     /// replicated as one batch, so many concurrent callers share the cost of each log write.
     /// If the write queue is full (`Config::max_pending_requests`), or the leader already has
-    /// `Config::max_pending_writes` writes in progress, this waits for room; see
-    /// [`try_client_write`](Self::try_client_write) to fail fast instead.
+    /// `Config::max_pending_writes` writes in progress, this waits for room;
+    /// [`try_client_write`](Self::try_client_write) fails fast instead once the queue is full.
     ///
     /// # Errors
     /// - [`ClientWriteError::ForwardToLeader`]: not the leader; nothing was proposed.
