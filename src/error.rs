@@ -357,7 +357,8 @@ pub enum RPCError {
     /// The target is known to be down or unreachable; the caller backs off before retrying.
     #[error("unreachable: {0}")]
     Unreachable(AnyError),
-    /// The call failed in transit (connection reset, decode error, ...); retried promptly.
+    /// The call failed in transit (connection reset, decode error, ...); retried, like the other
+    /// failures, after one heartbeat interval.
     #[error("network error: {0}")]
     Network(AnyError),
     /// The remote node returned a fatal error: it has stopped.

@@ -126,6 +126,28 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// # Errors
     /// [`Fatal::StorageError`] if the state could not be loaded; [`Fatal::Invariant`] if the
     /// config is invalid or the storage is inconsistent.
+    ///
+    /// # Examples
+    ///
+    #[cfg_attr(feature = "testing", doc = "```")]
+    #[cfg_attr(not(feature = "testing"), doc = "```ignore")]
+    /// # use std::sync::Arc;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use quorate::testing::{MemLogStore, MemStateMachine, Router};
+    /// use quorate::{Config, Raft};
+    ///
+    /// // The test kit's in-memory storage and network; your own implementations go here.
+    /// let router = Router::new();
+    /// let config = Arc::new(Config::default());
+    /// let raft = Raft::new(1, config, router.factory(1), MemLogStore::new(), MemStateMachine::new()).await?;
+    /// router.add_node(1, raft.clone()); // so that peers can reach it
+    /// # raft.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// (Examples run on the `testing` feature's in-memory kit.)
     pub async fn new<N, LS, SM>(
         id: C::NodeId,
         config: Arc<Config>,
@@ -250,6 +272,33 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// # Errors
     /// [`InitializeError::NotAllowed`] if the node already has a log or a vote;
     /// [`InitializeError::NotAVoter`] if this node is not in `members`.
+    ///
+    /// # Examples
+    ///
+    #[cfg_attr(feature = "testing", doc = "```")]
+    #[cfg_attr(not(feature = "testing"), doc = "```ignore")]
+    /// # use std::collections::BTreeMap;
+    /// # use std::sync::Arc;
+    /// # use quorate::testing::{MemLogStore, MemStateMachine, Request, Router};
+    /// # use quorate::{BasicNode, Config, Raft, ServerState};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let router = Router::new();
+    /// # let (log, sm) = (MemLogStore::new(), MemStateMachine::new());
+    /// # let raft = Raft::new(1, Arc::new(Config::default()), router.factory(1), log.clone(), sm.clone()).await?;
+    /// # router.add_node(1, raft.clone());
+    /// // Once per cluster, on one node: every initial voter and its address.
+    /// raft.initialize(BTreeMap::from([(1, BasicNode::new("10.0.0.1:7001"))])).await?;
+    /// raft.wait(None).state(ServerState::Leader, "a one-voter cluster elects itself").await?;
+    ///
+    /// // A node that has state refuses, so calling it on every start is harmless.
+    /// assert!(raft.initialize(BTreeMap::from([(1, BasicNode::new("10.0.0.1:7001"))])).await.is_err());
+    /// # raft.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// (Examples run on the `testing` feature's in-memory kit.)
     pub async fn initialize(&self, members: BTreeMap<C::NodeId, C::Node>) -> Result<(), RaftError<InitializeError<C>>> {
         let membership = Membership::new_voters(members).map_err(|e| RaftError::APIError(e.into()))?;
         let (tx, rx) = oneshot::channel();
@@ -262,8 +311,8 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// Only the leader accepts writes. Writes queued while the leader was busy are appended and
     /// replicated as one batch, so many concurrent callers share the cost of each log write.
     /// If the write queue is full (`Config::max_pending_requests`), or the leader already has
-    /// `Config::max_pending_writes` writes in progress, this waits for room; see
-    /// [`try_client_write`](Self::try_client_write) to fail fast instead.
+    /// `Config::max_pending_writes` writes in progress, this waits for room;
+    /// [`try_client_write`](Self::try_client_write) fails fast instead once the queue is full.
     ///
     /// # Errors
     /// - [`ClientWriteError::ForwardToLeader`]: not the leader; nothing was proposed.
@@ -275,6 +324,36 @@ impl<C: RaftTypeConfig> Raft<C> {
     ///
     /// # Cancel safety
     /// Dropping the future does not withdraw the write: once queued it may still commit.
+    ///
+    /// # Examples
+    ///
+    #[cfg_attr(feature = "testing", doc = "```")]
+    #[cfg_attr(not(feature = "testing"), doc = "```ignore")]
+    /// # use std::collections::BTreeMap;
+    /// # use std::sync::Arc;
+    /// # use quorate::testing::{MemLogStore, MemStateMachine, Request, Router};
+    /// # use quorate::{BasicNode, Config, Raft, ServerState};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let router = Router::new();
+    /// # let (log, sm) = (MemLogStore::new(), MemStateMachine::new());
+    /// # let raft = Raft::new(1, Arc::new(Config::default()), router.factory(1), log.clone(), sm.clone()).await?;
+    /// # router.add_node(1, raft.clone());
+    /// # raft.initialize(BTreeMap::from([(1, BasicNode::new("n1"))])).await?;
+    /// # raft.wait(None).state(ServerState::Leader, "elected").await?;
+    /// let resp = raft.client_write(Request::set("k", "v1")).await?;
+    /// // Committed and applied: the state machine answered (here, with the previous value).
+    /// assert_eq!(resp.data.value, None);
+    /// assert_eq!(sm.data()["k"], "v1");
+    ///
+    /// let resp = raft.client_write(Request::set("k", "v2")).await?;
+    /// assert_eq!(resp.data.value.as_deref(), Some("v1"));
+    /// # raft.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// (Examples run on the `testing` feature's in-memory kit.)
     pub async fn client_write(&self, data: C::D) -> Result<ClientWriteResponse<C>, RaftError<ClientWriteError<C>>> {
         let (tx, rx) = oneshot::channel();
         let msg = WriteMsg { payload: EntryPayload::Normal(data), tx };
@@ -301,6 +380,39 @@ impl<C: RaftTypeConfig> Raft<C> {
     ///   voter that is not a member, removing a voter); nothing was proposed.
     /// - [`ClientWriteError::Discarded`]: proposed, then discarded by a newer leader.
     /// - [`Fatal`]: the node stopped; the outcome is unknown.
+    ///
+    /// # Examples
+    ///
+    #[cfg_attr(feature = "testing", doc = "```")]
+    #[cfg_attr(not(feature = "testing"), doc = "```ignore")]
+    /// # use std::collections::BTreeMap;
+    /// # use std::sync::Arc;
+    /// # use quorate::testing::{MemLogStore, MemStateMachine, Request, Router};
+    /// # use quorate::{BasicNode, Config, Raft, ServerState};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let router = Router::new();
+    /// # let (log, sm) = (MemLogStore::new(), MemStateMachine::new());
+    /// # let raft = Raft::new(1, Arc::new(Config::default()), router.factory(1), log.clone(), sm.clone()).await?;
+    /// # router.add_node(1, raft.clone());
+    /// # raft.initialize(BTreeMap::from([(1, BasicNode::new("n1"))])).await?;
+    /// # raft.wait(None).state(ServerState::Leader, "elected").await?;
+    /// use std::collections::BTreeSet;
+    /// use quorate::ChangeMembers;
+    ///
+    /// // Start node 2, add it as a learner (caught up), then make it a voter.
+    /// let raft2 = Raft::new(2, Arc::new(Config::default()), router.factory(2), MemLogStore::new(), MemStateMachine::new()).await?;
+    /// router.add_node(2, raft2.clone());
+    /// raft.add_learner(2, BasicNode::new("n2"), true).await?;
+    /// let done = raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([2])), false).await?;
+    /// assert_eq!(done.membership.voter_ids(), BTreeSet::from([1, 2]));
+    /// # raft2.shutdown().await?;
+    /// # raft.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// (Examples run on the `testing` feature's in-memory kit.)
     pub async fn change_membership(
         &self,
         changes: ChangeMembers<C>,
@@ -322,6 +434,37 @@ impl<C: RaftTypeConfig> Raft<C> {
     ///
     /// # Errors
     /// As [`change_membership`](Self::change_membership).
+    ///
+    /// # Examples
+    ///
+    #[cfg_attr(feature = "testing", doc = "```")]
+    #[cfg_attr(not(feature = "testing"), doc = "```ignore")]
+    /// # use std::collections::BTreeMap;
+    /// # use std::sync::Arc;
+    /// # use quorate::testing::{MemLogStore, MemStateMachine, Request, Router};
+    /// # use quorate::{BasicNode, Config, Raft, ServerState};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let router = Router::new();
+    /// # let (log, sm) = (MemLogStore::new(), MemStateMachine::new());
+    /// # let raft = Raft::new(1, Arc::new(Config::default()), router.factory(1), log.clone(), sm.clone()).await?;
+    /// # router.add_node(1, raft.clone());
+    /// # raft.initialize(BTreeMap::from([(1, BasicNode::new("n1"))])).await?;
+    /// # raft.wait(None).state(ServerState::Leader, "elected").await?;
+    /// let raft2 = Raft::new(2, Arc::new(Config::default()), router.factory(2), MemLogStore::new(), MemStateMachine::new()).await?;
+    /// router.add_node(2, raft2.clone());
+    ///
+    /// // blocking = true: return once node 2 holds the leader's log as of the call.
+    /// let done = raft.add_learner(2, BasicNode::new("n2"), true).await?;
+    /// assert!(done.membership.get_node(&2).is_some());
+    /// assert!(!done.membership.is_voter(&2));
+    /// # raft2.shutdown().await?;
+    /// # raft.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// (Examples run on the `testing` feature's in-memory kit.)
     pub async fn add_learner(
         &self,
         id: C::NodeId,
@@ -351,6 +494,39 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// # Errors
     /// As [`client_write`](Self::client_write), plus `Overloaded`: nothing was proposed; back
     /// off and retry, or shed the load.
+    ///
+    /// # Examples
+    ///
+    #[cfg_attr(feature = "testing", doc = "```")]
+    #[cfg_attr(not(feature = "testing"), doc = "```ignore")]
+    /// # use std::collections::BTreeMap;
+    /// # use std::sync::Arc;
+    /// # use quorate::testing::{MemLogStore, MemStateMachine, Request, Router};
+    /// # use quorate::{BasicNode, Config, Raft, ServerState};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let router = Router::new();
+    /// # let (log, sm) = (MemLogStore::new(), MemStateMachine::new());
+    /// # let raft = Raft::new(1, Arc::new(Config::default()), router.factory(1), log.clone(), sm.clone()).await?;
+    /// # router.add_node(1, raft.clone());
+    /// # raft.initialize(BTreeMap::from([(1, BasicNode::new("n1"))])).await?;
+    /// # raft.wait(None).state(ServerState::Leader, "elected").await?;
+    /// use quorate::RaftError;
+    /// use quorate::error::ClientWriteError;
+    ///
+    /// match raft.try_client_write(Request::set("k", "v")).await {
+    ///     Ok(resp) => println!("committed at {}", resp.log_id),
+    ///     Err(RaftError::APIError(ClientWriteError::Overloaded)) => {
+    ///         // Nothing was proposed: back off, or tell the client to.
+    ///     }
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// # raft.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// (Examples run on the `testing` feature's in-memory kit.)
     pub async fn try_client_write(&self, data: C::D) -> Result<ClientWriteResponse<C>, RaftError<ClientWriteError<C>>> {
         let (tx, rx) = oneshot::channel();
         let msg = WriteMsg { payload: EntryPayload::Normal(data), tx };
@@ -431,6 +607,37 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// # Errors
     /// [`LinearizableReadError::ForwardToLeader`] if this node is not (or stopped being) the
     /// leader; [`Fatal`] if it stopped.
+    ///
+    /// # Examples
+    ///
+    #[cfg_attr(feature = "testing", doc = "```")]
+    #[cfg_attr(not(feature = "testing"), doc = "```ignore")]
+    /// # use std::collections::BTreeMap;
+    /// # use std::sync::Arc;
+    /// # use quorate::testing::{MemLogStore, MemStateMachine, Request, Router};
+    /// # use quorate::{BasicNode, Config, Raft, ServerState};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let router = Router::new();
+    /// # let (log, sm) = (MemLogStore::new(), MemStateMachine::new());
+    /// # let raft = Raft::new(1, Arc::new(Config::default()), router.factory(1), log.clone(), sm.clone()).await?;
+    /// # router.add_node(1, raft.clone());
+    /// # raft.initialize(BTreeMap::from([(1, BasicNode::new("n1"))])).await?;
+    /// # raft.wait(None).state(ServerState::Leader, "elected").await?;
+    /// use quorate::ReadPolicy;
+    ///
+    /// raft.client_write(Request::set("k", "v")).await?;
+    /// // On the leader: where must a linearizable read read?
+    /// let index = raft.get_read_index(ReadPolicy::ReadIndex).await?;
+    /// // On the node that serves the read (a follower, after your own RPC carried `index`):
+    /// raft.wait_applied(index.read_log_id).await?;
+    /// assert_eq!(sm.data()["k"], "v");
+    /// # raft.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// (Examples run on the `testing` feature's in-memory kit.)
     pub async fn get_read_index(
         &self,
         policy: ReadPolicy,
@@ -449,6 +656,35 @@ impl<C: RaftTypeConfig> Raft<C> {
     ///
     /// # Errors
     /// As [`get_read_index`](Self::get_read_index).
+    ///
+    /// # Examples
+    ///
+    #[cfg_attr(feature = "testing", doc = "```")]
+    #[cfg_attr(not(feature = "testing"), doc = "```ignore")]
+    /// # use std::collections::BTreeMap;
+    /// # use std::sync::Arc;
+    /// # use quorate::testing::{MemLogStore, MemStateMachine, Request, Router};
+    /// # use quorate::{BasicNode, Config, Raft, ServerState};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let router = Router::new();
+    /// # let (log, sm) = (MemLogStore::new(), MemStateMachine::new());
+    /// # let raft = Raft::new(1, Arc::new(Config::default()), router.factory(1), log.clone(), sm.clone()).await?;
+    /// # router.add_node(1, raft.clone());
+    /// # raft.initialize(BTreeMap::from([(1, BasicNode::new("n1"))])).await?;
+    /// # raft.wait(None).state(ServerState::Leader, "elected").await?;
+    /// use quorate::ReadPolicy;
+    ///
+    /// raft.client_write(Request::set("k", "v")).await?;
+    /// raft.ensure_linearizable(ReadPolicy::ReadIndex).await?;
+    /// // Reading the local state machine now sees every write completed before the call.
+    /// assert_eq!(sm.data()["k"], "v");
+    /// # raft.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// (Examples run on the `testing` feature's in-memory kit.)
     pub async fn ensure_linearizable(
         &self,
         policy: ReadPolicy,
@@ -464,6 +700,33 @@ impl<C: RaftTypeConfig> Raft<C> {
     ///
     /// # Errors
     /// [`Fatal::Stopped`] if the node stops first.
+    ///
+    /// # Examples
+    ///
+    #[cfg_attr(feature = "testing", doc = "```")]
+    #[cfg_attr(not(feature = "testing"), doc = "```ignore")]
+    /// # use std::collections::BTreeMap;
+    /// # use std::sync::Arc;
+    /// # use quorate::testing::{MemLogStore, MemStateMachine, Request, Router};
+    /// # use quorate::{BasicNode, Config, Raft, ServerState};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let router = Router::new();
+    /// # let (log, sm) = (MemLogStore::new(), MemStateMachine::new());
+    /// # let raft = Raft::new(1, Arc::new(Config::default()), router.factory(1), log.clone(), sm.clone()).await?;
+    /// # router.add_node(1, raft.clone());
+    /// # raft.initialize(BTreeMap::from([(1, BasicNode::new("n1"))])).await?;
+    /// # raft.wait(None).state(ServerState::Leader, "elected").await?;
+    /// let written = raft.client_write(Request::set("k", "v")).await?;
+    /// // On any node: wait until this node's state machine has applied the write, then read it.
+    /// raft.wait_applied(Some(written.log_id)).await?;
+    /// assert_eq!(sm.data()["k"], "v");
+    /// # raft.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// (Examples run on the `testing` feature's in-memory kit.)
     pub async fn wait_applied(&self, log_id: Option<LogId<C>>) -> Result<(), Fatal> {
         let Some(log_id) = log_id else { return Ok(()) };
         let mut rx = self.inner.metrics_rx.clone();
@@ -509,16 +772,112 @@ impl<C: RaftTypeConfig> Raft<C> {
     }
 
     /// Actions to trigger on this node now.
+    ///
+    /// # Examples
+    ///
+    #[cfg_attr(feature = "testing", doc = "```")]
+    #[cfg_attr(not(feature = "testing"), doc = "```ignore")]
+    /// # use std::collections::BTreeMap;
+    /// # use std::sync::Arc;
+    /// # use quorate::testing::{MemLogStore, MemStateMachine, Request, Router};
+    /// # use quorate::{BasicNode, Config, Raft, ServerState};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let router = Router::new();
+    /// # let (log, sm) = (MemLogStore::new(), MemStateMachine::new());
+    /// # let raft = Raft::new(1, Arc::new(Config::default()), router.factory(1), log.clone(), sm.clone()).await?;
+    /// # router.add_node(1, raft.clone());
+    /// # raft.initialize(BTreeMap::from([(1, BasicNode::new("n1"))])).await?;
+    /// # raft.wait(None).state(ServerState::Leader, "elected").await?;
+    /// // Snapshot now, and watch the metrics for it.
+    /// let last = raft.client_write(Request::set("k", "v")).await?.log_id;
+    /// raft.trigger().snapshot().await?;
+    /// raft.wait(None).metrics(|m| m.snapshot >= Some(last), "snapshot built").await?;
+    ///
+    /// // Purge the log up to the snapshot (never further).
+    /// raft.trigger().purge_log(last.index).await?;
+    /// # raft.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// (Examples run on the `testing` feature's in-memory kit.)
     pub fn trigger(&self) -> Trigger<'_, C> {
         Trigger { raft: self }
     }
 
     /// A receiver of this node's metrics; it sees every change.
+    ///
+    /// # Examples
+    ///
+    #[cfg_attr(feature = "testing", doc = "```")]
+    #[cfg_attr(not(feature = "testing"), doc = "```ignore")]
+    /// # use std::collections::BTreeMap;
+    /// # use std::sync::Arc;
+    /// # use quorate::testing::{MemLogStore, MemStateMachine, Request, Router};
+    /// # use quorate::{BasicNode, Config, Raft, ServerState};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let router = Router::new();
+    /// # let (log, sm) = (MemLogStore::new(), MemStateMachine::new());
+    /// # let raft = Raft::new(1, Arc::new(Config::default()), router.factory(1), log.clone(), sm.clone()).await?;
+    /// # router.add_node(1, raft.clone());
+    /// # raft.initialize(BTreeMap::from([(1, BasicNode::new("n1"))])).await?;
+    /// # raft.wait(None).state(ServerState::Leader, "elected").await?;
+    /// let m = raft.metrics().borrow().clone();
+    /// assert_eq!(m.state, ServerState::Leader);
+    /// assert_eq!(m.current_leader, Some(1));
+    ///
+    /// // A receiver sees every change: e.g. follow the leader as it changes.
+    /// let mut rx = raft.metrics();
+    /// tokio::spawn(async move {
+    ///     while rx.changed().await.is_ok() {
+    ///         let leader = rx.borrow_and_update().current_leader;
+    ///         println!("leader: {leader:?}");
+    ///     }
+    /// });
+    /// # raft.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// (Examples run on the `testing` feature's in-memory kit.)
     pub fn metrics(&self) -> watch::Receiver<RaftMetrics<C>> {
         self.inner.metrics_rx.clone()
     }
 
     /// Wait for a condition on the metrics, for at most `timeout` (default: 500 ms).
+    ///
+    /// # Examples
+    ///
+    #[cfg_attr(feature = "testing", doc = "```")]
+    #[cfg_attr(not(feature = "testing"), doc = "```ignore")]
+    /// # use std::collections::BTreeMap;
+    /// # use std::sync::Arc;
+    /// # use quorate::testing::{MemLogStore, MemStateMachine, Request, Router};
+    /// # use quorate::{BasicNode, Config, Raft, ServerState};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let router = Router::new();
+    /// # let (log, sm) = (MemLogStore::new(), MemStateMachine::new());
+    /// # let raft = Raft::new(1, Arc::new(Config::default()), router.factory(1), log.clone(), sm.clone()).await?;
+    /// # router.add_node(1, raft.clone());
+    /// # raft.initialize(BTreeMap::from([(1, BasicNode::new("n1"))])).await?;
+    /// # raft.wait(None).state(ServerState::Leader, "elected").await?;
+    /// use std::time::Duration;
+    ///
+    /// let written = raft.client_write(Request::set("k", "v")).await?;
+    /// raft.wait(Some(Duration::from_secs(1)))
+    ///     .applied_index_at_least(Some(written.log_id.index), "the write is applied")
+    ///     .await?;
+    /// // Any condition on the metrics:
+    /// raft.wait(None).metrics(|m| m.committed >= Some(written.log_id), "committed").await?;
+    /// # raft.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// (Examples run on the `testing` feature's in-memory kit.)
     pub fn wait(&self, timeout: Option<Duration>) -> Wait<C> {
         Wait { timeout: timeout.unwrap_or(Duration::from_millis(500)), rx: self.inner.metrics_rx.clone() }
     }
@@ -528,6 +887,36 @@ impl<C: RaftTypeConfig> Raft<C> {
     ///
     /// # Errors
     /// The fatal error that had already stopped the node, if any.
+    ///
+    /// # Examples
+    ///
+    #[cfg_attr(feature = "testing", doc = "```")]
+    #[cfg_attr(not(feature = "testing"), doc = "```ignore")]
+    /// # use std::collections::BTreeMap;
+    /// # use std::sync::Arc;
+    /// # use quorate::testing::{MemLogStore, MemStateMachine, Request, Router};
+    /// # use quorate::{BasicNode, Config, Raft, ServerState};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let router = Router::new();
+    /// # let (log, sm) = (MemLogStore::new(), MemStateMachine::new());
+    /// # let raft = Raft::new(1, Arc::new(Config::default()), router.factory(1), log.clone(), sm.clone()).await?;
+    /// # router.add_node(1, raft.clone());
+    /// # raft.initialize(BTreeMap::from([(1, BasicNode::new("n1"))])).await?;
+    /// # raft.wait(None).state(ServerState::Leader, "elected").await?;
+    /// raft.client_write(Request::set("k", "v")).await?;
+    /// raft.shutdown().await?;
+    /// // Every call fails from now on.
+    /// assert!(raft.client_write(Request::set("k", "w")).await.is_err());
+    ///
+    /// // Restart from the same storage (here: what the in-memory log flushed).
+    /// let raft = Raft::new(1, Arc::new(Config::default()), router.factory(1), log.reopen(), sm.reopen()).await?;
+    /// # raft.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// (Examples run on the `testing` feature's in-memory kit.)
     pub async fn shutdown(&self) -> Result<(), Fatal> {
         let tx = self.inner.shutdown_tx.lock().map(|mut g| g.take()).unwrap_or(None);
         if let Some(tx) = tx {
