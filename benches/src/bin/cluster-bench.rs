@@ -83,7 +83,7 @@ struct Args {
     scenarios: Vec<Scenario>,
 
     /// Seconds of the timed memory run, per library and scenario, at the largest client count,
-    /// with snapshots on so the log is purged; 0 for none [default: 0; 3 with --quick].
+    /// with snapshots on so the log is purged; 0 for none [default: 0; 2 with --quick].
     #[arg(long)]
     memory_secs: Option<u64>,
 
@@ -277,7 +277,7 @@ fn main() -> ExitCode {
     } else {
         vec![Scenario::Healthy]
     };
-    let memory_secs = if args.no_alloc_count { 0 } else { args.memory_secs.unwrap_or(if args.quick { 3 } else { 0 }) };
+    let memory_secs = if args.no_alloc_count { 0 } else { args.memory_secs.unwrap_or(if args.quick { 2 } else { 0 }) };
     let phase = Duration::from_secs(args.phase_timeout);
     let timeouts =
         PhaseTimeouts { startup: phase, workload: Duration::from_secs(args.workload_timeout), shutdown: phase };
