@@ -186,7 +186,8 @@ pub fn markdown(samples: &[Sample], client_counts: &[usize]) -> String {
     let failures: Vec<String> = samples
         .iter()
         .filter_map(|s| {
-            s.failure().map(|f| format!("- {} {} × {} clients, round {}: {f}", s.library, s.scenario, s.clients, s.round))
+            s.failure()
+                .map(|f| format!("- {} {} × {} clients, round {}: {f}", s.library, s.scenario, s.clients, s.round))
         })
         .collect();
     if !failures.is_empty() {
@@ -212,7 +213,8 @@ pub fn hung_markdown(samples: &[Sample], client_counts: &[usize], libraries: &[L
             let healthy = summarize(samples, library, Scenario::Healthy, clients);
             let hung = summarize(samples, library, Scenario::HungFollower, clients);
             let (h_ops, g_ops) = (healthy.map(|s| s.ops_per_sec), hung.map(|s| s.ops_per_sec));
-            let paired = paired_ratio(samples, clients, (library, Scenario::HungFollower), (library, Scenario::Healthy));
+            let paired =
+                paired_ratio(samples, clients, (library, Scenario::HungFollower), (library, Scenario::Healthy));
             let _ = writeln!(
                 out,
                 "| {library} | {clients} | {} | {} | {} | {} | {} | {} |",

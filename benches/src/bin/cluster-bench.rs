@@ -115,11 +115,11 @@ fn measure<L: BenchCluster>(
     timeouts: PhaseTimeouts,
 ) -> Result<Measurement, PhaseError> {
     let mut cluster = rt.server.block_on(L::start(timeouts.startup, ClusterOptions::default()))?;
-    if scenario == Scenario::HungFollower {
-        if let Err(e) = cluster.hang_follower() {
-            let _ = rt.server.block_on(within(Phase::Shutdown, timeouts.shutdown, cluster.shutdown()));
-            return Err(e);
-        }
+    if scenario == Scenario::HungFollower
+        && let Err(e) = cluster.hang_follower()
+    {
+        let _ = rt.server.block_on(within(Phase::Shutdown, timeouts.shutdown, cluster.shutdown()));
+        return Err(e);
     }
     let mut measurement = rt.client.block_on(workload::run(cluster.writer(), clients, ops, timeouts.workload));
     if measurement.failure.is_none() {
@@ -171,10 +171,10 @@ fn memory_run<L: BenchCluster>(
     let log_entry_bytes = cluster.log_entry_bytes();
     let accounting = Accounting { baseline, log_entry_bytes };
     let mut failure = None;
-    if scenario == Scenario::HungFollower {
-        if let Err(e) = cluster.hang_follower() {
-            failure = Some(e.to_string());
-        }
+    if scenario == Scenario::HungFollower
+        && let Err(e) = cluster.hang_follower()
+    {
+        failure = Some(e.to_string());
     }
     let duration = Duration::from_secs(secs);
     let sampler = Sampler::start(cluster.prober(), Duration::from_millis(100), duration)

@@ -25,8 +25,11 @@ type C = OpenraftTypes;
 /// built, before any RPC is sent.
 #[derive(Clone, Default)]
 pub struct Router {
-    nodes: Arc<RwLock<BTreeMap<u64, (OpenraftNode, Hang)>>>,
+    nodes: Arc<RwLock<Peers>>,
 }
+
+/// Each node's handle and whether RPCs to it hang.
+type Peers = BTreeMap<u64, (OpenraftNode, Hang)>;
 
 impl Router {
     /// Make `raft` reachable as node `id`.

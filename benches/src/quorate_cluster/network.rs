@@ -24,8 +24,11 @@ type C = QuorateTypes;
 /// built, before any RPC is sent.
 #[derive(Clone, Default)]
 pub struct Router {
-    nodes: Arc<RwLock<BTreeMap<u64, (Raft<C>, Hang)>>>,
+    nodes: Arc<RwLock<Peers>>,
 }
+
+/// Each node's handle and whether RPCs to it hang.
+type Peers = BTreeMap<u64, (Raft<C>, Hang)>;
 
 impl Router {
     /// Make `raft` reachable as node `id`.
