@@ -112,6 +112,10 @@ pub mod types;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod bench_internals;
+
 #[cfg(test)]
 pub(crate) mod testing_types;
 

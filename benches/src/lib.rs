@@ -10,7 +10,9 @@
 //!   throughput and latency;
 //! - [`quorate_cluster`] and [`openraft_cluster`] are the per-library adapters (storage,
 //!   network, type config, cluster start-up), each written against its library's public API;
-//! - [`report`] reduces rounds to medians and prints the markdown table.
+//! - [`report`] reduces rounds to medians and prints the markdown tables;
+//! - [`hang`] is the gray failure (a follower that takes requests and never answers) and
+//!   [`alloc`] the counting allocator that watches the heap while it lasts.
 //!
 //! The binary `cluster-bench` strings them together; see `benches/README.md`.
 
@@ -18,6 +20,9 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
+pub mod alloc;
+pub mod hang;
+pub mod memory;
 pub mod openraft_cluster;
 pub mod quorate_cluster;
 pub mod report;
@@ -119,6 +124,41 @@ pub async fn within<T>(
     }
 }
 
+/// How a cluster is set up for one measurement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterOptions {
+    /// Build snapshots and purge the log behind them, with the policy both libraries default
+    /// to (a snapshot every 5000 applied entries, 1000 entries kept behind it), instead of
+    /// never. The long memory run needs it: otherwise the in-memory log store grows with
+    /// every write and hides whatever the library does.
+    pub snapshots: bool,
+}
+
+/// What a sampler sees of a running cluster, besides the heap.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterProbe {
+    /// Entries held by the three in-memory log stores together (the harness's share of the
+    /// heap that grows with the log).
+    pub log_entries: u64,
+    /// The leader's last log index.
+    pub leader_last_log: Option<u64>,
+    /// The leader's last purged index.
+    pub leader_purged: Option<u64>,
+    /// The leader's queues, where the library reports them.
+    pub queues: Option<LeaderQueues>,
+}
+
+/// A leader's queues as quorate's `RaftMetrics::queues` reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaderQueues {
+    /// Client writes queued for the Raft task, not yet proposed.
+    pub write_queue: u64,
+    /// Client writes proposed and not yet answered.
+    pub pending_writes: u64,
+    /// Per target: (node id, requests in flight, bytes in flight).
+    pub in_flight: Vec<(u64, u64, u64)>,
+}
+
 /// One library's three-node cluster, as the harness sees it.
 ///
 /// `start` and `shutdown` run on the server runtime (they spawn the nodes' tasks); the
@@ -129,14 +169,29 @@ pub trait BenchCluster: Sized {
 
     /// Start three voters, initialize them as one cluster and wait until a leader is elected.
     /// `limit` bounds each phase.
-    fn start(limit: Duration) -> impl Future<Output = Result<Self, PhaseError>>;
+    fn start(limit: Duration, options: ClusterOptions) -> impl Future<Output = Result<Self, PhaseError>>;
 
     /// A writer that proposes to the current leader.
     fn writer(&self) -> Self::Writer;
 
+    /// Make one follower (the lowest id that is not the leader) take every RPC sent to it and
+    /// never answer, from now on (see [`hang::Hang`]). Returns its id.
+    ///
+    /// # Errors
+    /// If the cluster has no follower to hang.
+    fn hang_follower(&mut self) -> Result<u64, PhaseError>;
+
+    /// A function that reads the cluster's log sizes and the leader's queues, callable from
+    /// any thread while the cluster runs.
+    fn prober(&self) -> Box<dyn Fn() -> ClusterProbe + Send>;
+
+    /// Heap bytes one log entry costs in the in-memory log store, measured with the counting
+    /// allocator; 0 if no store holds an entry to measure.
+    fn log_entry_bytes(&self) -> f64;
+
     /// Check that the `writes` acknowledged since start-up are in the leader's log, and that
-    /// every node applies the leader's whole log within `limit`: a fast result from a cluster
-    /// that did not replicate would be worthless.
+    /// every node but a hung one applies the leader's whole log within `limit`: a fast result
+    /// from a cluster that did not replicate would be worthless.
     fn verify(&self, writes: u64, limit: Duration) -> impl Future<Output = Result<(), PhaseError>>;
 
     /// Stop every node and wait for their tasks to end.

@@ -23,11 +23,31 @@ impl fmt::Display for Library {
     }
 }
 
+/// What the cluster goes through during a measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Scenario {
+    /// All three nodes answer.
+    Healthy,
+    /// Once a leader is known, one follower takes every RPC and never answers.
+    HungFollower,
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Healthy => "healthy",
+            Self::HungFollower => "hung-follower",
+        })
+    }
+}
+
 /// One measurement of one library at one client count in one round.
 #[derive(Debug)]
 pub struct Sample {
     /// Which library.
     pub library: Library,
+    /// What the cluster went through.
+    pub scenario: Scenario,
     /// How many concurrent clients.
     pub clients: usize,
     /// Which round, from 1.
@@ -70,11 +90,12 @@ pub fn median(mut values: Vec<f64>) -> Option<f64> {
     Some(if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 })
 }
 
-/// Summarize the successful samples of `library` at `clients`; `None` if none succeeded.
-pub fn summarize(samples: &[Sample], library: Library, clients: usize) -> Option<Summary> {
+/// Summarize the successful samples of `library` in `scenario` at `clients`; `None` if none
+/// succeeded.
+pub fn summarize(samples: &[Sample], library: Library, scenario: Scenario, clients: usize) -> Option<Summary> {
     let ok: Vec<&Measurement> = samples
         .iter()
-        .filter(|s| s.library == library && s.clients == clients && s.failure().is_none())
+        .filter(|s| s.library == library && s.scenario == scenario && s.clients == clients && s.failure().is_none())
         .filter_map(|s| s.outcome.as_ref().ok())
         .collect();
     Some(Summary {
@@ -85,25 +106,37 @@ pub fn summarize(samples: &[Sample], library: Library, clients: usize) -> Option
     })
 }
 
-/// The median over rounds of quorate's ops/s divided by openraft's in the same round, using
-/// only rounds where both succeeded. The two ran back to back, so load from elsewhere on the
-/// machine tends to hit both: this ratio is steadier than the ratio of the two medians.
-pub fn paired_ops_ratio(samples: &[Sample], clients: usize) -> Option<f64> {
-    let ops_in = |library: Library, round: usize| {
+/// The median over rounds of the ops/s of `a` divided by that of `b` in the same round, using
+/// only rounds where both succeeded. Each key is a (library, scenario) pair. The two ran back
+/// to back, so load from elsewhere on the machine tends to hit both: this ratio is steadier
+/// than the ratio of the two medians.
+pub fn paired_ratio(samples: &[Sample], clients: usize, a: (Library, Scenario), b: (Library, Scenario)) -> Option<f64> {
+    let ops_in = |(library, scenario): (Library, Scenario), round: usize| {
         samples
             .iter()
-            .find(|s| s.library == library && s.clients == clients && s.round == round && s.failure().is_none())
+            .find(|s| {
+                s.library == library
+                    && s.scenario == scenario
+                    && s.clients == clients
+                    && s.round == round
+                    && s.failure().is_none()
+            })
             .and_then(|s| s.outcome.as_ref().ok())
             .map(Measurement::ops_per_sec)
     };
     let rounds = samples.iter().map(|s| s.round).max().unwrap_or(0);
     let ratios = (1..=rounds)
-        .filter_map(|r| match (ops_in(Library::Quorate, r), ops_in(Library::Openraft, r)) {
-            (Some(q), Some(o)) if o > 0.0 => Some(q / o),
+        .filter_map(|r| match (ops_in(a, r), ops_in(b, r)) {
+            (Some(x), Some(y)) if y > 0.0 => Some(x / y),
             _ => None,
         })
         .collect();
     median(ratios)
+}
+
+/// [`paired_ratio`] of quorate over openraft, both healthy.
+pub fn paired_ops_ratio(samples: &[Sample], clients: usize) -> Option<f64> {
+    paired_ratio(samples, clients, (Library::Quorate, Scenario::Healthy), (Library::Openraft, Scenario::Healthy))
 }
 
 fn cell(v: Option<f64>, decimals: usize) -> String {
@@ -117,7 +150,8 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
-/// The results as a markdown table, one row per client count, then the failures, if any.
+/// The healthy results as a markdown table, one row per client count, then the failures of
+/// every scenario, if any.
 pub fn markdown(samples: &[Sample], client_counts: &[usize]) -> String {
     let mut out = String::new();
     out.push_str(
@@ -125,8 +159,8 @@ pub fn markdown(samples: &[Sample], client_counts: &[usize]) -> String {
     );
     out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for &clients in client_counts {
-        let q = summarize(samples, Library::Quorate, clients);
-        let o = summarize(samples, Library::Openraft, clients);
+        let q = summarize(samples, Library::Quorate, Scenario::Healthy, clients);
+        let o = summarize(samples, Library::Openraft, Scenario::Healthy, clients);
         let (q_ops, o_ops) = (q.map(|s| s.ops_per_sec), o.map(|s| s.ops_per_sec));
         let (q_p50, o_p50) = (q.map(|s| s.p50_us), o.map(|s| s.p50_us));
         let (q_p99, o_p99) = (q.map(|s| s.p99_us), o.map(|s| s.p99_us));
@@ -151,7 +185,10 @@ pub fn markdown(samples: &[Sample], client_counts: &[usize]) -> String {
     );
     let failures: Vec<String> = samples
         .iter()
-        .filter_map(|s| s.failure().map(|f| format!("- {} × {} clients, round {}: {f}", s.library, s.clients, s.round)))
+        .filter_map(|s| {
+            s.failure()
+                .map(|f| format!("- {} {} × {} clients, round {}: {f}", s.library, s.scenario, s.clients, s.round))
+        })
         .collect();
     if !failures.is_empty() {
         out.push_str("\nFailed rounds (left out of the medians):\n\n");
@@ -163,20 +200,54 @@ pub fn markdown(samples: &[Sample], client_counts: &[usize]) -> String {
     out
 }
 
+/// The hung-follower results as a markdown table: per library and client count, healthy and
+/// hung throughput and their ratio (target: at least 0.9), and p99 latency of both.
+pub fn hung_markdown(samples: &[Sample], client_counts: &[usize], libraries: &[Library]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| library | clients | healthy ops/s | hung ops/s | ratio hung/healthy | paired ratio | healthy p99 µs | hung p99 µs |\n",
+    );
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for &library in libraries {
+        for &clients in client_counts {
+            let healthy = summarize(samples, library, Scenario::Healthy, clients);
+            let hung = summarize(samples, library, Scenario::HungFollower, clients);
+            let (h_ops, g_ops) = (healthy.map(|s| s.ops_per_sec), hung.map(|s| s.ops_per_sec));
+            let paired =
+                paired_ratio(samples, clients, (library, Scenario::HungFollower), (library, Scenario::Healthy));
+            let _ = writeln!(
+                out,
+                "| {library} | {clients} | {} | {} | {} | {} | {} | {} |",
+                cell(h_ops, 0),
+                cell(g_ops, 0),
+                ratio(g_ops, h_ops),
+                paired.map_or_else(|| "–".to_string(), |r| format!("{r:.2}")),
+                cell(healthy.map(|s| s.p99_us), 1),
+                cell(hung.map(|s| s.p99_us), 1),
+            );
+        }
+    }
+    out.push_str(
+        "\nHealthy and hung runs alternate (same round, same client count, back to back on fresh clusters); \
+         *paired ratio* is the median of the per-round ratios.\n",
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use hdrhistogram::Histogram;
 
-    use super::{Library, Sample, median, paired_ops_ratio};
+    use super::{Library, Sample, Scenario, median, paired_ops_ratio};
     use crate::workload::Measurement;
     use crate::{Phase, PhaseError};
 
     fn sample(library: Library, round: usize, ops_per_sec: u64) -> Sample {
         let latency = Histogram::new(3).expect("valid precision");
         let m = Measurement { completed: ops_per_sec, elapsed: Duration::from_secs(1), latency, failure: None };
-        Sample { library, clients: 8, round, outcome: Ok(m) }
+        Sample { library, scenario: Scenario::Healthy, clients: 8, round, outcome: Ok(m) }
     }
 
     #[test]
@@ -187,6 +258,7 @@ mod tests {
             sample(Library::Quorate, 2, 200),
             Sample {
                 library: Library::Openraft,
+                scenario: Scenario::Healthy,
                 clients: 8,
                 round: 2,
                 outcome: Err(PhaseError::new(Phase::Start, "x")),

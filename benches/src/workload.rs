@@ -140,6 +140,67 @@ async fn client<W: Writer>(writer: Arc<W>, gate: Arc<Barrier>, completed: Arc<At
     ClientOutcome { latency_ns, finished: Instant::now(), error: None }
 }
 
+/// What a run of fixed duration measured: only throughput, since it keeps no latencies.
+#[derive(Debug, Clone)]
+pub struct TimedRun {
+    /// Writes that completed successfully.
+    pub completed: u64,
+    /// From the moment the clients were released until the last one stopped.
+    pub elapsed: Duration,
+    /// The first failed write, if any.
+    pub failure: Option<String>,
+}
+
+/// Run writes through `writer` from `clients` concurrent tasks for `duration`, then stop,
+/// waiting at most `grace` for the writes in progress to finish.
+///
+/// Unlike [`run`] it records no latencies: a buffer per client would grow with the run, and
+/// this workload exists to watch the heap stay flat. A client stops at its first failed write.
+pub async fn run_for<W: Writer>(writer: W, clients: usize, duration: Duration, grace: Duration) -> TimedRun {
+    let clients = clients.max(1);
+    let writer = Arc::new(writer);
+    let gate = Arc::new(Barrier::new(clients + 1));
+    let completed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    let mut tasks = JoinSet::new();
+    for _ in 0..clients {
+        let (writer, gate, completed, stop) = (writer.clone(), gate.clone(), completed.clone(), stop.clone());
+        tasks.spawn(async move {
+            gate.wait().await;
+            while !stop.load(Ordering::Relaxed) {
+                writer.write().await?;
+                completed.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<(), String>(())
+        });
+    }
+    gate.wait().await;
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    let mut failure = None;
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+            Ok(None) => break,
+            Ok(Some(joined)) => {
+                if let Err(e) = joined.map_err(|e| format!("client task failed: {e}")).and_then(|r| r) {
+                    failure.get_or_insert(e);
+                }
+            }
+            Err(_) => {
+                failure = Some(format!("{} clients still waiting {grace:?} after the run ended", tasks.len()));
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+                break;
+            }
+        }
+    }
+    TimedRun { completed: completed.load(Ordering::Relaxed), elapsed, failure }
+}
+
 fn new_histogram() -> Histogram<u64> {
     // Three significant digits, auto-resizing: latencies range from microseconds to seconds.
     let mut h = Histogram::new(3).expect("3 significant figures is a valid histogram precision");
@@ -152,7 +213,7 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
-    use super::{Writer, run};
+    use super::{Writer, run, run_for};
 
     /// Counts writes; fails every write from `fail_from` on, or never answers if `hang`.
     #[derive(Default)]
@@ -165,6 +226,9 @@ mod tests {
     impl Writer for FakeWriter {
         async fn write(&self) -> Result<(), String> {
             let n = self.calls.fetch_add(1, Ordering::Relaxed);
+            // A real write always waits for the cluster; without a yield, clients of a timed
+            // run would never let the coordinator's timer fire on a one-thread runtime.
+            tokio::task::yield_now().await;
             if self.hang {
                 std::future::pending::<()>().await;
             }
@@ -189,6 +253,14 @@ mod tests {
         let m = run(writer, 1, 10, Duration::from_secs(5)).await;
         assert_eq!(m.completed, 4);
         assert_eq!(m.failure.as_deref(), Some("write 4 refused"));
+    }
+
+    #[tokio::test]
+    async fn a_timed_run_stops_every_client_after_its_duration() {
+        let m = run_for(FakeWriter::default(), 3, Duration::from_millis(20), Duration::from_secs(5)).await;
+        assert_eq!(m.failure, None);
+        assert!(m.completed > 0);
+        assert!(m.elapsed >= Duration::from_millis(20));
     }
 
     #[tokio::test]

@@ -32,6 +32,21 @@ pub struct LogStore {
 }
 
 impl LogStore {
+    /// How many entries the store holds now (not purged, not truncated).
+    pub fn entries_held(&self) -> u64 {
+        self.lock().entries.len() as u64
+    }
+
+    /// What one entry like the last one held costs on the heap in a map like this store's,
+    /// measured by building a map of `n` clones with the counting allocator (so only
+    /// meaningful in the `cluster-bench` binary). `None` if the store is empty.
+    pub fn heap_bytes_per_entry(&self, n: usize) -> Option<f64> {
+        let entry = self.lock().entries.last_key_value().map(|(_, e)| e.clone())?;
+        Some(crate::memory::heap_bytes_per_item(n, |n| {
+            (0..n as u64).map(|i| (i, entry.clone())).collect::<BTreeMap<_, _>>()
+        }))
+    }
+
     fn lock(&self) -> MutexGuard<'_, LogData> {
         self.data.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 pub use log_store::LogStore;
 pub use network::{DirectClient, Router};
+use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 pub use state_machine::{NoopSnapshotBuilder, NoopStateMachine};
 
 use crate::workload::Writer;
-use crate::{BenchCluster, Empty, Phase, PhaseError, within};
+use crate::{BenchCluster, ClusterOptions, ClusterProbe, Empty, Phase, PhaseError, within};
 
 openraft::declare_raft_types!(
     /// openraft's types for the bench: empty requests and responses, `u64` node ids, the
@@ -33,8 +34,12 @@ const NODE_IDS: [u64; 3] = [1, 2, 3];
 /// Three openraft voters in this process.
 pub struct OpenraftCluster {
     nodes: BTreeMap<u64, OpenraftNode>,
+    /// Each node's log store, shared with the node, for the memory probe.
+    stores: Vec<LogStore>,
     router: Router,
     leader: OpenraftNode,
+    /// The follower whose RPCs hang, if one was hung.
+    hung: Option<u64>,
     /// The leader's last log index when start-up finished; writes are appended after it.
     base_index: u64,
 }
@@ -52,21 +57,27 @@ impl Writer for OpenraftWriter {
 }
 
 /// openraft's defaults, which match quorate's where both have the knob, except that
-/// snapshots are off on both sides (see the quorate config).
-fn config() -> Result<Arc<Config>, PhaseError> {
-    let config =
-        Config { cluster_name: "bench".to_string(), snapshot_policy: SnapshotPolicy::Never, ..Config::default() };
+/// snapshots are off on both sides unless `options` asks for them (see the quorate config).
+fn config(options: ClusterOptions) -> Result<Arc<Config>, PhaseError> {
+    let snapshot_policy = if options.snapshots { SnapshotPolicy::LogsSinceLast(5000) } else { SnapshotPolicy::Never };
+    let config = Config {
+        cluster_name: "bench".to_string(),
+        snapshot_policy,
+        max_in_snapshot_log_to_keep: 1000,
+        ..Config::default()
+    };
     config.validate().map(Arc::new).map_err(|e| PhaseError::new(Phase::Start, e))
 }
 
 impl BenchCluster for OpenraftCluster {
     type Writer = OpenraftWriter;
 
-    async fn start(limit: Duration) -> Result<Self, PhaseError> {
+    async fn start(limit: Duration, options: ClusterOptions) -> Result<Self, PhaseError> {
         let router = Router::default();
         let mut nodes = BTreeMap::new();
-        match boot(&mut nodes, &router, limit).await {
-            Ok((leader, base_index)) => Ok(Self { nodes, router, leader, base_index }),
+        let stores: Vec<LogStore> = NODE_IDS.iter().map(|_| LogStore::default()).collect();
+        match boot(&mut nodes, &stores, &router, limit, options).await {
+            Ok((leader, base_index)) => Ok(Self { nodes, stores, router, leader, hung: None, base_index }),
             Err(e) => {
                 // Best effort: the error to report is the one that stopped the start-up.
                 let _ = within(Phase::Shutdown, limit, shutdown_all(&nodes, &router)).await;
@@ -79,8 +90,41 @@ impl BenchCluster for OpenraftCluster {
         OpenraftWriter { leader: self.leader.clone() }
     }
 
+    fn hang_follower(&mut self) -> Result<u64, PhaseError> {
+        let leader = self.leader.metrics().borrow_watched().id;
+        let follower = self
+            .nodes
+            .keys()
+            .copied()
+            .find(|id| *id != leader)
+            .ok_or_else(|| PhaseError::new(Phase::Election, "no follower to hang"))?;
+        self.router.hang(follower);
+        self.hung = Some(follower);
+        Ok(follower)
+    }
+
+    fn prober(&self) -> Box<dyn Fn() -> ClusterProbe + Send> {
+        let stores = self.stores.clone();
+        let metrics = self.leader.metrics();
+        Box::new(move || {
+            let m = metrics.borrow_watched();
+            ClusterProbe {
+                log_entries: stores.iter().map(LogStore::entries_held).sum(),
+                leader_last_log: m.last_log_index,
+                leader_purged: m.purged.as_ref().map(|p| p.index()),
+                // openraft publishes no queue lengths.
+                queues: None,
+            }
+        })
+    }
+
+    fn log_entry_bytes(&self) -> f64 {
+        self.stores.iter().find_map(|s| s.heap_bytes_per_entry(100_000)).unwrap_or(0.0)
+    }
+
     async fn verify(&self, writes: u64, limit: Duration) -> Result<(), PhaseError> {
-        verify(&self.nodes, &self.leader, self.base_index + writes, limit).await
+        let healthy = self.nodes.iter().filter(|(id, _)| Some(**id) != self.hung);
+        verify(healthy, &self.leader, self.base_index + writes, limit).await
     }
 
     async fn shutdown(self) -> Result<(), PhaseError> {
@@ -91,14 +135,16 @@ impl BenchCluster for OpenraftCluster {
 /// Start the three nodes into `nodes`, initialize them and wait for a leader, which it returns.
 async fn boot(
     nodes: &mut BTreeMap<u64, OpenraftNode>,
+    stores: &[LogStore],
     router: &Router,
     limit: Duration,
+    options: ClusterOptions,
 ) -> Result<(OpenraftNode, u64), PhaseError> {
-    let config = config()?;
+    let config = config(options)?;
 
-    for id in NODE_IDS {
+    for (id, store) in NODE_IDS.into_iter().zip(stores) {
         let raft = within(Phase::Start, limit, async {
-            OpenraftNode::new(id, config.clone(), router.clone(), LogStore::default(), NoopStateMachine::default())
+            OpenraftNode::new(id, config.clone(), router.clone(), store.clone(), NoopStateMachine::default())
                 .await
                 .map_err(|e| PhaseError::new(Phase::Start, format_args!("node {id}: {e}")))
         })
@@ -143,10 +189,10 @@ async fn boot(
     Ok((leader, settled.last_log_index.unwrap_or(0)))
 }
 
-/// See [`BenchCluster::verify`]: the leader's log reaches `expected_last`, and every node
-/// applies up to the leader's last index.
+/// See [`BenchCluster::verify`]: the leader's log reaches `expected_last`, and every node of
+/// `nodes` applies up to the leader's last index.
 async fn verify(
-    nodes: &BTreeMap<u64, OpenraftNode>,
+    nodes: impl Iterator<Item = (&u64, &OpenraftNode)>,
     leader: &OpenraftNode,
     expected_last: u64,
     limit: Duration,

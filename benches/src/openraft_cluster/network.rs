@@ -17,23 +17,34 @@ use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
 
 use super::{OpenraftNode, OpenraftTypes};
+use crate::hang::Hang;
 
 type C = OpenraftTypes;
 
-/// Every node of the cluster by id. Filled once all nodes are built, before any RPC is sent.
+/// Every node of the cluster by id, and whether RPCs to it hang. Filled once all nodes are
+/// built, before any RPC is sent.
 #[derive(Clone, Default)]
 pub struct Router {
-    nodes: Arc<RwLock<BTreeMap<u64, OpenraftNode>>>,
+    nodes: Arc<RwLock<Peers>>,
 }
+
+/// Each node's handle and whether RPCs to it hang.
+type Peers = BTreeMap<u64, (OpenraftNode, Hang)>;
 
 impl Router {
     /// Make `raft` reachable as node `id`.
     pub fn add(&self, id: u64, raft: OpenraftNode) {
-        self.nodes.write().unwrap_or_else(PoisonError::into_inner).insert(id, raft);
+        self.nodes.write().unwrap_or_else(PoisonError::into_inner).insert(id, (raft, Hang::default()));
     }
 
-    fn get(&self, id: u64) -> Option<OpenraftNode> {
+    fn get(&self, id: u64) -> Option<(OpenraftNode, Hang)> {
         self.nodes.read().unwrap_or_else(PoisonError::into_inner).get(&id).cloned()
+    }
+
+    /// From now on, node `id` takes every RPC sent to it and never answers (see [`Hang`]).
+    /// Returns whether `id` is known.
+    pub fn hang(&self, id: u64) -> bool {
+        self.get(id).map(|(_, hang)| hang.hang()).is_some()
     }
 
     /// Forget every node, dropping the handles the router held.
@@ -54,7 +65,7 @@ impl RaftNetworkFactory<C> for Router {
 pub struct DirectClient {
     router: Router,
     target: u64,
-    raft: Option<OpenraftNode>,
+    raft: Option<(OpenraftNode, Hang)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +77,7 @@ fn unreachable(e: &(impl std::error::Error + 'static)) -> RPCError<C> {
 }
 
 impl DirectClient {
-    fn target(&mut self) -> Result<OpenraftNode, Unreachable<C>> {
+    fn target(&mut self) -> Result<(OpenraftNode, Hang), Unreachable<C>> {
         if self.raft.is_none() {
             self.raft = self.router.get(self.target);
         }
@@ -82,8 +93,8 @@ impl RaftNetworkV2<C> for DirectClient {
         rpc: AppendEntriesRequest<C>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
-        let target = self.target()?;
-        target.append_entries(rpc).await.map_err(|e| unreachable(&e))
+        let (target, hang) = self.target()?;
+        hang.call(target.append_entries(rpc)).await.map_err(|e| unreachable(&e))
     }
 
     fn stream_append<'s, S>(
@@ -95,20 +106,22 @@ impl RaftNetworkV2<C> for DirectClient {
         S: Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
     {
         Box::pin(async move {
-            let target = self.target()?;
-            let responses = target.stream_append(input).map(|r| r.map_err(|e| unreachable(&e)));
+            let (target, hang) = self.target()?;
+            // A hung target takes requests and drops them, and answers none.
+            let requests = Box::pin(hang.requests(input));
+            let responses = hang.responses(target.stream_append(requests)).map(|r| r.map_err(|e| unreachable(&e)));
             Ok(responses.boxed())
         })
     }
 
     async fn vote(&mut self, rpc: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
-        let target = self.target()?;
-        target.vote(rpc).await.map_err(|e| unreachable(&e))
+        let (target, hang) = self.target()?;
+        hang.call(target.vote(rpc)).await.map_err(|e| unreachable(&e))
     }
 
     async fn pre_vote(&mut self, rpc: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
-        let target = self.target()?;
-        target.pre_vote(rpc).await.map_err(|e| unreachable(&e))
+        let (target, hang) = self.target()?;
+        hang.call(target.pre_vote(rpc)).await.map_err(|e| unreachable(&e))
     }
 
     async fn full_snapshot(
@@ -118,9 +131,8 @@ impl RaftNetworkV2<C> for DirectClient {
         _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
-        let target = self.target()?;
-        target
-            .install_full_snapshot(vote, snapshot)
+        let (target, hang) = self.target()?;
+        hang.call(target.install_full_snapshot(vote, snapshot))
             .await
             .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))
     }

@@ -14,7 +14,7 @@ use quorate::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 pub use state_machine::{NoopSnapshotBuilder, NoopStateMachine};
 
 use crate::workload::Writer;
-use crate::{BenchCluster, Empty, Phase, PhaseError, within};
+use crate::{BenchCluster, ClusterOptions, ClusterProbe, Empty, LeaderQueues, Phase, PhaseError, within};
 
 quorate::declare_raft_types!(
     /// quorate's types for the bench: empty requests and responses, `u64` node ids.
@@ -28,8 +28,12 @@ const NODE_IDS: [u64; 3] = [1, 2, 3];
 /// Three quorate voters in this process.
 pub struct QuorateCluster {
     nodes: BTreeMap<u64, Raft<QuorateTypes>>,
+    /// Each node's log store, shared with the node, for the memory probe.
+    stores: Vec<LogStore>,
     router: Router,
     leader: Raft<QuorateTypes>,
+    /// The follower whose RPCs hang, if one was hung.
+    hung: Option<u64>,
     /// The leader's last log index when start-up finished; writes are appended after it.
     base_index: u64,
 }
@@ -48,20 +52,29 @@ impl Writer for QuorateWriter {
 
 /// quorate's defaults, which match openraft's where both have the knob (50 ms heartbeat,
 /// 150..300 ms election timeout, 300 entries per AppendEntries, up to 4096 writes per log
-/// append), except that snapshots are off on both sides: the no-op state machine has nothing
-/// to save, and building and purging would only add noise.
-fn config() -> Arc<Config> {
-    Arc::new(Config { cluster_name: "bench".to_string(), snapshot_policy: SnapshotPolicy::Never, ..Config::default() })
+/// append), except that snapshots are off on both sides unless `options` asks for them: the
+/// no-op state machine has nothing to save, and building and purging would only add noise.
+/// With snapshots on, the policy is the default of both libraries: every 5000 applied
+/// entries, keeping 1000 behind the snapshot.
+fn config(options: ClusterOptions) -> Arc<Config> {
+    let snapshot_policy = if options.snapshots { SnapshotPolicy::LogsSinceLast(5000) } else { SnapshotPolicy::Never };
+    Arc::new(Config {
+        cluster_name: "bench".to_string(),
+        snapshot_policy,
+        max_in_snapshot_log_to_keep: 1000,
+        ..Config::default()
+    })
 }
 
 impl BenchCluster for QuorateCluster {
     type Writer = QuorateWriter;
 
-    async fn start(limit: Duration) -> Result<Self, PhaseError> {
+    async fn start(limit: Duration, options: ClusterOptions) -> Result<Self, PhaseError> {
         let router = Router::default();
         let mut nodes = BTreeMap::new();
-        match boot(&mut nodes, &router, limit).await {
-            Ok((leader, base_index)) => Ok(Self { nodes, router, leader, base_index }),
+        let stores: Vec<LogStore> = NODE_IDS.iter().map(|_| LogStore::default()).collect();
+        match boot(&mut nodes, &stores, &router, limit, options).await {
+            Ok((leader, base_index)) => Ok(Self { nodes, stores, router, leader, hung: None, base_index }),
             Err(e) => {
                 // Best effort: the error to report is the one that stopped the start-up.
                 let _ = within(Phase::Shutdown, limit, shutdown_all(&nodes, &router)).await;
@@ -74,8 +87,45 @@ impl BenchCluster for QuorateCluster {
         QuorateWriter { leader: self.leader.clone() }
     }
 
+    fn hang_follower(&mut self) -> Result<u64, PhaseError> {
+        let leader = self.leader.metrics().borrow().id;
+        let follower = self
+            .nodes
+            .keys()
+            .copied()
+            .find(|id| *id != leader)
+            .ok_or_else(|| PhaseError::new(Phase::Election, "no follower to hang"))?;
+        self.router.hang(follower);
+        self.hung = Some(follower);
+        Ok(follower)
+    }
+
+    fn prober(&self) -> Box<dyn Fn() -> ClusterProbe + Send> {
+        let stores = self.stores.clone();
+        let metrics = self.leader.metrics();
+        Box::new(move || {
+            let m = metrics.borrow();
+            let q = &m.queues;
+            ClusterProbe {
+                log_entries: stores.iter().map(LogStore::entries_held).sum(),
+                leader_last_log: m.last_log_index,
+                leader_purged: m.purged.map(|p| p.index),
+                queues: Some(LeaderQueues {
+                    write_queue: q.write_queue,
+                    pending_writes: q.pending_writes,
+                    in_flight: q.in_flight.iter().map(|(id, (reqs, bytes))| (*id, *reqs, *bytes)).collect(),
+                }),
+            }
+        })
+    }
+
+    fn log_entry_bytes(&self) -> f64 {
+        self.stores.iter().find_map(|s| s.heap_bytes_per_entry(100_000)).unwrap_or(0.0)
+    }
+
     async fn verify(&self, writes: u64, limit: Duration) -> Result<(), PhaseError> {
-        verify(&self.nodes, &self.leader, self.base_index + writes, limit).await
+        let healthy = self.nodes.iter().filter(|(id, _)| Some(**id) != self.hung);
+        verify(healthy, &self.leader, self.base_index + writes, limit).await
     }
 
     async fn shutdown(self) -> Result<(), PhaseError> {
@@ -86,14 +136,16 @@ impl BenchCluster for QuorateCluster {
 /// Start the three nodes into `nodes`, initialize them and wait for a leader, which it returns.
 async fn boot(
     nodes: &mut BTreeMap<u64, Raft<QuorateTypes>>,
+    stores: &[LogStore],
     router: &Router,
     limit: Duration,
+    options: ClusterOptions,
 ) -> Result<(Raft<QuorateTypes>, u64), PhaseError> {
-    let config = config();
+    let config = config(options);
 
-    for id in NODE_IDS {
+    for (id, store) in NODE_IDS.into_iter().zip(stores) {
         let raft = within(Phase::Start, limit, async {
-            Raft::new(id, config.clone(), router.clone(), LogStore::default(), NoopStateMachine::default())
+            Raft::new(id, config.clone(), router.clone(), store.clone(), NoopStateMachine::default())
                 .await
                 .map_err(|e| PhaseError::new(Phase::Start, format_args!("node {id}: {e}")))
         })
@@ -142,10 +194,10 @@ async fn boot(
     Ok((leader, settled.last_log_index.unwrap_or(0)))
 }
 
-/// See [`BenchCluster::verify`]: the leader's log reaches `expected_last`, and every node
-/// applies up to the leader's last index.
+/// See [`BenchCluster::verify`]: the leader's log reaches `expected_last`, and every node of
+/// `nodes` applies up to the leader's last index.
 async fn verify(
-    nodes: &BTreeMap<u64, Raft<QuorateTypes>>,
+    nodes: impl Iterator<Item = (&u64, &Raft<QuorateTypes>)>,
     leader: &Raft<QuorateTypes>,
     expected_last: u64,
     limit: Duration,

@@ -14,23 +14,34 @@ use quorate::{
 };
 
 use super::QuorateTypes;
+use crate::hang::Hang;
 
 type C = QuorateTypes;
 
-/// Every node of the cluster by id. Filled once all nodes are built, before any RPC is sent.
+/// Every node of the cluster by id, and whether RPCs to it hang. Filled once all nodes are
+/// built, before any RPC is sent.
 #[derive(Clone, Default)]
 pub struct Router {
-    nodes: Arc<RwLock<BTreeMap<u64, Raft<C>>>>,
+    nodes: Arc<RwLock<Peers>>,
 }
+
+/// Each node's handle and whether RPCs to it hang.
+type Peers = BTreeMap<u64, (Raft<C>, Hang)>;
 
 impl Router {
     /// Make `raft` reachable as node `id`.
     pub fn add(&self, id: u64, raft: Raft<C>) {
-        self.nodes.write().unwrap_or_else(PoisonError::into_inner).insert(id, raft);
+        self.nodes.write().unwrap_or_else(PoisonError::into_inner).insert(id, (raft, Hang::default()));
     }
 
-    fn get(&self, id: u64) -> Option<Raft<C>> {
+    fn get(&self, id: u64) -> Option<(Raft<C>, Hang)> {
         self.nodes.read().unwrap_or_else(PoisonError::into_inner).get(&id).cloned()
+    }
+
+    /// From now on, node `id` takes every RPC sent to it and never answers (see [`Hang`]).
+    /// Returns whether `id` is known.
+    pub fn hang(&self, id: u64) -> bool {
+        self.get(id).map(|(_, hang)| hang.hang()).is_some()
     }
 
     /// Forget every node, dropping the handles the router held.
@@ -51,7 +62,7 @@ impl RaftNetworkFactory<C> for Router {
 pub struct DirectClient {
     router: Router,
     target: u64,
-    raft: Option<Raft<C>>,
+    raft: Option<(Raft<C>, Hang)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +74,7 @@ fn remote_fatal(e: RaftError) -> RPCError {
 }
 
 impl DirectClient {
-    fn target(&mut self) -> Result<Raft<C>, RPCError> {
+    fn target(&mut self) -> Result<(Raft<C>, Hang), RPCError> {
         if self.raft.is_none() {
             self.raft = self.router.get(self.target);
         }
@@ -77,11 +88,13 @@ impl RaftNetwork<C> for DirectClient {
         req: AppendEntriesRequest<C>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError> {
-        self.target()?.append_entries(req).await.map_err(remote_fatal)
+        let (target, hang) = self.target()?;
+        hang.call(target.append_entries(req)).await.map_err(remote_fatal)
     }
 
     async fn vote(&mut self, req: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError> {
-        self.target()?.vote(req).await.map_err(remote_fatal)
+        let (target, hang) = self.target()?;
+        hang.call(target.vote(req)).await.map_err(remote_fatal)
     }
 
     async fn install_snapshot(
@@ -89,11 +102,13 @@ impl RaftNetwork<C> for DirectClient {
         req: InstallSnapshotRequest<C>,
         _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<C>, RPCError> {
-        self.target()?.install_snapshot(req).await.map_err(remote_fatal)
+        let (target, hang) = self.target()?;
+        hang.call(target.install_snapshot(req)).await.map_err(remote_fatal)
     }
 
     async fn transfer_leader(&mut self, req: TransferLeaderRequest<C>, _option: RPCOption) -> Result<(), RPCError> {
-        self.target()?.handle_transfer_leader(req).await.map(|_started| ()).map_err(remote_fatal)
+        let (target, hang) = self.target()?;
+        hang.call(target.handle_transfer_leader(req)).await.map(|_started| ()).map_err(remote_fatal)
     }
 
     async fn stream_append<'s, S>(
@@ -104,8 +119,10 @@ impl RaftNetwork<C> for DirectClient {
     where
         S: Stream<Item = AppendEntriesRequest<C>> + Send + Unpin + 's,
     {
-        // The leader's request stream goes straight into the target: no channel, no task.
-        let target = self.target()?;
-        Ok(target.stream_append(input).map(|r| r.map_err(remote_fatal)).boxed())
+        // The leader's request stream goes straight into the target: no channel, no task. A
+        // hung target takes requests and drops them, and answers none.
+        let (target, hang) = self.target()?;
+        let requests = hang.requests(input);
+        Ok(hang.responses(target.stream_append(requests)).map(|r| r.map_err(remote_fatal)).boxed())
     }
 }
