@@ -808,6 +808,10 @@ impl<C: RaftTypeConfig> Raft<C> {
 
     /// A receiver of this node's metrics; it sees every change.
     ///
+    /// Copy what you need out of `borrow()` and drop the guard before awaiting anything: the
+    /// node publishes through the same lock, so a guard held across an await stalls the node
+    /// (on a single-threaded runtime, for good).
+    ///
     /// # Examples
     ///
     #[cfg_attr(feature = "testing", doc = "```")]

@@ -55,6 +55,16 @@ pub(crate) struct InFlightGauge {
     bytes: AtomicU64,
 }
 
+/// Clears a gauge when dropped: whatever ends a stream or a probe, nothing stays counted as in
+/// flight after it.
+struct GaugeReset(Arc<InFlightGauge>);
+
+impl Drop for GaugeReset {
+    fn drop(&mut self) {
+        self.0.set(0, 0);
+    }
+}
+
 impl InFlightGauge {
     fn set(&self, requests: u64, bytes: u64) {
         self.requests.store(requests, Ordering::Relaxed);
@@ -241,6 +251,8 @@ where
             };
             let option = RPCOption::new(st.config.rpc_timeout);
             let sent_at = Instant::now();
+            st.gauge.set(1, 0);
+            let _reset = GaugeReset(st.gauge.clone());
             let resp = match timeout(option.timeout, self.network.append_entries(req, option)).await {
                 Ok(r) => r.map_err(Stop::Retry)?,
                 Err(_) => return Err(Stop::Retry(RPCError::Timeout(option.timeout))),
@@ -297,6 +309,7 @@ where
         let mut in_flight: VecDeque<(Option<LogId<C>>, Instant, u64)> = VecDeque::new();
         let max_in_flight_bytes = st.config.max_in_flight_bytes;
         st.gauge.set(0, 0);
+        let _reset = GaugeReset(st.gauge.clone());
         let mut last_sent = st.matched;
         let mut sent_commit: Option<LogId<C>> = None;
         let mut next_heartbeat = Instant::now();

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio::time::timeout;
 use tracing::{debug, info};
 
-use super::{ReplicationCore, Stop};
+use super::{GaugeReset, ReplicationCore, Stop};
 use crate::RaftTypeConfig;
 use crate::core::SmMsg;
 use crate::error::{ErrorSubject, ErrorVerb, Fatal, RPCError, StorageError};
@@ -59,6 +59,8 @@ where
             let done = offset + want as u64 >= len;
             let req = InstallSnapshotRequest { vote: st.vote, meta: meta.clone(), offset, data: buf.clone(), done };
             let sent_at = tokio::time::Instant::now();
+            st.gauge.set(1, want as u64);
+            let _reset = GaugeReset(st.gauge.clone());
             let resp = match timeout(option.timeout, self.network.install_snapshot(req, option)).await {
                 Ok(r) => r.map_err(Stop::Retry)?,
                 Err(_) => return Err(Stop::Retry(RPCError::Timeout(option.timeout))),

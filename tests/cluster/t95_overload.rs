@@ -84,6 +84,13 @@ async fn hung_follower_costs_bounded_memory() {
     );
     let m = c.raft(leader).metrics().borrow().clone();
     assert!(m.replication_stalled_since.contains_key(&hung), "the hung target shows as stalled: {m:?}");
+    // Once the stream to the hung follower timed out, only its one probe at a time counts as
+    // in flight, not the abandoned stream's requests.
+    c.raft(leader)
+        .wait(Some(TIMEOUT))
+        .metrics(|m| m.queues.in_flight.get(&hung).is_some_and(|(reqs, _)| *reqs <= 1), "abandoned stream uncounted")
+        .await
+        .expect("the in-flight gauge of the hung follower drops to its probe");
     assert!(
         !m.replication_stalled_since.contains_key(&c.ids().into_iter().find(|i| *i != leader && *i != hung).unwrap())
     );
