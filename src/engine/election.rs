@@ -111,6 +111,11 @@ impl<C: RaftTypeConfig> Engine<C> {
             }
             // Granting a vote defers our own election, so the candidate has time to win.
             self.reset_election_deadline(now);
+        } else if !sticky && req.vote.term > self.state.vote.term {
+            // Raft §5.1: a newer term is adopted even when the vote is refused (here, for a log
+            // that is behind), so a stale leader steps down and our next campaign outbids it.
+            // A node that believes a leader is alive ignores the request entirely (§9.6).
+            self.see_greater_vote(now, Vote { term: req.vote.term, node_id: None, committed: false });
         }
         VoteResponse::new(self.state.vote, granted, last_log_id)
     }

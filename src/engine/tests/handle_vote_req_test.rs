@@ -70,14 +70,17 @@ fn vote_is_granted_only_to_an_up_to_date_candidate_of_an_open_term() {
         let resp = engine.handle_vote_req(now, &VoteRequest::new(case.req_vote, case.req_last));
 
         let name = case.name;
-        let vote_after = if case.granted { case.req_vote } else { case.my_vote };
+        // Raft §5.1: a refused request of a newer term still teaches its term (with no vote).
+        let adopts_term = !case.granted && case.req_vote.term > case.my_vote.term;
+        let vote_after = match (case.granted, adopts_term) {
+            (true, _) => case.req_vote,
+            (false, true) => no_vote(case.req_vote.term),
+            (false, false) => case.my_vote,
+        };
         let expected_resp = VoteResponse::new(vote_after, case.granted, my_last());
         assert_eq!(resp, expected_resp, "{name}");
-        let expected_commands = if case.granted && case.req_vote != case.my_vote {
-            vec![Command::SaveVote { vote: case.req_vote }]
-        } else {
-            vec![]
-        };
+        let expected_commands =
+            if vote_after != case.my_vote { vec![Command::SaveVote { vote: vote_after }] } else { vec![] };
         assert_eq!(engine.take_commands(), expected_commands, "{name}");
         assert_eq!(engine.state.vote, vote_after, "{name}");
         if case.granted {
@@ -85,6 +88,13 @@ fn vote_is_granted_only_to_an_up_to_date_candidate_of_an_open_term() {
             assert_eq!(engine.state.leader_id, None, "{name}");
             // Raft §5.2: granting a vote restarts the election timer.
             assert_deadline_after(&engine, now);
+        } else if adopts_term {
+            assert_eq!(engine.state.server_state, ServerState::Follower, "{name}");
+            assert_eq!(engine.state.leader_id, None, "{name}");
+            assert_eq!(engine.state.log_ids, state_before.log_ids, "{name}: the log is untouched");
+            assert_eq!(engine.state.committed, state_before.committed, "{name}");
+            // Only a granted vote restarts the timer: refusing one is no news of a leader.
+            assert_eq!(engine.election_deadline(), Some(untouched_deadline), "{name}");
         } else {
             assert_eq!(engine.state, state_before, "{name}: a rejection changes nothing");
             assert_eq!(engine.election_deadline(), Some(untouched_deadline), "{name}");
@@ -135,5 +145,30 @@ fn candidate_gives_up_when_granting_a_vote_of_a_newer_term() {
     assert_eq!(engine.take_commands(), vec![Command::SaveVote { vote: Vote::new(4, 3) }]);
     assert!(engine.candidate.is_none());
     assert_eq!(engine.state.server_state, ServerState::Follower);
+    assert_deadline_after(&engine, now);
+}
+
+/// Raft §5.1: a leader (without check-quorum, so not sticky) that sees a vote request of a newer
+/// term steps down and adopts the term, even though the candidate's log is behind and gets no
+/// vote.
+#[test]
+fn leader_adopts_a_newer_term_from_a_refused_candidate() {
+    let now = Instant::now();
+    let mut engine = EngineBuilder::node(1)
+        .vote(Vote::new_committed(2, 1))
+        .log([log_id(1, 0), log_id(1, 1), log_id(2, 2)])
+        .committed(log_id(2, 2))
+        .membership(log_id(1, 0), voters(&[1, 2, 3]))
+        .leader(1)
+        .build();
+
+    let req = VoteRequest::new(Vote::new(5, 3), Some(log_id(1, 1)));
+    let resp = engine.handle_vote_req(now, &req);
+
+    assert_eq!(resp, VoteResponse::new(no_vote(5), false, Some(log_id(2, 2))));
+    assert_eq!(engine.take_commands(), vec![Command::CloseReplicationStreams, Command::SaveVote { vote: no_vote(5) }]);
+    assert!(engine.leader.is_none());
+    assert_eq!(engine.state.server_state, ServerState::Follower);
+    // A former leader needs a timer of its own to campaign again.
     assert_deadline_after(&engine, now);
 }
