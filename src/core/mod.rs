@@ -195,6 +195,15 @@ where
             RpcMsg::AppendEntries { req, tx } => {
                 let (resp, wait_for) = self.engine.handle_append_entries(Instant::now(), req);
                 self.run_commands().await?;
+                if wait_for.is_some_and(|io| io.seq > self.engine.state.io.flushed.seq) {
+                    // A store that flushes within `append` has queued its notification already:
+                    // take it now, so the answer leaves this round instead of after a metrics
+                    // publish and another pass through the loop.
+                    while let Ok(n) = self.notify_rx.try_recv() {
+                        self.handle_notification(n)?;
+                    }
+                    self.run_commands().await?;
+                }
                 match wait_for {
                     Some(io) if io.seq > self.engine.state.io.flushed.seq => {
                         self.parked_append_responses.push_back((io.seq, tx, resp));

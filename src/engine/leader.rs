@@ -192,6 +192,8 @@ impl<C: RaftTypeConfig> Engine<C> {
         nodes.extend(ms.effective().nodes().iter().map(|(k, v)| (*k, v.clone())));
         nodes.remove(&me);
         leader.progress.retain(|id, _| nodes.contains_key(id));
+        // A removed node's acknowledgements count for nothing; forget them with it.
+        leader.acked.retain(|id, _| nodes.contains_key(id));
         for id in nodes.keys() {
             leader.progress.entry(*id).or_insert(None);
         }

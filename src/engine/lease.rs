@@ -13,7 +13,9 @@ impl<C: RaftTypeConfig> Engine<C> {
     /// followed this leader at that time.
     pub(crate) fn on_heartbeat_acked(&mut self, target: C::NodeId, vote: Vote<C>, sent_at: Instant) {
         let Some(leader) = self.leader.as_mut() else { return };
-        if leader.vote != vote {
+        // A late answer from a stream of another leadership, or to a node no longer replicated
+        // to, says nothing about this leadership's members.
+        if leader.vote != vote || !leader.progress.contains_key(&target) {
             return;
         }
         let acked = leader.acked.entry(target).or_insert(sent_at);

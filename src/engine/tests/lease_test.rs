@@ -261,3 +261,20 @@ fn leader_acked_by_a_minority_only_steps_down() {
     assert_eq!(engine.take_commands(), vec![Command::CloseReplicationStreams]);
     assert!(engine.leader.is_none());
 }
+
+/// Acknowledgements are kept only for nodes the leader replicates to: a removed node's entry is
+/// dropped with its stream, and a late answer from a node that is not a target is ignored.
+#[test]
+fn acks_are_kept_only_for_replication_targets() {
+    let t = Instant::now();
+    let mut engine = leader(voters(&[1, 2, 3]), t).acked(2, t + ms(1)).acked(3, t + ms(2)).build();
+
+    engine.on_heartbeat_acked(9, elected(), t + ms(3));
+    assert_eq!(acked_of(&engine), [(2, t + ms(1)), (3, t + ms(2))].into(), "node 9 is no target");
+
+    // Node 3 is gone from every config; recomputing the streams forgets it.
+    let two = crate::types::StoredMembership::new(Some(log_id(1, 0)), voters(&[1, 2]));
+    engine.state.membership = crate::engine::MembershipState::new(two.clone(), two);
+    engine.update_replication_streams();
+    assert_eq!(acked_of(&engine), [(2, t + ms(1))].into());
+}
