@@ -102,16 +102,21 @@ fn vote_is_granted_only_to_an_up_to_date_candidate_of_an_open_term() {
     }
 }
 
-#[test]
-fn leader_steps_down_when_granting_a_vote_of_a_newer_term() {
-    let now = Instant::now();
-    let mut engine = EngineBuilder::node(1)
+/// Node 1, leader of term 2 (check-quorum off, so not sticky), log `[T1.0, T1.1, T2.2]`.
+fn leader_of_term_2() -> crate::engine::Engine<UTConfig> {
+    EngineBuilder::node(1)
         .vote(Vote::new_committed(2, 1))
         .log([log_id(1, 0), log_id(1, 1), log_id(2, 2)])
         .committed(log_id(2, 2))
         .membership(log_id(1, 0), voters(&[1, 2, 3]))
         .leader(1)
-        .build();
+        .build()
+}
+
+#[test]
+fn leader_steps_down_when_granting_a_vote_of_a_newer_term() {
+    let now = Instant::now();
+    let mut engine = leader_of_term_2();
 
     let req = VoteRequest::new(Vote::new(3, 3), Some(log_id(2, 2)));
     let resp = engine.handle_vote_req(now, &req);
@@ -154,13 +159,7 @@ fn candidate_gives_up_when_granting_a_vote_of_a_newer_term() {
 #[test]
 fn leader_adopts_a_newer_term_from_a_refused_candidate() {
     let now = Instant::now();
-    let mut engine = EngineBuilder::node(1)
-        .vote(Vote::new_committed(2, 1))
-        .log([log_id(1, 0), log_id(1, 1), log_id(2, 2)])
-        .committed(log_id(2, 2))
-        .membership(log_id(1, 0), voters(&[1, 2, 3]))
-        .leader(1)
-        .build();
+    let mut engine = leader_of_term_2();
 
     let req = VoteRequest::new(Vote::new(5, 3), Some(log_id(1, 1)));
     let resp = engine.handle_vote_req(now, &req);
