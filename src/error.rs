@@ -284,6 +284,11 @@ pub enum TransferLeaderError<C: RaftTypeConfig> {
     /// The target did not take over in time; this node leads on and accepts writes again.
     #[error("node {0} did not take over in time")]
     Timeout(C::NodeId),
+    /// A transfer to another node (named here) is in progress; nothing was started. Wait for
+    /// it to end (it succeeds, or times out after twice the maximum election timeout), then
+    /// ask again.
+    #[error("a leadership transfer to node {0} is in progress")]
+    InProgress(C::NodeId),
 }
 
 impl<C: RaftTypeConfig> fmt::Debug for TransferLeaderError<C> {

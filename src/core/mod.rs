@@ -91,8 +91,8 @@ where
     pub(crate) installing: Option<Box<C::SnapshotData>>,
     /// Linearizable reads waiting for a quorum to confirm this leader.
     pub(crate) pending_reads: Vec<read::PendingRead<C>>,
-    /// The caller of a leadership transfer in progress.
-    pub(crate) pending_transfer: Option<read::PendingTransfer<C>>,
+    /// The callers of the leadership transfer in progress (all for the same target).
+    pub(crate) pending_transfers: Vec<read::PendingTransfer<C>>,
     /// Since when each kind of progress is stuck.
     pub(crate) progress: progress::ProgressWatch<C>,
     /// When a leader whose log store is stuck must step down.

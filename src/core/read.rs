@@ -20,7 +20,7 @@ pub(crate) struct PendingRead<C: RaftTypeConfig> {
     tx: ReadResponder<C>,
 }
 
-/// The caller of a leadership transfer in progress.
+/// A caller of the leadership transfer in progress.
 pub(crate) struct PendingTransfer<C: RaftTypeConfig> {
     to: C::NodeId,
     tx: oneshot::Sender<Result<(), TransferLeaderError<C>>>,
@@ -91,28 +91,31 @@ where
             Err(TransferRejected::NotAVoter) => {
                 let _ = tx.send(Err(TransferLeaderError::NotAVoter(to)));
             }
+            Err(TransferRejected::InProgress(other)) => {
+                let _ = tx.send(Err(TransferLeaderError::InProgress(other)));
+            }
             Ok(()) if to == self.engine.id() => {
                 let _ = tx.send(Ok(()));
             }
-            Ok(()) => {
-                if let Some(old) = self.pending_transfer.replace(PendingTransfer { to, tx }) {
-                    let _ = old.tx.send(Err(TransferLeaderError::Timeout(old.to)));
-                }
-            }
+            // A new transfer, or the one in progress asked for again: every caller waits for it.
+            Ok(()) => self.pending_transfers.push(PendingTransfer { to, tx }),
         }
     }
 
-    /// Answer the transfer caller once this node stopped leading, or the transfer expired.
+    /// Answer the transfer callers once this node stopped leading, or the transfer expired.
     pub(crate) fn check_pending_transfer(&mut self) {
-        let Some(p) = &self.pending_transfer else { return };
-        let result = if self.engine.leader.is_none() {
-            Ok(())
+        if self.pending_transfers.is_empty() {
+            return;
+        }
+        let succeeded = if self.engine.leader.is_none() {
+            true
         } else if !self.engine.is_transferring() {
-            Err(TransferLeaderError::Timeout(p.to))
+            false
         } else {
             return;
         };
-        if let Some(p) = self.pending_transfer.take() {
+        for p in self.pending_transfers.drain(..) {
+            let result = if succeeded { Ok(()) } else { Err(TransferLeaderError::Timeout(p.to)) };
             let _ = p.tx.send(result);
         }
     }

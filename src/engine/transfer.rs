@@ -11,23 +11,34 @@ use crate::raft::TransferLeaderRequest;
 
 /// Why a leadership transfer was not started.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum TransferRejected {
+pub(crate) enum TransferRejected<C: RaftTypeConfig> {
     NotLeader,
     /// The target is not a voter of the effective membership.
     NotAVoter,
+    /// A transfer to this other node is in progress.
+    InProgress(C::NodeId),
 }
 
 impl<C: RaftTypeConfig> Engine<C> {
     /// Start handing leadership to `to`. Until the transfer ends, client writes are refused;
     /// it ends when another leader takes over, or at the deadline (twice the maximum election
     /// timeout), after which writes are accepted again.
-    pub(crate) fn transfer_leader(&mut self, now: Instant, to: C::NodeId) -> Result<(), TransferRejected> {
+    ///
+    /// Asking again for the transfer in progress joins it; asking for another target is refused
+    /// until it ends: the first target may already have been told to campaign, and two nodes
+    /// told so would only split the vote.
+    pub(crate) fn transfer_leader(&mut self, now: Instant, to: C::NodeId) -> Result<(), TransferRejected<C>> {
         let Some(leader) = self.leader.as_mut() else { return Err(TransferRejected::NotLeader) };
         if !self.state.membership.effective().is_voter(&to) {
             return Err(TransferRejected::NotAVoter);
         }
         if to == self.config.id {
             return Ok(());
+        }
+        match &leader.transfer {
+            Some(t) if t.to == to => return Ok(()),
+            Some(t) => return Err(TransferRejected::InProgress(t.to)),
+            None => {}
         }
         let deadline = now + 2 * self.config.election_timeout_max;
         info!(id = %self.config.id, %to, "transferring leadership");

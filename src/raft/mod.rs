@@ -233,7 +233,7 @@ impl<C: RaftTypeConfig> Raft<C> {
             receiving: None,
             installing: None,
             pending_reads: Vec::new(),
-            pending_transfer: None,
+            pending_transfers: Vec::new(),
             progress: crate::core::ProgressWatch::new(tokio::time::Instant::now()),
             io_stall_deadline: None,
         };
@@ -972,7 +972,9 @@ impl<C: RaftTypeConfig> Trigger<'_, C> {
     /// # Errors
     /// [`TransferLeaderError::Timeout`] if `to` did not take over within twice the maximum
     /// election timeout (this node then leads on and accepts writes again);
-    /// `ForwardToLeader` if this node is not the leader; `NotAVoter`.
+    /// `ForwardToLeader` if this node is not the leader; `NotAVoter`; `InProgress` if a
+    /// transfer to another node has not ended yet (asking again for the same target joins the
+    /// transfer in progress).
     pub async fn transfer_leader(&self, to: C::NodeId) -> Result<(), RaftError<TransferLeaderError<C>>> {
         let (tx, rx) = oneshot::channel();
         self.raft.send_api(ApiMsg::TransferLeader { to, tx }).await?;

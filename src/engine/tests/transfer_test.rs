@@ -297,3 +297,29 @@ fn learner_ignores_a_transfer() {
     assert_eq!(engine.take_commands(), vec![]);
     assert_eq!(engine.state.server_state, ServerState::Learner);
 }
+
+#[test]
+fn transfer_to_another_node_is_refused_while_one_is_in_progress() {
+    let now = Instant::now();
+    let deadline = now + 2 * TIMEOUT_MAX;
+    let mut engine = transferring(log_id(2, 3), deadline, true);
+
+    // Node 2 may already be campaigning; telling node 3 too would only split the vote.
+    assert_eq!(engine.transfer_leader(now, 3), Err(TransferRejected::InProgress(2)));
+
+    assert_eq!(engine.take_commands(), vec![]);
+    assert_eq!(transfer_of(&engine), Some(Transfer { to: 2, deadline, sent: true }));
+}
+
+#[test]
+fn asking_again_for_the_transfer_in_progress_joins_it() {
+    let now = Instant::now();
+    let deadline = now + 2 * TIMEOUT_MAX;
+    let mut engine = transferring(log_id(2, 3), deadline, true);
+
+    assert_eq!(engine.transfer_leader(now + Duration::from_millis(10), 2), Ok(()));
+
+    // Not restarted: the deadline stands and the target is not told twice.
+    assert_eq!(engine.take_commands(), vec![]);
+    assert_eq!(transfer_of(&engine), Some(Transfer { to: 2, deadline, sent: true }));
+}

@@ -155,6 +155,10 @@ pub(crate) async fn transfer_leader(
             forward::to_leader(&state, &Incoming::new(method, &uri, &headers, body), &f).await
         }
         Ok(Err(RaftError::APIError(e @ TransferLeaderError::NotAVoter(_)))) => ApiError::bad_request(e).into_response(),
+        // Nothing was started: a 4xx, as for every request that certainly did not happen.
+        Ok(Err(RaftError::APIError(e @ TransferLeaderError::InProgress(_)))) => {
+            ApiError::rejected(StatusCode::CONFLICT, "transfer_in_progress", e).into_response()
+        }
         Ok(Err(RaftError::APIError(e @ TransferLeaderError::Timeout(_)))) => {
             ApiError::unknown(StatusCode::GATEWAY_TIMEOUT, "timeout", e).into_response()
         }
