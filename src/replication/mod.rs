@@ -349,8 +349,16 @@ where
                             while in_flight.front().is_some_and(|(l, _, _)| *l <= matched) {
                                 acked_at = in_flight.pop_front().map(|(_, sent_at, _)| sent_at);
                             }
-                            answer_deadline = Instant::now() + rpc_timeout;
+                            let now = Instant::now();
+                            answer_deadline = now + rpc_timeout;
                             st.report(matched, acked_at);
+                            // The last answer in flight is what usually lets RaftCore commit: look
+                            // for a newer commit index in `commit_grace` rather than being woken
+                            // for it (each commit would wake every stream).
+                            if in_flight.is_empty() && !commit_timer {
+                                commit_timer = true;
+                                next_heartbeat = next_heartbeat.min(now + commit_grace);
+                            }
                         }
                         AppendEntriesResponse::Conflict { .. } => {
                             st.report(st.matched, in_flight.front().map(|(_, t, _)| *t));
@@ -393,7 +401,7 @@ where
                 }
                 // While requests are in flight their answers wake this loop, and it looks at
                 // the commit index then: no wake-up per commit.
-                r = st.committed.changed(), if !send_now && in_flight.is_empty() => {
+                r = st.committed.changed(), if !send_now && in_flight.is_empty() && !commit_timer => {
                     if r.is_err() { return Err(Stop::LeadershipEnded); }
                 }
                 r = st.heartbeat.changed() => {
