@@ -257,6 +257,14 @@ where
         Ok(())
     }
 
+    /// Whether the loop has input it will handle without waiting: then the coming round is
+    /// certain to publish again, so this one may skip the metrics.
+    fn input_queued(&self) -> bool {
+        !self.notify_rx.is_empty()
+            || !self.rpc_rx.is_empty()
+            || (!self.write_rx.is_empty() && self.responders.len() < self.config.max_pending_writes as usize)
+    }
+
     pub(crate) fn forward_to_leader(&self) -> ForwardToLeader<C> {
         // While handing leadership over, point clients at the node taking over.
         let transfer_to = self.engine.leader.as_ref().and_then(|l| l.transfer.as_ref()).map(|t| t.to);
@@ -317,21 +325,6 @@ where
             }
             changed
         });
-    }
-}
-
-impl<C, N, LS> RaftCore<C, N, LS>
-where
-    C: RaftTypeConfig,
-    N: RaftNetworkFactory<C>,
-    LS: RaftLogStorage<C>,
-{
-    /// Whether the loop has input it will handle without waiting: then the coming round is
-    /// certain to publish again, so this one may skip the metrics.
-    fn input_queued(&self) -> bool {
-        !self.notify_rx.is_empty()
-            || !self.rpc_rx.is_empty()
-            || (!self.write_rx.is_empty() && self.responders.len() < self.config.max_pending_writes as usize)
     }
 }
 

@@ -48,6 +48,34 @@ pub(crate) struct IOProgress<C: RaftTypeConfig> {
     pub(crate) purged: Option<LogId<C>>,
 }
 
+/// When a pipeline sends its next request without entries: a heartbeat after
+/// `heartbeat_interval` of silence, or sooner, after `commit_grace`, to carry a newer commit
+/// index that no request with entries took along.
+struct SendTimer {
+    next: Instant,
+    /// Whether `next` was pulled in for a commit index.
+    commit_armed: bool,
+    heartbeat: std::time::Duration,
+    commit_grace: std::time::Duration,
+}
+
+impl SendTimer {
+    /// A request left at `now`; it carried the latest commit index.
+    fn sent(&mut self, now: Instant) {
+        self.next = now + self.heartbeat;
+        self.commit_armed = false;
+    }
+
+    /// A newer commit index may be waiting: send it by `now + commit_grace` unless a request
+    /// with entries takes it first.
+    fn arm_commit(&mut self, now: Instant) {
+        if !self.commit_armed {
+            self.commit_armed = true;
+            self.next = self.next.min(now + self.commit_grace);
+        }
+    }
+}
+
 /// What one stream has in flight, readable by RaftCore for metrics.
 #[derive(Debug, Default)]
 pub(crate) struct InFlightGauge {
@@ -312,10 +340,8 @@ where
         let _reset = GaugeReset(st.gauge.clone());
         let mut last_sent = st.matched;
         let mut sent_commit: Option<LogId<C>> = None;
-        let mut next_heartbeat = Instant::now();
-        let commit_grace = heartbeat / 16;
-        // Whether `next_heartbeat` was pulled in to send a newer commit index.
-        let mut commit_timer = false;
+        let mut timer =
+            SendTimer { next: Instant::now(), commit_armed: false, heartbeat, commit_grace: heartbeat / 16 };
         let mut answer_deadline = Instant::now() + rpc_timeout;
         loop {
             let submitted = st.current_submitted()?;
@@ -328,9 +354,8 @@ where
             // A newer commit index rides on the next request with entries. Under load one comes
             // soon, so the commit costs no request of its own; once nothing is in flight and
             // nothing new arrived for `commit_grace`, the heartbeat timer sends it alone.
-            if committed > sent_commit && in_flight.is_empty() && !send_now && !commit_timer {
-                commit_timer = true;
-                next_heartbeat = next_heartbeat.min(Instant::now() + commit_grace);
+            if committed > sent_commit && in_flight.is_empty() && !send_now && !timer.commit_armed {
+                timer.arm_commit(Instant::now());
             }
             tokio::select! {
                 biased;
@@ -355,9 +380,8 @@ where
                             // The last answer in flight is what usually lets RaftCore commit: look
                             // for a newer commit index in `commit_grace` rather than being woken
                             // for it (each commit would wake every stream).
-                            if in_flight.is_empty() && !commit_timer {
-                                commit_timer = true;
-                                next_heartbeat = next_heartbeat.min(now + commit_grace);
+                            if in_flight.is_empty() {
+                                timer.arm_commit(now);
                             }
                         }
                         AppendEntriesResponse::Conflict { .. } => {
@@ -370,25 +394,25 @@ where
                 permit = tx.reserve(), if send_now => {
                     let Ok(permit) = permit else { return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream input closed")))) };
                     let (req, bytes) = st.next_request(last_sent, submitted.last_log_id, committed).await?;
+                    let now = Instant::now();
                     if in_flight.is_empty() {
-                        answer_deadline = Instant::now() + rpc_timeout;
+                        answer_deadline = now + rpc_timeout;
                     }
                     last_sent = req.last_log_id();
                     sent_commit = committed;
-                    commit_timer = false;
-                    in_flight.push_back((last_sent, Instant::now(), bytes));
-                    next_heartbeat = Instant::now() + heartbeat;
+                    in_flight.push_back((last_sent, now, bytes));
+                    timer.sent(now);
                     permit.send(req);
                 }
-                _ = sleep_until(next_heartbeat), if room && !send_now => {
+                _ = sleep_until(timer.next), if room && !send_now => {
                     let req = AppendEntriesRequest { vote: st.vote, prev_log_id: last_sent, entries: vec![], leader_commit: committed };
+                    let now = Instant::now();
                     if in_flight.is_empty() {
-                        answer_deadline = Instant::now() + rpc_timeout;
+                        answer_deadline = now + rpc_timeout;
                     }
-                    in_flight.push_back((last_sent, Instant::now(), 0));
+                    in_flight.push_back((last_sent, now, 0));
                     sent_commit = committed;
-                    commit_timer = false;
-                    next_heartbeat = Instant::now() + heartbeat;
+                    timer.sent(now);
                     if tx.try_send(req).is_err() {
                         return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream input full"))));
                     }
@@ -401,13 +425,13 @@ where
                 }
                 // While requests are in flight their answers wake this loop, and it looks at
                 // the commit index then: no wake-up per commit.
-                r = st.committed.changed(), if !send_now && in_flight.is_empty() && !commit_timer => {
+                r = st.committed.changed(), if !send_now && in_flight.is_empty() && !timer.commit_armed => {
                     if r.is_err() { return Err(Stop::LeadershipEnded); }
                 }
                 r = st.heartbeat.changed() => {
                     if r.is_err() { return Err(Stop::LeadershipEnded); }
                     // A read waits for a quorum to acknowledge a request sent after it.
-                    next_heartbeat = Instant::now();
+                    timer.next = Instant::now();
                 }
             }
         }
