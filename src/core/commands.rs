@@ -151,6 +151,7 @@ where
                 self.watches.heartbeat.subscribe(),
                 self.notify_tx.clone(),
                 self.sm_tx.clone(),
+                self.clock,
             );
             if self.replications.insert(t.id, handle).is_some() {
                 warn!(target = %t.id, "replaced a replication stream");

@@ -12,6 +12,7 @@
 //!                                        └─► watch: submitted, committed, metrics
 //! ```
 
+mod clock;
 mod commands;
 mod membership;
 mod message;
@@ -25,6 +26,7 @@ mod write;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+pub(crate) use clock::Clock;
 pub(crate) use message::{ApiMsg, MembershipResponder, Notification, ReadResponder, RpcMsg, WriteMsg, WriteResponder};
 pub(crate) use progress::{ProgressWatch, Stalls};
 pub(crate) use sm_worker::{SmMsg, StateMachineWorker};
@@ -97,6 +99,8 @@ where
     pub(crate) progress: progress::ProgressWatch<C>,
     /// When a leader whose log store is stuck must step down.
     pub(crate) io_stall_deadline: Option<Instant>,
+    /// Where this node reads the time: every `now` the Engine gets comes from here.
+    pub(crate) clock: Clock,
 }
 
 impl<C, N, LS> RaftCore<C, N, LS>
@@ -119,7 +123,7 @@ where
     }
 
     async fn run_loop(&mut self) -> Result<(), Fatal> {
-        self.engine.startup(Instant::now());
+        self.engine.startup(self.clock.now());
         self.run_commands().await?;
         loop {
             self.publish();
@@ -145,14 +149,14 @@ where
                     // Every handle is gone: nobody can use this node any more.
                     None => return Ok(()),
                 },
-                _ = sleep_until(deadline) => self.engine.handle_timeout(Instant::now()),
-                _ = sleep_until(self.io_stall_deadline) => {
+                _ = sleep_until(self.clock, deadline) => self.engine.handle_timeout(self.clock.now()),
+                _ = sleep_until(self.clock, self.io_stall_deadline) => {
                     error!(
                         id = %self.engine.id(), stalled_for = ?self.config.max_log_io_stall,
                         "the log store has made no progress; stepping down so a node with a working disk can lead"
                     );
                     self.io_stall_deadline = None;
-                    self.engine.on_log_io_stalled(Instant::now());
+                    self.engine.on_log_io_stalled(self.clock.now());
                 }
             }
             self.run_commands().await?;
@@ -168,14 +172,14 @@ where
                 self.engine.on_log_flushed(io);
             }
             Notification::VoteResponse { target, resp } => match resp {
-                Ok(resp) => self.engine.handle_vote_resp(Instant::now(), target, &resp),
+                Ok(resp) => self.engine.handle_vote_resp(self.clock.now(), target, &resp),
                 Err(e) => debug!(%target, error = %e, "vote request failed"),
             },
             Notification::Replication { target, vote, result, acked_at } => {
                 if let Some(t) = acked_at {
                     self.engine.on_heartbeat_acked(target, vote, t);
                 }
-                self.engine.on_replication_progress(Instant::now(), target, vote, result);
+                self.engine.on_replication_progress(self.clock.now(), target, vote, result);
             }
             Notification::Applied { last } => self.engine.on_applied(last),
             Notification::SnapshotBuilt { result } => match result {
@@ -193,7 +197,7 @@ where
     async fn handle_rpc(&mut self, m: RpcMsg<C>) -> Result<(), Fatal> {
         match m {
             RpcMsg::AppendEntries { req, tx } => {
-                let (resp, wait_for) = self.engine.handle_append_entries(Instant::now(), req);
+                let (resp, wait_for) = self.engine.handle_append_entries(self.clock.now(), req);
                 self.run_commands().await?;
                 if wait_for.is_some_and(|io| io.seq > self.engine.state.io.flushed.seq) {
                     // A store that flushes within `append` has queued its notification already:
@@ -214,7 +218,7 @@ where
                 }
             }
             RpcMsg::TransferLeader { req, tx } => {
-                let accepted = self.engine.handle_transfer_leader(Instant::now(), &req);
+                let accepted = self.engine.handle_transfer_leader(self.clock.now(), &req);
                 self.run_commands().await?;
                 let _ = tx.send(accepted);
             }
@@ -223,7 +227,7 @@ where
                 let _ = tx.send(resp);
             }
             RpcMsg::Vote { req, tx } => {
-                let resp = self.engine.handle_vote_req(Instant::now(), &req);
+                let resp = self.engine.handle_vote_req(self.clock.now(), &req);
                 // The vote must be durable before the answer leaves.
                 self.run_commands().await?;
                 let _ = tx.send(resp);
@@ -242,12 +246,12 @@ where
                 } else if !membership.is_voter(&self.engine.id()) {
                     let _ = tx.send(Err(InitializeError::NotAVoter));
                 } else {
-                    self.engine.initialize(Instant::now(), membership);
+                    self.engine.initialize(self.clock.now(), membership);
                     self.run_commands().await?;
                     let _ = tx.send(Ok(()));
                 }
             }
-            ApiMsg::Elect => self.engine.elect_forced(Instant::now()),
+            ApiMsg::Elect => self.engine.elect_forced(self.clock.now()),
             ApiMsg::GetReadLogId { policy, tx } => self.handle_get_read_log_id(policy, tx),
             ApiMsg::TransferLeader { to, tx } => self.handle_transfer_leader_api(to, tx),
             ApiMsg::TriggerSnapshot => self.engine.trigger_snapshot(),
@@ -294,7 +298,7 @@ where
             *cur = committed;
             changed
         });
-        let now = Instant::now();
+        let now = self.clock.now();
         let stalls = self.progress.observe(&self.engine, now);
         self.io_stall_deadline = match (&self.engine.leader, stalls.log_io) {
             (Some(_), Some(since)) => Some(since + self.config.max_log_io_stall),
@@ -328,10 +332,10 @@ where
     }
 }
 
-/// Sleep until `deadline`, or forever if there is none.
-async fn sleep_until(deadline: Option<Instant>) {
+/// Sleep until `clock` shows `deadline`, or forever if there is none.
+async fn sleep_until(clock: Clock, deadline: Option<Instant>) {
     match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
+        Some(d) => clock.sleep_until(d).await,
         None => std::future::pending().await,
     }
 }

@@ -34,7 +34,7 @@ where
 {
     /// Start a read: answer at once under a valid lease, else after the next quorum ack.
     pub(crate) fn handle_get_read_log_id(&mut self, policy: ReadPolicy, tx: ReadResponder<C>) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let Some(read_log_id) = self.engine.read_log_id() else {
             let _ = tx.send(Err(LinearizableReadError::ForwardToLeader(self.forward_to_leader())));
             return;
@@ -61,7 +61,7 @@ where
             }
             return;
         }
-        let Some(acked) = self.engine.quorum_acked_at(Instant::now()) else { return };
+        let Some(acked) = self.engine.quorum_acked_at(self.clock.now()) else { return };
         let applied = self.engine.state.applied;
         let committed = self.engine.state.committed;
         let mut i = 0;
@@ -84,7 +84,7 @@ where
         to: C::NodeId,
         tx: oneshot::Sender<Result<(), TransferLeaderError<C>>>,
     ) {
-        match self.engine.transfer_leader(Instant::now(), to) {
+        match self.engine.transfer_leader(self.clock.now(), to) {
             Err(TransferRejected::NotLeader) => {
                 let _ = tx.send(Err(TransferLeaderError::ForwardToLeader(self.forward_to_leader())));
             }

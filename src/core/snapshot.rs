@@ -5,7 +5,6 @@ use std::io::SeekFrom;
 
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 use tracing::debug;
 
 use crate::core::{RaftCore, SmMsg};
@@ -47,7 +46,7 @@ where
         &mut self,
         req: InstallSnapshotRequest<C>,
     ) -> Result<InstallSnapshotResponse<C>, Fatal> {
-        if let Err(vote) = self.engine.accept_leader(Instant::now(), req.vote) {
+        if let Err(vote) = self.engine.accept_leader(self.clock.now(), req.vote) {
             return Ok(InstallSnapshotResponse { vote, next_offset: 0 });
         }
         self.run_commands().await?;

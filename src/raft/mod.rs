@@ -18,7 +18,7 @@ use tracing::{Instrument, info_span};
 
 use crate::ServerState;
 use crate::config::Config;
-use crate::core::{ApiMsg, RaftCore, RpcMsg, StateMachineWorker, Watches, WriteMsg, load_state};
+use crate::core::{ApiMsg, Clock, RaftCore, RpcMsg, StateMachineWorker, Watches, WriteMsg, load_state};
 use crate::engine::{Engine, EngineConfig, LogIOId};
 use crate::error::{ClientWriteError, Fatal, InitializeError, LinearizableReadError, RaftError, TransferLeaderError};
 use crate::metrics::{RaftMetrics, Wait};
@@ -152,8 +152,49 @@ impl<C: RaftTypeConfig> Raft<C> {
         id: C::NodeId,
         config: Arc<Config>,
         network: N,
+        log_store: LS,
+        state_machine: SM,
+    ) -> Result<Self, Fatal>
+    where
+        N: RaftNetworkFactory<C>,
+        LS: RaftLogStorage<C>,
+        SM: RaftStateMachine<C>,
+    {
+        Self::start(id, config, network, log_store, state_machine, Clock::default()).await
+    }
+
+    /// Start node `id` as [`Raft::new`] does, on a clock that runs `rate` times as fast as the
+    /// runtime's (1.01: one percent fast). Every time this node reads — election deadlines,
+    /// heartbeats, the leader lease, check-quorum — is on that clock, so a test can give the
+    /// nodes of one cluster drifting clocks and check what [`ReadPolicy::LeaseRead`] assumes
+    /// about drift. Test kit only.
+    ///
+    /// # Errors
+    /// As [`Raft::new`].
+    #[cfg(feature = "testing")]
+    pub async fn new_with_clock_rate<N, LS, SM>(
+        id: C::NodeId,
+        config: Arc<Config>,
+        network: N,
+        log_store: LS,
+        state_machine: SM,
+        rate: f64,
+    ) -> Result<Self, Fatal>
+    where
+        N: RaftNetworkFactory<C>,
+        LS: RaftLogStorage<C>,
+        SM: RaftStateMachine<C>,
+    {
+        Self::start(id, config, network, log_store, state_machine, Clock::with_rate(rate)).await
+    }
+
+    async fn start<N, LS, SM>(
+        id: C::NodeId,
+        config: Arc<Config>,
+        network: N,
         mut log_store: LS,
         mut state_machine: SM,
+        clock: Clock,
     ) -> Result<Self, Fatal>
     where
         N: RaftNetworkFactory<C>,
@@ -234,8 +275,9 @@ impl<C: RaftTypeConfig> Raft<C> {
             installing: None,
             pending_reads: Vec::new(),
             pending_transfers: Vec::new(),
-            progress: crate::core::ProgressWatch::new(tokio::time::Instant::now()),
+            progress: crate::core::ProgressWatch::new(clock.now()),
             io_stall_deadline: None,
+            clock,
         };
         let core = tokio::spawn(core.run());
 

@@ -25,12 +25,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio::time::{Instant, timeout};
 use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::RaftTypeConfig;
 use crate::config::Config;
-use crate::core::{Notification, SmMsg};
+use crate::core::{Clock, Notification, SmMsg};
 use crate::engine::ReplicationResult;
 use crate::error::{Fatal, RPCError};
 use crate::network::{RPCOption, RaftNetwork};
@@ -132,6 +132,7 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
         heartbeat: watch::Receiver<u64>,
         notify: mpsc::UnboundedSender<Notification<C>>,
         sm: mpsc::UnboundedSender<SmMsg<C>>,
+        clock: Clock,
     ) -> Self
     where
         N: RaftNetwork<C>,
@@ -152,6 +153,7 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
                 sm,
                 gauge: gauge.clone(),
                 matched: None,
+                clock,
             },
         };
         let span = debug_span!("replication", id = %leader, %target);
@@ -207,6 +209,8 @@ struct StreamState<C: RaftTypeConfig, LR> {
     gauge: Arc<InFlightGauge>,
     /// The follower's log matches the leader's up to here, durably.
     matched: Option<LogId<C>>,
+    /// The leader's clock: send times are read on it, so they compare with the Engine's `now`.
+    clock: Clock,
 }
 
 /// A probe's outcome.
@@ -242,12 +246,12 @@ where
                     }
                     Err(_) => {
                         debug!("sending the snapshot failed; retrying after a backoff");
-                        sleep(self.state.config.heartbeat_interval).await;
+                        self.state.clock.sleep(self.state.config.heartbeat_interval).await;
                     }
                 },
                 Stop::Retry(e) => {
                     debug!(error = %e, "replication failed; retrying after a backoff");
-                    sleep(self.state.config.heartbeat_interval).await;
+                    self.state.clock.sleep(self.state.config.heartbeat_interval).await;
                 }
                 Stop::Fatal(f) => {
                     let _ = self.state.notify.send(Notification::Fatal(f));
@@ -278,7 +282,7 @@ where
                 leader_commit: *st.committed.borrow(),
             };
             let option = RPCOption::new(st.config.rpc_timeout);
-            let sent_at = Instant::now();
+            let sent_at = st.clock.now();
             st.gauge.set(1, 0);
             let _reset = GaugeReset(st.gauge.clone());
             let resp = match timeout(option.timeout, self.network.append_entries(req, option)).await {
@@ -341,8 +345,8 @@ where
         let mut last_sent = st.matched;
         let mut sent_commit: Option<LogId<C>> = None;
         let mut timer =
-            SendTimer { next: Instant::now(), commit_armed: false, heartbeat, commit_grace: heartbeat / 16 };
-        let mut answer_deadline = Instant::now() + rpc_timeout;
+            SendTimer { next: st.clock.now(), commit_armed: false, heartbeat, commit_grace: heartbeat / 16 };
+        let mut answer_deadline = st.clock.now() + rpc_timeout;
         loop {
             let submitted = st.current_submitted()?;
             let committed = *st.committed.borrow_and_update();
@@ -355,7 +359,7 @@ where
             // soon, so the commit costs no request of its own; once nothing is in flight and
             // nothing new arrived for `commit_grace`, the heartbeat timer sends it alone.
             if committed > sent_commit && in_flight.is_empty() && !send_now && !timer.commit_armed {
-                timer.arm_commit(Instant::now());
+                timer.arm_commit(st.clock.now());
             }
             tokio::select! {
                 biased;
@@ -374,7 +378,7 @@ where
                             while in_flight.front().is_some_and(|(l, _, _)| *l <= matched) {
                                 acked_at = in_flight.pop_front().map(|(_, sent_at, _)| sent_at);
                             }
-                            let now = Instant::now();
+                            let now = st.clock.now();
                             answer_deadline = now + rpc_timeout;
                             st.report(matched, acked_at);
                             // The last answer in flight is what usually lets RaftCore commit: look
@@ -394,7 +398,7 @@ where
                 permit = tx.reserve(), if send_now => {
                     let Ok(permit) = permit else { return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream input closed")))) };
                     let (req, bytes) = st.next_request(last_sent, submitted.last_log_id, committed).await?;
-                    let now = Instant::now();
+                    let now = st.clock.now();
                     if in_flight.is_empty() {
                         answer_deadline = now + rpc_timeout;
                     }
@@ -404,9 +408,9 @@ where
                     timer.sent(now);
                     permit.send(req);
                 }
-                _ = sleep_until(timer.next), if room && !send_now => {
+                _ = st.clock.sleep_until(timer.next), if room && !send_now => {
                     let req = AppendEntriesRequest { vote: st.vote, prev_log_id: last_sent, entries: vec![], leader_commit: committed };
-                    let now = Instant::now();
+                    let now = st.clock.now();
                     if in_flight.is_empty() {
                         answer_deadline = now + rpc_timeout;
                     }
@@ -417,7 +421,7 @@ where
                         return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream input full"))));
                     }
                 }
-                _ = sleep_until(answer_deadline), if !in_flight.is_empty() => {
+                _ = st.clock.sleep_until(answer_deadline), if !in_flight.is_empty() => {
                     return Err(Stop::Retry(RPCError::Timeout(rpc_timeout)));
                 }
                 r = st.submitted.changed(), if !send_now => {
@@ -431,7 +435,7 @@ where
                 r = st.heartbeat.changed() => {
                     if r.is_err() { return Err(Stop::LeadershipEnded); }
                     // A read waits for a quorum to acknowledge a request sent after it.
-                    timer.next = Instant::now();
+                    timer.next = st.clock.now();
                 }
             }
         }

@@ -58,7 +58,7 @@ where
             data.read_exact(&mut buf).await.map_err(read_error)?;
             let done = offset + want as u64 >= len;
             let req = InstallSnapshotRequest { vote: st.vote, meta: meta.clone(), offset, data: buf.clone(), done };
-            let sent_at = tokio::time::Instant::now();
+            let sent_at = st.clock.now();
             st.gauge.set(1, want as u64);
             let _reset = GaugeReset(st.gauge.clone());
             let resp = match timeout(option.timeout, self.network.install_snapshot(req, option)).await {
