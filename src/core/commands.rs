@@ -48,6 +48,13 @@ where
             Command::SendVote { req } => self.send_votes(req).await,
             Command::UpdateReplicationStreams { vote, targets } => self.update_replications(vote, targets).await,
             Command::CloseReplicationStreams => self.replications.clear(),
+            Command::BroadcastHeartbeat { round } => {
+                self.watches.heartbeat.send_if_modified(|r| {
+                    let newer = round > *r;
+                    *r = (*r).max(round);
+                    newer
+                });
+            }
             Command::Apply { first, last } => {
                 let split = self.responders.partition_point(|(log_id, _)| log_id.index <= last.index);
                 let responders = self.responders.drain(..split).collect();

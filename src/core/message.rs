@@ -5,7 +5,7 @@ use std::io;
 use tokio::sync::oneshot;
 
 use crate::RaftTypeConfig;
-use crate::engine::{LogIOId, ReplicationResult};
+use crate::engine::{Ack, LogIOId, ReplicationResult};
 use crate::error::{
     ClientWriteError, Fatal, InitializeError, LinearizableReadError, RPCError, StorageError, TransferLeaderError,
 };
@@ -16,7 +16,6 @@ use crate::raft::{
 use crate::raft::{ReadIndex, ReadPolicy, TransferLeaderRequest};
 use crate::storage::SnapshotMeta;
 use crate::types::{ChangeMembers, EntryPayload, LogId, Membership, Vote};
-use tokio::time::Instant;
 
 /// Where the outcome of one client write goes.
 pub(crate) type WriteResponder<C> = oneshot::Sender<Result<ClientWriteResponse<C>, ClientWriteError<C>>>;
@@ -65,9 +64,9 @@ pub(crate) enum Notification<C: RaftTypeConfig> {
     LogFlushed { io: LogIOId<C>, result: Result<(), io::Error> },
     /// A vote request sent for `vote` to `target` was answered (or failed).
     VoteResponse { target: C::NodeId, resp: Result<VoteResponse<C>, RPCError> },
-    /// A replication stream of leadership `vote` learned something about `target`; if the
-    /// target answered a request sent at `acked_at`, it followed the leader then.
-    Replication { target: C::NodeId, vote: Vote<C>, result: ReplicationResult<C>, acked_at: Option<Instant> },
+    /// A replication stream of leadership `vote` learned something about `target`; `ack`, if
+    /// the target answered a request: when and in which heartbeat round that request was sent.
+    Replication { target: C::NodeId, vote: Vote<C>, result: ReplicationResult<C>, ack: Option<Ack> },
     /// The state machine applied up to `last`.
     Applied { last: LogId<C> },
     /// A snapshot build finished.

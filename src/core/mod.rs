@@ -52,7 +52,8 @@ pub(crate) struct Watches<C: RaftTypeConfig> {
     /// The committed log id.
     pub(crate) committed: watch::Sender<Option<LogId<C>>>,
     pub(crate) metrics: watch::Sender<RaftMetrics<C>>,
-    /// Bumped when a read needs every stream to send a heartbeat now.
+    /// The latest heartbeat round a read asked for: streams send a request when it changes and
+    /// tag their requests with it (see `engine/read.rs`).
     pub(crate) heartbeat: watch::Sender<u64>,
 }
 
@@ -175,9 +176,9 @@ where
                 Ok(resp) => self.engine.handle_vote_resp(self.clock.now(), target, &resp),
                 Err(e) => debug!(%target, error = %e, "vote request failed"),
             },
-            Notification::Replication { target, vote, result, acked_at } => {
-                if let Some(t) = acked_at {
-                    self.engine.on_heartbeat_acked(target, vote, t);
+            Notification::Replication { target, vote, result, ack } => {
+                if let Some(ack) = ack {
+                    self.engine.on_heartbeat_acked(target, vote, ack);
                 }
                 self.engine.on_replication_progress(self.clock.now(), target, vote, result);
             }
@@ -251,7 +252,7 @@ where
                     let _ = tx.send(Ok(()));
                 }
             }
-            ApiMsg::Elect => self.engine.elect_forced(self.clock.now()),
+            ApiMsg::Elect => self.engine.trigger_elect(self.clock.now()),
             ApiMsg::GetReadLogId { policy, tx } => self.handle_get_read_log_id(policy, tx),
             ApiMsg::TransferLeader { to, tx } => self.handle_transfer_leader_api(to, tx),
             ApiMsg::TriggerSnapshot => self.engine.trigger_snapshot(),

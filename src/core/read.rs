@@ -2,21 +2,19 @@
 //! to confirm it still leads, or for another node to take over.
 
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 use tracing::debug;
 
 use crate::core::{RaftCore, ReadResponder};
-use crate::engine::TransferRejected;
+use crate::engine::{ReadStart, ReadStatus, ReadTicket, TransferRejected};
 use crate::error::{LinearizableReadError, TransferLeaderError};
 use crate::raft::{ReadIndex, ReadPolicy};
 use crate::storage::RaftLogStorage;
-use crate::types::LogId;
+use crate::types::DisplayOption;
 use crate::{RaftNetworkFactory, RaftTypeConfig};
 
-/// A read waiting for a quorum to acknowledge the leader after it arrived.
+/// A read waiting for the Engine to confirm it.
 pub(crate) struct PendingRead<C: RaftTypeConfig> {
-    since: Instant,
-    read_log_id: Option<LogId<C>>,
+    ticket: ReadTicket<C>,
     tx: ReadResponder<C>,
 }
 
@@ -32,49 +30,40 @@ where
     N: RaftNetworkFactory<C>,
     LS: RaftLogStorage<C>,
 {
-    /// Start a read: answer at once under a valid lease, else after the next quorum ack.
+    /// Start a read: answered at once under a valid lease, else once the Engine confirms it.
     pub(crate) fn handle_get_read_log_id(&mut self, policy: ReadPolicy, tx: ReadResponder<C>) {
-        let now = self.clock.now();
-        let Some(read_log_id) = self.engine.read_log_id() else {
-            let _ = tx.send(Err(LinearizableReadError::ForwardToLeader(self.forward_to_leader())));
-            return;
-        };
-        if policy == ReadPolicy::LeaseRead && self.engine.lease_valid(now) {
-            let _ = tx.send(Ok(ReadIndex { read_log_id, applied: self.engine.state.applied }));
-            return;
+        match self.engine.leader_read(self.clock.now(), policy) {
+            ReadStart::NotLeader => {
+                let _ = tx.send(Err(LinearizableReadError::ForwardToLeader(self.forward_to_leader())));
+            }
+            ReadStart::Ready(read_log_id) => {
+                debug!(read_log_id = %DisplayOption(&read_log_id), "read served under the leader lease");
+                let _ = tx.send(Ok(ReadIndex { read_log_id, applied: self.engine.state.applied }));
+            }
+            ReadStart::Wait(ticket) => self.pending_reads.push(PendingRead { ticket, tx }),
         }
-        self.pending_reads.push(PendingRead { since: now, read_log_id, tx });
-        // Ask every stream for a heartbeat now rather than at the next interval.
-        self.watches.heartbeat.send_modify(|n| *n += 1);
     }
 
-    /// Answer the reads a quorum has confirmed since they arrived; fail them all if this node
-    /// no longer leads.
+    /// Answer the reads the Engine has confirmed; fail those whose leadership is over.
     pub(crate) fn check_pending_reads(&mut self) {
         if self.pending_reads.is_empty() {
             return;
         }
-        if self.engine.leader.is_none() {
-            let forward = self.forward_to_leader();
-            for r in self.pending_reads.drain(..) {
-                let _ = r.tx.send(Err(LinearizableReadError::ForwardToLeader(forward.clone())));
-            }
-            return;
-        }
-        let Some(acked) = self.engine.quorum_acked_at(self.clock.now()) else { return };
         let applied = self.engine.state.applied;
-        let committed = self.engine.state.committed;
         let mut i = 0;
         while i < self.pending_reads.len() {
-            let r = &self.pending_reads[i];
-            // Confirmed: a quorum followed this leader after the read arrived, and the log id
-            // to read at is committed.
-            if acked >= r.since && r.read_log_id <= committed {
-                let r = self.pending_reads.swap_remove(i);
-                debug!(read_log_id = ?r.read_log_id, "read confirmed by a quorum");
-                let _ = r.tx.send(Ok(ReadIndex { read_log_id: r.read_log_id, applied }));
-            } else {
-                i += 1;
+            match self.engine.read_status(&self.pending_reads[i].ticket) {
+                ReadStatus::Waiting => i += 1,
+                ReadStatus::Confirmed(read_log_id) => {
+                    let r = self.pending_reads.swap_remove(i);
+                    debug!(read_log_id = %DisplayOption(&read_log_id), "read confirmed by a quorum");
+                    let _ = r.tx.send(Ok(ReadIndex { read_log_id, applied }));
+                }
+                ReadStatus::Failed => {
+                    let r = self.pending_reads.swap_remove(i);
+                    let forward = self.forward_to_leader();
+                    let _ = r.tx.send(Err(LinearizableReadError::ForwardToLeader(forward)));
+                }
             }
         }
     }

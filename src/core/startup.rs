@@ -36,12 +36,8 @@ where
         sm.install_snapshot(&snapshot.meta, snapshot.snapshot).await?;
         (applied, sm_membership) = sm.applied_state().await?;
     }
-    if applied > log_state.last_log_id {
-        // The state machine is ahead of the log (a snapshot was installed and the node stopped
-        // before its log purge was durable): the log continues after what was applied.
-        if let Some(a) = applied {
-            warn!(%id, applied = %a, last = %DisplayOption(&log_state.last_log_id), "state machine is ahead of the log; purging the log up to it");
-            log_store.purge(a).await?;
+    if let Some(a) = applied {
+        if reconcile_log_with_applied(id, log_store, a, &log_state).await? {
             log_state = log_store.get_log_state().await?;
         }
     }
@@ -81,6 +77,54 @@ where
         snapshot_last,
         ..RaftState::default()
     })
+}
+
+/// Make the log continue from `applied` when the state machine is ahead of it or disagrees
+/// with it; returns whether the log was changed.
+///
+/// This is the restart state after a crash between `InstallSnapshot` and the log commands
+/// around it: the installed snapshot is durable at once, while the truncation of a conflicting
+/// tail and the purge up to the snapshot may become durable only with the next append's flush
+/// (the storage contract allows it). The log then still holds entries the snapshot replaced,
+/// possibly of an older term at indexes after the snapshot's last one: every entry at or
+/// after `applied`'s index that is not `applied` itself goes, and the log is purged up to it.
+async fn reconcile_log_with_applied<C, LS>(
+    id: C::NodeId,
+    log_store: &mut LS,
+    applied: LogId<C>,
+    log_state: &crate::storage::LogState<C>,
+) -> Result<bool, Fatal>
+where
+    C: RaftTypeConfig,
+    LS: RaftLogStorage<C>,
+{
+    if log_state.last_purged_log_id.is_some_and(|p| p.index >= applied.index) {
+        return Ok(false);
+    }
+    let held = match log_state.last_log_id {
+        Some(last) if last.index >= applied.index => {
+            let mut reader = log_store.get_log_reader().await;
+            Some(log_id_at(&mut reader, applied.index).await?)
+        }
+        _ => None,
+    };
+    match held {
+        // The log agrees with the state machine; by log matching so does its tail.
+        Some(held) if held == applied => return Ok(false),
+        Some(held) => {
+            warn!(
+                %id, %applied, conflicting = %held, last = %DisplayOption(&log_state.last_log_id),
+                "the log holds entries the installed snapshot replaced; truncating them"
+            );
+            log_store.truncate(held).await?;
+        }
+        None => warn!(
+            %id, %applied, last = %DisplayOption(&log_state.last_log_id),
+            "the state machine is ahead of the log; the log continues after what was applied"
+        ),
+    }
+    log_store.purge(applied).await?;
+    Ok(true)
 }
 
 /// Read the id of the entry at `index`.

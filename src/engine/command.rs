@@ -45,6 +45,11 @@ pub(crate) enum Command<C: RaftTypeConfig> {
     /// Stop every replication stream: this node is no longer leader.
     CloseReplicationStreams,
 
+    /// Have every replication stream send a request now, and tag every request it sends from
+    /// now on with heartbeat round `round` (or a later one), which its answer brings back.
+    /// Must not block the next command.
+    BroadcastHeartbeat { round: u64 },
+
     /// Apply the committed entries `first..=last.index` to the state machine, in order, and
     /// answer their client writes with the state machine's responses.
     Apply { first: u64, last: LogId<C> },
@@ -85,6 +90,7 @@ impl<C: RaftTypeConfig> fmt::Debug for Command<C> {
                 write!(f, "UpdateReplicationStreams({vote}, {ids:?})")
             }
             Self::CloseReplicationStreams => f.write_str("CloseReplicationStreams"),
+            Self::BroadcastHeartbeat { round } => write!(f, "BroadcastHeartbeat({round})"),
             Self::Apply { first, last } => write!(f, "Apply({first}..={last})"),
             Self::SaveCommitted { committed } => write!(f, "SaveCommitted({committed})"),
             Self::BuildSnapshot => f.write_str("BuildSnapshot"),

@@ -38,8 +38,25 @@ impl<C: RaftTypeConfig> Engine<C> {
         }
     }
 
+    /// An operator asked this node to start an election now (`trigger().elect()`).
+    ///
+    /// A follower campaigns as if its election timer fired: voters that heard from a live
+    /// leader within `election_timeout_min` refuse it (leader stickiness), so a healthy leader
+    /// — and the lease it may be serving reads under — is never deposed this way. A leader
+    /// steps down and campaigns forced: it ends its own lease, and no voter that follows a
+    /// newer leader can grant a vote of its (older or equal) next term.
+    pub(crate) fn trigger_elect(&mut self, now: Instant) {
+        if self.leader.is_some() {
+            self.elect_forced(now);
+        } else {
+            self.elect(now);
+        }
+    }
+
     /// Start a real election at once, asking voters to vote even if they heard from a leader
-    /// recently: for an operator's trigger and a leadership transfer.
+    /// recently. Only for cases where no other leader's lease can be broken: a leadership
+    /// transfer (its leader revoked its lease when it sent TimeoutNow), a leader standing
+    /// again, and a new cluster's first election.
     pub(crate) fn elect_forced(&mut self, now: Instant) {
         self.campaign(now, false, true);
     }

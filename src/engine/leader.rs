@@ -6,13 +6,14 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::RaftTypeConfig;
-use crate::engine::{Command, Engine, LogIOId, ReplicationTarget};
+use crate::engine::{Ack, Command, Engine, LogIOId, ReplicationTarget};
 use crate::types::{DisplayOption, Entry, EntryPayload, LogId, Membership, Vote};
 
 /// What a replication stream learned about its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReplicationResult<C: RaftTypeConfig> {
-    /// The target's log matches the leader's up to this id, durably.
+    /// The target's log matches the leader's up to this id, durably. It only goes back when
+    /// the target turned out not to hold what it acknowledged.
     Matched(Option<LogId<C>>),
     /// The target has seen a greater vote.
     HigherVote(Vote<C>),
@@ -34,12 +35,16 @@ pub(crate) struct Leader<C: RaftTypeConfig> {
     pub(crate) progress: BTreeMap<C::NodeId, Option<LogId<C>>>,
     /// The membership a joint change proposed by this leader is heading for.
     pub(crate) membership_target: Option<Membership<C>>,
-    /// When this node became leader: members that have not answered yet count as having
-    /// acknowledged it then, which gives a new leader one election timeout of grace.
+    /// When this node became leader: for check-quorum (only), members that have not answered
+    /// yet count as having acknowledged it then, which gives a new leader one election
+    /// timeout of grace.
     pub(crate) since: Instant,
-    /// For every other member, the send time of the latest request it answered: it still
-    /// followed this leader at that time.
-    pub(crate) acked: BTreeMap<C::NodeId, Instant>,
+    /// For every other member, what the latest request it answered proves: it still followed
+    /// this leader when that request was sent, in that heartbeat round.
+    pub(crate) acked: BTreeMap<C::NodeId, Ack>,
+    /// Set for good once this leader told another node to campaign (TimeoutNow): that node's
+    /// vote requests pass over the stickiness the lease relies on.
+    pub(crate) lease_revoked: bool,
     /// The blank entry this leader appended on election; reads wait until it is committed.
     pub(crate) blank_log_id: Option<LogId<C>>,
     /// A leadership transfer in progress: the target, when it gives up, and whether the
@@ -65,6 +70,7 @@ impl<C: RaftTypeConfig> Leader<C> {
             membership_target: None,
             since,
             acked: BTreeMap::new(),
+            lease_revoked: false,
             blank_log_id: None,
             transfer: None,
         }
@@ -146,7 +152,13 @@ impl<C: RaftTypeConfig> Engine<C> {
                     return;
                 }
                 let Some(progress) = leader.progress.get_mut(&target) else { return };
-                if matched > *progress {
+                if matched < *progress {
+                    // The follower lost entries it had acknowledged as durable (its store broke
+                    // its contract): count on it only for what it holds now. What was already
+                    // committed stays committed; the stream searches its log again.
+                    warn!(%target, was = %DisplayOption(progress), now = %DisplayOption(&matched), "a follower's match point went back");
+                    *progress = matched;
+                } else if matched > *progress {
                     *progress = matched;
                     self.leader_commit();
                     self.maybe_send_timeout_now();

@@ -1,54 +1,96 @@
-//! The leader's knowledge that it still leads: acknowledgements from followers, check-quorum,
-//! the leader lease, and the log id a linearizable read must wait for.
+//! The leader's knowledge that it still leads: acknowledgements from followers, check-quorum
+//! and the leader lease.
+//!
+//! Two questions are asked of the acknowledgements, and they get different answers:
+//!
+//! - **Check-quorum** (dissertation §6.2): has a quorum followed this leader within the last
+//!   election timeout? A new leader is given one election timeout of grace, so a member that
+//!   has not answered yet counts as having followed it at election time
+//!   ([`Engine::check_quorum_acked_at`]).
+//! - **The lease** (dissertation §6.4.1): can another leader have been elected since a quorum
+//!   last acknowledged this one? Only real acknowledgements count, and the lease ends for good
+//!   once this leader asks another node to campaign ([`Engine::lease_valid`]).
 
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::RaftTypeConfig;
 use crate::engine::Engine;
-use crate::types::{LogId, Vote};
+use crate::types::Vote;
+
+/// What one answer of a follower proves: it followed this leader when it handled a request
+/// that the leader sent at `sent_at`, during heartbeat round `round` (see
+/// [`Engine::leader_read`]).
+///
+/// Both come from the request the answer is for, identified by the replication stream; never
+/// from the time the answer arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ack {
+    pub(crate) sent_at: Instant,
+    pub(crate) round: u64,
+}
 
 impl<C: RaftTypeConfig> Engine<C> {
-    /// `target` answered a request of leadership `vote` that was sent at `sent_at`: it
-    /// followed this leader at that time.
-    pub(crate) fn on_heartbeat_acked(&mut self, target: C::NodeId, vote: Vote<C>, sent_at: Instant) {
+    /// `target` answered a request of leadership `vote`; `ack` says when and in which
+    /// heartbeat round that request was sent.
+    pub(crate) fn on_heartbeat_acked(&mut self, target: C::NodeId, vote: Vote<C>, ack: Ack) {
         let Some(leader) = self.leader.as_mut() else { return };
         // A late answer from a stream of another leadership, or to a node no longer replicated
         // to, says nothing about this leadership's members.
         if leader.vote != vote || !leader.progress.contains_key(&target) {
             return;
         }
-        let acked = leader.acked.entry(target).or_insert(sent_at);
-        if sent_at > *acked {
-            *acked = sent_at;
-        }
+        let acked = leader.acked.entry(target).or_insert(ack);
+        // Replies can arrive out of order across probes and streams: keep the latest of each.
+        acked.sent_at = acked.sent_at.max(ack.sent_at);
+        acked.round = acked.round.max(ack.round);
     }
 
-    /// The latest time at which a quorum (of every config) is known to have followed this
-    /// leader. The leader itself counts as `now`; a member that never answered counts as the
-    /// start of the leadership.
-    pub(crate) fn quorum_acked_at(&self, now: Instant) -> Option<Instant> {
+    /// For check-quorum: the latest time at which a quorum (of every config) is known to have
+    /// followed this leader. The leader itself counts as `now`; a member that never answered
+    /// counts as the start of the leadership, which gives a new leader one election timeout
+    /// of grace. Never use this for the lease: see [`lease_valid`](Self::lease_valid).
+    pub(crate) fn check_quorum_acked_at(&self, now: Instant) -> Option<Instant> {
         let leader = self.leader.as_ref()?;
         let me = self.config.id;
         self.state
             .membership
             .effective()
-            .quorum_value(|id| if *id == me { now } else { leader.acked.get(id).copied().unwrap_or(leader.since) })
+            .quorum_value(|id| if *id == me { now } else { leader.acked.get(id).map_or(leader.since, |a| a.sent_at) })
     }
 
-    /// Whether the leader lease holds at `now`: a quorum acknowledged this leader less than
-    /// `election_timeout_min - max_clock_drift` ago, so with leader stickiness no other node
-    /// can have been elected since (dissertation §6.4.1). Only with check-quorum enabled.
-    pub(crate) fn lease_valid(&self, now: Instant) -> bool {
-        self.config.check_quorum && self.quorum_acked_at(now).is_some_and(|t| now < t + self.config.lease)
-    }
-
-    /// The log id a linearizable read started now must see applied (Raft §8, ReadIndex): the
-    /// committed id, but not before the leader committed its own blank entry, since until then
-    /// it may not know the latest committed entry. `None` if not the leader.
-    pub(crate) fn read_log_id(&self) -> Option<Option<LogId<C>>> {
+    /// The latest send time of a request that a quorum (of every config) really answered; the
+    /// leader counts as `now`. `None` while some quorum has not answered at all.
+    fn lease_acked_at(&self, now: Instant) -> Option<Instant> {
         let leader = self.leader.as_ref()?;
-        Some(self.state.committed.max(leader.blank_log_id))
+        let me = self.config.id;
+        self.state
+            .membership
+            .effective()
+            .quorum_value(|id| if *id == me { Some(now) } else { leader.acked.get(id).map(|a| a.sent_at) })
+            .flatten()
+    }
+
+    /// Whether the leader lease holds at `now` (dissertation §6.4.1).
+    ///
+    /// It holds while all of this is true:
+    /// - check-quorum is on, so voters refuse (pre-)votes for `election_timeout_min` after
+    ///   hearing from this leader (leader stickiness) — also after they restart;
+    /// - a quorum of every config *answered* a request this leader sent less than `lease`
+    ///   (`election_timeout_min - max_clock_drift`) ago: members that never answered count
+    ///   for nothing, unlike in check-quorum's grace;
+    /// - this leader's blank entry is committed, so it knows everything committed before it;
+    /// - it has not told another node to campaign (a leadership transfer's TimeoutNow), since
+    ///   that node's vote requests pass over stickiness.
+    pub(crate) fn lease_valid(&self, now: Instant) -> bool {
+        let Some(leader) = self.leader.as_ref() else { return false };
+        if !self.config.check_quorum || leader.lease_revoked {
+            return false;
+        }
+        if leader.blank_log_id.is_none_or(|b| Some(b) > self.state.committed) {
+            return false;
+        }
+        self.lease_acked_at(now).is_some_and(|t| now < t + self.config.lease)
     }
 
     /// The log store has made no progress for too long while writes wait: a leader steps
@@ -77,7 +119,7 @@ impl<C: RaftTypeConfig> Engine<C> {
             return;
         }
         let timeout = self.config.election_timeout_max;
-        match self.quorum_acked_at(now) {
+        match self.check_quorum_acked_at(now) {
             Some(t) if now < t + timeout => {
                 let transfer = self.leader.as_ref().and_then(|l| l.transfer.as_ref()).map(|t| t.deadline);
                 self.election_deadline = Some(transfer.map_or(t + timeout, |d| d.min(t + timeout)));

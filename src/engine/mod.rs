@@ -35,6 +35,7 @@ mod leader;
 mod lease;
 mod log_id_list;
 mod membership_change;
+mod read;
 mod snapshot;
 mod state;
 mod transfer;
@@ -47,8 +48,10 @@ use std::time::Duration;
 
 pub(crate) use command::{Command, ReplicationTarget};
 pub(crate) use leader::{Leader, ReplicationResult};
+pub(crate) use lease::Ack;
 pub(crate) use log_id_list::LogIdList;
 pub(crate) use membership_change::ChangeRejected;
+pub(crate) use read::{ReadStart, ReadStatus, ReadTicket};
 pub use state::LogIOId;
 pub use state::ServerState;
 pub(crate) use state::{IOState, MembershipState, RaftState};
@@ -97,8 +100,11 @@ pub(crate) struct Engine<C: RaftTypeConfig> {
     pub(crate) election_deadline: Option<Instant>,
     /// xorshift state for randomized election timeouts: deterministic given the seed.
     rng: u64,
-    /// When this node last accepted a message from a leader.
+    /// When this node last accepted a message from a leader, or started: until
+    /// `election_timeout_min` after it, this voter refuses (pre-)votes (leader stickiness).
     pub(crate) last_leader_contact: Option<Instant>,
+    /// The latest heartbeat round a read asked for; it only grows (see `read.rs`).
+    pub(crate) heartbeat_round: u64,
     /// Commands for RaftCore, in execution order.
     pub(crate) output: VecDeque<Command<C>>,
 }
@@ -114,6 +120,7 @@ impl<C: RaftTypeConfig> Engine<C> {
             election_deadline: None,
             rng,
             last_leader_contact: None,
+            heartbeat_round: 0,
             output: VecDeque::new(),
         }
     }
@@ -121,6 +128,12 @@ impl<C: RaftTypeConfig> Engine<C> {
     /// Decide the initial role and, if there is committed work left unapplied, apply it.
     pub(crate) fn startup(&mut self, now: Instant) {
         self.state.server_state = self.follower_or_learner();
+        // Before it stopped, this node may have answered a leader that now counts on it for
+        // its lease: keep the promise those answers made, as if it heard from a leader now. A
+        // node that never saw a term has answered nobody.
+        if self.state.vote.term > 0 {
+            self.last_leader_contact = Some(now);
+        }
         let committed = self.state.committed;
         if committed > self.state.apply_submitted {
             if let Some(last) = committed {

@@ -95,15 +95,21 @@ impl<C: RaftTypeConfig> MembershipState<C> {
         }
     }
 
-    /// A snapshot covering the log up to `last` and carrying `membership` was installed: it
-    /// is committed, and effective unless the log holds a membership entry after `last`
-    /// (entries up to `last` are replaced by the snapshot).
+    /// A snapshot covering the log up to `last` and carrying `membership` was installed.
+    ///
+    /// Entries up to `last` are replaced by the snapshot; entries after it stay (any that
+    /// conflicted were truncated first). So each of the two memberships is replaced by the
+    /// snapshot's only if it is not after `last`: a membership entry after `last` is newer, and
+    /// the second-to-last one of the log is committed even when the snapshot's is older.
     pub(crate) fn install_snapshot(&mut self, last: LogId<C>, membership: StoredMembership<C>) {
         let membership = Arc::new(membership);
-        if self.effective.log_id.is_none_or(|l| l.index <= last.index) {
+        let replaced = |m: &SharedMembership<C>| m.log_id.is_none_or(|l| l.index <= last.index);
+        if replaced(&self.effective) {
             self.effective = membership.clone();
         }
-        self.committed = membership;
+        if replaced(&self.committed) {
+            self.committed = membership;
+        }
     }
 
     /// `committed` advanced to `log_id`: the effective membership may now be committed too.

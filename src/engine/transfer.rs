@@ -62,7 +62,10 @@ impl<C: RaftTypeConfig> Engine<C> {
             return;
         }
         transfer.sent = true;
-        debug!(to = %transfer.to, "transfer target caught up; telling it to campaign");
+        // The target's forced vote requests pass over stickiness: from now on voters may
+        // elect it at any moment, so no read may rely on the lease any more.
+        leader.lease_revoked = true;
+        debug!(to = %transfer.to, "transfer target caught up; telling it to campaign; the lease ends");
         let req = TransferLeaderRequest { vote: leader.vote, last_log_id };
         self.output.push_back(Command::SendTransferLeader { to: transfer.to, req });
     }

@@ -46,8 +46,9 @@ pub struct RaftMetrics<C: RaftTypeConfig> {
     pub committed_membership: Arc<StoredMembership<C>>,
     /// On a leader: every other member's matched log id.
     pub replication: Option<BTreeMap<C::NodeId, Option<LogId<C>>>>,
-    /// On a leader: since when a quorum last acknowledged it (ReadIndex, lease, check-quorum
-    /// all rest on this). `now - last_quorum_acked` is how stale its leadership knowledge is.
+    /// On a leader: the latest time a quorum is known to have followed it, as check-quorum
+    /// counts it (members that have not answered a new leader yet count from its election).
+    /// `now - last_quorum_acked` is how stale its leadership knowledge is.
     pub last_quorum_acked: Option<Instant>,
     /// Since when the log store has flushed nothing while log writes wait.
     pub log_io_stalled_since: Option<Instant>,
@@ -140,7 +141,7 @@ impl<C: RaftTypeConfig> RaftMetrics<C> {
             committed_membership: st.membership.committed.clone(),
             replication: engine.leader.as_ref().map(|l| l.progress.clone()),
             // A leader that is a quorum by itself has nothing to report here.
-            last_quorum_acked: engine.quorum_acked_at(now).filter(|t| *t != now),
+            last_quorum_acked: engine.check_quorum_acked_at(now).filter(|t| *t != now),
             log_io_stalled_since: stalls.log_io,
             log_io_stalled: st.io_stalled,
             commit_stalled_since: stalls.commit,

@@ -16,9 +16,13 @@
 //! *submitted*, and stops as soon as the published leader vote is not its own. Progress goes to
 //! RaftCore as `Notification::Replication`.
 
+mod in_flight;
+mod retry;
 mod snapshot;
+#[cfg(test)]
+mod tests;
 
-use std::collections::VecDeque;
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -31,12 +35,14 @@ use tracing::{Instrument, debug, debug_span, warn};
 use crate::RaftTypeConfig;
 use crate::config::Config;
 use crate::core::{Clock, Notification, SmMsg};
-use crate::engine::ReplicationResult;
+use crate::engine::{Ack, ReplicationResult};
 use crate::error::{Fatal, RPCError};
 use crate::network::{RPCOption, RaftNetwork};
 use crate::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use crate::storage::RaftLogReader;
 use crate::types::{DisplayOption, Entry, LogId, LogIdOptionExt, Vote};
+use in_flight::{Answered, InFlight};
+use retry::Retries;
 
 /// What RaftCore has handed to the log store, under which vote: replication streams read up to
 /// `last_log_id` and stop when `vote` is not the one they replicate for.
@@ -226,6 +232,11 @@ where
     LR: RaftLogReader<C>,
 {
     async fn run(mut self) {
+        let config = &self.state.config;
+        let mut retries = Retries::new(config.heartbeat_interval, config.election_timeout_max);
+        // The match point when the last snapshot was sent: needing a snapshot again from the
+        // same point means the follower did not take it.
+        let mut snapshot_sent_at: Option<Option<LogId<C>>> = None;
         loop {
             let stop = match self.find_match().await {
                 Ok(()) => match self.pipeline().await {
@@ -234,34 +245,60 @@ where
                 },
                 Err(stop) => stop,
             };
-            match stop {
+            let failure = match stop {
                 Stop::LeadershipEnded => return,
-                Stop::Conflict => debug!("conflict: searching for the match point again"),
-                Stop::NeedSnapshot => match self.send_snapshot().await {
-                    Ok(()) => {}
-                    Err(Stop::LeadershipEnded) => return,
-                    Err(Stop::Fatal(f)) => {
-                        let _ = self.state.notify.send(Notification::Fatal(f));
-                        return;
-                    }
-                    Err(_) => {
-                        debug!("sending the snapshot failed; retrying after a backoff");
-                        self.state.clock.sleep(self.state.config.heartbeat_interval).await;
-                    }
-                },
-                Stop::Retry(e) => {
-                    debug!(error = %e, "replication failed; retrying after a backoff");
-                    self.state.clock.sleep(self.state.config.heartbeat_interval).await;
-                }
                 Stop::Fatal(f) => {
                     let _ = self.state.notify.send(Notification::Fatal(f));
                     return;
                 }
-            }
+                Stop::NeedSnapshot => {
+                    if snapshot_sent_at == Some(self.state.matched) {
+                        self.back_off(&mut retries, Failure::SnapshotNotTaken).await;
+                    }
+                    match self.send_snapshot().await {
+                        Ok(()) => {
+                            snapshot_sent_at = Some(self.state.matched);
+                            continue;
+                        }
+                        Err(Stop::LeadershipEnded) => return,
+                        Err(Stop::Fatal(f)) => {
+                            let _ = self.state.notify.send(Notification::Fatal(f));
+                            return;
+                        }
+                        Err(Stop::Retry(e)) => Failure::Snapshot(e),
+                        Err(Stop::Conflict | Stop::NeedSnapshot) => Failure::Snapshot(RPCError::Unreachable(
+                            anyerror::AnyError::error("the snapshot transfer was cut short"),
+                        )),
+                    }
+                }
+                Stop::Conflict => Failure::Conflict,
+                Stop::Retry(e) => Failure::Rpc(e),
+            };
+            self.back_off(&mut retries, failure).await;
+        }
+    }
+
+    /// Log `failure` (at WARN once failures repeat, rate-limited) and wait before retrying.
+    async fn back_off(&mut self, retries: &mut Retries<Option<LogId<C>>>, failure: Failure) {
+        let st = &self.state;
+        let verdict = retries.failed(st.clock.now(), st.matched, matches!(failure, Failure::Conflict));
+        let matched = DisplayOption(&st.matched);
+        match verdict.warn {
+            Some(quiet) => warn!(
+                target = %st.target, %failure, in_a_row = verdict.in_a_row, %matched,
+                backoff = ?verdict.backoff, failures_not_logged = quiet, "replication keeps failing"
+            ),
+            None => debug!(target = %st.target, %failure, %matched, backoff = ?verdict.backoff, "replication failed"),
+        }
+        if !verdict.backoff.is_zero() {
+            st.clock.sleep(verdict.backoff).await;
         }
     }
 
     /// Phase 1: binary search for the longest prefix of the leader's log the follower holds.
+    ///
+    /// It starts from what the follower proved durable (`matched`); a follower that conflicts
+    /// below that has lost entries it acknowledged, and the search starts over from nothing.
     async fn find_match(&mut self) -> Result<(), Stop> {
         let st = &mut self.state;
         let submitted = st.current_submitted()?;
@@ -282,7 +319,7 @@ where
                 leader_commit: *st.committed.borrow(),
             };
             let option = RPCOption::new(st.config.rpc_timeout);
-            let sent_at = st.clock.now();
+            let ack = Ack { sent_at: st.clock.now(), round: *st.heartbeat.borrow_and_update() };
             st.gauge.set(1, 0);
             let _reset = GaugeReset(st.gauge.clone());
             let resp = match timeout(option.timeout, self.network.append_entries(req, option)).await {
@@ -291,7 +328,7 @@ where
             };
             let probe = st.probe_result(resp)?;
             // Any answer but a greater vote shows the follower followed this leader.
-            st.report(st.matched, Some(sent_at));
+            st.report(st.matched, Some(ack));
             match probe {
                 Probe::Matched => {
                     lo = probe_len;
@@ -299,6 +336,16 @@ where
                 }
                 Probe::Conflict { follower_last } => {
                     hi = probe_len.min(follower_last.next_index() + 1);
+                    if hi <= lo {
+                        warn!(
+                            target = %st.target, believed = %DisplayOption(&matched),
+                            follower_last = %DisplayOption(&follower_last),
+                            "the follower no longer holds entries it acknowledged; searching its whole log"
+                        );
+                        lo = 0;
+                        matched = None;
+                        st.lower_matched(None);
+                    }
                 }
             }
             if lo + 1 >= hi {
@@ -337,8 +384,7 @@ where
             Err(_) => return Err(Stop::Retry(RPCError::Timeout(rpc_timeout))),
         };
 
-        // The last log id, send time and size of every request sent and not yet acknowledged.
-        let mut in_flight: VecDeque<(Option<LogId<C>>, Instant, u64)> = VecDeque::new();
+        let mut in_flight: InFlight<C> = InFlight::default();
         let max_in_flight_bytes = st.config.max_in_flight_bytes;
         st.gauge.set(0, 0);
         let _reset = GaugeReset(st.gauge.clone());
@@ -350,11 +396,13 @@ where
         loop {
             let submitted = st.current_submitted()?;
             let committed = *st.committed.borrow_and_update();
-            let in_flight_bytes: u64 = in_flight.iter().map(|(_, _, b)| b).sum();
-            st.gauge.set(in_flight.len() as u64, in_flight_bytes);
-            let room = in_flight.len() < max_in_flight && in_flight_bytes < max_in_flight_bytes;
+            st.gauge.set(in_flight.len() as u64, in_flight.bytes());
+            let room = in_flight.len() < max_in_flight && in_flight.bytes() < max_in_flight_bytes;
             let has_entries = last_sent.next_index() < submitted.last_log_id.next_index();
             let send_now = room && has_entries;
+            // A request without entries repeats `last_sent`: only with nothing in flight, so
+            // that every answer names the one request it answers (see `InFlight`).
+            let may_heartbeat = in_flight.may_send(last_sent) && !send_now;
             // A newer commit index rides on the next request with entries. Under load one comes
             // soon, so the commit costs no request of its own; once nothing is in flight and
             // nothing new arrived for `commit_grace`, the heartbeat timer sends it alone.
@@ -370,17 +418,17 @@ where
                     };
                     match resp {
                         AppendEntriesResponse::Success { matched } => {
-                            if matched > last_sent {
-                                warn!(matched = %DisplayOption(&matched), "follower acknowledged entries never sent");
-                                return Err(Stop::Conflict);
-                            }
-                            let mut acked_at = None;
-                            while in_flight.front().is_some_and(|(l, _, _)| *l <= matched) {
-                                acked_at = in_flight.pop_front().map(|(_, sent_at, _)| sent_at);
-                            }
+                            let ack = match in_flight.on_success(matched) {
+                                Answered::Request(ack) => Some(ack),
+                                Answered::Nothing => None,
+                                Answered::NeverSent => {
+                                    warn!(target = %st.target, matched = %DisplayOption(&matched), "follower acknowledged entries never sent");
+                                    return Err(Stop::Conflict);
+                                }
+                            };
                             let now = st.clock.now();
                             answer_deadline = now + rpc_timeout;
-                            st.report(matched, acked_at);
+                            st.report(matched, ack);
                             // The last answer in flight is what usually lets RaftCore commit: look
                             // for a newer commit index in `commit_grace` rather than being woken
                             // for it (each commit would wake every stream).
@@ -389,7 +437,7 @@ where
                             }
                         }
                         AppendEntriesResponse::Conflict { .. } => {
-                            st.report(st.matched, in_flight.front().map(|(_, t, _)| *t));
+                            st.report(st.matched, in_flight.oldest());
                             return Err(Stop::Conflict);
                         }
                         AppendEntriesResponse::HigherVote(v) => return Err(st.higher_vote(v)),
@@ -404,17 +452,17 @@ where
                     }
                     last_sent = req.last_log_id();
                     sent_commit = committed;
-                    in_flight.push_back((last_sent, now, bytes));
+                    in_flight.push(last_sent, now, *st.heartbeat.borrow_and_update(), bytes);
                     timer.sent(now);
                     permit.send(req);
                 }
-                _ = st.clock.sleep_until(timer.next), if room && !send_now => {
+                _ = st.clock.sleep_until(timer.next), if room && may_heartbeat => {
                     let req = AppendEntriesRequest { vote: st.vote, prev_log_id: last_sent, entries: vec![], leader_commit: committed };
                     let now = st.clock.now();
                     if in_flight.is_empty() {
                         answer_deadline = now + rpc_timeout;
                     }
-                    in_flight.push_back((last_sent, now, 0));
+                    in_flight.push(last_sent, now, *st.heartbeat.borrow_and_update(), 0);
                     sent_commit = committed;
                     timer.sent(now);
                     if tx.try_send(req).is_err() {
@@ -434,10 +482,32 @@ where
                 }
                 r = st.heartbeat.changed() => {
                     if r.is_err() { return Err(Stop::LeadershipEnded); }
-                    // A read waits for a quorum to acknowledge a request sent after it.
+                    // A read waits for a quorum to answer a request of its round: the next
+                    // request with entries carries it, or a heartbeat as soon as nothing is in
+                    // flight (an answer to a request sent before the read proves nothing).
                     timer.next = st.clock.now();
                 }
             }
+        }
+    }
+}
+
+/// Why an attempt to replicate failed, for the log.
+enum Failure {
+    Conflict,
+    Rpc(RPCError),
+    Snapshot(RPCError),
+    /// The follower needs the snapshot again from where it was before the last one was sent.
+    SnapshotNotTaken,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Conflict => f.write_str("the follower's log conflicts with what was believed matched"),
+            Self::Rpc(e) => write!(f, "{e}"),
+            Self::Snapshot(e) => write!(f, "sending the snapshot: {e}"),
+            Self::SnapshotNotTaken => f.write_str("the follower did not install the snapshot it was sent"),
         }
     }
 }
@@ -518,7 +588,7 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
                 target: self.target,
                 vote: self.vote,
                 result: ReplicationResult::HigherVote(vote),
-                acked_at: None,
+                ack: None,
             });
             Stop::LeadershipEnded
         } else {
@@ -529,10 +599,10 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
     }
 
     /// Tell RaftCore what was learned: the follower matches up to `matched` (reported when it
-    /// advanced) and followed this leader at `acked_at`.
-    pub(super) fn report(&mut self, matched: Option<LogId<C>>, acked_at: Option<Instant>) {
+    /// advanced), and `ack`, what the answer to one request proves.
+    pub(super) fn report(&mut self, matched: Option<LogId<C>>, ack: Option<Ack>) {
         let advanced = matched > self.matched;
-        if !advanced && acked_at.is_none() {
+        if !advanced && ack.is_none() {
             return;
         }
         if advanced {
@@ -542,7 +612,21 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
             target: self.target,
             vote: self.vote,
             result: ReplicationResult::Matched(self.matched),
-            acked_at,
+            ack,
         });
+    }
+
+    /// The follower does not hold what it was believed to match: tell RaftCore it matches
+    /// only up to `matched`, so nothing more is counted on it.
+    fn lower_matched(&mut self, matched: Option<LogId<C>>) {
+        if matched < self.matched {
+            self.matched = matched;
+            let _ = self.notify.send(Notification::Replication {
+                target: self.target,
+                vote: self.vote,
+                result: ReplicationResult::Matched(matched),
+                ack: None,
+            });
+        }
     }
 }

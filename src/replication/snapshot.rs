@@ -15,6 +15,7 @@ use tracing::{debug, info};
 use super::{GaugeReset, ReplicationCore, Stop};
 use crate::RaftTypeConfig;
 use crate::core::SmMsg;
+use crate::engine::Ack;
 use crate::error::{ErrorSubject, ErrorVerb, Fatal, RPCError, StorageError};
 use crate::network::{RPCOption, RaftNetwork};
 use crate::raft::InstallSnapshotRequest;
@@ -30,7 +31,7 @@ where
     N: RaftNetwork<C>,
     LR: RaftLogReader<C>,
 {
-    /// Send the current snapshot; on success the follower matches up to its last entry.
+    /// Send the current snapshot, chunk by chunk. It does not raise `matched`: see the end.
     pub(super) async fn send_snapshot(&mut self) -> Result<(), Stop> {
         let st = &mut self.state;
         let (tx, rx) = oneshot::channel();
@@ -58,7 +59,7 @@ where
             data.read_exact(&mut buf).await.map_err(read_error)?;
             let done = offset + want as u64 >= len;
             let req = InstallSnapshotRequest { vote: st.vote, meta: meta.clone(), offset, data: buf.clone(), done };
-            let sent_at = st.clock.now();
+            let ack = Ack { sent_at: st.clock.now(), round: *st.heartbeat.borrow_and_update() };
             st.gauge.set(1, want as u64);
             let _reset = GaugeReset(st.gauge.clone());
             let resp = match timeout(option.timeout, self.network.install_snapshot(req, option)).await {
@@ -68,7 +69,7 @@ where
             if resp.vote != st.vote {
                 return Err(st.higher_vote(resp.vote));
             }
-            st.report(st.matched, Some(sent_at));
+            st.report(st.matched, Some(ack));
             let expected = offset + want as u64;
             if resp.next_offset == expected && done {
                 break;
@@ -78,8 +79,10 @@ where
             }
             offset = if resp.next_offset <= len { resp.next_offset } else { 0 };
         }
-        debug!(snapshot = %meta, "snapshot sent");
-        st.report(meta.last_log_id, None);
+        // Sent is not installed: a follower whose committed index already covers the snapshot
+        // ignores it, and its log may not be durable that far. The match point is whatever the
+        // next search proves; a probe's answer waits until the follower's log is durable.
+        debug!(snapshot = %meta, "snapshot sent; searching the match point again");
         Ok(())
     }
 }

@@ -14,5 +14,6 @@ mod t50_lagging_follower;
 mod t60_divergent_follower;
 mod t70_membership;
 mod t80_snapshot;
+mod t85_crash_points;
 mod t90_reads_leadership;
 mod t95_overload;

@@ -27,10 +27,11 @@ async fn three_nodes_elect_one_leader() {
     }
 }
 
-/// Raft §5.2: a follower that stops hearing from the leader starts an election; with a
-/// quorum it wins, and the old leader follows once it hears the new term.
+/// `trigger().elect()` on a follower campaigns as if its election timer fired: voters that
+/// follow a healthy leader refuse it (leader stickiness, dissertation §9.6), so it cannot
+/// depose that leader — nor break the lease the leader may be serving reads under.
 #[tokio::test(start_paused = true)]
-async fn triggered_election_moves_leadership() {
+async fn triggered_election_on_a_follower_leaves_a_healthy_leader_in_place() {
     init_tracing();
     let c = TestCluster::new(&[1, 2, 3]).await;
     let leader = c.initialize(1).await;
@@ -38,6 +39,29 @@ async fn triggered_election_moves_leadership() {
     let term = c.raft(leader).metrics().borrow().current_term;
 
     c.raft(other).trigger().elect().await.unwrap();
+    // Writes keep committing under the same leader, well past an election timeout.
+    for i in 0..20 {
+        c.set(leader, "k", &format!("v{i}")).await;
+        tokio::time::sleep(c.config.election_timeout_max / 4).await;
+    }
+
+    for id in c.ids() {
+        let m = c.raft(id).metrics().borrow().clone();
+        assert_eq!((m.current_term, m.current_leader), (term, Some(leader)), "node {id}");
+    }
+    c.check_safety();
+}
+
+/// `trigger().elect()` on the leader stands it down and campaigns in a newer term at once;
+/// the cluster ends with a leader of that term that commits.
+#[tokio::test(start_paused = true)]
+async fn triggered_election_on_the_leader_moves_to_a_newer_term() {
+    init_tracing();
+    let c = TestCluster::new(&[1, 2, 3]).await;
+    let leader = c.initialize(1).await;
+    let term = c.raft(leader).metrics().borrow().current_term;
+
+    c.raft(leader).trigger().elect().await.unwrap();
     for id in c.ids() {
         c.raft(id)
             .wait(Some(TIMEOUT))
@@ -46,12 +70,25 @@ async fn triggered_election_moves_leadership() {
             .unwrap();
     }
     let new_leader = c.wait_for_leader(&c.ids()).await;
-    let m = c.raft(new_leader).metrics().borrow().clone();
-    assert!(m.current_term > term, "the new leader is in a newer term");
-    // The node that stood up either won, or lost to a node with a newer log; either way the
-    // old leader follows now.
-    let old = c.raft(leader).metrics().borrow().clone();
-    assert_eq!(old.current_leader, Some(new_leader));
     c.set(new_leader, "k", "v").await;
     c.check_safety();
+}
+
+/// Raft §5.2: once the leader is gone and its followers' stickiness has run out, a follower
+/// told to stand wins.
+#[tokio::test(start_paused = true)]
+async fn triggered_election_on_a_follower_wins_once_the_leader_is_gone() {
+    init_tracing();
+    let mut c = TestCluster::new(&[1, 2, 3]).await;
+    let leader = c.initialize(1).await;
+    let term = c.raft(leader).metrics().borrow().current_term;
+    let others: Vec<u64> = c.ids().into_iter().filter(|id| *id != leader).collect();
+    c.stop_node(leader).await;
+    tokio::time::sleep(c.config.election_timeout_min).await;
+
+    c.raft(others[0]).trigger().elect().await.unwrap();
+
+    let new_leader = c.wait_for_leader(&others).await;
+    assert!(c.raft(new_leader).metrics().borrow().current_term > term);
+    c.set(new_leader, "k", "v").await;
 }

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::config::SnapshotPolicy;
 use crate::engine::leader::Transfer;
-use crate::engine::{Candidate, Engine, EngineConfig, Leader, LogIOId, MembershipState, ServerState};
+use crate::engine::{Ack, Candidate, Engine, EngineConfig, Leader, LogIOId, MembershipState, ServerState};
 use crate::raft::AppendEntriesRequest;
 use crate::testing_types::{UTConfig, log_id};
 use crate::types::{Entry, LeaderId, LogId, Membership, StoredMembership, Vote};
@@ -103,7 +103,8 @@ enum Role {
 #[derive(Default)]
 struct LeaderExtra {
     since: Option<Instant>,
-    acked: Vec<(u64, Instant)>,
+    acked: Vec<(u64, Ack)>,
+    lease_revoked: bool,
     blank: Option<LogId<C>>,
     transfer: Option<Transfer<C>>,
     membership_target: Option<Membership<C>>,
@@ -315,9 +316,20 @@ impl EngineBuilder {
         self
     }
 
-    /// `target` answered a request the leader sent at `sent_at`.
-    pub(super) fn acked(mut self, target: u64, sent_at: Instant) -> Self {
-        self.leader_extra().acked.push((target, sent_at));
+    /// `target` answered a request the leader sent at `sent_at`, before any read's round.
+    pub(super) fn acked(self, target: u64, sent_at: Instant) -> Self {
+        self.acked_in_round(target, sent_at, 0)
+    }
+
+    /// `target` answered a request the leader sent at `sent_at` in heartbeat round `round`.
+    pub(super) fn acked_in_round(mut self, target: u64, sent_at: Instant, round: u64) -> Self {
+        self.leader_extra().acked.push((target, Ack { sent_at, round }));
+        self
+    }
+
+    /// The leader told a transfer target to campaign: its lease is over.
+    pub(super) fn lease_revoked(mut self) -> Self {
+        self.leader_extra().lease_revoked = true;
         self
     }
 
@@ -399,6 +411,7 @@ impl EngineBuilder {
                 let mut leader = Leader::new(self.vote, first_io_seq, since);
                 leader.flushed = flushed;
                 leader.acked.extend(extra.acked);
+                leader.lease_revoked = extra.lease_revoked;
                 leader.blank_log_id = extra.blank;
                 leader.transfer = extra.transfer;
                 leader.membership_target = extra.membership_target;

@@ -1,6 +1,6 @@
-//! The leader's knowledge that it still leads: `on_heartbeat_acked`, `quorum_acked_at`,
-//! `lease_valid`, `read_log_id` and check-quorum in `leader_on_timeout` (Raft §6.4, §8;
-//! dissertation §6.2, §6.4.1).
+//! The leader's knowledge that it still leads: `on_heartbeat_acked`, `check_quorum_acked_at`,
+//! `lease_valid` and check-quorum in `leader_on_timeout` (Raft §6.4; dissertation §6.2,
+//! §6.4.1). Reads have their own file, `read_test.rs`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use pretty_assertions::assert_eq;
 use tokio::time::Instant;
 
 use super::fixture::{C, EngineBuilder, LEASE, TIMEOUT_MAX, assert_deadline_after, joint, voters, voters_and_learners};
-use crate::engine::{Command, ServerState};
+use crate::engine::{Ack, Command, ServerState};
 use crate::testing_types::log_id;
 use crate::types::{Membership, Vote};
 
@@ -35,7 +35,11 @@ fn leader(membership: Membership<C>, since: Instant) -> EngineBuilder {
 }
 
 fn acked_of(engine: &crate::engine::Engine<C>) -> BTreeMap<u64, Instant> {
-    engine.leader.as_ref().expect("a leader").acked.clone()
+    engine.leader.as_ref().expect("a leader").acked.iter().map(|(id, a)| (*id, a.sent_at)).collect()
+}
+
+fn ack(sent_at: Instant) -> Ack {
+    Ack { sent_at, round: 0 }
 }
 
 #[test]
@@ -50,7 +54,7 @@ fn ack_keeps_the_latest_send_time_per_target() {
         }
         let mut engine = builder.build();
 
-        engine.on_heartbeat_acked(2, elected(), sent_at);
+        engine.on_heartbeat_acked(2, elected(), ack(sent_at));
 
         // Replies can arrive out of order: a late reply to an older request says less.
         assert_eq!(engine.take_commands(), vec![]);
@@ -64,7 +68,7 @@ fn ack_of_another_leadership_is_ignored() {
     for vote in [Vote::new_committed(1, 1), Vote::new_committed(3, 2)] {
         let mut engine = leader(voters(&[1, 2, 3]), t).build();
 
-        engine.on_heartbeat_acked(2, vote, t + ms(10));
+        engine.on_heartbeat_acked(2, vote, ack(t + ms(10)));
 
         assert_eq!(engine.take_commands(), vec![], "{vote}");
         assert_eq!(acked_of(&engine), BTreeMap::new(), "{vote}");
@@ -78,7 +82,7 @@ fn ack_reaching_a_follower_is_ignored() {
         EngineBuilder::node(1).vote(elected()).log([log_id(1, 0)]).membership(log_id(1, 0), voters(&[1, 2, 3])).build();
     let state_before = engine.state.clone();
 
-    engine.on_heartbeat_acked(2, elected(), t);
+    engine.on_heartbeat_acked(2, elected(), ack(t));
 
     assert_eq!(engine.take_commands(), vec![]);
     assert_eq!(engine.state, state_before);
@@ -86,7 +90,7 @@ fn ack_reaching_a_follower_is_ignored() {
 }
 
 #[test]
-fn quorum_acked_at_is_the_latest_time_a_majority_followed() {
+fn check_quorum_acked_at_is_the_latest_time_a_majority_followed() {
     // The leader counts as `now`; a member that never answered counts as the election time.
     let since = Instant::now();
     let now = since + ms(500);
@@ -108,12 +112,12 @@ fn quorum_acked_at_is_the_latest_time_a_majority_followed() {
         }
         let engine = builder.build();
 
-        assert_eq!(engine.quorum_acked_at(now), Some(expected), "{name}");
+        assert_eq!(engine.check_quorum_acked_at(now), Some(expected), "{name}");
     }
 }
 
 #[test]
-fn follower_has_no_quorum_ack_no_lease_and_no_read_log_id() {
+fn follower_has_no_quorum_ack_and_no_lease() {
     let now = Instant::now();
     let engine = EngineBuilder::node(2)
         .vote(elected())
@@ -124,10 +128,8 @@ fn follower_has_no_quorum_ack_no_lease_and_no_read_log_id() {
         .last_leader_contact(now)
         .build();
 
-    assert_eq!(engine.quorum_acked_at(now), None);
+    assert_eq!(engine.check_quorum_acked_at(now), None);
     assert!(!engine.lease_valid(now));
-    // Raft §8: only the leader knows what is committed; a follower must ask it.
-    assert_eq!(engine.read_log_id(), None);
 }
 
 #[test]
@@ -156,31 +158,6 @@ fn no_lease_without_check_quorum() {
 
     // Without stickiness a voter may elect another leader at once: no time is safe.
     assert!(!engine.lease_valid(since));
-}
-
-#[test]
-fn read_log_id_waits_for_the_leaders_blank_entry() {
-    // Raft §8: a new leader does not know what is committed until an entry of its term is;
-    // reads wait for its blank entry, and then for whatever is committed when they arrive.
-    let elected_t3 = Vote::new_committed(3, 1);
-    let log = [log_id(1, 0), log_id(1, 1), log_id(3, 2), log_id(3, 3)];
-    let cases = [
-        ("blank not yet committed", log_id(1, 1), log_id(3, 2)),
-        ("blank committed", log_id(3, 2), log_id(3, 2)),
-        ("committed beyond the blank", log_id(3, 3), log_id(3, 3)),
-    ];
-    for (name, committed, expected) in cases {
-        let engine = EngineBuilder::node(1)
-            .vote(elected_t3)
-            .log(log)
-            .committed(committed)
-            .membership(log_id(1, 0), voters(&[1, 2, 3]))
-            .leader(1)
-            .blank(log_id(3, 2))
-            .build();
-
-        assert_eq!(engine.read_log_id(), Some(Some(expected)), "{name}");
-    }
 }
 
 #[test]
@@ -269,7 +246,7 @@ fn acks_are_kept_only_for_replication_targets() {
     let t = Instant::now();
     let mut engine = leader(voters(&[1, 2, 3]), t).acked(2, t + ms(1)).acked(3, t + ms(2)).build();
 
-    engine.on_heartbeat_acked(9, elected(), t + ms(3));
+    engine.on_heartbeat_acked(9, elected(), ack(t + ms(3)));
     assert_eq!(acked_of(&engine), [(2, t + ms(1)), (3, t + ms(2))].into(), "node 9 is no target");
 
     // Node 3 is gone from every config; recomputing the streams forgets it.
@@ -277,4 +254,89 @@ fn acks_are_kept_only_for_replication_targets() {
     engine.state.membership = crate::engine::MembershipState::new(two.clone(), two);
     engine.update_replication_streams();
     assert_eq!(acked_of(&engine), [(2, t + ms(1))].into());
+}
+
+/// Issue #15, finding 1: check-quorum's grace counts members that never answered as having
+/// acknowledged a new leader at its election. The lease must not: granting a vote does not make
+/// a voter sticky, so the voters that elected this leader may elect another one at once
+/// (dissertation §6.4.1 relies on acknowledged heartbeats, not on votes).
+#[test]
+fn a_new_leader_has_no_lease_until_a_quorum_really_answers_it() {
+    let since = Instant::now();
+    let engine = leader(voters(&[1, 2, 3]), since).build();
+    assert!(engine.check_quorum_acked_at(since + ms(1)).is_some(), "check-quorum's grace holds");
+    assert!(!engine.lease_valid(since + ms(1)), "no member answered: no lease");
+
+    // One of two followers answering makes a quorum with the leader.
+    let engine = leader(voters(&[1, 2, 3]), since).acked(3, since + ms(2)).build();
+    assert!(engine.lease_valid(since + ms(3)));
+
+    // Of five voters, the leader and one answer are not a quorum, whatever the grace says.
+    let engine = leader(voters(&[1, 2, 3, 4, 5]), since).acked(3, since + ms(2)).build();
+    assert!(!engine.lease_valid(since + ms(3)));
+}
+
+/// Issue #15, finding 1 (second aggravation): until its blank entry commits, a new leader may
+/// not know what is committed (Raft §8), so it holds no lease however many answered it.
+#[test]
+fn no_lease_before_the_leaders_blank_entry_commits() {
+    let since = Instant::now();
+    let engine = EngineBuilder::node(1)
+        .vote(Vote::new_committed(3, 1))
+        .log([log_id(1, 0), log_id(1, 1), log_id(3, 2)])
+        .committed(log_id(1, 1))
+        .membership(log_id(1, 0), voters(&[1, 2, 3]))
+        .check_quorum(true)
+        .leader(1)
+        .leader_since(since)
+        .blank(log_id(3, 2))
+        .acked(2, since + ms(1))
+        .acked(3, since + ms(1))
+        .build();
+
+    assert!(!engine.lease_valid(since + ms(2)));
+}
+
+/// Issue #15, finding 2: once the leader told a transfer target to campaign, that target's
+/// forced vote requests pass over stickiness, so the lease ends at that moment, for good.
+#[test]
+fn telling_a_transfer_target_to_campaign_ends_the_lease() {
+    let since = Instant::now();
+    let now = since + ms(10);
+    let mut engine = leader(voters(&[1, 2, 3]), since)
+        .acked(2, since + ms(5))
+        .acked(3, since + ms(5))
+        .progress(2, log_id(2, 2))
+        .build();
+    assert!(engine.lease_valid(now));
+
+    engine.transfer_leader(now, 2).unwrap();
+
+    assert!(matches!(engine.take_commands().back(), Some(Command::SendTransferLeader { to: 2, .. })));
+    assert!(!engine.lease_valid(now), "the target may be elected any moment now");
+    engine.on_heartbeat_acked(2, elected(), ack(now));
+    engine.on_heartbeat_acked(3, elected(), ack(now));
+    assert!(!engine.lease_valid(now + ms(1)), "fresh answers do not bring the lease back");
+}
+
+/// A transfer that has not told its target to campaign yet leaves the lease as it is: the
+/// target is still bound by stickiness like every other voter.
+#[test]
+fn a_transfer_still_catching_its_target_up_keeps_the_lease() {
+    let since = Instant::now();
+    let now = since + ms(10);
+    let mut engine = leader(voters(&[1, 2, 3]), since).acked(2, since + ms(5)).progress(2, log_id(2, 1)).build();
+
+    engine.transfer_leader(now, 2).unwrap();
+
+    assert_eq!(engine.take_commands(), vec![]);
+    assert!(engine.lease_valid(now));
+}
+
+#[test]
+fn a_revoked_lease_stays_revoked() {
+    let since = Instant::now();
+    let engine = leader(voters(&[1, 2, 3]), since).acked(2, since + ms(5)).lease_revoked().build();
+
+    assert!(!engine.lease_valid(since + ms(6)));
 }

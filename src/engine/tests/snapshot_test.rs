@@ -344,3 +344,31 @@ fn snapshot_not_matching_the_log_truncates_only_from_its_last_index() {
         assert_eq!(*engine.state.membership.effective, snapshot.last_membership, "{name}");
     }
 }
+
+/// Issue #15, finding 6 (confirmed): a snapshot's membership is committed, but so is the
+/// second-to-last membership entry of the log (a leader appends one only once the one before
+/// is committed). When the log after the snapshot holds two membership entries, the older one
+/// stays the committed one; if the newer one is then truncated, the node falls back to the
+/// older entry, not to the snapshot's config, and counts votes and quorums in the right one.
+#[test]
+fn snapshot_keeps_a_committed_membership_of_the_log_after_it() {
+    let (m1, m2) = (voters(&[1, 2, 3, 4]), voters(&[1, 2, 3, 4, 5]));
+    let mut engine = receiver(log_upto(9), log_id(1, 1))
+        .uncommitted_membership(log_id(2, 6), m1.clone())
+        .uncommitted_membership(log_id(2, 8), m2.clone())
+        .build();
+    let snapshot = meta(Some(log_id(2, 4)), log_id(1, 0), voters(&[1, 2, 3]));
+
+    assert!(engine.install_snapshot(snapshot));
+    engine.take_commands();
+
+    assert_eq!(*engine.state.membership.committed, StoredMembership::new(Some(log_id(2, 6)), m1.clone()));
+    assert_eq!(*engine.state.membership.effective, StoredMembership::new(Some(log_id(2, 8)), m2));
+
+    // Leader 3 replaces the entries from index 8 on.
+    let new_entry = crate::types::Entry::new_blank(crate::engine::tests::fixture::log_id_by(3, 3, 8));
+    let request = crate::engine::tests::fixture::req(leader_3(), Some(log_id(2, 7)), vec![new_entry]);
+    engine.handle_append_entries(tokio::time::Instant::now(), request);
+
+    assert_eq!(*engine.state.membership.effective, StoredMembership::new(Some(log_id(2, 6)), m1));
+}

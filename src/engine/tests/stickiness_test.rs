@@ -178,3 +178,72 @@ fn leader_grants_a_forced_vote_and_steps_down() {
     assert_eq!(engine.state.server_state, ServerState::Follower);
     assert_deadline_after(&engine, now);
 }
+
+/// A voter that restarts keeps the promise its answers to a leader made before it stopped:
+/// for `election_timeout_min` after startup it refuses votes, as if it had just heard from a
+/// leader. Otherwise a voter that answered a leader's heartbeat, crashed and came back at once
+/// could elect another leader inside that leader's lease (a stale lease read).
+#[test]
+fn a_restarted_voter_refuses_votes_for_one_minimum_election_timeout() {
+    let now = Instant::now();
+    let cases = [
+        ("right after startup", now, false),
+        ("just before the promise ends", now + TIMEOUT_MIN - Duration::from_nanos(1), false),
+        ("once it ends", now + TIMEOUT_MIN, true),
+    ];
+    for (name, at, granted) in cases {
+        let mut engine = follower().build();
+        engine.startup(now);
+        engine.take_commands();
+
+        let resp = engine.handle_vote_req(at, &vote_req(true, false));
+
+        assert_eq!(resp.vote_granted, granted, "{name}");
+    }
+}
+
+#[test]
+fn a_node_that_never_saw_a_term_makes_no_promise_at_startup() {
+    let now = Instant::now();
+    let mut engine = EngineBuilder::node(2).check_quorum(true).build();
+
+    engine.startup(now);
+
+    assert_eq!(engine.last_leader_contact, None);
+}
+
+/// Issue #15, finding 2: an operator's `trigger().elect()` on a follower campaigns as its
+/// election timer would, so voters that follow a live leader refuse it and the leader's lease
+/// stays sound. Only a leader standing again campaigns forced.
+#[test]
+fn an_operators_election_on_a_follower_is_not_forced() {
+    let now = Instant::now();
+    let mut engine = follower().pre_vote(true).build();
+
+    engine.trigger_elect(now);
+
+    let cmds = engine.take_commands();
+    let Some(Command::SendVote { req }) = cmds.back() else { panic!("a vote request: {cmds:?}") };
+    assert!(req.pre_vote && !req.force, "{req:?}");
+}
+
+#[test]
+fn an_operators_election_on_the_leader_is_forced() {
+    let now = Instant::now();
+    let mut engine = EngineBuilder::node(1)
+        .vote(leader_vote())
+        .log([log_id(1, 0), log_id(1, 1), log_id(2, 2)])
+        .committed(log_id(2, 2))
+        .membership(log_id(1, 0), voters(&[1, 2, 3]))
+        .check_quorum(true)
+        .pre_vote(true)
+        .leader(1)
+        .build();
+
+    engine.trigger_elect(now);
+
+    let cmds = engine.take_commands();
+    assert!(engine.leader.is_none(), "it stood down");
+    let Some(Command::SendVote { req }) = cmds.back() else { panic!("a vote request: {cmds:?}") };
+    assert!(!req.pre_vote && req.force && req.vote == Vote::new(3, 1), "{req:?}");
+}

@@ -1,0 +1,108 @@
+//! [`Retries`]: how long a failing stream waits before trying again, and when its failures
+//! are worth a WARN line.
+//!
+//! A stream that fails again and again without the follower's match point moving — a
+//! follower that keeps conflicting, an unreachable one, a request too big for the transport —
+//! backs off exponentially instead of spinning, and says so at WARN once the failures repeat,
+//! at most once per [`WARN_EVERY`] with the count of failures logged only at DEBUG since.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The least time between two WARN lines of one stream.
+pub(crate) const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Failures in a row, without progress, before they are logged at WARN.
+const WARN_AFTER: u32 = 3;
+
+/// What a failure calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    /// Wait this long before the next attempt.
+    pub(crate) backoff: Duration,
+    /// Log this failure at WARN, with this many failures logged at DEBUG since the last WARN;
+    /// `None`: log it at DEBUG.
+    pub(crate) warn: Option<u64>,
+    /// Failures in a row without progress, this one included.
+    pub(crate) in_a_row: u32,
+}
+
+/// The failure history of one stream.
+#[derive(Debug)]
+pub(crate) struct Retries<P> {
+    /// The progress (the follower's matched log id) when the last failure happened.
+    progress_at_failure: Option<P>,
+    in_a_row: u32,
+    last_warn: Option<Instant>,
+    quiet: u64,
+    base: Duration,
+    max: Duration,
+}
+
+impl<P: PartialOrd + Copy> Retries<P> {
+    /// Back off from `base`, doubling up to `max`.
+    pub(crate) fn new(base: Duration, max: Duration) -> Self {
+        Self { progress_at_failure: None, in_a_row: 0, last_warn: None, quiet: 0, base, max: max.max(base) }
+    }
+
+    /// An attempt failed at `now` with the follower matched up to `progress`. `immediate_first`:
+    /// the first failure after progress is retried at once (a conflict is part of finding the
+    /// match point; only a repeated one is a problem).
+    pub(crate) fn failed(&mut self, now: Instant, progress: P, immediate_first: bool) -> Verdict {
+        let progressed = self.progress_at_failure.is_none_or(|p| progress > p);
+        self.progress_at_failure = Some(progress);
+        self.in_a_row = if progressed { 1 } else { self.in_a_row.saturating_add(1) };
+        let doublings = self.in_a_row.saturating_sub(if immediate_first { 2 } else { 1 });
+        let backoff = if immediate_first && self.in_a_row == 1 {
+            Duration::ZERO
+        } else {
+            self.base.saturating_mul(1u32.checked_shl(doublings.min(16)).unwrap_or(u32::MAX)).min(self.max)
+        };
+        let warn = if self.in_a_row >= WARN_AFTER && self.last_warn.is_none_or(|t| now >= t + WARN_EVERY) {
+            self.last_warn = Some(now);
+            Some(std::mem::take(&mut self.quiet))
+        } else {
+            self.quiet += 1;
+            None
+        };
+        Verdict { backoff, warn, in_a_row: self.in_a_row }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pretty_assertions::assert_eq;
+
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn repeated_failures_without_progress_back_off_and_warn_at_a_bounded_rate() {
+        let t0 = Instant::now();
+        let mut r = Retries::new(ms(50), ms(300));
+        let backoffs: Vec<_> = (0..6).map(|i| r.failed(t0 + ms(i), 7u64, false)).map(|v| v.backoff).collect();
+        assert_eq!(backoffs, vec![ms(50), ms(100), ms(200), ms(300), ms(300), ms(300)]);
+
+        let mut r = Retries::new(ms(50), ms(300));
+        let warns: Vec<_> = (0..5).map(|_| r.failed(t0, 7u64, false).warn).collect();
+        // The third failure in a row warns; the next ones within WARN_EVERY are counted.
+        assert_eq!(warns, vec![None, None, Some(2), None, None]);
+        assert_eq!(r.failed(t0 + WARN_EVERY, 7, false).warn, Some(2));
+    }
+
+    #[test]
+    fn a_first_conflict_is_retried_at_once_and_progress_resets_the_count() {
+        let t0 = Instant::now();
+        let mut r = Retries::new(ms(50), ms(300));
+        assert_eq!(r.failed(t0, 1u64, true).backoff, Duration::ZERO);
+        assert_eq!(r.failed(t0, 1, true).backoff, ms(50));
+        assert_eq!(r.failed(t0, 1, true).backoff, ms(100));
+        // The follower's match point moved: the next conflict starts over.
+        let v = r.failed(t0, 2, true);
+        assert_eq!((v.backoff, v.in_a_row), (Duration::ZERO, 1));
+    }
+}

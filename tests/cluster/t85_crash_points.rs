@@ -1,0 +1,62 @@
+//! Every crash point is a restart point: a node that stopped between two Commands of one
+//! batch restarts from what its storage contract guarantees was durable, and its Engine agrees
+//! with its store.
+
+use quorate::storage::{IOFlushed, RaftLogStorage, RaftStateMachine};
+use quorate::testing::{MemLogStore, MemStateMachine, Router, TypeConfig};
+use quorate::{AppendEntriesRequest, AppendEntriesResponse, Entry, LeaderId, LogId, Membership, Raft, Vote};
+
+use crate::fixture::{init_tracing, node_addr, test_config};
+
+type C = TypeConfig;
+
+fn id(term: u64, node: u64, index: u64) -> LogId<C> {
+    LogId::new(LeaderId::new(term, node), index)
+}
+
+fn voters() -> Membership<C> {
+    Membership::new_voters([1, 2, 3].into_iter().map(|n| (n, node_addr(n))).collect()).expect("a valid membership")
+}
+
+/// Issue #15, finding 4. A follower installed a leader's snapshot whose last entry, T3.4,
+/// conflicted with its log (T2.3..T2.5, written by a deposed leader). The Engine truncated the
+/// log from index 4, installed the snapshot (durable at once) and purged the log up to T3.4;
+/// the storage contract lets the truncation and the purge become durable only with the next
+/// append's flush, and the node crashed before that. It restarts with the state machine at
+/// T3.4 and the old tail T2.3..T2.5 still in its log. It must take its log to end at T3.4 and
+/// accept the leader's next entry, T3.5 — not stop on a log it cannot append to.
+#[tokio::test(start_paused = true)]
+async fn a_node_restarts_after_a_crash_between_a_snapshot_install_and_its_log_truncation() {
+    init_tracing();
+    let mut log = MemLogStore::new();
+    let old_tail = [id(2, 2, 3), id(2, 2, 4), id(2, 2, 5)];
+    let mut entries = vec![Entry::new_membership(id(1, 1, 0), voters())];
+    entries.extend([id(1, 1, 1), id(1, 1, 2)].into_iter().chain(old_tail).map(Entry::new_blank));
+    let (callback, flushed) = IOFlushed::with_receiver();
+    log.append(entries, callback).await.expect("append");
+    flushed.await.expect("flush reported").expect("flushed");
+
+    let mut sm = MemStateMachine::new();
+    let mut applied = vec![Entry::new_membership(id(1, 1, 0), voters())];
+    applied.extend([id(1, 1, 1), id(1, 1, 2), id(3, 3, 3), id(3, 3, 4)].map(Entry::new_blank));
+    sm.apply(applied).await.expect("apply");
+
+    let router = Router::new();
+    let raft = Raft::new(2, std::sync::Arc::new(test_config()), router.factory(2), log.clone(), sm.clone())
+        .await
+        .expect("the node starts from its storage");
+
+    let leader = Vote::new_committed(3, 3);
+    let req = AppendEntriesRequest {
+        vote: leader,
+        prev_log_id: Some(id(3, 3, 4)),
+        entries: vec![Entry::new_blank(id(3, 3, 5))],
+        leader_commit: Some(id(3, 3, 4)),
+    };
+    let resp = raft.append_entries(req).await.expect("the node is running");
+
+    assert_eq!(resp, AppendEntriesResponse::Success { matched: Some(id(3, 3, 5)) });
+    let ids: Vec<_> = log.entries().iter().map(|e| e.log_id).collect();
+    assert_eq!(ids, vec![id(3, 3, 5)], "the old tail is gone, the log is purged up to the snapshot");
+    raft.shutdown().await.expect("shutdown");
+}
