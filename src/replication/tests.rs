@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::{IOProgress, ReplicationHandle};
 use crate::config::Config;
 use crate::core::{Clock, Notification, SmMsg};
-use crate::engine::ReplicationResult;
+use crate::engine::{Ack, ReplicationResult};
 use crate::error::{RPCError, StorageError};
 use crate::network::{RPCOption, RaftNetwork};
 use crate::raft::{
@@ -127,15 +127,21 @@ struct Stream {
     log: LeaderLog,
     submitted: watch::Sender<IOProgress<C>>,
     committed: watch::Sender<Option<LogId<C>>>,
-    _heartbeat: watch::Sender<u64>,
+    heartbeat: watch::Sender<u64>,
     notify: mpsc::UnboundedReceiver<Notification<C>>,
     /// Every `matched` the stream reported, in order.
     reported: Vec<Option<LogId<C>>>,
+    /// Every acknowledgement the stream reported, in order.
+    acks: Vec<Ack>,
 }
 
 impl Stream {
     /// Start a stream of leader 1 (term 1) to node 2 over `network`, with `log`.
     fn start(network: ScriptedNetwork, log: LeaderLog) -> Self {
+        Self::start_on(network, log)
+    }
+
+    fn start_on(network: impl RaftNetwork<C>, log: LeaderLog) -> Self {
         let vote = Vote::new_committed(1, 1);
         let config = Arc::new(Config { rpc_timeout: Duration::from_millis(500), ..Config::default() });
         let last = log.last();
@@ -177,9 +183,10 @@ impl Stream {
             log,
             submitted: submitted.0,
             committed: committed.0,
-            _heartbeat: heartbeat.0,
+            heartbeat: heartbeat.0,
             notify,
             reported: Vec::new(),
+            acks: Vec::new(),
         }
     }
 
@@ -195,13 +202,110 @@ impl Stream {
     async fn run_for(&mut self, d: Duration) {
         let until = Instant::now() + d;
         while let Ok(Some(n)) = tokio::time::timeout_at(until, self.notify.recv()).await {
-            if let Notification::Replication { result: ReplicationResult::Matched(m), .. } = n {
+            if let Notification::Replication { result: ReplicationResult::Matched(m), ack, .. } = n {
                 if self.reported.last() != Some(&m) {
                     self.reported.push(m);
                 }
+                self.acks.extend(ack);
             }
         }
     }
+}
+
+/// A follower whose stream answers are released by the test, one at a time; probes are
+/// answered at once from `follower`.
+#[derive(Clone)]
+struct HeldNetwork {
+    probes: ScriptedNetwork,
+    requests: mpsc::UnboundedSender<AppendEntriesRequest<C>>,
+    answers: Arc<Mutex<Option<mpsc::UnboundedReceiver<AppendEntriesResponse<C>>>>>,
+}
+
+impl RaftNetwork<C> for HeldNetwork {
+    async fn append_entries(
+        &mut self,
+        req: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError> {
+        self.probes.append_entries(req, option).await
+    }
+
+    async fn vote(&mut self, _req: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError> {
+        Err(unsupported())
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _req: InstallSnapshotRequest<C>,
+        _option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<C>, RPCError> {
+        Err(unsupported())
+    }
+
+    async fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        _option: RPCOption,
+    ) -> Result<crate::network::AppendResponseStream<'s, C>, RPCError>
+    where
+        S: futures_util::Stream<Item = AppendEntriesRequest<C>> + Send + Unpin + 's,
+    {
+        use futures_util::StreamExt;
+        let Some(answers) = self.answers.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return Err(unsupported());
+        };
+        let requests = self.requests.clone();
+        // Forward every request to the test; the responses are what the test releases.
+        let forwarded = input.filter_map(move |req| {
+            let _ = requests.send(req);
+            std::future::ready(None)
+        });
+        let answers =
+            futures_util::stream::unfold(answers, |mut rx| async move { rx.recv().await.map(|a| (Ok(a), rx)) });
+        Ok(futures_util::stream::select(forwarded, answers).boxed())
+    }
+}
+
+/// Issue #15, finding 3a. With a request R in flight, a read asks for a new heartbeat round. A
+/// heartbeat sent now would repeat R's last log id, and R's answer would look like the answer
+/// to both, lending R's answer the heartbeat's round: the read would be confirmed by a round
+/// trip that began before it arrived. The heartbeat waits until R is answered; R's answer
+/// proves R's round; the heartbeat's answer proves the read's.
+#[tokio::test(start_paused = true)]
+async fn an_answer_proves_the_round_of_its_own_request_only() {
+    let probes = ScriptedNetwork::default();
+    probes.follower().last = Some(log_id(1, 20));
+    let (requests_tx, mut requests) = mpsc::unbounded_channel();
+    let (answer, answers) = mpsc::unbounded_channel();
+    let network = HeldNetwork { probes, requests: requests_tx, answers: Arc::new(Mutex::new(Some(answers))) };
+    let mut stream = Stream::start_on(network, LeaderLog::new(log_id(1, 0), 21));
+    let success = |i| AppendEntriesResponse::Success { matched: Some(log_id(1, i)) };
+
+    // The pipeline opens with a heartbeat at the match point; answer it.
+    let first = requests.recv().await.expect("a first request");
+    assert_eq!(first.last_log_id(), Some(log_id(1, 20)));
+    answer.send(success(20)).unwrap();
+    stream.run_for(Duration::from_millis(1)).await;
+
+    // R: the leader appends entry 21; its request goes out and stays unanswered.
+    stream.extend_log(22);
+    let r = requests.recv().await.expect("the request of entry 21");
+    assert_eq!(r.last_log_id(), Some(log_id(1, 21)));
+    // A read asks for round 1.
+    stream.heartbeat.send_replace(1);
+    stream.run_for(Duration::from_millis(200)).await;
+    assert!(requests.try_recv().is_err(), "no heartbeat while a request ending at the same log id is in flight");
+
+    stream.acks.clear();
+    answer.send(success(21)).unwrap();
+    stream.run_for(Duration::from_millis(1)).await;
+    assert_eq!(stream.acks.iter().map(|a| a.round).collect::<Vec<_>>(), vec![0], "R's answer proves round 0");
+
+    let heartbeat = requests.recv().await.expect("the heartbeat of round 1");
+    assert_eq!(heartbeat.last_log_id(), Some(log_id(1, 21)));
+    answer.send(success(21)).unwrap();
+    stream.run_for(Duration::from_millis(1)).await;
+    assert_eq!(stream.acks.iter().map(|a| a.round).collect::<Vec<_>>(), vec![0, 1]);
 }
 
 /// Issue #15, finding 5. The follower answers the snapshot but does not install it (its
