@@ -120,13 +120,16 @@ pub struct Config {
 
     /// Check-quorum and leader stickiness (dissertation §6.2, §9.6): a leader that has not
     /// heard from a quorum for `election_timeout_max` steps down, and a node that heard from a
-    /// leader within `election_timeout_min` refuses votes (unless asked by a leadership
-    /// transfer). Required for lease reads. Default: on.
+    /// leader within `election_timeout_min` (or restarted within it) refuses votes, unless
+    /// asked by a leadership transfer or a leader standing again. Required for lease reads.
+    /// Default: on.
     pub enable_check_quorum: bool,
 
-    /// The bound on clock drift between nodes over one election timeout, subtracted from the
-    /// leader lease: a lease read is served only while `election_timeout_min - max_clock_drift`
-    /// has not passed since a quorum acknowledged the leader. Default: 20 ms.
+    /// The bound on how far any two nodes' clocks drift apart over `election_timeout_min`,
+    /// subtracted from the leader lease: a lease read is served only while
+    /// `election_timeout_min - max_clock_drift` has not passed since the send time of requests
+    /// a quorum answered. See [`ReadPolicy::LeaseRead`](crate::ReadPolicy::LeaseRead) for every
+    /// assumption a lease makes. Default: 20 ms.
     pub max_clock_drift: Duration,
 
     /// Timeout of one RPC (vote, a non-streamed AppendEntries, a snapshot chunk). Default: 1 s.

@@ -19,6 +19,33 @@ pub(crate) struct ReplicationTarget<C: RaftTypeConfig> {
 ///
 /// Commands run in the order they were pushed; each variant says when it may run and what
 /// RaftCore must do before running the next one.
+///
+/// # Crash points
+///
+/// A node may stop between any two commands. What survives is what the storage contract
+/// makes durable, and restarting from it must be safe (`core::startup::load_state` builds the
+/// Engine's state from it):
+///
+/// - `SaveVote` is durable before the next command runs: a vote is never granted, nor a term
+///   acted on, that a restart forgets.
+/// - `AppendEntries` is durable only once its flush callback fired; until then a restart may
+///   lose it (and every later log write). Nothing that relies on it — an acknowledgement to
+///   the leader, the leader's own count toward commit — happens before the callback.
+/// - `TruncateLog` and `PurgeLog` may become durable as late as the next append's flush: a
+///   restart may find the truncated or purged entries back. Truncated entries were never
+///   acknowledged past the conflict, so getting them back is as if the truncation had not
+///   happened yet; purged ones are behind a snapshot and harmless.
+/// - `InstallSnapshot` is durable at once, while the `TruncateLog` before it and the
+///   `PurgeLog` after it may not be: a restart can find the state machine at the snapshot with
+///   the log still holding entries the snapshot replaced, possibly of an older term after its
+///   last index. `load_state` truncates those and purges up to what was applied, so the log
+///   continues from the snapshot.
+/// - `Apply` runs in the state machine task; a state machine that persists what it applied
+///   may be ahead of the durable log after a crash (it applied committed entries this node had
+///   not flushed yet). `load_state` then continues the log after what was applied.
+/// - `SaveCommitted` is a hint: a restart that lost it recomputes `committed` as at least what
+///   was applied.
+/// - The other commands change nothing durable.
 pub(crate) enum Command<C: RaftTypeConfig> {
     /// Persist `vote` and wait until it is durable before running the next command: a vote
     /// response or an acknowledgement sent after this relies on it.

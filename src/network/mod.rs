@@ -10,11 +10,17 @@
 //!
 //! 1. **Whole requests.** A request taken from the input stream is delivered to the follower
 //!    whole, or the response stream ends with an error. Never half of its entries.
-//! 2. **In order.** Requests reach the follower's [`Raft::append_entries`](crate::Raft::append_entries)
-//!    (or [`Raft::stream_append`](crate::Raft::stream_append)) in the order the input yields them.
-//! 3. **Responses in order, possibly fewer.** Responses come back in request order. Yielding
-//!    fewer responses than requests is allowed: each `Success { matched }` acknowledges every
-//!    request up to `matched`.
+//! 2. **In order, at most once.** Requests reach the follower's
+//!    [`Raft::append_entries`](crate::Raft::append_entries) (or
+//!    [`Raft::stream_append`](crate::Raft::stream_append)) in the order the input yields them,
+//!    each at most once: a request the network retries must not reach the follower twice on
+//!    one stream.
+//! 3. **Responses in order, possibly fewer.** Responses come back in request order, each the
+//!    follower's own answer to one request. Yielding fewer responses than requests is allowed:
+//!    each `Success { matched }` acknowledges every request up to `matched`. The leader tells
+//!    which request an answer is for by `matched` (no two requests it has in flight end at the
+//!    same log id), and counts the answer as proof that the follower followed it when that
+//!    request was sent: an answer must never be passed off as another request's.
 //! 4. **Errors end the stream.** After yielding an `Err`, the response stream is done; the
 //!    leader resumes from what was acknowledged, on a new stream.
 //!

@@ -62,14 +62,32 @@ impl<C: RaftTypeConfig> fmt::Debug for ChangeMembershipResponse<C> {
 /// How a linearizable read confirms that this node still leads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum ReadPolicy {
-    /// ReadIndex (Raft §8): a quorum acknowledges the leader after the read arrived. One
-    /// heartbeat round trip; safe whatever the clocks do.
+    /// ReadIndex (Raft §8): a quorum answers a request the leader sent *after* the read
+    /// arrived — proven by a heartbeat round number each request carries and its answer brings
+    /// back, never by comparing times. One round trip; safe whatever the clocks do.
     #[default]
     ReadIndex,
-    /// Leader lease: skip the round trip while a quorum acknowledged the leader within
-    /// `election_timeout_min - max_clock_drift`. Relies on clocks drifting less than
-    /// `Config::max_clock_drift` and on check-quorum; falls back to ReadIndex when the lease
-    /// has expired.
+    /// Leader lease (dissertation §6.4.1): no round trip while the lease holds; falls back to
+    /// ReadIndex when it does not. It is linearizable only under these assumptions:
+    ///
+    /// - **Bounded clock drift.** Between any two nodes, clocks drift apart by less than
+    ///   [`Config::max_clock_drift`] over `election_timeout_min`. Clocks need not agree on the
+    ///   time, only run at nearly the same rate; a node whose clock jumps or stops (a paused VM,
+    ///   a process suspended with SIGSTOP) breaks it. The lease lasts
+    ///   `election_timeout_min - max_clock_drift` from the *send* time of the requests a
+    ///   quorum answered.
+    /// - **Leader stickiness** ([`Config::enable_check_quorum`], required): a voter that heard
+    ///   from a leader refuses votes for `election_timeout_min` on its own clock — also right
+    ///   after it restarts — so no other leader can be elected inside the lease.
+    /// - **Only real answers count.** A newly elected leader has no lease until a quorum has
+    ///   answered it, and none until its first entry (the blank one) is committed.
+    /// - **Forced elections end it.** The vote requests of a leadership transfer's target pass
+    ///   over stickiness, so a leader's lease ends for good the moment it tells the target to
+    ///   campaign. [`Trigger::elect`] on a follower is not forced (voters that follow a live
+    ///   leader refuse it); on the leader it stands that leader down, which ends its lease. No
+    ///   other path forces an election, except a new cluster's first.
+    ///
+    /// If any of these may not hold in your deployment, use [`ReadIndex`](Self::ReadIndex).
     LeaseRead,
 }
 
@@ -642,9 +660,12 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// leader for this (through the application's own RPC), then waits on its own state
     /// machine with [`wait_applied`](Self::wait_applied) and reads locally.
     ///
-    /// A leader that has not committed an entry of its term yet answers only after it has. A
-    /// leader cut off from the majority never answers with a stale index: it waits, and fails
-    /// with `ForwardToLeader` when check-quorum makes it step down.
+    /// The returned `read_log_id` is always committed. A leader that has not committed an
+    /// entry of its term yet answers only after it has, under either policy. A leader cut off
+    /// from the majority never answers with a stale index: it waits, and fails with
+    /// `ForwardToLeader` when check-quorum makes it step down. A read is answered only under the
+    /// leadership it arrived under: if this node stops leading, even to lead again in a later
+    /// term, the read fails with `ForwardToLeader`.
     ///
     /// # Errors
     /// [`LinearizableReadError::ForwardToLeader`] if this node is not (or stopped being) the
@@ -738,7 +759,13 @@ impl<C: RaftTypeConfig> Raft<C> {
         Ok(index.read_log_id)
     }
 
-    /// Wait until this node's state machine has applied `log_id` (by index).
+    /// Wait until this node's state machine has applied `log_id`.
+    ///
+    /// `log_id` must be committed: one returned by [`get_read_index`](Self::get_read_index)
+    /// (on any node of the cluster) or by a write's response. Then every node applies exactly
+    /// that entry at its index, so waiting for the index is waiting for the entry. (An id that
+    /// was never committed may be replaced by another leader's entry at the same index; this
+    /// call cannot tell, so do not pass one.)
     ///
     /// # Errors
     /// [`Fatal::Stopped`] if the node stops first.
@@ -999,8 +1026,17 @@ pub struct Trigger<'r, C: RaftTypeConfig> {
 }
 
 impl<C: RaftTypeConfig> Trigger<'_, C> {
-    /// Start an election now, if this node is a voter. It skips pre-vote and asks voters to
-    /// vote even if they heard from a leader recently: it may depose a healthy leader.
+    /// Start an election now, if this node is a voter.
+    ///
+    /// On a follower it campaigns as its election timer would (with pre-vote if enabled):
+    /// voters that heard from a live leader within `election_timeout_min` refuse it (leader
+    /// stickiness), so it never deposes a healthy leader — nor breaks that leader's lease. It
+    /// wins once the leader is gone or unreachable. To move leadership away from a healthy
+    /// leader, use [`transfer_leader`](Self::transfer_leader) on the leader.
+    ///
+    /// On the leader it steps down and campaigns at once in the next term, asking voters to
+    /// vote even though they heard from it: nothing of another leader's can be broken by that,
+    /// since this node ends its own lease and voters that follow a newer leader refuse it.
     ///
     /// # Errors
     /// [`Fatal`] if the node has stopped.
