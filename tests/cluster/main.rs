@@ -16,3 +16,4 @@ mod t70_membership;
 mod t80_snapshot;
 mod t90_reads_leadership;
 mod t95_overload;
+mod t96_payload_bytes;
