@@ -13,8 +13,10 @@ use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_raft-kv"))
+/// The `raft-kv` binary under test: this build's, or `RAFT_KV_BIN` (to run the suite against
+/// another build, e.g. to see a test fail on the code before a fix).
+fn binary() -> std::path::PathBuf {
+    std::env::var_os("RAFT_KV_BIN").map_or_else(|| env!("CARGO_BIN_EXE_raft-kv").into(), Into::into)
 }
 
 /// Run `raft-kv args...` to its end (these all exit at once) and return its output.
@@ -39,7 +41,7 @@ fn run_binary(args: &[&str]) -> Output {
 
 /// A one-node "cluster" whose node runs with `args`, its HTTP API answering.
 async fn one_node(root: &Path, args: &[&str]) -> LocalCluster {
-    let mut cluster = LocalCluster::new(binary(), root, 1).unwrap();
+    let mut cluster = LocalCluster::new(&binary(), root, 1).unwrap();
     cluster.node_args(args);
     cluster.start(0).unwrap();
     cluster.wait_metrics(0, WAIT, "the HTTP API", |_| true).await.unwrap();
@@ -198,7 +200,7 @@ async fn a_body_that_never_comes_is_answered_408() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_limit_wait_for_a_free_one() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = LocalCluster::new(binary(), dir.path(), 1).unwrap();
+    let mut node = LocalCluster::new(&binary(), dir.path(), 1).unwrap();
     node.node_args(&["--http-max-connections", "2", "--http-header-timeout-ms", "20000"]);
     node.start(0).unwrap();
     let addr = node.nodes[0].http_addr.clone();
