@@ -12,7 +12,7 @@
 //! | [`HttpLimits::shutdown_timeout`] | on shutdown, connections finish their requests within it, then are dropped |
 //!
 //! hyper answers requests it cannot parse (a bad request line 400, a URI over 64 KiB 414,
-//! headers too large 431) itself, with an empty body and no hook to change it; [`JsonErrorIo`]
+//! headers too large 431) itself, with an empty body and no hook to change it; `JsonErrorIo`
 //! gives those answers a JSON body like every other answer.
 
 use std::io;
