@@ -78,7 +78,17 @@ fn the_command_line_refuses_bad_options_and_prints_its_version() {
         args.extend_from_slice(extra);
         args.into_iter().map(str::to_string).collect::<Vec<_>>()
     };
-    let cases: [(&str, Vec<String>, &str); 6] = [
+    let cases: [(&str, Vec<String>, &str); 7] = [
+        // A host name could resolve to several addresses: a node binds exactly an IP:PORT.
+        (
+            "host name to bind",
+            {
+                let mut a = node(&["--id", "1"]);
+                a[2] = "localhost:7001".into();
+                a
+            },
+            "IP:PORT",
+        ),
         ("id 0", node(&["--id", "0"]), "--id"),
         (
             "port 99999",

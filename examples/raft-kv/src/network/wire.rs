@@ -102,3 +102,15 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Bytes, WireError> {
 pub fn decode<T: DeserializeOwned>(frame: &BytesMut) -> Result<T, postcard::Error> {
     postcard::from_bytes(frame)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_FRAME_BYTES, WireError, encode};
+
+    #[test]
+    fn a_message_over_the_frame_limit_is_refused_before_it_is_sent() {
+        let too_large = vec![7u8; MAX_FRAME_BYTES];
+        assert!(matches!(encode(&too_large), Err(WireError::TooLarge { .. })));
+        assert!(encode(&vec![7u8; 1024]).is_ok());
+    }
+}
