@@ -39,6 +39,16 @@ pub enum Command {
     },
 }
 
+/// What an entry costs to replicate, for the byte bounds of replication (every request type
+/// says it; a `String` counts its length).
+impl quorate::PayloadSize for Command {
+    fn payload_size(&self) -> usize {
+        match self {
+            Command::Set { key, value } => key.payload_size() + value.payload_size(),
+        }
+    }
+}
+
 quorate::declare_raft_types!(
     /// The application's types: `Command`s in the log, the previous value as the answer.
     /// Node ids are `u64` and nodes are `BasicNode { addr }` by default.

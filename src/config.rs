@@ -99,9 +99,10 @@ pub struct Config {
     /// Default: 65536.
     pub max_pending_writes: u64,
 
-    /// The most bytes of entries in one AppendEntries request, as estimated by
-    /// [`RaftTypeConfig::entry_size`](crate::RaftTypeConfig::entry_size). A request holds at
-    /// least one entry. Default: 4 MiB.
+    /// The most bytes of entries in one AppendEntries request, as counted by
+    /// [`Entry::approx_size`](crate::Entry::approx_size) (the request's
+    /// [`PayloadSize`](crate::PayloadSize)). A request exceeds it only when one entry alone
+    /// does: it holds at least one entry. Default: 4 MiB.
     pub max_payload_bytes: u64,
 
     /// The most bytes of entries in flight to one follower (sent, not acknowledged), so a slow

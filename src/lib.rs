@@ -136,5 +136,5 @@ pub use raft::{
     InstallSnapshotResponse, Raft, ReadIndex, ReadPolicy, TransferLeaderRequest, Trigger, VoteRequest, VoteResponse,
 };
 pub use storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
-pub use type_config::{AppData, BasicNode, Node, NodeId, RaftTypeConfig};
+pub use type_config::{AppData, BasicNode, Node, NodeId, PayloadSize, RaftTypeConfig};
 pub use types::{ChangeMembers, Entry, EntryPayload, LeaderId, LogId, Membership, StoredMembership, Vote};

@@ -62,13 +62,136 @@ pub trait AppData: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 
 
 impl<T> AppData for T where T: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'static {}
 
+/// How many bytes a value costs to replicate: what the byte bounds of replication count
+/// ([`Config::max_payload_bytes`](crate::Config::max_payload_bytes) per AppendEntries request,
+/// [`Config::max_in_flight_bytes`](crate::Config::max_in_flight_bytes) per follower).
+///
+/// Every request type (`RaftTypeConfig::D`) must implement it. There is deliberately no
+/// default: a default that could not see inside the value (`size_of_val` counts 24 bytes for
+/// a `String` of any length) let requests of megabyte values pass as tiny, batches grew past
+/// what a network can frame, and a lagging follower never caught up. A request type without
+/// an implementation does not compile, so the bound cannot be wrong by omission.
+///
+/// # What to count
+///
+/// About what the value takes on the wire: the length of its strings and byte buffers, plus
+/// a few bytes for each small field. Exactness does not matter; proportionality does: a value
+/// twice as large on the wire should count about twice as much. Keep it cheap (quorate calls
+/// it for every entry it replicates): add up lengths, do not serialize.
+///
+/// Implementations are provided for strings, byte buffers, numbers, `bool`, `char`, `()`,
+/// and for `Option`, `Box`, `Arc` and tuples of values that implement it.
+///
+/// ```
+/// use quorate::PayloadSize;
+///
+/// #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// pub enum Request {
+///     Set { key: String, value: Vec<u8> },
+///     Delete { key: String },
+/// }
+///
+/// impl PayloadSize for Request {
+///     fn payload_size(&self) -> usize {
+///         match self {
+///             Request::Set { key, value } => 1 + key.payload_size() + value.payload_size(),
+///             Request::Delete { key } => 1 + key.payload_size(),
+///         }
+///     }
+/// }
+///
+/// quorate::declare_raft_types!(
+///     pub MyTypes:
+///         D = Request,
+/// );
+/// ```
+///
+/// A request type from another crate (where the orphan rule forbids implementing this trait)
+/// goes in a newtype of your own.
+pub trait PayloadSize {
+    /// The approximate serialized size of `self`, in bytes.
+    fn payload_size(&self) -> usize;
+}
+
+impl PayloadSize for str {
+    fn payload_size(&self) -> usize {
+        // A length prefix and the bytes.
+        8 + self.len()
+    }
+}
+
+impl PayloadSize for String {
+    fn payload_size(&self) -> usize {
+        self.as_str().payload_size()
+    }
+}
+
+impl PayloadSize for [u8] {
+    fn payload_size(&self) -> usize {
+        8 + self.len()
+    }
+}
+
+impl PayloadSize for Vec<u8> {
+    fn payload_size(&self) -> usize {
+        self.as_slice().payload_size()
+    }
+}
+
+impl<T: PayloadSize + ?Sized> PayloadSize for Box<T> {
+    fn payload_size(&self) -> usize {
+        (**self).payload_size()
+    }
+}
+
+impl<T: PayloadSize + ?Sized> PayloadSize for std::sync::Arc<T> {
+    fn payload_size(&self) -> usize {
+        (**self).payload_size()
+    }
+}
+
+impl<T: PayloadSize> PayloadSize for Option<T> {
+    fn payload_size(&self) -> usize {
+        1 + self.as_ref().map_or(0, T::payload_size)
+    }
+}
+
+/// Values with no heap part: their size in memory.
+macro_rules! payload_size_of_val {
+    ($($t:ty),*) => {$(
+        impl PayloadSize for $t {
+            fn payload_size(&self) -> usize {
+                std::mem::size_of::<$t>()
+            }
+        }
+    )*};
+}
+
+payload_size_of_val!((), bool, char, u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64);
+
+/// Tuples: the sum of their parts.
+macro_rules! payload_size_of_tuple {
+    ($(($($name:ident),+)),*) => {$(
+        impl<$($name: PayloadSize),+> PayloadSize for ($($name,)+) {
+            #[allow(non_snake_case)]
+            fn payload_size(&self) -> usize {
+                let ($($name,)+) = self;
+                0 $(+ $name.payload_size())+
+            }
+        }
+    )*};
+}
+
+payload_size_of_tuple!((A), (A, B), (A, B, C), (A, B, C, D));
+
 /// The application types a Raft node works with.
 ///
 /// Implement it on an empty marker type, usually through
 /// [`declare_raft_types!`](crate::declare_raft_types).
 pub trait RaftTypeConfig: Sized + Send + Sync + Debug + Clone + Copy + Default + Eq + Ord + Hash + 'static {
-    /// The application request that a client proposes and the log replicates.
-    type D: AppData;
+    /// The application request that a client proposes and the log replicates. Its
+    /// [`PayloadSize`] is what replication's byte bounds count.
+    type D: AppData + PayloadSize;
 
     /// The state machine's response to applying one entry.
     type R: Debug + Send + 'static;
@@ -91,14 +214,6 @@ pub trait RaftTypeConfig: Sized + Send + Sync + Debug + Clone + Copy + Default +
         + Sync
         + Unpin
         + 'static;
-
-    /// The approximate size in bytes of an application request, for the byte bounds on
-    /// replication (`Config::max_payload_bytes`, `Config::max_in_flight_bytes`). The default
-    /// counts only the value itself, not what it points to; override it (outside the macro:
-    /// implement the trait by hand) for requests that carry large buffers.
-    fn entry_size(data: &Self::D) -> usize {
-        std::mem::size_of_val(data)
-    }
 }
 
 /// A basic [`Node`] that carries the address of a node as a string.
@@ -135,7 +250,7 @@ impl Display for BasicNode {
 /// ```
 ///
 /// Defaults: `D = String`, `R = String`, `NodeId = u64`, `Node = BasicNode`,
-/// `SnapshotData = std::io::Cursor<Vec<u8>>`.
+/// `SnapshotData = std::io::Cursor<Vec<u8>>`. `D` must implement [`PayloadSize`].
 #[macro_export]
 macro_rules! declare_raft_types {
     ($(#[$outer:meta])* $visibility:vis $id:ident $(: $($(#[$inner:meta])* $type_id:ident = $type:ty),* $(,)? )? ) => {

@@ -265,7 +265,7 @@ fn every_rust_block_is_compiled() {
 fn readme_first_screen_gives_the_two_commands() {
     let readme = read(&root().join("README.md"));
     let first_screen: Vec<&str> = readme.lines().take(24).collect();
-    for command in ["cargo run --release -p raft-kv -- demo", "cargo test --workspace --all-features"] {
+    for command in ["cargo run --release -p raft-kv -- demo", "cargo test --all-features"] {
         assert!(
             first_screen.iter().any(|l| l.trim() == command),
             "README.md's first 24 lines must give `{command}` on a line of its own"

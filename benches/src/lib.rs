@@ -35,6 +35,12 @@ pub mod workload;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Empty;
 
+impl quorate::PayloadSize for Empty {
+    fn payload_size(&self) -> usize {
+        0
+    }
+}
+
 impl fmt::Display for Empty {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("empty")

@@ -58,6 +58,20 @@ impl Request {
     }
 }
 
+impl crate::PayloadSize for Request {
+    /// A tag byte plus the lengths of the strings it carries.
+    fn payload_size(&self) -> usize {
+        1 + match self {
+            Self::Set { key, value } => key.payload_size() + value.payload_size(),
+            Self::Delete { key } => key.payload_size(),
+            Self::CompareAndSet { key, expected, new } => {
+                key.payload_size() + expected.payload_size() + new.payload_size()
+            }
+            Self::Noop => 0,
+        }
+    }
+}
+
 /// The state machine's answer to one applied entry.
 ///
 /// | entry | `value` | `ok` |

@@ -4,8 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::RaftTypeConfig;
 use crate::types::{LogId, Membership};
+use crate::{PayloadSize, RaftTypeConfig};
 
 /// One entry of the replicated log.
 #[derive(Serialize, Deserialize)]
@@ -48,12 +48,12 @@ impl<C: RaftTypeConfig> Entry<C> {
     }
 
     /// The approximate size of the entry in bytes, for replication's byte bounds: the log id
-    /// plus [`RaftTypeConfig::entry_size`] of the request (or an estimate for a membership).
+    /// plus the request's [`PayloadSize`] (or an estimate for a membership).
     pub fn approx_size(&self) -> u64 {
         const LOG_ID: usize = 32;
         let payload = match &self.payload {
             EntryPayload::Blank => 0,
-            EntryPayload::Normal(d) => C::entry_size(d),
+            EntryPayload::Normal(d) => d.payload_size(),
             EntryPayload::Membership(m) => 64 * m.nodes().len(),
         };
         (LOG_ID + payload) as u64

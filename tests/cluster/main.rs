@@ -17,3 +17,4 @@ mod t80_snapshot;
 mod t85_crash_points;
 mod t90_reads_leadership;
 mod t95_overload;
+mod t96_payload_bytes;

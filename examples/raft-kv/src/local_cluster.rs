@@ -138,6 +138,57 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Send SIGTERM to node index `i` (a clean shutdown) and wait up to `timeout` for it to
+    /// exit; returns its exit status, or `None` if it is still running (it is then killed).
+    ///
+    /// # Errors
+    /// If the node is not running or `kill` fails.
+    pub async fn terminate(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+    ) -> std::io::Result<Option<std::process::ExitStatus>> {
+        let pid = self.nodes[i].child.as_ref().ok_or_else(|| std::io::Error::other("the node is not running"))?.id();
+        let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!("kill -TERM {pid} failed")));
+        }
+        let exited = self.wait_exit(i, timeout).await?;
+        if exited.is_none() {
+            self.kill(i);
+        }
+        Ok(exited)
+    }
+
+    /// Wait up to `timeout` for node index `i`'s process to exit by itself; its exit status,
+    /// or `None` if it is still running.
+    ///
+    /// # Errors
+    /// If the node was not started or waiting fails.
+    pub async fn wait_exit(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+    ) -> std::io::Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.nodes[i].child.as_mut().ok_or_else(|| std::io::Error::other("the node is not running"))?;
+            if let Some(status) = child.try_wait()? {
+                self.nodes[i].child = None;
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What node index `i` wrote to its log file (stdout and stderr) so far.
+    pub fn log(&self, i: usize) -> String {
+        fs::read_to_string(self.root.join(format!("node{}.log", i + 1))).unwrap_or_default()
+    }
+
     /// `kill -9` node index `i` and reap it.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].paused = false;

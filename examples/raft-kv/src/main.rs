@@ -2,17 +2,19 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use quorate::SnapshotPolicy;
 use raft_kv::KvNode;
 use raft_kv::bench::{self, Api, BenchOptions};
+use raft_kv::http::HttpLimits;
 use raft_kv::node::{self, BoxError, NodeOptions};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "raft-kv", about = "A replicated key-value store on quorate")]
+#[command(name = "raft-kv", version, about = "A replicated key-value store on quorate")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,20 +32,20 @@ enum Command {
 
 #[derive(clap::Args)]
 struct NodeArgs {
-    /// This node's id.
-    #[arg(long)]
+    /// This node's id (1 or more).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     id: u64,
-    /// Address to listen on for Raft RPCs, and to advertise to the other nodes.
-    #[arg(long)]
+    /// Address (host:port) to listen on for Raft RPCs, and to advertise to the other nodes.
+    #[arg(long, value_parser = parse_addr)]
     raft_addr: String,
-    /// Address to serve the HTTP API on, and to advertise for forwarding.
-    #[arg(long)]
+    /// Address (host:port) to serve the HTTP API on, and to advertise for forwarding.
+    #[arg(long, value_parser = parse_addr)]
     http_addr: String,
-    /// Address to bind the Raft listener to, if not --raft-addr (e.g. 0.0.0.0:7001).
-    #[arg(long)]
+    /// IP:PORT to bind the Raft listener to, if not --raft-addr (e.g. 0.0.0.0:7001).
+    #[arg(long, value_parser = parse_addr)]
     raft_listen: Option<String>,
-    /// Address to bind the HTTP listener to, if not --http-addr.
-    #[arg(long)]
+    /// IP:PORT to bind the HTTP listener to, if not --http-addr.
+    #[arg(long, value_parser = parse_addr)]
     http_listen: Option<String>,
     /// Directory of the node's log and snapshots.
     #[arg(long)]
@@ -69,6 +71,19 @@ struct NodeArgs {
     /// How long an HTTP request waits for Raft before answering 504.
     #[arg(long, default_value_t = 5000)]
     request_timeout_ms: u64,
+    /// How long an HTTP connection may take to send a request head (after it opens, or after
+    /// its last answer: also the idle keep-alive timeout).
+    #[arg(long, default_value_t = 10_000)]
+    http_header_timeout_ms: u64,
+    /// How long an HTTP request body may make no progress before a 408.
+    #[arg(long, default_value_t = 10_000)]
+    http_body_timeout_ms: u64,
+    /// The most HTTP connections served at once (more wait in the listen backlog).
+    #[arg(long, default_value_t = 1024)]
+    http_max_connections: usize,
+    /// On SIGTERM, how long HTTP requests in progress may take before they are dropped.
+    #[arg(long, default_value_t = 5000)]
+    shutdown_timeout_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -90,11 +105,40 @@ struct BenchArgs {
     etcd: bool,
 }
 
+/// A `host:port` address whose port is 1 to 65535.
+fn parse_addr(s: &str) -> Result<String, String> {
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} is not host:port"))?;
+    if host.is_empty() {
+        return Err(format!("{s:?} has no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("{s:?}: the port must be a number from 1 to 65535")),
+        Ok(_) => Ok(s.to_string()),
+    }
+}
+
 fn parse_peer(s: &str) -> Result<(u64, KvNode), String> {
     let (id, addrs) = s.split_once('=').ok_or("expected id=raft_addr@http_addr")?;
     let (raft_addr, http_addr) = addrs.split_once('@').ok_or("expected id=raft_addr@http_addr")?;
-    let id = id.parse().map_err(|e| format!("bad peer id {id:?}: {e}"))?;
-    Ok((id, KvNode { raft_addr: raft_addr.to_string(), http_addr: http_addr.to_string() }))
+    let id: u64 = id.parse().map_err(|e| format!("bad peer id {id:?}: {e}"))?;
+    if id == 0 {
+        return Err("peer id 0: ids start at 1".into());
+    }
+    Ok((id, KvNode { raft_addr: parse_addr(raft_addr)?, http_addr: parse_addr(http_addr)? }))
+}
+
+/// The peers as a map, or why they are not a valid set for node `id`.
+fn peer_map(id: u64, peers: Vec<(u64, KvNode)>) -> Result<BTreeMap<u64, KvNode>, String> {
+    let mut map = BTreeMap::new();
+    for (peer, node) in peers {
+        if peer == id {
+            return Err(format!("--peer {peer}: that is this node's own --id"));
+        }
+        if map.insert(peer, node).is_some() {
+            return Err(format!("--peer {peer} is given twice"));
+        }
+    }
+    Ok(map)
 }
 
 fn init_tracing(default: &str) {
@@ -104,10 +148,33 @@ fn init_tracing(default: &str) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
-#[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    match Cli::parse().command {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Display, not Debug: every error here says what it was about (address, file).
+            tracing::error!(error = %e, "exiting");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), BoxError> {
+    match command {
         Command::Node(args) => {
+            let peers = match peer_map(args.id, args.peers) {
+                Ok(p) => p,
+                Err(msg) => Cli::command().error(clap::error::ErrorKind::ArgumentConflict, msg).exit(),
+            };
             init_tracing("info");
             let mut config = node::default_config();
             config.heartbeat_interval = Duration::from_millis(args.heartbeat_ms);
@@ -122,12 +189,18 @@ async fn main() -> Result<(), BoxError> {
                 raft_listen: args.raft_listen,
                 http_listen: args.http_listen,
                 data_dir: args.data_dir,
-                peers: args.peers.into_iter().collect::<BTreeMap<_, _>>(),
+                peers,
                 bootstrap: args.bootstrap,
                 config,
                 request_timeout: Duration::from_millis(args.request_timeout_ms),
+                http_limits: HttpLimits {
+                    header_timeout: Duration::from_millis(args.http_header_timeout_ms),
+                    body_timeout: Duration::from_millis(args.http_body_timeout_ms),
+                    max_connections: args.http_max_connections,
+                    shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
+                },
             };
-            node::run(opts).await
+            Ok(node::run(opts).await?)
         }
         Command::Demo => {
             init_tracing("warn");

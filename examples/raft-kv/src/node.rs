@@ -1,19 +1,21 @@
-//! Running one node: open its storage, start Raft, serve RPCs and HTTP until told to stop.
+//! Running one node: bind its listeners, lock and open its storage, start Raft, serve RPCs and
+//! HTTP until told to stop.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use quorate::error::RaftError;
-use quorate::{Config, InitializeError, ServerState, SnapshotPolicy};
+use quorate::{Config, Fatal, InitializeError, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
 
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, HttpLimits};
 use crate::network::{self, NetworkFactory};
 use crate::service::KvService;
-use crate::store::{LogStore, StateMachineStore};
-use crate::{KvNode, Raft};
+use crate::store::{DataDirLock, LogStore, StateMachineStore, StoreError};
+use crate::{KvNode, Raft, TypeConfig};
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
@@ -38,10 +40,41 @@ pub struct NodeOptions {
     pub config: Config,
     /// How long an HTTP request waits for Raft before answering 504.
     pub request_timeout: Duration,
+    /// Timeouts and limits of the HTTP server.
+    pub http_limits: HttpLimits,
+}
+
+/// Why a node could not start or stopped with an error. Each says what it was about: the
+/// address, the file, the option.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// An option is not usable.
+    #[error("invalid option: {0}")]
+    Invalid(String),
+    /// A listener could not be bound.
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        /// `Raft RPCs` or `HTTP`.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The data directory is locked, or cannot be read back as written.
+    #[error("data directory: {0}")]
+    Store(#[from] StoreError),
+    /// Raft failed to start or stopped on a fatal error.
+    #[error("raft: {0}")]
+    Raft(#[from] Fatal),
+    /// `--bootstrap` failed.
+    #[error("cannot bootstrap the cluster: {0}")]
+    Bootstrap(String),
 }
 
 /// The Raft config raft-kv runs with: timeouts with room for a busy two-core machine and real
-/// fsyncs, a snapshot every 10,000 entries.
+/// fsyncs, a snapshot every 10,000 entries, AppendEntries of at most 4 MiB of entries (well
+/// within the transport's 64 MiB frames, with values of at most 1 MiB).
 pub fn default_config() -> Config {
     Config {
         cluster_name: "raft-kv".to_string(),
@@ -49,6 +82,7 @@ pub fn default_config() -> Config {
         election_timeout_min: Duration::from_millis(500),
         election_timeout_max: Duration::from_millis(1000),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
+        max_payload_bytes: 4 * 1024 * 1024,
         ..Config::default()
     }
 }
@@ -56,28 +90,70 @@ pub fn default_config() -> Config {
 /// A boxed error for the binary's top level.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Run a node until SIGINT or SIGTERM, then shut Raft down.
+/// Parse a `host:port` address to bind: an IP address and a port, so that the node binds
+/// exactly what it was given (a host name could resolve to several addresses).
 ///
 /// # Errors
-/// If the storage cannot be opened, a listener cannot be bound, or Raft fails to start.
-pub async fn run(opts: NodeOptions) -> Result<(), BoxError> {
+/// [`NodeError::Invalid`] naming `flag` and the value.
+pub fn listen_addr(flag: &str, value: &str) -> Result<SocketAddr, NodeError> {
+    let addr: SocketAddr = value.parse().map_err(|_| {
+        NodeError::Invalid(format!("{flag} {value:?} is not IP:PORT (give --raft-listen/--http-listen to bind an IP)"))
+    })?;
+    if addr.port() == 0 {
+        return Err(NodeError::Invalid(format!("{flag} {value:?}: port 0 is not a port other nodes can reach")));
+    }
+    Ok(addr)
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { what, addr, source })
+}
+
+/// The frames of the Raft transport must hold the largest message a node sends.
+fn check_frame_room(config: &Config) -> Result<(), NodeError> {
+    // One AppendEntries holds at most max_payload_bytes of entries, or one entry alone; an
+    // entry holds at most one HTTP body plus its key.
+    let largest = config.max_payload_bytes.max(2 * http::MAX_BODY_BYTES as u64).max(config.snapshot_max_chunk_size);
+    if largest + 64 * 1024 > network::wire::MAX_FRAME_BYTES as u64 {
+        return Err(NodeError::Invalid(format!(
+            "max_payload_bytes / snapshot chunks of {largest} bytes do not fit the transport's {} byte frames",
+            network::wire::MAX_FRAME_BYTES
+        )));
+    }
+    Ok(())
+}
+
+/// Run a node until SIGINT or SIGTERM, then shut Raft down.
+///
+/// Order: bind both listeners (so a port in use fails at once, and peers and clients that
+/// connect during recovery wait in the backlog instead of being refused), lock the data
+/// directory, recover the storage, start Raft, then serve.
+///
+/// # Errors
+/// [`NodeError`]: an option, a listener, the data directory, Raft.
+pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
+    check_frame_room(&opts.config)?;
+    let raft_listen = listen_addr("--raft-listen", opts.raft_listen.as_ref().unwrap_or(&opts.raft_addr))?;
+    let http_listen = listen_addr("--http-listen", opts.http_listen.as_ref().unwrap_or(&opts.http_addr))?;
+    let raft_listener = bind("Raft RPCs", raft_listen).await?;
+    let http_listener = bind("HTTP", http_listen).await?;
+
+    let _lock = DataDirLock::acquire(&opts.data_dir)?;
     let log_store = LogStore::open(&opts.data_dir.join("log"))?;
     let state_machine = StateMachineStore::open(&opts.data_dir)?;
     let raft =
         Raft::new(opts.id, Arc::new(opts.config.clone()), NetworkFactory, log_store, state_machine.clone()).await?;
     let service = KvService { raft: raft.clone(), state_machine, timeout: opts.request_timeout };
 
-    let raft_listener = TcpListener::bind(opts.raft_listen.as_ref().unwrap_or(&opts.raft_addr)).await?;
     tokio::spawn(network::serve(raft_listener, service.clone()));
-    let http_listener = TcpListener::bind(opts.http_listen.as_ref().unwrap_or(&opts.http_addr)).await?;
     tracing::info!(id = opts.id, raft_addr = %opts.raft_addr, http_addr = %opts.http_addr, "node started");
 
     if opts.bootstrap {
         bootstrap(&raft, &opts).await?;
     }
 
-    let app = http::router(AppState::new(service));
-    axum::serve(http_listener, app).with_graceful_shutdown(shutdown_signal(raft.clone())).await?;
+    let app = http::router(AppState::new(service), &opts.http_limits);
+    http::serve(http_listener, app, opts.http_limits, shutdown_signal(raft.clone())).await;
     tracing::info!("shutting down");
     // The fatal error, if Raft stopped on one: the process then exits non-zero, so that a
     // supervisor sees the node is gone instead of an HTTP API answering 500 forever.
@@ -85,7 +161,7 @@ pub async fn run(opts: NodeOptions) -> Result<(), BoxError> {
     Ok(())
 }
 
-async fn bootstrap(raft: &Raft, opts: &NodeOptions) -> Result<(), BoxError> {
+async fn bootstrap(raft: &Raft, opts: &NodeOptions) -> Result<(), NodeError> {
     let mut members = opts.peers.clone();
     members.insert(opts.id, KvNode { raft_addr: opts.raft_addr.clone(), http_addr: opts.http_addr.clone() });
     match raft.initialize(members).await {
@@ -93,13 +169,14 @@ async fn bootstrap(raft: &Raft, opts: &NodeOptions) -> Result<(), BoxError> {
         Err(RaftError::APIError(InitializeError::NotAllowed { .. })) => {
             tracing::info!("not bootstrapping: this node already has state");
         }
-        Err(e) => return Err(e.into()),
+        Err(RaftError::APIError(e)) => return Err(NodeError::Bootstrap(e.to_string())),
+        Err(RaftError::Fatal(f)) => return Err(NodeError::Raft(f)),
     }
     Ok(())
 }
 
 /// Resolves on SIGINT, SIGTERM, or when Raft has stopped by itself (a fatal storage error).
-async fn shutdown_signal(raft: Raft) {
+async fn shutdown_signal(raft: quorate::Raft<TypeConfig>) {
     let mut metrics = raft.metrics();
     let raft_stopped = async move {
         let _ = metrics.wait_for(|m| m.state == ServerState::Shutdown).await;

@@ -24,6 +24,8 @@ pub enum Outcome<T> {
     NotLeader(Option<u64>),
     /// Proposed at this index, then overwritten by a new leader: it will never apply.
     Discarded(u64),
+    /// The leader's queues are full: nothing was proposed.
+    Overloaded,
     /// Not confirmed in time: it may still happen.
     Timeout,
     /// The node failed or stopped while the operation was pending: it may still happen.
@@ -68,6 +70,7 @@ impl KvService {
             Ok(resp) => Outcome::Done((resp.log_id.index, resp.data)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Outcome::NotLeader(f.leader_id),
             Err(RaftError::APIError(ClientWriteError::Discarded { log_id })) => Outcome::Discarded(log_id.index),
+            Err(RaftError::APIError(ClientWriteError::Overloaded)) => Outcome::Overloaded,
             Err(RaftError::APIError(e)) => Outcome::Failed(e.to_string()),
             Err(RaftError::Fatal(f)) => Outcome::Failed(f.to_string()),
         }

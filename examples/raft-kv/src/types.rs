@@ -49,6 +49,20 @@ pub enum Request {
     },
 }
 
+impl quorate::PayloadSize for Request {
+    /// A tag byte plus the strings it carries: a megabyte value counts a megabyte, so
+    /// replication batches stay within `max_payload_bytes` and the transport's frame limit.
+    fn payload_size(&self) -> usize {
+        1 + match self {
+            Self::Set { key, value } => key.payload_size() + value.payload_size(),
+            Self::Delete { key } => key.payload_size(),
+            Self::CompareAndSet { key, expected, new } => {
+                key.payload_size() + expected.payload_size() + new.payload_size()
+            }
+        }
+    }
+}
+
 /// The state machine's answer to one applied entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {

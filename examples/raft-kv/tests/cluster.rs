@@ -14,10 +14,15 @@ const WAIT: Duration = Duration::from_secs(30);
 
 type TestResult = Result<(), String>;
 
+/// The `raft-kv` binary under test: this build's, or `RAFT_KV_BIN` (to run the suite against
+/// another build, e.g. to see a test fail on the code before a fix).
+fn binary() -> std::path::PathBuf {
+    std::env::var_os("RAFT_KV_BIN").map_or_else(|| env!("CARGO_BIN_EXE_raft-kv").into(), Into::into)
+}
+
 /// Start `n` nodes with `args`, initialize through node 1 and wait for a leader.
 async fn start_cluster(root: &Path, args: &[&str]) -> Result<LocalCluster, String> {
-    let mut cluster =
-        LocalCluster::new(Path::new(env!("CARGO_BIN_EXE_raft-kv")), root, 3).map_err(|e| e.to_string())?;
+    let mut cluster = LocalCluster::new(&binary(), root, 3).map_err(|e| e.to_string())?;
     cluster.node_args(args);
     cluster.start_all().map_err(|e| e.to_string())?;
     for i in 0..3 {
@@ -308,6 +313,14 @@ async fn http_api_answers_with_json_statuses() {
             return Err(format!("deleted key still found: {body}"));
         }
 
+        // A CAS without both fields is refused before it is proposed: the log does not move.
+        let before = cluster.metrics(leader).await.ok_or("no leader metrics")?["last_log_index"].clone();
+        expect("cas {}", request(c, c.post(&cas).json(&json!({}))).await?, 400)?;
+        expect("cas without new", request(c, c.post(&cas).json(&json!({"expected": null}))).await?, 400)?;
+        let after = cluster.metrics(leader).await.ok_or("no leader metrics")?["last_log_index"].clone();
+        if before != after {
+            return Err(format!("a refused CAS moved the log from {before} to {after}"));
+        }
         expect("malformed json", request(c, c.post(&cas).body("{not json")).await?, 400)?;
         expect("unknown field", request(c, c.post(&cas).json(&json!({"expected": null, "nwe": "x"}))).await?, 400)?;
         // The server answers 413 before reading the whole body and closes the connection: use
@@ -453,8 +466,7 @@ async fn membership_change_replaces_a_voter() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     run_test(&root, async {
-        let mut cluster =
-            LocalCluster::new(Path::new(env!("CARGO_BIN_EXE_raft-kv")), &root, 4).map_err(|e| e.to_string())?;
+        let mut cluster = LocalCluster::new(&binary(), &root, 4).map_err(|e| e.to_string())?;
         cluster.start_all().map_err(|e| e.to_string())?;
         for i in 0..4 {
             cluster.wait_metrics(i, WAIT, "the HTTP API", |_| true).await?;
@@ -478,7 +490,25 @@ async fn membership_change_replaces_a_voter() {
         if status != 200 {
             return Err(format!("change-membership: {status} {body}"));
         }
-        // Node 1 is no longer a member: stop it and go on with the others.
+        // Node 1 is no longer a member: it says so (410, not a 503 "retry" forever), for
+        // writes and linearizable reads alike; then stop it and go on with the others.
+        let removed = cluster.nodes[0].url();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (status, body) = request(&client, client.put(format!("{removed}/kv/x")).body("1")).await?;
+            if status == 410 && body["error"] == "removed" && body["outcome"] == "not_applied" {
+                break;
+            }
+            // It learns of its removal when the membership entry reaches it.
+            if Instant::now() >= deadline {
+                return Err(format!("the removed node answers {status} {body}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (status, body) = request(&client, client.get(format!("{removed}/kv/x"))).await?;
+        if status != 410 || body["members"].get("4").is_none() {
+            return Err(format!("linearizable read on the removed node: {status} {body}"));
+        }
         cluster.kill(0);
         acked.extend(write_keys(&client, &urls(&cluster, &[1, 2, 3]), 200..300, "b").await?);
         let leader = cluster.wait_leader(WAIT).await?;
@@ -487,6 +517,85 @@ async fn membership_change_replaces_a_voter() {
             return Err(format!("unexpected membership: {}", m["membership"]));
         }
         check_acked_everywhere(&cluster, &acked).await
+    })
+    .await;
+}
+
+/// A write relayed by a follower after its relay connection was idle for longer than the
+/// relay's reply timeout is answered as it happened (it used to fail at once with 504
+/// `forward_failed`, outcome unknown, although it applied).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_relayed_after_an_idle_spell_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run_test(&root, async {
+        // The relay waits request timeout + 1 s for the leader: 1.5 s here.
+        let cluster = start_cluster(&root, &["--request-timeout-ms", "500"]).await?;
+        let client = cluster.client().clone();
+        let leader = cluster.wait_leader(WAIT).await?;
+        let follower = cluster.nodes[(leader + 1) % 3].url();
+        let (status, body) = request(&client, client.put(format!("{follower}/kv/a")).body("1")).await?;
+        if status != 200 {
+            return Err(format!("first relayed write: {status} {body}"));
+        }
+        // The scenario itself: the relay connection stays idle past its reply timeout.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let (status, body) = request(&client, client.put(format!("{follower}/kv/a")).body("2")).await?;
+        if status != 200 {
+            return Err(format!("relayed write after an idle spell: {status} {body}"));
+        }
+        Ok(())
+    })
+    .await;
+}
+
+/// A follower that was down while values of about 1 MiB were written (90 of them: more than
+/// the transport's 64 MiB frames hold) catches up: replication's batches are bounded by the
+/// bytes the entries carry, not by a count that made them hundreds of MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_lagged_behind_megabyte_values_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run_test(&root, async {
+        let mut cluster = start_cluster(&root, &[]).await?;
+        let client = cluster.client().clone();
+        let leader = cluster.wait_leader(WAIT).await?;
+        let follower = (leader + 1) % 3;
+        cluster.kill(follower);
+        let value = "v".repeat(1_000_000);
+        let live = urls(&cluster, &[leader]);
+        let keys: Vec<u64> = (0..90).collect();
+        futures_util::stream::iter(keys)
+            .map(|k| {
+                let (client, live, value) = (&client, &live, &value);
+                async move { put_until_acked(client, live, &format!("big-{k}"), value, 0).await }
+            })
+            .buffer_unordered(4)
+            .collect::<Vec<bool>>()
+            .await
+            .into_iter()
+            .all(|acked| acked)
+            .then_some(())
+            .ok_or("a large write was never acknowledged")?;
+        cluster.start(follower).map_err(|e| e.to_string())?;
+        let target = cluster.metrics(leader).await.and_then(|m| m["committed_index"].as_u64()).ok_or("no commit")?;
+        cluster
+            .wait_metrics(follower, Duration::from_secs(60), "catch-up", |m| {
+                m["applied_index"].as_u64().is_some_and(|a| a >= target)
+            })
+            .await?;
+        let body: Value = client
+            .get(format!("{}/kv/big-89?stale=true", cluster.nodes[follower].url()))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        if body["value"].as_str().map(str::len) != Some(1_000_000) {
+            return Err("the follower does not hold the last large value".into());
+        }
+        Ok(())
     })
     .await;
 }

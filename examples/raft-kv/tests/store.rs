@@ -205,3 +205,130 @@ async fn purged_segments_are_deleted_and_the_rest_recovers() {
     assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
     assert_eq!(store.get_log_state().await.unwrap().last_log_id, Some(log_id(2, 103)));
 }
+
+/// The error of opening the log in `dir`, as text (it must name the file and the offset).
+fn open_error(dir: &Path) -> String {
+    match LogStore::open(dir) {
+        Ok(_) => panic!("the log in {} opened although it cannot be read back as written", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn a_segment_in_an_unknown_format_refuses_to_start_and_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    // What another program, or another version of raft-kv, might have left: not our magic.
+    let seg = dir.path().join("seg-0000000001.log");
+    std::fs::write(&seg, b"\x05\x00\x00\x00\x00\x00\x00\x00hello, not a raft-kv log").unwrap();
+    let before = std::fs::read(&seg).unwrap();
+    let err = open_error(dir.path());
+    assert!(err.contains("seg-0000000001.log") && err.contains("offset 0"), "{err}");
+    assert_eq!(std::fs::read(&seg).unwrap(), before, "nothing is cut from a segment that is not ours");
+}
+
+#[tokio::test]
+async fn a_newer_format_version_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = LogStore::open(dir.path()).unwrap();
+        append_durably(&mut store, vec![entry(1, 1)]).await;
+    }
+    let seg = last_segment(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[8] = 99; // the version, after the 8-byte magic
+    std::fs::write(&seg, &bytes).unwrap();
+    let err = open_error(dir.path());
+    assert!(err.contains("offset 8") && err.contains("version 99"), "{err}");
+}
+
+#[tokio::test]
+async fn a_bad_checksum_in_the_middle_of_the_newest_segment_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = LogStore::open(dir.path()).unwrap();
+        for i in 1..=5 {
+            append_durably(&mut store, vec![entry(1, i)]).await;
+        }
+    }
+    let seg = last_segment(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let len = bytes.len();
+    // Flip a byte in the middle of the file: a record followed by valid ones is not a torn tail.
+    bytes[len / 2] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    let err = open_error(dir.path());
+    assert!(err.contains(&seg.file_name().unwrap().to_string_lossy().to_string()) && err.contains("offset"), "{err}");
+    assert_eq!(std::fs::read(&seg).unwrap().len(), len, "nothing is cut");
+}
+
+#[tokio::test]
+async fn a_missing_segment_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = LogStore::open_with_segment_bytes(dir.path(), 256).unwrap();
+        for i in 1..=30 {
+            append_durably(&mut store, vec![entry(1, i)]).await;
+        }
+    }
+    let mut segs: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    segs.sort();
+    assert!(segs.len() >= 3);
+    std::fs::remove_file(&segs[1]).unwrap();
+    let err = open_error(dir.path());
+    assert!(err.contains(&segs[1].file_name().unwrap().to_string_lossy().to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn zeros_after_the_last_record_are_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = LogStore::open(dir.path()).unwrap();
+        append_durably(&mut store, (1..=3).map(|i| entry(1, i)).collect()).await;
+    }
+    // A file extended by a crash but whose data never reached the disk reads back as zeros.
+    let seg = last_segment(dir.path());
+    let len_before = std::fs::metadata(&seg).unwrap().len();
+    OpenOptions::new().append(true).open(&seg).unwrap().write_all(&[0; 4096]).unwrap();
+    let mut store = LogStore::open(dir.path()).unwrap();
+    assert_eq!(all_entries(&mut store).await.len(), 3);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len_before);
+}
+
+#[tokio::test]
+async fn an_undecodable_snapshot_file_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut sm = StateMachineStore::open(dir.path()).unwrap();
+        sm.apply((1..=3).map(|i| entry(1, i)).collect()).await.unwrap();
+        sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    }
+    let path = dir.path().join("snapshot.bin");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x55;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = match StateMachineStore::open(dir.path()) {
+        Ok(_) => panic!("a corrupt snapshot file was loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("snapshot.bin") && err.contains("offset"), "{err}");
+
+    // Nor does a file in another format (the JSON-line format of earlier versions).
+    std::fs::write(&path, b"{\"last_log_id\":null}\n{}").unwrap();
+    let err = match StateMachineStore::open(dir.path()) {
+        Ok(_) => panic!("a snapshot file in an unknown format was loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("snapshot.bin") && err.contains("offset 0"), "{err}");
+}
+
+#[test]
+fn a_data_directory_is_locked_by_one_holder_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = raft_kv::store::DataDirLock::acquire(dir.path()).unwrap();
+    let err = raft_kv::store::DataDirLock::acquire(dir.path()).unwrap_err();
+    assert!(matches!(err, raft_kv::store::StoreError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
+    drop(first);
+    raft_kv::store::DataDirLock::acquire(dir.path()).unwrap();
+}

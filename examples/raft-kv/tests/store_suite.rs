@@ -19,14 +19,18 @@ fn io_error(e: std::io::Error) -> StorageError {
     StorageError::new(ErrorSubject::Logs, ErrorVerb::Read, anyerror::AnyError::new(&e))
 }
 
+fn store_error(e: raft_kv::store::StoreError) -> StorageError {
+    StorageError::new(ErrorSubject::Logs, ErrorVerb::Read, anyerror::AnyError::new(&e))
+}
+
 impl DiskStores {
     fn latest(&self) -> Option<PathBuf> {
         self.dirs.lock().unwrap_or_else(|e| e.into_inner()).last().map(|d| d.path().to_path_buf())
     }
 
     fn open(dir: &std::path::Path) -> Result<(LogStore, StateMachineStore), StorageError> {
-        let log = LogStore::open(&dir.join("log")).map_err(io_error)?;
-        let sm = StateMachineStore::open(&dir.join("sm")).map_err(io_error)?;
+        let log = LogStore::open(&dir.join("log")).map_err(store_error)?;
+        let sm = StateMachineStore::open(&dir.join("sm")).map_err(store_error)?;
         Ok((log, sm))
     }
 }

@@ -92,6 +92,9 @@ async fn membership_answer(
     >,
     incoming: Incoming,
 ) -> Response {
+    if let Some(e) = state.removed() {
+        return e.into_response();
+    }
     match tokio::time::timeout(ADMIN_TIMEOUT, change).await {
         Err(_) => admin_timeout().into_response(),
         Ok(Ok(resp)) => {

@@ -30,13 +30,33 @@ impl Incoming {
     }
 }
 
-/// The body as bytes, or the JSON error for a body that could not be read (e.g. 413).
+/// The body as bytes, or the JSON error for a body that could not be read: 413 for one over
+/// the limit, 408 for one that stopped arriving (tower-http's body timeout), 400 otherwise.
 pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|r| {
+        if is_body_timeout(&r) {
+            return ApiError::rejected(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body stopped arriving",
+            );
+        }
         let status = r.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "bad_body" };
         ApiError::rejected(status, code, r.body_text())
     })
+}
+
+/// Whether reading the body failed on tower-http's body timeout.
+fn is_body_timeout(rejection: &BytesRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(e) = source {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The body parsed as JSON `T`, or a 400 that says what is wrong with it.

@@ -25,7 +25,12 @@ use crate::{Request, TypeConfig};
 type KeyPath = Result<Path<String>, PathRejection>;
 
 fn key_of(path: KeyPath) -> Result<String, ApiError> {
-    path.map(|Path(k)| k).map_err(|e| ApiError::bad_request(e.body_text()))
+    let key = path.map(|Path(k)| k).map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if key.len() > super::MAX_KEY_BYTES {
+        let message = format!("a key of {} bytes; at most {} are accepted", key.len(), super::MAX_KEY_BYTES);
+        return Err(ApiError::rejected(StatusCode::URI_TOO_LONG, "key_too_long", message));
+    }
+    Ok(key)
 }
 
 /// `PUT /kv/{key}`: the body, as UTF-8, becomes the value.
@@ -50,12 +55,22 @@ pub(crate) async fn delete(State(state): State<AppState>, path: KeyPath) -> Resp
     }
 }
 
-/// The body of `POST /kv/{key}/cas`. A missing field means `null`.
+/// The body of `POST /kv/{key}/cas`. Both fields are required; `null` means "absent" (for
+/// `expected`) or "remove the key" (for `new`). A body without them (`{}`) is a 400, never
+/// proposed: a forgotten field must not turn into a compare-and-set of absent to absent.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CasBody {
-    expected: Option<String>,
-    new: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    expected: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    new: Option<Option<String>>,
+}
+
+/// A field that is present, `null` included (`Some(None)`); serde's default for a missing one
+/// is `None`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 /// `POST /kv/{key}/cas`.
@@ -64,6 +79,11 @@ pub(crate) async fn cas(State(state): State<AppState>, path: KeyPath, body: Resu
         let key = key_of(path)?;
         let body = forward::body_bytes(body)?;
         let CasBody { expected, new } = forward::parse_json(&body)?;
+        let (Some(expected), Some(new)) = (expected, new) else {
+            return Err(ApiError::bad_request(
+                "a compare-and-set needs both \"expected\" and \"new\" (null for absent / remove)",
+            ));
+        };
         Ok::<_, ApiError>(Request::CompareAndSet { key, expected, new })
     })();
     match prepared {
@@ -97,6 +117,9 @@ pub(crate) async fn get(
         let value = state.service.state_machine.get(&key);
         return read_response(&key, Outcome::Done(value));
     }
+    if let Some(e) = state.removed() {
+        return e.into_response();
+    }
     let outcome = if state.service.believes_leader() {
         state.service.read(&key).await
     } else {
@@ -111,6 +134,9 @@ pub(crate) async fn get(
 
 /// Execute a write here if this node leads, or relay it to the leader; answer its outcome.
 async fn write(state: &AppState, req: Request) -> Response {
+    if let Some(e) = state.removed() {
+        return e.into_response();
+    }
     let outcome = if state.service.believes_leader() {
         state.service.write(req).await
     } else {
@@ -167,6 +193,11 @@ fn failure<T>(outcome: Outcome<T>) -> Result<T, ApiError> {
             StatusCode::SERVICE_UNAVAILABLE,
             "discarded",
             format!("the entry at index {index} was overwritten by a new leader; retry"),
+        )),
+        Outcome::Overloaded => Err(ApiError::rejected(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the leader is overloaded; retry later",
         )),
         Outcome::Timeout => {
             Err(ApiError::unknown(StatusCode::GATEWAY_TIMEOUT, "timeout", "not confirmed in time; it may still happen"))

@@ -26,15 +26,19 @@
 //! | 200 | applied (for a compare-and-set: swapped) |
 //! | 409 `cas_mismatch` | a compare-and-set applied and did not swap: nothing changed |
 //! | other 4xx | rejected before it was proposed: it did not happen |
-//! | 503 | not proposed (no leader known, forwarding could not connect) or discarded by a new leader: it did not happen |
+//! | 410 `removed` | this node was removed from the cluster: it proposes nothing, ask a member |
+//! | 503 | not proposed (no leader known, forwarding could not connect, overloaded) or discarded by a new leader: it did not happen |
 //! | 504, 500 | proposed or possibly proposed, outcome unknown: it may still apply |
 //!
 //! The body of an error carries `"outcome": "not_applied"` or `"unknown"` saying the same.
+//! Answers the HTTP layer gives by itself (a request it cannot parse, a body that never
+//! arrives) are JSON too; see [`server`].
 
 mod admin;
 mod error;
 mod forward;
 mod kv;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,14 +46,19 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub use error::ApiError;
+pub use server::{HttpLimits, serve};
 
 use crate::network::forward::Forwarder;
 use crate::service::KvService;
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The longest key accepted, in bytes; a longer one is answered 414 `key_too_long`.
+pub const MAX_KEY_BYTES: usize = 8 * 1024;
 
 /// What every handler needs.
 #[derive(Clone)]
@@ -63,6 +72,29 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The answer for a request this node cannot serve because it was removed from the
+    /// cluster: its latest membership (which takes effect when appended) no longer names it.
+    /// A node that never had a membership (not yet initialized) is not "removed".
+    ///
+    /// Such a node stays up (its metrics and stale reads still answer), but never relays or
+    /// proposes: it answers 410 `removed` with the members it last knew, instead of 503
+    /// `not_leader` with a leader that may never talk to it again.
+    pub fn removed(&self) -> Option<ApiError> {
+        let metrics = self.service.raft.metrics();
+        let m = metrics.borrow();
+        let config = &m.membership_config;
+        if config.log_id.is_none() || config.membership.get_node(&self.service.raft.id()).is_some() {
+            return None;
+        }
+        let members: std::collections::BTreeMap<String, String> =
+            config.membership.nodes().iter().map(|(id, n)| (id.to_string(), n.http_addr.clone())).collect();
+        let message = format!("node {} was removed from the cluster; ask one of its members", self.service.raft.id());
+        Some(
+            ApiError::rejected(axum::http::StatusCode::GONE, "removed", message)
+                .with(serde_json::json!({ "members": members })),
+        )
+    }
+
     /// The state of a node's HTTP API.
     pub fn new(service: KvService) -> Self {
         // The leader answers within its own timeout; allow the round trip on top.
@@ -80,8 +112,9 @@ impl AppState {
 /// them more than a client operation.
 pub(crate) const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The router of a node's HTTP API.
-pub fn router(state: AppState) -> Router {
+/// The router of a node's HTTP API. A request body that makes no progress for
+/// `limits.body_timeout` is answered 408 `body_timeout`.
+pub fn router(state: AppState, limits: &HttpLimits) -> Router {
     Router::new()
         .route("/kv/{key}", put(kv::put).get(kv::get).delete(kv::delete))
         .route("/kv/{key}/cas", post(kv::cas))
@@ -94,5 +127,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
         .with_state(state)
 }

@@ -153,18 +153,22 @@ async fn pump(
 ) -> String {
     let (mut sink, mut source) = conn.split();
     let mut next_id = 0u64;
-    // Moves on whenever the leader answers, or when a request is sent while none was waiting.
-    let mut progress = tokio::time::Instant::now();
+    // Since when the leader owes an answer without having given any: set when a request is
+    // sent while none was waiting, moved on by every answer, cleared when none is waiting.
+    // Never armed while the connection is idle, so an idle connection cannot have "answered
+    // nothing" by the time its next request is sent.
+    let mut waiting_since: Option<tokio::time::Instant> = None;
     loop {
-        if pending.is_empty() {
-            progress = tokio::time::Instant::now();
-        }
+        let deadline = waiting_since.map(|t| t + reply_timeout);
         tokio::select! {
-            _ = tokio::time::sleep_until(progress + reply_timeout), if !pending.is_empty() => {
+            _ = sleep_until_some(deadline) => {
                 return format!("the leader answered nothing for {reply_timeout:?}");
             }
             job = rx.recv() => {
                 let Some(mut job) = job else { return "no more senders".into() };
+                if pending.is_empty() {
+                    waiting_since = Some(tokio::time::Instant::now());
+                }
                 // Write every queued job, then flush once.
                 loop {
                     let (op, tx) = job;
@@ -188,6 +192,9 @@ async fn pump(
                 if let Err(e) = sink.flush().await {
                     return e.to_string();
                 }
+                if pending.is_empty() {
+                    waiting_since = None;
+                }
             }
             frame = source.next() => {
                 let frame = match frame {
@@ -199,12 +206,20 @@ async fn pump(
                     Ok(r) => r,
                     Err(e) => return format!("undecodable forwarding reply: {e}"),
                 };
-                progress = tokio::time::Instant::now();
                 if let Some(tx) = pending.remove(&reply.id) {
                     let _ = tx.send(Ok(reply.result));
                 }
+                waiting_since = (!pending.is_empty()).then(tokio::time::Instant::now);
             }
         }
+    }
+}
+
+/// Sleep until `deadline`, or forever if there is none. Cancel safe.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -41,7 +41,7 @@ async fn serve_conn(mut conn: Conn, service: KvService) -> Result<(), String> {
     loop {
         let frame = match tokio::time::timeout(IDLE_TIMEOUT, conn.next()).await {
             Err(_) | Ok(None) => return Ok(()),
-            Ok(Some(f)) => f.map_err(|e| e.to_string())?,
+            Ok(Some(f)) => f.map_err(frame_error)?,
         };
         let req: RpcRequest = decode(&frame).map_err(|e| format!("undecodable request: {e}"))?;
         let reply = match req {
@@ -55,6 +55,14 @@ async fn serve_conn(mut conn: Conn, service: KvService) -> Result<(), String> {
         let frame = encode(&reply).map_err(|e| e.to_string())?;
         conn.send(frame).await.map_err(|e| e.to_string())?;
     }
+}
+
+/// A frame that could not be read: over the limit or malformed is a peer to warn about.
+fn frame_error(e: std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        tracing::warn!(error = %e, "a peer sent a frame over the limit or malformed; closing its connection");
+    }
+    e.to_string()
 }
 
 /// Feed the connection's AppendEntries frames to [`Raft::stream_append`](quorate::Raft::stream_append)

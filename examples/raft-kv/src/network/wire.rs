@@ -15,9 +15,26 @@ use crate::TypeConfig;
 
 type C = TypeConfig;
 
-/// The largest frame accepted: a snapshot chunk (1 MiB by default) or an AppendEntries of
-/// `max_payload_entries` entries fits many times over.
+/// The largest frame sent or accepted. The node checks at start that it holds the largest
+/// message it can send (an AppendEntries of `max_payload_bytes`, which quorate keeps by the
+/// entries' `PayloadSize`, or a single entry; a snapshot chunk). A peer's frame over it ends
+/// the connection; a message of this node over it is refused with [`WireError::TooLarge`]
+/// before anything is written, instead of breaking the connection half-way.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+
+/// Why a message could not be framed.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// Serialization failed.
+    #[error("cannot encode the message: {0}")]
+    Encode(#[from] postcard::Error),
+    /// The encoded message does not fit a frame.
+    #[error("a message of {bytes} bytes is over the {MAX_FRAME_BYTES} byte frame limit")]
+    TooLarge {
+        /// Its encoded size.
+        bytes: usize,
+    },
+}
 
 /// A framed TCP connection.
 pub type Conn = Framed<TcpStream, LengthDelimitedCodec>;
@@ -67,9 +84,15 @@ pub type StreamReply = Result<AppendEntriesResponse<C>, RaftError>;
 /// Encode a message as a frame body.
 ///
 /// # Errors
-/// If the message cannot be serialized (never for these types).
-pub fn encode<T: Serialize>(msg: &T) -> Result<Bytes, postcard::Error> {
-    postcard::to_allocvec(msg).map(Bytes::from)
+/// [`WireError::TooLarge`] if it does not fit a frame; [`WireError::Encode`] if it cannot be
+/// serialized (never for these types).
+pub fn encode<T: Serialize>(msg: &T) -> Result<Bytes, WireError> {
+    let body = postcard::to_allocvec(msg)?;
+    if body.len() > MAX_FRAME_BYTES {
+        tracing::warn!(bytes = body.len(), limit = MAX_FRAME_BYTES, "refusing to send a message over the frame limit");
+        return Err(WireError::TooLarge { bytes: body.len() });
+    }
+    Ok(Bytes::from(body))
 }
 
 /// Decode a frame body.
@@ -78,4 +101,16 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Bytes, postcard::Error> {
 /// If the frame is not a valid encoding of `T`.
 pub fn decode<T: DeserializeOwned>(frame: &BytesMut) -> Result<T, postcard::Error> {
     postcard::from_bytes(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_FRAME_BYTES, WireError, encode};
+
+    #[test]
+    fn a_message_over_the_frame_limit_is_refused_before_it_is_sent() {
+        let too_large = vec![7u8; MAX_FRAME_BYTES];
+        assert!(matches!(encode(&too_large), Err(WireError::TooLarge { .. })));
+        assert!(encode(&vec![7u8; 1024]).is_ok());
+    }
 }

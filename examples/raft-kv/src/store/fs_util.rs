@@ -1,13 +1,10 @@
-//! Small file-system helpers: atomic replace and directory fsync.
+//! Atomic replacement of a file.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 
-/// Make the directory entries of `dir` (created, renamed or removed files) durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+use super::disk::sync_dir;
 
 /// Replace `path` with `parts` written one after the other, atomically: after a crash the file
 /// holds either its old content or all of the new one.

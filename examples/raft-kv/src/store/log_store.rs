@@ -5,7 +5,6 @@
 //! the storage contract requires. The snapshot policy bounds how many entries that is.
 
 use std::collections::VecDeque;
-use std::io;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
@@ -14,6 +13,8 @@ use quorate::error::{ErrorSubject, ErrorVerb};
 use quorate::{Entry, IOFlushed, LogId, LogState, RaftLogReader, RaftLogStorage, StorageError, Vote};
 use tokio::sync::oneshot;
 
+use super::disk::{Disk, FsDisk};
+use super::error::StoreError;
 use super::record::{self, RecordRef};
 use super::writer::{SEGMENT_BYTES, WriteOp, Writer};
 use crate::TypeConfig;
@@ -64,8 +65,9 @@ impl LogStore {
     /// thread.
     ///
     /// # Errors
-    /// An I/O error, or a corrupt segment that is not the last one.
-    pub fn open(dir: &Path) -> io::Result<Self> {
+    /// An I/O error, or a log that cannot be read back as written: see [`StoreError`] and the
+    /// recovery rules of the [record format](super#the-log-format).
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
         Self::open_with_segment_bytes(dir, SEGMENT_BYTES)
     }
 
@@ -74,12 +76,17 @@ impl LogStore {
     ///
     /// # Errors
     /// As [`open`](Self::open).
-    pub fn open_with_segment_bytes(dir: &Path, segment_bytes: u64) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        if let Some(parent) = dir.parent() {
-            super::fs_util::sync_dir(parent)?;
-        }
-        let recovered = record::recover(dir)?;
+    pub fn open_with_segment_bytes(dir: &Path, segment_bytes: u64) -> Result<Self, StoreError> {
+        let disk = FsDisk::open(dir).map_err(|e| StoreError::io(dir, e))?;
+        Self::open_on(Arc::new(disk), segment_bytes)
+    }
+
+    /// [`open`](Self::open) on any [`Disk`], e.g. a test's fault layer.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_on(disk: Arc<dyn Disk>, segment_bytes: u64) -> Result<Self, StoreError> {
+        let recovered = record::recover(disk.as_ref())?;
         tracing::info!(
             entries = recovered.entries.len(),
             segments = recovered.segments.len(),
@@ -92,9 +99,14 @@ impl LogStore {
             purged: recovered.header.purged,
             entries: recovered.entries,
         };
-        let writer = Writer::open(dir.to_path_buf(), recovered.segments, recovered.header, segment_bytes)?;
+        let dir = disk.path("");
+        let writer = Writer::open(disk, recovered.segments, recovered.header, segment_bytes)
+            .map_err(|e| StoreError::io(&dir, e))?;
         let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new().name("log-writer".into()).spawn(move || writer.run(rx))?;
+        std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::io(&dir, e))?;
         Ok(Self { cache: Arc::new(RwLock::new(cache)), tx })
     }
 

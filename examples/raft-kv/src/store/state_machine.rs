@@ -6,12 +6,16 @@
 //!
 //! # Snapshot file
 //!
-//! `snapshot.bin` holds one line of JSON with the [`SnapshotMeta`], a newline, then the
-//! snapshot data: the map as JSON. The data part alone is what travels to followers. The file
-//! is replaced atomically (write to a temporary file, fsync, rename, fsync the directory), and
-//! never by an older snapshot than the one it holds.
+//! `snapshot.bin` is a 28-byte header, then the [`SnapshotMeta`] as JSON, then the snapshot
+//! data: the map as JSON. The header is [`SNAPSHOT_MAGIC`], the format version (u32 LE), the
+//! lengths of the meta (u32 LE) and of the data (u64 LE), and the crc32 of meta and data
+//! (u32 LE). The data part alone is what travels to followers. The file is replaced atomically
+//! (write to a temporary file, fsync, rename, fsync the directory), and never by an older
+//! snapshot than the one it holds. A file that does not decode stops the node at start with an
+//! error naming it and the offset: the log behind it may be purged, so it cannot be skipped.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::{self, Cursor};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,12 +24,23 @@ use quorate::error::{ErrorSubject, ErrorVerb};
 use quorate::storage::{Snapshot, SnapshotMeta};
 use quorate::{Entry, EntryPayload, LogId, RaftSnapshotBuilder, RaftStateMachine, StorageError, StoredMembership};
 
+use super::disk::sync_dir;
+use super::error::StoreError;
 use super::fs_util::write_atomic;
 use crate::{Request, Response, TypeConfig};
 
 type C = TypeConfig;
 
 const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// The first bytes of a snapshot file.
+const SNAPSHOT_MAGIC: [u8; 8] = *b"RKVSNAP\0";
+
+/// The version of the snapshot file format this build writes and reads.
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// Bytes of the snapshot file header: magic, version, meta length, data length, crc.
+const SNAPSHOT_HEADER: usize = 28;
 
 /// The applied state.
 #[derive(Default)]
@@ -71,13 +86,21 @@ impl StateMachineStore {
     /// Open the state machine in `dir`, loading the latest snapshot if there is one.
     ///
     /// # Errors
-    /// An I/O error or an unreadable snapshot file.
-    pub fn open(dir: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+    /// An I/O error, or a snapshot file that does not decode ([`StoreError::Corrupt`], naming
+    /// the file and offset).
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let mut applied = Applied::default();
         let mut covered = None;
         if let Some((meta, data)) = read_snapshot_file(dir)? {
-            applied.data = serde_json::from_slice(&data).map_err(io::Error::other)?;
+            let path = dir.join(SNAPSHOT_FILE);
+            // The file may be a rename not yet durable when the process crashed: make it so
+            // before quorate purges the log behind it.
+            File::open(&path).and_then(|f| f.sync_all()).map_err(|e| StoreError::io(&path, e))?;
+            sync_dir(dir).map_err(|e| StoreError::io(dir, e))?;
+            let data_at = (SNAPSHOT_HEADER + data.meta_len) as u64;
+            applied.data = serde_json::from_slice(&data.data)
+                .map_err(|e| StoreError::corrupt(&path, data_at, format!("undecodable snapshot data: {e}")))?;
             applied.last_applied = meta.last_log_id;
             applied.last_membership = meta.last_membership;
             covered = meta.last_log_id;
@@ -110,9 +133,10 @@ impl Shared {
         if *covered > meta.last_log_id {
             return Ok(());
         }
-        let meta_line = serde_json::to_vec(meta).map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
+        let meta_json = serde_json::to_vec(meta).map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
+        let header = snapshot_header(&meta_json, &data).map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
         let path = self.dir.join(SNAPSHOT_FILE);
-        tokio::task::spawn_blocking(move || write_atomic(&path, &[&meta_line, b"\n", &data]))
+        tokio::task::spawn_blocking(move || write_atomic(&path, &[&header, &meta_json, &data]))
             .await
             .map_err(|e| snapshot_error(ErrorVerb::Write, e))?
             .map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
@@ -121,16 +145,61 @@ impl Shared {
     }
 }
 
-fn read_snapshot_file(dir: &Path) -> io::Result<Option<(SnapshotMeta<C>, Vec<u8>)>> {
-    let bytes = match std::fs::read(dir.join(SNAPSHOT_FILE)) {
+/// The header of a snapshot file holding `meta` and `data`.
+fn snapshot_header(meta: &[u8], data: &[u8]) -> io::Result<[u8; SNAPSHOT_HEADER]> {
+    let meta_len = u32::try_from(meta.len()).map_err(|_| io::Error::other("snapshot meta over 4 GiB"))?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(meta);
+    crc.update(data);
+    let mut h = [0; SNAPSHOT_HEADER];
+    h[..8].copy_from_slice(&SNAPSHOT_MAGIC);
+    h[8..12].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&meta_len.to_le_bytes());
+    h[16..24].copy_from_slice(&(data.len() as u64).to_le_bytes());
+    h[24..28].copy_from_slice(&crc.finalize().to_le_bytes());
+    Ok(h)
+}
+
+/// A snapshot file's data part, and where it starts.
+struct SnapshotData {
+    meta_len: usize,
+    data: Vec<u8>,
+}
+
+/// The snapshot file in `dir`, if there is one, checked against its header.
+fn read_snapshot_file(dir: &Path) -> Result<Option<(SnapshotMeta<C>, SnapshotData)>, StoreError> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let mut bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+        Err(e) => return Err(StoreError::io(&path, e)),
     };
-    let split =
-        bytes.iter().position(|b| *b == b'\n').ok_or_else(|| io::Error::other("snapshot file without meta line"))?;
-    let meta = serde_json::from_slice(&bytes[..split]).map_err(io::Error::other)?;
-    Ok(Some((meta, bytes[split + 1..].to_vec())))
+    let corrupt = |offset: usize, problem: String| StoreError::corrupt(&path, offset as u64, problem);
+    let Some(header) = bytes.get(..SNAPSHOT_HEADER) else {
+        return Err(corrupt(0, "shorter than a snapshot header: not a raft-kv snapshot".into()));
+    };
+    if header[..8] != SNAPSHOT_MAGIC {
+        return Err(corrupt(0, "unknown format: not a raft-kv snapshot (bad magic number)".into()));
+    }
+    let word = |at: usize| u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let version = word(8);
+    if version != SNAPSHOT_VERSION {
+        return Err(corrupt(8, format!("snapshot format version {version}; this build reads {SNAPSHOT_VERSION}")));
+    }
+    let meta_len = word(12) as usize;
+    let data_len = u64::from_le_bytes(header[16..24].try_into().unwrap_or_default());
+    let crc = word(24);
+    if (bytes.len() - SNAPSHOT_HEADER) as u64 != meta_len as u64 + data_len {
+        let problem = format!("holds {} bytes after its header, the header says {meta_len} + {data_len}", bytes.len());
+        return Err(corrupt(12, problem));
+    }
+    if crc32fast::hash(&bytes[SNAPSHOT_HEADER..]) != crc {
+        return Err(corrupt(SNAPSHOT_HEADER, "checksum mismatch".into()));
+    }
+    let meta = serde_json::from_slice(&bytes[SNAPSHOT_HEADER..SNAPSHOT_HEADER + meta_len])
+        .map_err(|e| corrupt(SNAPSHOT_HEADER, format!("undecodable snapshot meta: {e}")))?;
+    let data = bytes.split_off(SNAPSHOT_HEADER + meta_len);
+    Ok(Some((meta, SnapshotData { meta_len, data })))
 }
 
 fn apply_request(data: &mut BTreeMap<String, String>, req: Request) -> Response {
@@ -211,7 +280,7 @@ impl RaftStateMachine<C> for StateMachineStore {
             .await
             .map_err(|e| snapshot_error(ErrorVerb::Read, e))?
             .map_err(|e| snapshot_error(ErrorVerb::Read, e))?;
-        Ok(found.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+        Ok(found.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data.data)) }))
     }
 }
 

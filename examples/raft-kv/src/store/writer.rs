@@ -6,15 +6,13 @@
 //! then completes the batch's callbacks in queue order. While it syncs, new ops queue up and
 //! form the next batch, so the number of fsyncs adapts to the load instead of growing with it.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::path::PathBuf;
-use std::sync::mpsc;
+use std::io;
+use std::sync::{Arc, mpsc};
 
 use quorate::{IOFlushed, LogId, Vote};
 use tokio::sync::oneshot;
 
-use super::fs_util::sync_dir;
+use super::disk::{Disk, DiskFile};
 use super::record::{self, Header, RecordRef, Segment};
 use crate::TypeConfig;
 
@@ -45,10 +43,10 @@ enum Done {
 }
 
 pub(crate) struct Writer {
-    dir: PathBuf,
+    disk: Arc<dyn Disk>,
     /// Oldest first; the last is the one being written.
     segments: Vec<Segment>,
-    file: File,
+    file: Box<dyn DiskFile>,
     file_len: u64,
     /// Start a new segment once `file_len` reaches this.
     segment_bytes: u64,
@@ -64,11 +62,16 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// A writer that continues the recovered log in a new segment.
-    pub(crate) fn open(dir: PathBuf, segments: Vec<Segment>, header: Header, segment_bytes: u64) -> io::Result<Self> {
+    pub(crate) fn open(
+        disk: Arc<dyn Disk>,
+        segments: Vec<Segment>,
+        header: Header,
+        segment_bytes: u64,
+    ) -> io::Result<Self> {
         let next_seq = segments.last().map_or(1, |s| s.seq + 1);
-        let (file, path) = create_segment(&dir, next_seq)?;
+        let (file, name) = create_segment(disk.as_ref(), next_seq)?;
         let mut writer = Self {
-            dir,
+            disk,
             segments,
             file,
             file_len: 0,
@@ -78,7 +81,7 @@ impl Writer {
             failed: None,
             buf: Vec::new(),
         };
-        writer.segments.push(Segment { seq: next_seq, path, max_index: None });
+        writer.segments.push(Segment { seq: next_seq, name, max_index: None });
         writer.write_header()?;
         writer.delete_purged_segments();
         Ok(writer)
@@ -170,27 +173,28 @@ impl Writer {
             return Err(io::Error::other(msg.clone()));
         }
         if !self.buf.is_empty() {
-            self.file.write_all(&self.buf)?;
+            self.file.append(&self.buf)?;
             self.file_len += self.buf.len() as u64;
         }
         if sync {
-            self.file.sync_data()?;
+            self.file.sync()?;
         }
         Ok(())
     }
 
     fn write_header(&mut self) -> io::Result<()> {
         self.buf.clear();
+        self.buf.extend_from_slice(&record::segment_header());
         record::encode(&RecordRef::Header(&self.header), &mut self.buf)?;
         self.write_buf(true)
     }
 
     fn rotate(&mut self) -> io::Result<()> {
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);
-        let (file, path) = create_segment(&self.dir, seq)?;
+        let (file, name) = create_segment(self.disk.as_ref(), seq)?;
         self.file = file;
         self.file_len = 0;
-        self.segments.push(Segment { seq, path, max_index: None });
+        self.segments.push(Segment { seq, name, max_index: None });
         self.write_header()
     }
 
@@ -207,24 +211,25 @@ impl Writer {
             if !purged {
                 break;
             }
-            if let Err(e) = fs::remove_file(&seg.path) {
-                tracing::warn!(path = %seg.path.display(), error = %e, "could not delete a purged log segment");
+            if let Err(e) = self.disk.remove(&seg.name) {
+                let path = self.disk.path(&seg.name);
+                tracing::warn!(path = %path.display(), error = %e, "could not delete a purged log segment");
                 break;
             }
             deleted += 1;
         }
         if deleted > 0 {
             self.segments.drain(..deleted);
-            if let Err(e) = sync_dir(&self.dir) {
+            if let Err(e) = self.disk.sync_dir() {
                 tracing::warn!(error = %e, "could not sync the log directory");
             }
         }
     }
 }
 
-fn create_segment(dir: &std::path::Path, seq: u64) -> io::Result<(File, PathBuf)> {
-    let path = record::segment_path(dir, seq);
-    let file = OpenOptions::new().create(true).append(true).open(&path)?;
-    sync_dir(dir)?;
-    Ok((file, path))
+fn create_segment(disk: &dyn Disk, seq: u64) -> io::Result<(Box<dyn DiskFile>, String)> {
+    let name = record::segment_name(seq);
+    let file = disk.create(&name)?;
+    disk.sync_dir()?;
+    Ok((file, name))
 }

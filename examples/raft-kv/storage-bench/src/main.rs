@@ -8,8 +8,9 @@
 //! - `pipelined`: one entry per append, up to 64 appends in flight (a follower under load);
 //! - `batched`: 100 entries per append, waited for (a leader draining many clients' writes).
 //!
-//! Usage: `storage-bench [DIR]` (default: the system temp dir). redb runs only when built with
-//! `--features redb-bench`.
+//! Usage: `cargo run --release -p raft-kv-storage-bench [-- DIR]` (default: the system temp
+//! dir). It is a crate of its own, outside the workspace's default members, so that testing
+//! raft-kv never compiles redb.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -86,7 +87,6 @@ fn report(engine: &str, w: &Workload, elapsed: Duration) {
     );
 }
 
-#[cfg(feature = "redb-bench")]
 mod redb_log {
     use std::path::Path;
     use std::sync::mpsc;
@@ -157,7 +157,6 @@ async fn main() {
         let elapsed = run(&mut file, w).await;
         report("file", w, elapsed);
 
-        #[cfg(feature = "redb-bench")]
         {
             let dir = fresh_dir(&root, &format!("redb-{}", w.name));
             let mut redb = redb_log::RedbLog::open(&dir.join("log.redb"));

@@ -1,0 +1,255 @@
+//! Serving the HTTP API: connections, their limits and timeouts, and shutdown.
+//!
+//! `axum::serve` has no header-read or idle timeout and no connection limit, so this module
+//! runs hyper's HTTP/1 connection itself (hyper-util's glue turns the axum router into a hyper
+//! service) and adds what a server facing unknown clients needs:
+//!
+//! | limit | what happens |
+//! |---|---|
+//! | [`HttpLimits::header_timeout`] | a connection that has not sent a whole request head this long after it opened or after its last answer (partial headers, or idle keep-alive) is closed |
+//! | [`HttpLimits::body_timeout`] | a request whose body stops arriving this long is answered 408 `body_timeout` (tower-http's `RequestBodyTimeoutLayer`, in [`super::router`]) |
+//! | [`HttpLimits::max_connections`] | past it, new connections wait in the listen backlog until one closes |
+//! | [`HttpLimits::shutdown_timeout`] | on shutdown, connections finish their requests within it, then are dropped |
+//!
+//! hyper answers requests it cannot parse (a bad request line 400, a URI over 64 KiB 414,
+//! headers too large 431) itself, with an empty body and no hook to change it; `JsonErrorIo`
+//! gives those answers a JSON body like every other answer.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+/// The limits of a node's HTTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// How long a connection may take to send a request head, counted from when it opened or
+    /// got its last answer: both the header-read and the idle keep-alive timeout.
+    pub header_timeout: Duration,
+    /// How long a request body may make no progress.
+    pub body_timeout: Duration,
+    /// The most connections served at once.
+    pub max_connections: usize,
+    /// How long shutdown waits for requests in progress.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Serve `app` on `listener` until `shutdown` resolves, then let connections finish their
+/// requests for at most `limits.shutdown_timeout` and drop the rest.
+pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits, shutdown: impl Future<Output = ()>) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
+    let builder = Arc::new(builder);
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = accept(&listener, &permits) => accepted,
+        };
+        let Some((stream, permit)) = accepted else { continue };
+        let (builder, app, mut stop_rx) = (builder.clone(), app.clone(), stop_rx.clone());
+        connections.spawn(async move {
+            let _permit = permit;
+            let io = TokioIo::new(JsonErrorIo::new(stream));
+            let conn = builder.serve_connection(io, TowerToHyperService::new(app));
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => log_end(r),
+                _ = stopped(&mut stop_rx) => {
+                    conn.as_mut().graceful_shutdown();
+                    log_end(conn.await);
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let open = connections.len();
+    if tokio::time::timeout(limits.shutdown_timeout, async { while connections.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open,
+            left = connections.len(),
+            timeout = ?limits.shutdown_timeout,
+            "HTTP connections still busy at the shutdown deadline; dropping them"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// The next connection, once a permit is free. `None` when accepting failed (logged).
+///
+/// Cancel safe: a permit taken is released if the accept is cancelled, and `accept` is.
+async fn accept(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+) -> Option<(TcpStream, tokio::sync::OwnedSemaphorePermit)> {
+    let permit = permits.clone().acquire_owned().await.ok()?;
+    match listener.accept().await {
+        Ok((stream, _peer)) => {
+            let _ = stream.set_nodelay(true);
+            Some((stream, permit))
+        }
+        Err(e) => {
+            // E.g. out of file descriptors: back off instead of spinning.
+            tracing::warn!(error = %e, "accepting an HTTP connection failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+/// Resolves once the server is told to stop. Cancel safe.
+async fn stopped(stop_rx: &mut watch::Receiver<bool>) {
+    // Err: the server is gone, which is a stop too.
+    let _ = stop_rx.wait_for(|stop| *stop).await.map(|_| ());
+}
+
+fn log_end(result: Result<(), hyper::Error>) {
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "HTTP connection ended");
+    }
+}
+
+/// A TCP stream that rewrites hyper's own error answers (a 4xx head with `content-length: 0`,
+/// which no handler of this API sends: every answer of ours has a JSON body) into the same
+/// answer with a JSON body. hyper closes the connection after such an answer, so adding a body
+/// cannot confuse a next request.
+pub(crate) struct JsonErrorIo<S> {
+    inner: S,
+    /// Bytes accepted from hyper and not yet written to `inner`.
+    pending: Vec<u8>,
+    written: usize,
+}
+
+impl<S> JsonErrorIo<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Self { inner, pending: Vec::new(), written: 0 }
+    }
+}
+
+/// If `buf` is exactly a response head of hyper's error answers, the same answer with a JSON
+/// body.
+fn with_json_body(buf: &[u8]) -> Option<Vec<u8>> {
+    let head = std::str::from_utf8(buf).ok()?;
+    let rest = head.strip_prefix("HTTP/1.1 ")?;
+    if !head.ends_with("\r\n\r\n") || head.matches("\r\n\r\n").count() != 1 {
+        return None;
+    }
+    let status: u16 = rest.get(..3)?.parse().ok()?;
+    if !(400..500).contains(&status) {
+        return None;
+    }
+    let lower = head.to_ascii_lowercase();
+    let at = lower.find("\r\ncontent-length: 0\r\n")?;
+    let (code, message) = match status {
+        400 => ("bad_request", "the request could not be parsed as HTTP/1.1"),
+        414 => ("uri_too_long", "the request URI is too long"),
+        431 => ("headers_too_large", "the request headers are too large"),
+        _ => ("bad_request", "the request was refused by the HTTP layer"),
+    };
+    let body =
+        serde_json::json!({ "ok": false, "error": code, "message": message, "outcome": "not_applied" }).to_string();
+    let mut out = String::with_capacity(head.len() + body.len() + 64);
+    out.push_str(&head[..at]);
+    out.push_str(&format!("\r\ncontent-type: application/json\r\ncontent-length: {}\r\n", body.len()));
+    out.push_str(&head[at + "\r\ncontent-length: 0\r\n".len()..]);
+    out.push_str(&body);
+    Some(out.into_bytes())
+}
+
+impl<S: AsyncWrite + Unpin> JsonErrorIo<S> {
+    /// Write out what is pending.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.pending.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        self.pending.clear();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for JsonErrorIo<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for JsonErrorIo<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        ready!(self.poll_drain(cx))?;
+        match with_json_body(buf) {
+            Some(rewritten) => {
+                self.pending = rewritten;
+                // Accepted whole; the rest is written by the next write, flush or shutdown.
+                let _ = self.poll_drain(cx)?;
+                Poll::Ready(Ok(buf.len()))
+            }
+            None => Pin::new(&mut self.inner).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_drain(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_drain(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_json_body;
+
+    #[test]
+    fn hyper_error_heads_get_a_json_body() {
+        let head = b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let out = String::from_utf8(with_json_body(head).unwrap()).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"], "uri_too_long");
+    }
+
+    #[test]
+    fn other_writes_pass_unchanged() {
+        assert!(with_json_body(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").is_none());
+        assert!(with_json_body(b"HTTP/1.1 404 Not Found\r\ncontent-length: 12\r\n\r\n").is_none());
+        assert!(with_json_body(b"{\"ok\":false}").is_none());
+    }
+}

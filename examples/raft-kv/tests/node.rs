@@ -1,0 +1,278 @@
+//! One `raft-kv node` process at a time, on loopback: its command line, its start-up errors,
+//! its data directory lock, and the limits of its HTTP server (timeouts, connection limit,
+//! shutdown deadline, JSON answers from the HTTP layer itself).
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use raft_kv::local_cluster::LocalCluster;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The `raft-kv` binary under test: this build's, or `RAFT_KV_BIN` (to run the suite against
+/// another build, e.g. to see a test fail on the code before a fix).
+fn binary() -> std::path::PathBuf {
+    std::env::var_os("RAFT_KV_BIN").map_or_else(|| env!("CARGO_BIN_EXE_raft-kv").into(), Into::into)
+}
+
+/// Run `raft-kv args...` to its end (these all exit at once) and return its output.
+fn run_binary(args: &[&str]) -> Output {
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("raft-kv {args:?} did not exit within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A one-node "cluster" whose node runs with `args`, its HTTP API answering.
+async fn one_node(root: &Path, args: &[&str]) -> LocalCluster {
+    let mut cluster = LocalCluster::new(&binary(), root, 1).unwrap();
+    cluster.node_args(args);
+    cluster.start(0).unwrap();
+    cluster.wait_metrics(0, WAIT, "the HTTP API", |_| true).await.unwrap();
+    cluster
+}
+
+/// Send `raw` on a new connection to the node's HTTP port, then read until the server closes
+/// the connection (or `within` passes: `None`).
+async fn exchange(http_addr: &str, raw: &[u8], within: Duration) -> Option<String> {
+    let mut conn = TcpStream::connect(http_addr).await.unwrap();
+    conn.write_all(raw).await.unwrap();
+    let mut got = Vec::new();
+    match tokio::time::timeout(within, conn.read_to_end(&mut got)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&got).into_owned()),
+        Err(_) => None,
+    }
+}
+
+/// The status and JSON body of a raw HTTP answer.
+fn parse_answer(answer: &str) -> (u16, Value) {
+    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("a non-JSON answer ({e}): {answer:?}"));
+    (status, json)
+}
+
+#[test]
+fn the_command_line_refuses_bad_options_and_prints_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let node = |extra: &[&str]| {
+        let mut args = vec!["node", "--raft-addr", "127.0.0.1:7001", "--http-addr", "127.0.0.1:8001"];
+        args.extend_from_slice(&["--data-dir", data]);
+        args.extend_from_slice(extra);
+        args.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    let cases: [(&str, Vec<String>, &str); 7] = [
+        // A host name could resolve to several addresses: a node binds exactly an IP:PORT.
+        (
+            "host name to bind",
+            {
+                let mut a = node(&["--id", "1"]);
+                a[2] = "localhost:7001".into();
+                a
+            },
+            "IP:PORT",
+        ),
+        ("id 0", node(&["--id", "0"]), "--id"),
+        (
+            "port 99999",
+            {
+                let mut a = node(&["--id", "1"]);
+                a[2] = "127.0.0.1:99999".into();
+                a
+            },
+            "99999",
+        ),
+        ("peer port 99999", node(&["--id", "1", "--peer", "2=127.0.0.1:99999@127.0.0.1:8002"]), "99999"),
+        ("own id as peer", node(&["--id", "1", "--peer", "1=127.0.0.1:7002@127.0.0.1:8002"]), "own --id"),
+        (
+            "duplicate peer",
+            node(&[
+                "--id",
+                "1",
+                "--peer",
+                "2=127.0.0.1:7002@127.0.0.1:8002",
+                "--peer",
+                "2=127.0.0.1:7003@127.0.0.1:8003",
+            ]),
+            "twice",
+        ),
+        ("peer id 0", node(&["--id", "1", "--peer", "0=127.0.0.1:7002@127.0.0.1:8002"]), "0"),
+    ];
+    for (what, args, says) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run_binary(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: accepted ({stderr})");
+        assert!(stderr.contains(says), "{what}: the error does not say {says:?}: {stderr}");
+    }
+    let out = run_binary(&["--version"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_errors_name_the_address_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // An HTTP address already taken by someone else.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let data = dir.path().join("a");
+    let out = run_binary(&[
+        "node",
+        "--id",
+        "1",
+        "--raft-addr",
+        &free,
+        "--http-addr",
+        &taken_addr,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&taken_addr) && !stderr.contains("Os {"), "{stderr}");
+
+    // A snapshot file that does not decode.
+    let data = dir.path().join("b");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("snapshot.bin"), b"{\"not\": \"a snapshot\"}\n{}").unwrap();
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let data = data.to_str().unwrap();
+    let out = run_binary(&["node", "--id", "1", "--raft-addr", &free, "--http-addr", &http, "--data-dir", data]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("snapshot.bin") && stderr.contains("offset 0"), "{stderr}");
+    drop(taken);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_a_data_directory_exits_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = one_node(dir.path(), &[]).await;
+    let data = first.nodes[0].data_dir.to_str().unwrap().to_string();
+    let raft = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let out = run_binary(&["node", "--id", "1", "--raft-addr", &raft, "--http-addr", &http, "--data-dir", &data]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a second node started on {data}: {stderr}");
+    assert!(stderr.contains(&data) && stderr.contains("in use by another process"), "{stderr}");
+    // The first node is unharmed.
+    assert!(first.metrics(0).await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_headers_and_idle_connections_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = one_node(dir.path(), &["--http-header-timeout-ms", "300"]).await;
+    let addr = &node.nodes[0].http_addr;
+
+    let partial = exchange(addr, b"GET /admin/metrics HTTP/1.1\r\nHost: x\r\n", Duration::from_secs(5)).await;
+    assert!(partial.is_some(), "a connection with partial headers is still open after 5 s");
+
+    // A whole request, answered, then nothing: the idle connection is reaped.
+    let started = Instant::now();
+    let idle = exchange(addr, b"GET /admin/metrics HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(5)).await;
+    let answer = idle.expect("an idle keep-alive connection is still open after 5 s");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(250), "closed before the idle timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_comes_is_answered_408() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = one_node(dir.path(), &["--http-body-timeout-ms", "300"]).await;
+    let addr = &node.nodes[0].http_addr;
+    let raw = b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc";
+    let answer = exchange(addr, raw, Duration::from_secs(5)).await.expect("no answer within 5 s");
+    let (status, body) = parse_answer(&answer);
+    assert_eq!((status, body["error"].as_str()), (408, Some("body_timeout")), "{answer}");
+    assert_eq!(body["outcome"], "not_applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_wait_for_a_free_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = LocalCluster::new(&binary(), dir.path(), 1).unwrap();
+    node.node_args(&["--http-max-connections", "2", "--http-header-timeout-ms", "20000"]);
+    node.start(0).unwrap();
+    let addr = node.nodes[0].http_addr.clone();
+    // Wait for the API on connections that close, so that no pooled one counts to the limit.
+    let request = b"GET /admin/metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(&addr).await.is_err() {
+        assert!(Instant::now() < deadline, "the node does not listen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ready = exchange(&addr, request, WAIT).await.expect("the node answers");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let hold1 = TcpStream::connect(&addr).await.unwrap();
+    let hold2 = TcpStream::connect(&addr).await.unwrap();
+    let blocked = exchange(&addr, request, Duration::from_millis(700)).await;
+    assert!(blocked.is_none(), "a third connection was served while two were open: {blocked:?}");
+    drop(hold1);
+    let served = exchange(&addr, request, Duration::from_secs(10)).await.expect("not served after one closed");
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    drop(hold2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_does_not_wait_for_a_stuck_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = one_node(dir.path(), &["--http-body-timeout-ms", "600000", "--shutdown-timeout-ms", "300"]).await;
+    let addr = node.nodes[0].http_addr.clone();
+    // A request whose body never comes: its handler waits for it (the body timeout is long).
+    let mut stuck = TcpStream::connect(&addr).await.unwrap();
+    stuck.write_all(b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab").await.unwrap();
+    // Let the server take the request in before the signal; nothing to wait on from outside.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let status = node.terminate(0, Duration::from_secs(10)).await.unwrap();
+    assert!(status.is_some(), "the node did not exit within 10 s of SIGTERM: {}", node.log(0));
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+    drop(stuck);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_of_the_http_layer_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = one_node(dir.path(), &[]).await;
+    let addr = &node.nodes[0].http_addr;
+    let within = Duration::from_secs(10);
+
+    let huge_uri = format!("GET /kv/{} HTTP/1.1\r\nHost: x\r\n\r\n", "k".repeat(100_000));
+    let (status, body) = parse_answer(&exchange(addr, huge_uri.as_bytes(), within).await.unwrap());
+    assert_eq!((status, body["outcome"].as_str()), (414, Some("not_applied")), "{body}");
+
+    let long_key = format!("GET /kv/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "k".repeat(10_000));
+    let (status, body) = parse_answer(&exchange(addr, long_key.as_bytes(), within).await.unwrap());
+    assert_eq!((status, body["error"].as_str()), (414, Some("key_too_long")), "{body}");
+
+    let (status, body) = parse_answer(&exchange(addr, b"GARBAGE\r\n\r\n", within).await.unwrap());
+    assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")), "{body}");
+
+    let close = "Host: x\r\nConnection: close\r\n\r\n";
+    let (status, _) =
+        parse_answer(&exchange(addr, format!("GET /nope HTTP/1.1\r\n{close}").as_bytes(), within).await.unwrap());
+    assert_eq!(status, 404);
+    let (status, _) =
+        parse_answer(&exchange(addr, format!("PATCH /kv/a HTTP/1.1\r\n{close}").as_bytes(), within).await.unwrap());
+    assert_eq!(status, 405);
+}
