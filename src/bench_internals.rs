@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use tokio::time::Instant;
 
 use crate::engine::{Engine, EngineConfig, RaftState, ReplicationResult};
-use crate::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteResponse};
+use crate::types::{AppendEntriesRequest, AppendEntriesResponse, VoteResponse};
 use crate::types::{Entry, LeaderId, LogId, Membership, Vote};
 use crate::{Config, SnapshotPolicy};
 

@@ -131,10 +131,11 @@ pub use error::{
 };
 pub use metrics::{Queues, RaftMetrics, Wait};
 pub use network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-pub use raft::{
-    AppendEntriesRequest, AppendEntriesResponse, ChangeMembershipResponse, ClientWriteResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, Raft, ReadIndex, ReadPolicy, TransferLeaderRequest, Trigger, VoteRequest, VoteResponse,
-};
+pub use raft::{ChangeMembershipResponse, ClientWriteResponse, Raft, ReadIndex, Trigger};
 pub use storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 pub use type_config::{AppData, BasicNode, Node, NodeId, PayloadSize, RaftTypeConfig};
-pub use types::{ChangeMembers, Entry, EntryPayload, LeaderId, LogId, Membership, StoredMembership, Vote};
+pub use types::{
+    AppendEntriesRequest, AppendEntriesResponse, ChangeMembers, Entry, EntryPayload, InstallSnapshotRequest,
+    InstallSnapshotResponse, LeaderId, LogId, Membership, ReadPolicy, StoredMembership, TransferLeaderRequest, Vote,
+    VoteRequest, VoteResponse,
+};

@@ -7,10 +7,10 @@ use crate::core::{Notification, RaftCore, SmMsg};
 use crate::engine::{Command, ReplicationTarget};
 use crate::error::{ClientWriteError, Fatal, RPCError};
 use crate::network::{RPCOption, RaftNetwork};
-use crate::raft::{TransferLeaderRequest, VoteRequest};
 use crate::replication::ReplicationHandle;
 use crate::storage::{IOFlushed, RaftLogStorage};
 use crate::types::{LogId, Vote};
+use crate::types::{TransferLeaderRequest, VoteRequest};
 use crate::{RaftNetworkFactory, RaftTypeConfig};
 
 impl<C, N, LS> RaftCore<C, N, LS>
@@ -35,7 +35,7 @@ where
         match cmd {
             Command::SaveVote { vote } => self.log_store.save_vote(&vote).await?,
             Command::AppendEntries { io, entries } => {
-                let callback = IOFlushed::new(io, self.notify_tx.clone());
+                let callback = IOFlushed::new(io, self.flush_receiver.clone());
                 self.log_store.append(entries, callback).await?;
                 self.submitted = io;
             }

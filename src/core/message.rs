@@ -2,20 +2,23 @@
 
 use std::io;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::RaftTypeConfig;
 use crate::engine::{Ack, LogIOId, ReplicationResult};
 use crate::error::{
     ClientWriteError, Fatal, InitializeError, LinearizableReadError, RPCError, StorageError, TransferLeaderError,
 };
-use crate::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, ChangeMembershipResponse, ClientWriteResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, VoteRequest, VoteResponse,
+use crate::raft::ReadIndex;
+use crate::raft::{ChangeMembershipResponse, ClientWriteResponse};
+use crate::storage::FlushReceiver;
+use crate::types::SnapshotMeta;
+use crate::types::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
-use crate::raft::{ReadIndex, ReadPolicy, TransferLeaderRequest};
-use crate::storage::SnapshotMeta;
 use crate::types::{ChangeMembers, EntryPayload, LogId, Membership, Vote};
+use crate::types::{ReadPolicy, TransferLeaderRequest};
 
 /// Where the outcome of one client write goes.
 pub(crate) type WriteResponder<C> = oneshot::Sender<Result<ClientWriteResponse<C>, ClientWriteError<C>>>;
@@ -73,4 +76,15 @@ pub(crate) enum Notification<C: RaftTypeConfig> {
     SnapshotBuilt { result: Result<SnapshotMeta<C>, StorageError> },
     /// A task of this node hit a fatal error.
     Fatal(Fatal),
+}
+
+/// Forwards a log store's flush reports ([`IOFlushed`](crate::IOFlushed)) into the Raft task's
+/// notifications.
+pub(crate) struct FlushNotifier<C: RaftTypeConfig>(pub(crate) mpsc::UnboundedSender<Notification<C>>);
+
+impl<C: RaftTypeConfig> FlushReceiver<C> for FlushNotifier<C> {
+    fn flushed(&self, io: LogIOId<C>, result: Result<(), io::Error>) {
+        // The receiver is gone only when the node has shut down; nothing waits then.
+        let _ = self.0.send(Notification::LogFlushed { io, result });
+    }
 }

@@ -27,7 +27,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 pub(crate) use clock::Clock;
-pub(crate) use message::{ApiMsg, MembershipResponder, Notification, ReadResponder, RpcMsg, WriteMsg, WriteResponder};
+pub(crate) use message::{
+    ApiMsg, FlushNotifier, MembershipResponder, Notification, ReadResponder, RpcMsg, WriteMsg, WriteResponder,
+};
 pub(crate) use progress::{ProgressWatch, Stalls};
 pub(crate) use sm_worker::{SmMsg, StateMachineWorker};
 pub(crate) use startup::load_state;
@@ -39,9 +41,9 @@ use crate::config::Config;
 use crate::engine::{Engine, LogIOId, ServerState};
 use crate::error::{Fatal, ForwardToLeader, InitializeError};
 use crate::metrics::{self, RaftMetrics};
-use crate::raft::AppendEntriesResponse;
 use crate::replication::{IOProgress, ReplicationHandle};
 use crate::storage::RaftLogStorage;
+use crate::types::AppendEntriesResponse;
 use crate::types::LogId;
 use crate::{RaftNetworkFactory, RaftTypeConfig};
 
@@ -76,6 +78,8 @@ where
     pub(crate) rpc_rx: mpsc::Receiver<RpcMsg<C>>,
     pub(crate) notify_rx: mpsc::UnboundedReceiver<Notification<C>>,
     pub(crate) notify_tx: mpsc::UnboundedSender<Notification<C>>,
+    /// Where the log store's flush callbacks report: into `notify_tx`.
+    pub(crate) flush_receiver: Arc<dyn crate::storage::FlushReceiver<C>>,
     pub(crate) shutdown_rx: oneshot::Receiver<()>,
     pub(crate) watches: Watches<C>,
     /// Client writes proposed by this node and not yet answered, in log order.

@@ -7,9 +7,10 @@ use tracing::debug;
 use crate::core::{RaftCore, ReadResponder};
 use crate::engine::{ReadStart, ReadStatus, ReadTicket, TransferRejected};
 use crate::error::{LinearizableReadError, TransferLeaderError};
-use crate::raft::{ReadIndex, ReadPolicy};
+use crate::raft::ReadIndex;
 use crate::storage::RaftLogStorage;
 use crate::types::DisplayOption;
+use crate::types::ReadPolicy;
 use crate::{RaftNetworkFactory, RaftTypeConfig};
 
 /// A read waiting for the Engine to confirm it.

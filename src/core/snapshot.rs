@@ -9,8 +9,8 @@ use tracing::debug;
 
 use crate::core::{RaftCore, SmMsg};
 use crate::error::{ClientWriteError, ErrorSubject, ErrorVerb, Fatal, StorageError};
-use crate::raft::{InstallSnapshotRequest, InstallSnapshotResponse};
 use crate::storage::{RaftLogStorage, SnapshotMeta};
+use crate::types::{InstallSnapshotRequest, InstallSnapshotResponse};
 use crate::{RaftNetworkFactory, RaftTypeConfig};
 
 /// A snapshot being received from the leader.

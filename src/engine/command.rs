@@ -4,9 +4,9 @@ use std::fmt;
 
 use crate::RaftTypeConfig;
 use crate::engine::LogIOId;
-use crate::raft::{TransferLeaderRequest, VoteRequest};
-use crate::storage::SnapshotMeta;
+use crate::types::SnapshotMeta;
 use crate::types::{DisplayOption, Entry, LogId, Vote};
+use crate::types::{TransferLeaderRequest, VoteRequest};
 
 /// A replication target: a node and its address, for a stream the leader runs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use tracing::{debug, info};
 
 use crate::RaftTypeConfig;
 use crate::engine::{Candidate, Command, Engine, Leader, ServerState};
-use crate::raft::{VoteRequest, VoteResponse};
 use crate::types::{DisplayOption, EntryPayload, Membership, Vote};
+use crate::types::{VoteRequest, VoteResponse};
 
 impl<C: RaftTypeConfig> Engine<C> {
     /// Time passed: on a follower, start an election if no leader was heard from in time; on

@@ -6,7 +6,7 @@ use tracing::{debug, error};
 
 use crate::RaftTypeConfig;
 use crate::engine::{Command, Engine, LogIOId};
-use crate::raft::{AppendEntriesRequest, AppendEntriesResponse};
+use crate::types::{AppendEntriesRequest, AppendEntriesResponse};
 use crate::types::{DisplayOption, Entry, EntryPayload, LogId, Vote};
 
 impl<C: RaftTypeConfig> Engine<C> {

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::RaftTypeConfig;
 use crate::engine::{Command, Engine};
-use crate::raft::ReadPolicy;
+use crate::types::ReadPolicy;
 use crate::types::{LogId, Vote};
 
 /// A read that waits for a quorum to confirm the leadership it arrived under.

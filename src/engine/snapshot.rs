@@ -5,7 +5,7 @@ use tracing::{debug, info};
 use crate::RaftTypeConfig;
 use crate::config::SnapshotPolicy;
 use crate::engine::{Command, Engine};
-use crate::storage::SnapshotMeta;
+use crate::types::SnapshotMeta;
 use crate::types::{DisplayOption, LogId};
 
 impl<C: RaftTypeConfig> Engine<C> {

@@ -7,7 +7,7 @@ use tracing::{debug, info};
 use crate::RaftTypeConfig;
 use crate::engine::leader::Transfer;
 use crate::engine::{Command, Engine};
-use crate::raft::TransferLeaderRequest;
+use crate::types::TransferLeaderRequest;
 
 /// Why a leadership transfer was not started.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -36,7 +36,7 @@ use futures_util::{Stream, StreamExt};
 
 use crate::RaftTypeConfig;
 use crate::error::RPCError;
-use crate::raft::{
+use crate::types::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     TransferLeaderRequest, VoteRequest, VoteResponse,
 };

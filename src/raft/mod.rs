@@ -1,30 +1,27 @@
 //! [`Raft`]: the handle an application holds to one Raft node.
 
-mod message;
-
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-pub use message::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    TransferLeaderRequest, VoteRequest, VoteResponse,
-};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, info_span};
 
 use crate::ServerState;
 use crate::config::Config;
-use crate::core::{ApiMsg, Clock, RaftCore, RpcMsg, StateMachineWorker, Watches, WriteMsg, load_state};
+use crate::core::{ApiMsg, Clock, FlushNotifier, RaftCore, RpcMsg, StateMachineWorker, Watches, WriteMsg, load_state};
 use crate::engine::{Engine, EngineConfig, LogIOId};
 use crate::error::{ClientWriteError, Fatal, InitializeError, LinearizableReadError, RaftError, TransferLeaderError};
 use crate::metrics::{RaftMetrics, Wait};
 use crate::replication::IOProgress;
 use crate::storage::{RaftLogStorage, RaftStateMachine};
-use crate::types::{ChangeMembers, EntryPayload, LogId, Membership};
+use crate::types::{
+    AppendEntriesRequest, AppendEntriesResponse, ChangeMembers, EntryPayload, InstallSnapshotRequest,
+    InstallSnapshotResponse, LogId, Membership, ReadPolicy, TransferLeaderRequest, VoteRequest, VoteResponse,
+};
 use crate::{RaftNetworkFactory, RaftTypeConfig};
 
 /// The result of a successful [`Raft::client_write`]: where the entry was committed and what the
@@ -57,38 +54,6 @@ impl<C: RaftTypeConfig> fmt::Debug for ChangeMembershipResponse<C> {
             .field("membership", &self.membership)
             .finish()
     }
-}
-
-/// How a linearizable read confirms that this node still leads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub enum ReadPolicy {
-    /// ReadIndex (Raft §8): a quorum answers a request the leader sent *after* the read
-    /// arrived — proven by a heartbeat round number each request carries and its answer brings
-    /// back, never by comparing times. One round trip; safe whatever the clocks do.
-    #[default]
-    ReadIndex,
-    /// Leader lease (dissertation §6.4.1): no round trip while the lease holds; falls back to
-    /// ReadIndex when it does not. It is linearizable only under these assumptions:
-    ///
-    /// - **Bounded clock drift.** Between any two nodes, clocks drift apart by less than
-    ///   [`Config::max_clock_drift`] over `election_timeout_min`. Clocks need not agree on the
-    ///   time, only run at nearly the same rate; a node whose clock jumps or stops (a paused VM,
-    ///   a process suspended with SIGSTOP) breaks it. The lease lasts
-    ///   `election_timeout_min - max_clock_drift` from the *send* time of the requests a
-    ///   quorum answered.
-    /// - **Leader stickiness** ([`Config::enable_check_quorum`], required): a voter that heard
-    ///   from a leader refuses votes for `election_timeout_min` on its own clock — also right
-    ///   after it restarts — so no other leader can be elected inside the lease.
-    /// - **Only real answers count.** A newly elected leader has no lease until a quorum has
-    ///   answered it, and none until its first entry (the blank one) is committed.
-    /// - **Forced elections end it.** The vote requests of a leadership transfer's target pass
-    ///   over stickiness, so a leader's lease ends for good the moment it tells the target to
-    ///   campaign. [`Trigger::elect`] on a follower is not forced (voters that follow a live
-    ///   leader refuse it); on the leader it stands that leader down, which ends its lease. No
-    ///   other path forces an election, except a new cluster's first.
-    ///
-    /// If any of these may not hold in your deployment, use [`ReadIndex`](Self::ReadIndex).
-    LeaseRead,
 }
 
 /// The answer to [`Raft::get_read_index`]: once the state machine has applied `read_log_id`,
@@ -281,6 +246,7 @@ impl<C: RaftTypeConfig> Raft<C> {
             write_rx,
             rpc_rx,
             notify_rx,
+            flush_receiver: Arc::new(FlushNotifier(notify_tx.clone())),
             notify_tx,
             shutdown_rx,
             watches,

@@ -18,8 +18,8 @@ use crate::core::SmMsg;
 use crate::engine::Ack;
 use crate::error::{ErrorSubject, ErrorVerb, Fatal, RPCError, StorageError};
 use crate::network::{RPCOption, RaftNetwork};
-use crate::raft::InstallSnapshotRequest;
 use crate::storage::RaftLogReader;
+use crate::types::InstallSnapshotRequest;
 
 fn read_error(e: std::io::Error) -> Stop {
     Stop::Fatal(StorageError::new(ErrorSubject::Snapshot, ErrorVerb::Read, anyerror::AnyError::new(&e)).into())

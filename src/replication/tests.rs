@@ -17,12 +17,12 @@ use crate::core::{Clock, Notification, SmMsg};
 use crate::engine::{Ack, ReplicationResult};
 use crate::error::{RPCError, StorageError};
 use crate::network::{RPCOption, RaftNetwork};
-use crate::raft::{
+use crate::storage::{RaftLogReader, Snapshot, SnapshotMeta};
+use crate::testing_types::{UTConfig, log_id};
+use crate::types::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     TransferLeaderRequest, VoteRequest, VoteResponse,
 };
-use crate::storage::{RaftLogReader, Snapshot, SnapshotMeta};
-use crate::testing_types::{UTConfig, log_id};
 use crate::types::{Entry, LogId, StoredMembership, Vote};
 
 type C = UTConfig;

@@ -3,11 +3,21 @@
 use std::fmt;
 use std::io;
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
 
 use crate::RaftTypeConfig;
-use crate::core::Notification;
 use crate::engine::LogIOId;
+
+/// Where a node takes the reports of its log store's [`IOFlushed`] callbacks.
+///
+/// Implemented by the node (RaftCore), which this module must not depend on: the storage
+/// traits sit below the runtime that drives them.
+pub(crate) trait FlushReceiver<C: RaftTypeConfig>: Send + Sync + 'static {
+    /// The log I/O `io` (and every one before it) is durable, or could not be made durable.
+    fn flushed(&self, io: LogIOId<C>, result: Result<(), io::Error>);
+}
 
 /// The callback handed to [`RaftLogStorage::append`](crate::RaftLogStorage::append).
 ///
@@ -20,13 +30,13 @@ pub struct IOFlushed<C: RaftTypeConfig> {
 }
 
 enum Target<C: RaftTypeConfig> {
-    Core { io: LogIOId<C>, tx: mpsc::UnboundedSender<Notification<C>> },
+    Node { io: LogIOId<C>, receiver: Arc<dyn FlushReceiver<C>> },
     Channel(oneshot::Sender<Result<(), io::Error>>),
 }
 
 impl<C: RaftTypeConfig> IOFlushed<C> {
-    pub(crate) fn new(io: LogIOId<C>, tx: mpsc::UnboundedSender<Notification<C>>) -> Self {
-        Self { target: Target::Core { io, tx } }
+    pub(crate) fn new(io: LogIOId<C>, receiver: Arc<dyn FlushReceiver<C>>) -> Self {
+        Self { target: Target::Node { io, receiver } }
     }
 
     /// A callback whose completion is delivered to the returned receiver. For calling a log
@@ -39,10 +49,7 @@ impl<C: RaftTypeConfig> IOFlushed<C> {
     /// Report that the append is durable (`Ok`) or could not be made durable (`Err`).
     pub fn io_completed(self, result: Result<(), io::Error>) {
         match self.target {
-            Target::Core { io, tx } => {
-                // The receiver is gone only when the node has shut down; nothing waits then.
-                let _ = tx.send(Notification::LogFlushed { io, result });
-            }
+            Target::Node { io, receiver } => receiver.flushed(io, result),
             Target::Channel(tx) => {
                 let _ = tx.send(result);
             }
@@ -53,7 +60,7 @@ impl<C: RaftTypeConfig> IOFlushed<C> {
 impl<C: RaftTypeConfig> fmt::Debug for IOFlushed<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.target {
-            Target::Core { io, .. } => write!(f, "IOFlushed({io})"),
+            Target::Node { io, .. } => write!(f, "IOFlushed({io})"),
             Target::Channel(_) => f.write_str("IOFlushed(channel)"),
         }
     }

@@ -30,6 +30,7 @@ mod snapshot;
 use std::future::Future;
 use std::ops::Range;
 
+pub(crate) use callback::FlushReceiver;
 pub use callback::IOFlushed;
 pub use snapshot::{Snapshot, SnapshotMeta};
 

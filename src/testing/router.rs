@@ -28,8 +28,9 @@ use super::TypeConfig;
 use crate::BasicNode;
 use crate::error::{Infallible, RPCError, RaftError};
 use crate::network::{AppendResponseStream, RPCOption, RaftNetwork, RaftNetworkFactory};
-use crate::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, Raft,
+use crate::raft::Raft;
+use crate::types::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     TransferLeaderRequest, VoteRequest, VoteResponse,
 };
 

@@ -5,8 +5,8 @@ use tokio::time::Instant;
 
 use super::fixture::{EngineBuilder, assert_deadline_after, io, log_id_by, voters, voters_and_learners};
 use crate::engine::{Command, ServerState};
-use crate::raft::VoteRequest;
 use crate::testing_types::log_id;
+use crate::types::VoteRequest;
 use crate::types::{Entry, Vote};
 
 #[test]

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use crate::config::SnapshotPolicy;
 use crate::engine::leader::Transfer;
 use crate::engine::{Ack, Candidate, Engine, EngineConfig, Leader, LogIOId, MembershipState, ServerState};
-use crate::raft::AppendEntriesRequest;
 use crate::testing_types::{UTConfig, log_id};
+use crate::types::AppendEntriesRequest;
 use crate::types::{Entry, LeaderId, LogId, Membership, StoredMembership, Vote};
 
 pub(super) type C = UTConfig;

@@ -5,8 +5,8 @@ use tokio::time::Instant;
 
 use super::fixture::{C, follower, io, normal, req};
 use crate::engine::Command;
-use crate::raft::AppendEntriesResponse;
 use crate::testing_types::log_id;
+use crate::types::AppendEntriesResponse;
 use crate::types::{LogId, Vote};
 
 fn vote() -> Vote<C> {

@@ -6,8 +6,8 @@ use tokio::time::Instant;
 
 use super::fixture::{C, EngineBuilder, follower, io, log_id_by, normal, req, voters};
 use crate::engine::{Command, Engine};
-use crate::raft::AppendEntriesResponse;
 use crate::testing_types::log_id;
+use crate::types::AppendEntriesResponse;
 use crate::types::{Entry, Vote};
 
 #[test]

@@ -8,8 +8,8 @@ use tokio::time::Instant;
 
 use super::fixture::{EngineBuilder, assert_deadline_after, follower, io, log_id_by, normal, req, voters};
 use crate::engine::{Command, ServerState};
-use crate::raft::AppendEntriesResponse;
 use crate::testing_types::log_id;
+use crate::types::AppendEntriesResponse;
 use crate::types::{Entry, Vote};
 
 #[test]

@@ -7,9 +7,9 @@ use tokio::time::Instant;
 
 use super::fixture::{EngineBuilder, assert_deadline_after, voters, voters_and_learners};
 use crate::engine::{Command, ServerState};
-use crate::raft::VoteRequest;
 use crate::testing_types::log_id;
 use crate::types::Vote;
+use crate::types::VoteRequest;
 
 /// Node 2 over voters 1, 2, 3 with log `[T1.0, T2.1]` and its election timer at `deadline`.
 fn voter(vote: Vote<crate::testing_types::UTConfig>, deadline: Instant) -> EngineBuilder {

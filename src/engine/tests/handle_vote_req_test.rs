@@ -7,9 +7,9 @@ use tokio::time::Instant;
 
 use super::fixture::{EngineBuilder, assert_deadline_after, log_id_by, voters};
 use crate::engine::{Command, ServerState};
-use crate::raft::{VoteRequest, VoteResponse};
 use crate::testing_types::{UTConfig, log_id};
 use crate::types::{LogId, Vote};
+use crate::types::{VoteRequest, VoteResponse};
 
 /// The last log id of the voter in the table: node 2, log `[T1.0, T1.1, T2.2, T2.3]`.
 fn my_last() -> Option<LogId<UTConfig>> {

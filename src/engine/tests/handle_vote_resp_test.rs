@@ -7,8 +7,8 @@ use tokio::time::Instant;
 
 use super::fixture::{C, EngineBuilder, assert_deadline_after, io, joint, voters, voters_and_learners};
 use crate::engine::{Command, Engine, ReplicationTarget, ServerState};
-use crate::raft::VoteResponse;
 use crate::testing_types::log_id;
+use crate::types::VoteResponse;
 use crate::types::{Entry, Membership, Vote};
 
 /// Node 1, candidate of term 2 holding the grants of `granted`, log `[T1.0, T1.1]`.

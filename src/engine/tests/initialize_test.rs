@@ -5,7 +5,7 @@ use tokio::time::Instant;
 
 use super::fixture::{EngineBuilder, assert_deadline_after, io, log_id_by, voters};
 use crate::engine::{Command, ServerState};
-use crate::raft::VoteRequest;
+use crate::types::VoteRequest;
 use crate::types::{Entry, Vote};
 
 #[test]

@@ -9,9 +9,9 @@ use tokio::time::Instant;
 
 use super::fixture::{C, EngineBuilder, assert_deadline_after, io, log_id_by, voters};
 use crate::engine::{Candidate, Command, ServerState};
-use crate::raft::{VoteRequest, VoteResponse};
 use crate::testing_types::log_id;
 use crate::types::{Entry, LogId, Vote};
+use crate::types::{VoteRequest, VoteResponse};
 
 /// The last log id of every node in these tests: the log is `[T1.0, T1.1, T2.2]`.
 fn last() -> Option<LogId<C>> {

@@ -8,8 +8,8 @@ use tokio::time::Instant;
 
 use super::fixture::{C, EngineBuilder, voters};
 use crate::engine::{Ack, Command, Engine, ReadStart, ReadStatus, ReadTicket};
-use crate::raft::ReadPolicy;
 use crate::testing_types::log_id;
+use crate::types::ReadPolicy;
 use crate::types::{Membership, Vote};
 
 fn ms(n: u64) -> Duration {

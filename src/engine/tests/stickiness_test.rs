@@ -9,8 +9,8 @@ use tokio::time::Instant;
 
 use super::fixture::{C, EngineBuilder, TIMEOUT_MIN, assert_deadline_after, req, voters};
 use crate::engine::{Command, ServerState};
-use crate::raft::{AppendEntriesResponse, VoteRequest, VoteResponse};
 use crate::testing_types::log_id;
+use crate::types::{AppendEntriesResponse, VoteRequest, VoteResponse};
 use crate::types::{LogId, Vote};
 
 fn last() -> Option<LogId<C>> {

@@ -10,9 +10,9 @@ use tokio::time::Instant;
 use super::fixture::{C, EngineBuilder, TIMEOUT_MAX, voters, voters_and_learners};
 use crate::engine::leader::Transfer;
 use crate::engine::{Candidate, Command, Engine, ReplicationResult, ServerState, TransferRejected};
-use crate::raft::{TransferLeaderRequest, VoteRequest};
 use crate::testing_types::log_id;
 use crate::types::{LogId, Vote};
+use crate::types::{TransferLeaderRequest, VoteRequest};
 
 fn elected() -> Vote<C> {
     Vote::new_committed(2, 1)

@@ -8,9 +8,9 @@ use tokio::time::Instant;
 use super::{blanks, log_id};
 use crate::error::RPCError;
 use crate::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use crate::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
 use crate::storage::SnapshotMeta;
 use crate::testing::{MemLogStore, MemStateMachine, Router, RouterNetwork, RpcKind, TypeConfig};
+use crate::types::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
 use crate::types::{StoredMembership, Vote};
 use crate::{BasicNode, Config, Raft};
 

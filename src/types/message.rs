@@ -6,8 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::RaftTypeConfig;
-use crate::storage::SnapshotMeta;
-use crate::types::{DisplayOption, Entry, LogId, Vote};
+use crate::types::{DisplayOption, Entry, LogId, SnapshotMeta, Vote};
 
 /// A candidate asks for a vote (Raft §5.2).
 #[derive(Serialize, Deserialize)]
