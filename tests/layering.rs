@@ -36,7 +36,12 @@ fn lower_layers_do_not_import_the_runtime() {
                     continue;
                 }
                 if UPPER.iter().any(|upper| code.contains(upper)) {
-                    violations.push(format!("{}:{}: {}", file.strip_prefix(root).unwrap_or(&file).display(), n + 1, code));
+                    violations.push(format!(
+                        "{}:{}: {}",
+                        file.strip_prefix(root).unwrap_or(&file).display(),
+                        n + 1,
+                        code
+                    ));
                 }
             }
         }

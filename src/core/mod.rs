@@ -14,6 +14,7 @@
 
 mod clock;
 mod commands;
+mod election_trace;
 mod membership;
 mod message;
 mod progress;
@@ -35,7 +36,7 @@ pub(crate) use sm_worker::{SmMsg, StateMachineWorker};
 pub(crate) use startup::load_state;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tracing::{Instrument, debug, error, info_span};
+use tracing::{Instrument, debug, error, info, info_span};
 
 use crate::config::Config;
 use crate::engine::{Engine, LogIOId, ServerState};
@@ -44,7 +45,7 @@ use crate::metrics::{self, RaftMetrics};
 use crate::replication::{IOProgress, ReplicationHandle};
 use crate::storage::RaftLogStorage;
 use crate::types::AppendEntriesResponse;
-use crate::types::LogId;
+use crate::types::{DisplayOption, LogId};
 use crate::{RaftNetworkFactory, RaftTypeConfig};
 
 /// The channels RaftCore publishes on; replication tasks and the handle subscribe.
@@ -106,6 +107,11 @@ where
     pub(crate) io_stall_deadline: Option<Instant>,
     /// Where this node reads the time: every `now` the Engine gets comes from here.
     pub(crate) clock: Clock,
+    /// The last leader this node knew of, and how often that changed, for logs and metrics.
+    pub(crate) known_leader: Option<C::NodeId>,
+    pub(crate) leader_changes: u64,
+    /// The span of the election this node runs, if any.
+    pub(crate) election: election_trace::ElectionTrace<C>,
 }
 
 impl<C, N, LS> RaftCore<C, N, LS>
@@ -177,7 +183,10 @@ where
                 self.engine.on_log_flushed(io);
             }
             Notification::VoteResponse { target, resp } => match resp {
-                Ok(resp) => self.engine.handle_vote_resp(self.clock.now(), target, &resp),
+                Ok(resp) => {
+                    let now = self.clock.now();
+                    self.election.span().in_scope(|| self.engine.handle_vote_resp(now, target, &resp));
+                }
                 Err(e) => debug!(%target, error = %e, "vote request failed"),
             },
             Notification::Replication { target, vote, result, ack } => {
@@ -289,6 +298,8 @@ where
     }
 
     fn publish_inner(&mut self, force_metrics: bool) {
+        self.note_leader_change();
+        self.election.observe(&self.engine);
         let state = &self.engine.state;
         let submitted =
             IOProgress { vote: state.vote, last_log_id: self.submitted.last_log_id, purged: state.log_ids.purged() };
@@ -326,7 +337,7 @@ where
             pending_reads: self.pending_reads.len() as u64,
             in_flight: in_flight.unwrap_or_default(),
         };
-        let metrics = RaftMetrics::from_engine(&self.engine, now, stalls, queues);
+        let metrics = RaftMetrics::from_engine(&self.engine, now, stalls, queues, self.leader_changes);
         self.watches.metrics.send_if_modified(|cur| {
             let changed = *cur != metrics;
             if changed {
@@ -334,6 +345,27 @@ where
             }
             changed
         });
+    }
+}
+
+impl<C, N, LS> RaftCore<C, N, LS>
+where
+    C: RaftTypeConfig,
+    N: RaftNetworkFactory<C>,
+    LS: RaftLogStorage<C>,
+{
+    /// Log and count a change of the leader this node knows of.
+    fn note_leader_change(&mut self) {
+        let leader = self.engine.state.leader_id;
+        if leader.is_none() || leader == self.known_leader {
+            return;
+        }
+        info!(
+            id = %self.engine.id(), term = self.engine.state.vote.term, leader = %DisplayOption(&leader),
+            previous = %DisplayOption(&self.known_leader), "leader changed"
+        );
+        self.known_leader = leader;
+        self.leader_changes += 1;
     }
 }
 

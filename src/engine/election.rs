@@ -77,6 +77,7 @@ impl<C: RaftTypeConfig> Engine<C> {
         info!(id = %self.config.id, %vote, pre_vote, force, "starting election");
         if !pre_vote {
             self.save_vote(vote);
+            self.elections_started += 1;
         }
         self.state.server_state = ServerState::Candidate;
         self.state.leader_id = None;

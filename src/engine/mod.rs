@@ -105,6 +105,8 @@ pub(crate) struct Engine<C: RaftTypeConfig> {
     pub(crate) last_leader_contact: Option<Instant>,
     /// The latest heartbeat round a read asked for; it only grows (see `read.rs`).
     pub(crate) heartbeat_round: u64,
+    /// Real elections this node started (each in a new term), for the metrics.
+    pub(crate) elections_started: u64,
     /// Commands for RaftCore, in execution order.
     pub(crate) output: VecDeque<Command<C>>,
 }
@@ -121,6 +123,7 @@ impl<C: RaftTypeConfig> Engine<C> {
             rng,
             last_leader_contact: None,
             heartbeat_round: 0,
+            elections_started: 0,
             output: VecDeque::new(),
         }
     }
@@ -204,7 +207,11 @@ impl<C: RaftTypeConfig> Engine<C> {
         self.state.committed = Some(committed);
         let membership_before = self.state.membership.committed.log_id;
         self.state.membership.commit(self.state.committed);
-        if self.state.membership.committed.log_id != membership_before && self.leader.is_some() {
+        let membership_committed = self.state.membership.committed.log_id != membership_before;
+        if membership_committed {
+            tracing::info!(id = %self.config.id, membership = %self.state.membership.committed, "membership committed");
+        }
+        if membership_committed && self.leader.is_some() {
             // Nodes the committed config dropped get no more log; a joint config moves on.
             self.update_replication_streams();
             self.leader_advance_membership();

@@ -17,6 +17,14 @@ use crate::types::{DisplayOption, LogId, StoredMembership, Vote};
 
 /// A snapshot of a node's state. Published on a watch channel every time it changes; get the
 /// receiver with [`Raft::metrics`](crate::Raft::metrics).
+///
+/// It serializes (with serde) into a report for operators: every `*_since` instant is written
+/// as how long ago it was, in milliseconds, at the moment of serializing, under a name ending
+/// in `_for_ms` (`log_io_stalled_for_ms`: the log store has been stuck for that long), and
+/// `last_quorum_acked` as `quorum_acked_ms_ago`. Instants have no meaning outside the process,
+/// so the report has no `Deserialize`.
+#[derive(serde::Serialize)]
+#[serde(bound = "")]
 pub struct RaftMetrics<C: RaftTypeConfig> {
     /// This node.
     pub id: C::NodeId,
@@ -49,24 +57,39 @@ pub struct RaftMetrics<C: RaftTypeConfig> {
     /// On a leader: the latest time a quorum is known to have followed it, as check-quorum
     /// counts it (members that have not answered a new leader yet count from its election).
     /// `now - last_quorum_acked` is how stale its leadership knowledge is.
+    #[serde(rename = "quorum_acked_ms_ago", serialize_with = "ago_ms::option")]
     pub last_quorum_acked: Option<Instant>,
+    /// On a leader: per other member, how many entries of the leader's log it lacks
+    /// (`last_log_index + 1 - (matched index + 1)`).
+    pub replication_lag: Option<BTreeMap<C::NodeId, u64>>,
+    /// Elections this node started since it started (real ones, each in a new term; pre-vote
+    /// rounds not counted).
+    pub elections_started: u64,
+    /// How many times this node learned of a leader other than the last one it knew, since
+    /// it started (the first one included). A count that keeps rising means leadership flaps.
+    pub leader_changes: u64,
     /// Since when the log store has flushed nothing while log writes wait.
+    #[serde(rename = "log_io_stalled_for_ms", serialize_with = "ago_ms::option")]
     pub log_io_stalled_since: Option<Instant>,
     /// Whether this node stopped leading or campaigning because its log store stalled.
     pub log_io_stalled: bool,
     /// On a leader: since when `committed` has not advanced while it has newer entries.
+    #[serde(rename = "commit_stalled_for_ms", serialize_with = "ago_ms::option")]
     pub commit_stalled_since: Option<Instant>,
     /// Since when the state machine has applied nothing while committed entries wait.
+    #[serde(rename = "apply_stalled_for_ms", serialize_with = "ago_ms::option")]
     pub apply_stalled_since: Option<Instant>,
     /// On a leader: per target, since when its matched log id has not advanced while the
     /// leader has newer entries. Targets that are caught up or moving are absent.
+    #[serde(rename = "replication_stalled_for_ms", serialize_with = "ago_ms::map")]
     pub replication_stalled_since: BTreeMap<C::NodeId, Instant>,
     /// Queue lengths and what is in flight.
     pub queues: Queues<C>,
 }
 
 /// Queue lengths and in-flight replication of a node.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(bound = "")]
 pub struct Queues<C: RaftTypeConfig> {
     /// Client writes queued for the Raft task, not yet proposed.
     pub write_queue: u64,
@@ -114,6 +137,9 @@ impl<C: RaftTypeConfig> RaftMetrics<C> {
             committed_membership: Arc::new(StoredMembership::default()),
             replication: None,
             last_quorum_acked: None,
+            replication_lag: None,
+            elections_started: 0,
+            leader_changes: 0,
             log_io_stalled_since: None,
             log_io_stalled: false,
             commit_stalled_since: None,
@@ -123,8 +149,16 @@ impl<C: RaftTypeConfig> RaftMetrics<C> {
         }
     }
 
-    pub(crate) fn from_engine(engine: &Engine<C>, now: Instant, stalls: Stalls<C>, queues: Queues<C>) -> Self {
+    pub(crate) fn from_engine(
+        engine: &Engine<C>,
+        now: Instant,
+        stalls: Stalls<C>,
+        queues: Queues<C>,
+        leader_changes: u64,
+    ) -> Self {
         let st = &engine.state;
+        let next_index = st.last_log_id().map_or(0, |l| l.index + 1);
+        let lag = |matched: &Option<LogId<C>>| next_index.saturating_sub(matched.map_or(0, |m| m.index + 1));
         Self {
             id: engine.id(),
             state: st.server_state,
@@ -140,8 +174,14 @@ impl<C: RaftTypeConfig> RaftMetrics<C> {
             membership_config: st.membership.effective.clone(),
             committed_membership: st.membership.committed.clone(),
             replication: engine.leader.as_ref().map(|l| l.progress.clone()),
-            // A leader that is a quorum by itself has nothing to report here.
-            last_quorum_acked: engine.check_quorum_acked_at(now).filter(|t| *t != now),
+            // A leader that is a quorum by itself has nothing to report here (and would report
+            // a new `now` every time).
+            last_quorum_acked: engine
+                .check_quorum_acked_at(now)
+                .filter(|_| !st.membership.effective().is_quorum([engine.id()].iter())),
+            replication_lag: engine.leader.as_ref().map(|l| l.progress.iter().map(|(id, m)| (*id, lag(m))).collect()),
+            elections_started: engine.elections_started,
+            leader_changes,
             log_io_stalled_since: stalls.log_io,
             log_io_stalled: st.io_stalled,
             commit_stalled_since: stalls.commit,
@@ -170,6 +210,9 @@ impl<C: RaftTypeConfig> Clone for RaftMetrics<C> {
             committed_membership: self.committed_membership.clone(),
             replication: self.replication.clone(),
             last_quorum_acked: self.last_quorum_acked,
+            replication_lag: self.replication_lag.clone(),
+            elections_started: self.elections_started,
+            leader_changes: self.leader_changes,
             log_io_stalled_since: self.log_io_stalled_since,
             log_io_stalled: self.log_io_stalled,
             commit_stalled_since: self.commit_stalled_since,
@@ -195,6 +238,9 @@ impl<C: RaftTypeConfig> PartialEq for RaftMetrics<C> {
             && self.committed_membership == other.committed_membership
             && self.replication == other.replication
             && self.last_quorum_acked == other.last_quorum_acked
+            && self.replication_lag == other.replication_lag
+            && self.elections_started == other.elections_started
+            && self.leader_changes == other.leader_changes
             && self.log_io_stalled_since == other.log_io_stalled_since
             && self.log_io_stalled == other.log_io_stalled
             && self.commit_stalled_since == other.commit_stalled_since
@@ -224,6 +270,29 @@ impl<C: RaftTypeConfig> fmt::Display for RaftMetrics<C> {
             DisplayOption(&self.current_leader),
             self.membership_config
         )
+    }
+}
+
+/// Serializing instants as their age in milliseconds, read when serializing.
+mod ago_ms {
+    use std::collections::BTreeMap;
+
+    use serde::Serializer;
+    use tokio::time::Instant;
+
+    fn age(t: Instant) -> u64 {
+        u64::try_from(Instant::now().saturating_duration_since(t).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub(super) fn option<S: Serializer>(t: &Option<Instant>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_some(&age(*t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn map<K: serde::Serialize, S: Serializer>(m: &BTreeMap<K, Instant>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(m.iter().map(|(k, t)| (k, age(*t))))
     }
 }
 

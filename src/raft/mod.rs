@@ -8,7 +8,8 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tracing::{Instrument, info_span};
+use tracing::field::Empty;
+use tracing::{Instrument, debug, debug_span, info_span};
 
 use crate::ServerState;
 use crate::config::Config;
@@ -19,7 +20,7 @@ use crate::metrics::{RaftMetrics, Wait};
 use crate::replication::IOProgress;
 use crate::storage::{RaftLogStorage, RaftStateMachine};
 use crate::types::{
-    AppendEntriesRequest, AppendEntriesResponse, ChangeMembers, EntryPayload, InstallSnapshotRequest,
+    AppendEntriesRequest, AppendEntriesResponse, ChangeMembers, DisplayOption, EntryPayload, InstallSnapshotRequest,
     InstallSnapshotResponse, LogId, Membership, ReadPolicy, TransferLeaderRequest, VoteRequest, VoteResponse,
 };
 use crate::{RaftNetworkFactory, RaftTypeConfig};
@@ -262,6 +263,9 @@ impl<C: RaftTypeConfig> Raft<C> {
             progress: crate::core::ProgressWatch::new(clock.now()),
             io_stall_deadline: None,
             clock,
+            known_leader: None,
+            leader_changes: 0,
+            election: Default::default(),
         };
         let core = tokio::spawn(core.run());
 
@@ -381,13 +385,20 @@ impl<C: RaftTypeConfig> Raft<C> {
     ///
     /// (Examples run on the `testing` feature's in-memory kit.)
     pub async fn client_write(&self, data: C::D) -> Result<ClientWriteResponse<C>, RaftError<ClientWriteError<C>>> {
-        let (tx, rx) = oneshot::channel();
-        let msg = WriteMsg { payload: EntryPayload::Normal(data), tx };
-        self.inner.write_tx.send(msg).await.map_err(|_| self.stopped_error())?;
-        match rx.await {
-            Ok(r) => r.map_err(RaftError::APIError),
-            Err(_) => Err(self.stopped_error()),
+        let span = write_span(self.inner.id);
+        let result = async {
+            let (tx, rx) = oneshot::channel();
+            let msg = WriteMsg { payload: EntryPayload::Normal(data), tx };
+            self.inner.write_tx.send(msg).await.map_err(|_| self.stopped_error())?;
+            match rx.await {
+                Ok(r) => r.map_err(RaftError::APIError),
+                Err(_) => Err(self.stopped_error()),
+            }
         }
+        .instrument(span.clone())
+        .await;
+        record_write(&span, &result);
+        result
     }
 
     /// Change the cluster's membership, and wait until the new configuration is committed.
@@ -554,17 +565,26 @@ impl<C: RaftTypeConfig> Raft<C> {
     ///
     /// (Examples run on the `testing` feature's in-memory kit.)
     pub async fn try_client_write(&self, data: C::D) -> Result<ClientWriteResponse<C>, RaftError<ClientWriteError<C>>> {
-        let (tx, rx) = oneshot::channel();
-        let msg = WriteMsg { payload: EntryPayload::Normal(data), tx };
-        match self.inner.write_tx.try_send(msg) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => return Err(RaftError::APIError(ClientWriteError::Overloaded)),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.stopped_error()),
+        let span = write_span(self.inner.id);
+        let result = async {
+            let (tx, rx) = oneshot::channel();
+            let msg = WriteMsg { payload: EntryPayload::Normal(data), tx };
+            match self.inner.write_tx.try_send(msg) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    return Err(RaftError::APIError(ClientWriteError::Overloaded));
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.stopped_error()),
+            }
+            match rx.await {
+                Ok(r) => r.map_err(RaftError::APIError),
+                Err(_) => Err(self.stopped_error()),
+            }
         }
-        match rx.await {
-            Ok(r) => r.map_err(RaftError::APIError),
-            Err(_) => Err(self.stopped_error()),
-        }
+        .instrument(span.clone())
+        .await;
+        record_write(&span, &result);
+        result
     }
 
     /// Handle an AppendEntries request from the leader; answer once the entries are durable.
@@ -671,12 +691,31 @@ impl<C: RaftTypeConfig> Raft<C> {
         &self,
         policy: ReadPolicy,
     ) -> Result<ReadIndex<C>, RaftError<LinearizableReadError<C>>> {
-        let (tx, rx) = oneshot::channel();
-        self.send_api(ApiMsg::GetReadLogId { policy, tx }).await?;
-        match rx.await {
-            Ok(r) => r.map_err(RaftError::APIError),
-            Err(_) => Err(self.stopped_error()),
+        let span = debug_span!("read", id = %self.inner.id, ?policy, read_log_id = Empty, outcome = Empty);
+        let result = async {
+            let (tx, rx) = oneshot::channel();
+            self.send_api(ApiMsg::GetReadLogId { policy, tx }).await?;
+            match rx.await {
+                Ok(r) => r.map_err(RaftError::APIError),
+                Err(_) => Err(self.stopped_error()),
+            }
         }
+        .instrument(span.clone())
+        .await;
+        match &result {
+            Ok(index) => {
+                span.record("read_log_id", tracing::field::display(DisplayOption(&index.read_log_id)));
+                span.record("outcome", "confirmed");
+            }
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => {
+                span.record("outcome", "forward_to_leader");
+            }
+            Err(RaftError::Fatal(_)) => {
+                span.record("outcome", "stopped");
+            }
+        }
+        debug!(parent: &span, "read answered");
+        result
     }
 
     /// Make the next read of this (leader) node's state machine linearizable: confirm the
@@ -1045,4 +1084,35 @@ impl<C: RaftTypeConfig> Trigger<'_, C> {
     pub async fn purge_log(&self, upto: u64) -> Result<(), RaftError> {
         self.raft.send_api(ApiMsg::PurgeLog { upto }).await
     }
+}
+
+/// The span of one client write: `id` (this node), and once answered `log_id`, `term` and
+/// `outcome` (see [`record_write`]).
+fn write_span<N: std::fmt::Display>(id: N) -> tracing::Span {
+    debug_span!("client_write", %id, log_id = Empty, term = Empty, outcome = Empty)
+}
+
+/// Record how a client write ended on its span, and log it there.
+fn record_write<C: RaftTypeConfig>(
+    span: &tracing::Span,
+    result: &Result<ClientWriteResponse<C>, RaftError<ClientWriteError<C>>>,
+) {
+    let (log_id, outcome) = match result {
+        Ok(r) => (Some(r.log_id), "applied"),
+        Err(RaftError::APIError(e)) => match e {
+            ClientWriteError::ForwardToLeader(_) => (None, "forward_to_leader"),
+            ClientWriteError::Discarded { log_id } => (Some(*log_id), "discarded"),
+            ClientWriteError::OutcomeUnknown { log_id } => (Some(*log_id), "outcome_unknown"),
+            ClientWriteError::Overloaded => (None, "overloaded"),
+            ClientWriteError::InvalidMembership(_) => (None, "invalid_membership"),
+            ClientWriteError::MembershipChangeInProgress { .. } => (None, "membership_change_in_progress"),
+        },
+        Err(RaftError::Fatal(_)) => (None, "stopped"),
+    };
+    if let Some(log_id) = log_id {
+        span.record("log_id", tracing::field::display(log_id));
+        span.record("term", log_id.leader_id.term);
+    }
+    span.record("outcome", outcome);
+    debug!(parent: span, "write answered");
 }

@@ -162,7 +162,7 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
                 clock,
             },
         };
-        let span = debug_span!("replication", id = %leader, %target);
+        let span = debug_span!("replication", id = %leader, %target, %vote, state = tracing::field::Empty);
         let join = tokio::spawn(core.run().instrument(span));
         Self { vote, gauge, join }
     }
@@ -300,6 +300,7 @@ where
     /// It starts from what the follower proved durable (`matched`); a follower that conflicts
     /// below that has lost entries it acknowledged, and the search starts over from nothing.
     async fn find_match(&mut self) -> Result<(), Stop> {
+        tracing::Span::current().record("state", "probing");
         let st = &mut self.state;
         let submitted = st.current_submitted()?;
         let leader_last = submitted.last_log_id;
@@ -372,6 +373,7 @@ where
 
     /// Phase 2: stream entries from the match point until something ends the stream.
     async fn pipeline(&mut self) -> Result<(), Stop> {
+        tracing::Span::current().record("state", "pipelining");
         let st = &mut self.state;
         let max_in_flight = st.config.max_in_flight_requests as usize;
         let heartbeat = st.config.heartbeat_interval;

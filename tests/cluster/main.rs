@@ -18,3 +18,4 @@ mod t85_crash_points;
 mod t90_reads_leadership;
 mod t95_overload;
 mod t96_payload_bytes;
+mod t97_metrics;

@@ -1,0 +1,37 @@
+//! What an operator reads: the metrics serialize into a report with ages instead of instants,
+//! per-follower lag and stall times, and counters of elections and leader changes.
+
+use std::time::Duration;
+
+use crate::fixture::{TestCluster, init_tracing};
+
+/// A leader whose follower stopped answering reports it: the follower's lag and how long its
+/// replication has been stuck, in milliseconds, next to the counters.
+#[tokio::test(start_paused = true)]
+async fn metrics_serialize_into_an_operators_report() {
+    init_tracing();
+    let c = TestCluster::new(&[1, 2, 3]).await;
+    let leader = c.initialize(1).await;
+    let follower = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    c.set(leader, "k", "v0").await;
+
+    c.router.set_hang(follower, true);
+    for i in 1..=5 {
+        c.set(leader, "k", &format!("v{i}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let metrics = c.raft(leader).metrics().borrow().clone();
+
+    let report = serde_json::to_value(&metrics).expect("metrics serialize");
+    let key = follower.to_string();
+    assert_eq!(report["state"], "Leader");
+    assert!(report["elections_started"].as_u64() >= Some(1), "{report}");
+    assert!(report["leader_changes"].as_u64() >= Some(1), "{report}");
+    assert!(report["replication_lag"][&key].as_u64() >= Some(5), "{report}");
+    let stuck = report["replication_stalled_for_ms"][&key].as_u64().expect("the hung follower's stall");
+    assert!((500..=60_000).contains(&stuck), "stuck for {stuck} ms: {report}");
+    assert!(report["log_io_stalled_for_ms"].is_null(), "{report}");
+    assert!(report["quorum_acked_ms_ago"].as_u64().is_some(), "{report}");
+    assert!(report["queues"]["in_flight"].is_object(), "{report}");
+    c.router.set_hang(follower, false);
+}
