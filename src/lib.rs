@@ -131,7 +131,7 @@ pub use error::{
 };
 pub use metrics::{Queues, RaftMetrics, Wait};
 pub use network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-pub use raft::{ChangeMembershipResponse, ClientWriteResponse, Raft, ReadIndex, Trigger};
+pub use raft::{ChangeMembershipResponse, ClientWriteResponse, ClientWriteResult, Raft, ReadIndex, Trigger};
 pub use storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 pub use type_config::{AppData, BasicNode, Node, NodeId, PayloadSize, RaftTypeConfig};
 pub use types::{

@@ -401,6 +401,99 @@ impl<C: RaftTypeConfig> Raft<C> {
         result
     }
 
+    /// Propose many writes in one call and wait until each is answered; the answers come back
+    /// in the order of `data`.
+    ///
+    /// The batch is admitted whole or not at all: it waits until the write queue has room for
+    /// every entry (as [`client_write`](Self::client_write) waits for room for one), and fails
+    /// with [`ClientWriteError::Overloaded`] — nothing proposed — if it is larger than the
+    /// whole queue (`Config::max_pending_requests`). Once admitted, its entries are proposed in
+    /// order, in as many log appends as the leader's bounds allow (`Config::max_append_batch`,
+    /// `Config::max_pending_writes`), each admitted against the same bounds as a single
+    /// write. Each entry then has its own outcome, exactly as if it had been written alone: a
+    /// leadership change in the middle of a batch can leave its first entries `Discarded` (or
+    /// applied) and its later ones refused with `ForwardToLeader` (never proposed).
+    ///
+    /// # Errors
+    /// The outer `Err`: [`ClientWriteError::Overloaded`] if the batch can never fit the queue;
+    /// [`Fatal`] if the node stopped before the batch was queued. Each inner result is what
+    /// [`client_write`](Self::client_write) would have returned for that entry.
+    ///
+    /// # Cancel safety
+    /// Dropping the future does not withdraw the entries already queued.
+    pub async fn client_write_many<I>(
+        &self,
+        data: I,
+    ) -> Result<Vec<ClientWriteResult<C>>, RaftError<ClientWriteError<C>>>
+    where
+        I: IntoIterator<Item = C::D>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        let data = data.into_iter();
+        let n = data.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        if n > self.inner.config.max_pending_requests as usize {
+            return Err(RaftError::APIError(ClientWriteError::Overloaded));
+        }
+        let permits = self.inner.write_tx.reserve_many(n).await.map_err(|_| self.stopped_error())?;
+        Ok(self.send_batch(permits, data).await)
+    }
+
+    /// Like [`client_write_many`](Self::client_write_many), but fails at once with
+    /// [`ClientWriteError::Overloaded`] — nothing proposed — unless the write queue has room
+    /// for the whole batch now.
+    ///
+    /// # Errors
+    /// As [`client_write_many`](Self::client_write_many).
+    pub async fn try_client_write_many<I>(
+        &self,
+        data: I,
+    ) -> Result<Vec<ClientWriteResult<C>>, RaftError<ClientWriteError<C>>>
+    where
+        I: IntoIterator<Item = C::D>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        let data = data.into_iter();
+        let n = data.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let permits = match self.inner.write_tx.try_reserve_many(n) {
+            Ok(p) => p,
+            Err(mpsc::error::TrySendError::Full(())) => return Err(RaftError::APIError(ClientWriteError::Overloaded)),
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(self.stopped_error()),
+        };
+        Ok(self.send_batch(permits, data).await)
+    }
+
+    /// Queue one write per permit, in order, and collect every answer.
+    async fn send_batch(
+        &self,
+        permits: mpsc::PermitIterator<'_, WriteMsg<C>>,
+        data: impl Iterator<Item = C::D>,
+    ) -> Vec<ClientWriteResult<C>> {
+        let span = debug_span!("client_write_many", id = %self.inner.id, entries = data.size_hint().0);
+        let answers: Vec<_> = permits
+            .zip(data)
+            .map(|(permit, d)| {
+                let (tx, rx) = oneshot::channel();
+                permit.send(WriteMsg { payload: EntryPayload::Normal(d), tx });
+                rx
+            })
+            .collect();
+        let mut results = Vec::with_capacity(answers.len());
+        for rx in answers {
+            results.push(match rx.instrument(span.clone()).await {
+                Ok(r) => r.map_err(RaftError::APIError),
+                Err(_) => Err(self.stopped_error()),
+            });
+        }
+        debug!(parent: &span, answered = results.len(), "batch answered");
+        results
+    }
+
     /// Change the cluster's membership, and wait until the new configuration is committed.
     ///
     /// A change of voters goes through joint consensus (old and new voters both needed for
@@ -1085,6 +1178,9 @@ impl<C: RaftTypeConfig> Trigger<'_, C> {
         self.raft.send_api(ApiMsg::PurgeLog { upto }).await
     }
 }
+
+/// The outcome of one write of a batch: what [`Raft::client_write`] returns.
+pub type ClientWriteResult<C> = Result<ClientWriteResponse<C>, RaftError<ClientWriteError<C>>>;
 
 /// The span of one client write: `id` (this node), and once answered `log_id`, `term` and
 /// `outcome` (see [`record_write`]).

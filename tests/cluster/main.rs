@@ -9,6 +9,7 @@ mod fixture;
 mod t10_single_node;
 mod t20_election;
 mod t30_replication;
+mod t35_batch_writes;
 mod t40_leader_failover;
 mod t50_lagging_follower;
 mod t60_divergent_follower;
