@@ -36,8 +36,28 @@ where
         sm.install_snapshot(&snapshot.meta, snapshot.snapshot).await?;
         (applied, sm_membership) = sm.applied_state().await?;
     }
+    if applied < log_state.last_purged_log_id {
+        return Err(Fatal::Invariant(format!(
+            "the log is purged up to {} but the state machine, restored from its snapshot, applied only {}: the \
+             current snapshot is older than the purged log (a snapshot builder replaced a newer snapshot?)",
+            DisplayOption(&log_state.last_purged_log_id),
+            DisplayOption(&applied)
+        )));
+    }
     if let Some(a) = applied {
         if reconcile_log_with_applied(id, log_store, a, &log_state).await? {
+            log_state = log_store.get_log_state().await?;
+        }
+    }
+    if let (Some(purged), Some(last)) = (log_state.last_purged_log_id, log_state.last_log_id) {
+        if last.index > purged.index && last.leader_id < purged.leader_id {
+            // Terms never go down along a log: entries after the purged id with an older term
+            // are a tail a truncation should have removed. The storage contract keeps it from
+            // surviving a durable purge; a store that broke it still restarts consistent.
+            warn!(%id, %purged, %last, "the log holds a stale tail after its purged id; truncating it");
+            let mut reader = log_store.get_log_reader().await;
+            let first_stale = log_id_at(&mut reader, purged.index + 1).await?;
+            log_store.truncate(first_stale).await?;
             log_state = log_store.get_log_state().await?;
         }
     }

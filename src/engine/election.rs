@@ -67,6 +67,13 @@ impl<C: RaftTypeConfig> Engine<C> {
             debug!(id = %self.config.id, "not a voter; not starting an election");
             return;
         }
+        if !force && self.leader.is_none() && self.leader_alive(now) {
+            // This node is a voter too: having heard from a live leader, it would refuse anyone
+            // else's vote request, and must refuse its own the same way (a leader's lease counts
+            // on it). Its election timer never fires this early; only an operator's trigger can.
+            info!(id = %self.config.id, "heard from a live leader within the election timeout; not starting an election");
+            return;
+        }
         if self.state.io_stalled {
             debug!(id = %self.config.id, "log store stalled; not starting an election");
             self.reset_election_deadline(now);

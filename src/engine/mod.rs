@@ -131,10 +131,13 @@ impl<C: RaftTypeConfig> Engine<C> {
     /// Decide the initial role and, if there is committed work left unapplied, apply it.
     pub(crate) fn startup(&mut self, now: Instant) {
         self.state.server_state = self.follower_or_learner();
+        let voters = self.state.membership.effective().voter_ids();
+        let sole_voter = voters.len() == 1 && voters.contains(&self.config.id);
         // Before it stopped, this node may have answered a leader that now counts on it for
         // its lease: keep the promise those answers made, as if it heard from a leader now. A
-        // node that never saw a term has answered nobody.
-        if self.state.vote.term > 0 {
+        // node that never saw a term has answered nobody, and a sole voter's promise binds
+        // only itself.
+        if self.state.vote.term > 0 && !sole_voter {
             self.last_leader_contact = Some(now);
         }
         let committed = self.state.committed;
@@ -145,8 +148,7 @@ impl<C: RaftTypeConfig> Engine<C> {
                 self.state.apply_submitted = committed;
             }
         }
-        let voters = self.state.membership.effective().voter_ids();
-        if voters.len() == 1 && voters.contains(&self.config.id) {
+        if sole_voter {
             // A single-voter cluster needs nobody's permission: take over at once.
             self.elect(now);
         } else {

@@ -17,7 +17,10 @@
 //!    one stream.
 //! 3. **Responses in order, possibly fewer.** Responses come back in request order, each the
 //!    follower's own answer to one request. Yielding fewer responses than requests is allowed:
-//!    each `Success { matched }` acknowledges every request up to `matched`. The leader tells
+//!    each `Success { matched }` acknowledges every request up to `matched`. But the last
+//!    request taken from the input must be answered (or the stream end with an error) within
+//!    the RPC timeout: the leader sends no heartbeat behind an unanswered request, so a missing
+//!    last answer stalls the stream until that timeout. The leader tells
 //!    which request an answer is for by `matched` (no two requests it has in flight end at the
 //!    same log id), and counts the answer as proof that the follower followed it when that
 //!    request was sent: an answer must never be passed off as another request's.

@@ -1126,10 +1126,10 @@ pub struct Trigger<'r, C: RaftTypeConfig> {
 impl<C: RaftTypeConfig> Trigger<'_, C> {
     /// Start an election now, if this node is a voter.
     ///
-    /// On a follower it campaigns as its election timer would (with pre-vote if enabled):
-    /// voters that heard from a live leader within `election_timeout_min` refuse it (leader
-    /// stickiness), so it never deposes a healthy leader — nor breaks that leader's lease. It
-    /// wins once the leader is gone or unreachable. To move leadership away from a healthy
+    /// On a follower it campaigns as its election timer would (with pre-vote if enabled): if it
+    /// heard from a live leader within `election_timeout_min` it does not stand at all, and
+    /// voters that did refuse it (leader stickiness), so it never deposes a healthy leader —
+    /// nor breaks that leader's lease. It wins once the leader is gone or unreachable. To move leadership away from a healthy
     /// leader, use [`transfer_leader`](Self::transfer_leader) on the leader.
     ///
     /// On the leader it steps down and campaigns at once in the next term, asking voters to

@@ -233,16 +233,25 @@ where
 {
     async fn run(mut self) {
         let config = &self.state.config;
-        let mut retries = Retries::new(config.heartbeat_interval, config.election_timeout_max);
+        // Capped below the minimum election timeout: a healthy follower's stream that failed
+        // once must be back before check-quorum, or its voters' stickiness, would notice.
+        let max_backoff = (config.election_timeout_min / 2).max(config.heartbeat_interval);
+        let mut retries = Retries::new(config.heartbeat_interval, max_backoff);
         // The match point when the last snapshot was sent: needing a snapshot again from the
         // same point means the follower did not take it.
         let mut snapshot_sent_at: Option<Option<LogId<C>>> = None;
         loop {
             let stop = match self.find_match().await {
-                Ok(()) => match self.pipeline().await {
-                    Ok(()) => continue,
-                    Err(stop) => stop,
-                },
+                Ok(()) => {
+                    let (answered, result) = self.pipeline().await;
+                    if answered {
+                        retries.succeeded();
+                    }
+                    match result {
+                        Ok(()) => continue,
+                        Err(stop) => stop,
+                    }
+                }
                 Err(stop) => stop,
             };
             let failure = match stop {
@@ -371,9 +380,16 @@ where
         Ok(())
     }
 
-    /// Phase 2: stream entries from the match point until something ends the stream.
-    async fn pipeline(&mut self) -> Result<(), Stop> {
+    /// Phase 2: stream entries from the match point until something ends the stream. Says
+    /// whether the follower answered `Success` at all, and why the stream ended.
+    async fn pipeline(&mut self) -> (bool, Result<(), Stop>) {
         tracing::Span::current().record("state", "pipelining");
+        let mut answered = false;
+        let result = self.pipeline_until_stopped(&mut answered).await;
+        (answered, result)
+    }
+
+    async fn pipeline_until_stopped(&mut self, answered: &mut bool) -> Result<(), Stop> {
         let st = &mut self.state;
         let max_in_flight = st.config.max_in_flight_requests as usize;
         let heartbeat = st.config.heartbeat_interval;
@@ -420,6 +436,7 @@ where
                     };
                     match resp {
                         AppendEntriesResponse::Success { matched } => {
+                            *answered = true;
                             let ack = match in_flight.on_success(matched) {
                                 Answered::Request(ack) => Some(ack),
                                 Answered::Nothing => None,
@@ -440,6 +457,12 @@ where
                         }
                         AppendEntriesResponse::Conflict { .. } => {
                             st.report(st.matched, in_flight.oldest());
+                            if !*answered {
+                                // The very first request, whose prev is `matched`, conflicts:
+                                // the follower no longer holds what it acknowledged.
+                                warn!(target = %st.target, believed = %DisplayOption(&st.matched), "the follower conflicts at its match point; searching its whole log");
+                                st.lower_matched(None);
+                            }
                             return Err(Stop::Conflict);
                         }
                         AppendEntriesResponse::HigherVote(v) => return Err(st.higher_vote(v)),

@@ -29,10 +29,17 @@ pub(crate) struct Verdict {
 }
 
 /// The failure history of one stream.
+///
+/// Failures count "in a row" until the stream makes progress: the follower's match point
+/// rises, or a pipeline gets a `Success` answer ([`succeeded`](Self::succeeded)). Answers to
+/// probes and snapshot chunks are no progress: a follower that keeps conflicting, or keeps
+/// refusing a snapshot, answers those too.
 #[derive(Debug)]
 pub(crate) struct Retries<P> {
     /// The progress (the follower's matched log id) when the last failure happened.
     progress_at_failure: Option<P>,
+    /// A pipeline answered `Success` since the last failure.
+    succeeded: bool,
     in_a_row: u32,
     last_warn: Option<Instant>,
     quiet: u64,
@@ -43,14 +50,28 @@ pub(crate) struct Retries<P> {
 impl<P: PartialOrd + Copy> Retries<P> {
     /// Back off from `base`, doubling up to `max`.
     pub(crate) fn new(base: Duration, max: Duration) -> Self {
-        Self { progress_at_failure: None, in_a_row: 0, last_warn: None, quiet: 0, base, max: max.max(base) }
+        Self {
+            progress_at_failure: None,
+            succeeded: false,
+            in_a_row: 0,
+            last_warn: None,
+            quiet: 0,
+            base,
+            max: max.max(base),
+        }
+    }
+
+    /// The stream worked since the last failure (a pipeline answered `Success`): the next
+    /// failure is a first one again.
+    pub(crate) fn succeeded(&mut self) {
+        self.succeeded = true;
     }
 
     /// An attempt failed at `now` with the follower matched up to `progress`. `immediate_first`:
     /// the first failure after progress is retried at once (a conflict is part of finding the
     /// match point; only a repeated one is a problem).
     pub(crate) fn failed(&mut self, now: Instant, progress: P, immediate_first: bool) -> Verdict {
-        let progressed = self.progress_at_failure.is_none_or(|p| progress > p);
+        let progressed = std::mem::take(&mut self.succeeded) || self.progress_at_failure.is_none_or(|p| progress > p);
         self.progress_at_failure = Some(progress);
         self.in_a_row = if progressed { 1 } else { self.in_a_row.saturating_add(1) };
         let doublings = self.in_a_row.saturating_sub(if immediate_first { 2 } else { 1 });
@@ -92,6 +113,20 @@ mod tests {
         // The third failure in a row warns; the next ones within WARN_EVERY are counted.
         assert_eq!(warns, vec![None, None, Some(2), None, None]);
         assert_eq!(r.failed(t0 + WARN_EVERY, 7, false).warn, Some(2));
+    }
+
+    /// Found in review: on an idle cluster the match point never moves, so without this a
+    /// healthy follower's rare failures, hours apart, would all back off to the maximum.
+    #[test]
+    fn a_working_pipeline_in_between_makes_the_next_failure_a_first_one() {
+        let t0 = Instant::now();
+        let mut r = Retries::new(ms(50), ms(300));
+        for _ in 0..5 {
+            r.failed(t0, 7u64, false);
+        }
+        r.succeeded();
+        let v = r.failed(t0, 7, false);
+        assert_eq!((v.backoff, v.in_a_row), (ms(50), 1));
     }
 
     #[test]

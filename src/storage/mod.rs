@@ -11,9 +11,16 @@
 //! | [`RaftLogStorage::save_vote`] | on return | **on return** (a node must not grant a vote twice in a term) |
 //! | [`RaftLogStorage::append`] | **on return** | when it calls [`IOFlushed::io_completed`]; at that point every earlier log operation must be durable too |
 //! | [`RaftLogStorage::truncate`] | on return | no later than the next append's `io_completed` |
-//! | [`RaftLogStorage::purge`] | on return | lazily; a purge lost in a crash is harmless |
+//! | [`RaftLogStorage::purge`] | on return | lazily; a purge lost in a crash is harmless; but not before the log operations called before it |
 //! | [`RaftLogStorage::save_committed`] | — | lazily; it only shortens recovery |
 //! | [`RaftStateMachine::apply`] | on return | lazily: after a crash, quorate re-applies the log from [`RaftStateMachine::applied_state`] |
+//!
+//! **Log operations become durable in the order they were called.** Appends, truncations and
+//! purges may be made durable late, in batches, but never out of order: whenever one of them is
+//! durable, so is every log operation called before it. (quorate relies on it after a snapshot
+//! install, which truncates the log's conflicting tail and then purges up to the snapshot: if
+//! the purge survives a crash, the truncation must too.) A store that writes each operation to
+//! one append-only file, or applies them to its files in call order, has this for free.
 //!
 //! quorate calls the log storage from one task, one call at a time, in the order the protocol
 //! needs; an implementation never sees two concurrent calls on one `&mut self`. Log readers
@@ -146,7 +153,8 @@ pub trait RaftLogStorage<C: RaftTypeConfig>: Send + Sync + 'static {
     /// Delete every entry with index `<= upto.index` and remember `upto` as the last purged id.
     ///
     /// Called only on entries that are applied and covered by a snapshot. It may be made
-    /// durable lazily.
+    /// durable lazily, but not before any log operation called before it (see the module
+    /// docs).
     ///
     /// # Errors
     /// [`StorageError`] if the entries could not be deleted.
@@ -215,7 +223,10 @@ pub trait RaftStateMachine<C: RaftTypeConfig>: Send + Sync + 'static {
 /// Builds a snapshot of the state machine, off the Raft task.
 pub trait RaftSnapshotBuilder<C: RaftTypeConfig>: Send + Sync + 'static {
     /// Build a snapshot of the state as of the last applied entry, and keep it as the current
-    /// snapshot (what [`RaftStateMachine::get_current_snapshot`] returns).
+    /// snapshot (what [`RaftStateMachine::get_current_snapshot`] returns) — unless the current
+    /// snapshot is already newer (a snapshot installed from the leader while this one was
+    /// being built): the current snapshot never goes back, since the log behind it may be
+    /// purged.
     ///
     /// # Errors
     /// [`StorageError`] if the snapshot could not be built.

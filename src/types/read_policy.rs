@@ -24,9 +24,10 @@ pub enum ReadPolicy {
     ///   answered it, and none until its first entry (the blank one) is committed.
     /// - **Forced elections end it.** The vote requests of a leadership transfer's target pass
     ///   over stickiness, so a leader's lease ends for good the moment it tells the target to
-    ///   campaign. [`Trigger::elect`](crate::Trigger::elect) on a follower is not forced (voters that follow a live
-    ///   leader refuse it); on the leader it stands that leader down, which ends its lease. No
-    ///   other path forces an election, except a new cluster's first.
+    ///   campaign. [`Trigger::elect`](crate::Trigger::elect) on a follower is not forced: a
+    ///   follower that heard from a live leader does not stand at all, and voters that did
+    ///   refuse it; on the leader it stands that leader down, which ends its lease. No other
+    ///   path forces an election, except a new cluster's first.
     ///
     /// If any of these may not hold in your deployment, use [`ReadIndex`](Self::ReadIndex).
     LeaseRead,

@@ -247,3 +247,24 @@ fn an_operators_election_on_the_leader_is_forced() {
     let Some(Command::SendVote { req }) = cmds.back() else { panic!("a vote request: {cmds:?}") };
     assert!(!req.pre_vote && req.force && req.vote == Vote::new(3, 1), "{req:?}");
 }
+
+/// Found in review: the candidate counts its own vote, so an operator's election on a follower
+/// that has just heard from the leader would win with one other voter whose stickiness ran
+/// out — inside the leader's lease, which counts on this follower's answer. It refuses, as it
+/// would refuse anyone else's request.
+#[test]
+fn an_operators_election_on_a_follower_that_heard_from_a_live_leader_is_refused() {
+    let now = Instant::now();
+    let mut engine = follower().pre_vote(true).last_leader_contact(now - Duration::from_millis(5)).build();
+    let state_before = engine.state.clone();
+
+    engine.trigger_elect(now);
+
+    assert_eq!(engine.take_commands(), vec![]);
+    assert!(engine.candidate.is_none());
+    assert_eq!(engine.state, state_before);
+
+    // Once its promise ran out, it stands.
+    engine.trigger_elect(now - Duration::from_millis(5) + TIMEOUT_MIN);
+    assert!(engine.candidate.is_some());
+}
