@@ -19,6 +19,7 @@ pub(crate) struct ReplicationTarget<C: RaftTypeConfig> {
 ///
 /// Commands run in the order they were pushed; each variant says when it may run and what
 /// RaftCore must do before running the next one.
+#[cfg_attr(test, derive(Clone))] // The model checker forks Engines, queue and all.
 pub(crate) enum Command<C: RaftTypeConfig> {
     /// Persist `vote` and wait until it is durable before running the next command: a vote
     /// response or an acknowledgement sent after this relies on it.
