@@ -5,8 +5,8 @@
 //! fingerprint and the step that first reached it, which is enough to rebuild a trace by
 //! replaying the steps from the root.
 
-use std::collections::{BTreeMap, HashMap};
 use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -274,22 +274,38 @@ impl Search<'_> {
     }
 }
 
-/// Run `steps` from `origin`; with `trace`, describe each step and the state after it.
+/// Run `steps` from `origin`; with `trace`, describe each step and what it changed (numbered
+/// from `first`), and the whole state at the end.
 pub(super) fn replay(
     origin: &World,
     steps: &[Action],
     bounds: &Bounds,
-    mut trace: Option<&mut String>,
+    mut trace: Option<(&mut String, usize)>,
 ) -> Result<World, Violation> {
     let mut w = origin.clone();
+    let mut before = w.summary_lines();
     for (i, action) in steps.iter().enumerate() {
-        if let Some(t) = trace.as_deref_mut() {
-            let _ = writeln!(t, "{:>3}. {}", i + 1, step::describe(&w, *action));
+        if let Some((t, first)) = trace.as_mut() {
+            let _ = writeln!(t, "{:>3}. {}", *first + i, step::describe(&w, *action));
         }
-        let next = step::next(&w, *action, bounds)?;
+        let next = step::next(&w, *action, bounds);
+        let next = match next {
+            Ok(next) => next,
+            Err(v) => {
+                if let Some((t, _)) = trace.as_mut() {
+                    let _ = writeln!(t, "  => {v}\nthe state before that step:\n{}", w.summary());
+                }
+                return Err(v);
+            }
+        };
         w = next.unwrap_or_else(|| panic!("step {} ({action:?}) of a recorded trace changes nothing", i + 1));
-        if let Some(t) = trace.as_deref_mut() {
-            let _ = writeln!(t, "{}", w.summary());
+        if let Some((t, _)) = trace.as_mut() {
+            let after = w.summary_lines();
+            // Only what changed, but not the network: what was sent shows in later steps.
+            for line in after.iter().filter(|l| !before.contains(l) && !l.starts_with("    net=")) {
+                let _ = writeln!(t, "{line}");
+            }
+            before = after;
         }
     }
     Ok(w)
@@ -298,17 +314,11 @@ pub(super) fn replay(
 /// The trace of `steps` from `origin`, marking where the search's root was.
 fn render(origin: &World, steps: &[Action], bounds: &Bounds, prefix: usize) -> String {
     let mut t = format!("initial state:\n{}\n", origin.summary());
+    let _ = replay(origin, &steps[..prefix], bounds, Some((&mut t, 1)));
     if prefix > 0 {
-        let mut p = String::new();
-        let _ = replay(origin, &steps[..prefix], bounds, Some(&mut p));
-        let _ = writeln!(t, "{p}--- the search starts here ---");
+        let _ = writeln!(t, "--- the search starts here ---");
     }
     let root = replay(origin, &steps[..prefix], bounds, None).expect("the prefix breaks no property");
-    let mut rest = String::new();
-    let result = replay(&root, &steps[prefix..], bounds, Some(&mut rest));
-    t.push_str(&rest);
-    if let Err(v) = result {
-        let _ = writeln!(t, "  => {v}");
-    }
+    let _ = replay(&root, &steps[prefix..], bounds, Some((&mut t, prefix + 1)));
     t
 }

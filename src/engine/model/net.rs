@@ -15,13 +15,29 @@ pub(super) enum Payload {
     Vote(VoteRequest<C>),
     VoteResp(VoteResponse<C>),
     /// An AppendEntries of the leader's replication stream, with what its answer brings back.
-    Append { req: AppendEntriesRequest<C>, token: AckToken },
+    Append {
+        req: AppendEntriesRequest<C>,
+        token: AckToken,
+    },
     /// The answer to an AppendEntries of the stream of leadership `vote`.
-    AppendResp { vote: Vote<C>, resp: AppendEntriesResponse<C>, token: AckToken },
+    AppendResp {
+        vote: Vote<C>,
+        resp: AppendEntriesResponse<C>,
+        token: AckToken,
+    },
     /// A whole snapshot in one message.
-    Snapshot { vote: Vote<C>, snapshot: ModelSnapshot, token: AckToken },
+    Snapshot {
+        vote: Vote<C>,
+        snapshot: ModelSnapshot,
+        token: AckToken,
+    },
     /// The answer to a snapshot of the stream of leadership `vote`: the follower's vote.
-    SnapshotResp { vote: Vote<C>, snapshot: ModelSnapshot, resp_vote: Vote<C>, token: AckToken },
+    SnapshotResp {
+        vote: Vote<C>,
+        snapshot: ModelSnapshot,
+        resp_vote: Vote<C>,
+        token: AckToken,
+    },
     TransferLeader(TransferLeaderRequest<C>),
 }
 

@@ -106,7 +106,11 @@ fn update_committed(w: &mut World) -> Result<(), Violation> {
         if st.log_ids.get(committed.index).is_some_and(|l| l != committed) {
             return Err(Violation::new(
                 "engine state",
-                format!("n{} holds {committed} as committed but its log has {:?}", node.id(), st.log_ids.get(committed.index)),
+                format!(
+                    "n{} holds {committed} as committed but its log has {:?}",
+                    node.id(),
+                    st.log_ids.get(committed.index)
+                ),
             ));
         }
         let first = st.log_ids.purged().map_or(0, |p| p.index);
@@ -147,7 +151,11 @@ fn engine_agrees_with_store(node: &Node) -> Result<(), Violation> {
     if mismatch {
         return Err(Violation::new(
             "engine agrees with store",
-            format!("n{id}: Engine log ends at {:?} (purged {:?}), store log is {log:?}", st.last_log_id(), st.log_ids.purged()),
+            format!(
+                "n{id}: Engine log ends at {:?} (purged {:?}), store log is {log:?}",
+                st.last_log_id(),
+                st.log_ids.purged()
+            ),
         ));
     }
     Ok(())
@@ -166,7 +174,10 @@ fn effective_membership(node: &Node) -> Result<(), Violation> {
     if effective != expected {
         return Err(Violation::new(
             "effective membership",
-            format!("n{}: effective membership is from {effective:?}, but the latest one it holds is from {expected:?}", node.id()),
+            format!(
+                "n{}: effective membership is from {effective:?}, but the latest one it holds is from {expected:?}",
+                node.id()
+            ),
         ));
     }
     Ok(())
@@ -210,7 +221,11 @@ fn log_matching(w: &World) -> Result<(), Violation> {
                     (Some(x), Some(y)) if agreed_above => {
                         return Err(Violation::new(
                             "log matching",
-                            format!("n{} and n{} share a later entry but differ at {index}: {x} vs {y}", a.id(), b.id()),
+                            format!(
+                                "n{} and n{} share a later entry but differ at {index}: {x} vs {y}",
+                                a.id(),
+                                b.id()
+                            ),
                         ));
                     }
                     _ => {}
@@ -231,7 +246,11 @@ fn leader_completeness(w: &World) -> Result<(), Violation> {
             if *term < leader.vote.term && !covered && log_ids.get(*index) != Some(*log_id) {
                 return Err(Violation::new(
                     "leader completeness",
-                    format!("n{} leads term {} without {log_id}, committed in term {term}", node.id(), leader.vote.term),
+                    format!(
+                        "n{} leads term {} without {log_id}, committed in term {term}",
+                        node.id(),
+                        leader.vote.term
+                    ),
                 ));
             }
         }
@@ -270,7 +289,10 @@ fn monotonic(old: &World, new: &World, crashed: Option<u64>) -> Result<(), Viola
     for (o, n) in old.nodes.iter().zip(&new.nodes) {
         let (ov, nv) = (o.store.vote.unwrap_or_default(), n.store.vote.unwrap_or_default());
         if !nv.is_ge(&ov) {
-            return Err(Violation::new("vote once per term", format!("n{}: durable vote went from {ov} to {nv}", n.id())));
+            return Err(Violation::new(
+                "vote once per term",
+                format!("n{}: durable vote went from {ov} to {nv}", n.id()),
+            ));
         }
         if crashed != Some(n.id()) && n.engine.state.committed < o.engine.state.committed {
             return Err(Violation::new(
@@ -294,7 +316,10 @@ fn reads_decided(ghost: &mut Ghost) -> Result<(), Violation> {
             Some((committed, _)) => {
                 stale = Some(Violation::new(
                     "linearizable read",
-                    format!("n{} answered a read at {read_log_id}, but {committed} was committed at that index", r.node),
+                    format!(
+                        "n{} answered a read at {read_log_id}, but {committed} was committed at that index",
+                        r.node
+                    ),
                 ));
                 false
             }

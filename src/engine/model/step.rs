@@ -13,7 +13,7 @@ use super::net::{Msg, Payload};
 use super::properties::{self, Violation};
 use super::reads;
 use super::world::World;
-use super::{Bounds, instant};
+use super::{Bounds, Mutant, instant};
 use crate::engine::ReplicationResult;
 use crate::raft::{AppendEntriesRequest, AppendEntriesResponse, ReadPolicy};
 use crate::types::{ChangeMembers, EntryPayload, LogIdOptionExt};
@@ -214,7 +214,6 @@ fn forget_dead_answers(w: &mut World) {
 /// Carry out `action` on `w`; `false` if it is not possible.
 fn execute(w: &mut World, action: Action, b: &Bounds) -> Result<bool, Violation> {
     let now = w.clock;
-    let eager = b.eager_apply;
     let idx = |id: u64| (id - 1) as usize;
     match action {
         Action::Tick => {
@@ -223,7 +222,7 @@ fn execute(w: &mut World, action: Action, b: &Bounds) -> Result<bool, Violation>
         }
         Action::Timeout(id) => {
             w.node_mut(idx(id)).engine.handle_timeout(instant(now));
-            w.run_commands(idx(id), eager)?;
+            w.run_commands(idx(id), b)?;
         }
         Action::Deliver(i) => {
             let msg = w.net.remove(i);
@@ -240,13 +239,14 @@ fn execute(w: &mut World, action: Action, b: &Bounds) -> Result<bool, Violation>
         }
         Action::Flush(id) => {
             let node = w.node_mut(idx(id));
-            let io = node.store_mut().flush_one().map_err(|e| Violation::new("storage contract", format!("n{id}: {e}")))?;
+            let io =
+                node.store_mut().flush_one().map_err(|e| Violation::new("storage contract", format!("n{id}: {e}")))?;
             if let Some(io) = io {
                 node.engine.on_log_flushed(io);
             }
-            w.run_commands(idx(id), eager)?;
+            w.run_commands(idx(id), b)?;
         }
-        Action::Apply(id) => return w.apply_one(idx(id)),
+        Action::Apply(id) => return w.apply_one(idx(id), b),
         Action::Replicate { leader, target, probe } => return replicate(w, leader, target, probe, b),
         Action::SendSnapshot { leader, target } => return send_snapshot(w, leader, target, b),
         Action::Write(id) => {
@@ -257,7 +257,7 @@ fn execute(w: &mut World, action: Action, b: &Bounds) -> Result<bool, Violation>
             let e = &mut w.node_mut(idx(id)).engine;
             e.leader_append_entries([EntryPayload::Normal(data)]);
             w.budget.writes -= 1;
-            w.run_commands(idx(id), eager)?;
+            w.run_commands(idx(id), b)?;
         }
         Action::Read(id, policy) => {
             w.budget.reads -= 1;
@@ -266,11 +266,11 @@ fn execute(w: &mut World, action: Action, b: &Bounds) -> Result<bool, Violation>
             if let Some(read) = reads::on_read(&node.engine, &mut node.reads, policy, now, must_see) {
                 std::sync::Arc::make_mut(&mut w.ghost).read_confirmed(read)?;
             }
-            w.run_commands(idx(id), eager)?;
+            w.run_commands(idx(id), b)?;
         }
         Action::Crash(id) => {
             w.budget.crashes -= 1;
-            w.crash_restart(idx(id), eager)?;
+            w.crash_restart(idx(id), b)?;
         }
         Action::ChangeMembership(id) => {
             let e = &mut w.node_mut(idx(id)).engine;
@@ -280,32 +280,32 @@ fn execute(w: &mut World, action: Action, b: &Bounds) -> Result<bool, Violation>
                 return Ok(false);
             }
             w.budget.changes -= 1;
-            w.run_commands(idx(id), eager)?;
+            w.run_commands(idx(id), b)?;
         }
         Action::Snapshot(id) => {
             w.budget.snapshots -= 1;
             let n = idx(id);
             w.node_mut(n).engine.trigger_snapshot();
-            w.run_commands(n, eager)?;
+            w.run_commands(n, b)?;
             // The build runs off the Raft task; the model lets it finish in the same step.
             let node = w.node_mut(n);
             if std::mem::take(&mut node.build_requested) {
                 let built = node.sm_mut().build_snapshot(id);
                 node.engine.on_snapshot_built(built.meta.last_log_id);
-                w.run_commands(n, eager)?;
+                w.run_commands(n, b)?;
             }
         }
         Action::Elect(id) => {
             w.budget.elects -= 1;
             w.node_mut(idx(id)).engine.elect_forced(instant(now));
-            w.run_commands(idx(id), eager)?;
+            w.run_commands(idx(id), b)?;
         }
         Action::Transfer { leader, to } => {
             if w.node_mut(idx(leader)).engine.transfer_leader(instant(now), to).is_err() {
                 return Ok(false);
             }
             w.budget.transfers -= 1;
-            w.run_commands(idx(leader), eager)?;
+            w.run_commands(idx(leader), b)?;
         }
     }
     Ok(true)
@@ -366,32 +366,36 @@ fn deliver(w: &mut World, msg: Msg, b: &Bounds) -> Result<bool, Violation> {
     let now = w.clock;
     let n = (msg.to - 1) as usize;
     let (from, to) = (msg.from, msg.to);
-    let eager = b.eager_apply;
     match msg.payload {
         Payload::Vote(req) => {
             let resp = w.node_mut(n).engine.handle_vote_req(instant(now), &req);
             // The vote is durable before the answer leaves: `run_commands` saved it.
-            w.run_commands(n, eager)?;
+            w.run_commands(n, b)?;
             w.send(Msg { from: to, to: from, payload: Payload::VoteResp(resp) }, b.max_net);
         }
         Payload::VoteResp(resp) => {
             let e = &mut w.node_mut(n).engine;
-            if !resp.vote_granted || e.state.vote.term < b.max_term || e.candidate.as_ref().is_some_and(|c| !c.pre_vote) {
+            if !resp.vote_granted || e.state.vote.term < b.max_term || e.candidate.as_ref().is_some_and(|c| !c.pre_vote)
+            {
                 e.handle_vote_resp(instant(now), from, &resp);
             } else {
                 // A won pre-vote would start an election past the term bound.
                 return Ok(false);
             }
-            w.run_commands(n, eager)?;
+            w.run_commands(n, b)?;
         }
         Payload::Append { req, token } => {
             let vote = req.vote;
             let (resp, wait_for) = w.node_mut(n).engine.handle_append_entries(instant(now), req);
-            w.run_commands(n, eager)?;
+            w.run_commands(n, b)?;
             let answer = Msg { from: to, to: from, payload: Payload::AppendResp { vote, resp, token } };
             match wait_for {
                 // An acknowledgement leaves only once what it acknowledges is durable.
-                Some(io) if io.seq > w.nodes[n].engine.state.io.flushed.seq => w.node_mut(n).parked.push((io.seq, answer)),
+                Some(io)
+                    if io.seq > w.nodes[n].engine.state.io.flushed.seq && b.mutant != Some(Mutant::AckBeforeFlush) =>
+                {
+                    w.node_mut(n).parked.push((io.seq, answer));
+                }
                 _ => w.send(answer, b.max_net),
             }
         }
@@ -412,7 +416,7 @@ fn deliver(w: &mut World, msg: Msg, b: &Bounds) -> Result<bool, Violation> {
                 }
                 AppendEntriesResponse::Conflict { .. } => reads::on_ack(e, from, vote, token, now),
             }
-            w.run_commands(n, eager)?;
+            w.run_commands(n, b)?;
         }
         Payload::Snapshot { vote, snapshot, token } => {
             // RaftCore::handle_install_snapshot, for a snapshot in one chunk.
@@ -420,17 +424,20 @@ fn deliver(w: &mut World, msg: Msg, b: &Bounds) -> Result<bool, Violation> {
             let resp_vote = match e.accept_leader(instant(now), vote) {
                 Err(v) => v,
                 Ok(()) => {
-                    w.run_commands(n, eager)?;
+                    w.run_commands(n, b)?;
                     let node = w.node_mut(n);
                     let resp_vote = node.engine.state.vote;
                     if node.engine.install_snapshot(snapshot.meta.clone()) {
                         node.installing = Some(snapshot.clone());
                     }
-                    w.run_commands(n, eager)?;
+                    w.run_commands(n, b)?;
                     resp_vote
                 }
             };
-            w.send(Msg { from: to, to: from, payload: Payload::SnapshotResp { vote, snapshot, resp_vote, token } }, b.max_net);
+            w.send(
+                Msg { from: to, to: from, payload: Payload::SnapshotResp { vote, snapshot, resp_vote, token } },
+                b.max_net,
+            );
         }
         Payload::SnapshotResp { vote, snapshot, resp_vote, token } => {
             if !w.nodes[n].engine.leader.as_ref().is_some_and(|l| l.vote == vote && l.progress.contains_key(&from)) {
@@ -445,9 +452,14 @@ fn deliver(w: &mut World, msg: Msg, b: &Bounds) -> Result<bool, Violation> {
                 // ReplicationCore::send_snapshot: the answer acknowledges, and the target is
                 // taken to match up to the snapshot's last entry.
                 reads::on_ack(e, from, vote, token, now);
-                e.on_replication_progress(instant(now), from, vote, ReplicationResult::Matched(snapshot.meta.last_log_id));
+                e.on_replication_progress(
+                    instant(now),
+                    from,
+                    vote,
+                    ReplicationResult::Matched(snapshot.meta.last_log_id),
+                );
             }
-            w.run_commands(n, eager)?;
+            w.run_commands(n, b)?;
         }
         Payload::TransferLeader(req) => {
             if w.nodes[n].engine.state.vote.term >= b.max_term {
@@ -456,7 +468,7 @@ fn deliver(w: &mut World, msg: Msg, b: &Bounds) -> Result<bool, Violation> {
             }
             let e = &mut w.node_mut(n).engine;
             e.handle_transfer_leader(instant(now), &req);
-            w.run_commands(n, eager)?;
+            w.run_commands(n, b)?;
         }
     }
     Ok(true)

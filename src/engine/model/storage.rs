@@ -291,7 +291,11 @@ impl RaftStateMachine<C> for ModelStateMachine {
         Ok(Box::default())
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta<C>, _data: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<C>,
+        _data: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         // At startup the only snapshot to restore is the current one.
         match self.snapshot.clone() {
             Some(s) if s.meta == *meta => {

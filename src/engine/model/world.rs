@@ -17,7 +17,7 @@ use super::net::{Msg, Net, Payload};
 use super::properties::{Ghost, Violation};
 use super::reads::{self, PendingRead};
 use super::storage::{C, LogOp, LogView, ModelLogStore, ModelSnapshot, ModelStateMachine};
-use super::{Bounds, Tick, instant, ticks_since_base};
+use super::{Bounds, Mutant, Tick, instant, ticks_since_base};
 use crate::config::SnapshotPolicy;
 use crate::core::load_state;
 use crate::engine::{Command, Engine, EngineConfig};
@@ -201,7 +201,7 @@ impl World {
             ghost: Arc::default(),
         };
         for n in 0..3 {
-            world.start(n, bounds.eager_apply)?;
+            world.start(n, bounds)?;
         }
         world.clock = bounds.election_ticks;
         Ok(world)
@@ -220,31 +220,35 @@ impl World {
 
     /// Start node `n` from its durable state, as `Raft::new` does: `load_state`, then
     /// `Engine::startup`.
-    pub(super) fn start(&mut self, n: usize, eager_apply: bool) -> Result<(), Violation> {
+    pub(super) fn start(&mut self, n: usize, b: &Bounds) -> Result<(), Violation> {
         let now = self.clock;
         let node = self.node_mut(n);
         let id = node.id();
         let mut store = ModelLogStore::clone(&node.store);
         let mut sm = ModelStateMachine::clone(&node.sm);
-        let loaded = load_state::<C, _, _>(id, &mut store, &mut sm).now_or_never().expect("the model's storage never waits");
+        let loaded =
+            load_state::<C, _, _>(id, &mut store, &mut sm).now_or_never().expect("the model's storage never waits");
         node.store = Arc::new(store);
         node.sm = Arc::new(sm);
         let state = loaded.map_err(|e| Violation::new("restart", format!("n{id} cannot start: {e}")))?;
         node.engine = Engine::new(node.engine.config.clone(), state);
         node.engine.startup(instant(now));
-        self.run_commands(n, eager_apply)
+        self.run_commands(n, b)
     }
 
     /// Crash node `n` and start it again from what its storage kept.
-    pub(super) fn crash_restart(&mut self, n: usize, eager_apply: bool) -> Result<(), Violation> {
+    pub(super) fn crash_restart(&mut self, n: usize, b: &Bounds) -> Result<(), Violation> {
         let node = self.node_mut(n);
         node.store_mut().crash();
+        if b.mutant == Some(Mutant::VoteNotDurable) {
+            node.store_mut().vote = None;
+        }
         node.parked.clear();
         node.reads.clear();
         node.apply_queue.clear();
         node.installing = None;
         node.build_requested = false;
-        self.start(n, eager_apply)
+        self.start(n, b)
     }
 
     /// Put `msg` in flight; a full network loses it.
@@ -257,11 +261,11 @@ impl World {
     /// After an input to node `n`: execute the Engine's commands in order, as RaftCore's
     /// `run_commands` does, feed back what the state machine applied, then release the
     /// AppendEntries answers whose I/O is flushed and confirm the reads a quorum confirmed.
-    pub(super) fn run_commands(&mut self, n: usize, eager_apply: bool) -> Result<(), Violation> {
+    pub(super) fn run_commands(&mut self, n: usize, b: &Bounds) -> Result<(), Violation> {
         loop {
             let mut applied = Vec::new();
             while let Some(cmd) = self.node_mut(n).engine.output.pop_front() {
-                self.run_command(n, cmd, eager_apply, &mut applied)?;
+                self.run_command(n, cmd, b, &mut applied)?;
             }
             if applied.is_empty() {
                 break;
@@ -291,7 +295,7 @@ impl World {
         &mut self,
         n: usize,
         cmd: Command<C>,
-        eager_apply: bool,
+        b: &Bounds,
         applied: &mut Vec<LogId<C>>,
     ) -> Result<(), Violation> {
         let id = self.nodes[n].id();
@@ -302,7 +306,9 @@ impl World {
             Command::AppendEntries { io, entries } => {
                 node.store_mut().submit(LogOp::Append { io, entries }).map_err(storage)?;
             }
-            Command::TruncateLog { since, .. } => node.store_mut().submit(LogOp::Truncate { since }).map_err(storage)?,
+            Command::TruncateLog { since, .. } => {
+                node.store_mut().submit(LogOp::Truncate { since }).map_err(storage)?
+            }
             Command::PurgeLog { upto } => node.store_mut().submit(LogOp::Purge { upto }).map_err(storage)?,
             Command::SaveCommitted { committed } => node.store_mut().committed = Some(committed),
             Command::SendVote { req } => {
@@ -315,9 +321,10 @@ impl World {
             // progress table; there is nothing to start or stop.
             Command::UpdateReplicationStreams { .. } | Command::CloseReplicationStreams => {}
             Command::Apply { first, last } => {
-                if eager_apply {
+                if b.eager_apply {
                     let log = Arc::clone(&node.store);
-                    node.sm_mut().apply(first, last, &log.submitted).map_err(|e| apply_error(id, e))?;
+                    let upto = past_commit(last, &log.submitted, b);
+                    node.sm_mut().apply(first, upto, &log.submitted).map_err(|e| apply_error(id, e))?;
                     applied.push(last);
                 } else {
                     node.apply_queue.push_back((first, last));
@@ -344,7 +351,7 @@ impl World {
     }
 
     /// The state machine of node `n` applies its oldest queued batch.
-    pub(super) fn apply_one(&mut self, n: usize) -> Result<bool, Violation> {
+    pub(super) fn apply_one(&mut self, n: usize, b: &Bounds) -> Result<bool, Violation> {
         if self.nodes[n].apply_queue.is_empty() {
             return Ok(false);
         }
@@ -352,9 +359,10 @@ impl World {
         let Some((first, last)) = node.apply_queue.pop_front() else { return Ok(false) };
         let id = node.id();
         let log = Arc::clone(&node.store);
-        node.sm_mut().apply(first, last, &log.submitted).map_err(|e| apply_error(id, e))?;
+        let applied = past_commit(last, &log.submitted, b);
+        node.sm_mut().apply(first, applied, &log.submitted).map_err(|e| apply_error(id, e))?;
         node.engine.on_applied(last);
-        self.run_commands(n, false)?;
+        self.run_commands(n, b)?;
         Ok(true)
     }
 
@@ -374,17 +382,21 @@ impl World {
         })
     }
 
-    /// One line per node and one for the network, for traces.
+    /// The state for traces: the clock, then a line per node (and per leader), then the network.
     pub(super) fn summary(&self) -> String {
-        let mut s = format!("    clock={} budget={:?}\n", self.clock, self.budget);
+        self.summary_lines().join("\n")
+    }
+
+    /// [`summary`](Self::summary), line by line.
+    pub(super) fn summary_lines(&self) -> Vec<String> {
+        let mut lines = vec![format!("    clock={} budget={:?}", self.clock, self.budget)];
         for node in &self.nodes {
             let e = &node.engine;
             let st = &e.state;
             let log: Vec<String> = (0..=st.last_log_id().map_or(0, |l| l.index))
                 .filter_map(|i| st.log_ids.get(i).map(|l| l.to_string()))
                 .collect();
-            let _ = writeln!(
-                s,
+            lines.push(format!(
                 "    n{} {:?} vote={} log=[{}] committed={:?} applied={:?} durable_last={:?} pending_io={} parked={} \
                  deadline={:?} members={}",
                 node.id(),
@@ -398,23 +410,32 @@ impl World {
                 node.parked.len(),
                 e.election_deadline.map(ticks_since_base),
                 st.membership.effective,
-            );
+            ));
             if let Some(l) = &e.leader {
                 let acked: Vec<String> =
                     l.acked.iter().map(|(id, t)| format!("n{id}@{:.2}", ticks_since_base(*t))).collect();
-                let _ = writeln!(
-                    s,
-                    "       leader: progress={:?} acked=[{}] since={:.2} blank={:?} transfer={:?}",
+                lines.push(format!(
+                    "    n{} leads: progress={:?} acked=[{}] since={:.2} blank={:?} transfer={:?}",
+                    node.id(),
                     l.progress,
                     acked.join(" "),
                     ticks_since_base(l.since),
                     l.blank_log_id,
                     l.transfer.as_ref().map(|t| (t.to, t.sent)),
-                );
+                ));
             }
         }
-        let _ = write!(s, "    net={:?}", self.net);
-        s
+        lines.push(format!("    net={:?}", self.net));
+        lines
+    }
+}
+
+/// Where the state machine stops applying a batch that ends at `last`: there, unless the
+/// [`Mutant::ApplyPastCommit`] makes it go one entry further.
+fn past_commit(last: LogId<C>, log: &LogView, b: &Bounds) -> LogId<C> {
+    match (b.mutant, log.entries.get(&(last.index + 1))) {
+        (Some(Mutant::ApplyPastCommit), Some(next)) => next.log_id,
+        _ => last,
     }
 }
 
