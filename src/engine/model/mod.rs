@@ -23,7 +23,7 @@
 //! `MC_TERMS`, `MC_WRITES`, `MC_READS`, `MC_READ_POLICIES` (`index`, `lease`, `both`),
 //! `MC_CRASHES`, `MC_DUPS`, `MC_DROPS`, `MC_TICKS`, `MC_CHANGES`, `MC_SNAPSHOTS`,
 //! `MC_TRANSFERS`, `MC_ELECTS`, `MC_NET`, `MC_IN_FLIGHT`, `MC_PRE_VOTE`, `MC_CHECK_QUORUM`, `MC_EAGER_APPLY`,
-//! `MC_PROBES` (0 or 1 for the flags).
+//! `MC_PROBES`, `MC_PARTIAL` (0 or 1 for the flags).
 //!
 //! # Why a hand-written search
 //!
@@ -206,6 +206,8 @@ pub(crate) struct Bounds {
     pub(crate) eager_apply: bool,
     /// Leaders may also send probes at their last log id.
     pub(crate) probes: bool,
+    /// Leaders may also send one entry at a time (`max_payload_entries` 1).
+    pub(crate) partial_appends: bool,
     /// A mistake the model makes on purpose, to show the checker catches it.
     pub(crate) mutant: Option<Mutant>,
 }
@@ -249,6 +251,7 @@ impl Default for Bounds {
             check_quorum: true,
             eager_apply: true,
             probes: false,
+            partial_appends: false,
             mutant: None,
         }
     }
@@ -301,6 +304,7 @@ impl Bounds {
             check_quorum: flag("MC_CHECK_QUORUM", d.check_quorum),
             eager_apply: flag("MC_EAGER_APPLY", d.eager_apply),
             probes: flag("MC_PROBES", d.probes),
+            partial_appends: flag("MC_PARTIAL", d.partial_appends),
             mutant: None,
         }
     }
@@ -340,7 +344,7 @@ fn warm_start(origin: &World, bounds: &Bounds) -> Vec<Action> {
     settle(&mut w, &mut run);
     for _ in 0..2 {
         for target in [2, 3] {
-            run(&mut w, Action::Replicate { leader: 1, target, probe: false });
+            run(&mut w, Action::Replicate { leader: 1, target, send: step::Send::All });
         }
         settle(&mut w, &mut run);
     }

@@ -35,9 +35,8 @@ pub(super) enum Action {
     Flush(u64),
     /// The node's state machine applies its oldest queued batch (unless applying is eager).
     Apply(u64),
-    /// The leader's stream to `target` sends an AppendEntries: from the target's matched log
-    /// id with every entry after it, or (`probe`) an empty one at the leader's last log id.
-    Replicate { leader: u64, target: u64, probe: bool },
+    /// The leader's stream to `target` sends an AppendEntries (see [`Send`]).
+    Replicate { leader: u64, target: u64, send: Send },
     /// The leader's stream sends its snapshot to a target that is behind its purged log.
     SendSnapshot { leader: u64, target: u64 },
     /// A client write arrives at the node.
@@ -78,6 +77,17 @@ impl Action {
             Action::Transfer { .. } => "Transfer",
         }
     }
+}
+
+/// What an AppendEntries of [`Action::Replicate`] carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Send {
+    /// From the target's matched log id, every entry after it (a heartbeat once caught up).
+    All,
+    /// From the target's matched log id, only the entry after it (`max_payload_entries` 1).
+    One,
+    /// No entries, at the leader's last log id: the first probe of a new stream.
+    Probe,
 }
 
 /// Every action that may change `w`; some turn out to be no-ops when executed.
@@ -137,9 +147,12 @@ pub(super) fn enabled(w: &World, b: &Bounds) -> Vec<Action> {
         }
         if w.net.len() < b.max_net {
             for target in leader.progress.keys().filter(|t| w.net.requests_between(id, **t) < b.max_in_flight) {
-                actions.push(Action::Replicate { leader: id, target: *target, probe: false });
+                actions.push(Action::Replicate { leader: id, target: *target, send: Send::All });
+                if b.partial_appends {
+                    actions.push(Action::Replicate { leader: id, target: *target, send: Send::One });
+                }
                 if b.probes {
-                    actions.push(Action::Replicate { leader: id, target: *target, probe: true });
+                    actions.push(Action::Replicate { leader: id, target: *target, send: Send::Probe });
                 }
                 if node.sm.snapshot.is_some() {
                     actions.push(Action::SendSnapshot { leader: id, target: *target });
@@ -247,7 +260,7 @@ fn execute(w: &mut World, action: Action, b: &Bounds) -> Result<bool, Violation>
             w.run_commands(idx(id), b)?;
         }
         Action::Apply(id) => return w.apply_one(idx(id), b),
-        Action::Replicate { leader, target, probe } => return replicate(w, leader, target, probe, b),
+        Action::Replicate { leader, target, send } => return replicate(w, leader, target, send, b),
         Action::SendSnapshot { leader, target } => return send_snapshot(w, leader, target, b),
         Action::Write(id) => {
             if w.node(id).engine.is_transferring() {
@@ -312,20 +325,26 @@ fn execute(w: &mut World, action: Action, b: &Bounds) -> Result<bool, Violation>
 }
 
 /// The leader's stream sends one AppendEntries to `target` (see [`Action::Replicate`]).
-fn replicate(w: &mut World, leader: u64, target: u64, probe: bool, b: &Bounds) -> Result<bool, Violation> {
+fn replicate(w: &mut World, leader: u64, target: u64, send: Send, b: &Bounds) -> Result<bool, Violation> {
     let node = w.node(leader);
     let Some(l) = &node.engine.leader else { return Ok(false) };
     let Some(matched) = l.progress.get(&target).copied() else { return Ok(false) };
     let vote = l.vote;
     let log = &node.store.submitted;
-    let (prev_log_id, entries) = if probe {
+    let (prev_log_id, entries) = if send == Send::Probe {
         (log.last_log_id(), Vec::new())
     } else {
         // Entries at or below the purged id can only go as a snapshot.
         if matched.next_index() < log.purged.next_index() && matched != log.purged {
             return Ok(false);
         }
-        (matched, log.entries.range(matched.next_index()..).map(|(_, e)| e.clone()).collect())
+        let after = log.entries.range(matched.next_index()..).map(|(_, e)| e.clone());
+        let entries: Vec<_> = if send == Send::One { after.take(1).collect() } else { after.collect() };
+        if send == Send::One && entries.len() + 1 >= log.entries.range(matched.next_index()..).count() + 1 {
+            // The same as sending all: leave it to `Send::All`.
+            return Ok(false);
+        }
+        (matched, entries)
     };
     let leader_commit = node.engine.state.committed;
     let now = w.clock;
