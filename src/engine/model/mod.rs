@@ -3,39 +3,63 @@
 //!
 //! The Engine is pure, so a cluster of Engines plus a model of what surrounds each (storage,
 //! RaftCore, replication streams, the network, the clock) is a plain value that can be
-//! forked at every choice. A breadth-first search over those values, remembering each state
-//! by a fingerprint, visits every state reachable within the bounds, and reports the first
-//! violation with a shortest trace to it.
+//! forked at every choice. The search visits every state reachable within the bounds,
+//! remembering each by a 64-bit fingerprint, and reports the first violation with the trace
+//! that reaches it.
 //!
 //! # Running it
 //!
-//! CI runs the bounded checks with the other unit tests (`cargo test --lib --features testing
-//! engine::model`). A deep check, bounds from the environment, prints states explored, depth
-//! reached and wall time:
+//! CI runs the `bounded_*` and `catches_*` tests with the other unit tests, in about 40 s of
+//! debug build on two cores (`cargo test --lib --features testing engine::model`). A deep
+//! check takes its bounds from the environment and prints, per depth level, the states
+//! explored and the time, then the totals:
 //!
 //! ```text
-//! MC_DEPTH=24 MC_START=warm cargo test --release --lib --features testing engine::model::deep -- --ignored --nocapture
+//! MC_DEPTH=14 MC_WRITES=2 MC_CRASHES=1 MC_ELECTS=2 MC_DUPS=1 MC_PARTIAL=1 \
+//!     cargo test --release --lib --features testing engine::model::deep -- --ignored --nocapture
 //! ```
 //!
-//! Every bound of [`Bounds`] has a variable: `MC_DEPTH`, `MC_STATES`, `MC_FRONTIER`,
-//! `MC_ELECTION_TICKS`, `MC_START` (`cold`: no
-//! leader yet; `warm`: node 1 leads term 1 and its first entry is committed everywhere),
-//! `MC_TERMS`, `MC_WRITES`, `MC_READS`, `MC_READ_POLICIES` (`index`, `lease`, `both`),
-//! `MC_CRASHES`, `MC_DUPS`, `MC_DROPS`, `MC_TICKS`, `MC_CHANGES`, `MC_SNAPSHOTS`,
-//! `MC_TRANSFERS`, `MC_ELECTS`, `MC_NET`, `MC_IN_FLIGHT`, `MC_PRE_VOTE`, `MC_CHECK_QUORUM`, `MC_EAGER_APPLY`,
-//! `MC_PROBES`, `MC_PARTIAL` (0 or 1 for the flags).
+//! Every field of [`Bounds`] has a variable (defaults in `Bounds::default`): `MC_START`
+//! (`warm`: node 1 leads term 1 and its first entry is committed and applied everywhere;
+//! `cold`: no leader yet, every timer due), `MC_DEPTH`, `MC_STATES`, `MC_FRONTIER`,
+//! `MC_TERMS`, `MC_ELECTION_TICKS`, budgets `MC_WRITES`, `MC_READS`, `MC_CRASHES`,
+//! `MC_DUPS`, `MC_DROPS`, `MC_TICKS`, `MC_CHANGES` (+ `MC_REMOVE_VOTER`), `MC_SNAPSHOTS`,
+//! `MC_TRANSFERS`, `MC_ELECTS`; `MC_READ_POLICIES` (`index`, `lease`, `both`); network
+//! `MC_NET`, `MC_IN_FLIGHT`; flags (0 or 1) `MC_PRE_VOTE`, `MC_CHECK_QUORUM`,
+//! `MC_EAGER_APPLY`, `MC_PROBES`, `MC_PARTIAL`. Narrow budgets reach deeper: each budget
+//! left at 0 removes a whole kind of step. Runs that find issue #15's bugs on the code this
+//! was written against (steps counted from the warm start unless cold):
+//!
+//! ```text
+//! #1 lease with no acks:        MC_START=cold MC_PRE_VOTE=0 MC_CRASHES=0 MC_TICKS=2 MC_WRITES=0 MC_READ_POLICIES=lease MC_DEPTH=16
+//! #2 lease after TimeoutNow:    MC_CRASHES=0 MC_TICKS=0 MC_WRITES=0 MC_TRANSFERS=1 MC_READ_POLICIES=lease MC_DEPTH=12
+//! #3b ack at the same instant:  MC_CRASHES=0 MC_TICKS=0 MC_WRITES=0 MC_ELECTS=1 MC_READ_POLICIES=index MC_DEPTH=12
+//! #5 snapshot taken as matched: MC_EAGER_APPLY=0 MC_CRASHES=0 MC_TICKS=0 MC_WRITES=1 MC_READS=0 MC_SNAPSHOTS=1 MC_DEPTH=14
+//! ```
+//!
+//! # The search (`checker.rs`)
+//!
+//! Breadth-first, so a violation comes with a shortest trace, while a depth level fits in
+//! `MC_FRONTIER` states (a state costs a few KB: states share every node, store and state
+//! machine a step did not change). Past that it goes on depth-first from each state of the
+//! last level, with a visited set that records the least depth each state was explored at
+//! (reached again at a lesser depth, it is explored again), so every state within the depth
+//! bound is still visited, with memory for the visited set only; a trace found depth-first
+//! may be longer than the shortest. Answers that their receiver will ignore whatever happens
+//! (to a leadership that ended, for a vote that can no longer count) are dropped from the
+//! network, which merges states that differ only by them.
 //!
 //! # Why a hand-written search
 //!
-//! `stateright` (0.31, the one maintained model-checking crate for Rust) was judged on this
-//! Engine. Its actor model does not fit: timers fire with no clock, so a lease (which holds
-//! for a *time* after a quorum answered) cannot be expressed; storage is all-or-nothing, so an
-//! append that is written but not yet flushed, the crash point most of quorate's bugs live
-//! at, cannot be; and answers cannot be held back until a flush. Its plain `Model` trait
-//! would fit, but then it brings only the BFS loop (~100 lines here) at the price of a dozen
-//! dependencies (an HTTP server for its explorer among them) and a multi-threaded search on
-//! a 2-core machine shared by four builds; its properties are bare predicates, where ours say
-//! what broke. So: a BFS with state hashing, in [`checker`].
+//! `stateright` (0.31, the maintained model-checking crate for Rust; releases are sparse)
+//! was judged on this Engine. Its actor model does not fit: timers fire with no clock, so a
+//! lease (which holds for a *time* after a quorum answered) cannot be expressed; its storage
+//! is all-or-nothing, so an append written but not flushed, the crash point most of quorate's
+//! bugs live at, cannot be; and an answer cannot be held back until a flush. Its plain
+//! `Model` trait would fit, but then it brings only the search loop at the price of a dozen
+//! dependencies (an HTTP server for its explorer among them) and a multi-threaded search on a
+//! 2-core machine shared by four builds; its BFS holds every frontier state, and its
+//! properties are bare predicates, where ours say what broke.
 //!
 //! # What is modelled
 //!
@@ -49,37 +73,38 @@
 //!   does; pending reads are confirmed after every input (`reads.rs`).
 //! - **Storage** (`storage.rs`), per the storage contract at its loosest: the vote is durable
 //!   at once; appends, truncations and purges are visible at once and become durable in
-//!   order, one per `Flush` action, so a crash keeps any prefix of them; a flushed append is
+//!   order, one per `Flush` step, so a crash keeps any prefix of them; a flushed append is
 //!   reported with `on_log_flushed`. The state machine (applied entries, membership, latest
-//!   snapshot) is durable at once. A **crash** drops everything not durable, and what RaftCore
-//!   held, and restarts the node with the real `load_state` (`src/core/startup.rs`) on the
+//!   snapshot) is durable at once; it applies in the step that commits (`MC_EAGER_APPLY=1`)
+//!   or in a step of its own. A **crash** drops everything not durable and what RaftCore held,
+//!   and restarts the node with the real `load_state` (`src/core/startup.rs`) run on the
 //!   model's store, then `Engine::startup`.
 //! - **Replication** (`step.rs`): RaftCore's streams are not the Engine, so the model runs a
-//!   faithful spec of what they send. While a node leads, for each target in its progress
-//!   table it may send an AppendEntries from the target's `matched` with every entry of its
-//!   submitted log after it (a heartbeat once caught up), or a probe (no entries, at its last
-//!   log id), with its current committed id; or, to a target behind its purged log, its
-//!   latest snapshot whole. An answer, unless it is a greater vote, acknowledges the request
-//!   it answers (`on_heartbeat_acked` with what the request carried) and a success reports
-//!   `Matched`; a snapshot's answer reports the snapshot's last id as matched, as
+//!   spec of what they send. While a node leads, for each target in its progress table its
+//!   stream may send (at most `MC_IN_FLIGHT` requests in flight per target) an AppendEntries
+//!   from the target's `matched` with every entry of its submitted log after it (a heartbeat
+//!   once caught up), with only the next entry (`MC_PARTIAL`), or a probe at its last log id
+//!   (`MC_PROBES`), carrying its current committed id; or, to a target behind its purged log,
+//!   its latest snapshot whole. An answer other than a greater vote acknowledges the request
+//!   it answers (`on_heartbeat_acked` with what the request carried), a success reports
+//!   `Matched`, and a snapshot's answer reports the snapshot's last id as matched, as
 //!   `send_snapshot` does. Answers to a stream that ended are dropped.
 //! - **Network** (`net.rs`): a bag of messages; any one may be delivered next, delivered and
-//!   kept (a bounded number of duplications), or lost (bounded). A full bag loses what is
-//!   sent; a message never delivered is a lost one, so loss needs no drop budget to happen.
-//! - **Environment actions**: election timeouts, client writes at the leader, forced
-//!   elections (`trigger().elect()`), leadership transfer, one membership change (removing a
-//!   voter, by joint consensus), one snapshot (built and the log purged behind it), crashes,
-//!   ReadIndex and LeaseRead reads.
+//!   kept (`MC_DUPS`), or lost (`MC_DROPS`). A message never delivered is a lost one too, so
+//!   loss needs no budget; a full bag (`MC_NET`) loses what is sent.
+//! - **Other steps**: election timeouts, client writes at the leader, forced elections
+//!   (`trigger().elect()`), leadership transfers, a membership change (removing voter 3, by
+//!   joint consensus), a snapshot (built, and the log purged behind it), crashes, ReadIndex
+//!   and LeaseRead reads.
 //!
 //! # Time
 //!
-//! One global clock counts ticks of 50ms; only the `Tick` action advances it, so any number
-//! of steps happen at one instant, as under tokio's paused clock. Every node reads the same
-//! clock (no drift: the lease is `election_timeout_min` less the default drift bound, so the
-//! drift margin is not exercised). Election timeouts are 3 ticks with no random part: a
-//! node's timer may fire at any step at or after its deadline, which covers every
-//! randomized timeout and every scheduling delay. The clock is part of the state; `MC_TICKS`
-//! bounds it.
+//! One global clock counts ticks of 50ms; only the `Tick` step advances it, so any number of
+//! steps happen at one instant, as under tokio's paused clock. `election_timeout_min` is
+//! `MC_ELECTION_TICKS` ticks with no random part, and a node's timer may fire at any step at
+//! or after its deadline, which covers every randomized timeout and scheduling delay. The
+//! lease is `election_timeout_min` less `Config`'s default drift bound (20ms), read on one
+//! clock shared by every node. The clock is part of the state; `MC_TICKS` bounds it.
 //!
 //! # Properties (`properties.rs`), checked after every step
 //!
@@ -87,37 +112,55 @@
 //! - log matching between every two nodes' logs;
 //! - leader completeness: an entry committed in term t is in the log of every leader of a
 //!   later term;
-//! - committed entries agree: no two nodes hold different entries as committed at an index;
+//! - the leader commit rule (Raft §5.4.2): a leader moves its committed id only to an entry of
+//!   its own term (checked directly: the state it protects against, Figure 8, is three
+//!   elections deep, past what a search reaches);
+//! - committed entries agree: no two nodes hold different entries as committed at one index;
 //! - state-machine safety: each node applies only committed entries, each once, in order,
-//!   and the state machine can read every entry it is asked to apply;
-//! - committed never decreases on a running node; a durable vote never goes back nor changes
+//!   and can read every entry it is asked to apply;
+//! - committed never decreases on a running node; a durable vote never goes back, nor changes
 //!   candidate within a term;
-//! - acknowledged means durable: a leader's `matched` for a node of its term is in that node's
-//!   durable log or state machine;
-//! - the Engine agrees with its store (vote, log ids, purged id), after every step and restart;
-//!   the store accepts every operation the Engine asks of it; a node can always restart;
-//! - the effective membership is the latest one in the node's log or snapshot;
-//! - every read answered is linearizable, as defined in `reads.rs`;
-//! - no `debug_assert!` of the Engine fires.
+//! - acknowledged means durable: a leader's `matched` for a node of its term survives that
+//!   node's crash (it is in its durable log or state machine);
+//! - the Engine agrees with its store (vote, log ids, purged id) after every step and every
+//!   restart; the store accepts every operation asked of it; a node can always restart;
+//! - the effective membership is the latest one in the node's log, or its snapshot's;
+//! - every read answered is linearizable, as `reads.rs` defines it;
+//! - no `debug_assert!` of the Engine fires (in debug builds).
 //!
 //! # What is abstracted away, and what that misses
 //!
-//! - The pipeline's bookkeeping of in-flight requests is not modelled: each answer
-//!   acknowledges exactly the request it answers. Bugs in how `ReplicationCore` matches answers
-//!   to requests (e.g. a heartbeat popped with the request before it) are out of reach; the
-//!   binary search is reduced to "from matched" and "at the last log id".
-//! - Requests carry every entry after `matched` (no `max_payload_entries` split).
-//! - The state machine is durable at once and applies a whole batch in one step; snapshot
-//!   building finishes in the step that asks for it.
-//! - No clock drift between nodes; the lease's drift margin is not exercised.
-//! - A purge becomes durable in order with the log operations around it, never later.
-//! - Client requests are not answered to clients: a write's fate is judged through the
-//!   committed log, a read's through its read log id.
+//! - The pipeline's bookkeeping of in-flight requests: each answer acknowledges exactly the
+//!   request it answers. How `ReplicationCore` matches answers to requests (issue #15's 3a, a
+//!   heartbeat popped with the request before it) is out of reach, and its binary search is
+//!   reduced to "from matched" and "at the last log id".
+//! - One clock for all nodes: the lease's drift margin is not exercised.
+//! - The state machine is durable at once and applies a batch in one step; a snapshot is
+//!   built in the step that asks for it; a purge becomes durable in order with the log
+//!   operations around it, never later.
+//! - Clients are not answered: a write's fate is judged through the committed log, a read's
+//!   through its read log id; follower reads are not modelled.
+//! - The membership change is one (removing a voter); learners joining are not modelled.
+//! - The bounds: depth, budgets, terms. Issue #15's 4 and 6 need about 18 and 30 steps past
+//!   the warm start with two crashes, or a change and a snapshot; no search within an hour
+//!   reaches them.
 //!
-//! # Caught by the checker
+//! # Proof that it fails
 //!
-//! See the table in the report of issue #15 (and `mutation_table` in the tests below for
-//! what can be run at will).
+//! Planted one at a time in the Engine, found in a release build with `MC_WRITES=2
+//! MC_CRASHES=1 MC_ELECTS=2 MC_DUPS=1 MC_PARTIAL=1 MC_TICKS=0 MC_READS=0` (depth counted
+//! from the warm start):
+//!
+//! | mistake | caught by | depth | states | time |
+//! |---|---|---|---|---|
+//! | acknowledge before flush | acknowledged means durable | 4 | 444 | 0.03 s |
+//! | vote twice in a term | vote once per term | 3 | 69 | 0.003 s |
+//! | truncate on a matching entry (with a duplicate) | acknowledged means durable | 6 | 55,118 | 8.5 s |
+//! | apply past commit | state machine safety | 7 | 55,926 | 3.4 s |
+//! | commit an older term's entry by counting | leader commit rule | see below | | |
+//!
+//! The `catches_*` tests plant the same kinds of mistake in the model's RaftCore and storage,
+//! where CI keeps them.
 
 mod checker;
 mod net;
