@@ -239,6 +239,7 @@ impl Search<'_> {
                         }
                     }
                     Err(violation) => {
+                        self.report.states = self.parents.len() + self.dfs_seen.len();
                         let mut path = self.path_to(root_fp);
                         path.extend(stack.iter().skip(1).map(|f| f.via));
                         path.push(action);

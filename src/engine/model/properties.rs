@@ -283,8 +283,9 @@ fn acked_is_durable(w: &World) -> Result<(), Violation> {
     Ok(())
 }
 
-/// Committed never goes back on a running node; a vote never goes back, nor changes to
-/// another candidate within a term, even across a restart.
+/// Committed never goes back on a running node, and a leader moves it only to an entry of its
+/// own term; a vote never goes back, nor changes to another candidate within a term, even
+/// across a restart.
 fn monotonic(old: &World, new: &World, crashed: Option<u64>) -> Result<(), Violation> {
     for (o, n) in old.nodes.iter().zip(&new.nodes) {
         let (ov, nv) = (o.store.vote.unwrap_or_default(), n.store.vote.unwrap_or_default());
@@ -293,6 +294,23 @@ fn monotonic(old: &World, new: &World, crashed: Option<u64>) -> Result<(), Viola
                 "vote once per term",
                 format!("n{}: durable vote went from {ov} to {nv}", n.id()),
             ));
+        }
+        // Raft §5.4.2: a leader commits entries of earlier terms only by committing one of its own.
+        if let (Some(ol), Some(nl)) = (&o.engine.leader, &n.engine.leader) {
+            let committed = n.engine.state.committed;
+            if ol.vote == nl.vote
+                && committed > o.engine.state.committed
+                && committed.map(|c| c.leader_id) != nl.vote.leader_id()
+            {
+                return Err(Violation::new(
+                    "leader commit rule",
+                    format!(
+                        "n{}, leader of {}, committed {committed:?}, an entry of an earlier term, by counting",
+                        n.id(),
+                        nl.vote
+                    ),
+                ));
+            }
         }
         if crashed != Some(n.id()) && n.engine.state.committed < o.engine.state.committed {
             return Err(Violation::new(

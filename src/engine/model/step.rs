@@ -340,7 +340,7 @@ fn replicate(w: &mut World, leader: u64, target: u64, send: Send, b: &Bounds) ->
         }
         let after = log.entries.range(matched.next_index()..).map(|(_, e)| e.clone());
         let entries: Vec<_> = if send == Send::One { after.take(1).collect() } else { after.collect() };
-        if send == Send::One && entries.len() + 1 >= log.entries.range(matched.next_index()..).count() + 1 {
+        if send == Send::One && entries.len() == log.entries.range(matched.next_index()..).count() {
             // The same as sending all: leave it to `Send::All`.
             return Ok(false);
         }
