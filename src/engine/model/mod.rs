@@ -273,7 +273,7 @@ impl Default for Bounds {
             start: Start::Warm,
             max_depth: 12,
             max_states: 20_000_000,
-            max_frontier: 1_500_000,
+            max_frontier: 500_000,
             election_ticks: 2,
             max_term: 3,
             writes: 1,
@@ -434,22 +434,22 @@ fn bounded_elections() {
 /// their own.
 #[test]
 fn bounded_replication_and_crash() {
-    let bounds = Bounds { writes: 2, crashes: 1, eager_apply: false, max_depth: 8, ..ci(Start::Warm) };
+    let bounds = Bounds { writes: 2, crashes: 1, eager_apply: false, max_depth: 9, ..ci(Start::Warm) };
     assert_holds("bounded_replication_and_crash", &bounds);
 }
 
 /// A joint-consensus change that removes node 3, with a crash.
 #[test]
 fn bounded_membership_change() {
-    let bounds = Bounds { changes: 1, crashes: 1, max_depth: 10, ..ci(Start::Warm) };
+    let bounds = Bounds { changes: 1, crashes: 1, max_depth: 12, ..ci(Start::Warm) };
     assert_holds("bounded_membership_change", &bounds);
 }
 
-/// A snapshot, the log purged behind it and sent to a follower, with a crash.
+/// A snapshot, the log purged behind it and sent to a follower.
 #[test]
 #[ignore = "finds issue #15 bug 5 (a snapshot's last id taken as matched though the follower ignored it) until it is fixed"]
 fn bounded_snapshot() {
-    let bounds = Bounds { writes: 1, snapshots: 1, crashes: 1, eager_apply: false, max_depth: 14, ..ci(Start::Warm) };
+    let bounds = Bounds { writes: 1, snapshots: 1, eager_apply: false, max_depth: 14, ..ci(Start::Warm) };
     assert_holds("bounded_snapshot", &bounds);
 }
 
