@@ -9,8 +9,10 @@
 //!
 //! # Running it
 //!
-//! CI runs the `bounded_*` and `catches_*` tests with the other unit tests, in about 40 s of
-//! debug build on two cores (`cargo test --lib --features testing engine::model`). A deep
+//! CI runs the `bounded_*` and `catches_*` tests with the other unit tests, in about 20 s of
+//! debug build on two cores (`cargo test --lib --features testing engine::model`);
+//! `bounded_reads` and `bounded_snapshot` are ignored until issue #15's fixes land, since
+//! they find its bugs 3b and 5 (in 25 s and 66 s of debug build). A deep
 //! check takes its bounds from the environment and prints, per depth level, the states
 //! explored and the time, then the totals:
 //!

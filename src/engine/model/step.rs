@@ -12,11 +12,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use super::net::{Msg, Payload};
 use super::properties::{self, Violation};
 use super::reads;
+use super::storage::{C, ModelSnapshot};
 use super::world::World;
 use super::{Bounds, Mutant, instant};
 use crate::engine::ReplicationResult;
 use crate::raft::{AppendEntriesRequest, AppendEntriesResponse, ReadPolicy};
-use crate::types::{ChangeMembers, EntryPayload, LogIdOptionExt};
+use crate::types::{ChangeMembers, EntryPayload, LogIdOptionExt, Vote};
 
 /// One step of the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -394,13 +395,12 @@ fn deliver(w: &mut World, msg: Msg, b: &Bounds) -> Result<bool, Violation> {
         }
         Payload::VoteResp(resp) => {
             let e = &mut w.node_mut(n).engine;
-            if !resp.vote_granted || e.state.vote.term < b.max_term || e.candidate.as_ref().is_some_and(|c| !c.pre_vote)
+            if resp.vote_granted && e.state.vote.term >= b.max_term && e.candidate.as_ref().is_some_and(|c| c.pre_vote)
             {
-                e.handle_vote_resp(instant(now), from, &resp);
-            } else {
                 // A won pre-vote would start an election past the term bound.
                 return Ok(false);
             }
+            e.handle_vote_resp(instant(now), from, &resp);
             w.run_commands(n, b)?;
         }
         Payload::Append { req, token } => {
@@ -418,77 +418,112 @@ fn deliver(w: &mut World, msg: Msg, b: &Bounds) -> Result<bool, Violation> {
                 _ => w.send(answer, b.max_net),
             }
         }
-        Payload::AppendResp { vote, resp, token } => {
-            // A stream that ended (another leadership, a removed target) reports nothing.
-            if !w.nodes[n].engine.leader.as_ref().is_some_and(|l| l.vote == vote && l.progress.contains_key(&from)) {
-                return Ok(true);
-            }
-            let e = &mut w.node_mut(n).engine;
-            match resp {
-                AppendEntriesResponse::HigherVote(v) if v.is_gt(&vote) => {
-                    e.on_replication_progress(instant(now), from, vote, ReplicationResult::HigherVote(v));
-                }
-                AppendEntriesResponse::HigherVote(_) => {}
-                AppendEntriesResponse::Success { matched } => {
-                    reads::on_ack(e, from, vote, token, now);
-                    e.on_replication_progress(instant(now), from, vote, ReplicationResult::Matched(matched));
-                }
-                AppendEntriesResponse::Conflict { .. } => reads::on_ack(e, from, vote, token, now),
-            }
-            w.run_commands(n, b)?;
-        }
+        Payload::AppendResp { vote, resp, token } => append_answered(w, n, from, vote, resp, token, b)?,
         Payload::Snapshot { vote, snapshot, token } => {
-            // RaftCore::handle_install_snapshot, for a snapshot in one chunk.
-            let e = &mut w.node_mut(n).engine;
-            let resp_vote = match e.accept_leader(instant(now), vote) {
-                Err(v) => v,
-                Ok(()) => {
-                    w.run_commands(n, b)?;
-                    let node = w.node_mut(n);
-                    let resp_vote = node.engine.state.vote;
-                    if node.engine.install_snapshot(snapshot.meta.clone()) {
-                        node.installing = Some(snapshot.clone());
-                    }
-                    w.run_commands(n, b)?;
-                    resp_vote
-                }
-            };
-            w.send(
-                Msg { from: to, to: from, payload: Payload::SnapshotResp { vote, snapshot, resp_vote, token } },
-                b.max_net,
-            );
+            let resp_vote = install_snapshot(w, n, vote, &snapshot, b)?;
+            let payload = Payload::SnapshotResp { vote, snapshot, resp_vote, token };
+            w.send(Msg { from: to, to: from, payload }, b.max_net);
         }
         Payload::SnapshotResp { vote, snapshot, resp_vote, token } => {
-            if !w.nodes[n].engine.leader.as_ref().is_some_and(|l| l.vote == vote && l.progress.contains_key(&from)) {
-                return Ok(true);
-            }
-            let e = &mut w.node_mut(n).engine;
-            if resp_vote != vote {
-                if resp_vote.is_gt(&vote) {
-                    e.on_replication_progress(instant(now), from, vote, ReplicationResult::HigherVote(resp_vote));
-                }
-            } else {
-                // ReplicationCore::send_snapshot: the answer acknowledges, and the target is
-                // taken to match up to the snapshot's last entry.
-                reads::on_ack(e, from, vote, token, now);
-                e.on_replication_progress(
-                    instant(now),
-                    from,
-                    vote,
-                    ReplicationResult::Matched(snapshot.meta.last_log_id),
-                );
-            }
-            w.run_commands(n, b)?;
+            snapshot_answered(w, n, from, vote, &snapshot, resp_vote, token, b)?;
         }
         Payload::TransferLeader(req) => {
             if w.nodes[n].engine.state.vote.term >= b.max_term {
                 // Campaigning would pass the term bound: as if the message were lost.
                 return Ok(true);
             }
-            let e = &mut w.node_mut(n).engine;
-            e.handle_transfer_leader(instant(now), &req);
+            w.node_mut(n).engine.handle_transfer_leader(instant(now), &req);
             w.run_commands(n, b)?;
         }
     }
     Ok(true)
+}
+
+/// Whether node `n` still runs the replication stream of leadership `vote` to `target`: a
+/// stream that ended (another leadership, a removed target) reports nothing.
+fn stream_alive(w: &World, n: usize, target: u64, vote: Vote<C>) -> bool {
+    w.nodes[n].engine.leader.as_ref().is_some_and(|l| l.vote == vote && l.progress.contains_key(&target))
+}
+
+/// The leader's stream to `from` got the answer to an AppendEntries, as `ReplicationCore`
+/// reports it: an acknowledgement unless it is a greater vote, and the matched log id.
+fn append_answered(
+    w: &mut World,
+    n: usize,
+    from: u64,
+    vote: Vote<C>,
+    resp: AppendEntriesResponse<C>,
+    token: reads::AckToken,
+    b: &Bounds,
+) -> Result<(), Violation> {
+    if !stream_alive(w, n, from, vote) {
+        return Ok(());
+    }
+    let now = w.clock;
+    let e = &mut w.node_mut(n).engine;
+    match resp {
+        AppendEntriesResponse::HigherVote(v) if v.is_gt(&vote) => {
+            e.on_replication_progress(instant(now), from, vote, ReplicationResult::HigherVote(v));
+        }
+        AppendEntriesResponse::HigherVote(_) => {}
+        AppendEntriesResponse::Success { matched } => {
+            reads::on_ack(e, from, vote, token, now);
+            e.on_replication_progress(instant(now), from, vote, ReplicationResult::Matched(matched));
+        }
+        AppendEntriesResponse::Conflict { .. } => reads::on_ack(e, from, vote, token, now),
+    }
+    w.run_commands(n, b)
+}
+
+/// `RaftCore::handle_install_snapshot` for a snapshot in one chunk; returns the vote it answers.
+fn install_snapshot(
+    w: &mut World,
+    n: usize,
+    vote: Vote<C>,
+    snapshot: &ModelSnapshot,
+    b: &Bounds,
+) -> Result<Vote<C>, Violation> {
+    let now = w.clock;
+    if let Err(v) = w.node_mut(n).engine.accept_leader(instant(now), vote) {
+        return Ok(v);
+    }
+    w.run_commands(n, b)?;
+    let node = w.node_mut(n);
+    let resp_vote = node.engine.state.vote;
+    if node.engine.install_snapshot(snapshot.meta.clone()) {
+        node.installing = Some(snapshot.clone());
+    }
+    w.run_commands(n, b)?;
+    Ok(resp_vote)
+}
+
+/// The leader's stream to `from` got the answer to its snapshot, as
+/// `ReplicationCore::send_snapshot` reports it: an acknowledgement, and the target taken to
+/// match up to the snapshot's last entry.
+#[allow(clippy::too_many_arguments)]
+fn snapshot_answered(
+    w: &mut World,
+    n: usize,
+    from: u64,
+    vote: Vote<C>,
+    snapshot: &ModelSnapshot,
+    resp_vote: Vote<C>,
+    token: reads::AckToken,
+    b: &Bounds,
+) -> Result<(), Violation> {
+    if !stream_alive(w, n, from, vote) {
+        return Ok(());
+    }
+    let now = w.clock;
+    let e = &mut w.node_mut(n).engine;
+    if resp_vote != vote {
+        if resp_vote.is_gt(&vote) {
+            e.on_replication_progress(instant(now), from, vote, ReplicationResult::HigherVote(resp_vote));
+        }
+    } else {
+        reads::on_ack(e, from, vote, token, now);
+        let matched = snapshot.meta.last_log_id;
+        e.on_replication_progress(instant(now), from, vote, ReplicationResult::Matched(matched));
+    }
+    w.run_commands(n, b)
 }
