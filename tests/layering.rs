@@ -23,11 +23,14 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 #[test]
 fn lower_layers_do_not_import_the_runtime() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The Engine's model checker (test code) restarts nodes with RaftCore's own `load_state`,
+    // on purpose: a crash-restart must go through exactly what a real node does.
+    let exempt = root.join("src/engine/model");
     let mut violations = Vec::new();
     for dir in LOWER {
         let mut files = Vec::new();
         rust_files(&root.join(dir), &mut files);
-        for file in files {
+        for file in files.into_iter().filter(|f| !f.starts_with(&exempt)) {
             let text = fs::read_to_string(&file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
             for (n, line) in text.lines().enumerate() {
                 // Doc links name items for readers; only code imports count.

@@ -46,6 +46,7 @@ pub(crate) struct ReplicationTarget<C: RaftTypeConfig> {
 /// - `SaveCommitted` is a hint: a restart that lost it recomputes `committed` as at least what
 ///   was applied.
 /// - The other commands change nothing durable.
+#[cfg_attr(test, derive(Clone))] // The model checker forks Engines, queue and all.
 pub(crate) enum Command<C: RaftTypeConfig> {
     /// Persist `vote` and wait until it is durable before running the next command: a vote
     /// response or an acknowledgement sent after this relies on it.

@@ -41,6 +41,8 @@ mod state;
 mod transfer;
 
 #[cfg(test)]
+mod model;
+#[cfg(test)]
 mod tests;
 
 use std::collections::VecDeque;
@@ -89,6 +91,7 @@ pub(crate) struct Candidate<C: RaftTypeConfig> {
 }
 
 /// The pure Raft protocol core of one node. See the [module docs](self) for the call order.
+#[cfg_attr(test, derive(Clone))] // The model checker forks Engines.
 pub(crate) struct Engine<C: RaftTypeConfig> {
     pub(crate) config: EngineConfig<C>,
     pub(crate) state: RaftState<C>,
