@@ -101,11 +101,15 @@ mod config;
 mod core;
 mod engine;
 pub mod error;
+#[cfg(feature = "file-store")]
+pub mod file_store;
 pub mod metrics;
 pub mod network;
 mod raft;
 mod replication;
 pub mod storage;
+#[cfg(feature = "tcp")]
+pub mod tcp;
 mod type_config;
 pub mod types;
 
