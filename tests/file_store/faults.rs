@@ -152,8 +152,7 @@ async fn a_crash_then_a_power_loss_keeps_what_recovery_reported() {
     drop(store);
 
     disk.power_loss();
-    let mut store = open(&disk)
-        .unwrap_or_else(|e| panic!("the node cannot start after the power loss: {e}"));
+    let mut store = open(&disk).unwrap_or_else(|e| panic!("the node cannot start after the power loss: {e}"));
     assert_eq!(last_index(&mut store).await, recovered, "the power loss took entries the restarted node reported");
 }
 
