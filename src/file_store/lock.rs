@@ -31,7 +31,11 @@ impl DataDirLock {
     pub fn acquire(dir: &Path) -> Result<Self, FileStoreError> {
         fs::create_dir_all(dir).map_err(|e| FileStoreError::io(dir, e))?;
         let file = File::open(dir).map_err(|e| FileStoreError::io(dir, e))?;
-        match file.try_lock() {
+        // File::try_lock is Rust 1.89: the file-store feature needs 1.89 (the rest of the crate
+        // builds with 1.85); see Cargo.toml.
+        #[allow(clippy::incompatible_msrv)]
+        let locked = file.try_lock();
+        match locked {
             Ok(()) => Ok(Self { _dir: file, path: dir.to_path_buf() }),
             Err(TryLockError::WouldBlock) => Err(FileStoreError::Locked { path: dir.to_path_buf() }),
             Err(TryLockError::Error(e)) => Err(FileStoreError::io(dir, e)),

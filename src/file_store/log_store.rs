@@ -167,9 +167,7 @@ impl<C: RaftTypeConfig> Drop for FileLogStore<C> {
         // that, so that the directory is free when this returns (a restart in the same process
         // opens it at once).
         drop(self.tx.take());
-        if let Some(writer) = self.writer.take()
-            && writer.join().is_err()
-        {
+        if self.writer.take().is_some_and(|writer| writer.join().is_err()) {
             tracing::error!("the log writer thread panicked");
         }
     }

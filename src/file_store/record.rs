@@ -134,9 +134,7 @@ impl<C: RaftTypeConfig> Recovered<C> {
                 // With no entry before it, an entry may start past the purged id: the entries
                 // between were in deleted segments, and a purge record later in the stream
                 // covers them (segments are deleted only once that purge is durable).
-                if let Some(last) = self.entries.back().map(|l| l.log_id.index)
-                    && last + 1 != index
-                {
+                if let Some(last) = self.entries.back().map(|l| l.log_id.index).filter(|last| last + 1 != index) {
                     return Err(format!("log gap: entry {} after index {last}", e.log_id));
                 }
                 segment.max_index = segment.max_index.max(Some(index));
@@ -191,11 +189,11 @@ pub(crate) fn recover<C: RaftTypeConfig>(disk: &dyn Disk) -> Result<Recovered<C>
             recovered.segments.push(segment);
         }
     }
-    if let (Some(first), Some(purged)) = (recovered.entries.front(), recovered.header.purged)
-        && first.log_id.index != purged.index + 1
-    {
+    let first = recovered.entries.front().map(|e| e.log_id);
+    let purged = recovered.header.purged;
+    if let Some((first, purged)) = first.zip(purged).filter(|(first, purged)| first.index != purged.index + 1) {
         let oldest = recovered.segments.first().map_or_else(|| disk.path(""), |s| disk.path(&s.name));
-        let problem = format!("the log starts at {} but is purged up to {purged}", first.log_id);
+        let problem = format!("the log starts at {first} but is purged up to {purged}");
         return Err(FileStoreError::corrupt(oldest, SEGMENT_HEADER as u64, problem));
     }
     // What the page cache holds after a crash of the process may never have reached the disk:

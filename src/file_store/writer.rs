@@ -154,11 +154,11 @@ impl<C: RaftTypeConfig> Writer<C> {
         }
         if self.failed.is_none() && needs_sync {
             self.durable_purged = self.header.purged.map(|p| p.index);
-            if self.file_len >= self.segment_bytes
-                && let Err(e) = self.rotate()
-            {
-                tracing::error!(error = %e, "starting a new log segment failed; the node must stop");
-                self.failed = Some(e.to_string());
+            if self.file_len >= self.segment_bytes {
+                if let Err(e) = self.rotate() {
+                    tracing::error!(error = %e, "starting a new log segment failed; the node must stop");
+                    self.failed = Some(e.to_string());
+                }
             }
             self.delete_purged_segments();
         }

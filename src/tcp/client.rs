@@ -55,9 +55,7 @@ impl<C: RaftTypeConfig> Drop for Shared<C> {
         // The node is gone: close its connections instead of leaving them to the peers' idle
         // timeout.
         for slot in self.peers.get_mut().unwrap_or_else(|e| e.into_inner()).values() {
-            if let Ok(slot) = slot.try_lock()
-                && let Some(conn) = slot.as_ref()
-            {
+            if let Some(conn) = slot.try_lock().ok().as_deref().and_then(Option::as_ref) {
                 conn.close("the node stopped");
             }
         }
