@@ -76,6 +76,10 @@ async fn record_client_bytes() -> Vec<u8> {
 async fn the_decoder_refuses_or_accepts_mutated_and_random_input_without_panicking() {
     let genuine = record_client_bytes().await;
     assert!(genuine.starts_with(&PREAMBLE));
+    // `QUORATE_FUZZ_CORPUS=fuzz/corpus/frame_decoder` refreshes the fuzz target's seed.
+    if let Some(dir) = std::env::var_os("QUORATE_FUZZ_CORPUS") {
+        std::fs::write(std::path::Path::new(&dir).join("client-session"), &genuine).unwrap();
+    }
     let whole = decode_inbound::<C>(&genuine, MAX).expect("a real client's bytes decode");
     assert!(whole >= 7, "hello, 2 calls, 4 appends (and stream ends): {whole} messages");
 
