@@ -116,3 +116,8 @@ pub use error::TcpError;
 pub use server::{ServerHandle, TcpServer};
 #[cfg(feature = "tls")]
 pub use tls::{TlsConfig, TlsConfigError, node_name};
+
+/// The certificate and key types [`TlsConfig::new`] takes (and their PEM parsing): rustls'
+/// `rustls-pki-types`, re-exported so that an application needs no dependency of its own.
+#[cfg(feature = "tls")]
+pub use rustls_pki_types as pki_types;

@@ -1,26 +1,5 @@
 //! [`TlsConfig`]: mutual TLS between the nodes of a cluster, and how a certificate says which
-//! node it speaks for.
-//!
-//! # Identities
-//!
-//! Every node has a certificate signed by the cluster's CA whose subject alternative names
-//! include the DNS name [`node_name(cluster_id, node_id)`](node_name), e.g. `node-3.payments`
-//! for node 3 of cluster `payments`. The certificate is used both to serve and to call, so if
-//! it has an extended key usage extension that must allow both `serverAuth` and `clientAuth`.
-//!
-//! - A **client** connecting to node 3 accepts only a server certificate that chains to the
-//!   CA and names `node-3.<cluster>`: the address book (the membership) may point at the wrong
-//!   host, but no host without node 3's key can pass for it.
-//! - A **server** accepts only a client certificate that chains to the CA (the TLS handshake
-//!   fails otherwise, before any Raft message is read). The client's hello then says which
-//!   node it is; the server refuses it unless the certificate names that node of this cluster.
-//!   From then on the server knows which member the connection speaks for.
-//!
-//! The server does not refuse a node the membership does not name (yet): a lagging node learns
-//! of new members from the new members themselves. What keeps strangers out is the CA: sign
-//! certificates only for the nodes of the cluster.
-//!
-//! Only TLS 1.3 is offered, with rustls' ring provider.
+//! node it speaks for (documented on [`TlsConfig`], this module being private).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -75,8 +54,28 @@ pub enum TlsConfigError {
 }
 
 /// The certificates of one node: the cluster's CA, the node's certificate chain and key.
+/// Cheap to clone.
 ///
-/// Cheap to clone. See the [module docs](self) for what the certificates must name.
+/// # Identities
+///
+/// Every node has a certificate signed by the cluster's CA whose subject alternative names
+/// include the DNS name [`node_name(cluster_id, node_id)`](node_name), e.g. `node-3.payments`
+/// for node 3 of cluster `payments`. The certificate is used both to serve and to call, so if
+/// it has an extended key usage extension that must allow both `serverAuth` and `clientAuth`.
+///
+/// - A **client** connecting to node 3 accepts only a server certificate that chains to the
+///   CA and names `node-3.<cluster>`: the address book (the membership) may point at the wrong
+///   host, but no host without node 3's key can pass for it.
+/// - A **server** accepts only a client certificate that chains to the CA (the TLS handshake
+///   fails otherwise, before any Raft message is read). The client's hello then says which
+///   node it is; the server refuses it unless the certificate names that node of this cluster.
+///   From then on the server knows which member the connection speaks for.
+///
+/// The server does not refuse a node the membership does not name (yet): a lagging node learns
+/// of new members from the new members themselves. What keeps strangers out is the CA: sign
+/// certificates only for the nodes of the cluster.
+///
+/// Only TLS 1.3 is offered, with rustls' ring provider.
 #[derive(Clone)]
 pub struct TlsConfig {
     client: Arc<ClientConfig>,

@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one node.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Start a 3-node cluster on loopback as child processes, use it, and stop it.
     Demo,
     /// Generate write load against a cluster and report writes/s and latency.

@@ -312,10 +312,10 @@ async fn strangers_are_refused_and_the_cluster_keeps_everything() {
         };
         attacks(&root, &cluster, &pki).await?;
         still_serving(&cluster, &mut acked, "after").await?;
-        for i in 0..3 {
+        for (i, before) in terms.iter().enumerate() {
             let term = cluster.metrics(i).await.and_then(|m| m["current_term"].as_u64()).unwrap_or(0);
             if term >= 100 {
-                return Err(format!("a stranger's vote moved node {}'s term from {} to {term}", i + 1, terms[i]));
+                return Err(format!("a stranger's vote moved node {}'s term from {before} to {term}", i + 1));
             }
         }
         let log = cluster.log(0);
