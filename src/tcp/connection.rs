@@ -153,10 +153,13 @@ impl<C: RaftTypeConfig> Connection<C> {
             return;
         };
         if let Err(mpsc::error::TrySendError::Full(frame)) = self.tx.try_send(frame) {
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(frame).await;
-            });
+            // Outside a runtime (a stream dropped as the process ends) there is no one to tell.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let tx = self.tx.clone();
+                runtime.spawn(async move {
+                    let _ = tx.send(frame).await;
+                });
+            }
         }
     }
 
