@@ -12,7 +12,7 @@ use quorate::{
 };
 use tokio::sync::mpsc;
 
-use crate::fixture::{C, Node, WAIT};
+use crate::fixture::{C, CountingProxy, Node, WAIT};
 
 const CLUSTER: &str = "promises";
 
@@ -159,5 +159,34 @@ async fn calls_and_streams_to_one_peer_get_their_own_answers() {
     assert_eq!(matched(answers[0].as_ref().unwrap()), Some(log_id(1)));
     let vote = a.vote(quorate::VoteRequest::new(Vote::new(2, 1), Some(log_id(1))), option()).await.unwrap();
     assert_eq!(vote.last_log_id, Some(log_id(1)), "the follower's own answer");
+    follower.stop().await;
+}
+
+/// One connection per peer: every call and stream of every client a node's factory hands out
+/// for one target travels on one connection, opened once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_to_a_peer_shares_one_connection() {
+    let (mut follower, mut leader) = follower_and_leader().await;
+    let proxy = CountingProxy::start(follower.addr.clone()).await;
+    let through_proxy = quorate::BasicNode::new(&proxy.addr);
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(leader.new_client(2, &through_proxy).await);
+    }
+    let mut next = 0;
+    for round in 0..3 {
+        for client in &mut clients {
+            let answers: Vec<_> = client
+                .stream_append(futures_util::stream::iter(vec![request(next, 1), request(next + 1, 1)]), option())
+                .await
+                .unwrap()
+                .collect()
+                .await;
+            next += 2;
+            assert_eq!(answers.len(), 2, "round {round}");
+            let _ = client.vote(quorate::VoteRequest::new(Vote::new(1, 1), None), option()).await.unwrap();
+        }
+    }
+    assert_eq!(proxy.accepted(), 1, "connections opened to one peer");
     follower.stop().await;
 }
