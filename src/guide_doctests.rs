@@ -12,6 +12,16 @@
 #[doc = include_str!("../guide/src/network.md")]
 pub struct Network;
 
+/// The file log store chapter (needs feature `file-store` too).
+#[cfg(feature = "file-store")]
+#[doc = include_str!("../guide/src/file-store.md")]
+pub struct FileStore;
+
+/// The TCP transport chapter (needs features `file-store` and `tls` too).
+#[cfg(all(feature = "file-store", feature = "tls"))]
+#[doc = include_str!("../guide/src/tcp.md")]
+pub struct Tcp;
+
 #[doc = include_str!("../guide/src/membership.md")]
 pub struct Membership;
 

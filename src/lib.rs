@@ -80,6 +80,15 @@
 //! - `testing`: the `quorate::testing` kit (in-memory log store, state machine and network with fault
 //!   injection, the storage conformance suite, a linearizability checker). For tests and
 //!   examples; the library itself needs no feature.
+//! - `file-store`: `quorate::file_store`, a durable log store to link instead of writing one:
+//!   segment files with group commit, recovery that cuts only a torn tail, a directory lock.
+//!   Needs Rust 1.89.
+//! - `tcp`: `quorate::tcp`, a TCP transport to link: one multiplexed connection per peer,
+//!   pipelined replication, bounded frames, a handshake with the cluster id and node ids.
+//! - `tls` (implies `tcp`): mutual TLS 1.3 for that transport (rustls, ring), every node
+//!   proving its node id with a certificate of the cluster's CA.
+//!
+//! With `file-store` and `tls`, an application implements only its state machine.
 //!
 //! # The layers inside
 //!
@@ -101,11 +110,15 @@ mod config;
 mod core;
 mod engine;
 pub mod error;
+#[cfg(feature = "file-store")]
+pub mod file_store;
 pub mod metrics;
 pub mod network;
 mod raft;
 mod replication;
 pub mod storage;
+#[cfg(feature = "tcp")]
+pub mod tcp;
 mod type_config;
 pub mod types;
 

@@ -1,6 +1,9 @@
 //! The network traits an application implements: [`RaftNetworkFactory`] makes one
 //! [`RaftNetwork`] client per target node.
 //!
+//! quorate ships a transport that keeps every promise below, behind the `tcp` feature (with
+//! mutual TLS behind `tls`): `quorate::tcp`, one multiplexed, pipelined connection per peer.
+//!
 //! # Pipelining: the `stream_append` contract
 //!
 //! A leader replicates to a caught-up follower through [`RaftNetwork::stream_append`]: it hands

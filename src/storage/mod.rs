@@ -1,6 +1,10 @@
 //! The storage traits an application implements: the log ([`RaftLogStorage`] and
 //! [`RaftLogReader`]) and the state machine ([`RaftStateMachine`]).
 //!
+//! quorate ships a durable log store that keeps this contract, behind the `file-store`
+//! feature: `quorate::file_store::FileLogStore`. Most applications link it and implement only
+//! their state machine.
+//!
 //! # What must be durable, and when
 //!
 //! Raft's safety rests on a few writes surviving a crash. quorate tells the storage exactly

@@ -1,13 +1,14 @@
 //! raft-kv: a replicated key-value store built on quorate, through its public API only.
 //!
-//! Each node owns:
+//! It links quorate with two features and writes only what is its own:
 //!
-//! - a durable Raft log and vote ([`store::LogStore`]): a segmented append-only file with
-//!   crc-framed records, written by one thread that fsyncs many appends at once (group commit);
-//! - a state machine ([`store::StateMachineStore`]): a `BTreeMap<String, String>` that survives
-//!   restarts through snapshot files plus replay of the log after them;
-//! - a TCP transport for node-to-node RPCs ([`network`]), with pipelined replication streams;
-//! - an HTTP API for clients and operators ([`http`]).
+//! - the durable Raft log and vote are quorate's `FileLogStore` (feature `file-store`);
+//! - node-to-node RPCs are quorate's TCP transport, optionally in mutual TLS (features `tcp`
+//!   and `tls`), set up in [`node`];
+//! - the state machine ([`store::StateMachineStore`]) is raft-kv's: a `BTreeMap<String,
+//!   String>` that survives restarts through snapshot files plus replay of the log after them;
+//! - so is the HTTP API for clients and operators ([`http`]), optionally over HTTPS, with
+//!   authenticated admin routes.
 //!
 //! [`node::run`] wires them together; the `raft-kv` binary runs a node, a local demo cluster,
 //! or a load generator.
@@ -17,7 +18,6 @@ pub mod bench;
 pub mod demo;
 pub mod http;
 pub mod local_cluster;
-pub mod network;
 pub mod node;
 pub mod service;
 pub mod store;

@@ -19,6 +19,8 @@ pub struct LocalNode {
     pub http_addr: String,
     /// Its data directory.
     pub data_dir: PathBuf,
+    /// `http` or `https`.
+    pub scheme: &'static str,
     child: Option<Child>,
     paused: bool,
 }
@@ -26,7 +28,7 @@ pub struct LocalNode {
 impl LocalNode {
     /// The base URL of its HTTP API.
     pub fn url(&self) -> String {
-        format!("http://{}", self.http_addr)
+        format!("{}://{}", self.scheme, self.http_addr)
     }
 
     /// Whether its process is running and not paused (as far as this handle knows).
@@ -35,7 +37,13 @@ impl LocalNode {
     }
 }
 
+/// Extra command-line arguments of one node, by its id.
+pub type NodeArgsFn = Box<dyn Fn(u64) -> Vec<String> + Send + Sync>;
+
 /// Nodes as child processes of this one; every process still running is killed on drop.
+///
+/// Every node is started with `--admin-token-file <root>/admin.token`, a token made for the
+/// cluster; [`admin_post`](Self::admin_post) sends it.
 pub struct LocalCluster {
     binary: PathBuf,
     root: PathBuf,
@@ -43,6 +51,19 @@ pub struct LocalCluster {
     pub nodes: Vec<LocalNode>,
     client: reqwest::Client,
     extra_args: Vec<String>,
+    per_node_args: Option<NodeArgsFn>,
+    admin_token: String,
+}
+
+/// A token no one guesses: 128 bits from the OS's seeded hashers (std has no RNG of its own).
+fn new_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let word = || {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        h.finish()
+    };
+    format!("{:016x}{:016x}", word(), word())
 }
 
 /// Ports the OS says are free now. All are held until every one is picked, so they differ.
@@ -66,18 +87,54 @@ impl LocalCluster {
                 raft_addr: format!("127.0.0.1:{}", ports[2 * i]),
                 http_addr: format!("127.0.0.1:{}", ports[2 * i + 1]),
                 data_dir: root.join(format!("node{}", i + 1)),
+                scheme: "http",
                 child: None,
                 paused: false,
             })
             .collect();
         let client =
             reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(std::io::Error::other)?;
-        Ok(Self { binary: binary.to_path_buf(), root: root.to_path_buf(), nodes, client, extra_args: Vec::new() })
+        let admin_token = new_token();
+        fs::write(root.join("admin.token"), &admin_token)?;
+        Ok(Self {
+            binary: binary.to_path_buf(),
+            root: root.to_path_buf(),
+            nodes,
+            client,
+            extra_args: Vec::new(),
+            per_node_args: None,
+            admin_token,
+        })
     }
 
     /// Pass `args` to every node started from now on (e.g. `--snapshot-every 500`).
     pub fn node_args(&mut self, args: &[&str]) {
         self.extra_args = args.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Pass each node started from now on the arguments `args(id)` too (e.g. its own
+    /// certificate files).
+    pub fn per_node_args(&mut self, args: NodeArgsFn) {
+        self.per_node_args = Some(args);
+    }
+
+    /// Talk to the nodes over HTTPS with `client` (which trusts their CA).
+    pub fn use_https(&mut self, client: reqwest::Client) {
+        self.client = client;
+        for node in &mut self.nodes {
+            node.scheme = "https";
+        }
+    }
+
+    /// The admin token the nodes are started with.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// A POST of admin route `path` (e.g. `/admin/add-learner`) to node index `i`, with the
+    /// admin token.
+    pub fn admin_post(&self, i: usize, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(format!("{}{path}", self.nodes[i].url())).bearer_auth(&self.admin_token)
     }
 
     /// The HTTP client the cluster uses; handy for tests.
@@ -99,7 +156,10 @@ impl LocalCluster {
             .args(["--http-addr", &node.http_addr])
             .arg("--data-dir")
             .arg(&node.data_dir)
+            .arg("--admin-token-file")
+            .arg(self.root.join("admin.token"))
             .args(&self.extra_args)
+            .args(self.per_node_args.as_ref().map(|f| f(node.id)).unwrap_or_default())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -224,13 +284,7 @@ impl LocalCluster {
             .map(|v| &self.nodes[*v])
             .map(|n| (n.id.to_string(), json!({ "raft_addr": n.raft_addr, "http_addr": n.http_addr })))
             .collect();
-        let resp = self
-            .client
-            .post(format!("{}/admin/init", self.nodes[i].url()))
-            .json(&members)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = self.admin_post(i, "/admin/init").json(&members).send().await.map_err(|e| e.to_string())?;
         if resp.status().is_success() { Ok(()) } else { Err(resp.text().await.unwrap_or_default()) }
     }
 

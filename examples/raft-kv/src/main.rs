@@ -9,8 +9,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use quorate::SnapshotPolicy;
 use raft_kv::KvNode;
 use raft_kv::bench::{self, Api, BenchOptions};
-use raft_kv::http::HttpLimits;
-use raft_kv::node::{self, BoxError, NodeOptions};
+use raft_kv::http::{AdminAuth, HttpLimits, HttpTls};
+use raft_kv::node::{self, BoxError, NodeOptions, TlsFiles};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one node.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Start a 3-node cluster on loopback as child processes, use it, and stop it.
     Demo,
     /// Generate write load against a cluster and report writes/s and latency.
@@ -84,6 +84,40 @@ struct NodeArgs {
     /// On SIGTERM, how long HTTP requests in progress may take before they are dropped.
     #[arg(long, default_value_t = 5000)]
     shutdown_timeout_ms: u64,
+    /// The cluster's id: nodes refuse peers that give another one (and, with TLS, it is part
+    /// of every node certificate's name, node-<id>.<cluster-id>).
+    #[arg(long, default_value = "raft-kv")]
+    cluster_id: String,
+    /// The cluster's CA certificate (PEM): with --tls-cert and --tls-key, the Raft port speaks
+    /// mutual TLS and accepts only nodes with a certificate of this CA.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM), naming node-<id>.<cluster-id>.
+    #[arg(long, requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
+    tls_key: Option<PathBuf>,
+    /// Serve the HTTP API over HTTPS with this certificate (PEM); needs --http-tls-key and
+    /// --http-tls-ca.
+    #[arg(long, requires_all = ["http_tls_key", "http_tls_ca"])]
+    http_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --http-tls-cert.
+    #[arg(long, requires = "http_tls_cert")]
+    http_tls_key: Option<PathBuf>,
+    /// The CA (PEM) of the nodes' HTTPS certificates, trusted when a follower relays a request
+    /// to the leader.
+    #[arg(long, requires = "http_tls_cert")]
+    http_tls_ca: Option<PathBuf>,
+    /// Over HTTPS, a client certificate of this CA (PEM) may call the admin routes.
+    #[arg(long, requires = "http_tls_cert")]
+    admin_client_ca: Option<PathBuf>,
+    /// A file holding the bearer token (16 characters or more) that the admin routes require.
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    /// Open the admin routes to anyone who can reach the HTTP port: trusted networks only.
+    #[arg(long, conflicts_with_all = ["admin_token_file", "admin_client_ca"])]
+    insecure_open_admin: bool,
 }
 
 #[derive(clap::Args)]
@@ -182,6 +216,21 @@ async fn run(command: Command) -> Result<(), BoxError> {
             config.election_timeout_max = Duration::from_millis(2 * args.election_timeout_ms);
             config.snapshot_policy = SnapshotPolicy::LogsSinceLast(args.snapshot_every);
             config.max_in_snapshot_log_to_keep = args.keep_logs;
+            let raft_tls = match (args.tls_ca, args.tls_cert, args.tls_key) {
+                (Some(ca), Some(cert), Some(key)) => Some(TlsFiles { ca, cert, key }),
+                _ => None,
+            };
+            let http_tls = match (args.http_tls_cert, args.http_tls_key, args.http_tls_ca) {
+                (Some(cert), Some(key), Some(ca)) => {
+                    Some(HttpTls { cert, key, ca, admin_client_ca: args.admin_client_ca })
+                }
+                _ => None,
+            };
+            let admin = match (&args.admin_token_file, args.insecure_open_admin) {
+                (_, true) => AdminAuth::open(),
+                (Some(path), false) => AdminAuth::closed().with_token_file(path)?,
+                (None, false) => AdminAuth::closed(),
+            };
             let opts = NodeOptions {
                 id: args.id,
                 raft_addr: args.raft_addr,
@@ -192,6 +241,10 @@ async fn run(command: Command) -> Result<(), BoxError> {
                 peers,
                 bootstrap: args.bootstrap,
                 config,
+                cluster_id: args.cluster_id,
+                raft_tls,
+                http_tls,
+                admin,
                 request_timeout: Duration::from_millis(args.request_timeout_ms),
                 http_limits: HttpLimits {
                     header_timeout: Duration::from_millis(args.http_header_timeout_ms),

@@ -8,14 +8,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quorate::error::RaftError;
+use quorate::file_store::DataDirLock;
+use quorate::tcp::{TcpConfig, TcpError, TcpNetworkFactory, TcpServer, TlsConfig, TlsConfigError};
 use quorate::{Config, Fatal, InitializeError, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
 
-use crate::http::{self, AppState, HttpLimits};
-use crate::network::{self, NetworkFactory};
+use crate::http::{self, AdminAuth, AppState, HttpLimits, HttpTls};
 use crate::service::KvService;
-use crate::store::{DataDirLock, LogStore, StateMachineStore, StoreError};
+use crate::store::{LogStore, StateMachineStore, StoreError};
 use crate::{KvNode, Raft, TypeConfig};
+
+/// The PEM files of a node's TLS identity on the Raft port: the cluster's CA, and this node's
+/// certificate (which must name `node-<id>.<cluster-id>`) and key.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The cluster's CA certificate(s).
+    pub ca: PathBuf,
+    /// This node's certificate chain.
+    pub cert: PathBuf,
+    /// This node's private key.
+    pub key: PathBuf,
+}
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
@@ -38,6 +51,14 @@ pub struct NodeOptions {
     pub bootstrap: bool,
     /// Raft tunables.
     pub config: Config,
+    /// The cluster's id: nodes refuse peers of another cluster.
+    pub cluster_id: String,
+    /// Mutual TLS on the Raft port; plain TCP (for trusted networks only) if `None`.
+    pub raft_tls: Option<TlsFiles>,
+    /// HTTPS for clients; plain HTTP if `None`.
+    pub http_tls: Option<HttpTls>,
+    /// Who may call the admin routes.
+    pub admin: AdminAuth,
     /// How long an HTTP request waits for Raft before answering 504.
     pub request_timeout: Duration,
     /// Timeouts and limits of the HTTP server.
@@ -64,6 +85,12 @@ pub enum NodeError {
     /// The data directory is locked, or cannot be read back as written.
     #[error("data directory: {0}")]
     Store(#[from] StoreError),
+    /// A TLS file or setting is not usable.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsConfigError),
+    /// The Raft transport could not start.
+    #[error("Raft transport: {0}")]
+    Transport(#[from] TcpError),
     /// Raft failed to start or stopped on a fatal error.
     #[error("raft: {0}")]
     Raft(#[from] Fatal),
@@ -110,50 +137,67 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, NodeE
 }
 
 /// The frames of the Raft transport must hold the largest message a node sends.
-fn check_frame_room(config: &Config) -> Result<(), NodeError> {
+fn check_frame_room(config: &Config, tcp: &TcpConfig) -> Result<(), NodeError> {
     // One AppendEntries holds at most max_payload_bytes of entries, or one entry alone; an
     // entry holds at most one HTTP body plus its key.
     let largest = config.max_payload_bytes.max(2 * http::MAX_BODY_BYTES as u64).max(config.snapshot_max_chunk_size);
-    if largest + 64 * 1024 > network::wire::MAX_FRAME_BYTES as u64 {
+    if largest + 64 * 1024 > tcp.max_frame_bytes as u64 {
         return Err(NodeError::Invalid(format!(
             "max_payload_bytes / snapshot chunks of {largest} bytes do not fit the transport's {} byte frames",
-            network::wire::MAX_FRAME_BYTES
+            tcp.max_frame_bytes
         )));
     }
     Ok(())
 }
 
+/// The transport's settings: the cluster id, and mutual TLS if configured.
+fn transport_config(opts: &NodeOptions) -> Result<TcpConfig, NodeError> {
+    let tcp = TcpConfig::new(opts.cluster_id.clone());
+    let Some(files) = &opts.raft_tls else {
+        tracing::warn!(
+            "the Raft port is plain TCP: anyone who can reach it can vote and append; use --tls-* off a trusted network"
+        );
+        return Ok(tcp);
+    };
+    let tls = TlsConfig::from_pem_files(&files.ca, &files.cert, &files.key)?;
+    tls.check_identity(&opts.cluster_id, opts.id)?;
+    Ok(tcp.with_tls(tls))
+}
+
 /// Run a node until SIGINT or SIGTERM, then shut Raft down.
 ///
-/// Order: bind both listeners (so a port in use fails at once, and peers and clients that
-/// connect during recovery wait in the backlog instead of being refused), lock the data
-/// directory, recover the storage, start Raft, then serve.
+/// Order: read the TLS files, bind both listeners (so a port in use fails at once, and peers
+/// and clients that connect during recovery wait in the backlog instead of being refused),
+/// lock the data directory, recover the storage, start Raft, then serve.
 ///
 /// # Errors
 /// [`NodeError`]: an option, a listener, the data directory, Raft.
 pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
-    check_frame_room(&opts.config)?;
+    let tcp = transport_config(&opts)?;
+    check_frame_room(&opts.config, &tcp)?;
+    let https = opts.http_tls.as_ref().map(http::TlsSetup::load).transpose()?;
     let raft_listen = listen_addr("--raft-listen", opts.raft_listen.as_ref().unwrap_or(&opts.raft_addr))?;
     let http_listen = listen_addr("--http-listen", opts.http_listen.as_ref().unwrap_or(&opts.http_addr))?;
     let raft_listener = bind("Raft RPCs", raft_listen).await?;
     let http_listener = bind("HTTP", http_listen).await?;
 
-    let _lock = DataDirLock::acquire(&opts.data_dir)?;
-    let log_store = LogStore::open(&opts.data_dir.join("log"))?;
+    let _lock = DataDirLock::acquire(&opts.data_dir).map_err(StoreError::from)?;
+    let log_store = LogStore::open(&opts.data_dir.join("log")).map_err(StoreError::from)?;
     let state_machine = StateMachineStore::open(&opts.data_dir)?;
-    let raft =
-        Raft::new(opts.id, Arc::new(opts.config.clone()), NetworkFactory, log_store, state_machine.clone()).await?;
+    let network = TcpNetworkFactory::new(opts.id, tcp.clone());
+    let raft = Raft::new(opts.id, Arc::new(opts.config.clone()), network, log_store, state_machine.clone()).await?;
     let service = KvService { raft: raft.clone(), state_machine, timeout: opts.request_timeout };
 
-    tokio::spawn(network::serve(raft_listener, service.clone()));
+    let _serving = TcpServer::from_listener(raft_listener, tcp).serve(raft.clone())?;
     tracing::info!(id = opts.id, raft_addr = %opts.raft_addr, http_addr = %opts.http_addr, "node started");
 
     if opts.bootstrap {
         bootstrap(&raft, &opts).await?;
     }
 
-    let app = http::router(AppState::new(service), &opts.http_limits);
-    http::serve(http_listener, app, opts.http_limits, shutdown_signal(raft.clone())).await;
+    let state = AppState::new(service, opts.admin.clone(), https.as_ref());
+    let app = http::router(state, &opts.http_limits);
+    http::serve(http_listener, app, opts.http_limits, https, shutdown_signal(raft.clone())).await;
     tracing::info!("shutting down");
     // The fatal error, if Raft stopped on one: the process then exits non-zero, so that a
     // supervisor sees the node is gone instead of an HTTP API answering 500 forever.

@@ -17,6 +17,13 @@ pub struct KvNode {
     pub http_addr: String,
 }
 
+/// The transport reaches a node at its Raft address.
+impl quorate::tcp::PeerAddr for KvNode {
+    fn peer_addr(&self) -> &str {
+        &self.raft_addr
+    }
+}
+
 impl fmt::Display for KvNode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "raft={} http={}", self.raft_addr, self.http_addr)

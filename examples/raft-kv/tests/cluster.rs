@@ -330,15 +330,16 @@ async fn http_api_answers_with_json_statuses() {
         expect("oversized", request(&once, big).await?, 413)?;
         expect("unknown route", request(c, c.get(format!("{follower}/nope"))).await?, 404)?;
         expect("bad method", request(c, c.post(format!("{follower}/kv/k"))).await?, 405)?;
-        let voters = format!("{follower}/admin/change-membership");
-        expect("unknown voter", request(c, c.post(&voters).json(&json!({"voters": [1, 2, 42]}))).await?, 400)?;
-        expect("init again", request(c, c.post(format!("{follower}/admin/init")).json(&json!({}))).await?, 400)?;
-        let transfer = format!("{follower}/admin/transfer-leader");
-        expect("transfer to a stranger", request(c, c.post(&transfer).json(&json!({"to": 42}))).await?, 400)?;
+        let f = (leader + 1) % 3;
+        let voters = || cluster.admin_post(f, "/admin/change-membership");
+        expect("unknown voter", request(c, voters().json(&json!({"voters": [1, 2, 42]}))).await?, 400)?;
+        expect("init again", request(c, cluster.admin_post(f, "/admin/init").json(&json!({}))).await?, 400)?;
+        let transfer = || cluster.admin_post(f, "/admin/transfer-leader");
+        expect("transfer to a stranger", request(c, transfer().json(&json!({"to": 42}))).await?, 400)?;
 
         // Leadership moves to the node we ask for, through a follower.
         let to = (leader + 2) % 3;
-        expect("transfer", request(c, c.post(&transfer).json(&json!({"to": to + 1}))).await?, 200)?;
+        expect("transfer", request(c, transfer().json(&json!({"to": to + 1}))).await?, 200)?;
         let new_leader = cluster.wait_leader(WAIT).await?;
         if new_leader != to {
             return Err(format!("leadership went to node {} instead of {}", new_leader + 1, to + 1));
@@ -477,16 +478,12 @@ async fn membership_change_replaces_a_voter() {
 
         let n4 = &cluster.nodes[3];
         let learner = json!({ "id": 4, "raft_addr": n4.raft_addr, "http_addr": n4.http_addr });
-        let (status, body) =
-            request(&client, client.post(format!("{}/admin/add-learner", cluster.nodes[1].url())).json(&learner))
-                .await?;
+        let (status, body) = request(&client, cluster.admin_post(1, "/admin/add-learner").json(&learner)).await?;
         if status != 200 {
             return Err(format!("add-learner: {status} {body}"));
         }
         let voters = json!({ "voters": [2, 3, 4] });
-        let (status, body) =
-            request(&client, client.post(format!("{}/admin/change-membership", cluster.nodes[2].url())).json(&voters))
-                .await?;
+        let (status, body) = request(&client, cluster.admin_post(2, "/admin/change-membership").json(&voters)).await?;
         if status != 200 {
             return Err(format!("change-membership: {status} {body}"));
         }

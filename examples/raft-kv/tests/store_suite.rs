@@ -29,7 +29,7 @@ impl DiskStores {
     }
 
     fn open(dir: &std::path::Path) -> Result<(LogStore, StateMachineStore), StorageError> {
-        let log = LogStore::open(&dir.join("log")).map_err(store_error)?;
+        let log = LogStore::open(&dir.join("log")).map_err(|e| store_error(e.into()))?;
         let sm = StateMachineStore::open(&dir.join("sm")).map_err(store_error)?;
         Ok((log, sm))
     }

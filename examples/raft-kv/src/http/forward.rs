@@ -1,8 +1,14 @@
-//! Forwarding a request to the leader, one hop, over HTTP.
+//! Relaying a request to the leader's HTTP API, one hop.
+//!
+//! The follower sends the request as it came (method, path, body) with a header that stops
+//! the leader from relaying it again, and answers with the leader's status and body. An admin
+//! request keeps its `Authorization`; one that this node let in on a client certificate gets
+//! this node's admin token instead (every node has the same), or, if it has none, is answered
+//! 503 `not_leader` with the leader's address.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use quorate::ForwardToLeader;
 use serde::de::DeserializeOwned;
@@ -21,12 +27,22 @@ pub(crate) struct Incoming {
     path_and_query: String,
     body: Bytes,
     forwarded: bool,
+    authorization: Option<HeaderValue>,
 }
 
 impl Incoming {
     pub(crate) fn new(method: Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Self {
         let path_and_query = uri.path_and_query().map_or_else(|| uri.path().to_string(), |p| p.to_string());
-        Self { method, path_and_query, body, forwarded: headers.contains_key(FORWARDED_HEADER) }
+        let authorization = headers.get(header::AUTHORIZATION).cloned();
+        Self { method, path_and_query, body, forwarded: headers.contains_key(FORWARDED_HEADER), authorization }
+    }
+
+    /// What authorizes the relayed request at the leader: the client's own header, or this
+    /// node's token for a request it let in on a certificate.
+    fn authorization(&self, state: &AppState) -> Option<HeaderValue> {
+        self.authorization
+            .clone()
+            .or_else(|| state.admin.token().and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()))
     }
 }
 
@@ -87,15 +103,16 @@ pub(crate) async fn to_leader(state: &AppState, req: &Incoming, f: &ForwardToLea
             .with(json!({ "leader_id": leader_id, "leader_http_addr": node.http_addr }))
             .into_response();
     }
-    let url = format!("http://{}{}", node.http_addr, req.path_and_query);
-    let sent = state
+    let url = format!("{}://{}{}", state.scheme, node.http_addr, req.path_and_query);
+    let mut relayed = state
         .client
         .request(req.method.clone(), url)
         .header(FORWARDED_HEADER, state.service.raft.id().to_string())
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .body(req.body.clone())
-        .send()
-        .await;
+        .header(header::CONTENT_TYPE, "application/octet-stream");
+    if let Some(auth) = req.authorization(state) {
+        relayed = relayed.header(header::AUTHORIZATION, auth);
+    }
+    let sent = relayed.body(req.body.clone()).send().await;
     let resp = match sent {
         Ok(r) => r,
         // Not connected: nothing was sent, so the request certainly did not happen.

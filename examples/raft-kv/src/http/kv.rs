@@ -1,7 +1,7 @@
 //! The key-value routes.
 //!
-//! A node that believes it leads executes the operation itself; any other relays it to the
-//! leader over the Raft transport and answers from the leader's [`Outcome`]. Either way the
+//! A node that believes it leads executes the operation itself; any other relays the HTTP
+//! request to the leader ([`forward::to_leader`]) and answers with the leader's answer. The
 //! status is chosen by [`write_response`] / [`read_response`], so an answer means the same
 //! whichever node gave it.
 
@@ -9,16 +9,15 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use quorate::ClientWriteError;
 use quorate::error::RaftError;
+use quorate::{ClientWriteError, ForwardToLeader};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::forward;
+use super::forward::{self, Incoming};
 use super::{ApiError, AppState};
-use crate::network::forward::{ForwardError, ForwardOp, ForwardResult};
 use crate::service::{Outcome, ReadOutcome, WriteOutcome};
 use crate::{Request, TypeConfig};
 
@@ -33,24 +32,41 @@ fn key_of(path: KeyPath) -> Result<String, ApiError> {
     Ok(key)
 }
 
+/// What a key-value handler gets besides its own extractors: the request as it came, to
+/// relay it.
+type Raw = (Method, Uri, HeaderMap);
+
 /// `PUT /kv/{key}`: the body, as UTF-8, becomes the value.
-pub(crate) async fn put(State(state): State<AppState>, path: KeyPath, body: Result<Bytes, BytesRejection>) -> Response {
+pub(crate) async fn put(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    path: KeyPath,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let prepared = (|| {
         let key = key_of(path)?;
         let body = forward::body_bytes(body)?;
-        let value = String::from_utf8(body.into()).map_err(|_| ApiError::bad_request("the value must be UTF-8"))?;
-        Ok::<_, ApiError>(Request::Set { key, value })
+        let value = String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("the value must be UTF-8"))?;
+        Ok::<_, ApiError>((Request::Set { key, value }, body))
     })();
     match prepared {
-        Ok(req) => write(&state, req).await,
+        Ok((req, body)) => write(&state, req, ((method, uri, headers), body)).await,
         Err(e) => e.into_response(),
     }
 }
 
 /// `DELETE /kv/{key}`.
-pub(crate) async fn delete(State(state): State<AppState>, path: KeyPath) -> Response {
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    path: KeyPath,
+) -> Response {
     match key_of(path) {
-        Ok(key) => write(&state, Request::Delete { key }).await,
+        Ok(key) => write(&state, Request::Delete { key }, ((method, uri, headers), Bytes::new())).await,
         Err(e) => e.into_response(),
     }
 }
@@ -74,7 +90,14 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 }
 
 /// `POST /kv/{key}/cas`.
-pub(crate) async fn cas(State(state): State<AppState>, path: KeyPath, body: Result<Bytes, BytesRejection>) -> Response {
+pub(crate) async fn cas(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    path: KeyPath,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let prepared = (|| {
         let key = key_of(path)?;
         let body = forward::body_bytes(body)?;
@@ -84,10 +107,10 @@ pub(crate) async fn cas(State(state): State<AppState>, path: KeyPath, body: Resu
                 "a compare-and-set needs both \"expected\" and \"new\" (null for absent / remove)",
             ));
         };
-        Ok::<_, ApiError>(Request::CompareAndSet { key, expected, new })
+        Ok::<_, ApiError>((Request::CompareAndSet { key, expected, new }, body))
     })();
     match prepared {
-        Ok(req) => write(&state, req).await,
+        Ok((req, body)) => write(&state, req, ((method, uri, headers), body)).await,
         Err(e) => e.into_response(),
     }
 }
@@ -102,6 +125,9 @@ pub(crate) struct ReadParams {
 /// `GET /kv/{key}`: linearizable unless `?stale=true`.
 pub(crate) async fn get(
     State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
     path: KeyPath,
     params: Result<Query<ReadParams>, QueryRejection>,
 ) -> Response {
@@ -120,62 +146,31 @@ pub(crate) async fn get(
     if let Some(e) = state.removed() {
         return e.into_response();
     }
-    let outcome = if state.service.believes_leader() {
-        state.service.read(&key).await
-    } else {
-        match relay(&state, ForwardOp::Read(key.clone())).await {
-            Ok(ForwardResult::Read(outcome)) => outcome,
-            Ok(ForwardResult::Write(_)) => return mismatched_reply(),
-            Err(e) => return e.into_response(),
-        }
-    };
-    read_response(&key, outcome)
+    if state.service.believes_leader() {
+        return read_response(&key, state.service.read(&key).await);
+    }
+    relay(&state, Incoming::new(method, &uri, &headers, Bytes::new())).await
 }
 
 /// Execute a write here if this node leads, or relay it to the leader; answer its outcome.
-async fn write(state: &AppState, req: Request) -> Response {
+async fn write(state: &AppState, req: Request, ((method, uri, headers), body): (Raw, Bytes)) -> Response {
     if let Some(e) = state.removed() {
         return e.into_response();
     }
-    let outcome = if state.service.believes_leader() {
-        state.service.write(req).await
-    } else {
-        match relay(state, ForwardOp::Write(req)).await {
-            Ok(ForwardResult::Write(outcome)) => outcome,
-            Ok(ForwardResult::Read(_)) => return mismatched_reply(),
-            Err(e) => return e.into_response(),
-        }
-    };
-    write_response(outcome)
+    if state.service.believes_leader() {
+        return write_response(state.service.write(req).await);
+    }
+    relay(state, Incoming::new(method, &uri, &headers, body)).await
 }
 
-/// Send `op` to the leader this node knows of.
-async fn relay(state: &AppState, op: ForwardOp) -> Result<ForwardResult, ApiError> {
-    let leader = state.service.known_leader();
-    let addr = leader.and_then(|id| {
-        let metrics = state.service.raft.metrics();
-        let m = metrics.borrow();
-        m.membership_config.membership.get_node(&id).map(|n| n.raft_addr.clone())
-    });
-    let (Some(leader), Some(addr)) = (leader, addr) else {
-        return Err(no_leader());
-    };
-    state.forwarder.call(&addr, op).await.map_err(|e| match e {
-        ForwardError::NotSent(msg) => ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "leader_unreachable", msg)
-            .with(json!({ "leader_id": leader })),
-        ForwardError::Lost(msg) => {
-            ApiError::unknown(StatusCode::GATEWAY_TIMEOUT, "forward_failed", msg).with(json!({ "leader_id": leader }))
-        }
-    })
+/// Relay a request to the leader this node knows of, and answer with the leader's answer.
+async fn relay(state: &AppState, incoming: Incoming) -> Response {
+    let leader = ForwardToLeader { leader_id: state.service.known_leader(), leader_node: None };
+    forward::to_leader(state, &incoming, &leader).await
 }
 
 fn no_leader() -> ApiError {
     ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "no_leader", "no leader is known; retry")
-}
-
-fn mismatched_reply() -> Response {
-    ApiError::unknown(StatusCode::INTERNAL_SERVER_ERROR, "protocol", "the leader answered another operation")
-        .into_response()
 }
 
 /// The answer for the parts of an outcome shared by reads and writes: anything but `Done`.

@@ -14,8 +14,10 @@
 //! | `GET /admin/dump` | the whole local map and its last applied log id |
 //!
 //! Any node accepts any request: one that needs the leader and is not it relays the request to
-//! the leader, one hop, and answers as the leader would have: key-value operations over the
-//! Raft transport ([`crate::network::forward`]), admin requests to the leader's HTTP API.
+//! the leader's HTTP API, one hop, and answers as the leader would have.
+//!
+//! The admin routes that change the cluster need authentication: see [`auth`]. With
+//! `--http-tls-cert` the API is served over HTTPS only (see [`HttpTls`]).
 //!
 //! # What a status tells the client
 //!
@@ -25,6 +27,7 @@
 //! |---|---|
 //! | 200 | applied (for a compare-and-set: swapped) |
 //! | 409 `cas_mismatch` | a compare-and-set applied and did not swap: nothing changed |
+//! | 401 `unauthorized` | an admin route without the admin token or certificate: nothing happened |
 //! | other 4xx | rejected before it was proposed: it did not happen |
 //! | 410 `removed` | this node was removed from the cluster: it proposes nothing, ask a member |
 //! | 503 | not proposed (no leader known, forwarding could not connect, overloaded) or discarded by a new leader: it did not happen |
@@ -35,10 +38,12 @@
 //! arrives) are JSON too; see [`server`].
 
 mod admin;
+pub mod auth;
 mod error;
 mod forward;
 mod kv;
 pub mod server;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,10 +53,11 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
+pub use auth::{AdminAuth, AdminCertificate};
 pub use error::ApiError;
 pub use server::{HttpLimits, serve};
+pub use tls::{HttpTls, TlsSetup};
 
-use crate::network::forward::Forwarder;
 use crate::service::KvService;
 
 /// The largest request body accepted.
@@ -65,10 +71,12 @@ pub const MAX_KEY_BYTES: usize = 8 * 1024;
 pub struct AppState {
     /// This node's key-value operations (and its Raft).
     pub service: KvService,
-    /// Relays key-value operations to the leader over the Raft transport.
-    pub forwarder: Arc<Forwarder>,
-    /// Relays admin requests to the leader's HTTP API.
+    /// Relays requests to the leader's HTTP API.
     pub client: reqwest::Client,
+    /// `http` or `https`: what every node's API speaks.
+    pub scheme: &'static str,
+    /// Who may call the admin routes.
+    pub admin: Arc<AdminAuth>,
 }
 
 impl AppState {
@@ -95,16 +103,25 @@ impl AppState {
         )
     }
 
-    /// The state of a node's HTTP API.
-    pub fn new(service: KvService) -> Self {
-        // The leader answers within its own timeout; allow the round trip on top.
-        let reply_timeout = service.timeout + Duration::from_secs(1);
-        let client = reqwest::Client::builder()
+    /// The state of a node's HTTP API: relays go to the leader over HTTPS, trusting the CA of
+    /// `https`, if it is set.
+    pub fn new(service: KvService, mut admin: AdminAuth, https: Option<&TlsSetup>) -> Self {
+        let mut client = reqwest::Client::builder()
             .timeout(ADMIN_TIMEOUT + Duration::from_secs(1))
-            .connect_timeout(Duration::from_secs(1))
-            .build()
-            .unwrap_or_default();
-        Self { service, forwarder: Arc::new(Forwarder::new(reply_timeout)), client }
+            .connect_timeout(Duration::from_secs(1));
+        if let Some(tls) = https {
+            client = client.use_rustls_tls().tls_built_in_root_certs(false);
+            for cert in reqwest::Certificate::from_pem_bundle(&tls.ca_pem).unwrap_or_default() {
+                client = client.add_root_certificate(cert);
+            }
+            admin.client_certificates = tls.client_certificates;
+        }
+        let client = client.build().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot build the relay's HTTP client; relays will fail");
+            reqwest::Client::new()
+        });
+        let scheme = if https.is_some() { "https" } else { "http" };
+        Self { service, client, scheme, admin: Arc::new(admin) }
     }
 }
 
@@ -115,13 +132,16 @@ pub(crate) const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The router of a node's HTTP API. A request body that makes no progress for
 /// `limits.body_timeout` is answered 408 `body_timeout`.
 pub fn router(state: AppState, limits: &HttpLimits) -> Router {
-    Router::new()
-        .route("/kv/{key}", put(kv::put).get(kv::get).delete(kv::delete))
-        .route("/kv/{key}/cas", post(kv::cas))
+    let admin = Router::new()
         .route("/admin/init", post(admin::init))
         .route("/admin/add-learner", post(admin::add_learner))
         .route("/admin/change-membership", post(admin::change_membership))
         .route("/admin/transfer-leader", post(admin::transfer_leader))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_admin));
+    Router::new()
+        .route("/kv/{key}", put(kv::put).get(kv::get).delete(kv::delete))
+        .route("/kv/{key}/cas", post(kv::cas))
+        .merge(admin)
         .route("/admin/metrics", get(admin::metrics))
         .route("/admin/dump", get(admin::dump))
         .fallback(error::not_found)

@@ -11,6 +11,10 @@
 //! | [`HttpLimits::max_connections`] | past it, new connections wait in the listen backlog until one closes |
 //! | [`HttpLimits::shutdown_timeout`] | on shutdown, connections finish their requests within it, then are dropped |
 //!
+//! With [`TlsSetup`], every connection is TLS first (its handshake bounded by
+//! [`HttpLimits::header_timeout`]); a client certificate that rustls verified against the admin
+//! client CA marks the connection's requests with [`AdminCertificate`].
+//!
 //! hyper answers requests it cannot parse (a bad request line 400, a URI over 64 KiB 414,
 //! headers too large 431) itself, with an empty body and no hook to change it; `JsonErrorIo`
 //! gives those answers a JSON body like every other answer.
@@ -28,6 +32,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+use super::{AdminCertificate, TlsSetup};
 
 /// The limits of a node's HTTP server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,9 +61,15 @@ impl Default for HttpLimits {
     }
 }
 
-/// Serve `app` on `listener` until `shutdown` resolves, then let connections finish their
-/// requests for at most `limits.shutdown_timeout` and drop the rest.
-pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits, shutdown: impl Future<Output = ()>) {
+/// Serve `app` on `listener` (over TLS with `tls`) until `shutdown` resolves, then let
+/// connections finish their requests for at most `limits.shutdown_timeout` and drop the rest.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    tls: Option<TlsSetup>,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
     let builder = Arc::new(builder);
@@ -71,9 +84,16 @@ pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits, shutd
             accepted = accept(&listener, &permits) => accepted,
         };
         let Some((stream, permit)) = accepted else { continue };
-        let (builder, app, mut stop_rx) = (builder.clone(), app.clone(), stop_rx.clone());
+        let (builder, app, mut stop_rx, tls) = (builder.clone(), app.clone(), stop_rx.clone(), tls.clone());
         connections.spawn(async move {
             let _permit = permit;
+            let Some((stream, certified)) = secure(stream, tls.as_ref(), limits.header_timeout).await else { return };
+            let app = app.map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                if certified {
+                    req.extensions_mut().insert(AdminCertificate);
+                }
+                req
+            });
             let io = TokioIo::new(JsonErrorIo::new(stream));
             let conn = builder.serve_connection(io, TowerToHyperService::new(app));
             let mut conn = std::pin::pin!(conn);
@@ -124,6 +144,29 @@ async fn accept(
         }
     }
 }
+
+/// A connection's byte stream: TLS over `tcp` with `tls` (and whether the client presented a
+/// certificate of the admin client CA), `tcp` itself otherwise. `None` if the TLS handshake
+/// fails or takes longer than `timeout`.
+async fn secure(tcp: TcpStream, tls: Option<&TlsSetup>, timeout: Duration) -> Option<(Box<dyn Stream>, bool)> {
+    let Some(tls) = tls else { return Some((Box::new(tcp), false)) };
+    match tokio::time::timeout(timeout, tls.acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => {
+            let certified = tls.client_certificates && stream.get_ref().1.peer_certificates().is_some();
+            Some((Box::new(stream), certified))
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "an HTTPS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// An HTTP connection's byte stream: TCP or TLS.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 /// Resolves once the server is told to stop. Cancel safe.
 async fn stopped(stop_rx: &mut watch::Receiver<bool>) {

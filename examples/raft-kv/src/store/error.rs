@@ -27,12 +27,9 @@ pub enum StoreError {
         /// What is wrong there.
         problem: String,
     },
-    /// Another process holds the data directory's lock: it runs a node on it.
-    #[error("{} is in use by another process (its lock is held); one node per data directory", path.display())]
-    Locked {
-        /// The data directory.
-        path: PathBuf,
-    },
+    /// The log (or the data directory's lock): see quorate's `FileStoreError`.
+    #[error(transparent)]
+    Log(#[from] quorate::file_store::FileStoreError),
 }
 
 impl StoreError {

@@ -4,8 +4,6 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 
-use super::disk::sync_dir;
-
 /// Replace `path` with `parts` written one after the other, atomically: after a crash the file
 /// holds either its old content or all of the new one.
 pub(crate) fn write_atomic(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
@@ -20,4 +18,9 @@ pub(crate) fn write_atomic(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
     }
     fs::rename(&tmp, path)?;
     sync_dir(dir)
+}
+
+/// Make the directory entries of `dir` (created, renamed or removed files) durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }

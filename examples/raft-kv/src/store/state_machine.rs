@@ -24,9 +24,8 @@ use quorate::error::{ErrorSubject, ErrorVerb};
 use quorate::storage::{Snapshot, SnapshotMeta};
 use quorate::{Entry, EntryPayload, LogId, RaftSnapshotBuilder, RaftStateMachine, StorageError, StoredMembership};
 
-use super::disk::sync_dir;
 use super::error::StoreError;
-use super::fs_util::write_atomic;
+use super::fs_util::{sync_dir, write_atomic};
 use crate::{Request, Response, TypeConfig};
 
 type C = TypeConfig;

@@ -1,4 +1,5 @@
-//! Compares fsync'd log-append throughput of raft-kv's segmented log file with redb.
+//! Compares fsync'd log-append throughput of quorate's FileLogStore (feature file-store), the
+//! log raft-kv links, with redb.
 //!
 //! Both stores get the same group commit: a writer thread drains every queued append, makes
 //! them durable together (one `fdatasync` for the log file, one `Durability::Immediate`

@@ -9,20 +9,16 @@
 use std::io;
 use std::sync::{Arc, mpsc};
 
-use quorate::{IOFlushed, LogId, Vote};
 use tokio::sync::oneshot;
 
 use super::disk::{Disk, DiskFile};
 use super::record::{self, Header, RecordRef, Segment};
-use crate::TypeConfig;
-
-type C = TypeConfig;
-
-/// Start a new segment once the current one is past this size, by default.
-pub(crate) const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+use crate::RaftTypeConfig;
+use crate::storage::IOFlushed;
+use crate::types::{LogId, Vote};
 
 /// An operation queued for the writer thread.
-pub(crate) enum WriteOp {
+pub(crate) enum WriteOp<C: RaftTypeConfig> {
     /// Entries, already framed; `last_index` is the index of the last one.
     Append {
         frames: Vec<u8>,
@@ -37,12 +33,12 @@ pub(crate) enum WriteOp {
 }
 
 /// A completion to fire once the batch is durable.
-enum Done {
+enum Done<C: RaftTypeConfig> {
     Flushed(IOFlushed<C>),
     Vote(oneshot::Sender<io::Result<()>>),
 }
 
-pub(crate) struct Writer {
+pub(crate) struct Writer<C: RaftTypeConfig> {
     disk: Arc<dyn Disk>,
     /// Oldest first; the last is the one being written.
     segments: Vec<Segment>,
@@ -51,7 +47,7 @@ pub(crate) struct Writer {
     /// Start a new segment once `file_len` reaches this.
     segment_bytes: u64,
     /// The state a new segment's header records; updated as ops are written.
-    header: Header,
+    header: Header<C>,
     /// The purge that an fsync has made durable: segments whose entries are all at or below
     /// it may be deleted.
     durable_purged: Option<u64>,
@@ -60,12 +56,12 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
 }
 
-impl Writer {
+impl<C: RaftTypeConfig> Writer<C> {
     /// A writer that continues the recovered log in a new segment.
     pub(crate) fn open(
         disk: Arc<dyn Disk>,
         segments: Vec<Segment>,
-        header: Header,
+        header: Header<C>,
         segment_bytes: u64,
     ) -> io::Result<Self> {
         let next_seq = segments.last().map_or(1, |s| s.seq + 1);
@@ -88,7 +84,7 @@ impl Writer {
     }
 
     /// Run until every sender is dropped.
-    pub(crate) fn run(mut self, rx: mpsc::Receiver<WriteOp>) {
+    pub(crate) fn run(mut self, rx: mpsc::Receiver<WriteOp<C>>) {
         let mut batch = Vec::new();
         while let Ok(first) = rx.recv() {
             batch.push(first);
@@ -97,7 +93,7 @@ impl Writer {
         }
     }
 
-    fn write_batch(&mut self, batch: &mut Vec<WriteOp>) {
+    fn write_batch(&mut self, batch: &mut Vec<WriteOp<C>>) {
         self.buf.clear();
         let mut done = Vec::with_capacity(batch.len());
         let mut needs_sync = false;
@@ -113,7 +109,7 @@ impl Writer {
                     needs_sync = true;
                     Ok(())
                 }
-                WriteOp::Truncate(since) => record::encode(&RecordRef::Truncate(since), &mut self.buf),
+                WriteOp::Truncate(since) => record::encode(&RecordRef::<C>::Truncate(since), &mut self.buf),
                 WriteOp::Purge(upto) => {
                     if self.header.purged.map(|p| p.index) < Some(upto.index) {
                         self.header.purged = Some(upto);
@@ -158,11 +154,11 @@ impl Writer {
         }
         if self.failed.is_none() && needs_sync {
             self.durable_purged = self.header.purged.map(|p| p.index);
-            if self.file_len >= self.segment_bytes
-                && let Err(e) = self.rotate()
-            {
-                tracing::error!(error = %e, "starting a new log segment failed; the node must stop");
-                self.failed = Some(e.to_string());
+            if self.file_len >= self.segment_bytes {
+                if let Err(e) = self.rotate() {
+                    tracing::error!(error = %e, "starting a new log segment failed; the node must stop");
+                    self.failed = Some(e.to_string());
+                }
             }
             self.delete_purged_segments();
         }

@@ -6,12 +6,12 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use quorate::{Entry, IOFlushed, LeaderId, LogId, RaftLogStorage};
-use raft_kv::store::LogStore;
-use raft_kv::store::disk::{Disk, DiskFile};
-use raft_kv::{Request, TypeConfig};
+use quorate::file_store::{Disk, DiskFile, FileLogStore, FileStoreOptions};
+use quorate::{Entry, IOFlushed, RaftLogStorage};
 
-type C = TypeConfig;
+use crate::C;
+
+type LogStore = FileLogStore<C>;
 
 /// Files as a page cache sees them (`cached`) and as the disk holds them (`durable`), with the
 /// names the disk's directory holds.
@@ -112,8 +112,7 @@ impl DiskFile for MemFile {
 }
 
 fn entry(index: u64) -> Entry<C> {
-    let log_id = LogId::new(LeaderId::new(1, 1), index);
-    Entry::new_normal(log_id, Request::Set { key: format!("k{index}"), value: "v".into() })
+    crate::entry(1, index)
 }
 
 /// Append `entries` and wait for the flush callback; returns its result.
@@ -127,7 +126,9 @@ async fn last_index(store: &mut LogStore) -> Option<u64> {
     store.get_log_state().await.unwrap().last_log_id.map(|l| l.index)
 }
 
-const SEGMENT: u64 = 64 * 1024 * 1024;
+fn open(disk: &MemDisk) -> Result<LogStore, quorate::file_store::FileStoreError> {
+    LogStore::open_on(Arc::new(disk.clone()), FileStoreOptions::default())
+}
 
 /// Entries written but never synced (the process died before its fsync) are read back from the
 /// page cache by the next start. Recovery must sync them before the node trusts them: the
@@ -136,7 +137,7 @@ const SEGMENT: u64 = 64 * 1024 * 1024;
 #[tokio::test]
 async fn a_crash_then_a_power_loss_keeps_what_recovery_reported() {
     let disk = MemDisk::default();
-    let mut store = LogStore::open_on(Arc::new(disk.clone()), SEGMENT).unwrap();
+    let mut store = open(&disk).unwrap();
     append(&mut store, (1..=5).map(entry).collect()).await.unwrap();
 
     disk.files().syncs_fail = true;
@@ -145,14 +146,13 @@ async fn a_crash_then_a_power_loss_keeps_what_recovery_reported() {
     drop(store); // the process crashes; the page cache keeps its writes
     disk.files().syncs_fail = false;
 
-    let mut store = LogStore::open_on(Arc::new(disk.clone()), SEGMENT).unwrap();
+    let mut store = open(&disk).unwrap();
     let recovered = last_index(&mut store).await;
     assert_eq!(recovered, Some(10), "the page cache's records are read back");
     drop(store);
 
     disk.power_loss();
-    let mut store = LogStore::open_on(Arc::new(disk.clone()), SEGMENT)
-        .unwrap_or_else(|e| panic!("the node cannot start after the power loss: {e}"));
+    let mut store = open(&disk).unwrap_or_else(|e| panic!("the node cannot start after the power loss: {e}"));
     assert_eq!(last_index(&mut store).await, recovered, "the power loss took entries the restarted node reported");
 }
 
@@ -162,18 +162,18 @@ async fn a_crash_then_a_power_loss_keeps_what_recovery_reported() {
 async fn a_newest_segment_torn_before_its_header_opens() {
     let disk = MemDisk::default();
     {
-        let mut store = LogStore::open_on(Arc::new(disk.clone()), SEGMENT).unwrap();
+        let mut store = open(&disk).unwrap();
         append(&mut store, (1..=3).map(entry).collect()).await.unwrap();
     }
     // The next start creates a new segment; it is torn to a few bytes of its header.
     {
-        let _store = LogStore::open_on(Arc::new(disk.clone()), SEGMENT).unwrap();
+        let _store = open(&disk).unwrap();
     }
     {
         let mut f = disk.files();
         let newest = f.cached.keys().next_back().cloned().unwrap();
         f.cached.get_mut(&newest).unwrap().truncate(5);
     }
-    let mut store = LogStore::open_on(Arc::new(disk.clone()), SEGMENT).unwrap();
+    let mut store = open(&disk).unwrap();
     assert_eq!(last_index(&mut store).await, Some(3));
 }

@@ -1,5 +1,6 @@
 //! [`Disk`]: the file operations the log makes, behind a trait, so that a test can put a fault
-//! layer under the log (e.g. one that loses every write not yet synced, as a power loss does).
+//! layer under the log (e.g. one that loses every write not yet synced, as a power loss does)
+//! and open it with [`FileLogStore::open_on`](super::FileLogStore::open_on).
 //!
 //! [`FsDisk`] is the real one: a directory of the file system.
 
@@ -8,6 +9,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// A directory of files, as the log uses it: whole-file reads, appends, syncs.
+///
+/// Names are plain file names (no separators). Implementations are called from the thread
+/// that opens the store and from its writer thread, one call at a time.
 ///
 /// Durability is what a file system gives: after a crash of the process everything written is
 /// still there; after a power loss only what [`sync_file`](Self::sync_file) (or

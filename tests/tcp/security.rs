@@ -1,0 +1,152 @@
+//! Keeping strangers out: every way in that is not a member of this cluster with its
+//! certificate is refused, and the cluster serves on with nothing lost.
+
+use std::time::Duration;
+
+use quorate::tcp::wire::PREAMBLE;
+use quorate::tcp::{TcpConfig, TcpNetworkFactory};
+use quorate::testing::Request;
+use quorate::{BasicNode, LeaderId, LogId, RPCError, RPCOption, RaftNetwork, RaftNetworkFactory, Vote, VoteRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::fixture::{C, Cluster, Node, Pki, WAIT};
+
+const CLUSTER: &str = "guarded";
+
+async fn tls_cluster(pki: &Pki) -> Cluster {
+    Cluster::start(3, |id| TcpConfig::new(CLUSTER).with_tls(pki.node(CLUSTER, id))).await
+}
+
+/// A vote request as a stranger (node `from`) would send it to `node`, through a client of
+/// `tcp`; the error it gets.
+async fn vote_as(from: u64, tcp: TcpConfig, to: u64, node: &BasicNode) -> RPCError {
+    let mut factory = TcpNetworkFactory::<C>::new(from, tcp);
+    let mut client = factory.new_client(to, node).await;
+    let req = VoteRequest::new(Vote::new(100, from), Some(LogId::new(LeaderId::new(99, from), 1_000_000)));
+    match client.vote(req, RPCOption::new(Duration::from_secs(5))).await {
+        Ok(resp) => panic!("a stranger got an answer: {resp:?}"),
+        Err(e) => e,
+    }
+}
+
+/// The cluster still takes writes, every node applies them, and nobody's term was moved by a
+/// stranger's vote request (term 100).
+async fn still_serving(cluster: &Cluster, tag: &str) {
+    let leader = cluster.leader(None).await;
+    let raft = &cluster.node(leader).raft;
+    let resp = raft.client_write(Request::set(tag, "ok")).await.unwrap();
+    for node in &cluster.nodes {
+        let m = node.raft.wait(Some(WAIT)).applied_index_at_least(Some(resp.log_id.index), tag).await.unwrap();
+        assert!(m.current_term < 100, "a stranger moved node {}'s term to {}", m.id, m.current_term);
+        assert_eq!(node.sm.data().get(tag).map(String::as_str), Some("ok"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_are_refused_and_the_cluster_serves_on() {
+    let pki = Pki::new("cluster CA");
+    let mut cluster = tls_cluster(&pki).await;
+    cluster.init().await;
+    let target = cluster.node(1).basic();
+
+    // No certificate at all: a plain-TCP client.
+    let e = vote_as(7, TcpConfig::new(CLUSTER), 1, &target).await;
+    assert!(matches!(e, RPCError::Unreachable(_) | RPCError::Network(_)), "{e}");
+
+    // A certificate of another CA that names the right node.
+    let other = Pki::new("another CA");
+    let e = vote_as(7, TcpConfig::new(CLUSTER).with_tls(other.node(CLUSTER, 7)), 1, &target).await;
+    assert!(e.to_string().contains("TLS handshake failed"), "{e}");
+
+    // A certificate of this CA for node 2, used to claim to be node 7.
+    let e = vote_as(7, TcpConfig::new(CLUSTER).with_tls(pki.node(CLUSTER, 2)), 1, &target).await;
+    assert!(e.to_string().contains("does not name") && e.to_string().contains("node 7"), "{e}");
+
+    // A certificate of this CA for node 2 of another cluster.
+    let e = vote_as(2, TcpConfig::new("elsewhere").with_tls(pki.node("elsewhere", 2)), 1, &target).await;
+    assert!(e.to_string().contains("TLS handshake failed"), "{e}");
+
+    still_serving(&cluster, "after-strangers").await;
+    cluster.stop().await;
+}
+
+/// A node configured with another cluster's peers: it campaigns against them, and they refuse
+/// it with a clear reason instead of joining its elections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_cluster_is_refused_with_a_clear_error() {
+    let mut cluster = Cluster::start(3, |_| TcpConfig::new(CLUSTER)).await;
+    cluster.init().await;
+    let e = vote_as(9, TcpConfig::new("another"), 1, &cluster.node(1).basic()).await;
+    assert!(e.to_string().contains("cluster id mismatch"), "{e}");
+    assert!(e.to_string().contains("\"guarded\"") && e.to_string().contains("\"another\""), "{e}");
+
+    // A whole node of the other cluster whose membership names this cluster's nodes.
+    let mut intruder = Node::start(9, TcpConfig::new("another")).await;
+    let mut members = cluster.members();
+    members.insert(9, intruder.basic());
+    intruder.raft.initialize(members).await.unwrap();
+    // It campaigns (its pre-votes and votes are refused at the handshake) and never wins.
+    intruder.raft.wait(Some(WAIT)).state(quorate::ServerState::Candidate, "campaigning").await.unwrap();
+    still_serving(&cluster, "after-intruder").await;
+    assert_eq!(intruder.raft.metrics().borrow().current_leader, None);
+    let m = cluster.node(1).raft.metrics().borrow().clone();
+    assert!(!m.membership_config.membership.nodes().contains_key(&9), "{:?}", m.membership_config);
+    intruder.stop().await;
+    cluster.stop().await;
+}
+
+/// Read until the server closes the connection; what it sent before.
+async fn read_until_closed(conn: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    match tokio::time::timeout(WAIT, conn.read_to_end(&mut got)).await {
+        Ok(_) => got,
+        Err(_) => panic!("the server kept the connection open"),
+    }
+}
+
+/// Random bytes, and frames over the bound, on the Raft port: the server closes the
+/// connection, allocates nothing for the frame, and serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bytes_and_oversized_frames_are_refused() {
+    let tcp =
+        || TcpConfig::new(CLUSTER).with_max_frame_bytes(1024 * 1024).with_handshake_timeout(Duration::from_millis(500));
+    let mut plain = Cluster::start(3, |_| tcp()).await;
+    plain.init().await;
+    let addr = plain.node(1).addr.clone();
+
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert!(read_until_closed(&mut conn).await.is_empty(), "no answer to what is not this protocol");
+
+    // The right preamble, then a frame whose length is 4 GiB - 1.
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(&PREAMBLE).await.unwrap();
+    conn.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+    conn.write_all(&[0; 64]).await.unwrap();
+    assert!(read_until_closed(&mut conn).await.is_empty());
+
+    // The preamble and garbage that is not a hello.
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(&PREAMBLE).await.unwrap();
+    conn.write_all(&[5, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
+    assert!(read_until_closed(&mut conn).await.is_empty());
+
+    // A connection that says nothing is closed after the handshake timeout.
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+    assert!(read_until_closed(&mut silent).await.is_empty());
+
+    still_serving(&plain, "after-garbage").await;
+    plain.stop().await;
+
+    // The same on a TLS port: garbage fails the TLS handshake.
+    let pki = Pki::new("cluster CA");
+    let mut secure = tls_cluster(&pki).await;
+    secure.init().await;
+    let mut conn = TcpStream::connect(&secure.node(2).addr).await.unwrap();
+    conn.write_all(&PREAMBLE).await.unwrap();
+    conn.write_all(&[0x16, 3, 1, 0xff, 0xff, 1, 2, 3]).await.unwrap();
+    let _ = read_until_closed(&mut conn).await;
+    still_serving(&secure, "after-tls-garbage").await;
+    secure.stop().await;
+}
