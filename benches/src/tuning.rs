@@ -67,6 +67,16 @@ pub enum Settings {
 }
 
 impl Settings {
+    /// The worker threads `library` runs on under these settings, if tuned; `None` for the
+    /// same settings (the `--server-workers` of the run).
+    pub fn server_workers(&self, library: crate::report::Library) -> Option<usize> {
+        match (self, library) {
+            (Self::Same { .. }, _) => None,
+            (Self::Tuned(t), crate::report::Library::Quorate) => Some(t.quorate.server_workers),
+            (Self::Tuned(t), crate::report::Library::Openraft) => Some(t.openraft.server_workers),
+        }
+    }
+
     /// The settings of `table`: snapshots off for [`Table::Same`], `tuning` for
     /// [`Table::Tuned`].
     pub fn of(table: Table, tuning: Tuning) -> Self {
@@ -123,6 +133,9 @@ pub struct QuorateTuning {
     pub max_pending_requests: u64,
     /// When to snapshot and purge the log.
     pub snapshots: Snapshots,
+    /// Worker threads of the tokio runtime the nodes run on (an application's choice, not a
+    /// `Config` field, but it moves throughput as much as any knob).
+    pub server_workers: usize,
 }
 
 impl Default for QuorateTuning {
@@ -133,6 +146,7 @@ impl Default for QuorateTuning {
             max_in_flight_requests: 64,
             max_pending_requests: 4096,
             snapshots: Snapshots::Every(5000),
+            server_workers: 4,
         }
     }
 }
@@ -141,12 +155,13 @@ impl fmt::Display for QuorateTuning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "max_payload_entries={},max_append_batch={},max_in_flight_requests={},max_pending_requests={},snapshots={}",
+            "max_payload_entries={},max_append_batch={},max_in_flight_requests={},max_pending_requests={},snapshots={},server_workers={}",
             self.max_payload_entries,
             self.max_append_batch,
             self.max_in_flight_requests,
             self.max_pending_requests,
-            self.snapshots
+            self.snapshots,
+            self.server_workers
         )
     }
 }
@@ -159,7 +174,7 @@ pub enum TuningParseError {
     NotKeyValue(String),
     /// The key is not one of the tuned knobs.
     #[error(
-        "unknown setting `{0}` (known: max_payload_entries, max_append_batch, max_in_flight_requests, max_pending_requests, snapshots)"
+        "unknown setting `{0}` (known: max_payload_entries, max_append_batch, max_in_flight_requests, max_pending_requests, snapshots, server_workers)"
     )]
     UnknownKey(String),
     /// The value is not a positive number (or `never`, for snapshots).
@@ -190,6 +205,9 @@ impl FromStr for QuorateTuning {
                 "max_pending_requests" => tuning.max_pending_requests = positive()?,
                 "snapshots" if value == "never" => tuning.snapshots = Snapshots::Never,
                 "snapshots" => tuning.snapshots = Snapshots::Every(positive()?),
+                "server_workers" => {
+                    tuning.server_workers = usize::try_from(positive()?).map_err(|_| bad())?;
+                }
                 _ => return Err(TuningParseError::UnknownKey(key.to_string())),
             }
         }
@@ -223,18 +241,21 @@ impl fmt::Display for Replication {
 /// openraft's **each tuned** settings: those of its own `benchmarks/minimal` (at
 /// [`OPENRAFT_BENCHMARK_COMMIT`]), which starts from `Config::default()` and sets
 /// `election_timeout_min: 200`, `election_timeout_max: 2000`, `purge_batch_size: 1024` and
-/// `max_payload_entries: 1024`, so snapshots are on with the default policy. The only
-/// choice left is how the adapter replicates; the default is the benchmark's.
+/// `max_payload_entries: 1024`, so snapshots are on with the default policy, and runs the
+/// nodes on a runtime of 16 workers (the clients on one of 1, as here). What can still be
+/// chosen here is how the adapter replicates and the workers; the defaults are the benchmark's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenraftTuning {
     /// How the network adapter replicates.
     pub replication: Replication,
+    /// Worker threads of the tokio runtime the nodes run on.
+    pub server_workers: usize,
 }
 
 impl Default for OpenraftTuning {
-    /// As openraft's benchmark runs: sequential replication.
+    /// As openraft's benchmark runs: sequential replication, 16 server workers.
     fn default() -> Self {
-        Self { replication: Replication::Sequential }
+        Self { replication: Replication::Sequential, server_workers: openraft_benchmark::SERVER_WORKERS }
     }
 }
 
@@ -248,6 +269,8 @@ pub mod openraft_benchmark {
     pub const PURGE_BATCH_SIZE: u64 = 1024;
     /// `max_payload_entries`.
     pub const MAX_PAYLOAD_ENTRIES: u64 = 1024;
+    /// `--server-workers`' default: worker threads of the runtime the nodes run on.
+    pub const SERVER_WORKERS: usize = 16;
 }
 
 #[cfg(test)]

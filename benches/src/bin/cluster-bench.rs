@@ -15,6 +15,7 @@
 //! cargo run -p quorate-bench --release --bin cluster-bench -- --scenarios healthy,hung-follower --memory-secs 20
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -87,6 +88,11 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Replication::Sequential)]
     openraft_tuned_replication: Replication,
 
+    /// Worker threads of the runtime openraft's nodes run on in the each-tuned table (its own
+    /// benchmark's default is 16).
+    #[arg(long, default_value_t = quorate_bench::tuning::openraft_benchmark::SERVER_WORKERS)]
+    openraft_tuned_server_workers: usize,
+
     /// Write SVG charts of the tables into this directory (created if missing):
     /// `same-settings.svg`, `each-tuned.svg`, `batches-each-tuned.svg`, ...
     #[arg(long)]
@@ -102,7 +108,8 @@ struct Args {
     #[arg(long)]
     quick: bool,
 
-    /// Worker threads of the runtime the Raft nodes run on.
+    /// Worker threads of the runtime the Raft nodes run on, with the same settings (each tuned
+    /// library has its own: see --quorate-tuned and --openraft-tuned-server-workers).
     #[arg(long, default_value_t = 2)]
     server_workers: usize,
 
@@ -143,9 +150,32 @@ struct Args {
     no_alloc_count: bool,
 }
 
+/// The runtimes of a run: the clients' one, and one for the nodes per worker count in use.
 struct Runtimes {
-    server: Runtime,
+    /// Worker count of the same-settings table (`--server-workers`).
+    default_workers: usize,
+    servers: BTreeMap<usize, Runtime>,
     client: Runtime,
+}
+
+impl Runtimes {
+    /// A client runtime of `client_workers` and a server runtime for each of `server_workers`.
+    fn new(default_workers: usize, server_workers: &[usize], client_workers: usize) -> std::io::Result<Self> {
+        let mut servers = BTreeMap::new();
+        for &w in server_workers.iter().chain([&default_workers]) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = servers.entry(w) {
+                slot.insert(runtime(&format!("raft-server-{w}"), w)?);
+            }
+        }
+        Ok(Self { default_workers, servers, client: runtime("bench-client", client_workers)? })
+    }
+
+    /// The runtime `library`'s nodes run on under `settings`.
+    fn server(&self, library: Library, settings: Settings) -> &Runtime {
+        let workers = settings.server_workers(library).unwrap_or(self.default_workers);
+        // Every worker count in use was built in `new`; fall back to the default one anyway.
+        self.servers.get(&workers).or_else(|| self.servers.values().next()).expect("at least one server runtime")
+    }
 }
 
 fn runtime(name: &str, workers: usize) -> std::io::Result<Runtime> {
@@ -156,22 +186,24 @@ fn runtime(name: &str, workers: usize) -> std::io::Result<Runtime> {
 /// runtime, verify it replicated, shut the cluster down. Every phase is bounded by `timeouts`.
 fn measure<L: BenchCluster>(
     rt: &Runtimes,
+    library: Library,
     settings: Settings,
     scenario: Scenario,
     load: Load,
     timeouts: PhaseTimeouts,
 ) -> Result<Measurement, PhaseError> {
-    let mut cluster = rt.server.block_on(L::start(timeouts.startup, settings))?;
+    let server = rt.server(library, settings);
+    let mut cluster = server.block_on(L::start(timeouts.startup, settings))?;
     if scenario == Scenario::HungFollower
         && let Err(e) = cluster.hang_follower()
     {
-        let _ = rt.server.block_on(within(Phase::Shutdown, timeouts.shutdown, cluster.shutdown()));
+        let _ = server.block_on(within(Phase::Shutdown, timeouts.shutdown, cluster.shutdown()));
         return Err(e);
     }
     let mut measurement = rt.client.block_on(workload::run(cluster.writer(), load, timeouts.workload));
     if measurement.failure.is_none() {
         // The verify phase shares the shutdown timeout: both only wait for a settled cluster.
-        let verified = rt.server.block_on(within(
+        let verified = server.block_on(within(
             Phase::Verify,
             timeouts.shutdown,
             cluster.verify(measurement.completed, timeouts.shutdown),
@@ -180,7 +212,7 @@ fn measure<L: BenchCluster>(
             measurement.failure = Some(e.to_string());
         }
     }
-    let shutdown = rt.server.block_on(within(Phase::Shutdown, timeouts.shutdown, cluster.shutdown()));
+    let shutdown = server.block_on(within(Phase::Shutdown, timeouts.shutdown, cluster.shutdown()));
     if let Err(e) = shutdown {
         // The numbers stand, but a node that does not stop may keep burning the server
         // runtime's CPU under the next measurement: say so.
@@ -214,7 +246,9 @@ fn memory_run<L: BenchCluster>(
     timeouts: PhaseTimeouts,
 ) -> Result<MemoryRun, PhaseError> {
     let baseline = alloc::live_bytes();
-    let mut cluster = rt.server.block_on(L::start(timeouts.startup, Settings::Same { snapshots: true }))?;
+    let settings = Settings::Same { snapshots: true };
+    let server = rt.server(library, settings);
+    let mut cluster = server.block_on(L::start(timeouts.startup, settings))?;
     let log_entry_bytes = cluster.log_entry_bytes();
     let accounting = Accounting { baseline, log_entry_bytes };
     let mut failure = None;
@@ -230,14 +264,11 @@ fn memory_run<L: BenchCluster>(
     let series = sampler.stop();
     failure = failure.or(run.failure);
     if failure.is_none() {
-        let verified = rt.server.block_on(within(
-            Phase::Verify,
-            timeouts.shutdown,
-            cluster.verify(run.completed, timeouts.shutdown),
-        ));
+        let verified =
+            server.block_on(within(Phase::Verify, timeouts.shutdown, cluster.verify(run.completed, timeouts.shutdown)));
         failure = verified.err().map(|e| e.to_string());
     }
-    if let Err(e) = rt.server.block_on(within(Phase::Shutdown, timeouts.shutdown, cluster.shutdown())) {
+    if let Err(e) = server.block_on(within(Phase::Shutdown, timeouts.shutdown, cluster.shutdown())) {
         failure.get_or_insert_with(|| format!("after the workload, {e}"));
     }
     let ops_per_sec = run.completed as f64 / run.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
@@ -315,8 +346,8 @@ fn run_steps(rt: &Runtimes, steps: &[Step], tuning: Tuning, timeouts: PhaseTimeo
         let settings = Settings::of(step.series.table, tuning);
         let scenario = step.series.scenario;
         let outcome = match step.library {
-            Library::Quorate => measure::<QuorateCluster>(rt, settings, scenario, step.load, timeouts),
-            Library::Openraft => measure::<OpenraftCluster>(rt, settings, scenario, step.load, timeouts),
+            Library::Quorate => measure::<QuorateCluster>(rt, step.library, settings, scenario, step.load, timeouts),
+            Library::Openraft => measure::<OpenraftCluster>(rt, step.library, settings, scenario, step.load, timeouts),
         };
         let sample = Sample {
             library: step.library,
@@ -372,21 +403,23 @@ fn run_memory(
     (runs, failed)
 }
 
-/// Each library's settings under `settings`, one bullet per library measured.
-fn settings_markdown(libraries: &[Library], settings: Settings) -> String {
+/// Each library's settings under `settings`, one bullet per library measured;
+/// `default_workers` is the worker count of the same-settings runtime.
+fn settings_markdown(libraries: &[Library], settings: Settings, default_workers: usize) -> String {
     let mut out = String::new();
     for &library in libraries {
         let text = match library {
             Library::Quorate => QuorateCluster::describe(settings),
             Library::Openraft => OpenraftCluster::describe(settings),
         };
-        out.push_str(&format!("- {library}: {text}\n"));
+        let workers = settings.server_workers(library).unwrap_or(default_workers);
+        out.push_str(&format!("- {library}: {text}; nodes on a tokio runtime of {workers} workers\n"));
     }
     out
 }
 
 /// The tables of the single writes and batches, each headed by the settings it ran with.
-fn tables_markdown(samples: &[Sample], plan: &PlanConfig, tuning: Tuning) -> String {
+fn tables_markdown(samples: &[Sample], plan: &PlanConfig, tuning: Tuning, default_workers: usize) -> String {
     let mut out = String::new();
     for &table in &plan.tables {
         out.push_str(&format!("### {}\n\n", capitalized(table.title())));
@@ -397,7 +430,7 @@ fn tables_markdown(samples: &[Sample], plan: &PlanConfig, tuning: Tuning) -> Str
                 tuning.quorate
             ));
         }
-        out.push_str(&settings_markdown(&plan.libraries, Settings::of(table, tuning)));
+        out.push_str(&settings_markdown(&plan.libraries, Settings::of(table, tuning), default_workers));
         out.push('\n');
         out.push_str(&report::markdown(samples, &plan.clients, table));
         out.push('\n');
@@ -407,7 +440,7 @@ fn tables_markdown(samples: &[Sample], plan: &PlanConfig, tuning: Tuning) -> Str
     }
     for &table in &plan.batch_tables {
         out.push_str(&format!("### Batch writes, {}\n\n", table.title()));
-        out.push_str(&settings_markdown(&plan.libraries, Settings::of(table, tuning)));
+        out.push_str(&settings_markdown(&plan.libraries, Settings::of(table, tuning), default_workers));
         out.push('\n');
         out.push_str(&report::batch_markdown(samples, &plan.batch_clients, &plan.batches, table));
         out.push('\n');
@@ -481,16 +514,24 @@ fn main() -> ExitCode {
     let plan = plan_config(&args);
     let tuning = Tuning {
         quorate: args.quorate_tuned.unwrap_or_default(),
-        openraft: OpenraftTuning { replication: args.openraft_tuned_replication },
+        openraft: OpenraftTuning {
+            replication: args.openraft_tuned_replication,
+            server_workers: args.openraft_tuned_server_workers,
+        },
     };
     let memory_secs = if args.no_alloc_count { 0 } else { args.memory_secs.unwrap_or(if args.quick { 2 } else { 0 }) };
     let phase = Duration::from_secs(args.phase_timeout);
     let timeouts =
         PhaseTimeouts { startup: phase, workload: Duration::from_secs(args.workload_timeout), shutdown: phase };
 
-    let rt = match (runtime("raft-server", args.server_workers), runtime("bench-client", args.client_workers)) {
-        (Ok(server), Ok(client)) => Runtimes { server, client },
-        (Err(e), _) | (_, Err(e)) => {
+    let tuned_workers = if plan.tables.contains(&Table::Tuned) || plan.batch_tables.contains(&Table::Tuned) {
+        vec![tuning.quorate.server_workers, tuning.openraft.server_workers]
+    } else {
+        Vec::new()
+    };
+    let rt = match Runtimes::new(args.server_workers, &tuned_workers, args.client_workers) {
+        Ok(rt) => rt,
+        Err(e) => {
             eprintln!("cannot build the tokio runtimes: {e}");
             return ExitCode::FAILURE;
         }
@@ -526,7 +567,7 @@ fn main() -> ExitCode {
         (Vec::new(), false)
     };
 
-    println!("\n{}", tables_markdown(&samples, &plan, tuning));
+    println!("\n{}", tables_markdown(&samples, &plan, tuning, args.server_workers));
     if plan.scenarios.contains(&Scenario::HungFollower)
         && plan.scenarios.contains(&Scenario::Healthy)
         && plan.tables.contains(&Table::Same)

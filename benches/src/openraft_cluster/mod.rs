@@ -158,11 +158,8 @@ impl BenchCluster for OpenraftCluster {
             c.api_channel_size.map_or_else(|| "default".to_string(), |n| n.to_string()),
             c.api_batch_capacity,
             c.purge_batch_size,
-            match c.enable_pre_vote {
-                Some(true) => "on",
-                Some(false) => "off",
-                None => "default",
-            },
+            // openraft's default (`None`) is off.
+            if c.enable_pre_vote == Some(true) { "on" } else { "off" },
         )
     }
 

@@ -83,6 +83,8 @@ fn config(settings: Settings) -> Config {
                 max_in_flight_requests,
                 max_pending_requests,
                 snapshots,
+                // The runtime is the harness's business, not the Config's.
+                server_workers: _,
             } = tuning.quorate;
             Config {
                 max_payload_entries,
