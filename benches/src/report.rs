@@ -151,8 +151,8 @@ fn counted(samples: &[Sample], library: Library, series: Series, clients: usize)
     if ok.iter().any(|s| !s.cold) { ok.into_iter().filter(|s| !s.cold).collect() } else { ok }
 }
 
-/// Summarize the samples of `library` in `series` at `clients` that count (see [`counted`]);
-/// `None` if none succeeded.
+/// Summarize the samples of `library` in `series` at `clients` that count (the warm ones, or
+/// the cold one if no warm one succeeded); `None` if none succeeded.
 pub fn summarize(samples: &[Sample], library: Library, series: Series, clients: usize) -> Option<Summary> {
     let ok = counted(samples, library, series, clients);
     let ms: Vec<&Measurement> = ok.iter().filter_map(|s| s.succeeded()).collect();
