@@ -476,6 +476,30 @@ fn write_charts(dir: &Path, samples: &[Sample], plan: &PlanConfig) -> Result<Vec
     Ok(written)
 }
 
+/// Every table of the run on stdout: single writes and batches per table, the hung follower,
+/// cold and warm, failures, memory.
+fn print_results(samples: &[Sample], plan: &PlanConfig, tuning: Tuning, args: &Args, memory_runs: &[MemoryRun]) {
+    println!("\n{}", tables_markdown(samples, plan, tuning, args.server_workers));
+    if plan.scenarios.contains(&Scenario::HungFollower)
+        && plan.scenarios.contains(&Scenario::Healthy)
+        && plan.tables.contains(&Table::Same)
+    {
+        println!(
+            "### Hung follower (same settings)\n\n{}",
+            report::hung_markdown(samples, &plan.clients, &plan.libraries)
+        );
+    }
+    println!("### Cold and warm\n\n{}", report::cold_markdown(samples));
+    let failures = report::failures_markdown(samples);
+    if !failures.is_empty() {
+        println!("{failures}");
+    }
+    if !memory_runs.is_empty() {
+        let heaviest = plan.clients.iter().copied().max().unwrap_or(1);
+        println!("{}", memory_markdown(memory_runs, heaviest, args.memory_row_every));
+    }
+}
+
 /// What `args` ask to measure, with `--quick`'s defaults filled in.
 fn plan_config(args: &Args) -> PlanConfig {
     let scenarios = if !args.scenarios.is_empty() {
@@ -567,24 +591,7 @@ fn main() -> ExitCode {
         (Vec::new(), false)
     };
 
-    println!("\n{}", tables_markdown(&samples, &plan, tuning, args.server_workers));
-    if plan.scenarios.contains(&Scenario::HungFollower)
-        && plan.scenarios.contains(&Scenario::Healthy)
-        && plan.tables.contains(&Table::Same)
-    {
-        println!(
-            "### Hung follower (same settings)\n\n{}",
-            report::hung_markdown(&samples, &plan.clients, &plan.libraries)
-        );
-    }
-    println!("### Cold and warm\n\n{}", report::cold_markdown(&samples));
-    let failures = report::failures_markdown(&samples);
-    if !failures.is_empty() {
-        println!("{failures}");
-    }
-    if !memory_runs.is_empty() {
-        println!("{}", memory_markdown(&memory_runs, heaviest, args.memory_row_every));
-    }
+    print_results(&samples, &plan, tuning, &args, &memory_runs);
     // Other work on the machine shows up in every number; the load says how much there was.
     if let (Some(before), Some(after)) = (load_before, load_average()) {
         println!("Load average (1/5/15 min) before: {before}; after: {after}.");
