@@ -10,7 +10,10 @@
 //!   throughput and latency;
 //! - [`quorate_cluster`] and [`openraft_cluster`] are the per-library adapters (storage,
 //!   network, type config, cluster start-up), each written against its library's public API;
-//! - [`report`] reduces rounds to medians and prints the markdown tables;
+//! - [`tuning`] says how each library is configured: the same settings on both, or each
+//!   tuned (openraft as its own benchmark runs it, quorate as it measured best);
+//! - [`report`] reduces rounds to medians and prints the markdown tables, and [`chart`] draws
+//!   them;
 //! - [`hang`] is the gray failure (a follower that takes requests and never answers) and
 //!   [`alloc`] the counting allocator that watches the heap while it lasts.
 //!
@@ -21,12 +24,17 @@ use std::future::Future;
 use std::time::Duration;
 
 pub mod alloc;
+pub mod chart;
 pub mod hang;
 pub mod memory;
 pub mod openraft_cluster;
+pub mod plan;
 pub mod quorate_cluster;
 pub mod report;
+pub mod tuning;
 pub mod workload;
+
+pub use tuning::Settings;
 
 /// The empty payload every client writes, and the state machine's empty answer.
 ///
@@ -130,16 +138,6 @@ pub async fn within<T>(
     }
 }
 
-/// How a cluster is set up for one measurement.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ClusterOptions {
-    /// Build snapshots and purge the log behind them, with the policy both libraries default
-    /// to (a snapshot every 5000 applied entries, 1000 entries kept behind it), instead of
-    /// never. The long memory run needs it: otherwise the in-memory log store grows with
-    /// every write and hides whatever the library does.
-    pub snapshots: bool,
-}
-
 /// What a sampler sees of a running cluster, besides the heap.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterProbe {
@@ -173,9 +171,13 @@ pub trait BenchCluster: Sized {
     /// A cheap handle that proposes writes to the leader.
     type Writer: workload::Writer;
 
-    /// Start three voters, initialize them as one cluster and wait until a leader is elected.
-    /// `limit` bounds each phase.
-    fn start(limit: Duration, options: ClusterOptions) -> impl Future<Output = Result<Self, PhaseError>>;
+    /// Start three voters configured by `settings`, initialize them as one cluster and wait
+    /// until a leader is elected. `limit` bounds each phase.
+    fn start(limit: Duration, settings: Settings) -> impl Future<Output = Result<Self, PhaseError>>;
+
+    /// The settings a cluster started with `settings` runs with, read from the library's
+    /// `Config` itself (the fields that matter here; the rest are the library's defaults).
+    fn describe(settings: Settings) -> String;
 
     /// A writer that proposes to the current leader.
     fn writer(&self) -> Self::Writer;

@@ -9,14 +9,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 pub use log_store::LogStore;
 pub use network::{DirectClient, Router};
 use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 pub use state_machine::{NoopSnapshotBuilder, NoopStateMachine};
 
+use crate::tuning::{Replication, Settings, openraft_benchmark};
 use crate::workload::Writer;
-use crate::{BenchCluster, ClusterOptions, ClusterProbe, Empty, Phase, PhaseError, within};
+use crate::{BenchCluster, ClusterProbe, Empty, Phase, PhaseError, within};
 
 openraft::declare_raft_types!(
     /// openraft's types for the bench: empty requests and responses, `u64` node ids, the
@@ -54,29 +56,69 @@ impl Writer for OpenraftWriter {
     async fn write(&self) -> Result<(), String> {
         self.leader.client_write(Empty).await.map(|_| ()).map_err(|e| e.to_string())
     }
+
+    async fn write_many(&self, entries: usize) -> Result<(), String> {
+        let mut answers =
+            self.leader.client_write_many(std::iter::repeat_n(Empty, entries)).await.map_err(|e| e.to_string())?;
+        // The stream yields one answer per entry, in order; a `Fatal` ends it.
+        let mut answered = 0;
+        while let Some(answer) = answers.next().await {
+            answer.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            answered += 1;
+        }
+        if answered == entries {
+            Ok(())
+        } else {
+            Err(format!("client_write_many answered {answered} of {entries} entries"))
+        }
+    }
 }
 
-/// openraft's defaults, which match quorate's where both have the knob, except that
-/// snapshots are off on both sides unless `options` asks for them (see the quorate config).
-fn config(options: ClusterOptions) -> Result<Arc<Config>, PhaseError> {
-    let snapshot_policy = if options.snapshots { SnapshotPolicy::LogsSinceLast(5000) } else { SnapshotPolicy::Never };
-    let config = Config {
-        cluster_name: "bench".to_string(),
-        snapshot_policy,
-        max_in_snapshot_log_to_keep: 1000,
-        ..Config::default()
+/// openraft's config for `settings`.
+///
+/// - Same settings: openraft's defaults, which match quorate's where both have the knob,
+///   except that snapshots are off on both sides unless asked for (see the quorate config).
+/// - Each tuned: what openraft's own `benchmarks/minimal` sets (see
+///   [`OpenraftTuning`](crate::tuning::OpenraftTuning)): the defaults with
+///   `election_timeout_min: 200`, `election_timeout_max: 2000`, `purge_batch_size: 1024`,
+///   `max_payload_entries: 1024`; snapshots on with the default policy.
+fn config(settings: Settings) -> Result<Config, PhaseError> {
+    let config = match settings {
+        Settings::Same { snapshots } => Config {
+            cluster_name: "bench".to_string(),
+            snapshot_policy: if snapshots { SnapshotPolicy::LogsSinceLast(5000) } else { SnapshotPolicy::Never },
+            max_in_snapshot_log_to_keep: 1000,
+            ..Config::default()
+        },
+        Settings::Tuned(_) => Config {
+            cluster_name: "bench".to_string(),
+            election_timeout_min: openraft_benchmark::ELECTION_TIMEOUT_MIN_MS,
+            election_timeout_max: openraft_benchmark::ELECTION_TIMEOUT_MAX_MS,
+            purge_batch_size: openraft_benchmark::PURGE_BATCH_SIZE,
+            max_payload_entries: openraft_benchmark::MAX_PAYLOAD_ENTRIES,
+            ..Config::default()
+        },
     };
-    config.validate().map(Arc::new).map_err(|e| PhaseError::new(Phase::Start, e))
+    config.validate().map_err(|e| PhaseError::new(Phase::Start, e))
+}
+
+/// How the network replicates under `settings`: pipelined for the same-settings table, as
+/// tuned otherwise.
+fn replication(settings: Settings) -> Replication {
+    match settings {
+        Settings::Same { .. } => Replication::Pipelined,
+        Settings::Tuned(tuning) => tuning.openraft.replication,
+    }
 }
 
 impl BenchCluster for OpenraftCluster {
     type Writer = OpenraftWriter;
 
-    async fn start(limit: Duration, options: ClusterOptions) -> Result<Self, PhaseError> {
-        let router = Router::default();
+    async fn start(limit: Duration, settings: Settings) -> Result<Self, PhaseError> {
+        let router = Router::new(replication(settings));
         let mut nodes = BTreeMap::new();
         let stores: Vec<LogStore> = NODE_IDS.iter().map(|_| LogStore::default()).collect();
-        match boot(&mut nodes, &stores, &router, limit, options).await {
+        match boot(&mut nodes, &stores, &router, limit, settings).await {
             Ok((leader, base_index)) => Ok(Self { nodes, stores, router, leader, hung: None, base_index }),
             Err(e) => {
                 // Best effort: the error to report is the one that stopped the start-up.
@@ -84,6 +126,41 @@ impl BenchCluster for OpenraftCluster {
                 Err(e)
             }
         }
+    }
+
+    fn describe(settings: Settings) -> String {
+        let c = match config(settings) {
+            Ok(c) => c,
+            Err(e) => return format!("invalid config: {e}"),
+        };
+        let snapshots = match c.snapshot_policy {
+            SnapshotPolicy::Never => "never".to_string(),
+            SnapshotPolicy::LogsSinceLast(n) => {
+                format!("every {n} applied entries, {} kept behind", c.max_in_snapshot_log_to_keep)
+            }
+        };
+        let replication = match replication(settings) {
+            Replication::Pipelined => "pipelined (`stream_append` passes the leader's request stream to the target)",
+            Replication::Sequential => {
+                "sequential (openraft's default `stream_append`: one AppendEntries in flight per follower, as \
+                 its benchmark's V1 network runs)"
+            }
+        };
+        format!(
+            "heartbeat_interval {} ms, election_timeout {}..{} ms, max_payload_entries {}, max_append_entries {}, \
+             api_channel_size {}, api_batch_capacity {}, purge_batch_size {}, pre-vote {}, snapshots {snapshots}; \
+             replication {replication}",
+            c.heartbeat_interval,
+            c.election_timeout_min,
+            c.election_timeout_max,
+            c.max_payload_entries,
+            c.max_append_entries.map_or_else(|| "default".to_string(), |n| n.to_string()),
+            c.api_channel_size.map_or_else(|| "default".to_string(), |n| n.to_string()),
+            c.api_batch_capacity,
+            c.purge_batch_size,
+            // openraft's default (`None`) is off.
+            if c.enable_pre_vote == Some(true) { "on" } else { "off" },
+        )
     }
 
     fn writer(&self) -> OpenraftWriter {
@@ -138,9 +215,9 @@ async fn boot(
     stores: &[LogStore],
     router: &Router,
     limit: Duration,
-    options: ClusterOptions,
+    settings: Settings,
 ) -> Result<(OpenraftNode, u64), PhaseError> {
-    let config = config(options)?;
+    let config = Arc::new(config(settings)?);
 
     for (id, store) in NODE_IDS.into_iter().zip(stores) {
         let raft = within(Phase::Start, limit, async {

@@ -1,6 +1,8 @@
 //! An openraft network that calls the target node's [`openraft::Raft`] handle directly: no
-//! sockets, no serialization. `stream_append` hands the leader's request stream to the
-//! target's `Raft::stream_append`, so replication runs pipelined.
+//! sockets, no serialization. With [`Replication::Pipelined`], `stream_append` hands the
+//! leader's request stream to the target's `Raft::stream_append`, so replication runs
+//! pipelined; with [`Replication::Sequential`] it keeps openraft's default (one
+//! `append_entries` at a time), as openraft's own benchmark does.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -9,7 +11,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use futures_util::{Stream, StreamExt};
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::network::{RPCOption, RaftNetworkFactory, stream_append_sequential};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest, VoteResponse,
 };
@@ -18,20 +20,27 @@ use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
 
 use super::{OpenraftNode, OpenraftTypes};
 use crate::hang::Hang;
+use crate::tuning::Replication;
 
 type C = OpenraftTypes;
 
 /// Every node of the cluster by id, and whether RPCs to it hang. Filled once all nodes are
 /// built, before any RPC is sent.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Router {
     nodes: Arc<RwLock<Peers>>,
+    replication: Replication,
 }
 
 /// Each node's handle and whether RPCs to it hang.
 type Peers = BTreeMap<u64, (OpenraftNode, Hang)>;
 
 impl Router {
+    /// A router whose clients replicate as `replication` says.
+    pub fn new(replication: Replication) -> Self {
+        Self { nodes: Arc::default(), replication }
+    }
+
     /// Make `raft` reachable as node `id`.
     pub fn add(&self, id: u64, raft: OpenraftNode) {
         self.nodes.write().unwrap_or_else(PoisonError::into_inner).insert(id, (raft, Hang::default()));
@@ -57,7 +66,7 @@ impl RaftNetworkFactory<C> for Router {
     type Network = DirectClient;
 
     async fn new_client(&mut self, target: u64, _node: &BasicNode) -> DirectClient {
-        DirectClient { router: self.clone(), target, raft: None }
+        DirectClient { router: self.clone(), target, raft: None, replication: self.replication }
     }
 }
 
@@ -66,6 +75,7 @@ pub struct DirectClient {
     router: Router,
     target: u64,
     raft: Option<(OpenraftNode, Hang)>,
+    replication: Replication,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,11 +110,16 @@ impl RaftNetworkV2<C> for DirectClient {
     fn stream_append<'s, S>(
         &'s mut self,
         input: S,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult<C>, RPCError<C>>>, RPCError<C>>>
     where
         S: Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
     {
+        if self.replication == Replication::Sequential {
+            // openraft's own default: each request through `append_entries` (which a hung
+            // target never answers), the next one only after the answer.
+            return stream_append_sequential(self, input, option);
+        }
         Box::pin(async move {
             let (target, hang) = self.target()?;
             // A hung target takes requests and drops them, and answers none.

@@ -13,8 +13,9 @@ pub use network::{DirectClient, Router};
 use quorate::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 pub use state_machine::{NoopSnapshotBuilder, NoopStateMachine};
 
+use crate::tuning::{QuorateTuning, Settings, Snapshots};
 use crate::workload::Writer;
-use crate::{BenchCluster, ClusterOptions, ClusterProbe, Empty, LeaderQueues, Phase, PhaseError, within};
+use crate::{BenchCluster, ClusterProbe, Empty, LeaderQueues, Phase, PhaseError, within};
 
 quorate::declare_raft_types!(
     /// quorate's types for the bench: empty requests and responses, `u64` node ids.
@@ -48,32 +49,66 @@ impl Writer for QuorateWriter {
     async fn write(&self) -> Result<(), String> {
         self.leader.client_write(Empty).await.map(|_| ()).map_err(|e| e.to_string())
     }
+
+    async fn write_many(&self, entries: usize) -> Result<(), String> {
+        let answers =
+            self.leader.client_write_many(std::iter::repeat_n(Empty, entries)).await.map_err(|e| e.to_string())?;
+        match answers.into_iter().find_map(Result::err) {
+            Some(e) => Err(e.to_string()),
+            None => Ok(()),
+        }
+    }
 }
 
-/// quorate's defaults, which match openraft's where both have the knob (50 ms heartbeat,
-/// 150..300 ms election timeout, 300 entries per AppendEntries, up to 4096 writes per log
-/// append), except that snapshots are off on both sides unless `options` asks for them: the
-/// no-op state machine has nothing to save, and building and purging would only add noise.
-/// With snapshots on, the policy is the default of both libraries: every 5000 applied
-/// entries, keeping 1000 behind the snapshot.
-fn config(options: ClusterOptions) -> Arc<Config> {
-    let snapshot_policy = if options.snapshots { SnapshotPolicy::LogsSinceLast(5000) } else { SnapshotPolicy::Never };
-    Arc::new(Config {
-        cluster_name: "bench".to_string(),
-        snapshot_policy,
-        max_in_snapshot_log_to_keep: 1000,
-        ..Config::default()
-    })
+/// quorate's config for `settings`.
+///
+/// - Same settings: quorate's defaults, which match openraft's where both have the knob (50 ms
+///   heartbeat, 150..300 ms election timeout, 300 entries per AppendEntries, up to 4096 writes
+///   per log append), except that snapshots are off on both sides unless asked for: the
+///   no-op state machine has nothing to save, and building and purging would only add noise.
+///   With snapshots on, the policy is the default of both libraries: every 5000 applied
+///   entries, keeping 1000 behind the snapshot.
+/// - Each tuned: the defaults with the fields of [`QuorateTuning`] set.
+fn config(settings: Settings) -> Config {
+    let base = Config { cluster_name: "bench".to_string(), max_in_snapshot_log_to_keep: 1000, ..Config::default() };
+    match settings {
+        Settings::Same { snapshots } => Config {
+            snapshot_policy: if snapshots { SnapshotPolicy::LogsSinceLast(5000) } else { SnapshotPolicy::Never },
+            ..base
+        },
+        Settings::Tuned(tuning) => {
+            let QuorateTuning {
+                max_payload_entries,
+                max_append_batch,
+                max_in_flight_requests,
+                max_pending_requests,
+                snapshots,
+                // The runtime is the harness's business, not the Config's.
+                server_workers: _,
+            } = tuning.quorate;
+            Config {
+                max_payload_entries,
+                max_append_batch,
+                max_in_flight_requests,
+                max_pending_requests,
+                snapshot_policy: match snapshots {
+                    Snapshots::Never => SnapshotPolicy::Never,
+                    Snapshots::Every(n) => SnapshotPolicy::LogsSinceLast(n),
+                },
+                ..base
+            }
+        }
+    }
 }
 
 impl BenchCluster for QuorateCluster {
     type Writer = QuorateWriter;
 
-    async fn start(limit: Duration, options: ClusterOptions) -> Result<Self, PhaseError> {
+    async fn start(limit: Duration, settings: Settings) -> Result<Self, PhaseError> {
         let router = Router::default();
         let mut nodes = BTreeMap::new();
         let stores: Vec<LogStore> = NODE_IDS.iter().map(|_| LogStore::default()).collect();
-        match boot(&mut nodes, &stores, &router, limit, options).await {
+        match boot(&mut nodes, &stores, &router, limit, settings).await {
             Ok((leader, base_index)) => Ok(Self { nodes, stores, router, leader, hung: None, base_index }),
             Err(e) => {
                 // Best effort: the error to report is the one that stopped the start-up.
@@ -81,6 +116,33 @@ impl BenchCluster for QuorateCluster {
                 Err(e)
             }
         }
+    }
+
+    fn describe(settings: Settings) -> String {
+        let c = config(settings);
+        let snapshots = match c.snapshot_policy {
+            SnapshotPolicy::Never => "never".to_string(),
+            SnapshotPolicy::LogsSinceLast(n) => {
+                format!("every {n} applied entries, {} kept behind", c.max_in_snapshot_log_to_keep)
+            }
+        };
+        format!(
+            "heartbeat_interval {} ms, election_timeout {}..{} ms, max_payload_entries {}, max_append_batch {}, \
+             max_in_flight_requests {}, max_in_flight_bytes {} MiB, max_pending_requests {}, max_pending_writes {}, \
+             pre-vote {}, check-quorum {}, snapshots {snapshots}; replication pipelined (`stream_append` passes the \
+             leader's request stream to the target)",
+            c.heartbeat_interval.as_millis(),
+            c.election_timeout_min.as_millis(),
+            c.election_timeout_max.as_millis(),
+            c.max_payload_entries,
+            c.max_append_batch,
+            c.max_in_flight_requests,
+            c.max_in_flight_bytes / (1024 * 1024),
+            c.max_pending_requests,
+            c.max_pending_writes,
+            if c.enable_pre_vote { "on" } else { "off" },
+            if c.enable_check_quorum { "on" } else { "off" },
+        )
     }
 
     fn writer(&self) -> QuorateWriter {
@@ -139,9 +201,9 @@ async fn boot(
     stores: &[LogStore],
     router: &Router,
     limit: Duration,
-    options: ClusterOptions,
+    settings: Settings,
 ) -> Result<(Raft<QuorateTypes>, u64), PhaseError> {
-    let config = config(options);
+    let config = Arc::new(config(settings));
 
     for (id, store) in NODE_IDS.into_iter().zip(stores) {
         let raft = within(Phase::Start, limit, async {
