@@ -385,20 +385,7 @@ impl<C: RaftTypeConfig> Raft<C> {
     ///
     /// (Examples run on the `testing` feature's in-memory kit.)
     pub async fn client_write(&self, data: C::D) -> Result<ClientWriteResponse<C>, RaftError<ClientWriteError<C>>> {
-        let span = write_span(self.inner.id);
-        let result = async {
-            let (tx, rx) = oneshot::channel();
-            let msg = WriteMsg { payload: EntryPayload::Normal(data), tx };
-            self.inner.write_tx.send(msg).await.map_err(|_| self.stopped_error())?;
-            match rx.await {
-                Ok(r) => r.map_err(RaftError::APIError),
-                Err(_) => Err(self.stopped_error()),
-            }
-        }
-        .instrument(span.clone())
-        .await;
-        record_write(&span, &result);
-        result
+        self.write_one(data, Admission::Wait).await
     }
 
     /// Propose many writes in one call and wait until each is answered; the answers come back
@@ -429,16 +416,7 @@ impl<C: RaftTypeConfig> Raft<C> {
         I: IntoIterator<Item = C::D>,
         I::IntoIter: ExactSizeIterator,
     {
-        let data = data.into_iter();
-        let n = data.len();
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        if n > self.inner.config.max_pending_requests as usize {
-            return Err(RaftError::APIError(ClientWriteError::Overloaded));
-        }
-        let permits = self.inner.write_tx.reserve_many(n).await.map_err(|_| self.stopped_error())?;
-        Ok(self.send_batch(permits, data).await)
+        self.write_many(data, Admission::Wait).await
     }
 
     /// Like [`client_write_many`](Self::client_write_many), but fails at once with
@@ -455,15 +433,36 @@ impl<C: RaftTypeConfig> Raft<C> {
         I: IntoIterator<Item = C::D>,
         I::IntoIter: ExactSizeIterator,
     {
+        self.write_many(data, Admission::FailFast).await
+    }
+
+    /// Admit the whole batch (waiting for room, or not), then queue and answer it.
+    async fn write_many<I>(
+        &self,
+        data: I,
+        admission: Admission,
+    ) -> Result<Vec<ClientWriteResult<C>>, RaftError<ClientWriteError<C>>>
+    where
+        I: IntoIterator<Item = C::D>,
+        I::IntoIter: ExactSizeIterator,
+    {
         let data = data.into_iter();
         let n = data.len();
         if n == 0 {
             return Ok(Vec::new());
         }
-        let permits = match self.inner.write_tx.try_reserve_many(n) {
-            Ok(p) => p,
-            Err(mpsc::error::TrySendError::Full(())) => return Err(RaftError::APIError(ClientWriteError::Overloaded)),
-            Err(mpsc::error::TrySendError::Closed(())) => return Err(self.stopped_error()),
+        let permits = match admission {
+            Admission::Wait if n > self.inner.config.max_pending_requests as usize => {
+                return Err(RaftError::APIError(ClientWriteError::Overloaded));
+            }
+            Admission::Wait => self.inner.write_tx.reserve_many(n).await.map_err(|_| self.stopped_error())?,
+            Admission::FailFast => match self.inner.write_tx.try_reserve_many(n) {
+                Ok(p) => p,
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    return Err(RaftError::APIError(ClientWriteError::Overloaded));
+                }
+                Err(mpsc::error::TrySendError::Closed(())) => return Err(self.stopped_error()),
+            },
         };
         Ok(self.send_batch(permits, data).await)
     }
@@ -658,16 +657,28 @@ impl<C: RaftTypeConfig> Raft<C> {
     ///
     /// (Examples run on the `testing` feature's in-memory kit.)
     pub async fn try_client_write(&self, data: C::D) -> Result<ClientWriteResponse<C>, RaftError<ClientWriteError<C>>> {
+        self.write_one(data, Admission::FailFast).await
+    }
+
+    /// Queue one write (waiting for room, or not) and wait for its answer, in a span of its own.
+    async fn write_one(
+        &self,
+        data: C::D,
+        admission: Admission,
+    ) -> Result<ClientWriteResponse<C>, RaftError<ClientWriteError<C>>> {
         let span = write_span(self.inner.id);
         let result = async {
             let (tx, rx) = oneshot::channel();
             let msg = WriteMsg { payload: EntryPayload::Normal(data), tx };
-            match self.inner.write_tx.try_send(msg) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    return Err(RaftError::APIError(ClientWriteError::Overloaded));
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.stopped_error()),
+            match admission {
+                Admission::Wait => self.inner.write_tx.send(msg).await.map_err(|_| self.stopped_error())?,
+                Admission::FailFast => match self.inner.write_tx.try_send(msg) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        return Err(RaftError::APIError(ClientWriteError::Overloaded));
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.stopped_error()),
+                },
             }
             match rx.await {
                 Ok(r) => r.map_err(RaftError::APIError),
@@ -1177,6 +1188,15 @@ impl<C: RaftTypeConfig> Trigger<'_, C> {
     pub async fn purge_log(&self, upto: u64) -> Result<(), RaftError> {
         self.raft.send_api(ApiMsg::PurgeLog { upto }).await
     }
+}
+
+/// How a write is admitted to a full write queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// Wait for room.
+    Wait,
+    /// Fail with `Overloaded` at once.
+    FailFast,
 }
 
 /// The outcome of one write of a batch: what [`Raft::client_write`] returns.

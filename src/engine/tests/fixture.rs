@@ -72,6 +72,20 @@ pub(super) fn follower(committed: LogId<C>) -> EngineBuilder {
         .membership(log_id(1, 0), voters(&[1, 2, 3]))
 }
 
+/// Node 1, leader of term 2 since `since`, check-quorum on, log `[T1.0, T1.1, T2.2]`, its blank
+/// entry T2.2 committed: a leader whose lease and reads depend only on its acknowledgements.
+pub(super) fn lease_leader(membership: Membership<C>, since: Instant) -> EngineBuilder {
+    EngineBuilder::node(1)
+        .vote(Vote::new_committed(2, 1))
+        .log([log_id(1, 0), log_id(1, 1), log_id(2, 2)])
+        .committed(log_id(2, 2))
+        .membership(log_id(1, 0), membership)
+        .check_quorum(true)
+        .leader(1)
+        .leader_since(since)
+        .blank(log_id(2, 2))
+}
+
 /// Assert that the election deadline is one randomized election timeout after `from`.
 #[track_caller]
 pub(super) fn assert_deadline_after(engine: &Engine<C>, from: Instant) {

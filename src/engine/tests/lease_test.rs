@@ -8,7 +8,9 @@ use std::time::Duration;
 use pretty_assertions::assert_eq;
 use tokio::time::Instant;
 
-use super::fixture::{C, EngineBuilder, LEASE, TIMEOUT_MAX, assert_deadline_after, joint, voters, voters_and_learners};
+use super::fixture::{
+    C, EngineBuilder, LEASE, TIMEOUT_MAX, assert_deadline_after, joint, lease_leader, voters, voters_and_learners,
+};
 use crate::engine::{Ack, Command, ServerState};
 use crate::testing_types::log_id;
 use crate::types::{Membership, Vote};
@@ -21,17 +23,8 @@ fn elected() -> Vote<C> {
     Vote::new_committed(2, 1)
 }
 
-/// Node 1, leader of term 2 since `since`, check-quorum on, log `[T1.0, T1.1, T2.2]`.
 fn leader(membership: Membership<C>, since: Instant) -> EngineBuilder {
-    EngineBuilder::node(1)
-        .vote(elected())
-        .log([log_id(1, 0), log_id(1, 1), log_id(2, 2)])
-        .committed(log_id(2, 2))
-        .membership(log_id(1, 0), membership)
-        .check_quorum(true)
-        .leader(1)
-        .leader_since(since)
-        .blank(log_id(2, 2))
+    lease_leader(membership, since)
 }
 
 fn acked_of(engine: &crate::engine::Engine<C>) -> BTreeMap<u64, Instant> {

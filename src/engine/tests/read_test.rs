@@ -6,7 +6,7 @@ use std::time::Duration;
 use pretty_assertions::assert_eq;
 use tokio::time::Instant;
 
-use super::fixture::{C, EngineBuilder, voters};
+use super::fixture::{C, EngineBuilder, lease_leader, voters};
 use crate::engine::{Ack, Command, Engine, ReadStart, ReadStatus, ReadTicket};
 use crate::testing_types::log_id;
 use crate::types::ReadPolicy;
@@ -20,18 +20,8 @@ fn elected() -> Vote<C> {
     Vote::new_committed(2, 1)
 }
 
-/// Node 1, leader of term 2 since `since`, check-quorum on, log `[T1.0, T1.1, T2.2]`, its blank
-/// entry T2.2 committed.
 fn leader(membership: Membership<C>, since: Instant) -> EngineBuilder {
-    EngineBuilder::node(1)
-        .vote(elected())
-        .log([log_id(1, 0), log_id(1, 1), log_id(2, 2)])
-        .committed(log_id(2, 2))
-        .membership(log_id(1, 0), membership)
-        .check_quorum(true)
-        .leader(1)
-        .leader_since(since)
-        .blank(log_id(2, 2))
+    lease_leader(membership, since)
 }
 
 /// Start a read that must wait, checking the broadcast it asks for.
