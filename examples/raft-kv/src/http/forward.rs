@@ -92,9 +92,10 @@ fn leader_node(state: &AppState, f: &ForwardToLeader<TypeConfig>) -> Option<(u64
     m.membership_config.membership.get_node(&id).map(|n| (id, n.clone()))
 }
 
-/// Count a request this node had to relay, by how the relay ended (see
+/// Log and count a request this node had to relay to `leader`, by how the relay ended (see
 /// [`crate::telemetry`]).
-fn count_relay(state: &AppState, outcome: &'static str) {
+fn count_relay(state: &AppState, leader: Option<u64>, outcome: &'static str) {
+    tracing::debug!(leader, outcome, "relayed to the leader");
     metrics::counter!(names::RELAYED_REQUESTS_TOTAL, "node_id" => state.service.raft.id().to_string(), "outcome" => outcome)
         .increment(1);
 }
@@ -103,12 +104,12 @@ fn count_relay(state: &AppState, outcome: &'static str) {
 /// to relay to (the request did not happen).
 pub(crate) async fn to_leader(state: &AppState, req: &Incoming, f: &ForwardToLeader<TypeConfig>) -> Response {
     let Some((leader_id, node)) = leader_node(state, f) else {
-        count_relay(state, "no_leader");
+        count_relay(state, None, "no_leader");
         return ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "no_leader", "no leader is known; retry")
             .into_response();
     };
     if req.forwarded || leader_id == state.service.raft.id() {
-        count_relay(state, "not_leader");
+        count_relay(state, Some(leader_id), "not_leader");
         return ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "not_leader", "this node is not the leader; retry")
             .with(json!({ "leader_id": leader_id, "leader_http_addr": node.http_addr }))
             .into_response();
@@ -127,24 +128,24 @@ pub(crate) async fn to_leader(state: &AppState, req: &Incoming, f: &ForwardToLea
         Ok(r) => r,
         // Not connected: nothing was sent, so the request certainly did not happen.
         Err(e) if e.is_connect() => {
-            count_relay(state, "leader_unreachable");
+            count_relay(state, Some(leader_id), "leader_unreachable");
             return ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "leader_unreachable", e)
                 .with(json!({ "leader_id": leader_id }))
                 .into_response();
         }
         Err(e) => {
-            count_relay(state, "forward_failed");
+            count_relay(state, Some(leader_id), "forward_failed");
             return forward_failed(leader_id, e);
         }
     };
     let status = resp.status();
     match resp.bytes().await {
         Ok(body) => {
-            count_relay(state, "answered");
+            count_relay(state, Some(leader_id), "answered");
             (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
         Err(e) => {
-            count_relay(state, "forward_failed");
+            count_relay(state, Some(leader_id), "forward_failed");
             forward_failed(leader_id, e)
         }
     }

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::AppState;
+use super::forward::FORWARDED_HEADER;
 use crate::telemetry::names;
 
 /// A label value for `method` from a fixed set, whatever a client sends.
@@ -24,15 +25,17 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Run the request in a `http{method route}` span (quorate's `client_write` and `read` spans
-/// nest in it), then record how long it took by method, route template and status. The route
-/// is the template the router matched (`/kv/{key}`), never the path, so that the number of
-/// series stays bounded.
+/// Run the request in a `http{method route relayed_by}` span (quorate's `client_write` and
+/// `read` spans nest in it; `relayed_by` is the node that relayed it here, if one did), then
+/// record how long it took by method, route template and status. The route is the template
+/// the router matched (`/kv/{key}`), never the path, so that the number of series stays
+/// bounded.
 pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_label(req.method());
     let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().into());
-    let span = tracing::debug_span!("http", method, route = %route);
+    let relayed_by = req.headers().get(FORWARDED_HEADER).and_then(|v| v.to_str().ok());
+    let span = tracing::debug_span!("http", method, route = %route, relayed_by);
     let resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status();
     let elapsed = started.elapsed();
