@@ -47,14 +47,17 @@ async fn run_test<F: Future<Output = TestResult>>(root: &Path, body: F) {
     }
 }
 
-/// One scrape: every sample, by metric name and its labels (sorted `key="value"` pairs).
+/// A series' labels: sorted `(key, value)` pairs.
+type Labels = Vec<(String, String)>;
+
+/// One scrape: every sample, by metric name and its labels.
 #[derive(Debug, Default)]
-struct Scrape(BTreeMap<String, BTreeMap<Vec<(String, String)>, f64>>);
+struct Scrape(BTreeMap<String, BTreeMap<Labels, f64>>);
 
 impl Scrape {
     /// Parse Prometheus' text format. Every line that is not a comment must be a sample.
     fn parse(text: &str) -> Result<Self, String> {
-        let mut samples: BTreeMap<String, BTreeMap<Vec<(String, String)>, f64>> = BTreeMap::new();
+        let mut samples: BTreeMap<String, BTreeMap<Labels, f64>> = BTreeMap::new();
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
             let (name, labels, value) = parse_sample(line).ok_or_else(|| format!("not a sample: {line:?}"))?;
             samples.entry(name).or_default().insert(labels, value);
@@ -79,7 +82,7 @@ impl Scrape {
 }
 
 /// `name{k="v",...} value` or `name value`, with `\"`, `\\` and `\n` escapes in label values.
-fn parse_sample(line: &str) -> Option<(String, Vec<(String, String)>, f64)> {
+fn parse_sample(line: &str) -> Option<(String, Labels, f64)> {
     let name_end = line.find(['{', ' '])?;
     let name = line[..name_end].to_string();
     let mut rest = &line[name_end..];
@@ -273,14 +276,14 @@ async fn prometheus_metrics_move_under_a_write_load() {
             Ok(())
         };
         let writes = through_leader + through_follower;
-        for i in 0..3 {
+        for (i, scraped) in after.iter().enumerate() {
             // Histograms got samples: at least one fsync, and every entry in some batch.
             rose(i, "quorate_file_store_fsync_duration_seconds_count", &[], 1.0)?;
             rose(i, "quorate_file_store_batch_entries_sum", &[], writes)?;
             rose(i, "quorate_file_store_batch_bytes_sum", &[], writes)?;
             rose(i, "quorate_applied_index", &[], writes)?;
-            let buckets = after[i].value("quorate_file_store_fsync_duration_seconds_bucket", &[("le", "+Inf")]);
-            if buckets != after[i].value("quorate_file_store_fsync_duration_seconds_count", &[]) {
+            let buckets = scraped.value("quorate_file_store_fsync_duration_seconds_bucket", &[("le", "+Inf")]);
+            if buckets != scraped.value("quorate_file_store_fsync_duration_seconds_count", &[]) {
                 return Err(format!("node {}: the +Inf bucket is not the count", i + 1));
             }
         }
@@ -374,11 +377,12 @@ fn promql_metric_names(expr: &str) -> Result<BTreeSet<String>, String> {
                 if next < chars.len() && chars[next] == '(' {
                     i = skip_to(next, ')')?;
                 }
-            } else if !(next < chars.len() && chars[next] == '(')
-                && !KEYWORDS.contains(&word.as_str())
-                && !AGGREGATIONS.contains(&word.as_str())
-            {
-                names.insert(word);
+            } else {
+                let called = next < chars.len() && chars[next] == '(';
+                let keyword = KEYWORDS.contains(&word.as_str()) || AGGREGATIONS.contains(&word.as_str());
+                if !called && !keyword {
+                    names.insert(word);
+                }
             }
         } else {
             i += 1;

@@ -212,7 +212,7 @@ fn publish_follows_a_node_until_it_stops() {
             let m = node1.wait(None).metrics(|m| m.current_leader.is_some(), "a leader").await.unwrap();
             let leader = router.node(m.current_leader.unwrap()).unwrap();
             for i in 0..10 {
-                leader.client_write(Request::set("k", &i.to_string())).await.unwrap();
+                leader.client_write(Request::set("k", i.to_string())).await.unwrap();
             }
             let committed = leader.metrics().borrow().committed.unwrap().index;
             for id in 1..=3 {
