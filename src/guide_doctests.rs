@@ -31,6 +31,8 @@ pub struct Snapshots;
 #[doc = include_str!("../guide/src/reads.md")]
 pub struct Reads;
 
+/// The operations chapter (needs feature `metrics` too: its Prometheus example).
+#[cfg(feature = "metrics")]
 #[doc = include_str!("../guide/src/operations.md")]
 pub struct Operations;
 

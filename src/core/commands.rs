@@ -35,6 +35,9 @@ where
         match cmd {
             Command::SaveVote { vote } => self.log_store.save_vote(&vote).await?,
             Command::AppendEntries { io, entries } => {
+                if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+                    debug!(first = %first.log_id, last = %last.log_id, "appending to the log");
+                }
                 let callback = IOFlushed::new(io, self.flush_receiver.clone());
                 self.log_store.append(entries, callback).await?;
                 self.submitted = io;
@@ -56,6 +59,7 @@ where
                 });
             }
             Command::Apply { first, last } => {
+                debug!(committed = %last, "committed; handing to the state machine");
                 let split = self.responders.partition_point(|(log_id, _)| log_id.index <= last.index);
                 let responders = self.responders.drain(..split).collect();
                 if self.sm_tx.send(SmMsg::Apply { first, last, responders }).is_err() {

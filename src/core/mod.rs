@@ -180,6 +180,7 @@ where
                 if let Err(e) = result {
                     return Err(crate::error::StorageError::write_logs(&e).into());
                 }
+                debug!(flushed = %DisplayOption(&io.last_log_id), "log flushed");
                 self.engine.on_log_flushed(io);
             }
             Notification::VoteResponse { target, resp } => match resp {

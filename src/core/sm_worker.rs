@@ -6,7 +6,7 @@
 //! order, so an install queued after applies runs after them.
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{Instrument, debug_span, error};
+use tracing::{Instrument, debug, debug_span, error};
 
 use crate::RaftTypeConfig;
 use crate::core::{Notification, WriteResponder};
@@ -140,6 +140,7 @@ where
             }
             start = end;
         }
+        debug!(last = %last, entries = last.index + 1 - first, "applied");
         let _ = self.notify_tx.send(Notification::Applied { last });
         Ok(())
     }

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use super::disk::{Disk, FsDisk};
 use super::error::FileStoreError;
 use super::lock::DataDirLock;
+use super::observer::SyncObserver;
 use super::record::{self, RecordRef};
 use super::writer::{WriteOp, Writer};
 use crate::RaftTypeConfig;
@@ -23,19 +24,22 @@ use crate::error::{ErrorSubject, ErrorVerb, StorageError};
 use crate::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use crate::types::{Entry, LogId, Vote};
 
-/// How a [`FileLogStore`] lays out its files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a [`FileLogStore`] lays out its files, and who watches it write them.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct FileStoreOptions {
     /// Start a new segment file once the current one holds this many bytes. Purged entries
     /// leave the disk a whole segment at a time, so this is also about how much disk a purge
     /// may leave behind. Default: 64 MiB.
     pub segment_bytes: u64,
+    /// Called after every group commit with what it wrote and how long its `fdatasync` took
+    /// (see [`SyncObserver`]). Default: none.
+    pub on_sync: Option<SyncObserver>,
 }
 
 impl Default for FileStoreOptions {
     fn default() -> Self {
-        Self { segment_bytes: 64 * 1024 * 1024 }
+        Self { segment_bytes: 64 * 1024 * 1024, on_sync: None }
     }
 }
 
@@ -43,6 +47,13 @@ impl FileStoreOptions {
     /// These options with segments of `bytes` bytes.
     pub fn segment_bytes(mut self, bytes: u64) -> Self {
         self.segment_bytes = bytes;
+        self
+    }
+
+    /// These options with `observer` called after every group commit: how to measure fsync
+    /// latency and batch sizes.
+    pub fn on_sync(mut self, observer: SyncObserver) -> Self {
+        self.on_sync = Some(observer);
         self
     }
 }
@@ -145,7 +156,7 @@ impl<C: RaftTypeConfig> FileLogStore<C> {
             entries: recovered.entries,
         };
         let dir = disk.path("");
-        let writer = Writer::open(disk, recovered.segments, recovered.header, options.segment_bytes)
+        let writer = Writer::open(disk, recovered.segments, recovered.header, options.segment_bytes, options.on_sync)
             .map_err(|e| FileStoreError::io(&dir, e))?;
         let (tx, rx) = mpsc::channel();
         let writer = std::thread::Builder::new()
@@ -260,7 +271,7 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for FileLogStore<C> {
             }
             cache.entries.extend(entries);
         }
-        let op = WriteOp::Append { frames, last_index: last.index, callback };
+        let op = WriteOp::Append { frames, entries: last.index - first.index + 1, last_index: last.index, callback };
         self.send(op, ErrorSubject::Logs, ErrorVerb::Write)
     }
 

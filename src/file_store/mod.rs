@@ -99,6 +99,14 @@
 //! ([`Fatal`](crate::Fatal)) rather than act on them. Restarting the process recovers from
 //! what is on disk.
 //!
+//! # Observing it
+//!
+//! [`FileStoreOptions::on_sync`] takes a [`SyncObserver`], called on the writer thread after
+//! every group commit with a [`SyncedBatch`]: the entries and bytes it wrote and how long its
+//! `fdatasync` took. That is what to plot as fsync latency and batch size; the store records
+//! nothing by itself. With the `metrics` feature,
+//! `quorate::metrics::export::file_store_observer` records both as histograms.
+//!
 //! # Performance
 //!
 //! Measured against redb 4 (a maintained embedded B-tree store) behind the same group-commit
@@ -123,6 +131,7 @@ mod disk;
 mod error;
 mod lock;
 mod log_store;
+mod observer;
 mod record;
 mod writer;
 
@@ -130,3 +139,4 @@ pub use disk::{Disk, DiskFile, FsDisk};
 pub use error::FileStoreError;
 pub use lock::DataDirLock;
 pub use log_store::{FileLogReader, FileLogStore, FileStoreOptions};
+pub use observer::{SyncObserver, SyncedBatch};

@@ -8,10 +8,12 @@
 
 use std::io;
 use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use super::disk::{Disk, DiskFile};
+use super::observer::{SyncObserver, SyncedBatch};
 use super::record::{self, Header, RecordRef, Segment};
 use crate::RaftTypeConfig;
 use crate::storage::IOFlushed;
@@ -19,9 +21,10 @@ use crate::types::{LogId, Vote};
 
 /// An operation queued for the writer thread.
 pub(crate) enum WriteOp<C: RaftTypeConfig> {
-    /// Entries, already framed; `last_index` is the index of the last one.
+    /// `entries` entries, already framed; `last_index` is the index of the last one.
     Append {
         frames: Vec<u8>,
+        entries: u64,
         last_index: u64,
         callback: IOFlushed<C>,
     },
@@ -54,6 +57,8 @@ pub(crate) struct Writer<C: RaftTypeConfig> {
     /// Set after an I/O error: the files are in an unknown state, so every later op fails.
     failed: Option<String>,
     buf: Vec<u8>,
+    /// Told about every batch that was synced.
+    on_sync: Option<SyncObserver>,
 }
 
 impl<C: RaftTypeConfig> Writer<C> {
@@ -63,6 +68,7 @@ impl<C: RaftTypeConfig> Writer<C> {
         segments: Vec<Segment>,
         header: Header<C>,
         segment_bytes: u64,
+        on_sync: Option<SyncObserver>,
     ) -> io::Result<Self> {
         let next_seq = segments.last().map_or(1, |s| s.seq + 1);
         let (file, name) = create_segment(disk.as_ref(), next_seq)?;
@@ -76,6 +82,7 @@ impl<C: RaftTypeConfig> Writer<C> {
             durable_purged: header.purged.map(|p| p.index),
             failed: None,
             buf: Vec::new(),
+            on_sync,
         };
         writer.segments.push(Segment { seq: next_seq, name, max_index: None });
         writer.write_header()?;
@@ -97,12 +104,14 @@ impl<C: RaftTypeConfig> Writer<C> {
         self.buf.clear();
         let mut done = Vec::with_capacity(batch.len());
         let mut needs_sync = false;
+        let mut entries = 0;
         let mut encode_err = None;
         let last_segment = self.segments.len() - 1;
         for op in batch.drain(..) {
             let r = match op {
-                WriteOp::Append { frames, last_index, callback } => {
+                WriteOp::Append { frames, entries: n, last_index, callback } => {
                     self.buf.extend_from_slice(&frames);
+                    entries += n;
                     let seg = &mut self.segments[last_segment];
                     seg.max_index = seg.max_index.max(Some(last_index));
                     done.push(Done::Flushed(callback));
@@ -132,6 +141,7 @@ impl<C: RaftTypeConfig> Writer<C> {
             }
         }
 
+        let bytes = self.buf.len() as u64;
         let result = match encode_err {
             Some(e) => Err(e),
             None => self.write_buf(needs_sync),
@@ -152,6 +162,9 @@ impl<C: RaftTypeConfig> Writer<C> {
                 }
             }
         }
+        if let (Ok(Some(sync)), Some(observer)) = (&result, &self.on_sync) {
+            observer.observe(&SyncedBatch { entries, bytes, sync: *sync });
+        }
         if self.failed.is_none() && needs_sync {
             self.durable_purged = self.header.purged.map(|p| p.index);
             if self.file_len >= self.segment_bytes {
@@ -164,7 +177,8 @@ impl<C: RaftTypeConfig> Writer<C> {
         }
     }
 
-    fn write_buf(&mut self, sync: bool) -> io::Result<()> {
+    /// Write the buffer, and sync it if `sync`: then say how long the sync took.
+    fn write_buf(&mut self, sync: bool) -> io::Result<Option<Duration>> {
         if let Some(msg) = &self.failed {
             return Err(io::Error::other(msg.clone()));
         }
@@ -172,17 +186,19 @@ impl<C: RaftTypeConfig> Writer<C> {
             self.file.append(&self.buf)?;
             self.file_len += self.buf.len() as u64;
         }
-        if sync {
-            self.file.sync()?;
+        if !sync {
+            return Ok(None);
         }
-        Ok(())
+        let started = Instant::now();
+        self.file.sync()?;
+        Ok(Some(started.elapsed()))
     }
 
     fn write_header(&mut self) -> io::Result<()> {
         self.buf.clear();
         self.buf.extend_from_slice(&record::segment_header());
         record::encode(&RecordRef::Header(&self.header), &mut self.buf)?;
-        self.write_buf(true)
+        self.write_buf(true).map(|_| ())
     }
 
     fn rotate(&mut self) -> io::Result<()> {

@@ -1,5 +1,11 @@
 //! [`RaftMetrics`]: a node's state, published on a watch channel, and [`Wait`] to await
 //! conditions on it.
+//!
+//! With the feature `metrics`, [`export`] publishes them as gauges and counters through the
+//! `metrics` facade (and so to Prometheus), under the names its docs list.
+
+#[cfg(feature = "metrics")]
+pub mod export;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -476,6 +476,7 @@ where
                         answer_deadline = now + rpc_timeout;
                     }
                     last_sent = req.last_log_id();
+                    debug!(prev = %DisplayOption(&req.prev_log_id), last = %DisplayOption(&last_sent), entries = req.entries.len(), "sending entries");
                     sent_commit = committed;
                     in_flight.push(last_sent, now, *st.heartbeat.borrow_and_update(), bytes);
                     timer.sent(now);
@@ -631,6 +632,7 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
             return;
         }
         if advanced {
+            debug!(matched = %DisplayOption(&matched), "follower acknowledged");
             self.matched = matched;
         }
         let _ = self.notify.send(Notification::Replication {

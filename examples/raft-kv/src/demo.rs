@@ -89,8 +89,8 @@ async fn run_steps(binary: &Path, root: &Path) -> Result<(), BoxError> {
     show("PUT /kv/delta = 4", c.put(format!("{}/kv/delta", url(new_leader))).body("4").send().await?, 200).await?;
     println!("restart node {} from its data directory:", leader + 1);
     cluster.start(leader)?;
-    let target = cluster.metrics(new_leader).await.and_then(|m| m["committed_index"].as_u64()).unwrap_or(0);
-    cluster.wait_metrics(leader, WAIT, "catch-up", |m| m["applied_index"].as_u64() >= Some(target)).await?;
+    let target = cluster.metrics(new_leader).await.and_then(|m| m["committed"]["index"].as_u64()).unwrap_or(0);
+    cluster.wait_metrics(leader, WAIT, "catch-up", |m| m["last_applied"]["index"].as_u64() >= Some(target)).await?;
     show(
         &format!("node {}: GET /kv/delta?stale=true", leader + 1),
         c.get(format!("{}/kv/delta?stale=true", url(leader))).send().await?,

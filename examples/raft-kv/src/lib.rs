@@ -21,6 +21,7 @@ pub mod local_cluster;
 pub mod node;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 mod types;
 
 pub use types::{KvNode, Request, Response, TypeConfig};

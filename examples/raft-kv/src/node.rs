@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quorate::error::RaftError;
-use quorate::file_store::DataDirLock;
+use quorate::file_store::{DataDirLock, FileStoreOptions};
+use quorate::metrics::export;
 use quorate::tcp::{TcpConfig, TcpError, TcpNetworkFactory, TcpServer, TlsConfig, TlsConfigError};
 use quorate::{Config, Fatal, InitializeError, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
@@ -16,6 +17,7 @@ use tokio::net::TcpListener;
 use crate::http::{self, AdminAuth, AppState, HttpLimits, HttpTls};
 use crate::service::KvService;
 use crate::store::{LogStore, StateMachineStore, StoreError};
+use crate::telemetry;
 use crate::{KvNode, Raft, TypeConfig};
 
 /// The PEM files of a node's TLS identity on the Raft port: the cluster's CA, and this node's
@@ -181,12 +183,18 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     let raft_listener = bind("Raft RPCs", raft_listen).await?;
     let http_listener = bind("HTTP", http_listen).await?;
 
+    // The recorder first: the log store's observer and the node's publisher register their
+    // series with it.
+    let prometheus = telemetry::install().map_err(|e| NodeError::Invalid(format!("cannot record metrics: {e}")))?;
     let _lock = DataDirLock::acquire(&opts.data_dir).map_err(StoreError::from)?;
-    let log_store = LogStore::open(&opts.data_dir.join("log")).map_err(StoreError::from)?;
+    let log_options = FileStoreOptions::default().on_sync(export::file_store_observer(opts.id));
+    let log_store = LogStore::open_with(&opts.data_dir.join("log"), log_options).map_err(StoreError::from)?;
     let state_machine = StateMachineStore::open(&opts.data_dir)?;
     let network = TcpNetworkFactory::new(opts.id, tcp.clone());
     let raft = Raft::new(opts.id, Arc::new(opts.config.clone()), network, log_store, state_machine.clone()).await?;
     let service = KvService { raft: raft.clone(), state_machine, timeout: opts.request_timeout };
+    // Ends by itself when Raft stops.
+    tokio::spawn(export::publish(raft.metrics(), telemetry::PUBLISH_EVERY));
 
     let _serving = TcpServer::from_listener(raft_listener, tcp).serve(raft.clone())?;
     tracing::info!(id = opts.id, raft_addr = %opts.raft_addr, http_addr = %opts.http_addr, "node started");
@@ -195,7 +203,7 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
         bootstrap(&raft, &opts).await?;
     }
 
-    let state = AppState::new(service, opts.admin.clone(), https.as_ref());
+    let state = AppState::new(service, opts.admin.clone(), https.as_ref(), prometheus);
     let app = http::router(state, &opts.http_limits);
     http::serve(http_listener, app, opts.http_limits, https, shutdown_signal(raft.clone())).await;
     tracing::info!("shutting down");

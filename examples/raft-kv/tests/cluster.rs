@@ -101,11 +101,11 @@ fn urls(cluster: &LocalCluster, nodes: &[usize]) -> Vec<String> {
 async fn wait_all_applied(cluster: &LocalCluster) -> Result<u64, String> {
     let leader = cluster.wait_leader(WAIT).await?;
     let m = cluster.metrics(leader).await.ok_or("the leader does not answer")?;
-    let target = m["committed_index"].as_u64().ok_or("no committed index")?;
+    let target = m["committed"]["index"].as_u64().ok_or("no committed index")?;
     for i in 0..cluster.nodes.len() {
         if cluster.nodes[i].is_running() {
             cluster
-                .wait_metrics(i, WAIT, "catch-up", |m| m["applied_index"].as_u64().is_some_and(|a| a >= target))
+                .wait_metrics(i, WAIT, "catch-up", |m| m["last_applied"]["index"].as_u64().is_some_and(|a| a >= target))
                 .await?;
         }
     }
@@ -259,13 +259,13 @@ async fn lagging_follower_catches_up_through_a_snapshot() {
         let live: Vec<usize> = (0..3).filter(|i| *i != follower).collect();
         let mut acked = write_keys(&client, &urls(&cluster, &live), 0..600, "a").await?;
         cluster
-            .wait_metrics(leader, WAIT, "a purged log", |m| m["purged_index"].as_u64().is_some_and(|p| p > 100))
+            .wait_metrics(leader, WAIT, "a purged log", |m| m["purged"]["index"].as_u64().is_some_and(|p| p > 100))
             .await?;
 
         cluster.start(follower).map_err(|e| e.to_string())?;
         let target = wait_all_applied(&cluster).await?;
         let m = cluster.metrics(follower).await.ok_or("the follower does not answer")?;
-        if m["snapshot_index"].as_u64().is_none() {
+        if m["snapshot"]["index"].as_u64().is_none() {
             return Err(format!("the follower caught up to {target} without a snapshot: {m}"));
         }
 
@@ -510,8 +510,8 @@ async fn membership_change_replaces_a_voter() {
         acked.extend(write_keys(&client, &urls(&cluster, &[1, 2, 3]), 200..300, "b").await?);
         let leader = cluster.wait_leader(WAIT).await?;
         let m = cluster.metrics(leader).await.ok_or("the leader does not answer")?;
-        if m["membership"]["configs"] != json!([[2, 3, 4]]) {
-            return Err(format!("unexpected membership: {}", m["membership"]));
+        if m["membership_config"]["membership"]["configs"] != json!([[2, 3, 4]]) {
+            return Err(format!("unexpected membership: {}", m["membership_config"]["membership"]));
         }
         check_acked_everywhere(&cluster, &acked).await
     })
@@ -575,10 +575,10 @@ async fn a_follower_that_lagged_behind_megabyte_values_catches_up() {
             .then_some(())
             .ok_or("a large write was never acknowledged")?;
         cluster.start(follower).map_err(|e| e.to_string())?;
-        let target = cluster.metrics(leader).await.and_then(|m| m["committed_index"].as_u64()).ok_or("no commit")?;
+        let target = cluster.metrics(leader).await.and_then(|m| m["committed"]["index"].as_u64()).ok_or("no commit")?;
         cluster
             .wait_metrics(follower, Duration::from_secs(60), "catch-up", |m| {
-                m["applied_index"].as_u64().is_some_and(|a| a >= target)
+                m["last_applied"]["index"].as_u64().is_some_and(|a| a >= target)
             })
             .await?;
         let body: Value = client

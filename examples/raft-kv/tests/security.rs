@@ -152,9 +152,10 @@ async fn still_serving(cluster: &LocalCluster, acked: &mut BTreeMap<String, Stri
         acked.insert(key, value);
     }
     let leader = cluster.wait_leader(WAIT).await?;
-    let target = cluster.metrics(leader).await.and_then(|m| m["committed_index"].as_u64()).ok_or("no commit index")?;
+    let target =
+        cluster.metrics(leader).await.and_then(|m| m["committed"]["index"].as_u64()).ok_or("no commit index")?;
     for i in 0..3 {
-        cluster.wait_metrics(i, WAIT, "catch-up", |m| m["applied_index"].as_u64() >= Some(target)).await?;
+        cluster.wait_metrics(i, WAIT, "catch-up", |m| m["last_applied"]["index"].as_u64() >= Some(target)).await?;
         let dump: Value = cluster
             .client()
             .get(format!("{}/admin/dump", cluster.nodes[i].url()))

@@ -10,7 +10,9 @@
 //!
 //! Without either configured, those routes answer 401 to everyone (a node must be started
 //! with `--insecure-open-admin` to open them, on a network whose every host is trusted).
-//! The key-value routes and the read-only `GET /admin/metrics` and `/admin/dump` need nothing.
+//! The key-value routes and the read-only `GET /admin/metrics`, `/admin/dump` and `/metrics`
+//! need nothing: a monitoring system reads the two metrics routes without holding the token
+//! that changes the membership.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::{ApiError, AppState};
+use crate::telemetry::names;
 use crate::{KvNode, TypeConfig};
 
 /// Set on a forwarded request: the receiver does not forward it again, so a request makes at
@@ -91,14 +92,24 @@ fn leader_node(state: &AppState, f: &ForwardToLeader<TypeConfig>) -> Option<(u64
     m.membership_config.membership.get_node(&id).map(|n| (id, n.clone()))
 }
 
+/// Log and count a request this node had to relay to `leader`, by how the relay ended (see
+/// [`crate::telemetry`]).
+fn count_relay(state: &AppState, leader: Option<u64>, outcome: &'static str) {
+    tracing::debug!(leader, outcome, "relayed to the leader");
+    metrics::counter!(names::RELAYED_REQUESTS_TOTAL, "node_id" => state.service.raft.id().to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
 /// Relay `req` to the leader named by `f` and return its answer; or 503 if there is no leader
 /// to relay to (the request did not happen).
 pub(crate) async fn to_leader(state: &AppState, req: &Incoming, f: &ForwardToLeader<TypeConfig>) -> Response {
     let Some((leader_id, node)) = leader_node(state, f) else {
+        count_relay(state, None, "no_leader");
         return ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "no_leader", "no leader is known; retry")
             .into_response();
     };
     if req.forwarded || leader_id == state.service.raft.id() {
+        count_relay(state, Some(leader_id), "not_leader");
         return ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "not_leader", "this node is not the leader; retry")
             .with(json!({ "leader_id": leader_id, "leader_http_addr": node.http_addr }))
             .into_response();
@@ -117,16 +128,26 @@ pub(crate) async fn to_leader(state: &AppState, req: &Incoming, f: &ForwardToLea
         Ok(r) => r,
         // Not connected: nothing was sent, so the request certainly did not happen.
         Err(e) if e.is_connect() => {
+            count_relay(state, Some(leader_id), "leader_unreachable");
             return ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "leader_unreachable", e)
                 .with(json!({ "leader_id": leader_id }))
                 .into_response();
         }
-        Err(e) => return forward_failed(leader_id, e),
+        Err(e) => {
+            count_relay(state, Some(leader_id), "forward_failed");
+            return forward_failed(leader_id, e);
+        }
     };
     let status = resp.status();
     match resp.bytes().await {
-        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => forward_failed(leader_id, e),
+        Ok(body) => {
+            count_relay(state, Some(leader_id), "answered");
+            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(e) => {
+            count_relay(state, Some(leader_id), "forward_failed");
+            forward_failed(leader_id, e)
+        }
     }
 }
 

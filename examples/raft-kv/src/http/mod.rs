@@ -10,13 +10,16 @@
 //! | `POST /admin/add-learner` | `{"id": n, "raft_addr": .., "http_addr": .., "blocking": true}` |
 //! | `POST /admin/change-membership` | `{"voters": [ids], "retain": false}` make exactly these the voters |
 //! | `POST /admin/transfer-leader` | `{"to": id}` hand leadership to a voter |
-//! | `GET /admin/metrics` | the node's Raft metrics |
+//! | `GET /admin/metrics` | the node's Raft metrics: quorate's `RaftMetrics` serialized as JSON |
 //! | `GET /admin/dump` | the whole local map and its last applied log id |
+//! | `GET /metrics` | quorate's and raft-kv's metrics in Prometheus' text format (see [`crate::telemetry`]) |
 //!
 //! Any node accepts any request: one that needs the leader and is not it relays the request to
 //! the leader's HTTP API, one hop, and answers as the leader would have.
 //!
-//! The admin routes that change the cluster need authentication: see [`auth`]. With
+//! The admin routes that change the cluster need authentication: see [`auth`]; the routes that
+//! only report (`/admin/metrics`, `/metrics`) need none, so that a monitoring system can read
+//! them without holding the token that changes the membership. With
 //! `--http-tls-cert` the API is served over HTTPS only (see [`HttpTls`]).
 //!
 //! # What a status tells the client
@@ -34,6 +37,7 @@
 //! | 504, 500 | proposed or possibly proposed, outcome unknown: it may still apply |
 //!
 //! The body of an error carries `"outcome": "not_applied"` or `"unknown"` saying the same.
+//! (`GET /metrics` is the one answer that is not JSON: it is Prometheus' text format.)
 //! Answers the HTTP layer gives by itself (a request it cannot parse, a body that never
 //! arrives) are JSON too; see [`server`].
 
@@ -41,6 +45,7 @@ mod admin;
 pub mod auth;
 mod error;
 mod forward;
+mod instrument;
 mod kv;
 pub mod server;
 mod tls;
@@ -51,6 +56,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub use auth::{AdminAuth, AdminCertificate};
@@ -77,6 +83,8 @@ pub struct AppState {
     pub scheme: &'static str,
     /// Who may call the admin routes.
     pub admin: Arc<AdminAuth>,
+    /// The process's metrics recorder, rendered by `GET /metrics`.
+    pub prometheus: PrometheusHandle,
 }
 
 impl AppState {
@@ -104,8 +112,13 @@ impl AppState {
     }
 
     /// The state of a node's HTTP API: relays go to the leader over HTTPS, trusting the CA of
-    /// `https`, if it is set.
-    pub fn new(service: KvService, mut admin: AdminAuth, https: Option<&TlsSetup>) -> Self {
+    /// `https`, if it is set; `GET /metrics` renders `prometheus`.
+    pub fn new(
+        service: KvService,
+        mut admin: AdminAuth,
+        https: Option<&TlsSetup>,
+        prometheus: PrometheusHandle,
+    ) -> Self {
         let mut client = reqwest::Client::builder()
             .timeout(ADMIN_TIMEOUT + Duration::from_secs(1))
             .connect_timeout(Duration::from_secs(1));
@@ -121,7 +134,7 @@ impl AppState {
             reqwest::Client::new()
         });
         let scheme = if https.is_some() { "https" } else { "http" };
-        Self { service, client, scheme, admin: Arc::new(admin) }
+        Self { service, client, scheme, admin: Arc::new(admin), prometheus }
     }
 }
 
@@ -130,7 +143,8 @@ impl AppState {
 pub(crate) const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The router of a node's HTTP API. A request body that makes no progress for
-/// `limits.body_timeout` is answered 408 `body_timeout`.
+/// `limits.body_timeout` is answered 408 `body_timeout`. Every request is timed into
+/// `raft_kv_http_request_duration_seconds` (see [`crate::telemetry`]).
 pub fn router(state: AppState, limits: &HttpLimits) -> Router {
     let admin = Router::new()
         .route("/admin/init", post(admin::init))
@@ -144,8 +158,10 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         .merge(admin)
         .route("/admin/metrics", get(admin::metrics))
         .route("/admin/dump", get(admin::dump))
+        .route("/metrics", get(instrument::metrics))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), instrument::observe))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
         .with_state(state)

@@ -103,7 +103,11 @@ impl StateMachineStore {
             applied.last_applied = meta.last_log_id;
             applied.last_membership = meta.last_membership;
             covered = meta.last_log_id;
-            tracing::info!(upto = ?covered, keys = applied.data.len(), "loaded the snapshot");
+            tracing::info!(
+                snapshot = covered.map(tracing::field::display),
+                keys = applied.data.len(),
+                "loaded the snapshot"
+            );
         }
         let shared = Shared {
             dir: dir.to_path_buf(),

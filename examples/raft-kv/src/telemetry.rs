@@ -1,0 +1,97 @@
+//! What a node tells a monitoring system: the Prometheus recorder behind `GET /metrics`, and
+//! raft-kv's own metrics next to quorate's.
+//!
+//! Everything is recorded through the `metrics` facade: quorate's node metrics by
+//! `quorate::metrics::export::publish` (every [`PUBLISH_EVERY`]), the log store's group
+//! commits by `quorate::metrics::export::file_store_observer`, and raft-kv's HTTP latencies and
+//! relays by the HTTP layer. One Prometheus recorder per process collects them all;
+//! `GET /metrics` renders it in Prometheus' text format.
+//!
+//! raft-kv's own metrics follow quorate's naming convention (see `quorate::metrics::export`),
+//! under the prefix `raft_kv_`:
+//!
+//! | name | type | labels | what |
+//! |---|---|---|---|
+//! | `raft_kv_http_request_duration_seconds` | histogram | `node_id`, `method`, `route`, `status` | time from a request's head to its answer, by route template (`/kv/{key}`; `unmatched` for unknown paths) and status code; its `_count` counts requests |
+//! | `raft_kv_relayed_requests_total` | counter | `node_id`, `outcome` | requests this node had to relay to the leader: `answered` (the leader's answer was passed on, whatever its status), `leader_unreachable` (could not connect: not sent), `forward_failed` (sent, no answer), `no_leader` (none known), `not_leader` (relayed to this node, or this node is named leader but is not: not relayed again) |
+//!
+//! Histograms are rendered as Prometheus histograms with the buckets below (not summaries), so
+//! that a dashboard can aggregate them across nodes with `histogram_quantile`. Gauges not
+//! recorded for [`GAUGE_IDLE_TIMEOUT`] are dropped: the per-follower series of a node that no
+//! longer leads, a leader label that is no longer the leader.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
+
+/// The names of raft-kv's own metrics.
+pub mod names {
+    /// Histogram: seconds from a request's head to its answer.
+    pub const HTTP_REQUEST_DURATION_SECONDS: &str = "raft_kv_http_request_duration_seconds";
+    /// Counter: requests relayed (or not) to the leader, by outcome.
+    pub const RELAYED_REQUESTS_TOTAL: &str = "raft_kv_relayed_requests_total";
+}
+
+/// How often quorate's node metrics are recorded: how stale a scrape can be.
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// A gauge that has not been recorded for this long is removed from `/metrics`.
+pub const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Bucket bounds of every `*_duration_seconds` histogram: 100 µs (a write cache) to 10 s.
+pub const SECONDS_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Bucket bounds of the log store's entries per group commit.
+pub const ENTRIES_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
+
+/// Bucket bounds of the log store's bytes per group commit: 256 B to 16 MiB.
+pub const BYTES_BUCKETS: &[f64] =
+    &[256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262_144.0, 1_048_576.0, 4_194_304.0, 16_777_216.0];
+
+/// The process's Prometheus recorder, installed as the `metrics` facade's global recorder on
+/// the first call (with the help text of every metric), and its upkeep task spawned on the
+/// current tokio runtime. Later calls return the same handle.
+///
+/// Call it before anything records (the log store, the node's publisher): series registered
+/// before a recorder is installed go nowhere.
+///
+/// # Errors
+/// If another `metrics` recorder is already installed in this process.
+pub fn install() -> Result<PrometheusHandle, BuildError> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    use quorate::metrics::export::names as q;
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), SECONDS_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(q::FILE_STORE_BATCH_ENTRIES.into()), ENTRIES_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(q::FILE_STORE_BATCH_BYTES.into()), BYTES_BUCKETS)?
+        .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT))
+        .install_recorder()?;
+    quorate::metrics::export::describe();
+    metrics::describe_histogram!(
+        names::HTTP_REQUEST_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "Seconds from a request's head to its answer, by method, route template and status"
+    );
+    metrics::describe_counter!(
+        names::RELAYED_REQUESTS_TOTAL,
+        metrics::Unit::Count,
+        "Requests this node had to relay to the leader, by outcome"
+    );
+    // Histograms keep their samples until upkeep folds them into the buckets: without it,
+    // memory grows between scrapes.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
