@@ -131,8 +131,8 @@ where
         tokio::spawn(async move {
             match timeout(option.timeout, client.transfer_leader(req, option)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => warn!(%to, error = %e, "telling the transfer target to campaign failed"),
-                Err(_) => warn!(%to, "telling the transfer target to campaign timed out"),
+                Ok(Err(e)) => warn!(target = %to, error = %e, "telling the transfer target to campaign failed"),
+                Err(_) => warn!(target = %to, "telling the transfer target to campaign timed out"),
             }
         });
     }

@@ -5,7 +5,7 @@ use tracing::{Span, info, info_span};
 
 use crate::RaftTypeConfig;
 use crate::engine::Engine;
-use crate::types::Vote;
+use crate::types::{DisplayOption, Vote};
 
 /// The election in progress, if any, and its span.
 #[derive(Default)]
@@ -39,7 +39,7 @@ impl<C: RaftTypeConfig> ElectionTrace<C> {
         }
         if let Some((vote, pre_vote)) = now {
             let span = info_span!("election", id = %engine.id(), term = vote.term, pre_vote);
-            info!(parent: &span, last_log = ?engine.state.last_log_id(), "election started");
+            info!(parent: &span, last = %DisplayOption(&engine.state.last_log_id()), "election started");
             self.current = Some((vote, pre_vote, span));
         }
     }

@@ -181,7 +181,9 @@ impl<C: RaftTypeConfig> Engine<C> {
         if Some(matched.leader_id) != leader.vote.leader_id() {
             return;
         }
-        debug!(id = %me, committed = %matched, "leader commits");
+        if Some(matched) > self.state.committed {
+            debug!(id = %me, committed = %matched, "leader commits");
+        }
         let blank = leader.blank_log_id;
         let committed_before = self.state.committed;
         self.commit(matched);

@@ -41,7 +41,7 @@ impl<C: RaftTypeConfig> Engine<C> {
             None => {}
         }
         let deadline = now + 2 * self.config.election_timeout_max;
-        info!(id = %self.config.id, %to, "transferring leadership");
+        info!(id = %self.config.id, target = %to, "transferring leadership");
         leader.transfer = Some(Transfer { to, deadline, sent: false });
         self.election_deadline = Some(self.election_deadline.map_or(deadline, |d| d.min(deadline)));
         self.maybe_send_timeout_now();
@@ -65,7 +65,7 @@ impl<C: RaftTypeConfig> Engine<C> {
         // The target's forced vote requests pass over stickiness: from now on voters may
         // elect it at any moment, so no read may rely on the lease any more.
         leader.lease_revoked = true;
-        debug!(to = %transfer.to, "transfer target caught up; telling it to campaign; the lease ends");
+        debug!(target = %transfer.to, "transfer target caught up; telling it to campaign; the lease ends");
         let req = TransferLeaderRequest { vote: leader.vote, last_log_id };
         self.output.push_back(Command::SendTransferLeader { to: transfer.to, req });
     }

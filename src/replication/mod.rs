@@ -162,7 +162,9 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
                 clock,
             },
         };
-        let span = debug_span!("replication", id = %leader, %target, %vote, state = tracing::field::Empty);
+        // One span per stream; inside it one child span per state the stream is in: `probing`
+        // (the binary search), `pipelining`, `snapshot`.
+        let span = debug_span!("replication", id = %leader, %target, %vote);
         let join = tokio::spawn(core.run().instrument(span));
         Self { vote, gauge, join }
     }
@@ -241,9 +243,9 @@ where
         // same point means the follower did not take it.
         let mut snapshot_sent_at: Option<Option<LogId<C>>> = None;
         loop {
-            let stop = match self.find_match().await {
+            let stop = match self.find_match().instrument(debug_span!("probing")).await {
                 Ok(()) => {
-                    let (answered, result) = self.pipeline().await;
+                    let (answered, result) = self.pipeline().instrument(debug_span!("pipelining")).await;
                     if answered {
                         retries.succeeded();
                     }
@@ -264,7 +266,7 @@ where
                     if snapshot_sent_at == Some(self.state.matched) {
                         self.back_off(&mut retries, Failure::SnapshotNotTaken).await;
                     }
-                    match self.send_snapshot().await {
+                    match self.send_snapshot().instrument(debug_span!("snapshot")).await {
                         Ok(()) => {
                             snapshot_sent_at = Some(self.state.matched);
                             continue;
@@ -309,7 +311,6 @@ where
     /// It starts from what the follower proved durable (`matched`); a follower that conflicts
     /// below that has lost entries it acknowledged, and the search starts over from nothing.
     async fn find_match(&mut self) -> Result<(), Stop> {
-        tracing::Span::current().record("state", "probing");
         let st = &mut self.state;
         let submitted = st.current_submitted()?;
         let leader_last = submitted.last_log_id;
@@ -383,7 +384,6 @@ where
     /// Phase 2: stream entries from the match point until something ends the stream. Says
     /// whether the follower answered `Success` at all, and why the stream ended.
     async fn pipeline(&mut self) -> (bool, Result<(), Stop>) {
-        tracing::Span::current().record("state", "pipelining");
         let mut answered = false;
         let result = self.pipeline_until_stopped(&mut answered).await;
         (answered, result)

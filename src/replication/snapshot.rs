@@ -33,7 +33,6 @@ where
 {
     /// Send the current snapshot, chunk by chunk. It does not raise `matched`: see the end.
     pub(super) async fn send_snapshot(&mut self) -> Result<(), Stop> {
-        tracing::Span::current().record("state", "snapshot");
         let st = &mut self.state;
         let (tx, rx) = oneshot::channel();
         st.sm.send(SmMsg::GetSnapshot { tx }).map_err(|_| Stop::LeadershipEnded)?;
