@@ -1,0 +1,97 @@
+//! Read bursts: many concurrent reads pending on a leader while leadership moves.
+//!
+//! A lease or a ReadIndex is only as good as what the leader knows when it answers. The
+//! dangerous moment is a change of leadership while reads wait: a forced election (which
+//! bypasses stickiness), a transfer (after which the old leader must stop serving from its
+//! lease), or a leader cut off in the very instant the reads arrive. A burst sends reads by
+//! every path, lets them reach the leader, then does one of those, in the same instant or a
+//! few ms later. The reads go into the history like any client's.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::clients::{ReadPath, pick_any, read};
+use crate::cluster::lock;
+use crate::nemesis::{Fault, Nemesis};
+
+/// What happens to leadership while the burst's reads are pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BurstAction {
+    /// `trigger().elect()` on this node (maybe the leader itself).
+    Elect(u64),
+    /// The leader transfers leadership to this node.
+    Transfer(u64),
+    /// The leader is cut off, and this node is made to campaign.
+    IsolateAndElect(u64),
+}
+
+/// Send a burst of reads to a node that leads (or believes it does), then move leadership.
+pub async fn read_burst(n: &mut Nemesis) -> Fault {
+    let leader = {
+        let g = lock(&n.c);
+        let declared = g.self_declared_leaders();
+        if declared.is_empty() { g.known_leader() } else { Some(declared[n.rng.random_range(0..declared.len())]) }
+    };
+    let Some(leader) = leader else { return Fault::Heal };
+    let target = {
+        let g = lock(&n.c);
+        g.nodes.get(&leader).and_then(|node| Some((leader, node.raft.clone()?, node.sm.clone())))
+    };
+    let Some(target) = target else { return Fault::Heal };
+
+    let reads = n.rng.random_range(4..16);
+    for _ in 0..reads {
+        let path = ReadPath::random(&mut n.rng);
+        let key = format!("k{}", n.rng.random_range(0..3));
+        let follower = pick_any(&n.c, &mut n.rng);
+        let (c, target) = (n.c.clone(), target.clone());
+        let client = n.next_burst_client;
+        n.next_burst_client += 1;
+        n.bursts.push(tokio::spawn(async move {
+            if let Some(op) = read(&c, client, key, path, target, follower).await {
+                lock(&c).burst_history.push(op);
+            }
+        }));
+    }
+    // Let the reads reach the leader's queue before leadership moves.
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+
+    let other = {
+        let others: Vec<u64> = n.ids.iter().copied().filter(|id| *id != leader).collect();
+        others[n.rng.random_range(0..others.len())]
+    };
+    let action = match n.rng.random_range(0..4) {
+        0 => BurstAction::Elect(leader),
+        1 => BurstAction::Elect(other),
+        2 => BurstAction::Transfer(other),
+        _ => BurstAction::IsolateAndElect(other),
+    };
+    let after_ms = if n.rng.random_bool(0.5) { 0 } else { n.rng.random_range(1..20) };
+    if after_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+    }
+    match action {
+        BurstAction::Elect(id) => {
+            if let Some(r) = n.raft_of(id) {
+                let _ = r.trigger().elect().await;
+            }
+        }
+        BurstAction::Transfer(to) => {
+            if let Some(r) = n.raft_of(leader) {
+                tokio::spawn(async move {
+                    let _ = r.trigger().transfer_leader(to).await;
+                });
+            }
+        }
+        BurstAction::IsolateAndElect(id) => {
+            lock(&n.c).router.isolate(leader);
+            if let Some(r) = n.raft_of(id) {
+                let _ = r.trigger().elect().await;
+            }
+        }
+    }
+    Fault::ReadBurst { leader, reads, action, after_ms }
+}
