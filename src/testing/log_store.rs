@@ -339,6 +339,14 @@ impl MemLogStore {
         lock(&self.shared).durable.last_log_id()
     }
 
+    /// Whether the entry `log_id` would survive a crash: the durable log holds it, or purged
+    /// it (a snapshot covers it).
+    pub fn is_durable(&self, log_id: LogId<C>) -> bool {
+        let inner = lock(&self.shared);
+        inner.durable.entries.get(&log_id.index).is_some_and(|e| e.log_id == log_id)
+            || inner.durable.purged.is_some_and(|p| p >= log_id)
+    }
+
     /// How many times [`append`](RaftLogStorage::append) was called, since the store was
     /// created (across reopens). Shows how well appends are batched.
     pub fn append_count(&self) -> u64 {

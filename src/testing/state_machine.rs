@@ -196,6 +196,11 @@ impl MemStateMachine {
         lock(&self.shared).state.applied
     }
 
+    /// The last log id the stored snapshot (built or installed) covers, if there is one.
+    pub fn snapshot_last_log_id(&self) -> Option<LogId<C>> {
+        lock(&self.shared).snapshot.as_ref().and_then(|s| s.meta.last_log_id)
+    }
+
     /// How many entries were applied, of every kind (blank, membership, normal), since the
     /// state machine was created (across reopens). Entries covered by an installed snapshot
     /// are not counted.

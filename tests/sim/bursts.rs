@@ -5,13 +5,14 @@
 //! bypasses stickiness), a transfer (after which the old leader must stop serving from its
 //! lease), or a leader cut off in the very instant the reads arrive. A burst sends reads by
 //! every path, lets them reach the leader, then does one of those, in the same instant or a
-//! few ms later. The reads go into the history like any client's.
+//! few ms later; more reads follow in the same instant right after, and a few ms later, still
+//! at the node that led. The reads go into the history like any client's.
 
 use std::time::Duration;
 
 use rand::Rng;
 
-use crate::clients::{ReadPath, pick_any, read};
+use crate::clients::{ReadPath, Target, pick_any, read};
 use crate::cluster::lock;
 use crate::nemesis::{Fault, Nemesis};
 
@@ -40,25 +41,14 @@ pub async fn read_burst(n: &mut Nemesis) -> Fault {
     };
     let Some(target) = target else { return Fault::Heal };
 
-    let reads = n.rng.random_range(4..16);
-    for _ in 0..reads {
-        let path = ReadPath::random(&mut n.rng);
-        let key = format!("k{}", n.rng.random_range(0..3));
-        let follower = pick_any(&n.c, &mut n.rng);
-        let (c, target) = (n.c.clone(), target.clone());
-        let client = n.next_burst_client;
-        n.next_burst_client += 1;
-        n.bursts.push(tokio::spawn(async move {
-            if let Some(op) = read(&c, client, key, path, target, follower).await {
-                lock(&c).burst_history.push(op);
-            }
-        }));
-    }
+    // Reads pending when leadership moves, reads arriving in the same instant right after,
+    // and reads a little later, all at the node that led.
+    let before = n.rng.random_range(2..10);
+    spawn_reads(n, &target, before);
     // Let the reads reach the leader's queue before leadership moves.
     for _ in 0..4 {
         tokio::task::yield_now().await;
     }
-
     let other = {
         let others: Vec<u64> = n.ids.iter().copied().filter(|id| *id != leader).collect();
         others[n.rng.random_range(0..others.len())]
@@ -93,5 +83,27 @@ pub async fn read_burst(n: &mut Nemesis) -> Fault {
             }
         }
     }
-    Fault::ReadBurst { leader, reads, action, after_ms }
+    let right_after = n.rng.random_range(0..6);
+    spawn_reads(n, &target, right_after);
+    tokio::time::sleep(Duration::from_millis(n.rng.random_range(1..30))).await;
+    let later = n.rng.random_range(0..6);
+    spawn_reads(n, &target, later);
+    Fault::ReadBurst { leader, reads: before + right_after + later, action, after_ms }
+}
+
+/// Spawn `count` reads of random keys by random paths at `target`; they go into the history.
+fn spawn_reads(n: &mut Nemesis, target: &Target, count: usize) {
+    for _ in 0..count {
+        let path = ReadPath::random(&mut n.rng);
+        let key = format!("k{}", n.rng.random_range(0..3));
+        let follower = pick_any(&n.c, &mut n.rng);
+        let (c, target) = (n.c.clone(), target.clone());
+        let client = n.next_burst_client;
+        n.next_burst_client += 1;
+        n.bursts.push(tokio::spawn(async move {
+            if let Some(op) = read(&c, client, key, path, target, follower).await {
+                lock(&c).burst_history.push(op);
+            }
+        }));
+    }
 }

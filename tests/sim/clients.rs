@@ -200,7 +200,14 @@ pub async fn read(
     })
     .await;
     let (value, served) = served.ok().flatten()?;
-    let ret = lock(c).clock.stamp();
+    let (ret, newest) = {
+        let mut g = lock(c);
+        (g.clock.stamp(), g.newest_leader)
+    };
+    let served = match newest {
+        Some((term, id)) => format!("{served}; newest leader then: n{id} in term {term}"),
+        None => served,
+    };
     Some(Op {
         client,
         key,

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use quorate::testing::invariants::{ElectionSafety, NodeView, SafetyViolation, check_logs_and_state_machines};
+use quorate::testing::invariants::{
+    ElectionSafety, NodeView, SafetyViolation, check_acked_entries_are_durable, check_logs_and_state_machines,
+};
+use quorate::testing::suite::StateMachinePersistence;
 use quorate::testing::{CrashSwitch, MemLogStore, MemStateMachine, Router, TypeConfig};
 use quorate::{Config, Raft, ServerState};
 use tokio::time::Instant;
@@ -45,6 +48,12 @@ pub struct SimCluster {
     /// Operations of the nemesis's read bursts; the clients return their own.
     pub burst_history: Vec<Op>,
     pub clock: HistoryClock,
+    /// The highest term a leader was seen in so far, and that leader: tells a read served
+    /// by a deposed leader from one served by the newest.
+    pub newest_leader: Option<(u64, u64)>,
+    /// Whether the state machines keep what they applied across a crash, or restart from
+    /// their snapshot; one kind for the whole cluster, as a deployment runs one.
+    pub sm_persistence: StateMachinePersistence,
 }
 
 pub type Shared = Arc<Mutex<SimCluster>>;
@@ -80,7 +89,8 @@ impl SimCluster {
             .collect()
     }
 
-    /// Check log matching, committed entries and state machine safety now.
+    /// Check log matching, committed entries, state machine safety and that leaders count
+    /// only durable entries, now.
     pub fn check(&self) -> Result<(), SafetyViolation> {
         let views: Vec<NodeView<'_>> = self
             .nodes
@@ -90,7 +100,8 @@ impl SimCluster {
                 Some(NodeView { id: *id, log: &n.log, sm: &n.sm, metrics })
             })
             .collect();
-        check_logs_and_state_machines(&views)
+        check_logs_and_state_machines(&views)?;
+        check_acked_entries_are_durable(&views, self.sm_persistence)
     }
 
     /// Record a violation seen now.
@@ -181,6 +192,10 @@ async fn watch_node(c: Shared, id: u64, incarnation: u64, raft: Raft<TypeConfig>
         if let Err(v) = safety.lock().unwrap_or_else(|e| e.into_inner()).observe(&m) {
             lock(&c).record_violation(v);
         }
+        if m.state == ServerState::Leader {
+            let mut g = lock(&c);
+            g.newest_leader = g.newest_leader.max(Some((m.current_term, id)));
+        }
         if m.state == ServerState::Shutdown || rx.changed().await.is_err() {
             break;
         }
@@ -206,11 +221,9 @@ async fn watch_node(c: Shared, id: u64, incarnation: u64, raft: Raft<TypeConfig>
     }
 }
 
-/// How much of what a crashed node had not made durable survives.
+/// How much of what a crashed node's log had not made durable survives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CrashLoss {
-    /// The state machine restarts from its snapshot (else with everything applied).
-    pub volatile: bool,
     /// Of the log's unflushed operations, the share (in per mille) that became durable anyway:
     /// 0 loses all of them.
     pub keep_per_mille: u32,
@@ -222,11 +235,15 @@ pub async fn crash_node(c: &Shared, id: u64, loss: CrashLoss) {
     let raft = {
         let mut g = lock(c);
         g.router.remove_node(id);
+        let persistence = g.sm_persistence;
         let Some(n) = g.nodes.get_mut(&id) else { return };
         let raft = n.raft.take();
         let keep = n.log.pending_units() * loss.keep_per_mille as usize / 1000;
         n.log = n.log.reopen_keeping(keep);
-        n.sm = if loss.volatile { n.sm.reopen_empty_from_snapshot() } else { n.sm.reopen() };
+        n.sm = match persistence {
+            StateMachinePersistence::Persistent => n.sm.reopen(),
+            StateMachinePersistence::Snapshot => n.sm.reopen_empty_from_snapshot(),
+        };
         // The frozen calls of the old process fail now, so it stops.
         n.crash.release();
         raft

@@ -13,7 +13,7 @@ use quorate::testing::{CrashPoint, StorageCall};
 use rand::Rng;
 use tokio::time::timeout;
 
-use crate::cluster::{crash_node, lock, start_node};
+use crate::cluster::{CrashLoss, crash_node, lock, start_node};
 use crate::nemesis::{Fault, Nemesis};
 
 /// How long a crash point may take to be reached before the node is crashed anyway.
@@ -92,4 +92,20 @@ pub async fn crash_after_install(n: &mut Nemesis) -> Fault {
         start_node(&n.c, node).await;
     }
     Fault::InstallCrash { node, calls, loss, tripped }
+}
+
+/// Stall a node's disk (often a follower's) for a while, then crash it: whatever it appended
+/// and acknowledged nothing of, and every committed index it heard of meanwhile, is lost.
+pub async fn stall_then_crash(n: &mut Nemesis) -> Fault {
+    let node = n.leader_or_random(0.2);
+    let ms = n.rng.random_range(200..2000);
+    let loss = CrashLoss { keep_per_mille: 0 };
+    let log = lock(&n.c).nodes[&node].log.clone();
+    log.set_flush_stalled(true);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    crash_node(&n.c, node, loss).await;
+    log.set_flush_stalled(false);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    start_node(&n.c, node).await;
+    Fault::StallCrash { node, ms, loss }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use quorate::testing::invariants::ElectionSafety;
 use quorate::testing::linearizability::{CheckResult, check_kv_history};
+use quorate::testing::suite::StateMachinePersistence;
 use quorate::testing::{Router, RpcKind};
 use quorate::{BasicNode, Config, SnapshotPolicy};
 use rand::rngs::StdRng;
@@ -91,7 +92,7 @@ pub fn replay_command(seed: u64) -> String {
 /// Wall-clock time after which a run counts as livelocked (a busy loop never lets the paused
 /// clock move, so virtual time cannot bound it). `SIM_REAL_TIME_LIMIT_S` overrides it.
 fn real_time_limit() -> Duration {
-    let secs = std::env::var("SIM_REAL_TIME_LIMIT_S").ok().and_then(|s| s.parse().ok()).unwrap_or(120);
+    let secs = std::env::var("SIM_REAL_TIME_LIMIT_S").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     Duration::from_secs(secs)
 }
 
@@ -133,6 +134,8 @@ async fn simulate(seed: u64, options: SimOptions) -> SimReport {
     // Now and then a request arrives after its sender gave up on it.
     router.set_late(0.005, 2 * config.rpc_timeout);
     router.set_real_time_limit(Some(real_time_limit()));
+    let sm_persistence =
+        if rng.random_bool(0.5) { StateMachinePersistence::Persistent } else { StateMachinePersistence::Snapshot };
     let spread = options.clock_skew.spread(&config);
     let nodes = (1..=n as u64).map(|id| (id, SimNode::new(1.0 + rng.random_range(-spread..spread)))).collect();
     let c: Shared = Arc::new(Mutex::new(SimCluster {
@@ -143,6 +146,8 @@ async fn simulate(seed: u64, options: SimOptions) -> SimReport {
         violations: Vec::new(),
         burst_history: Vec::new(),
         clock: HistoryClock::new(Instant::now()),
+        newest_leader: None,
+        sm_persistence,
     }));
     for id in 1..=n as u64 {
         start_node(&c, id).await;

@@ -83,7 +83,8 @@ fn replay_one_seed() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
-        .without_time()
+        .with_ansi(false)
+        .with_timer(VirtualTime)
         .try_init();
     let seed = env_u64("SIM_SEED").unwrap_or(0);
     let duration = env_u64("SIM_RUN_MS").map_or(RUN, Duration::from_millis);
@@ -104,6 +105,21 @@ fn replay_one_seed() {
         println!("  fault at {at} ms: {f:?}");
     }
     assert_clean(&r);
+}
+
+/// Log lines stamped with the simulation's virtual time (ms since the first line).
+struct VirtualTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for VirtualTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        static START: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+        // Outside a runtime there is no virtual clock to read.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return write!(w, "-");
+        }
+        let start = *START.get_or_init(tokio::time::Instant::now);
+        write!(w, "{:>9.3}", tokio::time::Instant::now().duration_since(start).as_secs_f64() * 1000.0)
+    }
 }
 
 /// Many seeds: `SIM_SEEDS=<n>` (default 200) from `SIM_FIRST_SEED` (default 1000); two

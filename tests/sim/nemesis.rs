@@ -27,11 +27,14 @@ use tokio::time::Instant;
 
 use crate::bursts::{BurstAction, read_burst};
 use crate::cluster::{CrashLoss, Shared, crash_node, lock, start_node};
-use crate::crashes::{crash_after_install, crash_at_point};
+use crate::crashes::{crash_after_install, crash_at_point, stall_then_crash};
 
 /// The shortest and longest answer delay: from the election timeout to `rpc_timeout` (the
 /// simulation's config has 150 ms and 500 ms).
 const ANSWER_DELAY_MS: std::ops::Range<u64> = 150..500;
+
+/// The most faults in place at once before the nemesis heals them all.
+const MAX_ACTIVE_FAULTS: u32 = 3;
 
 /// One fault the nemesis injects.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -91,6 +94,13 @@ pub enum Fault {
         loss: CrashLoss,
         tripped: Option<StorageCall>,
     },
+    /// The node's disk stops flushing for `ms` (its committed index runs ahead of its durable
+    /// log), then the node crashes, losing what was not flushed.
+    StallCrash {
+        node: u64,
+        ms: u64,
+        loss: CrashLoss,
+    },
     Heal,
 }
 
@@ -118,6 +128,7 @@ impl Fault {
             Fault::CrashPoint { tripped: None, .. } => "crash-point-missed",
             Fault::InstallCrash { tripped: Some(_), .. } => "crash-after-install",
             Fault::InstallCrash { tripped: None, .. } => "crash-after-install-missed",
+            Fault::StallCrash { .. } => "stall-then-crash",
             Fault::Heal => "heal",
         }
     }
@@ -133,6 +144,9 @@ pub struct Nemesis {
     pub bursts: Vec<JoinHandle<()>>,
     /// Client ids of burst reads, counting up.
     pub next_burst_client: usize,
+    /// Kinds of fault (as [`Fault::kind`] names them) not to inject: `SIM_EXCLUDE_FAULTS`,
+    /// comma-separated, to find out which faults a violation needs.
+    excluded: Vec<String>,
 }
 
 /// A fault and the virtual millisecond of the run it was injected at.
@@ -148,16 +162,25 @@ pub async fn run_nemesis(c: Shared, seed: u64, until: Instant) -> Vec<TimedFault
         removed: BTreeSet::new(),
         bursts: Vec::new(),
         next_burst_client: 1000,
+        excluded: std::env::var("SIM_EXCLUDE_FAULTS")
+            .map(|s| s.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect())
+            .unwrap_or_default(),
     };
     let mut faults = Vec::new();
+    let mut active = 0;
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(n.rng.random_range(100..600))).await;
         let at = lock(&n.c).clock.millis();
         let fault = n.next_fault().await;
         faults.push((at, fault));
-        // Let the fault last a while, then heal the network and disks (not membership).
+        active += 1;
+        // Let the fault last a while, then heal the network and disks (not membership); or
+        // leave it in place and add the next one to it: some bugs need two faults at once.
         tokio::time::sleep(Duration::from_millis(n.rng.random_range(100..1500))).await;
-        heal(&n.c).await;
+        if active >= MAX_ACTIVE_FAULTS || n.rng.random_bool(0.6) {
+            heal(&n.c).await;
+            active = 0;
+        }
     }
     for b in n.bursts.drain(..) {
         let _ = b.await;
@@ -166,6 +189,10 @@ pub async fn run_nemesis(c: Shared, seed: u64, until: Instant) -> Vec<TimedFault
 }
 
 impl Nemesis {
+    fn excludes(&self, kind: &str) -> bool {
+        self.excluded.iter().any(|k| k == kind)
+    }
+
     pub fn random_node(&mut self) -> u64 {
         self.ids[self.rng.random_range(0..self.ids.len())]
     }
@@ -183,12 +210,10 @@ impl Nemesis {
         }
     }
 
-    /// What a crash loses: half the time every unflushed write, else a random share of them;
-    /// the state machine keeps its state or restarts from its snapshot.
+    /// What a crash loses: half the time every unflushed log write, else a random share.
     pub fn crash_loss(&mut self) -> CrashLoss {
-        let volatile = self.rng.random_bool(0.5);
         let keep_per_mille = if self.rng.random_bool(0.5) { 0 } else { self.rng.random_range(0..=1000) };
-        CrashLoss { volatile, keep_per_mille }
+        CrashLoss { keep_per_mille }
     }
 
     /// Draw a fault and inject it; returns it as it happened.
@@ -196,10 +221,18 @@ impl Nemesis {
         let a = self.random_node();
         let b = self.random_node();
         let c = self.c.clone();
-        let fault = match self.rng.random_range(0..22) {
+        let fault = match self.rng.random_range(0..23) {
             0 => Fault::Isolate(a),
             1 if a != b => Fault::Block(a, b),
-            2 if a != b => Fault::Delay(a, b, self.rng.random_range(1..100)),
+            2 if a != b => {
+                // Mostly short; sometimes up to the RPC timeout.
+                let ms = if self.rng.random_bool(0.7) {
+                    self.rng.random_range(1..100)
+                } else {
+                    self.rng.random_range(100..500)
+                };
+                Fault::Delay(a, b, ms)
+            }
             3 => Fault::Hang(a),
             4 => Fault::Crash { node: a, loss: self.crash_loss() },
             5 => {
@@ -209,7 +242,7 @@ impl Nemesis {
             6 => Fault::StallDisk(a),
             7 => Fault::Snapshot(a),
             8 if a != b => Fault::Transfer { from: a, to: b },
-            9 if self.ids.len() >= 5 && self.removed.is_empty() => Fault::RemoveVoter(a),
+            9 if self.removed.is_empty() => Fault::RemoveVoter(a),
             10 if !self.removed.is_empty() => Fault::AddVoter(*self.removed.iter().next().unwrap_or(&a)),
             11 => Fault::Elect(self.leader_or_random(0.3)),
             12 | 13 => {
@@ -229,11 +262,15 @@ impl Nemesis {
                 let rpc_timeout = lock(&c).config.rpc_timeout.as_millis() as u64;
                 Fault::LateDelivery { from, to, ms: self.rng.random_range(rpc_timeout..2 * rpc_timeout) }
             }
-            15..=17 => return read_burst(self).await,
-            18 | 19 => return crash_at_point(self).await,
-            20 => return crash_after_install(self).await,
+            15..=17 if !self.excludes("read-burst") => return read_burst(self).await,
+            18 | 19 if !self.excludes("crash-point") => return crash_at_point(self).await,
+            20 if !self.excludes("crash-after-install") => return crash_after_install(self).await,
+            21 if !self.excludes("stall-then-crash") => return stall_then_crash(self).await,
             _ => Fault::Heal,
         };
+        if self.excludes(fault.kind()) {
+            return Fault::Heal;
+        }
         self.apply(&fault).await;
         fault
     }
@@ -291,7 +328,11 @@ impl Nemesis {
                 }
             }
             Fault::RemoveVoter(a) | Fault::AddVoter(a) => self.change_membership(fault, *a).await,
-            Fault::ReadBurst { .. } | Fault::CrashPoint { .. } | Fault::InstallCrash { .. } | Fault::Heal => {}
+            Fault::ReadBurst { .. }
+            | Fault::CrashPoint { .. }
+            | Fault::InstallCrash { .. }
+            | Fault::StallCrash { .. }
+            | Fault::Heal => {}
         }
     }
 
