@@ -5,15 +5,20 @@
 //! bypasses stickiness), a transfer (after which the old leader must stop serving from its
 //! lease), or a leader cut off in the very instant the reads arrive. A burst sends reads by
 //! every path, lets them reach the leader, then does one of those, in the same instant or a
-//! few ms later; more reads follow in the same instant right after, and a few ms later, still
-//! at the node that led. The reads go into the history like any client's.
+//! few ms later; more reads follow in the same instant right after, in the instant a write at
+//! the new leader returns, and a few ms later, all at the node that led. The reads (and the
+//! write) go into the history like any client's.
 
 use std::time::Duration;
 
 use rand::Rng;
 
-use crate::clients::{ReadPath, Target, pick_any, read};
-use crate::cluster::lock;
+use quorate::testing::TypeConfig;
+use quorate::{Raft, ServerState};
+use tokio::time::Instant;
+
+use crate::clients::{OpKind, ReadPath, Target, pick_any, read, write};
+use crate::cluster::{Shared, lock};
 use crate::nemesis::{Fault, Nemesis};
 
 /// What happens to leadership while the burst's reads are pending.
@@ -83,12 +88,80 @@ pub async fn read_burst(n: &mut Nemesis) -> Fault {
             }
         }
     }
+    // Let whatever can happen within this instant happen (over instant links a forced
+    // election completes in it), then read at the node that led.
+    for _ in 0..64 {
+        tokio::task::yield_now().await;
+    }
     let right_after = n.rng.random_range(0..6);
     spawn_reads(n, &target, right_after);
+    let after_write = n.rng.random_range(1..6);
+    write_then_read(n, &target, after_write);
     tokio::time::sleep(Duration::from_millis(n.rng.random_range(1..30))).await;
     let later = n.rng.random_range(0..6);
     spawn_reads(n, &target, later);
-    Fault::ReadBurst { leader, reads: before + right_after + later, action, after_ms }
+    Fault::ReadBurst { leader, reads: before + right_after + after_write + later, action, after_ms }
+}
+
+/// How long a burst waits for a leader in a newer term than the one it read from.
+const NEW_LEADER_WAIT: Duration = Duration::from_millis(500);
+
+/// Write at the leader of the newest term and, in the instant the write returns, read at the
+/// node that led before: a read that starts after a write completed must see it, which is
+/// where a deposed leader's stale answer shows.
+fn write_then_read(n: &mut Nemesis, old: &Target, reads: usize) {
+    let key = format!("k{}", n.rng.random_range(0..3));
+    let plans: Vec<(ReadPath, String, Option<Target>)> = (0..reads)
+        .map(|_| {
+            let path = ReadPath::random(&mut n.rng);
+            (path, format!("k{}", n.rng.random_range(0..3)), pick_any(&n.c, &mut n.rng))
+        })
+        .collect();
+    let client = n.next_burst_client;
+    n.next_burst_client += 1 + reads;
+    let (c, old) = (n.c.clone(), old.clone());
+    n.bursts.push(tokio::spawn(async move {
+        let old_term = old.1.metrics().borrow().current_term;
+        let Some(newest) = wait_for_newer_leader(&c, old_term).await else { return };
+        let value = format!("b{client}");
+        let Some(op) = write(&c, client, key, OpKind::Put(value), &newest).await else { return };
+        let completed = op.output.is_some();
+        lock(&c).burst_history.push(op);
+        if !completed {
+            return;
+        }
+        let reads: Vec<_> = plans
+            .into_iter()
+            .zip(client + 1..)
+            .map(|((path, key, follower), client)| {
+                let (c, old) = (c.clone(), old.clone());
+                tokio::spawn(async move { read(&c, client, key, path, old, follower).await })
+            })
+            .collect();
+        for r in reads {
+            if let Ok(Some(op)) = r.await {
+                lock(&c).burst_history.push(op);
+            }
+        }
+    }));
+}
+
+/// The running node that leads in the highest term, once that term is above `term`.
+async fn wait_for_newer_leader(c: &Shared, term: u64) -> Option<Raft<TypeConfig>> {
+    let deadline = Instant::now() + NEW_LEADER_WAIT;
+    while Instant::now() < deadline {
+        let newest = lock(c)
+            .running()
+            .into_iter()
+            .filter(|(_, r)| r.metrics().borrow().state == ServerState::Leader)
+            .max_by_key(|(_, r)| r.metrics().borrow().current_term)
+            .map(|(_, r)| r);
+        if let Some(r) = newest.filter(|r| r.metrics().borrow().current_term > term) {
+            return Some(r);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    None
 }
 
 /// Spawn `count` reads of random keys by random paths at `target`; they go into the history.

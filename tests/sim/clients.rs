@@ -224,7 +224,7 @@ fn display(log_id: Option<quorate::LogId<TypeConfig>>) -> String {
 }
 
 /// Propose a write or compare-and-set to `raft`. `None`: it certainly did not happen.
-async fn write(c: &Shared, client: usize, key: String, kind: OpKind, raft: &Raft<TypeConfig>) -> Option<Op> {
+pub async fn write(c: &Shared, client: usize, key: String, kind: OpKind, raft: &Raft<TypeConfig>) -> Option<Op> {
     let (req, answer): (Request, fn(&Response) -> OpOutput) = match &kind {
         OpKind::Put(v) => (Request::Set { key: key.clone(), value: v.clone() }, |_| OpOutput::Written),
         OpKind::Cas { expected, new } => {

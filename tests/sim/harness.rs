@@ -59,11 +59,29 @@ impl ClockSkew {
 }
 
 /// What a run is asked to do.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SimOptions {
     /// Virtual time the clients and the nemesis run for.
     pub duration: Duration,
     pub clock_skew: ClockSkew,
+    /// Kinds of fault the nemesis leaves out (as the soak report names them).
+    pub exclude_faults: Vec<String>,
+}
+
+impl SimOptions {
+    /// The options of a test run: `duration`, clocks within the lease's bound, every fault.
+    pub fn new(duration: Duration) -> Self {
+        Self { duration, clock_skew: ClockSkew::WithinBound, exclude_faults: Vec::new() }
+    }
+
+    /// The options of an on-demand run: `SIM_CLOCK_SKEW=excess` and `SIM_EXCLUDE_FAULTS`
+    /// (comma-separated fault kinds) as set.
+    pub fn from_env(duration: Duration) -> Self {
+        let exclude_faults = std::env::var("SIM_EXCLUDE_FAULTS")
+            .map(|s| s.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect())
+            .unwrap_or_default();
+        Self { duration, clock_skew: ClockSkew::from_env(), exclude_faults }
+    }
 }
 
 /// What one run did and found.
@@ -164,7 +182,7 @@ async fn simulate(seed: u64, options: SimOptions) -> SimReport {
     let clients: Vec<_> = (0..rng.random_range(3..6))
         .map(|i| tokio::spawn(run_client(c.clone(), i, seed.wrapping_mul(31).wrapping_add(i as u64), 3, until)))
         .collect();
-    let nemesis = tokio::spawn(run_nemesis(c.clone(), seed ^ 0x9e37_79b9_7f4a_7c15, until));
+    let nemesis = tokio::spawn(run_nemesis(c.clone(), seed ^ 0x9e37_79b9_7f4a_7c15, until, options.exclude_faults));
     let checker = tokio::spawn(check_periodically(c.clone(), until));
 
     let mut history = Vec::new();

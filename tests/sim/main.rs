@@ -23,9 +23,9 @@ use harness::{ClockSkew, SimOptions, SimReport, replay_command, run_seed};
 /// Virtual time each seed runs for.
 const RUN: Duration = Duration::from_secs(10);
 
-/// The options of every test but the opt-in ones.
+/// The options of every test but the on-demand ones, whatever the environment says.
 fn default_options() -> SimOptions {
-    SimOptions { duration: RUN, clock_skew: ClockSkew::WithinBound }
+    SimOptions::new(RUN)
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -76,7 +76,7 @@ fn same_seed_same_trace() {
 }
 
 /// Replay one seed: `SIM_SEED=<seed>` (`SIM_RUN_MS`, `SIM_CLOCK_SKEW=excess`,
-/// `SIM_PRINT_HISTORY=1` as wanted).
+/// `SIM_EXCLUDE_FAULTS`, `SIM_PRINT_HISTORY=1` as wanted).
 #[test]
 #[ignore = "run on demand with SIM_SEED"]
 fn replay_one_seed() {
@@ -88,7 +88,7 @@ fn replay_one_seed() {
         .try_init();
     let seed = env_u64("SIM_SEED").unwrap_or(0);
     let duration = env_u64("SIM_RUN_MS").map_or(RUN, Duration::from_millis);
-    let r = run_seed(seed, SimOptions { duration, clock_skew: ClockSkew::from_env() });
+    let r = run_seed(seed, SimOptions::from_env(duration));
     if std::env::var("SIM_PRINT_HISTORY").is_ok() {
         for op in &r.history {
             println!("  op {op:?}");
@@ -130,11 +130,11 @@ impl tracing_subscriber::fmt::time::FormatTime for VirtualTime {
 fn soak() {
     let n = env_u64("SIM_SEEDS").unwrap_or(200);
     let first = env_u64("SIM_FIRST_SEED").unwrap_or(1000);
-    let options = SimOptions { duration: RUN, clock_skew: ClockSkew::from_env() };
+    let options = SimOptions::from_env(RUN);
     let mut totals = report::Totals::default();
     let started = std::time::Instant::now();
     for seed in first..first + n {
-        let r = run_seed(seed, options);
+        let r = run_seed(seed, options.clone());
         if !r.violations.is_empty() {
             println!(
                 "seed {seed}: {} violation(s)\n  {}\n  replay: {}",
@@ -145,7 +145,7 @@ fn soak() {
         }
         totals.add(&r);
     }
-    println!("{}", totals.summary(first, n, options.clock_skew, started.elapsed()));
+    println!("{}", totals.summary(first, n, &options, started.elapsed()));
     assert!(totals.failed.is_empty(), "violations in seeds {:?}", totals.failed);
 }
 
@@ -156,8 +156,9 @@ fn soak() {
 fn excess_clock_skew_is_caught() {
     let n = env_u64("SIM_SEEDS").unwrap_or(50);
     let first = env_u64("SIM_FIRST_SEED").unwrap_or(1000);
-    let options = SimOptions { duration: RUN, clock_skew: ClockSkew::Excess };
-    let failing: Vec<u64> = (first..first + n).filter(|seed| !run_seed(*seed, options).violations.is_empty()).collect();
+    let options = SimOptions { clock_skew: ClockSkew::Excess, ..SimOptions::from_env(RUN) };
+    let failing: Vec<u64> =
+        (first..first + n).filter(|seed| !run_seed(*seed, options.clone()).violations.is_empty()).collect();
     println!("excess clock skew: violations in {} of {n} seeds: {failing:?}", failing.len());
     assert!(!failing.is_empty(), "no seed caught clocks drifting past the lease's bound");
 }

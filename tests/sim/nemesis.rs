@@ -144,16 +144,17 @@ pub struct Nemesis {
     pub bursts: Vec<JoinHandle<()>>,
     /// Client ids of burst reads, counting up.
     pub next_burst_client: usize,
-    /// Kinds of fault (as [`Fault::kind`] names them) not to inject: `SIM_EXCLUDE_FAULTS`,
-    /// comma-separated, to find out which faults a violation needs.
+    /// Kinds of fault (as [`Fault::kind`] names them) not to inject, to find out which faults
+    /// a violation needs.
     excluded: Vec<String>,
 }
 
 /// A fault and the virtual millisecond of the run it was injected at.
 pub type TimedFault = (u64, Fault);
 
-/// Inject random faults until `until`, healing between them; returns every fault injected.
-pub async fn run_nemesis(c: Shared, seed: u64, until: Instant) -> Vec<TimedFault> {
+/// Inject random faults until `until`, healing between them, leaving out the kinds in
+/// `excluded`; returns every fault injected.
+pub async fn run_nemesis(c: Shared, seed: u64, until: Instant, excluded: Vec<String>) -> Vec<TimedFault> {
     let ids: Vec<u64> = lock(&c).nodes.keys().copied().collect();
     let mut n = Nemesis {
         c,
@@ -162,9 +163,7 @@ pub async fn run_nemesis(c: Shared, seed: u64, until: Instant) -> Vec<TimedFault
         removed: BTreeSet::new(),
         bursts: Vec::new(),
         next_burst_client: 1000,
-        excluded: std::env::var("SIM_EXCLUDE_FAULTS")
-            .map(|s| s.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect())
-            .unwrap_or_default(),
+        excluded,
     };
     let mut faults = Vec::new();
     let mut active = 0;
@@ -237,7 +236,14 @@ impl Nemesis {
             4 => Fault::Crash { node: a, loss: self.crash_loss() },
             5 => {
                 let ms = self.rng.random_range(1..30);
-                if a % 2 == 0 { Fault::SlowApply(a, ms.min(20)) } else { Fault::SlowDisk(a, ms) }
+                if a % 2 == 0 {
+                    Fault::SlowApply(a, ms.min(20))
+                } else if self.rng.random_bool(0.3) {
+                    // Now and then an fsync that takes as long as an election timeout.
+                    Fault::SlowDisk(a, ms * 7)
+                } else {
+                    Fault::SlowDisk(a, ms)
+                }
             }
             6 => Fault::StallDisk(a),
             7 => Fault::Snapshot(a),

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::clients::{OpKind, ReadPath};
-use crate::harness::{ClockSkew, SimReport};
+use crate::harness::{SimOptions, SimReport};
 
 /// What many runs did, summed.
 #[derive(Default)]
@@ -52,13 +52,15 @@ impl Totals {
     }
 
     /// The report printed at the end of a soak.
-    pub fn summary(&self, first: u64, n: u64, skew: ClockSkew, elapsed: Duration) -> String {
+    pub fn summary(&self, first: u64, n: u64, options: &SimOptions, elapsed: Duration) -> String {
         let mut s = String::new();
         let per_min = self.seeds as f64 / elapsed.as_secs_f64().max(1e-9) * 60.0;
         let _ = writeln!(
             s,
-            "soak: seeds {first}..{} ({n}), clocks {skew:?}, {:.1} s wall time, {per_min:.1} seeds/min",
+            "soak: seeds {first}..{} ({n}), clocks {:?}, faults left out {:?}, {:.1} s wall time, {per_min:.1} seeds/min",
             first + n,
+            options.clock_skew,
+            options.exclude_faults,
             elapsed.as_secs_f64()
         );
         let ops = self.ops();
