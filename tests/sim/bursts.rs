@@ -30,6 +30,10 @@ pub enum BurstAction {
     Transfer(u64),
     /// The leader is cut off, and this node is made to campaign.
     IsolateAndElect(u64),
+    /// The leader is cut off; the others elect a new one when their timers say so. What a
+    /// lease must survive: the old leader may serve from it only until a new leader can
+    /// have been elected, by every clock within the drift bound.
+    Isolate,
 }
 
 /// Send a burst of reads to a node that leads (or believes it does), then move leadership.
@@ -58,12 +62,18 @@ pub async fn read_burst(n: &mut Nemesis) -> Fault {
         let others: Vec<u64> = n.ids.iter().copied().filter(|id| *id != leader).collect();
         others[n.rng.random_range(0..others.len())]
     };
-    let action = match n.rng.random_range(0..4) {
+    let mut action = match n.rng.random_range(0..5) {
         0 => BurstAction::Elect(leader),
         1 => BurstAction::Elect(other),
         2 => BurstAction::Transfer(other),
-        _ => BurstAction::IsolateAndElect(other),
+        3 => BurstAction::IsolateAndElect(other),
+        _ => BurstAction::Isolate,
     };
+    // Leaving out forced elections or transfers leaves the leader cut off instead.
+    let forced = matches!(action, BurstAction::Elect(_) | BurstAction::IsolateAndElect(_));
+    if (forced && n.excludes("elect")) || (matches!(action, BurstAction::Transfer(_)) && n.excludes("transfer")) {
+        action = BurstAction::Isolate;
+    }
     let after_ms = if n.rng.random_bool(0.5) { 0 } else { n.rng.random_range(1..20) };
     if after_ms > 0 {
         tokio::time::sleep(Duration::from_millis(after_ms)).await;
@@ -87,6 +97,7 @@ pub async fn read_burst(n: &mut Nemesis) -> Fault {
                 let _ = r.trigger().elect().await;
             }
         }
+        BurstAction::Isolate => lock(&n.c).router.isolate(leader),
     }
     // Let whatever can happen within this instant happen (over instant links a forced
     // election completes in it), then read at the node that led.
@@ -103,8 +114,9 @@ pub async fn read_burst(n: &mut Nemesis) -> Fault {
     Fault::ReadBurst { leader, reads: before + right_after + after_write + later, action, after_ms }
 }
 
-/// How long a burst waits for a leader in a newer term than the one it read from.
-const NEW_LEADER_WAIT: Duration = Duration::from_millis(500);
+/// How long a burst waits for a leader in a newer term than the one it read from: long
+/// enough for an election after the leader was cut off.
+const NEW_LEADER_WAIT: Duration = Duration::from_secs(1);
 
 /// Write at the leader of the newest term and, in the instant the write returns, read at the
 /// node that led before: a read that starts after a write completed must see it, which is

@@ -150,15 +150,20 @@ fn soak() {
 }
 
 /// Clocks drifting far past `Config::max_clock_drift` break lease reads: the checker must see
-/// it in some seed. Shows that the simulation can fail on lease reads, not only pass.
+/// it in some seed. Shows that the simulation can fail on lease reads, not only pass. Forced
+/// elections and transfers (which end a lease by design) and crashes after a snapshot install
+/// are left out, so a stale read here is the clocks' doing; within the bound the same seeds
+/// pass.
 #[test]
 #[ignore = "opt-in: expected to find stale lease reads"]
 fn excess_clock_skew_is_caught() {
-    let n = env_u64("SIM_SEEDS").unwrap_or(50);
-    let first = env_u64("SIM_FIRST_SEED").unwrap_or(1000);
-    let options = SimOptions { clock_skew: ClockSkew::Excess, ..SimOptions::from_env(RUN) };
-    let failing: Vec<u64> =
-        (first..first + n).filter(|seed| !run_seed(*seed, options.clone()).violations.is_empty()).collect();
-    println!("excess clock skew: violations in {} of {n} seeds: {failing:?}", failing.len());
-    assert!(!failing.is_empty(), "no seed caught clocks drifting past the lease's bound");
+    let n = env_u64("SIM_SEEDS").unwrap_or(200);
+    let first = env_u64("SIM_FIRST_SEED").unwrap_or(5000);
+    let exclude_faults = ["elect", "transfer", "crash-after-install"].map(String::from).to_vec();
+    let options = SimOptions { duration: RUN, clock_skew: ClockSkew::Excess, exclude_faults };
+    let stale: Vec<u64> = (first..first + n)
+        .filter(|seed| run_seed(*seed, options.clone()).violations.iter().any(|v| v.contains("not linearizable")))
+        .collect();
+    println!("excess clock skew: stale reads in {} of {n} seeds: {stale:?}", stale.len());
+    assert!(!stale.is_empty(), "no seed caught clocks drifting past the lease's bound");
 }

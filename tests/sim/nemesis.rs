@@ -188,7 +188,7 @@ pub async fn run_nemesis(c: Shared, seed: u64, until: Instant, excluded: Vec<Str
 }
 
 impl Nemesis {
-    fn excludes(&self, kind: &str) -> bool {
+    pub fn excludes(&self, kind: &str) -> bool {
         self.excluded.iter().any(|k| k == kind)
     }
 
