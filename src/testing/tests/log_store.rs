@@ -160,33 +160,30 @@ async fn vote_survives_a_reopen_and_committed_once_a_later_append_is_flushed() {
     assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 0)));
 }
 
-#[tokio::test]
-async fn a_crash_can_cut_the_unflushed_operations_anywhere() {
+/// A store with a durable log of four entries and, unflushed: a truncate (1 unit), an append
+/// of 3 entries (3 units), a committed id (1 unit).
+async fn store_with_unflushed_queue() -> MemLogStore {
     let mut store = MemLogStore::new();
     append(&mut store, blanks(1, 0..4)).await;
     store.set_flush_stalled(true);
-    // Queued: truncate (1 unit), append of 3 entries (3 units), committed id (1 unit).
     store.truncate(log_id(1, 2)).await.unwrap();
     append(&mut store, blanks(2, 2..5)).await;
     store.save_committed(Some(log_id(2, 3))).await.unwrap();
-    assert_eq!(store.pending_units(), 5);
+    store
+}
 
-    let cases: [(usize, Vec<Entry<TypeConfig>>, Option<LogId<TypeConfig>>); 4] = [
+#[tokio::test]
+async fn a_crash_can_cut_the_unflushed_operations_anywhere() {
+    assert_eq!(store_with_unflushed_queue().await.pending_units(), 5);
+    // Units kept, then the log and committed id that survive.
+    let cases = [
         (0, blanks(1, 0..4), None),
         (1, blanks(1, 0..2), None),
         (3, [blanks(1, 0..2), blanks(2, 2..4)].concat(), None),
         (5, [blanks(1, 0..2), blanks(2, 2..5)].concat(), Some(log_id(2, 3))),
     ];
     for (keep, entries, committed) in cases {
-        // Each reopen starts from the state before it: replay the same queue.
-        let mut fresh = MemLogStore::new();
-        append(&mut fresh, blanks(1, 0..4)).await;
-        fresh.set_flush_stalled(true);
-        fresh.truncate(log_id(1, 2)).await.unwrap();
-        append(&mut fresh, blanks(2, 2..5)).await;
-        fresh.save_committed(Some(log_id(2, 3))).await.unwrap();
-
-        let mut reopened = fresh.reopen_keeping(keep);
+        let mut reopened = store_with_unflushed_queue().await.reopen_keeping(keep);
         assert_eq!(reopened.entries(), entries, "keeping {keep} units");
         assert_eq!(reopened.read_committed().await.unwrap(), committed, "keeping {keep} units");
         assert_eq!(reopened.pending_units(), 0);
