@@ -526,32 +526,12 @@ impl RaftNetwork<C> for RouterNetwork {
             Some((req, wire_rx))
         });
 
-        // The target's side runs in a task of its own, so that it can outlive the sender.
-        let (answer_tx, answer_rx) =
-            mpsc::unbounded_channel::<(Result<AppendEntriesResponse<C>, RPCError>, Option<Instant>)>();
-        let target_side = raft.stream_append(delivered);
-        tokio::spawn(async move {
-            let mut target_side = std::pin::pin!(target_side);
-            loop {
-                tokio::select! {
-                    answer = target_side.next() => {
-                        let Some(answer) = answer else { break };
-                        let at = (!answer_delay.is_zero()).then(|| Instant::now() + answer_delay);
-                        if answer_tx.send((answer.map_err(remote_error), at)).is_err() && !outlives_sender {
-                            break;
-                        }
-                    }
-                    _ = answer_tx.closed(), if !outlives_sender => break,
-                }
-            }
-        });
-        let responses = futures_util::stream::unfold(answer_rx, |mut answer_rx| async move {
-            let (answer, at) = answer_rx.recv().await?;
-            if let Some(at) = at {
-                tokio::time::sleep_until(at).await;
-            }
-            Some((answer, answer_rx))
-        });
+        let responses = if answer_delay.is_zero() && !outlives_sender {
+            // The target's side is polled by the sender: it ends when the sender drops it.
+            raft.stream_append(delivered).map(|r| r.map_err(remote_error)).boxed()
+        } else {
+            held_or_outliving(raft.stream_append(delivered), answer_delay, outlives_sender)
+        };
         // The pump yields only its error, if it fails.
         let pump_error = futures_util::stream::once(pump).filter_map(|r| std::future::ready(r.err().map(Err)));
         let merged = futures_util::stream::select(responses, pump_error).scan(false, |ended, r| {
@@ -564,4 +544,40 @@ impl RaftNetwork<C> for RouterNetwork {
         });
         Ok(merged.boxed())
     }
+}
+
+/// The answers of a target's side of `stream_append`, run in a task of its own: each answer
+/// reaches the sender `answer_delay` after the target gave it, in order, and if
+/// `outlives_sender`, the target goes on taking the requests already on the wire after the
+/// sender dropped the stream.
+fn held_or_outliving(
+    target_side: impl Stream<Item = Result<AppendEntriesResponse<C>, RaftError>> + Send + 'static,
+    answer_delay: Duration,
+    outlives_sender: bool,
+) -> futures_util::stream::BoxStream<'static, Result<AppendEntriesResponse<C>, RPCError>> {
+    let (answer_tx, answer_rx) =
+        mpsc::unbounded_channel::<(Result<AppendEntriesResponse<C>, RPCError>, Option<Instant>)>();
+    tokio::spawn(async move {
+        let mut target_side = std::pin::pin!(target_side);
+        loop {
+            tokio::select! {
+                answer = target_side.next() => {
+                    let Some(answer) = answer else { break };
+                    let at = (!answer_delay.is_zero()).then(|| Instant::now() + answer_delay);
+                    if answer_tx.send((answer.map_err(remote_error), at)).is_err() && !outlives_sender {
+                        break;
+                    }
+                }
+                _ = answer_tx.closed(), if !outlives_sender => break,
+            }
+        }
+    });
+    futures_util::stream::unfold(answer_rx, |mut answer_rx| async move {
+        let (answer, at) = answer_rx.recv().await?;
+        if let Some(at) = at {
+            tokio::time::sleep_until(at).await;
+        }
+        Some((answer, answer_rx))
+    })
+    .boxed()
 }
