@@ -1,14 +1,16 @@
 //! Raft's safety properties, checked across the nodes of a test cluster (Raft §5.2, §5.4).
 //!
 //! Tests and the simulator call these after every step; each violation names the nodes and
-//! the log position involved.
+//! the log position involved. Besides the paper's properties, [`check_acked_entries_are_durable`]
+//! checks what replication rests on: a leader counts only what a follower made durable.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::suite::StateMachinePersistence;
 use super::{MemLogStore, MemStateMachine, TypeConfig};
 use crate::ServerState;
 use crate::metrics::RaftMetrics;
-use crate::types::LogId;
+use crate::types::{LogId, Vote};
 
 /// A broken Raft safety property.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +54,24 @@ pub enum SafetyViolation {
         b: u64,
         /// The common applied id.
         applied: LogId<TypeConfig>,
+    },
+    /// A leader counts a follower as holding an entry that the follower has not made durable:
+    /// a crash of the follower would lose what the leader believes replicated (an entry is
+    /// acknowledged to a leader only once it is durable on the follower).
+    #[error(
+        "node {leader} leads with vote {vote} and counts node {follower} as holding {matched}, which node {follower} has not made durable (snapshot: {snapshot:?})"
+    )]
+    AckedNotDurable {
+        /// The leader.
+        leader: u64,
+        /// The leader's vote, which the follower has too.
+        vote: Vote<TypeConfig>,
+        /// The follower.
+        follower: u64,
+        /// What the leader counts as matched on the follower.
+        matched: LogId<TypeConfig>,
+        /// What the follower's stored snapshot covers.
+        snapshot: Option<LogId<TypeConfig>>,
     },
     /// A node's committed id went backwards while it ran.
     #[error("node {node}: committed went back from {from} to {to:?}")]
@@ -114,6 +134,42 @@ pub fn check_logs_and_state_machines(nodes: &[NodeView<'_>]) -> Result<(), Safet
                 if la == lb && da != db {
                     return Err(SafetyViolation::StateMachinesDiffer { a: *a, b: *b, applied: *la });
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Check that every leader counts each follower as holding only what the follower made
+/// durable: its durable log, its stored snapshot or, if the state machines keep their state
+/// across a restart (`persistence`), what its state machine applied. A follower is checked
+/// while it has the leader's vote: after it moves to a newer leader, the old leader's view of
+/// it is stale and says nothing.
+///
+/// # Errors
+/// The first [`SafetyViolation::AckedNotDurable`] found.
+pub fn check_acked_entries_are_durable(
+    nodes: &[NodeView<'_>],
+    persistence: StateMachinePersistence,
+) -> Result<(), SafetyViolation> {
+    for leader in nodes.iter().filter(|n| n.metrics.state == ServerState::Leader) {
+        let Some(replication) = &leader.metrics.replication else { continue };
+        for (follower, matched) in replication {
+            let (Some(f), Some(matched)) = (nodes.iter().find(|n| n.id == *follower), matched) else { continue };
+            if f.metrics.vote != leader.metrics.vote {
+                continue;
+            }
+            let snapshot = f.sm.snapshot_last_log_id();
+            let applied_survives =
+                persistence == StateMachinePersistence::Persistent && f.sm.applied() >= Some(*matched);
+            if !f.log.is_durable(*matched) && snapshot < Some(*matched) && !applied_survives {
+                return Err(SafetyViolation::AckedNotDurable {
+                    leader: leader.id,
+                    vote: leader.metrics.vote,
+                    follower: *follower,
+                    matched: *matched,
+                    snapshot,
+                });
             }
         }
     }

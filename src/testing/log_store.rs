@@ -5,18 +5,38 @@
 //! - the **submitted** view: every operation whose call has returned. Readers see it, and
 //!   [`MemLogStore::entries`] shows it.
 //! - the **durable** view: what would survive a crash. It is the submitted view as of the last
-//!   completed flush: every append, truncate and purge is queued, and an append's flush
-//!   replays everything queued up to it onto the durable view, then fires its callback. A
-//!   truncate or purge therefore becomes durable with the next append's flush, which is the
-//!   latest the [storage contract](crate::storage) allows.
+//!   completed flush: every append, truncate, purge and saved committed id is queued, and an
+//!   append's flush replays everything queued up to it onto the durable view, then fires its
+//!   callback. A truncate, purge or committed id therefore becomes durable with the next
+//!   append's flush, which is the latest the [storage contract](crate::storage) allows.
 //!
 //! The vote is durable when [`save_vote`](RaftLogStorage::save_vote) returns, as the contract
-//! demands; the committed log id is kept as if it were durable at once.
+//! demands.
 //!
-//! [`MemLogStore::reopen`] simulates a crash and restart: the submitted view is reset to the
-//! durable one, queued flushes are forgotten (their callbacks never fire), and every handle
-//! from before the restart fails its storage calls with [`StorageError`], as the crashed
-//! process would have stopped.
+//! # What a crash loses
+//!
+//! [`MemLogStore::reopen`] simulates a crash and restart that loses everything not yet
+//! flushed; [`MemLogStore::reopen_keeping`] one that cuts the queue of unflushed operations
+//! anywhere, also inside an append (a store that writes in order, like a write-ahead log,
+//! leaves such a prefix behind: entries whose flush was never reported may survive). Either
+//! way the submitted view is reset to the durable one, queued flushes are forgotten (their
+//! callbacks never fire), and every handle from before the restart fails its storage calls
+//! with [`StorageError`], as the crashed process would have stopped.
+//!
+//! Against the contract's table, that is: a vote is never lost; an append reported durable is
+//! never lost, and neither is any operation before it; an append not reported durable, a
+//! truncate, a purge and a committed id after the last reported flush may each be lost, but
+//! only together with every queued operation after it. The contract allows a little more than
+//! this store does: a lazily durable purge or committed id lost even though a later append
+//! was flushed, or a truncate made durable before an earlier unflushed append. Neither leaves
+//! a log a restart must handle differently (a lost purge keeps entries a snapshot covers; a
+//! truncate only removes what an unflushed append may lose anyway), so the store stays with
+//! crash states in write order.
+//!
+//! # Crash points
+//!
+//! A [`CrashSwitch`] set with [`MemLogStore::set_crash_switch`] freezes the node between two
+//! storage calls; see [`crash_switch`](super::crash_switch).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
@@ -26,6 +46,7 @@ use std::time::Duration;
 use anyerror::AnyError;
 
 use super::TypeConfig;
+use super::crash_switch::{CrashSwitch, StorageCall};
 use crate::error::{ErrorSubject, ErrorVerb, StorageError};
 use crate::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use crate::types::{Entry, LogId, LogIdOptionExt, Vote};
@@ -63,7 +84,6 @@ struct LogInner {
     /// Bumped by every `reopen`; handles of an older generation belong to a crashed node.
     generation: u64,
     vote: Option<Vote<C>>,
-    committed: Option<LogId<C>>,
     /// What readers see: every operation that has returned.
     submitted: LogView,
     /// What survives a crash: the operations of `pending` not yet replayed are missing.
@@ -80,6 +100,8 @@ struct LogInner {
     flush_delay: Duration,
     flush_stalled: bool,
     append_count: u64,
+    /// Freezes the node between two storage calls; unarmed unless a test arms it.
+    crash: CrashSwitch,
 }
 
 /// The log as one of the two views sees it.
@@ -87,13 +109,14 @@ struct LogInner {
 struct LogView {
     purged: Option<LogId<C>>,
     entries: BTreeMap<u64, Entry<C>>,
+    committed: Option<LogId<C>>,
 }
 
 /// A log operation waiting to become durable.
 struct PendingIo {
     seq: u64,
     op: LogOp,
-    /// The append's callback; truncates and purges have none.
+    /// The append's callback; the other operations have none.
     callback: Option<IOFlushed<C>>,
 }
 
@@ -102,6 +125,18 @@ enum LogOp {
     Append(Vec<Entry<C>>),
     Truncate(u64),
     Purge(LogId<C>),
+    SaveCommitted(Option<LogId<C>>),
+}
+
+impl LogOp {
+    /// How many places a crash can cut this operation at: one per entry of an append, one
+    /// for any other operation.
+    fn units(&self) -> usize {
+        match self {
+            LogOp::Append(entries) => entries.len(),
+            _ => 1,
+        }
+    }
 }
 
 impl LogView {
@@ -127,6 +162,7 @@ impl LogView {
                     self.purged = Some(upto);
                 }
             }
+            LogOp::SaveCommitted(committed) => self.committed = committed,
         }
     }
 }
@@ -195,7 +231,6 @@ impl MemLogStore {
         let inner = LogInner {
             generation: 0,
             vote: None,
-            committed: None,
             submitted: LogView::default(),
             durable: LogView::default(),
             pending: VecDeque::new(),
@@ -204,6 +239,7 @@ impl MemLogStore {
             flush_delay: Duration::ZERO,
             flush_stalled: false,
             append_count: 0,
+            crash: CrashSwitch::new(),
         };
         Self { shared: Arc::new(Mutex::new(inner)), generation: 0 }
     }
@@ -211,18 +247,57 @@ impl MemLogStore {
     /// Simulate a crash and restart: a handle to the log as it was durable.
     ///
     /// Entries appended but not yet flushed are dropped (their callbacks never fire), and so
-    /// are truncates and purges not yet made durable by a later flush. The vote and the
-    /// committed log id survive. Every other handle, and every reader, of this store fails its
-    /// storage calls from now on; their inspection methods keep working and see the new state.
-    /// The knobs ([`set_flush_delay`](Self::set_flush_delay),
-    /// [`set_flush_stalled`](Self::set_flush_stalled)) and [`append_count`](Self::append_count)
-    /// carry over: they describe the disk, not the process.
+    /// are truncates, purges and committed ids not yet made durable by a later flush. The vote
+    /// survives. Every other handle, and every reader, of this store fails its storage calls
+    /// from now on; their inspection methods keep working and see the new state. The knobs
+    /// ([`set_flush_delay`](Self::set_flush_delay),
+    /// [`set_flush_stalled`](Self::set_flush_stalled)), the crash switch and
+    /// [`append_count`](Self::append_count) carry over: they describe the disk, not the
+    /// process.
     pub fn reopen(&self) -> MemLogStore {
+        self.reopen_keeping(0)
+    }
+
+    /// Simulate a crash that cut the queue of unflushed operations after its first `units`
+    /// (see [`pending_units`](Self::pending_units)): those became durable (no callback fires
+    /// for them), the rest are lost. Otherwise as [`reopen`](Self::reopen).
+    pub fn reopen_keeping(&self, units: usize) -> MemLogStore {
         let mut inner = lock(&self.shared);
         inner.generation += 1;
-        inner.pending.clear();
+        let mut left = units;
+        let pending = std::mem::take(&mut inner.pending);
+        for io in pending {
+            if left == 0 {
+                break;
+            }
+            let op = match io.op {
+                LogOp::Append(mut entries) if entries.len() > left => {
+                    entries.truncate(left);
+                    LogOp::Append(entries)
+                }
+                op => op,
+            };
+            left -= op.units();
+            inner.durable.apply(op);
+        }
         inner.submitted = inner.durable.clone();
         MemLogStore { shared: self.shared.clone(), generation: inner.generation }
+    }
+
+    /// How many places a crash can cut the queue of unflushed operations at: one per entry of
+    /// each unflushed append, one per other unflushed operation.
+    pub fn pending_units(&self) -> usize {
+        lock(&self.shared).pending.iter().map(|io| io.op.units()).sum()
+    }
+
+    /// Freeze this store's node at the crash points `switch` is armed with. Share the switch
+    /// with the node's state machine. Carries over [`reopen`](Self::reopen).
+    pub fn set_crash_switch(&self, switch: CrashSwitch) {
+        lock(&self.shared).crash = switch;
+    }
+
+    fn crash_switch(&self) -> CrashSwitch {
+        lock(&self.shared).crash.clone()
     }
 
     /// Complete each append's flush `delay` after the append (`Duration::ZERO`, the default:
@@ -264,6 +339,14 @@ impl MemLogStore {
         lock(&self.shared).durable.last_log_id()
     }
 
+    /// Whether the entry `log_id` would survive a crash: the durable log holds it, or purged
+    /// it (a snapshot covers it).
+    pub fn is_durable(&self, log_id: LogId<C>) -> bool {
+        let inner = lock(&self.shared);
+        inner.durable.entries.get(&log_id.index).is_some_and(|e| e.log_id == log_id)
+            || inner.durable.purged.is_some_and(|p| p >= log_id)
+    }
+
     /// How many times [`append`](RaftLogStorage::append) was called, since the store was
     /// created (across reopens). Shows how well appends are batched.
     pub fn append_count(&self) -> u64 {
@@ -277,6 +360,8 @@ impl MemLogStore {
 
 impl RaftLogReader<C> for MemLogReader {
     async fn try_get_log_entries(&mut self, range: Range<u64>) -> Result<Vec<Entry<C>>, StorageError> {
+        let crash = lock(&self.shared).crash.clone();
+        crash.enter().await?;
         let inner = lock_current(&self.shared, self.generation, ErrorVerb::Read)?;
         if range.start >= range.end {
             return Ok(Vec::new());
@@ -289,6 +374,7 @@ impl RaftLogStorage<C> for MemLogStore {
     type LogReader = MemLogReader;
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError> {
+        self.crash_switch().enter().await?;
         let inner = self.lock_current(ErrorVerb::Read)?;
         Ok(LogState { last_purged_log_id: inner.submitted.purged, last_log_id: inner.submitted.last_log_id() })
     }
@@ -298,25 +384,75 @@ impl RaftLogStorage<C> for MemLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<C>) -> Result<(), StorageError> {
-        let mut inner = self.lock_current(ErrorVerb::Write)?;
-        inner.vote = Some(*vote);
-        Ok(())
+        let crash = self.crash_switch();
+        crash.enter().await?;
+        self.lock_current(ErrorVerb::Write)?.vote = Some(*vote);
+        crash.after(StorageCall::SaveVote).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<C>>, StorageError> {
+        self.crash_switch().enter().await?;
         Ok(self.lock_current(ErrorVerb::Read)?.vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<C>>) -> Result<(), StorageError> {
-        self.lock_current(ErrorVerb::Write)?.committed = committed;
-        Ok(())
+        let crash = self.crash_switch();
+        crash.enter().await?;
+        {
+            let mut inner = self.lock_current(ErrorVerb::Write)?;
+            let op = LogOp::SaveCommitted(committed);
+            inner.submitted.apply(op.clone());
+            inner.push_pending(op, None);
+        }
+        crash.after(StorageCall::SaveCommitted).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<C>>, StorageError> {
-        Ok(self.lock_current(ErrorVerb::Read)?.committed)
+        self.crash_switch().enter().await?;
+        Ok(self.lock_current(ErrorVerb::Read)?.submitted.committed)
     }
 
     async fn append(&mut self, entries: Vec<Entry<C>>, callback: IOFlushed<C>) -> Result<(), StorageError> {
+        let crash = self.crash_switch();
+        crash.enter().await?;
+        self.append_entries(entries, callback)?;
+        crash.after(StorageCall::Append).await
+    }
+
+    async fn truncate(&mut self, since: LogId<C>) -> Result<(), StorageError> {
+        let crash = self.crash_switch();
+        crash.enter().await?;
+        {
+            let mut inner = self.lock_current(ErrorVerb::Delete)?;
+            if inner.submitted.purged.index() >= Some(since.index) {
+                return Err(log_error(
+                    ErrorVerb::Delete,
+                    format!("truncate since {since} would delete purged entries"),
+                ));
+            }
+            let op = LogOp::Truncate(since.index);
+            inner.submitted.apply(op.clone());
+            inner.push_pending(op, None);
+        }
+        crash.after(StorageCall::Truncate).await
+    }
+
+    async fn purge(&mut self, upto: LogId<C>) -> Result<(), StorageError> {
+        let crash = self.crash_switch();
+        crash.enter().await?;
+        {
+            let mut inner = self.lock_current(ErrorVerb::Delete)?;
+            let op = LogOp::Purge(upto);
+            inner.submitted.apply(op.clone());
+            inner.push_pending(op, None);
+        }
+        crash.after(StorageCall::Purge).await
+    }
+}
+
+impl MemLogStore {
+    /// The body of [`append`](RaftLogStorage::append), between the crash switch's checks.
+    fn append_entries(&mut self, entries: Vec<Entry<C>>, callback: IOFlushed<C>) -> Result<(), StorageError> {
         let mut inner = self.lock_current(ErrorVerb::Write)?;
         let mut prev = inner.submitted.last_log_id();
         for e in &entries {
@@ -351,25 +487,6 @@ impl RaftLogStorage<C> for MemLogStore {
                 lock(&shared).flush_upto(seq);
             });
         }
-        Ok(())
-    }
-
-    async fn truncate(&mut self, since: LogId<C>) -> Result<(), StorageError> {
-        let mut inner = self.lock_current(ErrorVerb::Delete)?;
-        if inner.submitted.purged.index() >= Some(since.index) {
-            return Err(log_error(ErrorVerb::Delete, format!("truncate since {since} would delete purged entries")));
-        }
-        let op = LogOp::Truncate(since.index);
-        inner.submitted.apply(op.clone());
-        inner.push_pending(op, None);
-        Ok(())
-    }
-
-    async fn purge(&mut self, upto: LogId<C>) -> Result<(), StorageError> {
-        let mut inner = self.lock_current(ErrorVerb::Delete)?;
-        let op = LogOp::Purge(upto);
-        inner.submitted.apply(op.clone());
-        inner.push_pending(op, None);
         Ok(())
     }
 }

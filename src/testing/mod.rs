@@ -6,14 +6,17 @@
 //!
 //! - [`MemLogStore`] keeps the log in memory, in two views: what was submitted and what was
 //!   flushed. Its disk can be slowed ([`MemLogStore::set_flush_delay`]) or stalled
-//!   ([`MemLogStore::set_flush_stalled`]), and [`MemLogStore::reopen`] restarts from the
-//!   flushed view only, as a crash would.
+//!   ([`MemLogStore::set_flush_stalled`]); [`MemLogStore::reopen`] restarts from the flushed
+//!   view only, as a crash would, and [`MemLogStore::reopen_keeping`] from a crash that cut the
+//!   unflushed writes anywhere.
 //! - [`MemStateMachine`] applies requests to a `BTreeMap`, checks that entries come once and
 //!   in order, and builds and installs snapshots. It restarts with its state
 //!   ([`MemStateMachine::reopen`]) or from its last snapshot
 //!   ([`MemStateMachine::reopen_empty_from_snapshot`]).
 //! - [`Router`] connects the nodes of a test and can cut, delay or freeze links, lose,
 //!   duplicate or reorder messages (seeded); it counts every message by [`RpcKind`].
+//! - [`CrashSwitch`] freezes a node between two storage calls of one batch, so a test can
+//!   crash it exactly there ([`crash_switch`]).
 //! - [`invariants`] checks Raft's safety properties across nodes.
 //! - [`suite`] checks that a log store and a state machine keep the
 //!   [storage contract](crate::storage); [`MemStoreBuilder`] runs it on the stores above.
@@ -58,6 +61,7 @@
 //! # }
 //! ```
 
+pub mod crash_switch;
 pub mod invariants;
 pub mod linearizability;
 mod log_store;
@@ -70,6 +74,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+pub use crash_switch::{CrashPoint, CrashSwitch, StorageCall};
 pub use log_store::{MemLogReader, MemLogStore};
 pub use mem_store_builder::MemStoreBuilder;
 pub use router::{Router, RouterNetwork, RouterNetworkFactory, RpcKind};

@@ -9,19 +9,30 @@
 //! - [`block`](Router::block) / [`unblock`](Router::unblock): requests in one direction fail;
 //! - [`set_delay`](Router::set_delay): requests on a link arrive after a delay (on the tokio
 //!   clock, so tests with paused time run instantly);
-//! - [`set_hang`](Router::set_hang): requests to a node are accepted and never answered.
+//! - [`set_hang`](Router::set_hang): requests to a node are accepted and never answered;
+//! - [`set_answer_delay`](Router::set_answer_delay): answers on a link reach the sender after
+//!   a delay (the target has acted on the request long before its sender learns of it);
+//! - [`set_late_delivery`](Router::set_late_delivery): requests on a link are delivered by a
+//!   task of their own, after a delay, whether or not the sender still waits: a sender that
+//!   timed out, dropped the call or closed its stream still has its requests arrive later.
 //!
 //! A failed link answers [`RPCError::Unreachable`]. The router enforces no timeout of its own:
 //! a hung request pends until quorate gives up on it, which is what a hang test exercises.
 //! Every request is counted by [`RpcKind`] when it is sent, delivered or not.
+//!
+//! A simulation that runs on a paused clock cannot see a busy loop in virtual time: the
+//! clock only moves when every task is idle. [`set_real_time_limit`](Router::set_real_time_limit)
+//! bounds the wall-clock time of a run: past it every message hangs, so a livelock ends and
+//! shows in [`real_time_limit_exceeded`](Router::real_time_limit_exceeded).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyerror::AnyError;
 use futures_util::{Stream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::TypeConfig;
@@ -76,7 +87,14 @@ struct RouterInner {
     blocked: BTreeSet<(u64, u64)>,
     delays: BTreeMap<(u64, u64), Duration>,
     hung: BTreeSet<u64>,
+    /// Directed links `(from, to)` whose answers reach the sender late.
+    answer_delays: BTreeMap<(u64, u64), Duration>,
+    /// Directed links `(from, to)` whose requests are delivered by a task of their own.
+    late: BTreeMap<(u64, u64), Duration>,
     counts: BTreeMap<(u64, u64, RpcKind), u64>,
+    /// The wall-clock instant after which every message hangs, and whether one did.
+    real_time_limit: Option<std::time::Instant>,
+    real_time_limit_exceeded: bool,
     /// Random faults on every link, drawn from a seeded generator so a run can be replayed.
     random: RandomFaults,
 }
@@ -91,6 +109,10 @@ struct RandomFaults {
     duplicate: f64,
     /// The most extra delay of a single request; independent draws reorder them.
     jitter: Duration,
+    /// Probability that a single request is delivered late, by a task of its own.
+    late: f64,
+    /// The most extra delay of a request delivered late.
+    late_max: Duration,
 }
 
 impl RandomFaults {
@@ -112,6 +134,11 @@ struct Route {
     jitter: Duration,
     /// Whether a single request is delivered twice.
     duplicate: bool,
+    /// How long the answer takes back to the sender.
+    answer_delay: Duration,
+    /// If set, the request is delivered by a task of its own after this extra delay, which
+    /// outlives the sender's call.
+    late: Option<Duration>,
 }
 
 impl Route {
@@ -125,6 +152,39 @@ impl Route {
             std::future::pending::<()>().await;
         }
         self.raft
+    }
+
+    /// Deliver a single request by calling `call` on the target, and bring back its answer as
+    /// the sender sees it: late if the link delays answers. A request delivered late is
+    /// handled by a task of its own, so it reaches the target even if the sender stopped
+    /// waiting.
+    async fn deliver<T, F, Fut>(self, call: F) -> Result<T, RPCError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Raft<C>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, RPCError>> + Send + 'static,
+    {
+        let answer_delay = self.answer_delay;
+        let answer = match self.late {
+            None => call(self.arrive().await).await,
+            Some(extra) => {
+                let (tx, rx) = oneshot::channel();
+                tokio::spawn(async move {
+                    tokio::time::sleep(extra).await;
+                    let raft = self.arrive().await;
+                    let _ = tx.send(call(raft).await);
+                });
+                match rx.await {
+                    Ok(answer) => answer,
+                    // The delivering task ended without an answer: only if the runtime stops.
+                    Err(_) => Err(RPCError::Network(AnyError::error("a late delivery was cancelled"))),
+                }
+            }
+        };
+        if !answer_delay.is_zero() {
+            tokio::time::sleep(answer_delay).await;
+        }
+        answer
     }
 }
 
@@ -155,6 +215,15 @@ impl Router {
     /// overtake each other. Streams keep their order.
     pub fn set_jitter(&self, max: Duration) {
         self.lock().random.jitter = max;
+    }
+
+    /// Deliver each single (not streamed) request late with probability `p`: by a task of its
+    /// own, after a random extra delay up to `max`, whether or not its sender still waits (see
+    /// [`set_late_delivery`](Self::set_late_delivery)).
+    pub fn set_late(&self, p: f64, max: Duration) {
+        let mut inner = self.lock();
+        inner.random.late = p;
+        inner.random.late_max = max;
     }
 
     /// Make `raft` reachable as node `id`, replacing the node registered as `id`, if any (as
@@ -223,6 +292,41 @@ impl Router {
         }
     }
 
+    /// Hold every answer to a request from `from` to `to` for `delay` before the sender sees it
+    /// (`Duration::ZERO` removes the delay). The target has acted on the request by then:
+    /// a vote granted, entries appended. Streamed answers keep their order, each held `delay`.
+    pub fn set_answer_delay(&self, from: u64, to: u64, delay: Duration) {
+        let mut inner = self.lock();
+        if delay.is_zero() {
+            inner.answer_delays.remove(&(from, to));
+        } else {
+            inner.answer_delays.insert((from, to), delay);
+        }
+    }
+
+    /// Deliver requests from `from` to `to` by a task of their own, `extra` after they were
+    /// sent (plus the link's delay), whether or not the sender still waits: a request whose
+    /// sender timed out or dropped the call still arrives. A stream the sender closes keeps
+    /// delivering the requests it had sent. `None` ends it for requests sent from now on.
+    pub fn set_late_delivery(&self, from: u64, to: u64, extra: Option<Duration>) {
+        let mut inner = self.lock();
+        match extra {
+            Some(extra) => inner.late.insert((from, to), extra),
+            None => inner.late.remove(&(from, to)),
+        };
+    }
+
+    /// Bound the wall-clock time of a run: once `limit` has passed from now, every message
+    /// sent hangs (see the [module docs](self)). `None` removes the bound.
+    pub fn set_real_time_limit(&self, limit: Option<Duration>) {
+        self.lock().real_time_limit = limit.map(|l| std::time::Instant::now() + l);
+    }
+
+    /// Whether a message was sent after the [real-time limit](Self::set_real_time_limit).
+    pub fn real_time_limit_exceeded(&self) -> bool {
+        self.lock().real_time_limit_exceeded
+    }
+
     /// How many messages of `kind` were sent, between any nodes, since the last
     /// [`reset_counts`](Self::reset_counts). A message counts when it is sent, delivered or
     /// not (a blocked one counts too).
@@ -271,12 +375,18 @@ impl Router {
         let jitter =
             if single && !random.jitter.is_zero() { random.jitter.mul_f64(random.draw()) } else { Duration::ZERO };
         let duplicate = single && random.duplicate > 0.0 && random.draw() < random.duplicate;
+        let random_late = (single && random.late > 0.0 && random.draw() < random.late)
+            .then(|| random.late_max.mul_f64(random.draw()));
+        let over_time = inner.real_time_limit.is_some_and(|l| std::time::Instant::now() > l);
+        inner.real_time_limit_exceeded |= over_time;
         Ok(Route {
             raft,
             delay: inner.delays.get(&(from, to)).copied().unwrap_or_default(),
-            hang: inner.hung.contains(&to),
+            hang: inner.hung.contains(&to) || over_time,
             jitter,
             duplicate,
+            answer_delay: inner.answer_delays.get(&(from, to)).copied().unwrap_or_default(),
+            late: inner.late.get(&(from, to)).copied().or(random_late),
         })
     }
 }
@@ -324,27 +434,36 @@ impl RaftNetwork<C> for RouterNetwork {
     ) -> Result<AppendEntriesResponse<C>, RPCError> {
         let route = self.router.send(self.source, self.target, RpcKind::AppendEntries)?;
         let duplicate = route.duplicate;
-        let raft = route.arrive().await;
-        if duplicate {
-            let _ = raft.append_entries(req.clone()).await;
-        }
-        raft.append_entries(req).await.map_err(remote_error)
+        route
+            .deliver(move |raft| async move {
+                if duplicate {
+                    let _ = raft.append_entries(req.clone()).await;
+                }
+                raft.append_entries(req).await.map_err(remote_error)
+            })
+            .await
     }
 
     async fn vote(&mut self, req: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError> {
         let route = self.router.send(self.source, self.target, RpcKind::Vote)?;
         let duplicate = route.duplicate;
-        let raft = route.arrive().await;
-        if duplicate {
-            let _ = raft.vote(req.clone()).await;
-        }
-        raft.vote(req).await.map_err(remote_error)
+        route
+            .deliver(move |raft| async move {
+                if duplicate {
+                    let _ = raft.vote(req.clone()).await;
+                }
+                raft.vote(req).await.map_err(remote_error)
+            })
+            .await
     }
 
     async fn transfer_leader(&mut self, req: TransferLeaderRequest<C>, _option: RPCOption) -> Result<(), RPCError> {
         let route = self.router.send(self.source, self.target, RpcKind::TransferLeader)?;
-        let raft = route.arrive().await;
-        raft.handle_transfer_leader(req).await.map(|_| ()).map_err(remote_error)
+        route
+            .deliver(
+                move |raft| async move { raft.handle_transfer_leader(req).await.map(|_| ()).map_err(remote_error) },
+            )
+            .await
     }
 
     async fn install_snapshot(
@@ -353,8 +472,7 @@ impl RaftNetwork<C> for RouterNetwork {
         _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<C>, RPCError> {
         let route = self.router.send(self.source, self.target, RpcKind::InstallSnapshot)?;
-        let raft = route.arrive().await;
-        raft.install_snapshot(req).await.map_err(remote_error)
+        route.deliver(move |raft| async move { raft.install_snapshot(req).await.map_err(remote_error) }).await
     }
 
     /// Pipeline `input` into the target's [`Raft::stream_append`].
@@ -362,7 +480,10 @@ impl RaftNetwork<C> for RouterNetwork {
     /// Each request is checked against the faults when it is taken from `input`: a cut link
     /// ends the response stream with [`RPCError::Unreachable`] (the request is not delivered),
     /// a delayed link delivers it after the delay, and a hung target stops the stream. The
-    /// target's own errors end the stream as [`RPCError::RemoteFatal`].
+    /// target's own errors end the stream as [`RPCError::RemoteFatal`]. Answers are held for
+    /// the link's answer delay, in order. If the link delivers late when the stream opens, the
+    /// requests already on the wire are still delivered after the sender drops the stream;
+    /// otherwise they are lost with it.
     ///
     /// # Errors
     /// [`RPCError::Unreachable`] if the link is cut when the stream is opened.
@@ -375,7 +496,8 @@ impl RaftNetwork<C> for RouterNetwork {
         S: Stream<Item = AppendEntriesRequest<C>> + Send + Unpin + 's,
     {
         let (from, to) = (self.source, self.target);
-        let raft = self.router.send(from, to, RpcKind::StreamOpen)?.raft;
+        let open = self.router.send(from, to, RpcKind::StreamOpen)?;
+        let (raft, answer_delay, outlives_sender) = (open.raft, open.answer_delay, open.late.is_some());
 
         // The wire: requests with the instant they arrive. The target's stream must be
         // 'static, so `input` (which may borrow) is pumped into it from the response stream.
@@ -405,7 +527,12 @@ impl RaftNetwork<C> for RouterNetwork {
             Some((req, wire_rx))
         });
 
-        let responses = raft.stream_append(delivered).map(|r| r.map_err(remote_error));
+        let responses = if answer_delay.is_zero() && !outlives_sender {
+            // The target's side is polled by the sender: it ends when the sender drops it.
+            raft.stream_append(delivered).map(|r| r.map_err(remote_error)).boxed()
+        } else {
+            held_or_outliving(raft.stream_append(delivered), answer_delay, outlives_sender)
+        };
         // The pump yields only its error, if it fails.
         let pump_error = futures_util::stream::once(pump).filter_map(|r| std::future::ready(r.err().map(Err)));
         let merged = futures_util::stream::select(responses, pump_error).scan(false, |ended, r| {
@@ -418,4 +545,40 @@ impl RaftNetwork<C> for RouterNetwork {
         });
         Ok(merged.boxed())
     }
+}
+
+/// The answers of a target's side of `stream_append`, run in a task of its own: each answer
+/// reaches the sender `answer_delay` after the target gave it, in order, and if
+/// `outlives_sender`, the target goes on taking the requests already on the wire after the
+/// sender dropped the stream.
+fn held_or_outliving(
+    target_side: impl Stream<Item = Result<AppendEntriesResponse<C>, RaftError>> + Send + 'static,
+    answer_delay: Duration,
+    outlives_sender: bool,
+) -> futures_util::stream::BoxStream<'static, Result<AppendEntriesResponse<C>, RPCError>> {
+    let (answer_tx, answer_rx) =
+        mpsc::unbounded_channel::<(Result<AppendEntriesResponse<C>, RPCError>, Option<Instant>)>();
+    tokio::spawn(async move {
+        let mut target_side = std::pin::pin!(target_side);
+        loop {
+            tokio::select! {
+                answer = target_side.next() => {
+                    let Some(answer) = answer else { break };
+                    let at = (!answer_delay.is_zero()).then(|| Instant::now() + answer_delay);
+                    if answer_tx.send((answer.map_err(remote_error), at)).is_err() && !outlives_sender {
+                        break;
+                    }
+                }
+                _ = answer_tx.closed(), if !outlives_sender => break,
+            }
+        }
+    });
+    futures_util::stream::unfold(answer_rx, |mut answer_rx| async move {
+        let (answer, at) = answer_rx.recv().await?;
+        if let Some(at) = at {
+            tokio::time::sleep_until(at).await;
+        }
+        Some((answer, answer_rx))
+    })
+    .boxed()
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyerror::AnyError;
 
+use super::crash_switch::{CrashSwitch, StorageCall};
 use super::{Request, Response, TypeConfig};
 use crate::error::{ErrorSubject, ErrorVerb, StorageError};
 use crate::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
@@ -59,6 +60,8 @@ struct SmInner {
     snapshots_built: u64,
     apply_count: u64,
     apply_delay: Duration,
+    /// Freezes the node between two storage calls; unarmed unless a test arms it.
+    crash: CrashSwitch,
 }
 
 /// What the state machine holds.
@@ -145,6 +148,7 @@ impl MemStateMachine {
             snapshots_built: 0,
             apply_count: 0,
             apply_delay: Duration::ZERO,
+            crash: CrashSwitch::new(),
         };
         Self { shared: Arc::new(Mutex::new(inner)), generation: 0 }
     }
@@ -192,11 +196,27 @@ impl MemStateMachine {
         lock(&self.shared).state.applied
     }
 
+    /// The last log id the stored snapshot (built or installed) covers, if there is one.
+    pub fn snapshot_last_log_id(&self) -> Option<LogId<C>> {
+        lock(&self.shared).snapshot.as_ref().and_then(|s| s.meta.last_log_id)
+    }
+
     /// How many entries were applied, of every kind (blank, membership, normal), since the
     /// state machine was created (across reopens). Entries covered by an installed snapshot
     /// are not counted.
     pub fn apply_count(&self) -> u64 {
         lock(&self.shared).apply_count
+    }
+
+    /// Freeze this state machine's node at the crash points `switch` is armed with (see
+    /// [`crash_switch`](super::crash_switch)). Share the switch with the node's log store.
+    /// Carries over a reopen.
+    pub fn set_crash_switch(&self, switch: CrashSwitch) {
+        lock(&self.shared).crash = switch;
+    }
+
+    fn crash_switch(&self) -> CrashSwitch {
+        lock(&self.shared).crash.clone()
     }
 
     fn lock_current(&self) -> Result<MutexGuard<'_, SmInner>, StorageError> {
@@ -208,16 +228,60 @@ impl RaftStateMachine<C> for MemStateMachine {
     type SnapshotBuilder = MemSnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId<C>>, StoredMembership<C>), StorageError> {
+        self.crash_switch().enter().await?;
         let inner = self.lock_current()?;
         Ok((inner.state.applied, inner.state.membership.clone()))
     }
 
     async fn apply(&mut self, entries: Vec<Entry<C>>) -> Result<Vec<Response>, StorageError> {
+        let crash = self.crash_switch();
+        crash.enter().await?;
         let delay = self.lock_current()?.apply_delay;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
+        let responses = self.apply_entries(entries)?;
+        crash.after(StorageCall::Apply).await?;
+        Ok(responses)
+    }
 
+    async fn get_snapshot_builder(&mut self) -> MemSnapshotBuilder {
+        MemSnapshotBuilder { shared: self.shared.clone(), generation: self.generation }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        self.crash_switch().enter().await?;
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<C>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let crash = self.crash_switch();
+        crash.enter().await?;
+        let data = snapshot.into_inner();
+        // Decode before taking the lock: a bad snapshot leaves the state untouched.
+        let kv = decode_kv(&data)?;
+        {
+            let mut inner = self.lock_current()?;
+            inner.state = SmState { kv, applied: meta.last_log_id, membership: meta.last_membership.clone() };
+            inner.snapshot = Some(StoredSnapshot { meta: meta.clone(), data });
+        }
+        crash.after(StorageCall::InstallSnapshot).await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<C>>, StorageError> {
+        self.crash_switch().enter().await?;
+        let inner = self.lock_current()?;
+        Ok(inner.snapshot.clone().map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}
+
+impl MemStateMachine {
+    /// The body of [`apply`](RaftStateMachine::apply), between the crash switch's checks.
+    fn apply_entries(&mut self, entries: Vec<Entry<C>>) -> Result<Vec<Response>, StorageError> {
         let mut inner = self.lock_current()?;
         let first = inner.state.applied.next_index();
         if let Some(e) = entries.iter().zip(first..).find_map(|(e, i)| (e.log_id.index != i).then_some(e)) {
@@ -235,46 +299,25 @@ impl RaftStateMachine<C> for MemStateMachine {
         inner.apply_count += entries.len() as u64;
         Ok(entries.into_iter().map(|e| inner.state.apply_entry(e)).collect())
     }
-
-    async fn get_snapshot_builder(&mut self) -> MemSnapshotBuilder {
-        MemSnapshotBuilder { shared: self.shared.clone(), generation: self.generation }
-    }
-
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta<C>,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        // Decode before taking the lock: a bad snapshot leaves the state untouched.
-        let kv = decode_kv(&data)?;
-        let mut inner = self.lock_current()?;
-        inner.state = SmState { kv, applied: meta.last_log_id, membership: meta.last_membership.clone() };
-        inner.snapshot = Some(StoredSnapshot { meta: meta.clone(), data });
-        Ok(())
-    }
-
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<C>>, StorageError> {
-        let inner = self.lock_current()?;
-        Ok(inner.snapshot.clone().map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
-    }
 }
 
 impl RaftSnapshotBuilder<C> for MemSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError> {
-        let mut inner = lock_current(&self.shared, self.generation)?;
-        inner.snapshots_built += 1;
-        let meta = SnapshotMeta {
-            last_log_id: inner.state.applied,
-            last_membership: inner.state.membership.clone(),
-            snapshot_id: format!("{}-{}", DisplayOption(&inner.state.applied), inner.snapshots_built),
+        let crash = lock(&self.shared).crash.clone();
+        crash.enter().await?;
+        let (meta, data) = {
+            let mut inner = lock_current(&self.shared, self.generation)?;
+            inner.snapshots_built += 1;
+            let meta = SnapshotMeta {
+                last_log_id: inner.state.applied,
+                last_membership: inner.state.membership.clone(),
+                snapshot_id: format!("{}-{}", DisplayOption(&inner.state.applied), inner.snapshots_built),
+            };
+            let data = encode_kv(&inner.state.kv);
+            inner.snapshot = Some(StoredSnapshot { meta: meta.clone(), data: data.clone() });
+            (meta, data)
         };
-        let data = encode_kv(&inner.state.kv);
-        inner.snapshot = Some(StoredSnapshot { meta: meta.clone(), data: data.clone() });
+        crash.after(StorageCall::BuildSnapshot).await?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }

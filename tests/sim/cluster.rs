@@ -4,15 +4,37 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use quorate::testing::invariants::{ElectionSafety, NodeView, SafetyViolation, check_logs_and_state_machines};
-use quorate::testing::{MemLogStore, MemStateMachine, Router, TypeConfig};
-use quorate::{Config, Raft};
+use quorate::testing::invariants::{
+    ElectionSafety, NodeView, SafetyViolation, check_acked_entries_are_durable, check_logs_and_state_machines,
+};
+use quorate::testing::suite::StateMachinePersistence;
+use quorate::testing::{CrashSwitch, MemLogStore, MemStateMachine, Router, TypeConfig};
+use quorate::{Config, Raft, ServerState};
+use tokio::time::Instant;
+
+use crate::clients::Op;
 
 /// One node: its handle while it runs, and its storage, which survives crashes.
 pub struct SimNode {
     pub raft: Option<Raft<TypeConfig>>,
     pub log: MemLogStore,
     pub sm: MemStateMachine,
+    /// Shared by `log` and `sm`: freezes the node between two storage calls.
+    pub crash: CrashSwitch,
+    /// How fast this node's clock runs against the simulation's (see `harness::ClockSkew`).
+    pub clock_rate: f64,
+    /// Bumped by every start, so a watcher of an earlier run of the node can tell it is stale.
+    pub incarnation: u64,
+}
+
+impl SimNode {
+    /// A node with empty storage, not started.
+    pub fn new(clock_rate: f64) -> Self {
+        let (log, sm, crash) = (MemLogStore::new(), MemStateMachine::new(), CrashSwitch::new());
+        log.set_crash_switch(crash.clone());
+        sm.set_crash_switch(crash.clone());
+        Self { raft: None, log, sm, crash, clock_rate, incarnation: 0 }
+    }
 }
 
 /// Everything the tasks of a run share. Locked only briefly, never across an await.
@@ -21,8 +43,17 @@ pub struct SimCluster {
     pub router: Router,
     pub nodes: BTreeMap<u64, SimNode>,
     pub safety: Arc<Mutex<ElectionSafety>>,
-    /// The first safety violation seen, if any.
-    pub violation: Arc<Mutex<Option<SafetyViolation>>>,
+    /// Violations seen while the run goes on, first first (the final checks add theirs).
+    pub violations: Vec<String>,
+    /// Operations of the nemesis's read bursts; the clients return their own.
+    pub burst_history: Vec<Op>,
+    pub clock: HistoryClock,
+    /// The highest term a leader was seen in so far, and that leader: tells a read served
+    /// by a deposed leader from one served by the newest.
+    pub newest_leader: Option<(u64, u64)>,
+    /// Whether the state machines keep what they applied across a crash, or restart from
+    /// their snapshot; one kind for the whole cluster, as a deployment runs one.
+    pub sm_persistence: StateMachinePersistence,
 }
 
 pub type Shared = Arc<Mutex<SimCluster>>;
@@ -30,6 +61,9 @@ pub type Shared = Arc<Mutex<SimCluster>>;
 pub fn lock(c: &Shared) -> std::sync::MutexGuard<'_, SimCluster> {
     c.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// At most this many violations are kept per run: the first ones tell the story.
+const MAX_VIOLATIONS: usize = 8;
 
 impl SimCluster {
     /// The handles of the running nodes.
@@ -45,7 +79,18 @@ impl SimCluster {
             .find(|l| self.nodes.get(l).is_some_and(|n| n.raft.is_some()))
     }
 
-    /// Check log matching, committed entries and state machine safety now.
+    /// The running nodes that believe they lead (more than one while a deposed leader has not
+    /// noticed yet).
+    pub fn self_declared_leaders(&self) -> Vec<u64> {
+        self.running()
+            .into_iter()
+            .filter(|(_, r)| r.metrics().borrow().state == ServerState::Leader)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// Check log matching, committed entries, state machine safety and that leaders count
+    /// only durable entries, now.
     pub fn check(&self) -> Result<(), SafetyViolation> {
         let views: Vec<NodeView<'_>> = self
             .nodes
@@ -55,25 +100,77 @@ impl SimCluster {
                 Some(NodeView { id: *id, log: &n.log, sm: &n.sm, metrics })
             })
             .collect();
-        check_logs_and_state_machines(&views)
+        check_logs_and_state_machines(&views)?;
+        check_acked_entries_are_durable(&views, self.sm_persistence)
     }
 
-    pub fn record_violation(&self, v: SafetyViolation) {
-        let mut slot = self.violation.lock().unwrap_or_else(|e| e.into_inner());
-        slot.get_or_insert(v);
+    /// Record a violation seen now.
+    pub fn record_violation(&mut self, v: impl ToString) {
+        let v = format!("at {} ms: {}", self.clock.millis(), v.to_string());
+        if self.violations.len() < MAX_VIOLATIONS
+            && !self.violations.iter().any(|seen| seen.ends_with(&v[v.find(": ").unwrap_or(0)..]))
+        {
+            self.violations.push(v);
+        }
     }
 }
 
-/// Start node `id` on its storage and watch its metrics for election safety.
+/// Timestamps for the history: virtual time, with ties within one instant broken in the order
+/// the single-threaded simulation saw the events. Under a paused clock a whole election or a
+/// write can happen within one instant; without the tie-break, the checker would take
+/// operations that follow each other within it for concurrent ones and miss a stale read.
+pub struct HistoryClock {
+    start: Instant,
+    last: u64,
+    seq: u64,
+}
+
+/// Events one instant can order; far more than a run produces.
+const SEQ_BITS: u32 = 20;
+
+impl HistoryClock {
+    pub fn new(start: Instant) -> Self {
+        Self { start, last: 0, seq: 0 }
+    }
+
+    /// Virtual milliseconds since the run started.
+    pub fn millis(&self) -> u64 {
+        Instant::now().saturating_duration_since(self.start).as_millis() as u64
+    }
+
+    /// The timestamp of an event happening now.
+    pub fn stamp(&mut self) -> u64 {
+        let nanos = Instant::now().saturating_duration_since(self.start).as_nanos() as u64;
+        if nanos == self.last {
+            self.seq = (self.seq + 1).min((1 << SEQ_BITS) - 1);
+        } else {
+            (self.last, self.seq) = (nanos, 0);
+        }
+        (nanos << SEQ_BITS) | self.seq
+    }
+}
+
+/// The virtual milliseconds a history timestamp stands for.
+pub fn stamp_millis(stamp: u64) -> f64 {
+    (stamp >> SEQ_BITS) as f64 / 1e6
+}
+
+/// Start node `id` on its storage and watch its metrics for election safety and for stopping
+/// on its own. A node that cannot start from its storage is a violation: it stays down.
 pub async fn start_node(c: &Shared, id: u64) {
-    let (config, factory, log, sm, safety, violation) = {
-        let g = lock(c);
-        let n = &g.nodes[&id];
-        (g.config.clone(), g.router.factory(id), n.log.clone(), n.sm.clone(), g.safety.clone(), g.violation.clone())
+    let (config, factory, log, sm, rate, incarnation) = {
+        let mut g = lock(c);
+        let (config, factory) = (g.config.clone(), g.router.factory(id));
+        let Some(n) = g.nodes.get_mut(&id) else { return };
+        n.incarnation += 1;
+        (config, factory, n.log.clone(), n.sm.clone(), n.clock_rate, n.incarnation)
     };
-    let raft = match Raft::new(id, config, factory, log, sm).await {
+    let raft = match Raft::new_with_clock_rate(id, config, factory, log, sm, rate).await {
         Ok(r) => r,
-        Err(e) => panic!("node {id} failed to start from its storage: {e}"),
+        Err(e) => {
+            lock(c).record_violation(format!("node {id} cannot restart from its storage: {e}"));
+            return;
+        }
     };
     {
         let mut g = lock(c);
@@ -82,29 +179,73 @@ pub async fn start_node(c: &Shared, id: u64) {
             n.raft = Some(raft.clone());
         }
     }
-    let mut rx = raft.metrics();
-    tokio::spawn(async move {
-        loop {
-            let m = rx.borrow_and_update().clone();
-            if let Err(v) = safety.lock().unwrap_or_else(|e| e.into_inner()).observe(&m) {
-                violation.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(v);
-            }
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
-    });
+    tokio::spawn(watch_node(c.clone(), id, incarnation, raft));
 }
 
-/// Crash node `id`: stop it and keep only what its storage made durable.
-pub async fn crash_node(c: &Shared, id: u64, volatile_state_machine: bool) {
+/// Feed the node's metrics to the election safety check until it stops; if it stops while the
+/// simulation still counts it as running, record why.
+async fn watch_node(c: Shared, id: u64, incarnation: u64, raft: Raft<TypeConfig>) {
+    let mut rx = raft.metrics();
+    let safety = lock(&c).safety.clone();
+    loop {
+        let m = rx.borrow_and_update().clone();
+        if let Err(v) = safety.lock().unwrap_or_else(|e| e.into_inner()).observe(&m) {
+            lock(&c).record_violation(v);
+        }
+        if m.state == ServerState::Leader {
+            let mut g = lock(&c);
+            g.newest_leader = g.newest_leader.max(Some((m.current_term, id)));
+        }
+        if m.state == ServerState::Shutdown || rx.changed().await.is_err() {
+            break;
+        }
+    }
+    let stopped_on_its_own = {
+        let mut g = lock(&c);
+        let current = g.nodes.get(&id).is_some_and(|n| n.incarnation == incarnation && n.raft.is_some());
+        if current {
+            // Down for good: the nemesis must not take it for running.
+            g.router.remove_node(id);
+            if let Some(n) = g.nodes.get_mut(&id) {
+                n.raft = None;
+            }
+        }
+        current
+    };
+    if stopped_on_its_own {
+        let why = match raft.shutdown().await {
+            Err(e) => e.to_string(),
+            Ok(()) => "no error".to_string(),
+        };
+        lock(&c).record_violation(format!("node {id} stopped on its own: {why}"));
+    }
+}
+
+/// How much of what a crashed node's log had not made durable survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CrashLoss {
+    /// Of the log's unflushed operations, the share (in per mille) that became durable anyway:
+    /// 0 loses all of them.
+    pub keep_per_mille: u32,
+}
+
+/// Crash node `id`: stop it and keep only what its storage made durable (and `loss` allows).
+/// A node frozen by its crash switch is crashed where it froze.
+pub async fn crash_node(c: &Shared, id: u64, loss: CrashLoss) {
     let raft = {
         let mut g = lock(c);
         g.router.remove_node(id);
+        let persistence = g.sm_persistence;
         let Some(n) = g.nodes.get_mut(&id) else { return };
         let raft = n.raft.take();
-        n.log = n.log.reopen();
-        n.sm = if volatile_state_machine { n.sm.reopen_empty_from_snapshot() } else { n.sm.reopen() };
+        let keep = n.log.pending_units() * loss.keep_per_mille as usize / 1000;
+        n.log = n.log.reopen_keeping(keep);
+        n.sm = match persistence {
+            StateMachinePersistence::Persistent => n.sm.reopen(),
+            StateMachinePersistence::Snapshot => n.sm.reopen_empty_from_snapshot(),
+        };
+        // The frozen calls of the old process fail now, so it stops.
+        n.crash.release();
         raft
     };
     if let Some(raft) = raft {

@@ -1,21 +1,90 @@
 //! One simulated run: a seeded cluster, clients, nemesis and checks on tokio's paused clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quorate::testing::invariants::ElectionSafety;
 use quorate::testing::linearizability::{CheckResult, check_kv_history};
-use quorate::testing::{MemLogStore, MemStateMachine, Router};
+use quorate::testing::suite::StateMachinePersistence;
+use quorate::testing::{Router, RpcKind};
 use quorate::{BasicNode, Config, SnapshotPolicy};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
 use crate::clients::{Op, run_client};
-use crate::cluster::{Shared, SimCluster, SimNode, lock, start_node};
-use crate::nemesis::{Fault, heal, run_nemesis};
+use crate::cluster::{HistoryClock, Shared, SimCluster, SimNode, lock, stamp_millis, start_node};
+use crate::nemesis::{TimedFault, heal, run_nemesis};
+
+/// How the nodes' clocks run against each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockSkew {
+    /// Each node's clock runs at its own rate, drawn so that two clocks drift apart by at most
+    /// `Config::max_clock_drift` over one `election_timeout_min`: what the lease assumes.
+    ///
+    /// With rates in `[1 - e, 1 + e]`, two clocks drift apart by at most `2e` per unit of
+    /// simulated time, and one election timeout `T` on the slowest clock lasts `T / (1 - e)`
+    /// of it; so the drift over it is at most `2eT / (1 - e)`, which is `d` for
+    /// `e = d / (2T + d)`. With the simulation's `T = 150 ms` and `d = 20 ms`: `e = 0.0625`,
+    /// rates in `[0.9375, 1.0625]`. (Then a lease of `T - d = 130 ms` on the slowest leader
+    /// clock lasts at most 138.7 ms, and a follower's 150 ms of stickiness on the fastest
+    /// clock at least 141.2 ms.)
+    WithinBound,
+    /// Rates in `[0.5, 1.5]`: drift up to 300 ms over one election timeout, far past the
+    /// bound (a slow leader's 130 ms lease lasts 260 ms, a fast follower's 150 ms of
+    /// stickiness 100 ms). Lease reads are expected to break; opt-in, to show the checker
+    /// catches it.
+    Excess,
+}
+
+impl ClockSkew {
+    /// `SIM_CLOCK_SKEW=excess` opts in to [`ClockSkew::Excess`].
+    pub fn from_env() -> Self {
+        match std::env::var("SIM_CLOCK_SKEW").as_deref() {
+            Ok("excess") => ClockSkew::Excess,
+            _ => ClockSkew::WithinBound,
+        }
+    }
+
+    /// The half-width `e` of the range of clock rates `[1 - e, 1 + e]`.
+    fn spread(self, config: &Config) -> f64 {
+        match self {
+            ClockSkew::WithinBound => {
+                let (t, d) = (config.election_timeout_min.as_secs_f64(), config.max_clock_drift.as_secs_f64());
+                d / (2.0 * t + d)
+            }
+            ClockSkew::Excess => 0.5,
+        }
+    }
+}
+
+/// What a run is asked to do.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Virtual time the clients and the nemesis run for.
+    pub duration: Duration,
+    pub clock_skew: ClockSkew,
+    /// Kinds of fault the nemesis leaves out (as the soak report names them).
+    pub exclude_faults: Vec<String>,
+}
+
+impl SimOptions {
+    /// The options of a test run: `duration`, clocks within the lease's bound, every fault.
+    pub fn new(duration: Duration) -> Self {
+        Self { duration, clock_skew: ClockSkew::WithinBound, exclude_faults: Vec::new() }
+    }
+
+    /// The options of an on-demand run: `SIM_CLOCK_SKEW=excess` and `SIM_EXCLUDE_FAULTS`
+    /// (comma-separated fault kinds) as set.
+    pub fn from_env(duration: Duration) -> Self {
+        let exclude_faults = std::env::var("SIM_EXCLUDE_FAULTS")
+            .map(|s| s.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect())
+            .unwrap_or_default();
+        Self { duration, clock_skew: ClockSkew::from_env(), exclude_faults }
+    }
+}
 
 /// What one run did and found.
 #[derive(Debug)]
@@ -23,32 +92,43 @@ pub struct SimReport {
     pub seed: u64,
     pub nodes: usize,
     pub history: Vec<Op>,
-    pub faults: Vec<Fault>,
+    pub faults: Vec<TimedFault>,
     /// Terms that had a leader, with it.
     pub leaders: BTreeMap<u64, u64>,
     /// A hash of everything observable that happened, to compare runs of one seed.
     pub trace_hash: u64,
     pub violations: Vec<String>,
+    /// Probes and stream opens while the healed cluster converged.
+    pub converge_probes: u64,
 }
 
 /// The command that replays `seed`.
 pub fn replay_command(seed: u64) -> String {
-    format!("SIM_SEED={seed} cargo test --release --all-features --test sim replay_one_seed -- --nocapture")
+    format!(
+        "SIM_SEED={seed} cargo test --release --features testing --test sim replay_one_seed -- --ignored --nocapture"
+    )
+}
+
+/// Wall-clock time after which a run counts as livelocked (a busy loop never lets the paused
+/// clock move, so virtual time cannot bound it). `SIM_REAL_TIME_LIMIT_S` overrides it.
+fn real_time_limit() -> Duration {
+    let secs = std::env::var("SIM_REAL_TIME_LIMIT_S").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    Duration::from_secs(secs)
 }
 
 /// Run `seed` on a fresh single-threaded runtime with a paused clock: the same seed gives the
 /// same run.
-pub fn run_seed(seed: u64, duration: Duration) -> SimReport {
+pub fn run_seed(seed: u64, options: SimOptions) -> SimReport {
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_time().start_paused(true);
     // tokio orders some wake-ups (watch channel waiters) with its own RNG: seed it too.
     #[cfg(tokio_unstable)]
     builder.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()));
     let rt = builder.build().unwrap_or_else(|e| panic!("cannot build the simulation runtime: {e}"));
-    rt.block_on(simulate(seed, duration))
+    rt.block_on(simulate(seed, options))
 }
 
-async fn simulate(seed: u64, duration: Duration) -> SimReport {
+async fn simulate(seed: u64, options: SimOptions) -> SimReport {
     // The paused clock starts a few real nanoseconds after the timer wheel's origin; once a
     // timer has fired it sits on a whole tick, so every later instant is the same in every
     // run. Without this the first deadlines land on different ticks from run to run.
@@ -71,15 +151,23 @@ async fn simulate(seed: u64, duration: Duration) -> SimReport {
     router.set_loss(loss);
     router.set_duplicate(0.02);
     router.set_jitter(jitter);
-    let nodes = (1..=n as u64)
-        .map(|id| (id, SimNode { raft: None, log: MemLogStore::new(), sm: MemStateMachine::new() }))
-        .collect();
+    // Now and then a request arrives after its sender gave up on it.
+    router.set_late(0.005, 2 * config.rpc_timeout);
+    router.set_real_time_limit(Some(real_time_limit()));
+    let sm_persistence =
+        if rng.random_bool(0.5) { StateMachinePersistence::Persistent } else { StateMachinePersistence::Snapshot };
+    let spread = options.clock_skew.spread(&config);
+    let nodes = (1..=n as u64).map(|id| (id, SimNode::new(1.0 + rng.random_range(-spread..spread)))).collect();
     let c: Shared = Arc::new(Mutex::new(SimCluster {
         config: Arc::new(config),
         router,
         nodes,
         safety: Arc::new(Mutex::new(ElectionSafety::new())),
-        violation: Arc::new(Mutex::new(None)),
+        violations: Vec::new(),
+        burst_history: Vec::new(),
+        clock: HistoryClock::new(Instant::now()),
+        newest_leader: None,
+        sm_persistence,
     }));
     for id in 1..=n as u64 {
         start_node(&c, id).await;
@@ -88,16 +176,15 @@ async fn simulate(seed: u64, duration: Duration) -> SimReport {
     let first = lock(&c).nodes[&1].raft.clone();
     if let Some(r) = first {
         if let Err(e) = r.initialize(members).await {
-            panic!("seed {seed}: initialize failed: {e}");
+            lock(&c).record_violation(format!("initialize failed: {e}"));
         }
     }
 
-    let start = Instant::now();
-    let until = start + duration;
+    let until = Instant::now() + options.duration;
     let clients: Vec<_> = (0..rng.random_range(3..6))
-        .map(|i| tokio::spawn(run_client(c.clone(), i, seed.wrapping_mul(31).wrapping_add(i as u64), 3, start, until)))
+        .map(|i| tokio::spawn(run_client(c.clone(), i, seed.wrapping_mul(31).wrapping_add(i as u64), 3, until)))
         .collect();
-    let nemesis = tokio::spawn(run_nemesis(c.clone(), seed ^ 0x9e37_79b9_7f4a_7c15, until));
+    let nemesis = tokio::spawn(run_nemesis(c.clone(), seed ^ 0x9e37_79b9_7f4a_7c15, until, options.exclude_faults));
     let checker = tokio::spawn(check_periodically(c.clone(), until));
 
     let mut history = Vec::new();
@@ -106,32 +193,17 @@ async fn simulate(seed: u64, duration: Duration) -> SimReport {
     }
     let faults = nemesis.await.unwrap_or_default();
     let _ = checker.await;
+    history.extend(std::mem::take(&mut lock(&c).burst_history));
 
     // Heal everything and let the cluster converge before the final checks.
     heal(&c).await;
-    let mut violations = Vec::new();
-    if !converge(&c).await {
-        violations.push("the cluster did not converge within 30 s after healing".to_string());
+    let (mut violations, converge_probes) = final_checks(&c).await;
+    if let Some(v) = check_history(&history, &faults) {
+        violations.push(v);
     }
     let g = lock(&c);
-    if let Err(v) = g.check() {
-        violations.push(v.to_string());
-    }
-    if let Some(v) = g.violation.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        violations.push(v.to_string());
-    }
-    let kv_history: Vec<_> = history.iter().map(|op| op.to_kv_op()).collect();
-    match check_kv_history(&kv_history) {
-        Ok(CheckResult::Linearizable) => {}
-        Ok(CheckResult::NotLinearizable { key, ops }) => {
-            let ops: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
-            violations.push(format!("history not linearizable on key {key}:\n  {}", ops.join("\n  ")));
-        }
-        Ok(CheckResult::Unknown { key }) => {
-            violations.push(format!("the linearizability search gave up on key {key} (too many concurrent ops)"));
-        }
-        Err(e) => violations.push(format!("malformed history: {e}")),
-    }
+    let mut all = g.violations.clone();
+    all.append(&mut violations);
     let safety = g.safety.lock().unwrap_or_else(|e| e.into_inner());
     let leaders: BTreeMap<u64, u64> =
         safety.terms_with_leader().into_iter().filter_map(|t| safety.leader_of(t).map(|l| (t, l))).collect();
@@ -141,14 +213,96 @@ async fn simulate(seed: u64, duration: Duration) -> SimReport {
         node.sm.data().hash(&mut h);
         node.log.last_log_id().hash(&mut h);
     }
-    SimReport { seed, nodes: n, history, faults, leaders, trace_hash: h.finish(), violations }
+    SimReport { seed, nodes: n, history, faults, leaders, trace_hash: h.finish(), violations: all, converge_probes }
+}
+
+/// After healing: the cluster converges, without a replication storm, and is safe.
+async fn final_checks(c: &Shared) -> (Vec<String>, u64) {
+    let mut violations = Vec::new();
+    lock(c).router.reset_counts();
+    if !converge(c).await {
+        violations.push(format!("the cluster did not converge within {CONVERGE:?} after healing"));
+    }
+    let g = lock(c);
+    let probes = g.router.rpc_count(RpcKind::AppendEntries) + g.router.rpc_count(RpcKind::StreamOpen);
+    if probes > MAX_CONVERGE_PROBES {
+        violations.push(format!("replication spinning: {probes} probes and stream opens while converging"));
+    }
+    if g.router.real_time_limit_exceeded() {
+        violations.push(format!("livelock: the run took more than {:?} of wall-clock time", real_time_limit()));
+    }
+    if let Err(v) = g.check() {
+        violations.push(v.to_string());
+    }
+    (violations, probes)
+}
+
+/// How long the healed cluster may take to converge.
+const CONVERGE: Duration = Duration::from_secs(30);
+/// Probes and stream opens a healed cluster may need to converge: a few per follower and
+/// restart of a stream, not a storm.
+const MAX_CONVERGE_PROBES: u64 = 2_000;
+
+/// How far back a linearizability violation lists the faults.
+const RECENT_FAULTS_MS: u64 = 3000;
+
+/// How many operations of a witness to show: its end, where no order fits any more.
+const WITNESS_TAIL: usize = 16;
+
+/// Check the history for linearizability; a violation names the operations of the witness
+/// with the node and path that served each.
+fn check_history(history: &[Op], faults: &[TimedFault]) -> Option<String> {
+    let kv_history: Vec<_> = history.iter().map(|op| op.to_kv_op()).collect();
+    match check_kv_history(&kv_history) {
+        Ok(CheckResult::Linearizable) => None,
+        Ok(CheckResult::NotLinearizable { key, ops }) => {
+            let by_call: HashMap<(u64, u64), &Op> =
+                history.iter().map(|op| ((op.client as u64, op.call), op)).collect();
+            // The witness runs from the start of the history; the violation is at its end.
+            let skipped = ops.len().saturating_sub(WITNESS_TAIL);
+            let lines: Vec<String> = ops[skipped..]
+                .iter()
+                .map(|o| {
+                    let served = by_call.get(&(o.client, o.call)).map_or("", |op| op.served.as_str());
+                    let at = |t: u64| format!("{:.3}", stamp_millis(t));
+                    let ret = o.ret.as_ref().map_or("?".to_string(), |r| at(r.at));
+                    format!(
+                        "[{}..{}] c{} {} {:?}  ({served})",
+                        at(o.call),
+                        ret,
+                        o.client,
+                        o.input,
+                        o.ret.as_ref().map(|r| &r.output)
+                    )
+                })
+                .collect();
+            // The faults shortly before the last operation of the witness, for a first guess.
+            let last_call = ops.last().map_or(0, |o| stamp_millis(o.call) as u64);
+            let recent: Vec<String> = faults
+                .iter()
+                .filter(|(at, _)| *at + RECENT_FAULTS_MS >= last_call && *at <= last_call)
+                .map(|(at, f)| format!("at {at} ms: {f:?}"))
+                .collect();
+            Some(format!(
+                "history not linearizable on key {key} (the last {} of {} ops up to where no order fits):\n  {}\n  faults in the {RECENT_FAULTS_MS} ms before: {}",
+                lines.len(),
+                ops.len(),
+                lines.join("\n  "),
+                if recent.is_empty() { "none".to_string() } else { recent.join("; ") }
+            ))
+        }
+        Ok(CheckResult::Unknown { key }) => {
+            Some(format!("the linearizability search gave up on key {key} (too many concurrent ops)"))
+        }
+        Err(e) => Some(format!("malformed history: {e}")),
+    }
 }
 
 /// Check the cluster's safety properties every 20 ms of virtual time.
 async fn check_periodically(c: Shared, until: Instant) {
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let g = lock(&c);
+        let mut g = lock(&c);
         if let Err(v) = g.check() {
             g.record_violation(v);
         }
@@ -157,7 +311,7 @@ async fn check_periodically(c: Shared, until: Instant) {
 
 /// Wait until every running node applied the same last entry as the leader.
 async fn converge(c: &Shared) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + CONVERGE;
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let g = lock(c);

@@ -2,112 +2,204 @@
 //! properties checked throughout and client histories recorded.
 //!
 //! Every run executes on one thread with tokio's paused clock, and every random choice (the
-//! cluster, the faults, the clients, the network's losses, the nodes' election timeouts) comes
-//! from the seed, so a seed replays exactly. `cargo test` runs a bounded number of seeds;
-//! `SIM_SEEDS=N cargo test --release --all-features --test sim soak -- --ignored --nocapture`
+//! cluster, the faults, the clients, the network's losses, the nodes' election timeouts and
+//! clock rates) comes from the seed, so a seed replays exactly. `cargo test` runs a bounded
+//! number of seeds;
+//! `SIM_SEEDS=N cargo test --release --features testing --test sim soak -- --ignored --nocapture`
 //! runs many and prints a report.
 
+mod bursts;
 mod clients;
 mod cluster;
+mod crashes;
 mod harness;
 mod nemesis;
+mod report;
 
 use std::time::Duration;
 
-use harness::{SimReport, replay_command, run_seed};
+use harness::{ClockSkew, SimOptions, SimReport, replay_command, run_seed};
 
 /// Virtual time each seed runs for.
 const RUN: Duration = Duration::from_secs(10);
 
+/// The options of every test but the on-demand ones, whatever the environment says.
+fn default_options() -> SimOptions {
+    SimOptions::new(RUN)
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|s| s.parse().ok())
+}
+
 fn assert_clean(r: &SimReport) {
     assert!(
         r.violations.is_empty(),
-        "seed {} found violations: {:?}\nreplay: {}",
+        "seed {} found violations:\n{}\nreplay: {}",
         r.seed,
-        r.violations,
+        r.violations.join("\n"),
         replay_command(r.seed)
     );
 }
 
-/// A bounded number of seeds for CI.
+/// A bounded number of seeds for CI (`SIM_CI_SEEDS`, default 8). Every seed runs; the
+/// failures are reported together.
 #[test]
 fn seeds_pass() {
-    let seeds: u64 = std::env::var("SIM_CI_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+    let seeds = env_u64("SIM_CI_SEEDS").unwrap_or(8);
+    let mut failures = Vec::new();
     for seed in 0..seeds {
-        let r = run_seed(seed, RUN);
+        let r = run_seed(seed, default_options());
         assert!(!r.history.is_empty(), "seed {seed}: clients completed operations");
         assert!(!r.leaders.is_empty(), "seed {seed}: a leader was elected");
-        assert_clean(&r);
+        if !r.violations.is_empty() {
+            failures.push(format!("seed {seed}:\n{}\nreplay: {}", r.violations.join("\n"), replay_command(seed)));
+        }
     }
+    assert!(failures.is_empty(), "{} of {seeds} seeds found violations:\n{}", failures.len(), failures.join("\n"));
 }
 
-/// Seeds that once found bugs, kept as regression tests:
-/// - 1128: a follower that installed a snapshot reported its own pending write as discarded
-///   although the entry had committed (and was in the snapshot); the write was applied.
-/// - 1103: the cluster did not converge after healing (fixed with the same change).
+/// Seeds that found bugs, kept as regression tests: `(seed, fault kinds left out)`.
+///
+/// Issue #15 (found by the extended simulator on the code before its fixes; these fail until
+/// the fixes land):
+/// - 10 (#15 finding 2): a leader cut off in the instant a burst of reads arrived, another
+///   node forced to campaign; the old leader served a lease (follower) read older than a write
+///   the new leader had acknowledged.
+/// - 83 (#15 finding 4): a node crashed right after installing a snapshot, before the
+///   truncation of its own uncommitted tail was durable; after the restart its store held the
+///   old tail the Engine did not see, rejected the next append, and the node stopped.
+/// - 1128 (#15 finding 5's symptom): a leader restarted with its log purged up to what its
+///   state machine applied, past its last snapshot; a follower ignored that older snapshot
+///   and never caught up while the leader sent it again and again (replication spinning, no
+///   convergence).
+/// - 4768 (#15 finding 3b): a leader cut off in the instant reads arrived confirmed a
+///   ReadIndex by the answer to a heartbeat sent in that same instant, and returned a value
+///   older than a write the new leader had acknowledged in that instant.
+///
+/// Before issue #15 the simulator's schedules were different: 1103 (the cluster did not
+/// converge after healing) no longer replays its old run, and is kept as one more seed.
 #[test]
 fn regression_seeds() {
-    for seed in [1103, 1128] {
-        assert_clean(&run_seed(seed, RUN));
+    let seeds: [(u64, &[&str]); 5] = [(10, &[]), (83, &[]), (1128, &[]), (4768, &[]), (1103, &[])];
+    let mut failures = Vec::new();
+    for (seed, exclude) in seeds {
+        let options =
+            SimOptions { exclude_faults: exclude.iter().map(|k| k.to_string()).collect(), ..default_options() };
+        let r = run_seed(seed, options);
+        if !r.violations.is_empty() {
+            let exclude =
+                if exclude.is_empty() { String::new() } else { format!("SIM_EXCLUDE_FAULTS={} ", exclude.join(",")) };
+            failures.push(format!(
+                "seed {seed}:\n{}\nreplay: {exclude}{}",
+                r.violations.join("\n"),
+                replay_command(seed)
+            ));
+        }
     }
+    assert!(failures.is_empty(), "{} regression seeds found violations:\n{}", failures.len(), failures.join("\n"));
 }
 
 /// The same seed gives the same run, down to every operation and fault.
 #[test]
 fn same_seed_same_trace() {
-    let a = run_seed(42, RUN);
-    let b = run_seed(42, RUN);
+    let a = run_seed(42, default_options());
+    let b = run_seed(42, default_options());
     assert_eq!(a.history.len(), b.history.len());
     assert_eq!(a.faults, b.faults);
     assert_eq!(a.trace_hash, b.trace_hash, "seed 42 is not reproducible");
 }
 
-/// Replay one seed: `SIM_SEED=<seed>`.
+/// Replay one seed: `SIM_SEED=<seed>` (`SIM_RUN_MS`, `SIM_CLOCK_SKEW=excess`,
+/// `SIM_EXCLUDE_FAULTS`, `SIM_PRINT_HISTORY=1` as wanted).
 #[test]
 #[ignore = "run on demand with SIM_SEED"]
 fn replay_one_seed() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
-        .without_time()
+        .with_ansi(false)
+        .with_timer(VirtualTime)
         .try_init();
-    let seed = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let run = std::env::var("SIM_RUN_MS").ok().and_then(|s| s.parse().ok()).map_or(RUN, Duration::from_millis);
-    let r = run_seed(seed, run);
+    let seed = env_u64("SIM_SEED").unwrap_or(0);
+    let duration = env_u64("SIM_RUN_MS").map_or(RUN, Duration::from_millis);
+    let r = run_seed(seed, SimOptions::from_env(duration));
     if std::env::var("SIM_PRINT_HISTORY").is_ok() {
         for op in &r.history {
             println!("  op {op:?}");
         }
     }
     println!(
-        "seed {seed}: {} nodes, {} ops, {} faults, leaders {:?}",
+        "seed {seed}: {} nodes, {} ops, {} faults, leaders {:?}, trace {:016x}",
         r.nodes,
         r.history.len(),
         r.faults.len(),
-        r.leaders
+        r.leaders,
+        r.trace_hash
     );
-    for f in &r.faults {
-        println!("  fault {f:?}");
+    for (at, f) in &r.faults {
+        println!("  fault at {at} ms: {f:?}");
     }
     assert_clean(&r);
 }
 
-/// Many seeds: `SIM_SEEDS=<n>` (default 200), starting at `SIM_FIRST_SEED`.
+/// Log lines stamped with the simulation's virtual time (ms since the first line).
+struct VirtualTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for VirtualTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        static START: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+        // Outside a runtime there is no virtual clock to read.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return write!(w, "-");
+        }
+        let start = *START.get_or_init(tokio::time::Instant::now);
+        write!(w, "{:>9.3}", tokio::time::Instant::now().duration_since(start).as_secs_f64() * 1000.0)
+    }
+}
+
+/// Many seeds: `SIM_SEEDS=<n>` (default 200) from `SIM_FIRST_SEED` (default 1000); two
+/// processes split a range by their first seeds. `SIM_CLOCK_SKEW=excess` opts in to clocks
+/// drifting past the lease's bound. Prints ops and faults by kind, violations and time.
 #[test]
 #[ignore = "soak: run on demand"]
 fn soak() {
-    let n: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
-    let first: u64 = std::env::var("SIM_FIRST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
-    let (mut ops, mut faults, mut failed) = (0, 0, Vec::new());
+    let n = env_u64("SIM_SEEDS").unwrap_or(200);
+    let first = env_u64("SIM_FIRST_SEED").unwrap_or(1000);
+    let options = SimOptions::from_env(RUN);
+    let mut totals = report::Totals::default();
+    let started = std::time::Instant::now();
     for seed in first..first + n {
-        let r = run_seed(seed, RUN);
-        ops += r.history.len();
-        faults += r.faults.len();
+        let r = run_seed(seed, options.clone());
         if !r.violations.is_empty() {
-            println!("seed {seed}: {:?}\n  replay: {}", r.violations, replay_command(seed));
-            failed.push(seed);
+            println!(
+                "seed {seed}: {} violation(s)\n  {}\n  replay: {}",
+                r.violations.len(),
+                r.violations.join("\n  "),
+                replay_command(seed)
+            );
         }
+        totals.add(&r);
     }
-    println!("soak: {n} seeds, {ops} operations, {faults} faults injected, {} seeds with violations", failed.len());
-    assert!(failed.is_empty(), "violations in seeds {failed:?}");
+    println!("{}", totals.summary(first, n, &options, started.elapsed()));
+    assert!(totals.failed.is_empty(), "violations in seeds {:?}", totals.failed);
+}
+
+/// Clocks drifting far past `Config::max_clock_drift` break lease reads: the checker must see
+/// it in some seed. Shows that the simulation can fail on lease reads, not only pass. Forced
+/// elections and transfers (which end a lease by design) and crashes after a snapshot install
+/// are left out, so a stale read here is the clocks' doing; within the bound the same seeds
+/// pass.
+#[test]
+#[ignore = "opt-in: expected to find stale lease reads"]
+fn excess_clock_skew_is_caught() {
+    let n = env_u64("SIM_SEEDS").unwrap_or(200);
+    let first = env_u64("SIM_FIRST_SEED").unwrap_or(5000);
+    let exclude_faults = ["elect", "transfer", "crash-after-install"].map(String::from).to_vec();
+    let options = SimOptions { duration: RUN, clock_skew: ClockSkew::Excess, exclude_faults };
+    let stale: Vec<u64> = (first..first + n)
+        .filter(|seed| run_seed(*seed, options.clone()).violations.iter().any(|v| v.contains("not linearizable")))
+        .collect();
+    println!("excess clock skew: stale reads in {} of {n} seeds: {stale:?}", stale.len());
+    assert!(!stale.is_empty(), "no seed caught clocks drifting past the lease's bound");
 }

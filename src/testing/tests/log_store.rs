@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use super::{blanks, log_id};
 use crate::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
-use crate::testing::{MemLogStore, TypeConfig};
+use crate::testing::{CrashPoint, CrashSwitch, MemLogStore, StorageCall, TypeConfig};
 use crate::types::{Entry, LogId, Vote};
 
 type FlushRx = oneshot::Receiver<Result<(), io::Error>>;
@@ -139,7 +139,7 @@ async fn purge_deletes_up_to_the_given_id_and_remembers_it() {
 }
 
 #[tokio::test]
-async fn vote_and_committed_are_saved_and_survive_a_reopen() {
+async fn vote_survives_a_reopen_and_committed_once_a_later_append_is_flushed() {
     let mut store = MemLogStore::new();
     assert_eq!(store.read_vote().await.unwrap(), None);
     assert_eq!(store.read_committed().await.unwrap(), None);
@@ -147,10 +147,47 @@ async fn vote_and_committed_are_saved_and_survive_a_reopen() {
     store.save_vote(&Vote::new(3, 2)).await.unwrap();
     store.save_committed(Some(log_id(1, 0))).await.unwrap();
     assert_eq!(store.vote(), Some(Vote::new(3, 2)));
+    assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 0)), "readable at once");
 
+    // The committed id is lazily durable: a crash before the next flush loses it.
     let mut store = store.reopen();
     assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
+    assert_eq!(store.read_committed().await.unwrap(), None);
+
+    store.save_committed(Some(log_id(1, 0))).await.unwrap();
+    append(&mut store, blanks(1, 0..1)).await;
+    let mut store = store.reopen();
     assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 0)));
+}
+
+/// A store with a durable log of four entries and, unflushed: a truncate (1 unit), an append
+/// of 3 entries (3 units), a committed id (1 unit).
+async fn store_with_unflushed_queue() -> MemLogStore {
+    let mut store = MemLogStore::new();
+    append(&mut store, blanks(1, 0..4)).await;
+    store.set_flush_stalled(true);
+    store.truncate(log_id(1, 2)).await.unwrap();
+    append(&mut store, blanks(2, 2..5)).await;
+    store.save_committed(Some(log_id(2, 3))).await.unwrap();
+    store
+}
+
+#[tokio::test]
+async fn a_crash_can_cut_the_unflushed_operations_anywhere() {
+    assert_eq!(store_with_unflushed_queue().await.pending_units(), 5);
+    // Units kept, then the log and committed id that survive.
+    let cases = [
+        (0, blanks(1, 0..4), None),
+        (1, blanks(1, 0..2), None),
+        (3, [blanks(1, 0..2), blanks(2, 2..4)].concat(), None),
+        (5, [blanks(1, 0..2), blanks(2, 2..5)].concat(), Some(log_id(2, 3))),
+    ];
+    for (keep, entries, committed) in cases {
+        let mut reopened = store_with_unflushed_queue().await.reopen_keeping(keep);
+        assert_eq!(reopened.entries(), entries, "keeping {keep} units");
+        assert_eq!(reopened.read_committed().await.unwrap(), committed, "keeping {keep} units");
+        assert_eq!(reopened.pending_units(), 0);
+    }
 }
 
 #[tokio::test]
@@ -241,4 +278,41 @@ async fn stalled_flushes_complete_in_order_when_resumed() {
     store.set_flush_stalled(false);
     assert!(is_flushed(&mut third));
     assert_eq!(store.durable_last_log_id(), Some(log_id(1, 2)));
+}
+
+#[tokio::test]
+async fn a_crash_switch_freezes_after_the_armed_call_and_fails_frozen_calls_on_release() {
+    let mut store = MemLogStore::new();
+    let switch = CrashSwitch::new();
+    store.set_crash_switch(switch.clone());
+    append(&mut store, blanks(1, 0..2)).await;
+    store.set_flush_stalled(true);
+
+    // Count from the next truncate: it and one more mutating call complete, then the node freezes.
+    switch.arm(CrashPoint { from: Some(StorageCall::Truncate), calls: 2 });
+    store.save_vote(&Vote::new(2, 1)).await.unwrap();
+    store.truncate(log_id(1, 1)).await.unwrap();
+    let frozen = {
+        let mut store = store.clone();
+        tokio::spawn(async move { store.append(blanks(2, 1..2), IOFlushed::with_receiver().0).await })
+    };
+    let tripped = tokio::time::timeout(Duration::from_secs(1), switch.wait_tripped()).await;
+    assert_eq!(tripped.ok(), Some(StorageCall::Append));
+    assert_eq!(store.last_log_id(), Some(log_id(2, 1)), "the call that trips did its work");
+
+    // Every later call pends, reads too.
+    let mut reader = store.get_log_reader().await;
+    let read = tokio::spawn(async move { reader.try_get_log_entries(0..2).await });
+    tokio::task::yield_now().await;
+    assert!(!frozen.is_finished() && !read.is_finished());
+
+    // Crash, then release: the frozen calls fail, the new process's pass.
+    let mut reopened = store.reopen();
+    reopened.set_flush_stalled(false);
+    switch.release();
+    assert!(frozen.await.unwrap().is_err());
+    assert!(read.await.unwrap().is_err());
+    assert_eq!(switch.tripped(), None);
+    append(&mut reopened, blanks(1, 2..3)).await;
+    assert_eq!(reopened.last_log_id(), Some(log_id(1, 2)), "the truncate was not durable yet");
 }

@@ -198,3 +198,58 @@ async fn hung_node_never_answers() {
     net.vote(vote_req(), OPTION).await.unwrap();
     node2.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn delayed_answers_reach_the_sender_late_after_the_target_acted() {
+    let router = Router::new();
+    let (node2, log2) = start_node(&router, 2).await;
+    let mut net = client(&router, 1, 2).await;
+    router.set_answer_delay(1, 2, Duration::from_millis(300));
+
+    let start = Instant::now();
+    let answer = tokio::spawn(async move {
+        let resp = net.append_entries(append_req(0), OPTION).await;
+        (resp, net)
+    });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(log2.entries(), blanks(1, 0..1), "the target appended at once");
+    let (resp, mut net) = answer.await.unwrap();
+    assert_eq!(resp.unwrap(), success(0));
+    assert_eq!(start.elapsed(), Duration::from_millis(300));
+
+    // Streamed answers keep their order, each held for the delay, not one after another.
+    let start = Instant::now();
+    let input = futures_util::stream::iter((1..4).map(append_req));
+    let responses: Vec<_> = net.stream_append(input, OPTION).await.unwrap().collect().await;
+    assert_eq!(responses.into_iter().map(Result::unwrap).collect::<Vec<_>>(), (1..4).map(success).collect::<Vec<_>>());
+    let elapsed = start.elapsed();
+    assert!(elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(400), "{elapsed:?}");
+    node2.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn late_requests_arrive_after_their_sender_gave_up() {
+    let router = Router::new();
+    let (node2, log2) = start_node(&router, 2).await;
+    let mut net = client(&router, 1, 2).await;
+    router.set_late_delivery(1, 2, Some(Duration::from_millis(800)));
+
+    // The sender gives up after 500 ms; the request arrives at 800 ms all the same.
+    let gave_up = tokio::time::timeout(Duration::from_millis(500), net.append_entries(append_req(0), OPTION)).await;
+    assert!(gave_up.is_err());
+    assert!(log2.entries().is_empty());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(log2.entries(), blanks(1, 0..1));
+
+    // A stream the sender drops still delivers what it had sent.
+    let (tx, rx) = mpsc::unbounded_channel();
+    let input = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) }).boxed();
+    router.set_delay(1, 2, Duration::from_millis(100));
+    let mut responses = net.stream_append(input, OPTION).await.unwrap();
+    tx.send(append_req(1)).unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(50), responses.next()).await.is_err());
+    drop(responses);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(log2.entries(), blanks(1, 0..2));
+    node2.shutdown().await.unwrap();
+}
