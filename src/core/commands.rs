@@ -26,6 +26,7 @@ where
         }
         self.release_parked_responses();
         self.check_membership_waiter();
+        self.fail_writes_of_a_removed_node();
         self.check_pending_reads();
         self.check_pending_transfer();
         Ok(())

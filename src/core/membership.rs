@@ -1,6 +1,8 @@
 //! Membership change requests in RaftCore: validating them, proposing them through the
 //! Engine, and answering the caller when the change is complete.
 
+use tracing::warn;
+
 use crate::core::{MembershipResponder, RaftCore};
 use crate::engine::ChangeRejected;
 use crate::error::ClientWriteError;
@@ -61,6 +63,25 @@ where
                 log_id: committed.log_id,
                 membership: committed.membership.clone(),
             }));
+        }
+    }
+
+    /// A node that the committed membership no longer holds gets no more of the log: the
+    /// writes it proposed as leader and has not answered may still commit under the next
+    /// leader, or not, and it will never learn which. Answer them now with `OutcomeUnknown`
+    /// instead of never.
+    pub(crate) fn fail_writes_of_a_removed_node(&mut self) {
+        if self.responders.is_empty() || self.engine.leader.is_some() {
+            return;
+        }
+        let me = self.engine.id();
+        let committed = &self.engine.state.membership.committed;
+        if committed.log_id.is_none() || committed.membership.nodes().contains_key(&me) {
+            return;
+        }
+        warn!(id = %me, pending = self.responders.len(), "removed from the cluster: pending writes' outcome is unknown");
+        for (log_id, tx) in self.responders.drain(..) {
+            let _ = tx.send(Err(ClientWriteError::OutcomeUnknown { log_id }));
         }
     }
 

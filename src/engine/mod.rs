@@ -151,6 +151,12 @@ impl<C: RaftTypeConfig> Engine<C> {
                 self.state.apply_submitted = committed;
             }
         }
+        if self.state.log_ids.purged().map(|p| p.index) > self.state.snapshot_last.map(|s| s.index) {
+            // The log was purged past the last snapshot at startup (the state machine was ahead
+            // of it): the entries in between exist nowhere on this node, so a follower needing
+            // them could be caught up by no snapshot it has. Build one that covers them.
+            self.trigger_snapshot();
+        }
         if sole_voter {
             // A single-voter cluster needs nobody's permission: take over at once.
             self.elect(now);

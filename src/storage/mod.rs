@@ -18,6 +18,7 @@
 //! | [`RaftLogStorage::purge`] | on return | lazily; a purge lost in a crash is harmless; but not before the log operations called before it |
 //! | [`RaftLogStorage::save_committed`] | — | lazily; it only shortens recovery |
 //! | [`RaftStateMachine::apply`] | on return | lazily: after a crash, quorate re-applies the log from [`RaftStateMachine::applied_state`] |
+//! | [`RaftStateMachine::install_snapshot`] | on return | **on return**: the log behind it may be purged next, so after a crash the state machine must come back at least at the snapshot |
 //!
 //! **Log operations become durable in the order they were called.** Appends, truncations and
 //! purges may be made durable late, in batches, but never out of order: whenever one of them is
@@ -204,10 +205,13 @@ pub trait RaftStateMachine<C: RaftTypeConfig>: Send + Sync + 'static {
     /// [`StorageError`] if the buffer could not be created.
     fn begin_receiving_snapshot(&mut self) -> impl Future<Output = Result<Box<C::SnapshotData>, StorageError>> + Send;
 
-    /// Replace the state machine's state with the received snapshot, atomically. After this
-    /// returns, [`applied_state`](Self::applied_state) reports `meta.last_log_id` and
-    /// `meta.last_membership`, and [`get_current_snapshot`](Self::get_current_snapshot) returns
-    /// this snapshot.
+    /// Replace the state machine's state with the received snapshot, atomically and durably.
+    /// After this returns, [`applied_state`](Self::applied_state) reports `meta.last_log_id`
+    /// and `meta.last_membership`, and [`get_current_snapshot`](Self::get_current_snapshot)
+    /// returns this snapshot — also after a crash: the log behind the snapshot is purged next,
+    /// so a state machine that came back older could not be caught up from this node's log.
+    /// (A state machine that keeps no state of its own restores itself from this snapshot at
+    /// startup.)
     ///
     /// # Errors
     /// [`StorageError`] if it could not be installed; the node stops.

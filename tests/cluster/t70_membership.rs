@@ -272,3 +272,49 @@ async fn invalid_changes_are_rejected() {
     assert!(matches!(r, Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))), "got {r:?}");
     assert_eq!(voters(&c, leader), btreeset! {1, 2, 3});
 }
+
+/// Found by the simulator: a leader removed from the membership steps down once the change
+/// commits, and then gets no more of the log. A write it proposed after the change's final
+/// entry, but that was not committed when it stepped down, may still commit under the next
+/// leader or not; the removed node can never learn which. It answers `OutcomeUnknown` instead of
+/// leaving the caller waiting forever.
+#[tokio::test(start_paused = true)]
+async fn a_removed_leader_answers_its_pending_writes_with_outcome_unknown() {
+    init_tracing();
+    let c = TestCluster::new(&[1, 2, 3]).await;
+    let leader = c.initialize(1).await;
+    let others: Vec<u64> = c.ids().into_iter().filter(|id| *id != leader).collect();
+    // Every request from the leader takes a millisecond, so the steps below happen in order.
+    for id in &others {
+        c.router.set_delay(leader, *id, Duration::from_millis(1));
+    }
+    let raft = c.raft(leader).clone();
+    let change =
+        tokio::spawn(async move { raft.change_membership(ChangeMembers::RemoveVoters([leader].into()), false).await });
+    // The final config (without the leader) is appended: from now on the leader's requests are
+    // slow, so a write it proposes now is still unacknowledged when the config commits.
+    c.raft(leader)
+        .wait(Some(TIMEOUT))
+        .metrics(
+            |m| !m.membership_config.membership.is_joint() && !m.membership_config.membership.is_voter(&leader),
+            "final config appended",
+        )
+        .await
+        .expect("the change goes through");
+    for id in &others {
+        c.router.set_delay(leader, *id, Duration::from_millis(500));
+    }
+    let raft = c.raft(leader).clone();
+    let write = tokio::spawn(async move { raft.client_write(Request::set("k", "late")).await });
+    // Once it stepped down, the removed node hears from nobody (a new leader may still send it
+    // the log for a while; here it cannot).
+    c.raft(leader).wait(Some(TIMEOUT)).metrics(|m| m.state != ServerState::Leader, "stepped down").await.unwrap();
+    c.router.isolate(leader);
+    let write = tokio::time::timeout(TIMEOUT, write).await.expect("the write is answered").expect("task");
+
+    assert!(
+        matches!(write, Err(RaftError::APIError(ClientWriteError::OutcomeUnknown { .. }))),
+        "the write is answered, with an unknown outcome: {write:?}"
+    );
+    change.await.expect("task").expect("the change committed");
+}

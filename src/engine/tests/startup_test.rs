@@ -110,3 +110,25 @@ fn sole_voter_elects_itself_at_startup() {
     assert!(engine.candidate.is_none());
     assert_eq!(engine.leader.as_ref().map(|l| l.vote), Some(elected));
 }
+
+/// Found by the simulator (seed 1128 before the fixes): a node whose state machine was ahead of
+/// its durable log restarts with the log purged up to what was applied — past its last
+/// snapshot. The entries in between exist nowhere on it, so as a leader it could catch a
+/// follower up neither by entries nor by its (older) snapshot. It builds a new snapshot at once.
+#[test]
+fn a_log_purged_past_the_last_snapshot_builds_a_snapshot_at_startup() {
+    let now = Instant::now();
+    let mut engine = EngineBuilder::node(2)
+        .vote(Vote::new_committed(1, 1))
+        .log([log_id(1, 0), log_id(1, 1), log_id(1, 2), log_id(1, 3), log_id(1, 4)])
+        .purged(log_id(1, 4))
+        .committed(log_id(1, 4))
+        .snapshot_last(log_id(1, 2))
+        .membership(log_id(1, 0), voters(&[1, 2, 3]))
+        .build();
+
+    engine.startup(now);
+
+    assert_eq!(engine.take_commands(), vec![Command::BuildSnapshot]);
+    assert!(engine.state.snapshot_building);
+}
