@@ -65,7 +65,7 @@ impl<C: RaftTypeConfig> ProgressWatch<C> {
         let st = &engine.state;
         let last = st.last_log_id();
         let mut stalls = Stalls {
-            log_io: self.flushed.observe(st.io.flushed.seq, st.io.accepted.seq > st.io.flushed.seq, now),
+            log_io: self.flushed.observe(st.io.flushed.seq, st.io.appended.seq > st.io.flushed.seq, now),
             // Commit is stuck only on a leader with entries of its own to commit.
             commit: self.committed.observe(st.committed, engine.leader.is_some() && st.committed < last, now),
             apply: self.applied.observe(st.applied, st.applied < st.committed, now),

@@ -93,7 +93,7 @@ where
         apply_submitted: applied,
         applied,
         membership,
-        io: IOState { accepted: io, flushed: io },
+        io: IOState { accepted: io, appended: io, flushed: io },
         snapshot_last,
         ..RaftState::default()
     })

@@ -246,7 +246,7 @@ impl<C: RaftTypeConfig> Engine<C> {
         let log_id = crate::types::LogId::new(crate::types::LeaderId::new(0, C::NodeId::default()), 0);
         self.state.log_ids.append(log_id);
         self.state.membership.append(log_id, membership.clone());
-        let io = self.next_io();
+        let io = self.next_append_io();
         let entries = vec![crate::types::Entry::new_membership(log_id, membership)];
         self.output.push_back(Command::AppendEntries { io, entries });
         self.state.server_state = self.follower_or_learner();

@@ -46,7 +46,9 @@ impl<C: RaftTypeConfig> Engine<C> {
         if let Some(c) = committed {
             self.commit(c);
         }
-        (AppendEntriesResponse::Success { matched }, Some(self.state.io.accepted))
+        // Durable up to `matched` once the last append is: a truncation after it need not be
+        // (entries past `matched` are not acknowledged).
+        (AppendEntriesResponse::Success { matched }, Some(self.state.io.appended))
     }
 
     /// Check a leader's vote (Raft §5.1): accept it if it is elected and not less than ours,
@@ -133,7 +135,7 @@ impl<C: RaftTypeConfig> Engine<C> {
                 self.state.membership.append(e.log_id, m.clone());
             }
         }
-        let io = self.next_io();
+        let io = self.next_append_io();
         self.output.push_back(Command::AppendEntries { io, entries });
         if self.leader.is_none() {
             self.state.server_state = self.follower_or_learner();

@@ -107,7 +107,7 @@ impl<C: RaftTypeConfig> Engine<C> {
         if entries.is_empty() {
             return None;
         }
-        let io = self.next_io();
+        let io = self.next_append_io();
         self.output.push_back(Command::AppendEntries { io, entries });
         if membership_changed {
             self.update_replication_streams();

@@ -254,6 +254,13 @@ impl<C: RaftTypeConfig> Engine<C> {
         self.output.push_back(Command::SaveCommitted { committed });
     }
 
+    /// The id of an append about to be pushed: the next log I/O, which is also `appended`.
+    fn next_append_io(&mut self) -> LogIOId<C> {
+        let io = self.next_io();
+        self.state.io.appended = io;
+        io
+    }
+
     /// The next log I/O id, advancing `accepted`.
     fn next_io(&mut self) -> LogIOId<C> {
         let io = LogIOId {

@@ -42,12 +42,19 @@ impl<C: RaftTypeConfig> fmt::Display for LogIOId<C> {
     }
 }
 
-/// How far log I/O has got: decided by the Engine (`accepted`) and durable (`flushed`).
+/// How far log I/O has got: decided by the Engine (`accepted`), the last append among it
+/// (`appended`), and durable (`flushed`).
 ///
-/// Invariant: `flushed.seq <= accepted.seq`.
+/// Only appends report being durable (their flush callback); a truncation or a purge becomes
+/// durable with the next append's flush. So whatever waits for the log to be durable up to some
+/// entries waits for `appended`, never for `accepted`: after a truncation that no append
+/// follows (a snapshot install), `accepted` may stay ahead of `flushed` for a long time.
+///
+/// Invariant: `flushed.seq <= appended.seq <= accepted.seq`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IOState<C: RaftTypeConfig> {
     pub(crate) accepted: LogIOId<C>,
+    pub(crate) appended: LogIOId<C>,
     pub(crate) flushed: LogIOId<C>,
 }
 
@@ -160,7 +167,7 @@ impl<C: RaftTypeConfig> Default for RaftState<C> {
             apply_submitted: None,
             applied: None,
             membership: MembershipState::default(),
-            io: IOState { accepted: io, flushed: io },
+            io: IOState { accepted: io, appended: io, flushed: io },
             server_state: ServerState::Learner,
             leader_id: None,
             snapshot_last: None,

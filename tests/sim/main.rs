@@ -76,12 +76,16 @@ fn seeds_pass() {
 /// - 4768 (#15 finding 3b): a leader cut off in the instant reads arrived confirmed a
 ///   ReadIndex by the answer to a heartbeat sent in that same instant, and returned a value
 ///   older than a write the new leader had acknowledged in that instant.
+/// - 100081 (found by the 10,000-seed soak of issue #15, in its own fixes): after a snapshot
+///   install that truncated the log, the leader's probe was answered only once "all accepted
+///   I/O" was flushed, which included the truncation, which no append followed: the answer
+///   waited for an append that only the answer could bring, and the follower was lost.
 ///
 /// Before issue #15 the simulator's schedules were different: 1103 (the cluster did not
 /// converge after healing) no longer replays its old run, and is kept as one more seed.
 #[test]
 fn regression_seeds() {
-    let seeds: [(u64, &[&str]); 5] = [(10, &[]), (83, &[]), (1128, &[]), (4768, &[]), (1103, &[])];
+    let seeds: [(u64, &[&str]); 6] = [(10, &[]), (83, &[]), (1128, &[]), (4768, &[]), (100081, &[]), (1103, &[])];
     let mut failures = Vec::new();
     for (seed, exclude) in seeds {
         let options =

@@ -403,6 +403,8 @@ impl EngineBuilder {
         state.membership = self.membership;
         let loaded = io(0, self.vote, state.last_log_id());
         state.io.accepted = self.accepted.unwrap_or(loaded);
+        // As if the last log operation accepted was an append.
+        state.io.appended = state.io.accepted;
         state.io.flushed = self.flushed.unwrap_or(loaded);
         let is_voter = state.membership.effective().is_voter(&self.id);
         state.server_state = if is_voter { ServerState::Follower } else { ServerState::Learner };

@@ -8,7 +8,7 @@ use crate::config::SnapshotPolicy;
 use crate::engine::Command;
 use crate::storage::SnapshotMeta;
 use crate::testing_types::log_id;
-use crate::types::{LogId, Membership, StoredMembership, Vote};
+use crate::types::{AppendEntriesResponse, LogId, Membership, StoredMembership, Vote};
 
 /// `[T1.0, T1.1, T2.2, ..., T2.last]`.
 fn log_upto(last: u64) -> Vec<LogId<C>> {
@@ -371,4 +371,28 @@ fn snapshot_keeps_a_committed_membership_of_the_log_after_it() {
     engine.handle_append_entries(tokio::time::Instant::now(), request);
 
     assert_eq!(*engine.state.membership.effective, StoredMembership::new(Some(log_id(2, 6)), m1));
+}
+
+/// Found by the extended simulator (seed 100081): after a snapshot install that truncated the
+/// log, no append follows until the leader sends entries, and a truncation reports no flush of
+/// its own. The leader's next probe must not wait for that truncation to be "flushed" — else
+/// its answer is parked until an append that only the answer would bring: the follower is lost.
+/// A probe waits for the last append only (nothing past the probe's `prev` is acknowledged).
+#[test]
+fn a_probe_after_a_truncating_snapshot_install_waits_for_no_truncation() {
+    let snapshot_last = log_id_by(3, 3, 5);
+    let mut engine = receiver((0..=7).map(|i| log_id(1, i)).collect(), log_id(1, 1)).build();
+    let appended_before = engine.state.io.appended;
+    assert!(engine.install_snapshot(meta(Some(snapshot_last), log_id_by(3, 3, 4), voters(&[1, 2, 3]))));
+    engine.take_commands();
+    assert!(engine.state.io.accepted.seq > engine.state.io.flushed.seq, "the truncation is not flushed");
+
+    let (resp, wait_for) = engine.handle_append_entries(
+        tokio::time::Instant::now(),
+        crate::engine::tests::fixture::req(leader_3(), Some(snapshot_last), vec![]),
+    );
+
+    assert_eq!(resp, AppendEntriesResponse::Success { matched: Some(snapshot_last) });
+    assert_eq!(wait_for, Some(appended_before));
+    assert!(wait_for.is_some_and(|io| io.seq <= engine.state.io.flushed.seq), "answered at once");
 }
