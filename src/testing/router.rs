@@ -317,7 +317,7 @@ impl Router {
     }
 
     /// Bound the wall-clock time of a run: once `limit` has passed from now, every message
-    /// sent hangs (see the [module docs](self)). `None` removes the bound.
+    /// sent hangs, so a livelock under a paused clock ends. `None` removes the bound.
     pub fn set_real_time_limit(&self, limit: Option<Duration>) {
         self.lock().real_time_limit = limit.map(|l| std::time::Instant::now() + l);
     }
