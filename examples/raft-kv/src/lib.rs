@@ -11,10 +11,11 @@
 //!   authenticated admin routes.
 //!
 //! [`node::run`] wires them together; the `raft-kv` binary runs a node, a local demo cluster,
-//! or a load generator.
+//! a load generator, or the comparison with etcd ([`compare`]).
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod compare;
 pub mod demo;
 pub mod http;
 pub mod local_cluster;

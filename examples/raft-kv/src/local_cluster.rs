@@ -31,6 +31,11 @@ impl LocalNode {
         format!("{}://{}", self.scheme, self.http_addr)
     }
 
+    /// The process id of its process, if it was started and not killed.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether its process is running and not paused (as far as this handle knows).
     pub fn is_running(&self) -> bool {
         self.child.is_some() && !self.paused

@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 use quorate::SnapshotPolicy;
 use raft_kv::KvNode;
-use raft_kv::bench::{self, Api, BenchOptions};
+use raft_kv::bench::{self, Api, BenchOptions, Load};
+use raft_kv::compare::{self, CompareOptions};
 use raft_kv::http::{AdminAuth, HttpLimits, HttpTls};
 use raft_kv::node::{self, BoxError, NodeOptions, TlsFiles};
 use tracing_subscriber::EnvFilter;
@@ -28,6 +29,9 @@ enum Command {
     Demo,
     /// Generate write load against a cluster and report writes/s and latency.
     Bench(BenchArgs),
+    /// Start a 3-node raft-kv and a 3-member etcd on loopback, measure both with the same
+    /// HTTP/JSON put load, alternated, and write a report (tables, samples, SVG chart).
+    CompareEtcd(CompareArgs),
 }
 
 #[derive(clap::Args)]
@@ -131,12 +135,47 @@ struct BenchArgs {
     /// Total writes.
     #[arg(long, default_value_t = 10_000)]
     ops: usize,
+    /// Instead of --ops: send writes for this many seconds (after --warmup-secs) and count
+    /// those that complete in that window.
+    #[arg(long, conflicts_with = "ops")]
+    secs: Option<f64>,
+    /// With --secs: send writes for this long first, unmeasured.
+    #[arg(long, default_value_t = 1.0, requires = "secs")]
+    warmup_secs: f64,
     /// Bytes per value.
     #[arg(long, default_value_t = 64)]
     value_size: usize,
     /// Send etcd v3 JSON-gateway puts instead (to compare with etcd using the same client).
     #[arg(long)]
     etcd: bool,
+}
+
+#[derive(clap::Args)]
+struct CompareArgs {
+    /// Rounds: a fresh pair of clusters each; the report gives medians over rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Connection counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    connections: Vec<usize>,
+    /// Unmeasured load before each measurement, seconds.
+    #[arg(long, default_value_t = 2.0)]
+    warmup_secs: f64,
+    /// Each measurement's window, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    secs: f64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 64)]
+    value_size: usize,
+    /// Also measure with wrk (Debian: apt-get install -y wrk).
+    #[arg(long)]
+    wrk: bool,
+    /// The etcd binary (Debian: apt-get install -y etcd-server).
+    #[arg(long, default_value = "etcd")]
+    etcd_bin: PathBuf,
+    /// Where to write etcd-compare.{md,json,svg}.
+    #[arg(long, default_value = "target/etcd-compare")]
+    out: PathBuf,
 }
 
 /// A `host:port` address whose port is 1 to 65535.
@@ -180,6 +219,44 @@ fn init_tracing(default: &str) {
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+}
+
+/// The comparison, stopped by Ctrl-C or SIGTERM: dropping it kills every process it started
+/// and removes its directory.
+async fn compare_etcd(args: CompareArgs) -> Result<(), BoxError> {
+    if args.rounds == 0 || args.connections.is_empty() || args.connections.contains(&0) {
+        return Err("compare-etcd needs at least one round and connection counts of 1 or more".into());
+    }
+    let opts = CompareOptions {
+        raft_kv_binary: std::env::current_exe()?,
+        etcd_binary: args.etcd_bin,
+        rounds: args.rounds,
+        connections: args.connections,
+        warmup: Duration::try_from_secs_f64(args.warmup_secs)?,
+        measure: Duration::try_from_secs_f64(args.secs)?,
+        value_size: args.value_size,
+        wrk: args.wrk,
+        work_dir: std::env::temp_dir().join(format!("raft-kv-etcd-compare-{}", std::process::id())),
+    };
+    let header = format!(
+        "raft-kv vs etcd: {} rounds, {} s per measurement after {} s of warm-up, {}-byte values, \
+         {} cores, load average at start {}",
+        opts.rounds,
+        opts.measure.as_secs_f64(),
+        opts.warmup.as_secs_f64(),
+        opts.value_size,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        compare::load_average(),
+    );
+    println!("{header}");
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let samples = tokio::select! {
+        samples = compare::run(&opts) => samples?,
+        _ = tokio::signal::ctrl_c() => return Err("interrupted".into()),
+        _ = sigterm.recv() => return Err("terminated".into()),
+    };
+    let header = format!("{header}, at the end {}", compare::load_average());
+    compare::write_report(&args.out, &header, &samples, &opts.connections)
 }
 
 fn main() -> ExitCode {
@@ -270,12 +347,22 @@ async fn run(command: Command) -> Result<(), BoxError> {
                 api,
                 targets: args.targets,
                 clients: args.clients,
-                ops: args.ops,
+                load: match args.secs {
+                    Some(secs) => Load::Timed {
+                        warmup: Duration::try_from_secs_f64(args.warmup_secs)?,
+                        measure: Duration::try_from_secs_f64(secs)?,
+                    },
+                    None => Load::Ops(args.ops),
+                },
                 value_size: args.value_size,
             };
             let report = bench::run(&opts).await?;
             println!("{report}");
             Ok(())
+        }
+        Command::CompareEtcd(args) => {
+            init_tracing("warn");
+            compare_etcd(args).await
         }
     }
 }
