@@ -128,3 +128,50 @@ where
         .draw()
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::write_svg;
+    use crate::compare::report::Sample;
+    use crate::compare::{Client, System};
+
+    fn sample(system: System, client: Client, connections: usize, ops: f64) -> Sample {
+        Sample {
+            round: 1,
+            system,
+            client,
+            connections,
+            ops_per_sec: ops,
+            errors: 0,
+            p50_us: 900.0,
+            p99_us: 2500.0 * connections as f64,
+            server_cpu_cores: None,
+            client_cpu_cores: None,
+            idle_system_cpu_cores: None,
+            machine_busy: None,
+            leader_fsyncs_per_sec: None,
+            leader_fsync_mean_us: None,
+        }
+    }
+
+    #[test]
+    fn the_chart_names_both_systems_and_both_clients() {
+        let mut samples = Vec::new();
+        for (c, ops) in [(1, 1000.0), (16, 6000.0), (256, 13000.0)] {
+            samples.push(sample(System::RaftKv, Client::Bench, c, ops));
+            samples.push(sample(System::Etcd, Client::Bench, c, ops / 3.0));
+            samples.push(sample(System::Etcd, Client::Wrk, c, ops / 2.0));
+        }
+        let dir = std::env::temp_dir().join(format!("raft-kv-chart-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("chart.svg");
+        write_svg(&path, "raft-kv vs etcd", &samples, &[1, 16, 64, 256]).expect("drawn");
+        let svg = std::fs::read_to_string(&path).expect("written");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(svg.starts_with("<svg"));
+        for text in ["raft-kv vs etcd", "raft-kv (raft-kv bench)", "etcd (raft-kv bench)", "etcd (wrk)", "p99 ms"] {
+            assert!(svg.contains(text), "the chart shows {text}");
+        }
+        assert!(!svg.contains("raft-kv (wrk)"), "a line without samples is left out");
+    }
+}

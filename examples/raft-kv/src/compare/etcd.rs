@@ -175,12 +175,10 @@ impl EtcdCluster {
         }
         let leader_id = leader_id?;
         let list = self.post(0, "/v3/cluster/member/list").await?;
-        let url = list["members"]
-            .as_array()?
-            .iter()
-            .find(|m| m["ID"].as_str() == Some(leader_id.as_str()))?["clientURLs"][0]
-            .as_str()?
-            .to_string();
+        let url =
+            list["members"].as_array()?.iter().find(|m| m["ID"].as_str() == Some(leader_id.as_str()))?["clientURLs"][0]
+                .as_str()?
+                .to_string();
         self.members.iter().position(|m| m.client_url == url)
     }
 

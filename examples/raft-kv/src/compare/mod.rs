@@ -164,11 +164,8 @@ pub async fn run(opts: &CompareOptions) -> Result<Vec<Sample>, BoxError> {
         let mut etcd = EtcdCluster::new(&opts.etcd_binary, &dir.join("etcd"), 3)?;
         let (raft_kv_target, etcd_target) = start_clusters(&mut raft_kv, &mut etcd, round == 1).await?;
         for (k, &connections) in opts.connections.iter().enumerate() {
-            let order = if (round + k) % 2 == 1 {
-                [&raft_kv_target, &etcd_target]
-            } else {
-                [&etcd_target, &raft_kv_target]
-            };
+            let order =
+                if (round + k) % 2 == 1 { [&raft_kv_target, &etcd_target] } else { [&etcd_target, &raft_kv_target] };
             let clients: &[Client] = if opts.wrk { &[Client::Bench, Client::Wrk] } else { &[Client::Bench] };
             for &client in clients {
                 for (i, target) in order.iter().enumerate() {
@@ -389,6 +386,6 @@ pub fn write_report(out: &Path, header: &str, samples: &[Sample], connections: &
     std::fs::write(out.join("etcd-compare.json"), serde_json::to_string_pretty(samples)?)?;
     let svg = out.join("etcd-compare.svg");
     chart::write_svg(&svg, "raft-kv vs etcd 3.4: HTTP/JSON puts, 3 nodes, medians", samples, connections)?;
-    println!("wrote {}, etcd-compare.json and etcd-compare.svg in {}", "etcd-compare.md", out.display());
+    println!("wrote etcd-compare.md, etcd-compare.json and etcd-compare.svg in {}", out.display());
     Ok(())
 }

@@ -133,7 +133,12 @@ pub struct Probed {
 impl Probe {
     /// Read the CPU time of `pids` and the fsync histogram `fsync_metric` of the page at
     /// `metrics_url`.
-    pub async fn start(client: &reqwest::Client, pids: Vec<u32>, metrics_url: String, fsync_metric: &'static str) -> Self {
+    pub async fn start(
+        client: &reqwest::Client,
+        pids: Vec<u32>,
+        metrics_url: String,
+        fsync_metric: &'static str,
+    ) -> Self {
         let cpu = total_cpu(&pids);
         let fsyncs = scrape(client, &metrics_url, fsync_metric).await;
         Self { pids, metrics_url, fsync_metric, cpu, fsyncs, at: Instant::now() }
@@ -189,10 +194,7 @@ mod tests {
             quorate_file_store_fsync_duration_seconds_count{node_id=\"2\"} 5\n\
             etcd_disk_wal_fsync_duration_seconds_sum 0.25\n\
             etcd_disk_wal_fsync_duration_seconds_count 7\n";
-        assert_eq!(
-            sum_count(page, "quorate_file_store_fsync_duration_seconds"),
-            SumCount { sum: 0.5, count: 15.0 }
-        );
+        assert_eq!(sum_count(page, "quorate_file_store_fsync_duration_seconds"), SumCount { sum: 0.5, count: 15.0 });
         assert_eq!(sum_count(page, "etcd_disk_wal_fsync_duration_seconds"), SumCount { sum: 0.25, count: 7.0 });
     }
 }

@@ -135,7 +135,8 @@ pub fn markdown(samples: &[Sample], client: Client, connection_counts: &[usize])
         );
     }
     let _ = writeln!(out, "\nper round (writes/s), server CPU (cores, 3 processes), leader log fsyncs:\n");
-    let _ = writeln!(out, "| conns | system | rounds | errors | server CPU | fsyncs/s | mean fsync ms | writes/fsync |");
+    let _ =
+        writeln!(out, "| conns | system | rounds | errors | server CPU | fsyncs/s | mean fsync ms | writes/fsync |");
     let _ = writeln!(out, "|---:|---|---|---:|---:|---:|---:|---:|");
     for &c in connection_counts {
         for system in [System::RaftKv, System::Etcd] {

@@ -77,12 +77,7 @@ pub struct WrkReport {
 
 /// Whether `wrk` can be run.
 pub fn available() -> bool {
-    std::process::Command::new("wrk")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
+    std::process::Command::new("wrk").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
 
 /// Run wrk against `target` (`http://host:port`) with `connections` connections for
@@ -131,9 +126,8 @@ fn micros(s: &str) -> Option<f64> {
 
 /// Read wrk's `--latency` report.
 fn parse(text: &str) -> Option<WrkReport> {
-    let field = |prefix: &str| {
-        text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|rest| rest.trim().to_string()))
-    };
+    let field =
+        |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|rest| rest.trim().to_string()));
     let requests_per_sec: f64 = field("Requests/sec:")?.parse().ok()?;
     let non_2xx: u64 = field("Non-2xx or 3xx responses:").and_then(|v| v.parse().ok()).unwrap_or(0);
     let socket_errors: u64 = field("Socket errors:")
