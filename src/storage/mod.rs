@@ -15,7 +15,7 @@
 //! | [`RaftLogStorage::save_vote`] | on return | **on return** (a node must not grant a vote twice in a term) |
 //! | [`RaftLogStorage::append`] | **on return** | when it calls [`IOFlushed::io_completed`]; at that point every earlier log operation must be durable too |
 //! | [`RaftLogStorage::truncate`] | on return | no later than the next append's `io_completed` |
-//! | [`RaftLogStorage::purge`] | on return | lazily; a purge lost in a crash is harmless; but not before the log operations called before it |
+//! | [`RaftLogStorage::purge`] | on return | lazily, but in call order: no later than the next append's `io_completed`, and never before the log operations called before it (a purge lost in a crash is harmless) |
 //! | [`RaftLogStorage::save_committed`] | — | lazily; it only shortens recovery |
 //! | [`RaftStateMachine::apply`] | on return | lazily: after a crash, quorate re-applies the log from [`RaftStateMachine::applied_state`] |
 //! | [`RaftStateMachine::install_snapshot`] | on return | **on return**: the log behind it may be purged next, so after a crash the state machine must come back at least at the snapshot |

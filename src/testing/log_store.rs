@@ -26,12 +26,11 @@
 //! Against the contract's table, that is: a vote is never lost; an append reported durable is
 //! never lost, and neither is any operation before it; an append not reported durable, a
 //! truncate, a purge and a committed id after the last reported flush may each be lost, but
-//! only together with every queued operation after it. The contract allows a little more than
-//! this store does: a lazily durable purge or committed id lost even though a later append
-//! was flushed, or a truncate made durable before an earlier unflushed append. Neither leaves
-//! a log a restart must handle differently (a lost purge keeps entries a snapshot covers; a
-//! truncate only removes what an unflushed append may lose anyway), so the store stays with
-//! crash states in write order.
+//! only together with every queued operation after it. That is exactly the contract's order
+//! for log operations (appends, truncates and purges are durable in call order). The contract
+//! allows one thing more than this store does: a committed id, saved lazily, lost even though
+//! a later append was flushed; that only makes a restart re-apply from further back, so the
+//! store keeps every crash state in write order.
 //!
 //! # Crash points
 //!

@@ -1,7 +1,8 @@
 """The planted mistakes of issue #15: each bug it found, and classic Raft mistakes.
 
-Each mutant is one textual change to the library, applied to a throwaway copy by run.py. A
-change must match its file exactly once; when the code moves on and a mutant stops matching,
+Each mutant is one textual change to the library (plus, in `also`, the further changes of a
+mistake that takes more than one), applied to a throwaway copy by run.py. A change must match
+its file exactly once; when the code moves on and a mutant stops matching,
 run.py says so and the mutant needs rewriting, not deleting.
 """
 
@@ -20,6 +21,20 @@ MUTANTS = [
         file="src/engine/lease.rs",
         old="if leader.blank_log_id.is_none_or(|b| Some(b) > self.state.committed) {",
         new="if false && leader.blank_log_id.is_none_or(|b| Some(b) > self.state.committed) {",
+    ),
+    dict(
+        name="lease-as-found",
+        what="#1 as found: both of the above (each alone is covered by the other's check)",
+        file="src/engine/lease.rs",
+        old="if *id == me { Some(now) } else { leader.acked.get(id).map(|a| a.sent_at) }",
+        new="if *id == me { Some(now) } else { Some(leader.acked.get(id).map_or(leader.since, |a| a.sent_at)) }",
+        also=[
+            dict(
+                file="src/engine/lease.rs",
+                old="if leader.blank_log_id.is_none_or(|b| Some(b) > self.state.committed) {",
+                new="if false && leader.blank_log_id.is_none_or(|b| Some(b) > self.state.committed) {",
+            )
+        ],
     ),
     dict(
         name="no-stickiness-after-restart",

@@ -53,12 +53,15 @@ def fresh_tree():
 
 
 def apply(m):
-    path = os.path.join(TREE, m["file"])
-    text = open(path).read()
-    count = text.count(m["old"])
-    if count != 1:
-        return f"does not apply ({count} matches in {m['file']})"
-    open(path, "w").write(text.replace(m["old"], m["new"]))
+    """Make the mutant's change (and its `also` changes, for a mistake that takes more than one
+    edit); None, or why it does not apply."""
+    for edit in [m] + m.get("also", []):
+        path = os.path.join(TREE, edit["file"])
+        text = open(path).read()
+        count = text.count(edit["old"])
+        if count != 1:
+            return f"does not apply ({count} matches in {edit['file']})"
+        open(path, "w").write(text.replace(edit["old"], edit["new"]))
     return None
 
 

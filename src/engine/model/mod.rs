@@ -89,8 +89,9 @@
 //!   (`MC_PROBES`), carrying its current committed id; or, to a target behind its purged log,
 //!   its latest snapshot whole. An answer other than a greater vote acknowledges the request
 //!   it answers (`on_heartbeat_acked` with what the request carried), a success reports
-//!   `Matched`, and a snapshot's answer reports the snapshot's last id as matched, as
-//!   `send_snapshot` does. Answers to a stream that ended are dropped.
+//!   `Matched`; a snapshot's answer does not (the follower may have ignored the snapshot), so
+//!   the stream probes again, as `send_snapshot` does. Answers to a stream that ended are
+//!   dropped.
 //! - **Network** (`net.rs`): a bag of messages; any one may be delivered next, delivered and
 //!   kept (`MC_DUPS`), or lost (`MC_DROPS`). A message never delivered is a lost one too, so
 //!   loss needs no budget; a full bag (`MC_NET`) loses what is sent.

@@ -136,7 +136,8 @@ struct Settings {
 ///
 /// Defaults: no vote, empty log, empty membership, nothing committed, no I/O in flight, no
 /// election deadline. `io.accepted` and `io.flushed` start as loaded from storage: seq 0 with
-/// the final vote and last log id, unless set. Pre-vote, check-quorum and the snapshot policy
+/// the final vote and last log id, unless set; `io.appended` is `io.accepted` (as if the last
+/// log operation accepted was an append). Pre-vote, check-quorum and the snapshot policy
 /// are off, and no entries are kept behind a snapshot, unless set.
 pub(super) struct EngineBuilder {
     id: u64,

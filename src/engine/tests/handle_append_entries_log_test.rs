@@ -28,7 +28,7 @@ fn entries_already_in_the_log_are_skipped() {
 }
 
 #[test]
-fn duplicate_request_appends_nothing_and_waits_for_the_accepted_io() {
+fn duplicate_request_appends_nothing_and_waits_for_the_last_append() {
     let now = Instant::now();
     let vote = Vote::new_committed(2, 1);
     // T2.2 was accepted as io #4 and is not durable yet.
@@ -41,6 +41,7 @@ fn duplicate_request_appends_nothing_and_waits_for_the_accepted_io() {
     assert_eq!(got, (AppendEntriesResponse::Success { matched: Some(log_id(2, 2)) }, Some(pending)));
     assert_eq!(engine.take_commands(), vec![]);
     assert_eq!(engine.state.io.accepted, pending);
+    assert_eq!(engine.state.io.appended, pending);
 }
 
 /// Node 2 holds `[T1.0, T1.1, T2.2, T2.3]` of leader 3, who failed in term 2 before they

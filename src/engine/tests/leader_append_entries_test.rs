@@ -45,6 +45,8 @@ fn payloads_get_consecutive_log_ids_of_the_leader_and_one_io() {
     );
     assert_eq!(engine.state.last_log_id(), Some(log_id(2, 4)));
     assert_eq!(engine.state.io.accepted, appended);
+    // A leader that steps down answers the next leader only once this append is durable.
+    assert_eq!(engine.state.io.appended, appended);
     assert_eq!(engine.state.io.flushed, flushed_before, "durable only when the store says so");
     assert_eq!(engine.state.committed, Some(log_id(1, 1)), "appending commits nothing");
 }
