@@ -3,12 +3,16 @@
 # raft-kv in release, then `raft-kv compare-etcd`, which starts a fresh 3-node raft-kv and a
 # fresh 3-member etcd on loopback for each round, sends both the same HTTP/JSON put load
 # (keep-alive connections, 64-byte values) at 1, 16, 64 and 256 connections, alternating which
-# goes first, and writes target/etcd-compare/etcd-compare.{md,json,svg}. Every process it
-# starts is killed and its temporary directory removed when it ends, fails or is interrupted.
+# goes first, and writes target/etcd-compare/etcd-compare.{md,json,svg} (and, as it goes,
+# etcd-compare.jsonl: each sample as soon as it is measured). The clusters' data go under
+# target/etcd-compare/work (--work-dir), which must be on a disk: tmpfs and ramfs are refused.
+# Every process it starts is killed and its work directory removed when it ends, fails or is
+# interrupted.
 #
 # Usage: examples/raft-kv/scripts/etcd-compare.sh [compare-etcd options]
-#   e.g. --rounds 3 --secs 10 --wrk       (`raft-kv compare-etcd --help` lists them)
-# Defaults: 3 rounds, 2 s warm-up + 10 s measured per point: about 5 minutes (9 with --wrk).
+#   e.g. --rounds 4 --secs 10 --wrk       (`raft-kv compare-etcd --help` lists them)
+# Defaults: 4 rounds (each system first equally often), 2 s warm-up + 10 s measured per point:
+# about 7 minutes (14 with --wrk, which gets its own warm-up run).
 #
 # Needs etcd (and wrk for --wrk): installed with apt-get when missing and run as root.
 # QUIET_LOAD=1.5 waits (up to QUIET_WAIT_SECS, default 1800) until the 1-minute load average

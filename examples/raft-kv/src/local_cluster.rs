@@ -71,10 +71,16 @@ fn new_token() -> String {
     format!("{:016x}{:016x}", word(), word())
 }
 
-/// Ports the OS says are free now. All are held until every one is picked, so they differ.
-fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
-    let listeners = (0..n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>()?;
-    listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect()
+/// `n` pairs of loopback ports the OS says are free now, one pair per process. All are held
+/// until every one is picked, so they differ: pick the ports of clusters that run side by side
+/// in one call.
+///
+/// # Errors
+/// If no free port is found.
+pub fn free_port_pairs(n: usize) -> std::io::Result<Vec<[u16; 2]>> {
+    let listeners = (0..2 * n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>()?;
+    let ports = listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<Vec<_>, _>>()?;
+    Ok(ports.chunks_exact(2).map(|p| [p[0], p[1]]).collect())
 }
 
 impl LocalCluster {
@@ -84,13 +90,23 @@ impl LocalCluster {
     /// # Errors
     /// If `root` cannot be created or no free ports are found.
     pub fn new(binary: &Path, root: &Path, n: usize) -> std::io::Result<Self> {
+        Self::with_ports(binary, root, &free_port_pairs(n)?)
+    }
+
+    /// A cluster of one node per pair of `ports` (its Raft port, then its HTTP port), run from
+    /// `binary`, with data directories under `root`. Starts nothing.
+    ///
+    /// # Errors
+    /// If `root` cannot be created.
+    pub fn with_ports(binary: &Path, root: &Path, ports: &[[u16; 2]]) -> std::io::Result<Self> {
         fs::create_dir_all(root)?;
-        let ports = free_ports(2 * n)?;
-        let nodes = (0..n)
-            .map(|i| LocalNode {
+        let nodes = ports
+            .iter()
+            .enumerate()
+            .map(|(i, [raft, http])| LocalNode {
                 id: i as u64 + 1,
-                raft_addr: format!("127.0.0.1:{}", ports[2 * i]),
-                http_addr: format!("127.0.0.1:{}", ports[2 * i + 1]),
+                raft_addr: format!("127.0.0.1:{raft}"),
+                http_addr: format!("127.0.0.1:{http}"),
                 data_dir: root.join(format!("node{}", i + 1)),
                 scheme: "http",
                 child: None,

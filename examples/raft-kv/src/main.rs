@@ -152,8 +152,9 @@ struct BenchArgs {
 
 #[derive(clap::Args)]
 struct CompareArgs {
-    /// Rounds: a fresh pair of clusters each; the report gives medians over rounds.
-    #[arg(long, default_value_t = 3)]
+    /// Rounds: a fresh pair of clusters each; the report gives medians over rounds. An even
+    /// number puts each system first equally often at every connection count.
+    #[arg(long, default_value_t = 4)]
     rounds: usize,
     /// Connection counts, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
@@ -173,9 +174,18 @@ struct CompareArgs {
     /// The etcd binary (Debian: apt-get install -y etcd-server).
     #[arg(long, default_value = "etcd")]
     etcd_bin: PathBuf,
-    /// Where to write etcd-compare.{md,json,svg}.
+    /// Where to write etcd-compare.{md,json,svg} (and etcd-compare.jsonl, each sample as it is
+    /// measured).
     #[arg(long, default_value = "target/etcd-compare")]
     out: PathBuf,
+    /// Where the clusters' data go, in a directory of this run's own, removed at the end; on a
+    /// disk: tmpfs and ramfs are refused.
+    #[arg(long, default_value = "target/etcd-compare/work")]
+    work_dir: PathBuf,
+    /// Measure even if --work-dir is on tmpfs or ramfs, where fsyncs reach no disk (or its
+    /// filesystem cannot be told).
+    #[arg(long)]
+    allow_tmpfs: bool,
 }
 
 /// A `host:port` address whose port is 1 to 65535.
@@ -221,8 +231,80 @@ fn init_tracing(default: &str) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
+/// Turn a node's command line into its options: the one derivation of a node's settings, for
+/// `raft-kv node` and for what `compare-etcd` says its nodes run with.
+fn node_options(args: NodeArgs, peers: BTreeMap<u64, KvNode>) -> Result<NodeOptions, BoxError> {
+    let mut config = node::default_config();
+    config.heartbeat_interval = Duration::from_millis(args.heartbeat_ms);
+    config.election_timeout_min = Duration::from_millis(args.election_timeout_ms);
+    config.election_timeout_max = Duration::from_millis(2 * args.election_timeout_ms);
+    config.snapshot_policy = SnapshotPolicy::LogsSinceLast(args.snapshot_every);
+    config.max_in_snapshot_log_to_keep = args.keep_logs;
+    let raft_tls = match (args.tls_ca, args.tls_cert, args.tls_key) {
+        (Some(ca), Some(cert), Some(key)) => Some(TlsFiles { ca, cert, key }),
+        _ => None,
+    };
+    let http_tls = match (args.http_tls_cert, args.http_tls_key, args.http_tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(HttpTls { cert, key, ca, admin_client_ca: args.admin_client_ca }),
+        _ => None,
+    };
+    let admin = match (&args.admin_token_file, args.insecure_open_admin) {
+        (_, true) => AdminAuth::open(),
+        (Some(path), false) => AdminAuth::closed().with_token_file(path)?,
+        (None, false) => AdminAuth::closed(),
+    };
+    Ok(NodeOptions {
+        id: args.id,
+        raft_addr: args.raft_addr,
+        http_addr: args.http_addr,
+        raft_listen: args.raft_listen,
+        http_listen: args.http_listen,
+        data_dir: args.data_dir,
+        peers,
+        bootstrap: args.bootstrap,
+        config,
+        cluster_id: args.cluster_id,
+        raft_tls,
+        http_tls,
+        admin,
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        http_limits: HttpLimits {
+            header_timeout: Duration::from_millis(args.http_header_timeout_ms),
+            body_timeout: Duration::from_millis(args.http_body_timeout_ms),
+            max_connections: args.http_max_connections,
+            shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
+        },
+    })
+}
+
+/// The settings compare-etcd's nodes run with. Their command line sets only their id,
+/// addresses, data directory and admin token file, so every tunable is a `raft-kv node`
+/// default: derived here from such a command line by the code a node runs.
+fn compare_node_settings() -> Result<String, BoxError> {
+    let line = ["raft-kv", "node", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2"];
+    let Command::Node(args) = Cli::try_parse_from(line.iter().chain(&["--data-dir", "."]))?.command else {
+        return Err("`raft-kv node ...` did not parse as the node command".into());
+    };
+    let opts = node_options(*args, BTreeMap::new())?;
+    let (c, limits) = (&opts.config, &opts.http_limits);
+    Ok(format!(
+        "heartbeat {:?}, election timeout {:?}..{:?}, snapshot {:?} keeping {} entries behind it, \
+         max_payload_entries {}, max_payload_bytes {}, request timeout {:?}, at most {} HTTP connections; \
+         log fsync (fdatasync) per group commit",
+        c.heartbeat_interval,
+        c.election_timeout_min,
+        c.election_timeout_max,
+        c.snapshot_policy,
+        c.max_in_snapshot_log_to_keep,
+        c.max_payload_entries,
+        c.max_payload_bytes,
+        opts.request_timeout,
+        limits.max_connections,
+    ))
+}
+
 /// The comparison, stopped by Ctrl-C or SIGTERM: dropping it kills every process it started
-/// and removes its directory.
+/// and removes its work directory.
 async fn compare_etcd(args: CompareArgs) -> Result<(), BoxError> {
     if args.rounds == 0 || args.connections.is_empty() || args.connections.contains(&0) {
         return Err("compare-etcd needs at least one round and connection counts of 1 or more".into());
@@ -236,27 +318,32 @@ async fn compare_etcd(args: CompareArgs) -> Result<(), BoxError> {
         measure: Duration::try_from_secs_f64(args.secs)?,
         value_size: args.value_size,
         wrk: args.wrk,
-        work_dir: std::env::temp_dir().join(format!("raft-kv-etcd-compare-{}", std::process::id())),
+        work_dir: std::path::absolute(&args.work_dir)?.join(format!("run-{}", std::process::id())),
+        allow_tmpfs: args.allow_tmpfs,
+        out: args.out,
+        raft_kv_settings: compare_node_settings()?,
     };
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let host = compare::Host::detect(&opts)?;
     let header = format!(
-        "raft-kv vs etcd: {} rounds, {} s per measurement after {} s of warm-up, {}-byte values, \
-         {} cores, load average at start {}",
+        "raft-kv vs {}: {} rounds, {} s per measurement after {} s of warm-up, {}-byte values; {host}; \
+         load average at start {}",
+        host.etcd_name(),
         opts.rounds,
         opts.measure.as_secs_f64(),
         opts.warmup.as_secs_f64(),
         opts.value_size,
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
         compare::load_average(),
     );
     println!("{header}");
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let kept = |why: &str| format!("{why}; the samples measured so far are in {}", opts.sample_log().display());
     let samples = tokio::select! {
-        samples = compare::run(&opts) => samples?,
-        _ = tokio::signal::ctrl_c() => return Err("interrupted".into()),
-        _ = sigterm.recv() => return Err("terminated".into()),
+        samples = compare::run(&opts) => samples.map_err(|e| kept(&e.to_string()))?,
+        _ = tokio::signal::ctrl_c() => return Err(kept("interrupted").into()),
+        _ = sigterm.recv() => return Err(kept("terminated").into()),
     };
     let header = format!("{header}, at the end {}", compare::load_average());
-    compare::write_report(&args.out, &header, &samples, &opts.connections)
+    compare::write_report(&opts, &host, &header, &samples)
 }
 
 fn main() -> ExitCode {
@@ -281,56 +368,13 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), BoxError> {
     match command {
-        Command::Node(args) => {
-            let peers = match peer_map(args.id, args.peers) {
+        Command::Node(mut args) => {
+            let peers = match peer_map(args.id, std::mem::take(&mut args.peers)) {
                 Ok(p) => p,
                 Err(msg) => Cli::command().error(clap::error::ErrorKind::ArgumentConflict, msg).exit(),
             };
             init_tracing("info");
-            let mut config = node::default_config();
-            config.heartbeat_interval = Duration::from_millis(args.heartbeat_ms);
-            config.election_timeout_min = Duration::from_millis(args.election_timeout_ms);
-            config.election_timeout_max = Duration::from_millis(2 * args.election_timeout_ms);
-            config.snapshot_policy = SnapshotPolicy::LogsSinceLast(args.snapshot_every);
-            config.max_in_snapshot_log_to_keep = args.keep_logs;
-            let raft_tls = match (args.tls_ca, args.tls_cert, args.tls_key) {
-                (Some(ca), Some(cert), Some(key)) => Some(TlsFiles { ca, cert, key }),
-                _ => None,
-            };
-            let http_tls = match (args.http_tls_cert, args.http_tls_key, args.http_tls_ca) {
-                (Some(cert), Some(key), Some(ca)) => {
-                    Some(HttpTls { cert, key, ca, admin_client_ca: args.admin_client_ca })
-                }
-                _ => None,
-            };
-            let admin = match (&args.admin_token_file, args.insecure_open_admin) {
-                (_, true) => AdminAuth::open(),
-                (Some(path), false) => AdminAuth::closed().with_token_file(path)?,
-                (None, false) => AdminAuth::closed(),
-            };
-            let opts = NodeOptions {
-                id: args.id,
-                raft_addr: args.raft_addr,
-                http_addr: args.http_addr,
-                raft_listen: args.raft_listen,
-                http_listen: args.http_listen,
-                data_dir: args.data_dir,
-                peers,
-                bootstrap: args.bootstrap,
-                config,
-                cluster_id: args.cluster_id,
-                raft_tls,
-                http_tls,
-                admin,
-                request_timeout: Duration::from_millis(args.request_timeout_ms),
-                http_limits: HttpLimits {
-                    header_timeout: Duration::from_millis(args.http_header_timeout_ms),
-                    body_timeout: Duration::from_millis(args.http_body_timeout_ms),
-                    max_connections: args.http_max_connections,
-                    shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
-                },
-            };
-            Ok(node::run(opts).await?)
+            Ok(node::run(node_options(*args, peers)?).await?)
         }
         Command::Demo => {
             init_tracing("warn");
@@ -363,6 +407,26 @@ async fn run(command: Command) -> Result<(), BoxError> {
         Command::CompareEtcd(args) => {
             init_tracing("warn");
             compare_etcd(args).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compare_node_settings;
+
+    #[test]
+    fn compare_etcd_reports_the_node_command_defaults() {
+        let settings = compare_node_settings().expect("the node command line parses");
+        // `raft-kv node`'s defaults (--heartbeat-ms 100, --election-timeout-ms 500,
+        // --snapshot-every 10000, --keep-logs 1000, --request-timeout-ms 5000).
+        for said in [
+            "heartbeat 100ms",
+            "election timeout 500ms..1s",
+            "LogsSinceLast(10000) keeping 1000 entries",
+            "request timeout 5s",
+        ] {
+            assert!(settings.contains(said), "{settings}");
         }
     }
 }

@@ -18,18 +18,19 @@ struct Line {
     label: String,
     colour: RGBColor,
     dashed: bool,
-    /// (connections, writes/s, p99 ms)
-    points: Vec<(f64, f64, f64)>,
+    /// (connections, writes/s, p99 ms if any write succeeded)
+    points: Vec<(f64, f64, Option<f64>)>,
 }
 
 fn lines(samples: &[Sample], connection_counts: &[usize]) -> Vec<Line> {
     let mut lines = Vec::new();
     for client in [Client::Bench, Client::Wrk] {
         for system in [System::RaftKv, System::Etcd] {
-            let points: Vec<(f64, f64, f64)> = connection_counts
+            let points: Vec<(f64, f64, Option<f64>)> = connection_counts
                 .iter()
                 .filter_map(|&c| {
-                    summarize(samples, system, client, c).map(|s| (c as f64, s.ops_per_sec, s.p99_us / 1000.0))
+                    summarize(samples, system, client, c)
+                        .map(|s| (c as f64, s.ops_per_sec, s.p99_us.map(|us| us / 1000.0)))
                 })
                 .collect();
             if points.is_empty() {
@@ -63,12 +64,12 @@ pub fn write_svg(path: &Path, title: &str, samples: &[Sample], connection_counts
     let all = || lines.iter().flat_map(|l| l.points.iter());
     let x = log_range(all().map(|p| p.0));
     let ops = 0.0..(all().map(|p| p.1).fold(0.0, f64::max) * 1.15).max(1.0);
-    let p99 = log_range(all().map(|p| p.2));
+    let p99 = log_range(all().filter_map(|p| p.2));
     let root = SVGBackend::new(path, (1200, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let root = root.titled(title, ("sans-serif", 20)).map_err(|e| e.to_string())?;
     let (left, right) = root.split_horizontally(600);
-    panel(&left, x.clone().log_scale(), ops, "writes/s", &lines, |p| p.1)?;
+    panel(&left, x.clone().log_scale(), ops, "writes/s", &lines, |p| Some(p.1))?;
     panel(&right, x.log_scale(), p99.log_scale(), "p99 ms", &lines, |p| p.2)?;
     root.present().map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -79,7 +80,7 @@ fn panel<DB, X, Y>(
     y: Y,
     y_desc: &str,
     lines: &[Line],
-    value: impl Fn(&(f64, f64, f64)) -> f64,
+    value: impl Fn(&(f64, f64, Option<f64>)) -> Option<f64>,
 ) -> Result<(), String>
 where
     DB: DrawingBackend,
@@ -104,7 +105,7 @@ where
         .map_err(|e| e.to_string())?;
     for line in lines {
         let style = ShapeStyle::from(&line.colour).stroke_width(2);
-        let coords: Vec<(f64, f64)> = line.points.iter().map(|p| (p.0, value(p))).collect();
+        let coords: Vec<(f64, f64)> = line.points.iter().filter_map(|p| Some((p.0, value(p)?))).collect();
         if line.dashed {
             chart
                 .draw_series(DashedLineSeries::new(coords.clone(), 8, 5, style))
@@ -132,6 +133,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::write_svg;
+    use crate::compare::probe::Leaders;
     use crate::compare::report::Sample;
     use crate::compare::{Client, System};
 
@@ -143,14 +145,17 @@ mod tests {
             connections,
             ops_per_sec: ops,
             errors: 0,
-            p50_us: 900.0,
-            p99_us: 2500.0 * connections as f64,
+            p50_us: Some(900.0),
+            p99_us: Some(2500.0 * connections as f64),
             server_cpu_cores: None,
             client_cpu_cores: None,
             idle_system_cpu_cores: None,
             machine_busy: None,
             leader_fsyncs_per_sec: None,
             leader_fsync_mean_us: None,
+            leaders_before: Leaders::default(),
+            leaders_after: Leaders::default(),
+            leader_changed: false,
         }
     }
 

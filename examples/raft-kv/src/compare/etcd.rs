@@ -2,10 +2,11 @@
 //!
 //! Each member is started with nothing but what a cluster needs (name, data directory,
 //! loopback client and peer URLs, the initial cluster): every tunable (snapshot count,
-//! heartbeat, election timeout, fsync of the WAL, logging) is etcd's default.
+//! heartbeat, election timeout, fsync of the WAL, logging) is etcd's default, and no `ETCD_*`
+//! variable of the environment overrides one.
 
+use std::ffi::OsString;
 use std::fs::{self, File};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,26 +42,32 @@ pub struct EtcdCluster {
     client: reqwest::Client,
 }
 
-/// Ports free now, all held until every one is picked so that they differ.
-fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
-    let listeners = (0..n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>()?;
-    listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect()
+/// The names among `names` of the environment variables etcd would take as flags (`ETCD_*`,
+/// e.g. `ETCD_SNAPSHOT_COUNT`), to be removed from its environment so that it runs with its
+/// defaults. `ETCD_UNSUPPORTED_ARCH` stays: it sets no flag, and etcd 3.4 needs it to run
+/// at all on arm64.
+fn etcd_flag_variables(names: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    names
+        .into_iter()
+        .filter(|name| name.as_encoded_bytes().starts_with(b"ETCD_") && name != "ETCD_UNSUPPORTED_ARCH")
+        .collect()
 }
 
 impl EtcdCluster {
-    /// A cluster of `n` members run from `binary`, data directories under `root`. Starts
-    /// nothing.
+    /// A cluster of one member per pair of `ports` (its client port, then its peer port), run
+    /// from `binary`, data directories under `root`. Starts nothing.
     ///
     /// # Errors
-    /// If `root` cannot be created or no free ports are found.
-    pub fn new(binary: &Path, root: &Path, n: usize) -> std::io::Result<Self> {
+    /// If `root` cannot be created.
+    pub fn new(binary: &Path, root: &Path, ports: &[[u16; 2]]) -> std::io::Result<Self> {
         fs::create_dir_all(root)?;
-        let ports = free_ports(2 * n)?;
-        let members = (0..n)
-            .map(|i| EtcdMember {
+        let members = ports
+            .iter()
+            .enumerate()
+            .map(|(i, [client, peer])| EtcdMember {
                 name: format!("e{}", i + 1),
-                client_url: format!("http://127.0.0.1:{}", ports[2 * i]),
-                peer_url: format!("http://127.0.0.1:{}", ports[2 * i + 1]),
+                client_url: format!("http://127.0.0.1:{client}"),
+                peer_url: format!("http://127.0.0.1:{peer}"),
                 data_dir: root.join(format!("e{}", i + 1)),
                 child: None,
             })
@@ -99,15 +106,21 @@ impl EtcdCluster {
         .into()
     }
 
-    /// Start every member, its output in `<root>/<name>.log`.
+    /// Start every member, its output in `<root>/<name>.log`, without the `ETCD_*` variables
+    /// of this process's environment (etcd would take them as flags).
     ///
     /// # Errors
     /// If a process cannot be spawned.
     pub fn start_all(&mut self) -> std::io::Result<()> {
+        let flag_variables = etcd_flag_variables(std::env::vars_os().map(|(name, _)| name));
         for i in 0..self.members.len() {
             let line = self.command_line(i);
             let log = File::create(self.log_path(i))?;
-            let child = Command::new(&line[0])
+            let mut command = Command::new(&line[0]);
+            for name in &flag_variables {
+                command.env_remove(name);
+            }
+            let child = command
                 .args(&line[1..])
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
@@ -209,5 +222,20 @@ impl EtcdCluster {
 impl Drop for EtcdCluster {
     fn drop(&mut self) {
         self.kill_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use super::etcd_flag_variables;
+
+    #[test]
+    fn etcd_flag_variables_are_removed_but_not_the_arch_override() {
+        let names =
+            ["ETCD_SNAPSHOT_COUNT", "PATH", "ETCD_UNSUPPORTED_ARCH", "ETCDCTL_API", "ETCD_DATA_DIR", "MY_ETCD_X"];
+        let removed = etcd_flag_variables(names.map(OsString::from));
+        assert_eq!(removed, ["ETCD_SNAPSHOT_COUNT", "ETCD_DATA_DIR"].map(OsString::from));
     }
 }

@@ -1,10 +1,14 @@
 //! What the servers did during a measurement, read from outside: CPU time of processes
-//! (`/proc/<pid>/stat`), the machine's busy time (`/proc/stat`), and counters of a
-//! Prometheus text page (fsyncs and their total duration).
+//! (`/proc/<pid>/stat`), the machine's busy time (`/proc/stat`), counters of a
+//! Prometheus text page (fsyncs and their total duration), and who leads each cluster in
+//! which term ([`Leaders`]).
 //!
 //! Linux only: elsewhere every reading is `None` and the report leaves the columns empty.
 
 use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::Value;
 
 /// Clock ticks per second of `/proc`'s CPU times (`USER_HZ`, 100 on every Linux we know of).
 const USER_HZ: f64 = 100.0;
@@ -98,16 +102,18 @@ pub fn sum_count(page: &str, name: &str) -> SumCount {
 pub struct Fsyncs {
     /// How many.
     pub count: f64,
+    /// How many per second of the time between the two readings.
+    pub per_sec: f64,
     /// Their mean duration, in microseconds.
     pub mean_us: f64,
 }
 
 impl Fsyncs {
-    /// From the counters before and after.
-    pub fn between(before: SumCount, after: SumCount) -> Self {
+    /// From the counters before and after, read `elapsed_secs` apart.
+    pub fn between(before: SumCount, after: SumCount, elapsed_secs: f64) -> Self {
         let count = after.count - before.count;
         let mean_us = if count > 0.0 { (after.sum - before.sum) / count * 1e6 } else { 0.0 };
-        Self { count, mean_us }
+        Self { count, per_sec: count / elapsed_secs.max(1e-9), mean_us }
     }
 }
 
@@ -144,14 +150,15 @@ impl Probe {
         Self { pids, metrics_url, fsync_metric, cpu, fsyncs, at: Instant::now() }
     }
 
-    /// Read again; what changed.
+    /// Read again; what changed, per second of the probe's own time (which may outlast the
+    /// load's measured window: requests in flight when it closes still complete).
     pub async fn finish(self, client: &reqwest::Client) -> Probed {
-        let elapsed = self.at.elapsed().as_secs_f64();
         let cpu = total_cpu(&self.pids);
         let fsyncs = scrape(client, &self.metrics_url, self.fsync_metric).await;
+        let elapsed = self.at.elapsed().as_secs_f64();
         Probed {
             cpu_cores: self.cpu.zip(cpu).map(|(before, after)| (after - before) / elapsed.max(1e-9)),
-            fsyncs: self.fsyncs.zip(fsyncs).map(|(before, after)| Fsyncs::between(before, after)),
+            fsyncs: self.fsyncs.zip(fsyncs).map(|(before, after)| Fsyncs::between(before, after, elapsed)),
         }
     }
 }
@@ -166,9 +173,55 @@ async fn scrape(client: &reqwest::Client, url: &str, metric: &str) -> Option<Sum
     Some(sum_count(&page, metric))
 }
 
+/// Who leads a cluster, in which term, as one of its members says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Leadership {
+    /// The leader's id (raft-kv's node id, etcd's member id).
+    pub leader: u64,
+    /// The Raft term.
+    pub term: u64,
+}
+
+impl Leadership {
+    /// From raft-kv's `GET /admin/metrics`; `None` if it names no leader.
+    pub fn of_raft_kv(metrics: &Value) -> Option<Self> {
+        Some(Self { leader: metrics["current_leader"].as_u64()?, term: metrics["current_term"].as_u64()? })
+    }
+
+    /// From etcd's `POST /v3/maintenance/status` through its JSON gateway, which writes 64-bit
+    /// numbers as strings; `None` if it names no leader (id 0).
+    pub fn of_etcd(status: &Value) -> Option<Self> {
+        let number = |field: &str| status[field].as_str()?.parse::<u64>().ok();
+        let leader = number("leader").filter(|&id| id != 0)?;
+        Some(Self { leader, term: number("raftTerm")? })
+    }
+}
+
+/// Both clusters' leadership at one moment, each as its leader of the round's start says;
+/// `None` where it could not be read or named no leader.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Leaders {
+    /// raft-kv's.
+    pub raft_kv: Option<Leadership>,
+    /// etcd's.
+    pub etcd: Option<Leadership>,
+}
+
+impl Leaders {
+    /// Whether a leader or term may have changed between `self` and `after`: either differs,
+    /// or a reading is missing (a leader that does not answer may be being replaced).
+    pub fn changed(&self, after: &Self) -> bool {
+        [(self.raft_kv, after.raft_kv), (self.etcd, after.etcd)]
+            .into_iter()
+            .any(|(before, after)| before.is_none() || before != after)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{MachineCpu, SumCount, cpu_secs_of_stat, sum_count};
+    use serde_json::json;
+
+    use super::{Fsyncs, Leaders, Leadership, MachineCpu, SumCount, cpu_secs_of_stat, sum_count};
 
     #[test]
     fn cpu_time_is_read_after_the_command_name() {
@@ -196,5 +249,35 @@ mod tests {
             etcd_disk_wal_fsync_duration_seconds_count 7\n";
         assert_eq!(sum_count(page, "quorate_file_store_fsync_duration_seconds"), SumCount { sum: 0.5, count: 15.0 });
         assert_eq!(sum_count(page, "etcd_disk_wal_fsync_duration_seconds"), SumCount { sum: 0.25, count: 7.0 });
+    }
+
+    #[test]
+    fn fsyncs_per_second_count_the_probe_time() {
+        let before = SumCount { sum: 1.0, count: 100.0 };
+        let after = SumCount { sum: 1.5, count: 1100.0 };
+        assert_eq!(Fsyncs::between(before, after, 12.5), Fsyncs { count: 1000.0, per_sec: 80.0, mean_us: 500.0 });
+        assert_eq!(Fsyncs::between(before, before, 1.0).mean_us, 0.0);
+    }
+
+    #[test]
+    fn leadership_is_read_from_raft_kv_metrics_and_etcd_status() {
+        let metrics = json!({ "state": "Leader", "current_leader": 2, "current_term": 3 });
+        assert_eq!(Leadership::of_raft_kv(&metrics), Some(Leadership { leader: 2, term: 3 }));
+        assert_eq!(Leadership::of_raft_kv(&json!({ "current_leader": null, "current_term": 3 })), None);
+        let status = json!({ "leader": "13668033151171901709", "raftTerm": "2", "header": { "raft_term": "2" } });
+        assert_eq!(Leadership::of_etcd(&status), Some(Leadership { leader: 13_668_033_151_171_901_709, term: 2 }));
+        assert_eq!(Leadership::of_etcd(&json!({ "leader": "0", "raftTerm": "2" })), None);
+    }
+
+    #[test]
+    fn a_new_term_a_new_leader_or_a_missing_reading_is_a_change() {
+        let at = |leader, term| Some(Leadership { leader, term });
+        let before = Leaders { raft_kv: at(1, 2), etcd: at(7, 2) };
+        assert!(!before.changed(&before));
+        assert!(before.changed(&Leaders { raft_kv: at(1, 3), ..before }));
+        assert!(before.changed(&Leaders { etcd: at(8, 2), ..before }));
+        assert!(before.changed(&Leaders { etcd: None, ..before }));
+        let unread = Leaders { raft_kv: None, ..before };
+        assert!(unread.changed(&unread));
     }
 }

@@ -63,16 +63,32 @@ end
 }
 
 /// What wrk measured.
+///
+/// wrk's own `Requests/sec` counts every completed response, errors included; this counts
+/// successes only: the completed requests less the error statuses and the socket errors.
+/// A socket error on a request that never completed is subtracted too, so with socket errors
+/// `ok` is a lower bound; without, it is exact. wrk's latency percentiles cover every
+/// completed response, errors included.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WrkReport {
-    /// Requests per second, all statuses.
-    pub requests_per_sec: f64,
-    /// Responses that were not 2xx or 3xx, plus socket errors.
+    /// Requests that succeeded (see above).
+    pub ok: u64,
+    /// The run's duration as wrk measured it, seconds.
+    pub elapsed_secs: f64,
+    /// Responses wrk counts as `Non-2xx or 3xx` (status 400 or more), plus socket errors
+    /// (connect, read, write, timeout).
     pub errors: u64,
-    /// Median latency, microseconds.
-    pub p50_us: f64,
-    /// 99th percentile, microseconds.
-    pub p99_us: f64,
+    /// Median latency, microseconds; `None` if no request succeeded.
+    pub p50_us: Option<f64>,
+    /// 99th percentile, microseconds; `None` if no request succeeded.
+    pub p99_us: Option<f64>,
+}
+
+impl WrkReport {
+    /// Successful requests per second.
+    pub fn ok_per_sec(&self) -> f64 {
+        self.ok as f64 / self.elapsed_secs.max(1e-9)
+    }
 }
 
 /// Whether `wrk` can be run.
@@ -109,7 +125,7 @@ pub async fn run(
     parse(&text).ok_or_else(|| format!("unreadable wrk report: {text} {}", String::from_utf8_lossy(&output.stderr)))
 }
 
-/// `1.23ms`, `512.00us`, `1.01s`, `2.00m` in microseconds.
+/// `1.23ms`, `512.00us`, `1.01s`, `2.00m`, `1.00h` in microseconds.
 fn micros(s: &str) -> Option<f64> {
     let split = s.find(|c: char| c.is_ascii_alphabetic())?;
     let (n, unit) = s.split_at(split);
@@ -119,6 +135,7 @@ fn micros(s: &str) -> Option<f64> {
         "ms" => 1e3,
         "s" => 1e6,
         "m" => 60e6,
+        "h" => 3600e6,
         _ => return None,
     };
     Some(n * scale)
@@ -128,14 +145,26 @@ fn micros(s: &str) -> Option<f64> {
 fn parse(text: &str) -> Option<WrkReport> {
     let field =
         |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|rest| rest.trim().to_string()));
-    let requests_per_sec: f64 = field("Requests/sec:")?.parse().ok()?;
+    // "38811 requests in 5.00s, 5.12MB read"
+    let (requests, elapsed) = text.lines().find_map(|l| l.trim().split_once(" requests in "))?;
+    let requests: u64 = requests.parse().ok()?;
+    let elapsed_secs = micros(elapsed.split(',').next()?.trim())? / 1e6;
     let non_2xx: u64 = field("Non-2xx or 3xx responses:").and_then(|v| v.parse().ok()).unwrap_or(0);
     let socket_errors: u64 = field("Socket errors:")
         .map(|v| v.split(',').filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok()).sum())
         .unwrap_or(0);
     let p50_us = micros(field("50%")?.as_str())?;
     let p99_us = micros(field("99%")?.as_str())?;
-    Some(WrkReport { requests_per_sec, errors: non_2xx + socket_errors, p50_us, p99_us })
+    let errors = non_2xx + socket_errors;
+    let ok = requests.saturating_sub(errors);
+    let succeeded = ok > 0;
+    Some(WrkReport {
+        ok,
+        elapsed_secs,
+        errors,
+        p50_us: succeeded.then_some(p50_us),
+        p99_us: succeeded.then_some(p99_us),
+    })
 }
 
 #[cfg(test)]
@@ -143,7 +172,7 @@ mod tests {
     use super::{micros, parse};
 
     #[test]
-    fn a_wrk_report_is_read() {
+    fn a_wrk_report_counts_successes_only() {
         let text = "Running 5s test @ http://127.0.0.1:8001
   2 threads and 16 connections
   Thread Stats   Avg      Stdev     Max   +/- Stdev
@@ -161,11 +190,27 @@ Requests/sec:   7761.43
 Transfer/sec:      1.02MB
 ";
         let r = parse(text).expect("parsed");
-        assert_eq!(r.requests_per_sec, 7761.43);
-        assert_eq!(r.errors, 7);
-        assert_eq!(r.p50_us, 1950.0);
-        assert_eq!(r.p99_us, 6520.0);
+        assert_eq!((r.ok, r.errors, r.elapsed_secs), (38_804, 7, 5.0));
+        assert_eq!(r.ok_per_sec(), 7760.8);
+        assert_eq!(r.p50_us, Some(1950.0));
+        assert_eq!(r.p99_us, Some(6520.0));
         assert_eq!(micros("512.00us"), Some(512.0));
         assert_eq!(micros("1.50s"), Some(1_500_000.0));
+    }
+
+    #[test]
+    fn a_wrk_run_without_a_success_has_no_latency() {
+        let text = "Running 2s test @ http://127.0.0.1:8001
+  1 threads and 1 connections
+  Latency Distribution
+     50%    1.00ms
+     99%    2.00ms
+  1200 requests in 2.00s, 100.00KB read
+  Non-2xx or 3xx responses: 1200
+Requests/sec:    600.00
+";
+        let r = parse(text).expect("parsed");
+        assert_eq!((r.ok, r.errors, r.ok_per_sec()), (0, 1200, 0.0));
+        assert_eq!((r.p50_us, r.p99_us), (None, None));
     }
 }
