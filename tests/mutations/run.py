@@ -8,6 +8,7 @@ and record which of quorate's tools catches it and how fast.
 Tools (each run on every mutant, in this order, unless --keep-going is off and one caught it):
   unit     the library's unit tests (Engine handlers, replication, ...), debug build
   model    the Engine model checker's bounded CI checks, release build
+  model-targeted  the model checker's targeted checks (deeper, one kind of path each; not in CI)
   cluster  the black-box cluster tests, debug build
   sim      the simulator: --sim-seeds fresh seeds from --sim-first, release build
 
@@ -72,14 +73,18 @@ def failing_tests(out):
 def run_tool(tool, args):
     env = dict(os.environ, CARGO_TARGET_DIR=TARGET, CARGO_TERM_COLOR="never")
     if tool == "unit":
-        code, out, t = sh("cargo test --features testing --lib -- --skip engine::model", env)
+        code, out, t = sh("cargo test -p quorate --features testing --lib -- --skip engine::model", env)
     elif tool == "model":
-        code, out, t = sh("cargo test --release --features testing --lib engine::model::", env)
+        code, out, t = sh("cargo test -p quorate --release --features testing --lib engine::model::", env)
+    elif tool == "model-targeted":
+        code, out, t = sh(
+            "cargo test -p quorate --release --features testing --lib engine::model::targeted -- --ignored", env
+        )
     elif tool == "cluster":
-        code, out, t = sh("cargo test --features testing --test cluster", env)
+        code, out, t = sh("cargo test -p quorate --features testing --test cluster", env)
     elif tool == "sim":
         env.update(SIM_SEEDS=str(args.sim_seeds), SIM_FIRST_SEED=str(args.sim_first))
-        code, out, t = sh("cargo test --release --features testing --test sim soak -- --ignored --nocapture", env)
+        code, out, t = sh("cargo test -p quorate --release --features testing --test sim soak -- --ignored --nocapture", env)
         seeds = [int(s) for s in re.findall(r"^seed (\d+):", out, re.M)]
         if seeds:
             first = min(seeds)

@@ -492,6 +492,53 @@ fn catches_apply_past_commit() {
     assert_finds("catches_apply_past_commit", &bounds, "state machine safety");
 }
 
+/// Targeted checks: each narrows the budgets to one kind of path and follows it deeper than
+/// the CI checks reach, capped by a number of states rather than a depth (the search stops
+/// when either bound is reached). Run in release, a few minutes in all:
+/// `cargo test --release --lib --features testing engine::model::targeted -- --ignored --nocapture`.
+/// The mutation runner (`tests/mutations/run.py`, tool `model-targeted`) runs them.
+fn targeted(max_depth: usize, max_states: usize) -> Bounds {
+    Bounds { reads: 0, writes: 0, crashes: 0, ticks: 0, max_depth, max_states, ..Bounds::default() }
+}
+
+/// A new leader's lease over time: elections from scratch, clocks moving, lease reads.
+#[test]
+#[ignore = "targeted: run on demand, in release"]
+fn targeted_lease_of_a_new_leader() {
+    let bounds = Bounds {
+        start: Start::Cold,
+        pre_vote: false,
+        ticks: 2,
+        reads: 1,
+        read_policies: vec![ReadPolicy::LeaseRead],
+        ..targeted(16, 2_000_000)
+    };
+    assert_holds("targeted_lease_of_a_new_leader", &bounds);
+}
+
+/// A lease while a voter crashes and restarts and another campaigns.
+#[test]
+#[ignore = "targeted: run on demand, in release"]
+fn targeted_lease_across_a_restart() {
+    let bounds = Bounds {
+        pre_vote: false,
+        crashes: 1,
+        ticks: 2,
+        reads: 1,
+        read_policies: vec![ReadPolicy::LeaseRead],
+        ..targeted(16, 2_000_000)
+    };
+    assert_holds("targeted_lease_across_a_restart", &bounds);
+}
+
+/// The leader commit rule (Raft §5.4.2): a write, an election, appends of one entry at a time.
+#[test]
+#[ignore = "targeted: run on demand, in release"]
+fn targeted_commit_rule() {
+    let bounds = Bounds { writes: 1, elects: 1, partial_appends: true, ..targeted(18, 3_000_000) };
+    assert_holds("targeted_commit_rule", &bounds);
+}
+
 /// A deep check with bounds from the environment (see the module docs).
 #[test]
 #[ignore = "deep: run on demand, in release"]
