@@ -57,6 +57,7 @@ fn engine_config(id: u64) -> EngineConfig<C> {
         pre_vote: config.enable_pre_vote,
         check_quorum: config.enable_check_quorum,
         lease: config.election_timeout_min.saturating_sub(config.max_clock_drift),
+        quiesce: false,
     }
 }
 
@@ -183,8 +184,13 @@ impl FollowerBench {
         let vote = Vote::new_committed(1, LEADER);
         let membership = Entry::new_membership(LogId::new(LeaderId::new(0, 0), 0), voters());
         let blank = Entry::new_blank(LogId::new(LeaderId::new(1, LEADER), 1));
-        let req =
-            AppendEntriesRequest { vote, prev_log_id: None, entries: vec![membership, blank], leader_commit: None };
+        let req = AppendEntriesRequest {
+            vote,
+            prev_log_id: None,
+            entries: vec![membership, blank],
+            leader_commit: None,
+            quiesce: false,
+        };
         let (resp, _io) = engine.handle_append_entries(now, req);
         debug_assert!(matches!(resp, AppendEntriesResponse::Success { .. }));
         drain(&mut engine);
@@ -203,7 +209,13 @@ impl FollowerBench {
         let entries = (start..=end).map(|i| Entry::new_normal(LogId::new(leader, i), i)).collect();
         let leader_commit = Some(LogId::new(leader, self.planned));
         self.planned = end;
-        AppendRequest(AppendEntriesRequest { vote: self.vote, prev_log_id: Some(prev), entries, leader_commit })
+        AppendRequest(AppendEntriesRequest {
+            vote: self.vote,
+            prev_log_id: Some(prev),
+            entries,
+            leader_commit,
+            quiesce: false,
+        })
     }
 
     /// **Hot path: follower append.** Check the leader's vote and `prev_log_id`, skip entries

@@ -113,6 +113,7 @@ pub mod error;
 #[cfg(feature = "file-store")]
 pub mod file_store;
 pub mod metrics;
+pub mod multi;
 pub mod network;
 mod raft;
 mod replication;

@@ -78,6 +78,14 @@ where
             }
             Command::InstallSnapshot { meta } => self.install_received_snapshot(meta).await?,
             Command::SendTransferLeader { to, req } => self.send_transfer_leader(to, req).await,
+            Command::SetQuiesced { last } => {
+                self.watches.quiesced.send_replace(last);
+                if last.is_none() && self.engine.leader.is_none() {
+                    // Stepped down while quiesced: followers quiesced under this node must
+                    // not wait for a leader that is gone.
+                    self.release_quiesced_leadership();
+                }
+            }
         }
         Ok(())
     }
@@ -161,6 +169,7 @@ where
                 self.watches.submitted.subscribe(),
                 self.watches.committed.subscribe(),
                 self.watches.heartbeat.subscribe(),
+                self.watches.quiesced.subscribe(),
                 self.notify_tx.clone(),
                 self.sm_tx.clone(),
                 self.clock,

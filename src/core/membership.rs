@@ -35,7 +35,7 @@ where
                 return;
             }
         };
-        match self.engine.change_membership(target) {
+        match self.engine.change_membership(self.clock.now(), target) {
             Err(ChangeRejected::NotLeader) => {
                 let _ = tx.send(Err(ClientWriteError::ForwardToLeader(self.forward_to_leader())));
             }

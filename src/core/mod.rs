@@ -18,6 +18,7 @@ mod election_trace;
 mod membership;
 mod message;
 mod progress;
+mod quiesce;
 mod read;
 mod sm_worker;
 mod snapshot;
@@ -32,6 +33,7 @@ pub(crate) use message::{
     ApiMsg, FlushNotifier, MembershipResponder, Notification, ReadResponder, RpcMsg, WriteMsg, WriteResponder,
 };
 pub(crate) use progress::{ProgressWatch, Stalls};
+pub(crate) use quiesce::HostLink;
 pub(crate) use sm_worker::{SmMsg, StateMachineWorker};
 pub(crate) use startup::load_state;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -58,6 +60,8 @@ pub(crate) struct Watches<C: RaftTypeConfig> {
     /// The latest heartbeat round a read asked for: streams send a request when it changes and
     /// tag their requests with it (see `engine/read.rs`).
     pub(crate) heartbeat: watch::Sender<u64>,
+    /// `Some(last)` while the leader is quiesced (see `engine/quiesce.rs`).
+    pub(crate) quiesced: watch::Sender<Option<LogId<C>>>,
 }
 
 /// The Raft task of one node.
@@ -112,6 +116,8 @@ where
     pub(crate) leader_changes: u64,
     /// The span of the election this node runs, if any.
     pub(crate) election: election_trace::ElectionTrace<C>,
+    /// The host of a group of many (`crate::multi`): node liveness, for quiescence.
+    pub(crate) host: Option<HostLink<C>>,
 }
 
 impl<C, N, LS> RaftCore<C, N, LS>
@@ -127,6 +133,9 @@ where
         if let Err(e) = &result {
             error!(id = %self.engine.id(), error = %e, "raft node stopped on a fatal error");
         }
+        if self.engine.leader_quiesced() {
+            self.release_quiesced_leadership();
+        }
         self.replications.clear();
         self.engine.state.server_state = ServerState::Shutdown;
         self.publish_inner(true);
@@ -138,6 +147,7 @@ where
         self.run_commands().await?;
         loop {
             self.publish();
+            self.sync_quiescence();
             let deadline = self.engine.election_deadline();
             tokio::select! {
                 biased;
@@ -160,7 +170,11 @@ where
                     // Every handle is gone: nobody can use this node any more.
                     None => return Ok(()),
                 },
-                _ = sleep_until(self.clock, deadline) => self.engine.handle_timeout(self.clock.now()),
+                _ = sleep_until(self.clock, deadline) => {
+                    self.engine.handle_timeout(self.clock.now());
+                    self.maybe_quiesce();
+                }
+                _ = quiesce::wake_signal(&mut self.host) => self.wake_quiesced_follower(),
                 _ = sleep_until(self.clock, self.io_stall_deadline) => {
                     error!(
                         id = %self.engine.id(), stalled_for = ?self.config.max_log_io_stall,
@@ -242,6 +256,7 @@ where
                 let _ = tx.send(resp);
             }
             RpcMsg::Vote { req, tx } => {
+                self.feed_leader_liveness();
                 let resp = self.engine.handle_vote_req(self.clock.now(), &req);
                 // The vote must be durable before the answer leaves.
                 self.run_commands().await?;

@@ -37,7 +37,7 @@ where
             payloads.push(w.payload);
             txs.push(w.tx);
         }
-        let Some(first) = self.engine.leader_append_entries(payloads) else {
+        let Some(first) = self.engine.propose(self.clock.now(), payloads) else {
             warn!("leader refused to append; answering with ForwardToLeader");
             for tx in txs {
                 let _ = tx.send(Err(ClientWriteError::ForwardToLeader(self.forward_to_leader())));

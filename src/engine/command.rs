@@ -97,6 +97,12 @@ pub(crate) enum Command<C: RaftTypeConfig> {
     /// Must not block the next command.
     SendTransferLeader { to: C::NodeId, req: TransferLeaderRequest<C> },
 
+    /// The leader quiesced with its whole log up to `last` matched and committed
+    /// (`Some`), or woke (`None`). While quiesced, each replication stream sends its follower
+    /// one heartbeat marked `quiesce` (at `last`, carrying it as committed) and then no more
+    /// heartbeats until it wakes. Must not block the next command.
+    SetQuiesced { last: Option<LogId<C>> },
+
     /// Install the snapshot received from the leader into the state machine, and wait until
     /// it is installed (after every Apply queued before it) before running the next command.
     InstallSnapshot { meta: SnapshotMeta<C> },
@@ -123,6 +129,7 @@ impl<C: RaftTypeConfig> fmt::Debug for Command<C> {
             Self::SaveCommitted { committed } => write!(f, "SaveCommitted({committed})"),
             Self::BuildSnapshot => f.write_str("BuildSnapshot"),
             Self::PurgeLog { upto } => write!(f, "PurgeLog({upto})"),
+            Self::SetQuiesced { last } => write!(f, "SetQuiesced({})", DisplayOption(last)),
             Self::InstallSnapshot { meta } => write!(f, "InstallSnapshot({meta})"),
             Self::SendTransferLeader { to, req } => {
                 write!(f, "SendTransferLeader(to={to}, {}, last={})", req.vote, DisplayOption(&req.last_log_id))

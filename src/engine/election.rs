@@ -80,6 +80,7 @@ impl<C: RaftTypeConfig> Engine<C> {
             return;
         }
         self.step_down_from_leader();
+        self.quiesced_under = None;
         let vote = Vote::new(self.state.vote.term + 1, self.config.id);
         info!(id = %self.config.id, %vote, pre_vote, force, "starting election");
         if !pre_vote {
@@ -110,6 +111,11 @@ impl<C: RaftTypeConfig> Engine<C> {
     ///
     /// The answer may be sent once the commands it pushed (a `SaveVote`) are executed.
     pub(crate) fn handle_vote_req(&mut self, now: Instant, req: &VoteRequest<C>) -> VoteResponse<C> {
+        // Somebody is campaigning: a quiesced group must be heard from again, whatever the
+        // answer (see `quiesce.rs`). A quiesced follower's stickiness already counts its
+        // leader's node as heard (RaftCore fed it in before this request).
+        self.leader_wake(now);
+        self.wake_follower(now, None);
         let last_log_id = self.state.last_log_id();
         // Raft §5.4.1: grant only to a candidate whose log is at least as up-to-date as ours.
         let log_ok = req.last_log_id >= last_log_id;
@@ -178,6 +184,9 @@ impl<C: RaftTypeConfig> Engine<C> {
         let was_leader = self.leader.is_some();
         self.step_down_from_leader();
         self.candidate = None;
+        if self.quiesced_under.take().is_some() {
+            self.reset_election_deadline(now);
+        }
         self.save_vote(adopted);
         self.state.server_state = self.follower_or_learner();
         self.state.leader_id = adopted.leader_id().map(|l| l.node_id);
@@ -229,8 +238,11 @@ impl<C: RaftTypeConfig> Engine<C> {
     /// Stop acting as leader, if this node is one. Pending client writes stay: their entries
     /// may still commit under the next leader, or be truncated, and are answered then.
     pub(crate) fn step_down_from_leader(&mut self) {
-        if self.leader.take().is_some() {
+        if let Some(leader) = self.leader.take() {
             info!(id = %self.config.id, vote = %self.state.vote, "stepping down as leader");
+            if leader.quiesced {
+                self.output.push_back(Command::SetQuiesced { last: None });
+            }
             self.output.push_back(Command::CloseReplicationStreams);
             self.state.server_state = self.follower_or_learner();
             self.state.leader_id = None;

@@ -32,6 +32,7 @@ impl<C: RaftTypeConfig> Engine<C> {
 
         let matched = req.last_log_id();
         let leader_commit = req.leader_commit;
+        let quiesce = req.quiesce && req.entries.is_empty();
         if let Err(resp) = self.append_new_entries(req.entries) {
             return (resp, None);
         }
@@ -45,6 +46,9 @@ impl<C: RaftTypeConfig> Engine<C> {
         };
         if let Some(c) = committed {
             self.commit(c);
+        }
+        if quiesce {
+            self.follower_quiesce(matched, leader_commit);
         }
         // Durable up to `matched` once the last append is: a truncation after it need not be
         // (entries past `matched` are not acknowledged).
@@ -64,6 +68,9 @@ impl<C: RaftTypeConfig> Engine<C> {
         }
         self.candidate = None;
         self.last_leader_contact = Some(now);
+        // Only a heartbeat marked `quiesce` keeps (or puts) a follower quiesced: anything else
+        // from the leader means the group is active again.
+        self.quiesced_under = None;
         if self.leader.is_none() {
             self.state.server_state = self.follower_or_learner();
             self.state.leader_id = vote.node_id;

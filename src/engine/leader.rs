@@ -50,6 +50,8 @@ pub(crate) struct Leader<C: RaftTypeConfig> {
     /// A leadership transfer in progress: the target, when it gives up, and whether the
     /// target was told to campaign.
     pub(crate) transfer: Option<Transfer<C>>,
+    /// Whether the group is quiesced: no heartbeats, no check-quorum (see `quiesce.rs`).
+    pub(crate) quiesced: bool,
 }
 
 /// A leadership transfer in progress.
@@ -73,6 +75,7 @@ impl<C: RaftTypeConfig> Leader<C> {
             lease_revoked: false,
             blank_log_id: None,
             transfer: None,
+            quiesced: false,
         }
     }
 }
@@ -87,6 +90,9 @@ impl<C: RaftTypeConfig> Engine<C> {
         &mut self,
         payloads: impl IntoIterator<Item = EntryPayload<C>>,
     ) -> Option<LogId<C>> {
+        // Every input that can reach here on a quiesced leader wakes it first (`propose`,
+        // `change_membership`); commits and elections only happen to a leader that is awake.
+        debug_assert!(!self.leader_quiesced(), "appending on a quiesced leader");
         let leader_id = self.leader.as_ref()?.vote.leader_id()?;
         let mut next_index = self.state.last_log_id().map_or(0, |l| l.index + 1);
         let first = LogId::new(leader_id, next_index);
@@ -115,6 +121,17 @@ impl<C: RaftTypeConfig> Engine<C> {
             self.leader_commit();
         }
         Some(first)
+    }
+
+    /// Client payloads arrived at `now`: wake the group if it is quiesced and append them
+    /// (see [`leader_append_entries`](Self::leader_append_entries)).
+    pub(crate) fn propose(
+        &mut self,
+        now: Instant,
+        payloads: impl IntoIterator<Item = EntryPayload<C>>,
+    ) -> Option<LogId<C>> {
+        self.leader_wake(now);
+        self.leader_append_entries(payloads)
     }
 
     /// The log store reports `io` durable.

@@ -48,15 +48,14 @@ impl<C: RaftTypeConfig> Engine<C> {
 
     /// For check-quorum: the latest time at which a quorum (of every config) is known to have
     /// followed this leader. The leader itself counts as `now`; a member that never answered
-    /// counts as the start of the leadership, which gives a new leader one election timeout
-    /// of grace. Never use this for the lease: see [`lease_valid`](Self::lease_valid).
+    /// counts as the start of the leadership (or the end of its quiescence), which gives a new
+    /// (or woken) leader one election timeout of grace. Never use this for the lease: see [`lease_valid`](Self::lease_valid).
     pub(crate) fn check_quorum_acked_at(&self, now: Instant) -> Option<Instant> {
         let leader = self.leader.as_ref()?;
         let me = self.config.id;
-        self.state
-            .membership
-            .effective()
-            .quorum_value(|id| if *id == me { now } else { leader.acked.get(id).map_or(leader.since, |a| a.sent_at) })
+        self.state.membership.effective().quorum_value(|id| {
+            if *id == me { now } else { leader.acked.get(id).map_or(leader.since, |a| a.sent_at.max(leader.since)) }
+        })
     }
 
     /// The latest send time of a request that a quorum (of every config) really answered; the

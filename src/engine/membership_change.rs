@@ -24,7 +24,15 @@ pub(crate) enum ChangeRejected<C: RaftTypeConfig> {
 impl<C: RaftTypeConfig> Engine<C> {
     /// Propose moving to `target` (a single-config membership). Returns the id of the entry
     /// appended, or `None` if the membership already is `target`.
-    pub(crate) fn change_membership(&mut self, target: Membership<C>) -> Result<Option<LogId<C>>, ChangeRejected<C>> {
+    pub(crate) fn change_membership(
+        &mut self,
+        now: tokio::time::Instant,
+        target: Membership<C>,
+    ) -> Result<Option<LogId<C>>, ChangeRejected<C>> {
+        if self.leader.is_none() {
+            return Err(ChangeRejected::NotLeader);
+        }
+        self.leader_wake(now);
         let Some(leader) = self.leader.as_mut() else { return Err(ChangeRejected::NotLeader) };
         let ms = &self.state.membership;
         if ms.effective.log_id != ms.committed.log_id {

@@ -35,6 +35,7 @@ mod leader;
 mod lease;
 mod log_id_list;
 mod membership_change;
+mod quiesce;
 mod read;
 mod snapshot;
 mod state;
@@ -77,6 +78,9 @@ pub(crate) struct EngineConfig<C: RaftTypeConfig> {
     pub(crate) check_quorum: bool,
     /// How long after a quorum acknowledged the leader its lease lasts.
     pub(crate) lease: Duration,
+    /// Whether an idle group quiesces (see `quiesce.rs`); only a host with node liveness
+    /// turns it on.
+    pub(crate) quiesce: bool,
 }
 
 /// A candidate's election in progress.
@@ -110,6 +114,9 @@ pub(crate) struct Engine<C: RaftTypeConfig> {
     pub(crate) heartbeat_round: u64,
     /// Real elections this node started (each in a new term), for the metrics.
     pub(crate) elections_started: u64,
+    /// The leader this follower quiesced under: while set, it runs no election timer and
+    /// counts its leader's node being heard as contact with the leader (see `quiesce.rs`).
+    pub(crate) quiesced_under: Option<C::NodeId>,
     /// Commands for RaftCore, in execution order.
     pub(crate) output: VecDeque<Command<C>>,
 }
@@ -127,6 +134,7 @@ impl<C: RaftTypeConfig> Engine<C> {
             last_leader_contact: None,
             heartbeat_round: 0,
             elections_started: 0,
+            quiesced_under: None,
             output: VecDeque::new(),
         }
     }

@@ -56,6 +56,11 @@ impl<C: RaftTypeConfig> Engine<C> {
     /// takes a new heartbeat round, pushes a `BroadcastHeartbeat` so every stream sends a
     /// request of that round, and waits for [`read_status`](Self::read_status) to confirm it.
     pub(crate) fn leader_read(&mut self, now: Instant, policy: ReadPolicy) -> ReadStart<C> {
+        if self.leader.is_none() {
+            return ReadStart::NotLeader;
+        }
+        // A quiesced leader has no lease (nothing was answered for it): it heartbeats again.
+        self.leader_wake(now);
         let Some(leader) = self.leader.as_ref() else { return ReadStart::NotLeader };
         if policy == ReadPolicy::LeaseRead && self.lease_valid(now) {
             // A valid lease implies the blank entry is committed: `committed` is complete.

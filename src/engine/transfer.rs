@@ -40,9 +40,12 @@ impl<C: RaftTypeConfig> Engine<C> {
             Some(t) => return Err(TransferRejected::InProgress(t.to)),
             None => {}
         }
+        self.leader_wake(now);
         let deadline = now + 2 * self.config.election_timeout_max;
         info!(id = %self.config.id, target = %to, "transferring leadership");
-        leader.transfer = Some(Transfer { to, deadline, sent: false });
+        if let Some(leader) = self.leader.as_mut() {
+            leader.transfer = Some(Transfer { to, deadline, sent: false });
+        }
         self.election_deadline = Some(self.election_deadline.map_or(deadline, |d| d.min(deadline)));
         self.maybe_send_timeout_now();
         Ok(())

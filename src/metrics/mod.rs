@@ -74,6 +74,10 @@ pub struct RaftMetrics<C: RaftTypeConfig> {
     /// How many times this node learned of a leader other than the last one it knew, since
     /// it started (the first one included). A count that keeps rising means leadership flaps.
     pub leader_changes: u64,
+    /// Whether the group is quiesced here: a leader that sends no heartbeats, or a follower
+    /// that runs no election timer, because nothing happens in the group (only in a
+    /// [`GroupHost`](crate::multi::GroupHost); see [`multi`](crate::multi)).
+    pub quiesced: bool,
     /// Since when the log store has flushed nothing while log writes wait.
     #[serde(rename = "log_io_stalled_for_ms", serialize_with = "ago_ms::option")]
     pub log_io_stalled_since: Option<Instant>,
@@ -146,6 +150,7 @@ impl<C: RaftTypeConfig> RaftMetrics<C> {
             replication_lag: None,
             elections_started: 0,
             leader_changes: 0,
+            quiesced: false,
             log_io_stalled_since: None,
             log_io_stalled: false,
             commit_stalled_since: None,
@@ -188,6 +193,7 @@ impl<C: RaftTypeConfig> RaftMetrics<C> {
             replication_lag: engine.leader.as_ref().map(|l| l.progress.iter().map(|(id, m)| (*id, lag(m))).collect()),
             elections_started: engine.elections_started,
             leader_changes,
+            quiesced: engine.leader_quiesced() || engine.quiesced_under().is_some(),
             log_io_stalled_since: stalls.log_io,
             log_io_stalled: st.io_stalled,
             commit_stalled_since: stalls.commit,
@@ -219,6 +225,7 @@ impl<C: RaftTypeConfig> Clone for RaftMetrics<C> {
             replication_lag: self.replication_lag.clone(),
             elections_started: self.elections_started,
             leader_changes: self.leader_changes,
+            quiesced: self.quiesced,
             log_io_stalled_since: self.log_io_stalled_since,
             log_io_stalled: self.log_io_stalled,
             commit_stalled_since: self.commit_stalled_since,
@@ -247,6 +254,7 @@ impl<C: RaftTypeConfig> PartialEq for RaftMetrics<C> {
             && self.replication_lag == other.replication_lag
             && self.elections_started == other.elections_started
             && self.leader_changes == other.leader_changes
+            && self.quiesced == other.quiesced
             && self.log_io_stalled_since == other.log_io_stalled_since
             && self.log_io_stalled == other.log_io_stalled
             && self.commit_stalled_since == other.commit_stalled_since

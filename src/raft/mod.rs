@@ -13,7 +13,9 @@ use tracing::{Instrument, debug, debug_span, info_span};
 
 use crate::ServerState;
 use crate::config::Config;
-use crate::core::{ApiMsg, Clock, FlushNotifier, RaftCore, RpcMsg, StateMachineWorker, Watches, WriteMsg, load_state};
+use crate::core::{
+    ApiMsg, Clock, FlushNotifier, HostLink, RaftCore, RpcMsg, StateMachineWorker, Watches, WriteMsg, load_state,
+};
 use crate::engine::{Engine, EngineConfig, LogIOId};
 use crate::error::{ClientWriteError, Fatal, InitializeError, LinearizableReadError, RaftError, TransferLeaderError};
 use crate::metrics::{RaftMetrics, Wait};
@@ -144,7 +146,7 @@ impl<C: RaftTypeConfig> Raft<C> {
         LS: RaftLogStorage<C>,
         SM: RaftStateMachine<C>,
     {
-        Self::start(id, config, network, log_store, state_machine, Clock::default()).await
+        Self::start(id, config, network, log_store, state_machine, Clock::default(), None).await
     }
 
     /// Start node `id` as [`Raft::new`] does, on a clock that runs `rate` times as fast as the
@@ -169,7 +171,25 @@ impl<C: RaftTypeConfig> Raft<C> {
         LS: RaftLogStorage<C>,
         SM: RaftStateMachine<C>,
     {
-        Self::start(id, config, network, log_store, state_machine, Clock::with_rate(rate)).await
+        Self::start(id, config, network, log_store, state_machine, Clock::with_rate(rate), None).await
+    }
+
+    /// Start a group of a [`GroupHost`](crate::multi::GroupHost): as [`Raft::new`], with the
+    /// host's node liveness, which quiesces the group when `quiesce` is set.
+    pub(crate) async fn new_hosted<N, LS, SM>(
+        id: C::NodeId,
+        config: Arc<Config>,
+        network: N,
+        log_store: LS,
+        state_machine: SM,
+        host: HostLink<C>,
+    ) -> Result<Self, Fatal>
+    where
+        N: RaftNetworkFactory<C>,
+        LS: RaftLogStorage<C>,
+        SM: RaftStateMachine<C>,
+    {
+        Self::start(id, config, network, log_store, state_machine, Clock::default(), Some(host)).await
     }
 
     async fn start<N, LS, SM>(
@@ -179,6 +199,7 @@ impl<C: RaftTypeConfig> Raft<C> {
         mut log_store: LS,
         mut state_machine: SM,
         clock: Clock,
+        host: Option<HostLink<C>>,
     ) -> Result<Self, Fatal>
     where
         N: RaftNetworkFactory<C>,
@@ -205,6 +226,7 @@ impl<C: RaftTypeConfig> Raft<C> {
             pre_vote: config.enable_pre_vote,
             check_quorum: config.enable_check_quorum,
             lease: config.election_timeout_min.saturating_sub(config.max_clock_drift),
+            quiesce: host.as_ref().is_some_and(|h| h.quiesce),
         };
         let submitted = LogIOId { seq: 0, vote: state.vote, last_log_id: state.last_log_id() };
         let engine = Engine::new(engine_config, state);
@@ -226,6 +248,7 @@ impl<C: RaftTypeConfig> Raft<C> {
             committed: watch::channel(None).0,
             metrics: metrics_tx,
             heartbeat: watch::channel(0).0,
+            quiesced: watch::channel(None).0,
         };
 
         let sm_worker = StateMachineWorker {
@@ -266,6 +289,7 @@ impl<C: RaftTypeConfig> Raft<C> {
             known_leader: None,
             leader_changes: 0,
             election: Default::default(),
+            host,
         };
         let core = tokio::spawn(core.run());
 

@@ -136,6 +136,7 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
         submitted: watch::Receiver<IOProgress<C>>,
         committed: watch::Receiver<Option<LogId<C>>>,
         heartbeat: watch::Receiver<u64>,
+        quiesced: watch::Receiver<Option<LogId<C>>>,
         notify: mpsc::UnboundedSender<Notification<C>>,
         sm: mpsc::UnboundedSender<SmMsg<C>>,
         clock: Clock,
@@ -155,6 +156,7 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
                 submitted,
                 committed,
                 heartbeat,
+                quiesced,
                 notify,
                 sm,
                 gauge: gauge.clone(),
@@ -211,6 +213,9 @@ struct StreamState<C: RaftTypeConfig, LR> {
     committed: watch::Receiver<Option<LogId<C>>>,
     /// Changes when a read wants a heartbeat round now.
     heartbeat: watch::Receiver<u64>,
+    /// `Some(last)` while the leader is quiesced with its whole log up to `last` matched and
+    /// committed: the stream sends one heartbeat marked `quiesce`, then none until it wakes.
+    quiesced: watch::Receiver<Option<LogId<C>>>,
     notify: mpsc::UnboundedSender<Notification<C>>,
     /// The state machine task, which hands out the current snapshot.
     sm: mpsc::UnboundedSender<SmMsg<C>>,
@@ -304,6 +309,14 @@ where
         if !verdict.backoff.is_zero() {
             st.clock.sleep(verdict.backoff).await;
         }
+        // A quiesced leader left this follower behind (its node is not heard from): retry
+        // once the group wakes, which a restarted follower's election brings about.
+        let mut quiesced = st.quiesced.clone();
+        while quiesced.borrow_and_update().is_some() {
+            if quiesced.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Phase 1: binary search for the longest prefix of the leader's log the follower holds.
@@ -328,6 +341,7 @@ where
                 prev_log_id: Some(prev),
                 entries: vec![],
                 leader_commit: *st.committed.borrow(),
+                quiesce: false,
             };
             let option = RPCOption::new(st.config.rpc_timeout);
             let ack = Ack { sent_at: st.clock.now(), round: *st.heartbeat.borrow_and_update() };
@@ -411,16 +425,24 @@ where
         let mut timer =
             SendTimer { next: st.clock.now(), commit_armed: false, heartbeat, commit_grace: heartbeat / 16 };
         let mut answer_deadline = st.clock.now() + rpc_timeout;
+        // Whether this stream sent its follower the heartbeat marked `quiesce` since the
+        // leader last quiesced.
+        let mut quiesce_sent = false;
         loop {
             let submitted = st.current_submitted()?;
             let committed = *st.committed.borrow_and_update();
+            let quiesced = *st.quiesced.borrow_and_update();
+            if quiesced.is_none() {
+                quiesce_sent = false;
+            }
             st.gauge.set(in_flight.len() as u64, in_flight.bytes());
             let room = in_flight.len() < max_in_flight && in_flight.bytes() < max_in_flight_bytes;
             let has_entries = last_sent.next_index() < submitted.last_log_id.next_index();
             let send_now = room && has_entries;
             // A request without entries repeats `last_sent`: only with nothing in flight, so
-            // that every answer names the one request it answers (see `InFlight`).
-            let may_heartbeat = in_flight.may_send(last_sent) && !send_now;
+            // that every answer names the one request it answers (see `InFlight`). A quiesced
+            // stream sends one heartbeat, marked, and then is silent.
+            let may_heartbeat = in_flight.may_send(last_sent) && !send_now && !quiesce_sent;
             // A newer commit index rides on the next request with entries. Under load one comes
             // soon, so the commit costs no request of its own; once nothing is in flight and
             // nothing new arrived for `commit_grace`, the heartbeat timer sends it alone.
@@ -483,7 +505,11 @@ where
                     permit.send(req);
                 }
                 _ = st.clock.sleep_until(timer.next), if room && may_heartbeat => {
-                    let req = AppendEntriesRequest { vote: st.vote, prev_log_id: last_sent, entries: vec![], leader_commit: committed };
+                    // The follower may quiesce only on a heartbeat that brings it the leader's
+                    // whole log, all committed.
+                    let quiesce = quiesced.is_some() && quiesced == last_sent && committed == last_sent;
+                    quiesce_sent = quiesce;
+                    let req = AppendEntriesRequest { vote: st.vote, prev_log_id: last_sent, entries: vec![], leader_commit: committed, quiesce };
                     let now = st.clock.now();
                     if in_flight.is_empty() {
                         answer_deadline = now + rpc_timeout;
@@ -505,6 +531,12 @@ where
                 // the commit index then: no wake-up per commit.
                 r = st.committed.changed(), if !send_now && in_flight.is_empty() && !timer.commit_armed => {
                     if r.is_err() { return Err(Stop::LeadershipEnded); }
+                }
+                r = st.quiesced.changed() => {
+                    if r.is_err() { return Err(Stop::LeadershipEnded); }
+                    // Quiesced: tell the follower now. Woken: be heard at once, since whatever
+                    // woke the group (a campaign, a read) wants the leader heard.
+                    timer.next = st.clock.now();
                 }
                 r = st.heartbeat.changed() => {
                     if r.is_err() { return Err(Stop::LeadershipEnded); }
@@ -597,7 +629,16 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
             .min(entries.len());
         entries.truncate(keep);
         let bytes = entries.iter().map(Entry::approx_size).sum();
-        Ok((AppendEntriesRequest { vote: self.vote, prev_log_id: last_sent, entries, leader_commit: committed }, bytes))
+        Ok((
+            AppendEntriesRequest {
+                vote: self.vote,
+                prev_log_id: last_sent,
+                entries,
+                leader_commit: committed,
+                quiesce: false,
+            },
+            bytes,
+        ))
     }
 
     fn probe_result(&mut self, resp: AppendEntriesResponse<C>) -> Result<Probe<C>, Stop> {

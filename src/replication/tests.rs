@@ -128,6 +128,7 @@ struct Stream {
     submitted: watch::Sender<IOProgress<C>>,
     committed: watch::Sender<Option<LogId<C>>>,
     heartbeat: watch::Sender<u64>,
+    _quiesced: watch::Sender<Option<LogId<UTConfig>>>,
     notify: mpsc::UnboundedReceiver<Notification<C>>,
     /// Every `matched` the stream reported, in order.
     reported: Vec<Option<LogId<C>>>,
@@ -148,6 +149,7 @@ impl Stream {
         let submitted = watch::channel(IOProgress { vote, last_log_id: last, purged: Some(log.purged) });
         let committed = watch::channel(last);
         let heartbeat = watch::channel(0);
+        let quiesced = watch::channel(None);
         let (notify_tx, notify) = mpsc::unbounded_channel();
         let (sm_tx, mut sm_rx) = mpsc::unbounded_channel::<SmMsg<C>>();
         let snapshot_last = log.purged;
@@ -174,6 +176,7 @@ impl Stream {
             submitted.1,
             committed.1,
             heartbeat.1,
+            quiesced.1,
             notify_tx,
             sm_tx,
             Clock::default(),
@@ -184,6 +187,7 @@ impl Stream {
             submitted: submitted.0,
             committed: committed.0,
             heartbeat: heartbeat.0,
+            _quiesced: quiesced.0,
             notify,
             reported: Vec::new(),
             acks: Vec::new(),

@@ -62,6 +62,7 @@
 //! ```
 
 pub mod crash_switch;
+mod host_router;
 pub mod invariants;
 pub mod linearizability;
 mod log_store;
@@ -75,6 +76,7 @@ mod types;
 mod tests;
 
 pub use crash_switch::{CrashPoint, CrashSwitch, StorageCall};
+pub use host_router::{HostRouter, HostRouterClient, HostRouterGroupNetwork, HostRouterNetwork, RouterHost};
 pub use log_store::{MemLogReader, MemLogStore};
 pub use mem_store_builder::MemStoreBuilder;
 pub use router::{Router, RouterNetwork, RouterNetworkFactory, RpcKind};

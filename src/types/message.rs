@@ -80,6 +80,12 @@ pub struct AppendEntriesRequest<C: RaftTypeConfig> {
     pub entries: Vec<Entry<C>>,
     /// The leader's committed log id.
     pub leader_commit: Option<LogId<C>>,
+    /// Set on the last heartbeat of a leader whose group goes quiet (quiescence, used by
+    /// [`multi`](crate::multi)): a follower whose log then equals the leader's, all of it
+    /// committed, stops its election timer and follows the leader's node liveness instead.
+    /// `false` on every other request; a follower outside a host ignores it.
+    #[serde(default)]
+    pub quiesce: bool,
 }
 
 impl<C: RaftTypeConfig> AppendEntriesRequest<C> {
@@ -160,7 +166,7 @@ macro_rules! impl_clone_debug {
 impl_clone_debug!(VoteRequest { vote, last_log_id, pre_vote, force });
 impl_clone_debug!(TransferLeaderRequest { vote, last_log_id });
 impl_clone_debug!(VoteResponse { vote, vote_granted, last_log_id, pre_vote });
-impl_clone_debug!(AppendEntriesRequest { vote, prev_log_id, entries, leader_commit });
+impl_clone_debug!(AppendEntriesRequest { vote, prev_log_id, entries, leader_commit, quiesce });
 impl_clone_debug!(InstallSnapshotRequest { vote, meta, offset, data, done });
 impl_clone_debug!(InstallSnapshotResponse { vote, next_offset });
 

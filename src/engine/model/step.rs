@@ -269,7 +269,7 @@ fn execute(w: &mut World, action: Action, b: &Bounds) -> Result<bool, Violation>
             }
             let data = format!("w{}", b.writes - w.budget.writes);
             let e = &mut w.node_mut(idx(id)).engine;
-            e.leader_append_entries([EntryPayload::Normal(data)]);
+            e.propose(instant(now), [EntryPayload::Normal(data)]);
             w.budget.writes -= 1;
             w.run_commands(idx(id), b)?;
         }
@@ -290,7 +290,7 @@ fn execute(w: &mut World, action: Action, b: &Bounds) -> Result<bool, Violation>
             let e = &mut w.node_mut(idx(id)).engine;
             let change = ChangeMembers::RemoveVoters(BTreeSet::from([b.remove_voter]));
             let Ok(target) = change.apply_to(e.state.membership.effective(), true) else { return Ok(false) };
-            if !matches!(e.change_membership(target), Ok(Some(_))) {
+            if !matches!(e.change_membership(instant(now), target), Ok(Some(_))) {
                 return Ok(false);
             }
             w.budget.changes -= 1;
@@ -350,7 +350,7 @@ fn replicate(w: &mut World, leader: u64, target: u64, send: Send, b: &Bounds) ->
     let leader_commit = node.engine.state.committed;
     let now = w.clock;
     let token = reads::on_send(&mut w.node_mut((leader - 1) as usize).engine, now);
-    let req = AppendEntriesRequest { vote, prev_log_id, entries, leader_commit };
+    let req = AppendEntriesRequest { vote, prev_log_id, entries, leader_commit, quiesce: false };
     let msg = Msg { from: leader, to: target, payload: Payload::Append { req, token } };
     // Sending a copy of a message in flight is a duplication, which has its own budget.
     if w.net.contains(&msg) {

@@ -151,6 +151,7 @@ fn engine_config(id: u64, bounds: &Bounds) -> EngineConfig<C> {
         check_quorum: bounds.check_quorum,
         // `Config`'s default drift bound, 20ms of 150ms.
         lease: min - super::TICK * 2 / 5,
+        quiesce: false,
     }
 }
 
@@ -322,7 +323,9 @@ impl World {
             // Streams are the model's send actions; they read the round from the Engine.
             Command::UpdateReplicationStreams { .. }
             | Command::CloseReplicationStreams
-            | Command::BroadcastHeartbeat { .. } => {}
+            | Command::BroadcastHeartbeat { .. }
+            // The model runs without quiescence.
+            | Command::SetQuiesced { .. } => {}
             Command::Apply { first, last } => {
                 if b.eager_apply {
                     let log = Arc::clone(&node.store);

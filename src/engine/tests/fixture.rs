@@ -59,7 +59,7 @@ pub(super) fn normal(log_id: LogId<C>, data: &str) -> Entry<C> {
 
 /// An AppendEntries of `vote` with `entries` after `prev`, the leader committed nothing.
 pub(super) fn req(vote: Vote<C>, prev: Option<LogId<C>>, entries: Vec<Entry<C>>) -> AppendEntriesRequest<C> {
-    AppendEntriesRequest { vote, prev_log_id: prev, entries, leader_commit: None }
+    AppendEntriesRequest { vote, prev_log_id: prev, entries, leader_commit: None, quiesce: false }
 }
 
 /// Node 2, following node 1 of term 2 among voters 1, 2, 3, with log `[T1.0, T1.1, T2.2]`
@@ -130,6 +130,7 @@ struct Settings {
     check_quorum: bool,
     snapshot_policy: SnapshotPolicy,
     log_to_keep: u64,
+    quiesce: bool,
 }
 
 /// Builds an [`Engine`] of node `id` in the state its methods describe.
@@ -176,6 +177,7 @@ impl EngineBuilder {
                 check_quorum: false,
                 snapshot_policy: SnapshotPolicy::Never,
                 log_to_keep: 0,
+                quiesce: false,
             },
             apply_submitted: None,
             purged: None,
@@ -188,6 +190,12 @@ impl EngineBuilder {
     /// Campaign with a pre-vote round first (dissertation §9.6).
     pub(super) fn pre_vote(mut self, on: bool) -> Self {
         self.settings.pre_vote = on;
+        self
+    }
+
+    /// Quiescence of an idle group (as in a `multi` host).
+    pub(super) fn quiesce(mut self, on: bool) -> Self {
+        self.settings.quiesce = on;
         self
     }
 
@@ -386,6 +394,7 @@ impl EngineBuilder {
             pre_vote: self.settings.pre_vote,
             check_quorum: self.settings.check_quorum,
             lease: LEASE,
+            quiesce: self.settings.quiesce,
         };
         let mut engine = Engine::new(config, Default::default());
         let state = &mut engine.state;

@@ -51,7 +51,7 @@ fn follower_cannot_change_membership() {
         EngineBuilder::node(2).vote(elected()).log([log_id(1, 0)]).membership(log_id(1, 0), voters(&[1, 2, 3])).build();
     let state_before = engine.state.clone();
 
-    assert_eq!(engine.change_membership(voters(&[1, 2])), Err(ChangeRejected::NotLeader));
+    assert_eq!(engine.change_membership(Instant::now(), voters(&[1, 2])), Err(ChangeRejected::NotLeader));
     assert_eq!(engine.take_commands(), vec![]);
     assert_eq!(engine.state, state_before);
 }
@@ -65,7 +65,10 @@ fn change_while_a_membership_entry_is_uncommitted_is_refused() {
     let state_before = engine.state.clone();
 
     // Dissertation §4.1: one change at a time, so the second-to-last config is committed.
-    assert_eq!(engine.change_membership(voters(&[1, 2])), Err(ChangeRejected::InProgress(Some(log_id(2, 3)))));
+    assert_eq!(
+        engine.change_membership(Instant::now(), voters(&[1, 2])),
+        Err(ChangeRejected::InProgress(Some(log_id(2, 3))))
+    );
     assert_eq!(engine.take_commands(), vec![]);
     assert_eq!(engine.state, state_before);
 }
@@ -75,7 +78,7 @@ fn change_to_the_current_membership_appends_nothing() {
     let mut engine = leader(voters(&[1, 2, 3])).build();
     let state_before = engine.state.clone();
 
-    assert_eq!(engine.change_membership(voters(&[1, 2, 3])), Ok(None));
+    assert_eq!(engine.change_membership(Instant::now(), voters(&[1, 2, 3])), Ok(None));
     assert_eq!(engine.take_commands(), vec![]);
     assert_eq!(engine.state, state_before);
 }
@@ -91,7 +94,7 @@ fn change_of_learners_only_is_one_entry() {
     for (name, current, target, targets) in cases {
         let mut engine = leader(current.clone()).build();
 
-        assert_eq!(engine.change_membership(target.clone()), Ok(Some(log_id(2, 3))), "{name}");
+        assert_eq!(engine.change_membership(Instant::now(), target.clone()), Ok(Some(log_id(2, 3))), "{name}");
 
         assert_eq!(
             engine.take_commands(),
@@ -121,7 +124,7 @@ fn change_of_voters_appends_the_joint_config_first() {
     for (name, target, expected_joint, targets) in cases {
         let mut engine = leader(voters(&[1, 2, 3])).build();
 
-        assert_eq!(engine.change_membership(target.clone()), Ok(Some(log_id(2, 3))), "{name}");
+        assert_eq!(engine.change_membership(Instant::now(), target.clone()), Ok(Some(log_id(2, 3))), "{name}");
 
         // Raft §6: the joint config holds both voter sets, and every node of both, so that
         // removed voters keep receiving the log until they learn they were removed.

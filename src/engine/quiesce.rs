@@ -1,0 +1,158 @@
+//! Quiescence: a group with nothing to replicate stops its heartbeats and election timers.
+//!
+//! A node hosting thousands of Raft groups (see `crate::multi`) cannot afford a heartbeat
+//! per group per interval. A leader whose log is idle and fully replicated *quiesces*: it
+//! sends every follower one last heartbeat marked `quiesce`, then sends nothing more until
+//! something happens. A follower that gets that heartbeat from its leader, holding the
+//! leader's whole log with all of it committed, quiesces too: it stops its election timer.
+//!
+//! What replaces the heartbeat is the host's **node liveness**: one beat per node pair and
+//! interval for all groups (`multi::Liveness`). Leader stickiness and the election timer of a
+//! quiesced follower follow its leader's *node*:
+//!
+//! - While the leader's node is heard from, the follower counts that as hearing from the
+//!   leader (RaftCore feeds it in with [`Engine::on_leader_node_heard`] before the follower
+//!   answers a vote request), so it refuses votes exactly as a follower of a heartbeating
+//!   leader would: a quiesced follower never starts or helps an election against a live
+//!   leader.
+//! - When the host suspects the leader's node (no beat for a while, or the node restarted,
+//!   or it gave up a leadership it had quiesced), RaftCore wakes the follower
+//!   ([`Engine::wake_follower`]); its election timer runs from the last time the leader's
+//!   node was heard, so an orphaned group elects as soon as an unquiesced one would.
+//!
+//! Anything that needs the leader wakes it: a write, a read, a transfer, a vote request.
+//! A quiesced leader has no lease (no answers arrive to keep one), so a read after quiescence
+//! waits for a heartbeat round. Any vote request also wakes a quiesced follower: somebody in
+//! the group is not hearing the leader, so the group must not stay silent.
+//!
+//! Safety does not depend on any of this: Raft's safety never depends on timers, and a
+//! quiesced follower is only ever *more* sticky than one that hears heartbeats (its last
+//! contact never moves back), which is the direction the lease tolerates.
+
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::RaftTypeConfig;
+use crate::engine::{Command, Engine};
+
+impl<C: RaftTypeConfig> Engine<C> {
+    /// The leader, with nobody waiting on it (RaftCore has no pending write, read, transfer
+    /// or membership change), quiesces if its group is idle: every entry is durable here,
+    /// committed, and matched by every member; no membership change or transfer is under
+    /// way. Members for which `is_live` says no (the host does not hear their node) need not
+    /// have matched: a group must not stay awake for a dead node. Returns whether it is
+    /// quiesced.
+    pub(crate) fn leader_try_quiesce(&mut self, is_live: impl Fn(&C::NodeId) -> bool) -> bool {
+        if !self.config.quiesce {
+            return false;
+        }
+        let last = self.state.last_log_id();
+        let committed = self.state.committed;
+        let uniform = self.state.membership.effective.log_id == self.state.membership.committed.log_id
+            && !self.state.membership.effective().is_joint();
+        let Some(leader) = self.leader.as_mut() else { return false };
+        if leader.quiesced {
+            return true;
+        }
+        let idle = last.is_some()
+            && committed == last
+            && leader.flushed == last
+            && leader.blank_log_id <= committed
+            && leader.transfer.is_none()
+            && leader.membership_target.is_none()
+            && uniform
+            && !self.state.io_stalled
+            && leader.progress.iter().all(|(id, m)| *m == last || !is_live(id));
+        if !idle {
+            return false;
+        }
+        let Some(last) = last else { return false };
+        debug!(id = %self.config.id, %last, "quiescing: the group is idle");
+        leader.quiesced = true;
+        // No heartbeats, no answers: check-quorum waits for the wake-up.
+        self.election_deadline = None;
+        self.output.push_back(Command::SetQuiesced { last: Some(last) });
+        true
+    }
+
+    /// Something needs the leader: resume heartbeats and check-quorum. Members that have not
+    /// answered since count as having followed it now (check-quorum's grace, as for a new
+    /// leader); the lease still counts real answers only.
+    pub(crate) fn leader_wake(&mut self, now: Instant) {
+        let Some(leader) = self.leader.as_mut() else { return };
+        if !leader.quiesced {
+            return;
+        }
+        debug!(id = %self.config.id, "waking the quiesced group");
+        leader.quiesced = false;
+        leader.since = now;
+        self.election_deadline = self.config.check_quorum.then(|| now + self.config.election_timeout_max);
+        self.output.push_back(Command::SetQuiesced { last: None });
+    }
+
+    /// Whether this node leads a quiesced group.
+    pub(crate) fn leader_quiesced(&self) -> bool {
+        self.leader.as_ref().is_some_and(|l| l.quiesced)
+    }
+
+    /// The leader this follower quiesced under, if it is quiesced.
+    pub(crate) fn quiesced_under(&self) -> Option<C::NodeId> {
+        self.quiesced_under
+    }
+
+    /// A follower handled a successful heartbeat marked `quiesce` from its leader, ending at
+    /// `matched` with the leader's commit `leader_commit`: it quiesces if it holds exactly the
+    /// leader's log and all of it is committed.
+    pub(crate) fn follower_quiesce(
+        &mut self,
+        matched: Option<crate::types::LogId<C>>,
+        leader_commit: Option<crate::types::LogId<C>>,
+    ) {
+        if !self.config.quiesce || self.leader.is_some() {
+            return;
+        }
+        let Some(leader_id) = self.state.leader_id else { return };
+        let whole = matched.is_some()
+            && matched == self.state.last_log_id()
+            && leader_commit == matched
+            && self.state.committed == matched;
+        if !whole {
+            return;
+        }
+        debug!(id = %self.config.id, leader = %leader_id, "quiescing under the leader");
+        self.quiesced_under = Some(leader_id);
+        self.election_deadline = None;
+    }
+
+    /// The host last heard from this quiesced follower's leader's node at `at`: count it as
+    /// contact with the leader (for stickiness). It never moves the contact back.
+    pub(crate) fn on_leader_node_heard(&mut self, at: Option<Instant>) {
+        if self.quiesced_under.is_some() {
+            self.count_as_leader_contact(at);
+        }
+    }
+
+    /// Wake a quiesced follower: its leader's node is suspected, or the group needs to be
+    /// heard. `last_heard` is when the leader's node was last heard from: the election timer
+    /// runs from then, and stickiness counts it as the last contact.
+    pub(crate) fn wake_follower(&mut self, now: Instant, last_heard: Option<Instant>) {
+        if self.quiesced_under.take().is_none() {
+            return;
+        }
+        debug!(id = %self.config.id, "waking: the quiesced group's leader must be heard from again");
+        self.count_as_leader_contact(last_heard);
+        // The timer runs from the last sign of the leader, as it would had heartbeats stopped
+        // then; a follower that wakes later than that campaigns at once.
+        let from = last_heard.map_or(now, |t| t.min(now));
+        self.reset_election_deadline(from);
+        if self.election_deadline.is_some_and(|d| d < now) {
+            self.election_deadline = Some(now);
+        }
+    }
+
+    fn count_as_leader_contact(&mut self, at: Option<Instant>) {
+        if let Some(at) = at {
+            self.last_leader_contact = self.last_leader_contact.max(Some(at));
+        }
+    }
+}
