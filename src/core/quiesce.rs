@@ -18,23 +18,45 @@ pub(crate) struct HostLink<C: RaftTypeConfig> {
     pub(crate) quiesce: bool,
     /// The leader node this follower is quiesced under, and the signal that it must wake.
     watching: Option<(C::NodeId, watch::Receiver<u64>)>,
+    /// Changes when a suspected peer is heard again: a quiesced leader wakes.
+    returned: watch::Receiver<u64>,
+    /// Whether the leader was quiesced at the last look.
+    leader_quiesced: bool,
 }
 
 impl<C: RaftTypeConfig> HostLink<C> {
     pub(crate) fn new(liveness: Arc<Liveness<C>>, quiesce: bool) -> Self {
-        Self { liveness, quiesce, watching: None }
+        let returned = liveness.subscribe_returns();
+        Self { liveness, quiesce, watching: None, returned, leader_quiesced: false }
     }
 }
 
-/// Resolves when the follower must wake from quiescence; never while it is not quiesced.
+/// What the host says a quiesced group must do.
+pub(crate) enum HostSignal {
+    /// The node this follower is quiesced under must be heard from again.
+    WakeFollower,
+    /// A peer came back: this quiesced leader must reach it (or learn it was deposed).
+    WakeLeader,
+}
+
+/// Resolves when the host says the quiesced group must wake; never while it is not quiesced.
 ///
 /// # Cancel safety
-/// Cancel safe: it only waits on a watch.
-pub(crate) async fn wake_signal<C: RaftTypeConfig>(link: &mut Option<HostLink<C>>) {
-    match link.as_mut().and_then(|l| l.watching.as_mut()) {
+/// Cancel safe: it only waits on watches.
+pub(crate) async fn host_signal<C: RaftTypeConfig>(
+    link: &mut Option<HostLink<C>>,
+    leader_quiesced: bool,
+) -> HostSignal {
+    let Some(link) = link.as_mut() else { return std::future::pending().await };
+    if leader_quiesced {
+        // A closed channel (the host is gone) is a reason to wake as good as any.
+        let _ = link.returned.changed().await;
+        return HostSignal::WakeLeader;
+    }
+    match link.watching.as_mut() {
         Some((_, rx)) => {
-            // A closed channel (the host is gone) is a reason to wake as good as any.
             let _ = rx.changed().await;
+            HostSignal::WakeFollower
         }
         None => std::future::pending().await,
     }
@@ -50,6 +72,12 @@ where
     /// once if that node is suspected already.
     pub(crate) fn sync_quiescence(&mut self) {
         let Some(link) = self.host.as_mut() else { return };
+        let leader_quiesced = self.engine.leader_quiesced();
+        if leader_quiesced && !link.leader_quiesced {
+            // Only peers that return from now on wake the leader that just quiesced.
+            link.returned.mark_unchanged();
+        }
+        link.leader_quiesced = leader_quiesced;
         let under = self.engine.quiesced_under();
         if under == link.watching.as_ref().map(|(id, _)| *id) {
             return;
@@ -65,8 +93,16 @@ where
         }
     }
 
+    /// Act on what the host says.
+    pub(crate) fn on_host_signal(&mut self, signal: HostSignal) {
+        match signal {
+            HostSignal::WakeFollower => self.wake_quiesced_follower(),
+            HostSignal::WakeLeader => self.engine.leader_wake(self.clock.now()),
+        }
+    }
+
     /// The host says the node this follower is quiesced under must be heard from again.
-    pub(crate) fn wake_quiesced_follower(&mut self) {
+    fn wake_quiesced_follower(&mut self) {
         let Some(link) = self.host.as_mut() else { return };
         let Some((leader, _)) = link.watching.take() else { return };
         let last_heard = link.liveness.last_heard(&leader);

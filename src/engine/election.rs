@@ -26,6 +26,13 @@ impl<C: RaftTypeConfig> Engine<C> {
             self.election_deadline = None;
             return;
         }
+        if self.leader_alive(now) {
+            // The timer ran from before the last contact with a leader (a woken quiesced
+            // follower's runs from its leader's node's last beat): this node would refuse its
+            // own campaign. Run the timer again from that contact rather than firing at once.
+            self.reset_election_deadline(self.last_leader_contact.unwrap_or(now));
+            return;
+        }
         self.elect(now);
     }
 

@@ -21,8 +21,9 @@
 //!   node was heard, so an orphaned group elects as soon as an unquiesced one would.
 //!
 //! Anything that needs the leader wakes it: a write, a read, a transfer, a vote request.
-//! A quiesced leader has no lease (no answers arrive to keep one), so a read after quiescence
-//! waits for a heartbeat round. Any vote request also wakes a quiesced follower: somebody in
+//! A quiesced leader keeps the lease its last answers gave it until it runs out (its followers
+//! are at least as sticky as ever); no answers arrive to renew it, so a read after that wakes
+//! the group and waits for a heartbeat round. Any vote request also wakes a quiesced follower: somebody in
 //! the group is not hearing the leader, so the group must not stay silent.
 //!
 //! Safety does not depend on any of this: Raft's safety never depends on timers, and a
@@ -141,9 +142,10 @@ impl<C: RaftTypeConfig> Engine<C> {
         }
         debug!(id = %self.config.id, "waking: the quiesced group's leader must be heard from again");
         self.count_as_leader_contact(last_heard);
-        // The timer runs from the last sign of the leader, as it would had heartbeats stopped
-        // then; a follower that wakes later than that campaigns at once.
-        let from = last_heard.map_or(now, |t| t.min(now));
+        // The timer runs from the last sign of the leader (its last message or its node's last
+        // beat), as it would had heartbeats stopped then; a follower that wakes later than
+        // that campaigns at once.
+        let from = self.last_leader_contact.map_or(now, |t| t.min(now));
         self.reset_election_deadline(from);
         if self.election_deadline.is_some_and(|d| d < now) {
             self.election_deadline = Some(now);

@@ -60,6 +60,9 @@ pub(crate) struct Liveness<C: RaftTypeConfig> {
     peers: Mutex<BTreeMap<C::NodeId, Peer>>,
     /// The nodes this host's groups talk to, with their addresses: where beats go.
     targets: Mutex<BTreeMap<C::NodeId, C::Node>>,
+    /// Bumped whenever a suspected peer is heard again: quiesced leaders wake, to reach the
+    /// members they left behind and to learn whether they were deposed meanwhile.
+    returned: watch::Sender<u64>,
 }
 
 /// The peer table stays consistent under any panic (every update is a plain assignment), so
@@ -77,6 +80,7 @@ impl<C: RaftTypeConfig> Liveness<C> {
             suspect_after,
             peers: Mutex::new(BTreeMap::new()),
             targets: Mutex::new(BTreeMap::new()),
+            returned: watch::channel(0).0,
         }
     }
 
@@ -104,7 +108,8 @@ impl<C: RaftTypeConfig> Liveness<C> {
             peer.bump();
         }
         if peer.suspected {
-            debug!(node = %beat.from, "peer heard from");
+            debug!(node = %beat.from, "peer heard from again; waking quiesced leaders");
+            self.returned.send_modify(|r| *r = r.wrapping_add(1));
         }
         peer.identity = Some(identity);
         peer.last_heard = Some(peer.last_heard.map_or(now, |t| t.max(now)));
@@ -143,6 +148,11 @@ impl<C: RaftTypeConfig> Liveness<C> {
         let mut peers = lock(&self.peers);
         let peer = peers.entry(*node).or_insert_with(Peer::new);
         (!peer.suspected).then(|| peer.epoch.subscribe())
+    }
+
+    /// A receiver that changes whenever a suspected peer is heard again.
+    pub(crate) fn subscribe_returns(&self) -> watch::Receiver<u64> {
+        self.returned.subscribe()
     }
 
     /// A group of this host talks to `node` at `addr`: send it beats.

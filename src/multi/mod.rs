@@ -29,7 +29,8 @@
 //!   refuses (pre-)votes exactly as a follower of a heartbeating leader would, and never
 //!   campaigns while the leader's node is heard. Its last contact only moves forward, so it is
 //!   never less sticky than without quiescence, which is what the lease relies on.
-//! - A quiesced leader has no lease: a read after quiescence waits for a heartbeat round.
+//! - A quiesced leader's lease runs out (no answers renew it): a read after that wakes the
+//!   group and waits for a heartbeat round.
 //! - Anything that needs the leader wakes it: a write, a read, a membership change, a transfer,
 //!   and any vote request (somebody is not hearing it). Any vote request also wakes a quiesced
 //!   follower, and so does any AppendEntries not marked `quiesce`.
@@ -52,8 +53,9 @@
 //! other member: tokio tasks, which cost memory while idle and no CPU. What the host shares is
 //! the beat per node pair, and through the [`HostNetwork`], the connection per peer node. A
 //! log store shared by every group of a node, so that appends of many groups share one
-//! `fdatasync`, is the log store's business: any [`RaftLogStorage`](crate::RaftLogStorage)
-//! works, one per group.
+//! `fdatasync`, is the log store's business: any `RaftLogStorage` works, one per group, and
+//! `quorate::file_store::SharedLog` (feature `file-store`) is one whose groups share one
+//! writer, one file stream and one `fdatasync` per batch.
 //!
 //! # Out of scope
 //!

@@ -11,8 +11,8 @@
 //! - [`remove_host`](HostRouter::remove_host): the node is gone (its groups unreachable), as
 //!   after `kill -9`.
 //!
-//! Every message is counted per ordered node pair when it is sent, delivered or not
-//! ([`HostRouter::messages`]); a beat counts as one message, as does each RPC.
+//! Every message is counted per ordered node pair when it is sent, delivered or not: RPCs of
+//! all groups ([`HostRouter::rpcs`]) apart from beats ([`HostRouter::beats`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -45,7 +45,15 @@ struct Hub {
     hosts: BTreeMap<u64, RouterHost>,
     isolated: BTreeSet<u64>,
     blocked: BTreeSet<(u64, u64)>,
-    messages: BTreeMap<(u64, u64), u64>,
+    /// `(rpcs, beats)` sent per ordered node pair.
+    messages: BTreeMap<(u64, u64), (u64, u64)>,
+}
+
+/// What a message is, for counting.
+#[derive(Clone, Copy)]
+enum Kind {
+    Rpc,
+    Beat,
 }
 
 impl HostRouter {
@@ -100,20 +108,29 @@ impl HostRouter {
         self.lock().blocked.remove(&(from, to));
     }
 
-    /// Messages sent from `from` to `to` so far, delivered or not.
-    pub fn messages(&self, from: u64, to: u64) -> u64 {
-        self.lock().messages.get(&(from, to)).copied().unwrap_or(0)
+    /// RPCs (of every group) sent from `from` to `to` so far, delivered or not.
+    pub fn rpcs(&self, from: u64, to: u64) -> u64 {
+        self.lock().messages.get(&(from, to)).map_or(0, |m| m.0)
     }
 
-    /// Messages sent between every pair so far.
-    pub fn total_messages(&self) -> u64 {
-        self.lock().messages.values().sum()
+    /// Beats sent from `from` to `to` so far, delivered or not.
+    pub fn beats(&self, from: u64, to: u64) -> u64 {
+        self.lock().messages.get(&(from, to)).map_or(0, |m| m.1)
+    }
+
+    /// RPCs sent between every pair so far.
+    pub fn total_rpcs(&self) -> u64 {
+        self.lock().messages.values().map(|m| m.0).sum()
     }
 
     /// Count a message from `from` to `to` and return the target host if the link is up.
-    fn send(&self, from: u64, to: u64) -> Result<RouterHost, RPCError> {
+    fn send(&self, from: u64, to: u64, kind: Kind) -> Result<RouterHost, RPCError> {
         let mut hub = self.lock();
-        *hub.messages.entry((from, to)).or_insert(0) += 1;
+        let counts = hub.messages.entry((from, to)).or_insert((0, 0));
+        match kind {
+            Kind::Rpc => counts.0 += 1,
+            Kind::Beat => counts.1 += 1,
+        }
         if hub.isolated.contains(&from) || hub.isolated.contains(&to) || hub.blocked.contains(&(from, to)) {
             return Err(RPCError::Unreachable(AnyError::error(format!("link {from}->{to} is cut"))));
         }
@@ -122,7 +139,7 @@ impl HostRouter {
 
     /// The Raft of `group` on `to`, reached from `from`.
     fn route(&self, from: u64, to: u64, group: GroupId) -> Result<Raft<C>, RPCError> {
-        let host = self.send(from, to)?;
+        let host = self.send(from, to, Kind::Rpc)?;
         host.group(group)
             .ok_or_else(|| RPCError::Unreachable(AnyError::error(format!("node {to} has no group {group}"))))
     }
@@ -148,7 +165,7 @@ impl HostNetwork<C> for HostRouterNetwork {
         beat: NodeBeat<C>,
         _option: RPCOption,
     ) -> Result<(), RPCError> {
-        let host = self.router.send(self.me, target)?;
+        let host = self.router.send(self.me, target, Kind::Beat)?;
         host.receive_beat(beat);
         Ok(())
     }

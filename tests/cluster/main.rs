@@ -20,3 +20,4 @@ mod t90_reads_leadership;
 mod t95_overload;
 mod t96_payload_bytes;
 mod t97_metrics;
+mod t98_multi;

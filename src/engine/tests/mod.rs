@@ -17,6 +17,7 @@ mod membership_change_test;
 mod on_log_flushed_test;
 mod on_replication_progress_test;
 mod pre_vote_test;
+mod quiesce_test;
 mod read_test;
 mod snapshot_test;
 mod startup_test;

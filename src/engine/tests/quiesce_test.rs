@@ -1,0 +1,307 @@
+//! Quiescence (`quiesce.rs`): when a leader and its followers go quiet, what wakes them, and
+//! that a quiet follower is never less sticky than one that hears heartbeats.
+
+use std::time::Duration;
+
+use pretty_assertions::assert_eq;
+use tokio::time::Instant;
+
+use super::fixture::{C, EngineBuilder, LEASE, TIMEOUT_MAX, TIMEOUT_MIN, assert_deadline_after, joint, voters};
+use crate::engine::{Command, Engine, ReadStart, ServerState};
+use crate::testing_types::log_id;
+use crate::types::{AppendEntriesRequest, EntryPayload, LogId, ReadPolicy, Vote, VoteRequest};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn last() -> LogId<C> {
+    log_id(2, 2)
+}
+
+/// Node 1 leads voters 1, 2, 3 in term 2 with quiescence on: log `[T1.0, T1.1, T2.2]`, all of
+/// it durable, committed and matched by both followers, who answered at `t`.
+fn idle_leader(t: Instant) -> EngineBuilder {
+    EngineBuilder::node(1)
+        .vote(Vote::new_committed(2, 1))
+        .log([log_id(1, 0), log_id(1, 1), last()])
+        .committed(last())
+        .membership(log_id(1, 0), voters(&[1, 2, 3]))
+        .check_quorum(true)
+        .quiesce(true)
+        .leader(1)
+        .leader_since(t)
+        .leader_flushed(last())
+        .blank(last())
+        .progress(2, last())
+        .progress(3, last())
+        .acked(2, t)
+        .acked(3, t)
+}
+
+fn quiesced_leader(t: Instant) -> Engine<C> {
+    let mut engine = idle_leader(t).build();
+    assert!(engine.leader_try_quiesce(|_| true));
+    engine.take_commands();
+    engine
+}
+
+/// Node 2 follows node 1 of term 2, quiescence on, holding `[T1.0, T1.1, T2.2]` committed.
+fn quiet_follower() -> EngineBuilder {
+    EngineBuilder::node(2)
+        .vote(Vote::new_committed(2, 1))
+        .log([log_id(1, 0), log_id(1, 1), last()])
+        .committed(last())
+        .membership(log_id(1, 0), voters(&[1, 2, 3]))
+        .check_quorum(true)
+        .quiesce(true)
+}
+
+fn quiesce_heartbeat() -> AppendEntriesRequest<C> {
+    AppendEntriesRequest {
+        vote: Vote::new_committed(2, 1),
+        prev_log_id: Some(last()),
+        entries: vec![],
+        leader_commit: Some(last()),
+        quiesce: true,
+    }
+}
+
+fn quiesced_follower(t: Instant) -> Engine<C> {
+    let mut engine = quiet_follower().build();
+    engine.handle_append_entries(t, quiesce_heartbeat());
+    assert_eq!(engine.quiesced_under(), Some(1));
+    engine.take_commands();
+    engine
+}
+
+fn vote_req(candidate: u64) -> VoteRequest<C> {
+    VoteRequest { vote: Vote::new(3, candidate), last_log_id: Some(last()), pre_vote: true, force: false }
+}
+
+#[test]
+fn an_idle_fully_replicated_leader_quiesces() {
+    let t = Instant::now();
+    let mut engine = idle_leader(t).build();
+
+    assert!(engine.leader_try_quiesce(|_| true));
+
+    assert_eq!(engine.take_commands(), vec![Command::SetQuiesced { last: Some(last()) }]);
+    assert!(engine.leader_quiesced());
+    // No heartbeats, so no check-quorum either: nothing wakes this node on its own.
+    assert_eq!(engine.election_deadline(), None);
+    // Asking again changes nothing.
+    assert!(engine.leader_try_quiesce(|_| true));
+    assert_eq!(engine.take_commands(), vec![]);
+}
+
+#[test]
+fn a_leader_with_anything_under_way_does_not_quiesce() {
+    let t = Instant::now();
+    let cases: Vec<(&str, EngineBuilder)> = vec![
+        ("quiescence off", idle_leader(t).quiesce(false)),
+        ("a follower behind", idle_leader(t).progress(3, log_id(1, 1))),
+        ("an entry not committed", idle_leader(t).committed(log_id(1, 1))),
+        ("not durable here", idle_leader(t).leader_flushed(log_id(1, 1))),
+        ("blank not committed", idle_leader(t).committed(log_id(1, 1)).blank(last())),
+        ("a transfer", idle_leader(t).transfer(2, t + ms(600), false)),
+        ("a membership change heading somewhere", idle_leader(t).membership_target(voters(&[1, 2]))),
+        ("a joint config", idle_leader(t).membership(log_id(1, 0), joint(&[1, 2, 3], &[1, 2]))),
+        ("an uncommitted config", idle_leader(t).uncommitted_membership(last(), voters(&[1, 2, 3]))),
+    ];
+    for (name, builder) in cases {
+        let mut engine = builder.build();
+        let deadline = engine.election_deadline();
+
+        assert!(!engine.leader_try_quiesce(|_| true), "{name}");
+
+        assert_eq!(engine.take_commands(), vec![], "{name}");
+        assert!(!engine.leader_quiesced(), "{name}");
+        assert_eq!(engine.election_deadline(), deadline, "{name}");
+    }
+}
+
+#[test]
+fn a_lagging_member_whose_node_is_not_heard_does_not_keep_the_group_awake() {
+    let t = Instant::now();
+    for (three_live, quiesces) in [(true, false), (false, true)] {
+        let mut engine = idle_leader(t).progress(3, log_id(1, 1)).build();
+
+        let quiesced = engine.leader_try_quiesce(|id| *id != 3 || three_live);
+
+        assert_eq!(quiesced, quiesces, "node 3 live: {three_live}");
+    }
+}
+
+#[test]
+fn whatever_needs_the_leader_wakes_it_with_a_fresh_check_quorum_grace() {
+    let t = Instant::now();
+    let now = t + Duration::from_secs(10);
+    type Input = fn(&mut Engine<C>, Instant);
+    let inputs: Vec<(&str, Input)> = vec![
+        ("a write", |e, now| {
+            e.propose(now, [EntryPayload::Blank]);
+        }),
+        ("a read", |e, now| {
+            e.leader_read(now, ReadPolicy::ReadIndex);
+        }),
+        ("a membership change", |e, now| {
+            let _ = e.change_membership(now, voters(&[1, 2]));
+        }),
+        ("a transfer", |e, now| {
+            let _ = e.transfer_leader(now, 2);
+        }),
+        ("a vote request", |e, now| {
+            e.handle_vote_req(now, &vote_req(3));
+        }),
+    ];
+    for (name, input) in inputs {
+        let mut engine = quiesced_leader(t);
+
+        input(&mut engine, now);
+
+        let commands = engine.take_commands();
+        assert_eq!(commands.front(), Some(&Command::SetQuiesced { last: None }), "{name}: {commands:?}");
+        assert!(!engine.leader_quiesced(), "{name}");
+        assert_eq!(engine.state.server_state, ServerState::Leader, "{name}");
+        // The followers' answers are 10 s old; the woken leader counts them from now.
+        assert_eq!(engine.check_quorum_acked_at(now), Some(now), "{name}");
+        engine.handle_timeout(now + TIMEOUT_MAX - ms(1));
+        assert_eq!(engine.state.server_state, ServerState::Leader, "{name}: stepped down at once");
+    }
+}
+
+#[test]
+fn a_quiesced_leader_serves_lease_reads_only_while_the_lease_it_had_lasts() {
+    let t = Instant::now();
+    let mut engine = quiesced_leader(t);
+
+    // Its followers answered at `t`: the lease runs until `t + LEASE`, quiesced or not.
+    assert_eq!(engine.leader_read(t + LEASE - ms(1), ReadPolicy::LeaseRead), ReadStart::Ready(Some(last())));
+    // A read after it wakes the group and waits for a heartbeat round.
+    let start = engine.leader_read(t + LEASE, ReadPolicy::LeaseRead);
+
+    assert!(matches!(start, ReadStart::Wait(_)), "{start:?}");
+    assert_eq!(
+        engine.take_commands(),
+        vec![Command::SetQuiesced { last: None }, Command::BroadcastHeartbeat { round: 1 }]
+    );
+}
+
+#[test]
+fn a_leader_stepping_down_while_quiesced_says_so() {
+    let t = Instant::now();
+    let mut engine = quiesced_leader(t);
+
+    engine.see_greater_vote(t + ms(1), Vote::new_committed(3, 2));
+
+    let commands = engine.take_commands();
+    assert!(commands.contains(&Command::SetQuiesced { last: None }), "{commands:?}");
+    assert_eq!(engine.state.server_state, ServerState::Follower);
+}
+
+#[test]
+fn a_follower_quiesces_only_on_a_marked_heartbeat_bringing_the_whole_log_committed() {
+    let t = Instant::now();
+    let commit_behind = AppendEntriesRequest { leader_commit: Some(log_id(1, 1)), ..quiesce_heartbeat() };
+    let unmarked = AppendEntriesRequest { quiesce: false, ..quiesce_heartbeat() };
+    let short = AppendEntriesRequest {
+        prev_log_id: Some(log_id(1, 1)),
+        leader_commit: Some(log_id(1, 1)),
+        ..quiesce_heartbeat()
+    };
+    let cases: Vec<(&str, EngineBuilder, AppendEntriesRequest<C>, bool)> = vec![
+        ("the whole log, committed", quiet_follower(), quiesce_heartbeat(), true),
+        ("not marked", quiet_follower(), unmarked, false),
+        ("quiescence off", quiet_follower().quiesce(false), quiesce_heartbeat(), false),
+        ("the leader's commit is behind", quiet_follower().committed(log_id(1, 1)), commit_behind, false),
+        // The follower holds an entry past the heartbeat: not the leader's log.
+        ("the follower has more", quiet_follower(), short, false),
+    ];
+    for (name, builder, req, quiesces) in cases {
+        let mut engine = builder.build();
+
+        engine.handle_append_entries(t, req);
+
+        assert_eq!(engine.quiesced_under(), quiesces.then_some(1), "{name}");
+        assert_eq!(engine.election_deadline().is_none(), quiesces, "{name}");
+    }
+}
+
+#[test]
+fn any_other_message_from_the_leader_wakes_the_follower() {
+    let t = Instant::now();
+    let mut engine = quiesced_follower(t);
+    let now = t + Duration::from_secs(5);
+    let heartbeat = AppendEntriesRequest { quiesce: false, ..quiesce_heartbeat() };
+
+    engine.handle_append_entries(now, heartbeat);
+
+    assert_eq!(engine.quiesced_under(), None);
+    assert_deadline_after(&engine, now);
+}
+
+#[test]
+fn a_quiesced_follower_refuses_votes_while_its_leaders_node_is_heard_and_wakes() {
+    let t = Instant::now();
+    let now = t + Duration::from_secs(10);
+    for (heard, granted) in [(Some(now - ms(20)), false), (Some(now - TIMEOUT_MIN), true), (None, true)] {
+        let mut engine = quiesced_follower(t);
+        // RaftCore feeds the host's liveness in before the request.
+        engine.on_leader_node_heard(heard);
+
+        let resp = engine.handle_vote_req(now, &vote_req(3));
+
+        assert_eq!(resp.vote_granted, granted, "leader's node heard {heard:?}");
+        // Somebody campaigns: the group must be heard from again.
+        assert_eq!(engine.quiesced_under(), None, "{heard:?}");
+        assert!(engine.election_deadline().is_some(), "{heard:?}");
+    }
+}
+
+#[test]
+fn the_leaders_node_heard_never_moves_the_last_contact_back() {
+    let t = Instant::now();
+    let mut engine = quiesced_follower(t + ms(100));
+
+    engine.on_leader_node_heard(Some(t));
+
+    assert_eq!(engine.last_leader_contact, Some(t + ms(100)));
+}
+
+#[test]
+fn a_woken_follower_campaigns_one_election_timeout_after_its_leaders_node_was_last_heard() {
+    let t = Instant::now();
+    // Woken shortly after the last beat: the timer runs from the beat.
+    let mut engine = quiesced_follower(t);
+    engine.wake_follower(t + ms(110), Some(t + ms(10)));
+    assert_deadline_after(&engine, t + ms(10));
+    assert_eq!(engine.last_leader_contact, Some(t + ms(10)));
+
+    // Woken long after: campaign at once.
+    let mut engine = quiesced_follower(t);
+    let now = t + Duration::from_secs(10);
+    engine.wake_follower(now, Some(t));
+    assert_eq!(engine.election_deadline(), Some(now));
+
+    // A follower that is not quiesced is not affected.
+    let mut engine = quiet_follower().deadline(t + ms(200)).build();
+    engine.wake_follower(now, Some(t));
+    assert_eq!(engine.election_deadline(), Some(t + ms(200)));
+}
+
+/// Found by the multi-group cluster tests: a woken follower's timer ran from its leader's
+/// node's last beat, earlier than the leader's last message; at the deadline the follower still
+/// refused its own campaign (stickiness) and the timer, never re-armed, fired again at once,
+/// forever. The timer now runs again from the last contact.
+#[test]
+fn a_timer_that_runs_out_while_the_leader_is_still_heard_re_arms_from_the_contact() {
+    let t = Instant::now();
+    let mut engine = quiet_follower().last_leader_contact(t + ms(100)).deadline(t + TIMEOUT_MIN).build();
+
+    engine.handle_timeout(t + TIMEOUT_MIN);
+
+    assert_eq!(engine.take_commands(), vec![]);
+    assert_eq!(engine.state.server_state, ServerState::Follower);
+    assert_deadline_after(&engine, t + ms(100));
+}

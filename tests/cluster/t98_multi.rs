@@ -1,0 +1,365 @@
+//! Many groups per node (`quorate::multi`): groups elect and commit independently, idle groups
+//! quiesce and stay silent, anything that needs a group wakes it, and the groups of a dead or
+//! cut-off node re-elect, on the in-memory `HostRouter`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quorate::multi::{GroupHost, GroupId, HostConfig};
+use quorate::testing::invariants::{NodeView, check_logs_and_state_machines};
+use quorate::testing::{HostRouter, MemLogStore, MemStateMachine, Request, RouterHost, TypeConfig};
+use quorate::{Config, Raft, ReadPolicy, ServerState};
+use tokio::time::Instant;
+
+use crate::fixture::{TIMEOUT, node_addr, test_config};
+
+const NODES: [u64; 3] = [1, 2, 3];
+
+/// Each node's hosts and every group's storage, to inspect and to restart from.
+struct MultiCluster {
+    config: Arc<Config>,
+    router: HostRouter,
+    hosts: BTreeMap<u64, RouterHost>,
+    stores: BTreeMap<(u64, GroupId), (MemLogStore, MemStateMachine)>,
+    groups: Vec<GroupId>,
+}
+
+impl MultiCluster {
+    /// Nodes 1, 2, 3, each hosting `groups` groups; group `g` is initialized through node
+    /// `g % 3 + 1`, so leadership is spread over the nodes.
+    async fn start(groups: u64) -> Self {
+        let mut cluster = Self {
+            config: Arc::new(test_config()),
+            router: HostRouter::new(),
+            hosts: BTreeMap::new(),
+            stores: BTreeMap::new(),
+            groups: (0..groups).collect(),
+        };
+        for id in NODES {
+            cluster.start_host(id, |_| (MemLogStore::new(), MemStateMachine::new())).await;
+        }
+        let members: BTreeMap<u64, _> = NODES.iter().map(|id| (*id, node_addr(*id))).collect();
+        for g in cluster.groups.clone() {
+            cluster.raft(g % 3 + 1, g).initialize(members.clone()).await.expect("initialize");
+        }
+        for g in cluster.groups.clone() {
+            cluster.wait_for_leader(g, &NODES).await;
+        }
+        cluster
+    }
+
+    async fn start_host(&mut self, id: u64, stores: impl Fn(GroupId) -> (MemLogStore, MemStateMachine)) {
+        let host = GroupHost::new(id, HostConfig::default(), self.router.network(id)).expect("host config");
+        self.router.add_host(host.clone());
+        for g in self.groups.clone() {
+            let (log, sm) = stores(g);
+            host.create_group(g, self.config.clone(), log.clone(), sm.clone()).await.expect("create group");
+            self.stores.insert((id, g), (log, sm));
+        }
+        self.hosts.insert(id, host);
+    }
+
+    /// Kill node `id`: unreachable at once, its groups stopped.
+    async fn kill(&mut self, id: u64) {
+        self.router.remove_host(id);
+        let host = self.hosts.remove(&id).expect("host runs");
+        host.shutdown().await.expect("groups stop cleanly");
+    }
+
+    /// Start node `id` again from what its groups' storage holds.
+    async fn restart(&mut self, id: u64) {
+        let stores = self.stores.clone();
+        self.start_host(id, |g| {
+            let (log, sm) = &stores[&(id, g)];
+            (log.reopen(), sm.reopen())
+        })
+        .await;
+    }
+
+    fn raft(&self, node: u64, group: GroupId) -> Raft<TypeConfig> {
+        self.hosts[&node].group(group).expect("the node hosts the group")
+    }
+
+    fn leader_of(&self, node: u64, group: GroupId) -> Option<u64> {
+        self.raft(node, group).metrics().borrow().current_leader
+    }
+
+    async fn wait_for_leader(&self, group: GroupId, among: &[u64]) -> u64 {
+        let m = self
+            .raft(among[0], group)
+            .wait(Some(TIMEOUT))
+            .metrics(|m| m.current_leader.is_some_and(|l| among.contains(&l)), format!("group {group} has a leader"))
+            .await
+            .expect("a leader is elected");
+        let leader = m.current_leader.expect("checked above");
+        self.raft(leader, group).wait(Some(TIMEOUT)).state(ServerState::Leader, "leads").await.expect("leads");
+        for id in among {
+            self.raft(*id, group).wait(Some(TIMEOUT)).current_leader(leader, "all agree").await.expect("agree");
+        }
+        leader
+    }
+
+    async fn write(&self, group: GroupId, key: &str) -> u64 {
+        let leader = self.wait_for_leader(group, &self.live()).await;
+        let resp = self
+            .raft(leader, group)
+            .client_write(Request::set(key, format!("{group}")))
+            .await
+            .unwrap_or_else(|e| panic!("write to group {group}: {e}"));
+        resp.log_id.index
+    }
+
+    fn live(&self) -> Vec<u64> {
+        self.hosts.keys().copied().collect()
+    }
+
+    async fn wait_applied(&self, group: GroupId, index: u64) {
+        for id in self.live() {
+            self.raft(id, group)
+                .wait(Some(TIMEOUT))
+                .applied_index_at_least(Some(index), format!("node {id} group {group} applies {index}"))
+                .await
+                .expect("applied");
+        }
+    }
+
+    async fn wait_all_quiesced(&self) {
+        for id in self.live() {
+            for g in &self.groups {
+                self.raft(id, *g)
+                    .wait(Some(TIMEOUT))
+                    .metrics(|m| m.quiesced, format!("node {id} group {g} quiesces"))
+                    .await
+                    .expect("quiesced");
+            }
+        }
+    }
+
+    fn elections(&self) -> u64 {
+        let mut n = 0;
+        for id in self.live() {
+            for g in &self.groups {
+                n += self.raft(id, *g).metrics().borrow().elections_started;
+            }
+        }
+        n
+    }
+
+    /// Raft's safety properties, group by group, across the live nodes' storage.
+    fn check_safety(&self) {
+        for g in &self.groups {
+            let views: Vec<NodeView<'_>> = self
+                .live()
+                .into_iter()
+                .map(|id| {
+                    let (log, sm) = &self.stores[&(id, *g)];
+                    NodeView { id, log, sm, metrics: self.raft(id, *g).metrics().borrow().clone() }
+                })
+                .collect();
+            if let Err(v) = check_logs_and_state_machines(&views) {
+                panic!("group {g}: safety violated: {v}");
+            }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_group_elects_and_commits_on_its_own() {
+    let cluster = MultiCluster::start(12).await;
+
+    for g in cluster.groups.clone() {
+        let index = cluster.write(g, "k").await;
+        cluster.wait_applied(g, index).await;
+    }
+
+    // Leadership is spread: group g was initialized through node g % 3 + 1.
+    for g in cluster.groups.clone() {
+        assert_eq!(cluster.leader_of(1, g), Some(g % 3 + 1), "group {g}");
+    }
+    cluster.check_safety();
+}
+
+/// Idle groups stop talking: after quiescing, ten seconds pass with beats only, no RPC of
+/// any group, no election.
+#[tokio::test(start_paused = true)]
+async fn idle_groups_quiesce_and_stay_silent() {
+    let cluster = MultiCluster::start(12).await;
+    for g in cluster.groups.clone() {
+        cluster.write(g, "k").await;
+    }
+    cluster.wait_all_quiesced().await;
+    let rpcs = cluster.router.total_rpcs();
+    let beats = cluster.router.beats(1, 2);
+    let elections = cluster.elections();
+
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    assert_eq!(cluster.router.total_rpcs(), rpcs, "a quiesced group sent an RPC");
+    assert_eq!(cluster.elections(), elections, "a quiesced group campaigned");
+    // One beat per pair and interval stands in for every group: 10 s / 50 ms.
+    let sent = cluster.router.beats(1, 2) - beats;
+    assert!((190..=210).contains(&sent), "{sent} beats from 1 to 2 in 10 s");
+    for g in cluster.groups.clone() {
+        assert_eq!(cluster.leader_of(2, g), Some(g % 3 + 1), "group {g} kept its leader");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_wakes_its_group_alone_and_it_quiesces_again() {
+    let cluster = MultiCluster::start(6).await;
+    for g in cluster.groups.clone() {
+        cluster.write(g, "k").await;
+    }
+    cluster.wait_all_quiesced().await;
+
+    let index = cluster.write(4, "woken").await;
+    cluster.wait_applied(4, index).await;
+
+    for id in NODES {
+        for g in cluster.groups.clone().into_iter().filter(|g| *g != 4) {
+            assert!(
+                cluster.raft(id, g).metrics().borrow().quiesced,
+                "node {id} group {g} woke for another group's write"
+            );
+        }
+    }
+    cluster.wait_all_quiesced().await;
+    cluster.check_safety();
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_on_a_quiesced_group_are_confirmed_and_see_the_last_write() {
+    let cluster = MultiCluster::start(3).await;
+    let index = cluster.write(1, "k").await;
+    cluster.wait_all_quiesced().await;
+    let leader = cluster.leader_of(1, 1).expect("a leader");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    for policy in [ReadPolicy::ReadIndex, ReadPolicy::LeaseRead] {
+        let read = cluster.raft(leader, 1).ensure_linearizable(policy).await.expect("a confirmed read");
+        assert!(read.is_some_and(|l| l.index >= index), "{policy:?}: {read:?}");
+    }
+}
+
+/// The re-election bound: every group the dead node led has a new leader within two election
+/// timeouts of the kill (a protocol-timing property, on the paused clock: no speed measured).
+#[tokio::test(start_paused = true)]
+async fn killing_a_node_re_elects_every_group_it_led_within_two_election_timeouts() {
+    let mut cluster = MultiCluster::start(12).await;
+    for g in cluster.groups.clone() {
+        cluster.write(g, "k").await;
+    }
+    cluster.wait_all_quiesced().await;
+    let orphans: Vec<GroupId> =
+        cluster.groups.iter().copied().filter(|g| cluster.leader_of(2, *g) == Some(1)).collect();
+    assert_eq!(orphans.len(), 4);
+    let elections = cluster.elections();
+
+    let killed_at = Instant::now();
+    cluster.kill(1).await;
+
+    let bound = 2 * cluster.config.election_timeout_max;
+    for g in &orphans {
+        cluster
+            .raft(2, *g)
+            .wait(Some(bound))
+            .metrics(|m| m.current_leader.is_some_and(|l| l != 1), format!("group {g} re-elects"))
+            .await
+            .unwrap_or_else(|e| panic!("group {g} has no new leader {bound:?} after the kill: {e}"));
+    }
+    let took = killed_at.elapsed();
+    assert!(took <= bound, "{took:?}");
+    // Groups with a live leader kept it, and no group elected more than once or twice.
+    for g in cluster.groups.clone().into_iter().filter(|g| !orphans.contains(g)) {
+        assert_eq!(cluster.leader_of(2, g), Some(g % 3 + 1), "group {g} lost a live leader");
+    }
+    assert!(cluster.elections() - elections <= 2 * orphans.len() as u64, "too many elections");
+    for g in cluster.groups.clone() {
+        let index = cluster.write(g, "after").await;
+        cluster.wait_applied(g, index).await;
+    }
+    cluster.check_safety();
+}
+
+/// A node cut off (beats and RPCs alike) loses the groups it led; back, it follows the new
+/// leaders, and every group quiesces again.
+#[tokio::test(start_paused = true)]
+async fn a_cut_off_node_loses_its_groups_and_rejoins_them() {
+    let cluster = MultiCluster::start(6).await;
+    for g in cluster.groups.clone() {
+        cluster.write(g, "k").await;
+    }
+    cluster.wait_all_quiesced().await;
+
+    cluster.router.isolate(1);
+    for g in cluster.groups.clone() {
+        cluster.wait_for_leader(g, &[2, 3]).await;
+        let leader = cluster.leader_of(2, g).expect("a leader");
+        cluster.raft(leader, g).client_write(Request::set("k", "cut")).await.expect("write without node 1");
+    }
+    cluster.router.restore(1);
+
+    for g in cluster.groups.clone() {
+        // Node 1 may still believe it leads a group it led quiesced when it was cut off: its
+        // host hears the others again, wakes it, and it learns of the newer term.
+        cluster
+            .raft(1, g)
+            .wait(Some(TIMEOUT))
+            .metrics(|m| m.current_leader.is_some_and(|l| l != 1), format!("node 1 follows group {g}'s new leader"))
+            .await
+            .expect("the stale leader steps down");
+        let leader = cluster.wait_for_leader(g, &NODES).await;
+        assert_ne!(leader, 1, "group {g}: the stale node took over");
+        let index = cluster.write(g, "back").await;
+        cluster.wait_applied(g, index).await;
+    }
+    cluster.wait_all_quiesced().await;
+    cluster.check_safety();
+}
+
+/// Removing a group on the node that leads it: its followers hold it quiesced under a node
+/// that is alive; the host's next beat says the leadership is gone, and they elect.
+#[tokio::test(start_paused = true)]
+async fn removing_a_quiesced_groups_leader_wakes_its_followers() {
+    let cluster = MultiCluster::start(3).await;
+    for g in cluster.groups.clone() {
+        cluster.write(g, "k").await;
+    }
+    cluster.wait_all_quiesced().await;
+    let g = 0;
+    assert_eq!(cluster.leader_of(2, g), Some(1));
+
+    cluster.hosts[&1].remove_group(g).await.expect("removed");
+
+    cluster
+        .raft(2, g)
+        .wait(Some(TIMEOUT))
+        .metrics(|m| m.current_leader.is_some_and(|l| l != 1), "the followers elect")
+        .await
+        .expect("a new leader");
+    let leader = cluster.leader_of(2, g).expect("a leader");
+    cluster.raft(leader, g).client_write(Request::set("k", "after")).await.expect("write");
+}
+
+/// A follower node dies; its leaders quiesce without it. Restarted, its groups campaign, which
+/// wakes their leaders, and it catches up on what it missed.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_follower_node_catches_up_on_every_group() {
+    let mut cluster = MultiCluster::start(6).await;
+    cluster.kill(3).await;
+    let mut written = BTreeMap::new();
+    for g in cluster.groups.clone() {
+        written.insert(g, cluster.write(g, "while 3 was down").await);
+    }
+    // Groups led by node 3 elected anew; all quiesce without node 3.
+    cluster.wait_all_quiesced().await;
+
+    cluster.restart(3).await;
+
+    for (g, index) in written {
+        cluster.wait_applied(g, index).await;
+    }
+    cluster.wait_all_quiesced().await;
+    cluster.check_safety();
+}
