@@ -1,9 +1,9 @@
 //! The client side: [`TcpNetworkFactory`] and [`TcpNetwork`], quorate's network traits over
-//! one shared connection per peer.
+//! one shared connection per peer, for a node's single Raft or for one group of a
+//! [`TcpHostNetwork`](super::TcpHostNetwork).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
@@ -11,75 +11,48 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
 
 use super::config::{PeerAddr, TcpConfig};
-use super::connection::{Connection, StreamEvent, connect};
+use super::connection::{Connection, StreamEvent};
 use super::error::TcpError;
 use super::message::{Reply, Rpc};
+use super::pool::ConnectionPool;
 use crate::error::{RPCError, RaftError};
+use crate::multi::GroupId;
 use crate::network::{AppendResponseStream, RPCOption, RaftNetwork, RaftNetworkFactory};
 use crate::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, RaftTypeConfig,
     TransferLeaderRequest, VoteRequest, VoteResponse,
 };
 
-/// One peer's connection slot: callers that find no open connection wait here for the one
-/// being opened, so a peer gets one connection however many callers race.
-type Slot<C> = Arc<tokio::sync::Mutex<Option<Arc<Connection<C>>>>>;
-
-struct Shared<C: RaftTypeConfig> {
-    node_id: C::NodeId,
-    config: TcpConfig,
-    peers: Mutex<HashMap<C::NodeId, Slot<C>>>,
-}
-
-impl<C: RaftTypeConfig> Shared<C> {
-    /// The open connection to `target` at `addr`, or a new one.
-    async fn connection(&self, target: C::NodeId, addr: &str) -> Result<Arc<Connection<C>>, TcpError> {
-        let slot = self.peers.lock().unwrap_or_else(|e| e.into_inner()).entry(target).or_default().clone();
-        let mut slot = slot.lock().await;
-        if let Some(conn) = slot.as_ref() {
-            if !conn.is_closed() && conn.addr == addr {
-                return Ok(conn.clone());
-            }
-            conn.close("replaced");
-        }
-        *slot = None;
-        let conn = connect::<C>(&self.config, self.node_id, target, addr).await?;
-        tracing::debug!(target: "quorate::tcp", node = %self.node_id, peer = %target, %addr, "connected");
-        *slot = Some(conn.clone());
-        Ok(conn)
-    }
-}
-
-impl<C: RaftTypeConfig> Drop for Shared<C> {
-    fn drop(&mut self) {
-        // The node is gone: close its connections instead of leaving them to the peers' idle
-        // timeout.
-        for slot in self.peers.get_mut().unwrap_or_else(|e| e.into_inner()).values() {
-            if let Some(conn) = slot.try_lock().ok().as_deref().and_then(Option::as_ref) {
-                conn.close("the node stopped");
-            }
-        }
-    }
-}
-
 /// quorate's [`RaftNetworkFactory`] over TCP: hands out a [`TcpNetwork`] per target, all of
 /// them sharing one connection per peer.
+///
+/// Made by [`new`](Self::new) for a node's single Raft (served by
+/// [`TcpServer::serve`](super::TcpServer::serve)), or by
+/// [`TcpHostNetwork`](super::TcpHostNetwork) for one group of a
+/// [`GroupHost`](crate::multi::GroupHost) (served by
+/// [`TcpServer::serve_host`](super::TcpServer::serve_host)); then every message its clients
+/// send names the group, and it shares its connections with every other group of the host.
 ///
 /// Peers' addresses come from the membership, through [`PeerAddr`] on the node type. Cheap to
 /// clone; clones share the connections.
 pub struct TcpNetworkFactory<C: RaftTypeConfig> {
-    shared: Arc<Shared<C>>,
+    pool: Arc<ConnectionPool<C>>,
+    /// The group its clients reach on their targets; `None` for the targets' single Raft.
+    group: Option<GroupId>,
 }
 
 impl<C: RaftTypeConfig> Clone for TcpNetworkFactory<C> {
     fn clone(&self) -> Self {
-        Self { shared: self.shared.clone() }
+        Self { pool: self.pool.clone(), group: self.group }
     }
 }
 
 impl<C: RaftTypeConfig> fmt::Debug for TcpNetworkFactory<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TcpNetworkFactory").field("node_id", &self.shared.node_id).finish_non_exhaustive()
+        f.debug_struct("TcpNetworkFactory")
+            .field("node_id", &self.pool.node_id)
+            .field("group", &self.group)
+            .finish_non_exhaustive()
     }
 }
 
@@ -90,7 +63,12 @@ impl<C: RaftTypeConfig> TcpNetworkFactory<C> {
     /// With TLS, the node's certificate must name it (see [`TlsConfig`](super::TlsConfig));
     /// [`TcpServer::serve`](super::TcpServer::serve) checks that when the node starts.
     pub fn new(node_id: C::NodeId, config: TcpConfig) -> Self {
-        Self { shared: Arc::new(Shared { node_id, config, peers: Mutex::new(HashMap::new()) }) }
+        Self { pool: Arc::new(ConnectionPool::new(node_id, config)), group: None }
+    }
+
+    /// The factory of group `group`, over the connections of `pool`.
+    pub(crate) fn for_group(pool: Arc<ConnectionPool<C>>, group: GroupId) -> Self {
+        Self { pool, group: Some(group) }
     }
 }
 
@@ -102,7 +80,7 @@ where
     type Network = TcpNetwork<C>;
 
     async fn new_client(&mut self, target: C::NodeId, node: &C::Node) -> TcpNetwork<C> {
-        TcpNetwork { target, addr: node.peer_addr().to_string(), shared: self.shared.clone() }
+        TcpNetwork { target, addr: node.peer_addr().to_string(), group: self.group, pool: self.pool.clone() }
     }
 }
 
@@ -114,12 +92,18 @@ where
 pub struct TcpNetwork<C: RaftTypeConfig> {
     target: C::NodeId,
     addr: String,
-    shared: Arc<Shared<C>>,
+    /// As [`TcpNetworkFactory`]'s.
+    group: Option<GroupId>,
+    pool: Arc<ConnectionPool<C>>,
 }
 
 impl<C: RaftTypeConfig> fmt::Debug for TcpNetwork<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TcpNetwork").field("target", &self.target).field("addr", &self.addr).finish()
+        f.debug_struct("TcpNetwork")
+            .field("target", &self.target)
+            .field("addr", &self.addr)
+            .field("group", &self.group)
+            .finish()
     }
 }
 
@@ -142,12 +126,9 @@ impl<C: RaftTypeConfig> TcpNetwork<C> {
     /// not queue behind it.
     async fn call(&self, rpc: Rpc<C>, option: RPCOption) -> Result<Reply<C>, RPCError> {
         let deadline = Instant::now() + option.timeout;
-        let conn = match timeout_at(deadline, self.shared.connection(self.target, &self.addr)).await {
-            Err(_) => return Err(RPCError::Timeout(option.timeout)),
-            Ok(conn) => conn?,
-        };
+        let conn = self.pool.connection_by(self.target, &self.addr, deadline, option.timeout).await?;
         let sent_at = conn.now_us();
-        match timeout_at(deadline, conn.call(rpc)).await {
+        match timeout_at(deadline, conn.call(self.group, rpc)).await {
             Ok(reply) => Ok(reply?),
             Err(_) => {
                 if conn.last_received_us() <= sent_at {
@@ -217,12 +198,17 @@ impl<C: RaftTypeConfig> RaftNetwork<C> for TcpNetwork<C> {
         S: Stream<Item = AppendEntriesRequest<C>> + Send + Unpin + 's,
     {
         let deadline = Instant::now() + option.timeout;
-        let conn = match timeout_at(deadline, self.shared.connection(self.target, &self.addr)).await {
-            Err(_) => return Err(RPCError::Timeout(option.timeout)),
-            Ok(conn) => conn?,
-        };
+        let conn = self.pool.connection_by(self.target, &self.addr, deadline, option.timeout).await?;
         let (stream, answers) = conn.open_stream()?;
-        let pipe = Pipe { conn, stream, input: Some(input), answers, unanswered: 0, timeout: option.timeout };
+        let pipe = Pipe {
+            conn,
+            group: self.group,
+            stream,
+            input: Some(input),
+            answers,
+            unanswered: 0,
+            timeout: option.timeout,
+        };
         Ok(futures_util::stream::unfold(Some(pipe), |pipe| async move {
             let mut pipe = pipe?;
             match pipe.next_answer().await {
@@ -238,6 +224,7 @@ impl<C: RaftTypeConfig> RaftNetwork<C> for TcpNetwork<C> {
 /// One replication stream. Dropping it ends the stream on the server.
 struct Pipe<C: RaftTypeConfig, S> {
     conn: Arc<Connection<C>>,
+    group: Option<GroupId>,
     stream: u64,
     /// `None` once the leader ended its request stream.
     input: Option<S>,
@@ -275,7 +262,7 @@ where
                         self.input = None;
                         continue;
                     };
-                    match tokio::time::timeout(self.timeout, self.conn.send_append(self.stream, req)).await {
+                    match tokio::time::timeout(self.timeout, self.conn.send_append(self.group, self.stream, req)).await {
                         Ok(Ok(())) => self.unanswered += 1,
                         Ok(Err(e)) => return Some(Err(e.into())),
                         Err(_) => return Some(Err(RPCError::Timeout(self.timeout))),
@@ -298,6 +285,9 @@ where
                 resp.map_err(remote)
             }
             Some(StreamEvent::Ended(reason)) => Err(TcpError::Closed { addr: self.conn.addr.clone(), reason }.into()),
+            Some(StreamEvent::NotServed(reason)) => {
+                Err(TcpError::NotServed { addr: self.conn.addr.clone(), reason }.into())
+            }
             None => Err(TcpError::Closed { addr: self.conn.addr.clone(), reason: "the stream ended".into() }.into()),
         }
     }

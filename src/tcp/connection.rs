@@ -1,5 +1,5 @@
 //! [`Connection`]: the client side of one connection to a peer, shared by every call and
-//! replication stream to that peer.
+//! replication stream to that peer (of every group, for a group host) and by the beats.
 //!
 //! Two tasks own the socket: a writer that sends the frames callers queue (a bounded queue:
 //! callers wait when it is full), and a reader that routes each answer to its caller, a call's
@@ -22,6 +22,7 @@ use super::io::{Io, ReadError, read_frame, write_frames};
 use super::message::{Hello, Reply, Rpc, ToClient, ToServer};
 use super::wire::{FrameDecoder, PREAMBLE, decode, encode_frame};
 use crate::error::RaftError;
+use crate::multi::{GroupId, NodeBeat};
 use crate::{AppendEntriesRequest, AppendEntriesResponse, RaftTypeConfig};
 
 /// What a replication stream receives.
@@ -30,13 +31,18 @@ pub(crate) enum StreamEvent<C: RaftTypeConfig> {
     Appended(Result<AppendEntriesResponse<C>, RaftError>),
     /// The stream is over, and why.
     Ended(String),
+    /// The server has nothing to serve the stream (a group it does not run), and why.
+    NotServed(String),
 }
+
+/// What a call receives: the server's reply, or why nothing there serves it.
+type Answer<C> = Result<Reply<C>, String>;
 
 /// What the reader routes answers to.
 struct Routes<C: RaftTypeConfig> {
     /// Why the connection is closed; `None` while it is open.
     closed: Option<String>,
-    calls: HashMap<u64, oneshot::Sender<Reply<C>>>,
+    calls: HashMap<u64, oneshot::Sender<Answer<C>>>,
     streams: HashMap<u64, mpsc::UnboundedSender<StreamEvent<C>>>,
 }
 
@@ -46,6 +52,8 @@ pub(crate) struct Connection<C: RaftTypeConfig> {
     max_frame_bytes: usize,
     tx: mpsc::Sender<Bytes>,
     routes: Mutex<Routes<C>>,
+    /// The next call or stream id: one sequence for both, so that an id names one of them
+    /// (a [`ToClient::NotServed`] answer names either).
     next_id: AtomicU64,
     opened: Instant,
     /// Microseconds after `opened` at which the last frame arrived.
@@ -106,12 +114,20 @@ impl<C: RaftTypeConfig> Connection<C> {
         self.tx.send(frame).await.map_err(|_| self.closed_error(self.why_closed()))
     }
 
-    /// Send `rpc` and wait for its answer (no timeout: the caller sets one). Cancel safe: a
-    /// cancelled call forgets its answer, and the connection stays usable.
-    pub(crate) async fn call(&self, rpc: Rpc<C>) -> Result<Reply<C>, TcpError> {
+    fn encode(&self, msg: &ToServer<C>) -> Result<Bytes, TcpError> {
+        encode_frame(msg, self.max_frame_bytes).map_err(|source| TcpError::Frame { addr: self.addr.clone(), source })
+    }
+
+    /// Send `rpc` to `group` (the node's single Raft if `None`) and wait for its answer (no
+    /// timeout: the caller sets one). Cancel safe: a cancelled call forgets its answer, and the
+    /// connection stays usable.
+    ///
+    /// # Errors
+    /// [`TcpError::NotServed`] if the server has no such group; the others if the connection
+    /// fails.
+    pub(crate) async fn call(&self, group: Option<GroupId>, rpc: Rpc<C>) -> Result<Reply<C>, TcpError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode_frame(&ToServer::Call { id, rpc }, self.max_frame_bytes)
-            .map_err(|source| TcpError::Frame { addr: self.addr.clone(), source })?;
+        let frame = self.encode(&ToServer::call(group, id, rpc))?;
         let (tx, rx) = oneshot::channel();
         {
             let mut routes = self.routes();
@@ -122,7 +138,17 @@ impl<C: RaftTypeConfig> Connection<C> {
         }
         let _forget = Forget { conn: self, id };
         self.send(frame).await?;
-        rx.await.map_err(|_| self.closed_error(self.why_closed()))
+        match rx.await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(reason)) => Err(TcpError::NotServed { addr: self.addr.clone(), reason }),
+            Err(_) => Err(self.closed_error(self.why_closed())),
+        }
+    }
+
+    /// Queue this node's `beat` (unanswered). Waits while the send queue is full.
+    pub(crate) async fn send_beat(&self, beat: NodeBeat<C>) -> Result<(), TcpError> {
+        let frame = self.encode(&ToServer::Beat(beat))?;
+        self.send(frame).await
     }
 
     /// Open a replication stream: its id and where its answers arrive.
@@ -137,10 +163,15 @@ impl<C: RaftTypeConfig> Connection<C> {
         Ok((id, rx))
     }
 
-    /// Send the next request of stream `stream`. Waits while the send queue is full.
-    pub(crate) async fn send_append(&self, stream: u64, req: AppendEntriesRequest<C>) -> Result<(), TcpError> {
-        let frame = encode_frame(&ToServer::Append { stream, req }, self.max_frame_bytes)
-            .map_err(|source| TcpError::Frame { addr: self.addr.clone(), source })?;
+    /// Send the next request of stream `stream`, to `group` (as [`call`](Self::call)). Waits
+    /// while the send queue is full.
+    pub(crate) async fn send_append(
+        &self,
+        group: Option<GroupId>,
+        stream: u64,
+        req: AppendEntriesRequest<C>,
+    ) -> Result<(), TcpError> {
+        let frame = self.encode(&ToServer::append(group, stream, req))?;
         self.send(frame).await
     }
 
@@ -171,7 +202,7 @@ impl<C: RaftTypeConfig> Connection<C> {
             ToClient::Reply { id, reply } => {
                 // No route: the call was cancelled (timed out); its answer is dropped.
                 if let Some(tx) = routes.calls.remove(&id) {
-                    let _ = tx.send(reply);
+                    let _ = tx.send(Ok(reply));
                 }
             }
             ToClient::Appended { stream, resp } => {
@@ -182,6 +213,14 @@ impl<C: RaftTypeConfig> Connection<C> {
             ToClient::StreamEnded { stream } => {
                 if let Some(tx) = routes.streams.remove(&stream) {
                     let _ = tx.send(StreamEvent::Ended("the follower ended the stream".into()));
+                }
+            }
+            ToClient::NotServed { id, reason } => {
+                // Calls and streams share one id sequence: `id` names at most one of them.
+                if let Some(tx) = routes.calls.remove(&id) {
+                    let _ = tx.send(Err(reason));
+                } else if let Some(tx) = routes.streams.remove(&id) {
+                    let _ = tx.send(StreamEvent::NotServed(reason));
                 }
             }
             ToClient::Welcome { .. } | ToClient::Refused { .. } => {

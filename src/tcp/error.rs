@@ -53,6 +53,16 @@ pub enum TcpError {
         /// What was wrong.
         source: FrameError,
     },
+    /// The peer serves nothing for this call or stream: it runs no group of the id asked for,
+    /// or it is a single-group server asked for a group (or a group host asked for none). The
+    /// connection stays up for the other calls.
+    #[error("{addr} does not serve it: {reason}")]
+    NotServed {
+        /// The peer's address.
+        addr: String,
+        /// The peer's reason.
+        reason: String,
+    },
     /// The connection was closed (by the peer, or after an earlier failure).
     #[error("{addr}: connection closed: {reason}")]
     Closed {
@@ -65,9 +75,13 @@ pub enum TcpError {
 
 impl TcpError {
     /// Whether this says the peer cannot be reached at all (rather than a connection that
-    /// broke): quorate backs off before retrying such a peer.
+    /// broke), or that what was asked is not there (a group the peer does not run): quorate
+    /// backs off before retrying such a peer.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, Self::Io { .. } | Self::Tls { .. } | Self::Refused { .. } | Self::WrongPeer { .. })
+        matches!(
+            self,
+            Self::Io { .. } | Self::Tls { .. } | Self::Refused { .. } | Self::WrongPeer { .. } | Self::NotServed { .. }
+        )
     }
 }
 

@@ -87,3 +87,83 @@ pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
     let _ = wr.shutdown().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::AsyncWrite;
+    use tokio::sync::mpsc;
+
+    use super::write_frames;
+    use crate::multi::NodeBeat;
+    use crate::tcp::message::{Rpc, ToServer};
+    use crate::tcp::wire::encode_frame;
+    use crate::testing_types::{UTConfig, log_id};
+    use crate::{Vote, VoteRequest};
+
+    /// A socket that takes everything at once and records the size of every write call (each
+    /// would be one `write` syscall on a TCP socket).
+    #[derive(Default)]
+    struct CountingSocket {
+        writes: Vec<usize>,
+    }
+
+    impl AsyncWrite for CountingSocket {
+        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            self.writes.push(buf.len());
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Twenty groups' votes and a beat, queued before the writer runs (as when many groups
+    /// campaign in one tick), leave in one write.
+    #[tokio::test]
+    async fn frames_of_many_groups_queued_together_leave_in_one_write() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut queued = 0;
+        for group in 0..20 {
+            let rpc = Rpc::Vote(VoteRequest::<UTConfig>::new(Vote::new(2, 1), Some(log_id(1, group))));
+            let frame = encode_frame(&ToServer::GroupCall { group, id: group + 1, rpc }, 1 << 20).unwrap();
+            queued += frame.len();
+            tx.send(frame).await.unwrap();
+        }
+        let beat = NodeBeat::<UTConfig> { from: 1, incarnation: 7, generation: 0 };
+        let frame = encode_frame(&ToServer::Beat(beat), 1 << 20).unwrap();
+        queued += frame.len();
+        tx.send(frame).await.unwrap();
+        drop(tx);
+
+        let mut socket = CountingSocket::default();
+        write_frames(&mut socket, &mut rx).await.unwrap();
+        assert_eq!(socket.writes, vec![queued], "21 frames, one write");
+    }
+
+    /// A frame queued after the writer flushed leaves in a write of its own: the writer
+    /// batches what is queued, it does not wait for more.
+    #[tokio::test]
+    async fn the_writer_does_not_hold_a_lone_frame_back() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut socket = CountingSocket::default();
+        let frame = bytes::Bytes::from_static(&[1, 0, 0, 0, 9]);
+        tx.send(frame.clone()).await.unwrap();
+        let writer = write_frames(&mut socket, &mut rx);
+        let feeder = async move {
+            // Runs after the writer flushed the first frame and waits on the queue again.
+            tokio::task::yield_now().await;
+            tx.send(frame).await.unwrap();
+        };
+        let (written, ()) = tokio::join!(writer, feeder);
+        written.unwrap();
+        assert_eq!(socket.writes, vec![5, 5]);
+    }
+}

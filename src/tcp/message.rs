@@ -5,12 +5,18 @@
 //! calls (one answer each, matched by id, any number at once) and the requests of replication
 //! streams (answered in order on the same stream id), and the server sends the answers.
 //!
+//! Calls and streams of a [`GroupHost`](crate::multi::GroupHost)'s groups carry the group's
+//! id ([`ToServer::GroupCall`], [`ToServer::GroupAppend`]); a node's beats travel as
+//! [`ToServer::Beat`]. Call ids and stream ids are drawn from one sequence per connection, so
+//! that [`ToClient::NotServed`] can name either.
+//!
 //! Variant order is the format: never reorder, only append.
 
 use serde::{Deserialize, Serialize};
 
 use crate::RaftTypeConfig;
 use crate::error::RaftError;
+use crate::multi::{GroupId, NodeBeat};
 use crate::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     TransferLeaderRequest, VoteRequest, VoteResponse,
@@ -42,6 +48,34 @@ pub(crate) enum ToServer<C: RaftTypeConfig> {
     Append { stream: u64, req: AppendEntriesRequest<C> },
     /// The client is done with `stream`: no more requests will come on it.
     EndStream { stream: u64 },
+    /// A call to group `group` of the server's [`GroupHost`](crate::multi::GroupHost):
+    /// answered by one [`ToClient::Reply`] of the same id, or by [`ToClient::NotServed`].
+    GroupCall { group: GroupId, id: u64, rpc: Rpc<C> },
+    /// The next request of replication stream `stream`, to group `group`: as
+    /// [`Append`](Self::Append), and every request of a stream names the same group. A stream
+    /// the server cannot route is answered by [`ToClient::NotServed`] and ended.
+    GroupAppend { group: GroupId, stream: u64, req: AppendEntriesRequest<C> },
+    /// The client's node is alive: delivered to the server's host, unanswered. Dropped unless
+    /// its `from` is the node that said hello.
+    Beat(NodeBeat<C>),
+}
+
+impl<C: RaftTypeConfig> ToServer<C> {
+    /// Call `id`: to the node's single Raft when `group` is `None`, else to that group.
+    pub(crate) fn call(group: Option<GroupId>, id: u64, rpc: Rpc<C>) -> Self {
+        match group {
+            None => Self::Call { id, rpc },
+            Some(group) => Self::GroupCall { group, id, rpc },
+        }
+    }
+
+    /// The next request of stream `stream`, addressed as [`call`](Self::call) addresses.
+    pub(crate) fn append(group: Option<GroupId>, stream: u64, req: AppendEntriesRequest<C>) -> Self {
+        match group {
+            None => Self::Append { stream, req },
+            Some(group) => Self::GroupAppend { group, stream, req },
+        }
+    }
 }
 
 /// The calls.
@@ -79,4 +113,9 @@ pub(crate) enum ToClient<C: RaftTypeConfig> {
     /// The server ended `stream` (after an error answer, or when the node stopped); requests
     /// still arriving on it are dropped.
     StreamEnded { stream: u64 },
+    /// The call or stream `id` reached nothing to serve it, and why: a group the host does not
+    /// run, a group message to a single-group server, or a single-group message to a host. A
+    /// stream so answered is ended. The client reports it as unreachable (the leader backs off
+    /// and retries), not as a broken connection.
+    NotServed { id: u64, reason: String },
 }

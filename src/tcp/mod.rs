@@ -1,6 +1,8 @@
 //! A TCP transport to link instead of writing one: [`TcpNetworkFactory`] (quorate's
 //! [`RaftNetworkFactory`](crate::RaftNetworkFactory), the client side) and [`TcpServer`] (the
 //! server side, feeding a [`Raft`](crate::Raft)). Feature `tcp`; mutual TLS with feature `tls`.
+//! For many Raft groups per node, [`TcpHostNetwork`] and [`TcpServer::serve_host`] carry a
+//! [`GroupHost`](crate::multi::GroupHost)'s groups the same way: see [Many groups](#many-groups).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,6 +39,39 @@
 //! that times out while nothing at all arrived from the peer closes it (the peer or the path
 //! is hung); a call that times out on a live connection leaves it open for the others.
 //!
+//! # Many groups
+//!
+//! A [`GroupHost`](crate::multi::GroupHost) runs many Raft groups on one node. Its network,
+//! [`TcpHostNetwork`], keeps **one connection per peer node for all of its groups**, not one
+//! per group: [`HostNetwork::group`](crate::multi::HostNetwork::group) hands each group a
+//! [`TcpNetworkFactory`] over the host's connections, whose calls and replication streams
+//! carry the group's id. A thousand groups on three nodes cost each node two connections. The
+//! peer serves them with [`TcpServer::serve_host`].
+//!
+//! - **Routing.** The server hands each call and stream to
+//!   [`GroupHost::group`](crate::multi::GroupHost::group) of the group it names. A call for a
+//!   group the host does not run (not created yet, or removed) is answered with an error that
+//!   the caller reports as [`RPCError::Unreachable`](crate::RPCError::Unreachable): the leader
+//!   backs off and retries, as for a node that is down, and the connection serves on. A stream
+//!   for such a group ends at once with the same error. A single-Raft server
+//!   ([`TcpServer::serve`]) answers group messages so too, and a host answers messages that
+//!   name no group so: a misconfigured peer gets an error, never another Raft's answer.
+//! - **Beats.** The host's [`NodeBeat`](crate::multi::NodeBeat)s travel on the same
+//!   connections, one frame per peer and interval, unanswered; the server hands each to
+//!   [`GroupHost::receive_beat`](crate::multi::GroupHost::receive_beat). A beat keeps the
+//!   groups quiesced under its node asleep, so a server takes beats only from the node that
+//!   opened the connection: the node id of its hello, proven by its certificate with TLS. A
+//!   beat that claims another node is dropped and logged at WARN (at most once a second): a
+//!   stranger cannot keep a dead node's groups from electing. (In plain TCP the hello itself
+//!   is only a claim, as for every other message.)
+//! - **Batching.** Each connection has one writer task, which takes every frame queued at the
+//!   moment it runs and writes them with one flush (through a 64 KiB buffer): the messages of
+//!   many groups queued together — a tick's heartbeats, votes and answers — leave in one write
+//!   call, and with TLS in one record.
+//!
+//! [`ServerHandle::accepted_connections`] counts the connections a server accepted, so an
+//! operator (or a test) can see that each peer keeps one.
+//!
 //! # The network's promises
 //!
 //! The [network contract](crate::network) asks four things of `stream_append`; they hold here
@@ -55,7 +90,14 @@
 //! # Frames and their bound
 //!
 //! A frame is a 4-byte little-endian length and a body: one message, encoded with postcard
-//! (the format of the [`wire`] module). A peer's frame longer than
+//! (the format of the [`wire`] module). The messages are an enum per direction whose variant
+//! order is part of the format: variants are only ever appended. The group host's messages
+//! were appended so, and a single-Raft node's frames are unchanged: after the hello and its
+//! answer, a client sends calls, stream requests and stream ends, and since the group host
+//! also group calls (a group id, a call id, the call), group stream requests (a group id, a
+//! stream id, the request) and beats; a server sends answers, stream answers and stream ends,
+//! and since the group host also "not served" (a call or stream id and the reason: call ids
+//! and stream ids are one sequence per connection, so the id names one of them). A peer's frame longer than
 //! [`TcpConfig::max_frame_bytes`] closes the connection; the length is checked before any room
 //! is reserved for the frame, so what a peer sends never makes a node allocate more than the
 //! bound. A message of this node over the bound fails its call (it is not sent, and the
@@ -102,10 +144,13 @@ mod client;
 mod config;
 mod connection;
 mod error;
+mod host;
 mod io;
 mod log_limit;
 mod message;
+mod pool;
 mod server;
+mod service;
 #[cfg(feature = "tls")]
 mod tls;
 pub mod wire;
@@ -113,6 +158,7 @@ pub mod wire;
 pub use client::{TcpNetwork, TcpNetworkFactory};
 pub use config::{PeerAddr, TcpConfig};
 pub use error::TcpError;
+pub use host::TcpHostNetwork;
 pub use server::{ServerHandle, TcpServer};
 #[cfg(feature = "tls")]
 pub use tls::{TlsConfig, TlsConfigError, node_name};

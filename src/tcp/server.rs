@@ -1,32 +1,33 @@
 //! The server side: [`TcpServer`] accepts connections, checks who is calling, and hands each
-//! request to the local [`Raft`].
+//! connection to its [service](super::service), which feeds the local [`Raft`] or the groups
+//! of the local [`GroupHost`].
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::config::TcpConfig;
 use super::error::TcpError;
-use super::io::{Io, ReadError, read_frame, read_preamble, write_frames};
-use super::log_limit::RateLimit;
-use super::message::{Hello, Reply, Rpc, ToClient, ToServer};
+use super::io::{Io, read_frame, read_preamble};
+use super::message::{Hello, ToClient, ToServer};
+use super::service::{Ended, Peer, Refusals, Served, serve_calls};
 use super::wire::{FrameDecoder, decode, encode_frame};
-use crate::{AppendEntriesRequest, Raft, RaftTypeConfig};
+use crate::multi::{GroupHost, HostNetwork};
+use crate::{Raft, RaftTypeConfig};
 
 /// The listening side of a node's transport.
 ///
 /// Bind it before starting the node (so that a port in use fails at once, and peers that
 /// connect while the node recovers its log wait in the backlog), then [`serve`](Self::serve)
-/// the node once it is built.
+/// the node once it is built, or [`serve_host`](Self::serve_host) the node's
+/// [`GroupHost`] (each server serves one of the two).
 pub struct TcpServer {
     listener: TcpListener,
     config: TcpConfig,
@@ -44,12 +45,24 @@ impl fmt::Debug for TcpServer {
 pub struct ServerHandle {
     task: tokio::task::JoinHandle<()>,
     local_addr: SocketAddr,
+    accepted: Arc<AtomicU64>,
 }
 
 impl ServerHandle {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// How many connections the server has accepted since it started: those whose handshake
+    /// succeeded (refused ones are not counted), open or since closed.
+    ///
+    /// Each peer keeps one connection to a node, for all of its groups and its beats, and
+    /// replaces it only when it fails or idles out: on a healthy network the count stays at
+    /// the number of peers that ever called. A count that keeps growing says connections are
+    /// failing.
+    pub fn accepted_connections(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// Stop serving: close the listener and every connection.
@@ -91,38 +104,67 @@ impl TcpServer {
     /// Serve `raft`'s peers, in a task of its own, until the returned handle is shut down or
     /// dropped.
     ///
+    /// A peer's messages for a group (from a [`TcpHostNetwork`](super::TcpHostNetwork)) are
+    /// answered with an error, which the peer reports as unreachable; its beats are dropped.
+    ///
     /// # Errors
     /// With TLS, [`TcpError::Tls`] if this node's certificate does not name it (see
     /// [`TlsConfig::check_identity`](super::TlsConfig::check_identity)).
     pub fn serve<C: RaftTypeConfig>(self, raft: Raft<C>) -> Result<ServerHandle, TcpError> {
+        self.start(Arc::new(raft), "serving Raft RPCs")
+    }
+
+    /// Serve the peers of every group of `host`, and their beats, in a task of its own, until
+    /// the returned handle is shut down or dropped. Peers reach it with a
+    /// [`TcpHostNetwork`](super::TcpHostNetwork).
+    ///
+    /// Each call and replication stream goes to [`host.group`](GroupHost::group) of the group
+    /// it names; one for a group the host does not run (not yet created, or removed) is
+    /// answered with an error the caller reports as [`RPCError::Unreachable`], and a stream
+    /// for one ends at once. Each beat goes to [`host.receive_beat`](GroupHost::receive_beat)
+    /// if it comes from the node that opened the connection (see the
+    /// [module docs](super#many-groups)); messages for no group are answered with an error.
+    /// The server holds a clone of `host` until it stops.
+    ///
+    /// # Errors
+    /// With TLS, [`TcpError::Tls`] if this node's certificate does not name it (see
+    /// [`TlsConfig::check_identity`](super::TlsConfig::check_identity)).
+    ///
+    /// [`RPCError::Unreachable`]: crate::RPCError::Unreachable
+    pub fn serve_host<C, N>(self, host: GroupHost<C, N>) -> Result<ServerHandle, TcpError>
+    where
+        C: RaftTypeConfig,
+        N: HostNetwork<C>,
+    {
+        self.start(Arc::new(host), "serving the Raft RPCs of a group host")
+    }
+
+    fn start<C: RaftTypeConfig>(self, served: Arc<dyn Served<C>>, what: &str) -> Result<ServerHandle, TcpError> {
         let local_addr =
             self.listener.local_addr().map_err(|source| TcpError::Io { addr: "the listener".into(), source })?;
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.config.tls {
-            tls.check_identity(&self.config.cluster_id, raft.id())
+            tls.check_identity(&self.config.cluster_id, served.node_id())
                 .map_err(|e| TcpError::Tls { addr: local_addr.to_string(), reason: e.to_string() })?;
         }
         tracing::info!(
-            node = %raft.id(), addr = %local_addr, cluster_id = %self.config.cluster_id, tls = self.config.is_tls(),
-            "serving Raft RPCs"
+            node = %served.node_id(), addr = %local_addr, cluster_id = %self.config.cluster_id,
+            tls = self.config.is_tls(), "{what}"
         );
-        let task = tokio::spawn(accept_loop(self.listener, Arc::new(self.config), raft));
-        Ok(ServerHandle { task, local_addr })
+        let accepted = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(accept_loop(self.listener, Arc::new(self.config), served, accepted.clone()));
+        Ok(ServerHandle { task, local_addr, accepted })
     }
 }
 
-/// What a server logs about peers it refuses, at most once a second each.
-struct Refusals {
-    handshake: RateLimit,
-    protocol: RateLimit,
-}
-
-async fn accept_loop<C: RaftTypeConfig>(listener: TcpListener, config: Arc<TcpConfig>, raft: Raft<C>) {
+async fn accept_loop<C: RaftTypeConfig>(
+    listener: TcpListener,
+    config: Arc<TcpConfig>,
+    served: Arc<dyn Served<C>>,
+    accepted: Arc<AtomicU64>,
+) {
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let refusals = Arc::new(Refusals {
-        handshake: RateLimit::new(Duration::from_secs(1)),
-        protocol: RateLimit::new(Duration::from_secs(1)),
-    });
+    let refusals = Arc::new(Refusals::new());
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
@@ -137,10 +179,10 @@ async fn accept_loop<C: RaftTypeConfig>(listener: TcpListener, config: Arc<TcpCo
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (config, raft, refusals) = (config.clone(), raft.clone(), refusals.clone());
+        let (config, served, refusals, accepted) = (config.clone(), served.clone(), refusals.clone(), accepted.clone());
         connections.spawn(async move {
             let _permit = permit;
-            serve_connection(tcp, peer, &config, raft, &refusals).await;
+            serve_connection(tcp, peer, &config, served, &refusals, &accepted).await;
         });
     }
 }
@@ -150,11 +192,13 @@ async fn serve_connection<C: RaftTypeConfig>(
     tcp: TcpStream,
     peer: SocketAddr,
     config: &TcpConfig,
-    raft: Raft<C>,
+    served: Arc<dyn Served<C>>,
     refusals: &Refusals,
+    accepted: &AtomicU64,
 ) {
     let mut decoder = FrameDecoder::new(config.max_frame_bytes);
-    let shaken = tokio::time::timeout(config.handshake_timeout, handshake(tcp, config, &raft, &mut decoder)).await;
+    let me = served.node_id();
+    let shaken = tokio::time::timeout(config.handshake_timeout, handshake::<C>(tcp, config, me, &mut decoder)).await;
     let (io, from) = match shaken {
         Ok(Ok(accepted)) => accepted,
         Ok(Err(refused)) => {
@@ -170,8 +214,9 @@ async fn serve_connection<C: RaftTypeConfig>(
             return;
         }
     };
+    accepted.fetch_add(1, Ordering::Relaxed);
     tracing::info!(%peer, node = %from, "accepted a Raft connection");
-    let reason = serve_calls(io, decoder, config, raft).await;
+    let reason = serve_calls(io, decoder, config, served, Peer { addr: peer, node: from }, refusals).await;
     match reason {
         Ended::Closed => tracing::debug!(%peer, node = %from, "Raft connection closed"),
         Ended::Idle => tracing::debug!(%peer, node = %from, "closed an idle Raft connection"),
@@ -199,7 +244,7 @@ impl fmt::Display for Refused {
 async fn handshake<C: RaftTypeConfig>(
     tcp: TcpStream,
     config: &TcpConfig,
-    raft: &Raft<C>,
+    me: C::NodeId,
     decoder: &mut FrameDecoder,
 ) -> Result<(Box<dyn Io>, C::NodeId), Refused> {
     let (mut io, peer_cert) = secure(tcp, config).await?;
@@ -210,9 +255,9 @@ async fn handshake<C: RaftTypeConfig>(
         Ok(_) => return Err(Refused("the first message is not a hello".into())),
         Err(e) => return Err(Refused(format!("hello: {e}"))),
     };
-    match check_hello(&hello, config, raft.id(), peer_cert.as_ref()) {
+    match check_hello(&hello, config, me, peer_cert.as_ref()) {
         Ok(()) => {
-            let welcome = ToClient::<C>::Welcome { cluster_id: config.cluster_id.clone(), node_id: raft.id() };
+            let welcome = ToClient::<C>::Welcome { cluster_id: config.cluster_id.clone(), node_id: me };
             send_now(&mut io, &welcome, config).await.map_err(|e| Refused(format!("welcome: {e}")))?;
             Ok((io, hello.from))
         }
@@ -278,182 +323,4 @@ async fn send_now<C: RaftTypeConfig>(
     let frame = encode_frame(msg, config.max_frame_bytes).map_err(|e| e.to_string())?;
     io.write_all(&frame).await.map_err(|e| e.to_string())?;
     io.flush().await.map_err(|e| e.to_string())
-}
-
-/// Why a connection's service ended.
-enum Ended {
-    Closed,
-    Idle,
-    Io(String),
-    Protocol(String),
-}
-
-/// Serve calls and replication streams until the connection ends.
-async fn serve_calls<C: RaftTypeConfig>(
-    io: Box<dyn Io>,
-    mut decoder: FrameDecoder,
-    config: &TcpConfig,
-    raft: Raft<C>,
-) -> Ended {
-    let (mut rd, wr) = tokio::io::split(io);
-    let (tx, mut rx) = mpsc::channel::<Bytes>(config.send_queue.max(1));
-    let mut writer = tokio::spawn(async move { write_frames(wr, &mut rx).await });
-    let mut service = Service {
-        raft,
-        tx,
-        max_frame_bytes: config.max_frame_bytes,
-        calls: Arc::new(Semaphore::new(config.max_calls_per_connection.max(1))),
-        max_calls: config.max_calls_per_connection.max(1),
-        streams: HashMap::new(),
-        highest_stream: 0,
-        tasks: JoinSet::new(),
-    };
-    let ended = loop {
-        let frame = tokio::select! {
-            read = next_frame(&mut rd, &mut decoder, config.idle_timeout) => read,
-            written = &mut writer => {
-                break match written {
-                    Ok(Err(e)) => Ended::Io(format!("writing failed: {e}")),
-                    _ => Ended::Closed,
-                };
-            }
-        };
-        let frame = match frame {
-            Ok(Some(frame)) => frame,
-            Ok(None) if service.is_busy() => continue,
-            Ok(None) => break Ended::Idle,
-            Err(ReadError::Eof) => break Ended::Closed,
-            Err(ReadError::Io(e)) => break Ended::Io(e.to_string()),
-            Err(ReadError::Frame(e)) => break Ended::Protocol(e.to_string()),
-        };
-        let msg = match decode::<ToServer<C>>(&frame) {
-            Ok(msg) => msg,
-            Err(e) => break Ended::Protocol(e.to_string()),
-        };
-        if let Err(e) = service.handle(msg).await {
-            break Ended::Protocol(e);
-        }
-    };
-    writer.abort();
-    service.tasks.abort_all();
-    ended
-}
-
-/// The next frame, or `None` if none arrived within `idle`. Cancel safe, as [`read_frame`].
-async fn next_frame<R: AsyncRead + Unpin>(
-    rd: &mut R,
-    decoder: &mut FrameDecoder,
-    idle: Duration,
-) -> Result<Option<Bytes>, ReadError> {
-    match tokio::time::timeout(idle, read_frame(rd, decoder)).await {
-        Ok(frame) => frame.map(Some),
-        Err(_) => Ok(None),
-    }
-}
-
-/// The calls and streams of one connection.
-struct Service<C: RaftTypeConfig> {
-    raft: Raft<C>,
-    tx: mpsc::Sender<Bytes>,
-    max_frame_bytes: usize,
-    calls: Arc<Semaphore>,
-    max_calls: usize,
-    /// Open streams: where their requests go.
-    streams: HashMap<u64, mpsc::Sender<AppendEntriesRequest<C>>>,
-    /// Stream ids only grow: a request for a lower id not in `streams` is for an ended stream.
-    highest_stream: u64,
-    tasks: JoinSet<()>,
-}
-
-/// Requests a stream buffers before the reader waits for the node to take them.
-const STREAM_QUEUE: usize = 64;
-
-impl<C: RaftTypeConfig> Service<C> {
-    fn is_busy(&self) -> bool {
-        !self.streams.is_empty() || self.calls.available_permits() < self.max_calls
-    }
-
-    /// Handle one message of the client. An error is a protocol violation: the connection
-    /// closes.
-    async fn handle(&mut self, msg: ToServer<C>) -> Result<(), String> {
-        while self.tasks.try_join_next().is_some() {}
-        match msg {
-            ToServer::Hello(_) => return Err("a second hello".into()),
-            ToServer::Call { id, rpc } => {
-                // Waits while the connection has its most calls running: reads stop, and TCP
-                // pushes back on the client.
-                let permit = self.calls.clone().acquire_owned().await.map_err(|_| "closed".to_string())?;
-                let (raft, tx, max) = (self.raft.clone(), self.tx.clone(), self.max_frame_bytes);
-                self.tasks.spawn(execute(raft, id, rpc, tx, max, permit));
-            }
-            ToServer::Append { stream, req } => {
-                if let Some(requests) = self.streams.get(&stream) {
-                    // Waits while the node has the stream's window full (back-pressure).
-                    if requests.send(req).await.is_err() {
-                        // The node ended the stream (after an error answer): drop the rest.
-                        self.streams.remove(&stream);
-                    }
-                } else if stream > self.highest_stream {
-                    self.highest_stream = stream;
-                    let (requests, rx) = mpsc::channel(STREAM_QUEUE);
-                    let _ = requests.try_send(req);
-                    self.streams.insert(stream, requests);
-                    let (raft, tx, max) = (self.raft.clone(), self.tx.clone(), self.max_frame_bytes);
-                    self.tasks.spawn(run_stream(raft, stream, rx, tx, max));
-                }
-            }
-            ToServer::EndStream { stream } => {
-                self.streams.remove(&stream);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Execute one call and queue its answer.
-async fn execute<C: RaftTypeConfig>(
-    raft: Raft<C>,
-    id: u64,
-    rpc: Rpc<C>,
-    tx: mpsc::Sender<Bytes>,
-    max_frame_bytes: usize,
-    _permit: OwnedSemaphorePermit,
-) {
-    let reply = match rpc {
-        Rpc::Vote(r) => Reply::Vote(raft.vote(r).await),
-        Rpc::AppendEntries(r) => Reply::AppendEntries(raft.append_entries(r).await),
-        Rpc::InstallSnapshot(r) => Reply::InstallSnapshot(raft.install_snapshot(r).await),
-        Rpc::TransferLeader(r) => Reply::TransferLeader(raft.handle_transfer_leader(r).await),
-    };
-    queue(&tx, &ToClient::Reply { id, reply }, max_frame_bytes).await;
-}
-
-/// Feed one stream's requests to [`Raft::stream_append`] and queue its answers, in order.
-async fn run_stream<C: RaftTypeConfig>(
-    raft: Raft<C>,
-    stream: u64,
-    requests: mpsc::Receiver<AppendEntriesRequest<C>>,
-    tx: mpsc::Sender<Bytes>,
-    max_frame_bytes: usize,
-) {
-    let input = futures_util::stream::unfold(requests, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
-    let mut answers = std::pin::pin!(raft.stream_append(input));
-    while let Some(resp) = answers.next().await {
-        if !queue(&tx, &ToClient::Appended { stream, resp }, max_frame_bytes).await {
-            return;
-        }
-    }
-    queue(&tx, &ToClient::<C>::StreamEnded { stream }, max_frame_bytes).await;
-}
-
-/// Queue `msg` for the writer; `false` if the connection is gone.
-async fn queue<C: RaftTypeConfig>(tx: &mpsc::Sender<Bytes>, msg: &ToClient<C>, max_frame_bytes: usize) -> bool {
-    match encode_frame(msg, max_frame_bytes) {
-        Ok(frame) => tx.send(frame).await.is_ok(),
-        Err(e) => {
-            // Only an answer over the frame limit can fail here: the client's call times out.
-            tracing::warn!(error = %e, "cannot send an answer");
-            true
-        }
-    }
 }

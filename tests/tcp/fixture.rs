@@ -1,10 +1,12 @@
-//! Certificates made at test time, and nodes on the test kit's storage served over TCP.
+//! Certificates made at test time, and nodes on the test kit's storage served over TCP: single
+//! Rafts ([`Cluster`]) and group hosts ([`HostCluster`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quorate::tcp::{ServerHandle, TcpConfig, TcpNetworkFactory, TcpServer, TlsConfig, node_name};
+use quorate::multi::{GroupHost, GroupId, HostConfig};
+use quorate::tcp::{ServerHandle, TcpConfig, TcpHostNetwork, TcpNetworkFactory, TcpServer, TlsConfig, node_name};
 use quorate::testing::{MemLogStore, MemStateMachine, TypeConfig};
 use quorate::{BasicNode, Config, Raft};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
@@ -179,5 +181,133 @@ impl CountingProxy {
 impl Drop for CountingProxy {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A group host on the TCP transport.
+pub type TcpHost = GroupHost<C, TcpHostNetwork<C>>;
+
+/// Host settings for loopback on a busy machine: a peer is suspected only after several
+/// missed beats.
+pub fn host_config() -> HostConfig {
+    HostConfig {
+        beat_interval: Duration::from_millis(50),
+        suspect_after: Duration::from_millis(250),
+        ..HostConfig::default()
+    }
+}
+
+/// Raft settings of a hosted group: elections slower than the host's `suspect_after`.
+pub fn group_config() -> Arc<Config> {
+    Arc::new(Config {
+        heartbeat_interval: Duration::from_millis(50),
+        election_timeout_min: Duration::from_millis(400),
+        election_timeout_max: Duration::from_millis(800),
+        ..Config::default()
+    })
+}
+
+/// One group of a host: its Raft and its state machine.
+pub struct Group {
+    pub raft: Raft<C>,
+    pub sm: MemStateMachine,
+}
+
+/// One node running a group host, served over TCP.
+pub struct HostNode {
+    pub id: u64,
+    pub host: TcpHost,
+    pub addr: String,
+    pub server: ServerHandle,
+    pub groups: BTreeMap<GroupId, Group>,
+}
+
+impl HostNode {
+    /// Start node `id`'s host with `config`, served with `tcp` on a fresh loopback port.
+    pub async fn start(id: u64, tcp: TcpConfig, config: HostConfig) -> Self {
+        let server = TcpServer::bind("127.0.0.1:0".parse().unwrap(), tcp.clone()).await.unwrap();
+        let addr = server.local_addr().unwrap().to_string();
+        let host = GroupHost::new(id, config, TcpHostNetwork::new(id, tcp)).unwrap();
+        let server = server.serve_host(host.clone()).unwrap();
+        Self { id, host, addr, server, groups: BTreeMap::new() }
+    }
+
+    /// Create group `group` on this host, on the test kit's storage.
+    pub async fn create_group(&mut self, group: GroupId) {
+        let sm = MemStateMachine::new();
+        let raft = self.host.create_group(group, group_config(), MemLogStore::new(), sm.clone()).await.unwrap();
+        self.groups.insert(group, Group { raft, sm });
+    }
+
+    pub fn basic(&self) -> BasicNode {
+        BasicNode::new(&self.addr)
+    }
+
+    pub fn group(&self, group: GroupId) -> &Group {
+        &self.groups[&group]
+    }
+}
+
+/// Nodes `1..=n`, each a group host running the same groups.
+pub struct HostCluster {
+    pub nodes: Vec<HostNode>,
+}
+
+impl HostCluster {
+    /// Start `n` hosts (`tcp(id)` gives each its settings), each serving before any group
+    /// exists, and create `groups` on every one.
+    pub async fn start(n: u64, groups: std::ops::Range<GroupId>, tcp: impl Fn(u64) -> TcpConfig) -> Self {
+        let mut nodes = Vec::new();
+        for id in 1..=n {
+            nodes.push(HostNode::start(id, tcp(id), host_config()).await);
+        }
+        for node in &mut nodes {
+            for group in groups.clone() {
+                node.create_group(group).await;
+            }
+        }
+        Self { nodes }
+    }
+
+    pub fn node(&self, id: u64) -> &HostNode {
+        &self.nodes[id as usize - 1]
+    }
+
+    pub fn members(&self) -> BTreeMap<u64, BasicNode> {
+        self.nodes.iter().map(|n| (n.id, n.basic())).collect()
+    }
+
+    /// The ids of the groups every node runs.
+    pub fn groups(&self) -> Vec<GroupId> {
+        self.nodes[0].groups.keys().copied().collect()
+    }
+
+    /// Initialize every group, each through another node in turn (so that leaders spread over
+    /// the nodes), and wait until each has a leader; the leaders by group.
+    pub async fn init(&self) -> BTreeMap<GroupId, u64> {
+        let members = self.members();
+        for (k, group) in self.groups().into_iter().enumerate() {
+            let node = &self.nodes[k % self.nodes.len()];
+            node.group(group).raft.initialize(members.clone()).await.unwrap();
+        }
+        let mut leaders = BTreeMap::new();
+        for (k, group) in self.groups().into_iter().enumerate() {
+            let node = &self.nodes[k % self.nodes.len()];
+            let m = node
+                .group(group)
+                .raft
+                .wait(Some(WAIT))
+                .metrics(|m| m.current_leader.is_some(), format!("a leader of group {group}"))
+                .await
+                .unwrap();
+            leaders.insert(group, m.current_leader.unwrap());
+        }
+        leaders
+    }
+
+    pub async fn stop(&self) {
+        for node in &self.nodes {
+            node.host.shutdown().await.unwrap();
+        }
     }
 }

@@ -1,0 +1,355 @@
+//! The service of one accepted connection, after its handshake: route each call and stream to
+//! the Raft that serves it ([`Served`]: a node's single Raft, or a group of a
+//! [`GroupHost`]), deliver beats, and queue the answers.
+//!
+//! What cannot be routed is answered, never misrouted: a call or stream for a group the host
+//! does not run, for a group on a single-group server, or for no group on a host, gets a
+//! [`ToClient::NotServed`] (a stream so answered is over). A beat is delivered only if it
+//! comes from the node that said hello on this connection (with TLS, the node its certificate
+//! names).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::AsyncRead;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use super::config::TcpConfig;
+use super::io::{Io, ReadError, read_frame, write_frames};
+use super::log_limit::RateLimit;
+use super::message::{Reply, Rpc, ToClient, ToServer};
+use super::wire::{FrameDecoder, decode, encode_frame};
+use crate::multi::{GroupHost, GroupId, HostNetwork, NodeBeat};
+use crate::{AppendEntriesRequest, Raft, RaftTypeConfig};
+
+/// What a server feeds: the node's single [`Raft`], or the groups of a [`GroupHost`].
+pub(crate) trait Served<C: RaftTypeConfig>: Send + Sync + 'static {
+    /// The node served.
+    fn node_id(&self) -> C::NodeId;
+
+    /// The Raft that serves messages to `group` (`None`: to the node's single Raft), or why
+    /// nothing does.
+    fn raft(&self, group: Option<GroupId>) -> Result<Raft<C>, String>;
+
+    /// Deliver a peer's beat (already checked to come from the connection's node), or say why
+    /// it cannot be.
+    fn beat(&self, beat: NodeBeat<C>) -> Result<(), String>;
+}
+
+impl<C: RaftTypeConfig> Served<C> for Raft<C> {
+    fn node_id(&self) -> C::NodeId {
+        self.id()
+    }
+
+    fn raft(&self, group: Option<GroupId>) -> Result<Raft<C>, String> {
+        match group {
+            None => Ok(self.clone()),
+            Some(group) => Err(format!("node {} runs a single Raft, not groups (asked for group {group})", self.id())),
+        }
+    }
+
+    fn beat(&self, _beat: NodeBeat<C>) -> Result<(), String> {
+        Err(format!("node {} runs a single Raft and takes no beats", self.id()))
+    }
+}
+
+impl<C: RaftTypeConfig, N: HostNetwork<C>> Served<C> for GroupHost<C, N> {
+    fn node_id(&self) -> C::NodeId {
+        self.id()
+    }
+
+    fn raft(&self, group: Option<GroupId>) -> Result<Raft<C>, String> {
+        match group {
+            Some(group) => self.group(group).ok_or_else(|| format!("node {} runs no group {group}", self.id())),
+            None => Err(format!("node {} runs groups: a message must name one", self.id())),
+        }
+    }
+
+    fn beat(&self, beat: NodeBeat<C>) -> Result<(), String> {
+        self.receive_beat(beat);
+        Ok(())
+    }
+}
+
+/// What a server logs about peers it refuses or drops, at most once a second each.
+pub(crate) struct Refusals {
+    pub(crate) handshake: RateLimit,
+    pub(crate) protocol: RateLimit,
+    /// Beats whose `from` is not the connection's node.
+    pub(crate) forged_beats: RateLimit,
+    /// Beats to a server that has no host.
+    pub(crate) misrouted_beats: RateLimit,
+}
+
+impl Refusals {
+    pub(crate) fn new() -> Self {
+        let second = || RateLimit::new(Duration::from_secs(1));
+        Self { handshake: second(), protocol: second(), forged_beats: second(), misrouted_beats: second() }
+    }
+}
+
+/// Why a connection's service ended.
+pub(crate) enum Ended {
+    Closed,
+    Idle,
+    Io(String),
+    Protocol(String),
+}
+
+/// Who is on the other end of a connection: its address, and the node it proved to be (with
+/// TLS) or claimed to be (plain TCP) in its hello.
+pub(crate) struct Peer<C: RaftTypeConfig> {
+    pub(crate) addr: SocketAddr,
+    pub(crate) node: C::NodeId,
+}
+
+/// Serve calls, replication streams and beats until the connection ends.
+pub(crate) async fn serve_calls<C: RaftTypeConfig>(
+    io: Box<dyn Io>,
+    mut decoder: FrameDecoder,
+    config: &TcpConfig,
+    served: Arc<dyn Served<C>>,
+    peer: Peer<C>,
+    refusals: &Refusals,
+) -> Ended {
+    let (mut rd, wr) = tokio::io::split(io);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(config.send_queue.max(1));
+    let mut writer = tokio::spawn(async move { write_frames(wr, &mut rx).await });
+    let mut service = Service {
+        served,
+        peer,
+        refusals,
+        tx,
+        max_frame_bytes: config.max_frame_bytes,
+        calls: Arc::new(Semaphore::new(config.max_calls_per_connection.max(1))),
+        max_calls: config.max_calls_per_connection.max(1),
+        streams: HashMap::new(),
+        highest_stream: 0,
+        tasks: JoinSet::new(),
+    };
+    let ended = loop {
+        let frame = tokio::select! {
+            read = next_frame(&mut rd, &mut decoder, config.idle_timeout) => read,
+            written = &mut writer => {
+                break match written {
+                    Ok(Err(e)) => Ended::Io(format!("writing failed: {e}")),
+                    _ => Ended::Closed,
+                };
+            }
+        };
+        let frame = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) if service.is_busy() => continue,
+            Ok(None) => break Ended::Idle,
+            Err(ReadError::Eof) => break Ended::Closed,
+            Err(ReadError::Io(e)) => break Ended::Io(e.to_string()),
+            Err(ReadError::Frame(e)) => break Ended::Protocol(e.to_string()),
+        };
+        let msg = match decode::<ToServer<C>>(&frame) {
+            Ok(msg) => msg,
+            Err(e) => break Ended::Protocol(e.to_string()),
+        };
+        if let Err(e) = service.handle(msg).await {
+            break Ended::Protocol(e);
+        }
+    };
+    writer.abort();
+    service.tasks.abort_all();
+    ended
+}
+
+/// The next frame, or `None` if none arrived within `idle`. Cancel safe, as [`read_frame`].
+async fn next_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    decoder: &mut FrameDecoder,
+    idle: Duration,
+) -> Result<Option<Bytes>, ReadError> {
+    match tokio::time::timeout(idle, read_frame(rd, decoder)).await {
+        Ok(frame) => frame.map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
+/// An open stream: the group it was opened for, and where its requests go.
+struct OpenStream<C: RaftTypeConfig> {
+    group: Option<GroupId>,
+    requests: mpsc::Sender<AppendEntriesRequest<C>>,
+}
+
+/// The calls and streams of one connection.
+struct Service<'a, C: RaftTypeConfig> {
+    served: Arc<dyn Served<C>>,
+    peer: Peer<C>,
+    refusals: &'a Refusals,
+    tx: mpsc::Sender<Bytes>,
+    max_frame_bytes: usize,
+    calls: Arc<Semaphore>,
+    max_calls: usize,
+    /// Open streams.
+    streams: HashMap<u64, OpenStream<C>>,
+    /// Stream ids only grow: a request for a lower id not in `streams` is for an ended stream.
+    highest_stream: u64,
+    tasks: JoinSet<()>,
+}
+
+/// Requests a stream buffers before the reader waits for the node to take them.
+const STREAM_QUEUE: usize = 64;
+
+impl<C: RaftTypeConfig> Service<'_, C> {
+    fn is_busy(&self) -> bool {
+        !self.streams.is_empty() || self.calls.available_permits() < self.max_calls
+    }
+
+    /// Handle one message of the client. An error is a protocol violation: the connection
+    /// closes.
+    async fn handle(&mut self, msg: ToServer<C>) -> Result<(), String> {
+        while self.tasks.try_join_next().is_some() {}
+        match msg {
+            ToServer::Hello(_) => return Err("a second hello".into()),
+            ToServer::Call { id, rpc } => self.call(None, id, rpc).await?,
+            ToServer::GroupCall { group, id, rpc } => self.call(Some(group), id, rpc).await?,
+            ToServer::Append { stream, req } => self.append(None, stream, req).await?,
+            ToServer::GroupAppend { group, stream, req } => self.append(Some(group), stream, req).await?,
+            ToServer::EndStream { stream } => {
+                self.streams.remove(&stream);
+            }
+            ToServer::Beat(beat) => self.beat(beat),
+        }
+        Ok(())
+    }
+
+    /// Run call `id` to `group` in a task of its own, or answer that nothing serves it.
+    async fn call(&mut self, group: Option<GroupId>, id: u64, rpc: Rpc<C>) -> Result<(), String> {
+        let raft = match self.served.raft(group) {
+            Ok(raft) => raft,
+            Err(reason) => {
+                self.not_served(id, reason).await;
+                return Ok(());
+            }
+        };
+        // Waits while the connection has its most calls running: reads stop, and TCP pushes
+        // back on the client.
+        let permit = self.calls.clone().acquire_owned().await.map_err(|_| "closed".to_string())?;
+        let (tx, max) = (self.tx.clone(), self.max_frame_bytes);
+        self.tasks.spawn(execute(raft, id, rpc, tx, max, permit));
+        Ok(())
+    }
+
+    /// Feed the next request of `stream` to its Raft, opening the stream on its first request.
+    async fn append(
+        &mut self,
+        group: Option<GroupId>,
+        stream: u64,
+        req: AppendEntriesRequest<C>,
+    ) -> Result<(), String> {
+        if let Some(open) = self.streams.get(&stream) {
+            if open.group != group {
+                return Err(format!("stream {stream} was opened for group {:?}, not {group:?}", open.group));
+            }
+            // Waits while the node has the stream's window full (back-pressure).
+            if open.requests.send(req).await.is_err() {
+                // The node ended the stream (after an error answer): drop the rest.
+                self.streams.remove(&stream);
+            }
+            return Ok(());
+        }
+        if stream <= self.highest_stream {
+            return Ok(());
+        }
+        self.highest_stream = stream;
+        let raft = match self.served.raft(group) {
+            Ok(raft) => raft,
+            // The stream is over at once: its later requests are below `highest_stream` and
+            // not open, so they are dropped.
+            Err(reason) => {
+                self.not_served(stream, reason).await;
+                return Ok(());
+            }
+        };
+        let (requests, rx) = mpsc::channel(STREAM_QUEUE);
+        let _ = requests.try_send(req);
+        self.streams.insert(stream, OpenStream { group, requests });
+        let (tx, max) = (self.tx.clone(), self.max_frame_bytes);
+        self.tasks.spawn(run_stream(raft, stream, rx, tx, max));
+        Ok(())
+    }
+
+    /// Answer call or stream `id` that nothing here serves it.
+    async fn not_served(&self, id: u64, reason: String) {
+        tracing::debug!(peer = %self.peer.addr, node = %self.peer.node, id, %reason, "not served");
+        queue(&self.tx, &ToClient::<C>::NotServed { id, reason }, self.max_frame_bytes).await;
+    }
+
+    /// Deliver `beat` if it speaks for the connection's own node; drop it otherwise: a beat
+    /// keeps the groups quiesced under its node asleep, so only that node may send it.
+    fn beat(&self, beat: NodeBeat<C>) {
+        let Peer { addr, node } = &self.peer;
+        if beat.from != *node {
+            if let Some(suppressed) = self.refusals.forged_beats.allow() {
+                tracing::warn!(
+                    peer = %addr, %node, claimed = %beat.from, suppressed,
+                    "dropped a beat that claims to come from another node"
+                );
+            }
+            return;
+        }
+        if let Err(reason) = self.served.beat(beat) {
+            if let Some(suppressed) = self.refusals.misrouted_beats.allow() {
+                tracing::warn!(peer = %addr, %node, %reason, suppressed, "dropped a beat");
+            }
+        }
+    }
+}
+
+/// Execute one call and queue its answer.
+async fn execute<C: RaftTypeConfig>(
+    raft: Raft<C>,
+    id: u64,
+    rpc: Rpc<C>,
+    tx: mpsc::Sender<Bytes>,
+    max_frame_bytes: usize,
+    _permit: OwnedSemaphorePermit,
+) {
+    let reply = match rpc {
+        Rpc::Vote(r) => Reply::Vote(raft.vote(r).await),
+        Rpc::AppendEntries(r) => Reply::AppendEntries(raft.append_entries(r).await),
+        Rpc::InstallSnapshot(r) => Reply::InstallSnapshot(raft.install_snapshot(r).await),
+        Rpc::TransferLeader(r) => Reply::TransferLeader(raft.handle_transfer_leader(r).await),
+    };
+    queue(&tx, &ToClient::Reply { id, reply }, max_frame_bytes).await;
+}
+
+/// Feed one stream's requests to [`Raft::stream_append`] and queue its answers, in order.
+async fn run_stream<C: RaftTypeConfig>(
+    raft: Raft<C>,
+    stream: u64,
+    requests: mpsc::Receiver<AppendEntriesRequest<C>>,
+    tx: mpsc::Sender<Bytes>,
+    max_frame_bytes: usize,
+) {
+    let input = futures_util::stream::unfold(requests, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+    let mut answers = std::pin::pin!(raft.stream_append(input));
+    while let Some(resp) = answers.next().await {
+        if !queue(&tx, &ToClient::Appended { stream, resp }, max_frame_bytes).await {
+            return;
+        }
+    }
+    queue(&tx, &ToClient::<C>::StreamEnded { stream }, max_frame_bytes).await;
+}
+
+/// Queue `msg` for the writer; `false` if the connection is gone.
+async fn queue<C: RaftTypeConfig>(tx: &mpsc::Sender<Bytes>, msg: &ToClient<C>, max_frame_bytes: usize) -> bool {
+    match encode_frame(msg, max_frame_bytes) {
+        Ok(frame) => tx.send(frame).await.is_ok(),
+        Err(e) => {
+            // Only an answer over the frame limit can fail here: the client's call times out.
+            tracing::warn!(error = %e, "cannot send an answer");
+            true
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Many Raft groups per node over the transport: every group of a `GroupHost` and its beats
+//! travel over one connection per ordered node pair; calls to groups a host does not run are
+//! answered as unreachable without harm; beats count only from the node that opened the
+//! connection.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use quorate::error::{ClientWriteError, RaftError};
+use quorate::multi::{HostConfig, HostNetwork, NodeBeat};
+use quorate::tcp::{TcpConfig, TcpHostNetwork, TcpNetworkFactory};
+use quorate::testing::Request;
+use quorate::{BasicNode, LeaderId, LogId, RPCError, RPCOption, RaftNetwork, RaftNetworkFactory, Vote, VoteRequest};
+
+use crate::fixture::{C, HostCluster, HostNode, Node, Pki, WAIT};
+
+/// Write `count` keys into `group`, following the leader if it moves; the last log index.
+async fn write_group(cluster: &HostCluster, group: u64, mut leader: u64, count: u64) -> u64 {
+    let mut last = 0;
+    let mut k = 0;
+    while k < count {
+        let raft = &cluster.node(leader).group(group).raft;
+        match raft.client_write(Request::set(format!("g{group}-k{k}"), format!("v{k}"))).await {
+            Ok(resp) => {
+                last = resp.log_id.index;
+                k += 1;
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                leader = match f.leader_id {
+                    Some(id) => id,
+                    None => {
+                        let m = raft
+                            .wait(Some(WAIT))
+                            .metrics(|m| m.current_leader.is_some_and(|l| l != leader), "a new leader")
+                            .await
+                            .unwrap();
+                        m.current_leader.unwrap()
+                    }
+                };
+            }
+            Err(e) => panic!("group {group}: {e}"),
+        }
+    }
+    last
+}
+
+/// Elect every group, write `writes` keys into each (all groups at once), and wait until every
+/// node applied them all.
+async fn elect_and_commit_every_group(cluster: &HostCluster, writes: u64) {
+    let leaders = cluster.init().await;
+    let lasts = futures_util::future::join_all(
+        leaders
+            .iter()
+            .map(|(&group, &leader)| async move { (group, write_group(cluster, group, leader, writes).await) }),
+    )
+    .await;
+    for (group, last) in lasts {
+        for node in &cluster.nodes {
+            let g = node.group(group);
+            g.raft.wait(Some(WAIT)).applied_index_at_least(Some(last), format!("group {group}")).await.unwrap();
+            let data = g.sm.data();
+            for k in 0..writes {
+                assert_eq!(
+                    data.get(&format!("g{group}-k{k}")),
+                    Some(&format!("v{k}")),
+                    "node {} group {group}",
+                    node.id
+                );
+            }
+        }
+    }
+}
+
+/// Wait until `cond` holds (state the transport exposes without a watch channel), polling.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let polled = async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, polled).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+/// Every node hears every other node's beats.
+async fn beats_arrive(cluster: &HostCluster) {
+    for node in &cluster.nodes {
+        for peer in &cluster.nodes {
+            if peer.id != node.id {
+                eventually(&format!("node {} hearing node {}", node.id, peer.id), || node.host.is_live(&peer.id)).await;
+            }
+        }
+    }
+}
+
+/// Every group elects and commits, every node hears the others' beats, and every node keeps
+/// one connection to each other node, for all its groups and its beats.
+async fn serves_every_group_over_one_connection_per_node_pair(cluster: HostCluster) {
+    elect_and_commit_every_group(&cluster, 5).await;
+    beats_arrive(&cluster).await;
+    // Beats go to every peer of every group, so every node has opened a connection to both
+    // others: each server accepted exactly two, whatever the number of groups.
+    for node in &cluster.nodes {
+        assert_eq!(node.server.accepted_connections(), 2, "connections accepted by node {}", node.id);
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_groups_on_three_hosts_commit_over_one_connection_per_node_pair() {
+    let cluster = HostCluster::start(3, 1..21, |_| TcpConfig::new("groups")).await;
+    serves_every_group_over_one_connection_per_node_pair(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_group_host_cluster_elects_and_commits() {
+    let pki = Pki::new("groups CA");
+    let tcp = |id| TcpConfig::new("tls-groups").with_tls(pki.node("tls-groups", id));
+    serves_every_group_over_one_connection_per_node_pair(HostCluster::start(3, 1..6, tcp).await).await;
+}
+
+fn vote_request(from: u64) -> VoteRequest<C> {
+    VoteRequest::new(Vote::new(1, from), Some(LogId::new(LeaderId::new(1, from), 0)))
+}
+
+fn option() -> RPCOption {
+    RPCOption::new(WAIT)
+}
+
+fn assert_unreachable(e: RPCError, says: &str) {
+    match e {
+        RPCError::Unreachable(e) => assert!(e.to_string().contains(says), "{e}"),
+        other => panic!("expected Unreachable ({says}), got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_group_the_host_does_not_run_is_unreachable_and_harmless() {
+    const CLUSTER: &str = "absent";
+    let mut follower = HostNode::start(2, TcpConfig::new(CLUSTER), HostConfig::default()).await;
+    follower.create_group(1).await;
+    let target = follower.basic();
+    let network = TcpHostNetwork::<C>::new(1, TcpConfig::new(CLUSTER));
+
+    // A call to group 99, which node 2 does not run.
+    let mut absent = network.group(99).new_client(2, &target).await;
+    assert_unreachable(absent.vote(vote_request(1), option()).await.unwrap_err(), "runs no group 99");
+
+    // A replication stream to group 99 ends at once, with the same error.
+    let input = futures_util::stream::iter(vec![quorate::AppendEntriesRequest::<C> {
+        vote: Vote::new_committed(1, 1),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+        quiesce: false,
+    }]);
+    let mut answers = absent.stream_append(input, option()).await.unwrap();
+    assert_unreachable(answers.next().await.unwrap().unwrap_err(), "runs no group 99");
+    assert!(answers.next().await.is_none(), "the stream ended");
+    drop(answers);
+
+    // The connection is still up and serves group 1.
+    let mut present = network.group(1).new_client(2, &target).await;
+    let resp = present.vote(vote_request(1), option()).await.unwrap();
+    assert!(resp.vote_granted, "{resp:?}");
+    assert_eq!(follower.server.accepted_connections(), 1);
+
+    // A single-group client is told to name a group.
+    let mut single = TcpNetworkFactory::<C>::new(1, TcpConfig::new(CLUSTER)).new_client(2, &target).await;
+    assert_unreachable(single.vote(vote_request(1), option()).await.unwrap_err(), "must name one");
+    follower.host.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_raft_server_refuses_group_calls_and_serves_on() {
+    const CLUSTER: &str = "single";
+    let mut node = Node::start(2, TcpConfig::new(CLUSTER)).await;
+    let target = node.basic();
+    let network = TcpHostNetwork::<C>::new(1, TcpConfig::new(CLUSTER));
+    let mut grouped = network.group(1).new_client(2, &target).await;
+    assert_unreachable(grouped.vote(vote_request(1), option()).await.unwrap_err(), "runs a single Raft");
+    // Its beats are dropped, and the connection serves on.
+    let beat = NodeBeat { from: 1, incarnation: 1, generation: 0 };
+    network.send_beat(2, &target, beat, option()).await.unwrap();
+    assert_unreachable(grouped.vote(vote_request(1), option()).await.unwrap_err(), "runs a single Raft");
+    assert_eq!(node.server.as_ref().unwrap().accepted_connections(), 1, "the connection served on");
+
+    let mut single = TcpNetworkFactory::<C>::new(1, TcpConfig::new(CLUSTER)).new_client(2, &target).await;
+    assert!(single.vote(vote_request(1), option()).await.unwrap().vote_granted);
+    node.stop().await;
+}
+
+/// A stranger (node 7, by its hello) sends a beat that claims to be node 3's: it is dropped,
+/// and node 3 never looks live; node 7's own beat on the same connection counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_beat_that_claims_another_node_is_dropped() {
+    const CLUSTER: &str = "forged";
+    // Slow beats and a long suspicion: a peer once heard stays live for the whole test.
+    let config =
+        HostConfig { beat_interval: Duration::from_secs(1), suspect_after: Duration::from_secs(600), quiesce: true };
+    let node = HostNode::start(1, TcpConfig::new(CLUSTER), config).await;
+    let target: BasicNode = node.basic();
+    let stranger = TcpHostNetwork::<C>::new(7, TcpConfig::new(CLUSTER));
+
+    let forged = NodeBeat { from: 3, incarnation: 1, generation: 0 };
+    stranger.send_beat(1, &target, forged, option()).await.unwrap();
+    let own = NodeBeat { from: 7, incarnation: 1, generation: 0 };
+    stranger.send_beat(1, &target, own, option()).await.unwrap();
+
+    // The server handles a connection's frames in order: once node 7's beat has counted, the
+    // forged one before it has been handled.
+    eventually("node 7's own beat", || node.host.is_live(&7)).await;
+    assert!(!node.host.is_live(&3), "a forged beat made node 3 look live");
+    assert_eq!(node.server.accepted_connections(), 1, "both beats on one connection");
+    node.host.shutdown().await.unwrap();
+}
