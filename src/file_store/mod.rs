@@ -129,14 +129,19 @@
 
 mod disk;
 mod error;
+mod frame;
+mod handle;
 mod lock;
 mod log_store;
+mod mem_log;
 mod observer;
 mod record;
+mod recovery;
 mod writer;
 
 pub use disk::{Disk, DiskFile, FsDisk};
 pub use error::FileStoreError;
 pub use lock::DataDirLock;
-pub use log_store::{FileLogReader, FileLogStore, FileStoreOptions};
+pub use log_store::{FileLogStore, FileStoreOptions};
+pub use mem_log::FileLogReader;
 pub use observer::{SyncObserver, SyncedBatch};
