@@ -107,3 +107,35 @@ pub(crate) fn segment_name(seq: u64) -> String {
 pub(crate) fn segment_seq(name: &str) -> Option<u64> {
     name.strip_prefix("seg-")?.strip_suffix(".log")?.parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_reads_back_and_any_damage_to_it_is_refused() {
+        let mut buf = Vec::new();
+        encode(&(7u64, "seven"), &mut buf).unwrap();
+        let (payload, len) = read_frame(&buf).unwrap();
+        assert_eq!(len, buf.len());
+        assert_eq!(postcard::from_bytes::<(u64, String)>(payload).unwrap(), (7, "seven".to_string()));
+
+        assert!(read_frame(&buf[..buf.len() - 1]).is_none(), "cut short");
+        let mut flipped = buf.clone();
+        flipped[FRAME_HEADER] ^= 1;
+        assert!(read_frame(&flipped).is_none(), "crc mismatch");
+        assert!(read_frame(&[0; 16]).is_none(), "zeros are not a frame");
+        let mut huge = buf.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(read_frame(&huge).is_none(), "a length past the data");
+        assert!(valid_frame_after(&[&[9u8; 3][..], &buf].concat(), 0));
+    }
+
+    #[test]
+    fn segment_names_sort_and_parse_back() {
+        assert_eq!(segment_name(42), "seg-0000000042.log");
+        assert_eq!(segment_seq(&segment_name(42)), Some(42));
+        assert_eq!(segment_seq("seg-x.log"), None);
+        assert!(segment_name(9) < segment_name(10));
+    }
+}

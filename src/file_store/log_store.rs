@@ -84,6 +84,9 @@ impl<C: RaftTypeConfig> LogQueue<C> for OneLog<C> {
     }
 }
 
+/// The greatest entry index a segment ever held, if it held any.
+type Held = Option<u64>;
+
 /// The writer's view of the one log: its state as written, and per segment the greatest
 /// entry index it ever held (it may be deleted once that is purged).
 struct OneJournal<C: RaftTypeConfig> {
@@ -93,10 +96,10 @@ struct OneJournal<C: RaftTypeConfig> {
 impl<C: RaftTypeConfig> Journal for OneJournal<C> {
     type C = C;
     type Op = WriteOp<C>;
-    type Held = Option<u64>;
+    type Held = Held;
     const FORMAT: Format = record::FORMAT;
 
-    fn write_op(&mut self, op: WriteOp<C>, segments: &mut [Segment<Option<u64>>], batch: &mut Batch<C>) -> io::Result<()> {
+    fn write_op(&mut self, op: WriteOp<C>, segments: &mut [Segment<Held>], batch: &mut Batch<C>) -> io::Result<()> {
         let mut held_max = None;
         let current = segments.last_mut().map_or(&mut held_max, |s| &mut s.held);
         write_log_op(op, &mut self.meta, current, batch, |r, buf| frame::encode(r, buf))
@@ -106,7 +109,7 @@ impl<C: RaftTypeConfig> Journal for OneJournal<C> {
         frame::encode(&RecordRef::<C>::Header(&self.meta), buf)
     }
 
-    fn is_released(&self, held: &Option<u64>) -> bool {
+    fn is_released(&self, held: &Held) -> bool {
         match held {
             None => true,
             Some(max) => self.meta.purged.is_some_and(|p| *max <= p.index),
@@ -114,10 +117,21 @@ impl<C: RaftTypeConfig> Journal for OneJournal<C> {
     }
 }
 
+/// Lock `dir`, then open a store on it with `open_on`: the `open_with` of both stores.
+pub(crate) fn open_locked<T>(
+    dir: &Path,
+    options: FileStoreOptions,
+    open_on: impl FnOnce(Arc<dyn Disk>, FileStoreOptions) -> Result<T, FileStoreError>,
+) -> Result<(T, DataDirLock), FileStoreError> {
+    let lock = DataDirLock::acquire(dir)?;
+    let disk = FsDisk::open(dir).map_err(|e| FileStoreError::io(dir, e))?;
+    Ok((open_on(Arc::new(disk), options)?, lock))
+}
+
 /// Replay the segments of one log (see [recovery](super#recovery)).
-fn recover<C: RaftTypeConfig>(disk: &dyn Disk) -> Result<(MemLog<C>, Vec<Segment<Option<u64>>>), FileStoreError> {
+fn recover<C: RaftTypeConfig>(disk: &dyn Disk) -> Result<(MemLog<C>, Vec<Segment<Held>>), FileStoreError> {
     let mut log = MemLog::default();
-    let segments = recovery::replay_segments(disk, &record::FORMAT, |payload, segments: &mut Vec<Segment<Option<u64>>>| {
+    let segments = recovery::replay_segments(disk, &record::FORMAT, |payload, segments: &mut Vec<Segment<Held>>| {
         let record: Record<C> = postcard::from_bytes(payload).map_err(|e| format!("undecodable record: {e}"))?;
         let written = log.replay(record)?;
         if let Some(current) = segments.last_mut() {
@@ -153,9 +167,7 @@ impl<C: RaftTypeConfig> FileLogStore<C> {
     /// # Errors
     /// As [`open`](Self::open).
     pub fn open_with(dir: &Path, options: FileStoreOptions) -> Result<Self, FileStoreError> {
-        let lock = DataDirLock::acquire(dir)?;
-        let disk = FsDisk::open(dir).map_err(|e| FileStoreError::io(dir, e))?;
-        let mut store = Self::open_on(Arc::new(disk), options)?;
+        let (mut store, lock) = open_locked(dir, options, Self::open_on)?;
         store._lock = Some(lock);
         Ok(store)
     }

@@ -127,6 +127,12 @@ pub(crate) enum Queued<Op> {
     Stop,
 }
 
+/// Operations the batch queue keeps room for between batches.
+const KEPT_QUEUE_CAPACITY: usize = 1024;
+
+/// Bytes the write buffer keeps between batches.
+const KEPT_BUFFER_BYTES: usize = 1 << 20;
+
 pub(crate) struct Writer<J: Journal> {
     disk: Arc<dyn Disk>,
     /// Oldest first; the last is the one being written.
@@ -180,6 +186,10 @@ impl<J: Journal> Writer<J> {
             if self.write_batch(&mut queued) {
                 return;
             }
+            // A burst (a host starting ten thousand groups) must not leave its queue's
+            // capacity behind for good.
+            queued.shrink_to(KEPT_QUEUE_CAPACITY);
+            self.batch.buf.shrink_to(KEPT_BUFFER_BYTES);
         }
     }
 
