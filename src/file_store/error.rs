@@ -1,10 +1,12 @@
-//! [`FileStoreError`]: why a log directory cannot be opened, naming the file (and the offset).
+//! [`FileStoreError`]: why a log directory cannot be opened, naming the file (and the offset),
+//! or why a group of a shared log cannot be taken or removed.
 
 use std::io;
 use std::path::PathBuf;
 
-/// Why a [`FileLogStore`](super::FileLogStore) cannot be opened, or a [`DataDirLock`](super::DataDirLock)
-/// taken. Every variant names the file.
+/// Why a [`FileLogStore`](super::FileLogStore) or [`SharedLog`](super::SharedLog) cannot be
+/// opened, or a [`DataDirLock`](super::DataDirLock) taken: every such variant names the file.
+/// Or why a group of a shared log cannot be taken or removed ([`GroupInUse`](Self::GroupInUse)).
 ///
 /// A node that gets one must refuse to start rather than guess: dropping what cannot be parsed
 /// could lose acknowledged writes, and sharing a directory between two processes lets one node
@@ -35,6 +37,13 @@ pub enum FileStoreError {
     Locked {
         /// The directory.
         path: PathBuf,
+    },
+    /// A [`GroupLogStore`](super::GroupLogStore) of group `group` is alive: a second one
+    /// cannot be taken, nor the group removed, until it is dropped.
+    #[error("group {group} of the shared log is in use: its log store is still open")]
+    GroupInUse {
+        /// The group.
+        group: u64,
     },
 }
 

@@ -1,30 +1,28 @@
-//! [`FileLogStore`]: quorate's [`RaftLogStorage`] over the segmented log files.
+//! [`FileLogStore`]: quorate's [`RaftLogStorage`](crate::RaftLogStorage) over the segmented
+//! log files of one Raft log, and [`FileStoreOptions`], which both stores take.
 //!
-//! Entries not yet purged are also kept in memory, in a [`VecDeque`] shared with the readers:
-//! readers never touch the files, and an append is visible to them as soon as it returns, as
-//! the storage contract requires. The snapshot policy bounds how many entries that is.
+//! Entries not yet purged are also kept in memory ([`MemLog`]), shared with the readers.
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::ops::Range;
+use std::io;
 use std::path::Path;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
-use std::thread::JoinHandle;
-
-use tokio::sync::oneshot;
+use std::sync::{Arc, RwLock, mpsc};
 
 use super::disk::{Disk, FsDisk};
 use super::error::FileStoreError;
+use super::frame::{self, Format, Segment};
+use super::handle::{LogHandle, LogQueue, delegate_log_storage};
 use super::lock::DataDirLock;
+use super::mem_log::{MemLog, read_lock};
 use super::observer::SyncObserver;
-use super::record::{self, RecordRef};
-use super::writer::{WriteOp, Writer};
+use super::record::{self, LogMeta, Record, RecordRef};
+use super::recovery;
+use super::writer::{Batch, Journal, Queued, WriteOp, Writer, WriterThread, write_log_op};
 use crate::RaftTypeConfig;
-use crate::error::{ErrorSubject, ErrorVerb, StorageError};
-use crate::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
-use crate::types::{Entry, LogId, Vote};
+use crate::types::Entry;
 
-/// How a [`FileLogStore`] lays out its files, and who watches it write them.
+/// How a [`FileLogStore`] or a [`SharedLog`](super::SharedLog) lays out its files, and who
+/// watches it write them.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct FileStoreOptions {
@@ -67,45 +65,86 @@ impl FileStoreOptions {
 /// Dropping it stops its writer thread after the operations already queued are written (the
 /// drop waits for that), then releases the directory's lock.
 pub struct FileLogStore<C: RaftTypeConfig> {
-    cache: Arc<RwLock<Cache<C>>>,
-    /// `None` only while dropping.
-    tx: Option<mpsc::Sender<WriteOp<C>>>,
-    writer: Option<JoinHandle<()>>,
-    /// Held until the writer thread has stopped.
+    handle: LogHandle<C, OneLog<C>>,
+    _writer: WriterThread<WriteOp<C>>,
+    /// Held until the writer thread has stopped (fields drop in order).
     _lock: Option<DataDirLock>,
 }
 
-/// Reads the entries of a [`FileLogStore`], from memory: never from the files.
-pub struct FileLogReader<C: RaftTypeConfig> {
-    cache: Arc<RwLock<Cache<C>>>,
-}
+/// The queue of a [`FileLogStore`]: its records go to the writer as they are.
+struct OneLog<C: RaftTypeConfig>(mpsc::Sender<Queued<WriteOp<C>>>);
 
-/// What readers see: every operation whose call has returned.
-struct Cache<C: RaftTypeConfig> {
-    vote: Option<Vote<C>>,
-    committed: Option<LogId<C>>,
-    purged: Option<LogId<C>>,
-    /// Consecutive entries after `purged`.
-    entries: VecDeque<Entry<C>>,
-}
+impl<C: RaftTypeConfig> LogQueue<C> for OneLog<C> {
+    fn frame_entry(&self, entry: &Entry<C>, buf: &mut Vec<u8>) -> io::Result<()> {
+        frame::encode(&RecordRef::Entry(entry), buf)
+    }
 
-impl<C: RaftTypeConfig> Cache<C> {
-    fn last_log_id(&self) -> Option<LogId<C>> {
-        self.entries.back().map(|e| e.log_id).or(self.purged)
+    fn send(&self, op: WriteOp<C>) -> bool {
+        self.0.send(Queued::Op(op)).is_ok()
     }
 }
 
-fn read_lock<C: RaftTypeConfig>(cache: &RwLock<Cache<C>>) -> RwLockReadGuard<'_, Cache<C>> {
-    // No update of the cache can panic half-way: a poisoned lock holds a consistent cache.
-    cache.read().unwrap_or_else(|e| e.into_inner())
+/// The greatest entry index a segment ever held, if it held any.
+type Held = Option<u64>;
+
+/// The writer's view of the one log: its state as written, and per segment the greatest
+/// entry index it ever held (it may be deleted once that is purged).
+struct OneJournal<C: RaftTypeConfig> {
+    meta: LogMeta<C>,
 }
 
-fn write_lock<C: RaftTypeConfig>(cache: &RwLock<Cache<C>>) -> RwLockWriteGuard<'_, Cache<C>> {
-    cache.write().unwrap_or_else(|e| e.into_inner())
+impl<C: RaftTypeConfig> Journal for OneJournal<C> {
+    type C = C;
+    type Op = WriteOp<C>;
+    type Held = Held;
+    const FORMAT: Format = record::FORMAT;
+
+    fn write_op(&mut self, op: WriteOp<C>, segments: &mut [Segment<Held>], batch: &mut Batch<C>) -> io::Result<()> {
+        let mut held_max = None;
+        let current = segments.last_mut().map_or(&mut held_max, |s| &mut s.held);
+        write_log_op(op, &mut self.meta, current, batch, |r, buf| frame::encode(r, buf))
+    }
+
+    fn write_header(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        frame::encode(&RecordRef::<C>::Header(&self.meta), buf)
+    }
+
+    fn is_released(&self, held: &Held) -> bool {
+        match held {
+            None => true,
+            Some(max) => self.meta.purged.is_some_and(|p| *max <= p.index),
+        }
+    }
 }
 
-fn writer_gone(subject: ErrorSubject, verb: ErrorVerb) -> StorageError {
-    StorageError::new(subject, verb, anyerror::AnyError::error("the log writer thread has stopped"))
+/// Lock `dir`, then open a store on it with `open_on`: the `open_with` of both stores.
+pub(crate) fn open_locked<T>(
+    dir: &Path,
+    options: FileStoreOptions,
+    open_on: impl FnOnce(Arc<dyn Disk>, FileStoreOptions) -> Result<T, FileStoreError>,
+) -> Result<(T, DataDirLock), FileStoreError> {
+    let lock = DataDirLock::acquire(dir)?;
+    let disk = FsDisk::open(dir).map_err(|e| FileStoreError::io(dir, e))?;
+    Ok((open_on(Arc::new(disk), options)?, lock))
+}
+
+/// Replay the segments of one log (see [recovery](super#recovery)).
+fn recover<C: RaftTypeConfig>(disk: &dyn Disk) -> Result<(MemLog<C>, Vec<Segment<Held>>), FileStoreError> {
+    let mut log = MemLog::default();
+    let segments = recovery::replay_segments(disk, &record::FORMAT, |payload, segments: &mut Vec<Segment<Held>>| {
+        let record: Record<C> = postcard::from_bytes(payload).map_err(|e| format!("undecodable record: {e}"))?;
+        let written = log.replay(record)?;
+        if let Some(current) = segments.last_mut() {
+            current.held = current.held.max(written);
+        }
+        Ok(())
+    })?;
+    if let Err(problem) = log.check_start() {
+        let (path, offset) = recovery::oldest(disk, &segments);
+        return Err(FileStoreError::corrupt(path, offset, problem));
+    }
+    recovery::make_durable(disk, &segments)?;
+    Ok((log, segments))
 }
 
 impl<C: RaftTypeConfig> FileLogStore<C> {
@@ -128,9 +167,7 @@ impl<C: RaftTypeConfig> FileLogStore<C> {
     /// # Errors
     /// As [`open`](Self::open).
     pub fn open_with(dir: &Path, options: FileStoreOptions) -> Result<Self, FileStoreError> {
-        let lock = DataDirLock::acquire(dir)?;
-        let disk = FsDisk::open(dir).map_err(|e| FileStoreError::io(dir, e))?;
-        let mut store = Self::open_on(Arc::new(disk), options)?;
+        let (mut store, lock) = open_locked(dir, options, Self::open_on)?;
         store._lock = Some(lock);
         Ok(store)
     }
@@ -141,160 +178,32 @@ impl<C: RaftTypeConfig> FileLogStore<C> {
     /// # Errors
     /// As [`open`](Self::open), but for the lock.
     pub fn open_on(disk: Arc<dyn Disk>, options: FileStoreOptions) -> Result<Self, FileStoreError> {
-        let recovered = record::recover::<C>(disk.as_ref())?;
+        let (log, segments) = recover::<C>(disk.as_ref())?;
         tracing::info!(
             dir = %disk.path("").display(),
-            entries = recovered.entries.len(),
-            segments = recovered.segments.len(),
-            vote = %crate::types::DisplayOption(&recovered.header.vote),
+            entries = log.entries.len(),
+            segments = segments.len(),
+            vote = %crate::types::DisplayOption(&log.meta.vote),
             "recovered the log"
         );
-        let cache = Cache {
-            vote: recovered.header.vote,
-            committed: recovered.header.committed,
-            purged: recovered.header.purged,
-            entries: recovered.entries,
-        };
         let dir = disk.path("");
-        let writer = Writer::open(disk, recovered.segments, recovered.header, options.segment_bytes, options.on_sync)
+        let journal = OneJournal { meta: log.meta };
+        let writer = Writer::open(disk, segments, journal, options.segment_bytes, options.on_sync)
             .map_err(|e| FileStoreError::io(&dir, e))?;
-        let (tx, rx) = mpsc::channel();
-        let writer = std::thread::Builder::new()
-            .name("quorate-log-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| FileStoreError::io(&dir, e))?;
-        Ok(Self { cache: Arc::new(RwLock::new(cache)), tx: Some(tx), writer: Some(writer), _lock: None })
-    }
-
-    fn send(&self, op: WriteOp<C>, subject: ErrorSubject, verb: ErrorVerb) -> Result<(), StorageError> {
-        let tx = self.tx.as_ref().ok_or_else(|| writer_gone(subject.clone(), verb))?;
-        tx.send(op).map_err(|_| writer_gone(subject, verb))
+        let writer = WriterThread::spawn(writer, &dir)?;
+        let handle = LogHandle { log: Arc::new(RwLock::new(log)), queue: OneLog(writer.sender()) };
+        Ok(Self { handle, _writer: writer, _lock: None })
     }
 }
 
-impl<C: RaftTypeConfig> Drop for FileLogStore<C> {
-    fn drop(&mut self) {
-        // Closing the queue ends the writer's loop once it has written what is queued; wait for
-        // that, so that the directory is free when this returns (a restart in the same process
-        // opens it at once).
-        drop(self.tx.take());
-        if self.writer.take().is_some_and(|writer| writer.join().is_err()) {
-            tracing::error!("the log writer thread panicked");
-        }
-    }
-}
+delegate_log_storage!(FileLogStore, handle);
 
 impl<C: RaftTypeConfig> fmt::Debug for FileLogStore<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let cache = read_lock(&self.cache);
+        let log = read_lock(&self.handle.log);
         f.debug_struct("FileLogStore")
-            .field("purged", &cache.purged)
-            .field("last_log_id", &cache.last_log_id())
+            .field("purged", &log.meta.purged)
+            .field("last_log_id", &log.last_log_id())
             .finish_non_exhaustive()
-    }
-}
-
-impl<C: RaftTypeConfig> fmt::Debug for FileLogReader<C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("FileLogReader")
-    }
-}
-
-impl<C: RaftTypeConfig> RaftLogReader<C> for FileLogReader<C> {
-    async fn try_get_log_entries(&mut self, range: Range<u64>) -> Result<Vec<Entry<C>>, StorageError> {
-        let cache = read_lock(&self.cache);
-        let Some(first) = cache.entries.front().map(|e| e.log_id.index) else {
-            return Ok(Vec::new());
-        };
-        let start = range.start.max(first) - first;
-        let end = range.end.saturating_sub(first).min(cache.entries.len() as u64);
-        if start >= end {
-            return Ok(Vec::new());
-        }
-        Ok(cache.entries.range(start as usize..end as usize).cloned().collect())
-    }
-}
-
-impl<C: RaftTypeConfig> RaftLogStorage<C> for FileLogStore<C> {
-    type LogReader = FileLogReader<C>;
-
-    async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError> {
-        let cache = read_lock(&self.cache);
-        Ok(LogState { last_purged_log_id: cache.purged, last_log_id: cache.last_log_id() })
-    }
-
-    async fn get_log_reader(&mut self) -> FileLogReader<C> {
-        FileLogReader { cache: self.cache.clone() }
-    }
-
-    async fn save_vote(&mut self, vote: &Vote<C>) -> Result<(), StorageError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(WriteOp::Vote(*vote, tx), ErrorSubject::Vote, ErrorVerb::Write)?;
-        let r = rx.await.map_err(|_| writer_gone(ErrorSubject::Vote, ErrorVerb::Write))?;
-        r.map_err(|e| StorageError::new(ErrorSubject::Vote, ErrorVerb::Write, anyerror::AnyError::new(&e)))?;
-        write_lock(&self.cache).vote = Some(*vote);
-        Ok(())
-    }
-
-    async fn read_vote(&mut self) -> Result<Option<Vote<C>>, StorageError> {
-        Ok(read_lock(&self.cache).vote)
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId<C>>) -> Result<(), StorageError> {
-        write_lock(&self.cache).committed = committed;
-        self.send(WriteOp::Committed(committed), ErrorSubject::Logs, ErrorVerb::Write)
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId<C>>, StorageError> {
-        Ok(read_lock(&self.cache).committed)
-    }
-
-    async fn append(&mut self, entries: Vec<Entry<C>>, callback: IOFlushed<C>) -> Result<(), StorageError> {
-        let (Some(first), Some(last)) = (entries.first().map(|e| e.log_id), entries.last().map(|e| e.log_id)) else {
-            callback.io_completed(Ok(()));
-            return Ok(());
-        };
-        // Encoding here, on the caller's task, keeps the writer thread's batch to one write.
-        let mut frames = Vec::with_capacity(entries.len() * 64);
-        for e in &entries {
-            record::encode(&RecordRef::Entry(e), &mut frames).map_err(|e| StorageError::write_logs(&e))?;
-        }
-        {
-            let mut cache = write_lock(&self.cache);
-            let expected = cache.last_log_id().map_or(first.index, |l| l.index + 1);
-            if first.index != expected {
-                let msg = format!(
-                    "append of {first} does not follow the last log id {}",
-                    crate::types::DisplayOption(&cache.last_log_id())
-                );
-                return Err(StorageError::new(ErrorSubject::Logs, ErrorVerb::Write, anyerror::AnyError::error(msg)));
-            }
-            cache.entries.extend(entries);
-        }
-        let op = WriteOp::Append { frames, entries: last.index - first.index + 1, last_index: last.index, callback };
-        self.send(op, ErrorSubject::Logs, ErrorVerb::Write)
-    }
-
-    async fn truncate(&mut self, since: LogId<C>) -> Result<(), StorageError> {
-        {
-            let mut cache = write_lock(&self.cache);
-            while cache.entries.back().is_some_and(|e| e.log_id.index >= since.index) {
-                cache.entries.pop_back();
-            }
-        }
-        self.send(WriteOp::Truncate(since.index), ErrorSubject::Logs, ErrorVerb::Delete)
-    }
-
-    async fn purge(&mut self, upto: LogId<C>) -> Result<(), StorageError> {
-        {
-            let mut cache = write_lock(&self.cache);
-            while cache.entries.front().is_some_and(|e| e.log_id.index <= upto.index) {
-                cache.entries.pop_front();
-            }
-            if cache.purged.map(|p| p.index) < Some(upto.index) {
-                cache.purged = Some(upto);
-            }
-        }
-        self.send(WriteOp::Purge(upto), ErrorSubject::Logs, ErrorVerb::Delete)
     }
 }

@@ -17,6 +17,9 @@
 //! The application still writes its state machine (and its snapshots): the store holds the
 //! log only.
 //!
+//! A node that runs many Raft groups opens one [`SharedLog`] instead, and takes each group's
+//! store from it ([`GroupLogStore`]); see [many groups, one log](#many-groups-one-log).
+//!
 //! # Durability
 //!
 //! quorate's [storage contract](crate::storage) says what must be on disk when. This store
@@ -72,6 +75,49 @@
 //! specified and stable since 1.0; and it is maintained. A change of the application's entry
 //! type that serde cannot read back is the application's to manage, as with any serde format.
 //!
+//! # Many groups, one log
+//!
+//! A node that hosts many Raft groups (Multi-Raft) with one `FileLogStore` each would run one
+//! writer thread and one stream of `fdatasync`s per group: ten thousand groups, ten thousand
+//! syncs where one would do. A [`SharedLog`] is one directory, one writer thread and one stream
+//! of segments for every group of the node; [`SharedLog::group`] hands out a
+//! [`GroupLogStore`] per group, which implements the storage traits exactly as `FileLogStore`
+//! does (the durability table above holds per group). The appends of all groups queued while
+//! the writer syncs form its next batch: one `write` and one `fdatasync` for all of them, and
+//! each append's callback fires after the sync that covers it. Since every group's records
+//! are in one ordered stream, that sync covers every earlier operation of the group too.
+//!
+//! Each group has its own vote, committed id, entries, truncations and purges, so it snapshots
+//! and purges on its own schedule. The price of one stream is in deleting it: a segment holds
+//! records of many groups and is deleted only once, **for every group** it holds entries of,
+//! those entries are durably purged (or the group was removed with
+//! [`SharedLog::remove_group`]). A group that never purges (no snapshot policy, or a group that
+//! stopped taking snapshots) keeps every segment written since its oldest unpurged entry, with
+//! every other group's records in them: disk use is bounded by the slowest group's snapshot
+//! policy, not by each group's own. That is inherent to one shared stream; what the log keeps
+//! small is the rest: a new segment restates per group only its vote, committed and purged
+//! ids (a few bytes each), not its entries, and in memory a group holds its unpurged entries
+//! plus a few hundred bytes (measured by `tests/file_store/shared_memory.rs`).
+//!
+//! # The shared log format
+//!
+//! A shared segment has the same framing with its own magic number, `QRTSHRD\0`, and version
+//! (1), so neither store reads the other's files (opening one on the other's directory is
+//! refused as [`FileStoreError::Corrupt`], at offset 0). Its records are those of a
+//! `FileLogStore` with the group id in front, and one more:
+//!
+//! ```text
+//! Log(group: varint, record)   record: header | entry | truncate | purge | vote | committed
+//! Removed(group: varint)       every earlier record of the group is void
+//! ```
+//!
+//! A segment starts with one `Log(group, header)` record per group that has a vote, committed
+//! or purged id, so that replay from the oldest segment kept rebuilds every group. Replay
+//! applies each record to its group's log, and a `Removed` drops the group (a later record of
+//! the same id starts it again, empty). The writer keeps, per segment and per group, the
+//! greatest entry index written: that is what "every entry it holds is purged" is checked
+//! against.
+//!
 //! # Recovery
 //!
 //! Opening replays every segment, oldest first, and refuses to guess:
@@ -87,6 +133,9 @@
 //!   crash of the process, records written but never synced are in the page cache only, and a
 //!   node must not acknowledge them to a leader (or start a new segment after them) until they
 //!   are durable.
+//!
+//! A [`SharedLog`] recovers by the same rules, per group: a gap in a group's entries, or a
+//! group whose entries do not start after its purged id, is [`FileStoreError::Corrupt`] too.
 //!
 //! No content of a file can make the store panic or allocate more than the file holds: a
 //! length field is checked against the bytes that follow it.
@@ -129,14 +178,22 @@
 
 mod disk;
 mod error;
+mod frame;
+mod handle;
 mod lock;
 mod log_store;
+mod mem_log;
 mod observer;
 mod record;
+mod recovery;
+mod shared;
+mod shared_format;
 mod writer;
 
 pub use disk::{Disk, DiskFile, FsDisk};
 pub use error::FileStoreError;
 pub use lock::DataDirLock;
-pub use log_store::{FileLogReader, FileLogStore, FileStoreOptions};
+pub use log_store::{FileLogStore, FileStoreOptions};
+pub use mem_log::FileLogReader;
 pub use observer::{SyncObserver, SyncedBatch};
+pub use shared::{GroupLogStore, SharedLog};

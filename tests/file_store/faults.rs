@@ -1,115 +1,16 @@
 //! The log under a fault layer that models a page cache: a crash of the process keeps every
 //! write, a power loss keeps only what was synced.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use quorate::file_store::{Disk, DiskFile, FileLogStore, FileStoreOptions};
+use quorate::file_store::{FileLogStore, FileStoreOptions};
 use quorate::{Entry, IOFlushed, RaftLogStorage};
 
 use crate::C;
+use crate::mem_disk::MemDisk;
 
 type LogStore = FileLogStore<C>;
-
-/// Files as a page cache sees them (`cached`) and as the disk holds them (`durable`), with the
-/// names the disk's directory holds.
-#[derive(Default)]
-struct Files {
-    cached: BTreeMap<String, Vec<u8>>,
-    durable: BTreeMap<String, Vec<u8>>,
-    durable_names: BTreeSet<String>,
-    /// While set, every sync fails: the process dies before its fsync returns.
-    syncs_fail: bool,
-}
-
-#[derive(Clone, Default)]
-struct MemDisk(Arc<Mutex<Files>>);
-
-impl MemDisk {
-    fn files(&self) -> std::sync::MutexGuard<'_, Files> {
-        self.0.lock().unwrap()
-    }
-
-    /// The power goes out: what was not synced is gone.
-    fn power_loss(&self) {
-        let mut f = self.files();
-        let names = f.durable_names.clone();
-        f.cached = names.into_iter().map(|n| (n.clone(), f.durable.get(&n).cloned().unwrap_or_default())).collect();
-    }
-
-    fn sync(&self, name: &str) -> io::Result<()> {
-        let mut f = self.files();
-        if f.syncs_fail {
-            return Err(io::Error::other("injected: the process died before fsync returned"));
-        }
-        let content = f.cached.get(name).cloned().ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        f.durable.insert(name.to_string(), content);
-        Ok(())
-    }
-}
-
-fn not_found() -> io::Error {
-    io::Error::from(io::ErrorKind::NotFound)
-}
-
-impl Disk for MemDisk {
-    fn path(&self, name: &str) -> PathBuf {
-        PathBuf::from("/mem").join(name)
-    }
-
-    fn list(&self) -> io::Result<Vec<String>> {
-        Ok(self.files().cached.keys().cloned().collect())
-    }
-
-    fn read(&self, name: &str) -> io::Result<Vec<u8>> {
-        self.files().cached.get(name).cloned().ok_or_else(not_found)
-    }
-
-    fn create(&self, name: &str) -> io::Result<Box<dyn DiskFile>> {
-        self.files().cached.insert(name.to_string(), Vec::new());
-        Ok(Box::new(MemFile { disk: self.clone(), name: name.to_string() }))
-    }
-
-    fn set_len(&self, name: &str, len: u64) -> io::Result<()> {
-        self.files().cached.get_mut(name).ok_or_else(not_found)?.truncate(len as usize);
-        Ok(())
-    }
-
-    fn remove(&self, name: &str) -> io::Result<()> {
-        self.files().cached.remove(name).map(|_| ()).ok_or_else(not_found)
-    }
-
-    fn sync_file(&self, name: &str) -> io::Result<()> {
-        self.sync(name)
-    }
-
-    fn sync_dir(&self) -> io::Result<()> {
-        let mut f = self.files();
-        if f.syncs_fail {
-            return Err(io::Error::other("injected: the process died before fsync returned"));
-        }
-        f.durable_names = f.cached.keys().cloned().collect();
-        Ok(())
-    }
-}
-
-struct MemFile {
-    disk: MemDisk,
-    name: String,
-}
-
-impl DiskFile for MemFile {
-    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.disk.files().cached.get_mut(&self.name).ok_or_else(not_found)?.extend_from_slice(buf);
-        Ok(())
-    }
-
-    fn sync(&mut self) -> io::Result<()> {
-        self.disk.sync(&self.name)
-    }
-}
 
 fn entry(index: u64) -> Entry<C> {
     crate::entry(1, index)

@@ -1,9 +1,14 @@
-//! Tests of the `file-store` feature's [`FileLogStore`](quorate::file_store::FileLogStore):
-//! the storage conformance suite, recovery from what crashes leave, and a fault layer that
-//! models a power loss.
+//! Tests of the `file-store` feature's [`FileLogStore`](quorate::file_store::FileLogStore)
+//! and [`SharedLog`](quorate::file_store::SharedLog): the storage conformance suite, recovery
+//! from what crashes leave, and a fault layer that models a power loss.
 
 mod faults;
+mod mem_disk;
 mod recovery;
+mod shared;
+mod shared_faults;
+mod shared_memory;
+mod shared_suite;
 mod suite;
 
 use quorate::testing::{Request, TypeConfig};
