@@ -22,6 +22,11 @@ pub struct FileStore;
 #[doc = include_str!("../guide/src/tcp.md")]
 pub struct Tcp;
 
+/// The many-groups chapter (needs features `file-store` and `tcp` too).
+#[cfg(all(feature = "file-store", feature = "tcp"))]
+#[doc = include_str!("../guide/src/multi.md")]
+pub struct Multi;
+
 #[doc = include_str!("../guide/src/membership.md")]
 pub struct Membership;
 
