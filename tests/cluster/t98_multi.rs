@@ -298,6 +298,18 @@ async fn a_cut_off_node_loses_its_groups_and_rejoins_them() {
         let leader = cluster.leader_of(2, g).expect("a leader");
         cluster.raft(leader, g).client_write(Request::set("k", "cut")).await.expect("write without node 1");
     }
+    // The new leaders quiesce without node 1, which is not heard: nothing of theirs will reach
+    // it until something wakes them.
+    for id in [2, 3] {
+        for g in cluster.groups.clone() {
+            cluster
+                .raft(id, g)
+                .wait(Some(TIMEOUT))
+                .metrics(|m| m.quiesced, "quiesced without node 1")
+                .await
+                .expect("quiesced");
+        }
+    }
     cluster.router.restore(1);
 
     for g in cluster.groups.clone() {
