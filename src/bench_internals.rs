@@ -189,7 +189,7 @@ impl FollowerBench {
             prev_log_id: None,
             entries: vec![membership, blank],
             leader_commit: None,
-            quiesce: false,
+            quiesce: None,
         };
         let (resp, _io) = engine.handle_append_entries(now, req);
         debug_assert!(matches!(resp, AppendEntriesResponse::Success { .. }));
@@ -214,7 +214,7 @@ impl FollowerBench {
             prev_log_id: Some(prev),
             entries,
             leader_commit,
-            quiesce: false,
+            quiesce: None,
         })
     }
 

@@ -150,6 +150,6 @@ pub use storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage, RaftSnapsh
 pub use type_config::{AppData, BasicNode, Node, NodeId, PayloadSize, RaftTypeConfig};
 pub use types::{
     AppendEntriesRequest, AppendEntriesResponse, ChangeMembers, Entry, EntryPayload, InstallSnapshotRequest,
-    InstallSnapshotResponse, LeaderId, LogId, Membership, ReadPolicy, StoredMembership, TransferLeaderRequest, Vote,
-    VoteRequest, VoteResponse,
+    InstallSnapshotResponse, LeaderId, LogId, Membership, QuiesceMark, ReadPolicy, StoredMembership,
+    TransferLeaderRequest, Vote, VoteRequest, VoteResponse,
 };

@@ -79,7 +79,8 @@ where
             Command::InstallSnapshot { meta } => self.install_received_snapshot(meta).await?,
             Command::SendTransferLeader { to, req } => self.send_transfer_leader(to, req).await,
             Command::SetQuiesced { last } => {
-                self.watches.quiesced.send_replace(last);
+                let mark = self.host.as_ref().map(|h| h.liveness.mark());
+                self.watches.quiesced.send_replace(last.zip(mark));
                 if last.is_none() && self.engine.leader.is_none() {
                     // Stepped down while quiesced: followers quiesced under this node must
                     // not wait for a leader that is gone.
@@ -170,6 +171,7 @@ where
                 self.watches.committed.subscribe(),
                 self.watches.heartbeat.subscribe(),
                 self.watches.quiesced.subscribe(),
+                self.host.as_ref().map(|h| h.liveness.epoch()),
                 self.notify_tx.clone(),
                 self.sm_tx.clone(),
                 self.clock,

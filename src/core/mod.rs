@@ -60,8 +60,9 @@ pub(crate) struct Watches<C: RaftTypeConfig> {
     /// The latest heartbeat round a read asked for: streams send a request when it changes and
     /// tag their requests with it (see `engine/read.rs`).
     pub(crate) heartbeat: watch::Sender<u64>,
-    /// `Some(last)` while the leader is quiesced (see `engine/quiesce.rs`).
-    pub(crate) quiesced: watch::Sender<Option<LogId<C>>>,
+    /// `Some((last, mark))` while the leader is quiesced (see `engine/quiesce.rs`): its last
+    /// log id and its host's identity, which the marked heartbeat carries.
+    pub(crate) quiesced: watch::Sender<Option<(LogId<C>, crate::types::QuiesceMark)>>,
 }
 
 /// The Raft task of one node.
@@ -133,7 +134,7 @@ where
         if let Err(e) = &result {
             error!(id = %self.engine.id(), error = %e, "raft node stopped on a fatal error");
         }
-        if self.engine.leader_quiesced() {
+        if self.engine.followers_may_be_quiesced() {
             self.release_quiesced_leadership();
         }
         self.replications.clear();
@@ -281,7 +282,11 @@ where
                     let _ = tx.send(Ok(()));
                 }
             }
-            ApiMsg::Elect => self.engine.trigger_elect(self.clock.now()),
+            ApiMsg::Elect => {
+                // A quiesced follower's stickiness follows its leader's node (as for a vote).
+                self.feed_leader_liveness();
+                self.engine.trigger_elect(self.clock.now())
+            }
             ApiMsg::GetReadLogId { policy, tx } => self.handle_get_read_log_id(policy, tx),
             ApiMsg::TransferLeader { to, tx } => self.handle_transfer_leader_api(to, tx),
             ApiMsg::TriggerSnapshot => self.engine.trigger_snapshot(),

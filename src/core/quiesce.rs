@@ -22,12 +22,14 @@ pub(crate) struct HostLink<C: RaftTypeConfig> {
     returned: watch::Receiver<u64>,
     /// Whether the leader was quiesced at the last look.
     leader_quiesced: bool,
+    /// The membership whose nodes were last registered with the host as beat targets.
+    beat_targets_of: Option<Option<crate::types::LogId<C>>>,
 }
 
 impl<C: RaftTypeConfig> HostLink<C> {
     pub(crate) fn new(liveness: Arc<Liveness<C>>, quiesce: bool) -> Self {
         let returned = liveness.subscribe_returns();
-        Self { liveness, quiesce, watching: None, returned, leader_quiesced: false }
+        Self { liveness, quiesce, watching: None, returned, leader_quiesced: false, beat_targets_of: None }
     }
 }
 
@@ -72,6 +74,15 @@ where
     /// once if that node is suspected already.
     pub(crate) fn sync_quiescence(&mut self) {
         let Some(link) = self.host.as_mut() else { return };
+        // Every member's host must hear this one's beats, whatever role this node plays: a
+        // follower-only node that beat nobody would look dead to its leaders.
+        let membership = &self.engine.state.membership.effective;
+        if link.beat_targets_of != Some(membership.log_id) {
+            for (id, node) in membership.membership.nodes() {
+                link.liveness.add_target(*id, node);
+            }
+            link.beat_targets_of = Some(membership.log_id);
+        }
         let leader_quiesced = self.engine.leader_quiesced();
         if leader_quiesced && !link.leader_quiesced {
             // Only peers that return from now on wake the leader that just quiesced.
@@ -84,7 +95,7 @@ where
         }
         link.watching = None;
         let Some(leader) = under else { return };
-        match link.liveness.subscribe(&leader) {
+        match link.liveness.subscribe(&leader, self.engine.quiesced_mark()) {
             Some(rx) => link.watching = Some((leader, rx)),
             None => {
                 let last_heard = link.liveness.last_heard(&leader);

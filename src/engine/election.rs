@@ -247,7 +247,9 @@ impl<C: RaftTypeConfig> Engine<C> {
     pub(crate) fn step_down_from_leader(&mut self) {
         if let Some(leader) = self.leader.take() {
             info!(id = %self.config.id, vote = %self.state.vote, "stepping down as leader");
-            if leader.quiesced {
+            if leader.quiesced || leader.followers_may_be_quiesced {
+                // Followers may be quiesced under this leadership: RaftCore has the host tell
+                // them it is over (see `quiesce.rs`).
                 self.output.push_back(Command::SetQuiesced { last: None });
             }
             self.output.push_back(Command::CloseReplicationStreams);

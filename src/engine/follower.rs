@@ -32,7 +32,7 @@ impl<C: RaftTypeConfig> Engine<C> {
 
         let matched = req.last_log_id();
         let leader_commit = req.leader_commit;
-        let quiesce = req.quiesce && req.entries.is_empty();
+        let quiesce = req.quiesce.filter(|_| req.entries.is_empty());
         if let Err(resp) = self.append_new_entries(req.entries) {
             return (resp, None);
         }
@@ -47,8 +47,8 @@ impl<C: RaftTypeConfig> Engine<C> {
         if let Some(c) = committed {
             self.commit(c);
         }
-        if quiesce {
-            self.follower_quiesce(matched, leader_commit);
+        if let Some(mark) = quiesce {
+            self.follower_quiesce(matched, leader_commit, mark);
         }
         // Durable up to `matched` once the last append is: a truncation after it need not be
         // (entries past `matched` are not acknowledged).

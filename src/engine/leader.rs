@@ -52,6 +52,10 @@ pub(crate) struct Leader<C: RaftTypeConfig> {
     pub(crate) transfer: Option<Transfer<C>>,
     /// Whether the group is quiesced: no heartbeats, no check-quorum (see `quiesce.rs`).
     pub(crate) quiesced: bool,
+    /// Whether some follower may still be quiesced under this leader: set when it quiesces,
+    /// cleared once every member answered a request sent after it woke. A leadership that ends
+    /// while it is set must tell the followers' hosts (see `quiesce.rs`).
+    pub(crate) followers_may_be_quiesced: bool,
 }
 
 /// A leadership transfer in progress.
@@ -76,6 +80,7 @@ impl<C: RaftTypeConfig> Leader<C> {
             blank_log_id: None,
             transfer: None,
             quiesced: false,
+            followers_may_be_quiesced: false,
         }
     }
 }

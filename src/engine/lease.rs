@@ -44,6 +44,7 @@ impl<C: RaftTypeConfig> Engine<C> {
         // Replies can arrive out of order across probes and streams: keep the latest of each.
         acked.sent_at = acked.sent_at.max(ack.sent_at);
         acked.round = acked.round.max(ack.round);
+        self.note_followers_awake();
     }
 
     /// For check-quorum: the latest time at which a quorum (of every config) is known to have

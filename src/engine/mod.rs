@@ -117,6 +117,8 @@ pub(crate) struct Engine<C: RaftTypeConfig> {
     /// The leader this follower quiesced under: while set, it runs no election timer and
     /// counts its leader's node being heard as contact with the leader (see `quiesce.rs`).
     pub(crate) quiesced_under: Option<C::NodeId>,
+    /// The identity of the leader's host when it quiesced this follower.
+    pub(crate) quiesced_mark: Option<crate::types::QuiesceMark>,
     /// Commands for RaftCore, in execution order.
     pub(crate) output: VecDeque<Command<C>>,
 }
@@ -135,6 +137,7 @@ impl<C: RaftTypeConfig> Engine<C> {
             heartbeat_round: 0,
             elections_started: 0,
             quiesced_under: None,
+            quiesced_mark: None,
             output: VecDeque::new(),
         }
     }

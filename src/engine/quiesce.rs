@@ -22,8 +22,14 @@
 //!
 //! Anything that needs the leader wakes it: a write, a read, a transfer, a vote request.
 //! A quiesced leader keeps the lease its last answers gave it until it runs out (its followers
-//! are at least as sticky as ever); no answers arrive to renew it, so a read after that wakes
-//! the group and waits for a heartbeat round. Any vote request also wakes a quiesced follower: somebody in
+//! are at least as sticky as ever); no answers arrive to renew it. Any read wakes the group, so
+//! that heartbeats renew the lease; a read after the lease ran out waits for a heartbeat round.
+//!
+//! A leadership that ends while some follower may still be quiesced under it (it quiesced, and
+//! not every member answered it since it woke) has RaftCore tell the host, whose next beat
+//! carries a new generation: the followers' hosts wake every group quiesced under this node.
+//! A follower checks the identity in the marked heartbeat against what its host last heard
+//! from the leader's node, so a mark that arrives after such a change does not quiesce it. Any vote request also wakes a quiesced follower: somebody in
 //! the group is not hearing the leader, so the group must not stay silent.
 //!
 //! Safety does not depend on any of this: Raft's safety never depends on timers, and a
@@ -70,6 +76,7 @@ impl<C: RaftTypeConfig> Engine<C> {
         let Some(last) = last else { return false };
         debug!(id = %self.config.id, %last, "quiescing: the group is idle");
         leader.quiesced = true;
+        leader.followers_may_be_quiesced = true;
         // No heartbeats, no answers: check-quorum waits for the wake-up.
         self.election_deadline = None;
         self.output.push_back(Command::SetQuiesced { last: Some(last) });
@@ -96,9 +103,35 @@ impl<C: RaftTypeConfig> Engine<C> {
         self.leader.as_ref().is_some_and(|l| l.quiesced)
     }
 
-    /// The leader this follower quiesced under, if it is quiesced.
+    /// Whether some follower may be quiesced under this leader: it quiesced, and since it
+    /// woke, not every member answered it yet. If this leadership ends now (shutdown, step
+    /// down), the followers must learn it from the host: nothing else would wake them.
+    pub(crate) fn followers_may_be_quiesced(&self) -> bool {
+        self.leader.as_ref().is_some_and(|l| l.quiesced || l.followers_may_be_quiesced)
+    }
+
+    /// After an acknowledgement: once every member answered a request sent after the leader
+    /// woke, no follower is quiesced under it any more (each handled a message not marked).
+    pub(crate) fn note_followers_awake(&mut self) {
+        let Some(leader) = self.leader.as_mut() else { return };
+        if leader.quiesced || !leader.followers_may_be_quiesced {
+            return;
+        }
+        let since = leader.since;
+        if leader.progress.keys().all(|id| leader.acked.get(id).is_some_and(|a| a.sent_at >= since)) {
+            leader.followers_may_be_quiesced = false;
+        }
+    }
+
+    /// The leader this follower quiesced under, if it is quiesced, and its host's identity
+    /// then.
     pub(crate) fn quiesced_under(&self) -> Option<C::NodeId> {
         self.quiesced_under
+    }
+
+    /// The identity of the host of the leader this follower quiesced under.
+    pub(crate) fn quiesced_mark(&self) -> Option<crate::types::QuiesceMark> {
+        self.quiesced_mark.filter(|_| self.quiesced_under.is_some())
     }
 
     /// A follower handled a successful heartbeat marked `quiesce` from its leader, ending at
@@ -108,6 +141,7 @@ impl<C: RaftTypeConfig> Engine<C> {
         &mut self,
         matched: Option<crate::types::LogId<C>>,
         leader_commit: Option<crate::types::LogId<C>>,
+        mark: crate::types::QuiesceMark,
     ) {
         if !self.config.quiesce || self.leader.is_some() {
             return;
@@ -122,6 +156,7 @@ impl<C: RaftTypeConfig> Engine<C> {
         }
         debug!(id = %self.config.id, leader = %leader_id, "quiescing under the leader");
         self.quiesced_under = Some(leader_id);
+        self.quiesced_mark = Some(mark);
         self.election_deadline = None;
     }
 

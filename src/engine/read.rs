@@ -59,7 +59,8 @@ impl<C: RaftTypeConfig> Engine<C> {
         if self.leader.is_none() {
             return ReadStart::NotLeader;
         }
-        // A quiesced leader has no lease (nothing was answered for it): it heartbeats again.
+        // Reads need the leader: a quiesced group wakes, so heartbeats renew the lease for the
+        // reads that follow (this one may still be served by the lease that is left).
         self.leader_wake(now);
         let Some(leader) = self.leader.as_ref() else { return ReadStart::NotLeader };
         if policy == ReadPolicy::LeaseRead && self.lease_valid(now) {

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::RaftTypeConfig;
+use crate::types::QuiesceMark;
 
 /// A node's beat: "I am alive, and I am still who I was".
 ///
@@ -63,6 +64,8 @@ pub(crate) struct Liveness<C: RaftTypeConfig> {
     /// Bumped whenever a suspected peer is heard again: quiesced leaders wake, to reach the
     /// members they left behind and to learn whether they were deposed meanwhile.
     returned: watch::Sender<u64>,
+    /// When the host started: its groups' heartbeats are aligned to a grid from here.
+    epoch: Instant,
 }
 
 /// The peer table stays consistent under any panic (every update is a plain assignment), so
@@ -81,12 +84,19 @@ impl<C: RaftTypeConfig> Liveness<C> {
             peers: Mutex::new(BTreeMap::new()),
             targets: Mutex::new(BTreeMap::new()),
             returned: watch::channel(0).0,
+            epoch: Instant::now(),
         }
     }
 
     /// This node's beat.
     pub(crate) fn beat(&self) -> NodeBeat<C> {
-        NodeBeat { from: self.me, incarnation: self.incarnation, generation: self.generation.load(Ordering::Acquire) }
+        let mark = self.mark();
+        NodeBeat { from: self.me, incarnation: mark.incarnation, generation: mark.generation }
+    }
+
+    /// This host's identity, as a quiesced leader's marked heartbeat carries it.
+    pub(crate) fn mark(&self) -> QuiesceMark {
+        QuiesceMark { incarnation: self.incarnation, generation: self.generation.load(Ordering::Acquire) }
     }
 
     /// This host gave up a leadership whose followers may be quiesced: its next beat tells
@@ -143,11 +153,20 @@ impl<C: RaftTypeConfig> Liveness<C> {
     }
 
     /// A receiver that changes when the groups quiesced under `node` must wake, or `None` if
-    /// `node` is suspected already (a group must not quiesce under it).
-    pub(crate) fn subscribe(&self, node: &C::NodeId) -> Option<watch::Receiver<u64>> {
+    /// the group must not stay quiesced under it: `node` is suspected, or its host is no longer
+    /// the one that quiesced the group (`mark`: it restarted, or gave up a quiesced leadership,
+    /// before the group got the mark). Checked and subscribed at once, so no change between
+    /// the two is missed.
+    pub(crate) fn subscribe(&self, node: &C::NodeId, mark: Option<QuiesceMark>) -> Option<watch::Receiver<u64>> {
         let mut peers = lock(&self.peers);
         let peer = peers.entry(*node).or_insert_with(Peer::new);
-        (!peer.suspected).then(|| peer.epoch.subscribe())
+        let same_host = mark.is_some_and(|m| peer.identity == Some((m.incarnation, m.generation)));
+        (!peer.suspected && same_host).then(|| peer.epoch.subscribe())
+    }
+
+    /// The instant this host's groups align their heartbeats to.
+    pub(crate) fn epoch(&self) -> Instant {
+        self.epoch
     }
 
     /// A receiver that changes whenever a suspected peer is heard again.
@@ -169,5 +188,60 @@ impl<C: RaftTypeConfig> Liveness<C> {
     /// The nodes to send beats to.
     pub(crate) fn targets(&self) -> Vec<(C::NodeId, C::Node)> {
         lock(&self.targets).iter().map(|(id, n)| (*id, n.clone())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::testing_types::UTConfig;
+
+    fn beat(from: u64, generation: u64) -> NodeBeat<UTConfig> {
+        NodeBeat { from, incarnation: 7, generation }
+    }
+
+    fn mark(generation: u64) -> Option<QuiesceMark> {
+        Some(QuiesceMark { incarnation: 7, generation })
+    }
+
+    /// Found in review: a marked heartbeat that arrives after its leader's host gave the
+    /// leadership up (a new generation) must not quiesce its follower, or nothing would ever
+    /// wake it: the bump it should have seen happened before it subscribed.
+    #[test]
+    fn a_group_quiesces_only_under_the_host_identity_that_marked_it() {
+        let liveness = Liveness::<UTConfig>::new(1, 1, Duration::from_millis(100));
+        let now = Instant::now();
+        assert!(liveness.subscribe(&2, mark(0)).is_none(), "never heard: suspected");
+
+        liveness.heard(&beat(2, 0), now);
+        assert!(liveness.subscribe(&2, mark(0)).is_some());
+        assert!(liveness.subscribe(&2, None).is_none(), "no mark, no quiescence");
+
+        let mut rx = liveness.subscribe(&2, mark(0)).expect("same identity");
+        liveness.heard(&beat(2, 1), now);
+        assert!(rx.has_changed().unwrap_or(true), "a new generation wakes the group");
+        assert!(liveness.subscribe(&2, mark(0)).is_none(), "a stale mark does not quiesce");
+        assert!(liveness.subscribe(&2, mark(1)).is_some());
+    }
+
+    #[test]
+    fn a_peer_is_suspected_only_when_silent_for_longer_than_the_bound() {
+        let liveness = Liveness::<UTConfig>::new(1, 1, Duration::from_millis(100));
+        let t = Instant::now();
+        liveness.heard(&beat(2, 0), t);
+        let mut rx = liveness.subscribe(&2, mark(0)).expect("live");
+
+        // Under a paused clock many events share one instant: exactly the bound is not silence.
+        liveness.sweep(t + Duration::from_millis(100));
+        assert!(liveness.is_live(&2));
+        assert!(!rx.has_changed().unwrap_or(true));
+
+        liveness.sweep(t + Duration::from_millis(101));
+        assert!(!liveness.is_live(&2));
+        assert!(rx.has_changed().unwrap_or(false), "suspicion wakes the groups quiesced under it");
     }
 }

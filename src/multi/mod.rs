@@ -29,15 +29,17 @@
 //!   refuses (pre-)votes exactly as a follower of a heartbeating leader would, and never
 //!   campaigns while the leader's node is heard. Its last contact only moves forward, so it is
 //!   never less sticky than without quiescence, which is what the lease relies on.
-//! - A quiesced leader's lease runs out (no answers renew it): a read after that wakes the
-//!   group and waits for a heartbeat round.
+//! - A quiesced leader's lease runs out (no answers renew it). Any read wakes the group; a
+//!   read after the lease ran out waits for a heartbeat round.
 //! - Anything that needs the leader wakes it: a write, a read, a membership change, a transfer,
 //!   and any vote request (somebody is not hearing it). Any vote request also wakes a quiesced
 //!   follower, and so does any AppendEntries not marked `quiesce`.
 //! - When the host suspects the leader's node, or sees it restart (a new
 //!   [`NodeBeat::incarnation`]) or give up a leadership that had quiesced followers (a new
-//!   [`NodeBeat::generation`]: the group was removed, stopped, or stepped down while quiesced),
-//!   it wakes every group quiesced under that node. Each one's election timer runs from the
+//!   [`NodeBeat::generation`]: a leadership ended while some follower could still be quiesced
+//!   under it — removed, stopped, stepped down), it wakes every group quiesced under that node.
+//!   The marked heartbeat carries the leader's host's identity, so a mark that arrives after
+//!   such a change does not quiesce its follower. Each one's election timer runs from the
 //!   last beat heard, so an orphaned group elects as soon as a heartbeating one would.
 //! - A follower's node that the host does not hear need not be caught up for its leader to
 //!   quiesce (a dead node must not keep thousands of groups awake); the leader's stream to it
@@ -234,7 +236,8 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
     /// # Errors
     /// [`HostError::GroupExists`] if the host runs a group of this id;
     /// [`HostError::Config`] if `config.election_timeout_min` is not longer than the host's
-    /// `suspect_after`; [`HostError::Fatal`] if the Raft failed to start.
+    /// `suspect_after`, or if the host quiesces groups and `config` turns pre-vote or
+    /// check-quorum off; [`HostError::Fatal`] if the Raft failed to start.
     pub async fn create_group<LS, SM>(
         &self,
         group: GroupId,
@@ -251,6 +254,13 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
             return Err(HostError::Config(format!(
                 "group {group}: election_timeout_min ({:?}) must be longer than the host's suspect_after ({:?})",
                 config.election_timeout_min, inner.config.suspect_after
+            )));
+        }
+        if inner.config.quiesce && !(config.enable_pre_vote && config.enable_check_quorum) {
+            // Without stickiness a quiesced follower woken by a suspicion would depose a live
+            // leader; without check-quorum a leader never checks whether it may quiesce.
+            return Err(HostError::Config(format!(
+                "group {group}: quiescence needs enable_pre_vote and enable_check_quorum"
             )));
         }
         if self.group(group).is_some() {
@@ -362,20 +372,27 @@ async fn beat_loop<C: RaftTypeConfig, N: HostNetwork<C>>(
     let option = RPCOption::new(interval);
     loop {
         tick.tick().await;
+        // Suspect on time, whatever the sends below do: a hung peer must not delay the verdict
+        // on the others.
+        liveness.sweep(Instant::now());
         let beat = liveness.beat();
         let targets = liveness.targets();
-        let sends = targets.iter().map(|(id, node)| {
-            let send = network.send_beat(*id, node, beat, option);
-            async move {
-                match tokio::time::timeout(interval, send).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => debug!(target = %id, error = %e, "beat not sent"),
-                    Err(_) => debug!(target = %id, "beat timed out"),
+        let network = network.clone();
+        // The sends of one tick run beside the next tick; each is bounded by one interval, so
+        // at most two ticks' sends are ever in flight.
+        tokio::spawn(async move {
+            let sends = targets.iter().map(|(id, node)| {
+                let send = network.send_beat(*id, node, beat, option);
+                async move {
+                    match tokio::time::timeout(interval, send).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => debug!(target = %id, error = %e, "beat not sent"),
+                        Err(_) => debug!(target = %id, "beat timed out"),
+                    }
                 }
-            }
+            });
+            futures_util::future::join_all(sends).await;
         });
-        futures_util::future::join_all(sends).await;
-        liveness.sweep(Instant::now());
     }
 }
 

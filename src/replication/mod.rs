@@ -63,12 +63,22 @@ struct SendTimer {
     commit_armed: bool,
     heartbeat: std::time::Duration,
     commit_grace: std::time::Duration,
+    /// In a host of many groups, the instant heartbeats are aligned to (see [`align_up`]).
+    grid: Option<Instant>,
 }
 
 impl SendTimer {
     /// A request left at `now`; it carried the latest commit index.
+    ///
+    /// In a host of many groups the next heartbeat is due on the host's grid, `heartbeat`
+    /// apart from its epoch, between half a heartbeat and one and a half after `now`: every
+    /// group of the node then heartbeats a peer at the same instants, and the transport sends
+    /// those heartbeats together (one write per peer and interval, whatever the group count).
     fn sent(&mut self, now: Instant) {
-        self.next = now + self.heartbeat;
+        self.next = match self.grid {
+            None => now + self.heartbeat,
+            Some(epoch) => align_up(now + self.heartbeat / 2, epoch, self.heartbeat),
+        };
         self.commit_armed = false;
     }
 
@@ -80,6 +90,15 @@ impl SendTimer {
             self.next = self.next.min(now + self.commit_grace);
         }
     }
+}
+
+/// The first instant at or after `t` that is a whole number of `step`s after `epoch`.
+fn align_up(t: Instant, epoch: Instant, step: std::time::Duration) -> Instant {
+    let step_ns = step.as_nanos().max(1);
+    let since = t.saturating_duration_since(epoch).as_nanos();
+    let steps = since.div_ceil(step_ns);
+    let offset = u64::try_from(steps * step_ns).unwrap_or(u64::MAX);
+    epoch + std::time::Duration::from_nanos(offset)
 }
 
 /// What one stream has in flight, readable by RaftCore for metrics.
@@ -136,7 +155,8 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
         submitted: watch::Receiver<IOProgress<C>>,
         committed: watch::Receiver<Option<LogId<C>>>,
         heartbeat: watch::Receiver<u64>,
-        quiesced: watch::Receiver<Option<LogId<C>>>,
+        quiesced: watch::Receiver<Option<(LogId<C>, crate::types::QuiesceMark)>>,
+        heartbeat_grid: Option<Instant>,
         notify: mpsc::UnboundedSender<Notification<C>>,
         sm: mpsc::UnboundedSender<SmMsg<C>>,
         clock: Clock,
@@ -157,6 +177,7 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
                 committed,
                 heartbeat,
                 quiesced,
+                heartbeat_grid,
                 notify,
                 sm,
                 gauge: gauge.clone(),
@@ -213,9 +234,12 @@ struct StreamState<C: RaftTypeConfig, LR> {
     committed: watch::Receiver<Option<LogId<C>>>,
     /// Changes when a read wants a heartbeat round now.
     heartbeat: watch::Receiver<u64>,
-    /// `Some(last)` while the leader is quiesced with its whole log up to `last` matched and
-    /// committed: the stream sends one heartbeat marked `quiesce`, then none until it wakes.
-    quiesced: watch::Receiver<Option<LogId<C>>>,
+    /// `Some((last, mark))` while the leader is quiesced with its whole log up to `last`
+    /// matched and committed: the stream sends one heartbeat marked `quiesce` (with `mark`),
+    /// then none until it wakes.
+    quiesced: watch::Receiver<Option<(LogId<C>, crate::types::QuiesceMark)>>,
+    /// In a host of many groups: the epoch heartbeats are aligned to.
+    heartbeat_grid: Option<Instant>,
     notify: mpsc::UnboundedSender<Notification<C>>,
     /// The state machine task, which hands out the current snapshot.
     sm: mpsc::UnboundedSender<SmMsg<C>>,
@@ -309,8 +333,9 @@ where
         if !verdict.backoff.is_zero() {
             st.clock.sleep(verdict.backoff).await;
         }
-        // A quiesced leader left this follower behind (its node is not heard from): retry
-        // once the group wakes, which a restarted follower's election brings about.
+        // While the leader is quiesced, retry once it wakes. The follower is either caught up
+        // (quiescing required it, for every member whose node the host hears) or its node is
+        // not heard from; when that node is heard again, its host's return wakes the leader.
         let mut quiesced = st.quiesced.clone();
         while quiesced.borrow_and_update().is_some() {
             if quiesced.changed().await.is_err() {
@@ -341,7 +366,7 @@ where
                 prev_log_id: Some(prev),
                 entries: vec![],
                 leader_commit: *st.committed.borrow(),
-                quiesce: false,
+                quiesce: None,
             };
             let option = RPCOption::new(st.config.rpc_timeout);
             let ack = Ack { sent_at: st.clock.now(), round: *st.heartbeat.borrow_and_update() };
@@ -422,8 +447,13 @@ where
         let _reset = GaugeReset(st.gauge.clone());
         let mut last_sent = st.matched;
         let mut sent_commit: Option<LogId<C>> = None;
-        let mut timer =
-            SendTimer { next: st.clock.now(), commit_armed: false, heartbeat, commit_grace: heartbeat / 16 };
+        let mut timer = SendTimer {
+            next: st.clock.now(),
+            commit_armed: false,
+            heartbeat,
+            commit_grace: heartbeat / 16,
+            grid: st.heartbeat_grid,
+        };
         let mut answer_deadline = st.clock.now() + rpc_timeout;
         // Whether this stream sent its follower the heartbeat marked `quiesce` since the
         // leader last quiesced.
@@ -507,8 +537,8 @@ where
                 _ = st.clock.sleep_until(timer.next), if room && may_heartbeat => {
                     // The follower may quiesce only on a heartbeat that brings it the leader's
                     // whole log, all committed.
-                    let quiesce = quiesced.is_some() && quiesced == last_sent && committed == last_sent;
-                    quiesce_sent = quiesce;
+                    let quiesce = quiesced.filter(|(last, _)| Some(*last) == last_sent && committed == last_sent).map(|(_, mark)| mark);
+                    quiesce_sent = quiesce.is_some();
                     let req = AppendEntriesRequest { vote: st.vote, prev_log_id: last_sent, entries: vec![], leader_commit: committed, quiesce };
                     let now = st.clock.now();
                     if in_flight.is_empty() {
@@ -635,7 +665,7 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
                 prev_log_id: last_sent,
                 entries,
                 leader_commit: committed,
-                quiesce: false,
+                quiesce: None,
             },
             bytes,
         ))

@@ -128,7 +128,7 @@ struct Stream {
     submitted: watch::Sender<IOProgress<C>>,
     committed: watch::Sender<Option<LogId<C>>>,
     heartbeat: watch::Sender<u64>,
-    _quiesced: watch::Sender<Option<LogId<UTConfig>>>,
+    _quiesced: watch::Sender<Option<(LogId<UTConfig>, crate::types::QuiesceMark)>>,
     notify: mpsc::UnboundedReceiver<Notification<C>>,
     /// Every `matched` the stream reported, in order.
     reported: Vec<Option<LogId<C>>>,
@@ -177,6 +177,7 @@ impl Stream {
             committed.1,
             heartbeat.1,
             quiesced.1,
+            None,
             notify_tx,
             sm_tx,
             Clock::default(),

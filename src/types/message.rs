@@ -83,9 +83,21 @@ pub struct AppendEntriesRequest<C: RaftTypeConfig> {
     /// Set on the last heartbeat of a leader whose group goes quiet (quiescence, used by
     /// [`multi`](crate::multi)): a follower whose log then equals the leader's, all of it
     /// committed, stops its election timer and follows the leader's node liveness instead.
-    /// `false` on every other request; a follower outside a host ignores it.
+    /// `None` on every other request; a follower outside a host ignores it.
     #[serde(default)]
-    pub quiesce: bool,
+    pub quiesce: Option<QuiesceMark>,
+}
+
+/// Who quiesced a group: the leader's host as its beats name it when the leader quiesced
+/// ([`NodeBeat`](crate::multi::NodeBeat)'s incarnation and generation). A follower whose host
+/// already sees another identity for that node (it restarted, or gave up a quiesced leadership,
+/// before the mark arrived) does not stay quiesced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuiesceMark {
+    /// The leader's host's incarnation.
+    pub incarnation: u64,
+    /// The leader's host's generation.
+    pub generation: u64,
 }
 
 impl<C: RaftTypeConfig> AppendEntriesRequest<C> {

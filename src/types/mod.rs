@@ -15,7 +15,7 @@ pub use entry::{Entry, EntryPayload};
 pub use log_id::{DisplayOption, LeaderId, LogId, LogIdOptionExt};
 pub use membership::{Membership, MembershipError, StoredMembership};
 pub use message::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, QuiesceMark,
     TransferLeaderRequest, VoteRequest, VoteResponse,
 };
 pub use read_policy::ReadPolicy;

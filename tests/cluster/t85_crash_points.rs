@@ -52,7 +52,7 @@ async fn a_node_restarts_after_a_crash_between_a_snapshot_install_and_its_log_tr
         prev_log_id: Some(id(3, 3, 4)),
         entries: vec![Entry::new_blank(id(3, 3, 5))],
         leader_commit: Some(id(3, 3, 4)),
-        quiesce: false,
+        quiesce: None,
     };
     let resp = raft.append_entries(req).await.expect("the node is running");
 
@@ -92,7 +92,7 @@ async fn a_stale_tail_after_the_purged_id_is_dropped_at_restart() {
         prev_log_id: Some(id(2, 2, 100)),
         entries: vec![Entry::new_blank(id(3, 3, 101))],
         leader_commit: Some(id(2, 2, 100)),
-        quiesce: false,
+        quiesce: None,
     };
     let resp = raft.append_entries(req).await.expect("the node is running");
 

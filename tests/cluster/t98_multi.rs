@@ -29,6 +29,11 @@ impl MultiCluster {
     /// Nodes 1, 2, 3, each hosting `groups` groups; group `g` is initialized through node
     /// `g % 3 + 1`, so leadership is spread over the nodes.
     async fn start(groups: u64) -> Self {
+        Self::start_through(groups, |g| g % 3 + 1).await
+    }
+
+    /// As [`start`](Self::start), with group `g` initialized through node `through(g)`.
+    async fn start_through(groups: u64, through: fn(GroupId) -> u64) -> Self {
         let mut cluster = Self {
             config: Arc::new(test_config()),
             router: HostRouter::new(),
@@ -41,7 +46,7 @@ impl MultiCluster {
         }
         let members: BTreeMap<u64, _> = NODES.iter().map(|id| (*id, node_addr(*id))).collect();
         for g in cluster.groups.clone() {
-            cluster.raft(g % 3 + 1, g).initialize(members.clone()).await.expect("initialize");
+            cluster.raft(through(g), g).initialize(members.clone()).await.expect("initialize");
         }
         for g in cluster.groups.clone() {
             cluster.wait_for_leader(g, &NODES).await;
@@ -374,4 +379,21 @@ async fn a_restarted_follower_node_catches_up_on_every_group() {
     }
     cluster.wait_all_quiesced().await;
     cluster.check_safety();
+}
+
+/// Found in review: beats went only to the nodes a host's groups sent requests to, so a node
+/// that only followed beat nobody and looked dead to its leaders, which then quiesced without
+/// waiting for it. Every member's host now hears every other's beats.
+#[tokio::test(start_paused = true)]
+async fn a_node_that_only_follows_is_heard_by_its_leaders() {
+    let cluster = MultiCluster::start_through(4, |_| 1).await;
+    for g in cluster.groups.clone() {
+        assert_eq!(cluster.leader_of(2, g), Some(1), "node 1 leads every group");
+        cluster.write(g, "k").await;
+    }
+    cluster.wait_all_quiesced().await;
+
+    for id in [2, 3] {
+        assert!(cluster.hosts[&1].is_live(&id), "node 1 does not hear node {id}");
+    }
 }

@@ -59,7 +59,7 @@ async fn record_client_bytes() -> Vec<u8> {
         prev_log_id: (i > 0).then(|| log_id(i - 1)),
         entries: vec![Entry::new_normal(log_id(i), Request::set(format!("k{i}"), "v"))],
         leader_commit: None,
-        quiesce: false,
+        quiesce: None,
     };
     client.vote(quorate::VoteRequest::new(Vote::new(1, 1), None), option).await.unwrap();
     client.append_entries(request(0), option).await.unwrap();

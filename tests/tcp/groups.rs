@@ -151,7 +151,7 @@ async fn a_call_to_a_group_the_host_does_not_run_is_unreachable_and_harmless() {
         prev_log_id: None,
         entries: vec![],
         leader_commit: None,
-        quiesce: false,
+        quiesce: None,
     }]);
     let mut answers = absent.stream_append(input, option()).await.unwrap();
     assert_unreachable(answers.next().await.unwrap().unwrap_err(), "runs no group 99");

@@ -28,7 +28,7 @@ fn request(k: u64, per: u64) -> AppendEntriesRequest<C> {
     let entries = (first..first + per)
         .map(|i| Entry::new_normal(log_id(i), Request::set(format!("k{i}"), format!("v{i}"))))
         .collect();
-    AppendEntriesRequest { vote: Vote::new_committed(1, 1), prev_log_id, entries, leader_commit: None, quiesce: false }
+    AppendEntriesRequest { vote: Vote::new_committed(1, 1), prev_log_id, entries, leader_commit: None, quiesce: None }
 }
 
 /// A follower (node 2) and the client of a leader (node 1) that reaches it.

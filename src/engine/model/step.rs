@@ -350,7 +350,7 @@ fn replicate(w: &mut World, leader: u64, target: u64, send: Send, b: &Bounds) ->
     let leader_commit = node.engine.state.committed;
     let now = w.clock;
     let token = reads::on_send(&mut w.node_mut((leader - 1) as usize).engine, now);
-    let req = AppendEntriesRequest { vote, prev_log_id, entries, leader_commit, quiesce: false };
+    let req = AppendEntriesRequest { vote, prev_log_id, entries, leader_commit, quiesce: None };
     let msg = Msg { from: leader, to: target, payload: Payload::Append { req, token } };
     // Sending a copy of a message in flight is a duplication, which has its own budget.
     if w.net.contains(&msg) {

@@ -59,7 +59,7 @@ pub(super) fn normal(log_id: LogId<C>, data: &str) -> Entry<C> {
 
 /// An AppendEntries of `vote` with `entries` after `prev`, the leader committed nothing.
 pub(super) fn req(vote: Vote<C>, prev: Option<LogId<C>>, entries: Vec<Entry<C>>) -> AppendEntriesRequest<C> {
-    AppendEntriesRequest { vote, prev_log_id: prev, entries, leader_commit: None, quiesce: false }
+    AppendEntriesRequest { vote, prev_log_id: prev, entries, leader_commit: None, quiesce: None }
 }
 
 /// Node 2, following node 1 of term 2 among voters 1, 2, 3, with log `[T1.0, T1.1, T2.2]`

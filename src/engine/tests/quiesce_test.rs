@@ -7,9 +7,12 @@ use pretty_assertions::assert_eq;
 use tokio::time::Instant;
 
 use super::fixture::{C, EngineBuilder, LEASE, TIMEOUT_MAX, TIMEOUT_MIN, assert_deadline_after, joint, voters};
+use crate::engine::Ack;
 use crate::engine::{Command, Engine, ReadStart, ServerState};
 use crate::testing_types::log_id;
-use crate::types::{AppendEntriesRequest, EntryPayload, LogId, ReadPolicy, Vote, VoteRequest};
+use crate::types::{AppendEntriesRequest, EntryPayload, LogId, QuiesceMark, ReadPolicy, Vote, VoteRequest};
+
+const MARK: QuiesceMark = QuiesceMark { incarnation: 7, generation: 3 };
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -63,7 +66,7 @@ fn quiesce_heartbeat() -> AppendEntriesRequest<C> {
         prev_log_id: Some(last()),
         entries: vec![],
         leader_commit: Some(last()),
-        quiesce: true,
+        quiesce: Some(MARK),
     }
 }
 
@@ -204,7 +207,7 @@ fn a_leader_stepping_down_while_quiesced_says_so() {
 fn a_follower_quiesces_only_on_a_marked_heartbeat_bringing_the_whole_log_committed() {
     let t = Instant::now();
     let commit_behind = AppendEntriesRequest { leader_commit: Some(log_id(1, 1)), ..quiesce_heartbeat() };
-    let unmarked = AppendEntriesRequest { quiesce: false, ..quiesce_heartbeat() };
+    let unmarked = AppendEntriesRequest { quiesce: None, ..quiesce_heartbeat() };
     let short = AppendEntriesRequest {
         prev_log_id: Some(log_id(1, 1)),
         leader_commit: Some(log_id(1, 1)),
@@ -224,6 +227,7 @@ fn a_follower_quiesces_only_on_a_marked_heartbeat_bringing_the_whole_log_committ
         engine.handle_append_entries(t, req);
 
         assert_eq!(engine.quiesced_under(), quiesces.then_some(1), "{name}");
+        assert_eq!(engine.quiesced_mark(), quiesces.then_some(MARK), "{name}");
         assert_eq!(engine.election_deadline().is_none(), quiesces, "{name}");
     }
 }
@@ -233,7 +237,7 @@ fn any_other_message_from_the_leader_wakes_the_follower() {
     let t = Instant::now();
     let mut engine = quiesced_follower(t);
     let now = t + Duration::from_secs(5);
-    let heartbeat = AppendEntriesRequest { quiesce: false, ..quiesce_heartbeat() };
+    let heartbeat = AppendEntriesRequest { quiesce: None, ..quiesce_heartbeat() };
 
     engine.handle_append_entries(now, heartbeat);
 
@@ -304,4 +308,38 @@ fn a_timer_that_runs_out_while_the_leader_is_still_heard_re_arms_from_the_contac
     assert_eq!(engine.take_commands(), vec![]);
     assert_eq!(engine.state.server_state, ServerState::Follower);
     assert_deadline_after(&engine, t + ms(100));
+}
+
+/// Found in review: a leader woken by a read its lease answered, then stopped before any
+/// follower heard from it, left them quiesced under a node that stayed alive, with no leader.
+/// Until every member answered it after it woke, its end must be announced.
+#[test]
+fn a_leadership_that_ends_before_its_followers_heard_it_wake_is_announced() {
+    let t = Instant::now();
+    let mut engine = quiesced_leader(t);
+    assert!(matches!(engine.leader_read(t + ms(1), ReadPolicy::LeaseRead), ReadStart::Ready(_)));
+    engine.take_commands();
+    assert!(engine.followers_may_be_quiesced(), "woken, but no follower heard it yet");
+
+    engine.see_greater_vote(t + ms(2), Vote::new_committed(3, 2));
+
+    assert!(engine.take_commands().contains(&Command::SetQuiesced { last: None }));
+}
+
+#[test]
+fn once_every_member_answered_the_woken_leader_its_end_is_not_announced() {
+    let t = Instant::now();
+    let mut engine = quiesced_leader(t);
+    let woke = t + ms(1);
+    engine.leader_read(woke, ReadPolicy::ReadIndex);
+    let vote = Vote::new_committed(2, 1);
+
+    engine.on_heartbeat_acked(2, vote, Ack { sent_at: woke, round: 1 });
+    assert!(engine.followers_may_be_quiesced(), "node 3 has not answered");
+    engine.on_heartbeat_acked(3, vote, Ack { sent_at: woke, round: 1 });
+    assert!(!engine.followers_may_be_quiesced());
+    engine.take_commands();
+
+    engine.see_greater_vote(t + ms(2), Vote::new_committed(3, 2));
+    assert!(!engine.take_commands().contains(&Command::SetQuiesced { last: None }));
 }

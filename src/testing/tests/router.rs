@@ -41,7 +41,7 @@ fn append_req(index: u64) -> AppendEntriesRequest<TypeConfig> {
         prev_log_id: index.checked_sub(1).map(|i| log_id(1, i)),
         entries: blanks(1, index..index + 1),
         leader_commit: None,
-        quiesce: false,
+        quiesce: None,
     }
 }
 
