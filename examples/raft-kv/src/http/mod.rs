@@ -18,7 +18,7 @@
 //! same: each request goes to the group of its key, and to that group's leader. The
 //! membership routes take `?group=<shard>` and change that group; `/admin/init` initializes
 //! every group; `/admin/metrics` and `/admin/dump` summarize every group, or show one with
-//! `?group=<shard>` (see [`groups`]).
+//! `?group=<shard>` (see `src/http/groups.rs`).
 //!
 //! Any node accepts any request: one that needs the leader and is not it relays the request to
 //! the leader's HTTP API, one hop, and answers as the leader would have.
