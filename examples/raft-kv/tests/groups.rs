@@ -155,8 +155,62 @@ async fn check_everywhere(cluster: &LocalCluster, acked: &BTreeMap<String, Strin
     }
 }
 
+/// POST admin route `path` to node index `i` and return its status and JSON body.
+async fn admin(cluster: &LocalCluster, i: usize, path: &str, body: Value) -> Result<(u16, Value), String> {
+    let resp = cluster.admin_post(i, path).json(&body).send().await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.json().await.map_err(|e| e.to_string())?))
+}
+
+/// On a node of many groups a membership route needs `?group=` (400, nothing done, without
+/// it), and with it changes that group only, relayed to its leader like any request; metrics
+/// page through the groups or show one whole. Returns the groups' leaders after the transfer.
+async fn admin_routes_name_their_group(cluster: &LocalCluster, leaders: &[u64]) -> Result<Vec<u64>, String> {
+    let (status, body) = admin(cluster, 0, "/admin/transfer-leader", json!({ "to": 2 })).await?;
+    if status != 400 || body["error"] != "group_required" || body["outcome"] != "not_applied" {
+        return Err(format!("a transfer without ?group= answered {status} {body}"));
+    }
+    // Move group 0's leadership through a node that does not lead it (so the request is
+    // relayed to the leader, ?group= included).
+    let from = leaders[0];
+    let to = if from == 3 { 2 } else { 3 };
+    let via = (0..3).find(|i| cluster.nodes[*i].id != from).unwrap_or(0);
+    let (status, body) = admin(cluster, via, "/admin/transfer-leader?group=0", json!({ "to": to })).await?;
+    if status != 200 {
+        return Err(format!("transfer of group 0 to {to} through node {}: {status} {body}", via + 1));
+    }
+    let deadline = Instant::now() + WAIT;
+    let moved = loop {
+        let now = cluster.wait_group_leaders(GROUPS as usize, WAIT).await?;
+        if now[0] == to {
+            break now;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("group 0 is still led by {} after a transfer to {to}", now[0]));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let client = cluster.client();
+    let url = cluster.nodes[0].url();
+    let page: Value = async { client.get(format!("{url}/admin/metrics?from=2&limit=3")).send().await?.json().await }
+        .await
+        .map_err(|e: reqwest::Error| e.to_string())?;
+    let shards: Vec<u64> =
+        page["groups"].as_array().into_iter().flatten().filter_map(|l| l["group"].as_u64()).collect();
+    if shards != [2, 3, 4] || page["next"] != 5 || page["group_count"] != GROUPS {
+        return Err(format!("a page of 3 groups from group 2: {page}"));
+    }
+    let one: Value = async { client.get(format!("{url}/admin/metrics?group=0")).send().await?.json().await }
+        .await
+        .map_err(|e: reqwest::Error| e.to_string())?;
+    if one["current_leader"] != to {
+        return Err(format!("group 0's own metrics: {one}"));
+    }
+    Ok(moved)
+}
+
 /// A 3-node cluster of 8 groups, started with `--bootstrap` (each node initializes its share,
-/// so leaders start spread): writes to keys of every group through every node are read back
+/// so leaders start spread), whose admin routes name a group; writes to keys of every group through every node are read back
 /// linearizably; a node is killed (kill -9), writes and reads go on through the others; it is
 /// restarted from its data directory and catches up in every group (some through snapshots:
 /// a snapshot every 20 entries, 5 kept behind it).
@@ -176,6 +230,7 @@ async fn many_groups_serve_every_key_through_any_node_across_a_node_kill() {
         }
 
         let client = cluster.client().clone();
+        let leaders = admin_routes_name_their_group(&cluster, &leaders).await?;
         let all: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
         let mut acked = write_keys(&client, &all, 0..240, "a").await?;
         let shards: BTreeSet<u32> = acked.keys().map(|k| shard_of(k, GROUPS)).collect();
