@@ -179,7 +179,9 @@ fn transport_config(opts: &NodeOptions) -> Result<TcpConfig, NodeError> {
 ///
 /// Order: read the TLS files, bind both listeners (so a port in use fails at once, and peers
 /// and clients that connect during recovery wait in the backlog instead of being refused),
-/// lock the data directory, recover the storage, start Raft, then serve.
+/// lock the data directory, check that it was made with `opts.groups` groups (see
+/// [`groups::check_layout`]), recover the storage, start Raft (one, or a group host of many
+/// groups: see [`crate::host`]), then serve.
 ///
 /// # Errors
 /// [`NodeError`]: an option, a listener, the data directory, Raft.

@@ -274,7 +274,10 @@ async fn a_data_dir_refuses_another_number_of_groups() {
             cluster.node_args(&["--groups", made_with, "--bootstrap"]);
             cluster.start(0).map_err(|e| e.to_string())?;
             cluster.wait_metrics(0, WAIT, "a started node", |_| true).await?;
-            cluster.terminate(0, WAIT).await.map_err(|e| e.to_string())?;
+            let stopped = cluster.terminate(0, WAIT).await.map_err(|e| e.to_string())?;
+            if !stopped.is_some_and(|s| s.success()) {
+                return Err(format!("--groups {made_with}: SIGTERM did not stop the node cleanly: {stopped:?}"));
+            }
             let groups_file = cluster.nodes[0].data_dir.join(GROUPS_FILE);
             if groups_file.exists() != (made_with != "1") {
                 return Err(format!(
