@@ -10,6 +10,9 @@
 //! - so is the HTTP API for clients and operators ([`http`]), optionally over HTTPS, with
 //!   authenticated admin routes.
 //!
+//! With `--groups N` a node partitions the keys over N Raft groups ([`groups`]) run by one
+//! quorate `GroupHost` over one shared log and one connection per peer ([`host`]).
+//!
 //! [`node::run`] wires them together; the `raft-kv` binary runs a node, a local demo cluster,
 //! a load generator, or the comparison with etcd ([`compare`]).
 #![deny(missing_docs)]
@@ -17,6 +20,8 @@
 pub mod bench;
 pub mod compare;
 pub mod demo;
+pub mod groups;
+pub mod host;
 pub mod http;
 pub mod local_cluster;
 pub mod node;

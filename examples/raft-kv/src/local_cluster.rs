@@ -139,6 +139,20 @@ impl LocalCluster {
         self.per_node_args = Some(args);
     }
 
+    /// Start each node from now on with `--bootstrap` and every other node as a `--peer`, so
+    /// that the nodes initialize the cluster themselves (no [`init`](Self::init)).
+    pub fn bootstrap_on_start(&mut self) {
+        let peers: Vec<(u64, String)> =
+            self.nodes.iter().map(|n| (n.id, format!("{}={}@{}", n.id, n.raft_addr, n.http_addr))).collect();
+        self.per_node_args(Box::new(move |id| {
+            let mut args = vec!["--bootstrap".to_string()];
+            for (_, arg) in peers.iter().filter(|(peer, _)| *peer != id) {
+                args.extend(["--peer".to_string(), arg.clone()]);
+            }
+            args
+        }));
+    }
+
     /// Talk to the nodes over HTTPS with `client` (which trusts their CA).
     pub fn use_https(&mut self, client: reqwest::Client) {
         self.client = client;
@@ -371,6 +385,63 @@ impl LocalCluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// On nodes of many groups (`--groups N`): wait until every group has a leader that every
+    /// running node names, and that is running and says it leads; returns each group's leader
+    /// id, in shard order. At most 1000 groups.
+    ///
+    /// # Errors
+    /// When the groups do not all agree within `timeout`.
+    pub async fn wait_group_leaders(&self, groups: usize, timeout: Duration) -> Result<Vec<u64>, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let agreed = self.group_leaders(groups).await;
+            if let Ok(leaders) = agreed {
+                return Ok(leaders);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("the groups did not all agree on a leader within {timeout:?}: {agreed:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Each group's leader as every running node sees it, or what is not agreed yet.
+    async fn group_leaders(&self, groups: usize) -> Result<Vec<u64>, String> {
+        let mut leaders: Vec<Option<u64>> = vec![None; groups];
+        let mut leads: Vec<Vec<u64>> = vec![Vec::new(); groups];
+        for (i, node) in self.nodes.iter().enumerate().filter(|(_, n)| n.is_running()) {
+            let page = self.group_page(i).await.ok_or(format!("node {} does not answer", node.id))?;
+            let lines = page["groups"].as_array().filter(|l| l.len() == groups);
+            let lines = lines.ok_or(format!("node {}: not {groups} groups: {page}", node.id))?;
+            for (shard, line) in lines.iter().enumerate() {
+                let leader = line["leader"].as_u64().ok_or(format!("node {}: group {shard} has no leader", node.id))?;
+                if leaders[shard].is_some_and(|l| l != leader) {
+                    return Err(format!("group {shard}: nodes name different leaders"));
+                }
+                leaders[shard] = Some(leader);
+                if line["state"] == "Leader" {
+                    leads[shard].push(node.id);
+                }
+            }
+        }
+        leaders
+            .into_iter()
+            .zip(leads)
+            .enumerate()
+            .map(|(shard, (leader, leads))| match (leader, leads.as_slice()) {
+                (Some(l), [only]) if l == *only => Ok(l),
+                _ => Err(format!("group {shard}: named {leader:?}, leading {leads:?}")),
+            })
+            .collect()
+    }
+
+    /// Node index `i`'s summary of its groups (`GET /admin/metrics` on a node of many groups,
+    /// up to 1000 of them), or `None` if it does not answer.
+    pub async fn group_page(&self, i: usize) -> Option<Value> {
+        let url = format!("{}/admin/metrics?limit=1000", self.nodes[i].url());
+        self.client.get(url).send().await.ok()?.json().await.ok()
     }
 
     /// Where the data and logs live.

@@ -60,6 +60,11 @@ struct NodeArgs {
     /// Initialize a cluster of this node and the `--peer`s, unless this node has state.
     #[arg(long)]
     bootstrap: bool,
+    /// Partition the keys over this many Raft groups (by a hash of the key), run by one group
+    /// host over one shared log. Every node of a cluster must be given the same number, and a
+    /// data directory keeps the one it was created with.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(raft_kv::groups::MAX_GROUPS)))]
+    groups: u32,
     /// Leader heartbeat interval.
     #[arg(long, default_value_t = 100)]
     heartbeat_ms: u64,
@@ -262,6 +267,7 @@ fn node_options(args: NodeArgs, peers: BTreeMap<u64, KvNode>) -> Result<NodeOpti
         data_dir: args.data_dir,
         peers,
         bootstrap: args.bootstrap,
+        groups: args.groups,
         config,
         cluster_id: args.cluster_id,
         raft_tls,

@@ -8,17 +8,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quorate::error::RaftError;
+use quorate::file_store::SharedLog;
 use quorate::file_store::{DataDirLock, FileStoreOptions};
 use quorate::metrics::export;
-use quorate::tcp::{TcpConfig, TcpError, TcpNetworkFactory, TcpServer, TlsConfig, TlsConfigError};
+use quorate::multi::HostError;
+use quorate::tcp::{ServerHandle, TcpConfig, TcpError, TcpNetworkFactory, TcpServer, TlsConfig, TlsConfigError};
 use quorate::{Config, Fatal, InitializeError, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
 
+use crate::groups::{self, Groups};
 use crate::http::{self, AdminAuth, AppState, HttpLimits, HttpTls};
 use crate::service::KvService;
 use crate::store::{LogStore, StateMachineStore, StoreError};
-use crate::telemetry;
 use crate::{KvNode, Raft, TypeConfig};
+use crate::{host, telemetry};
 
 /// The PEM files of a node's TLS identity on the Raft port: the cluster's CA, and this node's
 /// certificate (which must name `node-<id>.<cluster-id>`) and key.
@@ -51,6 +54,9 @@ pub struct NodeOptions {
     pub peers: BTreeMap<u64, KvNode>,
     /// Initialize a new cluster of this node and `peers` if this node has no state yet.
     pub bootstrap: bool,
+    /// How many Raft groups the keys are partitioned over (see [`crate::groups`]); 1 runs
+    /// one Raft exactly as raft-kv did before groups. Fixed for the life of a data directory.
+    pub groups: u32,
     /// Raft tunables.
     pub config: Config,
     /// The cluster's id: nodes refuse peers of another cluster.
@@ -96,6 +102,9 @@ pub enum NodeError {
     /// Raft failed to start or stopped on a fatal error.
     #[error("raft: {0}")]
     Raft(#[from] Fatal),
+    /// A group of a node of many groups failed to start or stopped on a fatal error.
+    #[error("group host: {0}")]
+    Host(#[from] HostError),
     /// `--bootstrap` failed.
     #[error("cannot bootstrap the cluster: {0}")]
     Bootstrap(String),
@@ -170,7 +179,9 @@ fn transport_config(opts: &NodeOptions) -> Result<TcpConfig, NodeError> {
 ///
 /// Order: read the TLS files, bind both listeners (so a port in use fails at once, and peers
 /// and clients that connect during recovery wait in the backlog instead of being refused),
-/// lock the data directory, recover the storage, start Raft, then serve.
+/// lock the data directory, check that it was made with `opts.groups` groups (see
+/// [`groups::check_layout`]), recover the storage, start Raft (one, or a group host of many
+/// groups: see [`crate::host`]), then serve.
 ///
 /// # Errors
 /// [`NodeError`]: an option, a listener, the data directory, Raft.
@@ -187,36 +198,100 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     // series with it.
     let prometheus = telemetry::install().map_err(|e| NodeError::Invalid(format!("cannot record metrics: {e}")))?;
     let _lock = DataDirLock::acquire(&opts.data_dir).map_err(StoreError::from)?;
+    groups::check_layout(&opts.data_dir, opts.groups)?;
+    let raft_server = TcpServer::from_listener(raft_listener, tcp.clone());
+    let node = if opts.groups == 1 {
+        start_single(&opts, tcp, raft_server).await?
+    } else {
+        host::start(&opts, tcp, raft_server).await?
+    };
+    tracing::info!(
+        id = opts.id,
+        groups = opts.groups,
+        raft_addr = %opts.raft_addr,
+        http_addr = %opts.http_addr,
+        "node started"
+    );
+
+    if opts.bootstrap {
+        match &node.rafts {
+            Rafts::Single(raft) => bootstrap(raft, &opts).await?,
+            Rafts::Host { .. } => host::bootstrap(&node.groups, &opts).await?,
+        }
+    }
+
+    let state = AppState::new(node.groups.clone(), opts.admin.clone(), https.as_ref(), prometheus);
+    let app = http::router(state, &opts.http_limits);
+    http::serve(http_listener, app, opts.http_limits, https, shutdown_signal(node.groups.clone())).await;
+    tracing::info!("shutting down");
+    node.shutdown().await
+}
+
+/// A node's Raft side once started: what the HTTP API serves, and what to stop.
+pub(crate) struct Started {
+    /// Every group's key-value service.
+    pub(crate) groups: Groups,
+    /// The Raft (or the group host) to shut down.
+    pub(crate) rafts: Rafts,
+    /// Serves the Raft port until dropped.
+    pub(crate) _serving: ServerHandle,
+}
+
+/// What runs a node's groups.
+pub(crate) enum Rafts {
+    /// One group: raft-kv's layout before `--groups`.
+    Single(Raft),
+    /// Many groups on one host, their logs in one shared log.
+    Host {
+        /// The groups.
+        host: host::KvHost,
+        /// Their logs: dropped after the groups have stopped.
+        log: SharedLog<TypeConfig>,
+    },
+}
+
+impl Started {
+    /// Stop the groups, and return the fatal error of one that had stopped on one: the process
+    /// then exits non-zero, so that a supervisor sees the node is gone instead of an HTTP API
+    /// answering 500 forever.
+    async fn shutdown(self) -> Result<(), NodeError> {
+        match self.rafts {
+            Rafts::Single(raft) => raft.shutdown().await?,
+            Rafts::Host { host, log } => {
+                let stopped = host.shutdown().await;
+                // The writer thread stops after what the groups queued is written.
+                drop(log);
+                stopped?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One group, as raft-kv ran before `--groups`: a `FileLogStore` in `<data-dir>/log`, the
+/// snapshot in `<data-dir>`, a single-Raft TCP server.
+async fn start_single(opts: &NodeOptions, tcp: TcpConfig, raft_server: TcpServer) -> Result<Started, NodeError> {
     let log_options = FileStoreOptions::default().on_sync(export::file_store_observer(opts.id));
     let log_store = LogStore::open_with(&opts.data_dir.join("log"), log_options).map_err(StoreError::from)?;
     let state_machine = StateMachineStore::open(&opts.data_dir)?;
-    let network = TcpNetworkFactory::new(opts.id, tcp.clone());
+    let network = TcpNetworkFactory::new(opts.id, tcp);
     let raft = Raft::new(opts.id, Arc::new(opts.config.clone()), network, log_store, state_machine.clone()).await?;
     let service = KvService { raft: raft.clone(), state_machine, timeout: opts.request_timeout };
     // Ends by itself when Raft stops.
     tokio::spawn(export::publish(raft.metrics(), telemetry::PUBLISH_EVERY));
+    let serving = raft_server.serve(raft.clone())?;
+    Ok(Started { groups: Groups::new(vec![service]), rafts: Rafts::Single(raft), _serving: serving })
+}
 
-    let _serving = TcpServer::from_listener(raft_listener, tcp).serve(raft.clone())?;
-    tracing::info!(id = opts.id, raft_addr = %opts.raft_addr, http_addr = %opts.http_addr, "node started");
-
-    if opts.bootstrap {
-        bootstrap(&raft, &opts).await?;
-    }
-
-    let state = AppState::new(service, opts.admin.clone(), https.as_ref(), prometheus);
-    let app = http::router(state, &opts.http_limits);
-    http::serve(http_listener, app, opts.http_limits, https, shutdown_signal(raft.clone())).await;
-    tracing::info!("shutting down");
-    // The fatal error, if Raft stopped on one: the process then exits non-zero, so that a
-    // supervisor sees the node is gone instead of an HTTP API answering 500 forever.
-    raft.shutdown().await?;
-    Ok(())
+/// The members of the cluster `--bootstrap` initializes: this node and its `--peer`s.
+pub(crate) fn initial_members(opts: &NodeOptions) -> BTreeMap<u64, KvNode> {
+    let mut members = opts.peers.clone();
+    members.insert(opts.id, KvNode { raft_addr: opts.raft_addr.clone(), http_addr: opts.http_addr.clone() });
+    members
 }
 
 async fn bootstrap(raft: &Raft, opts: &NodeOptions) -> Result<(), NodeError> {
-    let mut members = opts.peers.clone();
-    members.insert(opts.id, KvNode { raft_addr: opts.raft_addr.clone(), http_addr: opts.http_addr.clone() });
-    match raft.initialize(members).await {
+    match raft.initialize(initial_members(opts)).await {
         Ok(()) => tracing::info!("initialized a new cluster"),
         Err(RaftError::APIError(InitializeError::NotAllowed { .. })) => {
             tracing::info!("not bootstrapping: this node already has state");
@@ -227,12 +302,20 @@ async fn bootstrap(raft: &Raft, opts: &NodeOptions) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Resolves on SIGINT, SIGTERM, or when Raft has stopped by itself (a fatal storage error).
-async fn shutdown_signal(raft: quorate::Raft<TypeConfig>) {
-    let mut metrics = raft.metrics();
+/// Resolves on SIGINT, SIGTERM, or when a group's Raft has stopped by itself (a fatal storage
+/// error: with a shared log, every group's store fails with it).
+async fn shutdown_signal(groups: Groups) {
+    let stops = groups.iter().map(|(shard, service)| {
+        let mut metrics = service.raft.metrics();
+        Box::pin(async move {
+            let _ = metrics.wait_for(|m| m.state == ServerState::Shutdown).await;
+            shard
+        })
+    });
+    let stops: Vec<_> = stops.collect();
     let raft_stopped = async move {
-        let _ = metrics.wait_for(|m| m.state == ServerState::Shutdown).await;
-        tracing::error!("raft stopped; shutting the node down");
+        let (shard, _, _) = futures_util::future::select_all(stops).await;
+        tracing::error!(group = shard, "raft stopped; shutting the node down");
     };
     tokio::select! {
         _ = raft_stopped => {}

@@ -13,6 +13,7 @@
 //! | name | type | labels | what |
 //! |---|---|---|---|
 //! | `raft_kv_http_request_duration_seconds` | histogram | `node_id`, `method`, `route`, `status` | time from a request's head to its answer, by route template (`/kv/{key}`; `unmatched` for unknown paths) and status code; its `_count` counts requests |
+//! | `raft_kv_groups`, `raft_kv_groups_leading`, `raft_kv_groups_without_leader`, `raft_kv_groups_quiesced` | gauge | `node_id` | only on a node of many groups (`--groups N`): the groups it runs, leads, knows no leader of, and that are quiesced (see [`publish_groups`]) |
 //! | `raft_kv_relayed_requests_total` | counter | `node_id`, `outcome` | requests this node had to relay to the leader: `answered` (the leader's answer was passed on, whatever its status), `leader_unreachable` (could not connect: not sent), `forward_failed` (sent, no answer), `no_leader` (none known), `not_leader` (relayed to this node, or this node is named leader but is not: not relayed again) |
 //!
 //! Histograms are rendered as Prometheus histograms with the buckets below (not summaries), so
@@ -32,6 +33,52 @@ pub mod names {
     pub const HTTP_REQUEST_DURATION_SECONDS: &str = "raft_kv_http_request_duration_seconds";
     /// Counter: requests relayed (or not) to the leader, by outcome.
     pub const RELAYED_REQUESTS_TOTAL: &str = "raft_kv_relayed_requests_total";
+    /// Gauge (many groups): the groups the node runs.
+    pub const GROUPS: &str = "raft_kv_groups";
+    /// Gauge (many groups): the groups this node leads.
+    pub const GROUPS_LEADING: &str = "raft_kv_groups_leading";
+    /// Gauge (many groups): the groups that know no leader here.
+    pub const GROUPS_WITHOUT_LEADER: &str = "raft_kv_groups_without_leader";
+    /// Gauge (many groups): the groups quiesced here.
+    pub const GROUPS_QUIESCED: &str = "raft_kv_groups_quiesced";
+}
+
+/// Record counts over the groups of a node of many groups every `every`, until every group has
+/// stopped: how many it runs, leads, has no leader for, and are quiesced.
+///
+/// quorate's own node series (`quorate_*`) have a `node_id` label and no group label, so on a
+/// node of many groups they are not published (the groups would overwrite each other); these
+/// gauges, the log's group commits and the HTTP metrics are.
+pub async fn publish_groups(groups: crate::groups::Groups, every: Duration) {
+    let node_id = groups.node_id().to_string();
+    let gauge = |name: &'static str| metrics::gauge!(name, "node_id" => node_id.clone());
+    let (count, leading, without_leader, quiesced) = (
+        gauge(names::GROUPS),
+        gauge(names::GROUPS_LEADING),
+        gauge(names::GROUPS_WITHOUT_LEADER),
+        gauge(names::GROUPS_QUIESCED),
+    );
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (mut led, mut orphaned, mut asleep, mut stopped) = (0u32, 0u32, 0u32, 0u32);
+        for (_, service) in groups.iter() {
+            let metrics = service.raft.metrics();
+            let m = metrics.borrow();
+            led += u32::from(m.state == quorate::ServerState::Leader);
+            orphaned += u32::from(m.current_leader.is_none());
+            asleep += u32::from(m.quiesced);
+            stopped += u32::from(m.state == quorate::ServerState::Shutdown);
+        }
+        count.set(f64::from(groups.count()));
+        leading.set(f64::from(led));
+        without_leader.set(f64::from(orphaned));
+        quiesced.set(f64::from(asleep));
+        if stopped == groups.count() {
+            return;
+        }
+    }
 }
 
 /// How often quorate's node metrics are recorded: how stale a scrape can be.

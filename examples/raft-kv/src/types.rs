@@ -56,6 +56,15 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// The key the request is about.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Set { key, .. } | Self::Delete { key } | Self::CompareAndSet { key, .. } => key,
+        }
+    }
+}
+
 impl quorate::PayloadSize for Request {
     /// A tag byte plus the strings it carries: a megabyte value counts a megabyte, so
     /// replication batches stay within `max_payload_bytes` and the transport's frame limit.

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::{ApiError, AppState};
+use crate::service::KvService;
 use crate::telemetry::names;
 use crate::{KvNode, TypeConfig};
 
@@ -81,13 +82,13 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiErro
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-/// The leader's address, from the error or from this node's membership.
-fn leader_node(state: &AppState, f: &ForwardToLeader<TypeConfig>) -> Option<(u64, KvNode)> {
+/// The leader's address, from the error or from the membership of the group this node knows.
+fn leader_node(service: &KvService, f: &ForwardToLeader<TypeConfig>) -> Option<(u64, KvNode)> {
     let id = f.leader_id?;
     if let Some(node) = &f.leader_node {
         return Some((id, node.clone()));
     }
-    let metrics = state.service.raft.metrics();
+    let metrics = service.raft.metrics();
     let m = metrics.borrow();
     m.membership_config.membership.get_node(&id).map(|n| (id, n.clone()))
 }
@@ -96,19 +97,25 @@ fn leader_node(state: &AppState, f: &ForwardToLeader<TypeConfig>) -> Option<(u64
 /// [`crate::telemetry`]).
 fn count_relay(state: &AppState, leader: Option<u64>, outcome: &'static str) {
     tracing::debug!(leader, outcome, "relayed to the leader");
-    metrics::counter!(names::RELAYED_REQUESTS_TOTAL, "node_id" => state.service.raft.id().to_string(), "outcome" => outcome)
+    metrics::counter!(names::RELAYED_REQUESTS_TOTAL, "node_id" => state.groups.node_id().to_string(), "outcome" => outcome)
         .increment(1);
 }
 
-/// Relay `req` to the leader named by `f` and return its answer; or 503 if there is no leader
-/// to relay to (the request did not happen).
-pub(crate) async fn to_leader(state: &AppState, req: &Incoming, f: &ForwardToLeader<TypeConfig>) -> Response {
-    let Some((leader_id, node)) = leader_node(state, f) else {
+/// Relay `req` to the leader named by `f` (of `service`'s group) and return its answer; or 503
+/// if there is no leader to relay to (the request did not happen). The leader finds the group
+/// again from the request (its key, or its `?group=`).
+pub(crate) async fn to_leader(
+    state: &AppState,
+    service: &KvService,
+    req: &Incoming,
+    f: &ForwardToLeader<TypeConfig>,
+) -> Response {
+    let Some((leader_id, node)) = leader_node(service, f) else {
         count_relay(state, None, "no_leader");
         return ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "no_leader", "no leader is known; retry")
             .into_response();
     };
-    if req.forwarded || leader_id == state.service.raft.id() {
+    if req.forwarded || leader_id == service.raft.id() {
         count_relay(state, Some(leader_id), "not_leader");
         return ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "not_leader", "this node is not the leader; retry")
             .with(json!({ "leader_id": leader_id, "leader_http_addr": node.http_addr }))
@@ -118,7 +125,7 @@ pub(crate) async fn to_leader(state: &AppState, req: &Incoming, f: &ForwardToLea
     let mut relayed = state
         .client
         .request(req.method.clone(), url)
-        .header(FORWARDED_HEADER, state.service.raft.id().to_string())
+        .header(FORWARDED_HEADER, service.raft.id().to_string())
         .header(header::CONTENT_TYPE, "application/octet-stream");
     if let Some(auth) = req.authorization(state) {
         relayed = relayed.header(header::AUTHORIZATION, auth);

@@ -42,7 +42,7 @@ pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: N
     tracing::debug!(parent: &span, status = status.as_u16(), elapsed = ?elapsed, "answered");
     metrics::histogram!(
         names::HTTP_REQUEST_DURATION_SECONDS,
-        "node_id" => state.service.raft.id().to_string(),
+        "node_id" => state.groups.node_id().to_string(),
         "method" => method,
         "route" => route,
         "status" => status.as_str().to_string(),

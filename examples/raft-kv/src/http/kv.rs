@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::forward::{self, Incoming};
 use super::{ApiError, AppState};
-use crate::service::{Outcome, ReadOutcome, WriteOutcome};
+use crate::service::{KvService, Outcome, ReadOutcome, WriteOutcome};
 use crate::{Request, TypeConfig};
 
 type KeyPath = Result<Path<String>, PathRejection>;
@@ -139,34 +139,38 @@ pub(crate) async fn get(
         Ok(Query(p)) => p.stale,
         Err(e) => return ApiError::bad_request(e.body_text()).into_response(),
     };
+    let (_, service) = state.groups.of_key(&key);
     if stale {
-        let value = state.service.state_machine.get(&key);
+        let value = service.state_machine.get(&key);
         return read_response(&key, Outcome::Done(value));
     }
-    if let Some(e) = state.removed() {
+    if let Some(e) = state.removed(service) {
         return e.into_response();
     }
-    if state.service.believes_leader() {
-        return read_response(&key, state.service.read(&key).await);
+    if service.believes_leader() {
+        return read_response(&key, service.read(&key).await);
     }
-    relay(&state, Incoming::new(method, &uri, &headers, Bytes::new())).await
+    relay(&state, service, Incoming::new(method, &uri, &headers, Bytes::new())).await
 }
 
-/// Execute a write here if this node leads, or relay it to the leader; answer its outcome.
+/// Execute a write here if this node leads the key's group, or relay it to that group's
+/// leader; answer its outcome.
 async fn write(state: &AppState, req: Request, ((method, uri, headers), body): (Raw, Bytes)) -> Response {
-    if let Some(e) = state.removed() {
+    let (_, service) = state.groups.of_key(req.key());
+    if let Some(e) = state.removed(service) {
         return e.into_response();
     }
-    if state.service.believes_leader() {
-        return write_response(state.service.write(req).await);
+    if service.believes_leader() {
+        return write_response(service.write(req).await);
     }
-    relay(state, Incoming::new(method, &uri, &headers, body)).await
+    relay(state, service, Incoming::new(method, &uri, &headers, body)).await
 }
 
-/// Relay a request to the leader this node knows of, and answer with the leader's answer.
-async fn relay(state: &AppState, incoming: Incoming) -> Response {
-    let leader = ForwardToLeader { leader_id: state.service.known_leader(), leader_node: None };
-    forward::to_leader(state, &incoming, &leader).await
+/// Relay a request to the leader of `service`'s group this node knows of, and answer with the
+/// leader's answer.
+async fn relay(state: &AppState, service: &KvService, incoming: Incoming) -> Response {
+    let leader = ForwardToLeader { leader_id: service.known_leader(), leader_node: None };
+    forward::to_leader(state, service, &incoming, &leader).await
 }
 
 fn no_leader() -> ApiError {

@@ -14,6 +14,12 @@
 //! | `GET /admin/dump` | the whole local map and its last applied log id |
 //! | `GET /metrics` | quorate's and raft-kv's metrics in Prometheus' text format (see [`crate::telemetry`]) |
 //!
+//! On a node of many groups (`--groups N`, see [`crate::groups`]) the key-value routes are the
+//! same: each request goes to the group of its key, and to that group's leader. The
+//! membership routes take `?group=<shard>` and change that group; `/admin/init` initializes
+//! every group; `/admin/metrics` and `/admin/dump` summarize every group, or show one with
+//! `?group=<shard>` (see `src/http/groups.rs`).
+//!
 //! Any node accepts any request: one that needs the leader and is not it relays the request to
 //! the leader's HTTP API, one hop, and answers as the leader would have.
 //!
@@ -45,6 +51,7 @@ mod admin;
 pub mod auth;
 mod error;
 mod forward;
+mod groups;
 mod instrument;
 mod kv;
 pub mod server;
@@ -64,6 +71,7 @@ pub use error::ApiError;
 pub use server::{HttpLimits, serve};
 pub use tls::{HttpTls, TlsSetup};
 
+use crate::groups::Groups;
 use crate::service::KvService;
 
 /// The largest request body accepted.
@@ -75,8 +83,8 @@ pub const MAX_KEY_BYTES: usize = 8 * 1024;
 /// What every handler needs.
 #[derive(Clone)]
 pub struct AppState {
-    /// This node's key-value operations (and its Raft).
-    pub service: KvService,
+    /// This node's key-value operations (and its Raft), per group.
+    pub groups: Groups,
     /// Relays requests to the leader's HTTP API.
     pub client: reqwest::Client,
     /// `http` or `https`: what every node's API speaks.
@@ -95,16 +103,18 @@ impl AppState {
     /// Such a node stays up (its metrics and stale reads still answer), but never relays or
     /// proposes: it answers 410 `removed` with the members it last knew, instead of 503
     /// `not_leader` with a leader that may never talk to it again.
-    pub fn removed(&self) -> Option<ApiError> {
-        let metrics = self.service.raft.metrics();
+    ///
+    /// With many groups, each group is asked on its own: a node may be removed from some.
+    pub fn removed(&self, service: &KvService) -> Option<ApiError> {
+        let metrics = service.raft.metrics();
         let m = metrics.borrow();
         let config = &m.membership_config;
-        if config.log_id.is_none() || config.membership.get_node(&self.service.raft.id()).is_some() {
+        if config.log_id.is_none() || config.membership.get_node(&service.raft.id()).is_some() {
             return None;
         }
         let members: std::collections::BTreeMap<String, String> =
             config.membership.nodes().iter().map(|(id, n)| (id.to_string(), n.http_addr.clone())).collect();
-        let message = format!("node {} was removed from the cluster; ask one of its members", self.service.raft.id());
+        let message = format!("node {} was removed from the cluster; ask one of its members", service.raft.id());
         Some(
             ApiError::rejected(axum::http::StatusCode::GONE, "removed", message)
                 .with(serde_json::json!({ "members": members })),
@@ -113,12 +123,7 @@ impl AppState {
 
     /// The state of a node's HTTP API: relays go to the leader over HTTPS, trusting the CA of
     /// `https`, if it is set; `GET /metrics` renders `prometheus`.
-    pub fn new(
-        service: KvService,
-        mut admin: AdminAuth,
-        https: Option<&TlsSetup>,
-        prometheus: PrometheusHandle,
-    ) -> Self {
+    pub fn new(groups: Groups, mut admin: AdminAuth, https: Option<&TlsSetup>, prometheus: PrometheusHandle) -> Self {
         let mut client = reqwest::Client::builder()
             .timeout(ADMIN_TIMEOUT + Duration::from_secs(1))
             .connect_timeout(Duration::from_secs(1));
@@ -134,7 +139,7 @@ impl AppState {
             reqwest::Client::new()
         });
         let scheme = if https.is_some() { "https" } else { "http" };
-        Self { service, client, scheme, admin: Arc::new(admin), prometheus }
+        Self { groups, client, scheme, admin: Arc::new(admin), prometheus }
     }
 }
 

@@ -27,6 +27,9 @@ pub enum StoreError {
         /// What is wrong there.
         problem: String,
     },
+    /// The data directory was created with another `--groups`.
+    #[error(transparent)]
+    GroupCount(#[from] crate::groups::GroupCountMismatch),
     /// The log (or the data directory's lock): see quorate's `FileStoreError`.
     #[error(transparent)]
     Log(#[from] quorate::file_store::FileStoreError),
