@@ -221,7 +221,7 @@ mod tests {
         assert!(liveness.subscribe(&2, mark(0)).is_some());
         assert!(liveness.subscribe(&2, None).is_none(), "no mark, no quiescence");
 
-        let mut rx = liveness.subscribe(&2, mark(0)).expect("same identity");
+        let rx = liveness.subscribe(&2, mark(0)).expect("same identity");
         liveness.heard(&beat(2, 1), now);
         assert!(rx.has_changed().unwrap_or(true), "a new generation wakes the group");
         assert!(liveness.subscribe(&2, mark(0)).is_none(), "a stale mark does not quiesce");
@@ -233,7 +233,7 @@ mod tests {
         let liveness = Liveness::<UTConfig>::new(1, 1, Duration::from_millis(100));
         let t = Instant::now();
         liveness.heard(&beat(2, 0), t);
-        let mut rx = liveness.subscribe(&2, mark(0)).expect("live");
+        let rx = liveness.subscribe(&2, mark(0)).expect("live");
 
         // Under a paused clock many events share one instant: exactly the bound is not silence.
         liveness.sweep(t + Duration::from_millis(100));

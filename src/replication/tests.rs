@@ -376,3 +376,36 @@ async fn a_conflict_below_matched_lowers_it_and_the_follower_catches_up() {
     assert_eq!(network.follower().last, Some(log_id(1, 30)));
     assert_eq!(stream.reported.last(), Some(&Some(log_id(1, 30))));
 }
+
+/// In a host of many groups, every group's heartbeats to a peer fall on one grid, whatever
+/// their phase: a transport then sends them in one write per interval.
+#[test]
+fn hosted_heartbeats_fall_on_the_hosts_grid() {
+    let epoch = Instant::now();
+    let hb = Duration::from_millis(50);
+    let ms = Duration::from_millis;
+    assert_eq!(super::align_up(epoch, epoch, hb), epoch);
+    assert_eq!(super::align_up(epoch + ms(1), epoch, hb), epoch + ms(50));
+    assert_eq!(super::align_up(epoch + ms(50), epoch, hb), epoch + ms(50));
+
+    // Two streams that last sent at different instants heartbeat next at the same one, between
+    // half an interval and one and a half after their last request.
+    for sent_at in [ms(3), ms(17), ms(49), ms(50)] {
+        let mut timer = super::SendTimer {
+            next: epoch,
+            commit_armed: false,
+            heartbeat: hb,
+            commit_grace: hb / 16,
+            grid: Some(epoch),
+        };
+        timer.sent(epoch + sent_at);
+        let gap = timer.next - (epoch + sent_at);
+        assert!(gap >= hb / 2 && gap <= hb * 3 / 2, "{sent_at:?}: {gap:?}");
+        assert_eq!((timer.next - epoch).as_millis() % 50, 0, "{sent_at:?}: off the grid");
+    }
+    // Outside a host, the next heartbeat is one interval after the last request.
+    let mut timer =
+        super::SendTimer { next: epoch, commit_armed: false, heartbeat: hb, commit_grace: hb / 16, grid: None };
+    timer.sent(epoch + ms(17));
+    assert_eq!(timer.next, epoch + ms(67));
+}
