@@ -129,6 +129,14 @@ impl MultiCluster {
         }
     }
 
+    /// Write once to every group, then wait until every group quiesces on every live node.
+    async fn write_all_and_quiesce(&self) {
+        for g in self.groups.clone() {
+            self.write(g, "k").await;
+        }
+        self.wait_all_quiesced().await;
+    }
+
     async fn wait_all_quiesced(&self) {
         for id in self.live() {
             for g in &self.groups {
@@ -190,10 +198,7 @@ async fn every_group_elects_and_commits_on_its_own() {
 #[tokio::test(start_paused = true)]
 async fn idle_groups_quiesce_and_stay_silent() {
     let cluster = MultiCluster::start(12).await;
-    for g in cluster.groups.clone() {
-        cluster.write(g, "k").await;
-    }
-    cluster.wait_all_quiesced().await;
+    cluster.write_all_and_quiesce().await;
     let rpcs = cluster.router.total_rpcs();
     let beats = cluster.router.beats(1, 2);
     let elections = cluster.elections();
@@ -213,10 +218,7 @@ async fn idle_groups_quiesce_and_stay_silent() {
 #[tokio::test(start_paused = true)]
 async fn a_write_wakes_its_group_alone_and_it_quiesces_again() {
     let cluster = MultiCluster::start(6).await;
-    for g in cluster.groups.clone() {
-        cluster.write(g, "k").await;
-    }
-    cluster.wait_all_quiesced().await;
+    cluster.write_all_and_quiesce().await;
 
     let index = cluster.write(4, "woken").await;
     cluster.wait_applied(4, index).await;
@@ -252,10 +254,7 @@ async fn reads_on_a_quiesced_group_are_confirmed_and_see_the_last_write() {
 #[tokio::test(start_paused = true)]
 async fn killing_a_node_re_elects_every_group_it_led_within_two_election_timeouts() {
     let mut cluster = MultiCluster::start(12).await;
-    for g in cluster.groups.clone() {
-        cluster.write(g, "k").await;
-    }
-    cluster.wait_all_quiesced().await;
+    cluster.write_all_and_quiesce().await;
     let orphans: Vec<GroupId> =
         cluster.groups.iter().copied().filter(|g| cluster.leader_of(2, *g) == Some(1)).collect();
     assert_eq!(orphans.len(), 4);
@@ -292,10 +291,7 @@ async fn killing_a_node_re_elects_every_group_it_led_within_two_election_timeout
 #[tokio::test(start_paused = true)]
 async fn a_cut_off_node_loses_its_groups_and_rejoins_them() {
     let cluster = MultiCluster::start(6).await;
-    for g in cluster.groups.clone() {
-        cluster.write(g, "k").await;
-    }
-    cluster.wait_all_quiesced().await;
+    cluster.write_all_and_quiesce().await;
 
     cluster.router.isolate(1);
     for g in cluster.groups.clone() {
@@ -340,10 +336,7 @@ async fn a_cut_off_node_loses_its_groups_and_rejoins_them() {
 #[tokio::test(start_paused = true)]
 async fn removing_a_quiesced_groups_leader_wakes_its_followers() {
     let cluster = MultiCluster::start(3).await;
-    for g in cluster.groups.clone() {
-        cluster.write(g, "k").await;
-    }
-    cluster.wait_all_quiesced().await;
+    cluster.write_all_and_quiesce().await;
     let g = 0;
     assert_eq!(cluster.leader_of(2, g), Some(1));
 

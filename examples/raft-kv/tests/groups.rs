@@ -3,83 +3,18 @@
 //! that keeps its number of groups. Every wait polls `/admin/metrics` (or retries a request)
 //! until a condition holds or a timeout passes.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use raft_kv::groups::{GROUPS_FILE, shard_of};
 use raft_kv::local_cluster::LocalCluster;
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(30);
+use common::{TestResult, WAIT, binary, run_test, write_keys};
 
 const GROUPS: u32 = 8;
-
-type TestResult = Result<(), String>;
-
-/// The `raft-kv` binary under test: this build's, or `RAFT_KV_BIN`.
-fn binary() -> std::path::PathBuf {
-    std::env::var_os("RAFT_KV_BIN").map_or_else(|| env!("CARGO_BIN_EXE_raft-kv").into(), Into::into)
-}
-
-/// Run a test body; on failure print the tail of every node's log before panicking.
-async fn run_test<F: Future<Output = TestResult>>(root: &Path, body: F) {
-    if let Err(e) = body.await {
-        for i in 1..=3 {
-            let log = std::fs::read_to_string(root.join(format!("node{i}.log"))).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("---- node{i}.log (last lines) ----");
-            for line in tail.into_iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-        panic!("{e}");
-    }
-}
-
-/// PUT `key` = `value` through `urls` (round robin from `start`), retrying until acknowledged
-/// or `WAIT` passes. A PUT of the same value is idempotent, so retrying an unknown outcome is
-/// safe.
-async fn put_until_acked(client: &reqwest::Client, urls: &[String], key: &str, value: &str, start: usize) -> bool {
-    let deadline = Instant::now() + WAIT;
-    let mut attempt = start;
-    while Instant::now() < deadline {
-        let url = &urls[attempt % urls.len()];
-        attempt += 1;
-        match client.put(format!("{url}/kv/{key}")).body(value.to_string()).send().await {
-            Ok(r) if r.status() == 200 => return true,
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-    false
-}
-
-/// Write `key-<k>` for every `k` of `keys`, 16 at a time through `urls`; the acknowledged pairs.
-async fn write_keys(
-    client: &reqwest::Client,
-    urls: &[String],
-    keys: std::ops::Range<u64>,
-    tag: &str,
-) -> Result<BTreeMap<String, String>, String> {
-    let results: Vec<_> = futures_util::stream::iter(keys)
-        .map(|k| async move {
-            let (key, value) = (format!("key-{k}"), format!("{tag}-{k}"));
-            let acked = put_until_acked(client, urls, &key, &value, k as usize).await;
-            (key, value, acked)
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    let mut acked = BTreeMap::new();
-    for (key, value, ok) in results {
-        if !ok {
-            return Err(format!("the write of {key} was never acknowledged"));
-        }
-        acked.insert(key, value);
-    }
-    Ok(acked)
-}
 
 /// Read every pair back linearizably (no `?stale`), each through the node after the last.
 async fn read_back(client: &reqwest::Client, urls: &[String], acked: &BTreeMap<String, String>) -> TestResult {
