@@ -34,13 +34,13 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_values_t = [1, 100, 1000, 10000])]
     groups: Vec<u64>,
 
-    /// Group counts to measure idle with quiescence off, for contrast (empty: none).
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 100, 1000])]
+    /// Group counts to measure idle with quiescence off, for contrast (given with no value: none).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_values_t = [1, 100, 1000])]
     no_quiesce_groups: Vec<u64>,
 
     /// Group counts to measure writes on with one `SharedLog` file stream per node (empty:
     /// none).
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 1000])]
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_values_t = [1, 1000])]
     shared_log_groups: Vec<u64>,
 
     /// Where the shared logs go (a directory per run, removed afterwards); must be a real
@@ -72,8 +72,13 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     failover_rounds: u32,
 
+    /// Groups initialized at a time while a cluster is brought up: each batch elects, writes
+    /// and quiesces before the next one starts.
+    #[arg(long, default_value_t = 100)]
+    bring_up_batch: u64,
+
     /// Seconds any wait (elections, quiescence, a re-election) may take before the run gives up.
-    #[arg(long, default_value_t = 120.0)]
+    #[arg(long, default_value_t = 60.0)]
     limit_secs: f64,
 
     /// Worker threads of the nodes' runtime.
@@ -115,6 +120,7 @@ fn plans(args: &Args) -> Vec<Plan> {
         writers: args.writers,
         write_window: Duration::from_secs_f64(args.write_secs),
         failover_rounds: args.failover_rounds,
+        bring_up_batch: args.bring_up_batch,
         limit: Duration::from_secs_f64(args.limit_secs),
     };
     let mut plans: Vec<Plan> = args.groups.iter().map(|n| Plan { groups: *n, ..base.clone() }).collect();
@@ -166,6 +172,13 @@ fn run_child(args: &Args, plan: &Plan) -> Outcome {
 
 /// The child: carry out one plan on fresh runtimes and print the outcome.
 fn child(args: &Args, plan: &str) -> ExitCode {
+    if std::env::var_os("RUST_LOG").is_some() {
+        // Diagnosis only (e.g. RUST_LOG=quorate::multi=info shows every suspicion and wake-up).
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let plan: Plan = match serde_json::from_str(plan) {
         Ok(p) => p,
         Err(e) => {

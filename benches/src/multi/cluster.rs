@@ -6,6 +6,7 @@
 //! [`MemStateMachine`].
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use futures_util::stream;
 use quorate::file_store::{FileStoreOptions, SharedLog, SyncObserver};
 use quorate::multi::{GroupHost, GroupId, HostConfig};
 use quorate::testing::{HostRouter, MemLogStore, MemStateMachine, Request, RouterHost, TypeConfig};
+use quorate::error::{ClientWriteError, RaftError};
 use quorate::{BasicNode, Config, Raft, RaftMetrics, ServerState};
 use tokio::sync::watch;
 
@@ -61,12 +63,11 @@ pub struct MultiCluster {
 }
 
 impl MultiCluster {
-    /// Start three hosts of `groups` groups each and initialize every group (not waiting for
-    /// the elections: see [`wait_for_leaders`](Self::wait_for_leaders)). `limit` bounds every
-    /// wait of the cluster's helpers.
+    /// Start three hosts of `groups` groups each, none initialized yet (see
+    /// [`bring_up`](Self::bring_up)). `limit` bounds every wait of the cluster's helpers.
     ///
     /// # Errors
-    /// If a host or group does not start, or a group does not initialize.
+    /// If a host or group does not start.
     pub async fn start(
         groups: u64,
         config: Config,
@@ -89,17 +90,48 @@ impl MultiCluster {
         for id in NODES {
             cluster.start_host(id, false).await?;
         }
+        Ok(cluster)
+    }
+
+    /// Initialize the groups `batch` at a time, and before the next batch wait until the
+    /// batch's groups have elected, written one entry each and (with quiescence on)
+    /// quiesced: groups created over time, as an application adds them, rather than ten
+    /// thousand elections at once (see `benches/README.md` for what that does). Returns each
+    /// group's leader.
+    ///
+    /// # Errors
+    /// The first group that failed to initialize, elect, take its write or quiesce.
+    pub async fn bring_up(&self, batch: u64, quiesce: bool) -> Result<Vec<u64>, String> {
+        let mut leaders = Vec::with_capacity(self.groups as usize);
+        let mut first = 0;
+        while first < self.groups {
+            let batch = first..(first + batch.max(1)).min(self.groups);
+            self.initialize(batch.clone()).await?;
+            let batch_leaders = self.wait_for_leaders(batch.clone()).await?;
+            self.write_each_once(batch.clone(), &batch_leaders).await?;
+            if quiesce {
+                self.wait_all_quiesced(batch.clone()).await?;
+            }
+            leaders.extend(batch_leaders);
+            first = batch.end;
+        }
+        Ok(leaders)
+    }
+
+    /// Initialize each group of `groups` as a cluster of the three nodes, through node
+    /// `g % 3 + 1`.
+    async fn initialize(&self, groups: Range<u64>) -> Result<(), String> {
         let members: BTreeMap<u64, BasicNode> = NODES.iter().map(|id| (*id, node_addr(*id))).collect();
-        let inits = (0..groups).map(|g| {
-            let raft = cluster.raft(g % 3 + 1, g);
+        let inits = groups.map(|g| {
+            let raft = self.raft(g % 3 + 1, g);
             let members = members.clone();
             async move { raft.initialize(members).await.map_err(|e| format!("initialize group {g}: {e}")) }
         });
         let failed = stream::iter(inits).buffer_unordered(SETUP_CONCURRENCY).filter_map(|r| async { r.err() });
-        if let Some(e) = Box::pin(failed).next().await {
-            return Err(e);
+        match Box::pin(failed).next().await {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        Ok(cluster)
     }
 
     /// Start node `id`'s host and its groups: on fresh stores, or on `reopen` those a killed
@@ -174,15 +206,17 @@ impl MultiCluster {
         (0..self.groups).map(|g| NODES.iter().map(|id| self.raft(*id, g)).collect()).collect()
     }
 
-    /// Wait until every group has one leader among the live nodes and all of them know it.
-    /// Returns each group's leader.
+    /// Wait until each group of `groups` has one leader among the live nodes and all of them
+    /// know it. Returns each one's leader, in order.
     ///
     /// # Errors
     /// The first group that did not settle within the limit.
-    pub async fn wait_for_leaders(&self) -> Result<Vec<u64>, String> {
+    pub async fn wait_for_leaders(&self, groups: Range<u64>) -> Result<Vec<u64>, String> {
         let live = self.live();
         let limit = self.limit;
-        let waits = (0..self.groups).map(|g| {
+        let first = groups.start;
+        let mut leaders = vec![0; groups.clone().count()];
+        let waits = groups.map(|g| {
             let rafts: Vec<_> = live.iter().map(|id| self.raft(*id, g)).collect();
             let live = live.clone();
             async move {
@@ -206,25 +240,71 @@ impl MultiCluster {
                 }
             }
         });
-        let mut leaders = vec![0; self.groups as usize];
         let mut results = stream::iter(waits).buffer_unordered(SETUP_CONCURRENCY);
-        while let Some(r) = results.next().await {
-            let (g, leader) = r?;
-            leaders[g as usize] = leader;
+        let mut census_tick = tokio::time::interval(Duration::from_secs(10));
+        census_tick.tick().await;
+        loop {
+            tokio::select! {
+                r = results.next() => match r {
+                    Some(Ok((g, leader))) => leaders[(g - first) as usize] = leader,
+                    Some(Err(e)) => return Err(format!("{e}; {}", self.census())),
+                    None => return Ok(leaders),
+                },
+                _ = census_tick.tick() => eprintln!("multi-bench: waiting for leaders: {}", self.census()),
+            }
         }
-        Ok(leaders)
     }
 
-    /// Write one entry to every group through its leader.
+    /// Where the groups stand, for a progress line or an error: replicas per role, leaders
+    /// per node, quiesced replicas, elections started.
+    pub fn census(&self) -> String {
+        let (mut leaders, mut candidates, mut followers, mut quiesced, mut elections) =
+            (BTreeMap::new(), 0, 0, 0, 0);
+        for id in self.live() {
+            for g in 0..self.groups {
+                let raft = self.raft(id, g);
+                let m = raft.metrics();
+                let m = m.borrow();
+                match m.state {
+                    ServerState::Leader => *leaders.entry(id).or_insert(0u64) += 1,
+                    ServerState::Candidate => candidates += 1,
+                    _ => followers += 1,
+                }
+                quiesced += u64::from(m.quiesced);
+                elections += m.elections_started;
+            }
+        }
+        format!(
+            "leaders per node {leaders:?}, {candidates} candidates, {followers} followers or other, \
+             {quiesced} quiesced, {elections} elections started"
+        )
+    }
+
+    /// Write one entry to each group of `groups` through its leader (`leaders`, in order).
     ///
     /// # Errors
     /// The first write that failed.
-    pub async fn write_each_once(&self, leaders: &[u64]) -> Result<(), String> {
+    pub async fn write_each_once(&self, groups: Range<u64>, leaders: &[u64]) -> Result<(), String> {
+        let first = groups.start;
         let writes =
-            (0..self.groups).map(|g| {
-                let raft = self.raft(leaders[g as usize], g);
+            groups.map(|g| {
+                let raft = self.raft(leaders[(g - first) as usize], g);
                 async move {
-                    raft.client_write(Request::set("k", "v")).await.map(|_| ()).map_err(|e| format!("group {g}: {e}"))
+                    // The leader may have changed since it was seen: follow it a few times.
+                    let mut raft = raft;
+                    for _ in 0..10 {
+                        match raft.client_write(Request::set("k", "v")).await {
+                            Ok(_) => return Ok(()),
+                            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_id {
+                                Some(l) if NODES.contains(&l) => raft = self.raft(l, g),
+                                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                            },
+                            // Appended, then overwritten by a newer leader: write again.
+                            Err(RaftError::APIError(ClientWriteError::Discarded { .. })) => {}
+                            Err(e) => return Err(format!("group {g}: {e}")),
+                        }
+                    }
+                    Err(format!("group {g}: no stable leader to write to"))
                 }
             });
         let failed = stream::iter(writes).buffer_unordered(SETUP_CONCURRENCY).filter_map(|r| async { r.err() });
@@ -234,14 +314,14 @@ impl MultiCluster {
         }
     }
 
-    /// Wait until every group on every live node reports itself quiesced.
+    /// Wait until each group of `groups` reports itself quiesced on every live node.
     ///
     /// # Errors
     /// How many did not within the limit.
-    pub async fn wait_all_quiesced(&self) -> Result<(), String> {
+    pub async fn wait_all_quiesced(&self, groups: Range<u64>) -> Result<(), String> {
         let mut rxs = Vec::new();
         for id in self.live() {
-            for g in 0..self.groups {
+            for g in groups.clone() {
                 rxs.push(self.raft(id, g).metrics());
             }
         }

@@ -62,6 +62,9 @@ pub struct Plan {
     pub write_window: Duration,
     /// Nodes to kill, one after the other, each restarted before the next (0: none).
     pub failover_rounds: u32,
+    /// Groups initialized at a time while the cluster is brought up (see
+    /// [`MultiCluster::bring_up`]).
+    pub bring_up_batch: u64,
     /// Bound on every wait: elections, quiescence, a re-election.
     pub limit: Duration,
 }
@@ -155,8 +158,7 @@ async fn run_phases(plan: &Plan, clients: &Handle, outcome: &mut Outcome) -> Res
     let storage = plan.shared_log_dir.clone().map_or(Storage::Memory, Storage::Shared);
     let host_config = HostConfig { quiesce: plan.quiesce, ..Default::default() };
     let mut cluster = MultiCluster::start(plan.groups, group_config(), host_config, storage, plan.limit).await?;
-    let leaders = cluster.wait_for_leaders().await?;
-    cluster.write_each_once(&leaders).await?;
+    let leaders = cluster.bring_up(plan.bring_up_batch, plan.quiesce).await?;
     settle(&cluster, plan.quiesce).await?;
     outcome.setup_secs = t0.elapsed().as_secs_f64();
     outcome.rss_idle = process::rss_bytes();
@@ -193,7 +195,7 @@ async fn run_phases(plan: &Plan, clients: &Handle, outcome: &mut Outcome) -> Res
         progress(plan, format_args!("killed node {victim}: {} orphans", kill.orphans));
         outcome.failover.push(kill);
         cluster.restart(victim).await?;
-        cluster.wait_for_leaders().await?;
+        cluster.wait_for_leaders(0..plan.groups).await?;
     }
     cluster.shutdown().await;
     Ok(())
@@ -203,7 +205,7 @@ async fn run_phases(plan: &Plan, clients: &Handle, outcome: &mut Outcome) -> Res
 /// the first write's replication to finish.
 async fn settle(cluster: &MultiCluster, quiesce: bool) -> Result<(), String> {
     if quiesce {
-        cluster.wait_all_quiesced().await?;
+        cluster.wait_all_quiesced(0..cluster.groups()).await?;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     Ok(())
