@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream;
+use quorate::error::{ClientWriteError, RaftError};
 use quorate::file_store::{FileStoreOptions, SharedLog, SyncObserver};
 use quorate::multi::{GroupHost, GroupId, HostConfig};
 use quorate::testing::{HostRouter, MemLogStore, MemStateMachine, Request, RouterHost, TypeConfig};
-use quorate::error::{ClientWriteError, RaftError};
 use quorate::{BasicNode, Config, Raft, RaftMetrics, ServerState};
 use tokio::sync::watch;
 
@@ -258,8 +258,7 @@ impl MultiCluster {
     /// Where the groups stand, for a progress line or an error: replicas per role, leaders
     /// per node, quiesced replicas, elections started.
     pub fn census(&self) -> String {
-        let (mut leaders, mut candidates, mut followers, mut quiesced, mut elections) =
-            (BTreeMap::new(), 0, 0, 0, 0);
+        let (mut leaders, mut candidates, mut followers, mut quiesced, mut elections) = (BTreeMap::new(), 0, 0, 0, 0);
         for id in self.live() {
             for g in 0..self.groups {
                 let raft = self.raft(id, g);
@@ -286,27 +285,26 @@ impl MultiCluster {
     /// The first write that failed.
     pub async fn write_each_once(&self, groups: Range<u64>, leaders: &[u64]) -> Result<(), String> {
         let first = groups.start;
-        let writes =
-            groups.map(|g| {
-                let raft = self.raft(leaders[(g - first) as usize], g);
-                async move {
-                    // The leader may have changed since it was seen: follow it a few times.
-                    let mut raft = raft;
-                    for _ in 0..10 {
-                        match raft.client_write(Request::set("k", "v")).await {
-                            Ok(_) => return Ok(()),
-                            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_id {
-                                Some(l) if NODES.contains(&l) => raft = self.raft(l, g),
-                                _ => tokio::time::sleep(Duration::from_millis(50)).await,
-                            },
-                            // Appended, then overwritten by a newer leader: write again.
-                            Err(RaftError::APIError(ClientWriteError::Discarded { .. })) => {}
-                            Err(e) => return Err(format!("group {g}: {e}")),
-                        }
+        let writes = groups.map(|g| {
+            let raft = self.raft(leaders[(g - first) as usize], g);
+            async move {
+                // The leader may have changed since it was seen: follow it a few times.
+                let mut raft = raft;
+                for _ in 0..10 {
+                    match raft.client_write(Request::set("k", "v")).await {
+                        Ok(_) => return Ok(()),
+                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_id {
+                            Some(l) if NODES.contains(&l) => raft = self.raft(l, g),
+                            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                        },
+                        // Appended, then overwritten by a newer leader: write again.
+                        Err(RaftError::APIError(ClientWriteError::Discarded { .. })) => {}
+                        Err(e) => return Err(format!("group {g}: {e}")),
                     }
-                    Err(format!("group {g}: no stable leader to write to"))
                 }
-            });
+                Err(format!("group {g}: no stable leader to write to"))
+            }
+        });
         let failed = stream::iter(writes).buffer_unordered(SETUP_CONCURRENCY).filter_map(|r| async { r.err() });
         match Box::pin(failed).next().await {
             Some(e) => Err(e),
