@@ -27,6 +27,7 @@ pub mod alloc;
 pub mod chart;
 pub mod hang;
 pub mod memory;
+pub mod multi;
 pub mod openraft_cluster;
 pub mod plan;
 pub mod quorate_cluster;
