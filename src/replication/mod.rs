@@ -59,6 +59,8 @@ pub(crate) struct IOProgress<C: RaftTypeConfig> {
 /// index that no request with entries took along.
 struct SendTimer {
     next: Instant,
+    /// When the last request left.
+    last_sent: Instant,
     /// Whether `next` was pulled in for a commit index.
     commit_armed: bool,
     heartbeat: std::time::Duration,
@@ -75,11 +77,33 @@ impl SendTimer {
     /// group of the node then heartbeats a peer at the same instants, and the transport sends
     /// those heartbeats together (one write per peer and interval, whatever the group count).
     fn sent(&mut self, now: Instant) {
-        self.next = match self.grid {
-            None => now + self.heartbeat,
-            Some(epoch) => align_up(now + self.heartbeat / 2, epoch, self.heartbeat),
-        };
+        self.last_sent = now;
+        self.next = self.heartbeat_after(now);
         self.commit_armed = false;
+    }
+
+    /// When the heartbeat after a request sent at `sent` is due.
+    fn heartbeat_after(&self, sent: Instant) -> Instant {
+        match self.grid {
+            None => sent + self.heartbeat,
+            Some(epoch) => align_up(sent + self.heartbeat / 2, epoch, self.heartbeat),
+        }
+    }
+
+    /// The timer was pulled in for a commit index that did not move: nothing to carry, so back
+    /// to the heartbeat schedule. (Without this, every answer that emptied the pipeline pulled
+    /// the timer in, and an idle stream sent a heartbeat every `commit_grace` plus a round
+    /// trip, a dozen times the heartbeat rate.)
+    /// Send a request now, whatever is armed: a read's round or a change of quiescence wants
+    /// the follower to hear from the leader.
+    fn send_now(&mut self, now: Instant) {
+        self.commit_armed = false;
+        self.next = now;
+    }
+
+    fn commit_not_moved(&mut self) {
+        self.commit_armed = false;
+        self.next = self.heartbeat_after(self.last_sent);
     }
 
     /// A newer commit index may be waiting: send it by `now + commit_grace` unless a request
@@ -449,6 +473,7 @@ where
         let mut sent_commit: Option<LogId<C>> = None;
         let mut timer = SendTimer {
             next: st.clock.now(),
+            last_sent: st.clock.now(),
             commit_armed: false,
             heartbeat,
             commit_grace: heartbeat / 16,
@@ -535,6 +560,10 @@ where
                     permit.send(req);
                 }
                 _ = st.clock.sleep_until(timer.next), if room && may_heartbeat => {
+                    if timer.commit_armed && committed <= sent_commit {
+                        timer.commit_not_moved();
+                        continue;
+                    }
                     // The follower may quiesce only on a heartbeat that brings it the leader's
                     // whole log, all committed.
                     let quiesce = quiesced.filter(|(last, _)| Some(*last) == last_sent && committed == last_sent).map(|(_, mark)| mark);
@@ -566,14 +595,14 @@ where
                     if r.is_err() { return Err(Stop::LeadershipEnded); }
                     // Quiesced: tell the follower now. Woken: be heard at once, since whatever
                     // woke the group (a campaign, a read) wants the leader heard.
-                    timer.next = st.clock.now();
+                    timer.send_now(st.clock.now());
                 }
                 r = st.heartbeat.changed() => {
                     if r.is_err() { return Err(Stop::LeadershipEnded); }
                     // A read waits for a quorum to answer a request of its round: the next
                     // request with entries carries it, or a heartbeat as soon as nothing is in
                     // flight (an answer to a request sent before the read proves nothing).
-                    timer.next = st.clock.now();
+                    timer.send_now(st.clock.now());
                 }
             }
         }

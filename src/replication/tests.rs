@@ -393,6 +393,7 @@ fn hosted_heartbeats_fall_on_the_hosts_grid() {
     for sent_at in [ms(3), ms(17), ms(49), ms(50)] {
         let mut timer = super::SendTimer {
             next: epoch,
+            last_sent: epoch,
             commit_armed: false,
             heartbeat: hb,
             commit_grace: hb / 16,
@@ -404,8 +405,36 @@ fn hosted_heartbeats_fall_on_the_hosts_grid() {
         assert_eq!((timer.next - epoch).as_millis() % 50, 0, "{sent_at:?}: off the grid");
     }
     // Outside a host, the next heartbeat is one interval after the last request.
-    let mut timer =
-        super::SendTimer { next: epoch, commit_armed: false, heartbeat: hb, commit_grace: hb / 16, grid: None };
+    let mut timer = super::SendTimer {
+        next: epoch,
+        last_sent: epoch,
+        commit_armed: false,
+        heartbeat: hb,
+        commit_grace: hb / 16,
+        grid: None,
+    };
     timer.sent(epoch + ms(17));
     assert_eq!(timer.next, epoch + ms(67));
+}
+
+/// Found by the many-groups benchmark: every answer that emptied the pipeline pulled the send
+/// timer in by `commit_grace` (to carry a commit index, should one come), and when none came
+/// the timer sent a heartbeat anyway, whose answer pulled the timer in again: an idle stream
+/// sent a heartbeat every `commit_grace` plus a round trip, a dozen times the heartbeat rate.
+/// An idle caught-up stream sends one heartbeat per interval.
+#[tokio::test(start_paused = true)]
+async fn an_idle_stream_heartbeats_once_per_interval() {
+    let network = ScriptedNetwork::default();
+    network.follower().last = Some(log_id(1, 20));
+    let mut stream = Stream::start(network.clone(), LeaderLog::new(log_id(1, 0), 21));
+    stream.run_for(Duration::from_millis(100)).await;
+    let before = network.follower().appends;
+
+    stream.run_for(Duration::from_secs(1)).await;
+
+    let sent = network.follower().appends - before;
+    let interval = Config::default().heartbeat_interval;
+    let expected = (Duration::from_secs(1).as_millis() / interval.as_millis()) as u64;
+    assert!(sent <= expected + 1, "{sent} requests in 1 s of idleness; one per {interval:?} is {expected}");
+    assert!(sent + 1 >= expected, "{sent} requests in 1 s of idleness: heartbeats stopped");
 }
