@@ -81,11 +81,10 @@ where
             Command::SetQuiesced { last } => {
                 let mark = self.host.as_ref().map(|h| h.liveness.mark());
                 self.watches.quiesced.send_replace(last.zip(mark));
-                if last.is_none() && self.engine.leader.is_none() {
-                    // Stepped down while quiesced: followers quiesced under this node must
-                    // not wait for a leader that is gone.
-                    self.release_quiesced_leadership();
-                }
+            }
+            Command::ReleaseQuiesced { term } => {
+                self.watches.quiesced.send_replace(None);
+                self.release_quiesced_leadership(term);
             }
         }
         Ok(())
@@ -171,7 +170,7 @@ where
                 self.watches.committed.subscribe(),
                 self.watches.heartbeat.subscribe(),
                 self.watches.quiesced.subscribe(),
-                self.host.as_ref().map(|h| h.liveness.epoch()),
+                self.host.as_ref().map(|h| h.liveness.clone()),
                 self.notify_tx.clone(),
                 self.sm_tx.clone(),
                 self.clock,

@@ -135,7 +135,7 @@ where
             error!(id = %self.engine.id(), error = %e, "raft node stopped on a fatal error");
         }
         if self.engine.followers_may_be_quiesced() {
-            self.release_quiesced_leadership();
+            self.release_quiesced_leadership(self.engine.state.vote.term);
         }
         self.replications.clear();
         self.engine.state.server_state = ServerState::Shutdown;

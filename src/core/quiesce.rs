@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::core::RaftCore;
-use crate::multi::Liveness;
+use crate::multi::{GroupId, Liveness};
 use crate::storage::RaftLogStorage;
 use crate::{RaftNetworkFactory, RaftTypeConfig};
 
@@ -14,8 +14,12 @@ use crate::{RaftNetworkFactory, RaftTypeConfig};
 /// the node this follower is quiesced under.
 pub(crate) struct HostLink<C: RaftTypeConfig> {
     pub(crate) liveness: Arc<Liveness<C>>,
+    /// This group's id in its host.
+    group: GroupId,
     /// Whether the group quiesces when idle.
     pub(crate) quiesce: bool,
+    /// Changes when a peer's beat released this group's leadership there.
+    released: watch::Receiver<u64>,
     /// The leader node this follower is quiesced under, and the signal that it must wake.
     watching: Option<(C::NodeId, watch::Receiver<u64>)>,
     /// Changes when a suspected peer is heard again: a quiesced leader wakes.
@@ -27,9 +31,23 @@ pub(crate) struct HostLink<C: RaftTypeConfig> {
 }
 
 impl<C: RaftTypeConfig> HostLink<C> {
-    pub(crate) fn new(liveness: Arc<Liveness<C>>, quiesce: bool) -> Self {
+    pub(crate) fn new(
+        liveness: Arc<Liveness<C>>,
+        group: GroupId,
+        quiesce: bool,
+        released: watch::Receiver<u64>,
+    ) -> Self {
         let returned = liveness.subscribe_returns();
-        Self { liveness, quiesce, watching: None, returned, leader_quiesced: false, beat_targets_of: None }
+        Self {
+            liveness,
+            group,
+            quiesce,
+            released,
+            watching: None,
+            returned,
+            leader_quiesced: false,
+            beat_targets_of: None,
+        }
     }
 }
 
@@ -39,6 +57,8 @@ pub(crate) enum HostSignal {
     WakeFollower,
     /// A peer came back: this quiesced leader must reach it (or learn it was deposed).
     WakeLeader,
+    /// A peer released this group's leadership: wake if it is the one quiesced under.
+    Released,
 }
 
 /// Resolves when the host says the quiesced group must wake; never while it is not quiesced.
@@ -56,9 +76,11 @@ pub(crate) async fn host_signal<C: RaftTypeConfig>(
         return HostSignal::WakeLeader;
     }
     match link.watching.as_mut() {
-        Some((_, rx)) => {
-            let _ = rx.changed().await;
-            HostSignal::WakeFollower
+        Some((_, node)) => {
+            tokio::select! {
+                _ = node.changed() => HostSignal::WakeFollower,
+                _ = link.released.changed() => HostSignal::Released,
+            }
         }
         None => std::future::pending().await,
     }
@@ -95,7 +117,10 @@ where
         }
         link.watching = None;
         let Some(leader) = under else { return };
-        match link.liveness.subscribe(&leader, self.engine.quiesced_mark()) {
+        let term = self.engine.state.vote.term;
+        // Signals from before this subscription are about earlier leaderships.
+        link.released.mark_unchanged();
+        match link.liveness.subscribe(&leader, self.engine.quiesced_mark(), link.group, term) {
             Some(rx) => link.watching = Some((leader, rx)),
             None => {
                 let last_heard = link.liveness.last_heard(&leader);
@@ -109,6 +134,16 @@ where
         match signal {
             HostSignal::WakeFollower => self.wake_quiesced_follower(),
             HostSignal::WakeLeader => self.engine.leader_wake(self.clock.now()),
+            HostSignal::Released => {
+                let term = self.engine.state.vote.term;
+                let released = match (self.host.as_ref(), self.engine.quiesced_under()) {
+                    (Some(link), Some(leader)) => link.liveness.released(&leader, link.group, term),
+                    _ => false,
+                };
+                if released {
+                    self.wake_quiesced_follower();
+                }
+            }
         }
     }
 
@@ -144,11 +179,11 @@ where
         self.engine.leader_try_quiesce(|id| liveness.is_live(id));
     }
 
-    /// This node gave up a leadership whose followers may be quiesced: have the host's next
-    /// beat wake them.
-    pub(crate) fn release_quiesced_leadership(&self) {
+    /// This node's leadership of `term` ended while followers may be quiesced under it: have
+    /// the host's beats wake them.
+    pub(crate) fn release_quiesced_leadership(&self, term: u64) {
         if let Some(link) = &self.host {
-            link.liveness.release_leadership();
+            link.liveness.release(link.group, term, tokio::time::Instant::now());
         }
     }
 }

@@ -103,6 +103,11 @@ pub(crate) enum Command<C: RaftTypeConfig> {
     /// heartbeats until it wakes. Must not block the next command.
     SetQuiesced { last: Option<LogId<C>> },
 
+    /// This node's leadership of `term` ended while some follower could still be quiesced
+    /// under it: have the host's beats tell the followers' hosts, which wake the group. Must
+    /// not block the next command.
+    ReleaseQuiesced { term: u64 },
+
     /// Install the snapshot received from the leader into the state machine, and wait until
     /// it is installed (after every Apply queued before it) before running the next command.
     InstallSnapshot { meta: SnapshotMeta<C> },
@@ -130,6 +135,7 @@ impl<C: RaftTypeConfig> fmt::Debug for Command<C> {
             Self::BuildSnapshot => f.write_str("BuildSnapshot"),
             Self::PurgeLog { upto } => write!(f, "PurgeLog({upto})"),
             Self::SetQuiesced { last } => write!(f, "SetQuiesced({})", DisplayOption(last)),
+            Self::ReleaseQuiesced { term } => write!(f, "ReleaseQuiesced(term={term})"),
             Self::InstallSnapshot { meta } => write!(f, "InstallSnapshot({meta})"),
             Self::SendTransferLeader { to, req } => {
                 write!(f, "SendTransferLeader(to={to}, {}, last={})", req.vote, DisplayOption(&req.last_log_id))

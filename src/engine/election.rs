@@ -250,7 +250,7 @@ impl<C: RaftTypeConfig> Engine<C> {
             if leader.quiesced || leader.followers_may_be_quiesced {
                 // Followers may be quiesced under this leadership: RaftCore has the host tell
                 // them it is over (see `quiesce.rs`).
-                self.output.push_back(Command::SetQuiesced { last: None });
+                self.output.push_back(Command::ReleaseQuiesced { term: leader.vote.term });
             }
             self.output.push_back(Command::CloseReplicationStreams);
             self.state.server_state = self.follower_or_learner();

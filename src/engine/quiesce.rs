@@ -26,10 +26,10 @@
 //! that heartbeats renew the lease; a read after the lease ran out waits for a heartbeat round.
 //!
 //! A leadership that ends while some follower may still be quiesced under it (it quiesced, and
-//! not every member answered it since it woke) has RaftCore tell the host, whose next beat
-//! carries a new generation: the followers' hosts wake every group quiesced under this node.
-//! A follower checks the identity in the marked heartbeat against what its host last heard
-//! from the leader's node, so a mark that arrives after such a change does not quiesce it. Any vote request also wakes a quiesced follower: somebody in
+//! not every member answered it since it woke) has RaftCore tell the host (`ReleaseQuiesced`),
+//! whose next beats name the group and the term: the followers' hosts wake that group. A
+//! follower checks the host incarnation in the marked heartbeat, and the releases its host
+//! heard of, when it quiesces, so a mark that arrives after such a change does not quiesce it. Any vote request also wakes a quiesced follower: somebody in
 //! the group is not hearing the leader, so the group must not stay silent.
 //!
 //! Safety does not depend on any of this: Raft's safety never depends on timers, and a

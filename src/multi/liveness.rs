@@ -1,9 +1,8 @@
 //! Node liveness: one beat per node pair and interval stands in for every quiesced group's
 //! heartbeats (see the [module docs](super)).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -11,40 +10,53 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use super::GroupId;
 use crate::RaftTypeConfig;
 use crate::types::QuiesceMark;
 
-/// A node's beat: "I am alive, and I am still who I was".
+/// A node's beat: "I am alive, I am still who I was, and these leaderships of mine ended".
 ///
-/// `incarnation` is drawn anew each time a host starts; `generation` grows whenever the host
-/// gives up a leadership whose followers may be quiesced (a group removed or stopped while it
-/// led, or stepping down while quiesced). A peer that sees either change wakes every group it
-/// holds quiesced under this node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `incarnation` is drawn anew each time a host starts: a peer that sees it change wakes every
+/// group it holds quiesced under this node. `released` lists the groups whose leadership on
+/// this node ended (with its term) while some follower could still be quiesced under it: the
+/// group was removed or stopped there, or its leader stepped down. A peer wakes exactly those
+/// groups. Each release rides on the beats for a while (a few suspicion timeouts), so a lost
+/// beat loses none; a peer that misses them all has suspected this node meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct NodeBeat<C: RaftTypeConfig> {
     /// The node that sends it.
     pub from: C::NodeId,
     /// Drawn anew at every start of the sending host.
     pub incarnation: u64,
-    /// Grows when the sending host gives up a leadership that may have quiesced followers.
-    pub generation: u64,
+    /// Groups whose leadership on the sending node ended recently, each with that
+    /// leadership's term.
+    pub released: Vec<(GroupId, u64)>,
 }
 
 /// What this node knows of one peer.
 struct Peer {
     last_heard: Option<Instant>,
-    /// The peer's `(incarnation, generation)` of its last beat.
-    identity: Option<(u64, u64)>,
+    /// The peer's incarnation in its last beat.
+    incarnation: Option<u64>,
     suspected: bool,
-    /// Bumped whenever the groups quiesced under this peer must wake: it became suspected,
-    /// or restarted, or gave up a quiesced leadership.
+    /// Bumped whenever every group quiesced under this peer must wake: it became suspected,
+    /// or restarted.
     epoch: watch::Sender<u64>,
+    /// Per group, the latest term of a leadership of the peer's that ended while followers
+    /// could be quiesced under it.
+    released: HashMap<GroupId, u64>,
 }
 
 impl Peer {
     fn new() -> Self {
-        Self { last_heard: None, identity: None, suspected: true, epoch: watch::channel(0).0 }
+        Self {
+            last_heard: None,
+            incarnation: None,
+            suspected: true,
+            epoch: watch::channel(0).0,
+            released: HashMap::new(),
+        }
     }
 
     fn bump(&self) {
@@ -56,9 +68,10 @@ impl Peer {
 pub(crate) struct Liveness<C: RaftTypeConfig> {
     me: C::NodeId,
     incarnation: u64,
-    generation: AtomicU64,
     suspect_after: Duration,
     peers: Mutex<BTreeMap<C::NodeId, Peer>>,
+    /// This host's released leaderships still announced in its beats: group, term, when.
+    releasing: Mutex<Vec<(GroupId, u64, Instant)>>,
     /// The nodes this host's groups talk to, with their addresses: where beats go.
     targets: Mutex<BTreeMap<C::NodeId, C::Node>>,
     /// Bumped whenever a suspected peer is heard again: quiesced leaders wake, to reach the
@@ -79,51 +92,64 @@ impl<C: RaftTypeConfig> Liveness<C> {
         Self {
             me,
             incarnation,
-            generation: AtomicU64::new(0),
             suspect_after,
             peers: Mutex::new(BTreeMap::new()),
+            releasing: Mutex::new(Vec::new()),
             targets: Mutex::new(BTreeMap::new()),
             returned: watch::channel(0).0,
             epoch: Instant::now(),
         }
     }
 
-    /// This node's beat.
-    pub(crate) fn beat(&self) -> NodeBeat<C> {
-        let mark = self.mark();
-        NodeBeat { from: self.me, incarnation: mark.incarnation, generation: mark.generation }
-    }
-
     /// This host's identity, as a quiesced leader's marked heartbeat carries it.
     pub(crate) fn mark(&self) -> QuiesceMark {
-        QuiesceMark { incarnation: self.incarnation, generation: self.generation.load(Ordering::Acquire) }
+        QuiesceMark { incarnation: self.incarnation }
     }
 
-    /// This host gave up a leadership whose followers may be quiesced: its next beat tells
-    /// its peers to wake the groups they hold quiesced under it.
-    pub(crate) fn release_leadership(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+    /// This node's beat at `now`, with the releases of the last few suspicion timeouts.
+    pub(crate) fn beat(&self, now: Instant) -> NodeBeat<C> {
+        let window = self.suspect_after * 4;
+        let mut releasing = lock(&self.releasing);
+        releasing.retain(|(_, _, at)| now <= *at + window);
+        let released = releasing.iter().map(|(group, term, _)| (*group, *term)).collect();
+        NodeBeat { from: self.me, incarnation: self.incarnation, released }
     }
 
-    /// A beat arrived at `now`.
-    pub(crate) fn heard(&self, beat: &NodeBeat<C>, now: Instant) {
+    /// This host's leadership of `group` at `term` ended while some follower could be
+    /// quiesced under it: its beats tell the peers, which wake the group.
+    pub(crate) fn release(&self, group: GroupId, term: u64, now: Instant) {
+        info!(group, term, "a leadership that quiesced its followers ended; telling the peers");
+        lock(&self.releasing).push((group, term, now));
+    }
+
+    /// A beat arrived at `now`. Returns the groups it released anew, to wake.
+    pub(crate) fn heard(&self, beat: &NodeBeat<C>, now: Instant) -> Vec<GroupId> {
         if beat.from == self.me {
-            return;
+            return Vec::new();
         }
         let mut peers = lock(&self.peers);
         let peer = peers.entry(beat.from).or_insert_with(Peer::new);
-        let identity = (beat.incarnation, beat.generation);
-        if peer.identity.is_some_and(|i| i != identity) {
-            info!(node = %beat.from, "a peer restarted or gave up a quiesced leadership; waking its quiesced groups");
+        if peer.incarnation.is_some_and(|i| i != beat.incarnation) {
+            info!(node = %beat.from, "a peer restarted; waking the groups quiesced under it");
+            peer.released.clear();
             peer.bump();
         }
         if peer.suspected {
             debug!(node = %beat.from, "peer heard from again; waking quiesced leaders");
             self.returned.send_modify(|r| *r = r.wrapping_add(1));
         }
-        peer.identity = Some(identity);
+        peer.incarnation = Some(beat.incarnation);
         peer.last_heard = Some(peer.last_heard.map_or(now, |t| t.max(now)));
         peer.suspected = false;
+        let mut woken = Vec::new();
+        for (group, term) in &beat.released {
+            let known = peer.released.entry(*group).or_insert(0);
+            if *term > *known {
+                *known = *term;
+                woken.push(*group);
+            }
+        }
+        woken
     }
 
     /// Suspect every peer not heard from for `suspect_after` before `now`, waking the groups
@@ -152,16 +178,28 @@ impl<C: RaftTypeConfig> Liveness<C> {
         lock(&self.peers).get(node).is_some_and(|p| !p.suspected)
     }
 
-    /// A receiver that changes when the groups quiesced under `node` must wake, or `None` if
-    /// the group must not stay quiesced under it: `node` is suspected, or its host is no longer
-    /// the one that quiesced the group (`mark`: it restarted, or gave up a quiesced leadership,
-    /// before the group got the mark). Checked and subscribed at once, so no change between
-    /// the two is missed.
-    pub(crate) fn subscribe(&self, node: &C::NodeId, mark: Option<QuiesceMark>) -> Option<watch::Receiver<u64>> {
+    /// Whether `node` released its leadership of `group` at `term` or later.
+    pub(crate) fn released(&self, node: &C::NodeId, group: GroupId, term: u64) -> bool {
+        lock(&self.peers).get(node).and_then(|p| p.released.get(&group)).is_some_and(|t| *t >= term)
+    }
+
+    /// A receiver that changes when every group quiesced under `node` must wake, or `None` if
+    /// `group` must not stay quiesced under it at `term`: `node` is suspected, its host is no
+    /// longer the one that quiesced the group (`mark`: it restarted before the group got the
+    /// mark), or it released that leadership already. Checked and subscribed at once, so no
+    /// change between the two is missed.
+    pub(crate) fn subscribe(
+        &self,
+        node: &C::NodeId,
+        mark: Option<QuiesceMark>,
+        group: GroupId,
+        term: u64,
+    ) -> Option<watch::Receiver<u64>> {
         let mut peers = lock(&self.peers);
         let peer = peers.entry(*node).or_insert_with(Peer::new);
-        let same_host = mark.is_some_and(|m| peer.identity == Some((m.incarnation, m.generation)));
-        (!peer.suspected && same_host).then(|| peer.epoch.subscribe())
+        let same_host = mark.is_some_and(|m| peer.incarnation == Some(m.incarnation));
+        let released = peer.released.get(&group).is_some_and(|t| *t >= term);
+        (!peer.suspected && same_host && !released).then(|| peer.epoch.subscribe())
     }
 
     /// The instant this host's groups align their heartbeats to.
@@ -200,40 +238,57 @@ mod tests {
     use super::*;
     use crate::testing_types::UTConfig;
 
-    fn beat(from: u64, generation: u64) -> NodeBeat<UTConfig> {
-        NodeBeat { from, incarnation: 7, generation }
+    fn beat(from: u64, incarnation: u64, released: &[(GroupId, u64)]) -> NodeBeat<UTConfig> {
+        NodeBeat { from, incarnation, released: released.to_vec() }
     }
 
-    fn mark(generation: u64) -> Option<QuiesceMark> {
-        Some(QuiesceMark { incarnation: 7, generation })
+    fn mark(incarnation: u64) -> Option<QuiesceMark> {
+        Some(QuiesceMark { incarnation })
     }
 
-    /// Found in review: a marked heartbeat that arrives after its leader's host gave the
-    /// leadership up (a new generation) must not quiesce its follower, or nothing would ever
-    /// wake it: the bump it should have seen happened before it subscribed.
+    /// Found in review: a marked heartbeat that arrives after its leader gave the leadership up
+    /// (released it, or its host restarted) must not quiesce its follower, or nothing would
+    /// ever wake it: the signal it should have seen came before it subscribed.
     #[test]
-    fn a_group_quiesces_only_under_the_host_identity_that_marked_it() {
+    fn a_group_quiesces_only_under_the_host_and_leadership_that_marked_it() {
         let liveness = Liveness::<UTConfig>::new(1, 1, Duration::from_millis(100));
         let now = Instant::now();
-        assert!(liveness.subscribe(&2, mark(0)).is_none(), "never heard: suspected");
+        assert!(liveness.subscribe(&2, mark(7), 5, 3).is_none(), "never heard: suspected");
 
-        liveness.heard(&beat(2, 0), now);
-        assert!(liveness.subscribe(&2, mark(0)).is_some());
-        assert!(liveness.subscribe(&2, None).is_none(), "no mark, no quiescence");
+        liveness.heard(&beat(2, 7, &[]), now);
+        assert!(liveness.subscribe(&2, mark(7), 5, 3).is_some());
+        assert!(liveness.subscribe(&2, None, 5, 3).is_none(), "no mark, no quiescence");
 
-        let rx = liveness.subscribe(&2, mark(0)).expect("same identity");
-        liveness.heard(&beat(2, 1), now);
-        assert!(rx.has_changed().unwrap_or(true), "a new generation wakes the group");
-        assert!(liveness.subscribe(&2, mark(0)).is_none(), "a stale mark does not quiesce");
-        assert!(liveness.subscribe(&2, mark(1)).is_some());
+        // Group 5's leadership of term 3 ends on node 2: only group 5 is woken.
+        assert_eq!(liveness.heard(&beat(2, 7, &[(5, 3)]), now), vec![5]);
+        assert_eq!(liveness.heard(&beat(2, 7, &[(5, 3)]), now), Vec::<GroupId>::new(), "announced again: no news");
+        assert!(liveness.subscribe(&2, mark(7), 5, 3).is_none(), "a released leadership does not quiesce");
+        assert!(liveness.subscribe(&2, mark(7), 5, 4).is_some(), "a later leadership does");
+        assert!(liveness.subscribe(&2, mark(7), 6, 3).is_some(), "other groups are unaffected");
+
+        // Node 2 restarts: every group quiesced under it wakes; old marks no longer count.
+        let rx = liveness.subscribe(&2, mark(7), 6, 3).expect("live");
+        liveness.heard(&beat(2, 8, &[]), now);
+        assert!(rx.has_changed().unwrap_or(true));
+        assert!(liveness.subscribe(&2, mark(7), 6, 3).is_none());
+        assert!(liveness.subscribe(&2, mark(8), 6, 3).is_some());
+    }
+
+    #[test]
+    fn releases_ride_on_the_beats_for_a_while_then_stop() {
+        let liveness = Liveness::<UTConfig>::new(1, 1, Duration::from_millis(100));
+        let t = Instant::now();
+        liveness.release(9, 2, t);
+        assert_eq!(liveness.beat(t + Duration::from_millis(400)).released, vec![(9, 2)]);
+        assert_eq!(liveness.beat(t + Duration::from_millis(401)).released, vec![]);
     }
 
     #[test]
     fn a_peer_is_suspected_only_when_silent_for_longer_than_the_bound() {
         let liveness = Liveness::<UTConfig>::new(1, 1, Duration::from_millis(100));
         let t = Instant::now();
-        liveness.heard(&beat(2, 0), t);
-        let rx = liveness.subscribe(&2, mark(0)).expect("live");
+        liveness.heard(&beat(2, 7, &[]), t);
+        let rx = liveness.subscribe(&2, mark(7), 1, 1).expect("live");
 
         // Under a paused clock many events share one instant: exactly the bound is not silence.
         liveness.sweep(t + Duration::from_millis(100));

@@ -35,12 +35,14 @@
 //!   and any vote request (somebody is not hearing it). Any vote request also wakes a quiesced
 //!   follower, and so does any AppendEntries not marked `quiesce`.
 //! - When the host suspects the leader's node, or sees it restart (a new
-//!   [`NodeBeat::incarnation`]) or give up a leadership that had quiesced followers (a new
-//!   [`NodeBeat::generation`]: a leadership ended while some follower could still be quiesced
-//!   under it — removed, stopped, stepped down), it wakes every group quiesced under that node.
-//!   The marked heartbeat carries the leader's host's identity, so a mark that arrives after
-//!   such a change does not quiesce its follower. Each one's election timer runs from the
-//!   last beat heard, so an orphaned group elects as soon as a heartbeating one would.
+//!   [`NodeBeat::incarnation`]), it wakes every group quiesced under that node. When a
+//!   leadership ends while some follower could still be quiesced under it (the group was
+//!   removed or stopped there, or its leader stepped down), the leader's host lists the group
+//!   and term in its next beats ([`NodeBeat::released`]) and the peers wake that group alone.
+//!   The marked heartbeat carries the leader's host's incarnation, and a follower checks it and
+//!   the releases it heard of when it quiesces, so a mark that arrives late does not quiesce
+//!   it. A woken group's election timer runs from the last sign of its leader, so an orphaned
+//!   group elects as soon as a heartbeating one would.
 //! - A follower's node that the host does not hear need not be caught up for its leader to
 //!   quiesce (a dead node must not keep thousands of groups awake); the leader's stream to it
 //!   waits for the group to wake. When that node returns, its groups' elections wake their
@@ -118,7 +120,8 @@ pub trait HostNetwork<C: RaftTypeConfig>: Send + Sync + 'static {
 /// A [`GroupHost`]'s settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostConfig {
-    /// How often this node sends a [`NodeBeat`] to each peer node. Default: 50 ms.
+    /// How often this node sends a [`NodeBeat`] to each peer node. Default: 25 ms (four beats
+    /// fit in `suspect_after`, so one late beat is no suspicion).
     pub beat_interval: Duration,
     /// A peer not heard from for longer than this is suspected: the groups quiesced under it
     /// wake. Must be shorter than every group's `election_timeout_min`. Default: 100 ms.
@@ -129,7 +132,7 @@ pub struct HostConfig {
 
 impl Default for HostConfig {
     fn default() -> Self {
-        Self { beat_interval: Duration::from_millis(50), suspect_after: Duration::from_millis(100), quiesce: true }
+        Self { beat_interval: Duration::from_millis(25), suspect_after: Duration::from_millis(100), quiesce: true }
     }
 }
 
@@ -174,8 +177,14 @@ struct Inner<C: RaftTypeConfig, N: HostNetwork<C>> {
     config: HostConfig,
     network: Arc<N>,
     liveness: Arc<Liveness<C>>,
-    groups: RwLock<HashMap<GroupId, Raft<C>>>,
+    groups: RwLock<HashMap<GroupId, Hosted<C>>>,
     beats: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A group on this host: its Raft, and the signal that a peer released its leadership there.
+struct Hosted<C: RaftTypeConfig> {
+    raft: Raft<C>,
+    released: tokio::sync::watch::Sender<u64>,
 }
 
 impl<C: RaftTypeConfig, N: HostNetwork<C>> Drop for Inner<C, N> {
@@ -267,7 +276,8 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
             return Err(HostError::GroupExists(group));
         }
         let network = BeatTargets { inner: inner.network.group(group), liveness: inner.liveness.clone() };
-        let link = HostLink::new(inner.liveness.clone(), inner.config.quiesce);
+        let released = tokio::sync::watch::channel(0);
+        let link = HostLink::new(inner.liveness.clone(), group, inner.config.quiesce, released.1);
         let raft = Raft::new_hosted(inner.id, config, network, log_store, state_machine, link)
             .instrument(info_span!("group", group))
             .await
@@ -276,7 +286,7 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
             let mut groups = inner.groups.write().unwrap_or_else(|p| p.into_inner());
             let vacant = !groups.contains_key(&group);
             if vacant {
-                groups.insert(group, raft.clone());
+                groups.insert(group, Hosted { raft: raft.clone(), released: released.0 });
             }
             vacant
         };
@@ -292,7 +302,7 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
     /// The Raft of group `group`, if this host runs it. A transport's server routes every
     /// request for the group here.
     pub fn group(&self, group: GroupId) -> Option<Raft<C>> {
-        self.inner.groups.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned()
+        self.inner.groups.read().unwrap_or_else(|p| p.into_inner()).get(&group).map(|h| h.raft.clone())
     }
 
     /// The ids of the groups this host runs, in no particular order.
@@ -319,8 +329,8 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
     /// [`HostError::NoSuchGroup`] if the host does not run it; [`HostError::Fatal`] if its Raft
     /// had stopped on an error.
     pub async fn remove_group(&self, group: GroupId) -> Result<(), HostError> {
-        let raft = self.inner.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
-        let Some(raft) = raft else { return Err(HostError::NoSuchGroup(group)) };
+        let hosted = self.inner.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
+        let Some(Hosted { raft, .. }) = hosted else { return Err(HostError::NoSuchGroup(group)) };
         debug!(group, "removing group");
         match raft.shutdown().await {
             Ok(()) | Err(Fatal::Stopped) => Ok(()),
@@ -330,7 +340,16 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
 
     /// A peer's beat arrived: a transport's server calls this for every beat it receives.
     pub fn receive_beat(&self, beat: NodeBeat<C>) {
-        self.inner.liveness.heard(&beat, Instant::now());
+        let released = self.inner.liveness.heard(&beat, Instant::now());
+        if released.is_empty() {
+            return;
+        }
+        let groups = self.inner.groups.read().unwrap_or_else(|p| p.into_inner());
+        for group in released {
+            if let Some(hosted) = groups.get(&group) {
+                hosted.released.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
     }
 
     /// Whether this host hears `node`: its beats arrive, and it is not suspected.
@@ -348,7 +367,7 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
         }
         let groups: Vec<_> = self.inner.groups.write().unwrap_or_else(|p| p.into_inner()).drain().collect();
         let mut first_error = None;
-        for (group, raft) in groups {
+        for (group, Hosted { raft, .. }) in groups {
             match raft.shutdown().await {
                 Ok(()) | Err(Fatal::Stopped) => {}
                 Err(fatal) => {
@@ -374,15 +393,16 @@ async fn beat_loop<C: RaftTypeConfig, N: HostNetwork<C>>(
         tick.tick().await;
         // Suspect on time, whatever the sends below do: a hung peer must not delay the verdict
         // on the others.
-        liveness.sweep(Instant::now());
-        let beat = liveness.beat();
+        let now = Instant::now();
+        liveness.sweep(now);
+        let beat = liveness.beat(now);
         let targets = liveness.targets();
         let network = network.clone();
         // The sends of one tick run beside the next tick; each is bounded by one interval, so
         // at most two ticks' sends are ever in flight.
         tokio::spawn(async move {
             let sends = targets.iter().map(|(id, node)| {
-                let send = network.send_beat(*id, node, beat, option);
+                let send = network.send_beat(*id, node, beat.clone(), option);
                 async move {
                     match tokio::time::timeout(interval, send).await {
                         Ok(Ok(())) => {}

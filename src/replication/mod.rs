@@ -180,7 +180,7 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
         committed: watch::Receiver<Option<LogId<C>>>,
         heartbeat: watch::Receiver<u64>,
         quiesced: watch::Receiver<Option<(LogId<C>, crate::types::QuiesceMark)>>,
-        heartbeat_grid: Option<Instant>,
+        host: Option<Arc<crate::multi::Liveness<C>>>,
         notify: mpsc::UnboundedSender<Notification<C>>,
         sm: mpsc::UnboundedSender<SmMsg<C>>,
         clock: Clock,
@@ -201,7 +201,8 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
                 committed,
                 heartbeat,
                 quiesced,
-                heartbeat_grid,
+                heartbeat_grid: host.as_ref().map(|h| h.epoch()),
+                host,
                 notify,
                 sm,
                 gauge: gauge.clone(),
@@ -264,6 +265,8 @@ struct StreamState<C: RaftTypeConfig, LR> {
     quiesced: watch::Receiver<Option<(LogId<C>, crate::types::QuiesceMark)>>,
     /// In a host of many groups: the epoch heartbeats are aligned to.
     heartbeat_grid: Option<Instant>,
+    /// In a host of many groups: its view of which nodes are alive.
+    host: Option<Arc<crate::multi::Liveness<C>>>,
     notify: mpsc::UnboundedSender<Notification<C>>,
     /// The state machine task, which hands out the current snapshot.
     sm: mpsc::UnboundedSender<SmMsg<C>>,
@@ -357,11 +360,13 @@ where
         if !verdict.backoff.is_zero() {
             st.clock.sleep(verdict.backoff).await;
         }
-        // While the leader is quiesced, retry once it wakes. The follower is either caught up
-        // (quiescing required it, for every member whose node the host hears) or its node is
-        // not heard from; when that node is heard again, its host's return wakes the leader.
+        // A quiesced leader does not retry to a follower whose node the host does not hear (a
+        // dead node must not cost thousands of groups a retry each per backoff): it retries once
+        // it wakes, which that node's return brings about. A follower that is heard is retried
+        // as usual: it must get the heartbeat marked `quiesce`, or it would stay awake.
         let mut quiesced = st.quiesced.clone();
-        while quiesced.borrow_and_update().is_some() {
+        let unheard = |st: &StreamState<C, LR>| st.host.as_ref().is_some_and(|h| !h.is_live(&st.target));
+        while quiesced.borrow_and_update().is_some() && unheard(st) {
             if quiesced.changed().await.is_err() {
                 return;
             }

@@ -137,7 +137,7 @@ mod tests {
             queued += frame.len();
             tx.send(frame).await.unwrap();
         }
-        let beat = NodeBeat::<UTConfig> { from: 1, incarnation: 7, generation: 0 };
+        let beat = NodeBeat::<UTConfig> { from: 1, incarnation: 7, released: vec![(3, 2)] };
         let frame = encode_frame(&ToServer::Beat(beat), 1 << 20).unwrap();
         queued += frame.len();
         tx.send(frame).await.unwrap();

@@ -88,16 +88,14 @@ pub struct AppendEntriesRequest<C: RaftTypeConfig> {
     pub quiesce: Option<QuiesceMark>,
 }
 
-/// Who quiesced a group: the leader's host as its beats name it when the leader quiesced
-/// ([`NodeBeat`](crate::multi::NodeBeat)'s incarnation and generation). A follower whose host
-/// already sees another identity for that node (it restarted, or gave up a quiesced leadership,
-/// before the mark arrived) does not stay quiesced.
+/// Who quiesced a group: the leader's host as its beats name it
+/// ([`NodeBeat::incarnation`](crate::multi::NodeBeat::incarnation)). A follower whose host
+/// already hears another incarnation of that node (it restarted before the mark arrived), or
+/// heard that node release this leadership, does not stay quiesced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuiesceMark {
     /// The leader's host's incarnation.
     pub incarnation: u64,
-    /// The leader's host's generation.
-    pub generation: u64,
 }
 
 impl<C: RaftTypeConfig> AppendEntriesRequest<C> {

@@ -325,7 +325,8 @@ impl World {
             | Command::CloseReplicationStreams
             | Command::BroadcastHeartbeat { .. }
             // The model runs without quiescence.
-            | Command::SetQuiesced { .. } => {}
+            | Command::SetQuiesced { .. }
+            | Command::ReleaseQuiesced { .. } => {}
             Command::Apply { first, last } => {
                 if b.eager_apply {
                     let log = Arc::clone(&node.store);

@@ -12,7 +12,7 @@ use crate::engine::{Command, Engine, ReadStart, ServerState};
 use crate::testing_types::log_id;
 use crate::types::{AppendEntriesRequest, EntryPayload, LogId, QuiesceMark, ReadPolicy, Vote, VoteRequest};
 
-const MARK: QuiesceMark = QuiesceMark { incarnation: 7, generation: 3 };
+const MARK: QuiesceMark = QuiesceMark { incarnation: 7 };
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -199,7 +199,7 @@ fn a_leader_stepping_down_while_quiesced_says_so() {
     engine.see_greater_vote(t + ms(1), Vote::new_committed(3, 2));
 
     let commands = engine.take_commands();
-    assert!(commands.contains(&Command::SetQuiesced { last: None }), "{commands:?}");
+    assert!(commands.contains(&Command::ReleaseQuiesced { term: 2 }), "{commands:?}");
     assert_eq!(engine.state.server_state, ServerState::Follower);
 }
 
@@ -323,7 +323,7 @@ fn a_leadership_that_ends_before_its_followers_heard_it_wake_is_announced() {
 
     engine.see_greater_vote(t + ms(2), Vote::new_committed(3, 2));
 
-    assert!(engine.take_commands().contains(&Command::SetQuiesced { last: None }));
+    assert!(engine.take_commands().contains(&Command::ReleaseQuiesced { term: 2 }));
 }
 
 #[test]
@@ -341,5 +341,5 @@ fn once_every_member_answered_the_woken_leader_its_end_is_not_announced() {
     engine.take_commands();
 
     engine.see_greater_vote(t + ms(2), Vote::new_committed(3, 2));
-    assert!(!engine.take_commands().contains(&Command::SetQuiesced { last: None }));
+    assert!(!engine.take_commands().iter().any(|c| matches!(c, Command::ReleaseQuiesced { .. })));
 }
