@@ -21,11 +21,11 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use quorate::multi::{GroupHost, GroupId, HostConfig};
 use quorate::testing::suite::StateMachinePersistence;
-use quorate::testing::{HostRouter, Router, RouterHost};
-use quorate::{BasicNode, Config, SnapshotPolicy};
+use quorate::testing::{HostRouter, Request, Router, RouterHost};
+use quorate::{BasicNode, Config, ReadPolicy, SnapshotPolicy};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::time::Instant;
+use tokio::time::{Instant, timeout};
 
 use crate::clients::{Op, run_client};
 use crate::cluster::{CrashLoss, Shared, SimCluster, SimNode, begin_start, crashed, lock, started};
@@ -56,8 +56,8 @@ pub struct GroupsReport {
     pub wakes: u64,
     /// Terms that had a leader, over all groups.
     pub elections: u64,
-    /// Replicas not quiesced a while after the healed groups converged.
-    pub awake_at_end: usize,
+    /// Replicas not quiesced a while after the healed groups converged, described.
+    pub awake_at_end: Vec<String>,
     pub trace_hash: u64,
     pub violations: Vec<String>,
 }
@@ -202,8 +202,8 @@ async fn simulate_groups(seed: u64, options: GroupsOptions) -> GroupsReport {
     world.heal_network();
     let mut violations = final_checks(&world, &histories, &faults).await;
     tokio::time::sleep(SETTLE).await;
-    let awake_at_end =
-        groups.iter().map(|c| lock(c).running().iter().filter(|(_, r)| !r.metrics().borrow().quiesced).count()).sum();
+    let awake_at_end = awake_replicas(&groups);
+    violations.extend(probe_quiesced_groups(&groups).await);
 
     let mut all = Vec::new();
     let (mut quiesces, mut wakes, mut elections) = (0, 0, 0);
@@ -236,6 +236,55 @@ async fn simulate_groups(seed: u64, options: GroupsOptions) -> GroupsReport {
         trace_hash: h.finish(),
         violations: all,
     }
+}
+
+/// How long a settled group may take to serve a read or a write.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Every settled (mostly quiesced) group serves a read by each policy at its leader, then a
+/// write, in time: whatever needs a quiesced group wakes it.
+async fn probe_quiesced_groups(groups: &[Shared]) -> Vec<String> {
+    let mut violations = Vec::new();
+    for (group, c) in groups.iter().enumerate() {
+        let leader = {
+            let g = lock(c);
+            g.known_leader().and_then(|l| g.nodes.get(&l).and_then(|n| n.raft.clone()))
+        };
+        let Some(raft) = leader else {
+            violations.push(format!("group {group}: no known leader after settling"));
+            continue;
+        };
+        for policy in [ReadPolicy::ReadIndex, ReadPolicy::LeaseRead] {
+            if !matches!(timeout(PROBE_TIMEOUT, raft.ensure_linearizable(policy)).await, Ok(Ok(_))) {
+                violations.push(format!(
+                    "group {group}: a {policy:?} read at the settled leader failed or took over {PROBE_TIMEOUT:?}"
+                ));
+            }
+        }
+        let write = raft.client_write(Request::set("probe", format!("g{group}")));
+        if !matches!(timeout(PROBE_TIMEOUT, write).await, Ok(Ok(_))) {
+            violations
+                .push(format!("group {group}: a write at the settled leader failed or took over {PROBE_TIMEOUT:?}"));
+        }
+    }
+    violations
+}
+
+/// The replicas that are not quiesced, with their state.
+fn awake_replicas(groups: &[Shared]) -> Vec<String> {
+    let mut awake = Vec::new();
+    for (group, c) in groups.iter().enumerate() {
+        for (id, r) in lock(c).running() {
+            let m = r.metrics().borrow().clone();
+            if !m.quiesced {
+                awake.push(format!(
+                    "group {group} node {id}: {:?} in term {}, leader {:?}, last log {:?}, applied {:?}",
+                    m.state, m.current_term, m.current_leader, m.last_log_id, m.last_applied
+                ));
+            }
+        }
+    }
+    awake
 }
 
 /// Initialize group `g` through node `g % n + 1`, so that leadership starts spread out.

@@ -230,12 +230,13 @@ fn groups_failure(r: &GroupsReport) -> Option<String> {
 }
 
 /// Many groups on 3–5 hosts under node and group faults, for CI: `SIM_CI_GROUP_SEEDS` seeds
-/// (default 3) of `SIM_CI_GROUPS` groups (default 12). Every group's history is linearizable,
-/// its invariants hold, and groups really quiesce and wake.
+/// (default 8) of `SIM_CI_GROUPS` groups (default 20). Every group's history is linearizable,
+/// its invariants hold, groups really quiesce and wake, and settled groups serve reads and
+/// writes.
 #[test]
 fn groups_seeds_pass() {
-    let seeds = env_u64("SIM_CI_GROUP_SEEDS").unwrap_or(3);
-    let groups = env_u64("SIM_CI_GROUPS").unwrap_or(12) as usize;
+    let seeds = env_u64("SIM_CI_GROUP_SEEDS").unwrap_or(8);
+    let groups = env_u64("SIM_CI_GROUPS").unwrap_or(20) as usize;
     let mut failures = Vec::new();
     for seed in 0..seeds {
         let r = run_groups_seed(seed, GroupsOptions { groups, ..groups_options(groups) });
@@ -277,9 +278,12 @@ fn replay_groups_seed() {
         r.elections,
         r.quiesces,
         r.wakes,
-        r.awake_at_end,
+        r.awake_at_end.len(),
         r.trace_hash
     );
+    for a in &r.awake_at_end {
+        println!("  awake at end: {a}");
+    }
     for (at, f) in &r.faults {
         println!("  fault at {at} ms: {f:?}");
     }

@@ -43,7 +43,7 @@ impl Totals {
         self.quiesces += r.quiesces;
         self.wakes += r.wakes;
         self.elections += r.elections;
-        self.awake_at_end += r.awake_at_end as u64;
+        self.awake_at_end += r.awake_at_end.len() as u64;
     }
 
     fn add_run<'k>(
