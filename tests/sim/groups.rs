@@ -242,32 +242,61 @@ async fn simulate_groups(seed: u64, options: GroupsOptions) -> GroupsReport {
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Every settled (mostly quiesced) group serves a read by each policy at its leader, then a
-/// write, in time: whatever needs a quiesced group wakes it.
+/// write, each within [`PROBE_TIMEOUT`]: whatever needs a quiesced group wakes it. A refusal
+/// (leadership moved meanwhile) is retried at the leader known then; only a probe left
+/// unanswered, or refused [`PROBE_TRIES`] times, is a violation.
 async fn probe_quiesced_groups(groups: &[Shared]) -> Vec<String> {
     let mut violations = Vec::new();
     for (group, c) in groups.iter().enumerate() {
+        for probe in [Probe::Read(ReadPolicy::ReadIndex), Probe::Read(ReadPolicy::LeaseRead), Probe::Write] {
+            if let Some(why) = run_probe(c, group, probe).await {
+                violations.push(format!("group {group}: {probe:?} at the settled leader: {why}"));
+            }
+        }
+    }
+    violations
+}
+
+/// What a probe asks of a settled group.
+#[derive(Debug, Clone, Copy)]
+enum Probe {
+    Read(ReadPolicy),
+    Write,
+}
+
+/// How often a refused probe is tried (a short pause apart) before it counts as failed.
+const PROBE_TRIES: usize = 20;
+
+/// Run `probe` on `group`; why it failed, if it did.
+async fn run_probe(c: &Shared, group: usize, probe: Probe) -> Option<String> {
+    let mut why = String::new();
+    for _ in 0..PROBE_TRIES {
         let leader = {
             let g = lock(c);
             g.known_leader().and_then(|l| g.nodes.get(&l).and_then(|n| n.raft.clone()))
         };
         let Some(raft) = leader else {
-            violations.push(format!("group {group}: no known leader after settling"));
+            why = "no known leader".to_string();
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        for policy in [ReadPolicy::ReadIndex, ReadPolicy::LeaseRead] {
-            if !matches!(timeout(PROBE_TIMEOUT, raft.ensure_linearizable(policy)).await, Ok(Ok(_))) {
-                violations.push(format!(
-                    "group {group}: a {policy:?} read at the settled leader failed or took over {PROBE_TIMEOUT:?}"
-                ));
+        let answer = match probe {
+            Probe::Read(policy) => timeout(PROBE_TIMEOUT, raft.ensure_linearizable(policy))
+                .await
+                .map(|r| r.map(|_| ()).map_err(|e| e.to_string())),
+            Probe::Write => {
+                let write = raft.client_write(Request::set("probe", format!("g{group}")));
+                timeout(PROBE_TIMEOUT, write).await.map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
             }
+        };
+        match answer {
+            Ok(Ok(())) => return None,
+            Ok(Err(e)) => why = format!("n{} refused: {e}", raft.id()),
+            Err(_) => return Some(format!("n{} gave no answer within {PROBE_TIMEOUT:?}", raft.id())),
         }
-        let write = raft.client_write(Request::set("probe", format!("g{group}")));
-        if !matches!(timeout(PROBE_TIMEOUT, write).await, Ok(Ok(_))) {
-            violations
-                .push(format!("group {group}: a write at the settled leader failed or took over {PROBE_TIMEOUT:?}"));
-        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    violations
+    Some(why)
 }
 
 /// The replicas that are not quiesced, with their state.
