@@ -40,6 +40,8 @@ impl SimNode {
 /// Everything the tasks of a run share. Locked only briefly, never across an await.
 pub struct SimCluster {
     pub config: Arc<Config>,
+    /// The single-group network. In multi-group mode (`groups.rs`) every group's nodes talk
+    /// over one `HostRouter` instead and this router carries nothing.
     pub router: Router,
     pub nodes: BTreeMap<u64, SimNode>,
     pub safety: Arc<Mutex<ElectionSafety>>,
@@ -54,6 +56,10 @@ pub struct SimCluster {
     /// Whether the state machines keep what they applied across a crash, or restart from
     /// their snapshot; one kind for the whole cluster, as a deployment runs one.
     pub sm_persistence: StateMachinePersistence,
+    /// Times a node of this cluster was seen to quiesce, and to wake from it (from its
+    /// metrics; transitions within one instant may be missed, so these are lower bounds).
+    pub quiesces: u64,
+    pub wakes: u64,
 }
 
 pub type Shared = Arc<Mutex<SimCluster>>;
@@ -66,6 +72,28 @@ pub fn lock(c: &Shared) -> std::sync::MutexGuard<'_, SimCluster> {
 const MAX_VIOLATIONS: usize = 8;
 
 impl SimCluster {
+    /// A cluster of `nodes`, none started yet.
+    pub fn new_shared(
+        config: Config,
+        router: Router,
+        nodes: BTreeMap<u64, SimNode>,
+        sm_persistence: StateMachinePersistence,
+    ) -> Shared {
+        Arc::new(Mutex::new(SimCluster {
+            config: Arc::new(config),
+            router,
+            nodes,
+            safety: Arc::new(Mutex::new(ElectionSafety::new())),
+            violations: Vec::new(),
+            burst_history: Vec::new(),
+            clock: HistoryClock::new(Instant::now()),
+            newest_leader: None,
+            sm_persistence,
+            quiesces: 0,
+            wakes: 0,
+        }))
+    }
+
     /// The handles of the running nodes.
     pub fn running(&self) -> Vec<(u64, Raft<TypeConfig>)> {
         self.nodes.iter().filter_map(|(id, n)| n.raft.clone().map(|r| (*id, r))).collect()
@@ -158,28 +186,57 @@ pub fn stamp_millis(stamp: u64) -> f64 {
 /// Start node `id` on its storage and watch its metrics for election safety and for stopping
 /// on its own. A node that cannot start from its storage is a violation: it stays down.
 pub async fn start_node(c: &Shared, id: u64) {
-    let (config, factory, log, sm, rate, incarnation) = {
-        let mut g = lock(c);
-        let (config, factory) = (g.config.clone(), g.router.factory(id));
-        let Some(n) = g.nodes.get_mut(&id) else { return };
-        n.incarnation += 1;
-        (config, factory, n.log.clone(), n.sm.clone(), n.clock_rate, n.incarnation)
-    };
-    let raft = match Raft::new_with_clock_rate(id, config, factory, log, sm, rate).await {
+    let Some(start) = begin_start(c, id) else { return };
+    let factory = lock(c).router.factory(id);
+    let raft = Raft::new_with_clock_rate(id, start.config, factory, start.log, start.sm, start.clock_rate).await;
+    let Some(raft) = started(c, id, start.incarnation, raft) else { return };
+    lock(c).router.add_node(id, raft);
+}
+
+/// What a node starts from: its config and storage, and the number of this start.
+pub struct NodeStart {
+    pub config: Arc<Config>,
+    pub log: MemLogStore,
+    pub sm: MemStateMachine,
+    pub clock_rate: f64,
+    pub incarnation: u64,
+}
+
+/// Count a start of node `id` and hand out what it starts from (`None`: no such node).
+pub fn begin_start(c: &Shared, id: u64) -> Option<NodeStart> {
+    let mut g = lock(c);
+    let config = g.config.clone();
+    let n = g.nodes.get_mut(&id)?;
+    n.incarnation += 1;
+    Some(NodeStart {
+        config,
+        log: n.log.clone(),
+        sm: n.sm.clone(),
+        clock_rate: n.clock_rate,
+        incarnation: n.incarnation,
+    })
+}
+
+/// Node `id`'s start number `incarnation` ended in `raft`: record it as running and watch it,
+/// or record why it could not start.
+pub fn started<E: std::fmt::Display>(
+    c: &Shared,
+    id: u64,
+    incarnation: u64,
+    raft: Result<Raft<TypeConfig>, E>,
+) -> Option<Raft<TypeConfig>> {
+    let raft = match raft {
         Ok(r) => r,
         Err(e) => {
             lock(c).record_violation(format!("node {id} cannot restart from its storage: {e}"));
-            return;
+            return None;
         }
     };
-    {
-        let mut g = lock(c);
-        g.router.add_node(id, raft.clone());
-        if let Some(n) = g.nodes.get_mut(&id) {
-            n.raft = Some(raft.clone());
-        }
+    if let Some(n) = lock(c).nodes.get_mut(&id) {
+        n.raft = Some(raft.clone());
     }
-    tokio::spawn(watch_node(c.clone(), id, incarnation, raft));
+    tokio::spawn(watch_node(c.clone(), id, incarnation, raft.clone()));
+    Some(raft)
 }
 
 /// Feed the node's metrics to the election safety check until it stops; if it stops while the
@@ -187,6 +244,7 @@ pub async fn start_node(c: &Shared, id: u64) {
 async fn watch_node(c: Shared, id: u64, incarnation: u64, raft: Raft<TypeConfig>) {
     let mut rx = raft.metrics();
     let safety = lock(&c).safety.clone();
+    let mut quiesced = false;
     loop {
         let m = rx.borrow_and_update().clone();
         if let Err(v) = safety.lock().unwrap_or_else(|e| e.into_inner()).observe(&m) {
@@ -195,6 +253,11 @@ async fn watch_node(c: Shared, id: u64, incarnation: u64, raft: Raft<TypeConfig>
         if m.state == ServerState::Leader {
             let mut g = lock(&c);
             g.newest_leader = g.newest_leader.max(Some((m.current_term, id)));
+        }
+        if m.quiesced != quiesced {
+            quiesced = m.quiesced;
+            let mut g = lock(&c);
+            if quiesced { g.quiesces += 1 } else { g.wakes += 1 }
         }
         if m.state == ServerState::Shutdown || rx.changed().await.is_err() {
             break;
@@ -235,8 +298,21 @@ pub async fn crash_node(c: &Shared, id: u64, loss: CrashLoss) {
     let raft = {
         let mut g = lock(c);
         g.router.remove_node(id);
-        let persistence = g.sm_persistence;
-        let Some(n) = g.nodes.get_mut(&id) else { return };
+        g.lose_unflushed(id, loss)
+    };
+    if let Some(raft) = raft {
+        let _ = raft.shutdown().await;
+    }
+    crashed(c, id);
+}
+
+impl SimCluster {
+    /// The storage side of a crash of node `id`: its stores reopen with what was durable (and
+    /// `loss` allows), its frozen storage calls fail, and its handle, to be shut down, is
+    /// returned; the node counts as down from now on.
+    pub fn lose_unflushed(&mut self, id: u64, loss: CrashLoss) -> Option<Raft<TypeConfig>> {
+        let persistence = self.sm_persistence;
+        let n = self.nodes.get_mut(&id)?;
         let raft = n.raft.take();
         let keep = n.log.pending_units() * loss.keep_per_mille as usize / 1000;
         n.log = n.log.reopen_keeping(keep);
@@ -247,9 +323,10 @@ pub async fn crash_node(c: &Shared, id: u64, loss: CrashLoss) {
         // The frozen calls of the old process fail now, so it stops.
         n.crash.release();
         raft
-    };
-    if let Some(raft) = raft {
-        let _ = raft.shutdown().await;
     }
+}
+
+/// The crashed node `id` is stopped: the election safety check learns that it restarts.
+pub fn crashed(c: &Shared, id: u64) {
     lock(c).safety.lock().unwrap_or_else(|e| e.into_inner()).node_restarted(id);
 }

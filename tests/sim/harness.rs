@@ -2,10 +2,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use quorate::testing::invariants::ElectionSafety;
 use quorate::testing::linearizability::{CheckResult, check_kv_history};
 use quorate::testing::suite::StateMachinePersistence;
 use quorate::testing::{Router, RpcKind};
@@ -15,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
 use crate::clients::{Op, run_client};
-use crate::cluster::{HistoryClock, Shared, SimCluster, SimNode, lock, stamp_millis, start_node};
+use crate::cluster::{Shared, SimCluster, SimNode, lock, stamp_millis, start_node};
 use crate::nemesis::{TimedFault, heal, run_nemesis};
 
 /// How the nodes' clocks run against each other.
@@ -111,7 +109,7 @@ pub fn replay_command(seed: u64) -> String {
 
 /// Wall-clock time after which a run counts as livelocked (a busy loop never lets the paused
 /// clock move, so virtual time cannot bound it). `SIM_REAL_TIME_LIMIT_S` overrides it.
-fn real_time_limit() -> Duration {
+pub fn real_time_limit() -> Duration {
     let secs = std::env::var("SIM_REAL_TIME_LIMIT_S").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     Duration::from_secs(secs)
 }
@@ -119,13 +117,18 @@ fn real_time_limit() -> Duration {
 /// Run `seed` on a fresh single-threaded runtime with a paused clock: the same seed gives the
 /// same run.
 pub fn run_seed(seed: u64, options: SimOptions) -> SimReport {
+    paused_runtime(seed).block_on(simulate(seed, options))
+}
+
+/// A single-threaded runtime on a paused clock, with tokio's own choices seeded by `seed`
+/// where tokio lets them be.
+pub fn paused_runtime(seed: u64) -> tokio::runtime::Runtime {
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_time().start_paused(true);
     // tokio orders some wake-ups (watch channel waiters) with its own RNG: seed it too.
     #[cfg(tokio_unstable)]
     builder.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()));
-    let rt = builder.build().unwrap_or_else(|e| panic!("cannot build the simulation runtime: {e}"));
-    rt.block_on(simulate(seed, options))
+    builder.build().unwrap_or_else(|e| panic!("cannot build the simulation runtime: {e}"))
 }
 
 async fn simulate(seed: u64, options: SimOptions) -> SimReport {
@@ -158,17 +161,7 @@ async fn simulate(seed: u64, options: SimOptions) -> SimReport {
         if rng.random_bool(0.5) { StateMachinePersistence::Persistent } else { StateMachinePersistence::Snapshot };
     let spread = options.clock_skew.spread(&config);
     let nodes = (1..=n as u64).map(|id| (id, SimNode::new(1.0 + rng.random_range(-spread..spread)))).collect();
-    let c: Shared = Arc::new(Mutex::new(SimCluster {
-        config: Arc::new(config),
-        router,
-        nodes,
-        safety: Arc::new(Mutex::new(ElectionSafety::new())),
-        violations: Vec::new(),
-        burst_history: Vec::new(),
-        clock: HistoryClock::new(Instant::now()),
-        newest_leader: None,
-        sm_persistence,
-    }));
+    let c = SimCluster::new_shared(config, router, nodes, sm_persistence);
     for id in 1..=n as u64 {
         start_node(&c, id).await;
     }
@@ -185,7 +178,7 @@ async fn simulate(seed: u64, options: SimOptions) -> SimReport {
         .map(|i| tokio::spawn(run_client(c.clone(), i, seed.wrapping_mul(31).wrapping_add(i as u64), 3, until)))
         .collect();
     let nemesis = tokio::spawn(run_nemesis(c.clone(), seed ^ 0x9e37_79b9_7f4a_7c15, until, options.exclude_faults));
-    let checker = tokio::spawn(check_periodically(c.clone(), until));
+    let checker = tokio::spawn(check_periodically(c.clone(), until, Duration::from_millis(20)));
 
     let mut history = Vec::new();
     for h in clients {
@@ -238,7 +231,7 @@ async fn final_checks(c: &Shared) -> (Vec<String>, u64) {
 }
 
 /// How long the healed cluster may take to converge.
-const CONVERGE: Duration = Duration::from_secs(30);
+pub const CONVERGE: Duration = Duration::from_secs(30);
 /// Probes and stream opens a healed cluster may need to converge: a few per follower and
 /// restart of a stream, not a storm.
 const MAX_CONVERGE_PROBES: u64 = 2_000;
@@ -251,7 +244,7 @@ const WITNESS_TAIL: usize = 16;
 
 /// Check the history for linearizability; a violation names the operations of the witness
 /// with the node and path that served each.
-fn check_history(history: &[Op], faults: &[TimedFault]) -> Option<String> {
+pub fn check_history<F: std::fmt::Debug>(history: &[Op], faults: &[(u64, F)]) -> Option<String> {
     let kv_history: Vec<_> = history.iter().map(|op| op.to_kv_op()).collect();
     match check_kv_history(&kv_history) {
         Ok(CheckResult::Linearizable) => None,
@@ -298,10 +291,10 @@ fn check_history(history: &[Op], faults: &[TimedFault]) -> Option<String> {
     }
 }
 
-/// Check the cluster's safety properties every 20 ms of virtual time.
-async fn check_periodically(c: Shared, until: Instant) {
+/// Check the cluster's safety properties every `every` of virtual time.
+pub async fn check_periodically(c: Shared, until: Instant, every: Duration) {
     while Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(every).await;
         let mut g = lock(&c);
         if let Err(v) = g.check() {
             g.record_violation(v);
@@ -310,7 +303,7 @@ async fn check_periodically(c: Shared, until: Instant) {
 }
 
 /// Wait until every running node applied the same last entry as the leader.
-async fn converge(c: &Shared) -> bool {
+pub async fn converge(c: &Shared) -> bool {
     let deadline = Instant::now() + CONVERGE;
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;

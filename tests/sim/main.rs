@@ -7,17 +7,24 @@
 //! number of seeds;
 //! `SIM_SEEDS=N cargo test --release --features testing --test sim soak -- --ignored --nocapture`
 //! runs many and prints a report.
+//!
+//! The multi-group mode (`groups.rs`) runs many Raft groups on a few `GroupHost`s with
+//! quiescence on: `groups_seeds_pass` in CI, `groups_soak` and `replay_groups_seed` on demand
+//! (`SIM_GROUPS` groups, default 50 in the soak).
 
 mod bursts;
 mod clients;
 mod cluster;
 mod crashes;
+mod groups;
+mod groups_nemesis;
 mod harness;
 mod nemesis;
 mod report;
 
 use std::time::Duration;
 
+use groups::{GroupsOptions, GroupsReport, groups_replay_command, run_groups_seed};
 use harness::{ClockSkew, SimOptions, SimReport, replay_command, run_seed};
 
 /// Virtual time each seed runs for.
@@ -206,4 +213,103 @@ fn excess_clock_skew_is_caught() {
         .collect();
     println!("excess clock skew: stale reads in {} of {n} seeds: {stale:?}", stale.len());
     assert!(!stale.is_empty(), "no seed caught clocks drifting past the lease's bound");
+}
+
+/// Virtual time each multi-group seed runs for.
+const GROUPS_RUN: Duration = Duration::from_secs(10);
+
+/// The options of a multi-group run of `groups` groups: `SIM_EXCLUDE_FAULTS` as set.
+fn groups_options(groups: usize) -> GroupsOptions {
+    let exclude_faults = SimOptions::from_env(GROUPS_RUN).exclude_faults;
+    GroupsOptions { duration: GROUPS_RUN, groups, exclude_faults }
+}
+
+fn groups_failure(r: &GroupsReport) -> Option<String> {
+    (!r.violations.is_empty())
+        .then(|| format!("seed {}:\n{}\nreplay: {}", r.seed, r.violations.join("\n"), groups_replay_command(r.seed)))
+}
+
+/// Many groups on 3–5 hosts under node and group faults, for CI: `SIM_CI_GROUP_SEEDS` seeds
+/// (default 8) of `SIM_CI_GROUPS` groups (default 20). Every group's history is linearizable,
+/// its invariants hold, groups really quiesce and wake, and settled groups serve reads and
+/// writes.
+#[test]
+fn groups_seeds_pass() {
+    let seeds = env_u64("SIM_CI_GROUP_SEEDS").unwrap_or(8);
+    let groups = env_u64("SIM_CI_GROUPS").unwrap_or(20) as usize;
+    let mut failures = Vec::new();
+    for seed in 0..seeds {
+        let r = run_groups_seed(seed, GroupsOptions { groups, ..groups_options(groups) });
+        let ops: usize = r.histories.iter().map(Vec::len).sum();
+        assert!(ops > 0, "seed {seed}: clients completed operations");
+        assert!(r.elections >= groups as u64, "seed {seed}: every group elected a leader");
+        assert!(r.quiesces > 0 && r.wakes > 0, "seed {seed}: groups quiesced ({}) and woke ({})", r.quiesces, r.wakes);
+        failures.extend(groups_failure(&r));
+    }
+    assert!(failures.is_empty(), "{} of {seeds} seeds found violations:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Replay one multi-group seed: `SIM_SEED=<seed>` (`SIM_GROUPS`, `SIM_EXCLUDE_FAULTS`,
+/// `SIM_PRINT_HISTORY=1` as wanted).
+#[test]
+#[ignore = "run on demand with SIM_SEED"]
+fn replay_groups_seed() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .with_ansi(false)
+        .with_timer(VirtualTime)
+        .try_init();
+    let seed = env_u64("SIM_SEED").unwrap_or(0);
+    let groups = env_u64("SIM_GROUPS").unwrap_or(50) as usize;
+    let r = run_groups_seed(seed, groups_options(groups));
+    if std::env::var("SIM_PRINT_HISTORY").is_ok() {
+        for (g, h) in r.histories.iter().enumerate() {
+            for op in h {
+                println!("  group {g} op {op:?}");
+            }
+        }
+    }
+    let ops: usize = r.histories.iter().map(Vec::len).sum();
+    println!(
+        "seed {seed}: {} nodes, {groups} groups, {ops} ops, {} faults, {} elections, quiesced {}, woke {}, awake at end {}, trace {:016x}",
+        r.nodes,
+        r.faults.len(),
+        r.elections,
+        r.quiesces,
+        r.wakes,
+        r.awake_at_end.len(),
+        r.trace_hash
+    );
+    for a in &r.awake_at_end {
+        println!("  awake at end: {a}");
+    }
+    for (at, f) in &r.faults {
+        println!("  fault at {at} ms: {f:?}");
+    }
+    assert!(groups_failure(&r).is_none(), "{}", groups_failure(&r).unwrap_or_default());
+}
+
+/// Many multi-group seeds: `SIM_SEEDS=<n>` (default 200) from `SIM_FIRST_SEED` (default
+/// 1000), `SIM_GROUPS` groups each (default 50). Prints ops, faults by kind, quiesce and wake
+/// counts, elections, violations and time.
+#[test]
+#[ignore = "soak: run on demand"]
+fn groups_soak() {
+    let n = env_u64("SIM_SEEDS").unwrap_or(200);
+    let first = env_u64("SIM_FIRST_SEED").unwrap_or(1000);
+    let groups = env_u64("SIM_GROUPS").unwrap_or(50) as usize;
+    let options = groups_options(groups);
+    let mut totals = report::Totals::default();
+    let started = std::time::Instant::now();
+    for seed in first..first + n {
+        let r = run_groups_seed(seed, options.clone());
+        if let Some(f) = groups_failure(&r) {
+            println!("{f}");
+        }
+        totals.add_groups(&r);
+    }
+    let setup = format!("{groups} groups per seed, faults left out {:?}", options.exclude_faults);
+    println!("{}", totals.summary_of(first, n, &setup, started.elapsed()));
+    assert!(totals.failed.is_empty(), "violations in seeds {:?}", totals.failed);
 }

@@ -16,6 +16,7 @@
 //! run (see `harness::ClockSkew`).
 
 use std::collections::BTreeSet;
+use std::ops::Range;
 use std::time::Duration;
 
 use quorate::testing::{CrashPoint, StorageCall};
@@ -165,26 +166,65 @@ pub async fn run_nemesis(c: Shared, seed: u64, until: Instant, excluded: Vec<Str
         next_burst_client: 1000,
         excluded,
     };
-    let mut faults = Vec::new();
-    let mut active = 0;
-    while Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(n.rng.random_range(100..600))).await;
-        let at = lock(&n.c).clock.millis();
-        let fault = n.next_fault().await;
-        faults.push((at, fault));
-        active += 1;
-        // Let the fault last a while, then heal the network and disks (not membership); or
-        // leave it in place and add the next one to it: some bugs need two faults at once.
-        tokio::time::sleep(Duration::from_millis(n.rng.random_range(100..1500))).await;
-        if active >= MAX_ACTIVE_FAULTS || n.rng.random_bool(0.6) {
-            heal(&n.c).await;
-            active = 0;
-        }
-    }
+    let faults = run_schedule(&mut n, until, 100..600).await;
     for b in n.bursts.drain(..) {
         let _ = b.await;
     }
     faults
+}
+
+/// What [`run_schedule`] drives: a nemesis that draws and injects one fault at a time and
+/// heals them all at once.
+pub trait Injector {
+    type Fault;
+    fn rng(&mut self) -> &mut StdRng;
+    /// Virtual milliseconds since the run started.
+    fn millis(&self) -> u64;
+    /// Draw a fault and inject it; returns it as it happened.
+    fn next_fault(&mut self) -> impl std::future::Future<Output = Self::Fault>;
+    /// Undo every fault that can be undone.
+    fn heal(&mut self) -> impl std::future::Future<Output = ()>;
+}
+
+/// Until `until`: wait a pause drawn from `gap_ms`, inject a fault, let it last a while, then
+/// heal; or leave it in place and add the next one to it (some bugs need two faults at once).
+/// Returns every fault, at the millisecond it was injected.
+pub async fn run_schedule<I: Injector>(n: &mut I, until: Instant, gap_ms: Range<u64>) -> Vec<(u64, I::Fault)> {
+    let mut faults = Vec::new();
+    let mut active = 0;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(n.rng().random_range(gap_ms.clone()))).await;
+        let at = n.millis();
+        let fault = n.next_fault().await;
+        faults.push((at, fault));
+        active += 1;
+        tokio::time::sleep(Duration::from_millis(n.rng().random_range(100..1500))).await;
+        if active >= MAX_ACTIVE_FAULTS || n.rng().random_bool(0.6) {
+            n.heal().await;
+            active = 0;
+        }
+    }
+    faults
+}
+
+impl Injector for Nemesis {
+    type Fault = Fault;
+
+    fn rng(&mut self) -> &mut StdRng {
+        &mut self.rng
+    }
+
+    fn millis(&self) -> u64 {
+        lock(&self.c).clock.millis()
+    }
+
+    async fn next_fault(&mut self) -> Fault {
+        Nemesis::next_fault(self).await
+    }
+
+    async fn heal(&mut self) {
+        heal(&self.c).await
+    }
 }
 
 impl Nemesis {
