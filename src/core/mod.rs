@@ -175,7 +175,7 @@ where
                     self.engine.handle_timeout(self.clock.now());
                     self.maybe_quiesce();
                 }
-                signal = quiesce::host_signal(&mut self.host, self.engine.leader_quiesced()) => self.on_host_signal(signal),
+                signal = quiesce::host_signal(&mut self.host) => self.on_host_signal(signal),
                 _ = sleep_until(self.clock, self.io_stall_deadline) => {
                     error!(
                         id = %self.engine.id(), stalled_for = ?self.config.max_log_io_stall,

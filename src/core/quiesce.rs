@@ -22,10 +22,6 @@ pub(crate) struct HostLink<C: RaftTypeConfig> {
     released: watch::Receiver<u64>,
     /// The leader node this follower is quiesced under, and the signal that it must wake.
     watching: Option<(C::NodeId, watch::Receiver<u64>)>,
-    /// Changes when a suspected peer is heard again: a quiesced leader wakes.
-    returned: watch::Receiver<u64>,
-    /// Whether the leader was quiesced at the last look.
-    leader_quiesced: bool,
     /// The membership whose nodes were last registered with the host as beat targets.
     beat_targets_of: Option<Option<crate::types::LogId<C>>>,
 }
@@ -37,17 +33,7 @@ impl<C: RaftTypeConfig> HostLink<C> {
         quiesce: bool,
         released: watch::Receiver<u64>,
     ) -> Self {
-        let returned = liveness.subscribe_returns();
-        Self {
-            liveness,
-            group,
-            quiesce,
-            released,
-            watching: None,
-            returned,
-            leader_quiesced: false,
-            beat_targets_of: None,
-        }
+        Self { liveness, group, quiesce, released, watching: None, beat_targets_of: None }
     }
 }
 
@@ -55,8 +41,6 @@ impl<C: RaftTypeConfig> HostLink<C> {
 pub(crate) enum HostSignal {
     /// The node this follower is quiesced under must be heard from again.
     WakeFollower,
-    /// A peer came back: this quiesced leader must reach it (or learn it was deposed).
-    WakeLeader,
     /// A peer released this group's leadership: wake if it is the one quiesced under.
     Released,
 }
@@ -65,16 +49,8 @@ pub(crate) enum HostSignal {
 ///
 /// # Cancel safety
 /// Cancel safe: it only waits on watches.
-pub(crate) async fn host_signal<C: RaftTypeConfig>(
-    link: &mut Option<HostLink<C>>,
-    leader_quiesced: bool,
-) -> HostSignal {
+pub(crate) async fn host_signal<C: RaftTypeConfig>(link: &mut Option<HostLink<C>>) -> HostSignal {
     let Some(link) = link.as_mut() else { return std::future::pending().await };
-    if leader_quiesced {
-        // A closed channel (the host is gone) is a reason to wake as good as any.
-        let _ = link.returned.changed().await;
-        return HostSignal::WakeLeader;
-    }
     match link.watching.as_mut() {
         Some((_, node)) => {
             tokio::select! {
@@ -105,12 +81,6 @@ where
             }
             link.beat_targets_of = Some(membership.log_id);
         }
-        let leader_quiesced = self.engine.leader_quiesced();
-        if leader_quiesced && !link.leader_quiesced {
-            // Only peers that return from now on wake the leader that just quiesced.
-            link.returned.mark_unchanged();
-        }
-        link.leader_quiesced = leader_quiesced;
         let under = self.engine.quiesced_under();
         if under == link.watching.as_ref().map(|(id, _)| *id) {
             return;
@@ -133,7 +103,6 @@ where
     pub(crate) fn on_host_signal(&mut self, signal: HostSignal) {
         match signal {
             HostSignal::WakeFollower => self.wake_quiesced_follower(),
-            HostSignal::WakeLeader => self.engine.leader_wake(self.clock.now()),
             HostSignal::Released => {
                 let term = self.engine.state.vote.term;
                 let released = match (self.host.as_ref(), self.engine.quiesced_under()) {

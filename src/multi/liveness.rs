@@ -46,6 +46,9 @@ struct Peer {
     /// Per group, the latest term of a leadership of the peer's that ended while followers
     /// could be quiesced under it.
     released: HashMap<GroupId, u64>,
+    /// Bumped whenever the peer is heard again after being suspected: replication streams to
+    /// it that a quiesced leader left waiting retry.
+    returned: watch::Sender<u64>,
 }
 
 impl Peer {
@@ -56,6 +59,7 @@ impl Peer {
             suspected: true,
             epoch: watch::channel(0).0,
             released: HashMap::new(),
+            returned: watch::channel(0).0,
         }
     }
 
@@ -74,9 +78,6 @@ pub(crate) struct Liveness<C: RaftTypeConfig> {
     releasing: Mutex<Vec<(GroupId, u64, Instant)>>,
     /// The nodes this host's groups talk to, with their addresses: where beats go.
     targets: Mutex<BTreeMap<C::NodeId, C::Node>>,
-    /// Bumped whenever a suspected peer is heard again: quiesced leaders wake, to reach the
-    /// members they left behind and to learn whether they were deposed meanwhile.
-    returned: watch::Sender<u64>,
     /// When the host started: its groups' heartbeats are aligned to a grid from here.
     epoch: Instant,
 }
@@ -96,7 +97,6 @@ impl<C: RaftTypeConfig> Liveness<C> {
             peers: Mutex::new(BTreeMap::new()),
             releasing: Mutex::new(Vec::new()),
             targets: Mutex::new(BTreeMap::new()),
-            returned: watch::channel(0).0,
             epoch: Instant::now(),
         }
     }
@@ -135,8 +135,8 @@ impl<C: RaftTypeConfig> Liveness<C> {
             peer.bump();
         }
         if peer.suspected {
-            debug!(node = %beat.from, "peer heard from again; waking quiesced leaders");
-            self.returned.send_modify(|r| *r = r.wrapping_add(1));
+            debug!(node = %beat.from, "peer heard from again");
+            peer.returned.send_modify(|r| *r = r.wrapping_add(1));
         }
         peer.incarnation = Some(beat.incarnation);
         peer.last_heard = Some(peer.last_heard.map_or(now, |t| t.max(now)));
@@ -152,14 +152,17 @@ impl<C: RaftTypeConfig> Liveness<C> {
         woken
     }
 
-    /// Suspect every peer not heard from for `suspect_after` before `now`, waking the groups
-    /// quiesced under it.
-    pub(crate) fn sweep(&self, now: Instant) {
+    /// Suspect every peer not heard from for `suspect_after` (plus `lag`, how late this host's
+    /// own timer has lately been: an overloaded process delays beats it receives as much as
+    /// beats it sends, and must not take its own lateness for its peers' death) before `now`,
+    /// waking the groups quiesced under it.
+    pub(crate) fn sweep(&self, now: Instant, lag: Duration) {
+        let bound = self.suspect_after + lag;
         let mut peers = lock(&self.peers);
         for (id, peer) in peers.iter_mut() {
             // Silent for *more* than the bound: under a paused clock many events share one
             // instant, and a beat of this very instant must keep the peer live.
-            let silent = peer.last_heard.is_none_or(|t| now > t + self.suspect_after);
+            let silent = peer.last_heard.is_none_or(|t| now > t + bound);
             if silent && !peer.suspected {
                 info!(node = %id, "peer not heard from; waking the groups quiesced under it");
                 peer.suspected = true;
@@ -207,9 +210,9 @@ impl<C: RaftTypeConfig> Liveness<C> {
         self.epoch
     }
 
-    /// A receiver that changes whenever a suspected peer is heard again.
-    pub(crate) fn subscribe_returns(&self) -> watch::Receiver<u64> {
-        self.returned.subscribe()
+    /// A receiver that changes whenever `node` is heard again after being suspected.
+    pub(crate) fn subscribe_return(&self, node: &C::NodeId) -> watch::Receiver<u64> {
+        lock(&self.peers).entry(*node).or_insert_with(Peer::new).returned.subscribe()
     }
 
     /// A group of this host talks to `node` at `addr`: send it beats.
@@ -291,11 +294,11 @@ mod tests {
         let rx = liveness.subscribe(&2, mark(7), 1, 1).expect("live");
 
         // Under a paused clock many events share one instant: exactly the bound is not silence.
-        liveness.sweep(t + Duration::from_millis(100));
+        liveness.sweep(t + Duration::from_millis(100), Duration::ZERO);
         assert!(liveness.is_live(&2));
         assert!(!rx.has_changed().unwrap_or(true));
 
-        liveness.sweep(t + Duration::from_millis(101));
+        liveness.sweep(t + Duration::from_millis(101), Duration::ZERO);
         assert!(!liveness.is_live(&2));
         assert!(rx.has_changed().unwrap_or(false), "suspicion wakes the groups quiesced under it");
     }

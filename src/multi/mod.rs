@@ -380,6 +380,9 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
     }
 }
 
+/// How many ticks the host's own lateness is remembered for.
+const LAG_WINDOW: usize = 16;
+
 /// Beat to every peer the groups talk to, every `interval`; suspect the silent ones.
 async fn beat_loop<C: RaftTypeConfig, N: HostNetwork<C>>(
     liveness: Arc<Liveness<C>>,
@@ -389,12 +392,18 @@ async fn beat_loop<C: RaftTypeConfig, N: HostNetwork<C>>(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let option = RPCOption::new(interval);
+    // How late the last ticks fired: the process's own lateness (see `Liveness::sweep`).
+    let mut lags = std::collections::VecDeque::with_capacity(LAG_WINDOW);
     loop {
-        tick.tick().await;
+        let due = tick.tick().await;
         // Suspect on time, whatever the sends below do: a hung peer must not delay the verdict
         // on the others.
         let now = Instant::now();
-        liveness.sweep(now);
+        if lags.len() == LAG_WINDOW {
+            lags.pop_front();
+        }
+        lags.push_back(now.saturating_duration_since(due));
+        liveness.sweep(now, lags.iter().copied().max().unwrap_or_default());
         let beat = liveness.beat(now);
         let targets = liveness.targets();
         let network = network.clone();
