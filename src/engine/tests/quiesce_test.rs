@@ -105,6 +105,16 @@ fn a_leader_with_anything_under_way_does_not_quiesce() {
         ("quiescence off", idle_leader(t).quiesce(false)),
         ("a follower behind", idle_leader(t).progress(3, log_id(1, 1))),
         ("an entry not committed", idle_leader(t).committed(log_id(1, 1))),
+        (
+            // Matched by all and durable, the blank committed, but the last entry not yet:
+            // the followers cannot learn its commit from a quiet leader.
+            "the last entry matched but not committed",
+            idle_leader(t)
+                .log([log_id(1, 0), log_id(1, 1), last(), log_id(2, 3)])
+                .leader_flushed(log_id(2, 3))
+                .progress(2, log_id(2, 3))
+                .progress(3, log_id(2, 3)),
+        ),
         ("not durable here", idle_leader(t).leader_flushed(log_id(1, 1))),
         ("blank not committed", idle_leader(t).committed(log_id(1, 1)).blank(last())),
         ("a transfer", idle_leader(t).transfer(2, t + ms(600), false)),
