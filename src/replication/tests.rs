@@ -384,6 +384,14 @@ fn hosted_heartbeats_fall_on_the_hosts_grid() {
     let epoch = Instant::now();
     let hb = Duration::from_millis(50);
     let ms = Duration::from_millis;
+    let timer = |grid| super::SendTimer {
+        next: epoch,
+        last_sent: epoch,
+        commit_armed: false,
+        heartbeat: hb,
+        commit_grace: hb / 16,
+        grid,
+    };
     assert_eq!(super::align_up(epoch, epoch, hb), epoch);
     assert_eq!(super::align_up(epoch + ms(1), epoch, hb), epoch + ms(50));
     assert_eq!(super::align_up(epoch + ms(50), epoch, hb), epoch + ms(50));
@@ -391,28 +399,14 @@ fn hosted_heartbeats_fall_on_the_hosts_grid() {
     // Two streams that last sent at different instants heartbeat next at the same one, between
     // half an interval and one and a half after their last request.
     for sent_at in [ms(3), ms(17), ms(49), ms(50)] {
-        let mut timer = super::SendTimer {
-            next: epoch,
-            last_sent: epoch,
-            commit_armed: false,
-            heartbeat: hb,
-            commit_grace: hb / 16,
-            grid: Some(epoch),
-        };
+        let mut timer = timer(Some(epoch));
         timer.sent(epoch + sent_at);
         let gap = timer.next - (epoch + sent_at);
         assert!(gap >= hb / 2 && gap <= hb * 3 / 2, "{sent_at:?}: {gap:?}");
         assert_eq!((timer.next - epoch).as_millis() % 50, 0, "{sent_at:?}: off the grid");
     }
     // Outside a host, the next heartbeat is one interval after the last request.
-    let mut timer = super::SendTimer {
-        next: epoch,
-        last_sent: epoch,
-        commit_armed: false,
-        heartbeat: hb,
-        commit_grace: hb / 16,
-        grid: None,
-    };
+    let mut timer = timer(None);
     timer.sent(epoch + ms(17));
     assert_eq!(timer.next, epoch + ms(67));
 }

@@ -80,8 +80,8 @@ struct Hub {
 /// Seeded random faults: message loss and jitter.
 #[derive(Default)]
 struct RandomFaults {
-    /// The xorshift state; zero until seeded (and then never zero).
-    rng: u64,
+    /// Draws nothing (all zero) until seeded.
+    rng: super::Xorshift,
     /// Probability that a message is lost.
     loss: f64,
     /// The most extra delay of a message.
@@ -89,12 +89,9 @@ struct RandomFaults {
 }
 
 impl RandomFaults {
-    /// A uniform draw in [0, 1).
+    /// A uniform draw in [0, 1) from the seeded generator.
     fn draw(&mut self) -> f64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+        self.rng.draw()
     }
 }
 
@@ -199,7 +196,7 @@ impl HostRouter {
     /// Seed the generator of random faults: the same seed draws the same faults for the same
     /// sequence of messages.
     pub fn set_seed(&self, seed: u64) {
-        self.lock().random.rng = seed | 1;
+        self.lock().random.rng.seed(seed);
     }
 
     /// Lose each message (RPC or beat) with probability `p`. Needs [`set_seed`](Self::set_seed).

@@ -82,3 +82,23 @@ pub use mem_store_builder::MemStoreBuilder;
 pub use router::{Router, RouterNetwork, RouterNetworkFactory, RpcKind};
 pub use state_machine::{MemSnapshotBuilder, MemStateMachine};
 pub use types::{Request, Response, TypeConfig};
+
+/// The seeded xorshift generator the test kit's networks draw their random faults from: cheap,
+/// deterministic for a seed, and good enough to spread faults.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Xorshift(u64);
+
+impl Xorshift {
+    /// Start from `seed` (any value; the state is never zero).
+    pub(crate) fn seed(&mut self, seed: u64) {
+        self.0 = seed | 1;
+    }
+
+    /// A uniform draw in [0, 1).
+    pub(crate) fn draw(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}

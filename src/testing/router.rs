@@ -102,7 +102,7 @@ struct RouterInner {
 /// Seeded random faults: message loss, duplication and jitter.
 #[derive(Default)]
 struct RandomFaults {
-    rng: u64,
+    rng: super::Xorshift,
     /// Probability that a request is lost.
     loss: f64,
     /// Probability that a single (not streamed) request is delivered twice.
@@ -116,12 +116,9 @@ struct RandomFaults {
 }
 
 impl RandomFaults {
-    /// A uniform draw in [0, 1) from the seeded xorshift generator.
+    /// A uniform draw in [0, 1) from the seeded generator.
     fn draw(&mut self) -> f64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+        self.rng.draw()
     }
 }
 
@@ -197,7 +194,7 @@ impl Router {
     /// Seed the generator of random faults, so that a run with the same seed draws the same
     /// faults.
     pub fn set_seed(&self, seed: u64) {
-        self.lock().random.rng = seed | 1;
+        self.lock().random.rng.seed(seed);
     }
 
     /// Lose each request with probability `p` (the sender sees a network error; a stream

@@ -2,7 +2,7 @@
 //!
 //! Group `g` is initialized through node `g % 3 + 1`, so leadership starts spread evenly over
 //! the nodes. Each group's log is a [`MemLogStore`] (kept, so that a killed node can restart
-//! from it) or one [`GroupLogStore`] of its node's [`SharedLog`]; its state machine is a
+//! from it) or one [`GroupLogStore`](quorate::file_store::GroupLogStore) of its node's [`SharedLog`]; its state machine is a
 //! [`MemStateMachine`].
 
 use std::collections::BTreeMap;

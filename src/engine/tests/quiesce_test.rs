@@ -25,13 +25,7 @@ fn last() -> LogId<C> {
 /// Node 1 leads voters 1, 2, 3 in term 2 with quiescence on: log `[T1.0, T1.1, T2.2]`, all of
 /// it durable, committed and matched by both followers, who answered at `t`.
 fn idle_leader(t: Instant) -> EngineBuilder {
-    EngineBuilder::node(1)
-        .vote(Vote::new_committed(2, 1))
-        .log([log_id(1, 0), log_id(1, 1), last()])
-        .committed(last())
-        .membership(log_id(1, 0), voters(&[1, 2, 3]))
-        .check_quorum(true)
-        .quiesce(true)
+    quiet_node(1)
         .leader(1)
         .leader_since(t)
         .leader_flushed(last())
@@ -51,7 +45,13 @@ fn quiesced_leader(t: Instant) -> Engine<C> {
 
 /// Node 2 follows node 1 of term 2, quiescence on, holding `[T1.0, T1.1, T2.2]` committed.
 fn quiet_follower() -> EngineBuilder {
-    EngineBuilder::node(2)
+    quiet_node(2)
+}
+
+/// Node `id` of voters 1, 2, 3 under node 1's term-2 leadership, quiescence and check-quorum
+/// on, holding `[T1.0, T1.1, T2.2]` committed.
+fn quiet_node(id: u64) -> EngineBuilder {
+    EngineBuilder::node(id)
         .vote(Vote::new_committed(2, 1))
         .log([log_id(1, 0), log_id(1, 1), last()])
         .committed(last())
