@@ -81,6 +81,11 @@ struct Args {
     #[arg(long, default_value_t = 60.0)]
     limit_secs: f64,
 
+    /// The groups' election timeout in ms, `MIN,MAX` (quorate's default: 150,300). Many
+    /// groups on few cores want longer ones; the failover goal is twice the maximum.
+    #[arg(long, value_delimiter = ',', num_args = 1, default_values_t = [150, 300])]
+    election_timeout: Vec<u64>,
+
     /// Worker threads of the nodes' runtime.
     #[arg(long, default_value_t = 2)]
     server_workers: usize,
@@ -122,6 +127,13 @@ fn plans(args: &Args) -> Vec<Plan> {
         failover_rounds: args.failover_rounds,
         bring_up_batch: args.bring_up_batch,
         limit: Duration::from_secs_f64(args.limit_secs),
+        election_timeout_ms: match args.election_timeout[..] {
+            [min, max] if min < max => (min, max),
+            _ => {
+                eprintln!("multi-bench: --election-timeout takes MIN,MAX with MIN < MAX; using 150,300");
+                multi::default_election_timeout()
+            }
+        },
     };
     let mut plans: Vec<Plan> = args.groups.iter().map(|n| Plan { groups: *n, ..base.clone() }).collect();
     plans.extend(args.no_quiesce_groups.iter().map(|n| Plan {

@@ -67,6 +67,14 @@ pub struct Plan {
     pub bring_up_batch: u64,
     /// Bound on every wait: elections, quiescence, a re-election.
     pub limit: Duration,
+    /// The groups' election timeout, `[min, max)` in ms (quorate's default: 150, 300).
+    #[serde(default = "default_election_timeout")]
+    pub election_timeout_ms: (u64, u64),
+}
+
+/// quorate's default election timeout, in ms.
+pub fn default_election_timeout() -> (u64, u64) {
+    (150, 300)
 }
 
 /// The write measurements of one round, one per target.
@@ -87,6 +95,8 @@ pub struct WriteSample {
 pub struct Outcome {
     /// Groups per node.
     pub groups: u64,
+    /// The groups' election timeout, `[min, max)` in ms.
+    pub election_timeout_ms: (u64, u64),
     /// Whether idle groups quiesced.
     pub quiesce: bool,
     /// Whether the logs were shared files (else memory).
@@ -125,16 +135,24 @@ impl Outcome {
     }
 }
 
-/// The groups' Raft settings: quorate's defaults (50 ms heartbeat, 150–300 ms election
-/// timeout, snapshots every 5000 entries).
-pub fn group_config() -> Config {
-    Config { cluster_name: "multi-bench".into(), ..Default::default() }
+/// The groups' Raft settings: quorate's defaults (50 ms heartbeat, snapshots every 5000
+/// entries), with the election timeout `[min, max)` ms (default 150–300); a log store may stall
+/// for twice the maximum before a leader steps down.
+pub fn group_config((min, max): (u64, u64)) -> Config {
+    Config {
+        cluster_name: "multi-bench".into(),
+        election_timeout_min: Duration::from_millis(min),
+        election_timeout_max: Duration::from_millis(max),
+        max_log_io_stall: Duration::from_millis(max * 2).max(Config::default().max_log_io_stall),
+        ..Default::default()
+    }
 }
 
 /// Carry out `plan`. Call within the nodes' runtime; writers and watchers run on `clients`.
 pub async fn run(plan: &Plan, clients: &Handle) -> Outcome {
     let mut outcome = Outcome {
         groups: plan.groups,
+        election_timeout_ms: plan.election_timeout_ms,
         quiesce: plan.quiesce,
         shared_log: plan.shared_log_dir.is_some(),
         rss_before: process::rss_bytes(),
@@ -157,7 +175,9 @@ async fn run_phases(plan: &Plan, clients: &Handle, outcome: &mut Outcome) -> Res
     let t0 = Instant::now();
     let storage = plan.shared_log_dir.clone().map_or(Storage::Memory, Storage::Shared);
     let host_config = HostConfig { quiesce: plan.quiesce, ..Default::default() };
-    let mut cluster = MultiCluster::start(plan.groups, group_config(), host_config, storage, plan.limit).await?;
+    let mut cluster =
+        MultiCluster::start(plan.groups, group_config(plan.election_timeout_ms), host_config, storage, plan.limit)
+            .await?;
     let leaders = cluster.bring_up(plan.bring_up_batch, plan.quiesce).await?;
     settle(&cluster, plan.quiesce).await?;
     outcome.setup_secs = t0.elapsed().as_secs_f64();
