@@ -236,6 +236,29 @@ async fn a_write_wakes_its_group_alone_and_it_quiesces_again() {
     cluster.check_safety();
 }
 
+/// A group goes quiet again soon after its last write: within two heartbeat intervals, with
+/// at most three RPCs per follower (the commit, one heartbeat, the marked heartbeat), not after
+/// heartbeating until check-quorum's timer. A write to a cold group is what a node of many
+/// groups mostly serves, so what it costs after the write counts as much as the write.
+#[tokio::test(start_paused = true)]
+async fn a_written_group_quiesces_again_within_two_heartbeats() {
+    let cluster = MultiCluster::start(3).await;
+    cluster.write_all_and_quiesce().await;
+    let heartbeat = cluster.config.heartbeat_interval;
+
+    for round in 0..3 {
+        let rpcs = cluster.router.total_rpcs();
+        let t0 = Instant::now();
+        cluster.write(1, "again").await;
+        cluster.wait_all_quiesced().await;
+        let (took, sent) = (t0.elapsed(), cluster.router.total_rpcs() - rpcs);
+        assert!(took <= 2 * heartbeat, "round {round}: quiesced again {took:?} after the write");
+        // Two followers: the append and at most three more each.
+        assert!(sent <= 2 * 4, "round {round}: {sent} RPCs for one write and quiescing again");
+    }
+    cluster.check_safety();
+}
+
 #[tokio::test(start_paused = true)]
 async fn reads_on_a_quiesced_group_are_confirmed_and_see_the_last_write() {
     let cluster = MultiCluster::start(3).await;
