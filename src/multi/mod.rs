@@ -69,7 +69,7 @@
 
 mod liveness;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -177,7 +177,7 @@ struct Inner<C: RaftTypeConfig, N: HostNetwork<C>> {
     config: HostConfig,
     network: Arc<N>,
     liveness: Arc<Liveness<C>>,
-    groups: RwLock<HashMap<GroupId, Hosted<C>>>,
+    groups: RwLock<BTreeMap<GroupId, Hosted<C>>>,
     beats: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -222,7 +222,7 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
                 config,
                 network,
                 liveness,
-                groups: RwLock::new(HashMap::new()),
+                groups: RwLock::new(BTreeMap::new()),
                 beats: Mutex::new(Some(task)),
             }),
         })
@@ -365,7 +365,7 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
         if let Some(task) = self.inner.beats.lock().unwrap_or_else(|p| p.into_inner()).take() {
             task.abort();
         }
-        let groups: Vec<_> = self.inner.groups.write().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        let groups = std::mem::take(&mut *self.inner.groups.write().unwrap_or_else(|p| p.into_inner()));
         let mut first_error = None;
         for (group, Hosted { raft, .. }) in groups {
             match raft.shutdown().await {

@@ -88,7 +88,7 @@ pub fn write_table(outcomes: &[Outcome], shared_log: bool) -> String {
         "| groups | spread ops/s | one group ops/s | spread ÷ one | fsyncs/s spread | entries per fsync spread | fsyncs/s one | entries per fsync one | failed writes |\n\
          |---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     } else {
-        "| groups | quiesce | spread ops/s | one group ops/s | spread ÷ one | failed writes |\n|---:|---|---:|---:|---:|---:|\n"
+        "| groups | quiesce | spread ops/s | one group ops/s | spread ÷ one | CPU µs per write spread | CPU µs per write one | failed writes |\n|---:|---|---:|---:|---:|---:|---:|---:|\n"
     });
     for o in outcomes.iter().filter(|o| !o.writes.is_empty() && o.shared_log == shared_log) {
         let (spread, one) = (write_median(o, Target::Spread), write_median(o, Target::OneGroup));
@@ -104,6 +104,12 @@ pub fn write_table(outcomes: &[Outcome], shared_log: bool) -> String {
             thousands(one),
             spread / one
         );
+        if !shared_log {
+            for target in [Target::Spread, Target::OneGroup] {
+                let cpu = median(o.writes.iter().filter(|w| w.target == target).map(|w| w.run.cpu_micros_per_write()));
+                let _ = write!(t, " {cpu:.1} |");
+            }
+        }
         if shared_log {
             for target in [Target::Spread, Target::OneGroup] {
                 let samples = || o.writes.iter().filter(move |w| w.target == target);
