@@ -151,8 +151,10 @@ where
         self.engine.startup(self.clock.now());
         self.run_commands().await?;
         loop {
-            self.publish();
+            // Quiescence first: it may wake the group at once (the leader's node is not
+            // heard), and the metrics must not show it quiesced meanwhile.
             self.sync_quiescence();
+            self.publish();
             let deadline = self.engine.election_deadline();
             let quiesce_check = self.next_quiesce_check();
             tokio::select! {

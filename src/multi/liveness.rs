@@ -46,8 +46,9 @@ struct Peer {
     /// Per group, the latest term of a leadership of the peer's that ended while followers
     /// could be quiesced under it.
     released: HashMap<GroupId, u64>,
-    /// Bumped whenever the peer is heard again after being suspected: replication streams to
-    /// it that a quiesced leader left waiting retry.
+    /// Bumped whenever the peer is heard again after being suspected, or restarted:
+    /// replication streams to it that a quiesced leader left waiting retry, and quiesced
+    /// streams send it their marked heartbeat again.
     returned: watch::Sender<u64>,
 }
 
@@ -129,12 +130,13 @@ impl<C: RaftTypeConfig> Liveness<C> {
         }
         let mut peers = lock(&self.peers);
         let peer = peers.entry(beat.from).or_insert_with(Peer::new);
-        if peer.incarnation.is_some_and(|i| i != beat.incarnation) {
+        let restarted = peer.incarnation.is_some_and(|i| i != beat.incarnation);
+        if restarted {
             info!(node = %beat.from, "a peer restarted; waking the groups quiesced under it");
             peer.released.clear();
             peer.bump();
         }
-        if peer.suspected {
+        if peer.suspected || restarted {
             debug!(node = %beat.from, "peer heard from again");
             peer.returned.send_modify(|r| *r = r.wrapping_add(1));
         }
@@ -200,6 +202,19 @@ impl<C: RaftTypeConfig> Liveness<C> {
     ) -> Option<watch::Receiver<u64>> {
         let mut peers = lock(&self.peers);
         let peer = peers.entry(*node).or_insert_with(Peer::new);
+        if peer.incarnation.is_none()
+            && let Some(m) = mark
+        {
+            // This host never heard `node` (it has just started): the marked heartbeat that
+            // just came from there counts as its first beat. Without it, a restarted node's
+            // groups could not quiesce until the first beat, and would campaign meanwhile. A
+            // stale one is safe: a later beat of another incarnation, or none within
+            // `suspect_after`, wakes the group.
+            debug!(%node, "first heard through a marked heartbeat");
+            peer.incarnation = Some(m.incarnation);
+            peer.last_heard = Some(Instant::now());
+            peer.suspected = false;
+        }
         let same_host = mark.is_some_and(|m| peer.incarnation == Some(m.incarnation));
         let released = peer.released.get(&group).is_some_and(|t| *t >= term);
         (!peer.suspected && same_host && !released).then(|| peer.epoch.subscribe())
@@ -210,7 +225,8 @@ impl<C: RaftTypeConfig> Liveness<C> {
         self.epoch
     }
 
-    /// A receiver that changes whenever `node` is heard again after being suspected.
+    /// A receiver that changes whenever `node` is heard again after being suspected, or
+    /// restarted.
     pub(crate) fn subscribe_return(&self, node: &C::NodeId) -> watch::Receiver<u64> {
         lock(&self.peers).entry(*node).or_insert_with(Peer::new).returned.subscribe()
     }
@@ -256,7 +272,7 @@ mod tests {
     fn a_group_quiesces_only_under_the_host_and_leadership_that_marked_it() {
         let liveness = Liveness::<UTConfig>::new(1, 1, Duration::from_millis(100));
         let now = Instant::now();
-        assert!(liveness.subscribe(&2, mark(7), 5, 3).is_none(), "never heard: suspected");
+        assert!(liveness.subscribe(&2, None, 5, 3).is_none(), "never heard, no mark: suspected");
 
         liveness.heard(&beat(2, 7, &[]), now);
         assert!(liveness.subscribe(&2, mark(7), 5, 3).is_some());
@@ -275,6 +291,32 @@ mod tests {
         assert!(rx.has_changed().unwrap_or(true));
         assert!(liveness.subscribe(&2, mark(7), 6, 3).is_none());
         assert!(liveness.subscribe(&2, mark(8), 6, 3).is_some());
+    }
+
+    /// A host that has just started hears a leader's marked heartbeat before that leader's
+    /// node's first beat: the heartbeat counts as the first beat, so the group quiesces instead
+    /// of campaigning. Whatever the mark got wrong, the next beat or its absence corrects.
+    #[test]
+    fn a_marked_heartbeat_from_a_node_never_heard_counts_as_its_first_beat() {
+        let liveness = Liveness::<UTConfig>::new(1, 1, Duration::from_millis(100));
+        let t = Instant::now();
+        let rx = liveness.subscribe(&2, mark(7), 5, 3).expect("adopted");
+        assert!(liveness.is_live(&2));
+        assert!(liveness.last_heard(&2).is_some());
+
+        // The mark was stale: node 2 runs another incarnation. Its first beat wakes the group.
+        liveness.heard(&beat(2, 8, &[]), t);
+        assert!(rx.has_changed().unwrap_or(false), "another incarnation wakes the group");
+        assert!(liveness.subscribe(&2, mark(7), 5, 3).is_none(), "and the old mark no longer counts");
+
+        // A node already heard is not re-learned from a mark: only its beats say who it is.
+        assert!(liveness.subscribe(&2, mark(9), 5, 3).is_none());
+
+        // No beat at all: suspected after the bound, which wakes the group.
+        let other = Liveness::<UTConfig>::new(1, 1, Duration::from_millis(100));
+        let rx = other.subscribe(&3, mark(4), 1, 1).expect("adopted");
+        other.sweep(Instant::now() + Duration::from_millis(101), Duration::ZERO);
+        assert!(rx.has_changed().unwrap_or(false), "silence wakes the group");
     }
 
     #[test]

@@ -492,6 +492,11 @@ where
         // Whether this stream sent its follower the heartbeat marked `quiesce` since the
         // leader last quiesced.
         let mut quiesce_sent = false;
+        // In a host of many groups: changes when the target's node is heard again after being
+        // suspected, or restarted. A follower that restarted knows no leader and would
+        // campaign after its election timeout (waking the whole group): a quiesced stream
+        // sends it the marked heartbeat again, so it follows and quiesces at once.
+        let mut target_returned = st.host.as_ref().map(|h| h.subscribe_return(&st.target));
         loop {
             let submitted = st.current_submitted()?;
             let committed = *st.committed.borrow_and_update();
@@ -577,6 +582,10 @@ where
                     // whole log, all committed.
                     let quiesce = quiesced.filter(|(last, _)| Some(*last) == last_sent && committed == last_sent).map(|(_, mark)| mark);
                     quiesce_sent = quiesce.is_some();
+                    if quiesce_sent && let Some(returned) = target_returned.as_mut() {
+                        // Returns and restarts before this mark are covered by it.
+                        returned.mark_unchanged();
+                    }
                     let req = AppendEntriesRequest { vote: st.vote, prev_log_id: last_sent, entries: vec![], leader_commit: committed, quiesce };
                     let now = st.clock.now();
                     if in_flight.is_empty() {
@@ -599,6 +608,11 @@ where
                 // the commit index then: no wake-up per commit.
                 r = st.committed.changed(), if !send_now && in_flight.is_empty() && !timer.commit_armed => {
                     if r.is_err() { return Err(Stop::LeadershipEnded); }
+                }
+                _ = changed_opt(&mut target_returned), if quiesce_sent => {
+                    debug!(target = %st.target, "the target's node returned or restarted; sending it the marked heartbeat again");
+                    quiesce_sent = false;
+                    timer.send_now(st.clock.now());
                 }
                 r = st.quiesced.changed() => {
                     if r.is_err() { return Err(Stop::LeadershipEnded); }
@@ -764,5 +778,16 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
                 ack: None,
             });
         }
+    }
+}
+
+/// Resolves when `rx` changes; never if there is none or its sender is gone.
+///
+/// # Cancel safety
+/// Cancel safe: it only waits on a watch.
+async fn changed_opt(rx: &mut Option<watch::Receiver<u64>>) {
+    let Some(rx) = rx.as_mut() else { return std::future::pending().await };
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }

@@ -414,3 +414,66 @@ async fn a_node_that_only_follows_is_heard_by_its_leaders() {
         assert!(cluster.hosts[&1].is_live(&id), "node 1 does not hear node {id}");
     }
 }
+
+/// A follower node that restarts (at once, or after it was suspected dead) knows no leader in
+/// any group: unless a leader reaches it first, each of its groups campaigns after its election
+/// timeout and every campaign wakes the group everywhere, which is how a node of thousands of
+/// groups set off an election storm. The leaders' hosts see the new incarnation in its first
+/// beat and send it the marked heartbeat again: every group follows and quiesces well within
+/// the election timeout, with one RPC per group and no campaign.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_follower_node_is_quiesced_again_by_its_leaders_before_it_would_campaign() {
+    let mut cluster = MultiCluster::start_through(6, |_| 1).await;
+    cluster.write_all_and_quiesce().await;
+    let groups = cluster.groups.len() as u64;
+
+    for down in [Duration::ZERO, Duration::from_secs(1)] {
+        let (rpcs, elections) = (cluster.router.total_rpcs(), cluster.elections());
+        cluster.kill(3).await;
+        tokio::time::sleep(down).await;
+        let t0 = Instant::now();
+        cluster.restart(3).await;
+        cluster.wait_all_quiesced().await;
+        let took = t0.elapsed();
+        let sent = cluster.router.total_rpcs() - rpcs;
+        assert!(took < cluster.config.election_timeout_min, "down {down:?}: quiesced again after {took:?}");
+        assert!(sent <= groups, "down {down:?}: {sent} RPCs to quiesce {groups} groups again");
+        assert_eq!(cluster.elections(), elections, "down {down:?}: a group campaigned");
+        for g in cluster.groups.clone() {
+            assert_eq!(cluster.leader_of(3, g), Some(1), "down {down:?}: group {g}");
+        }
+    }
+    cluster.check_safety();
+}
+
+/// A restarted node can hear a leader's marked heartbeat before that leader's node's first
+/// beat: the heartbeat counts as the first beat there, so the group quiesces at once rather
+/// than waiting awake (and campaigning) for a beat that the leader's node may send late.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_node_quiesces_on_a_marked_heartbeat_before_the_leaders_first_beat() {
+    let mut cluster = MultiCluster::start_through(3, |_| 1).await;
+    cluster.write_all_and_quiesce().await;
+    let elections = cluster.elections();
+
+    cluster.kill(3).await;
+    cluster.router.block_beats(1, 3);
+    cluster.restart(3).await;
+    for g in cluster.groups.clone() {
+        cluster
+            .raft(3, g)
+            .wait(Some(TIMEOUT))
+            .metrics(|m| m.quiesced && m.current_leader == Some(1), format!("node 3 group {g} quiesces under 1"))
+            .await
+            .expect("quiesced under the leader");
+    }
+    // Node 1's beats stay cut for longer than suspicion: node 3 suspects it and wakes the
+    // groups, which hear their leader again once the beats are back.
+    tokio::time::sleep(3 * HostConfig::default().suspect_after).await;
+    cluster.router.unblock_beats(1, 3);
+    cluster.wait_all_quiesced().await;
+    for g in cluster.groups.clone() {
+        assert_eq!(cluster.leader_of(3, g), Some(1), "group {g}");
+    }
+    assert_eq!(cluster.elections(), elections, "a group campaigned");
+    cluster.check_safety();
+}
