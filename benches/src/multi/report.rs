@@ -97,13 +97,7 @@ pub fn write_table(outcomes: &[Outcome], shared_log: bool) -> String {
         if !shared_log {
             let _ = write!(t, " {} |", if o.quiesce { "on" } else { "off" });
         }
-        let _ = write!(
-            t,
-            " {} | {} | {:.2} |",
-            thousands(spread),
-            thousands(one),
-            spread / one
-        );
+        let _ = write!(t, " {} | {} | {:.2} |", thousands(spread), thousands(one), spread / one);
         if !shared_log {
             for target in [Target::Spread, Target::OneGroup] {
                 let cpu = median(o.writes.iter().filter(|w| w.target == target).map(|w| w.run.cpu_micros_per_write()));
@@ -187,7 +181,8 @@ pub fn verdicts(outcomes: &[Outcome]) -> String {
             if per_group < goals::BYTES_PER_GROUP { "met" } else { "NOT met" },
         );
     }
-    let single = outcomes.iter().filter(memory).find(|o| o.quiesce && o.groups == 1).map(|o| write_median(o, Target::OneGroup));
+    let single =
+        outcomes.iter().filter(memory).find(|o| o.quiesce && o.groups == 1).map(|o| write_median(o, Target::OneGroup));
     for o in outcomes.iter().filter(memory).filter(|o| o.quiesce && o.groups >= 1000 && !o.writes.is_empty()) {
         let spread = write_median(o, Target::Spread);
         let one = write_median(o, Target::OneGroup);
