@@ -5,6 +5,7 @@
 //! heartbeats happen in a deterministic order and a test never sleeps for real.
 
 mod fixture;
+mod multi_fixture;
 
 mod t10_single_node;
 mod t20_election;
