@@ -22,3 +22,4 @@ mod t95_overload;
 mod t96_payload_bytes;
 mod t97_metrics;
 mod t98_multi;
+mod t99_multi_quiesce;
