@@ -167,7 +167,7 @@ impl MultiCluster {
         }
     }
 
-    /// Elections `group` started on `nodes` so far (pre-votes included).
+    /// Elections `group` started on `nodes` so far (real ones: pre-vote rounds do not count).
     pub fn elections_of(&self, group: GroupId, nodes: &[u64]) -> u64 {
         nodes.iter().map(|id| self.raft(*id, group).metrics().borrow().elections_started).sum()
     }

@@ -118,6 +118,40 @@ async fn a_membership_change_wakes_a_quiesced_group_which_quiesces_again_with_it
     cluster.check_safety();
 }
 
+/// Interleaving: the voter is removed while its host is cut off, so it never learns of its
+/// removal; back, it holds a config in which it votes, hears no leader (nobody replicates to a
+/// removed node) and campaigns for as long as it runs (until the operator removes the group on
+/// that node). Its pre-votes are refused (the members hear their leader), but a vote request
+/// wakes a quiesced group: one from a node that is no member must not, or the removed node
+/// keeps the group awake for good (it did: 132 RPCs in 5 s between the members).
+#[tokio::test(start_paused = true)]
+async fn a_voter_removed_while_cut_off_does_not_keep_the_group_awake() {
+    let cluster = one_group_led_by_node_1(test_config()).await;
+    cluster.write(G, "k").await;
+    cluster.wait_quiesced(G, &NODES).await;
+
+    cluster.router.isolate(3);
+    let leader = cluster.raft(1, G);
+    leader.change_membership(ChangeMembers::RemoveVoters([3].into()), false).await.expect("remove 3");
+    cluster.wait_quiesced(G, &[1, 2]).await;
+    let elections = cluster.elections_of(G, &[1, 2]);
+    cluster.router.restore(3);
+    let between_members = || cluster.router.rpcs(1, 2) + cluster.router.rpcs(2, 1);
+    let rpcs = between_members();
+    let from_3 = || cluster.router.rpcs(3, 1) + cluster.router.rpcs(3, 2);
+    let campaigns = from_3();
+
+    tokio::time::sleep(QUIET).await;
+
+    assert!(from_3() - campaigns >= 10, "precondition: the removed node campaigns ({} pre-votes)", from_3() - campaigns);
+    assert_eq!(between_members() - rpcs, 0, "the removed node kept the group awake");
+    assert_eq!(cluster.elections_of(G, &[1, 2]), elections, "the members campaigned");
+    for id in [1, 2] {
+        let m = cluster.raft(id, G).metrics().borrow().clone();
+        assert!(m.quiesced && m.current_leader == Some(1), "node {id}: {m}");
+    }
+}
+
 /// Interleavings: the transfer target is quiesced when its leader asks it to campaign; the
 /// old leader steps down with followers quiesced under it (its release must not put the new
 /// leadership's followers to sleep, nor leave the third node under the old leader's node);
