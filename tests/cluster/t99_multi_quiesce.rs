@@ -153,9 +153,12 @@ async fn a_voter_removed_while_cut_off_does_not_keep_the_group_awake() {
 }
 
 /// Interleavings: the transfer target is quiesced when its leader asks it to campaign; the
-/// old leader steps down with followers quiesced under it (its release must not put the new
-/// leadership's followers to sleep, nor leave the third node under the old leader's node);
-/// afterwards a follower that watches the old leader's node instead of the new one elects when
+/// third node, quiesced under the old leader, hears nothing of the new one (its link from the
+/// new leader is cut meanwhile: no vote request, no heartbeat), so it must be woken by the old
+/// leader, either by the heartbeat of the leader the transfer woke or, failing that, by the
+/// release the old leader's host announces in its beats when the leadership ends (each covers
+/// the other: only both missing leave it asleep under a node that no longer leads);
+/// afterwards a follower that still watches the old leader's node wakes (and campaigns) when
 /// the old host dies, and one that watches nothing does not elect when the new one dies.
 #[tokio::test(start_paused = true)]
 async fn a_transfer_to_a_quiesced_follower_moves_the_group_under_the_new_leaders_node() {
@@ -163,9 +166,18 @@ async fn a_transfer_to_a_quiesced_follower_moves_the_group_under_the_new_leaders
     cluster.write(G, "k").await;
     cluster.wait_quiesced(G, &NODES).await;
 
+    cluster.router.block(2, 3);
     cluster.raft(1, G).trigger().transfer_leader(2).await.expect("transfer to a quiesced follower");
-    assert_eq!(cluster.wait_for_leader(G, &NODES).await, 2);
+    assert_eq!(cluster.wait_for_leader(G, &[1, 2]).await, 2);
     assert_ne!(cluster.raft(1, G).metrics().borrow().state, ServerState::Leader, "the old leader stepped down");
+    cluster
+        .raft(3, G)
+        .wait(Some(TIMEOUT))
+        .metrics(|m| !m.quiesced, "node 3 learns that the leadership it quiesced under ended")
+        .await
+        .expect("woken by the old leader");
+    cluster.router.unblock(2, 3);
+    assert_eq!(cluster.wait_for_leader(G, &NODES).await, 2);
     let index = cluster.write(G, "after transfer").await;
     cluster.wait_applied(G, index).await;
     cluster.wait_quiesced(G, &NODES).await;
@@ -173,7 +185,9 @@ async fn a_transfer_to_a_quiesced_follower_moves_the_group_under_the_new_leaders
 
     // The old leader's host dies: its node is nobody's leader any more; nothing happens.
     cluster.kill(1).await;
+    let rpcs = cluster.router.total_rpcs();
     tokio::time::sleep(QUIET).await;
+    assert_eq!(cluster.router.total_rpcs(), rpcs, "the old leader's death woke the group");
     assert_eq!(cluster.elections_of(G, &[2, 3]), elections, "the old leader's death started an election");
     for id in [2, 3] {
         let m = cluster.raft(id, G).metrics().borrow().clone();
