@@ -43,8 +43,18 @@ struct Peer {
     /// Bumped whenever every group quiesced under this peer must wake: it became suspected,
     /// or restarted.
     epoch: watch::Sender<u64>,
-    /// Per group, the latest term of a leadership of the peer's that ended while followers
-    /// could be quiesced under it.
+    /// Per group this host runs, the latest term of a leadership of the peer's that ended
+    /// while followers could be quiesced under it.
+    ///
+    /// Bounded by the groups this host runs: releases of other groups are not remembered (a
+    /// peer naming endless group ids would grow it without bound), and a removed group's are
+    /// forgotten ([`Liveness::forget_group`]). Forgetting them is safe: an entry guards a
+    /// follower here against quiescing under a leadership that ended ([`Liveness::subscribe`])
+    /// and wakes it if it did, and a group not running here is quiesced under nothing. One
+    /// created later that still gets a marked heartbeat the ended leadership sent before it
+    /// ended quiesces under a node that no longer leads it, until a vote request or a message
+    /// of a newer leader wakes it, as either does once a member misses the leader: a delay,
+    /// never a safety matter (quiescence changes only when a follower campaigns).
     released: HashMap<GroupId, u64>,
     /// Bumped whenever the peer is heard again after being suspected, or restarted:
     /// replication streams to it that a quiesced leader left waiting retry, and quiesced
@@ -123,8 +133,10 @@ impl<C: RaftTypeConfig> Liveness<C> {
         lock(&self.releasing).push((group, term, now));
     }
 
-    /// A beat arrived at `now`. Returns the groups it released anew, to wake.
-    pub(crate) fn heard(&self, beat: &NodeBeat<C>, now: Instant) -> Vec<GroupId> {
+    /// A beat arrived at `now`. Returns the groups it released anew, to wake, among those for
+    /// which `runs` says this host runs them: only their releases are remembered (see
+    /// [`Peer::released`]).
+    pub(crate) fn heard(&self, beat: &NodeBeat<C>, now: Instant, runs: impl Fn(GroupId) -> bool) -> Vec<GroupId> {
         if beat.from == self.me {
             return Vec::new();
         }
@@ -144,7 +156,7 @@ impl<C: RaftTypeConfig> Liveness<C> {
         peer.last_heard = Some(peer.last_heard.map_or(now, |t| t.max(now)));
         peer.suspected = false;
         let mut woken = Vec::new();
-        for (group, term) in &beat.released {
+        for (group, term) in beat.released.iter().filter(|(group, _)| runs(*group)) {
             let known = peer.released.entry(*group).or_insert(0);
             if *term > *known {
                 *known = *term;
@@ -152,6 +164,13 @@ impl<C: RaftTypeConfig> Liveness<C> {
             }
         }
         woken
+    }
+
+    /// This host no longer runs `group`: forget what peers released of it.
+    pub(crate) fn forget_group(&self, group: GroupId) {
+        for peer in lock(&self.peers).values_mut() {
+            peer.released.remove(&group);
+        }
     }
 
     /// Suspect every peer not heard from for `suspect_after` (plus `lag`, how late this host's
@@ -261,6 +280,10 @@ mod tests {
         NodeBeat { from, incarnation, released: released.to_vec() }
     }
 
+    fn runs_all(_: GroupId) -> bool {
+        true
+    }
+
     fn mark(incarnation: u64) -> Option<QuiesceMark> {
         Some(QuiesceMark { incarnation })
     }
@@ -274,20 +297,24 @@ mod tests {
         let now = Instant::now();
         assert!(liveness.subscribe(&2, None, 5, 3).is_none(), "never heard, no mark: suspected");
 
-        liveness.heard(&beat(2, 7, &[]), now);
+        liveness.heard(&beat(2, 7, &[]), now, runs_all);
         assert!(liveness.subscribe(&2, mark(7), 5, 3).is_some());
         assert!(liveness.subscribe(&2, None, 5, 3).is_none(), "no mark, no quiescence");
 
         // Group 5's leadership of term 3 ends on node 2: only group 5 is woken.
-        assert_eq!(liveness.heard(&beat(2, 7, &[(5, 3)]), now), vec![5]);
-        assert_eq!(liveness.heard(&beat(2, 7, &[(5, 3)]), now), Vec::<GroupId>::new(), "announced again: no news");
+        assert_eq!(liveness.heard(&beat(2, 7, &[(5, 3)]), now, runs_all), vec![5]);
+        assert_eq!(
+            liveness.heard(&beat(2, 7, &[(5, 3)]), now, runs_all),
+            Vec::<GroupId>::new(),
+            "announced again: no news"
+        );
         assert!(liveness.subscribe(&2, mark(7), 5, 3).is_none(), "a released leadership does not quiesce");
         assert!(liveness.subscribe(&2, mark(7), 5, 4).is_some(), "a later leadership does");
         assert!(liveness.subscribe(&2, mark(7), 6, 3).is_some(), "other groups are unaffected");
 
         // Node 2 restarts: every group quiesced under it wakes; old marks no longer count.
         let rx = liveness.subscribe(&2, mark(7), 6, 3).expect("live");
-        liveness.heard(&beat(2, 8, &[]), now);
+        liveness.heard(&beat(2, 8, &[]), now, runs_all);
         assert!(rx.has_changed().unwrap_or(true));
         assert!(liveness.subscribe(&2, mark(7), 6, 3).is_none());
         assert!(liveness.subscribe(&2, mark(8), 6, 3).is_some());
@@ -305,7 +332,7 @@ mod tests {
         assert!(liveness.last_heard(&2).is_some());
 
         // The mark was stale: node 2 runs another incarnation. Its first beat wakes the group.
-        liveness.heard(&beat(2, 8, &[]), t);
+        liveness.heard(&beat(2, 8, &[]), t, runs_all);
         assert!(rx.has_changed().unwrap_or(false), "another incarnation wakes the group");
         assert!(liveness.subscribe(&2, mark(7), 5, 3).is_none(), "and the old mark no longer counts");
 
@@ -332,7 +359,7 @@ mod tests {
     fn a_peer_is_suspected_only_when_silent_for_longer_than_the_bound() {
         let liveness = Liveness::<UTConfig>::new(1, 1, Duration::from_millis(100));
         let t = Instant::now();
-        liveness.heard(&beat(2, 7, &[]), t);
+        liveness.heard(&beat(2, 7, &[]), t, runs_all);
         let rx = liveness.subscribe(&2, mark(7), 1, 1).expect("live");
 
         // Under a paused clock many events share one instant: exactly the bound is not silence.
@@ -343,5 +370,29 @@ mod tests {
         liveness.sweep(t + Duration::from_millis(101), Duration::ZERO);
         assert!(!liveness.is_live(&2));
         assert!(rx.has_changed().unwrap_or(false), "suspicion wakes the groups quiesced under it");
+    }
+
+    /// An authenticated peer can name any number of group ids in its beats: only the groups
+    /// this host runs are remembered, and a removed group's releases are forgotten.
+    #[test]
+    fn releases_are_remembered_only_for_the_groups_this_host_runs() {
+        let liveness = Liveness::<UTConfig>::new(1, 1, Duration::from_millis(100));
+        let now = Instant::now();
+        let runs = |group: GroupId| group < 4;
+        let endless: Vec<(GroupId, u64)> = (0..100_000).map(|g| (g, 3)).collect();
+
+        let woken = liveness.heard(&beat(2, 7, &endless), now, runs);
+
+        assert_eq!(woken, vec![0, 1, 2, 3], "only groups run here wake");
+        assert_eq!(lock(&liveness.peers)[&2].released.len(), 4);
+        assert!(liveness.subscribe(&2, mark(7), 2, 3).is_none(), "a released leadership does not quiesce");
+        assert!(liveness.subscribe(&2, mark(7), 4, 3).is_some(), "not run here: not remembered");
+
+        // Group 2 is removed, then created again: what was released of it before is forgotten;
+        // released again (the peer still announces it), it wakes again.
+        liveness.forget_group(2);
+        assert_eq!(lock(&liveness.peers)[&2].released.len(), 3);
+        assert!(!liveness.released(&2, 2, 3));
+        assert_eq!(liveness.heard(&beat(2, 7, &[(2, 3), (3, 3)]), now, runs), vec![2]);
     }
 }

@@ -332,6 +332,7 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
         let hosted = self.inner.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
         let Some(Hosted { raft, .. }) = hosted else { return Err(HostError::NoSuchGroup(group)) };
         debug!(group, "removing group");
+        self.inner.liveness.forget_group(group);
         match raft.shutdown().await {
             Ok(()) | Err(Fatal::Stopped) => Ok(()),
             Err(fatal) => Err(HostError::Fatal { group, fatal }),
@@ -340,11 +341,8 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
 
     /// A peer's beat arrived: a transport's server calls this for every beat it receives.
     pub fn receive_beat(&self, beat: NodeBeat<C>) {
-        let released = self.inner.liveness.heard(&beat, Instant::now());
-        if released.is_empty() {
-            return;
-        }
         let groups = self.inner.groups.read().unwrap_or_else(|p| p.into_inner());
+        let released = self.inner.liveness.heard(&beat, Instant::now(), |g| groups.contains_key(&g));
         for group in released {
             if let Some(hosted) = groups.get(&group) {
                 hosted.released.send_modify(|n| *n = n.wrapping_add(1));
