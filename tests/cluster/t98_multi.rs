@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use quorate::ReadPolicy;
 use quorate::multi::{GroupId, HostConfig};
 use quorate::testing::Request;
-use quorate::ReadPolicy;
 use tokio::time::Instant;
 
 use crate::fixture::TIMEOUT;

@@ -143,7 +143,11 @@ async fn a_voter_removed_while_cut_off_does_not_keep_the_group_awake() {
 
     tokio::time::sleep(QUIET).await;
 
-    assert!(from_3() - campaigns >= 10, "precondition: the removed node campaigns ({} pre-votes)", from_3() - campaigns);
+    assert!(
+        from_3() - campaigns >= 10,
+        "precondition: the removed node campaigns ({} pre-votes)",
+        from_3() - campaigns
+    );
     assert_eq!(between_members() - rpcs, 0, "the removed node kept the group awake");
     assert_eq!(cluster.elections_of(G, &[1, 2]), elections, "the members campaigned");
     for id in [1, 2] {
