@@ -32,8 +32,10 @@
 //! - A quiesced leader's lease runs out (no answers renew it). Any read wakes the group; a
 //!   read after the lease ran out waits for a heartbeat round.
 //! - Anything that needs the leader wakes it: a write, a read, a membership change, a transfer,
-//!   and any vote request (somebody is not hearing it). Any vote request also wakes a quiesced
-//!   follower, and so does any AppendEntries not marked `quiesce`.
+//!   and any vote request from a member (somebody is not hearing it). Such a request also
+//!   wakes a quiesced follower, and so does any AppendEntries not marked `quiesce`. A vote
+//!   request from a node that is no member (a voter removed while cut off campaigns for as
+//!   long as it runs) wakes nothing.
 //! - When the host suspects the leader's node, or sees it restart (a new
 //!   [`NodeBeat::incarnation`]), it wakes every group quiesced under that node. When a
 //!   leadership ends while some follower could still be quiesced under it (the group was
