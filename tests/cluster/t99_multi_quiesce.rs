@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use quorate::multi::{GroupId, HostConfig};
 use quorate::testing::Request;
-use quorate::{ChangeMembers, Config, RaftMetrics, ReadPolicy, ServerState, SnapshotPolicy};
+use quorate::error::TransferLeaderError;
+use quorate::{ChangeMembers, Config, RaftError, RaftMetrics, ReadPolicy, ServerState, SnapshotPolicy};
 use tokio::time::Instant;
 
 use crate::fixture::{TIMEOUT, node_addr, test_config};
@@ -154,6 +155,84 @@ async fn a_voter_removed_while_cut_off_does_not_keep_the_group_awake() {
         let m = cluster.raft(id, G).metrics().borrow().clone();
         assert!(m.quiesced && m.current_leader == Some(1), "node {id}: {m}");
     }
+}
+
+/// Interleaving: a learner added (not waiting for it) while its host is not running yet. The
+/// leader quiesces without it (never heard: suspected) and its stream stops retrying; when the
+/// host starts, its first beat must restart that stream (a return it could miss if it looked
+/// before subscribing), which catches the learner up and sends it the marked heartbeat.
+#[tokio::test(start_paused = true)]
+async fn a_learner_whose_host_starts_late_catches_up_and_quiesces() {
+    let mut cluster = one_group_led_by_node_1(test_config()).await;
+    cluster.write(G, "k").await;
+    cluster.wait_quiesced(G, &NODES).await;
+
+    let leader = cluster.raft(1, G);
+    leader.add_learner(4, node_addr(4), false).await.expect("add a learner whose host is down");
+    let m = leader.wait(Some(TIMEOUT)).metrics(|m| m.quiesced, "the leader quiesces without it").await.expect("q");
+    assert_eq!(matched(&m, 4).0, None);
+    let tries = cluster.router.rpcs(1, 4);
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(cluster.router.rpcs(1, 4), tries, "a quiesced leader kept retrying a node it does not hear");
+
+    cluster.add_host(4).await;
+    cluster.wait_quiesced(G, &[1, 2, 3, 4]).await;
+    let (of, last) = matched(&leader.metrics().borrow(), 4);
+    assert_eq!(of, last);
+    assert_eq!(cluster.stores[&(4, G)].1.data(), cluster.stores[&(1, G)].1.data());
+}
+
+/// Interleaving: the quiesced leader removes itself. It steps down the moment the final config
+/// commits, before its followers heard of the commit, and sends nothing after that (no
+/// heartbeat, no mark, and no release: they answered it since it woke); the remaining voters
+/// must elect among themselves and quiesce under the new leader, and the old leader, no voter
+/// any more, must sit still.
+#[tokio::test(start_paused = true)]
+async fn a_quiesced_leader_that_removes_itself_hands_over_and_the_rest_quiesce() {
+    let cluster = one_group_led_by_node_1(test_config()).await;
+    cluster.write(G, "k").await;
+    cluster.wait_quiesced(G, &NODES).await;
+
+    cluster.raft(1, G).change_membership(ChangeMembers::RemoveVoters([1].into()), false).await.expect("remove 1");
+    let new_leader = cluster.wait_for_leader(G, &[2, 3]).await;
+    let written = cluster.raft(new_leader, G).client_write(Request::set("k", "without 1")).await.expect("write");
+    for id in [2, 3] {
+        cluster.raft(id, G).wait_applied(Some(written.log_id)).await.expect("applied");
+    }
+    cluster.wait_quiesced(G, &[2, 3]).await;
+
+    let rpcs = cluster.router.total_rpcs();
+    let elections = cluster.elections_of(G, &NODES);
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(cluster.router.total_rpcs(), rpcs, "the group did not stay quiet");
+    assert_eq!(cluster.elections_of(G, &NODES), elections);
+    assert_ne!(cluster.raft(1, G).metrics().borrow().state, ServerState::Leader);
+    cluster.check_safety();
+}
+
+/// Interleaving: a transfer to a follower whose host just died (not suspected yet, and
+/// matched, as every member of a quiesced group is): the woken leader tells a dead node to
+/// campaign and refuses writes until the transfer times out, then leads on; the group quiesces
+/// again without the dead node, and catches it up when its host is back.
+#[tokio::test(start_paused = true)]
+async fn a_transfer_to_a_follower_that_just_died_times_out_and_the_group_quiesces_again() {
+    let mut cluster = one_group_led_by_node_1(test_config()).await;
+    cluster.write(G, "k").await;
+    cluster.wait_quiesced(G, &NODES).await;
+
+    cluster.kill(3).await;
+    let err = cluster.raft(1, G).trigger().transfer_leader(3).await.expect_err("node 3 is dead");
+    assert!(matches!(err, RaftError::APIError(TransferLeaderError::Timeout(3))), "{err}");
+    assert_eq!(cluster.wait_for_leader(G, &[1, 2]).await, 1, "the leader leads on");
+    let index = cluster.write(G, "after the transfer failed").await;
+    cluster.wait_applied(G, index).await;
+    cluster.wait_quiesced(G, &[1, 2]).await;
+
+    cluster.restart(3).await;
+    cluster.wait_applied(G, index).await;
+    cluster.wait_quiesced(G, &NODES).await;
+    assert_eq!(cluster.leader_of(3, G), Some(1));
+    cluster.check_safety();
 }
 
 /// Interleavings: the transfer target is quiesced when its leader asks it to campaign; the
