@@ -56,10 +56,15 @@ struct Peer {
     /// of a newer leader wakes it, as either does once a member misses the leader: a delay,
     /// never a safety matter (quiescence changes only when a follower campaigns).
     released: HashMap<GroupId, u64>,
-    /// Bumped whenever the peer is heard again after being suspected, or restarted:
-    /// replication streams to it that a quiesced leader left waiting retry, and quiesced
-    /// streams send it their marked heartbeat again.
+    /// Bumped whenever the peer is heard again after being suspected, or restarted, or, while
+    /// suspected, this host's beats start getting through to it: replication streams to it
+    /// that a quiesced leader left waiting retry, and quiesced streams send it their marked
+    /// heartbeat again.
     returned: watch::Sender<u64>,
+    /// Whether this host's last beat to the peer got through (was handed to a connection to
+    /// the peer's host). A new node, or one whose storage was lost, hosts groups that know no
+    /// members yet and beats nobody: it is never heard until a leader reaches it.
+    reached: bool,
 }
 
 impl Peer {
@@ -71,6 +76,7 @@ impl Peer {
             epoch: watch::channel(0).0,
             released: HashMap::new(),
             returned: watch::channel(0).0,
+            reached: false,
         }
     }
 
@@ -197,6 +203,26 @@ impl<C: RaftTypeConfig> Liveness<C> {
         lock(&self.peers).get(node).and_then(|p| p.last_heard)
     }
 
+    /// This host's beat to `node` got through (`ok`) or not. The first that gets through to a
+    /// node this host does not hear restarts the replication streams waiting for it (see
+    /// [`is_reached`](Self::is_reached)); a dead node costs nothing, since its beats fail.
+    pub(crate) fn reached(&self, node: &C::NodeId, ok: bool) {
+        let mut peers = lock(&self.peers);
+        let peer = peers.entry(*node).or_insert_with(Peer::new);
+        if ok && !peer.reached && peer.suspected {
+            debug!(%node, "a peer not heard from is reached: retrying the streams waiting for it");
+            peer.returned.send_modify(|r| *r = r.wrapping_add(1));
+        }
+        peer.reached = ok;
+    }
+
+    /// Whether this host's last beat to `node` got through: a quiesced leader keeps retrying a
+    /// follower it reaches though it does not hear it (a node whose groups know no members yet
+    /// beats nobody until a leader catches it up).
+    pub(crate) fn is_reached(&self, node: &C::NodeId) -> bool {
+        lock(&self.peers).get(node).is_some_and(|p| p.reached)
+    }
+
     /// Whether `node` is heard from (beats arrive, not suspected).
     pub(crate) fn is_live(&self, node: &C::NodeId) -> bool {
         lock(&self.peers).get(node).is_some_and(|p| !p.suspected)
@@ -245,7 +271,7 @@ impl<C: RaftTypeConfig> Liveness<C> {
     }
 
     /// A receiver that changes whenever `node` is heard again after being suspected, or
-    /// restarted.
+    /// restarted, or is reached while suspected.
     pub(crate) fn subscribe_return(&self, node: &C::NodeId) -> watch::Receiver<u64> {
         lock(&self.peers).entry(*node).or_insert_with(Peer::new).returned.subscribe()
     }
@@ -394,5 +420,33 @@ mod tests {
         assert_eq!(lock(&liveness.peers)[&2].released.len(), 3);
         assert!(!liveness.released(&2, 2, 3));
         assert_eq!(liveness.heard(&beat(2, 7, &[(2, 3), (3, 3)]), now, runs), vec![2]);
+    }
+
+    /// A node whose groups know no members yet beats nobody: the first beat of this host that
+    /// gets through to it must restart the streams waiting for it; failing beats (a dead node)
+    /// restart nothing.
+    #[test]
+    fn a_peer_reached_but_not_heard_restarts_the_streams_waiting_for_it() {
+        let liveness = Liveness::<UTConfig>::new(1, 1, Duration::from_millis(100));
+        let mut rx = liveness.subscribe_return(&4);
+        rx.mark_unchanged();
+
+        liveness.reached(&4, false);
+        assert!(!rx.has_changed().unwrap_or(true), "a failing beat restarts nothing");
+        assert!(!liveness.is_reached(&4));
+
+        liveness.reached(&4, true);
+        assert!(rx.has_changed().unwrap_or(false));
+        assert!(liveness.is_reached(&4) && !liveness.is_live(&4));
+        rx.mark_unchanged();
+        liveness.reached(&4, true);
+        assert!(!rx.has_changed().unwrap_or(true), "once per change, not per beat");
+
+        // Heard: reaching it is no news.
+        liveness.heard(&beat(4, 9, &[]), Instant::now(), runs_all);
+        rx.mark_unchanged();
+        liveness.reached(&4, false);
+        liveness.reached(&4, true);
+        assert!(!rx.has_changed().unwrap_or(true));
     }
 }

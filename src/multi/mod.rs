@@ -407,17 +407,26 @@ async fn beat_loop<C: RaftTypeConfig, N: HostNetwork<C>>(
         let beat = liveness.beat(now);
         let targets = liveness.targets();
         let network = network.clone();
+        let liveness = liveness.clone();
         // The sends of one tick run beside the next tick; each is bounded by one interval, so
         // at most two ticks' sends are ever in flight.
         tokio::spawn(async move {
             let sends = targets.iter().map(|(id, node)| {
                 let send = network.send_beat(*id, node, beat.clone(), option);
+                let liveness = &liveness;
                 async move {
-                    match tokio::time::timeout(interval, send).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => debug!(target = %id, error = %e, "beat not sent"),
-                        Err(_) => debug!(target = %id, "beat timed out"),
-                    }
+                    let sent = match tokio::time::timeout(interval, send).await {
+                        Ok(Ok(())) => true,
+                        Ok(Err(e)) => {
+                            debug!(target = %id, error = %e, "beat not sent");
+                            false
+                        }
+                        Err(_) => {
+                            debug!(target = %id, "beat timed out");
+                            false
+                        }
+                    };
+                    liveness.reached(id, sent);
                 }
             });
             futures_util::future::join_all(sends).await;

@@ -362,16 +362,18 @@ where
         }
         // A quiesced leader does not retry to a follower whose node the host does not hear (a
         // dead node must not cost thousands of groups a retry each per backoff): it retries once
-        // the group wakes or that node is heard again. A follower that is heard is retried as
-        // usual: it must get the heartbeat marked `quiesce`, or it would stay awake.
+        // the group wakes or that node is heard again, or reached (a node whose groups know no
+        // members yet, new or with its storage lost, beats nobody until a leader reaches it).
+        // A follower that is heard is retried as usual: it must get the heartbeat marked
+        // `quiesce`, or it would stay awake.
         let Some(host) = st.host.as_ref() else { return };
         let mut quiesced = st.quiesced.clone();
         let mut returned = host.subscribe_return(&st.target);
-        while quiesced.borrow_and_update().is_some() && !host.is_live(&st.target) {
+        while quiesced.borrow_and_update().is_some() && !host.is_live(&st.target) && !host.is_reached(&st.target) {
             tokio::select! {
                 r = quiesced.changed() => if r.is_err() { return },
-                // The target is heard again: retry it (a stale leader there learns of the newer
-                // term; a follower there catches up and gets the marked heartbeat).
+                // The target is heard again, or reached: retry it (a stale leader there learns
+                // of the newer term; a follower there catches up and gets the marked heartbeat).
                 _ = returned.changed() => {}
             }
         }

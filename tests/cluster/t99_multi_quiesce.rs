@@ -8,9 +8,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use quorate::error::TransferLeaderError;
 use quorate::multi::{GroupId, HostConfig};
 use quorate::testing::Request;
-use quorate::error::TransferLeaderError;
 use quorate::{ChangeMembers, Config, RaftError, RaftMetrics, ReadPolicy, ServerState, SnapshotPolicy};
 use tokio::time::Instant;
 
