@@ -153,6 +153,12 @@ impl<C: RaftTypeConfig> Engine<C> {
             let vote = if granted { req.vote } else { self.state.vote };
             return VoteResponse { vote, vote_granted: granted, last_log_id, pre_vote: true };
         }
+        if granted || (!sticky && req.vote.term > self.state.vote.term) {
+            // This node stops following the leader it may be quiesced under (a non-member's
+            // request did not wake it above): its metrics and host signals must not say it
+            // still does.
+            self.wake_follower(now, None);
+        }
         if granted {
             if req.vote != self.state.vote {
                 self.step_down_from_leader();

@@ -56,11 +56,14 @@ struct Peer {
     /// of a newer leader wakes it, as either does once a member misses the leader: a delay,
     /// never a safety matter (quiescence changes only when a follower campaigns).
     released: HashMap<GroupId, u64>,
-    /// Bumped whenever the peer is heard again after being suspected, or restarted, or, while
-    /// suspected, this host's beats start getting through to it: replication streams to it
-    /// that a quiesced leader left waiting retry, and quiesced streams send it their marked
-    /// heartbeat again.
+    /// Bumped whenever the peer is heard again after being suspected, or, while suspected,
+    /// this host's beats start getting through to it: replication streams to it that a
+    /// quiesced leader left waiting retry.
     returned: watch::Sender<u64>,
+    /// Bumped whenever the peer restarted (a new incarnation in its beat): its groups know no
+    /// leader, and quiesced streams to it send it their marked heartbeat again. Not on a mere
+    /// return after suspicion: beats that flap would cost every quiesced group an RPC per flap.
+    restarted: watch::Sender<u64>,
     /// Whether this host's last beat to the peer got through (was handed to a connection to
     /// the peer's host). A new node, or one whose storage was lost, hosts groups that know no
     /// members yet and beats nobody: it is never heard until a leader reaches it.
@@ -76,6 +79,7 @@ impl Peer {
             epoch: watch::channel(0).0,
             released: HashMap::new(),
             returned: watch::channel(0).0,
+            restarted: watch::channel(0).0,
             reached: false,
         }
     }
@@ -153,8 +157,9 @@ impl<C: RaftTypeConfig> Liveness<C> {
             info!(node = %beat.from, "a peer restarted; waking the groups quiesced under it");
             peer.released.clear();
             peer.bump();
+            peer.restarted.send_modify(|r| *r = r.wrapping_add(1));
         }
-        if peer.suspected || restarted {
+        if peer.suspected {
             debug!(node = %beat.from, "peer heard from again");
             peer.returned.send_modify(|r| *r = r.wrapping_add(1));
         }
@@ -258,6 +263,10 @@ impl<C: RaftTypeConfig> Liveness<C> {
             debug!(%node, "first heard through a marked heartbeat");
             peer.incarnation = Some(m.incarnation);
             peer.last_heard = Some(Instant::now());
+            if peer.suspected {
+                // Heard at last: streams of this host waiting for the node retry, as on a beat.
+                peer.returned.send_modify(|r| *r = r.wrapping_add(1));
+            }
             peer.suspected = false;
         }
         let same_host = mark.is_some_and(|m| peer.incarnation == Some(m.incarnation));
@@ -270,10 +279,15 @@ impl<C: RaftTypeConfig> Liveness<C> {
         self.epoch
     }
 
-    /// A receiver that changes whenever `node` is heard again after being suspected, or
-    /// restarted, or is reached while suspected.
+    /// A receiver that changes whenever `node` is heard again after being suspected, or is
+    /// reached while suspected.
     pub(crate) fn subscribe_return(&self, node: &C::NodeId) -> watch::Receiver<u64> {
         lock(&self.peers).entry(*node).or_insert_with(Peer::new).returned.subscribe()
+    }
+
+    /// A receiver that changes whenever `node` restarted (a new incarnation in its beat).
+    pub(crate) fn subscribe_restart(&self, node: &C::NodeId) -> watch::Receiver<u64> {
+        lock(&self.peers).entry(*node).or_insert_with(Peer::new).restarted.subscribe()
     }
 
     /// A group of this host talks to `node` at `addr`: send it beats.
@@ -370,6 +384,21 @@ mod tests {
         let rx = other.subscribe(&3, mark(4), 1, 1).expect("adopted");
         other.sweep(Instant::now() + Duration::from_millis(101), Duration::ZERO);
         assert!(rx.has_changed().unwrap_or(false), "silence wakes the group");
+    }
+
+    /// Found in review: a node first heard through a marked heartbeat (adopted) must release
+    /// the streams of this host waiting for it, as its first beat would have.
+    #[test]
+    fn adopting_a_node_from_its_marked_heartbeat_releases_the_streams_waiting_for_it() {
+        let liveness = Liveness::<UTConfig>::new(1, 1, Duration::from_millis(100));
+        let mut rx = liveness.subscribe_return(&2);
+        rx.mark_unchanged();
+
+        assert!(liveness.subscribe(&2, mark(7), 5, 3).is_some());
+        liveness.heard(&beat(2, 7, &[]), Instant::now(), runs_all);
+
+        assert!(liveness.is_live(&2));
+        assert!(rx.has_changed().unwrap_or(false), "node 2 is live, and the waiting stream was told");
     }
 
     #[test]

@@ -208,6 +208,7 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
                 gauge: gauge.clone(),
                 matched: None,
                 clock,
+                unheard_retry: std::time::Duration::ZERO,
             },
         };
         // One span per stream; inside it one child span per state the stream is in: `probing`
@@ -275,7 +276,15 @@ struct StreamState<C: RaftTypeConfig, LR> {
     matched: Option<LogId<C>>,
     /// The leader's clock: send times are read on it, so they compare with the Engine's `now`.
     clock: Clock,
+    /// How long a quiesced leader last waited before retrying a target its host reaches but
+    /// does not hear (zero: it has not waited since the target was heard, or the group woke).
+    unheard_retry: std::time::Duration,
 }
+
+/// The longest a quiesced leader waits between retries of a target its host reaches but does
+/// not hear: a node that runs but does not host the group (yet) costs one RPC per group per
+/// this long, not per backoff.
+const MAX_UNHEARD_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A probe's outcome.
 enum Probe<C: RaftTypeConfig> {
@@ -366,15 +375,37 @@ where
         // members yet, new or with its storage lost, beats nobody until a leader reaches it).
         // A follower that is heard is retried as usual: it must get the heartbeat marked
         // `quiesce`, or it would stay awake.
-        let Some(host) = st.host.as_ref() else { return };
+        //
+        // A target the host reaches but does not hear (a node that runs but hosts no group
+        // that knows its members yet) is retried, since nothing else would catch it up, but
+        // ever more rarely: it may also be a node that will never host the group.
+        let Some(host) = st.host.clone() else { return };
         let mut quiesced = st.quiesced.clone();
         let mut returned = host.subscribe_return(&st.target);
-        while quiesced.borrow_and_update().is_some() && !host.is_live(&st.target) && !host.is_reached(&st.target) {
+        loop {
+            if quiesced.borrow_and_update().is_none() || host.is_live(&self.state.target) {
+                self.state.unheard_retry = std::time::Duration::ZERO;
+                return;
+            }
+            let st = &mut self.state;
+            let retry = host.is_reached(&st.target).then(|| {
+                st.unheard_retry = if st.unheard_retry.is_zero() {
+                    st.config.election_timeout_max
+                } else {
+                    (st.unheard_retry * 2).min(MAX_UNHEARD_RETRY)
+                };
+                st.clock.now() + st.unheard_retry
+            });
             tokio::select! {
                 r = quiesced.changed() => if r.is_err() { return },
-                // The target is heard again, or reached: retry it (a stale leader there learns
-                // of the newer term; a follower there catches up and gets the marked heartbeat).
-                _ = returned.changed() => {}
+                // The target is heard again, or first reached: retry it at once (a stale leader
+                // there learns of the newer term; a follower there catches up and gets the
+                // marked heartbeat).
+                _ = returned.changed() => return,
+                _ = sleep_until_opt(st.clock, retry) => {
+                    debug!(target = %st.target, waited = ?st.unheard_retry, "retrying a target that is reached but not heard");
+                    return;
+                }
             }
         }
     }
@@ -494,11 +525,10 @@ where
         // Whether this stream sent its follower the heartbeat marked `quiesce` since the
         // leader last quiesced.
         let mut quiesce_sent = false;
-        // In a host of many groups: changes when the target's node is heard again after being
-        // suspected, or restarted. A follower that restarted knows no leader and would
-        // campaign after its election timeout (waking the whole group): a quiesced stream
-        // sends it the marked heartbeat again, so it follows and quiesces at once.
-        let mut target_returned = st.host.as_ref().map(|h| h.subscribe_return(&st.target));
+        // In a host of many groups: changes when the target's node restarted. Its groups know
+        // no leader and would campaign after their election timeout (waking the whole group):
+        // a quiesced stream sends it the marked heartbeat again, so it follows and quiesces.
+        let mut target_restarted = st.host.as_ref().map(|h| h.subscribe_restart(&st.target));
         loop {
             let submitted = st.current_submitted()?;
             let committed = *st.committed.borrow_and_update();
@@ -584,9 +614,9 @@ where
                     // whole log, all committed.
                     let quiesce = quiesced.filter(|(last, _)| Some(*last) == last_sent && committed == last_sent).map(|(_, mark)| mark);
                     quiesce_sent = quiesce.is_some();
-                    if quiesce_sent && let Some(returned) = target_returned.as_mut() {
-                        // Returns and restarts before this mark are covered by it.
-                        returned.mark_unchanged();
+                    if quiesce_sent && let Some(restarted) = target_restarted.as_mut() {
+                        // Restarts before this mark are covered by it.
+                        restarted.mark_unchanged();
                     }
                     let req = AppendEntriesRequest { vote: st.vote, prev_log_id: last_sent, entries: vec![], leader_commit: committed, quiesce };
                     let now = st.clock.now();
@@ -611,8 +641,8 @@ where
                 r = st.committed.changed(), if !send_now && in_flight.is_empty() && !timer.commit_armed => {
                     if r.is_err() { return Err(Stop::LeadershipEnded); }
                 }
-                _ = changed_opt(&mut target_returned), if quiesce_sent => {
-                    debug!(target = %st.target, "the target's node returned or restarted; sending it the marked heartbeat again");
+                _ = changed_opt(&mut target_restarted), if quiesce_sent => {
+                    debug!(target = %st.target, "the target's node restarted; sending it the marked heartbeat again");
                     quiesce_sent = false;
                     timer.send_now(st.clock.now());
                 }
@@ -791,5 +821,16 @@ async fn changed_opt(rx: &mut Option<watch::Receiver<u64>>) {
     let Some(rx) = rx.as_mut() else { return std::future::pending().await };
     if rx.changed().await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+/// Sleeps until `at` on `clock`; never if there is no `at`.
+///
+/// # Cancel safety
+/// Cancel safe: it only sleeps.
+async fn sleep_until_opt(clock: Clock, at: Option<Instant>) {
+    match at {
+        Some(at) => clock.sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

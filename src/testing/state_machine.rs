@@ -200,6 +200,12 @@ impl MemStateMachine {
         (inner.generation == self.generation).then(|| inner.state.kv.clone())
     }
 
+    /// Whether this handle is still its node's current one (no [`reopen`](Self::reopen)
+    /// since): whether the process it belongs to is still running.
+    pub fn is_current(&self) -> bool {
+        lock(&self.shared).generation == self.generation
+    }
+
     /// The id of the last applied entry, or of the installed snapshot.
     pub fn applied(&self) -> Option<LogId<C>> {
         lock(&self.shared).state.applied

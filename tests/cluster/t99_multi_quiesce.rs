@@ -430,3 +430,55 @@ async fn a_cut_off_quiesced_leader_serves_no_stale_read_and_later_leaders_see_ev
     }
     cluster.check_safety();
 }
+
+/// Found in review: a learner whose host runs but hosts no group that knows it (its host is
+/// reached, never heard) was retried by the quiesced leader at the backoff cap, every 75 ms,
+/// forever: 66 RPCs in 5 s for one group, ~130,000 a second for 10,000. It is still retried
+/// (a late host must be caught up), but ever more rarely, up to every 10 s.
+#[tokio::test(start_paused = true)]
+async fn a_reached_node_that_never_hosts_the_group_costs_ever_fewer_retries() {
+    let cluster = one_group_led_by_node_1(test_config()).await;
+    cluster.write(G, "k").await;
+    cluster.wait_quiesced(G, &NODES).await;
+
+    let host = quorate::multi::GroupHost::new(4, HostConfig::default(), cluster.router.network(4)).expect("host");
+    cluster.router.add_host(host.clone());
+    let leader = cluster.raft(1, G);
+    leader.add_learner(4, node_addr(4), false).await.expect("add a learner whose host runs no group");
+    leader.wait(Some(TIMEOUT)).metrics(|m| m.quiesced, "the leader quiesces without it").await.expect("quiesced");
+
+    let tries = cluster.router.rpcs(1, 4);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let sent = cluster.router.rpcs(1, 4) - tries;
+    // Retries after 0.3, 0.6, 1.2, ... 9.6, then every 10 s: about ten in a minute.
+    assert!(sent <= 20, "{sent} RPCs in a minute to a node that does not serve the group");
+    let tries = cluster.router.rpcs(1, 4);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(cluster.router.rpcs(1, 4) - tries <= 10, "the retries do not keep slowing to one per 10 s");
+    host.shutdown().await.expect("stops");
+}
+
+/// Found in review: when a follower node's beats flapped (each gap longer than suspicion) while
+/// it heard its leaders all along, every quiesced stream to it sent its marked heartbeat again
+/// at every return: an RPC per group per flap, on a node that is slow already. Only a restart
+/// (a new incarnation) has its marks resent.
+#[tokio::test(start_paused = true)]
+async fn flapping_beats_of_a_follower_node_cost_no_rpc_per_group() {
+    let cluster = MultiCluster::start_with(20, |_| 1, test_config()).await;
+    cluster.write_all_and_quiesce().await;
+    let (rpcs, elections) = (cluster.router.rpcs(1, 2), cluster.elections());
+    let flap = 2 * HostConfig::default().suspect_after;
+
+    for _ in 0..10 {
+        cluster.router.block_beats(2, 1);
+        tokio::time::sleep(flap).await;
+        cluster.router.unblock_beats(2, 1);
+        tokio::time::sleep(flap).await;
+    }
+
+    assert_eq!(cluster.router.rpcs(1, 2) - rpcs, 0, "RPCs from 1 to 2 over 10 flaps of 20 quiesced groups");
+    assert_eq!(cluster.elections(), elections);
+    for g in cluster.groups.clone() {
+        assert!(cluster.raft(2, g).metrics().borrow().quiesced, "group {g} stayed quiesced on node 2");
+    }
+}

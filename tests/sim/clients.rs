@@ -191,6 +191,11 @@ pub async fn read(
             }
             ReadPath::FollowerReadIndex | ReadPath::FollowerLease => {
                 let index = leader_raft.get_read_index(policy).await.ok()?;
+                // A leader that crashed meanwhile answers nothing either (its Raft task may
+                // still run on until its host has stopped it).
+                if !leader_sm.is_current() {
+                    return None;
+                }
                 let (fid, fraft, fsm) = follower.unwrap_or((leader_id, leader_raft.clone(), leader_sm.clone()));
                 fraft.wait_applied(index.read_log_id).await.ok()?;
                 // Read in the same step as the wait ends: nothing runs in between. A node that

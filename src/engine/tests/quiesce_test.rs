@@ -204,6 +204,25 @@ fn a_vote_request_from_no_member_wakes_nobody_and_is_refused() {
     assert_eq!(follower.election_deadline(), None);
 }
 
+/// Found in review: a quiesced follower that grants a non-member's vote (its stickiness lapsed
+/// without its leader's node being suspected, e.g. under a lagging host) no longer follows
+/// that leader, and must not go on saying it is quiesced under it.
+#[test]
+fn a_quiesced_follower_that_grants_a_vote_is_no_longer_quiesced() {
+    let t = Instant::now();
+    let now = t + Duration::from_secs(10);
+    let mut follower = quiesced_follower(t);
+
+    // A pre-vote changes nothing; the vote itself does.
+    assert!(follower.handle_vote_req(now, &vote_req(4)).vote_granted);
+    assert_eq!(follower.quiesced_under(), Some(1));
+    let resp = follower.handle_vote_req(now, &VoteRequest { pre_vote: false, ..vote_req(4) });
+
+    assert!(resp.vote_granted, "not sticky, and the candidate's log is as long");
+    assert_eq!(follower.quiesced_under(), None);
+    assert!(follower.election_deadline().is_some());
+}
+
 #[test]
 fn a_quiesced_leader_serves_lease_reads_only_while_the_lease_it_had_lasts() {
     let t = Instant::now();
