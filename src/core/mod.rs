@@ -212,14 +212,14 @@ where
                 self.engine.on_replication_progress(self.clock.now(), target, vote, result);
             }
             Notification::Applied { last } => self.engine.on_applied(last),
-            Notification::SnapshotBuilt { result } => match result {
+            Notification::SnapshotBuilt { result } => match *result {
                 Ok(meta) => self.engine.on_snapshot_built(meta.last_log_id),
                 Err(e) => {
                     error!(error = %e, "building a snapshot failed");
                     return Err(e.into());
                 }
             },
-            Notification::Fatal(f) => return Err(f),
+            Notification::Fatal(f) => return Err(*f),
         }
         Ok(())
     }
@@ -253,7 +253,9 @@ where
                 let _ = tx.send(accepted);
             }
             RpcMsg::InstallSnapshot { req, tx } => {
-                let resp = self.handle_install_snapshot(req).await?;
+                // Boxed: snapshot chunks are rare, and their future, inline, would make every
+                // group's Raft task larger by its size for as long as the group lives.
+                let resp = Box::pin(self.handle_install_snapshot(*req)).await?;
                 let _ = tx.send(resp);
             }
             RpcMsg::Vote { req, tx } => {
@@ -277,7 +279,7 @@ where
                 } else if !membership.is_voter(&self.engine.id()) {
                     let _ = tx.send(Err(InitializeError::NotAVoter));
                 } else {
-                    self.engine.initialize(self.clock.now(), membership);
+                    self.engine.initialize(self.clock.now(), *membership);
                     self.run_commands().await?;
                     let _ = tx.send(Ok(()));
                 }
@@ -291,7 +293,7 @@ where
             ApiMsg::TransferLeader { to, tx } => self.handle_transfer_leader_api(to, tx),
             ApiMsg::TriggerSnapshot => self.engine.trigger_snapshot(),
             ApiMsg::PurgeLog { upto } => self.engine.purge_log(upto),
-            ApiMsg::ChangeMembership { changes, retain, tx } => self.handle_change_membership(changes, retain, tx),
+            ApiMsg::ChangeMembership { changes, retain, tx } => self.handle_change_membership(*changes, retain, tx),
         }
         Ok(())
     }

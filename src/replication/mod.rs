@@ -315,7 +315,7 @@ where
             let failure = match stop {
                 Stop::LeadershipEnded => return,
                 Stop::Fatal(f) => {
-                    let _ = self.state.notify.send(Notification::Fatal(f));
+                    let _ = self.state.notify.send(Notification::Fatal(Box::new(f)));
                     return;
                 }
                 Stop::NeedSnapshot => {
@@ -329,7 +329,7 @@ where
                         }
                         Err(Stop::LeadershipEnded) => return,
                         Err(Stop::Fatal(f)) => {
-                            let _ = self.state.notify.send(Notification::Fatal(f));
+                            let _ = self.state.notify.send(Notification::Fatal(Box::new(f)));
                             return;
                         }
                         Err(Stop::Retry(e)) => Failure::Snapshot(e),
