@@ -128,19 +128,25 @@ where
     LS: RaftLogStorage<C>,
 {
     /// Run until shut down or a fatal error; then stop every task this node started.
-    pub(crate) async fn run(mut self) -> Result<(), Fatal> {
-        let span = info_span!("raft_core", id = %self.engine.id(), cluster = %self.config.cluster_name);
-        let result = self.run_loop().instrument(span).await;
-        if let Err(e) = &result {
-            error!(id = %self.engine.id(), error = %e, "raft node stopped on a fatal error");
+    ///
+    /// Not an `async fn`: the future of one that takes `self` by value holds the RaftCore twice
+    /// (the argument and the local it is moved into), which every idle group of a host would
+    /// pay for; an `async move` block holds it once.
+    pub(crate) fn run(mut self) -> impl std::future::Future<Output = Result<(), Fatal>> {
+        async move {
+            let span = info_span!("raft_core", id = %self.engine.id(), cluster = %self.config.cluster_name);
+            let result = self.run_loop().instrument(span).await;
+            if let Err(e) = &result {
+                error!(id = %self.engine.id(), error = %e, "raft node stopped on a fatal error");
+            }
+            if self.engine.followers_may_be_quiesced() {
+                self.release_quiesced_leadership(self.engine.state.vote.term);
+            }
+            self.replications.clear();
+            self.engine.state.server_state = ServerState::Shutdown;
+            self.publish_inner(true);
+            result
         }
-        if self.engine.followers_may_be_quiesced() {
-            self.release_quiesced_leadership(self.engine.state.vote.term);
-        }
-        self.replications.clear();
-        self.engine.state.server_state = ServerState::Shutdown;
-        self.publish_inner(true);
-        result
     }
 
     async fn run_loop(&mut self) -> Result<(), Fatal> {

@@ -289,59 +289,66 @@ where
     N: RaftNetwork<C>,
     LR: RaftLogReader<C>,
 {
-    async fn run(mut self) {
-        let config = &self.state.config;
-        // Capped below the minimum election timeout: a healthy follower's stream that failed
-        // once must be back before check-quorum, or its voters' stickiness, would notice.
-        let max_backoff = (config.election_timeout_min / 2).max(config.heartbeat_interval);
-        let mut retries = Retries::new(config.heartbeat_interval, max_backoff);
-        // The match point when the last snapshot was sent: needing a snapshot again from the
-        // same point means the follower did not take it.
-        let mut snapshot_sent_at: Option<Option<LogId<C>>> = None;
-        loop {
-            let stop = match self.find_match().instrument(debug_span!("probing")).await {
-                Ok(()) => {
-                    let (answered, result) = self.pipeline().instrument(debug_span!("pipelining")).await;
-                    if answered {
-                        retries.succeeded();
-                    }
-                    match result {
-                        Ok(()) => continue,
-                        Err(stop) => stop,
-                    }
-                }
-                Err(stop) => stop,
-            };
-            let failure = match stop {
-                Stop::LeadershipEnded => return,
-                Stop::Fatal(f) => {
-                    let _ = self.state.notify.send(Notification::Fatal(Box::new(f)));
-                    return;
-                }
-                Stop::NeedSnapshot => {
-                    if snapshot_sent_at == Some(self.state.matched) {
-                        self.back_off(&mut retries, Failure::SnapshotNotTaken).await;
-                    }
-                    match self.send_snapshot().instrument(debug_span!("snapshot")).await {
-                        Ok(()) => {
-                            snapshot_sent_at = Some(self.state.matched);
-                            continue;
+    /// Replicate until the leadership ends or the log store fails.
+    ///
+    /// Not an `async fn`, which would hold `self` twice in its future (see `RaftCore::run`);
+    /// and the rare phases (probing, sending a snapshot) are boxed, so that the task of a
+    /// stream that pipelines, or idles, is no larger than pipelining needs.
+    fn run(mut self) -> impl std::future::Future<Output = ()> {
+        async move {
+            let config = &self.state.config;
+            // Capped below the minimum election timeout: a healthy follower's stream that failed
+            // once must be back before check-quorum, or its voters' stickiness, would notice.
+            let max_backoff = (config.election_timeout_min / 2).max(config.heartbeat_interval);
+            let mut retries = Retries::new(config.heartbeat_interval, max_backoff);
+            // The match point when the last snapshot was sent: needing a snapshot again from the
+            // same point means the follower did not take it.
+            let mut snapshot_sent_at: Option<Option<LogId<C>>> = None;
+            loop {
+                let stop = match Box::pin(self.find_match().instrument(debug_span!("probing"))).await {
+                    Ok(()) => {
+                        let (answered, result) = self.pipeline().instrument(debug_span!("pipelining")).await;
+                        if answered {
+                            retries.succeeded();
                         }
-                        Err(Stop::LeadershipEnded) => return,
-                        Err(Stop::Fatal(f)) => {
-                            let _ = self.state.notify.send(Notification::Fatal(Box::new(f)));
-                            return;
+                        match result {
+                            Ok(()) => continue,
+                            Err(stop) => stop,
                         }
-                        Err(Stop::Retry(e)) => Failure::Snapshot(e),
-                        Err(Stop::Conflict | Stop::NeedSnapshot) => Failure::Snapshot(RPCError::Unreachable(
-                            anyerror::AnyError::error("the snapshot transfer was cut short"),
-                        )),
                     }
-                }
-                Stop::Conflict => Failure::Conflict,
-                Stop::Retry(e) => Failure::Rpc(e),
-            };
-            self.back_off(&mut retries, failure).await;
+                    Err(stop) => stop,
+                };
+                let failure = match stop {
+                    Stop::LeadershipEnded => return,
+                    Stop::Fatal(f) => {
+                        let _ = self.state.notify.send(Notification::Fatal(Box::new(f)));
+                        return;
+                    }
+                    Stop::NeedSnapshot => {
+                        if snapshot_sent_at == Some(self.state.matched) {
+                            self.back_off(&mut retries, Failure::SnapshotNotTaken).await;
+                        }
+                        match Box::pin(self.send_snapshot().instrument(debug_span!("snapshot"))).await {
+                            Ok(()) => {
+                                snapshot_sent_at = Some(self.state.matched);
+                                continue;
+                            }
+                            Err(Stop::LeadershipEnded) => return,
+                            Err(Stop::Fatal(f)) => {
+                                let _ = self.state.notify.send(Notification::Fatal(Box::new(f)));
+                                return;
+                            }
+                            Err(Stop::Retry(e)) => Failure::Snapshot(e),
+                            Err(Stop::Conflict | Stop::NeedSnapshot) => Failure::Snapshot(RPCError::Unreachable(
+                                anyerror::AnyError::error("the snapshot transfer was cut short"),
+                            )),
+                        }
+                    }
+                    Stop::Conflict => Failure::Conflict,
+                    Stop::Retry(e) => Failure::Rpc(e),
+                };
+                self.back_off(&mut retries, failure).await;
+            }
         }
     }
 
