@@ -206,7 +206,9 @@ impl<C: RaftTypeConfig> Raft<C> {
         LS: RaftLogStorage<C>,
         SM: RaftStateMachine<C>,
     {
-        let config = Arc::new(Config::clone(&config).validate().map_err(|e| Fatal::Invariant(e.to_string()))?);
+        // `validate` changes nothing: the caller's Arc is kept, so that the groups of a host that
+        // share one config share one copy.
+        Config::clone(&config).validate().map_err(|e| Fatal::Invariant(e.to_string()))?;
         let span = info_span!("raft", %id, cluster = %config.cluster_name);
         let state = load_state(id, &mut log_store, &mut state_machine).instrument(span).await?;
 
