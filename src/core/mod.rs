@@ -230,49 +230,52 @@ where
         Ok(())
     }
 
-    async fn handle_rpc(&mut self, m: RpcMsg<C>) -> Result<(), Fatal> {
-        match m {
-            RpcMsg::AppendEntries { req, tx } => {
-                let (resp, wait_for) = self.engine.handle_append_entries(self.clock.now(), req);
-                self.run_commands().await?;
-                if wait_for.is_some_and(|io| io.seq > self.engine.state.io.flushed.seq) {
-                    // A store that flushes within `append` has queued its notification already:
-                    // take it now, so the answer leaves this round instead of after a metrics
-                    // publish and another pass through the loop.
-                    while let Ok(n) = self.notify_rx.try_recv() {
-                        self.handle_notification(n)?;
-                    }
+    /// Not an `async fn`, whose future would hold the message twice (see [`Self::run`]).
+    fn handle_rpc(&mut self, m: RpcMsg<C>) -> impl std::future::Future<Output = Result<(), Fatal>> {
+        async move {
+            match m {
+                RpcMsg::AppendEntries { req, tx } => {
+                    let (resp, wait_for) = self.engine.handle_append_entries(self.clock.now(), req);
                     self.run_commands().await?;
-                }
-                match wait_for {
-                    Some(io) if io.seq > self.engine.state.io.flushed.seq => {
-                        self.parked_append_responses.push_back((io.seq, tx, resp));
+                    if wait_for.is_some_and(|io| io.seq > self.engine.state.io.flushed.seq) {
+                        // A store that flushes within `append` has queued its notification already:
+                        // take it now, so the answer leaves this round instead of after a metrics
+                        // publish and another pass through the loop.
+                        while let Ok(n) = self.notify_rx.try_recv() {
+                            self.handle_notification(n)?;
+                        }
+                        self.run_commands().await?;
                     }
-                    _ => {
-                        let _ = tx.send(resp);
+                    match wait_for {
+                        Some(io) if io.seq > self.engine.state.io.flushed.seq => {
+                            self.parked_append_responses.push_back((io.seq, tx, resp));
+                        }
+                        _ => {
+                            let _ = tx.send(resp);
+                        }
                     }
                 }
+                RpcMsg::TransferLeader { req, tx } => {
+                    let accepted = self.engine.handle_transfer_leader(self.clock.now(), &req);
+                    self.run_commands().await?;
+                    let _ = tx.send(accepted);
+                }
+                RpcMsg::InstallSnapshot { req, tx } => {
+                    // Boxed: snapshot chunks are rare, and their future, inline, would make every
+                    // group's Raft task larger by its size for as long as the group lives.
+                    let resp = Box::pin(self.handle_install_snapshot(*req)).await?;
+                    let _ = tx.send(resp);
+                }
+                RpcMsg::Vote { req, tx } => {
+                    self.feed_leader_liveness();
+                    let resp = self.engine.handle_vote_req(self.clock.now(), &req);
+                    // The vote must be durable before the answer leaves.
+                    self.run_commands().await?;
+                    let _ = tx.send(resp);
+                }
             }
-            RpcMsg::TransferLeader { req, tx } => {
-                let accepted = self.engine.handle_transfer_leader(self.clock.now(), &req);
-                self.run_commands().await?;
-                let _ = tx.send(accepted);
-            }
-            RpcMsg::InstallSnapshot { req, tx } => {
-                // Boxed: snapshot chunks are rare, and their future, inline, would make every
-                // group's Raft task larger by its size for as long as the group lives.
-                let resp = Box::pin(self.handle_install_snapshot(*req)).await?;
-                let _ = tx.send(resp);
-            }
-            RpcMsg::Vote { req, tx } => {
-                self.feed_leader_liveness();
-                let resp = self.engine.handle_vote_req(self.clock.now(), &req);
-                // The vote must be durable before the answer leaves.
-                self.run_commands().await?;
-                let _ = tx.send(resp);
-            }
+            Ok(())
         }
-        Ok(())
     }
 
     async fn handle_api(&mut self, m: ApiMsg<C>) -> Result<(), Fatal> {
