@@ -155,6 +155,7 @@ where
         loop {
             self.publish();
             self.sync_quiescence();
+            self.release_idle_buffers();
             let deadline = self.engine.election_deadline();
             tokio::select! {
                 biased;

@@ -518,6 +518,7 @@ where
                 // thousands of idle groups), and a new one opened before the next request.
                 if quiesce_sent && quiesced.is_some() && in_flight.is_empty() && !send_now {
                     (tx, responses) = (None, None);
+                    in_flight.release_capacity();
                 } else if responses.is_none() && (send_now || may_heartbeat) {
                     break;
                 }
