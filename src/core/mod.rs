@@ -132,6 +132,7 @@ where
     /// Not an `async fn`: the future of one that takes `self` by value holds the RaftCore twice
     /// (the argument and the local it is moved into), which every idle group of a host would
     /// pay for; an `async move` block holds it once.
+    #[allow(clippy::manual_async_fn, reason = "an async fn would hold the RaftCore twice in its future")]
     pub(crate) fn run(mut self) -> impl std::future::Future<Output = Result<(), Fatal>> {
         async move {
             let span = info_span!("raft_core", id = %self.engine.id(), cluster = %self.config.cluster_name);
@@ -232,6 +233,7 @@ where
     }
 
     /// Not an `async fn`, whose future would hold the message twice (see [`Self::run`]).
+    #[allow(clippy::manual_async_fn, reason = "an async fn would hold the message twice in its future")]
     fn handle_rpc(&mut self, m: RpcMsg<C>) -> impl std::future::Future<Output = Result<(), Fatal>> {
         async move {
             match m {

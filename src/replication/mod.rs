@@ -296,6 +296,7 @@ where
     /// Not an `async fn`, which would hold `self` twice in its future (see `RaftCore::run`);
     /// and the rare phases (probing, sending a snapshot) are boxed, so that the task of a
     /// stream that pipelines, or idles, is no larger than pipelining needs.
+    #[allow(clippy::manual_async_fn, reason = "an async fn would hold the stream's state twice in its future")]
     fn run(mut self) -> impl std::future::Future<Output = ()> {
         async move {
             let config = &self.state.config;
@@ -600,7 +601,7 @@ where
                         in_flight.push(last_sent, now, *st.heartbeat.borrow_and_update(), 0);
                         sent_commit = committed;
                         timer.sent(now);
-                        if !tx.as_ref().is_some_and(|tx| tx.try_send(req).is_ok()) {
+                        if tx.as_ref().is_none_or(|tx| tx.try_send(req).is_err()) {
                             return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream input full"))));
                         }
                     }
