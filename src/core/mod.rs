@@ -119,6 +119,10 @@ where
     pub(crate) election: election_trace::ElectionTrace<C>,
     /// The host of a group of many (`crate::multi`): node liveness, for quiescence.
     pub(crate) host: Option<HostLink<C>>,
+    /// When an awake leader of a hosted group next checks whether it is idle enough to
+    /// quiesce (every heartbeat interval), so that a group quiesces soon after its last write
+    /// instead of heartbeating until check-quorum's timer.
+    pub(crate) quiesce_check: Option<Instant>,
 }
 
 impl<C, N, LS> RaftCore<C, N, LS>
@@ -154,10 +158,13 @@ where
         self.engine.startup(self.clock.now());
         self.run_commands().await?;
         loop {
-            self.publish();
+            // Quiescence first: it may wake the group at once (the leader's node is not
+            // heard), and the metrics must not show it quiesced meanwhile.
             self.sync_quiescence();
             self.release_idle_buffers();
+            self.publish();
             let deadline = self.engine.election_deadline();
+            let quiesce_check = self.next_quiesce_check();
             tokio::select! {
                 biased;
                 _ = &mut self.shutdown_rx => return Ok(()),
@@ -181,6 +188,10 @@ where
                 },
                 _ = sleep_until(self.clock, deadline) => {
                     self.engine.handle_timeout(self.clock.now());
+                    self.maybe_quiesce();
+                }
+                _ = sleep_until(self.clock, quiesce_check) => {
+                    self.quiesce_check = None;
                     self.maybe_quiesce();
                 }
                 signal = quiesce::host_signal(&mut self.host) => self.on_host_signal(signal),

@@ -155,6 +155,21 @@ where
         self.engine.on_leader_node_heard(link.liveness.last_heard(&leader));
     }
 
+    /// When an awake leader of a group that quiesces next checks whether it is idle: one
+    /// heartbeat interval after the previous check. `None` (no check) for a quiesced leader, a
+    /// follower, or a group without a host.
+    pub(crate) fn next_quiesce_check(&mut self) -> Option<tokio::time::Instant> {
+        let awake_leader = self.host.as_ref().is_some_and(|l| l.quiesce)
+            && self.engine.leader.is_some()
+            && !self.engine.leader_quiesced();
+        if !awake_leader {
+            self.quiesce_check = None;
+            return None;
+        }
+        let (clock, interval) = (self.clock, self.config.heartbeat_interval);
+        Some(*self.quiesce_check.get_or_insert_with(|| clock.now() + interval))
+    }
+
     /// After the leader's timer: quiesce if nothing waits on this node and the group is idle.
     /// Members whose node the host does not hear from need not be caught up.
     pub(crate) fn maybe_quiesce(&mut self) {

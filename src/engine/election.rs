@@ -105,6 +105,12 @@ impl<C: RaftTypeConfig> Engine<C> {
         self.output.push_back(Command::SendVote { req });
     }
 
+    /// Whether `id` is a node (voter or learner) of the effective or the committed config.
+    fn is_member(&self, id: &C::NodeId) -> bool {
+        let ms = &self.state.membership;
+        ms.effective().nodes().contains_key(id) || ms.committed.membership.nodes().contains_key(id)
+    }
+
     /// Whether this node believes a leader is alive: it leads, or heard from a leader within
     /// the minimum election timeout. Such a node refuses (pre-)votes, so a node that merely
     /// lost contact cannot depose a healthy leader (dissertation §9.6).
@@ -121,8 +127,16 @@ impl<C: RaftTypeConfig> Engine<C> {
         // Somebody is campaigning: a quiesced group must be heard from again, whatever the
         // answer (see `quiesce.rs`). A quiesced follower's stickiness already counts its
         // leader's node as heard (RaftCore fed it in before this request).
-        self.leader_wake(now);
-        self.wake_follower(now, None);
+        //
+        // Not for a candidate that is no member of the group as this node knows it: a voter
+        // removed while cut off never learns of its removal (nobody replicates to it) and
+        // campaigns for as long as it runs; waking for it would keep the group awake as long.
+        // Its requests are refused all the same (stickiness, and its log lacks the change),
+        // and a member that stops hearing the leader campaigns itself, which wakes the group.
+        if req.vote.node_id.is_some_and(|c| self.is_member(&c)) {
+            self.leader_wake(now);
+            self.wake_follower(now, None);
+        }
         let last_log_id = self.state.last_log_id();
         // Raft §5.4.1: grant only to a candidate whose log is at least as up-to-date as ours.
         let log_ok = req.last_log_id >= last_log_id;

@@ -20,7 +20,8 @@
 //!   ([`Engine::wake_follower`]); its election timer runs from the last time the leader's
 //!   node was heard, so an orphaned group elects as soon as an unquiesced one would.
 //!
-//! Anything that needs the leader wakes it: a write, a read, a transfer, a vote request.
+//! Anything that needs the leader wakes it: a write, a read, a transfer, a vote request from
+//! a member (not from a stranger: a voter removed while cut off campaigns for good).
 //! A quiesced leader keeps the lease its last answers gave it until it runs out (its followers
 //! are at least as sticky as ever); no answers arrive to renew it. Any read wakes the group, so
 //! that heartbeats renew the lease; a read after the lease ran out waits for a heartbeat round.
@@ -29,7 +30,7 @@
 //! not every member answered it since it woke) has RaftCore tell the host (`ReleaseQuiesced`),
 //! whose next beats name the group and the term: the followers' hosts wake that group. A
 //! follower checks the host incarnation in the marked heartbeat, and the releases its host
-//! heard of, when it quiesces, so a mark that arrives after such a change does not quiesce it. Any vote request also wakes a quiesced follower: somebody in
+//! heard of, when it quiesces, so a mark that arrives after such a change does not quiesce it. Any vote request of a member also wakes a quiesced follower: somebody in
 //! the group is not hearing the leader, so the group must not stay silent.
 //!
 //! Safety does not depend on any of this: Raft's safety never depends on timers, and a

@@ -4,7 +4,9 @@
 //! quorate only records. The application decides where the values go by installing a recorder
 //! (for Prometheus, `metrics_exporter_prometheus::PrometheusBuilder::install_recorder`, whose
 //! handle renders the text a scraper reads) **before** it starts publishing, and then runs
-//! [`publish`] for every node it hosts. [`describe`] registers the help text of every metric.
+//! [`publish`] for every node it hosts ([`publish_group`] for every group of a node of many
+//! groups: [below](#one-node-many-groups)). [`describe`] registers the help text of every
+//! metric.
 //!
 #![cfg_attr(feature = "testing", doc = "```")]
 #![cfg_attr(not(feature = "testing"), doc = "```ignore")]
@@ -43,34 +45,40 @@
 //!   current one;
 //! - every series has the label `node_id`: the node that reports it (its `Display`, as in the
 //!   tracing field `id`); a series about one follower adds `target` (the follower, as in the
-//!   replication span's field `target`).
+//!   replication span's field `target`);
+//! - on a node of many groups, a group published by [`publish_group`] (or
+//!   [`Publisher::for_group`]) adds `group` after `node_id` to every series it records: the
+//!   group's [`GroupId`], as in the tracing field `group` of a hosted group's span. The table
+//!   shows it as (`group`). [`publish`] records no `group` label, and the file store's
+//!   histograms have none: one log store (a `SharedLog` on a node of many groups) serves the
+//!   whole node.
 //!
 //! | name | type | labels | what | from |
 //! |---|---|---|---|---|
-//! | `quorate_server_state` | gauge | `node_id`, `state` | 1 for the role the node plays (`learner`, `follower`, `candidate`, `leader`, `shutdown`), 0 for the others | `state` |
-//! | `quorate_term` | gauge | `node_id` | the current term | `current_term` |
-//! | `quorate_leader` | gauge | `node_id`, `leader` | 1 for the leader this node knows of (itself on a leader); a leader it knew before drops to 0 | `current_leader` |
-//! | `quorate_leader_known` | gauge | `node_id` | 1 while this node knows a leader | `current_leader` |
-//! | `quorate_last_log_index` | gauge | `node_id` | the last entry of the log | `last_log_index` |
-//! | `quorate_committed_index` | gauge | `node_id` | the last entry known committed | `committed` |
-//! | `quorate_applied_index` | gauge | `node_id` | the last entry the state machine applied | `last_applied` |
-//! | `quorate_purged_index` | gauge | `node_id` | the last purged entry | `purged` |
-//! | `quorate_snapshot_index` | gauge | `node_id` | the last entry the latest snapshot covers | `snapshot` |
-//! | `quorate_quorum_ack_age_seconds` | gauge | `node_id` | on a leader, how long ago a quorum last followed it (check-quorum's view); 0 elsewhere and on a one-voter cluster | `last_quorum_acked` |
-//! | `quorate_log_io_stalled_seconds` | gauge | `node_id` | how long the log store has flushed nothing while writes wait; 0 while it flushes | `log_io_stalled_since` |
-//! | `quorate_log_io_stalled` | gauge | `node_id` | 1 while the node does not lead or campaign because its log store stalled | `log_io_stalled` |
-//! | `quorate_commit_stalled_seconds` | gauge | `node_id` | on a leader, how long `committed` has not advanced while it has newer entries; 0 otherwise | `commit_stalled_since` |
-//! | `quorate_apply_stalled_seconds` | gauge | `node_id` | how long the state machine has applied nothing while committed entries wait; 0 otherwise | `apply_stalled_since` |
-//! | `quorate_write_queue_length` | gauge | `node_id` | client writes queued for the Raft task, not yet proposed | `queues.write_queue` |
-//! | `quorate_pending_writes` | gauge | `node_id` | client writes proposed and not yet answered | `queues.pending_writes` |
-//! | `quorate_pending_reads` | gauge | `node_id` | linearizable reads waiting for a quorum to confirm the leader | `queues.pending_reads` |
-//! | `quorate_elections_started_total` | counter | `node_id` | elections this node started (pre-votes not counted) | `elections_started` |
-//! | `quorate_leader_changes_total` | counter | `node_id` | times this node learned of a new leader | `leader_changes` |
-//! | `quorate_replication_matched_index` | gauge | `node_id`, `target` | on a leader, the last entry the follower holds durably | `replication` |
-//! | `quorate_replication_lag_entries` | gauge | `node_id`, `target` | on a leader, entries of its log the follower lacks | `replication_lag` |
-//! | `quorate_replication_stalled_seconds` | gauge | `node_id`, `target` | on a leader, how long the follower's matched entry has not advanced while it lags; 0 while it moves | `replication_stalled_since` |
-//! | `quorate_replication_in_flight_requests` | gauge | `node_id`, `target` | on a leader, AppendEntries sent to the follower and not yet answered | `queues.in_flight` |
-//! | `quorate_replication_in_flight_bytes` | gauge | `node_id`, `target` | on a leader, bytes of entries in those requests | `queues.in_flight` |
+//! | `quorate_server_state` | gauge | `node_id`, (`group`), `state` | 1 for the role the node plays (`learner`, `follower`, `candidate`, `leader`, `shutdown`), 0 for the others | `state` |
+//! | `quorate_term` | gauge | `node_id`, (`group`) | the current term | `current_term` |
+//! | `quorate_leader` | gauge | `node_id`, (`group`), `leader` | 1 for the leader this node knows of (itself on a leader); a leader it knew before drops to 0 | `current_leader` |
+//! | `quorate_leader_known` | gauge | `node_id`, (`group`) | 1 while this node knows a leader | `current_leader` |
+//! | `quorate_last_log_index` | gauge | `node_id`, (`group`) | the last entry of the log | `last_log_index` |
+//! | `quorate_committed_index` | gauge | `node_id`, (`group`) | the last entry known committed | `committed` |
+//! | `quorate_applied_index` | gauge | `node_id`, (`group`) | the last entry the state machine applied | `last_applied` |
+//! | `quorate_purged_index` | gauge | `node_id`, (`group`) | the last purged entry | `purged` |
+//! | `quorate_snapshot_index` | gauge | `node_id`, (`group`) | the last entry the latest snapshot covers | `snapshot` |
+//! | `quorate_quorum_ack_age_seconds` | gauge | `node_id`, (`group`) | on a leader, how long ago a quorum last followed it (check-quorum's view); 0 elsewhere and on a one-voter cluster | `last_quorum_acked` |
+//! | `quorate_log_io_stalled_seconds` | gauge | `node_id`, (`group`) | how long the log store has flushed nothing while writes wait; 0 while it flushes | `log_io_stalled_since` |
+//! | `quorate_log_io_stalled` | gauge | `node_id`, (`group`) | 1 while the node does not lead or campaign because its log store stalled | `log_io_stalled` |
+//! | `quorate_commit_stalled_seconds` | gauge | `node_id`, (`group`) | on a leader, how long `committed` has not advanced while it has newer entries; 0 otherwise | `commit_stalled_since` |
+//! | `quorate_apply_stalled_seconds` | gauge | `node_id`, (`group`) | how long the state machine has applied nothing while committed entries wait; 0 otherwise | `apply_stalled_since` |
+//! | `quorate_write_queue_length` | gauge | `node_id`, (`group`) | client writes queued for the Raft task, not yet proposed | `queues.write_queue` |
+//! | `quorate_pending_writes` | gauge | `node_id`, (`group`) | client writes proposed and not yet answered | `queues.pending_writes` |
+//! | `quorate_pending_reads` | gauge | `node_id`, (`group`) | linearizable reads waiting for a quorum to confirm the leader | `queues.pending_reads` |
+//! | `quorate_elections_started_total` | counter | `node_id`, (`group`) | elections this node started (pre-votes not counted) | `elections_started` |
+//! | `quorate_leader_changes_total` | counter | `node_id`, (`group`) | times this node learned of a new leader | `leader_changes` |
+//! | `quorate_replication_matched_index` | gauge | `node_id`, (`group`), `target` | on a leader, the last entry the follower holds durably | `replication` |
+//! | `quorate_replication_lag_entries` | gauge | `node_id`, (`group`), `target` | on a leader, entries of its log the follower lacks | `replication_lag` |
+//! | `quorate_replication_stalled_seconds` | gauge | `node_id`, (`group`), `target` | on a leader, how long the follower's matched entry has not advanced while it lags; 0 while it moves | `replication_stalled_since` |
+//! | `quorate_replication_in_flight_requests` | gauge | `node_id`, (`group`), `target` | on a leader, AppendEntries sent to the follower and not yet answered | `queues.in_flight` |
+//! | `quorate_replication_in_flight_bytes` | gauge | `node_id`, (`group`), `target` | on a leader, bytes of entries in those requests | `queues.in_flight` |
 //! | `quorate_file_store_fsync_duration_seconds` | histogram | `node_id` | how long each group commit's `fdatasync` took ([`file_store_observer`]) | `SyncedBatch::sync` |
 //! | `quorate_file_store_batch_entries` | histogram | `node_id` | entries per group commit | `SyncedBatch::entries` |
 //! | `quorate_file_store_batch_bytes` | histogram | `node_id` | bytes written per group commit | `SyncedBatch::bytes` |
@@ -84,24 +92,47 @@
 //! label that is no longer the leader. The `metrics` facade cannot delete a series: give the
 //! exporter an idle timeout for gauges longer than `every` (with Prometheus,
 //! `PrometheusBuilder::idle_timeout(MetricKindMask::GAUGE, ..)`), and those series disappear.
+//!
+//! # One node, many groups
+//!
+//! A node of a [`GroupHost`](crate::multi::GroupHost) runs one [`publish_group`] per group; a
+//! group's task ends when the group stops (or is removed), and its series then expire like
+//! any other. Each group costs the node 23 series (22, and 1 `quorate_leader` while it knows
+//! a leader), and 5 more per follower of each group it leads: about 26 per group for groups
+//! of three members led evenly by three nodes. 1,000 groups are some 26,000 series per node,
+//! and 10,000 groups some 260,000: every scrape renders them all, and the monitoring system
+//! stores them all, for every node of the cluster. The recording itself is cheap (a task and
+//! a timer per group, a few dozen atomic stores per `every`); the series are what costs.
+//!
+//! So publish per group when a node runs tens or a few hundreds of groups, or for a while to
+//! find out which group misbehaves. For thousands of groups, export aggregates over the
+//! groups instead (how many the node leads, how many know no leader, the largest lag or stall
+//! over them), and read one group's [`RaftMetrics`] when an aggregate says to look; a
+//! [`Publisher::for_group`] that records only the groups that stall keeps these names for
+//! those few.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::time::Duration;
 
-use ::metrics::{Counter, Gauge, Unit, counter, describe_counter, describe_gauge, gauge};
+use ::metrics::{Counter, Gauge, Label, Unit, counter, describe_counter, describe_gauge, gauge};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::RaftMetrics;
 use crate::RaftTypeConfig;
 use crate::engine::ServerState;
+use crate::multi::GroupId;
 
 /// The metric names and label keys [`Publisher`] and [`file_store_observer`] record (see the
 /// [module docs](super::export#names) for the convention and what each one means).
 pub mod names {
     /// Label: the node that reports the series.
     pub const NODE_ID: &str = "node_id";
+    /// Label: the group a series is about, on a node of many groups ([`Publisher::for_group`]).
+    ///
+    /// [`Publisher::for_group`]: super::Publisher::for_group
+    pub const GROUP: &str = "group";
     /// Label: the follower a per-follower series is about.
     pub const TARGET: &str = "target";
     /// Label of [`LEADER`]: the leader the node knows of.
@@ -241,8 +272,35 @@ pub fn describe() {
 /// `tokio::spawn(publish(raft.metrics(), Duration::from_secs(1)))`.
 ///
 /// `every` is how stale a scrape may be; a zero `every` is taken as one millisecond.
-pub async fn publish<C: RaftTypeConfig>(mut metrics: watch::Receiver<RaftMetrics<C>>, every: Duration) {
-    let mut publisher = Publisher::new(metrics.borrow().id);
+pub async fn publish<C: RaftTypeConfig>(metrics: watch::Receiver<RaftMetrics<C>>, every: Duration) {
+    let publisher = Publisher::new(metrics.borrow().id);
+    run(publisher, metrics, every).await;
+}
+
+/// [`publish`] for group `group` of a [`GroupHost`](crate::multi::GroupHost): every series
+/// also has the label `group`, so that the groups of one node do not overwrite each other's.
+/// Spawn one per group, next to
+/// [`create_group`](crate::multi::GroupHost::create_group):
+/// `tokio::spawn(publish_group(raft.metrics(), Duration::from_secs(1), group))`.
+///
+/// It costs a node 23 series per group, and 5 more per follower of each group it leads: read
+/// [the cost of per-group series](super::export#one-node-many-groups) before running it for
+/// thousands of groups.
+pub async fn publish_group<C: RaftTypeConfig>(
+    metrics: watch::Receiver<RaftMetrics<C>>,
+    every: Duration,
+    group: GroupId,
+) {
+    let publisher = Publisher::for_group(metrics.borrow().id, group);
+    run(publisher, metrics, every).await;
+}
+
+/// The loop of [`publish`] and [`publish_group`].
+async fn run<C: RaftTypeConfig>(
+    mut publisher: Publisher<C>,
+    mut metrics: watch::Receiver<RaftMetrics<C>>,
+    every: Duration,
+) {
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -273,14 +331,32 @@ pub async fn publish<C: RaftTypeConfig>(mut metrics: watch::Receiver<RaftMetrics
 /// It registers its series with the recorder installed when it is created (and when a new
 /// follower or leader first appears), and reuses them: install the recorder first.
 pub struct Publisher<C: RaftTypeConfig> {
-    node_id: String,
+    owner: Owner,
     node: NodeSeries,
     /// The leader last recorded as known, and its `quorate_leader` series.
     leader: Option<(C::NodeId, Gauge)>,
     targets: BTreeMap<C::NodeId, TargetSeries>,
 }
 
-/// The series of one node.
+/// The labels every series of a [`Publisher`] starts with: `node_id`, then `group` for a group
+/// of a [`GroupHost`](crate::multi::GroupHost). Series with one more label (`state`, `leader`,
+/// `target`) put it after these.
+struct Owner(Vec<Label>);
+
+impl Owner {
+    fn labels(&self) -> Vec<Label> {
+        self.0.clone()
+    }
+
+    /// The owner's labels and `key`.
+    fn and(&self, key: &'static str, value: String) -> Vec<Label> {
+        let mut labels = self.labels();
+        labels.push(Label::new(key, value));
+        labels
+    }
+}
+
+/// The series of one node (of one group of it, on a node of many groups).
 struct NodeSeries {
     /// `quorate_server_state`, by [`STATES`].
     state: [Gauge; 5],
@@ -322,11 +398,11 @@ const STATES: [(ServerState, &str); 5] = [
 ];
 
 impl NodeSeries {
-    fn register(node_id: &str) -> Self {
+    fn register(owner: &Owner) -> Self {
         use names::*;
-        let g = |name: &'static str| gauge!(name, NODE_ID => node_id.to_string());
+        let g = |name: &'static str| gauge!(name, owner.labels());
         Self {
-            state: STATES.map(|(_, s)| gauge!(SERVER_STATE, NODE_ID => node_id.to_string(), STATE => s)),
+            state: STATES.map(|(_, s)| gauge!(SERVER_STATE, owner.and(STATE, s.to_string()))),
             term: g(TERM),
             leader_known: g(LEADER_KNOWN),
             last_log_index: g(LAST_LOG_INDEX),
@@ -342,16 +418,16 @@ impl NodeSeries {
             write_queue: g(WRITE_QUEUE_LENGTH),
             pending_writes: g(PENDING_WRITES),
             pending_reads: g(PENDING_READS),
-            elections_started: counter!(ELECTIONS_STARTED_TOTAL, NODE_ID => node_id.to_string()),
-            leader_changes: counter!(LEADER_CHANGES_TOTAL, NODE_ID => node_id.to_string()),
+            elections_started: counter!(ELECTIONS_STARTED_TOTAL, owner.labels()),
+            leader_changes: counter!(LEADER_CHANGES_TOTAL, owner.labels()),
         }
     }
 }
 
 impl TargetSeries {
-    fn register(node_id: &str, target: &impl Display) -> Self {
+    fn register(owner: &Owner, target: &impl Display) -> Self {
         use names::*;
-        let g = |name: &'static str| gauge!(name, NODE_ID => node_id.to_string(), TARGET => target.to_string());
+        let g = |name: &'static str| gauge!(name, owner.and(TARGET, target.to_string()));
         Self {
             matched_index: g(REPLICATION_MATCHED_INDEX),
             lag: g(REPLICATION_LAG_ENTRIES),
@@ -388,8 +464,20 @@ fn flag(b: bool) -> f64 {
 impl<C: RaftTypeConfig> Publisher<C> {
     /// A publisher for node `node_id`, its series registered with the current recorder.
     pub fn new(node_id: C::NodeId) -> Self {
-        let node_id = node_id.to_string();
-        Self { node: NodeSeries::register(&node_id), node_id, leader: None, targets: BTreeMap::new() }
+        Self::with_owner(Owner(vec![Label::new(names::NODE_ID, node_id.to_string())]))
+    }
+
+    /// A publisher for group `group` on node `node_id` (a group of a
+    /// [`GroupHost`](crate::multi::GroupHost)): its series are [`new`](Self::new)'s with the
+    /// label `group` after `node_id`. One per group of the node; see
+    /// [the cost](super::export#one-node-many-groups).
+    pub fn for_group(node_id: C::NodeId, group: GroupId) -> Self {
+        let node_id = Label::new(names::NODE_ID, node_id.to_string());
+        Self::with_owner(Owner(vec![node_id, Label::new(names::GROUP, group.to_string())]))
+    }
+
+    fn with_owner(owner: Owner) -> Self {
+        Self { node: NodeSeries::register(&owner), owner, leader: None, targets: BTreeMap::new() }
     }
 
     /// Record `m` as it is now: durations are measured from now.
@@ -425,10 +513,8 @@ impl<C: RaftTypeConfig> Publisher<C> {
             if let Some((_, old)) = self.leader.take() {
                 old.set(0.0);
             }
-            self.leader = leader.map(|id| {
-                let g = gauge!(names::LEADER, names::NODE_ID => self.node_id.clone(), names::LEADER_LABEL => id.to_string());
-                (id, g)
-            });
+            self.leader =
+                leader.map(|id| (id, gauge!(names::LEADER, self.owner.and(names::LEADER_LABEL, id.to_string()))));
         }
         if let Some((_, g)) = &self.leader {
             g.set(1.0);
@@ -446,8 +532,8 @@ impl<C: RaftTypeConfig> Publisher<C> {
             keep
         });
         for (target, matched) in matched {
-            let node_id = &self.node_id;
-            let series = self.targets.entry(*target).or_insert_with(|| TargetSeries::register(node_id, target));
+            let owner = &self.owner;
+            let series = self.targets.entry(*target).or_insert_with(|| TargetSeries::register(owner, target));
             let lag = m.replication_lag.as_ref().and_then(|l| l.get(target)).copied().unwrap_or(0);
             let (requests, bytes) = m.queues.in_flight.get(target).copied().unwrap_or((0, 0));
             series.matched_index.set(index(matched.map(|l| l.index)));

@@ -43,12 +43,28 @@ struct Peer {
     /// Bumped whenever every group quiesced under this peer must wake: it became suspected,
     /// or restarted.
     epoch: watch::Sender<u64>,
-    /// Per group, the latest term of a leadership of the peer's that ended while followers
-    /// could be quiesced under it.
+    /// Per group this host runs, the latest term of a leadership of the peer's that ended
+    /// while followers could be quiesced under it.
+    ///
+    /// Bounded by the groups this host runs: releases of other groups are not remembered (a
+    /// peer naming endless group ids would grow it without bound), and a removed group's are
+    /// forgotten ([`Liveness::forget_group`]). Forgetting them is safe: an entry guards a
+    /// follower here against quiescing under a leadership that ended ([`Liveness::subscribe`])
+    /// and wakes it if it did, and a group not running here is quiesced under nothing. One
+    /// created later that still gets a marked heartbeat the ended leadership sent before it
+    /// ended quiesces under a node that no longer leads it, until a vote request or a message
+    /// of a newer leader wakes it, as either does once a member misses the leader: a delay,
+    /// never a safety matter (quiescence changes only when a follower campaigns).
     released: HashMap<GroupId, u64>,
-    /// Bumped whenever the peer is heard again after being suspected: replication streams to
-    /// it that a quiesced leader left waiting retry.
+    /// Bumped whenever the peer is heard again after being suspected, or restarted, or, while
+    /// suspected, this host's beats start getting through to it: replication streams to it
+    /// that a quiesced leader left waiting retry, and quiesced streams send it their marked
+    /// heartbeat again.
     returned: watch::Sender<u64>,
+    /// Whether this host's last beat to the peer got through (was handed to a connection to
+    /// the peer's host). A new node, or one whose storage was lost, hosts groups that know no
+    /// members yet and beats nobody: it is never heard until a leader reaches it.
+    reached: bool,
 }
 
 impl Peer {
@@ -60,6 +76,7 @@ impl Peer {
             epoch: watch::channel(0).0,
             released: HashMap::new(),
             returned: watch::channel(0).0,
+            reached: false,
         }
     }
 
@@ -122,19 +139,22 @@ impl<C: RaftTypeConfig> Liveness<C> {
         lock(&self.releasing).push((group, term, now));
     }
 
-    /// A beat arrived at `now`. Returns the groups it released anew, to wake.
-    pub(crate) fn heard(&self, beat: &NodeBeat<C>, now: Instant) -> Vec<GroupId> {
+    /// A beat arrived at `now`. Returns the groups it released anew, to wake, among those for
+    /// which `runs` says this host runs them: only their releases are remembered (see
+    /// [`Peer::released`]).
+    pub(crate) fn heard(&self, beat: &NodeBeat<C>, now: Instant, runs: impl Fn(GroupId) -> bool) -> Vec<GroupId> {
         if beat.from == self.me {
             return Vec::new();
         }
         let mut peers = lock(&self.peers);
         let peer = peers.entry(beat.from).or_insert_with(Peer::new);
-        if peer.incarnation.is_some_and(|i| i != beat.incarnation) {
+        let restarted = peer.incarnation.is_some_and(|i| i != beat.incarnation);
+        if restarted {
             info!(node = %beat.from, "a peer restarted; waking the groups quiesced under it");
             peer.released.clear();
             peer.bump();
         }
-        if peer.suspected {
+        if peer.suspected || restarted {
             debug!(node = %beat.from, "peer heard from again");
             peer.returned.send_modify(|r| *r = r.wrapping_add(1));
         }
@@ -142,7 +162,7 @@ impl<C: RaftTypeConfig> Liveness<C> {
         peer.last_heard = Some(peer.last_heard.map_or(now, |t| t.max(now)));
         peer.suspected = false;
         let mut woken = Vec::new();
-        for (group, term) in &beat.released {
+        for (group, term) in beat.released.iter().filter(|(group, _)| runs(*group)) {
             let known = peer.released.entry(*group).or_insert(0);
             if *term > *known {
                 *known = *term;
@@ -150,6 +170,13 @@ impl<C: RaftTypeConfig> Liveness<C> {
             }
         }
         woken
+    }
+
+    /// This host no longer runs `group`: forget what peers released of it.
+    pub(crate) fn forget_group(&self, group: GroupId) {
+        for peer in lock(&self.peers).values_mut() {
+            peer.released.remove(&group);
+        }
     }
 
     /// Suspect every peer not heard from for `suspect_after` (plus `lag`, how late this host's
@@ -176,6 +203,26 @@ impl<C: RaftTypeConfig> Liveness<C> {
         lock(&self.peers).get(node).and_then(|p| p.last_heard)
     }
 
+    /// This host's beat to `node` got through (`ok`) or not. The first that gets through to a
+    /// node this host does not hear restarts the replication streams waiting for it (see
+    /// [`is_reached`](Self::is_reached)); a dead node costs nothing, since its beats fail.
+    pub(crate) fn reached(&self, node: &C::NodeId, ok: bool) {
+        let mut peers = lock(&self.peers);
+        let peer = peers.entry(*node).or_insert_with(Peer::new);
+        if ok && !peer.reached && peer.suspected {
+            debug!(%node, "a peer not heard from is reached: retrying the streams waiting for it");
+            peer.returned.send_modify(|r| *r = r.wrapping_add(1));
+        }
+        peer.reached = ok;
+    }
+
+    /// Whether this host's last beat to `node` got through: a quiesced leader keeps retrying a
+    /// follower it reaches though it does not hear it (a node whose groups know no members yet
+    /// beats nobody until a leader catches it up).
+    pub(crate) fn is_reached(&self, node: &C::NodeId) -> bool {
+        lock(&self.peers).get(node).is_some_and(|p| p.reached)
+    }
+
     /// Whether `node` is heard from (beats arrive, not suspected).
     pub(crate) fn is_live(&self, node: &C::NodeId) -> bool {
         lock(&self.peers).get(node).is_some_and(|p| !p.suspected)
@@ -200,6 +247,19 @@ impl<C: RaftTypeConfig> Liveness<C> {
     ) -> Option<watch::Receiver<u64>> {
         let mut peers = lock(&self.peers);
         let peer = peers.entry(*node).or_insert_with(Peer::new);
+        if peer.incarnation.is_none()
+            && let Some(m) = mark
+        {
+            // This host never heard `node` (it has just started): the marked heartbeat that
+            // just came from there counts as its first beat. Without it, a restarted node's
+            // groups could not quiesce until the first beat, and would campaign meanwhile. A
+            // stale one is safe: a later beat of another incarnation, or none within
+            // `suspect_after`, wakes the group.
+            debug!(%node, "first heard through a marked heartbeat");
+            peer.incarnation = Some(m.incarnation);
+            peer.last_heard = Some(Instant::now());
+            peer.suspected = false;
+        }
         let same_host = mark.is_some_and(|m| peer.incarnation == Some(m.incarnation));
         let released = peer.released.get(&group).is_some_and(|t| *t >= term);
         (!peer.suspected && same_host && !released).then(|| peer.epoch.subscribe())
@@ -210,7 +270,8 @@ impl<C: RaftTypeConfig> Liveness<C> {
         self.epoch
     }
 
-    /// A receiver that changes whenever `node` is heard again after being suspected.
+    /// A receiver that changes whenever `node` is heard again after being suspected, or
+    /// restarted, or is reached while suspected.
     pub(crate) fn subscribe_return(&self, node: &C::NodeId) -> watch::Receiver<u64> {
         lock(&self.peers).entry(*node).or_insert_with(Peer::new).returned.subscribe()
     }
@@ -245,6 +306,10 @@ mod tests {
         NodeBeat { from, incarnation, released: released.to_vec() }
     }
 
+    fn runs_all(_: GroupId) -> bool {
+        true
+    }
+
     fn mark(incarnation: u64) -> Option<QuiesceMark> {
         Some(QuiesceMark { incarnation })
     }
@@ -256,25 +321,55 @@ mod tests {
     fn a_group_quiesces_only_under_the_host_and_leadership_that_marked_it() {
         let liveness = Liveness::<UTConfig>::new(1, 1, Duration::from_millis(100));
         let now = Instant::now();
-        assert!(liveness.subscribe(&2, mark(7), 5, 3).is_none(), "never heard: suspected");
+        assert!(liveness.subscribe(&2, None, 5, 3).is_none(), "never heard, no mark: suspected");
 
-        liveness.heard(&beat(2, 7, &[]), now);
+        liveness.heard(&beat(2, 7, &[]), now, runs_all);
         assert!(liveness.subscribe(&2, mark(7), 5, 3).is_some());
         assert!(liveness.subscribe(&2, None, 5, 3).is_none(), "no mark, no quiescence");
 
         // Group 5's leadership of term 3 ends on node 2: only group 5 is woken.
-        assert_eq!(liveness.heard(&beat(2, 7, &[(5, 3)]), now), vec![5]);
-        assert_eq!(liveness.heard(&beat(2, 7, &[(5, 3)]), now), Vec::<GroupId>::new(), "announced again: no news");
+        assert_eq!(liveness.heard(&beat(2, 7, &[(5, 3)]), now, runs_all), vec![5]);
+        assert_eq!(
+            liveness.heard(&beat(2, 7, &[(5, 3)]), now, runs_all),
+            Vec::<GroupId>::new(),
+            "announced again: no news"
+        );
         assert!(liveness.subscribe(&2, mark(7), 5, 3).is_none(), "a released leadership does not quiesce");
         assert!(liveness.subscribe(&2, mark(7), 5, 4).is_some(), "a later leadership does");
         assert!(liveness.subscribe(&2, mark(7), 6, 3).is_some(), "other groups are unaffected");
 
         // Node 2 restarts: every group quiesced under it wakes; old marks no longer count.
         let rx = liveness.subscribe(&2, mark(7), 6, 3).expect("live");
-        liveness.heard(&beat(2, 8, &[]), now);
+        liveness.heard(&beat(2, 8, &[]), now, runs_all);
         assert!(rx.has_changed().unwrap_or(true));
         assert!(liveness.subscribe(&2, mark(7), 6, 3).is_none());
         assert!(liveness.subscribe(&2, mark(8), 6, 3).is_some());
+    }
+
+    /// A host that has just started hears a leader's marked heartbeat before that leader's
+    /// node's first beat: the heartbeat counts as the first beat, so the group quiesces instead
+    /// of campaigning. Whatever the mark got wrong, the next beat or its absence corrects.
+    #[test]
+    fn a_marked_heartbeat_from_a_node_never_heard_counts_as_its_first_beat() {
+        let liveness = Liveness::<UTConfig>::new(1, 1, Duration::from_millis(100));
+        let t = Instant::now();
+        let rx = liveness.subscribe(&2, mark(7), 5, 3).expect("adopted");
+        assert!(liveness.is_live(&2));
+        assert!(liveness.last_heard(&2).is_some());
+
+        // The mark was stale: node 2 runs another incarnation. Its first beat wakes the group.
+        liveness.heard(&beat(2, 8, &[]), t, runs_all);
+        assert!(rx.has_changed().unwrap_or(false), "another incarnation wakes the group");
+        assert!(liveness.subscribe(&2, mark(7), 5, 3).is_none(), "and the old mark no longer counts");
+
+        // A node already heard is not re-learned from a mark: only its beats say who it is.
+        assert!(liveness.subscribe(&2, mark(9), 5, 3).is_none());
+
+        // No beat at all: suspected after the bound, which wakes the group.
+        let other = Liveness::<UTConfig>::new(1, 1, Duration::from_millis(100));
+        let rx = other.subscribe(&3, mark(4), 1, 1).expect("adopted");
+        other.sweep(Instant::now() + Duration::from_millis(101), Duration::ZERO);
+        assert!(rx.has_changed().unwrap_or(false), "silence wakes the group");
     }
 
     #[test]
@@ -290,7 +385,7 @@ mod tests {
     fn a_peer_is_suspected_only_when_silent_for_longer_than_the_bound() {
         let liveness = Liveness::<UTConfig>::new(1, 1, Duration::from_millis(100));
         let t = Instant::now();
-        liveness.heard(&beat(2, 7, &[]), t);
+        liveness.heard(&beat(2, 7, &[]), t, runs_all);
         let rx = liveness.subscribe(&2, mark(7), 1, 1).expect("live");
 
         // Under a paused clock many events share one instant: exactly the bound is not silence.
@@ -301,5 +396,57 @@ mod tests {
         liveness.sweep(t + Duration::from_millis(101), Duration::ZERO);
         assert!(!liveness.is_live(&2));
         assert!(rx.has_changed().unwrap_or(false), "suspicion wakes the groups quiesced under it");
+    }
+
+    /// An authenticated peer can name any number of group ids in its beats: only the groups
+    /// this host runs are remembered, and a removed group's releases are forgotten.
+    #[test]
+    fn releases_are_remembered_only_for_the_groups_this_host_runs() {
+        let liveness = Liveness::<UTConfig>::new(1, 1, Duration::from_millis(100));
+        let now = Instant::now();
+        let runs = |group: GroupId| group < 4;
+        let endless: Vec<(GroupId, u64)> = (0..100_000).map(|g| (g, 3)).collect();
+
+        let woken = liveness.heard(&beat(2, 7, &endless), now, runs);
+
+        assert_eq!(woken, vec![0, 1, 2, 3], "only groups run here wake");
+        assert_eq!(lock(&liveness.peers)[&2].released.len(), 4);
+        assert!(liveness.subscribe(&2, mark(7), 2, 3).is_none(), "a released leadership does not quiesce");
+        assert!(liveness.subscribe(&2, mark(7), 4, 3).is_some(), "not run here: not remembered");
+
+        // Group 2 is removed, then created again: what was released of it before is forgotten;
+        // released again (the peer still announces it), it wakes again.
+        liveness.forget_group(2);
+        assert_eq!(lock(&liveness.peers)[&2].released.len(), 3);
+        assert!(!liveness.released(&2, 2, 3));
+        assert_eq!(liveness.heard(&beat(2, 7, &[(2, 3), (3, 3)]), now, runs), vec![2]);
+    }
+
+    /// A node whose groups know no members yet beats nobody: the first beat of this host that
+    /// gets through to it must restart the streams waiting for it; failing beats (a dead node)
+    /// restart nothing.
+    #[test]
+    fn a_peer_reached_but_not_heard_restarts_the_streams_waiting_for_it() {
+        let liveness = Liveness::<UTConfig>::new(1, 1, Duration::from_millis(100));
+        let mut rx = liveness.subscribe_return(&4);
+        rx.mark_unchanged();
+
+        liveness.reached(&4, false);
+        assert!(!rx.has_changed().unwrap_or(true), "a failing beat restarts nothing");
+        assert!(!liveness.is_reached(&4));
+
+        liveness.reached(&4, true);
+        assert!(rx.has_changed().unwrap_or(false));
+        assert!(liveness.is_reached(&4) && !liveness.is_live(&4));
+        rx.mark_unchanged();
+        liveness.reached(&4, true);
+        assert!(!rx.has_changed().unwrap_or(true), "once per change, not per beat");
+
+        // Heard: reaching it is no news.
+        liveness.heard(&beat(4, 9, &[]), Instant::now(), runs_all);
+        rx.mark_unchanged();
+        liveness.reached(&4, false);
+        liveness.reached(&4, true);
+        assert!(!rx.has_changed().unwrap_or(true));
     }
 }

@@ -32,8 +32,10 @@
 //! - A quiesced leader's lease runs out (no answers renew it). Any read wakes the group; a
 //!   read after the lease ran out waits for a heartbeat round.
 //! - Anything that needs the leader wakes it: a write, a read, a membership change, a transfer,
-//!   and any vote request (somebody is not hearing it). Any vote request also wakes a quiesced
-//!   follower, and so does any AppendEntries not marked `quiesce`.
+//!   and any vote request from a member (somebody is not hearing it). Such a request also
+//!   wakes a quiesced follower, and so does any AppendEntries not marked `quiesce`. A vote
+//!   request from a node that is no member (a voter removed while cut off campaigns for as
+//!   long as it runs) wakes nothing.
 //! - When the host suspects the leader's node, or sees it restart (a new
 //!   [`NodeBeat::incarnation`]), it wakes every group quiesced under that node. When a
 //!   leadership ends while some follower could still be quiesced under it (the group was
@@ -69,7 +71,7 @@
 
 mod liveness;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -177,7 +179,7 @@ struct Inner<C: RaftTypeConfig, N: HostNetwork<C>> {
     config: HostConfig,
     network: Arc<N>,
     liveness: Arc<Liveness<C>>,
-    groups: RwLock<HashMap<GroupId, Hosted<C>>>,
+    groups: RwLock<BTreeMap<GroupId, Hosted<C>>>,
     beats: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -222,7 +224,7 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
                 config,
                 network,
                 liveness,
-                groups: RwLock::new(HashMap::new()),
+                groups: RwLock::new(BTreeMap::new()),
                 beats: Mutex::new(Some(task)),
             }),
         })
@@ -332,6 +334,7 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
         let hosted = self.inner.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
         let Some(Hosted { raft, .. }) = hosted else { return Err(HostError::NoSuchGroup(group)) };
         debug!(group, "removing group");
+        self.inner.liveness.forget_group(group);
         match raft.shutdown().await {
             Ok(()) | Err(Fatal::Stopped) => Ok(()),
             Err(fatal) => Err(HostError::Fatal { group, fatal }),
@@ -340,11 +343,8 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
 
     /// A peer's beat arrived: a transport's server calls this for every beat it receives.
     pub fn receive_beat(&self, beat: NodeBeat<C>) {
-        let released = self.inner.liveness.heard(&beat, Instant::now());
-        if released.is_empty() {
-            return;
-        }
         let groups = self.inner.groups.read().unwrap_or_else(|p| p.into_inner());
+        let released = self.inner.liveness.heard(&beat, Instant::now(), |g| groups.contains_key(&g));
         for group in released {
             if let Some(hosted) = groups.get(&group) {
                 hosted.released.send_modify(|n| *n = n.wrapping_add(1));
@@ -365,7 +365,7 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
         if let Some(task) = self.inner.beats.lock().unwrap_or_else(|p| p.into_inner()).take() {
             task.abort();
         }
-        let groups: Vec<_> = self.inner.groups.write().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        let groups = std::mem::take(&mut *self.inner.groups.write().unwrap_or_else(|p| p.into_inner()));
         let mut first_error = None;
         for (group, Hosted { raft, .. }) in groups {
             match raft.shutdown().await {
@@ -407,17 +407,26 @@ async fn beat_loop<C: RaftTypeConfig, N: HostNetwork<C>>(
         let beat = liveness.beat(now);
         let targets = liveness.targets();
         let network = network.clone();
+        let liveness = liveness.clone();
         // The sends of one tick run beside the next tick; each is bounded by one interval, so
         // at most two ticks' sends are ever in flight.
         tokio::spawn(async move {
             let sends = targets.iter().map(|(id, node)| {
                 let send = network.send_beat(*id, node, beat.clone(), option);
+                let liveness = &liveness;
                 async move {
-                    match tokio::time::timeout(interval, send).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => debug!(target = %id, error = %e, "beat not sent"),
-                        Err(_) => debug!(target = %id, "beat timed out"),
-                    }
+                    let sent = match tokio::time::timeout(interval, send).await {
+                        Ok(Ok(())) => true,
+                        Ok(Err(e)) => {
+                            debug!(target = %id, error = %e, "beat not sent");
+                            false
+                        }
+                        Err(_) => {
+                            debug!(target = %id, "beat timed out");
+                            false
+                        }
+                    };
+                    liveness.reached(id, sent);
                 }
             });
             futures_util::future::join_all(sends).await;

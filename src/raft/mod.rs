@@ -292,6 +292,7 @@ impl<C: RaftTypeConfig> Raft<C> {
             leader_changes: 0,
             election: Default::default(),
             host,
+            quiesce_check: None,
         };
         let core = tokio::spawn(core.run());
 

@@ -372,16 +372,18 @@ where
         }
         // A quiesced leader does not retry to a follower whose node the host does not hear (a
         // dead node must not cost thousands of groups a retry each per backoff): it retries once
-        // the group wakes or that node is heard again. A follower that is heard is retried as
-        // usual: it must get the heartbeat marked `quiesce`, or it would stay awake.
+        // the group wakes or that node is heard again, or reached (a node whose groups know no
+        // members yet, new or with its storage lost, beats nobody until a leader reaches it).
+        // A follower that is heard is retried as usual: it must get the heartbeat marked
+        // `quiesce`, or it would stay awake.
         let Some(host) = st.host.as_ref() else { return };
         let mut quiesced = st.quiesced.clone();
         let mut returned = host.subscribe_return(&st.target);
-        while quiesced.borrow_and_update().is_some() && !host.is_live(&st.target) {
+        while quiesced.borrow_and_update().is_some() && !host.is_live(&st.target) && !host.is_reached(&st.target) {
             tokio::select! {
                 r = quiesced.changed() => if r.is_err() { return },
-                // The target is heard again: retry it (a stale leader there learns of the newer
-                // term; a follower there catches up and gets the marked heartbeat).
+                // The target is heard again, or reached: retry it (a stale leader there learns
+                // of the newer term; a follower there catches up and gets the marked heartbeat).
                 _ = returned.changed() => {}
             }
         }
@@ -494,6 +496,11 @@ where
         // Whether this stream sent its follower the heartbeat marked `quiesce` since the
         // leader last quiesced.
         let mut quiesce_sent = false;
+        // In a host of many groups: changes when the target's node is heard again after being
+        // suspected, or restarted. A follower that restarted knows no leader and would
+        // campaign after its election timeout (waking the whole group): a quiesced stream
+        // sends it the marked heartbeat again, so it follows and quiesces at once.
+        let mut target_returned = st.host.as_ref().map(|h| h.subscribe_return(&st.target));
         // Each pass opens a stream; it ends when a stream closed while quiesced is needed again.
         loop {
             let (tx, responses) = open_stream(&mut self.network, max_in_flight, rpc_timeout).await?;
@@ -593,6 +600,10 @@ where
                         // whole log, all committed.
                         let quiesce = quiesced.filter(|(last, _)| Some(*last) == last_sent && committed == last_sent).map(|(_, mark)| mark);
                         quiesce_sent = quiesce.is_some();
+                        if quiesce_sent && let Some(returned) = target_returned.as_mut() {
+                            // Returns and restarts before this mark are covered by it.
+                            returned.mark_unchanged();
+                        }
                         let req = AppendEntriesRequest { vote: st.vote, prev_log_id: last_sent, entries: vec![], leader_commit: committed, quiesce };
                         let now = st.clock.now();
                         if in_flight.is_empty() {
@@ -615,6 +626,11 @@ where
                     // the commit index then: no wake-up per commit.
                     r = st.committed.changed(), if !send_now && in_flight.is_empty() && !timer.commit_armed => {
                         if r.is_err() { return Err(Stop::LeadershipEnded); }
+                    }
+                    _ = changed_opt(&mut target_returned), if quiesce_sent => {
+                        debug!(target = %st.target, "the target's node returned or restarted; sending it the marked heartbeat again");
+                        quiesce_sent = false;
+                        timer.send_now(st.clock.now());
                     }
                     r = st.quiesced.changed() => {
                         if r.is_err() { return Err(Stop::LeadershipEnded); }
@@ -818,5 +834,16 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
                 ack: None,
             });
         }
+    }
+}
+
+/// Resolves when `rx` changes; never if there is none or its sender is gone.
+///
+/// # Cancel safety
+/// Cancel safe: it only waits on a watch.
+async fn changed_opt(rx: &mut Option<watch::Receiver<u64>>) {
+    let Some(rx) = rx.as_mut() else { return std::future::pending().await };
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }

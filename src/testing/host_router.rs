@@ -65,6 +65,8 @@ struct Hub {
     hosts: BTreeMap<u64, RouterHost>,
     isolated: BTreeSet<u64>,
     blocked: BTreeSet<(u64, u64)>,
+    /// Directed links that carry RPCs but no beats.
+    beats_blocked: BTreeSet<(u64, u64)>,
     /// `(rpcs, beats)` sent per ordered node pair.
     messages: BTreeMap<(u64, u64), (u64, u64)>,
     /// Directed links whose messages arrive late.
@@ -133,7 +135,7 @@ impl Path {
 }
 
 /// What a message is, for counting.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Rpc,
     Beat,
@@ -191,6 +193,17 @@ impl HostRouter {
     /// Undo [`block`](Self::block).
     pub fn unblock(&self, from: u64, to: u64) {
         self.lock().blocked.remove(&(from, to));
+    }
+
+    /// Cut the beats from `from` to `to`, but not the RPCs: `to` hears `from`'s groups but not
+    /// its host, e.g. a host that started and has not had `from`'s first beat yet.
+    pub fn block_beats(&self, from: u64, to: u64) {
+        self.lock().beats_blocked.insert((from, to));
+    }
+
+    /// Undo [`block_beats`](Self::block_beats).
+    pub fn unblock_beats(&self, from: u64, to: u64) {
+        self.lock().beats_blocked.remove(&(from, to));
     }
 
     /// Seed the generator of random faults: the same seed draws the same faults for the same
@@ -264,7 +277,8 @@ impl HostRouter {
             Kind::Rpc => counts.0 += 1,
             Kind::Beat => counts.1 += 1,
         }
-        if hub.isolated.contains(&from) || hub.isolated.contains(&to) || hub.blocked.contains(&(from, to)) {
+        let beat_cut = kind == Kind::Beat && hub.beats_blocked.contains(&(from, to));
+        if hub.isolated.contains(&from) || hub.isolated.contains(&to) || hub.blocked.contains(&(from, to)) || beat_cut {
             return Err(RPCError::Unreachable(AnyError::error(format!("link {from}->{to} is cut"))));
         }
         if !hub.hosts.contains_key(&from) {

@@ -191,6 +191,15 @@ impl MemStateMachine {
         lock(&self.shared).state.kv.clone()
     }
 
+    /// A copy of the key-value map if this handle is still its node's current one (no
+    /// [`reopen`](Self::reopen) since): what the running process could read. `None` after a
+    /// crash and reopen, which may have rolled the shared state back: a read through a handle
+    /// of the crashed process would see state that process never had.
+    pub fn data_if_current(&self) -> Option<BTreeMap<String, String>> {
+        let inner = lock(&self.shared);
+        (inner.generation == self.generation).then(|| inner.state.kv.clone())
+    }
+
     /// The id of the last applied entry, or of the installed snapshot.
     pub fn applied(&self) -> Option<LogId<C>> {
         lock(&self.shared).state.applied

@@ -5,6 +5,7 @@
 //! heartbeats happen in a deterministic order and a test never sleeps for real.
 
 mod fixture;
+mod multi_fixture;
 
 mod t10_single_node;
 mod t20_election;
@@ -21,3 +22,4 @@ mod t95_overload;
 mod t96_payload_bytes;
 mod t97_metrics;
 mod t98_multi;
+mod t99_multi_quiesce;

@@ -3,179 +3,15 @@
 //! cut-off node re-elect, on the in-memory `HostRouter`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use quorate::multi::{GroupHost, GroupId, HostConfig};
-use quorate::testing::invariants::{NodeView, check_logs_and_state_machines};
-use quorate::testing::{HostRouter, MemLogStore, MemStateMachine, Request, RouterHost, TypeConfig};
-use quorate::{Config, Raft, ReadPolicy, ServerState};
+use quorate::ReadPolicy;
+use quorate::multi::{GroupId, HostConfig};
+use quorate::testing::Request;
 use tokio::time::Instant;
 
-use crate::fixture::{TIMEOUT, node_addr, test_config};
-
-const NODES: [u64; 3] = [1, 2, 3];
-
-/// Each node's hosts and every group's storage, to inspect and to restart from.
-struct MultiCluster {
-    config: Arc<Config>,
-    router: HostRouter,
-    hosts: BTreeMap<u64, RouterHost>,
-    stores: BTreeMap<(u64, GroupId), (MemLogStore, MemStateMachine)>,
-    groups: Vec<GroupId>,
-}
-
-impl MultiCluster {
-    /// Nodes 1, 2, 3, each hosting `groups` groups; group `g` is initialized through node
-    /// `g % 3 + 1`, so leadership is spread over the nodes.
-    async fn start(groups: u64) -> Self {
-        Self::start_through(groups, |g| g % 3 + 1).await
-    }
-
-    /// As [`start`](Self::start), with group `g` initialized through node `through(g)`.
-    async fn start_through(groups: u64, through: fn(GroupId) -> u64) -> Self {
-        let mut cluster = Self {
-            config: Arc::new(test_config()),
-            router: HostRouter::new(),
-            hosts: BTreeMap::new(),
-            stores: BTreeMap::new(),
-            groups: (0..groups).collect(),
-        };
-        for id in NODES {
-            cluster.start_host(id, |_| (MemLogStore::new(), MemStateMachine::new())).await;
-        }
-        let members: BTreeMap<u64, _> = NODES.iter().map(|id| (*id, node_addr(*id))).collect();
-        for g in cluster.groups.clone() {
-            cluster.raft(through(g), g).initialize(members.clone()).await.expect("initialize");
-        }
-        for g in cluster.groups.clone() {
-            cluster.wait_for_leader(g, &NODES).await;
-        }
-        cluster
-    }
-
-    async fn start_host(&mut self, id: u64, stores: impl Fn(GroupId) -> (MemLogStore, MemStateMachine)) {
-        let host = GroupHost::new(id, HostConfig::default(), self.router.network(id)).expect("host config");
-        self.router.add_host(host.clone());
-        for g in self.groups.clone() {
-            let (log, sm) = stores(g);
-            host.create_group(g, self.config.clone(), log.clone(), sm.clone()).await.expect("create group");
-            self.stores.insert((id, g), (log, sm));
-        }
-        self.hosts.insert(id, host);
-    }
-
-    /// Kill node `id`: unreachable at once, its groups stopped.
-    async fn kill(&mut self, id: u64) {
-        self.router.remove_host(id);
-        let host = self.hosts.remove(&id).expect("host runs");
-        host.shutdown().await.expect("groups stop cleanly");
-    }
-
-    /// Start node `id` again from what its groups' storage holds.
-    async fn restart(&mut self, id: u64) {
-        let stores = self.stores.clone();
-        self.start_host(id, |g| {
-            let (log, sm) = &stores[&(id, g)];
-            (log.reopen(), sm.reopen())
-        })
-        .await;
-    }
-
-    fn raft(&self, node: u64, group: GroupId) -> Raft<TypeConfig> {
-        self.hosts[&node].group(group).expect("the node hosts the group")
-    }
-
-    fn leader_of(&self, node: u64, group: GroupId) -> Option<u64> {
-        self.raft(node, group).metrics().borrow().current_leader
-    }
-
-    async fn wait_for_leader(&self, group: GroupId, among: &[u64]) -> u64 {
-        let m = self
-            .raft(among[0], group)
-            .wait(Some(TIMEOUT))
-            .metrics(|m| m.current_leader.is_some_and(|l| among.contains(&l)), format!("group {group} has a leader"))
-            .await
-            .expect("a leader is elected");
-        let leader = m.current_leader.expect("checked above");
-        self.raft(leader, group).wait(Some(TIMEOUT)).state(ServerState::Leader, "leads").await.expect("leads");
-        for id in among {
-            self.raft(*id, group).wait(Some(TIMEOUT)).current_leader(leader, "all agree").await.expect("agree");
-        }
-        leader
-    }
-
-    async fn write(&self, group: GroupId, key: &str) -> u64 {
-        let leader = self.wait_for_leader(group, &self.live()).await;
-        let resp = self
-            .raft(leader, group)
-            .client_write(Request::set(key, format!("{group}")))
-            .await
-            .unwrap_or_else(|e| panic!("write to group {group}: {e}"));
-        resp.log_id.index
-    }
-
-    fn live(&self) -> Vec<u64> {
-        self.hosts.keys().copied().collect()
-    }
-
-    async fn wait_applied(&self, group: GroupId, index: u64) {
-        for id in self.live() {
-            self.raft(id, group)
-                .wait(Some(TIMEOUT))
-                .applied_index_at_least(Some(index), format!("node {id} group {group} applies {index}"))
-                .await
-                .expect("applied");
-        }
-    }
-
-    /// Write once to every group, then wait until every group quiesces on every live node.
-    async fn write_all_and_quiesce(&self) {
-        for g in self.groups.clone() {
-            self.write(g, "k").await;
-        }
-        self.wait_all_quiesced().await;
-    }
-
-    async fn wait_all_quiesced(&self) {
-        for id in self.live() {
-            for g in &self.groups {
-                self.raft(id, *g)
-                    .wait(Some(TIMEOUT))
-                    .metrics(|m| m.quiesced, format!("node {id} group {g} quiesces"))
-                    .await
-                    .expect("quiesced");
-            }
-        }
-    }
-
-    fn elections(&self) -> u64 {
-        let mut n = 0;
-        for id in self.live() {
-            for g in &self.groups {
-                n += self.raft(id, *g).metrics().borrow().elections_started;
-            }
-        }
-        n
-    }
-
-    /// Raft's safety properties, group by group, across the live nodes' storage.
-    fn check_safety(&self) {
-        for g in &self.groups {
-            let views: Vec<NodeView<'_>> = self
-                .live()
-                .into_iter()
-                .map(|id| {
-                    let (log, sm) = &self.stores[&(id, *g)];
-                    NodeView { id, log, sm, metrics: self.raft(id, *g).metrics().borrow().clone() }
-                })
-                .collect();
-            if let Err(v) = check_logs_and_state_machines(&views) {
-                panic!("group {g}: safety violated: {v}");
-            }
-        }
-    }
-}
+use crate::fixture::TIMEOUT;
+use crate::multi_fixture::{MultiCluster, NODES};
 
 #[tokio::test(start_paused = true)]
 async fn every_group_elects_and_commits_on_its_own() {
@@ -233,6 +69,29 @@ async fn a_write_wakes_its_group_alone_and_it_quiesces_again() {
         }
     }
     cluster.wait_all_quiesced().await;
+    cluster.check_safety();
+}
+
+/// A group goes quiet again soon after its last write: within two heartbeat intervals, with
+/// at most three RPCs per follower (the commit, one heartbeat, the marked heartbeat), not after
+/// heartbeating until check-quorum's timer. A write to a cold group is what a node of many
+/// groups mostly serves, so what it costs after the write counts as much as the write.
+#[tokio::test(start_paused = true)]
+async fn a_written_group_quiesces_again_within_two_heartbeats() {
+    let cluster = MultiCluster::start(3).await;
+    cluster.write_all_and_quiesce().await;
+    let heartbeat = cluster.config.heartbeat_interval;
+
+    for round in 0..3 {
+        let rpcs = cluster.router.total_rpcs();
+        let t0 = Instant::now();
+        cluster.write(1, "again").await;
+        cluster.wait_all_quiesced().await;
+        let (took, sent) = (t0.elapsed(), cluster.router.total_rpcs() - rpcs);
+        assert!(took <= 2 * heartbeat, "round {round}: quiesced again {took:?} after the write");
+        // Two followers: the append and at most three more each.
+        assert!(sent <= 2 * 4, "round {round}: {sent} RPCs for one write and quiescing again");
+    }
     cluster.check_safety();
 }
 
@@ -390,4 +249,67 @@ async fn a_node_that_only_follows_is_heard_by_its_leaders() {
     for id in [2, 3] {
         assert!(cluster.hosts[&1].is_live(&id), "node 1 does not hear node {id}");
     }
+}
+
+/// A follower node that restarts (at once, or after it was suspected dead) knows no leader in
+/// any group: unless a leader reaches it first, each of its groups campaigns after its election
+/// timeout and every campaign wakes the group everywhere, which is how a node of thousands of
+/// groups set off an election storm. The leaders' hosts see the new incarnation in its first
+/// beat and send it the marked heartbeat again: every group follows and quiesces well within
+/// the election timeout, with one RPC per group and no campaign.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_follower_node_is_quiesced_again_by_its_leaders_before_it_would_campaign() {
+    let mut cluster = MultiCluster::start_through(6, |_| 1).await;
+    cluster.write_all_and_quiesce().await;
+    let groups = cluster.groups.len() as u64;
+
+    for down in [Duration::ZERO, Duration::from_secs(1)] {
+        let (rpcs, elections) = (cluster.router.total_rpcs(), cluster.elections());
+        cluster.kill(3).await;
+        tokio::time::sleep(down).await;
+        let t0 = Instant::now();
+        cluster.restart(3).await;
+        cluster.wait_all_quiesced().await;
+        let took = t0.elapsed();
+        let sent = cluster.router.total_rpcs() - rpcs;
+        assert!(took < cluster.config.election_timeout_min, "down {down:?}: quiesced again after {took:?}");
+        assert!(sent <= groups, "down {down:?}: {sent} RPCs to quiesce {groups} groups again");
+        assert_eq!(cluster.elections(), elections, "down {down:?}: a group campaigned");
+        for g in cluster.groups.clone() {
+            assert_eq!(cluster.leader_of(3, g), Some(1), "down {down:?}: group {g}");
+        }
+    }
+    cluster.check_safety();
+}
+
+/// A restarted node can hear a leader's marked heartbeat before that leader's node's first
+/// beat: the heartbeat counts as the first beat there, so the group quiesces at once rather
+/// than waiting awake (and campaigning) for a beat that the leader's node may send late.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_node_quiesces_on_a_marked_heartbeat_before_the_leaders_first_beat() {
+    let mut cluster = MultiCluster::start_through(3, |_| 1).await;
+    cluster.write_all_and_quiesce().await;
+    let elections = cluster.elections();
+
+    cluster.kill(3).await;
+    cluster.router.block_beats(1, 3);
+    cluster.restart(3).await;
+    for g in cluster.groups.clone() {
+        cluster
+            .raft(3, g)
+            .wait(Some(TIMEOUT))
+            .metrics(|m| m.quiesced && m.current_leader == Some(1), format!("node 3 group {g} quiesces under 1"))
+            .await
+            .expect("quiesced under the leader");
+    }
+    // Node 1's beats stay cut for longer than suspicion: node 3 suspects it and wakes the
+    // groups, which hear their leader again once the beats are back.
+    tokio::time::sleep(3 * HostConfig::default().suspect_after).await;
+    cluster.router.unblock_beats(1, 3);
+    cluster.wait_all_quiesced().await;
+    for g in cluster.groups.clone() {
+        assert_eq!(cluster.leader_of(3, g), Some(1), "group {g}");
+    }
+    assert_eq!(cluster.elections(), elections, "a group campaigned");
+    cluster.check_safety();
 }

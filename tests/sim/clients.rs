@@ -185,15 +185,17 @@ pub async fn read(
         match path {
             ReadPath::ReadIndex | ReadPath::Lease => {
                 let read_log_id = leader_raft.ensure_linearizable(policy).await.ok()?;
-                let value = leader_sm.data().get(&key).cloned();
+                // A node that crashed meanwhile answers nothing (its state may be rolled back).
+                let value = leader_sm.data_if_current()?.get(&key).cloned();
                 Some((value, format!("n{leader_id} {path:?} at {}", display(read_log_id))))
             }
             ReadPath::FollowerReadIndex | ReadPath::FollowerLease => {
                 let index = leader_raft.get_read_index(policy).await.ok()?;
                 let (fid, fraft, fsm) = follower.unwrap_or((leader_id, leader_raft.clone(), leader_sm.clone()));
                 fraft.wait_applied(index.read_log_id).await.ok()?;
-                // Read in the same step as the wait ends: nothing runs in between.
-                let value = fsm.data().get(&key).cloned();
+                // Read in the same step as the wait ends: nothing runs in between. A node that
+                // crashed meanwhile answers nothing (its state may be rolled back).
+                let value = fsm.data_if_current()?.get(&key).cloned();
                 Some((value, format!("n{leader_id} {path:?} at {} read on n{fid}", display(index.read_log_id))))
             }
         }

@@ -139,7 +139,6 @@ fn plans(args: &Args) -> Vec<Plan> {
     plans.extend(args.no_quiesce_groups.iter().map(|n| Plan {
         groups: *n,
         quiesce: false,
-        write_rounds: 0,
         failover_rounds: 0,
         ..base.clone()
     }));

@@ -88,19 +88,22 @@ pub fn write_table(outcomes: &[Outcome], shared_log: bool) -> String {
         "| groups | spread ops/s | one group ops/s | spread ÷ one | fsyncs/s spread | entries per fsync spread | fsyncs/s one | entries per fsync one | failed writes |\n\
          |---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     } else {
-        "| groups | spread ops/s | one group ops/s | spread ÷ one | failed writes |\n|---:|---:|---:|---:|---:|\n"
+        "| groups | quiesce | spread ops/s | one group ops/s | spread ÷ one | CPU µs per write spread | CPU µs per write one | failed writes |\n|---:|---|---:|---:|---:|---:|---:|---:|\n"
     });
     for o in outcomes.iter().filter(|o| !o.writes.is_empty() && o.shared_log == shared_log) {
         let (spread, one) = (write_median(o, Target::Spread), write_median(o, Target::OneGroup));
         let errors: u64 = o.writes.iter().map(|w| w.run.errors).sum();
-        let _ = write!(
-            t,
-            "| {} | {} | {} | {:.2} |",
-            thousands(o.groups as f64),
-            thousands(spread),
-            thousands(one),
-            spread / one
-        );
+        let _ = write!(t, "| {} |", thousands(o.groups as f64));
+        if !shared_log {
+            let _ = write!(t, " {} |", if o.quiesce { "on" } else { "off" });
+        }
+        let _ = write!(t, " {} | {} | {:.2} |", thousands(spread), thousands(one), spread / one);
+        if !shared_log {
+            for target in [Target::Spread, Target::OneGroup] {
+                let cpu = median(o.writes.iter().filter(|w| w.target == target).map(|w| w.run.cpu_micros_per_write()));
+                let _ = write!(t, " {cpu:.1} |");
+            }
+        }
         if shared_log {
             for target in [Target::Spread, Target::OneGroup] {
                 let samples = || o.writes.iter().filter(move |w| w.target == target);
@@ -178,8 +181,9 @@ pub fn verdicts(outcomes: &[Outcome]) -> String {
             if per_group < goals::BYTES_PER_GROUP { "met" } else { "NOT met" },
         );
     }
-    let single = outcomes.iter().filter(memory).find(|o| o.groups == 1).map(|o| write_median(o, Target::OneGroup));
-    for o in outcomes.iter().filter(memory).filter(|o| o.groups >= 1000 && !o.writes.is_empty()) {
+    let single =
+        outcomes.iter().filter(memory).find(|o| o.quiesce && o.groups == 1).map(|o| write_median(o, Target::OneGroup));
+    for o in outcomes.iter().filter(memory).filter(|o| o.quiesce && o.groups >= 1000 && !o.writes.is_empty()) {
         let spread = write_median(o, Target::Spread);
         let one = write_median(o, Target::OneGroup);
         let baseline = single.unwrap_or(one).min(one);

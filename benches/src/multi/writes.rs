@@ -30,12 +30,20 @@ pub struct WriteRun {
     pub secs: f64,
     /// Writes that failed (a leader change, mostly) and were not counted.
     pub errors: u64,
+    /// CPU time the whole process used meanwhile (every thread: nodes, writers, runtime).
+    #[serde(default)]
+    pub cpu_secs: f64,
 }
 
 impl WriteRun {
     /// Acknowledged writes per second.
     pub fn ops_per_sec(&self) -> f64 {
         self.ops as f64 / self.secs.max(f64::EPSILON)
+    }
+
+    /// CPU microseconds of the whole process per acknowledged write.
+    pub fn cpu_micros_per_write(&self) -> f64 {
+        self.cpu_secs * 1e6 / (self.ops.max(1) as f64)
     }
 }
 
@@ -95,6 +103,7 @@ pub async fn measure(
         .collect();
     barrier.wait().await;
     let t0 = Instant::now();
+    let cpu0 = super::process::cpu_time();
     let mut run = WriteRun::default();
     for task in tasks {
         if let Ok((ops, errors)) = task.await {
@@ -103,6 +112,7 @@ pub async fn measure(
         }
     }
     run.secs = t0.elapsed().as_secs_f64();
+    run.cpu_secs = super::process::cpu_time().saturating_sub(cpu0).as_secs_f64();
     run
 }
 

@@ -57,11 +57,14 @@ pub(crate) async fn start(opts: &NodeOptions, tcp: TcpConfig, raft_server: TcpSe
         let state_machine = StateMachineStore::open(&groups::shard_dir(&opts.data_dir, shard))?;
         let log_store = log.group(group).map_err(StoreError::from)?;
         let raft = host.create_group(group, config.clone(), log_store, state_machine.clone()).await?;
+        if opts.metrics_per_group {
+            tokio::spawn(export::publish_group(raft.metrics(), telemetry::PUBLISH_EVERY, group));
+        }
         services.push(KvService { raft, state_machine, timeout: opts.request_timeout });
     }
     let groups = Groups::new(services);
-    // quorate's per-node series carry no group label: the groups would overwrite each other's.
-    // The node publishes counts over its groups instead (see `telemetry`).
+    // Counts over the groups always; each group's own series only if asked (`--metrics-per-group`),
+    // since they cost some 26 series per group (see `telemetry`).
     tokio::spawn(telemetry::publish_groups(groups.clone(), telemetry::PUBLISH_EVERY));
     let serving = raft_server.serve_host(host.clone())?;
     Ok(Started { groups, rafts: Rafts::Host { host, log }, _serving: serving })

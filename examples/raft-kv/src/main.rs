@@ -65,6 +65,11 @@ struct NodeArgs {
     /// data directory keeps the one it was created with.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(raft_kv::groups::MAX_GROUPS)))]
     groups: u32,
+    /// With --groups N > 1: also publish quorate's metrics (`quorate_*`) of every group on
+    /// GET /metrics, labelled by `group`: about 26 series per group, so meant for up to a few
+    /// hundred groups. Without it such a node publishes counts over its groups only.
+    #[arg(long)]
+    metrics_per_group: bool,
     /// Leader heartbeat interval.
     #[arg(long, default_value_t = 100)]
     heartbeat_ms: u64,
@@ -268,6 +273,7 @@ fn node_options(args: NodeArgs, peers: BTreeMap<u64, KvNode>) -> Result<NodeOpti
         peers,
         bootstrap: args.bootstrap,
         groups: args.groups,
+        metrics_per_group: args.metrics_per_group,
         config,
         cluster_id: args.cluster_id,
         raft_tls,

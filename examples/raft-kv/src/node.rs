@@ -57,6 +57,10 @@ pub struct NodeOptions {
     /// How many Raft groups the keys are partitioned over (see [`crate::groups`]); 1 runs
     /// one Raft exactly as raft-kv did before groups. Fixed for the life of a data directory.
     pub groups: u32,
+    /// On a node of many groups, also publish quorate's series (`quorate_*`) of every group,
+    /// labelled by `group`: some 26 series per group (see [`crate::telemetry`]). A node of one
+    /// group always publishes them.
+    pub metrics_per_group: bool,
     /// Raft tunables.
     pub config: Config,
     /// The cluster's id: nodes refuse peers of another cluster.

@@ -476,6 +476,48 @@ async fn the_dashboard_and_alerts_query_only_metrics_the_nodes_emit() {
     .await;
 }
 
+/// A node of many groups started with `--metrics-per-group` publishes quorate's series of each
+/// group, labelled by its group id: every node reports every group's term, and the node that
+/// leads a group (by `/admin/metrics`) reports `leader` under that group's label, and per-follower
+/// series for it. No `quorate_term` series lacks a `group` (one per node would be ambiguous).
+#[tokio::test]
+async fn a_node_of_many_groups_publishes_each_groups_series_when_asked() {
+    const GROUPS: u32 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run_test(&root, async {
+        let mut cluster = LocalCluster::new(&binary(), &root, 3).map_err(|e| e.to_string())?;
+        cluster.node_args(&["--groups", &GROUPS.to_string(), "--metrics-per-group"]);
+        cluster.bootstrap_on_start();
+        cluster.start_all().map_err(|e| e.to_string())?;
+        let leaders = cluster.wait_group_leaders(GROUPS as usize, WAIT).await?;
+        let groups: Vec<String> =
+            (0..GROUPS).map(|shard| raft_kv::groups::group_id(shard, GROUPS).to_string()).collect();
+        for i in 0..3 {
+            let id = cluster.nodes[i].id;
+            let node_id = id.to_string();
+            let s = wait_scrape(&cluster, i, "every group's series", |s| {
+                groups.iter().zip(&leaders).all(|(group, leader)| {
+                    let node = [("node_id", node_id.as_str()), ("group", group.as_str())];
+                    let state = if *leader == id { "leader" } else { "follower" };
+                    let role = [node[0], node[1], ("state", state)];
+                    let lag = s.value("quorate_replication_lag_entries", &node);
+                    s.value("quorate_term", &node) >= Some(1.0)
+                        && s.value("quorate_server_state", &role) == Some(1.0)
+                        && (*leader != id || lag.is_some())
+                })
+            })
+            .await?;
+            let term = s.0.get("quorate_term").ok_or("no quorate_term")?;
+            if term.len() != groups.len() || term.keys().any(|labels| !labels.iter().any(|(k, _)| k == "group")) {
+                return Err(format!("node {id}: quorate_term should be one series per group: {term:?}"));
+            }
+        }
+        Ok(())
+    })
+    .await;
+}
+
 /// The name extractor itself, on the shapes the dashboard uses.
 #[test]
 fn promql_names_are_found_outside_matchers_functions_and_label_lists() {

@@ -184,6 +184,26 @@ fn whatever_needs_the_leader_wakes_it_with_a_fresh_check_quorum_grace() {
     }
 }
 
+/// Found by `a_voter_removed_while_cut_off_does_not_keep_the_group_awake` (cluster): a voter
+/// removed while cut off campaigns for good, and woke its old group at every attempt.
+#[test]
+fn a_vote_request_from_no_member_wakes_nobody_and_is_refused() {
+    let t = Instant::now();
+    let now = t + Duration::from_secs(10);
+    let mut leader = quiesced_leader(t);
+    let mut follower = quiesced_follower(t);
+    follower.on_leader_node_heard(Some(now - ms(20)));
+
+    let to_leader = leader.handle_vote_req(now, &vote_req(4));
+    let to_follower = follower.handle_vote_req(now, &vote_req(4));
+
+    assert!(!to_leader.vote_granted && !to_follower.vote_granted);
+    assert!(leader.leader_quiesced());
+    assert_eq!(leader.take_commands(), vec![]);
+    assert_eq!(follower.quiesced_under(), Some(1));
+    assert_eq!(follower.election_deadline(), None);
+}
+
 #[test]
 fn a_quiesced_leader_serves_lease_reads_only_while_the_lease_it_had_lasts() {
     let t = Instant::now();

@@ -53,6 +53,15 @@ fn gauge(series: &Series, name: &str, l: &[(&str, &str)]) -> Option<f64> {
     }
 }
 
+/// The value of label `key` of a series.
+fn label<'a>((_, labels): &'a (String, Vec<(String, String)>), key: &str) -> Option<&'a str> {
+    labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// What a leader of two followers records: 22 node series, 1 `quorate_leader`, 5 per follower
+/// (the module docs' count of series per group).
+const LEADER_OF_TWO_SERIES: usize = 22 + 1 + 2 * 5;
+
 /// A leader of term 3 with log 0..=10, committed 9, applied 8, and two followers: 2 is
 /// stuck at 4 since 7 s ago with requests in flight, 3 is caught up.
 fn leader_metrics(now: Instant) -> RaftMetrics<UTConfig> {
@@ -118,12 +127,55 @@ fn a_leader_records_every_metric_under_its_documented_name() {
     assert_eq!(gauge(&series, names::REPLICATION_IN_FLIGHT_REQUESTS, &t2), Some(3.0));
     assert_eq!(gauge(&series, names::REPLICATION_IN_FLIGHT_BYTES, &t2), Some(3000.0));
 
+    assert!(series.keys().all(|key| label(key, names::GROUP).is_none()), "one group's series have no group label");
+    assert_eq!(series.len(), LEADER_OF_TWO_SERIES);
+
     let recorded: BTreeSet<&str> = series.keys().map(|(name, _)| name.as_str()).collect();
     let documented = documented_names();
     let file_store =
         [names::FILE_STORE_FSYNC_DURATION_SECONDS, names::FILE_STORE_BATCH_ENTRIES, names::FILE_STORE_BATCH_BYTES];
     let expected: BTreeSet<&str> = documented.iter().copied().filter(|n| !file_store.contains(n)).collect();
     assert_eq!(recorded, expected, "what a leader records is what the table in the module docs lists");
+}
+
+/// Two groups on one node, both leading the same followers with different values: every series
+/// of each carries its `group`, so neither overwrites the other's, node, leader and per-follower
+/// series alike.
+#[test]
+fn the_groups_of_one_node_record_distinct_series_by_group() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let series = metrics::with_local_recorder(&recorder, || {
+        let now = Instant::now();
+        let mut seven = Publisher::<UTConfig>::for_group(1, 7);
+        seven.record(&leader_metrics(now));
+        let mut eight = Publisher::<UTConfig>::for_group(1, 8);
+        let mut m = leader_metrics(now);
+        m.current_term = 5;
+        m.replication_lag = Some(BTreeMap::from([(2, 1), (3, 0)]));
+        m.queues.in_flight = BTreeMap::from([(2, (1, 100)), (3, (0, 0))]);
+        eight.record(&m);
+        read(&snapshotter)
+    });
+    assert_eq!(series.len(), 2 * LEADER_OF_TWO_SERIES, "no series is shared by the two groups");
+    for group in ["7", "8"] {
+        let of_group = series.keys().filter(|key| label(key, names::GROUP) == Some(group)).count();
+        assert_eq!(of_group, LEADER_OF_TWO_SERIES, "group {group}");
+    }
+
+    for (group, term, lag, bytes) in [("7", 3.0, 6.0, 3000.0), ("8", 5.0, 1.0, 100.0)] {
+        let node = [(names::NODE_ID, "1"), (names::GROUP, group)];
+        assert_eq!(gauge(&series, names::TERM, &node), Some(term), "group {group}");
+        let leader = [(names::NODE_ID, "1"), (names::GROUP, group), (names::LEADER_LABEL, "1")];
+        assert_eq!(gauge(&series, names::LEADER, &leader), Some(1.0), "group {group}");
+        let state = [(names::NODE_ID, "1"), (names::GROUP, group), (names::STATE, "leader")];
+        assert_eq!(gauge(&series, names::SERVER_STATE, &state), Some(1.0), "group {group}");
+        let counted = series.get(&(names::ELECTIONS_STARTED_TOTAL.into(), labels(&node)));
+        assert_eq!(counted, Some(&Value::Counter(2)), "group {group}");
+        let t2 = [(names::NODE_ID, "1"), (names::GROUP, group), (names::TARGET, "2")];
+        assert_eq!(gauge(&series, names::REPLICATION_LAG_ENTRIES, &t2), Some(lag), "group {group}");
+        assert_eq!(gauge(&series, names::REPLICATION_IN_FLIGHT_BYTES, &t2), Some(bytes), "group {group}");
+    }
 }
 
 /// The names of the module docs' table.
@@ -250,6 +302,70 @@ fn publish_follows_a_node_until_it_stops() {
                 let node = id.to_string();
                 let stopped = [(names::NODE_ID, node.as_str()), (names::STATE, "shutdown")];
                 assert_eq!(gauge(&series, names::SERVER_STATE, &stopped), Some(1.0), "node {id}");
+            }
+        })
+    });
+}
+
+/// `publish_group` follows each group of a `GroupHost`: two single-member groups on one node,
+/// written to unequally, report their own commits under their own `group`, and `shutdown`
+/// when the host stops.
+#[cfg(feature = "testing")]
+#[test]
+fn publish_group_follows_each_group_of_a_host() {
+    use std::sync::Arc;
+
+    use crate::multi::{GroupHost, HostConfig};
+    use crate::testing::{HostRouter, MemLogStore, MemStateMachine, Request};
+    use crate::{BasicNode, Config};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let router = HostRouter::new();
+            let host = GroupHost::new(1, HostConfig::default(), router.network(1)).unwrap();
+            router.add_host(host.clone());
+            let mut publishing = Vec::new();
+            for group in [0, 1] {
+                let config = Arc::new(Config::default());
+                let raft = host.create_group(group, config, MemLogStore::new(), MemStateMachine::new()).await.unwrap();
+                publishing.push(tokio::spawn(super::publish_group(raft.metrics(), Duration::from_millis(100), group)));
+                raft.initialize(BTreeMap::from([(1, BasicNode::new("n1"))])).await.unwrap();
+                raft.wait(None).current_leader(1, "a leader").await.unwrap();
+            }
+            let one = host.group(1).unwrap();
+            for i in 0..5 {
+                one.client_write(Request::set("k", i.to_string())).await.unwrap();
+            }
+            let mut committed = Vec::new();
+            for group in [0, 1] {
+                let raft = host.group(group).unwrap();
+                let index = raft.metrics().borrow().committed.unwrap().index;
+                raft.wait(None).applied_index_at_least(Some(index), "applied").await.unwrap();
+                committed.push(index as f64);
+            }
+            assert!(committed[1] >= committed[0] + 5.0, "{committed:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+
+            let series = read(&snapshotter);
+            for (group, committed) in [("0", committed[0]), ("1", committed[1])] {
+                let node = [(names::NODE_ID, "1"), (names::GROUP, group)];
+                assert_eq!(gauge(&series, names::COMMITTED_INDEX, &node), Some(committed), "group {group}");
+                let leader = [(names::NODE_ID, "1"), (names::GROUP, group), (names::STATE, "leader")];
+                assert_eq!(gauge(&series, names::SERVER_STATE, &leader), Some(1.0), "group {group}");
+            }
+            assert!(series.keys().all(|key| label(key, names::GROUP).is_some()), "every series names its group");
+
+            host.shutdown().await.unwrap();
+            for p in publishing {
+                tokio::time::timeout(Duration::from_secs(5), p).await.expect("publish_group returns").unwrap();
+            }
+            let series = read(&snapshotter);
+            for group in ["0", "1"] {
+                let stopped = [(names::NODE_ID, "1"), (names::GROUP, group), (names::STATE, "shutdown")];
+                assert_eq!(gauge(&series, names::SERVER_STATE, &stopped), Some(1.0), "group {group}");
             }
         })
     });

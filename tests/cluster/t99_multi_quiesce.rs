@@ -1,0 +1,432 @@
+//! Where quiescence meets the other features, through the cluster: a membership change, a
+//! leadership transfer, a snapshot and the reads of a quiesced group, each across the death or
+//! the isolation of a host (the Engine's unit tests check each input alone).
+//!
+//! Each test names the interleaving it goes after; all run on the paused clock and wait on
+//! metrics, except where a test watches that nothing happens for a while.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use quorate::error::TransferLeaderError;
+use quorate::multi::{GroupId, HostConfig};
+use quorate::testing::Request;
+use quorate::{ChangeMembers, Config, RaftError, RaftMetrics, ReadPolicy, ServerState, SnapshotPolicy};
+use tokio::time::Instant;
+
+use crate::fixture::{TIMEOUT, node_addr, test_config};
+use crate::multi_fixture::{MultiCluster, NODES};
+
+type Metrics = RaftMetrics<quorate::testing::TypeConfig>;
+
+/// The group every test here runs: one group, led by node 1 (initialized through it).
+const G: GroupId = 0;
+
+async fn one_group_led_by_node_1(config: Config) -> MultiCluster {
+    let cluster = MultiCluster::start_with(1, |_| 1, config).await;
+    assert_eq!(cluster.wait_for_leader(G, &NODES).await, 1);
+    cluster
+}
+
+/// What the leader's metrics say `node` has matched, and the leader's last log id.
+fn matched(m: &Metrics, node: u64) -> (Option<u64>, Option<u64>) {
+    let of = m.replication.as_ref().and_then(|r| r.get(&node).copied().flatten()).map(|l| l.index);
+    (of, m.last_log_index)
+}
+
+fn voters(m: &Metrics) -> BTreeSet<u64> {
+    m.membership_config.membership.voter_ids()
+}
+
+/// How long a test watches a quiet group for something that must not happen: many election
+/// timeouts, many suspicion timeouts.
+const QUIET: Duration = Duration::from_secs(5);
+
+/// Interleavings this goes after: a change proposed on a quiesced leader that does not wake it
+/// (the entry goes out, but no heartbeat follows and the followers' timers run out); a leader
+/// that quiesces while the new learner, whose host it has never heard, is still catching up;
+/// a learner or a promoted voter that never gets the marked heartbeat (stays awake for good);
+/// the removed voter's host, still running and still beating, keeping the group awake or
+/// campaigning in it; and after all that, the group's re-election running on the old
+/// membership (the dead leader's node watched by the wrong followers).
+#[tokio::test(start_paused = true)]
+async fn a_membership_change_wakes_a_quiesced_group_which_quiesces_again_with_its_new_members() {
+    let mut cluster = one_group_led_by_node_1(test_config()).await;
+    cluster.write(G, "k").await;
+    cluster.wait_quiesced(G, &NODES).await;
+    let elections = cluster.elections_of(G, &NODES);
+
+    // A learner joins the quiesced group through a host the others have never heard.
+    cluster.add_host(4).await;
+    let leader = cluster.raft(1, G);
+    leader.add_learner(4, node_addr(4), true).await.expect("add a learner to a quiesced group");
+    cluster.wait_quiesced(G, &[1, 2, 3, 4]).await;
+    let (of, last) = matched(&leader.metrics().borrow(), 4);
+    assert_eq!(of, last, "the leader quiesced before the learner caught up");
+    assert!(cluster.hosts[&1].is_live(&4), "the learner's host beats to the leader's");
+
+    // Promoted: a joint config, then the final one, on a group that quiesced in between.
+    let resp = leader.change_membership(ChangeMembers::AddVoterIds([4].into()), false).await.expect("promote 4");
+    assert_eq!(resp.membership.voter_ids(), BTreeSet::from([1, 2, 3, 4]));
+    cluster.wait_quiesced(G, &[1, 2, 3, 4]).await;
+    for id in [1, 2, 3, 4] {
+        assert_eq!(voters(&cluster.raft(id, G).metrics().borrow()), BTreeSet::from([1, 2, 3, 4]), "node {id}");
+    }
+
+    // Voter 3 removed; its host keeps running (and beating: host 1 hosts other groups with it
+    // in a real deployment, here its beats go on all the same).
+    leader.change_membership(ChangeMembers::RemoveVoters([3].into()), false).await.expect("remove 3");
+    cluster.wait_quiesced(G, &[1, 2, 4]).await;
+    cluster
+        .raft(3, G)
+        .wait(Some(TIMEOUT))
+        .metrics(|m| voters(m) == BTreeSet::from([1, 2, 4]), "node 3 learns that it was removed")
+        .await
+        .expect("removed");
+    assert_eq!(cluster.elections_of(G, &[1, 2, 3, 4]), elections, "a membership change started an election");
+
+    let rpcs = cluster.router.total_rpcs();
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(cluster.router.total_rpcs(), rpcs, "something kept the group awake after the removal");
+    assert_eq!(cluster.elections_of(G, &[1, 2, 3, 4]), elections, "the removed node campaigned");
+    for id in [1, 2, 4] {
+        let m = cluster.raft(id, G).metrics().borrow().clone();
+        assert!(m.quiesced && m.current_leader == Some(1), "node {id}: {m}");
+    }
+
+    // The leader's host dies: the new membership, {2, 4}, elects; the removed node stays out.
+    let killed_at = Instant::now();
+    cluster.kill(1).await;
+    let bound = 2 * cluster.config.election_timeout_max + HostConfig::default().suspect_after;
+    cluster
+        .raft(2, G)
+        .wait(Some(bound))
+        .metrics(|m| m.current_leader.is_some_and(|l| l != 1), "the group re-elects")
+        .await
+        .unwrap_or_else(|e| panic!("no new leader {bound:?} after the kill: {e}"));
+    assert!(killed_at.elapsed() <= bound);
+    let new_leader = cluster.wait_for_leader(G, &[2, 4]).await;
+    assert_eq!(cluster.raft(3, G).metrics().borrow().elections_started, 0, "the removed node campaigned");
+    let written = cluster
+        .raft(new_leader, G)
+        .client_write(Request::set("k", "after"))
+        .await
+        .expect("the new membership commits without nodes 1 and 3");
+    for id in [2, 4] {
+        cluster.raft(id, G).wait_applied(Some(written.log_id)).await.expect("applied");
+    }
+    cluster.wait_quiesced(G, &[2, 4]).await;
+    cluster.check_safety();
+}
+
+/// Interleaving: the voter is removed while its host is cut off, so it never learns of its
+/// removal; back, it holds a config in which it votes, hears no leader (nobody replicates to a
+/// removed node) and campaigns for as long as it runs (until the operator removes the group on
+/// that node). Its pre-votes are refused (the members hear their leader), but a vote request
+/// wakes a quiesced group: one from a node that is no member must not, or the removed node
+/// keeps the group awake for good (it did: 132 RPCs in 5 s between the members).
+#[tokio::test(start_paused = true)]
+async fn a_voter_removed_while_cut_off_does_not_keep_the_group_awake() {
+    let cluster = one_group_led_by_node_1(test_config()).await;
+    cluster.write(G, "k").await;
+    cluster.wait_quiesced(G, &NODES).await;
+
+    cluster.router.isolate(3);
+    let leader = cluster.raft(1, G);
+    leader.change_membership(ChangeMembers::RemoveVoters([3].into()), false).await.expect("remove 3");
+    cluster.wait_quiesced(G, &[1, 2]).await;
+    let elections = cluster.elections_of(G, &[1, 2]);
+    cluster.router.restore(3);
+    let between_members = || cluster.router.rpcs(1, 2) + cluster.router.rpcs(2, 1);
+    let rpcs = between_members();
+    let from_3 = || cluster.router.rpcs(3, 1) + cluster.router.rpcs(3, 2);
+    let campaigns = from_3();
+
+    tokio::time::sleep(QUIET).await;
+
+    assert!(
+        from_3() - campaigns >= 10,
+        "precondition: the removed node campaigns ({} pre-votes)",
+        from_3() - campaigns
+    );
+    assert_eq!(between_members() - rpcs, 0, "the removed node kept the group awake");
+    assert_eq!(cluster.elections_of(G, &[1, 2]), elections, "the members campaigned");
+    for id in [1, 2] {
+        let m = cluster.raft(id, G).metrics().borrow().clone();
+        assert!(m.quiesced && m.current_leader == Some(1), "node {id}: {m}");
+    }
+}
+
+/// Interleaving: a learner added (not waiting for it) while its host is not running yet. The
+/// leader quiesces without it (never heard: suspected) and its stream stops retrying; when the
+/// host starts, its first beat must restart that stream (a return it could miss if it looked
+/// before subscribing), which catches the learner up and sends it the marked heartbeat.
+#[tokio::test(start_paused = true)]
+async fn a_learner_whose_host_starts_late_catches_up_and_quiesces() {
+    let mut cluster = one_group_led_by_node_1(test_config()).await;
+    cluster.write(G, "k").await;
+    cluster.wait_quiesced(G, &NODES).await;
+
+    let leader = cluster.raft(1, G);
+    leader.add_learner(4, node_addr(4), false).await.expect("add a learner whose host is down");
+    let m = leader.wait(Some(TIMEOUT)).metrics(|m| m.quiesced, "the leader quiesces without it").await.expect("q");
+    assert_eq!(matched(&m, 4).0, None);
+    let tries = cluster.router.rpcs(1, 4);
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(cluster.router.rpcs(1, 4), tries, "a quiesced leader kept retrying a node it does not hear");
+
+    cluster.add_host(4).await;
+    cluster.wait_quiesced(G, &[1, 2, 3, 4]).await;
+    let (of, last) = matched(&leader.metrics().borrow(), 4);
+    assert_eq!(of, last);
+    assert_eq!(cluster.stores[&(4, G)].1.data(), cluster.stores[&(1, G)].1.data());
+}
+
+/// Interleaving: the quiesced leader removes itself. It steps down the moment the final config
+/// commits, before its followers heard of the commit, and sends nothing after that (no
+/// heartbeat, no mark, and no release: they answered it since it woke); the remaining voters
+/// must elect among themselves and quiesce under the new leader, and the old leader, no voter
+/// any more, must sit still.
+#[tokio::test(start_paused = true)]
+async fn a_quiesced_leader_that_removes_itself_hands_over_and_the_rest_quiesce() {
+    let cluster = one_group_led_by_node_1(test_config()).await;
+    cluster.write(G, "k").await;
+    cluster.wait_quiesced(G, &NODES).await;
+
+    cluster.raft(1, G).change_membership(ChangeMembers::RemoveVoters([1].into()), false).await.expect("remove 1");
+    let new_leader = cluster.wait_for_leader(G, &[2, 3]).await;
+    let written = cluster.raft(new_leader, G).client_write(Request::set("k", "without 1")).await.expect("write");
+    for id in [2, 3] {
+        cluster.raft(id, G).wait_applied(Some(written.log_id)).await.expect("applied");
+    }
+    cluster.wait_quiesced(G, &[2, 3]).await;
+
+    let rpcs = cluster.router.total_rpcs();
+    let elections = cluster.elections_of(G, &NODES);
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(cluster.router.total_rpcs(), rpcs, "the group did not stay quiet");
+    assert_eq!(cluster.elections_of(G, &NODES), elections);
+    assert_ne!(cluster.raft(1, G).metrics().borrow().state, ServerState::Leader);
+    cluster.check_safety();
+}
+
+/// Interleaving: a transfer to a follower whose host just died (not suspected yet, and
+/// matched, as every member of a quiesced group is): the woken leader tells a dead node to
+/// campaign and refuses writes until the transfer times out, then leads on; the group quiesces
+/// again without the dead node, and catches it up when its host is back.
+#[tokio::test(start_paused = true)]
+async fn a_transfer_to_a_follower_that_just_died_times_out_and_the_group_quiesces_again() {
+    let mut cluster = one_group_led_by_node_1(test_config()).await;
+    cluster.write(G, "k").await;
+    cluster.wait_quiesced(G, &NODES).await;
+
+    cluster.kill(3).await;
+    let err = cluster.raft(1, G).trigger().transfer_leader(3).await.expect_err("node 3 is dead");
+    assert!(matches!(err, RaftError::APIError(TransferLeaderError::Timeout(3))), "{err}");
+    assert_eq!(cluster.wait_for_leader(G, &[1, 2]).await, 1, "the leader leads on");
+    let index = cluster.write(G, "after the transfer failed").await;
+    cluster.wait_applied(G, index).await;
+    cluster.wait_quiesced(G, &[1, 2]).await;
+
+    cluster.restart(3).await;
+    cluster.wait_applied(G, index).await;
+    cluster.wait_quiesced(G, &NODES).await;
+    assert_eq!(cluster.leader_of(3, G), Some(1));
+    cluster.check_safety();
+}
+
+/// Interleavings: the transfer target is quiesced when its leader asks it to campaign; the
+/// third node, quiesced under the old leader, hears nothing of the new one (its link from the
+/// new leader is cut meanwhile: no vote request, no heartbeat), so it must be woken by the old
+/// leader, either by the heartbeat of the leader the transfer woke or, failing that, by the
+/// release the old leader's host announces in its beats when the leadership ends (each covers
+/// the other: only both missing leave it asleep under a node that no longer leads);
+/// afterwards a follower that still watches the old leader's node wakes (and campaigns) when
+/// the old host dies, and one that watches nothing does not elect when the new one dies.
+#[tokio::test(start_paused = true)]
+async fn a_transfer_to_a_quiesced_follower_moves_the_group_under_the_new_leaders_node() {
+    let mut cluster = one_group_led_by_node_1(test_config()).await;
+    cluster.write(G, "k").await;
+    cluster.wait_quiesced(G, &NODES).await;
+
+    cluster.router.block(2, 3);
+    cluster.raft(1, G).trigger().transfer_leader(2).await.expect("transfer to a quiesced follower");
+    assert_eq!(cluster.wait_for_leader(G, &[1, 2]).await, 2);
+    assert_ne!(cluster.raft(1, G).metrics().borrow().state, ServerState::Leader, "the old leader stepped down");
+    cluster
+        .raft(3, G)
+        .wait(Some(TIMEOUT))
+        .metrics(|m| !m.quiesced, "node 3 learns that the leadership it quiesced under ended")
+        .await
+        .expect("woken by the old leader");
+    cluster.router.unblock(2, 3);
+    assert_eq!(cluster.wait_for_leader(G, &NODES).await, 2);
+    let index = cluster.write(G, "after transfer").await;
+    cluster.wait_applied(G, index).await;
+    cluster.wait_quiesced(G, &NODES).await;
+    let elections = cluster.elections_of(G, &[2, 3]);
+
+    // The old leader's host dies: its node is nobody's leader any more; nothing happens.
+    cluster.kill(1).await;
+    let rpcs = cluster.router.total_rpcs();
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(cluster.router.total_rpcs(), rpcs, "the old leader's death woke the group");
+    assert_eq!(cluster.elections_of(G, &[2, 3]), elections, "the old leader's death started an election");
+    for id in [2, 3] {
+        let m = cluster.raft(id, G).metrics().borrow().clone();
+        assert!(m.quiesced && m.current_leader == Some(2), "node {id}: {m}");
+    }
+
+    // Back, it follows node 2; then node 2's host dies and {1, 3} elect within the bound.
+    cluster.restart(1).await;
+    assert_eq!(cluster.wait_for_leader(G, &NODES).await, 2);
+    let index = cluster.write(G, "old leader back").await;
+    cluster.wait_applied(G, index).await;
+    cluster.wait_quiesced(G, &NODES).await;
+
+    let killed_at = Instant::now();
+    cluster.kill(2).await;
+    let bound = 2 * cluster.config.election_timeout_max + HostConfig::default().suspect_after;
+    cluster
+        .raft(3, G)
+        .wait(Some(bound))
+        .metrics(|m| m.current_leader.is_some_and(|l| l != 2), "the group re-elects")
+        .await
+        .unwrap_or_else(|e| panic!("no new leader {bound:?} after the new leader's host died: {e}"));
+    assert!(killed_at.elapsed() <= bound);
+    let index = cluster.write(G, "after the new leader died").await;
+    cluster.wait_applied(G, index).await;
+    cluster.check_safety();
+}
+
+/// Interleavings: the leader quiesced without the dead follower, so when its host returns
+/// nothing wakes the leader, and only the waiting stream must bring it up, by InstallSnapshot
+/// (its log ends before the leader's purged entries) and then send it the marked heartbeat;
+/// and a leader woken by a write while a live follower cannot make the new entry durable must
+/// stay awake (heartbeating) until that follower matched: quiescing early is what a leader that
+/// ignores live members' progress would do.
+#[tokio::test(start_paused = true)]
+async fn a_follower_back_from_the_dead_gets_a_snapshot_and_the_group_quiesces_only_once_it_matched() {
+    let config =
+        Config { snapshot_policy: SnapshotPolicy::LogsSinceLast(10), max_in_snapshot_log_to_keep: 0, ..test_config() };
+    let mut cluster = one_group_led_by_node_1(config).await;
+    cluster.write(G, "k").await;
+    cluster.wait_quiesced(G, &NODES).await;
+
+    cluster.kill(3).await;
+    let left_at = cluster.stores[&(3, G)].0.last_log_id().expect("node 3 holds a log").index;
+    for i in 0..35 {
+        cluster.write(G, &format!("k{i}")).await;
+    }
+    let leader = cluster.raft(1, G);
+    leader
+        .wait(Some(TIMEOUT))
+        .metrics(|m| m.purged.is_some_and(|p| p.index > left_at + 1), "the leader purged what node 3 lacks")
+        .await
+        .expect("purged");
+    cluster.wait_quiesced(G, &[1, 2]).await;
+
+    cluster.restart(3).await;
+    let last = leader.metrics().borrow().last_log_id;
+    cluster.raft(3, G).wait_applied(last).await.expect("node 3 catches up");
+    cluster.wait_quiesced(G, &NODES).await;
+    let m3 = cluster.raft(3, G).metrics().borrow().clone();
+    assert!(m3.snapshot.is_some_and(|s| s.index > left_at + 1), "node 3 was brought up by a snapshot: {m3}");
+    let (of, last) = matched(&leader.metrics().borrow(), 3);
+    assert_eq!(of, last, "quiesced before node 3 matched");
+    assert_eq!(cluster.stores[&(3, G)].1.data(), cluster.stores[&(1, G)].1.data());
+
+    // Node 3 is live but cannot make anything durable: a write wakes the group, commits with
+    // node 2, and the leader must keep heartbeating while node 3 has not matched it. (A leader
+    // that quiesces anyway leaves node 3 without heartbeats; its pre-votes wake the group again
+    // a timeout later, so the leader's state must be watched, not sampled.)
+    cluster.stores[&(3, G)].0.set_flush_stalled(true);
+    let mut leader_metrics = leader.metrics();
+    let watcher = tokio::spawn(async move {
+        loop {
+            let m = leader_metrics.borrow_and_update().clone();
+            let (of, last) = matched(&m, 3);
+            if m.quiesced && of != last {
+                return m;
+            }
+            if leader_metrics.changed().await.is_err() {
+                return m;
+            }
+        }
+    });
+    let index = cluster.write(G, "while 3 stalls").await;
+    tokio::time::sleep(4 * cluster.config.election_timeout_max).await;
+    assert!(cluster.hosts[&1].is_live(&3));
+    if watcher.is_finished() {
+        let m1 = watcher.await.expect("watcher");
+        panic!("the leader quiesced with live node 3 unmatched: {m1}, matched {:?}", m1.replication);
+    }
+    watcher.abort();
+    assert!(!cluster.raft(3, G).metrics().borrow().quiesced);
+
+    cluster.stores[&(3, G)].0.set_flush_stalled(false);
+    cluster.wait_applied(G, index).await;
+    cluster.wait_quiesced(G, &NODES).await;
+    let (of, last) = matched(&leader.metrics().borrow(), 3);
+    assert_eq!(of, last, "quiesced before node 3 matched");
+
+    for policy in [ReadPolicy::ReadIndex, ReadPolicy::LeaseRead] {
+        let read = leader.ensure_linearizable(policy).await.expect("read");
+        assert!(read.is_some_and(|r| r.index >= index), "{policy:?}: {read:?}");
+    }
+    let data = cluster.stores[&(1, G)].1.data();
+    assert!(data.contains_key("while 3 stalls") && (0..35).all(|i| data.contains_key(&format!("k{i}"))));
+    assert_eq!(cluster.stores[&(3, G)].1.data(), data, "node 3 holds every write, the snapshot's included");
+    cluster.check_safety();
+}
+
+/// Interleavings: the quiesced leader's host is cut off (alive, not killed); nothing wakes the
+/// leader, which still believes it leads, while the others suspect its node and elect. A read
+/// on it then wakes it: a lease counted from the wake (the check-quorum grace) rather than from
+/// real answers, or a ReadIndex confirmed by the grace, would serve the old value. After the
+/// cut-off node is back and the new leader's host is killed, the next leader's reads see every
+/// committed write.
+#[tokio::test(start_paused = true)]
+async fn a_cut_off_quiesced_leader_serves_no_stale_read_and_later_leaders_see_every_write() {
+    let mut cluster = one_group_led_by_node_1(test_config()).await;
+    cluster.write(G, "k").await;
+    cluster.wait_quiesced(G, &NODES).await;
+
+    cluster.router.isolate(1);
+    let new_leader = cluster.wait_for_leader(G, &[2, 3]).await;
+    let second = cluster.raft(new_leader, G).client_write(Request::set("k", "new")).await.expect("write");
+    assert_eq!(
+        cluster.raft(1, G).metrics().borrow().state,
+        ServerState::Leader,
+        "precondition: the cut-off leader still believes it leads"
+    );
+    for policy in [ReadPolicy::LeaseRead, ReadPolicy::ReadIndex] {
+        let read = tokio::time::timeout(TIMEOUT, cluster.raft(1, G).ensure_linearizable(policy)).await;
+        if let Ok(Ok(read)) = read {
+            panic!(
+                "{policy:?} on the cut-off old leader succeeded at {read:?} (value {:?}) after {} was committed",
+                cluster.stores[&(1, G)].1.data().get("k"),
+                second.log_id
+            );
+        }
+    }
+
+    cluster.router.restore(1);
+    cluster
+        .raft(1, G)
+        .wait(Some(TIMEOUT))
+        .current_leader(new_leader, "the old leader follows the new one")
+        .await
+        .expect("follows");
+    cluster.wait_quiesced(G, &NODES).await;
+
+    cluster.kill(new_leader).await;
+    let live = cluster.live();
+    let last_leader = cluster.wait_for_leader(G, &live).await;
+    for policy in [ReadPolicy::LeaseRead, ReadPolicy::ReadIndex] {
+        let read = cluster.raft(last_leader, G).ensure_linearizable(policy).await.expect("read");
+        assert!(read.is_some_and(|r| r.index >= second.log_id.index), "{policy:?}: {read:?}");
+        assert_eq!(cluster.stores[&(last_leader, G)].1.data().get("k").map(String::as_str), Some("new"));
+    }
+    cluster.check_safety();
+}
