@@ -127,7 +127,7 @@ where
                     Ok(r) => r,
                     Err(_) => Err(RPCError::Timeout(option.timeout)),
                 };
-                let _ = tx.send(Notification::VoteResponse { target, resp });
+                let _ = tx.send(Notification::VoteResponse { target, resp: resp.map_err(Box::new) });
             });
         }
     }

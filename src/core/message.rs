@@ -36,9 +36,14 @@ pub(crate) struct WriteMsg<C: RaftTypeConfig> {
 }
 
 /// A call from the [`Raft`](crate::Raft) handle.
+///
+/// Every message of a channel's queue takes the size of its largest variant, and tokio
+/// allocates a channel's first block of 32 of them when the channel is made, so each node of a
+/// [`GroupHost`](crate::multi::GroupHost) pays for that block while it idles: rare variants
+/// with large fields box them (here and in [`RpcMsg`], [`Notification`] and `SmMsg`).
 pub(crate) enum ApiMsg<C: RaftTypeConfig> {
     /// Start a new cluster with `membership`.
-    Initialize { membership: Membership<C>, tx: oneshot::Sender<Result<(), InitializeError<C>>> },
+    Initialize { membership: Box<Membership<C>>, tx: oneshot::Sender<Result<(), InitializeError<C>>> },
     /// Start an election now.
     Elect,
     /// Build a snapshot now.
@@ -50,32 +55,37 @@ pub(crate) enum ApiMsg<C: RaftTypeConfig> {
     /// Hand leadership to `to`.
     TransferLeader { to: C::NodeId, tx: oneshot::Sender<Result<(), TransferLeaderError<C>>> },
     /// Move to the membership `changes` makes of the current one.
-    ChangeMembership { changes: ChangeMembers<C>, retain: bool, tx: MembershipResponder<C> },
+    ChangeMembership { changes: Box<ChangeMembers<C>>, retain: bool, tx: MembershipResponder<C> },
 }
 
-/// An RPC from another node, delivered by the application's server.
+/// An RPC from another node, delivered by the application's server. Snapshot chunks are rare
+/// and their request is the largest: boxed (see [`ApiMsg`] for why).
 pub(crate) enum RpcMsg<C: RaftTypeConfig> {
     AppendEntries { req: AppendEntriesRequest<C>, tx: oneshot::Sender<AppendEntriesResponse<C>> },
     Vote { req: VoteRequest<C>, tx: oneshot::Sender<VoteResponse<C>> },
-    InstallSnapshot { req: InstallSnapshotRequest<C>, tx: oneshot::Sender<InstallSnapshotResponse<C>> },
+    InstallSnapshot { req: Box<InstallSnapshotRequest<C>>, tx: oneshot::Sender<InstallSnapshotResponse<C>> },
     TransferLeader { req: TransferLeaderRequest<C>, tx: oneshot::Sender<bool> },
 }
 
 /// Something that happened inside the node: I/O completed, a peer answered, a task failed.
+///
+/// The rare outcomes with large payloads (a failed vote request, a snapshot built, a fatal
+/// error) are boxed, so that a slot is no larger than the frequent `Replication` (see
+/// [`ApiMsg`] for why).
 pub(crate) enum Notification<C: RaftTypeConfig> {
     /// The log store finished `io`.
     LogFlushed { io: LogIOId<C>, result: Result<(), io::Error> },
     /// A vote request sent for `vote` to `target` was answered (or failed).
-    VoteResponse { target: C::NodeId, resp: Result<VoteResponse<C>, RPCError> },
+    VoteResponse { target: C::NodeId, resp: Result<VoteResponse<C>, Box<RPCError>> },
     /// A replication stream of leadership `vote` learned something about `target`; `ack`, if
     /// the target answered a request: when and in which heartbeat round that request was sent.
     Replication { target: C::NodeId, vote: Vote<C>, result: ReplicationResult<C>, ack: Option<Ack> },
     /// The state machine applied up to `last`.
     Applied { last: LogId<C> },
     /// A snapshot build finished.
-    SnapshotBuilt { result: Result<SnapshotMeta<C>, StorageError> },
+    SnapshotBuilt { result: Box<Result<SnapshotMeta<C>, StorageError>> },
     /// A task of this node hit a fatal error.
-    Fatal(Fatal),
+    Fatal(Box<Fatal>),
 }
 
 /// Forwards a log store's flush reports ([`IOFlushed`](crate::IOFlushed)) into the Raft task's
@@ -86,5 +96,33 @@ impl<C: RaftTypeConfig> FlushReceiver<C> for FlushNotifier<C> {
     fn flushed(&self, io: LogIOId<C>, result: Result<(), io::Error>) {
         // The receiver is gone only when the node has shut down; nothing waits then.
         let _ = self.0.send(Notification::LogFlushed { io, result });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use super::{ApiMsg, Notification, RpcMsg};
+    use crate::core::SmMsg;
+    use crate::engine::{Ack, ReplicationResult};
+    use crate::testing_types::UTConfig as C;
+    use crate::types::{AppendEntriesRequest, LogId, Vote};
+
+    /// A channel's first block holds 32 messages and is allocated with the channel, so each
+    /// idle group pays for the largest variant of each message type 32 times: none may be
+    /// larger than the frequent messages need.
+    #[test]
+    fn messages_are_no_larger_than_their_frequent_variants() {
+        // Append-entries: the request and its responder, plus the discriminant.
+        assert!(size_of::<RpcMsg<C>>() <= size_of::<AppendEntriesRequest<C>>() + 16);
+        // Replication progress: target, vote, result, ack, plus the discriminant.
+        let replication =
+            size_of::<u64>() + size_of::<Vote<C>>() + size_of::<ReplicationResult<C>>() + size_of::<Ack>();
+        assert!(size_of::<Notification<C>>() <= replication + 8);
+        // Apply: first, last, responders, plus the discriminant.
+        assert!(size_of::<SmMsg<C>>() <= 8 + size_of::<LogId<C>>() + size_of::<Vec<()>>() + 8);
+        // Reads: a policy and a responder.
+        assert!(size_of::<ApiMsg<C>>() <= 24);
     }
 }

@@ -132,19 +132,26 @@ where
     LS: RaftLogStorage<C>,
 {
     /// Run until shut down or a fatal error; then stop every task this node started.
-    pub(crate) async fn run(mut self) -> Result<(), Fatal> {
-        let span = info_span!("raft_core", id = %self.engine.id(), cluster = %self.config.cluster_name);
-        let result = self.run_loop().instrument(span).await;
-        if let Err(e) = &result {
-            error!(id = %self.engine.id(), error = %e, "raft node stopped on a fatal error");
+    ///
+    /// Not an `async fn`: the future of one that takes `self` by value holds the RaftCore twice
+    /// (the argument and the local it is moved into), which every idle group of a host would
+    /// pay for; an `async move` block holds it once.
+    #[allow(clippy::manual_async_fn, reason = "an async fn would hold the RaftCore twice in its future")]
+    pub(crate) fn run(mut self) -> impl std::future::Future<Output = Result<(), Fatal>> {
+        async move {
+            let span = info_span!("raft_core", id = %self.engine.id(), cluster = %self.config.cluster_name);
+            let result = self.run_loop().instrument(span).await;
+            if let Err(e) = &result {
+                error!(id = %self.engine.id(), error = %e, "raft node stopped on a fatal error");
+            }
+            if self.engine.followers_may_be_quiesced() {
+                self.release_quiesced_leadership(self.engine.state.vote.term);
+            }
+            self.replications.clear();
+            self.engine.state.server_state = ServerState::Shutdown;
+            self.publish_inner(true);
+            result
         }
-        if self.engine.followers_may_be_quiesced() {
-            self.release_quiesced_leadership(self.engine.state.vote.term);
-        }
-        self.replications.clear();
-        self.engine.state.server_state = ServerState::Shutdown;
-        self.publish_inner(true);
-        result
     }
 
     async fn run_loop(&mut self) -> Result<(), Fatal> {
@@ -154,6 +161,7 @@ where
             // Quiescence first: it may wake the group at once (the leader's node is not
             // heard), and the metrics must not show it quiesced meanwhile.
             self.sync_quiescence();
+            self.release_idle_buffers();
             self.publish();
             let deadline = self.engine.election_deadline();
             let quiesce_check = self.next_quiesce_check();
@@ -223,59 +231,65 @@ where
                 self.engine.on_replication_progress(self.clock.now(), target, vote, result);
             }
             Notification::Applied { last } => self.engine.on_applied(last),
-            Notification::SnapshotBuilt { result } => match result {
+            Notification::SnapshotBuilt { result } => match *result {
                 Ok(meta) => self.engine.on_snapshot_built(meta.last_log_id),
                 Err(e) => {
                     error!(error = %e, "building a snapshot failed");
                     return Err(e.into());
                 }
             },
-            Notification::Fatal(f) => return Err(f),
+            Notification::Fatal(f) => return Err(*f),
         }
         Ok(())
     }
 
-    async fn handle_rpc(&mut self, m: RpcMsg<C>) -> Result<(), Fatal> {
-        match m {
-            RpcMsg::AppendEntries { req, tx } => {
-                let (resp, wait_for) = self.engine.handle_append_entries(self.clock.now(), req);
-                self.run_commands().await?;
-                if wait_for.is_some_and(|io| io.seq > self.engine.state.io.flushed.seq) {
-                    // A store that flushes within `append` has queued its notification already:
-                    // take it now, so the answer leaves this round instead of after a metrics
-                    // publish and another pass through the loop.
-                    while let Ok(n) = self.notify_rx.try_recv() {
-                        self.handle_notification(n)?;
-                    }
+    /// Not an `async fn`, whose future would hold the message twice (see [`Self::run`]).
+    #[allow(clippy::manual_async_fn, reason = "an async fn would hold the message twice in its future")]
+    fn handle_rpc(&mut self, m: RpcMsg<C>) -> impl std::future::Future<Output = Result<(), Fatal>> {
+        async move {
+            match m {
+                RpcMsg::AppendEntries { req, tx } => {
+                    let (resp, wait_for) = self.engine.handle_append_entries(self.clock.now(), req);
                     self.run_commands().await?;
-                }
-                match wait_for {
-                    Some(io) if io.seq > self.engine.state.io.flushed.seq => {
-                        self.parked_append_responses.push_back((io.seq, tx, resp));
+                    if wait_for.is_some_and(|io| io.seq > self.engine.state.io.flushed.seq) {
+                        // A store that flushes within `append` has queued its notification already:
+                        // take it now, so the answer leaves this round instead of after a metrics
+                        // publish and another pass through the loop.
+                        while let Ok(n) = self.notify_rx.try_recv() {
+                            self.handle_notification(n)?;
+                        }
+                        self.run_commands().await?;
                     }
-                    _ => {
-                        let _ = tx.send(resp);
+                    match wait_for {
+                        Some(io) if io.seq > self.engine.state.io.flushed.seq => {
+                            self.parked_append_responses.push_back((io.seq, tx, resp));
+                        }
+                        _ => {
+                            let _ = tx.send(resp);
+                        }
                     }
                 }
+                RpcMsg::TransferLeader { req, tx } => {
+                    let accepted = self.engine.handle_transfer_leader(self.clock.now(), &req);
+                    self.run_commands().await?;
+                    let _ = tx.send(accepted);
+                }
+                RpcMsg::InstallSnapshot { req, tx } => {
+                    // Boxed: snapshot chunks are rare, and their future, inline, would make every
+                    // group's Raft task larger by its size for as long as the group lives.
+                    let resp = Box::pin(self.handle_install_snapshot(*req)).await?;
+                    let _ = tx.send(resp);
+                }
+                RpcMsg::Vote { req, tx } => {
+                    self.feed_leader_liveness();
+                    let resp = self.engine.handle_vote_req(self.clock.now(), &req);
+                    // The vote must be durable before the answer leaves.
+                    self.run_commands().await?;
+                    let _ = tx.send(resp);
+                }
             }
-            RpcMsg::TransferLeader { req, tx } => {
-                let accepted = self.engine.handle_transfer_leader(self.clock.now(), &req);
-                self.run_commands().await?;
-                let _ = tx.send(accepted);
-            }
-            RpcMsg::InstallSnapshot { req, tx } => {
-                let resp = self.handle_install_snapshot(req).await?;
-                let _ = tx.send(resp);
-            }
-            RpcMsg::Vote { req, tx } => {
-                self.feed_leader_liveness();
-                let resp = self.engine.handle_vote_req(self.clock.now(), &req);
-                // The vote must be durable before the answer leaves.
-                self.run_commands().await?;
-                let _ = tx.send(resp);
-            }
+            Ok(())
         }
-        Ok(())
     }
 
     async fn handle_api(&mut self, m: ApiMsg<C>) -> Result<(), Fatal> {
@@ -288,7 +302,7 @@ where
                 } else if !membership.is_voter(&self.engine.id()) {
                     let _ = tx.send(Err(InitializeError::NotAVoter));
                 } else {
-                    self.engine.initialize(self.clock.now(), membership);
+                    self.engine.initialize(self.clock.now(), *membership);
                     self.run_commands().await?;
                     let _ = tx.send(Ok(()));
                 }
@@ -302,7 +316,7 @@ where
             ApiMsg::TransferLeader { to, tx } => self.handle_transfer_leader_api(to, tx),
             ApiMsg::TriggerSnapshot => self.engine.trigger_snapshot(),
             ApiMsg::PurgeLog { upto } => self.engine.purge_log(upto),
-            ApiMsg::ChangeMembership { changes, retain, tx } => self.handle_change_membership(changes, retain, tx),
+            ApiMsg::ChangeMembership { changes, retain, tx } => self.handle_change_membership(*changes, retain, tx),
         }
         Ok(())
     }

@@ -99,6 +99,30 @@ where
         }
     }
 
+    /// A quiesced group hands back the capacity its queues grew to while busy: thousands of
+    /// idle groups of a host would otherwise each keep their busiest moment's. Only quiesced
+    /// groups do, so a busy group's loop does not allocate for it.
+    pub(crate) fn release_idle_buffers(&mut self) {
+        if self.engine.quiesced_under().is_none() && !self.engine.leader_quiesced() {
+            return;
+        }
+        if self.engine.output.is_empty() {
+            self.engine.output.shrink_to_fit();
+        }
+        if self.responders.is_empty() {
+            self.responders.shrink_to_fit();
+        }
+        if self.parked_append_responses.is_empty() {
+            self.parked_append_responses.shrink_to_fit();
+        }
+        if self.pending_reads.is_empty() {
+            self.pending_reads.shrink_to_fit();
+        }
+        if self.pending_transfers.is_empty() {
+            self.pending_transfers.shrink_to_fit();
+        }
+    }
+
     /// Act on what the host says.
     pub(crate) fn on_host_signal(&mut self, signal: HostSignal) {
         match signal {

@@ -29,8 +29,13 @@ pub(crate) enum SmMsg<C: RaftTypeConfig> {
     GetSnapshot { tx: oneshot::Sender<Result<Option<Snapshot<C>>, StorageError>> },
     /// An empty buffer to receive a snapshot into.
     BeginReceiving { tx: oneshot::Sender<Result<Box<C::SnapshotData>, StorageError>> },
-    /// Install a received snapshot.
-    InstallSnapshot { meta: SnapshotMeta<C>, data: Box<C::SnapshotData>, tx: oneshot::Sender<Result<(), StorageError>> },
+    /// Install a received snapshot. Rare, and its meta is the largest field of any message
+    /// here: boxed, so that the channel's slots are the size of `Apply`.
+    InstallSnapshot {
+        meta: Box<SnapshotMeta<C>>,
+        data: Box<C::SnapshotData>,
+        tx: oneshot::Sender<Result<(), StorageError>>,
+    },
 }
 
 pub(crate) struct StateMachineWorker<C: RaftTypeConfig, SM, LR> {
@@ -53,7 +58,7 @@ where
             while let Some(msg) = self.rx.recv().await {
                 if let Err(f) = self.handle(msg).await {
                     error!(error = %f, "state machine failed");
-                    let _ = self.notify_tx.send(Notification::Fatal(f));
+                    let _ = self.notify_tx.send(Notification::Fatal(Box::new(f)));
                     return;
                 }
             }
@@ -72,7 +77,7 @@ where
                 tokio::spawn(
                     async move {
                         let result = builder.build_snapshot().await.map(|s| s.meta);
-                        let _ = notify.send(Notification::SnapshotBuilt { result });
+                        let _ = notify.send(Notification::SnapshotBuilt { result: Box::new(result) });
                     }
                     .instrument(tracing::Span::current()),
                 );

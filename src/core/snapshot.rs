@@ -90,7 +90,7 @@ where
         };
         // Writes waiting on entries the snapshot replaced cannot learn their result from it.
         self.fail_writes_covered_by_snapshot(meta.last_log_id);
-        sm_call(&self.sm_tx, |tx| SmMsg::InstallSnapshot { meta, data, tx }).await??;
+        sm_call(&self.sm_tx, |tx| SmMsg::InstallSnapshot { meta: Box::new(meta), data, tx }).await??;
         Ok(())
     }
 

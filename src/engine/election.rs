@@ -252,7 +252,7 @@ impl<C: RaftTypeConfig> Engine<C> {
         self.save_vote(vote);
         self.state.server_state = ServerState::Leader;
         self.state.leader_id = Some(self.config.id);
-        self.leader = Some(Leader::new(vote, self.state.io.accepted.seq + 1, now));
+        self.leader = Some(Box::new(Leader::new(vote, self.state.io.accepted.seq + 1, now)));
         // With check-quorum the leader's timer checks that a quorum still acknowledges it.
         self.election_deadline = self.config.check_quorum.then(|| now + self.config.election_timeout_max);
         self.update_replication_streams();

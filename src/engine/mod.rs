@@ -99,8 +99,9 @@ pub(crate) struct Candidate<C: RaftTypeConfig> {
 pub(crate) struct Engine<C: RaftTypeConfig> {
     pub(crate) config: EngineConfig<C>,
     pub(crate) state: RaftState<C>,
-    /// `Some` exactly while this node is the leader (`state.server_state == Leader`).
-    pub(crate) leader: Option<Leader<C>>,
+    /// `Some` exactly while this node is the leader (`state.server_state == Leader`). Boxed:
+    /// most nodes of a group follow, and should not carry a leader's state inline.
+    pub(crate) leader: Option<Box<Leader<C>>>,
     /// `Some` exactly while this node is a candidate.
     pub(crate) candidate: Option<Candidate<C>>,
     /// When to start an election if no leader is heard from; `None` while leading.

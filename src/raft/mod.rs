@@ -206,7 +206,9 @@ impl<C: RaftTypeConfig> Raft<C> {
         LS: RaftLogStorage<C>,
         SM: RaftStateMachine<C>,
     {
-        let config = Arc::new(Config::clone(&config).validate().map_err(|e| Fatal::Invariant(e.to_string()))?);
+        // `validate` changes nothing: the caller's Arc is kept, so that the groups of a host that
+        // share one config share one copy.
+        Config::clone(&config).validate().map_err(|e| Fatal::Invariant(e.to_string()))?;
         let span = info_span!("raft", %id, cluster = %config.cluster_name);
         let state = load_state(id, &mut log_store, &mut state_machine).instrument(span).await?;
 
@@ -357,7 +359,7 @@ impl<C: RaftTypeConfig> Raft<C> {
     pub async fn initialize(&self, members: BTreeMap<C::NodeId, C::Node>) -> Result<(), RaftError<InitializeError<C>>> {
         let membership = Membership::new_voters(members).map_err(|e| RaftError::APIError(e.into()))?;
         let (tx, rx) = oneshot::channel();
-        self.send_api(ApiMsg::Initialize { membership, tx }).await?;
+        self.send_api(ApiMsg::Initialize { membership: Box::new(membership), tx }).await?;
         rx.await.map_err(|_| self.stopped_error())?.map_err(RaftError::APIError)
     }
 
@@ -573,7 +575,7 @@ impl<C: RaftTypeConfig> Raft<C> {
         retain: bool,
     ) -> Result<ChangeMembershipResponse<C>, RaftError<ClientWriteError<C>>> {
         let (tx, rx) = oneshot::channel();
-        self.send_api(ApiMsg::ChangeMembership { changes, retain, tx }).await?;
+        self.send_api(ApiMsg::ChangeMembership { changes: Box::new(changes), retain, tx }).await?;
         match rx.await {
             Ok(r) => r.map_err(RaftError::APIError),
             Err(_) => Err(self.stopped_error()),
@@ -960,7 +962,11 @@ impl<C: RaftTypeConfig> Raft<C> {
         req: InstallSnapshotRequest<C>,
     ) -> Result<InstallSnapshotResponse<C>, RaftError> {
         let (tx, rx) = oneshot::channel();
-        self.inner.rpc_tx.send(RpcMsg::InstallSnapshot { req, tx }).await.map_err(|_| self.stopped_error())?;
+        self.inner
+            .rpc_tx
+            .send(RpcMsg::InstallSnapshot { req: Box::new(req), tx })
+            .await
+            .map_err(|_| self.stopped_error())?;
         rx.await.map_err(|_| self.stopped_error())
     }
 

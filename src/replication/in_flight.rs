@@ -58,6 +58,12 @@ impl<C: RaftTypeConfig> InFlight<C> {
         self.sent.is_empty()
     }
 
+    /// Hand back the memory of an empty queue (a stream that goes quiet for long).
+    pub(crate) fn release_capacity(&mut self) {
+        debug_assert!(self.sent.is_empty(), "only an empty queue is released");
+        self.sent.shrink_to_fit();
+    }
+
     /// Bytes of entries in flight.
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes

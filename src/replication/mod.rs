@@ -11,6 +11,8 @@
 //!    generated lazily from the log, up to `max_payload_entries` each, with at most
 //!    `max_in_flight_requests` unacknowledged. A conflict goes back to phase 1; a greater vote
 //!    ends the task; a network error or an unanswered stream restarts after a backoff.
+//!    A quiesced stream (see `crate::multi`) closes its network stream once its follower has
+//!    answered the marked heartbeat, and opens a new one when it next has something to send.
 //!
 //! The task reads entries with its own log reader, only up to what RaftCore published as
 //! *submitted*, and stops as soon as the published leader vote is not its own. Progress goes to
@@ -37,7 +39,7 @@ use crate::config::Config;
 use crate::core::{Clock, Notification, SmMsg};
 use crate::engine::{Ack, ReplicationResult};
 use crate::error::{Fatal, RPCError};
-use crate::network::{RPCOption, RaftNetwork};
+use crate::network::{AppendResponseStream, RPCOption, RaftNetwork};
 use crate::storage::RaftLogReader;
 use crate::types::{AppendEntriesRequest, AppendEntriesResponse};
 use crate::types::{DisplayOption, Entry, LogId, LogIdOptionExt, Vote};
@@ -298,59 +300,67 @@ where
     N: RaftNetwork<C>,
     LR: RaftLogReader<C>,
 {
-    async fn run(mut self) {
-        let config = &self.state.config;
-        // Capped below the minimum election timeout: a healthy follower's stream that failed
-        // once must be back before check-quorum, or its voters' stickiness, would notice.
-        let max_backoff = (config.election_timeout_min / 2).max(config.heartbeat_interval);
-        let mut retries = Retries::new(config.heartbeat_interval, max_backoff);
-        // The match point when the last snapshot was sent: needing a snapshot again from the
-        // same point means the follower did not take it.
-        let mut snapshot_sent_at: Option<Option<LogId<C>>> = None;
-        loop {
-            let stop = match self.find_match().instrument(debug_span!("probing")).await {
-                Ok(()) => {
-                    let (answered, result) = self.pipeline().instrument(debug_span!("pipelining")).await;
-                    if answered {
-                        retries.succeeded();
-                    }
-                    match result {
-                        Ok(()) => continue,
-                        Err(stop) => stop,
-                    }
-                }
-                Err(stop) => stop,
-            };
-            let failure = match stop {
-                Stop::LeadershipEnded => return,
-                Stop::Fatal(f) => {
-                    let _ = self.state.notify.send(Notification::Fatal(f));
-                    return;
-                }
-                Stop::NeedSnapshot => {
-                    if snapshot_sent_at == Some(self.state.matched) {
-                        self.back_off(&mut retries, Failure::SnapshotNotTaken).await;
-                    }
-                    match self.send_snapshot().instrument(debug_span!("snapshot")).await {
-                        Ok(()) => {
-                            snapshot_sent_at = Some(self.state.matched);
-                            continue;
+    /// Replicate until the leadership ends or the log store fails.
+    ///
+    /// Not an `async fn`, which would hold `self` twice in its future (see `RaftCore::run`);
+    /// and the rare phases (probing, sending a snapshot) are boxed, so that the task of a
+    /// stream that pipelines, or idles, is no larger than pipelining needs.
+    #[allow(clippy::manual_async_fn, reason = "an async fn would hold the stream's state twice in its future")]
+    fn run(mut self) -> impl std::future::Future<Output = ()> {
+        async move {
+            let config = &self.state.config;
+            // Capped below the minimum election timeout: a healthy follower's stream that failed
+            // once must be back before check-quorum, or its voters' stickiness, would notice.
+            let max_backoff = (config.election_timeout_min / 2).max(config.heartbeat_interval);
+            let mut retries = Retries::new(config.heartbeat_interval, max_backoff);
+            // The match point when the last snapshot was sent: needing a snapshot again from the
+            // same point means the follower did not take it.
+            let mut snapshot_sent_at: Option<Option<LogId<C>>> = None;
+            loop {
+                let stop = match Box::pin(self.find_match().instrument(debug_span!("probing"))).await {
+                    Ok(()) => {
+                        let (answered, result) = self.pipeline().instrument(debug_span!("pipelining")).await;
+                        if answered {
+                            retries.succeeded();
                         }
-                        Err(Stop::LeadershipEnded) => return,
-                        Err(Stop::Fatal(f)) => {
-                            let _ = self.state.notify.send(Notification::Fatal(f));
-                            return;
+                        match result {
+                            Ok(()) => continue,
+                            Err(stop) => stop,
                         }
-                        Err(Stop::Retry(e)) => Failure::Snapshot(e),
-                        Err(Stop::Conflict | Stop::NeedSnapshot) => Failure::Snapshot(RPCError::Unreachable(
-                            anyerror::AnyError::error("the snapshot transfer was cut short"),
-                        )),
                     }
-                }
-                Stop::Conflict => Failure::Conflict,
-                Stop::Retry(e) => Failure::Rpc(e),
-            };
-            self.back_off(&mut retries, failure).await;
+                    Err(stop) => stop,
+                };
+                let failure = match stop {
+                    Stop::LeadershipEnded => return,
+                    Stop::Fatal(f) => {
+                        let _ = self.state.notify.send(Notification::Fatal(Box::new(f)));
+                        return;
+                    }
+                    Stop::NeedSnapshot => {
+                        if snapshot_sent_at == Some(self.state.matched) {
+                            self.back_off(&mut retries, Failure::SnapshotNotTaken).await;
+                        }
+                        match Box::pin(self.send_snapshot().instrument(debug_span!("snapshot"))).await {
+                            Ok(()) => {
+                                snapshot_sent_at = Some(self.state.matched);
+                                continue;
+                            }
+                            Err(Stop::LeadershipEnded) => return,
+                            Err(Stop::Fatal(f)) => {
+                                let _ = self.state.notify.send(Notification::Fatal(Box::new(f)));
+                                return;
+                            }
+                            Err(Stop::Retry(e)) => Failure::Snapshot(e),
+                            Err(Stop::Conflict | Stop::NeedSnapshot) => Failure::Snapshot(RPCError::Unreachable(
+                                anyerror::AnyError::error("the snapshot transfer was cut short"),
+                            )),
+                        }
+                    }
+                    Stop::Conflict => Failure::Conflict,
+                    Stop::Retry(e) => Failure::Rpc(e),
+                };
+                self.back_off(&mut retries, failure).await;
+            }
         }
     }
 
@@ -499,14 +509,6 @@ where
         let max_in_flight = st.config.max_in_flight_requests as usize;
         let heartbeat = st.config.heartbeat_interval;
         let rpc_timeout = st.config.rpc_timeout;
-        let (tx, rx) = mpsc::channel::<AppendEntriesRequest<C>>(max_in_flight);
-        let input = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) }).boxed();
-        let option = RPCOption::new(rpc_timeout);
-        let mut responses = match timeout(rpc_timeout, self.network.stream_append(input, option)).await {
-            Ok(r) => r.map_err(Stop::Retry)?,
-            Err(_) => return Err(Stop::Retry(RPCError::Timeout(rpc_timeout))),
-        };
-
         let mut in_flight: InFlight<C> = InFlight::default();
         let max_in_flight_bytes = st.config.max_in_flight_bytes;
         st.gauge.set(0, 0);
@@ -529,138 +531,190 @@ where
         // no leader and would campaign after their election timeout (waking the whole group):
         // a quiesced stream sends it the marked heartbeat again, so it follows and quiesces.
         let mut target_restarted = st.host.as_ref().map(|h| h.subscribe_restart(&st.target));
+        // Each pass opens a stream; it ends when a stream closed while quiesced is needed again.
         loop {
-            let submitted = st.current_submitted()?;
-            let committed = *st.committed.borrow_and_update();
-            let quiesced = *st.quiesced.borrow_and_update();
-            if quiesced.is_none() {
-                quiesce_sent = false;
-            }
-            st.gauge.set(in_flight.len() as u64, in_flight.bytes());
-            let room = in_flight.len() < max_in_flight && in_flight.bytes() < max_in_flight_bytes;
-            let has_entries = last_sent.next_index() < submitted.last_log_id.next_index();
-            let send_now = room && has_entries;
-            // A request without entries repeats `last_sent`: only with nothing in flight, so
-            // that every answer names the one request it answers (see `InFlight`). A quiesced
-            // stream sends one heartbeat, marked, and then is silent.
-            let may_heartbeat = in_flight.may_send(last_sent) && !send_now && !quiesce_sent;
-            // A newer commit index rides on the next request with entries. Under load one comes
-            // soon, so the commit costs no request of its own; once nothing is in flight and
-            // nothing new arrived for `commit_grace`, the heartbeat timer sends it alone.
-            if committed > sent_commit && in_flight.is_empty() && !send_now && !timer.commit_armed {
-                timer.arm_commit(st.clock.now());
-            }
-            tokio::select! {
-                biased;
-                resp = responses.next() => {
-                    let resp = match resp {
-                        None => return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream closed")))),
-                        Some(r) => r.map_err(Stop::Retry)?,
-                    };
-                    match resp {
-                        AppendEntriesResponse::Success { matched } => {
-                            *answered = true;
-                            let ack = match in_flight.on_success(matched) {
-                                Answered::Request(ack) => Some(ack),
-                                Answered::Nothing => None,
-                                Answered::NeverSent => {
-                                    warn!(target = %st.target, matched = %DisplayOption(&matched), "follower acknowledged entries never sent");
-                                    return Err(Stop::Conflict);
-                                }
-                            };
-                            let now = st.clock.now();
-                            answer_deadline = now + rpc_timeout;
-                            st.report(matched, ack);
-                            // The last answer in flight is what usually lets RaftCore commit: look
-                            // for a newer commit index in `commit_grace` rather than being woken
-                            // for it (each commit would wake every stream).
-                            if in_flight.is_empty() {
-                                timer.arm_commit(now);
-                            }
-                        }
-                        AppendEntriesResponse::Conflict { .. } => {
-                            st.report(st.matched, in_flight.oldest());
-                            if !*answered {
-                                // The very first request, whose prev is `matched`, conflicts:
-                                // the follower no longer holds what it acknowledged.
-                                warn!(target = %st.target, believed = %DisplayOption(&st.matched), "the follower conflicts at its match point; searching its whole log");
-                                st.lower_matched(None);
-                            }
-                            return Err(Stop::Conflict);
-                        }
-                        AppendEntriesResponse::HigherVote(v) => return Err(st.higher_vote(v)),
-                    }
-                }
-                permit = tx.reserve(), if send_now => {
-                    let Ok(permit) = permit else { return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream input closed")))) };
-                    let (req, bytes) = st.next_request(last_sent, submitted.last_log_id, committed).await?;
-                    let now = st.clock.now();
-                    if in_flight.is_empty() {
-                        answer_deadline = now + rpc_timeout;
-                    }
-                    last_sent = req.last_log_id();
-                    debug!(prev = %DisplayOption(&req.prev_log_id), last = %DisplayOption(&last_sent), entries = req.entries.len(), "sending entries");
-                    sent_commit = committed;
-                    in_flight.push(last_sent, now, *st.heartbeat.borrow_and_update(), bytes);
-                    timer.sent(now);
-                    permit.send(req);
-                }
-                _ = st.clock.sleep_until(timer.next), if room && may_heartbeat => {
-                    if timer.commit_armed && committed <= sent_commit {
-                        timer.commit_not_moved();
-                        continue;
-                    }
-                    // The follower may quiesce only on a heartbeat that brings it the leader's
-                    // whole log, all committed.
-                    let quiesce = quiesced.filter(|(last, _)| Some(*last) == last_sent && committed == last_sent).map(|(_, mark)| mark);
-                    quiesce_sent = quiesce.is_some();
-                    if quiesce_sent && let Some(restarted) = target_restarted.as_mut() {
-                        // Restarts before this mark are covered by it.
-                        restarted.mark_unchanged();
-                    }
-                    let req = AppendEntriesRequest { vote: st.vote, prev_log_id: last_sent, entries: vec![], leader_commit: committed, quiesce };
-                    let now = st.clock.now();
-                    if in_flight.is_empty() {
-                        answer_deadline = now + rpc_timeout;
-                    }
-                    in_flight.push(last_sent, now, *st.heartbeat.borrow_and_update(), 0);
-                    sent_commit = committed;
-                    timer.sent(now);
-                    if tx.try_send(req).is_err() {
-                        return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream input full"))));
-                    }
-                }
-                _ = st.clock.sleep_until(answer_deadline), if !in_flight.is_empty() => {
-                    return Err(Stop::Retry(RPCError::Timeout(rpc_timeout)));
-                }
-                r = st.submitted.changed(), if !send_now => {
-                    if r.is_err() { return Err(Stop::LeadershipEnded); }
-                }
-                // While requests are in flight their answers wake this loop, and it looks at
-                // the commit index then: no wake-up per commit.
-                r = st.committed.changed(), if !send_now && in_flight.is_empty() && !timer.commit_armed => {
-                    if r.is_err() { return Err(Stop::LeadershipEnded); }
-                }
-                _ = changed_opt(&mut target_restarted), if quiesce_sent => {
-                    debug!(target = %st.target, "the target's node restarted; sending it the marked heartbeat again");
+            let (tx, responses) = open_stream(&mut self.network, max_in_flight, rpc_timeout).await?;
+            let (mut tx, mut responses) = (Some(tx), Some(responses));
+            loop {
+                let submitted = st.current_submitted()?;
+                let committed = *st.committed.borrow_and_update();
+                let quiesced = *st.quiesced.borrow_and_update();
+                if quiesced.is_none() {
                     quiesce_sent = false;
-                    timer.send_now(st.clock.now());
                 }
-                r = st.quiesced.changed() => {
-                    if r.is_err() { return Err(Stop::LeadershipEnded); }
-                    // Quiesced: tell the follower now. Woken: be heard at once, since whatever
-                    // woke the group (a campaign, a read) wants the leader heard.
-                    timer.send_now(st.clock.now());
+                st.gauge.set(in_flight.len() as u64, in_flight.bytes());
+                let room = in_flight.len() < max_in_flight && in_flight.bytes() < max_in_flight_bytes;
+                let has_entries = last_sent.next_index() < submitted.last_log_id.next_index();
+                let send_now = room && has_entries;
+                // A request without entries repeats `last_sent`: only with nothing in flight, so
+                // that every answer names the one request it answers (see `InFlight`). A quiesced
+                // stream sends one heartbeat, marked, and then is silent.
+                let may_heartbeat = in_flight.may_send(last_sent) && !send_now && !quiesce_sent;
+                // A quiesced stream that has told its follower so and waits for no answer sends
+                // nothing until the group wakes or entries arrive: its stream is closed meanwhile
+                // (a channel block and the network's stream state, kept by every follower of
+                // thousands of idle groups), and a new one opened before the next request.
+                if quiesce_sent && quiesced.is_some() && in_flight.is_empty() && !send_now {
+                    (tx, responses) = (None, None);
+                    in_flight.release_capacity();
+                } else if responses.is_none() && (send_now || may_heartbeat) {
+                    break;
                 }
-                r = st.heartbeat.changed() => {
-                    if r.is_err() { return Err(Stop::LeadershipEnded); }
-                    // A read waits for a quorum to answer a request of its round: the next
-                    // request with entries carries it, or a heartbeat as soon as nothing is in
-                    // flight (an answer to a request sent before the read proves nothing).
-                    timer.send_now(st.clock.now());
+                // A newer commit index rides on the next request with entries. Under load one comes
+                // soon, so the commit costs no request of its own; once nothing is in flight and
+                // nothing new arrived for `commit_grace`, the heartbeat timer sends it alone.
+                if committed > sent_commit && in_flight.is_empty() && !send_now && !timer.commit_armed {
+                    timer.arm_commit(st.clock.now());
+                }
+                tokio::select! {
+                    biased;
+                    resp = next_answer(&mut responses) => {
+                        let resp = match resp {
+                            None => return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream closed")))),
+                            Some(r) => r.map_err(Stop::Retry)?,
+                        };
+                        match resp {
+                            AppendEntriesResponse::Success { matched } => {
+                                *answered = true;
+                                let ack = match in_flight.on_success(matched) {
+                                    Answered::Request(ack) => Some(ack),
+                                    Answered::Nothing => None,
+                                    Answered::NeverSent => {
+                                        warn!(target = %st.target, matched = %DisplayOption(&matched), "follower acknowledged entries never sent");
+                                        return Err(Stop::Conflict);
+                                    }
+                                };
+                                let now = st.clock.now();
+                                answer_deadline = now + rpc_timeout;
+                                st.report(matched, ack);
+                                // The last answer in flight is what usually lets RaftCore commit: look
+                                // for a newer commit index in `commit_grace` rather than being woken
+                                // for it (each commit would wake every stream).
+                                if in_flight.is_empty() {
+                                    timer.arm_commit(now);
+                                }
+                            }
+                            AppendEntriesResponse::Conflict { .. } => {
+                                st.report(st.matched, in_flight.oldest());
+                                if !*answered {
+                                    // The very first request, whose prev is `matched`, conflicts:
+                                    // the follower no longer holds what it acknowledged.
+                                    warn!(target = %st.target, believed = %DisplayOption(&st.matched), "the follower conflicts at its match point; searching its whole log");
+                                    st.lower_matched(None);
+                                }
+                                return Err(Stop::Conflict);
+                            }
+                            AppendEntriesResponse::HigherVote(v) => return Err(st.higher_vote(v)),
+                        }
+                    }
+                    permit = reserve(&tx), if send_now => {
+                        let Ok(permit) = permit else { return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream input closed")))) };
+                        let (req, bytes) = st.next_request(last_sent, submitted.last_log_id, committed).await?;
+                        let now = st.clock.now();
+                        if in_flight.is_empty() {
+                            answer_deadline = now + rpc_timeout;
+                        }
+                        last_sent = req.last_log_id();
+                        debug!(prev = %DisplayOption(&req.prev_log_id), last = %DisplayOption(&last_sent), entries = req.entries.len(), "sending entries");
+                        sent_commit = committed;
+                        in_flight.push(last_sent, now, *st.heartbeat.borrow_and_update(), bytes);
+                        timer.sent(now);
+                        permit.send(req);
+                    }
+                    _ = st.clock.sleep_until(timer.next), if room && may_heartbeat => {
+                        if timer.commit_armed && committed <= sent_commit {
+                            timer.commit_not_moved();
+                            continue;
+                        }
+                        // The follower may quiesce only on a heartbeat that brings it the leader's
+                        // whole log, all committed.
+                        let quiesce = quiesced.filter(|(last, _)| Some(*last) == last_sent && committed == last_sent).map(|(_, mark)| mark);
+                        quiesce_sent = quiesce.is_some();
+                        if quiesce_sent && let Some(restarted) = target_restarted.as_mut() {
+                            // Restarts before this mark are covered by it.
+                            restarted.mark_unchanged();
+                        }
+                        let req = AppendEntriesRequest { vote: st.vote, prev_log_id: last_sent, entries: vec![], leader_commit: committed, quiesce };
+                        let now = st.clock.now();
+                        if in_flight.is_empty() {
+                            answer_deadline = now + rpc_timeout;
+                        }
+                        in_flight.push(last_sent, now, *st.heartbeat.borrow_and_update(), 0);
+                        sent_commit = committed;
+                        timer.sent(now);
+                        if tx.as_ref().is_none_or(|tx| tx.try_send(req).is_err()) {
+                            return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream input full"))));
+                        }
+                    }
+                    _ = st.clock.sleep_until(answer_deadline), if !in_flight.is_empty() => {
+                        return Err(Stop::Retry(RPCError::Timeout(rpc_timeout)));
+                    }
+                    r = st.submitted.changed(), if !send_now => {
+                        if r.is_err() { return Err(Stop::LeadershipEnded); }
+                    }
+                    // While requests are in flight their answers wake this loop, and it looks at
+                    // the commit index then: no wake-up per commit.
+                    r = st.committed.changed(), if !send_now && in_flight.is_empty() && !timer.commit_armed => {
+                        if r.is_err() { return Err(Stop::LeadershipEnded); }
+                    }
+                    _ = changed_opt(&mut target_restarted), if quiesce_sent => {
+                        debug!(target = %st.target, "the target's node restarted; sending it the marked heartbeat again");
+                        quiesce_sent = false;
+                        timer.send_now(st.clock.now());
+                    }
+                    r = st.quiesced.changed() => {
+                        if r.is_err() { return Err(Stop::LeadershipEnded); }
+                        // Quiesced: tell the follower now. Woken: be heard at once, since whatever
+                        // woke the group (a campaign, a read) wants the leader heard.
+                        timer.send_now(st.clock.now());
+                    }
+                    r = st.heartbeat.changed() => {
+                        if r.is_err() { return Err(Stop::LeadershipEnded); }
+                        // A read waits for a quorum to answer a request of its round: the next
+                        // request with entries carries it, or a heartbeat as soon as nothing is in
+                        // flight (an answer to a request sent before the read proves nothing).
+                        timer.send_now(st.clock.now());
+                    }
                 }
             }
         }
+    }
+}
+
+/// Open a pipelined stream to the follower: the sender of its requests, and its answers.
+async fn open_stream<C: RaftTypeConfig, N: RaftNetwork<C>>(
+    network: &mut N,
+    max_in_flight: usize,
+    rpc_timeout: std::time::Duration,
+) -> Result<(mpsc::Sender<AppendEntriesRequest<C>>, AppendResponseStream<'_, C>), Stop> {
+    let (tx, rx) = mpsc::channel::<AppendEntriesRequest<C>>(max_in_flight);
+    let input = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) }).boxed();
+    let option = RPCOption::new(rpc_timeout);
+    match timeout(rpc_timeout, network.stream_append(input, option)).await {
+        Ok(r) => Ok((tx, r.map_err(Stop::Retry)?)),
+        Err(_) => Err(Stop::Retry(RPCError::Timeout(rpc_timeout))),
+    }
+}
+
+/// The next answer of an open stream; never, while the stream is closed.
+///
+/// # Cancel safety
+/// Cancel safe, as [`StreamExt::next`].
+async fn next_answer<S: futures_util::Stream + Unpin>(responses: &mut Option<S>) -> Option<S::Item> {
+    match responses {
+        Some(responses) => responses.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Room for one request on an open stream; never, while the stream is closed.
+///
+/// # Cancel safety
+/// Cancel safe, as [`mpsc::Sender::reserve`].
+async fn reserve<T>(tx: &Option<mpsc::Sender<T>>) -> Result<mpsc::Permit<'_, T>, mpsc::error::SendError<()>> {
+    match tx {
+        Some(tx) => tx.reserve().await,
+        None => std::future::pending().await,
     }
 }
 

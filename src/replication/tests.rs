@@ -35,6 +35,8 @@ struct Follower {
     /// index already covers it does.
     ignore_snapshots: bool,
     appends: u64,
+    /// Requests marked `quiesce`.
+    quiesce_marks: u64,
     snapshots: u64,
 }
 
@@ -64,6 +66,7 @@ impl RaftNetwork<C> for ScriptedNetwork {
         tokio::time::sleep(ROUND_TRIP).await;
         let mut f = self.follower();
         f.appends += 1;
+        f.quiesce_marks += u64::from(req.quiesce.is_some());
         if req.prev_log_id.is_some_and(|p| Some(p.index) > f.last.map(|l| l.index)) {
             return Ok(AppendEntriesResponse::Conflict { prev_log_id: req.prev_log_id, last_log_id: f.last });
         }
@@ -128,7 +131,7 @@ struct Stream {
     submitted: watch::Sender<IOProgress<C>>,
     committed: watch::Sender<Option<LogId<C>>>,
     heartbeat: watch::Sender<u64>,
-    _quiesced: watch::Sender<Option<(LogId<UTConfig>, crate::types::QuiesceMark)>>,
+    quiesced: watch::Sender<Option<(LogId<UTConfig>, crate::types::QuiesceMark)>>,
     notify: mpsc::UnboundedReceiver<Notification<C>>,
     /// Every `matched` the stream reported, in order.
     reported: Vec<Option<LogId<C>>>,
@@ -188,7 +191,7 @@ impl Stream {
             submitted: submitted.0,
             committed: committed.0,
             heartbeat: heartbeat.0,
-            _quiesced: quiesced.0,
+            quiesced: quiesced.0,
             notify,
             reported: Vec::new(),
             acks: Vec::new(),
@@ -431,4 +434,106 @@ async fn an_idle_stream_heartbeats_once_per_interval() {
     let expected = (Duration::from_secs(1).as_millis() / interval.as_millis()) as u64;
     assert!(sent <= expected + 1, "{sent} requests in 1 s of idleness; one per {interval:?} is {expected}");
     assert!(sent + 1 >= expected, "{sent} requests in 1 s of idleness: heartbeats stopped");
+}
+
+/// The scripted follower, through streams whose opening and closing are counted.
+#[derive(Clone, Default)]
+struct CountedStreams {
+    follower: ScriptedNetwork,
+    /// Streams opened so far.
+    opened: Arc<AtomicU64>,
+    /// Streams open now.
+    open: Arc<AtomicU64>,
+}
+
+/// Counts a stream as open until it is dropped.
+struct OpenStream(Arc<AtomicU64>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl RaftNetwork<C> for CountedStreams {
+    async fn append_entries(
+        &mut self,
+        req: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError> {
+        self.follower.append_entries(req, option).await
+    }
+
+    async fn vote(&mut self, _req: VoteRequest<C>, _option: RPCOption) -> Result<VoteResponse<C>, RPCError> {
+        Err(unsupported())
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _req: InstallSnapshotRequest<C>,
+        _option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<C>, RPCError> {
+        Err(unsupported())
+    }
+
+    async fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> Result<crate::network::AppendResponseStream<'s, C>, RPCError>
+    where
+        S: futures_util::Stream<Item = AppendEntriesRequest<C>> + Send + Unpin + 's,
+    {
+        use futures_util::StreamExt;
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        self.open.fetch_add(1, Ordering::Relaxed);
+        let open = OpenStream(self.open.clone());
+        let follower = self.follower.clone();
+        let answers =
+            futures_util::stream::unfold((follower, input, open), move |(mut follower, mut input, open)| async move {
+                let req = input.next().await?;
+                Some((follower.append_entries(req, option).await, (follower, input, open)))
+            });
+        Ok(answers.boxed())
+    }
+}
+
+/// In a host of many groups, a quiesced leader's stream to a follower sends one heartbeat
+/// marked `quiesce` and then nothing: it closes its stream meanwhile (the memory of an idle
+/// group), and opens a new one as soon as it has something to send: when the group wakes, or
+/// when entries arrive.
+#[tokio::test(start_paused = true)]
+async fn a_quiesced_stream_is_closed_until_it_has_something_to_send() {
+    let network = CountedStreams::default();
+    network.follower.follower().last = Some(log_id(1, 20));
+    let mut stream = Stream::start_on(network.clone(), LeaderLog::new(log_id(1, 0), 21));
+    stream.run_for(Duration::from_millis(100)).await;
+    let streams = |n: &CountedStreams| (n.opened.load(Ordering::Relaxed), n.open.load(Ordering::Relaxed));
+    assert_eq!(streams(&network), (1, 1));
+
+    let mark = crate::types::QuiesceMark { incarnation: 7 };
+    stream.quiesced.send_replace(Some((log_id(1, 20), mark)));
+    stream.run_for(Duration::from_millis(10)).await;
+    assert_eq!(network.follower.follower().quiesce_marks, 1, "the follower heard the marked heartbeat");
+    assert_eq!(streams(&network), (1, 0), "the stream is closed once the mark is answered");
+    let appends = network.follower.follower().appends;
+    stream.run_for(Duration::from_secs(1)).await;
+    assert_eq!(network.follower.follower().appends, appends, "a quiesced stream sends nothing");
+    assert_eq!(streams(&network), (1, 0));
+
+    // Woken: a new stream, and a heartbeat at once.
+    stream.quiesced.send_replace(None);
+    stream.run_for(Duration::from_millis(5)).await;
+    assert_eq!(streams(&network), (2, 1));
+    assert_eq!(network.follower.follower().appends, appends + 1);
+
+    // Quiesced again, then entries arrive before the group wakes: a new stream carries them.
+    stream.quiesced.send_replace(Some((log_id(1, 20), mark)));
+    stream.run_for(Duration::from_millis(100)).await;
+    assert_eq!(streams(&network), (2, 0));
+    stream.extend_log(23);
+    stream.run_for(Duration::from_millis(10)).await;
+    assert_eq!(streams(&network).0, 3);
+    assert_eq!(network.follower.follower().last, Some(log_id(1, 22)));
+    assert_eq!(stream.reported.last(), Some(&Some(log_id(1, 22))));
 }

@@ -446,7 +446,7 @@ impl EngineBuilder {
                 }
                 leader.progress.extend(progress);
                 engine.state.server_state = ServerState::Leader;
-                engine.leader = Some(leader);
+                engine.leader = Some(Box::new(leader));
             }
         }
         engine
