@@ -30,6 +30,12 @@
 //! 4. **Errors end the stream.** After yielding an `Err`, the response stream is done; the
 //!    leader resumes from what was acknowledged, on a new stream.
 //!
+//! A leader may also end a stream that nothing failed on, by dropping it (its input then
+//! ends): a group hosted by [`crate::multi::GroupHost`] closes its streams while it is
+//! quiesced and opens a new one when it next sends, so each wake of an idle group opens a
+//! stream. Opening one should therefore be cheap (TCP: a frame on a connection already open),
+//! and a network must not take a dropped stream for a failure of the follower.
+//!
 //! The leader bounds what is in flight (`Config::max_in_flight_requests`), so the network
 //! need not buffer without limit. The default implementation sends one request at a time with
 //! [`RaftNetwork::append_entries`], which keeps these promises trivially.

@@ -525,8 +525,10 @@ where
         };
         let mut answer_deadline = st.clock.now() + rpc_timeout;
         // Whether this stream sent its follower the heartbeat marked `quiesce` since the
-        // leader last quiesced.
+        // leader last quiesced, and for which quiescence (last log id and mark): the leader
+        // may wake and quiesce again, at another last entry, between two looks of this loop.
         let mut quiesce_sent = false;
+        let mut marked_for = None;
         // In a host of many groups: changes when the target's node restarted. Its groups know
         // no leader and would campaign after their election timeout (waking the whole group):
         // a quiesced stream sends it the marked heartbeat again, so it follows and quiesces.
@@ -535,11 +537,16 @@ where
         loop {
             let (tx, responses) = open_stream(&mut self.network, max_in_flight, rpc_timeout).await?;
             let (mut tx, mut responses) = (Some(tx), Some(responses));
+            // Whether this stream got a `Success`. Its first request starts at what the follower
+            // acknowledged (a stream opens with nothing in flight, everything sent answered), so
+            // a conflict before any success means the follower lost acknowledged entries, on a
+            // reopened stream as on the first one.
+            let mut stream_answered = false;
             loop {
                 let submitted = st.current_submitted()?;
                 let committed = *st.committed.borrow_and_update();
                 let quiesced = *st.quiesced.borrow_and_update();
-                if quiesced.is_none() {
+                if quiesced.is_none() || quiesced != marked_for {
                     quiesce_sent = false;
                 }
                 st.gauge.set(in_flight.len() as u64, in_flight.bytes());
@@ -576,6 +583,7 @@ where
                         match resp {
                             AppendEntriesResponse::Success { matched } => {
                                 *answered = true;
+                                stream_answered = true;
                                 let ack = match in_flight.on_success(matched) {
                                     Answered::Request(ack) => Some(ack),
                                     Answered::Nothing => None,
@@ -596,9 +604,10 @@ where
                             }
                             AppendEntriesResponse::Conflict { .. } => {
                                 st.report(st.matched, in_flight.oldest());
-                                if !*answered {
-                                    // The very first request, whose prev is `matched`, conflicts:
-                                    // the follower no longer holds what it acknowledged.
+                                if !stream_answered {
+                                    // The stream's first request, whose prev is `matched`,
+                                    // conflicts: the follower no longer holds what it
+                                    // acknowledged.
                                     warn!(target = %st.target, believed = %DisplayOption(&st.matched), "the follower conflicts at its match point; searching its whole log");
                                     st.lower_matched(None);
                                 }
@@ -630,6 +639,7 @@ where
                         // whole log, all committed.
                         let quiesce = quiesced.filter(|(last, _)| Some(*last) == last_sent && committed == last_sent).map(|(_, mark)| mark);
                         quiesce_sent = quiesce.is_some();
+                        marked_for = if quiesce_sent { quiesced } else { None };
                         if quiesce_sent && let Some(restarted) = target_restarted.as_mut() {
                             // Restarts before this mark are covered by it.
                             restarted.mark_unchanged();

@@ -537,3 +537,54 @@ async fn a_quiesced_stream_is_closed_until_it_has_something_to_send() {
     assert_eq!(network.follower.follower().last, Some(log_id(1, 22)));
     assert_eq!(stream.reported.last(), Some(&Some(log_id(1, 22))));
 }
+
+/// Found in review: a follower that lost entries while the leader's stream to it was closed
+/// (quiesced) conflicts on the reopened stream's first request. That proves it lost what it
+/// acknowledged, as on a first stream: the match point drops at once, and the next pass
+/// searches the whole log, rather than first probing nothing and opening a third stream.
+#[tokio::test(start_paused = true)]
+async fn a_follower_that_lost_entries_while_the_stream_was_closed_is_searched_at_once() {
+    let network = CountedStreams::default();
+    network.follower.follower().last = Some(log_id(1, 20));
+    let mut stream = Stream::start_on(network.clone(), LeaderLog::new(log_id(1, 0), 21));
+    stream.run_for(Duration::from_millis(100)).await;
+    let mark = crate::types::QuiesceMark { incarnation: 7 };
+    stream.quiesced.send_replace(Some((log_id(1, 20), mark)));
+    stream.run_for(Duration::from_millis(10)).await;
+    assert_eq!(network.open.load(Ordering::Relaxed), 0, "closed while quiesced");
+
+    // The follower lost its last 15 entries (a disk that lied about its flushes); the group
+    // wakes.
+    network.follower.follower().last = Some(log_id(1, 5));
+    stream.quiesced.send_replace(None);
+    stream.run_for(Duration::from_millis(5)).await;
+
+    assert!(stream.reported.contains(&None), "the match point dropped: {:?}", stream.reported);
+    assert_eq!(network.opened.load(Ordering::Relaxed), 2, "no third stream before the search");
+    stream.run_for(Duration::from_secs(1)).await;
+    assert_eq!(network.follower.follower().last, Some(log_id(1, 20)), "caught up again");
+}
+
+/// Found in review: a leader that woke and quiesced again at a later entry, both between two
+/// looks of its stream (the stream never saw it awake), must still mark a heartbeat for the new
+/// quiescence: the entries the stream sends wake the follower, and only a new mark quiesces it
+/// again.
+#[tokio::test(start_paused = true)]
+async fn a_stream_marks_again_for_a_quiescence_it_never_saw_end() {
+    let network = CountedStreams::default();
+    network.follower.follower().last = Some(log_id(1, 20));
+    let mut stream = Stream::start_on(network.clone(), LeaderLog::new(log_id(1, 0), 21));
+    stream.run_for(Duration::from_millis(100)).await;
+    let mark = crate::types::QuiesceMark { incarnation: 7 };
+    stream.quiesced.send_replace(Some((log_id(1, 20), mark)));
+    stream.run_for(Duration::from_millis(10)).await;
+    assert_eq!(network.follower.follower().quiesce_marks, 1);
+
+    // Woken, two entries appended and committed, quiesced again: all before the stream looks.
+    stream.extend_log(23);
+    stream.quiesced.send_replace(Some((log_id(1, 22), mark)));
+    stream.run_for(Duration::from_millis(200)).await;
+
+    assert_eq!(network.follower.follower().last, Some(log_id(1, 22)));
+    assert_eq!(network.follower.follower().quiesce_marks, 2, "the new quiescence was marked");
+}
