@@ -416,7 +416,10 @@ where
 }
 
 /// Sleep until `clock` shows `deadline`, or forever if there is none.
-async fn sleep_until(clock: Clock, deadline: Option<Instant>) {
+///
+/// # Cancel safety
+/// Cancel safe: it only sleeps.
+pub(crate) async fn sleep_until(clock: Clock, deadline: Option<Instant>) {
     match deadline {
         Some(d) => clock.sleep_until(d).await,
         None => std::future::pending().await,

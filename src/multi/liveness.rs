@@ -85,8 +85,13 @@ impl Peer {
     }
 
     fn bump(&self) {
-        self.epoch.send_modify(|e| *e = e.wrapping_add(1));
+        signal(&self.epoch);
     }
+}
+
+/// Change `tx`'s value, waking its receivers: these watches carry events, not values.
+pub(crate) fn signal(tx: &watch::Sender<u64>) {
+    tx.send_modify(|n| *n = n.wrapping_add(1));
 }
 
 /// A host's view of its peers' liveness and its own identity, shared by its groups' Raft tasks.
@@ -157,11 +162,11 @@ impl<C: RaftTypeConfig> Liveness<C> {
             info!(node = %beat.from, "a peer restarted; waking the groups quiesced under it");
             peer.released.clear();
             peer.bump();
-            peer.restarted.send_modify(|r| *r = r.wrapping_add(1));
+            signal(&peer.restarted);
         }
         if peer.suspected {
             debug!(node = %beat.from, "peer heard from again");
-            peer.returned.send_modify(|r| *r = r.wrapping_add(1));
+            signal(&peer.returned);
         }
         peer.incarnation = Some(beat.incarnation);
         peer.last_heard = Some(peer.last_heard.map_or(now, |t| t.max(now)));
@@ -216,7 +221,7 @@ impl<C: RaftTypeConfig> Liveness<C> {
         let peer = peers.entry(*node).or_insert_with(Peer::new);
         if ok && !peer.reached && peer.suspected {
             debug!(%node, "a peer not heard from is reached: retrying the streams waiting for it");
-            peer.returned.send_modify(|r| *r = r.wrapping_add(1));
+            signal(&peer.returned);
         }
         peer.reached = ok;
     }
@@ -265,7 +270,7 @@ impl<C: RaftTypeConfig> Liveness<C> {
             peer.last_heard = Some(Instant::now());
             if peer.suspected {
                 // Heard at last: streams of this host waiting for the node retry, as on a beat.
-                peer.returned.send_modify(|r| *r = r.wrapping_add(1));
+                signal(&peer.returned);
             }
             peer.suspected = false;
         }

@@ -347,7 +347,7 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
         let released = self.inner.liveness.heard(&beat, Instant::now(), |g| groups.contains_key(&g));
         for group in released {
             if let Some(hosted) = groups.get(&group) {
-                hosted.released.send_modify(|n| *n = n.wrapping_add(1));
+                liveness::signal(&hosted.released);
             }
         }
     }

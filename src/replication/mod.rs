@@ -412,7 +412,7 @@ where
                 // there learns of the newer term; a follower there catches up and gets the
                 // marked heartbeat).
                 _ = returned.changed() => return,
-                _ = sleep_until_opt(st.clock, retry) => {
+                _ = crate::core::sleep_until(st.clock, retry) => {
                     debug!(target = %st.target, waited = ?st.unheard_retry, "retrying a target that is reached but not heard");
                     return;
                 }
@@ -885,16 +885,5 @@ async fn changed_opt(rx: &mut Option<watch::Receiver<u64>>) {
     let Some(rx) = rx.as_mut() else { return std::future::pending().await };
     if rx.changed().await.is_err() {
         std::future::pending::<()>().await;
-    }
-}
-
-/// Sleeps until `at` on `clock`; never if there is no `at`.
-///
-/// # Cancel safety
-/// Cancel safe: it only sleeps.
-async fn sleep_until_opt(clock: Clock, at: Option<Instant>) {
-    match at {
-        Some(at) => clock.sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
