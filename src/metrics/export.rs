@@ -23,7 +23,7 @@
 //! quorate::metrics::export::describe();
 //! let router = Router::new();
 //! let raft = Raft::new(1, Arc::new(Config::default()), router.factory(1), MemLogStore::new(), MemStateMachine::new()).await?;
-//! // Records every second, and once more when the node stops; then the task ends.
+//! // Records every second; at the first tick after the node stops it records that, then ends.
 //! let publishing = tokio::spawn(quorate::metrics::export::publish(raft.metrics(), Duration::from_secs(1)));
 //! raft.initialize(BTreeMap::from([(1, BasicNode::new("n1"))])).await?;
 //! raft.shutdown().await?;
@@ -86,7 +86,8 @@
 //! # When values change, and series that end
 //!
 //! [`publish`] records every `every` (durations such as `*_stalled_seconds` grow while
-//! nothing else changes, so they are recomputed each time) and once more when the node stops.
+//! nothing else changes, so they are recomputed each time), and records a stopped node at its
+//! first tick after the stop.
 //! The `target` series exist on a leader only. When a follower leaves, or the node stops
 //! leading, its series are set to 0 once and then no longer recorded; likewise a `leader`
 //! label that is no longer the leader. The `metrics` facade cannot delete a series: give the
@@ -267,8 +268,9 @@ pub fn describe() {
     }
 }
 
-/// Record `metrics` every `every` (and once more when the node stops, then return), through
-/// the recorder installed when it starts. Spawn it next to the node:
+/// Record `metrics` every `every` through the recorder installed when it starts; at the first
+/// tick after the node stops, record that and return. It wakes only on its timer, never on a
+/// change of the metrics. Spawn it next to the node:
 /// `tokio::spawn(publish(raft.metrics(), Duration::from_secs(1)))`.
 ///
 /// `every` is how stale a scrape may be; a zero `every` is taken as one millisecond.
@@ -304,15 +306,9 @@ async fn run<C: RaftTypeConfig>(
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            changed = metrics.changed() => {
-                // Between ticks, only the end of the node is worth recording at once.
-                if changed.is_ok() && metrics.borrow().state != ServerState::Shutdown {
-                    continue;
-                }
-            }
-        }
+        // Only the tick: waiting on the metrics as well would wake this task on every change of
+        // them, several times per write on a busy node, to record nothing until the next tick.
+        tick.tick().await;
         let stopped = {
             let m = metrics.borrow_and_update();
             publisher.record(&m);

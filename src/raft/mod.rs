@@ -1142,6 +1142,49 @@ impl<C: RaftTypeConfig> Raft<C> {
         }
     }
 
+    /// Wait until this node has stopped: by [`shutdown`](Self::shutdown) or on a fatal error.
+    /// Once it returns, [`metrics`](Self::metrics) show [`ServerState::Shutdown`] (unless the
+    /// node's task panicked).
+    ///
+    /// Waiting on [`metrics`](Self::metrics) for `Shutdown` would do too, but wakes the waiter
+    /// on every change of the metrics (several per write on a busy node); this wakes it once.
+    ///
+    /// # Examples
+    ///
+    #[cfg_attr(feature = "testing", doc = "```")]
+    #[cfg_attr(not(feature = "testing"), doc = "```ignore")]
+    /// # use std::collections::BTreeMap;
+    /// # use std::sync::Arc;
+    /// # use quorate::testing::{MemLogStore, MemStateMachine, Request, Router};
+    /// # use quorate::{BasicNode, Config, Raft, ServerState};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let router = Router::new();
+    /// # let (log, sm) = (MemLogStore::new(), MemStateMachine::new());
+    /// # let raft = Raft::new(1, Arc::new(Config::default()), router.factory(1), log.clone(), sm.clone()).await?;
+    /// # router.add_node(1, raft.clone());
+    /// # raft.initialize(BTreeMap::from([(1, BasicNode::new("n1"))])).await?;
+    /// # raft.wait(None).state(ServerState::Leader, "elected").await?;
+    /// let watcher = tokio::spawn({
+    ///     let raft = raft.clone();
+    ///     async move { raft.wait_stopped().await }
+    /// });
+    /// raft.client_write(Request::set("k", "v")).await?;
+    /// assert!(!watcher.is_finished());
+    /// raft.shutdown().await?;
+    /// watcher.await?;
+    /// assert_eq!(raft.metrics().borrow().state, ServerState::Shutdown);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// (Examples run on the `testing` feature's in-memory kit.)
+    pub async fn wait_stopped(&self) {
+        // The Raft task owns the receiving end of the API channel and drops it, after its last
+        // metrics, when it ends.
+        self.inner.api_tx.closed().await
+    }
+
     async fn send_api<E>(&self, msg: ApiMsg<C>) -> Result<(), RaftError<E>> {
         self.inner.api_tx.send(msg).await.map_err(|_| self.stopped_error())
     }

@@ -35,3 +35,31 @@ async fn metrics_serialize_into_an_operators_report() {
     assert!(report["queues"]["in_flight"].is_object(), "{report}");
     c.router.set_hang(follower, false);
 }
+
+/// `wait_stopped` returns when a node stops by itself (here: its log store fails, a fatal
+/// error), not only on `shutdown`, and the metrics say so by then: raft-kv shuts its process
+/// down on it.
+#[tokio::test(start_paused = true)]
+async fn wait_stopped_returns_when_a_node_stops_on_a_fatal_error() {
+    init_tracing();
+    let c = TestCluster::new(&[1, 2, 3]).await;
+    let leader = c.initialize(1).await;
+    c.set(leader, "k", "v0").await;
+    let raft = c.raft(leader).clone();
+    let stopped = tokio::spawn({
+        let raft = raft.clone();
+        async move { raft.wait_stopped().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stopped.is_finished(), "the node is still running");
+
+    // A crash-and-restart of the store's other handles: every storage call of the running
+    // node fails from now on.
+    let _restarted = c.nodes[&leader].log.reopen();
+    let _ = raft.client_write(quorate::testing::Request::set("k", "v1")).await;
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("wait_stopped returns after the fatal error")
+        .expect("the waiter did not panic");
+    assert_eq!(raft.metrics().borrow().state, quorate::ServerState::Shutdown);
+}

@@ -13,7 +13,7 @@ use quorate::file_store::{DataDirLock, FileStoreOptions};
 use quorate::metrics::export;
 use quorate::multi::HostError;
 use quorate::tcp::{ServerHandle, TcpConfig, TcpError, TcpNetworkFactory, TcpServer, TlsConfig, TlsConfigError};
-use quorate::{Config, Fatal, InitializeError, ServerState, SnapshotPolicy};
+use quorate::{Config, Fatal, InitializeError, SnapshotPolicy};
 use tokio::net::TcpListener;
 
 use crate::groups::{self, Groups};
@@ -310,9 +310,9 @@ async fn bootstrap(raft: &Raft, opts: &NodeOptions) -> Result<(), NodeError> {
 /// error: with a shared log, every group's store fails with it).
 async fn shutdown_signal(groups: Groups) {
     let stops = groups.iter().map(|(shard, service)| {
-        let mut metrics = service.raft.metrics();
+        let raft = service.raft.clone();
         Box::pin(async move {
-            let _ = metrics.wait_for(|m| m.state == ServerState::Shutdown).await;
+            raft.wait_stopped().await;
             shard
         })
     });
