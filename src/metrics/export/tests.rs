@@ -229,7 +229,7 @@ fn series_that_end_drop_to_zero() {
 }
 
 /// `publish` follows a real cluster: the leader's state, commits and per-follower series
-/// appear, and when the node stops it records `shutdown` and returns.
+/// appear, and once the node stops it records `shutdown` (at its next tick) and returns.
 #[cfg(feature = "testing")]
 #[test]
 fn publish_follows_a_node_until_it_stops() {
