@@ -68,6 +68,11 @@ struct Peer {
     /// the peer's host). A new node, or one whose storage was lost, hosts groups that know no
     /// members yet and beats nobody: it is never heard until a leader reaches it.
     reached: bool,
+    /// Whether `returned` was bumped for a beat that got through since the peer was last
+    /// suspected: once per suspicion, even if no beat failed in between (a node that restarts
+    /// between two beats, or whose connection takes beats though its process died, is
+    /// reached all along).
+    reached_while_suspected: bool,
 }
 
 impl Peer {
@@ -81,6 +86,7 @@ impl Peer {
             returned: watch::channel(0).0,
             restarted: watch::channel(0).0,
             reached: false,
+            reached_while_suspected: false,
         }
     }
 
@@ -171,6 +177,7 @@ impl<C: RaftTypeConfig> Liveness<C> {
         peer.incarnation = Some(beat.incarnation);
         peer.last_heard = Some(peer.last_heard.map_or(now, |t| t.max(now)));
         peer.suspected = false;
+        peer.reached_while_suspected = false;
         let mut woken = Vec::new();
         for (group, term) in beat.released.iter().filter(|(group, _)| runs(*group)) {
             let known = peer.released.entry(*group).or_insert(0);
@@ -219,9 +226,10 @@ impl<C: RaftTypeConfig> Liveness<C> {
     pub(crate) fn reached(&self, node: &C::NodeId, ok: bool) {
         let mut peers = lock(&self.peers);
         let peer = peers.entry(*node).or_insert_with(Peer::new);
-        if ok && !peer.reached && peer.suspected {
+        if ok && peer.suspected && (!peer.reached || !peer.reached_while_suspected) {
             debug!(%node, "a peer not heard from is reached: retrying the streams waiting for it");
             signal(&peer.returned);
+            peer.reached_while_suspected = true;
         }
         peer.reached = ok;
     }
@@ -482,5 +490,34 @@ mod tests {
         liveness.reached(&4, false);
         liveness.reached(&4, true);
         assert!(!rx.has_changed().unwrap_or(true));
+    }
+
+    /// A node that restarts between two beats of this host (or whose connection keeps taking
+    /// beats after its process died) is reached all along: once it is suspected, the next beat
+    /// that gets through must restart the streams waiting for it all the same, once per
+    /// suspicion. Found by a cluster test: a node back with an empty disk was never caught up.
+    #[test]
+    fn a_peer_suspected_while_reached_restarts_the_streams_waiting_for_it_once() {
+        let liveness = Liveness::<UTConfig>::new(1, 1, Duration::from_millis(100));
+        let t0 = Instant::now();
+        liveness.heard(&beat(4, 9, &[]), t0, runs_all);
+        liveness.reached(&4, true);
+        let mut rx = liveness.subscribe_return(&4);
+        rx.mark_unchanged();
+
+        liveness.sweep(t0 + Duration::from_millis(150), Duration::ZERO);
+        assert!(!liveness.is_live(&4));
+        liveness.reached(&4, true);
+        assert!(rx.has_changed().unwrap_or(false), "reached while suspected, though never unreached");
+        rx.mark_unchanged();
+        liveness.reached(&4, true);
+        assert!(!rx.has_changed().unwrap_or(true), "once per suspicion, not per beat");
+
+        // Heard again, then suspected again: a new suspicion, signalled again.
+        liveness.heard(&beat(4, 9, &[]), t0 + Duration::from_millis(200), runs_all);
+        rx.mark_unchanged();
+        liveness.sweep(t0 + Duration::from_millis(400), Duration::ZERO);
+        liveness.reached(&4, true);
+        assert!(rx.has_changed().unwrap_or(false));
     }
 }

@@ -533,6 +533,15 @@ where
         // no leader and would campaign after their election timeout (waking the whole group):
         // a quiesced stream sends it the marked heartbeat again, so it follows and quiesces.
         let mut target_restarted = st.host.as_ref().map(|h| h.subscribe_restart(&st.target));
+        // Changes when the target's node is heard again, or, unheard, is first reached. A node
+        // back with its storage lost hosts groups that know no members: it beats nobody, so no
+        // restart is ever seen, and a quiesced stream that marked it before it died would wait
+        // forever. While it stays reached but unheard, the marked heartbeat is sent again, an
+        // election timeout later and then ever more rarely (`unheard_retry`): its conflict
+        // starts the catch-up.
+        // A node that is heard again gets nothing: beats that flap cost no RPC per group.
+        let mut target_returned = st.host.as_ref().map(|h| h.subscribe_return(&st.target));
+        let mut unheard_resend: Option<Instant> = None;
         // Each pass opens a stream; it ends when a stream closed while quiesced is needed again.
         loop {
             let (tx, responses) = open_stream(&mut self.network, max_in_flight, rpc_timeout).await?;
@@ -671,6 +680,30 @@ where
                         debug!(target = %st.target, "the target's node restarted; sending it the marked heartbeat again");
                         quiesce_sent = false;
                         timer.send_now(st.clock.now());
+                    }
+                    _ = changed_opt(&mut target_returned), if quiesce_sent && unheard_resend.is_none() => {
+                        // Not at once: a node whose beats flap is reached but unheard for a
+                        // moment at each flap. One still unheard a whole election timeout later
+                        // (or the last wait) gets the mark.
+                        if st.reached_unheard() {
+                            unheard_resend = Some(st.clock.now() + st.unheard_retry.max(st.config.election_timeout_max));
+                        }
+                    }
+                    _ = crate::core::sleep_until(st.clock, unheard_resend), if quiesce_sent => {
+                        unheard_resend = None;
+                        if st.reached_unheard() {
+                            st.unheard_retry = if st.unheard_retry.is_zero() {
+                                st.config.election_timeout_max
+                            } else {
+                                (st.unheard_retry * 2).min(MAX_UNHEARD_RETRY)
+                            };
+                            debug!(target = %st.target, next_in = ?st.unheard_retry, "the target's node is reached but not heard; sending it the marked heartbeat again");
+                            unheard_resend = Some(st.clock.now() + st.unheard_retry);
+                            quiesce_sent = false;
+                            timer.send_now(st.clock.now());
+                        } else {
+                            st.unheard_retry = std::time::Duration::ZERO;
+                        }
                     }
                     r = st.quiesced.changed() => {
                         if r.is_err() { return Err(Stop::LeadershipEnded); }
@@ -864,6 +897,12 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
 
     /// The follower does not hold what it was believed to match: tell RaftCore it matches
     /// only up to `matched`, so nothing more is counted on it.
+    /// In a host of many groups: whether the host's beats get through to the target's node
+    /// while that node is not heard (it runs, but hosts no group that knows its members).
+    fn reached_unheard(&self) -> bool {
+        self.host.as_ref().is_some_and(|h| !h.is_live(&self.target) && h.is_reached(&self.target))
+    }
+
     fn lower_matched(&mut self, matched: Option<LogId<C>>) {
         if matched < self.matched {
             self.matched = matched;

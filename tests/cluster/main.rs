@@ -23,3 +23,4 @@ mod t96_payload_bytes;
 mod t97_metrics;
 mod t98_multi;
 mod t99_multi_quiesce;
+mod t99_multi_restart;
