@@ -18,6 +18,7 @@
 //! [`HostRouter`]: quorate::testing::HostRouter
 
 pub mod cluster;
+pub mod election_count;
 pub mod failover;
 pub mod idle;
 pub mod process;
