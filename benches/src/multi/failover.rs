@@ -51,6 +51,33 @@ pub struct FailoverRound {
     pub counts: ElectionCounts,
 }
 
+impl FailoverRound {
+    /// One line on this kill: its orphans, their re-election times and how many needed more
+    /// than one election (the tables pool every kill of a run; a kill after a restart may
+    /// differ from the first).
+    pub fn summary(&self) -> String {
+        let at = |p: f64| super::report::percentile(&self.reelect_ms, p);
+        format!(
+            "{} orphans, re-elected median {:.0} / p99 {:.0} / max {:.0} ms, {} not; woke median {:.0} ms, \
+             campaigning median {:.0} ms; {} with more than one election, {} where both survivors ran; \
+             {} pre-votes ({} refused by stickiness), {} elections ({} votes refused)",
+            self.orphans,
+            at(50.0),
+            at(99.0),
+            self.reelect_ms.last().copied().unwrap_or(f64::NAN),
+            self.unresolved,
+            super::report::percentile(&self.woke_ms, 50.0),
+            super::report::percentile(&self.campaign_ms, 50.0),
+            self.orphans_with_extra_elections,
+            self.orphans_both_campaigned,
+            self.counts.pre_votes,
+            self.counts.pre_vote_sticky,
+            self.counts.elections,
+            self.counts.vote_refused,
+        )
+    }
+}
+
 /// Kill `victim` (see [`MultiCluster::kill`]) and watch, on `watchers`, every group it led
 /// until a surviving node knows a new leader, for at most `limit` each.
 ///
