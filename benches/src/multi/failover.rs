@@ -46,7 +46,7 @@ pub struct FailoverRound {
     #[serde(default)]
     pub orphans_term_skipped: u64,
     /// Every election event of the process from the kill until the last orphan re-elected
-    /// (all groups, not only orphans; see [`election_count`](super::election_count)).
+    /// (all groups, not only orphans; counted by [`super::election_count`]).
     #[serde(default)]
     pub counts: ElectionCounts,
 }
