@@ -187,13 +187,17 @@ fn child(args: &Args, plan: &str) -> ExitCode {
         use tracing_subscriber::prelude::*;
         // The failover diagnosis counts the Engine's election events (and formats none).
         let counter = quorate_bench::multi::election_count::layer();
-        // Diagnosis only (e.g. RUST_LOG=quorate::multi=info shows every suspicion and wake-up).
-        let log = std::env::var_os("RUST_LOG").is_some().then(|| {
-            tracing_subscriber::fmt::layer()
+        if std::env::var_os("RUST_LOG").is_some() {
+            // Diagnosis only (e.g. RUST_LOG=quorate::multi=info shows every suspicion and wake-up).
+            let log = tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_filter(tracing_subscriber::EnvFilter::from_default_env())
-        });
-        tracing_subscriber::registry().with(counter).with(log).init();
+                .with_filter(tracing_subscriber::EnvFilter::from_default_env());
+            tracing_subscriber::registry().with(counter).with(log).init();
+        } else {
+            // Not an absent `Option` layer: it would declare an interest in every callsite, and
+            // every span and debug event of every group would be built for nothing.
+            tracing_subscriber::registry().with(counter).init();
+        }
     }
     let plan: Plan = match serde_json::from_str(plan) {
         Ok(p) => p,
