@@ -58,6 +58,7 @@ fn engine_config(id: u64) -> EngineConfig<C> {
         check_quorum: config.enable_check_quorum,
         lease: config.election_timeout_min.saturating_sub(config.max_clock_drift),
         quiesce: false,
+        rank_salt: 0,
     }
 }
 

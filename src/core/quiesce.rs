@@ -15,7 +15,7 @@ use crate::{RaftNetworkFactory, RaftTypeConfig};
 pub(crate) struct HostLink<C: RaftTypeConfig> {
     pub(crate) liveness: Arc<Liveness<C>>,
     /// This group's id in its host.
-    group: GroupId,
+    pub(crate) group: GroupId,
     /// Whether the group quiesces when idle.
     pub(crate) quiesce: bool,
     /// Changes when a peer's beat released this group's leadership there.

@@ -81,6 +81,11 @@ pub(crate) struct EngineConfig<C: RaftTypeConfig> {
     /// Whether an idle group quiesces (see `quiesce.rs`); only a host with node liveness
     /// turns it on.
     pub(crate) quiesce: bool,
+    /// Mixed into the order in which the surviving voters of a dead quiesced leader campaign
+    /// (`quiesce.rs`, "Orphans"): the same on every node of a group, so that they agree on the
+    /// order (a hosted group's id), and different across groups, so that each node of a host
+    /// goes first in its share of the groups. 0 for a group of its own.
+    pub(crate) rank_salt: u64,
 }
 
 /// A candidate's election in progress.
@@ -213,12 +218,23 @@ impl<C: RaftTypeConfig> Engine<C> {
 
     fn reset_election_deadline(&mut self, now: Instant) {
         let min = self.config.election_timeout_min;
-        let span = self.config.election_timeout_max.saturating_sub(min).as_nanos().max(1) as u64;
+        let span = self.election_timeout_span();
+        self.election_deadline = Some(now + min + Duration::from_nanos(self.next_random() % span));
+    }
+
+    /// `election_timeout_max - election_timeout_min` in nanoseconds, at least 1.
+    fn election_timeout_span(&self) -> u64 {
+        let min = self.config.election_timeout_min;
+        self.config.election_timeout_max.saturating_sub(min).as_nanos().clamp(1, u64::MAX as u128) as u64
+    }
+
+    /// The next number of the seeded generator.
+    fn next_random(&mut self) -> u64 {
         // xorshift64: cheap, deterministic, good enough to spread timeouts apart.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        self.election_deadline = Some(now + min + Duration::from_nanos(self.rng % span));
+        self.rng
     }
 
     /// Advance `committed` to `committed` if it is newer, and apply the newly committed entries.

@@ -19,6 +19,10 @@
 //!   or it gave up a leadership it had quiesced), RaftCore wakes the follower
 //!   ([`Engine::wake_follower`]); its election timer runs from the last time the leader's
 //!   node was heard, so an orphaned group elects as soon as an unquiesced one would.
+//!   **Orphans** take turns: every survivor of the group woke for the same leader at about
+//!   the same time, so each times out in a slot of the timeout range of its own, in an order
+//!   all of them agree on (`reset_orphan_election_deadline`), and the first one's pre-vote
+//!   and vote reach the others before they would campaign: no split vote.
 //!
 //! Anything that needs the leader wakes it: a write, a read, a transfer, a vote request from
 //! a member (not from a stranger: a voter removed while cut off campaigns for good).
@@ -36,6 +40,8 @@
 //! Safety does not depend on any of this: Raft's safety never depends on timers, and a
 //! quiesced follower is only ever *more* sticky than one that hears heartbeats (its last
 //! contact never moves back), which is the direction the lease tolerates.
+
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::debug;
@@ -173,19 +179,58 @@ impl<C: RaftTypeConfig> Engine<C> {
     /// heard. `last_heard` is when the leader's node was last heard from: the election timer
     /// runs from then, and stickiness counts it as the last contact.
     pub(crate) fn wake_follower(&mut self, now: Instant, last_heard: Option<Instant>) {
-        if self.quiesced_under.take().is_none() {
-            return;
-        }
-        debug!(id = %self.config.id, "waking: the quiesced group's leader must be heard from again");
+        let Some(leader) = self.quiesced_under.take() else { return };
         self.count_as_leader_contact(last_heard);
         // The timer runs from the last sign of the leader (its last message or its node's last
-        // beat), as it would had heartbeats stopped then; a follower that wakes later than
-        // that campaigns at once.
+        // beat), as it would had heartbeats stopped then.
         let from = self.last_leader_contact.map_or(now, |t| t.min(now));
-        self.reset_election_deadline(from);
-        if self.election_deadline.is_some_and(|d| d < now) {
-            self.election_deadline = Some(now);
-        }
+        self.reset_orphan_election_deadline(now, from, leader);
+    }
+
+    /// The election timer of a follower woken from quiescence under `leader`, last heard
+    /// from at `from`: one election timeout after `from`, in this node's own slot of the
+    /// timeout range.
+    ///
+    /// Every other voter of the group woke for the same leader at about the same time, so
+    /// independent random timeouts often expire together, and two survivors that both win
+    /// a pre-vote split the real vote and wait a whole timeout more; a host of thousands of
+    /// groups wakes them all at once, and the CPU's queue widens what "together" means. So
+    /// the survivors (the voters but `leader`) take turns: ordered by id and rotated by the
+    /// group's `rank_salt` (the same order on every node of the group, a different first
+    /// survivor from group to group), the one ranked `r` of `k` times out in
+    /// `[min + r·span/k, min + r·span/k + span/2k)`, where `span = max - min`. The first one's
+    /// pre-vote and vote reach the others at least `span/2k` before they would campaign
+    /// (75 ms of the default 150–300 ms for three voters' two survivors), and within its
+    /// slot each group draws its own time, so the host's groups do not campaign in step. A
+    /// follower woken later than `from + min` keeps the order from now: the first campaigns
+    /// at once (within its slot's jitter), the next a slot later.
+    ///
+    /// Timing is liveness only. The deadline is never earlier than `from + min`, so this node
+    /// campaigns no sooner than before, and stickiness (refusing votes for `min` after the
+    /// last contact) reads the contact, not the deadline. A node that is no survivor (a
+    /// learner) gets an ordinary random timeout.
+    fn reset_orphan_election_deadline(&mut self, now: Instant, from: Instant, leader: C::NodeId) {
+        let min = self.config.election_timeout_min;
+        let survivors: Vec<C::NodeId> =
+            self.state.membership.effective().voter_ids().into_iter().filter(|id| *id != leader).collect();
+        let Some(position) = survivors.iter().position(|id| *id == self.config.id) else {
+            self.reset_election_deadline(from);
+            if self.election_deadline.is_some_and(|d| d < now) {
+                self.election_deadline = Some(now);
+            }
+            return;
+        };
+        let k = survivors.len() as u64;
+        let rank = (position as u64 + splitmix64(self.config.rank_salt) % k) % k;
+        let slot = self.election_timeout_span() / k;
+        let jitter = self.next_random() % (slot / 2).max(1);
+        let deadline = (from + min).max(now) + Duration::from_nanos(rank * slot + jitter);
+        debug!(
+            id = %self.config.id, %leader, rank, survivors = k,
+            after_ms = deadline.saturating_duration_since(now).as_millis() as u64,
+            "waking: the quiesced group's leader must be heard from again"
+        );
+        self.election_deadline = Some(deadline);
     }
 
     fn count_as_leader_contact(&mut self, at: Option<Instant>) {
@@ -193,4 +238,13 @@ impl<C: RaftTypeConfig> Engine<C> {
             self.last_leader_contact = self.last_leader_contact.max(Some(at));
         }
     }
+}
+
+/// SplitMix64's finalizer: spreads consecutive group ids over all of `u64`, so that their
+/// order of survivors does not follow a pattern of the ids.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }

@@ -212,10 +212,16 @@ impl<C: RaftTypeConfig> Raft<C> {
         let span = info_span!("raft", %id, cluster = %config.cluster_name);
         let state = load_state(id, &mut log_store, &mut state_machine).instrument(span).await?;
 
-        // Different nodes get different timeouts; a given node and seed the same every run.
+        // Different nodes get different timeouts; a given node and seed the same every run. So
+        // do the groups of a host: they share one `Config`, and groups whose histories drew the
+        // same numbers from one seed would time out in step, thousands at the same instant.
+        let group = host.as_ref().map(|h| h.group);
         let seed = {
             let mut h = std::hash::DefaultHasher::new();
             std::hash::Hash::hash(&(id, config.election_seed.unwrap_or(0)), &mut h);
+            if let Some(group) = group {
+                std::hash::Hash::hash(&group, &mut h);
+            }
             std::hash::Hasher::finish(&h)
         };
         let engine_config = EngineConfig {
@@ -229,6 +235,7 @@ impl<C: RaftTypeConfig> Raft<C> {
             check_quorum: config.enable_check_quorum,
             lease: config.election_timeout_min.saturating_sub(config.max_clock_drift),
             quiesce: host.as_ref().is_some_and(|h| h.quiesce),
+            rank_salt: group.unwrap_or(0),
         };
         let submitted = LogIOId { seq: 0, vote: state.vote, last_log_id: state.last_log_id() };
         let engine = Engine::new(engine_config, state);

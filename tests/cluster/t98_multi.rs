@@ -146,6 +146,68 @@ async fn killing_a_node_re_elects_every_group_it_led_within_two_election_timeout
     cluster.check_safety();
 }
 
+/// The survivors of a dead leader take turns (`wake_follower`'s slots): with the messages
+/// between them slow, two survivors that time out close together would both win the pre-vote
+/// and split the real vote, costing the group another election timeout. In turns, the first
+/// one's pre-vote and vote reach the second before it would campaign, so every orphan elects
+/// in one election, within one election timeout (plus the messages' delay) of its leader's
+/// last beat, and each survivor goes first in some of the groups.
+#[tokio::test(start_paused = true)]
+async fn the_orphans_of_a_dead_node_elect_in_one_election_without_a_split_vote() {
+    let mut cluster = MultiCluster::start(90).await;
+    cluster.write_all_and_quiesce().await;
+    let orphans: Vec<GroupId> =
+        cluster.groups.iter().copied().filter(|g| cluster.leader_of(2, *g) == Some(1)).collect();
+    assert_eq!(orphans.len(), 30);
+    let terms: BTreeMap<GroupId, u64> =
+        orphans.iter().map(|g| (*g, cluster.raft(2, *g).metrics().borrow().current_term)).collect();
+    let elections: BTreeMap<GroupId, u64> = orphans.iter().map(|g| (*g, cluster.elections_of(*g, &[2, 3]))).collect();
+    // Each way between the survivors, a request and an answer take 30 ms: a split vote
+    // happens when their timers run out less than that apart.
+    let delay = Duration::from_millis(30);
+    for (from, to) in [(2, 3), (3, 2)] {
+        cluster.router.set_delay(from, to, delay);
+        cluster.router.set_answer_delay(from, to, delay);
+    }
+
+    let killed_at = Instant::now();
+    cluster.kill(1).await;
+
+    // The leader's node was last heard at most one beat before the kill; the first survivor
+    // campaigns within the first half of its slot of the timeout, and a pre-vote, its answer,
+    // the vote and the new leader's first message each take `delay`.
+    let bound = cluster.config.election_timeout_max + 4 * delay;
+    let mut leaders = BTreeMap::new();
+    for g in &orphans {
+        let m = cluster
+            .raft(2, *g)
+            .wait(Some(TIMEOUT))
+            .metrics(|m| m.current_leader.is_some_and(|l| l != 1), format!("group {g} re-elects"))
+            .await
+            .unwrap_or_else(|e| panic!("group {g} has no new leader: {e}"));
+        *leaders.entry(m.current_leader).or_insert(0) += 1;
+    }
+    let took = killed_at.elapsed();
+    let split: Vec<GroupId> =
+        orphans.iter().copied().filter(|g| cluster.elections_of(*g, &[2, 3]) - elections[g] != 1).collect();
+    assert_eq!(split, Vec::<GroupId>::new(), "orphans that needed more than one election");
+    for g in &orphans {
+        assert_eq!(cluster.raft(2, *g).metrics().borrow().current_term, terms[g] + 1, "group {g}");
+    }
+    assert!(took <= bound, "the last orphan elected {took:?} after the kill, beyond {bound:?}");
+    // Both survivors lead some of the orphans: the load of campaigning is shared.
+    assert_eq!(leaders.len(), 2, "{leaders:?}");
+    for (from, to) in [(2, 3), (3, 2)] {
+        cluster.router.set_delay(from, to, Duration::ZERO);
+        cluster.router.set_answer_delay(from, to, Duration::ZERO);
+    }
+    for g in cluster.groups.clone() {
+        let index = cluster.write(g, "after").await;
+        cluster.wait_applied(g, index).await;
+    }
+    cluster.check_safety();
+}
+
 /// A node cut off (beats and RPCs alike) loses the groups it led; back, it follows the new
 /// leaders, and every group quiesces again.
 #[tokio::test(start_paused = true)]

@@ -183,12 +183,21 @@ fn run_child(args: &Args, plan: &Plan) -> Outcome {
 
 /// The child: carry out one plan on fresh runtimes and print the outcome.
 fn child(args: &Args, plan: &str) -> ExitCode {
-    if std::env::var_os("RUST_LOG").is_some() {
-        // Diagnosis only (e.g. RUST_LOG=quorate::multi=info shows every suspicion and wake-up).
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .init();
+    {
+        use tracing_subscriber::prelude::*;
+        // The failover diagnosis counts the Engine's election events (and formats none).
+        let counter = quorate_bench::multi::election_count::layer();
+        if std::env::var_os("RUST_LOG").is_some() {
+            // Diagnosis only (e.g. RUST_LOG=quorate::multi=info shows every suspicion and wake-up).
+            let log = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(tracing_subscriber::EnvFilter::from_default_env());
+            tracing_subscriber::registry().with(counter).with(log).init();
+        } else {
+            // Not an absent `Option` layer: it would declare an interest in every callsite, and
+            // every span and debug event of every group would be built for nothing.
+            tracing_subscriber::registry().with(counter).init();
+        }
     }
     let plan: Plan = match serde_json::from_str(plan) {
         Ok(p) => p,
@@ -233,6 +242,7 @@ fn print_report(args: &Args, outcomes: &[Outcome], elapsed: Duration) {
         println!("### Writes, one SharedLog per node\n\n{}", report::write_table(outcomes, true));
     }
     println!("### Failover\n\n{}", report::failover_table(outcomes));
+    println!("### Failover, where the time went\n\n{}", report::failover_diagnosis(outcomes));
     println!("### Goals\n\n{}", report::verdicts(outcomes));
     println!("### Runs\n\n{}", report::notes(outcomes));
 }

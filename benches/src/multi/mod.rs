@@ -18,6 +18,7 @@
 //! [`HostRouter`]: quorate::testing::HostRouter
 
 pub mod cluster;
+pub mod election_count;
 pub mod failover;
 pub mod idle;
 pub mod process;
@@ -212,7 +213,7 @@ async fn run_phases(plan: &Plan, clients: &Handle, outcome: &mut Outcome) -> Res
         }
         let victim = NODES[round as usize % NODES.len()];
         let kill = failover::kill_and_watch(&mut cluster, clients, victim, plan.limit).await;
-        progress(plan, format_args!("killed node {victim}: {} orphans", kill.orphans));
+        progress(plan, format_args!("killed node {victim}: {}", kill.summary()));
         outcome.failover.push(kill);
         cluster.restart(victim).await?;
         cluster.wait_for_leaders(0..plan.groups).await?;

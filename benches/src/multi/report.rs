@@ -148,6 +148,46 @@ pub fn failover_table(outcomes: &[Outcome]) -> String {
     t
 }
 
+/// Why the failover took what it took: per run, every kill pooled, when the orphans' survivors
+/// were seen awake and campaigning, how many orphans needed more than one election, and how
+/// the (pre-)votes of the whole process were answered from each kill until its last orphan
+/// re-elected.
+pub fn failover_diagnosis(outcomes: &[Outcome]) -> String {
+    let mut t = String::from(
+        "| groups | orphans | woke median / p99 ms | campaigning median / p99 ms | >1 election | both ran | term skipped | \
+         pre-votes | elections | pre-vote granted / sticky / refused | vote granted / sticky / refused |\n\
+         |---:|---:|---|---|---:|---:|---:|---:|---:|---|---|\n",
+    );
+    for o in outcomes.iter().filter(|o| !o.failover.is_empty()) {
+        let pooled = |f: fn(&super::failover::FailoverRound) -> &Vec<f64>| {
+            let mut all: Vec<f64> = o.failover.iter().flat_map(|r| f(r).iter().copied()).collect();
+            all.sort_by(f64::total_cmp);
+            format!("{:.0} / {:.0}", median(all.iter().copied()), percentile(&all, 99.0))
+        };
+        let sum = |f: fn(&super::failover::FailoverRound) -> u64| o.failover.iter().map(f).sum::<u64>();
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} / {} |",
+            thousands(o.groups as f64),
+            sum(|r| r.orphans),
+            pooled(|r| &r.woke_ms),
+            pooled(|r| &r.campaign_ms),
+            sum(|r| r.orphans_with_extra_elections),
+            sum(|r| r.orphans_both_campaigned),
+            sum(|r| r.orphans_term_skipped),
+            sum(|r| r.counts.pre_votes),
+            sum(|r| r.counts.elections),
+            sum(|r| r.counts.pre_vote_granted),
+            sum(|r| r.counts.pre_vote_sticky),
+            sum(|r| r.counts.pre_vote_refused),
+            sum(|r| r.counts.vote_granted),
+            sum(|r| r.counts.vote_sticky),
+            sum(|r| r.counts.vote_refused),
+        );
+    }
+    t
+}
+
 /// Each run's load average, and any run that stopped early.
 pub fn notes(outcomes: &[Outcome]) -> String {
     let mut t = String::new();

@@ -152,6 +152,7 @@ fn engine_config(id: u64, bounds: &Bounds) -> EngineConfig<C> {
         // `Config`'s default drift bound, 20ms of 150ms.
         lease: min - super::TICK * 2 / 5,
         quiesce: false,
+        rank_salt: 0,
     }
 }
 

@@ -131,6 +131,7 @@ struct Settings {
     snapshot_policy: SnapshotPolicy,
     log_to_keep: u64,
     quiesce: bool,
+    rank_salt: u64,
 }
 
 /// Builds an [`Engine`] of node `id` in the state its methods describe.
@@ -178,6 +179,7 @@ impl EngineBuilder {
                 snapshot_policy: SnapshotPolicy::Never,
                 log_to_keep: 0,
                 quiesce: false,
+                rank_salt: 0,
             },
             apply_submitted: None,
             purged: None,
@@ -196,6 +198,13 @@ impl EngineBuilder {
     /// Quiescence of an idle group (as in a `multi` host).
     pub(super) fn quiesce(mut self, on: bool) -> Self {
         self.settings.quiesce = on;
+        self
+    }
+
+    /// The salt of the order in which the survivors of a dead quiesced leader campaign (a
+    /// hosted group's id; 0 unless set).
+    pub(super) fn rank_salt(mut self, salt: u64) -> Self {
+        self.settings.rank_salt = salt;
         self
     }
 
@@ -395,6 +404,7 @@ impl EngineBuilder {
             check_quorum: self.settings.check_quorum,
             lease: LEASE,
             quiesce: self.settings.quiesce,
+            rank_salt: self.settings.rank_salt,
         };
         let mut engine = Engine::new(config, Default::default());
         let state = &mut engine.state;

@@ -23,3 +23,4 @@ mod snapshot_test;
 mod startup_test;
 mod stickiness_test;
 mod transfer_test;
+mod wake_rank_test;
