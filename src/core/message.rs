@@ -2,9 +2,10 @@
 
 use std::io;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::RaftTypeConfig;
+use crate::core::queue;
 use crate::engine::{Ack, LogIOId, ReplicationResult};
 use crate::error::{
     ClientWriteError, Fatal, InitializeError, LinearizableReadError, RPCError, StorageError, TransferLeaderError,
@@ -90,7 +91,7 @@ pub(crate) enum Notification<C: RaftTypeConfig> {
 
 /// Forwards a log store's flush reports ([`IOFlushed`](crate::IOFlushed)) into the Raft task's
 /// notifications.
-pub(crate) struct FlushNotifier<C: RaftTypeConfig>(pub(crate) mpsc::UnboundedSender<Notification<C>>);
+pub(crate) struct FlushNotifier<C: RaftTypeConfig>(pub(crate) queue::UnboundedSender<Notification<C>>);
 
 impl<C: RaftTypeConfig> FlushReceiver<C> for FlushNotifier<C> {
     fn flushed(&self, io: LogIOId<C>, result: Result<(), io::Error>) {

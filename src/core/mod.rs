@@ -18,6 +18,7 @@ mod election_trace;
 mod membership;
 mod message;
 mod progress;
+pub(crate) mod queue;
 mod quiesce;
 mod read;
 mod sm_worker;
@@ -36,7 +37,7 @@ pub(crate) use progress::{ProgressWatch, Stalls};
 pub(crate) use quiesce::HostLink;
 pub(crate) use sm_worker::{SmMsg, StateMachineWorker};
 pub(crate) use startup::load_state;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, info_span};
 
@@ -76,14 +77,14 @@ where
     pub(crate) engine: Engine<C>,
     pub(crate) network: N,
     pub(crate) log_store: LS,
-    pub(crate) sm_tx: mpsc::UnboundedSender<SmMsg<C>>,
-    pub(crate) api_rx: mpsc::Receiver<ApiMsg<C>>,
+    pub(crate) sm_tx: queue::UnboundedSender<SmMsg<C>>,
+    pub(crate) api_rx: queue::Receiver<ApiMsg<C>>,
     /// Client writes: bounded, and not read while `max_pending_writes` writes are in progress,
     /// so a slow disk, network or state machine slows clients instead of growing memory.
-    pub(crate) write_rx: mpsc::Receiver<WriteMsg<C>>,
-    pub(crate) rpc_rx: mpsc::Receiver<RpcMsg<C>>,
-    pub(crate) notify_rx: mpsc::UnboundedReceiver<Notification<C>>,
-    pub(crate) notify_tx: mpsc::UnboundedSender<Notification<C>>,
+    pub(crate) write_rx: queue::Receiver<WriteMsg<C>>,
+    pub(crate) rpc_rx: queue::Receiver<RpcMsg<C>>,
+    pub(crate) notify_rx: queue::Receiver<Notification<C>>,
+    pub(crate) notify_tx: queue::UnboundedSender<Notification<C>>,
     /// Where the log store's flush callbacks report: into `notify_tx`.
     pub(crate) flush_receiver: Arc<dyn crate::storage::FlushReceiver<C>>,
     pub(crate) shutdown_rx: oneshot::Receiver<()>,
