@@ -324,9 +324,14 @@ async fn receive_all(rx: &mut Receiver<(usize, usize)>, senders: usize, each: us
         };
         let msg = match polled {
             Poll::Ready(msg) => msg,
-            Poll::Pending => match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
-                Ok(msg) => msg,
-                Err(_) => panic!("lost wake-up: {total} of {} received", senders * each),
+            // The timer is polled first: `timeout` would poll `recv` first and so find, when its
+            // timer fires, a message that was queued all along without a wake-up.
+            Poll::Pending => tokio::select! {
+                biased;
+                _ = tokio::time::sleep(Duration::from_secs(20)) => {
+                    panic!("lost wake-up: {total} of {} received, {} queued", senders * each, rx.len())
+                }
+                msg = rx.recv() => msg,
             },
         };
         let Some((s, i)) = msg else { break };
