@@ -19,7 +19,6 @@ use crate::core::{
 use crate::engine::{Engine, EngineConfig, LogIOId};
 use crate::error::{ClientWriteError, Fatal, InitializeError, LinearizableReadError, RaftError, TransferLeaderError};
 use crate::metrics::{RaftMetrics, Wait};
-use crate::replication::IOProgress;
 use crate::storage::{RaftLogStorage, RaftStateMachine};
 use crate::types::{
     AppendEntriesRequest, AppendEntriesResponse, ChangeMembers, DisplayOption, EntryPayload, InstallSnapshotRequest,
@@ -243,18 +242,7 @@ impl<C: RaftTypeConfig> Raft<C> {
         let (sm_tx, sm_rx) = queue::unbounded();
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let (metrics_tx, metrics_rx) = watch::channel(RaftMetrics::new_initial(id));
-        let watches = Watches {
-            submitted: watch::channel(IOProgress {
-                vote: submitted.vote,
-                last_log_id: submitted.last_log_id,
-                purged: engine.state.log_ids.purged(),
-            })
-            .0,
-            committed: watch::channel(None).0,
-            metrics: metrics_tx,
-            heartbeat: watch::channel(0).0,
-            quiesced: watch::channel(None).0,
-        };
+        let watches = Watches::new(metrics_tx);
 
         let sm_worker = StateMachineWorker {
             id,
