@@ -110,9 +110,9 @@ mod tests {
     use crate::testing_types::UTConfig as C;
     use crate::types::{AppendEntriesRequest, LogId, Vote};
 
-    /// A channel's first block holds 32 messages and is allocated with the channel, so each
-    /// idle group pays for the largest variant of each message type 32 times: none may be
-    /// larger than the frequent messages need.
+    /// A queue's buffer holds its messages by value, so every queued message (and every spare
+    /// place of a buffer grown while busy) costs the largest variant: none may be larger than
+    /// the frequent messages need.
     #[test]
     fn messages_are_no_larger_than_their_frequent_variants() {
         // Append-entries: the request and its responder, plus the discriminant.

@@ -346,3 +346,11 @@ async fn receive_all(rx: &mut Receiver<(usize, usize)>, senders: usize, each: us
     }
     assert_eq!(next, vec![each; senders], "every message arrives exactly once");
 }
+
+/// What an idle queue costs is its shared header alone (one allocation with the `Arc`'s two
+/// counts), whatever the message size: it must stay small, for thousands of idle groups.
+#[test]
+fn an_empty_queue_is_one_small_header_whatever_the_message_size() {
+    assert!(size_of::<super::Shared<[u8; 1024]>>() <= 128);
+    assert_eq!(size_of::<super::Shared<[u8; 1024]>>(), size_of::<super::Shared<u8>>());
+}
