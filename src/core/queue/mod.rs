@@ -34,12 +34,13 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use futures_util::task::AtomicWaker;
-use tokio::sync::{Semaphore, TryAcquireError};
+use tokio::sync::{Notify, Semaphore, TryAcquireError};
 
 #[cfg(test)]
 mod tests;
@@ -95,6 +96,8 @@ struct Shared<T> {
     /// Bounded queues: one permit per free slot. Closed when the receiver is dropped, which
     /// fails every sender waiting for room.
     permits: Option<Semaphore>,
+    /// Notified when the receiver is dropped, for [`Sender::closed`].
+    receiver_gone: Notify,
 }
 
 struct Queue<T> {
@@ -109,6 +112,7 @@ impl<T> Shared<T> {
             senders: AtomicUsize::new(1),
             receiver: AtomicWaker::new(),
             permits,
+            receiver_gone: Notify::new(),
         }
     }
 
@@ -217,6 +221,24 @@ impl<T> Sender<T> {
             Err(_closed) => return Err(SendError(msg)),
         }
         self.core.shared.push(msg).map_err(SendError)
+    }
+
+    /// Wait until the receiver is gone.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only waits.
+    #[allow(dead_code, reason = "for Raft::wait_stopped, which main gained after this branch forked")]
+    pub(crate) async fn closed(&self) {
+        let shared = &self.core.shared;
+        loop {
+            let mut gone = pin!(shared.receiver_gone.notified());
+            // Registered before the look, so a drop between the look and the wait wakes it.
+            gone.as_mut().enable();
+            if !shared.lock().receiver_alive {
+                return;
+            }
+            gone.await;
+        }
     }
 
     /// Send `msg` if the queue has room now.
@@ -409,6 +431,8 @@ impl<T> Drop for Receiver<T> {
         if let Some(permits) = &self.shared.permits {
             permits.close();
         }
+        // Wake whoever waits in `Sender::closed`.
+        self.shared.receiver_gone.notify_waiters();
         // Dropped outside the lock: a message's drop (a responder) may run arbitrary code.
         drop(queued);
     }

