@@ -51,14 +51,11 @@ where
             }
             Command::SendVote { req } => self.send_votes(req).await,
             Command::UpdateReplicationStreams { vote, targets } => self.update_replications(vote, targets).await,
-            Command::CloseReplicationStreams => self.replications.clear(),
-            Command::BroadcastHeartbeat { round } => {
-                self.watches.heartbeat.send_if_modified(|r| {
-                    let newer = round > *r;
-                    *r = (*r).max(round);
-                    newer
-                });
+            Command::CloseReplicationStreams => {
+                self.replications.clear();
+                self.watches.close_streams();
             }
+            Command::BroadcastHeartbeat { round } => self.watches.broadcast_heartbeat(round),
             Command::Apply { first, last } => {
                 debug!(committed = %last, "committed; handing to the state machine");
                 let split = self.responders.partition_point(|(log_id, _)| log_id.index <= last.index);
@@ -80,10 +77,10 @@ where
             Command::SendTransferLeader { to, req } => self.send_transfer_leader(to, req).await,
             Command::SetQuiesced { last } => {
                 let mark = self.host.as_ref().map(|h| h.liveness.mark());
-                self.watches.quiesced.send_replace(last.zip(mark));
+                self.watches.set_quiesced(last.zip(mark));
             }
             Command::ReleaseQuiesced { term } => {
-                self.watches.quiesced.send_replace(None);
+                self.watches.set_quiesced(None);
                 self.release_quiesced_leadership(term);
             }
         }
@@ -152,6 +149,9 @@ where
         // previous vote for a change of leadership and stop at once.
         self.publish();
         self.replications.retain(|id, h| h.vote == vote && targets.iter().any(|t| t.id == *id));
+        if targets.is_empty() && self.replications.is_empty() {
+            self.watches.close_streams();
+        }
         for t in targets {
             if self.replications.contains_key(&t.id) {
                 continue;
@@ -159,6 +159,8 @@ where
             debug!(target = %t.id, %vote, "start replication stream");
             let client = self.network.new_client(t.id, &t.node).await;
             let reader = self.log_store.get_log_reader().await;
+            let (submitted, committed) = (self.io_progress(), self.engine.state.committed);
+            let watches = self.watches.streams(submitted, committed);
             let handle = ReplicationHandle::spawn(
                 self.engine.id(),
                 t.id,
@@ -166,10 +168,10 @@ where
                 client,
                 reader,
                 self.config.clone(),
-                self.watches.submitted.subscribe(),
-                self.watches.committed.subscribe(),
-                self.watches.heartbeat.subscribe(),
-                self.watches.quiesced.subscribe(),
+                watches.submitted.subscribe(),
+                watches.committed.subscribe(),
+                watches.heartbeat.subscribe(),
+                watches.quiesced.subscribe(),
                 self.host.as_ref().map(|h| h.liveness.clone()),
                 self.notify_tx.clone(),
                 self.sm_tx.clone(),

@@ -2,9 +2,10 @@
 
 use std::io;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::RaftTypeConfig;
+use crate::core::queue;
 use crate::engine::{Ack, LogIOId, ReplicationResult};
 use crate::error::{
     ClientWriteError, Fatal, InitializeError, LinearizableReadError, RPCError, StorageError, TransferLeaderError,
@@ -90,7 +91,7 @@ pub(crate) enum Notification<C: RaftTypeConfig> {
 
 /// Forwards a log store's flush reports ([`IOFlushed`](crate::IOFlushed)) into the Raft task's
 /// notifications.
-pub(crate) struct FlushNotifier<C: RaftTypeConfig>(pub(crate) mpsc::UnboundedSender<Notification<C>>);
+pub(crate) struct FlushNotifier<C: RaftTypeConfig>(pub(crate) queue::UnboundedSender<Notification<C>>);
 
 impl<C: RaftTypeConfig> FlushReceiver<C> for FlushNotifier<C> {
     fn flushed(&self, io: LogIOId<C>, result: Result<(), io::Error>) {
@@ -109,9 +110,9 @@ mod tests {
     use crate::testing_types::UTConfig as C;
     use crate::types::{AppendEntriesRequest, LogId, Vote};
 
-    /// A channel's first block holds 32 messages and is allocated with the channel, so each
-    /// idle group pays for the largest variant of each message type 32 times: none may be
-    /// larger than the frequent messages need.
+    /// A queue's buffer holds its messages by value, so every queued message (and every spare
+    /// place of a buffer grown while busy) costs the largest variant: none may be larger than
+    /// the frequent messages need.
     #[test]
     fn messages_are_no_larger_than_their_frequent_variants() {
         // Append-entries: the request and its responder, plus the discriminant.

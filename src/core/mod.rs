@@ -18,11 +18,13 @@ mod election_trace;
 mod membership;
 mod message;
 mod progress;
+pub(crate) mod queue;
 mod quiesce;
 mod read;
 mod sm_worker;
 mod snapshot;
 mod startup;
+mod watches;
 mod write;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -36,9 +38,10 @@ pub(crate) use progress::{ProgressWatch, Stalls};
 pub(crate) use quiesce::HostLink;
 pub(crate) use sm_worker::{SmMsg, StateMachineWorker};
 pub(crate) use startup::load_state;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, info_span};
+pub(crate) use watches::Watches;
 
 use crate::config::Config;
 use crate::engine::{Engine, LogIOId, ServerState};
@@ -49,21 +52,6 @@ use crate::storage::RaftLogStorage;
 use crate::types::AppendEntriesResponse;
 use crate::types::{DisplayOption, LogId};
 use crate::{RaftNetworkFactory, RaftTypeConfig};
-
-/// The channels RaftCore publishes on; replication tasks and the handle subscribe.
-pub(crate) struct Watches<C: RaftTypeConfig> {
-    /// The leader vote and the last log id handed to the log store (readable by log readers).
-    pub(crate) submitted: watch::Sender<IOProgress<C>>,
-    /// The committed log id.
-    pub(crate) committed: watch::Sender<Option<LogId<C>>>,
-    pub(crate) metrics: watch::Sender<RaftMetrics<C>>,
-    /// The latest heartbeat round a read asked for: streams send a request when it changes and
-    /// tag their requests with it (see `engine/read.rs`).
-    pub(crate) heartbeat: watch::Sender<u64>,
-    /// `Some((last, mark))` while the leader is quiesced (see `engine/quiesce.rs`): its last
-    /// log id and its host's identity, which the marked heartbeat carries.
-    pub(crate) quiesced: watch::Sender<Option<(LogId<C>, crate::types::QuiesceMark)>>,
-}
 
 /// The Raft task of one node.
 pub(crate) struct RaftCore<C, N, LS>
@@ -76,14 +64,14 @@ where
     pub(crate) engine: Engine<C>,
     pub(crate) network: N,
     pub(crate) log_store: LS,
-    pub(crate) sm_tx: mpsc::UnboundedSender<SmMsg<C>>,
-    pub(crate) api_rx: mpsc::Receiver<ApiMsg<C>>,
+    pub(crate) sm_tx: queue::UnboundedSender<SmMsg<C>>,
+    pub(crate) api_rx: queue::Receiver<ApiMsg<C>>,
     /// Client writes: bounded, and not read while `max_pending_writes` writes are in progress,
     /// so a slow disk, network or state machine slows clients instead of growing memory.
-    pub(crate) write_rx: mpsc::Receiver<WriteMsg<C>>,
-    pub(crate) rpc_rx: mpsc::Receiver<RpcMsg<C>>,
-    pub(crate) notify_rx: mpsc::UnboundedReceiver<Notification<C>>,
-    pub(crate) notify_tx: mpsc::UnboundedSender<Notification<C>>,
+    pub(crate) write_rx: queue::Receiver<WriteMsg<C>>,
+    pub(crate) rpc_rx: queue::Receiver<RpcMsg<C>>,
+    pub(crate) notify_rx: queue::Receiver<Notification<C>>,
+    pub(crate) notify_tx: queue::UnboundedSender<Notification<C>>,
     /// Where the log store's flush callbacks report: into `notify_tx`.
     pub(crate) flush_receiver: Arc<dyn crate::storage::FlushReceiver<C>>,
     pub(crate) shutdown_rx: oneshot::Receiver<()>,
@@ -346,20 +334,7 @@ where
     fn publish_inner(&mut self, force_metrics: bool) {
         self.note_leader_change();
         self.election.observe(&self.engine);
-        let state = &self.engine.state;
-        let submitted =
-            IOProgress { vote: state.vote, last_log_id: self.submitted.last_log_id, purged: state.log_ids.purged() };
-        self.watches.submitted.send_if_modified(|cur| {
-            let changed = *cur != submitted;
-            *cur = submitted;
-            changed
-        });
-        let committed = state.committed;
-        self.watches.committed.send_if_modified(|cur| {
-            let changed = *cur != committed;
-            *cur = committed;
-            changed
-        });
+        self.watches.publish_progress(self.io_progress(), self.engine.state.committed);
         let now = self.clock.now();
         let stalls = self.progress.observe(&self.engine, now);
         self.io_stall_deadline = match (&self.engine.leader, stalls.log_io) {
@@ -400,6 +375,12 @@ where
     N: RaftNetworkFactory<C>,
     LS: RaftLogStorage<C>,
 {
+    /// What the replication streams follow: the leader vote, and the log as submitted.
+    pub(crate) fn io_progress(&self) -> IOProgress<C> {
+        let state = &self.engine.state;
+        IOProgress { vote: state.vote, last_log_id: self.submitted.last_log_id, purged: state.log_ids.purged() }
+    }
+
     /// Log and count a change of the leader this node knows of.
     fn note_leader_change(&mut self) {
         let leader = self.engine.state.leader_id;

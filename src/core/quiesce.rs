@@ -121,6 +121,13 @@ where
         if self.pending_transfers.is_empty() {
             self.pending_transfers.shrink_to_fit();
         }
+        // The queues free their buffers only if empty; the state machine task's is reached
+        // through its sender.
+        self.api_rx.release_idle_capacity();
+        self.write_rx.release_idle_capacity();
+        self.rpc_rx.release_idle_capacity();
+        self.notify_rx.release_idle_capacity();
+        self.sm_tx.release_idle_capacity();
     }
 
     /// Act on what the host says.

@@ -5,11 +5,11 @@
 //! answers each client write directly, saving a hop through RaftCore. Messages are handled in
 //! order, so an install queued after applies runs after them.
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{Instrument, debug, debug_span, error};
 
 use crate::RaftTypeConfig;
-use crate::core::{Notification, WriteResponder};
+use crate::core::{Notification, WriteResponder, queue};
 use crate::error::{ClientWriteError, Fatal, StorageError};
 use crate::raft::ClientWriteResponse;
 use crate::storage::{RaftLogReader, RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
@@ -42,8 +42,8 @@ pub(crate) struct StateMachineWorker<C: RaftTypeConfig, SM, LR> {
     pub(crate) id: C::NodeId,
     pub(crate) state_machine: SM,
     pub(crate) log_reader: LR,
-    pub(crate) rx: mpsc::UnboundedReceiver<SmMsg<C>>,
-    pub(crate) notify_tx: mpsc::UnboundedSender<Notification<C>>,
+    pub(crate) rx: queue::Receiver<SmMsg<C>>,
+    pub(crate) notify_tx: queue::UnboundedSender<Notification<C>>,
 }
 
 impl<C, SM, LR> StateMachineWorker<C, SM, LR>

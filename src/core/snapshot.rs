@@ -4,10 +4,10 @@
 use std::io::SeekFrom;
 
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::debug;
 
-use crate::core::{RaftCore, SmMsg};
+use crate::core::{RaftCore, SmMsg, queue};
 use crate::error::{ClientWriteError, ErrorSubject, ErrorVerb, Fatal, StorageError};
 use crate::storage::{RaftLogStorage, SnapshotMeta};
 use crate::types::{InstallSnapshotRequest, InstallSnapshotResponse};
@@ -23,7 +23,7 @@ pub(crate) struct SnapshotReceiver<C: RaftTypeConfig> {
 
 /// Ask the state machine task something and wait for the answer.
 async fn sm_call<C: RaftTypeConfig, T>(
-    sm_tx: &mpsc::UnboundedSender<SmMsg<C>>,
+    sm_tx: &queue::UnboundedSender<SmMsg<C>>,
     msg: impl FnOnce(oneshot::Sender<T>) -> SmMsg<C>,
 ) -> Result<T, Fatal> {
     let (tx, rx) = oneshot::channel();

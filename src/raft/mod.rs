@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::field::Empty;
 use tracing::{Instrument, debug, debug_span, info_span};
@@ -14,12 +14,11 @@ use tracing::{Instrument, debug, debug_span, info_span};
 use crate::ServerState;
 use crate::config::Config;
 use crate::core::{
-    ApiMsg, Clock, FlushNotifier, HostLink, RaftCore, RpcMsg, StateMachineWorker, Watches, WriteMsg, load_state,
+    ApiMsg, Clock, FlushNotifier, HostLink, RaftCore, RpcMsg, StateMachineWorker, Watches, WriteMsg, load_state, queue,
 };
 use crate::engine::{Engine, EngineConfig, LogIOId};
 use crate::error::{ClientWriteError, Fatal, InitializeError, LinearizableReadError, RaftError, TransferLeaderError};
 use crate::metrics::{RaftMetrics, Wait};
-use crate::replication::IOProgress;
 use crate::storage::{RaftLogStorage, RaftStateMachine};
 use crate::types::{
     AppendEntriesRequest, AppendEntriesResponse, ChangeMembers, DisplayOption, EntryPayload, InstallSnapshotRequest,
@@ -77,9 +76,9 @@ impl<C: RaftTypeConfig> fmt::Debug for ReadIndex<C> {
 struct RaftInner<C: RaftTypeConfig> {
     id: C::NodeId,
     config: Arc<Config>,
-    api_tx: mpsc::Sender<ApiMsg<C>>,
-    write_tx: mpsc::Sender<WriteMsg<C>>,
-    rpc_tx: mpsc::Sender<RpcMsg<C>>,
+    api_tx: queue::Sender<ApiMsg<C>>,
+    write_tx: queue::Sender<WriteMsg<C>>,
+    rpc_tx: queue::Sender<RpcMsg<C>>,
     metrics_rx: watch::Receiver<RaftMetrics<C>>,
     shutdown_tx: Mutex<Option<oneshot::Sender<()>>>,
     core: Mutex<Option<JoinHandle<Result<(), Fatal>>>>,
@@ -240,25 +239,17 @@ impl<C: RaftTypeConfig> Raft<C> {
         let submitted = LogIOId { seq: 0, vote: state.vote, last_log_id: state.last_log_id() };
         let engine = Engine::new(engine_config, state);
 
-        let (api_tx, api_rx) = mpsc::channel(config.max_pending_requests as usize);
-        let (write_tx, write_rx) = mpsc::channel(config.max_pending_requests as usize);
-        let (rpc_tx, rpc_rx) = mpsc::channel(config.max_pending_requests as usize);
-        let (notify_tx, notify_rx) = mpsc::unbounded_channel();
-        let (sm_tx, sm_rx) = mpsc::unbounded_channel();
+        // Queues that allocate nothing until used (see `core::queue`): an idle group of a host
+        // pays for none of them.
+        let pending = usize::try_from(config.max_pending_requests).unwrap_or(usize::MAX);
+        let (api_tx, api_rx) = queue::bounded(pending);
+        let (write_tx, write_rx) = queue::bounded(pending);
+        let (rpc_tx, rpc_rx) = queue::bounded(pending);
+        let (notify_tx, notify_rx) = queue::unbounded();
+        let (sm_tx, sm_rx) = queue::unbounded();
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let (metrics_tx, metrics_rx) = watch::channel(RaftMetrics::new_initial(id));
-        let watches = Watches {
-            submitted: watch::channel(IOProgress {
-                vote: submitted.vote,
-                last_log_id: submitted.last_log_id,
-                purged: engine.state.log_ids.purged(),
-            })
-            .0,
-            committed: watch::channel(None).0,
-            metrics: metrics_tx,
-            heartbeat: watch::channel(0).0,
-            quiesced: watch::channel(None).0,
-        };
+        let watches = Watches::new(metrics_tx);
 
         let sm_worker = StateMachineWorker {
             id,
@@ -492,30 +483,33 @@ impl<C: RaftTypeConfig> Raft<C> {
             Admission::Wait => self.inner.write_tx.reserve_many(n).await.map_err(|_| self.stopped_error())?,
             Admission::FailFast => match self.inner.write_tx.try_reserve_many(n) {
                 Ok(p) => p,
-                Err(mpsc::error::TrySendError::Full(())) => {
+                Err(queue::TrySendError::Full(())) => {
                     return Err(RaftError::APIError(ClientWriteError::Overloaded));
                 }
-                Err(mpsc::error::TrySendError::Closed(())) => return Err(self.stopped_error()),
+                Err(queue::TrySendError::Closed(())) => return Err(self.stopped_error()),
             },
         };
-        Ok(self.send_batch(permits, data).await)
+        Ok(self.send_batch(permits, data.take(n)).await)
     }
 
-    /// Queue one write per permit, in order, and collect every answer.
+    /// Queue one write per permit (`data` has no more items than `permits` has places), in
+    /// order, and collect every answer.
     async fn send_batch(
         &self,
-        permits: mpsc::PermitIterator<'_, WriteMsg<C>>,
+        mut permits: queue::Permits<'_, WriteMsg<C>>,
         data: impl Iterator<Item = C::D>,
     ) -> Vec<ClientWriteResult<C>> {
         let span = debug_span!("client_write_many", id = %self.inner.id, entries = data.size_hint().0);
-        let answers: Vec<_> = permits
-            .zip(data)
-            .map(|(permit, d)| {
+        let answers: Vec<_> = data
+            .map(|d| {
                 let (tx, rx) = oneshot::channel();
-                permit.send(WriteMsg { payload: EntryPayload::Normal(d), tx });
+                // A write that cannot be queued (the node stopped) is handed back and dropped
+                // with its responder: its answer below is then the stopped error.
+                let _ = permits.send(WriteMsg { payload: EntryPayload::Normal(d), tx });
                 rx
             })
             .collect();
+        drop(permits);
         let mut results = Vec::with_capacity(answers.len());
         for rx in answers {
             results.push(match rx.instrument(span.clone()).await {
@@ -708,10 +702,10 @@ impl<C: RaftTypeConfig> Raft<C> {
                 Admission::Wait => self.inner.write_tx.send(msg).await.map_err(|_| self.stopped_error())?,
                 Admission::FailFast => match self.inner.write_tx.try_send(msg) {
                     Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
+                    Err(queue::TrySendError::Full(_)) => {
                         return Err(RaftError::APIError(ClientWriteError::Overloaded));
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.stopped_error()),
+                    Err(queue::TrySendError::Closed(_)) => return Err(self.stopped_error()),
                 },
             }
             match rx.await {

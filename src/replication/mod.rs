@@ -36,7 +36,7 @@ use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::RaftTypeConfig;
 use crate::config::Config;
-use crate::core::{Clock, Notification, SmMsg};
+use crate::core::{Clock, Notification, SmMsg, queue};
 use crate::engine::{Ack, ReplicationResult};
 use crate::error::{Fatal, RPCError};
 use crate::network::{AppendResponseStream, RPCOption, RaftNetwork};
@@ -183,8 +183,8 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
         heartbeat: watch::Receiver<u64>,
         quiesced: watch::Receiver<Option<(LogId<C>, crate::types::QuiesceMark)>>,
         host: Option<Arc<crate::multi::Liveness<C>>>,
-        notify: mpsc::UnboundedSender<Notification<C>>,
-        sm: mpsc::UnboundedSender<SmMsg<C>>,
+        notify: queue::UnboundedSender<Notification<C>>,
+        sm: queue::UnboundedSender<SmMsg<C>>,
         clock: Clock,
     ) -> Self
     where
@@ -270,9 +270,9 @@ struct StreamState<C: RaftTypeConfig, LR> {
     heartbeat_grid: Option<Instant>,
     /// In a host of many groups: its view of which nodes are alive.
     host: Option<Arc<crate::multi::Liveness<C>>>,
-    notify: mpsc::UnboundedSender<Notification<C>>,
+    notify: queue::UnboundedSender<Notification<C>>,
     /// The state machine task, which hands out the current snapshot.
-    sm: mpsc::UnboundedSender<SmMsg<C>>,
+    sm: queue::UnboundedSender<SmMsg<C>>,
     gauge: Arc<InFlightGauge>,
     /// The follower's log matches the leader's up to here, durably.
     matched: Option<LogId<C>>,

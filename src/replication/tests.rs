@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::{IOProgress, ReplicationHandle};
 use crate::config::Config;
-use crate::core::{Clock, Notification, SmMsg};
+use crate::core::{Clock, Notification, SmMsg, queue};
 use crate::engine::{Ack, ReplicationResult};
 use crate::error::{RPCError, StorageError};
 use crate::network::{RPCOption, RaftNetwork};
@@ -132,7 +132,7 @@ struct Stream {
     committed: watch::Sender<Option<LogId<C>>>,
     heartbeat: watch::Sender<u64>,
     quiesced: watch::Sender<Option<(LogId<UTConfig>, crate::types::QuiesceMark)>>,
-    notify: mpsc::UnboundedReceiver<Notification<C>>,
+    notify: queue::Receiver<Notification<C>>,
     /// Every `matched` the stream reported, in order.
     reported: Vec<Option<LogId<C>>>,
     /// Every acknowledgement the stream reported, in order.
@@ -153,8 +153,8 @@ impl Stream {
         let committed = watch::channel(last);
         let heartbeat = watch::channel(0);
         let quiesced = watch::channel(None);
-        let (notify_tx, notify) = mpsc::unbounded_channel();
-        let (sm_tx, mut sm_rx) = mpsc::unbounded_channel::<SmMsg<C>>();
+        let (notify_tx, notify) = queue::unbounded();
+        let (sm_tx, mut sm_rx) = queue::unbounded::<SmMsg<C>>();
         let snapshot_last = log.purged;
         // The state machine task: hands out a snapshot up to the leader's purged entry.
         tokio::spawn(async move {
