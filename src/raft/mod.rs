@@ -1145,7 +1145,8 @@ impl<C: RaftTypeConfig> Raft<C> {
 
     /// Wait until this node has stopped: by [`shutdown`](Self::shutdown) or on a fatal error.
     /// Once it returns, [`metrics`](Self::metrics) show [`ServerState::Shutdown`] (unless the
-    /// node's task panicked).
+    /// node's task panicked, or the runtime shut down under it: then it also returns, without
+    /// that last publish).
     ///
     /// Waiting on [`metrics`](Self::metrics) for `Shutdown` would do too, but wakes the waiter
     /// on every change of the metrics (several per write on a busy node); this wakes it once.

@@ -390,6 +390,13 @@ where
         // that knows its members yet) is retried, since nothing else would catch it up, but
         // ever more rarely: it may also be a node that will never host the group.
         let Some(host) = st.host.clone() else { return };
+        if matches!(failure, Failure::Conflict) {
+            // The target answered: it runs the group, whether its node is heard or not (a
+            // node back with its storage lost beats nobody until it is caught up). Go on
+            // with the catch-up at once.
+            self.state.unheard_retry = std::time::Duration::ZERO;
+            return;
+        }
         let mut quiesced = st.quiesced.clone();
         let mut returned = host.subscribe_return(&st.target);
         loop {
@@ -541,7 +548,10 @@ where
         // starts the catch-up.
         // A node that is heard again gets nothing: beats that flap cost no RPC per group.
         let mut target_returned = st.host.as_ref().map(|h| h.subscribe_return(&st.target));
+        // When the resend is due, and when it was scheduled: a node heard since then flaps
+        // (or came back), and is not sent the mark.
         let mut unheard_resend: Option<Instant> = None;
+        let mut unheard_since = st.clock.now();
         // Each pass opens a stream; it ends when a stream closed while quiesced is needed again.
         loop {
             let (tx, responses) = open_stream(&mut self.network, max_in_flight, rpc_timeout).await?;
@@ -686,19 +696,22 @@ where
                         // moment at each flap. One still unheard a whole election timeout later
                         // (or the last wait) gets the mark.
                         if st.reached_unheard() {
-                            unheard_resend = Some(st.clock.now() + st.unheard_retry.max(st.config.election_timeout_max));
+                            unheard_since = st.clock.now();
+                            unheard_resend = Some(unheard_since + st.unheard_retry.max(st.config.election_timeout_max));
                         }
                     }
                     _ = crate::core::sleep_until(st.clock, unheard_resend), if quiesce_sent => {
                         unheard_resend = None;
-                        if st.reached_unheard() {
+                        let heard_since = st.host.as_ref().and_then(|h| h.last_heard(&st.target)).is_some_and(|t| t > unheard_since);
+                        if st.reached_unheard() && !heard_since {
                             st.unheard_retry = if st.unheard_retry.is_zero() {
                                 st.config.election_timeout_max
                             } else {
                                 (st.unheard_retry * 2).min(MAX_UNHEARD_RETRY)
                             };
                             debug!(target = %st.target, next_in = ?st.unheard_retry, "the target's node is reached but not heard; sending it the marked heartbeat again");
-                            unheard_resend = Some(st.clock.now() + st.unheard_retry);
+                            unheard_since = st.clock.now();
+                            unheard_resend = Some(unheard_since + st.unheard_retry);
                             quiesce_sent = false;
                             timer.send_now(st.clock.now());
                         } else {
@@ -895,14 +908,14 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
         });
     }
 
-    /// The follower does not hold what it was believed to match: tell RaftCore it matches
-    /// only up to `matched`, so nothing more is counted on it.
     /// In a host of many groups: whether the host's beats get through to the target's node
     /// while that node is not heard (it runs, but hosts no group that knows its members).
     fn reached_unheard(&self) -> bool {
         self.host.as_ref().is_some_and(|h| !h.is_live(&self.target) && h.is_reached(&self.target))
     }
 
+    /// The follower does not hold what it was believed to match: tell RaftCore it matches
+    /// only up to `matched`, so nothing more is counted on it.
     fn lower_matched(&mut self, matched: Option<LogId<C>>) {
         if matched < self.matched {
             self.matched = matched;

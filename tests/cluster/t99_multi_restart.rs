@@ -43,6 +43,7 @@ async fn a_node_back_with_an_empty_disk_is_brought_up_by_snapshots_and_quiesced_
     let elections = elections_of_1_and_2(&cluster);
 
     cluster.kill(3).await;
+    let t0 = tokio::time::Instant::now();
     cluster.start_host(3, |_| (MemLogStore::new(), MemStateMachine::new())).await;
     for g in cluster.groups.clone() {
         let last = cluster.raft(1, g).metrics().borrow().last_log_index;
@@ -53,6 +54,12 @@ async fn a_node_back_with_an_empty_disk_is_brought_up_by_snapshots_and_quiesced_
             .await
             .expect("node 3 catches up");
     }
+    // One election timeout of "reached but unheard", then the resent mark, its conflict, the
+    // search and the snapshot: the conflict proves the node runs the group, so the catch-up
+    // does not wait another (doubled) unheard retry.
+    let took = t0.elapsed();
+    let bound = 2 * cluster.config.election_timeout_max;
+    assert!(took < bound, "node 3 caught up after {took:?} (bound {bound:?})");
     cluster.wait_all_quiesced().await;
 
     for g in cluster.groups.clone() {

@@ -14,10 +14,11 @@
 //!
 //! A queue is a [`VecDeque`] under a [`Mutex`], shared by the senders and the one
 //! [`Receiver`]. A sender pushes under the lock; if the queue was empty, it wakes the receiver
-//! through an [`AtomicWaker`] (a non-empty queue already has a wake-up on its way, issued by
-//! whoever made it non-empty). The receiver pops under the lock; when it finds nothing, it
-//! registers its waker and looks once more before it sleeps, so a message pushed in between is
-//! never missed.
+//! through an [`AtomicWaker`]. A push onto a non-empty queue wakes nobody: the receiver sleeps
+//! only after it registered its waker and then, under the lock, found the queue empty, so a
+//! queue that is not empty has a receiver that is awake or about to pop (the wake that made
+//! the queue non-empty may have found no waker registered, while the receiver was draining
+//! with `try_recv`: it pops before it sleeps all the same).
 //!
 //! A bounded queue ([`bounded`]) has a [`Semaphore`] of `capacity` permits: a sender takes one
 //! before it pushes (waiting if there is none, which is the back-pressure) and the receiver
@@ -132,9 +133,9 @@ impl<T> Shared<T> {
         let was_empty = queue.items.is_empty();
         queue.items.push_back(msg);
         drop(queue);
-        // A queue that was not empty has a wake-up on its way already: whoever pushed its first
-        // message woke the receiver after pushing it, and the receiver, which pops under the same
-        // lock, has not yet popped that message.
+        // A queue that was not empty needs no wake: the receiver sleeps only after finding the
+        // queue empty under this lock, with its waker registered; until then it pops what is
+        // queued (see the module docs).
         if was_empty {
             self.receiver.wake();
         }
