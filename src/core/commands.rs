@@ -24,12 +24,29 @@ where
         while let Some(cmd) = self.engine.output.pop_front() {
             self.run_command(cmd).await?;
         }
+        self.after_commands();
+        Ok(())
+    }
+
+    /// [`Self::run_commands`] for the Raft task's loop, whose future every idle group of a host
+    /// keeps: the commands' future (the log store's among them) is boxed, so that it costs
+    /// memory only while commands run. One allocation per round with commands.
+    pub(crate) async fn run_commands_boxed(&mut self) -> Result<(), Fatal> {
+        if !self.engine.output.is_empty() {
+            Box::pin(self.run_commands()).await
+        } else {
+            self.after_commands();
+            Ok(())
+        }
+    }
+
+    /// What may be answered or failed once the queued commands ran.
+    fn after_commands(&mut self) {
         self.release_parked_responses();
         self.check_membership_waiter();
         self.fail_writes_of_a_removed_node();
         self.check_pending_reads();
         self.check_pending_transfer();
-        Ok(())
     }
 
     async fn run_command(&mut self, cmd: Command<C>) -> Result<(), Fatal> {

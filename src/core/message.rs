@@ -87,6 +87,9 @@ pub(crate) enum Notification<C: RaftTypeConfig> {
     SnapshotBuilt { result: Box<Result<SnapshotMeta<C>, StorageError>> },
     /// A task of this node hit a fatal error.
     Fatal(Box<Fatal>),
+    /// A peer's beat released this group's leadership on that peer (groups of a
+    /// [`GroupHost`](crate::multi::GroupHost)): a follower quiesced under it wakes.
+    HostReleased,
 }
 
 /// Forwards a log store's flush reports ([`IOFlushed`](crate::IOFlushed)) into the Raft task's

@@ -144,15 +144,16 @@ where
 
     async fn run_loop(&mut self) -> Result<(), Fatal> {
         self.engine.startup(self.clock.now());
-        self.run_commands().await?;
+        self.run_commands_boxed().await?;
         loop {
             // Quiescence first: it may wake the group at once (the leader's node is not
             // heard), and the metrics must not show it quiesced meanwhile.
             self.sync_quiescence();
             self.release_idle_buffers();
             self.publish();
-            let deadline = self.engine.election_deadline();
-            let quiesce_check = self.next_quiesce_check();
+            // One timer for the three deadlines: every sleep in this `select!` is part of the
+            // task's future, which every idle group of a host keeps.
+            let timer = Timer::next(self.engine.election_deadline(), self.next_quiesce_check(), self.io_stall_deadline);
             tokio::select! {
                 biased;
                 _ = &mut self.shutdown_rx => return Ok(()),
@@ -164,35 +165,41 @@ where
                     }
                 }
                 Some(m) = self.rpc_rx.recv() => {
-                    self.handle_rpc(m).await?;
+                    // Boxed, as is `handle_api` below: each runs the commands inside its own
+                    // future, which, inline, would make every group's idle task larger by its
+                    // size. One allocation per RPC batch (never per entry).
+                    Box::pin(self.handle_rpc(m)).await?;
                 }
                 Some(w) = self.write_rx.recv(), if self.responders.len() < self.config.max_pending_writes as usize => {
                     self.handle_client_writes(w);
                 }
                 msg = self.api_rx.recv() => match msg {
-                    Some(m) => self.handle_api(m).await?,
+                    Some(m) => Box::pin(self.handle_api(m)).await?,
                     // Every handle is gone: nobody can use this node any more.
                     None => return Ok(()),
                 },
-                _ = sleep_until(self.clock, deadline) => {
-                    self.engine.handle_timeout(self.clock.now());
-                    self.maybe_quiesce();
-                }
-                _ = sleep_until(self.clock, quiesce_check) => {
-                    self.quiesce_check = None;
-                    self.maybe_quiesce();
-                }
+                _ = sleep_until(self.clock, timer.map(|(_, at)| at)) => match timer.map(|(t, _)| t) {
+                    Some(Timer::Election) => {
+                        self.engine.handle_timeout(self.clock.now());
+                        self.maybe_quiesce();
+                    }
+                    Some(Timer::QuiesceCheck) => {
+                        self.quiesce_check = None;
+                        self.maybe_quiesce();
+                    }
+                    Some(Timer::LogIoStall) => {
+                        error!(
+                            id = %self.engine.id(), stalled_for = ?self.config.max_log_io_stall,
+                            "the log store has made no progress; stepping down so a node with a working disk can lead"
+                        );
+                        self.io_stall_deadline = None;
+                        self.engine.on_log_io_stalled(self.clock.now());
+                    }
+                    None => {}
+                },
                 signal = quiesce::host_signal(&mut self.host) => self.on_host_signal(signal),
-                _ = sleep_until(self.clock, self.io_stall_deadline) => {
-                    error!(
-                        id = %self.engine.id(), stalled_for = ?self.config.max_log_io_stall,
-                        "the log store has made no progress; stepping down so a node with a working disk can lead"
-                    );
-                    self.io_stall_deadline = None;
-                    self.engine.on_log_io_stalled(self.clock.now());
-                }
             }
-            self.run_commands().await?;
+            self.run_commands_boxed().await?;
         }
     }
 
@@ -227,6 +234,7 @@ where
                 }
             },
             Notification::Fatal(f) => return Err(*f),
+            Notification::HostReleased => self.on_host_signal(quiesce::HostSignal::Released),
         }
         Ok(())
     }
@@ -393,6 +401,32 @@ where
         );
         self.known_leader = leader;
         self.leader_changes += 1;
+    }
+}
+
+/// The timers of the Raft task's loop, of which it sleeps on the earliest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// The Engine's election (or, on a leader, check-quorum) deadline.
+    Election,
+    /// An awake leader of a hosted group checks whether it may quiesce.
+    QuiesceCheck,
+    /// The log store made no progress for `max_log_io_stall`.
+    LogIoStall,
+}
+
+impl Timer {
+    /// The earliest of the deadlines, and which it is. Of deadlines at the same instant the
+    /// first in this order fires first; the others fire in the next rounds.
+    fn next(
+        election: Option<Instant>,
+        quiesce_check: Option<Instant>,
+        io_stall: Option<Instant>,
+    ) -> Option<(Self, Instant)> {
+        [(Self::Election, election), (Self::QuiesceCheck, quiesce_check), (Self::LogIoStall, io_stall)]
+            .into_iter()
+            .filter_map(|(timer, at)| Some((timer, at?)))
+            .min_by_key(|(_, at)| *at)
     }
 }
 

@@ -18,8 +18,6 @@ pub(crate) struct HostLink<C: RaftTypeConfig> {
     pub(crate) group: GroupId,
     /// Whether the group quiesces when idle.
     pub(crate) quiesce: bool,
-    /// Changes when a peer's beat released this group's leadership there.
-    released: watch::Receiver<u64>,
     /// The leader node this follower is quiesced under, and the signal that it must wake.
     watching: Option<(C::NodeId, watch::Receiver<u64>)>,
     /// The membership whose nodes were last registered with the host as beat targets.
@@ -27,13 +25,8 @@ pub(crate) struct HostLink<C: RaftTypeConfig> {
 }
 
 impl<C: RaftTypeConfig> HostLink<C> {
-    pub(crate) fn new(
-        liveness: Arc<Liveness<C>>,
-        group: GroupId,
-        quiesce: bool,
-        released: watch::Receiver<u64>,
-    ) -> Self {
-        Self { liveness, group, quiesce, released, watching: None, beat_targets_of: None }
+    pub(crate) fn new(liveness: Arc<Liveness<C>>, group: GroupId, quiesce: bool) -> Self {
+        Self { liveness, group, quiesce, watching: None, beat_targets_of: None }
     }
 }
 
@@ -41,7 +34,10 @@ impl<C: RaftTypeConfig> HostLink<C> {
 pub(crate) enum HostSignal {
     /// The node this follower is quiesced under must be heard from again.
     WakeFollower,
-    /// A peer released this group's leadership: wake if it is the one quiesced under.
+    /// A peer released this group's leadership ([`Notification::HostReleased`]): wake if it
+    /// is the one quiesced under.
+    ///
+    /// [`Notification::HostReleased`]: crate::core::Notification::HostReleased
     Released,
 }
 
@@ -53,10 +49,8 @@ pub(crate) async fn host_signal<C: RaftTypeConfig>(link: &mut Option<HostLink<C>
     let Some(link) = link.as_mut() else { return std::future::pending().await };
     match link.watching.as_mut() {
         Some((_, node)) => {
-            tokio::select! {
-                _ = node.changed() => HostSignal::WakeFollower,
-                _ = link.released.changed() => HostSignal::Released,
-            }
+            let _ = node.changed().await;
+            HostSignal::WakeFollower
         }
         None => std::future::pending().await,
     }
@@ -88,8 +82,6 @@ where
         link.watching = None;
         let Some(leader) = under else { return };
         let term = self.engine.state.vote.term;
-        // Signals from before this subscription are about earlier leaderships.
-        link.released.mark_unchanged();
         match link.liveness.subscribe(&leader, self.engine.quiesced_mark(), link.group, term) {
             Some(rx) => link.watching = Some((leader, rx)),
             None => {

@@ -56,7 +56,10 @@ where
         let span = debug_span!("state_machine", id = %self.id);
         async move {
             while let Some(msg) = self.rx.recv().await {
-                if let Err(f) = self.handle(msg).await {
+                // Boxed: the state machine's and log reader's futures, inline, would make the
+                // task as large as the largest of them for as long as it waits for work, which
+                // every idle group of a host would pay for. One allocation per batch applied.
+                if let Err(f) = Box::pin(self.handle(msg)).await {
                     error!(error = %f, "state machine failed");
                     let _ = self.notify_tx.send(Notification::Fatal(Box::new(f)));
                     return;

@@ -96,7 +96,7 @@ impl Peer {
 }
 
 /// Change `tx`'s value, waking its receivers: these watches carry events, not values.
-pub(crate) fn signal(tx: &watch::Sender<u64>) {
+fn signal(tx: &watch::Sender<u64>) {
     tx.send_modify(|n| *n = n.wrapping_add(1));
 }
 

@@ -183,10 +183,9 @@ struct Inner<C: RaftTypeConfig, N: HostNetwork<C>> {
     beats: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// A group on this host: its Raft, and the signal that a peer released its leadership there.
+/// A group on this host.
 struct Hosted<C: RaftTypeConfig> {
     raft: Raft<C>,
-    released: tokio::sync::watch::Sender<u64>,
 }
 
 impl<C: RaftTypeConfig, N: HostNetwork<C>> Drop for Inner<C, N> {
@@ -278,8 +277,7 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
             return Err(HostError::GroupExists(group));
         }
         let network = BeatTargets { inner: inner.network.group(group), liveness: inner.liveness.clone() };
-        let released = tokio::sync::watch::channel(0);
-        let link = HostLink::new(inner.liveness.clone(), group, inner.config.quiesce, released.1);
+        let link = HostLink::new(inner.liveness.clone(), group, inner.config.quiesce);
         let raft = Raft::new_hosted(inner.id, config, network, log_store, state_machine, link)
             .instrument(info_span!("group", group))
             .await
@@ -288,7 +286,7 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
             let mut groups = inner.groups.write().unwrap_or_else(|p| p.into_inner());
             let vacant = !groups.contains_key(&group);
             if vacant {
-                groups.insert(group, Hosted { raft: raft.clone(), released: released.0 });
+                groups.insert(group, Hosted { raft: raft.clone() });
             }
             vacant
         };
@@ -347,7 +345,7 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
         let released = self.inner.liveness.heard(&beat, Instant::now(), |g| groups.contains_key(&g));
         for group in released {
             if let Some(hosted) = groups.get(&group) {
-                liveness::signal(&hosted.released);
+                hosted.raft.host_released();
             }
         }
     }

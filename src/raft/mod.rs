@@ -14,7 +14,8 @@ use tracing::{Instrument, debug, debug_span, info_span};
 use crate::ServerState;
 use crate::config::Config;
 use crate::core::{
-    ApiMsg, Clock, FlushNotifier, HostLink, RaftCore, RpcMsg, StateMachineWorker, Watches, WriteMsg, load_state, queue,
+    ApiMsg, Clock, FlushNotifier, HostLink, Notification, RaftCore, RpcMsg, StateMachineWorker, Watches, WriteMsg,
+    load_state, queue,
 };
 use crate::engine::{Engine, EngineConfig, LogIOId};
 use crate::error::{ClientWriteError, Fatal, InitializeError, LinearizableReadError, RaftError, TransferLeaderError};
@@ -79,6 +80,8 @@ struct RaftInner<C: RaftTypeConfig> {
     api_tx: queue::Sender<ApiMsg<C>>,
     write_tx: queue::Sender<WriteMsg<C>>,
     rpc_tx: queue::Sender<RpcMsg<C>>,
+    /// For the host of a group of many: a peer released this group's leadership.
+    notify_tx: queue::UnboundedSender<Notification<C>>,
     metrics_rx: watch::Receiver<RaftMetrics<C>>,
     shutdown_tx: Mutex<Option<oneshot::Sender<()>>>,
     core: Mutex<Option<JoinHandle<Result<(), Fatal>>>>,
@@ -271,7 +274,7 @@ impl<C: RaftTypeConfig> Raft<C> {
             rpc_rx,
             notify_rx,
             flush_receiver: Arc::new(FlushNotifier(notify_tx.clone())),
-            notify_tx,
+            notify_tx: notify_tx.clone(),
             shutdown_rx,
             watches,
             responders: VecDeque::new(),
@@ -301,11 +304,18 @@ impl<C: RaftTypeConfig> Raft<C> {
                 api_tx,
                 write_tx,
                 rpc_tx,
+                notify_tx,
                 metrics_rx,
                 shutdown_tx: Mutex::new(Some(shutdown_tx)),
                 core: Mutex::new(Some(core)),
             }),
         })
+    }
+
+    /// A peer's beat released this group's leadership there: wake if quiesced under it.
+    pub(crate) fn host_released(&self) {
+        // Fails only once the node has stopped; nothing is quiesced then.
+        let _ = self.inner.notify_tx.send(Notification::HostReleased);
     }
 
     /// This node's id.

@@ -2,8 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::RaftTypeConfig;
 use crate::types::LogId;
@@ -16,11 +17,38 @@ use crate::types::LogId;
 ///
 /// Invariants (kept by the constructors): there is at least one voter set, none is empty, and
 /// every voter has an entry in `nodes`.
-#[derive(Serialize, Deserialize)]
-#[serde(bound = "")]
+///
+/// A clone shares the sets with the original (they are behind an `Arc`): the engine, the
+/// metrics, the log and the state machine each hold the same membership, and a node that hosts
+/// thousands of groups keeps one copy of each group's.
 pub struct Membership<C: RaftTypeConfig> {
+    inner: Arc<MembershipData<C>>,
+}
+
+/// What a [`Membership`] shares between its clones; serialized as the membership itself.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "", rename = "Membership")]
+struct MembershipData<C: RaftTypeConfig> {
     configs: Vec<BTreeSet<C::NodeId>>,
     nodes: BTreeMap<C::NodeId, C::Node>,
+}
+
+impl<C: RaftTypeConfig> Clone for MembershipData<C> {
+    fn clone(&self) -> Self {
+        Self { configs: self.configs.clone(), nodes: self.nodes.clone() }
+    }
+}
+
+impl<C: RaftTypeConfig> Serialize for Membership<C> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.inner.serialize(serializer)
+    }
+}
+
+impl<'de, C: RaftTypeConfig> Deserialize<'de> for Membership<C> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        MembershipData::deserialize(deserializer).map(Self::from_data)
+    }
 }
 
 /// Why a [`Membership`] could not be built.
@@ -54,7 +82,11 @@ impl<C: RaftTypeConfig> Membership<C> {
                 return Err(MembershipError::VoterWithoutNode(id.to_string()));
             }
         }
-        Ok(Self { configs, nodes })
+        Ok(Self::from_data(MembershipData { configs, nodes }))
+    }
+
+    fn from_data(data: MembershipData<C>) -> Self {
+        Self { inner: Arc::new(data) }
     }
 
     /// A single-config membership whose voters are exactly `nodes`.
@@ -74,55 +106,56 @@ impl<C: RaftTypeConfig> Membership<C> {
         nodes: BTreeMap<C::NodeId, C::Node>,
     ) -> Self {
         let configs = if old == new { vec![new] } else { vec![old, new] };
-        Self { configs, nodes }
+        Self::from_data(MembershipData { configs, nodes })
     }
 
     /// The same membership with only its last voter set: where a joint change ends.
     pub(crate) fn into_last_config(mut self) -> Self {
-        if self.configs.len() > 1 {
-            self.configs.drain(..self.configs.len() - 1);
+        if self.inner.configs.len() > 1 {
+            let data = Arc::make_mut(&mut self.inner);
+            data.configs.drain(..data.configs.len() - 1);
         }
         self
     }
 
     /// The voter sets: one normally, two during joint consensus.
     pub fn configs(&self) -> &[BTreeSet<C::NodeId>] {
-        &self.configs
+        &self.inner.configs
     }
 
     /// Every node, voter or learner, with its addressing information.
     pub fn nodes(&self) -> &BTreeMap<C::NodeId, C::Node> {
-        &self.nodes
+        &self.inner.nodes
     }
 
     /// The addressing information of `id`, if it is a member.
     pub fn get_node(&self, id: &C::NodeId) -> Option<&C::Node> {
-        self.nodes.get(id)
+        self.inner.nodes.get(id)
     }
 
     /// Whether this is a joint configuration (two voter sets).
     pub fn is_joint(&self) -> bool {
-        self.configs.len() > 1
+        self.inner.configs.len() > 1
     }
 
     /// Every voter of every config, each once, in order.
     pub fn voter_ids(&self) -> BTreeSet<C::NodeId> {
-        self.configs.iter().flatten().copied().collect()
+        self.inner.configs.iter().flatten().copied().collect()
     }
 
     /// Whether `id` votes in any config.
     pub fn is_voter(&self, id: &C::NodeId) -> bool {
-        self.configs.iter().any(|c| c.contains(id))
+        self.inner.configs.iter().any(|c| c.contains(id))
     }
 
     /// Members that vote in no config.
     pub fn learner_ids(&self) -> impl Iterator<Item = C::NodeId> + '_ {
-        self.nodes.keys().copied().filter(|id| !self.is_voter(id))
+        self.inner.nodes.keys().copied().filter(|id| !self.is_voter(id))
     }
 
     /// Whether `granted` contains a majority of every voter set.
     pub fn is_quorum<'a>(&self, granted: impl Iterator<Item = &'a C::NodeId> + Clone) -> bool {
-        self.configs.iter().all(|config| {
+        self.inner.configs.iter().all(|config| {
             let n = granted.clone().filter(|id| config.contains(id)).count();
             n > config.len() / 2
         })
@@ -136,7 +169,7 @@ impl<C: RaftTypeConfig> Membership<C> {
     pub fn quorum_value<V: Ord + Copy>(&self, mut value_of: impl FnMut(&C::NodeId) -> V) -> Option<V> {
         let mut result: Option<V> = None;
         let mut values: Vec<V> = Vec::new();
-        for config in &self.configs {
+        for config in &self.inner.configs {
             values.clear();
             values.extend(config.iter().map(&mut value_of));
             values.sort_unstable_by(|a, b| b.cmp(a));
@@ -149,13 +182,14 @@ impl<C: RaftTypeConfig> Membership<C> {
 
 impl<C: RaftTypeConfig> Clone for Membership<C> {
     fn clone(&self) -> Self {
-        Self { configs: self.configs.clone(), nodes: self.nodes.clone() }
+        Self { inner: Arc::clone(&self.inner) }
     }
 }
 
 impl<C: RaftTypeConfig> PartialEq for Membership<C> {
     fn eq(&self, other: &Self) -> bool {
-        self.configs == other.configs && self.nodes == other.nodes
+        Arc::ptr_eq(&self.inner, &other.inner)
+            || self.inner.configs == other.inner.configs && self.inner.nodes == other.inner.nodes
     }
 }
 impl<C: RaftTypeConfig> Eq for Membership<C> {}
@@ -163,7 +197,7 @@ impl<C: RaftTypeConfig> Eq for Membership<C> {}
 impl<C: RaftTypeConfig> Default for Membership<C> {
     /// The empty membership of a node that has not been initialized: no voter, no quorum.
     fn default() -> Self {
-        Self { configs: vec![], nodes: BTreeMap::new() }
+        Self::from_data(MembershipData { configs: vec![], nodes: BTreeMap::new() })
     }
 }
 
@@ -176,7 +210,7 @@ impl<C: RaftTypeConfig> fmt::Debug for Membership<C> {
 impl<C: RaftTypeConfig> fmt::Display for Membership<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("voters:")?;
-        for (i, c) in self.configs.iter().enumerate() {
+        for (i, c) in self.inner.configs.iter().enumerate() {
             if i > 0 {
                 f.write_str("+")?;
             }
@@ -248,6 +282,25 @@ mod tests {
 
     fn nodes(ids: &[u64]) -> BTreeMap<u64, ()> {
         ids.iter().map(|i| (*i, ())).collect()
+    }
+
+    /// Clones share one copy (a host keeps each group's membership in several places), and the
+    /// serialized form is the two fields, as before the sharing: logs and snapshots written
+    /// earlier still load.
+    #[test]
+    fn clones_share_and_the_serialized_form_is_the_fields() {
+        let m = M::new(vec![btreeset! {1, 2}], nodes(&[1, 2, 3])).unwrap();
+        let c = m.clone();
+        assert!(Arc::ptr_eq(&m.inner, &c.inner));
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(json, r#"{"configs":[[1,2]],"nodes":{"1":null,"2":null,"3":null}}"#);
+        let back: M = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, m);
+        // Ending a joint change leaves the shared original alone.
+        let joint = M::new_joint(btreeset! {1, 2}, btreeset! {2, 3}, nodes(&[1, 2, 3]));
+        let kept = joint.clone();
+        assert_eq!(joint.into_last_config().configs(), &[btreeset! {2, 3}]);
+        assert_eq!(kept.configs().len(), 2);
     }
 
     #[test]
