@@ -17,7 +17,7 @@
 //! switch: every frozen call then fails with [`StorageError`], as a crashed process's calls
 //! never complete, so the old node stops and its shutdown returns.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use anyerror::AnyError;
 use tokio::sync::watch;
@@ -65,8 +65,9 @@ pub struct CrashPoint {
 #[derive(Clone)]
 pub struct CrashSwitch {
     state: Arc<Mutex<SwitchState>>,
-    /// `true` while the node is frozen; frozen calls wait for it to turn `false`.
-    frozen: Arc<watch::Sender<bool>>,
+    /// `true` while the node is frozen; frozen calls wait for it to turn `false`. Made when
+    /// first needed: a host's thousands of groups each have a switch that is never armed.
+    frozen: Arc<OnceLock<watch::Sender<bool>>>,
 }
 
 #[derive(Default)]
@@ -93,7 +94,7 @@ impl Default for CrashSwitch {
 impl CrashSwitch {
     /// A switch that is not armed: storage calls pass through it.
     pub fn new() -> Self {
-        Self { state: Arc::new(Mutex::new(SwitchState::default())), frozen: Arc::new(watch::channel(false).0) }
+        Self { state: Arc::new(Mutex::new(SwitchState::default())), frozen: Arc::new(OnceLock::new()) }
     }
 
     /// Freeze the node at `point`, replacing any earlier arming. A `calls` of 0 counts as 1.
@@ -116,7 +117,7 @@ impl CrashSwitch {
     /// # Cancel safety
     /// Cancel safe: it only waits.
     pub async fn wait_tripped(&self) -> StorageCall {
-        let mut rx = self.frozen.subscribe();
+        let mut rx = self.frozen().subscribe();
         loop {
             if let Some(call) = self.tripped() {
                 return call;
@@ -135,7 +136,7 @@ impl CrashSwitch {
         let mut state = self.lock();
         state.armed = None;
         state.tripped = None;
-        self.frozen.send_replace(false);
+        self.frozen().send_replace(false);
     }
 
     /// Before a storage call: pend while the node is frozen, then fail.
@@ -143,7 +144,7 @@ impl CrashSwitch {
     /// # Errors
     /// [`StorageError`] if the node was frozen when the call began.
     pub(crate) async fn enter(&self) -> Result<(), StorageError> {
-        if !*self.frozen.borrow() {
+        if !self.is_frozen() {
             return Ok(());
         }
         self.wait_released().await;
@@ -173,9 +174,9 @@ impl CrashSwitch {
             if trips {
                 state.armed = None;
                 state.tripped = Some(call);
-                self.frozen.send_replace(true);
+                self.frozen().send_replace(true);
             }
-            trips || *self.frozen.borrow()
+            trips || self.is_frozen()
         };
         if froze {
             self.wait_released().await;
@@ -185,9 +186,17 @@ impl CrashSwitch {
     }
 
     async fn wait_released(&self) {
-        let mut rx = self.frozen.subscribe();
+        let mut rx = self.frozen().subscribe();
         // The sender lives as long as `self`, so this only ends on release.
         let _ = rx.wait_for(|frozen| !*frozen).await;
+    }
+
+    fn frozen(&self) -> &watch::Sender<bool> {
+        self.frozen.get_or_init(|| watch::channel(false).0)
+    }
+
+    fn is_frozen(&self) -> bool {
+        self.frozen.get().is_some_and(|tx| *tx.borrow())
     }
 
     fn lock(&self) -> MutexGuard<'_, SwitchState> {
