@@ -303,8 +303,9 @@ where
     /// Replicate until the leadership ends or the log store fails.
     ///
     /// Not an `async fn`, which would hold `self` twice in its future (see `RaftCore::run`);
-    /// and the rare phases (probing, sending a snapshot) are boxed, so that the task of a
-    /// stream that pipelines, or idles, is no larger than pipelining needs.
+    /// and everything but a parked stream's wait (probing, each pass of the pipeline, sending
+    /// a snapshot, backing off) is boxed, so that the task of an idle group's stream is no
+    /// larger than parking needs.
     #[allow(clippy::manual_async_fn, reason = "an async fn would hold the stream's state twice in its future")]
     fn run(mut self) -> impl std::future::Future<Output = ()> {
         async move {
@@ -318,16 +319,7 @@ where
             let mut snapshot_sent_at: Option<Option<LogId<C>>> = None;
             loop {
                 let stop = match Box::pin(self.find_match().instrument(debug_span!("probing"))).await {
-                    Ok(()) => {
-                        let (answered, result) = self.pipeline().instrument(debug_span!("pipelining")).await;
-                        if answered {
-                            retries.succeeded();
-                        }
-                        match result {
-                            Ok(()) => continue,
-                            Err(stop) => stop,
-                        }
-                    }
+                    Ok(()) => self.pipeline(&mut retries).instrument(debug_span!("pipelining")).await,
                     Err(stop) => stop,
                 };
                 let failure = match stop {
@@ -338,7 +330,7 @@ where
                     }
                     Stop::NeedSnapshot => {
                         if snapshot_sent_at == Some(self.state.matched) {
-                            self.back_off(&mut retries, Failure::SnapshotNotTaken).await;
+                            Box::pin(self.back_off(&mut retries, Failure::SnapshotNotTaken)).await;
                         }
                         match Box::pin(self.send_snapshot().instrument(debug_span!("snapshot"))).await {
                             Ok(()) => {
@@ -359,7 +351,8 @@ where
                     Stop::Conflict => Failure::Conflict,
                     Stop::Retry(e) => Failure::Rpc(e),
                 };
-                self.back_off(&mut retries, failure).await;
+                // Boxed, as are the rare phases: a stream that backs off is not the common case.
+                Box::pin(self.back_off(&mut retries, failure)).await;
             }
         }
     }
@@ -503,236 +496,330 @@ where
         Ok(())
     }
 
-    /// Phase 2: stream entries from the match point until something ends the stream. Says
-    /// whether the follower answered `Success` at all, and why the stream ended.
-    async fn pipeline(&mut self) -> (bool, Result<(), Stop>) {
-        let mut answered = false;
-        let result = self.pipeline_until_stopped(&mut answered).await;
-        (answered, result)
+    /// Phase 2: stream entries from the match point until something ends the stream, parking
+    /// the stream whenever it has nothing to do (see [`Self::park`]); says why it ended.
+    ///
+    /// Each pass of the pipeline is boxed: a parked stream waits with only what [`Pipe`] and
+    /// the park need, and not the pipeline's larger future, for as long as its group is idle
+    /// (thousands of idle groups of a host each have such a stream per follower). One
+    /// allocation per pass: per wake of a quiesced group, never per request.
+    async fn pipeline(&mut self, retries: &mut Retries<Option<LogId<C>>>) -> Stop {
+        let mut pipe = Pipe::new(&self.state);
+        loop {
+            let mut answered = false;
+            let pass = Box::pin(self.pipeline_pass(&mut pipe, &mut answered)).await;
+            if answered {
+                retries.succeeded();
+            }
+            if let Err(stop) = pass {
+                return stop;
+            }
+            if let Err(stop) = self.park(&mut pipe).await {
+                return stop;
+            }
+        }
     }
 
-    async fn pipeline_until_stopped(&mut self, answered: &mut bool) -> Result<(), Stop> {
+    /// One pass of the pipeline: open a stream and send on it until the stream parks (then
+    /// `Ok`) or something ends it. Records whether the follower answered `Success` at all.
+    async fn pipeline_pass(&mut self, pipe: &mut Pipe<C>, answered: &mut bool) -> Result<(), Stop> {
         let st = &mut self.state;
         let max_in_flight = st.config.max_in_flight_requests as usize;
-        let heartbeat = st.config.heartbeat_interval;
         let rpc_timeout = st.config.rpc_timeout;
-        let mut in_flight: InFlight<C> = InFlight::default();
-        let max_in_flight_bytes = st.config.max_in_flight_bytes;
         st.gauge.set(0, 0);
         let _reset = GaugeReset(st.gauge.clone());
-        let mut last_sent = st.matched;
-        let mut sent_commit: Option<LogId<C>> = None;
-        let mut timer = SendTimer {
-            next: st.clock.now(),
-            last_sent: st.clock.now(),
-            commit_armed: false,
-            heartbeat,
-            commit_grace: heartbeat / 16,
-            grid: st.heartbeat_grid,
-        };
         let mut answer_deadline = st.clock.now() + rpc_timeout;
-        // Whether this stream sent its follower the heartbeat marked `quiesce` since the
-        // leader last quiesced, and for which quiescence (last log id and mark): the leader
-        // may wake and quiesce again, at another last entry, between two looks of this loop.
-        let mut quiesce_sent = false;
-        let mut marked_for = None;
-        // In a host of many groups: changes when the target's node restarted. Its groups know
-        // no leader and would campaign after their election timeout (waking the whole group):
-        // a quiesced stream sends it the marked heartbeat again, so it follows and quiesces.
-        let mut target_restarted = st.host.as_ref().map(|h| h.subscribe_restart(&st.target));
-        // Changes when the target's node is heard again, or, unheard, is first reached. A node
-        // back with its storage lost hosts groups that know no members: it beats nobody, so no
-        // restart is ever seen, and a quiesced stream that marked it before it died would wait
-        // forever. While it stays reached but unheard, the marked heartbeat is sent again, an
-        // election timeout later and then ever more rarely (`unheard_retry`): its conflict
-        // starts the catch-up.
-        // A node that is heard again gets nothing: beats that flap cost no RPC per group.
-        let mut target_returned = st.host.as_ref().map(|h| h.subscribe_return(&st.target));
-        // When the resend is due, and when it was scheduled: a node heard since then flaps
-        // (or came back), and is not sent the mark.
-        let mut unheard_resend: Option<Instant> = None;
-        let mut unheard_since = st.clock.now();
-        // Each pass opens a stream; it ends when a stream closed while quiesced is needed again.
+        let (tx, mut responses) = open_stream(&mut self.network, max_in_flight, rpc_timeout).await?;
+        // Whether this stream got a `Success`. Its first request starts at what the follower
+        // acknowledged (a stream opens with nothing in flight, everything sent answered), so a
+        // conflict before any success means the follower lost acknowledged entries, on a
+        // reopened stream as on the first one.
+        let mut stream_answered = false;
         loop {
-            let (tx, responses) = open_stream(&mut self.network, max_in_flight, rpc_timeout).await?;
-            let (mut tx, mut responses) = (Some(tx), Some(responses));
-            // Whether this stream got a `Success`. Its first request starts at what the follower
-            // acknowledged (a stream opens with nothing in flight, everything sent answered), so
-            // a conflict before any success means the follower lost acknowledged entries, on a
-            // reopened stream as on the first one.
-            let mut stream_answered = false;
-            loop {
-                let submitted = st.current_submitted()?;
-                let committed = *st.committed.borrow_and_update();
-                let quiesced = *st.quiesced.borrow_and_update();
-                if quiesced.is_none() || quiesced != marked_for {
-                    quiesce_sent = false;
-                }
-                st.gauge.set(in_flight.len() as u64, in_flight.bytes());
-                let room = in_flight.len() < max_in_flight && in_flight.bytes() < max_in_flight_bytes;
-                let has_entries = last_sent.next_index() < submitted.last_log_id.next_index();
-                let send_now = room && has_entries;
-                // A request without entries repeats `last_sent`: only with nothing in flight, so
-                // that every answer names the one request it answers (see `InFlight`). A quiesced
-                // stream sends one heartbeat, marked, and then is silent.
-                let may_heartbeat = in_flight.may_send(last_sent) && !send_now && !quiesce_sent;
-                // A quiesced stream that has told its follower so and waits for no answer sends
-                // nothing until the group wakes or entries arrive: its stream is closed meanwhile
-                // (a channel block and the network's stream state, kept by every follower of
-                // thousands of idle groups), and a new one opened before the next request.
-                if quiesce_sent && quiesced.is_some() && in_flight.is_empty() && !send_now {
-                    (tx, responses) = (None, None);
-                    in_flight.release_capacity();
-                } else if responses.is_none() && (send_now || may_heartbeat) {
-                    break;
-                }
-                // A newer commit index rides on the next request with entries. Under load one comes
-                // soon, so the commit costs no request of its own; once nothing is in flight and
-                // nothing new arrived for `commit_grace`, the heartbeat timer sends it alone.
-                if committed > sent_commit && in_flight.is_empty() && !send_now && !timer.commit_armed {
-                    timer.arm_commit(st.clock.now());
-                }
-                tokio::select! {
-                    biased;
-                    resp = next_answer(&mut responses) => {
-                        let resp = match resp {
-                            None => return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream closed")))),
-                            Some(r) => r.map_err(Stop::Retry)?,
-                        };
-                        match resp {
-                            AppendEntriesResponse::Success { matched } => {
-                                *answered = true;
-                                stream_answered = true;
-                                let ack = match in_flight.on_success(matched) {
-                                    Answered::Request(ack) => Some(ack),
-                                    Answered::Nothing => None,
-                                    Answered::NeverSent => {
-                                        warn!(target = %st.target, matched = %DisplayOption(&matched), "follower acknowledged entries never sent");
-                                        return Err(Stop::Conflict);
-                                    }
-                                };
-                                let now = st.clock.now();
-                                answer_deadline = now + rpc_timeout;
-                                st.report(matched, ack);
-                                // The last answer in flight is what usually lets RaftCore commit: look
-                                // for a newer commit index in `commit_grace` rather than being woken
-                                // for it (each commit would wake every stream).
-                                if in_flight.is_empty() {
-                                    timer.arm_commit(now);
+            let look = st.look(pipe)?;
+            let Look { submitted, committed, quiesced, room, send_now, may_heartbeat } = look;
+            // A quiesced stream that has told its follower so and waits for no answer sends
+            // nothing until the group wakes or entries arrive: its stream is closed meanwhile (a
+            // channel block and the network's stream state, kept by every follower of
+            // thousands of idle groups), and a new one opened before the next request.
+            if look.parked(pipe) {
+                pipe.in_flight.release_capacity();
+                return Ok(());
+            }
+            pipe.arm_commit(committed, send_now, st.clock.now());
+            tokio::select! {
+                biased;
+                resp = responses.next() => {
+                    let resp = match resp {
+                        None => return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream closed")))),
+                        Some(r) => r.map_err(Stop::Retry)?,
+                    };
+                    match resp {
+                        AppendEntriesResponse::Success { matched } => {
+                            *answered = true;
+                            stream_answered = true;
+                            let ack = match pipe.in_flight.on_success(matched) {
+                                Answered::Request(ack) => Some(ack),
+                                Answered::Nothing => None,
+                                Answered::NeverSent => {
+                                    warn!(target = %st.target, matched = %DisplayOption(&matched), "follower acknowledged entries never sent");
+                                    return Err(Stop::Conflict);
                                 }
-                            }
-                            AppendEntriesResponse::Conflict { .. } => {
-                                st.report(st.matched, in_flight.oldest());
-                                if !stream_answered {
-                                    // The stream's first request, whose prev is `matched`,
-                                    // conflicts: the follower no longer holds what it
-                                    // acknowledged.
-                                    warn!(target = %st.target, believed = %DisplayOption(&st.matched), "the follower conflicts at its match point; searching its whole log");
-                                    st.lower_matched(None);
-                                }
-                                return Err(Stop::Conflict);
-                            }
-                            AppendEntriesResponse::HigherVote(v) => return Err(st.higher_vote(v)),
-                        }
-                    }
-                    permit = reserve(&tx), if send_now => {
-                        let Ok(permit) = permit else { return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream input closed")))) };
-                        let (req, bytes) = st.next_request(last_sent, submitted.last_log_id, committed).await?;
-                        let now = st.clock.now();
-                        if in_flight.is_empty() {
-                            answer_deadline = now + rpc_timeout;
-                        }
-                        last_sent = req.last_log_id();
-                        debug!(prev = %DisplayOption(&req.prev_log_id), last = %DisplayOption(&last_sent), entries = req.entries.len(), "sending entries");
-                        sent_commit = committed;
-                        in_flight.push(last_sent, now, *st.heartbeat.borrow_and_update(), bytes);
-                        timer.sent(now);
-                        permit.send(req);
-                    }
-                    _ = st.clock.sleep_until(timer.next), if room && may_heartbeat => {
-                        if timer.commit_armed && committed <= sent_commit {
-                            timer.commit_not_moved();
-                            continue;
-                        }
-                        // The follower may quiesce only on a heartbeat that brings it the leader's
-                        // whole log, all committed.
-                        let quiesce = quiesced.filter(|(last, _)| Some(*last) == last_sent && committed == last_sent).map(|(_, mark)| mark);
-                        quiesce_sent = quiesce.is_some();
-                        marked_for = if quiesce_sent { quiesced } else { None };
-                        if quiesce_sent && let Some(restarted) = target_restarted.as_mut() {
-                            // Restarts before this mark are covered by it.
-                            restarted.mark_unchanged();
-                        }
-                        let req = AppendEntriesRequest { vote: st.vote, prev_log_id: last_sent, entries: vec![], leader_commit: committed, quiesce };
-                        let now = st.clock.now();
-                        if in_flight.is_empty() {
-                            answer_deadline = now + rpc_timeout;
-                        }
-                        in_flight.push(last_sent, now, *st.heartbeat.borrow_and_update(), 0);
-                        sent_commit = committed;
-                        timer.sent(now);
-                        if tx.as_ref().is_none_or(|tx| tx.try_send(req).is_err()) {
-                            return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream input full"))));
-                        }
-                    }
-                    _ = st.clock.sleep_until(answer_deadline), if !in_flight.is_empty() => {
-                        return Err(Stop::Retry(RPCError::Timeout(rpc_timeout)));
-                    }
-                    r = st.submitted.changed(), if !send_now => {
-                        if r.is_err() { return Err(Stop::LeadershipEnded); }
-                    }
-                    // While requests are in flight their answers wake this loop, and it looks at
-                    // the commit index then: no wake-up per commit.
-                    r = st.committed.changed(), if !send_now && in_flight.is_empty() && !timer.commit_armed => {
-                        if r.is_err() { return Err(Stop::LeadershipEnded); }
-                    }
-                    _ = changed_opt(&mut target_restarted), if quiesce_sent => {
-                        debug!(target = %st.target, "the target's node restarted; sending it the marked heartbeat again");
-                        quiesce_sent = false;
-                        timer.send_now(st.clock.now());
-                    }
-                    _ = changed_opt(&mut target_returned), if quiesce_sent && unheard_resend.is_none() => {
-                        // Not at once: a node whose beats flap is reached but unheard for a
-                        // moment at each flap. One still unheard a whole election timeout later
-                        // (or the last wait) gets the mark.
-                        if st.reached_unheard() {
-                            unheard_since = st.clock.now();
-                            unheard_resend = Some(unheard_since + st.unheard_retry.max(st.config.election_timeout_max));
-                        }
-                    }
-                    _ = crate::core::sleep_until(st.clock, unheard_resend), if quiesce_sent => {
-                        unheard_resend = None;
-                        let heard_since = st.host.as_ref().and_then(|h| h.last_heard(&st.target)).is_some_and(|t| t > unheard_since);
-                        if st.reached_unheard() && !heard_since {
-                            st.unheard_retry = if st.unheard_retry.is_zero() {
-                                st.config.election_timeout_max
-                            } else {
-                                (st.unheard_retry * 2).min(MAX_UNHEARD_RETRY)
                             };
-                            debug!(target = %st.target, next_in = ?st.unheard_retry, "the target's node is reached but not heard; sending it the marked heartbeat again");
-                            unheard_since = st.clock.now();
-                            unheard_resend = Some(unheard_since + st.unheard_retry);
-                            quiesce_sent = false;
-                            timer.send_now(st.clock.now());
-                        } else {
-                            st.unheard_retry = std::time::Duration::ZERO;
+                            let now = st.clock.now();
+                            answer_deadline = now + rpc_timeout;
+                            st.report(matched, ack);
+                            // The last answer in flight is what usually lets RaftCore commit: look
+                            // for a newer commit index in `commit_grace` rather than being woken
+                            // for it (each commit would wake every stream).
+                            if pipe.in_flight.is_empty() {
+                                pipe.timer.arm_commit(now);
+                            }
                         }
+                        AppendEntriesResponse::Conflict { .. } => {
+                            st.report(st.matched, pipe.in_flight.oldest());
+                            if !stream_answered {
+                                // The stream's first request, whose prev is `matched`,
+                                // conflicts: the follower no longer holds what it
+                                // acknowledged.
+                                warn!(target = %st.target, believed = %DisplayOption(&st.matched), "the follower conflicts at its match point; searching its whole log");
+                                st.lower_matched(None);
+                            }
+                            return Err(Stop::Conflict);
+                        }
+                        AppendEntriesResponse::HigherVote(v) => return Err(st.higher_vote(v)),
                     }
-                    r = st.quiesced.changed() => {
-                        if r.is_err() { return Err(Stop::LeadershipEnded); }
-                        // Quiesced: tell the follower now. Woken: be heard at once, since whatever
-                        // woke the group (a campaign, a read) wants the leader heard.
-                        timer.send_now(st.clock.now());
+                }
+                permit = tx.reserve(), if send_now => {
+                    let Ok(permit) = permit else { return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream input closed")))) };
+                    let (req, bytes) = st.next_request(pipe.last_sent, submitted.last_log_id, committed).await?;
+                    let now = st.clock.now();
+                    if pipe.in_flight.is_empty() {
+                        answer_deadline = now + rpc_timeout;
                     }
-                    r = st.heartbeat.changed() => {
-                        if r.is_err() { return Err(Stop::LeadershipEnded); }
-                        // A read waits for a quorum to answer a request of its round: the next
-                        // request with entries carries it, or a heartbeat as soon as nothing is in
-                        // flight (an answer to a request sent before the read proves nothing).
-                        timer.send_now(st.clock.now());
+                    pipe.last_sent = req.last_log_id();
+                    debug!(prev = %DisplayOption(&req.prev_log_id), last = %DisplayOption(&pipe.last_sent), entries = req.entries.len(), "sending entries");
+                    pipe.sent_commit = committed;
+                    pipe.in_flight.push(pipe.last_sent, now, *st.heartbeat.borrow_and_update(), bytes);
+                    pipe.timer.sent(now);
+                    permit.send(req);
+                }
+                _ = st.clock.sleep_until(pipe.timer.next), if room && may_heartbeat => {
+                    if pipe.timer.commit_armed && committed <= pipe.sent_commit {
+                        pipe.timer.commit_not_moved();
+                        continue;
                     }
+                    // The follower may quiesce only on a heartbeat that brings it the leader's
+                    // whole log, all committed.
+                    let quiesce = quiesced.filter(|(last, _)| Some(*last) == pipe.last_sent && committed == pipe.last_sent).map(|(_, mark)| mark);
+                    pipe.quiesce_sent = quiesce.is_some();
+                    pipe.marked_for = if pipe.quiesce_sent { quiesced } else { None };
+                    if pipe.quiesce_sent && let Some(restarted) = pipe.target_restarted.as_mut() {
+                        // Restarts before this mark are covered by it.
+                        restarted.mark_unchanged();
+                    }
+                    let req = AppendEntriesRequest { vote: st.vote, prev_log_id: pipe.last_sent, entries: vec![], leader_commit: committed, quiesce };
+                    let now = st.clock.now();
+                    if pipe.in_flight.is_empty() {
+                        answer_deadline = now + rpc_timeout;
+                    }
+                    pipe.in_flight.push(pipe.last_sent, now, *st.heartbeat.borrow_and_update(), 0);
+                    pipe.sent_commit = committed;
+                    pipe.timer.sent(now);
+                    if tx.try_send(req).is_err() {
+                        return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream input full"))));
+                    }
+                }
+                _ = st.clock.sleep_until(answer_deadline), if !pipe.in_flight.is_empty() => {
+                    return Err(Stop::Retry(RPCError::Timeout(rpc_timeout)));
+                }
+                r = st.submitted.changed(), if !send_now => {
+                    if r.is_err() { return Err(Stop::LeadershipEnded); }
+                }
+                // While requests are in flight their answers wake this loop, and it looks at
+                // the commit index then: no wake-up per commit.
+                r = st.committed.changed(), if !send_now && pipe.in_flight.is_empty() && !pipe.timer.commit_armed => {
+                    if r.is_err() { return Err(Stop::LeadershipEnded); }
+                }
+                _ = changed_opt(&mut pipe.target_restarted), if pipe.quiesce_sent => pipe.on_target_restarted(st),
+                _ = changed_opt(&mut pipe.target_returned), if pipe.quiesce_sent && pipe.unheard_resend.is_none() => {
+                    pipe.on_target_returned(st);
+                }
+                _ = crate::core::sleep_until(st.clock, pipe.unheard_resend), if pipe.quiesce_sent => pipe.on_unheard_resend_due(st),
+                r = st.quiesced.changed() => {
+                    if r.is_err() { return Err(Stop::LeadershipEnded); }
+                    // Quiesced: tell the follower now. Woken: be heard at once, since whatever
+                    // woke the group (a campaign, a read) wants the leader heard.
+                    pipe.timer.send_now(st.clock.now());
+                }
+                r = st.heartbeat.changed() => {
+                    if r.is_err() { return Err(Stop::LeadershipEnded); }
+                    // A read waits for a quorum to answer a request of its round: the next
+                    // request with entries carries it, or a heartbeat as soon as nothing is in
+                    // flight (an answer to a request sent before the read proves nothing).
+                    pipe.timer.send_now(st.clock.now());
                 }
             }
+        }
+    }
+
+    /// Wait with the stream closed (a quiesced group: its follower was told, nothing is in
+    /// flight) until the stream is needed again: entries, the group waking, or the follower's
+    /// node back from a restart or from being unheard. Handles what the pipeline's loop would
+    /// while parked, and nothing else.
+    async fn park(&mut self, pipe: &mut Pipe<C>) -> Result<(), Stop> {
+        let st = &mut self.state;
+        loop {
+            let look = st.look(pipe)?;
+            if !look.parked(pipe) {
+                return Ok(());
+            }
+            pipe.arm_commit(look.committed, look.send_now, st.clock.now());
+            tokio::select! {
+                biased;
+                r = st.submitted.changed() => {
+                    if r.is_err() { return Err(Stop::LeadershipEnded); }
+                }
+                r = st.committed.changed(), if !pipe.timer.commit_armed => {
+                    if r.is_err() { return Err(Stop::LeadershipEnded); }
+                }
+                _ = changed_opt(&mut pipe.target_restarted) => pipe.on_target_restarted(st),
+                _ = changed_opt(&mut pipe.target_returned), if pipe.unheard_resend.is_none() => pipe.on_target_returned(st),
+                _ = crate::core::sleep_until(st.clock, pipe.unheard_resend) => pipe.on_unheard_resend_due(st),
+                r = st.quiesced.changed() => {
+                    if r.is_err() { return Err(Stop::LeadershipEnded); }
+                    pipe.timer.send_now(st.clock.now());
+                }
+                r = st.heartbeat.changed() => {
+                    if r.is_err() { return Err(Stop::LeadershipEnded); }
+                    pipe.timer.send_now(st.clock.now());
+                }
+            }
+        }
+    }
+}
+
+/// What a pipelining phase carries from one pass of its stream to the next.
+struct Pipe<C: RaftTypeConfig> {
+    in_flight: InFlight<C>,
+    /// The last entry sent (requests without entries repeat it).
+    last_sent: Option<LogId<C>>,
+    /// The commit index the last request carried.
+    sent_commit: Option<LogId<C>>,
+    timer: SendTimer,
+    /// Whether this stream sent its follower the heartbeat marked `quiesce` since the leader
+    /// last quiesced, and for which quiescence (last log id and mark): the leader may wake and
+    /// quiesce again, at another last entry, between two looks of the loop.
+    quiesce_sent: bool,
+    marked_for: Option<(LogId<C>, crate::types::QuiesceMark)>,
+    /// In a host of many groups: changes when the target's node restarted. Its groups know no
+    /// leader and would campaign after their election timeout (waking the whole group): a
+    /// quiesced stream sends it the marked heartbeat again, so it follows and quiesces.
+    target_restarted: Option<watch::Receiver<u64>>,
+    /// Changes when the target's node is heard again, or, unheard, is first reached. A node
+    /// back with its storage lost hosts groups that know no members: it beats nobody, so no
+    /// restart is ever seen, and a quiesced stream that marked it before it died would wait
+    /// forever. While it stays reached but unheard, the marked heartbeat is sent again, an
+    /// election timeout later and then ever more rarely (`unheard_retry`): its conflict starts
+    /// the catch-up. A node that is heard again gets nothing: beats that flap cost no RPC per
+    /// group.
+    target_returned: Option<watch::Receiver<u64>>,
+    /// When the resend is due, and when it was scheduled: a node heard since then flaps (or
+    /// came back), and is not sent the mark.
+    unheard_resend: Option<Instant>,
+    unheard_since: Instant,
+}
+
+/// What the pipeline's loop sees when it looks at the leader's progress.
+#[derive(Clone, Copy)]
+struct Look<C: RaftTypeConfig> {
+    submitted: IOProgress<C>,
+    committed: Option<LogId<C>>,
+    quiesced: Option<(LogId<C>, crate::types::QuiesceMark)>,
+    /// The stream may send a request: in-flight count and bytes are under their bounds.
+    room: bool,
+    /// Entries wait to be sent, and there is room.
+    send_now: bool,
+    /// A request without entries may go: it repeats `last_sent`, only with nothing in flight,
+    /// so that every answer names the one request it answers (see `InFlight`). A quiesced
+    /// stream sends one heartbeat, marked, and then is silent.
+    may_heartbeat: bool,
+}
+
+impl<C: RaftTypeConfig> Look<C> {
+    /// Whether the stream parks: quiesced, its follower told so, nothing in flight or to send.
+    fn parked(&self, pipe: &Pipe<C>) -> bool {
+        pipe.quiesce_sent && self.quiesced.is_some() && pipe.in_flight.is_empty() && !self.send_now
+    }
+}
+
+impl<C: RaftTypeConfig> Pipe<C> {
+    fn new<LR>(st: &StreamState<C, LR>) -> Self {
+        let now = st.clock.now();
+        let heartbeat = st.config.heartbeat_interval;
+        Self {
+            in_flight: InFlight::default(),
+            last_sent: st.matched,
+            sent_commit: None,
+            timer: SendTimer {
+                next: now,
+                last_sent: now,
+                commit_armed: false,
+                heartbeat,
+                commit_grace: heartbeat / 16,
+                grid: st.heartbeat_grid,
+            },
+            quiesce_sent: false,
+            marked_for: None,
+            target_restarted: st.host.as_ref().map(|h| h.subscribe_restart(&st.target)),
+            target_returned: st.host.as_ref().map(|h| h.subscribe_return(&st.target)),
+            unheard_resend: None,
+            unheard_since: now,
+        }
+    }
+
+    /// A newer commit index rides on the next request with entries. Under load one comes soon,
+    /// so the commit costs no request of its own; once nothing is in flight and nothing new
+    /// arrived for `commit_grace`, the heartbeat timer sends it alone.
+    fn arm_commit(&mut self, committed: Option<LogId<C>>, send_now: bool, now: Instant) {
+        if committed > self.sent_commit && self.in_flight.is_empty() && !send_now && !self.timer.commit_armed {
+            self.timer.arm_commit(now);
+        }
+    }
+
+    fn on_target_restarted<LR>(&mut self, st: &StreamState<C, LR>) {
+        debug!(target = %st.target, "the target's node restarted; sending it the marked heartbeat again");
+        self.quiesce_sent = false;
+        self.timer.send_now(st.clock.now());
+    }
+
+    fn on_target_returned<LR: RaftLogReader<C>>(&mut self, st: &StreamState<C, LR>) {
+        // Not at once: a node whose beats flap is reached but unheard for a moment at each
+        // flap. One still unheard a whole election timeout later (or the last wait) gets the
+        // mark.
+        if st.reached_unheard() {
+            self.unheard_since = st.clock.now();
+            self.unheard_resend = Some(self.unheard_since + st.unheard_retry.max(st.config.election_timeout_max));
+        }
+    }
+
+    fn on_unheard_resend_due<LR: RaftLogReader<C>>(&mut self, st: &mut StreamState<C, LR>) {
+        self.unheard_resend = None;
+        let heard_since =
+            st.host.as_ref().and_then(|h| h.last_heard(&st.target)).is_some_and(|t| t > self.unheard_since);
+        if st.reached_unheard() && !heard_since {
+            st.unheard_retry = if st.unheard_retry.is_zero() {
+                st.config.election_timeout_max
+            } else {
+                (st.unheard_retry * 2).min(MAX_UNHEARD_RETRY)
+            };
+            debug!(target = %st.target, next_in = ?st.unheard_retry, "the target's node is reached but not heard; sending it the marked heartbeat again");
+            self.unheard_since = st.clock.now();
+            self.unheard_resend = Some(self.unheard_since + st.unheard_retry);
+            self.quiesce_sent = false;
+            self.timer.send_now(st.clock.now());
+        } else {
+            st.unheard_retry = std::time::Duration::ZERO;
         }
     }
 }
@@ -749,28 +836,6 @@ async fn open_stream<C: RaftTypeConfig, N: RaftNetwork<C>>(
     match timeout(rpc_timeout, network.stream_append(input, option)).await {
         Ok(r) => Ok((tx, r.map_err(Stop::Retry)?)),
         Err(_) => Err(Stop::Retry(RPCError::Timeout(rpc_timeout))),
-    }
-}
-
-/// The next answer of an open stream; never, while the stream is closed.
-///
-/// # Cancel safety
-/// Cancel safe, as [`StreamExt::next`].
-async fn next_answer<S: futures_util::Stream + Unpin>(responses: &mut Option<S>) -> Option<S::Item> {
-    match responses {
-        Some(responses) => responses.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Room for one request on an open stream; never, while the stream is closed.
-///
-/// # Cancel safety
-/// Cancel safe, as [`mpsc::Sender::reserve`].
-async fn reserve<T>(tx: &Option<mpsc::Sender<T>>) -> Result<mpsc::Permit<'_, T>, mpsc::error::SendError<()>> {
-    match tx {
-        Some(tx) => tx.reserve().await,
-        None => std::future::pending().await,
     }
 }
 
@@ -795,6 +860,24 @@ impl fmt::Display for Failure {
 }
 
 impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
+    /// Look at the leader's progress and the stream's state: what may be sent now.
+    fn look(&mut self, pipe: &mut Pipe<C>) -> Result<Look<C>, Stop> {
+        let submitted = self.current_submitted()?;
+        let committed = *self.committed.borrow_and_update();
+        let quiesced = *self.quiesced.borrow_and_update();
+        if quiesced.is_none() || quiesced != pipe.marked_for {
+            pipe.quiesce_sent = false;
+        }
+        let in_flight = &pipe.in_flight;
+        self.gauge.set(in_flight.len() as u64, in_flight.bytes());
+        let room = in_flight.len() < self.config.max_in_flight_requests as usize
+            && in_flight.bytes() < self.config.max_in_flight_bytes;
+        let has_entries = pipe.last_sent.next_index() < submitted.last_log_id.next_index();
+        let send_now = room && has_entries;
+        let may_heartbeat = in_flight.may_send(pipe.last_sent) && !send_now && !pipe.quiesce_sent;
+        Ok(Look { submitted, committed, quiesced, room, send_now, may_heartbeat })
+    }
+
     /// What the leader has submitted, or the end of this task if leadership changed.
     ///
     /// RaftCore publishes the leader vote before it starts streams, so any other vote means the
