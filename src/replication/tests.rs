@@ -498,22 +498,45 @@ impl RaftNetwork<C> for CountedStreams {
     }
 }
 
+/// The mark of the quiescences in these tests.
+const MARK: crate::types::QuiesceMark = crate::types::QuiesceMark { incarnation: 7 };
+
+/// A stream over [`CountedStreams`] to a follower that holds the leader's whole log (entries
+/// up to 20), after it caught up.
+async fn caught_up_stream() -> (CountedStreams, Stream) {
+    let network = CountedStreams::default();
+    network.follower.follower().last = Some(log_id(1, 20));
+    let mut stream = Stream::start_on(network.clone(), LeaderLog::new(log_id(1, 0), 21));
+    stream.run_for(Duration::from_millis(100)).await;
+    (network, stream)
+}
+
+/// The leader quiesces at entry 20 (with [`MARK`]), and the stream has time to send the marked
+/// heartbeat and see it answered.
+async fn quiesce_at_20(stream: &mut Stream) {
+    stream.quiesced.send_replace(Some((log_id(1, 20), MARK)));
+    stream.run_for(Duration::from_millis(10)).await;
+}
+
+/// [`caught_up_stream`], then [`quiesce_at_20`]: the follower heard the mark, and the stream's
+/// network stream is closed.
+async fn quiesced_stream() -> (CountedStreams, Stream) {
+    let (network, mut stream) = caught_up_stream().await;
+    quiesce_at_20(&mut stream).await;
+    (network, stream)
+}
+
 /// In a host of many groups, a quiesced leader's stream to a follower sends one heartbeat
 /// marked `quiesce` and then nothing: it closes its stream meanwhile (the memory of an idle
 /// group), and opens a new one as soon as it has something to send: when the group wakes, or
 /// when entries arrive.
 #[tokio::test(start_paused = true)]
 async fn a_quiesced_stream_is_closed_until_it_has_something_to_send() {
-    let network = CountedStreams::default();
-    network.follower.follower().last = Some(log_id(1, 20));
-    let mut stream = Stream::start_on(network.clone(), LeaderLog::new(log_id(1, 0), 21));
-    stream.run_for(Duration::from_millis(100)).await;
+    let (network, mut stream) = caught_up_stream().await;
     let streams = |n: &CountedStreams| (n.opened.load(Ordering::Relaxed), n.open.load(Ordering::Relaxed));
     assert_eq!(streams(&network), (1, 1));
 
-    let mark = crate::types::QuiesceMark { incarnation: 7 };
-    stream.quiesced.send_replace(Some((log_id(1, 20), mark)));
-    stream.run_for(Duration::from_millis(10)).await;
+    quiesce_at_20(&mut stream).await;
     assert_eq!(network.follower.follower().quiesce_marks, 1, "the follower heard the marked heartbeat");
     assert_eq!(streams(&network), (1, 0), "the stream is closed once the mark is answered");
     let appends = network.follower.follower().appends;
@@ -528,7 +551,7 @@ async fn a_quiesced_stream_is_closed_until_it_has_something_to_send() {
     assert_eq!(network.follower.follower().appends, appends + 1);
 
     // Quiesced again, then entries arrive before the group wakes: a new stream carries them.
-    stream.quiesced.send_replace(Some((log_id(1, 20), mark)));
+    stream.quiesced.send_replace(Some((log_id(1, 20), MARK)));
     stream.run_for(Duration::from_millis(100)).await;
     assert_eq!(streams(&network), (2, 0));
     stream.extend_log(23);
@@ -544,13 +567,7 @@ async fn a_quiesced_stream_is_closed_until_it_has_something_to_send() {
 /// searches the whole log, rather than first probing nothing and opening a third stream.
 #[tokio::test(start_paused = true)]
 async fn a_follower_that_lost_entries_while_the_stream_was_closed_is_searched_at_once() {
-    let network = CountedStreams::default();
-    network.follower.follower().last = Some(log_id(1, 20));
-    let mut stream = Stream::start_on(network.clone(), LeaderLog::new(log_id(1, 0), 21));
-    stream.run_for(Duration::from_millis(100)).await;
-    let mark = crate::types::QuiesceMark { incarnation: 7 };
-    stream.quiesced.send_replace(Some((log_id(1, 20), mark)));
-    stream.run_for(Duration::from_millis(10)).await;
+    let (network, mut stream) = quiesced_stream().await;
     assert_eq!(network.open.load(Ordering::Relaxed), 0, "closed while quiesced");
 
     // The follower lost its last 15 entries (a disk that lied about its flushes); the group
@@ -571,18 +588,12 @@ async fn a_follower_that_lost_entries_while_the_stream_was_closed_is_searched_at
 /// again.
 #[tokio::test(start_paused = true)]
 async fn a_stream_marks_again_for_a_quiescence_it_never_saw_end() {
-    let network = CountedStreams::default();
-    network.follower.follower().last = Some(log_id(1, 20));
-    let mut stream = Stream::start_on(network.clone(), LeaderLog::new(log_id(1, 0), 21));
-    stream.run_for(Duration::from_millis(100)).await;
-    let mark = crate::types::QuiesceMark { incarnation: 7 };
-    stream.quiesced.send_replace(Some((log_id(1, 20), mark)));
-    stream.run_for(Duration::from_millis(10)).await;
+    let (network, mut stream) = quiesced_stream().await;
     assert_eq!(network.follower.follower().quiesce_marks, 1);
 
     // Woken, two entries appended and committed, quiesced again: all before the stream looks.
     stream.extend_log(23);
-    stream.quiesced.send_replace(Some((log_id(1, 22), mark)));
+    stream.quiesced.send_replace(Some((log_id(1, 22), MARK)));
     stream.run_for(Duration::from_millis(200)).await;
 
     assert_eq!(network.follower.follower().last, Some(log_id(1, 22)));
