@@ -178,6 +178,14 @@ where
             let reader = self.log_store.get_log_reader().await;
             let (submitted, committed) = (self.io_progress(), self.engine.state.committed);
             let watches = self.watches.streams(submitted, committed);
+            // The group's election seed (different per node and per group of a host, see
+            // `Raft::start`) mixed with the target: the streams of a host's groups to one node
+            // spread their retries differently.
+            let jitter_seed = {
+                let mut h = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(&(self.engine.config.seed, t.id), &mut h);
+                std::hash::Hasher::finish(&h)
+            };
             let handle = ReplicationHandle::spawn(
                 self.engine.id(),
                 t.id,
@@ -193,6 +201,7 @@ where
                 self.notify_tx.clone(),
                 self.sm_tx.clone(),
                 self.clock,
+                jitter_seed,
             );
             if self.replications.insert(t.id, handle).is_some() {
                 warn!(target = %t.id, "replaced a replication stream");

@@ -54,6 +54,7 @@ pub(crate) use leader::{Leader, ReplicationResult};
 pub(crate) use lease::Ack;
 pub(crate) use log_id_list::LogIdList;
 pub(crate) use membership_change::ChangeRejected;
+pub(crate) use quiesce::splitmix64;
 pub(crate) use read::{ReadStart, ReadStatus, ReadTicket};
 pub use state::LogIOId;
 pub use state::ServerState;

@@ -241,8 +241,9 @@ impl<C: RaftTypeConfig> Engine<C> {
 }
 
 /// SplitMix64's finalizer: spreads consecutive group ids over all of `u64`, so that their
-/// order of survivors does not follow a pattern of the ids.
-fn splitmix64(x: u64) -> u64 {
+/// order of survivors does not follow a pattern of the ids. (Replication streams draw their
+/// retry jitter with it too.)
+pub(crate) fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

@@ -44,7 +44,7 @@ use crate::storage::RaftLogReader;
 use crate::types::{AppendEntriesRequest, AppendEntriesResponse};
 use crate::types::{DisplayOption, Entry, LogId, LogIdOptionExt, Vote};
 use in_flight::{Answered, InFlight};
-use retry::Retries;
+use retry::{Jitter, Retries};
 
 /// What RaftCore has handed to the log store, under which vote: replication streams read up to
 /// `last_log_id` and stop when `vote` is not the one they replicate for.
@@ -186,6 +186,7 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
         notify: queue::UnboundedSender<Notification<C>>,
         sm: queue::UnboundedSender<SmMsg<C>>,
         clock: Clock,
+        jitter_seed: u64,
     ) -> Self
     where
         N: RaftNetwork<C>,
@@ -211,6 +212,7 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
                 matched: None,
                 clock,
                 unheard_retry: std::time::Duration::ZERO,
+                jitter: Jitter::new(jitter_seed),
             },
         };
         // One span per stream; inside it one child span per state the stream is in: `probing`
@@ -279,13 +281,17 @@ struct StreamState<C: RaftTypeConfig, LR> {
     /// The leader's clock: send times are read on it, so they compare with the Engine's `now`.
     clock: Clock,
     /// How long a quiesced leader last waited before retrying a target its host reaches but
-    /// does not hear (zero: it has not waited since the target was heard, or the group woke).
+    /// does not hear, before the spread of `jitter` (zero: it has not waited since the target
+    /// was heard, or the group woke).
     unheard_retry: std::time::Duration,
+    /// Lengthens this stream's waits before a retry, so that the streams of a host's groups to
+    /// one node do not all retry at the same instant.
+    jitter: Jitter,
 }
 
 /// The longest a quiesced leader waits between retries of a target its host reaches but does
-/// not hear: a node that runs but does not host the group (yet) costs one RPC per group per
-/// this long, not per backoff.
+/// not hear, before the spread of its jitter: a node that runs but does not host the group
+/// (yet) costs at most one RPC per group per this long, not per backoff.
 const MAX_UNHEARD_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A probe's outcome.
@@ -359,18 +365,21 @@ where
 
     /// Log `failure` (at WARN once failures repeat, rate-limited) and wait before retrying.
     async fn back_off(&mut self, retries: &mut Retries<Option<LogId<C>>>, failure: Failure) {
-        let st = &self.state;
+        let st = &mut self.state;
         let verdict = retries.failed(st.clock.now(), st.matched, matches!(failure, Failure::Conflict));
+        // Spread, since the streams of a host's groups to one node fail together, but kept
+        // below the election timeout, as the backoff's cap is (see `run`).
+        let backoff = st.jitter.spread_below(verdict.backoff, st.config.election_timeout_min);
         let matched = DisplayOption(&st.matched);
         match verdict.warn {
             Some(quiet) => warn!(
                 target = %st.target, %failure, in_a_row = verdict.in_a_row, %matched,
-                backoff = ?verdict.backoff, failures_not_logged = quiet, "replication keeps failing"
+                ?backoff, failures_not_logged = quiet, "replication keeps failing"
             ),
-            None => debug!(target = %st.target, %failure, %matched, backoff = ?verdict.backoff, "replication failed"),
+            None => debug!(target = %st.target, %failure, %matched, ?backoff, "replication failed"),
         }
-        if !verdict.backoff.is_zero() {
-            st.clock.sleep(verdict.backoff).await;
+        if !backoff.is_zero() {
+            st.clock.sleep(backoff).await;
         }
         // A quiesced leader does not retry to a follower whose node the host does not hear (a
         // dead node must not cost thousands of groups a retry each per backoff): it retries once
@@ -398,14 +407,8 @@ where
                 return;
             }
             let st = &mut self.state;
-            let retry = host.is_reached(&st.target).then(|| {
-                st.unheard_retry = if st.unheard_retry.is_zero() {
-                    st.config.election_timeout_max
-                } else {
-                    (st.unheard_retry * 2).min(MAX_UNHEARD_RETRY)
-                };
-                st.clock.now() + st.unheard_retry
-            });
+            let wait = host.is_reached(&st.target).then(|| st.next_unheard_wait());
+            let retry = wait.map(|wait| st.clock.now() + wait);
             tokio::select! {
                 r = quiesced.changed() => if r.is_err() { return },
                 // The target is heard again, or first reached: retry it at once (a stale leader
@@ -413,7 +416,7 @@ where
                 // marked heartbeat).
                 _ = returned.changed() => return,
                 _ = crate::core::sleep_until(st.clock, retry) => {
-                    debug!(target = %st.target, waited = ?st.unheard_retry, "retrying a target that is reached but not heard");
+                    debug!(target = %st.target, waited = ?wait, "retrying a target that is reached but not heard");
                     return;
                 }
             }
@@ -793,13 +796,14 @@ impl<C: RaftTypeConfig> Pipe<C> {
         self.timer.send_now(st.clock.now());
     }
 
-    fn on_target_returned<LR: RaftLogReader<C>>(&mut self, st: &StreamState<C, LR>) {
+    fn on_target_returned<LR: RaftLogReader<C>>(&mut self, st: &mut StreamState<C, LR>) {
         // Not at once: a node whose beats flap is reached but unheard for a moment at each
         // flap. One still unheard a whole election timeout later (or the last wait) gets the
         // mark.
         if st.reached_unheard() {
             self.unheard_since = st.clock.now();
-            self.unheard_resend = Some(self.unheard_since + st.unheard_retry.max(st.config.election_timeout_max));
+            let wait = st.jitter.spread(st.unheard_retry.max(st.config.election_timeout_max));
+            self.unheard_resend = Some(self.unheard_since + wait);
         }
     }
 
@@ -808,14 +812,10 @@ impl<C: RaftTypeConfig> Pipe<C> {
         let heard_since =
             st.host.as_ref().and_then(|h| h.last_heard(&st.target)).is_some_and(|t| t > self.unheard_since);
         if st.reached_unheard() && !heard_since {
-            st.unheard_retry = if st.unheard_retry.is_zero() {
-                st.config.election_timeout_max
-            } else {
-                (st.unheard_retry * 2).min(MAX_UNHEARD_RETRY)
-            };
-            debug!(target = %st.target, next_in = ?st.unheard_retry, "the target's node is reached but not heard; sending it the marked heartbeat again");
+            let wait = st.next_unheard_wait();
+            debug!(target = %st.target, next_in = ?wait, "the target's node is reached but not heard; sending it the marked heartbeat again");
             self.unheard_since = st.clock.now();
-            self.unheard_resend = Some(self.unheard_since + st.unheard_retry);
+            self.unheard_resend = Some(self.unheard_since + wait);
             self.quiesce_sent = false;
             self.timer.send_now(st.clock.now());
         } else {
@@ -995,6 +995,18 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
     /// while that node is not heard (it runs, but hosts no group that knows its members).
     fn reached_unheard(&self) -> bool {
         self.host.as_ref().is_some_and(|h| !h.is_live(&self.target) && h.is_reached(&self.target))
+    }
+
+    /// The target's node is still reached but not heard: how long to wait before the next
+    /// retry. An election timeout at first, then twice the last wait, up to
+    /// [`MAX_UNHEARD_RETRY`], each spread by this stream's jitter (never shortened).
+    fn next_unheard_wait(&mut self) -> std::time::Duration {
+        self.unheard_retry = if self.unheard_retry.is_zero() {
+            self.config.election_timeout_max
+        } else {
+            (self.unheard_retry * 2).min(MAX_UNHEARD_RETRY)
+        };
+        self.jitter.spread(self.unheard_retry)
     }
 
     /// The follower does not hold what it was believed to match: tell RaftCore it matches

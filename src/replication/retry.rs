@@ -1,5 +1,6 @@
 //! [`Retries`]: how long a failing stream waits before trying again, and when its failures
-//! are worth a WARN line.
+//! are worth a WARN line; [`Jitter`]: how a stream's waits are spread so that the streams of
+//! thousands of groups do not all retry at the same instant.
 //!
 //! A stream that fails again and again without the follower's match point moving — a
 //! follower that keeps conflicting, an unreachable one, a request too big for the transport —
@@ -91,6 +92,46 @@ impl<P: PartialOrd + Copy> Retries<P> {
     }
 }
 
+/// A stream's own spread of its waits.
+///
+/// In a host of thousands of groups, the streams of every group to one node fail together
+/// (the node died, the one connection to it broke) or find the node reached but not heard
+/// together (one beat got through): waits of equal length would retry them all at one instant
+/// again, and again at each doubling, a burst of one RPC per group. Each stream lengthens its
+/// waits by its own draws instead, from a seed that differs between groups and targets (the
+/// group's election seed mixed with the target, see `RaftCore`), and is the same every run.
+///
+/// Timing is liveness only: a wait is only ever lengthened, never shortened, so no stream
+/// retries sooner than it did without the spread.
+#[derive(Debug)]
+pub(crate) struct Jitter {
+    /// SplitMix64's counter: each draw adds the golden gamma and mixes the sum.
+    state: u64,
+}
+
+impl Jitter {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self { state: seed }
+    }
+
+    /// `wait` lengthened by a draw from `[0, wait / 2)`: a wait in `[wait, 1.5 · wait)`.
+    pub(crate) fn spread(&mut self, wait: Duration) -> Duration {
+        self.spread_below(wait, wait.saturating_add(wait / 2))
+    }
+
+    /// `wait` lengthened by a draw, to a wait in `[wait, min(1.5 · wait, ceiling))`; `wait`
+    /// itself if `ceiling` is not above it (a wait is never shortened to fit).
+    pub(crate) fn spread_below(&mut self, wait: Duration, ceiling: Duration) -> Duration {
+        let room = (wait / 2).min(ceiling.saturating_sub(wait));
+        let room_ns = u64::try_from(room.as_nanos()).unwrap_or(u64::MAX);
+        if room_ns == 0 {
+            return wait;
+        }
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        wait + Duration::from_nanos(crate::engine::splitmix64(self.state) % room_ns)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use pretty_assertions::assert_eq;
@@ -139,5 +180,36 @@ mod tests {
         // The follower's match point moved: the next conflict starts over.
         let v = r.failed(t0, 2, true);
         assert_eq!((v.backoff, v.in_a_row), (Duration::ZERO, 1));
+    }
+
+    #[test]
+    fn a_spread_wait_is_never_shorter_and_at_most_half_again_as_long() {
+        for seed in 0..1000 {
+            let mut jitter = Jitter::new(seed);
+            for wait in [ms(0), ms(1), ms(75), ms(300), Duration::from_secs(10)] {
+                let spread = jitter.spread(wait);
+                assert!(spread >= wait, "seed {seed}: {wait:?} became {spread:?}");
+                assert!(spread == wait || spread < wait + wait / 2, "seed {seed}: {wait:?} became {spread:?}");
+            }
+            // A ceiling narrows the spread but never shortens the wait.
+            let spread = jitter.spread_below(ms(100), ms(120));
+            assert!(spread >= ms(100) && spread < ms(120), "seed {seed}: {spread:?}");
+            assert_eq!(jitter.spread_below(ms(100), ms(80)), ms(100));
+        }
+    }
+
+    /// Review finding F1: the waits of a thousand streams (a thousand groups' streams to one
+    /// node) fall on many instants, not one.
+    #[test]
+    fn streams_with_different_seeds_wait_different_times() {
+        let waits: std::collections::BTreeSet<Duration> =
+            (0..1000u64).map(|seed| Jitter::new(crate::engine::splitmix64(seed)).spread(ms(300))).collect();
+        assert!(waits.len() > 900, "{} distinct waits of 1000", waits.len());
+        // The same seed draws the same waits every run.
+        let draws = |seed| {
+            let mut j = Jitter::new(seed);
+            [j.spread(ms(300)), j.spread(ms(600))]
+        };
+        assert_eq!(draws(42), draws(42));
     }
 }

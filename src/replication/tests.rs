@@ -38,6 +38,12 @@ struct Follower {
     /// Requests marked `quiesce`.
     quiesce_marks: u64,
     snapshots: u64,
+    /// Fail every AppendEntries, as a node that is down.
+    down: bool,
+    /// When each AppendEntries arrived (failed ones too).
+    appends_at: Vec<Instant>,
+    /// When each request marked `quiesce` arrived.
+    marks_at: Vec<Instant>,
 }
 
 const ROUND_TRIP: Duration = Duration::from_millis(1);
@@ -61,10 +67,21 @@ impl RaftNetwork<C> for ScriptedNetwork {
         req: AppendEntriesRequest<C>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError> {
+        let arrived = Instant::now();
+        {
+            let mut f = self.follower();
+            f.appends_at.push(arrived);
+            if req.quiesce.is_some() {
+                f.marks_at.push(arrived);
+            }
+        }
         // Every round trip takes a little virtual time, so a stream that spins still lets the
         // clock move and the test end.
         tokio::time::sleep(ROUND_TRIP).await;
         let mut f = self.follower();
+        if f.down {
+            return Err(RPCError::Unreachable(anyerror::AnyError::error("the follower is down")));
+        }
         f.appends += 1;
         f.quiesce_marks += u64::from(req.quiesce.is_some());
         if req.prev_log_id.is_some_and(|p| Some(p.index) > f.last.map(|l| l.index)) {
@@ -146,6 +163,17 @@ impl Stream {
     }
 
     fn start_on(network: impl RaftNetwork<C>, log: LeaderLog) -> Self {
+        Self::start_hosted(network, log, None, 0)
+    }
+
+    /// A stream in a host of many groups, when `host` is given, whose waits before retries
+    /// are spread by draws from `jitter_seed`.
+    fn start_hosted(
+        network: impl RaftNetwork<C>,
+        log: LeaderLog,
+        host: Option<Arc<crate::multi::Liveness<C>>>,
+        jitter_seed: u64,
+    ) -> Self {
         let vote = Vote::new_committed(1, 1);
         let config = Arc::new(Config { rpc_timeout: Duration::from_millis(500), ..Config::default() });
         let last = log.last();
@@ -180,10 +208,11 @@ impl Stream {
             committed.1,
             heartbeat.1,
             quiesced.1,
-            None,
+            host,
             notify_tx,
             sm_tx,
             Clock::default(),
+            jitter_seed,
         );
         Self {
             _handle: handle,
@@ -498,22 +527,45 @@ impl RaftNetwork<C> for CountedStreams {
     }
 }
 
+/// The mark of the quiescences in these tests.
+const MARK: crate::types::QuiesceMark = crate::types::QuiesceMark { incarnation: 7 };
+
+/// A stream over [`CountedStreams`] to a follower that holds the leader's whole log (entries
+/// up to 20), after it caught up.
+async fn caught_up_stream() -> (CountedStreams, Stream) {
+    let network = CountedStreams::default();
+    network.follower.follower().last = Some(log_id(1, 20));
+    let mut stream = Stream::start_on(network.clone(), LeaderLog::new(log_id(1, 0), 21));
+    stream.run_for(Duration::from_millis(100)).await;
+    (network, stream)
+}
+
+/// The leader quiesces at entry 20 (with [`MARK`]), and the stream has time to send the marked
+/// heartbeat and see it answered.
+async fn quiesce_at_20(stream: &mut Stream) {
+    stream.quiesced.send_replace(Some((log_id(1, 20), MARK)));
+    stream.run_for(Duration::from_millis(10)).await;
+}
+
+/// [`caught_up_stream`], then [`quiesce_at_20`]: the follower heard the mark, and the stream's
+/// network stream is closed.
+async fn quiesced_stream() -> (CountedStreams, Stream) {
+    let (network, mut stream) = caught_up_stream().await;
+    quiesce_at_20(&mut stream).await;
+    (network, stream)
+}
+
 /// In a host of many groups, a quiesced leader's stream to a follower sends one heartbeat
 /// marked `quiesce` and then nothing: it closes its stream meanwhile (the memory of an idle
 /// group), and opens a new one as soon as it has something to send: when the group wakes, or
 /// when entries arrive.
 #[tokio::test(start_paused = true)]
 async fn a_quiesced_stream_is_closed_until_it_has_something_to_send() {
-    let network = CountedStreams::default();
-    network.follower.follower().last = Some(log_id(1, 20));
-    let mut stream = Stream::start_on(network.clone(), LeaderLog::new(log_id(1, 0), 21));
-    stream.run_for(Duration::from_millis(100)).await;
+    let (network, mut stream) = caught_up_stream().await;
     let streams = |n: &CountedStreams| (n.opened.load(Ordering::Relaxed), n.open.load(Ordering::Relaxed));
     assert_eq!(streams(&network), (1, 1));
 
-    let mark = crate::types::QuiesceMark { incarnation: 7 };
-    stream.quiesced.send_replace(Some((log_id(1, 20), mark)));
-    stream.run_for(Duration::from_millis(10)).await;
+    quiesce_at_20(&mut stream).await;
     assert_eq!(network.follower.follower().quiesce_marks, 1, "the follower heard the marked heartbeat");
     assert_eq!(streams(&network), (1, 0), "the stream is closed once the mark is answered");
     let appends = network.follower.follower().appends;
@@ -528,7 +580,7 @@ async fn a_quiesced_stream_is_closed_until_it_has_something_to_send() {
     assert_eq!(network.follower.follower().appends, appends + 1);
 
     // Quiesced again, then entries arrive before the group wakes: a new stream carries them.
-    stream.quiesced.send_replace(Some((log_id(1, 20), mark)));
+    stream.quiesced.send_replace(Some((log_id(1, 20), MARK)));
     stream.run_for(Duration::from_millis(100)).await;
     assert_eq!(streams(&network), (2, 0));
     stream.extend_log(23);
@@ -544,13 +596,7 @@ async fn a_quiesced_stream_is_closed_until_it_has_something_to_send() {
 /// searches the whole log, rather than first probing nothing and opening a third stream.
 #[tokio::test(start_paused = true)]
 async fn a_follower_that_lost_entries_while_the_stream_was_closed_is_searched_at_once() {
-    let network = CountedStreams::default();
-    network.follower.follower().last = Some(log_id(1, 20));
-    let mut stream = Stream::start_on(network.clone(), LeaderLog::new(log_id(1, 0), 21));
-    stream.run_for(Duration::from_millis(100)).await;
-    let mark = crate::types::QuiesceMark { incarnation: 7 };
-    stream.quiesced.send_replace(Some((log_id(1, 20), mark)));
-    stream.run_for(Duration::from_millis(10)).await;
+    let (network, mut stream) = quiesced_stream().await;
     assert_eq!(network.open.load(Ordering::Relaxed), 0, "closed while quiesced");
 
     // The follower lost its last 15 entries (a disk that lied about its flushes); the group
@@ -571,20 +617,108 @@ async fn a_follower_that_lost_entries_while_the_stream_was_closed_is_searched_at
 /// again.
 #[tokio::test(start_paused = true)]
 async fn a_stream_marks_again_for_a_quiescence_it_never_saw_end() {
-    let network = CountedStreams::default();
-    network.follower.follower().last = Some(log_id(1, 20));
-    let mut stream = Stream::start_on(network.clone(), LeaderLog::new(log_id(1, 0), 21));
-    stream.run_for(Duration::from_millis(100)).await;
-    let mark = crate::types::QuiesceMark { incarnation: 7 };
-    stream.quiesced.send_replace(Some((log_id(1, 20), mark)));
-    stream.run_for(Duration::from_millis(10)).await;
+    let (network, mut stream) = quiesced_stream().await;
     assert_eq!(network.follower.follower().quiesce_marks, 1);
 
     // Woken, two entries appended and committed, quiesced again: all before the stream looks.
     stream.extend_log(23);
-    stream.quiesced.send_replace(Some((log_id(1, 22), mark)));
+    stream.quiesced.send_replace(Some((log_id(1, 22), MARK)));
     stream.run_for(Duration::from_millis(200)).await;
 
     assert_eq!(network.follower.follower().last, Some(log_id(1, 22)));
     assert_eq!(network.follower.follower().quiesce_marks, 2, "the new quiescence was marked");
+}
+
+/// The gaps between consecutive instants, from `from`.
+fn gaps(from: Instant, at: &[Instant]) -> Vec<Duration> {
+    std::iter::once(from).chain(at.iter().copied()).zip(at).map(|(a, b)| *b - a).collect()
+}
+
+/// Review finding F1. In a host of many groups, a quiesced leader's stream to a node the host
+/// reaches but does not hear (one back with its storage lost) sends it the marked heartbeat
+/// again an election timeout after it is reached, and then ever more rarely. With the same
+/// waits for every group, every group's stream to that node resent at the same instants, a
+/// burst of thousands of RPCs. Two groups' streams, reached at one instant, now resend at
+/// different instants, each never sooner than before (the old waits are the lower bounds)
+/// and less than half again as late.
+#[tokio::test(start_paused = true)]
+async fn streams_of_two_groups_resend_to_a_reached_unheard_node_at_different_instants() {
+    let host = Arc::new(crate::multi::Liveness::<C>::new(1, 1, Duration::from_millis(500)));
+    let start = |seed| {
+        let network = ScriptedNetwork::default();
+        network.follower().last = Some(log_id(1, 20));
+        let log = LeaderLog::new(log_id(1, 0), 21);
+        (network.clone(), Stream::start_hosted(network, log, Some(host.clone()), seed))
+    };
+    let (network_a, mut a) = start(1);
+    let (network_b, mut b) = start(2);
+    a.run_for(Duration::from_millis(100)).await;
+    for stream in [&a, &b] {
+        stream.quiesced.send_replace(Some((log_id(1, 20), MARK)));
+    }
+    a.run_for(Duration::from_millis(200)).await;
+    for network in [&network_a, &network_b] {
+        assert_eq!(network.follower().marks_at.len(), 1, "the follower heard the marked heartbeat");
+    }
+
+    // The host's beat gets through to node 2, which it does not hear.
+    let reached = Instant::now();
+    host.reached(&2, true);
+    a.run_for(Duration::from_secs(2)).await;
+    b.run_for(Duration::ZERO).await;
+
+    // Without the spread: an election timeout, again, then twice that.
+    let timeout = Config::default().election_timeout_max;
+    let old = [timeout, timeout, timeout * 2];
+    let resent = |network: &ScriptedNetwork| network.follower().marks_at[1..].to_vec();
+    let (resent_a, resent_b) = (resent(&network_a), resent(&network_b));
+    for (name, resent) in [("a", &resent_a), ("b", &resent_b)] {
+        let gaps = gaps(reached, resent);
+        assert_eq!(gaps.len(), old.len(), "stream {name} resent at {gaps:?} after each other");
+        for (gap, old) in gaps.iter().zip(old) {
+            assert!(*gap >= old, "stream {name}: resent {gap:?} after the last, sooner than {old:?}: {gaps:?}");
+            assert!(*gap < old + old / 2, "stream {name}: resent {gap:?} after the last, {old:?} spread: {gaps:?}");
+        }
+    }
+    for (at_a, at_b) in resent_a.iter().zip(&resent_b) {
+        assert_ne!(at_a, at_b, "both streams resent at one instant: {resent_a:?}, {resent_b:?}");
+    }
+}
+
+/// Review finding F1, the failure back-off: the streams of a host's groups to one node fail
+/// together (the node died, the connection to it broke), and backing off by the same waits
+/// they retried together, each time. Two streams that failed at one instant retry at
+/// different instants, never sooner than the old back-off (50 ms, doubling up to half the
+/// minimum election timeout) and always before the minimum election timeout.
+#[tokio::test(start_paused = true)]
+async fn streams_that_fail_together_retry_at_different_instants() {
+    let start = |seed| {
+        let network = ScriptedNetwork::default();
+        network.follower().down = true;
+        (network.clone(), Stream::start_hosted(network, LeaderLog::new(log_id(1, 0), 21), None, seed))
+    };
+    let started = Instant::now();
+    let (network_a, mut a) = start(1);
+    let (network_b, _b) = start(2);
+    a.run_for(Duration::from_millis(500)).await;
+
+    let config = Config::default();
+    let max_backoff = config.election_timeout_min / 2;
+    let attempts = |network: &ScriptedNetwork| network.follower().appends_at.clone();
+    let (attempts_a, attempts_b) = (attempts(&network_a), attempts(&network_b));
+    for (name, attempts) in [("a", &attempts_a), ("b", &attempts_b)] {
+        assert_eq!(attempts.first(), Some(&started), "stream {name} tried at once");
+        // Each attempt fails after a round trip, then the stream backs off.
+        let backoffs: Vec<Duration> = gaps(started, attempts)[1..].iter().map(|g| *g - ROUND_TRIP).collect();
+        assert!(backoffs.len() >= 4, "stream {name} retried at {attempts:?}");
+        for (i, backoff) in backoffs.iter().enumerate() {
+            let old = (config.heartbeat_interval * (1 << i)).min(max_backoff);
+            assert!(*backoff >= old, "stream {name}: backed off {backoff:?}, less than {old:?}: {backoffs:?}");
+            assert!(*backoff < old + old / 2, "stream {name}: backed off {backoff:?}, {old:?} spread: {backoffs:?}");
+            assert!(*backoff < config.election_timeout_min, "stream {name}: {backoffs:?}");
+        }
+    }
+    for (at_a, at_b) in attempts_a[1..].iter().zip(&attempts_b[1..]) {
+        assert_ne!(at_a, at_b, "both streams retried at one instant: {attempts_a:?}, {attempts_b:?}");
+    }
 }

@@ -318,3 +318,42 @@ async fn a_removed_leader_answers_its_pending_writes_with_outcome_unknown() {
     );
     change.await.expect("task").expect("the change committed");
 }
+
+/// Interleaving: node 3 dies, and the leader removes it while it comes back with an empty
+/// disk. The change commits with nodes 1 and 2; whatever node 3 receives before the leader
+/// stops replicating to it (nothing, or the config that removes it), it is no voter, cannot
+/// campaign, and the members keep their leader and term and apply the same log.
+#[tokio::test(start_paused = true)]
+async fn a_node_back_with_an_empty_disk_as_it_is_removed_disrupts_nothing() {
+    let mut c = TestCluster::new(&[1, 2, 3]).await;
+    let leader = c.initialize(1).await;
+    assert_eq!(leader, 1);
+    let index = c.set(leader, "k", "before").await.log_id.index;
+    c.wait_applied(&[1, 2, 3], index).await;
+    let term = c.raft(leader).metrics().borrow().current_term;
+
+    c.stop_node(3).await;
+    let raft = c.raft(leader).clone();
+    let change =
+        tokio::spawn(async move { raft.change_membership(ChangeMembers::RemoveVoters(btreeset! {3}), false).await });
+    start_empty(&mut c, &[3]).await;
+    let resp = tokio::time::timeout(TIMEOUT, change).await.expect("answered").expect("task");
+    let resp = resp.expect("the change commits without node 3");
+    assert_eq!(resp.membership.voter_ids(), btreeset! {1, 2});
+
+    assert_eq!(c.wait_for_leader(&[1, 2]).await, leader);
+    let index = c.set(leader, "k", "after").await.log_id.index;
+    c.wait_applied(&[1, 2], index).await;
+    for id in [1, 2] {
+        let m = c.raft(id).metrics().borrow().clone();
+        assert_eq!((m.current_term, m.current_leader), (term, Some(leader)), "node {id}: {m}");
+        assert_eq!(voters(&c, id), btreeset! {1, 2}, "node {id}");
+        assert_eq!(c.nodes[&id].sm.data(), c.nodes[&1].sm.data(), "node {id}");
+    }
+    let m3 = c.raft(3).metrics().borrow().clone();
+    assert!(!m3.membership_config.membership.is_voter(&3), "node 3 votes: {m3}");
+    assert_eq!(m3.elections_started, 0, "node 3 campaigned: {m3}");
+    let removed = c.nodes[&3].sm.data();
+    assert_ne!(removed.get("k").map(String::as_str), Some("after"), "node 3 applied a write after its removal");
+    c.check_safety();
+}
