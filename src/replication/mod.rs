@@ -92,10 +92,6 @@ impl SendTimer {
         }
     }
 
-    /// The timer was pulled in for a commit index that did not move: nothing to carry, so back
-    /// to the heartbeat schedule. (Without this, every answer that emptied the pipeline pulled
-    /// the timer in, and an idle stream sent a heartbeat every `commit_grace` plus a round
-    /// trip, a dozen times the heartbeat rate.)
     /// Send a request now, whatever is armed: a read's round or a change of quiescence wants
     /// the follower to hear from the leader.
     fn send_now(&mut self, now: Instant) {
@@ -103,15 +99,21 @@ impl SendTimer {
         self.next = now;
     }
 
+    /// The timer was pulled in for a commit index that did not move: nothing to carry, so back
+    /// to the heartbeat schedule. (Without this, every answer that emptied the pipeline pulled
+    /// the timer in, and an idle stream sent a heartbeat every `commit_grace` plus a round
+    /// trip, a dozen times the heartbeat rate.)
     fn commit_not_moved(&mut self) {
         self.commit_armed = false;
         self.next = self.heartbeat_after(self.last_sent);
     }
 
     /// A newer commit index may be waiting: send it by `now + commit_grace` unless a request
-    /// with entries takes it first.
+    /// with entries takes it first. Not if a request is due already (a read's round, waiting
+    /// for the pipeline to empty): arming would let a commit index that did not move put that
+    /// request back on the heartbeat schedule.
     fn arm_commit(&mut self, now: Instant) {
-        if !self.commit_armed {
+        if !self.commit_armed && self.next > now {
             self.commit_armed = true;
             self.next = self.next.min(now + self.commit_grace);
         }

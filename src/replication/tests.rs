@@ -338,11 +338,23 @@ async fn an_answer_proves_the_round_of_its_own_request_only() {
     stream.run_for(Duration::from_millis(1)).await;
     assert_eq!(stream.acks.iter().map(|a| a.round).collect::<Vec<_>>(), vec![0], "R's answer proves round 0");
 
-    let heartbeat = requests.recv().await.expect("the heartbeat of round 1");
+    let heartbeat = requests.try_recv().expect("the heartbeat of round 1, as soon as R is answered");
     assert_eq!(heartbeat.last_log_id(), Some(log_id(1, 21)));
+    // Round 2 is asked for while round 1's heartbeat is in flight, the commit index unchanged.
+    stream.heartbeat.send_replace(2);
+    stream.run_for(Duration::from_millis(1)).await;
+    assert!(requests.try_recv().is_err(), "nothing more while the heartbeat is in flight");
     answer.send(success(21)).unwrap();
     stream.run_for(Duration::from_millis(1)).await;
     assert_eq!(stream.acks.iter().map(|a| a.round).collect::<Vec<_>>(), vec![0, 1]);
+    // Found in review: the answer armed the commit timer, whose firing, the commit index not
+    // having moved, put round 2's heartbeat back on the heartbeat schedule: the read waited up
+    // to a heartbeat interval. It leaves as soon as round 1's is answered.
+    let heartbeat = requests.try_recv().expect("the heartbeat of round 2, as soon as round 1's is answered");
+    assert_eq!(heartbeat.last_log_id(), Some(log_id(1, 21)));
+    answer.send(success(21)).unwrap();
+    stream.run_for(Duration::from_millis(1)).await;
+    assert_eq!(stream.acks.iter().map(|a| a.round).collect::<Vec<_>>(), vec![0, 1, 2]);
 }
 
 /// Issue #15, finding 5. The follower answers the snapshot but does not install it (its
