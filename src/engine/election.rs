@@ -88,6 +88,7 @@ impl<C: RaftTypeConfig> Engine<C> {
         }
         self.step_down_from_leader();
         self.quiesced_under = None;
+        let turn_of = self.orphan_of.take();
         let vote = Vote::new(self.state.vote.term + 1, self.config.id);
         info!(id = %self.config.id, %vote, pre_vote, force, "starting election");
         if !pre_vote {
@@ -96,7 +97,7 @@ impl<C: RaftTypeConfig> Engine<C> {
         }
         self.state.server_state = ServerState::Candidate;
         self.state.leader_id = None;
-        self.candidate = Some(Candidate { vote, granted: BTreeSet::from([self.config.id]), pre_vote, force });
+        self.candidate = Some(Candidate { vote, granted: BTreeSet::from([self.config.id]), pre_vote, force, turn_of });
         self.reset_election_deadline(now);
         if self.try_win_election(now) {
             return;
@@ -141,14 +142,26 @@ impl<C: RaftTypeConfig> Engine<C> {
         // Raft §5.4.1: grant only to a candidate whose log is at least as up-to-date as ours.
         let log_ok = req.last_log_id >= last_log_id;
         let sticky = !req.force && self.leader_alive(now);
-        let granted = log_ok && !sticky && req.vote.is_ge(&self.state.vote) && !req.vote.committed;
+        let granted = log_ok
+            && !sticky
+            && req.vote.is_ge(&self.state.vote)
+            && !req.vote.committed
+            && !(req.pre_vote && self.turn(req, last_log_id) == Some(Turn::Mine));
         debug!(
             id = %self.config.id, req_vote = %req.vote, req_last = %DisplayOption(&req.last_log_id),
             pre_vote = req.pre_vote, my_vote = %self.state.vote, my_last = %DisplayOption(&last_log_id),
             log_ok, sticky, granted, "vote request"
         );
         if req.pre_vote {
-            // A pre-vote changes nothing here; a grant echoes the request's vote so the
+            if granted && self.turn(req, last_log_id) == Some(Turn::Theirs) {
+                // Its turn came first: this node's own pre-vote gives way (else both could win
+                // their pre-votes, and split the real vote). Its timer runs again.
+                debug!(id = %self.config.id, candidate = %req.vote, "a survivor whose turn comes first campaigns; giving way");
+                self.candidate = None;
+                self.state.server_state = self.follower_or_learner();
+                self.reset_election_deadline(now);
+            }
+            // A pre-vote changes nothing else here; a grant echoes the request's vote so the
             // candidate can tell which round it answers.
             let vote = if granted { req.vote } else { self.state.vote };
             return VoteResponse { vote, vote_granted: granted, last_log_id, pre_vote: true };
@@ -176,6 +189,33 @@ impl<C: RaftTypeConfig> Engine<C> {
             self.see_greater_vote(now, Vote { term: req.vote.term, node_id: None, committed: false });
         }
         VoteResponse::new(self.state.vote, granted, last_log_id)
+    }
+
+    /// Whose turn it is, if the pre-vote `req` meets this node's own pre-vote in the first
+    /// campaign after both woke as survivors of a dead quiesced leader (for the same term, with
+    /// the same log; see [`Self::reset_orphan_election_deadline`] for the turns).
+    ///
+    /// Under load the turns' head start is not enough: both survivors' timers fire before the
+    /// first one's pre-vote is answered, each grants the other's pre-vote, both start real
+    /// elections in the same term, and the vote splits (a whole election timeout more). So while
+    /// this node's turn pre-vote runs, a survivor whose turn comes later is refused
+    /// ([`Turn::Mine`]), and one whose turn comes first is granted and this node's own pre-vote
+    /// gives way ([`Turn::Theirs`]).
+    ///
+    /// Liveness only, and bounded: a pre-vote refusal or a dropped pre-candidacy changes no
+    /// persistent state; a refusal applies only while this node's own pre-vote can win (the
+    /// requester, with the same log and a later turn, grants it, and gives way); and only the
+    /// first campaign after a wake has a turn, so no later round is affected.
+    fn turn(&self, req: &VoteRequest<C>, last_log_id: Option<crate::types::LogId<C>>) -> Option<Turn> {
+        let candidate = self.candidate.as_ref()?;
+        let leader = candidate.turn_of?;
+        let requester = req.vote.node_id?;
+        if !candidate.pre_vote || candidate.vote.term != req.vote.term || req.last_log_id != last_log_id {
+            return None;
+        }
+        let (mine, _) = self.survivor_turn(leader, self.config.id)?;
+        let (theirs, _) = self.survivor_turn(leader, requester)?;
+        Some(if mine < theirs { Turn::Mine } else { Turn::Theirs })
     }
 
     /// Count a vote response from `target`, received at `now`.
@@ -294,4 +334,13 @@ impl<C: RaftTypeConfig> Engine<C> {
         // Start the election at once; the other nodes have an empty log and will vote for us.
         self.elect_forced(now);
     }
+}
+
+/// Whose turn it is when two survivors' first pre-votes meet (see [`Engine::turn`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// This node's: the requester is refused.
+    Mine,
+    /// The requester's: it is granted, and this node's own pre-vote gives way.
+    Theirs,
 }

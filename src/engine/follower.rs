@@ -67,6 +67,7 @@ impl<C: RaftTypeConfig> Engine<C> {
             self.save_vote(vote);
         }
         self.candidate = None;
+        self.orphan_of = None;
         self.last_leader_contact = Some(now);
         // Only a heartbeat marked `quiesce` keeps (or puts) a follower quiesced: anything else
         // from the leader means the group is active again.

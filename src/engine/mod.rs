@@ -98,6 +98,10 @@ pub(crate) struct Candidate<C: RaftTypeConfig> {
     pub(crate) pre_vote: bool,
     /// Whether voters are asked to ignore a leader they heard from recently.
     pub(crate) force: bool,
+    /// The dead leader whose survivors take turns, if this is the first campaign of a follower
+    /// woken from quiescence under it (see `Engine::reset_orphan_election_deadline`): while
+    /// this pre-vote runs, survivors whose turn comes later are refused theirs.
+    pub(crate) turn_of: Option<C::NodeId>,
 }
 
 /// The pure Raft protocol core of one node. See the [module docs](self) for the call order.
@@ -124,6 +128,9 @@ pub(crate) struct Engine<C: RaftTypeConfig> {
     /// The leader this follower quiesced under: while set, it runs no election timer and
     /// counts its leader's node being heard as contact with the leader (see `quiesce.rs`).
     pub(crate) quiesced_under: Option<C::NodeId>,
+    /// The dead leader this follower woke as a survivor of, until it campaigns or hears a
+    /// leader: its first campaign takes its turn among the survivors (see `quiesce.rs`).
+    pub(crate) orphan_of: Option<C::NodeId>,
     /// The identity of the leader's host when it quiesced this follower.
     pub(crate) quiesced_mark: Option<crate::types::QuiesceMark>,
     /// Commands for RaftCore, in execution order.
@@ -144,6 +151,7 @@ impl<C: RaftTypeConfig> Engine<C> {
             heartbeat_round: 0,
             elections_started: 0,
             quiesced_under: None,
+            orphan_of: None,
             quiesced_mark: None,
             output: VecDeque::new(),
         }

@@ -211,17 +211,14 @@ impl<C: RaftTypeConfig> Engine<C> {
     /// learner) gets an ordinary random timeout.
     fn reset_orphan_election_deadline(&mut self, now: Instant, from: Instant, leader: C::NodeId) {
         let min = self.config.election_timeout_min;
-        let survivors: Vec<C::NodeId> =
-            self.state.membership.effective().voter_ids().into_iter().filter(|id| *id != leader).collect();
-        let Some(position) = survivors.iter().position(|id| *id == self.config.id) else {
+        let Some((rank, k)) = self.survivor_turn(leader, self.config.id) else {
             self.reset_election_deadline(from);
             if self.election_deadline.is_some_and(|d| d < now) {
                 self.election_deadline = Some(now);
             }
             return;
         };
-        let k = survivors.len() as u64;
-        let rank = (position as u64 + splitmix64(self.config.rank_salt) % k) % k;
+        self.orphan_of = Some(leader);
         let slot = self.election_timeout_span() / k;
         let jitter = self.next_random() % (slot / 2).max(1);
         let deadline = (from + min).max(now) + Duration::from_nanos(rank * slot + jitter);
@@ -231,6 +228,17 @@ impl<C: RaftTypeConfig> Engine<C> {
             "waking: the quiesced group's leader must be heard from again"
         );
         self.election_deadline = Some(deadline);
+    }
+
+    /// The turn of voter `id` among the survivors of `leader` (the other voters of the
+    /// effective config), and how many survivors there are; `None` if `id` is none. The same
+    /// order on every node with the same config: by id, rotated by the group's `rank_salt`.
+    pub(crate) fn survivor_turn(&self, leader: C::NodeId, id: C::NodeId) -> Option<(u64, u64)> {
+        let survivors: Vec<C::NodeId> =
+            self.state.membership.effective().voter_ids().into_iter().filter(|v| *v != leader).collect();
+        let position = survivors.iter().position(|v| *v == id)?;
+        let k = survivors.len() as u64;
+        Some(((position as u64 + splitmix64(self.config.rank_salt) % k) % k, k))
     }
 
     fn count_as_leader_contact(&mut self, at: Option<Instant>) {

@@ -37,7 +37,7 @@ fn pre_vote_resp(vote: Vote<C>, granted: bool) -> VoteResponse<C> {
 }
 
 fn candidate_of(vote: Vote<C>, granted: &[u64], pre_vote: bool) -> Candidate<C> {
-    Candidate { vote, granted: granted.iter().copied().collect(), pre_vote, force: false }
+    Candidate { vote, granted: granted.iter().copied().collect(), pre_vote, force: false, turn_of: None }
 }
 
 #[test]

@@ -9,9 +9,9 @@ use pretty_assertions::assert_eq;
 use tokio::time::Instant;
 
 use super::fixture::{C, EngineBuilder, TIMEOUT_MAX, TIMEOUT_MIN, assert_deadline_after, voters, voters_and_learners};
-use crate::engine::Engine;
+use crate::engine::{Command, Engine};
 use crate::testing_types::log_id;
-use crate::types::{AppendEntriesRequest, LogId, Membership, QuiesceMark, Vote};
+use crate::types::{AppendEntriesRequest, LogId, Membership, QuiesceMark, Vote, VoteRequest};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -158,5 +158,130 @@ fn a_woken_survivor_never_times_out_before_one_election_timeout_after_the_last_c
             let deadline = engine.election_deadline().unwrap();
             assert!(deadline >= t + TIMEOUT_MIN && deadline < t + TIMEOUT_MAX, "node {id}, salt {salt}");
         }
+    }
+}
+
+/// The vote request `engine` just sent, if any.
+fn sent_vote(engine: &mut Engine<C>) -> Option<VoteRequest<C>> {
+    engine.take_commands().into_iter().find_map(|c| match c {
+        Command::SendVote { req } => Some(req),
+        _ => None,
+    })
+}
+
+/// Under load both survivors' timers fire before either's pre-vote is answered. Each used to
+/// grant the other's pre-vote, both then started real elections in the same term and split
+/// the vote (a whole election timeout more). The survivor whose turn comes first refuses the
+/// later one's pre-vote while its own runs; the later one grants it; one real election.
+#[test]
+fn survivors_that_campaign_together_elect_the_first_in_turn_in_one_election() {
+    let t = Instant::now() + Duration::from_secs(10);
+    let membership = voters(&[1, 2, 3]);
+    for salt in 0..8 {
+        let mut nodes: Vec<Engine<C>> =
+            [2, 3].iter().map(|id| quiesced(*id, membership.clone(), salt, t - ms(5))).collect();
+        let late = t + TIMEOUT_MAX + ms(50);
+        for node in &mut nodes {
+            node.wake_follower(t + ms(100), Some(t));
+            node.handle_timeout(late);
+        }
+        let reqs: Vec<VoteRequest<C>> = nodes.iter_mut().map(|n| sent_vote(n).expect("a pre-vote")).collect();
+        assert!(reqs.iter().all(|r| r.pre_vote && r.vote.term == 3), "salt {salt}: {reqs:?}");
+        let first = if nodes[0].survivor_turn(1, 2).unwrap().0 == 0 { 0 } else { 1 };
+        let second = 1 - first;
+
+        // Each gets the other's pre-vote.
+        let to_second = nodes[second].handle_vote_req(late, &reqs[first]);
+        let to_first = nodes[first].handle_vote_req(late, &reqs[second]);
+        assert!(to_second.vote_granted, "salt {salt}: the later survivor grants the first its pre-vote");
+        assert!(!to_first.vote_granted, "salt {salt}: the first refuses the later one's pre-vote");
+        nodes[second].handle_vote_resp(late, first as u64 + 2, &to_first);
+        nodes[first].handle_vote_resp(late, second as u64 + 2, &to_second);
+
+        // Only the first runs a real election, and the later survivor votes for it.
+        let vote = sent_vote(&mut nodes[first]).expect("the first's real election");
+        assert!(!vote.pre_vote, "salt {salt}");
+        assert_eq!(
+            sent_vote(&mut nodes[second]).map(|r| r.pre_vote),
+            None,
+            "salt {salt}: no election of the later one"
+        );
+        let answer = nodes[second].handle_vote_req(late, &vote);
+        assert!(answer.vote_granted, "salt {salt}");
+        nodes[first].handle_vote_resp(late, second as u64 + 2, &answer);
+        assert!(nodes[first].leader.is_some(), "salt {salt}: the first in turn leads");
+        assert_eq!(nodes.iter().map(|n| n.elections_started).sum::<u64>(), 1, "salt {salt}: one election");
+    }
+}
+
+/// The turn gives way to the log: a later survivor whose log is longer is granted its pre-vote
+/// (the first could never win against it); and the turn holds for the first campaign after the
+/// wake only.
+#[test]
+fn the_turn_yields_to_a_longer_log_and_to_later_campaigns() {
+    let t = Instant::now() + Duration::from_secs(10);
+    let late = t + TIMEOUT_MAX + ms(50);
+    let (mut first, later) = {
+        let a = quiesced(2, voters(&[1, 2, 3]), 0, t - ms(5));
+        if a.survivor_turn(1, 2).unwrap().0 == 0 { (a, 3) } else { (quiesced(3, voters(&[1, 2, 3]), 0, t - ms(5)), 2) }
+    };
+    first.wake_follower(t + ms(100), Some(t));
+    first.handle_timeout(late);
+    let mine = sent_vote(&mut first).expect("a pre-vote");
+    assert!(mine.pre_vote);
+
+    let longer =
+        VoteRequest { vote: Vote::new(3, later), last_log_id: Some(log_id(2, 3)), pre_vote: true, force: false };
+    assert!(first.handle_vote_req(late, &longer).vote_granted, "a longer log is granted");
+    let same = VoteRequest { vote: Vote::new(3, later), last_log_id: Some(last()), pre_vote: true, force: false };
+    assert!(!first.handle_vote_req(late, &same).vote_granted, "the same log waits its turn");
+
+    // The pre-vote fails (nobody answers); the next campaign is an ordinary one.
+    let next = first.election_deadline().expect("a timer runs");
+    first.handle_timeout(next);
+    let again = sent_vote(&mut first).expect("a second pre-vote");
+    assert!(again.pre_vote && again.vote.term == 3);
+    assert!(first.handle_vote_req(next, &same).vote_granted, "no turn in a later campaign");
+}
+
+/// The other order, as a busy host runs it: the later survivor campaigns first, the first in
+/// turn (still a follower) grants its pre-vote, then campaigns too; its pre-vote reaches the
+/// later one before the grant does. The later one grants it and gives way, so the grant it
+/// then gets starts no election of its own: one election, won by the first in turn.
+#[test]
+fn a_later_survivor_gives_way_to_the_first_in_turn() {
+    let t = Instant::now() + Duration::from_secs(10);
+    let membership = voters(&[1, 2, 3]);
+    for salt in 0..8 {
+        let mut nodes: Vec<Engine<C>> =
+            [2, 3].iter().map(|id| quiesced(*id, membership.clone(), salt, t - ms(5))).collect();
+        for node in &mut nodes {
+            node.wake_follower(t + ms(100), Some(t));
+        }
+        let first = if nodes[0].survivor_turn(1, 2).unwrap().0 == 0 { 0 } else { 1 };
+        let second = 1 - first;
+        let late = t + TIMEOUT_MAX + ms(50);
+
+        nodes[second].handle_timeout(late);
+        let later_req = sent_vote(&mut nodes[second]).expect("the later one's pre-vote");
+        let grant_to_later = nodes[first].handle_vote_req(late, &later_req);
+        assert!(grant_to_later.vote_granted, "salt {salt}: a follower grants it");
+        nodes[first].handle_timeout(late);
+        let first_req = sent_vote(&mut nodes[first]).expect("the first one's pre-vote");
+        assert!(first_req.pre_vote, "salt {salt}");
+
+        let grant_to_first = nodes[second].handle_vote_req(late, &first_req);
+        assert!(grant_to_first.vote_granted, "salt {salt}: the later one grants the first in turn");
+        assert!(nodes[second].candidate.is_none(), "salt {salt}: and gives way");
+        nodes[second].handle_vote_resp(late, first as u64 + 2, &grant_to_later);
+        assert!(sent_vote(&mut nodes[second]).is_none(), "salt {salt}: no election of the later one");
+
+        nodes[first].handle_vote_resp(late, second as u64 + 2, &grant_to_first);
+        let vote = sent_vote(&mut nodes[first]).expect("the first's real election");
+        assert!(!vote.pre_vote, "salt {salt}");
+        let answer = nodes[second].handle_vote_req(late, &vote);
+        nodes[first].handle_vote_resp(late, second as u64 + 2, &answer);
+        assert!(nodes[first].leader.is_some(), "salt {salt}: the first in turn leads");
+        assert_eq!(nodes.iter().map(|n| n.elections_started).sum::<u64>(), 1, "salt {salt}: one election");
     }
 }
