@@ -651,19 +651,13 @@ where
                     pipe.on_target_returned(st);
                 }
                 _ = crate::core::sleep_until(st.clock, pipe.unheard_resend), if pipe.quiesce_sent => pipe.on_unheard_resend_due(st),
-                r = st.quiesced.changed() => {
-                    if r.is_err() { return Err(Stop::LeadershipEnded); }
-                    // Quiesced: tell the follower now. Woken: be heard at once, since whatever
-                    // woke the group (a campaign, a read) wants the leader heard.
-                    pipe.timer.send_now(st.clock.now());
-                }
-                r = st.heartbeat.changed() => {
-                    if r.is_err() { return Err(Stop::LeadershipEnded); }
-                    // A read waits for a quorum to answer a request of its round: the next
-                    // request with entries carries it, or a heartbeat as soon as nothing is in
-                    // flight (an answer to a request sent before the read proves nothing).
-                    pipe.timer.send_now(st.clock.now());
-                }
+                // Quiesced: tell the follower now. Woken: be heard at once, since whatever woke
+                // the group (a campaign, a read) wants the leader heard.
+                r = st.quiesced.changed() => pipe.send_now_unless_ended(r, st.clock.now())?,
+                // A read waits for a quorum to answer a request of its round: the next request
+                // with entries carries it, or a heartbeat as soon as nothing is in flight (an
+                // answer to a request sent before the read proves nothing).
+                r = st.heartbeat.changed() => pipe.send_now_unless_ended(r, st.clock.now())?,
             }
         }
     }
@@ -691,14 +685,8 @@ where
                 _ = changed_opt(&mut pipe.target_restarted) => pipe.on_target_restarted(st),
                 _ = changed_opt(&mut pipe.target_returned), if pipe.unheard_resend.is_none() => pipe.on_target_returned(st),
                 _ = crate::core::sleep_until(st.clock, pipe.unheard_resend) => pipe.on_unheard_resend_due(st),
-                r = st.quiesced.changed() => {
-                    if r.is_err() { return Err(Stop::LeadershipEnded); }
-                    pipe.timer.send_now(st.clock.now());
-                }
-                r = st.heartbeat.changed() => {
-                    if r.is_err() { return Err(Stop::LeadershipEnded); }
-                    pipe.timer.send_now(st.clock.now());
-                }
+                r = st.quiesced.changed() => pipe.send_now_unless_ended(r, st.clock.now())?,
+                r = st.heartbeat.changed() => pipe.send_now_unless_ended(r, st.clock.now())?,
             }
         }
     }
@@ -790,6 +778,18 @@ impl<C: RaftTypeConfig> Pipe<C> {
         if committed > self.sent_commit && self.in_flight.is_empty() && !send_now && !self.timer.commit_armed {
             self.timer.arm_commit(now);
         }
+    }
+
+    /// A watch the stream follows changed and wants the follower to hear from the leader at
+    /// once; or, if its sender is gone, the leadership is over.
+    fn send_now_unless_ended(
+        &mut self,
+        changed: Result<(), watch::error::RecvError>,
+        now: Instant,
+    ) -> Result<(), Stop> {
+        changed.map_err(|_| Stop::LeadershipEnded)?;
+        self.timer.send_now(now);
+        Ok(())
     }
 
     fn on_target_restarted<LR>(&mut self, st: &StreamState<C, LR>) {
