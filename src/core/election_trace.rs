@@ -32,6 +32,9 @@ impl<C: RaftTypeConfig> ElectionTrace<C> {
                 (Some(l), _) if l.vote.leader_id() == vote.candidate_leader_id() => "won",
                 (_, Some(c)) if pre_vote && !c.pre_vote && c.vote == vote => "pre_vote_won",
                 (_, Some(_)) => "superseded",
+                // A pre-candidate that gave way to a survivor whose turn came first has seen no
+                // newer vote and follows nobody: abandoned, not lost.
+                _ if pre_vote && engine.state.vote.term < vote.term && engine.state.leader_id.is_none() => "abandoned",
                 _ if engine.state.vote.term > vote.term || engine.state.vote.leader_id().is_some() => "lost",
                 _ => "abandoned",
             };

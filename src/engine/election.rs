@@ -142,24 +142,33 @@ impl<C: RaftTypeConfig> Engine<C> {
         // Raft §5.4.1: grant only to a candidate whose log is at least as up-to-date as ours.
         let log_ok = req.last_log_id >= last_log_id;
         let sticky = !req.force && self.leader_alive(now);
+        let turn = if req.pre_vote { self.turn(req, last_log_id) } else { None };
         let granted = log_ok
             && !sticky
             && req.vote.is_ge(&self.state.vote)
             && !req.vote.committed
-            && !(req.pre_vote && self.turn(req, last_log_id) == Some(Turn::Mine));
+            && !(turn == Some(Turn::Mine) && self.candidate.is_some());
         debug!(
             id = %self.config.id, req_vote = %req.vote, req_last = %DisplayOption(&req.last_log_id),
             pre_vote = req.pre_vote, my_vote = %self.state.vote, my_last = %DisplayOption(&last_log_id),
             log_ok, sticky, granted, "vote request"
         );
         if req.pre_vote {
-            if granted && self.turn(req, last_log_id) == Some(Turn::Theirs) {
-                // Its turn came first: this node's own pre-vote gives way (else both could win
-                // their pre-votes, and split the real vote). Its timer runs again.
+            if granted && turn == Some(Turn::Theirs) {
                 debug!(id = %self.config.id, candidate = %req.vote, "a survivor whose turn comes first campaigns; giving way");
-                self.candidate = None;
-                self.state.server_state = self.follower_or_learner();
-                self.reset_election_deadline(now);
+                if self.candidate.take().is_some() {
+                    // This node's own pre-vote gives way (else both could win their pre-votes,
+                    // and split the real vote). Its timer runs again.
+                    self.state.server_state = self.follower_or_learner();
+                    self.reset_election_deadline(now);
+                } else {
+                    // Not campaigning yet: its timer must not fire before that candidate's
+                    // real vote request arrives (with more survivors, two pre-votes granted
+                    // by the others would split the vote). Once per wake.
+                    let after = now + self.config.election_timeout_min;
+                    self.election_deadline = Some(self.election_deadline.map_or(after, |d| d.max(after)));
+                    self.orphan_of = None;
+                }
             }
             // A pre-vote changes nothing else here; a grant echoes the request's vote so the
             // candidate can tell which round it answers.
@@ -173,6 +182,8 @@ impl<C: RaftTypeConfig> Engine<C> {
             self.wake_follower(now, None);
         }
         if granted {
+            // The election after the wake is this one: no turn in a later one.
+            self.orphan_of = None;
             if req.vote != self.state.vote {
                 self.step_down_from_leader();
                 self.candidate = None;
@@ -200,19 +211,28 @@ impl<C: RaftTypeConfig> Engine<C> {
     /// elections in the same term, and the vote splits (a whole election timeout more). So while
     /// this node's turn pre-vote runs, a survivor whose turn comes later is refused
     /// ([`Turn::Mine`]), and one whose turn comes first is granted and this node's own pre-vote
-    /// gives way ([`Turn::Theirs`]).
+    /// gives way ([`Turn::Theirs`]). A survivor that has not campaigned yet grants as usual,
+    /// and if the requester's turn comes first, puts its own timer off by
+    /// `election_timeout_min` (once), so that with more survivors it does not win a pre-vote
+    /// of its own before that candidate's real vote request reaches it.
     ///
-    /// Liveness only, and bounded: a pre-vote refusal or a dropped pre-candidacy changes no
-    /// persistent state; a refusal applies only while this node's own pre-vote can win (the
-    /// requester, with the same log and a later turn, grants it, and gives way); and only the
-    /// first campaign after a wake has a turn, so no later round is affected.
+    /// Liveness only, and bounded: a pre-vote refusal, a dropped pre-candidacy or a later
+    /// timer changes no persistent state; a refusal applies only while this node's own pre-vote
+    /// can win (the requester, with the same log and a later turn, grants it, and gives way);
+    /// and only the first campaign after a wake has a turn (granting a real vote or seeing a
+    /// newer term ends it too).
     fn turn(&self, req: &VoteRequest<C>, last_log_id: Option<crate::types::LogId<C>>) -> Option<Turn> {
-        let candidate = self.candidate.as_ref()?;
-        let leader = candidate.turn_of?;
         let requester = req.vote.node_id?;
-        if !candidate.pre_vote || candidate.vote.term != req.vote.term || req.last_log_id != last_log_id {
+        if req.last_log_id != last_log_id {
             return None;
         }
+        let leader = match self.candidate.as_ref() {
+            Some(c) if c.pre_vote && c.vote.term == req.vote.term => c.turn_of?,
+            Some(_) => return None,
+            // A woken survivor that has not campaigned yet.
+            None if req.vote.term == self.state.vote.term + 1 => self.orphan_of?,
+            None => return None,
+        };
         let (mine, _) = self.survivor_turn(leader, self.config.id)?;
         let (theirs, _) = self.survivor_turn(leader, requester)?;
         Some(if mine < theirs { Turn::Mine } else { Turn::Theirs })
@@ -251,6 +271,7 @@ impl<C: RaftTypeConfig> Engine<C> {
         let was_leader = self.leader.is_some();
         self.step_down_from_leader();
         self.candidate = None;
+        self.orphan_of = None;
         if self.quiesced_under.take().is_some() {
             self.reset_election_deadline(now);
         }

@@ -256,6 +256,11 @@ pub(crate) struct Bounds {
     pub(crate) snapshots: u8,
     pub(crate) transfers: u8,
     pub(crate) elects: u8,
+    /// Times a node is told it woke as a survivor of some voter (`Engine::orphan_of`, which a
+    /// host sets when a quiesced group's leader's node dies): its first campaign then takes a
+    /// turn in the pre-vote (`election.rs`, `turn`). Any voter, live or not, agreeing with the
+    /// other nodes or not: safety must not depend on the turns being right.
+    pub(crate) orphans: u8,
     /// Messages in flight at most.
     pub(crate) max_net: usize,
     /// AppendEntries or snapshot requests a leader's stream has in flight to one target at
@@ -306,6 +311,7 @@ impl Default for Bounds {
             snapshots: 0,
             transfers: 0,
             elects: 0,
+            orphans: 0,
             max_net: 6,
             max_in_flight: 1,
             pre_vote: true,
@@ -359,6 +365,7 @@ impl Bounds {
             snapshots: var("MC_SNAPSHOTS", d.snapshots),
             transfers: var("MC_TRANSFERS", d.transfers),
             elects: var("MC_ELECTS", d.elects),
+            orphans: var("MC_ORPHANS", d.orphans),
             max_net: var("MC_NET", d.max_net),
             max_in_flight: var("MC_IN_FLIGHT", d.max_in_flight),
             pre_vote: flag("MC_PRE_VOTE", d.pre_vote),
@@ -475,6 +482,14 @@ fn bounded_snapshot() {
 fn bounded_reads() {
     let bounds = Bounds { reads: 1, elects: 1, transfers: 1, max_depth: 10, ..ci(Start::Warm) };
     assert_holds("bounded_reads", &bounds);
+}
+
+/// Survivors' turns in the pre-vote (`Engine::turn`), set on any node for any voter, live or
+/// not, while leadership moves by time, a crash and reads: turns are liveness only.
+#[test]
+fn bounded_pre_vote_turns() {
+    let bounds = Bounds { orphans: 2, crashes: 1, ticks: 2, reads: 1, max_depth: 9, ..ci(Start::Warm) };
+    assert_holds("bounded_pre_vote_turns", &bounds);
 }
 
 /// Proof the checker can fail: RaftCore acknowledging before the flush is caught.

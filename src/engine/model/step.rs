@@ -54,6 +54,8 @@ pub(super) enum Action {
     Elect(u64),
     /// The leader is asked to hand leadership to `to`.
     Transfer { leader: u64, to: u64 },
+    /// Node `id` learns it woke as a survivor of voter `of` (see `Bounds::orphans`).
+    Orphan { id: u64, of: u64 },
 }
 
 impl Action {
@@ -76,6 +78,7 @@ impl Action {
             Action::Snapshot(_) => "Snapshot",
             Action::Elect(_) => "Elect",
             Action::Transfer { .. } => "Transfer",
+            Action::Orphan { .. } => "Orphan",
         }
     }
 }
@@ -130,6 +133,11 @@ pub(super) fn enabled(w: &World, b: &Bounds) -> Vec<Action> {
         }
         if w.budget.elects > 0 && can_campaign {
             actions.push(Action::Elect(id));
+        }
+        if w.budget.orphans > 0 && e.leader.is_none() {
+            for of in e.state.membership.effective().voter_ids().into_iter().filter(|of| *of != id) {
+                actions.push(Action::Orphan { id, of });
+            }
         }
         let Some(leader) = &e.leader else { continue };
         if w.budget.writes > 0 {
@@ -320,6 +328,13 @@ fn execute(w: &mut World, action: Action, b: &Bounds) -> Result<bool, Violation>
             }
             w.budget.transfers -= 1;
             w.run_commands(idx(leader), b)?;
+        }
+        Action::Orphan { id, of } => {
+            if w.nodes[idx(id)].engine.orphan_of == Some(of) {
+                return Ok(false);
+            }
+            w.budget.orphans -= 1;
+            w.node_mut(idx(id)).engine.orphan_of = Some(of);
         }
     }
     Ok(true)

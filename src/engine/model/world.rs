@@ -120,6 +120,7 @@ pub(super) struct Budget {
     pub(super) snapshots: u8,
     pub(super) transfers: u8,
     pub(super) elects: u8,
+    pub(super) orphans: u8,
 }
 
 /// The whole model state.
@@ -199,6 +200,7 @@ impl World {
                 snapshots: bounds.snapshots,
                 transfers: bounds.transfers,
                 elects: bounds.elects,
+                orphans: bounds.orphans,
             },
             ghost: Arc::default(),
         };

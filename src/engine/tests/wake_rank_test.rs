@@ -285,3 +285,34 @@ fn a_later_survivor_gives_way_to_the_first_in_turn() {
         assert_eq!(nodes.iter().map(|n| n.elections_started).sum::<u64>(), 1, "salt {salt}: one election");
     }
 }
+
+/// With four survivors (five voters), the first in turn's pre-vote is granted by the others
+/// while they have not campaigned yet; each then puts its own timer off, so that none wins a
+/// pre-vote of its own (from the remaining followers) before the first's real vote request
+/// reaches it, which would split the vote. Once per wake: a second such pre-vote moves nothing.
+#[test]
+fn survivors_not_yet_campaigning_put_their_timers_off_for_the_first_in_turn() {
+    let t = Instant::now() + Duration::from_secs(10);
+    let membership = voters(&[1, 2, 3, 4, 5]);
+    let now = t + ms(100);
+    for salt in 0..8 {
+        let mut nodes: Vec<Engine<C>> =
+            [2, 3, 4, 5].iter().map(|id| quiesced(*id, membership.clone(), salt, t - ms(5))).collect();
+        for node in &mut nodes {
+            node.wake_follower(now, Some(t));
+        }
+        let first = nodes.iter().position(|n| n.survivor_turn(1, n.config.id).unwrap().0 == 0).unwrap();
+        let at = nodes[first].election_deadline().unwrap();
+        nodes[first].handle_timeout(at);
+        let req = sent_vote(&mut nodes[first]).expect("the first's pre-vote");
+        for (i, node) in nodes.iter_mut().enumerate().filter(|(i, _)| *i != first) {
+            let before = node.election_deadline().unwrap();
+            assert!(node.handle_vote_req(at, &req).vote_granted, "salt {salt}, node {i}");
+            let after = node.election_deadline().unwrap();
+            assert!(after >= at + TIMEOUT_MIN && after >= before, "salt {salt}, node {i}: {before:?} -> {after:?}");
+            // Once: the next grant leaves the timer where it is.
+            assert!(node.handle_vote_req(at + ms(1), &req).vote_granted);
+            assert_eq!(node.election_deadline().unwrap(), after, "salt {salt}, node {i}");
+        }
+    }
+}
