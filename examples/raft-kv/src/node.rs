@@ -190,6 +190,9 @@ fn transport_config(opts: &NodeOptions) -> Result<TcpConfig, NodeError> {
 /// # Errors
 /// [`NodeError`]: an option, a listener, the data directory, Raft.
 pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
+    // Before anything can answer: a SIGTERM sent as soon as the node answers must find the
+    // handler, not the default action (exit at once, nothing flushed or shut down).
+    let signals = OsSignals::register();
     let tcp = transport_config(&opts)?;
     check_frame_room(&opts.config, &tcp)?;
     let https = opts.http_tls.as_ref().map(http::TlsSetup::load).transpose()?;
@@ -226,7 +229,7 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
 
     let state = AppState::new(node.groups.clone(), opts.admin.clone(), https.as_ref(), prometheus);
     let app = http::router(state, &opts.http_limits);
-    http::serve(http_listener, app, opts.http_limits, https, shutdown_signal(node.groups.clone())).await;
+    http::serve(http_listener, app, opts.http_limits, https, shutdown_signal(node.groups.clone(), signals)).await;
     tracing::info!("shutting down");
     node.shutdown().await
 }
@@ -308,7 +311,7 @@ async fn bootstrap(raft: &Raft, opts: &NodeOptions) -> Result<(), NodeError> {
 
 /// Resolves on SIGINT, SIGTERM, or when a group's Raft has stopped by itself (a fatal storage
 /// error: with a shared log, every group's store fails with it).
-async fn shutdown_signal(groups: Groups) {
+async fn shutdown_signal(groups: Groups, signals: OsSignals) {
     let stops = groups.iter().map(|(shard, service)| {
         let raft = service.raft.clone();
         Box::pin(async move {
@@ -323,26 +326,59 @@ async fn shutdown_signal(groups: Groups) {
     };
     tokio::select! {
         _ = raft_stopped => {}
-        _ = os_signal() => {}
+        _ = signals.recv() => {}
     }
 }
 
-async fn os_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT, caught from the moment this is made (a tokio signal stream registers
+/// its handler when created and keeps a signal that arrives before it is awaited).
+struct OsSignals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl OsSignals {
+    fn register() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let term = signal(SignalKind::terminate())
+                .inspect_err(|e| tracing::warn!(error = %e, "cannot catch SIGTERM"))
+                .ok();
+            let int =
+                signal(SignalKind::interrupt()).inspect_err(|e| tracing::warn!(error = %e, "cannot catch SIGINT")).ok();
+            Self { term, int }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    /// Resolves at the first signal (one that came before this was awaited included).
+    async fn recv(self) {
+        #[cfg(unix)]
+        {
+            let (mut term, mut int) = (self.term, self.int);
+            tokio::select! {
+                _ = next_signal(&mut term) => {}
+                _ = next_signal(&mut int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The next delivery of `signal`; never, if it could not be caught.
+#[cfg(unix)]
+async fn next_signal(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            if s.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }

@@ -276,3 +276,24 @@ async fn answers_of_the_http_layer_are_json() {
         parse_answer(&exchange(addr, format!("PATCH /kv/a HTTP/1.1\r\n{close}").as_bytes(), within).await.unwrap());
     assert_eq!(status, 405);
 }
+
+/// Found by CI: a node answered its first request before its SIGTERM handler was installed
+/// (the handler was made when the HTTP server first polled its shutdown future), and a SIGTERM
+/// sent right then killed it at once (exit by signal 15, nothing shut down). The signals are
+/// caught from the start of the process's run: a SIGTERM as soon as the HTTP port takes a
+/// connection (before recovery is over, even) stops the node cleanly, with status 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_as_soon_as_the_port_is_open_stops_the_node_cleanly() {
+    for round in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cluster = LocalCluster::new(&binary(), dir.path(), 1).unwrap();
+        cluster.start(0).unwrap();
+        let deadline = Instant::now() + WAIT;
+        while TcpStream::connect(&cluster.nodes[0].http_addr).await.is_err() {
+            assert!(Instant::now() < deadline, "round {round}: the HTTP port never opened");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let stopped = cluster.terminate(0, WAIT).await.unwrap();
+        assert!(stopped.is_some_and(|s| s.success()), "round {round}: {stopped:?}; log: {}", cluster.log(0));
+    }
+}
