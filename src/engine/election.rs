@@ -252,6 +252,11 @@ impl<C: RaftTypeConfig> Engine<C> {
         } else if resp.vote.is_gt(&self.state.vote) {
             debug!(id = %self.config.id, %target, resp_vote = %resp.vote, "vote rejected with a greater vote");
             self.see_greater_vote(now, resp.vote);
+        } else if let Some(candidate) = self.candidate.as_mut().filter(|c| c.pre_vote && resp.pre_vote) {
+            // A voter refused this pre-vote (it still hears the dead leader's node, say): the
+            // round may not win, so it no longer holds back survivors whose turn comes later
+            // (see `turn`), one of which may win where it does not.
+            candidate.turn_of = None;
         }
     }
 

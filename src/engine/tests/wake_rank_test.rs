@@ -316,3 +316,36 @@ fn survivors_not_yet_campaigning_put_their_timers_off_for_the_first_in_turn() {
         }
     }
 }
+
+/// Found by review of the measurements: a survivor whose turn pre-vote was refused (its peer
+/// still heard the dead leader's node, a beat later than it did) kept refusing the later
+/// survivor's pre-vote for the rest of its round, so neither won and both went on to ordinary
+/// timeouts. A refused turn pre-vote stops holding others back.
+#[test]
+fn a_refused_turn_pre_vote_no_longer_holds_back_the_next_survivor() {
+    let t = Instant::now() + Duration::from_secs(10);
+    let late = t + TIMEOUT_MAX + ms(50);
+    let mut first = quiesced(2, voters(&[1, 2, 3]), 0, t - ms(5));
+    let later = if first.survivor_turn(1, 2).unwrap().0 == 0 {
+        3
+    } else {
+        first = quiesced(3, voters(&[1, 2, 3]), 0, t - ms(5));
+        2
+    };
+    first.wake_follower(t + ms(100), Some(t));
+    first.handle_timeout(late);
+    let mine = sent_vote(&mut first).expect("a pre-vote");
+    assert!(mine.pre_vote);
+    let theirs = VoteRequest { vote: Vote::new(3, later), last_log_id: Some(last()), pre_vote: true, force: false };
+    assert!(!first.handle_vote_req(late, &theirs).vote_granted, "held back while the turn pre-vote may win");
+
+    // The later survivor refuses the first's pre-vote: it is sticky.
+    let refusal = crate::types::VoteResponse {
+        vote: Vote::new_committed(2, 1),
+        vote_granted: false,
+        last_log_id: Some(last()),
+        pre_vote: true,
+    };
+    first.handle_vote_resp(late, later, &refusal);
+    assert!(first.handle_vote_req(late, &theirs).vote_granted, "no longer held back");
+}
