@@ -169,6 +169,32 @@ fn sent_vote(engine: &mut Engine<C>) -> Option<VoteRequest<C>> {
     })
 }
 
+/// Nodes 2 and 3 of three voters, quiesced under node 1 in the group salted `salt` and woken
+/// when its node is suspected; and the indexes of the one whose turn comes first and of the
+/// other.
+fn woken_survivors(salt: u64, t: Instant) -> (Vec<Engine<C>>, usize, usize) {
+    let mut nodes: Vec<Engine<C>> =
+        [2, 3].iter().map(|id| quiesced(*id, voters(&[1, 2, 3]), salt, t - ms(5))).collect();
+    for node in &mut nodes {
+        node.wake_follower(t + ms(100), Some(t));
+    }
+    let first = if nodes[0].survivor_turn(1, 2).unwrap().0 == 0 { 0 } else { 1 };
+    (nodes, first, 1 - first)
+}
+
+/// The first in turn, its pre-vote granted, runs the real election, the other survivor votes
+/// for it, and it leads: one election in all.
+#[track_caller]
+fn the_first_wins_in_one_election(nodes: &mut [Engine<C>], first: usize, second: usize, at: Instant, salt: u64) {
+    let vote = sent_vote(&mut nodes[first]).expect("the first's real election");
+    assert!(!vote.pre_vote, "salt {salt}");
+    let answer = nodes[second].handle_vote_req(at, &vote);
+    assert!(answer.vote_granted, "salt {salt}");
+    nodes[first].handle_vote_resp(at, second as u64 + 2, &answer);
+    assert!(nodes[first].leader.is_some(), "salt {salt}: the first in turn leads");
+    assert_eq!(nodes.iter().map(|n| n.elections_started).sum::<u64>(), 1, "salt {salt}: one election");
+}
+
 /// Under load both survivors' timers fire before either's pre-vote is answered. Each used to
 /// grant the other's pre-vote, both then started real elections in the same term and split
 /// the vote (a whole election timeout more). The survivor whose turn comes first refuses the
@@ -176,19 +202,14 @@ fn sent_vote(engine: &mut Engine<C>) -> Option<VoteRequest<C>> {
 #[test]
 fn survivors_that_campaign_together_elect_the_first_in_turn_in_one_election() {
     let t = Instant::now() + Duration::from_secs(10);
-    let membership = voters(&[1, 2, 3]);
     for salt in 0..8 {
-        let mut nodes: Vec<Engine<C>> =
-            [2, 3].iter().map(|id| quiesced(*id, membership.clone(), salt, t - ms(5))).collect();
+        let (mut nodes, first, second) = woken_survivors(salt, t);
         let late = t + TIMEOUT_MAX + ms(50);
         for node in &mut nodes {
-            node.wake_follower(t + ms(100), Some(t));
             node.handle_timeout(late);
         }
         let reqs: Vec<VoteRequest<C>> = nodes.iter_mut().map(|n| sent_vote(n).expect("a pre-vote")).collect();
         assert!(reqs.iter().all(|r| r.pre_vote && r.vote.term == 3), "salt {salt}: {reqs:?}");
-        let first = if nodes[0].survivor_turn(1, 2).unwrap().0 == 0 { 0 } else { 1 };
-        let second = 1 - first;
 
         // Each gets the other's pre-vote.
         let to_second = nodes[second].handle_vote_req(late, &reqs[first]);
@@ -199,18 +220,8 @@ fn survivors_that_campaign_together_elect_the_first_in_turn_in_one_election() {
         nodes[first].handle_vote_resp(late, second as u64 + 2, &to_second);
 
         // Only the first runs a real election, and the later survivor votes for it.
-        let vote = sent_vote(&mut nodes[first]).expect("the first's real election");
-        assert!(!vote.pre_vote, "salt {salt}");
-        assert_eq!(
-            sent_vote(&mut nodes[second]).map(|r| r.pre_vote),
-            None,
-            "salt {salt}: no election of the later one"
-        );
-        let answer = nodes[second].handle_vote_req(late, &vote);
-        assert!(answer.vote_granted, "salt {salt}");
-        nodes[first].handle_vote_resp(late, second as u64 + 2, &answer);
-        assert!(nodes[first].leader.is_some(), "salt {salt}: the first in turn leads");
-        assert_eq!(nodes.iter().map(|n| n.elections_started).sum::<u64>(), 1, "salt {salt}: one election");
+        assert!(sent_vote(&mut nodes[second]).is_none(), "salt {salt}: no election of the later one");
+        the_first_wins_in_one_election(&mut nodes, first, second, late, salt);
     }
 }
 
@@ -251,15 +262,8 @@ fn the_turn_yields_to_a_longer_log_and_to_later_campaigns() {
 #[test]
 fn a_later_survivor_gives_way_to_the_first_in_turn() {
     let t = Instant::now() + Duration::from_secs(10);
-    let membership = voters(&[1, 2, 3]);
     for salt in 0..8 {
-        let mut nodes: Vec<Engine<C>> =
-            [2, 3].iter().map(|id| quiesced(*id, membership.clone(), salt, t - ms(5))).collect();
-        for node in &mut nodes {
-            node.wake_follower(t + ms(100), Some(t));
-        }
-        let first = if nodes[0].survivor_turn(1, 2).unwrap().0 == 0 { 0 } else { 1 };
-        let second = 1 - first;
+        let (mut nodes, first, second) = woken_survivors(salt, t);
         let late = t + TIMEOUT_MAX + ms(50);
 
         nodes[second].handle_timeout(late);
@@ -277,12 +281,7 @@ fn a_later_survivor_gives_way_to_the_first_in_turn() {
         assert!(sent_vote(&mut nodes[second]).is_none(), "salt {salt}: no election of the later one");
 
         nodes[first].handle_vote_resp(late, second as u64 + 2, &grant_to_first);
-        let vote = sent_vote(&mut nodes[first]).expect("the first's real election");
-        assert!(!vote.pre_vote, "salt {salt}");
-        let answer = nodes[second].handle_vote_req(late, &vote);
-        nodes[first].handle_vote_resp(late, second as u64 + 2, &answer);
-        assert!(nodes[first].leader.is_some(), "salt {salt}: the first in turn leads");
-        assert_eq!(nodes.iter().map(|n| n.elections_started).sum::<u64>(), 1, "salt {salt}: one election");
+        the_first_wins_in_one_election(&mut nodes, first, second, late, salt);
     }
 }
 
