@@ -14,22 +14,44 @@ use crate::types::LogId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Watch<V> {
     value: V,
-    since: Instant,
+    /// When work was first seen waiting on `value`; `None` while nothing waits.
+    ///
+    /// Not the time of the last look: RaftCore looks only when its loop turns, and a quiesced
+    /// group's loop may sleep for minutes. Counted from the last look, the first write after
+    /// such a sleep would find its flush "stuck" since before the write was made, and the
+    /// leader would step down over a disk that had done nothing wrong.
+    since: Option<Instant>,
 }
 
 impl<V: PartialEq + Copy> Watch<V> {
-    fn new(value: V, now: Instant) -> Self {
-        Self { value, since: now }
+    fn new(value: V) -> Self {
+        Self { value, since: None }
     }
 
-    /// Record `value`; return since when it is stuck, if `pending` work waits on it.
+    /// Record `value` at `now`; return since when it is stuck, if `pending` work waits on it
+    /// and it has not moved since work was first seen waiting.
     fn observe(&mut self, value: V, pending: bool, now: Instant) -> Option<Instant> {
-        if value != self.value || !pending {
+        if !pending {
             self.value = value;
-            self.since = now;
+            self.since = None;
             return None;
         }
-        Some(self.since)
+        match self.since {
+            Some(since) if value == self.value => Some(since),
+            // Moving: stuck from now on, if it stays so.
+            Some(_) => {
+                self.value = value;
+                self.since = Some(now);
+                None
+            }
+            // Work just started waiting: waiting from now on (so a watchdog's deadline is set
+            // at once, even if nothing else turns the loop before it).
+            None => {
+                self.value = value;
+                self.since = Some(now);
+                Some(now)
+            }
+        }
     }
 }
 
@@ -51,11 +73,11 @@ pub(crate) struct ProgressWatch<C: RaftTypeConfig> {
 }
 
 impl<C: RaftTypeConfig> ProgressWatch<C> {
-    pub(crate) fn new(now: Instant) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
-            flushed: Watch::new(0, now),
-            committed: Watch::new(None, now),
-            applied: Watch::new(None, now),
+            flushed: Watch::new(0),
+            committed: Watch::new(None),
+            applied: Watch::new(None),
             matched: BTreeMap::new(),
         }
     }
@@ -75,7 +97,7 @@ impl<C: RaftTypeConfig> ProgressWatch<C> {
             Some(leader) => {
                 self.matched.retain(|id, _| leader.progress.contains_key(id));
                 for (id, matched) in &leader.progress {
-                    let w = self.matched.entry(*id).or_insert_with(|| Watch::new(*matched, now));
+                    let w = self.matched.entry(*id).or_insert_with(|| Watch::new(*matched));
                     if let Some(since) = w.observe(*matched, *matched < last, now) {
                         stalls.replication.insert(*id, since);
                     }
@@ -84,5 +106,34 @@ impl<C: RaftTypeConfig> ProgressWatch<C> {
             None => self.matched.clear(),
         }
         stalls
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::Watch;
+
+    /// A value looked at while idle long ago is not stuck since then when work arrives: the
+    /// stall starts when work is first seen waiting (found by multi-bench: the first write to a
+    /// group quiesced for longer than `max_log_io_stall` made its leader step down).
+    #[test]
+    fn a_stall_starts_when_work_is_first_seen_waiting_not_at_the_last_look() {
+        let t0 = Instant::now();
+        let mut w = Watch::new(0u64);
+        assert_eq!(w.observe(0, false, t0), None, "idle");
+        let woke = t0 + Duration::from_secs(600);
+        assert_eq!(w.observe(0, true, woke), Some(woke), "work just arrived: waiting from now on");
+        let later = woke + Duration::from_millis(5);
+        assert_eq!(w.observe(0, true, later), Some(woke), "stuck since work was first seen waiting");
+        assert_eq!(w.observe(1, true, later), None, "moved");
+        let after = later + Duration::from_secs(3);
+        assert_eq!(w.observe(1, true, after), Some(later), "stuck since it last moved");
+        assert_eq!(w.observe(1, false, after), None, "done");
+        let next = after + Duration::from_secs(60);
+        assert_eq!(w.observe(1, true, next), Some(next), "new work, at the same value, waits from its own start");
     }
 }

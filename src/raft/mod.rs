@@ -286,7 +286,7 @@ impl<C: RaftTypeConfig> Raft<C> {
             installing: None,
             pending_reads: Vec::new(),
             pending_transfers: Vec::new(),
-            progress: crate::core::ProgressWatch::new(clock.now()),
+            progress: crate::core::ProgressWatch::new(),
             io_stall_deadline: None,
             clock,
             known_leader: None,

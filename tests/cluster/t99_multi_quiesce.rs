@@ -482,3 +482,33 @@ async fn flapping_beats_of_a_follower_node_cost_no_rpc_per_group() {
         assert!(cluster.raft(2, g).metrics().borrow().quiesced, "group {g} stayed quiesced on node 2");
     }
 }
+
+/// Found by multi-bench on the shared log (a real disk): the log-I/O watchdog counted a stall
+/// from the last time the Raft task had looked, and a quiesced group's task does not look for
+/// as long as it sleeps. The first write to a group quiesced for longer than
+/// `max_log_io_stall`, its flush not done when the task next looked, found the log "stuck"
+/// since before the write was made: the leader stepped down at once ("the log store has made
+/// no progress"), the write failed and the group held an election (1,601 step-downs in one run
+/// of 1,000 groups).
+#[tokio::test(start_paused = true)]
+async fn the_first_write_to_a_group_quiesced_past_the_io_stall_bound_keeps_its_leader() {
+    let cluster = one_group_led_by_node_1(test_config()).await;
+    cluster.write(G, "k").await;
+    cluster.wait_quiesced(G, &NODES).await;
+    let elections = cluster.elections_of(G, &NODES);
+    let term = cluster.raft(1, G).metrics().borrow().current_term;
+
+    tokio::time::sleep(cluster.config.max_log_io_stall * 3).await;
+    // A disk: each flush completes a little after its append, never within it.
+    for id in NODES {
+        cluster.stores[&(id, G)].0.set_flush_delay(Duration::from_millis(5));
+    }
+    for i in 0..3 {
+        cluster.raft(1, G).client_write(Request::set("k", format!("v{i}"))).await.expect("the write commits");
+    }
+    let m = cluster.raft(1, G).metrics().borrow().clone();
+    assert_eq!((m.state, m.current_term), (ServerState::Leader, term), "node 1 still leads, in the same term: {m:?}");
+    assert!(!m.log_io_stalled, "{m:?}");
+    assert_eq!(cluster.elections_of(G, &NODES), elections, "no election");
+    cluster.check_safety();
+}
