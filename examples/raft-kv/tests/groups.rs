@@ -243,3 +243,52 @@ async fn a_data_dir_refuses_another_number_of_groups() {
     })
     .await;
 }
+
+/// Each group's term as node index `i` sees it.
+async fn group_terms(cluster: &LocalCluster, i: usize, groups: usize) -> Result<Vec<u64>, String> {
+    let page = cluster.group_page(i).await.ok_or("node 0 does not answer")?;
+    let lines =
+        page["groups"].as_array().filter(|l| l.len() == groups).ok_or(format!("not {groups} groups: {page}"))?;
+    lines.iter().map(|l| l["term"].as_u64().ok_or(format!("no term: {l}"))).collect()
+}
+
+/// A shard left quiet for longer than the log's stall bound (`max_log_io_stall`, 2 s) keeps
+/// its leader through its next writes. Found by quorate's multi-bench: the watchdog counted a
+/// stall from the last time a group's Raft task had looked, which for a quiesced group was
+/// before the quiet spell, so the first write after it (its fsync not done when the task next
+/// looked) made the leader step down: a refused write and an election in every shard left
+/// idle for 2 s. The sleep is the condition under test (time passing with nothing to do), not
+/// a wait for something to happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_quiet_past_the_log_stall_bound_keeps_its_leader_through_its_next_writes() {
+    const SHARDS: usize = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run_test(&root, async {
+        let mut cluster = LocalCluster::new(&binary(), &root, 3).map_err(|e| e.to_string())?;
+        cluster.node_args(&["--groups", &SHARDS.to_string()]);
+        cluster.bootstrap_on_start();
+        cluster.start_all().map_err(|e| e.to_string())?;
+        let leaders = cluster.wait_group_leaders(SHARDS, WAIT).await?;
+        let client = cluster.client().clone();
+        let all: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
+        let acked = write_keys(&client, &all, 0..16, "a").await?;
+        let shards: BTreeSet<u32> = acked.keys().map(|k| shard_of(k, SHARDS as u32)).collect();
+        if shards.len() != SHARDS {
+            return Err(format!("the keys reached only groups {shards:?}"));
+        }
+        let terms = group_terms(&cluster, 0, SHARDS).await?;
+
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        write_keys(&client, &all, 16..32, "b").await?;
+        let (leaders_after, terms_after) =
+            (cluster.wait_group_leaders(SHARDS, WAIT).await?, group_terms(&cluster, 0, SHARDS).await?);
+        if (&leaders_after, &terms_after) != (&leaders, &terms) {
+            return Err(format!(
+                "leaders {leaders:?} in terms {terms:?} before the quiet spell, {leaders_after:?} in terms {terms_after:?} after its writes"
+            ));
+        }
+        Ok(())
+    })
+    .await;
+}
