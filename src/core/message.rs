@@ -90,6 +90,10 @@ pub(crate) enum Notification<C: RaftTypeConfig> {
     /// A peer's beat released this group's leadership on that peer (groups of a
     /// [`GroupHost`](crate::multi::GroupHost)): a follower quiesced under it wakes.
     HostReleased,
+    /// A follower on a peer asked that this group's leader of `term` heartbeat again (groups
+    /// of a [`GroupHost`](crate::multi::GroupHost); see
+    /// [`WakeRequest`](crate::multi::WakeRequest)).
+    HostWakeLeader { term: u64 },
 }
 
 /// Forwards a log store's flush reports ([`IOFlushed`](crate::IOFlushed)) into the Raft task's

@@ -235,6 +235,7 @@ where
             },
             Notification::Fatal(f) => return Err(*f),
             Notification::HostReleased => self.on_host_signal(quiesce::HostSignal::Released),
+            Notification::HostWakeLeader { term } => self.engine.leader_wake_for_follower(self.clock.now(), term),
         }
         Ok(())
     }
@@ -278,7 +279,11 @@ where
                 }
                 RpcMsg::Vote { req, tx } => {
                     self.feed_leader_liveness();
+                    let (under, term) = (self.engine.quiesced_under(), self.engine.state.vote.term);
                     let resp = self.engine.handle_vote_req(self.clock.now(), &req);
+                    if let Some(leader) = under.filter(|_| self.engine.quiesced_under().is_none()) {
+                        self.ask_leader_to_wake(leader, term);
+                    }
                     // The vote must be durable before the answer leaves.
                     self.run_commands().await?;
                     let _ = tx.send(resp);

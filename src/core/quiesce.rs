@@ -147,6 +147,20 @@ where
         self.engine.wake_follower(self.clock.now(), last_heard);
     }
 
+    /// A member's vote request woke this follower from quiescence under `leader` (of `term`).
+    /// If the host still hears the leader's node, the leader is alive but does not know that a
+    /// member campaigns, and this follower no longer counts its node's beats as contact: ask it,
+    /// through the host's beats, to heartbeat again (see [`WakeRequest`]), as a heartbeating
+    /// leader would be doing, so that this follower keeps refusing such votes while it lives.
+    ///
+    /// [`WakeRequest`]: crate::multi::WakeRequest
+    pub(crate) fn ask_leader_to_wake(&self, leader: C::NodeId, term: u64) {
+        let Some(link) = self.host.as_ref() else { return };
+        if link.liveness.is_live(&leader) {
+            link.liveness.ask_leader_to_wake(link.group, term, tokio::time::Instant::now());
+        }
+    }
+
     /// Before a quiesced follower answers a vote request: its leader's node being heard counts
     /// as contact with the leader (stickiness).
     pub(crate) fn feed_leader_liveness(&mut self) {

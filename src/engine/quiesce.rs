@@ -105,6 +105,16 @@ impl<C: RaftTypeConfig> Engine<C> {
         self.output.push_back(Command::SetQuiesced { last: None });
     }
 
+    /// A follower asked, through its host, that the leader of `term` heartbeat again (a member
+    /// campaigns that the follower would otherwise stop refusing; see
+    /// [`WakeRequest`](crate::multi::WakeRequest)): wake if this node is that leader.
+    pub(crate) fn leader_wake_for_follower(&mut self, now: Instant, term: u64) {
+        if self.state.vote.term == term && self.leader_quiesced() {
+            debug!(id = %self.config.id, term, "a follower asks this quiesced leader to heartbeat again");
+            self.leader_wake(now);
+        }
+    }
+
     /// Whether this node leads a quiesced group.
     pub(crate) fn leader_quiesced(&self) -> bool {
         self.leader.as_ref().is_some_and(|l| l.quiesced)

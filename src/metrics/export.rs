@@ -64,7 +64,7 @@
 //! | `quorate_applied_index` | gauge | `node_id`, (`group`) | the last entry the state machine applied | `last_applied` |
 //! | `quorate_purged_index` | gauge | `node_id`, (`group`) | the last purged entry | `purged` |
 //! | `quorate_snapshot_index` | gauge | `node_id`, (`group`) | the last entry the latest snapshot covers | `snapshot` |
-//! | `quorate_quorum_ack_age_seconds` | gauge | `node_id`, (`group`) | on a leader, how long ago a quorum last followed it (check-quorum's view); 0 elsewhere and on a one-voter cluster | `last_quorum_acked` |
+//! | `quorate_quorum_ack_age_seconds` | gauge | `node_id`, (`group`) | on a leader, how long ago a quorum last followed it (check-quorum's view); 0 elsewhere, on a one-voter cluster and on a quiesced leader | `last_quorum_acked` |
 //! | `quorate_log_io_stalled_seconds` | gauge | `node_id`, (`group`) | how long the log store has flushed nothing while writes wait; 0 while it flushes | `log_io_stalled_since` |
 //! | `quorate_log_io_stalled` | gauge | `node_id`, (`group`) | 1 while the node does not lead or campaign because its log store stalled | `log_io_stalled` |
 //! | `quorate_commit_stalled_seconds` | gauge | `node_id`, (`group`) | on a leader, how long `committed` has not advanced while it has newer entries; 0 otherwise | `commit_stalled_since` |

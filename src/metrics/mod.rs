@@ -61,8 +61,10 @@ pub struct RaftMetrics<C: RaftTypeConfig> {
     /// On a leader: every other member's matched log id.
     pub replication: Option<BTreeMap<C::NodeId, Option<LogId<C>>>>,
     /// On a leader: the latest time a quorum is known to have followed it, as check-quorum
-    /// counts it (members that have not answered a new leader yet count from its election).
-    /// `now - last_quorum_acked` is how stale its leadership knowledge is.
+    /// counts it (members that have not answered a new leader yet count from its election, or
+    /// from its wake after quiescence). `now - last_quorum_acked` is how stale its leadership
+    /// knowledge is. `None` on a quiesced leader (it checks no quorum while its group is idle)
+    /// and on a leader that is a quorum by itself.
     #[serde(rename = "quorum_acked_ms_ago", serialize_with = "ago_ms::option")]
     pub last_quorum_acked: Option<Instant>,
     /// On a leader: per other member, how many entries of the leader's log it lacks
@@ -186,10 +188,12 @@ impl<C: RaftTypeConfig> RaftMetrics<C> {
             committed_membership: st.membership.committed.clone(),
             replication: engine.leader.as_ref().map(|l| l.progress.clone()),
             // A leader that is a quorum by itself has nothing to report here (and would report
-            // a new `now` every time).
+            // a new `now` every time); nor has a quiesced one, which hears nothing and checks
+            // no quorum (its age would grow for as long as the group is idle, and look like a
+            // leader about to step down).
             last_quorum_acked: engine
                 .check_quorum_acked_at(now)
-                .filter(|_| !st.membership.effective().is_quorum([engine.id()].iter())),
+                .filter(|_| !engine.leader_quiesced() && !st.membership.effective().is_quorum([engine.id()].iter())),
             replication_lag: engine.leader.as_ref().map(|l| l.progress.iter().map(|(id, m)| (*id, lag(m))).collect()),
             elections_started: engine.elections_started,
             leader_changes,

@@ -14,14 +14,16 @@ use super::GroupId;
 use crate::RaftTypeConfig;
 use crate::types::QuiesceMark;
 
-/// A node's beat: "I am alive, I am still who I was, and these leaderships of mine ended".
+/// A node's beat: "I am alive, I am still who I was, these leaderships of mine ended, and
+/// these groups' leaders should wake".
 ///
 /// `incarnation` is drawn anew each time a host starts: a peer that sees it change wakes every
 /// group it holds quiesced under this node. `released` lists the groups whose leadership on
 /// this node ended (with its term) while some follower could still be quiesced under it: the
 /// group was removed or stopped there, or its leader stepped down. A peer wakes exactly those
 /// groups. Each release rides on the beats for a while (a few suspicion timeouts), so a lost
-/// beat loses none; a peer that misses them all has suspected this node meanwhile.
+/// beat loses none; a peer that misses them all has suspected this node meanwhile. `wake`
+/// asks the leaders of some groups, quiesced, to heartbeat again (see [`WakeRequest`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct NodeBeat<C: RaftTypeConfig> {
@@ -32,6 +34,41 @@ pub struct NodeBeat<C: RaftTypeConfig> {
     /// Groups whose leadership on the sending node ended recently, each with that
     /// leadership's term.
     pub released: Vec<(GroupId, u64)>,
+    /// Groups whose leader, if quiesced, should heartbeat again: asked recently by followers
+    /// on the sending node.
+    #[serde(default)]
+    pub wake: Vec<WakeRequest>,
+}
+
+/// A follower's request, riding on its host's beats, that its group's quiesced leader
+/// heartbeat again.
+///
+/// A quiesced follower that a member's vote request wakes (the member does not hear the
+/// leader: a link between two nodes is cut, say) stops counting the beats of its leader's node
+/// as contact, and nothing else would wake the leader: a leader quiesces without members
+/// whose node its host does not hear. Its stickiness would lapse an election timeout later and
+/// the cut-off member would win the next election, deposing a healthy leader, which, quiesced,
+/// runs no check-quorum and would not even step down. With heartbeats the follower keeps
+/// hearing the leader and refuses such votes for as long as the leader lives; so the follower
+/// asks, and the leader of `group` at `term` on any peer that gets the request wakes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WakeRequest {
+    /// The group whose leader should wake.
+    pub group: GroupId,
+    /// The term of the leadership to wake: a leader of another term ignores the request.
+    pub term: u64,
+    /// Numbers the sending host's requests (from 1 at each start): each is acted on once,
+    /// although it rides on several beats.
+    pub seq: u64,
+}
+
+/// What a beat asks of this host's groups ([`Liveness::heard`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Heard {
+    /// Groups whose leadership on the peer ended: followers quiesced under it wake.
+    pub(crate) released: Vec<GroupId>,
+    /// Groups, with a term, whose leader at that term, if quiesced, wakes.
+    pub(crate) wake: Vec<(GroupId, u64)>,
 }
 
 /// What this node knows of one peer.
@@ -56,6 +93,10 @@ struct Peer {
     /// of a newer leader wakes it, as either does once a member misses the leader: a delay,
     /// never a safety matter (quiescence changes only when a follower campaigns).
     released: HashMap<GroupId, u64>,
+    /// Per group this host runs, the number of the peer's latest wake request acted on
+    /// ([`WakeRequest::seq`]); bounded as `released` is, and forgotten when the peer restarts
+    /// (its numbers start again).
+    woken: HashMap<GroupId, u64>,
     /// Bumped whenever the peer is heard again after being suspected, or, while suspected,
     /// this host's beats start getting through to it: replication streams to it that a
     /// quiesced leader left waiting retry.
@@ -83,6 +124,7 @@ impl Peer {
             suspected: true,
             epoch: watch::channel(0).0,
             released: HashMap::new(),
+            woken: HashMap::new(),
             returned: watch::channel(0).0,
             restarted: watch::channel(0).0,
             reached: false,
@@ -108,6 +150,9 @@ pub(crate) struct Liveness<C: RaftTypeConfig> {
     peers: Mutex<BTreeMap<C::NodeId, Peer>>,
     /// This host's released leaderships still announced in its beats: group, term, when.
     releasing: Mutex<Vec<(GroupId, u64, Instant)>>,
+    /// This host's followers' wake requests still sent in its beats, with when each was made,
+    /// and the number of the last one made.
+    waking: Mutex<(Vec<(WakeRequest, Instant)>, u64)>,
     /// The nodes this host's groups talk to, with their addresses: where beats go.
     targets: Mutex<BTreeMap<C::NodeId, C::Node>>,
     /// When the host started: its groups' heartbeats are aligned to a grid from here.
@@ -128,6 +173,7 @@ impl<C: RaftTypeConfig> Liveness<C> {
             suspect_after,
             peers: Mutex::new(BTreeMap::new()),
             releasing: Mutex::new(Vec::new()),
+            waking: Mutex::new((Vec::new(), 0)),
             targets: Mutex::new(BTreeMap::new()),
             epoch: Instant::now(),
         }
@@ -138,13 +184,29 @@ impl<C: RaftTypeConfig> Liveness<C> {
         QuiesceMark { incarnation: self.incarnation }
     }
 
-    /// This node's beat at `now`, with the releases of the last few suspicion timeouts.
+    /// This node's beat at `now`, with the releases and wake requests of the last few
+    /// suspicion timeouts.
     pub(crate) fn beat(&self, now: Instant) -> NodeBeat<C> {
         let window = self.suspect_after * 4;
         let mut releasing = lock(&self.releasing);
         releasing.retain(|(_, _, at)| now <= *at + window);
         let released = releasing.iter().map(|(group, term, _)| (*group, *term)).collect();
-        NodeBeat { from: self.me, incarnation: self.incarnation, released }
+        drop(releasing);
+        let mut waking = lock(&self.waking);
+        waking.0.retain(|(_, at)| now <= *at + window);
+        let wake = waking.0.iter().map(|(w, _)| *w).collect();
+        NodeBeat { from: self.me, incarnation: self.incarnation, released, wake }
+    }
+
+    /// A follower of `group` here, quiesced under the leadership of `term`, was woken by a
+    /// member's vote request while this host still hears the leader's node: this host's beats
+    /// ask that leader to heartbeat again (see [`WakeRequest`]).
+    pub(crate) fn ask_leader_to_wake(&self, group: GroupId, term: u64, now: Instant) {
+        debug!(group, term, "a member campaigns under a quiesced leader that is heard: asking it to wake");
+        let mut waking = lock(&self.waking);
+        waking.1 += 1;
+        let seq = waking.1;
+        waking.0.push((WakeRequest { group, term, seq }, now));
     }
 
     /// This host's leadership of `group` at `term` ended while some follower could be
@@ -154,12 +216,14 @@ impl<C: RaftTypeConfig> Liveness<C> {
         lock(&self.releasing).push((group, term, now));
     }
 
-    /// A beat arrived at `now`. Returns the groups it released anew, to wake, among those for
-    /// which `runs` says this host runs them: only their releases are remembered (see
-    /// [`Peer::released`]).
-    pub(crate) fn heard(&self, beat: &NodeBeat<C>, now: Instant, runs: impl Fn(GroupId) -> bool) -> Vec<GroupId> {
+    /// A beat arrived at `now`. Returns what it asks of the groups for which `runs` says this
+    /// host runs them (only theirs is remembered, see [`Peer::released`]): the groups it
+    /// released anew, whose followers wake, and the wake requests not acted on yet, whose
+    /// leaders wake.
+    pub(crate) fn heard(&self, beat: &NodeBeat<C>, now: Instant, runs: impl Fn(GroupId) -> bool) -> Heard {
+        let mut heard = Heard::default();
         if beat.from == self.me {
-            return Vec::new();
+            return heard;
         }
         let mut peers = lock(&self.peers);
         let peer = peers.entry(beat.from).or_insert_with(Peer::new);
@@ -167,6 +231,7 @@ impl<C: RaftTypeConfig> Liveness<C> {
         if restarted {
             info!(node = %beat.from, "a peer restarted; waking the groups quiesced under it");
             peer.released.clear();
+            peer.woken.clear();
             peer.bump();
             signal(&peer.restarted);
         }
@@ -178,21 +243,28 @@ impl<C: RaftTypeConfig> Liveness<C> {
         peer.last_heard = Some(peer.last_heard.map_or(now, |t| t.max(now)));
         peer.suspected = false;
         peer.reached_while_suspected = false;
-        let mut woken = Vec::new();
         for (group, term) in beat.released.iter().filter(|(group, _)| runs(*group)) {
             let known = peer.released.entry(*group).or_insert(0);
             if *term > *known {
                 *known = *term;
-                woken.push(*group);
+                heard.released.push(*group);
             }
         }
-        woken
+        for w in beat.wake.iter().filter(|w| runs(w.group)) {
+            let known = peer.woken.entry(w.group).or_insert(0);
+            if w.seq > *known {
+                *known = w.seq;
+                heard.wake.push((w.group, w.term));
+            }
+        }
+        heard
     }
 
     /// This host no longer runs `group`: forget what peers released of it.
     pub(crate) fn forget_group(&self, group: GroupId) {
         for peer in lock(&self.peers).values_mut() {
             peer.released.remove(&group);
+            peer.woken.remove(&group);
         }
     }
 
@@ -200,8 +272,13 @@ impl<C: RaftTypeConfig> Liveness<C> {
     /// own timer has lately been: an overloaded process delays beats it receives as much as
     /// beats it sends, and must not take its own lateness for its peers' death) before `now`,
     /// waking the groups quiesced under it.
+    ///
+    /// `lag` counts for at most `2 × suspect_after`: releases and wake requests ride on the
+    /// beats for `4 × suspect_after`, so a peer whose beats this host misses for all that time
+    /// is suspected meanwhile (which wakes what a lost release would have) however late this
+    /// host has been.
     pub(crate) fn sweep(&self, now: Instant, lag: Duration) {
-        let bound = self.suspect_after + lag;
+        let bound = self.suspect_after + lag.min(self.suspect_after * 2);
         let mut peers = lock(&self.peers);
         for (id, peer) in peers.iter_mut() {
             // Silent for *more* than the bound: under a paused clock many events share one
@@ -330,7 +407,7 @@ mod tests {
     use crate::testing_types::UTConfig;
 
     fn beat(from: u64, incarnation: u64, released: &[(GroupId, u64)]) -> NodeBeat<UTConfig> {
-        NodeBeat { from, incarnation, released: released.to_vec() }
+        NodeBeat { from, incarnation, released: released.to_vec(), wake: Vec::new() }
     }
 
     fn runs_all(_: GroupId) -> bool {
@@ -355,9 +432,9 @@ mod tests {
         assert!(liveness.subscribe(&2, None, 5, 3).is_none(), "no mark, no quiescence");
 
         // Group 5's leadership of term 3 ends on node 2: only group 5 is woken.
-        assert_eq!(liveness.heard(&beat(2, 7, &[(5, 3)]), now, runs_all), vec![5]);
+        assert_eq!(liveness.heard(&beat(2, 7, &[(5, 3)]), now, runs_all).released, vec![5]);
         assert_eq!(
-            liveness.heard(&beat(2, 7, &[(5, 3)]), now, runs_all),
+            liveness.heard(&beat(2, 7, &[(5, 3)]), now, runs_all).released,
             Vec::<GroupId>::new(),
             "announced again: no news"
         );
@@ -449,7 +526,7 @@ mod tests {
         let runs = |group: GroupId| group < 4;
         let endless: Vec<(GroupId, u64)> = (0..100_000).map(|g| (g, 3)).collect();
 
-        let woken = liveness.heard(&beat(2, 7, &endless), now, runs);
+        let woken = liveness.heard(&beat(2, 7, &endless), now, runs).released;
 
         assert_eq!(woken, vec![0, 1, 2, 3], "only groups run here wake");
         assert_eq!(lock(&liveness.peers)[&2].released.len(), 4);
@@ -461,7 +538,7 @@ mod tests {
         liveness.forget_group(2);
         assert_eq!(lock(&liveness.peers)[&2].released.len(), 3);
         assert!(!liveness.released(&2, 2, 3));
-        assert_eq!(liveness.heard(&beat(2, 7, &[(2, 3), (3, 3)]), now, runs), vec![2]);
+        assert_eq!(liveness.heard(&beat(2, 7, &[(2, 3), (3, 3)]), now, runs).released, vec![2]);
     }
 
     /// A node whose groups know no members yet beats nobody: the first beat of this host that
@@ -519,5 +596,51 @@ mod tests {
         liveness.sweep(t0 + Duration::from_millis(400), Duration::ZERO);
         liveness.reached(&4, true);
         assert!(rx.has_changed().unwrap_or(false));
+    }
+
+    /// A follower's wake request rides on its host's beats for a few suspicion timeouts; the
+    /// leader's host acts on each request once (by its number), only for groups it runs, and
+    /// again after the requester restarts (its numbers start again).
+    #[test]
+    fn wake_requests_ride_on_the_beats_and_are_acted_on_once_each() {
+        let t = Instant::now();
+        let follower = Liveness::<UTConfig>::new(2, 7, Duration::from_millis(100));
+        follower.ask_leader_to_wake(5, 3, t);
+        let beat = follower.beat(t + Duration::from_millis(25));
+        assert_eq!(beat.wake, vec![WakeRequest { group: 5, term: 3, seq: 1 }]);
+        assert_eq!(follower.beat(t + Duration::from_millis(400)).wake.len(), 1, "still riding");
+        assert!(follower.beat(t + Duration::from_millis(401)).wake.is_empty(), "then dropped");
+
+        let leader = Liveness::<UTConfig>::new(1, 9, Duration::from_millis(100));
+        let runs = |group: GroupId| group != 6;
+        assert_eq!(leader.heard(&beat, t, runs).wake, vec![(5, 3)]);
+        assert!(leader.heard(&beat, t, runs).wake.is_empty(), "the same request again: acted on already");
+        follower.ask_leader_to_wake(5, 3, t);
+        follower.ask_leader_to_wake(6, 3, t);
+        let again = follower.beat(t + Duration::from_millis(50));
+        assert_eq!(leader.heard(&again, t, runs).wake, vec![(5, 3)], "a new request for 5; 6 is not run here");
+
+        let restarted = Liveness::<UTConfig>::new(2, 8, Duration::from_millis(100));
+        restarted.ask_leader_to_wake(5, 3, t);
+        let first = restarted.beat(t);
+        assert_eq!(first.wake[0].seq, 1);
+        assert_eq!(leader.heard(&first, t, runs).wake, vec![(5, 3)], "numbers start again after a restart");
+    }
+
+    /// Found in review: with its own timer late by more than the time releases ride on the
+    /// beats, a host could miss every beat carrying a release without suspecting the sender,
+    /// and its followers stayed quiesced under an ended leadership. The lateness allowed is
+    /// capped so that suspicion comes first.
+    #[test]
+    fn however_late_this_host_a_peer_silent_for_the_release_window_is_suspected() {
+        let t = Instant::now();
+        let suspect_after = Duration::from_millis(100);
+        let liveness = Liveness::<UTConfig>::new(1, 7, suspect_after);
+        liveness.heard(&beat(2, 8, &[]), t, runs_all);
+        let huge_lag = Duration::from_secs(10);
+        liveness.sweep(t + suspect_after * 3, huge_lag);
+        assert!(liveness.is_live(&2), "within the capped bound");
+        liveness.sweep(t + suspect_after * 3 + Duration::from_millis(1), huge_lag);
+        assert!(!liveness.is_live(&2), "silent for longer than 3 x suspect_after, before releases stop riding (4 x)");
     }
 }

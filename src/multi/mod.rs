@@ -81,7 +81,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span};
 
 pub(crate) use liveness::Liveness;
-pub use liveness::NodeBeat;
+pub use liveness::{NodeBeat, WakeRequest};
 
 use crate::config::Config;
 use crate::core::HostLink;
@@ -342,10 +342,15 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
     /// A peer's beat arrived: a transport's server calls this for every beat it receives.
     pub fn receive_beat(&self, beat: NodeBeat<C>) {
         let groups = self.inner.groups.read().unwrap_or_else(|p| p.into_inner());
-        let released = self.inner.liveness.heard(&beat, Instant::now(), |g| groups.contains_key(&g));
-        for group in released {
+        let heard = self.inner.liveness.heard(&beat, Instant::now(), |g| groups.contains_key(&g));
+        for group in heard.released {
             if let Some(hosted) = groups.get(&group) {
                 hosted.raft.host_released();
+            }
+        }
+        for (group, term) in heard.wake {
+            if let Some(hosted) = groups.get(&group) {
+                hosted.raft.host_wake_leader(term);
             }
         }
     }

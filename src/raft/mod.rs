@@ -318,6 +318,13 @@ impl<C: RaftTypeConfig> Raft<C> {
         let _ = self.inner.notify_tx.send(Notification::HostReleased);
     }
 
+    /// A follower on a peer asked, through its host's beats, that this group's leader at
+    /// `term` heartbeat again: wake if this node is that leader, quiesced.
+    pub(crate) fn host_wake_leader(&self, term: u64) {
+        // Fails only once the node has stopped; nothing is quiesced then.
+        let _ = self.inner.notify_tx.send(Notification::HostWakeLeader { term });
+    }
+
     /// This node's id.
     pub fn id(&self) -> C::NodeId {
         self.inner.id

@@ -137,7 +137,12 @@ mod tests {
             queued += frame.len();
             tx.send(frame).await.unwrap();
         }
-        let beat = NodeBeat::<UTConfig> { from: 1, incarnation: 7, released: vec![(3, 2)] };
+        let beat = NodeBeat::<UTConfig> {
+            from: 1,
+            incarnation: 7,
+            released: vec![(3, 2)],
+            wake: vec![crate::multi::WakeRequest { group: 4, term: 5, seq: 6 }],
+        };
         let frame = encode_frame(&ToServer::Beat(beat), 1 << 20).unwrap();
         queued += frame.len();
         tx.send(frame).await.unwrap();

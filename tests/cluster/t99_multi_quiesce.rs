@@ -512,3 +512,53 @@ async fn the_first_write_to_a_group_quiesced_past_the_io_stall_bound_keeps_its_l
     assert_eq!(cluster.elections_of(G, &NODES), elections, "no election");
     cluster.check_safety();
 }
+
+/// Found in review: a link cut both ways between a quiesced leader's node and one follower's
+/// node. The cut-off follower's host suspects the leader's node and it campaigns; its pre-vote
+/// reaches the third node, whose host still hears the leader's node, so it refuses, but the
+/// request woke it, and woken it no longer counted the leader node's beats as contact, while
+/// the leader, quiesced, sent nothing. An election timeout later it granted the next pre-vote:
+/// the group elected the cut-off node and the healthy leader, quiesced (no check-quorum), kept
+/// believing it led. With heartbeats nothing happens (the third node hears the leader and
+/// refuses for good). Now the woken follower asks the leader, through its host's beats, to
+/// heartbeat again. Checked with one group and with 30 (every group led by node 1).
+#[tokio::test(start_paused = true)]
+async fn a_link_cut_between_a_quiesced_leader_and_one_follower_elects_nobody() {
+    for groups in [1, 30] {
+        let cluster = MultiCluster::start_with(groups, |_| 1, test_config()).await;
+        cluster.write_all_and_quiesce().await;
+        let elections = cluster.elections();
+        cluster.router.block(1, 2);
+        cluster.router.block(2, 1);
+        tokio::time::sleep(QUIET).await;
+        for g in cluster.groups.clone() {
+            let (one, three) =
+                (cluster.raft(1, g).metrics().borrow().clone(), cluster.raft(3, g).metrics().borrow().clone());
+            assert_eq!(
+                (one.state, one.current_term, three.current_leader, three.current_term),
+                (ServerState::Leader, 1, Some(1), 1),
+                "{groups} groups: group {g} kept its leader and term"
+            );
+        }
+        assert_eq!(cluster.elections() - elections, 0, "{groups} groups: no election");
+        cluster.check_safety();
+    }
+}
+
+/// Found in review: a quiesced leader's quorum-acknowledgement age grew for as long as its
+/// group was idle (nothing answers a quiet leader), so the documented alert on
+/// `quorate_quorum_ack_age_seconds` fired for every idle group. A quiesced leader checks no
+/// quorum and reports none; woken, it reports check-quorum's view again.
+#[tokio::test(start_paused = true)]
+async fn a_quiesced_leader_reports_no_quorum_acknowledgement_age() {
+    let cluster = one_group_led_by_node_1(test_config()).await;
+    cluster.write(G, "k").await;
+    cluster.wait_quiesced(G, &NODES).await;
+    tokio::time::sleep(QUIET).await;
+    let m = cluster.raft(1, G).metrics().borrow().clone();
+    assert_eq!((m.state, m.quiesced, m.last_quorum_acked), (ServerState::Leader, true, None), "{m:?}");
+    cluster.raft(1, G).ensure_linearizable(ReadPolicy::ReadIndex).await.expect("a read wakes it");
+    let m = cluster.raft(1, G).metrics().borrow().clone();
+    let age = m.last_quorum_acked.map(|t| Instant::now().saturating_duration_since(t));
+    assert!(age.is_some_and(|a| a < cluster.config.election_timeout_min), "awake again: {age:?}");
+}
