@@ -179,7 +179,7 @@ async fn a_single_raft_server_refuses_group_calls_and_serves_on() {
     let mut grouped = network.group(1).new_client(2, &target).await;
     assert_unreachable(grouped.vote(vote_request(1), option()).await.unwrap_err(), "runs a single Raft");
     // Its beats are dropped, and the connection serves on.
-    let beat = NodeBeat { from: 1, incarnation: 1, released: vec![] };
+    let beat = NodeBeat { from: 1, incarnation: 1, released: vec![], wake: vec![] };
     network.send_beat(2, &target, beat, option()).await.unwrap();
     assert_unreachable(grouped.vote(vote_request(1), option()).await.unwrap_err(), "runs a single Raft");
     assert_eq!(node.server.as_ref().unwrap().accepted_connections(), 1, "the connection served on");
@@ -201,9 +201,9 @@ async fn a_beat_that_claims_another_node_is_dropped() {
     let target: BasicNode = node.basic();
     let stranger = TcpHostNetwork::<C>::new(7, TcpConfig::new(CLUSTER));
 
-    let forged = NodeBeat { from: 3, incarnation: 1, released: vec![] };
+    let forged = NodeBeat { from: 3, incarnation: 1, released: vec![], wake: vec![] };
     stranger.send_beat(1, &target, forged, option()).await.unwrap();
-    let own = NodeBeat { from: 7, incarnation: 1, released: vec![] };
+    let own = NodeBeat { from: 7, incarnation: 1, released: vec![], wake: vec![] };
     stranger.send_beat(1, &target, own, option()).await.unwrap();
 
     // The server handles a connection's frames in order: once node 7's beat has counted, the
