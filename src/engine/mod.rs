@@ -39,6 +39,7 @@ mod quiesce;
 mod read;
 mod snapshot;
 mod state;
+mod target_map;
 mod transfer;
 
 #[cfg(test)]
