@@ -54,10 +54,13 @@ impl Clock {
 
     /// Sleep until this node's clock shows `t`.
     ///
+    /// A bare [`Sleep`](tokio::time::Sleep), not an `async fn`'s future around one: every task
+    /// of an idle group that waits on a timer holds it.
+    ///
     /// # Cancel safety
     /// Cancel safe: it only sleeps.
-    pub(crate) async fn sleep_until(&self, t: Instant) {
-        tokio::time::sleep_until(self.runtime_instant(t)).await
+    pub(crate) fn sleep_until(&self, t: Instant) -> tokio::time::Sleep {
+        tokio::time::sleep_until(self.runtime_instant(t))
     }
 
     /// Sleep for `d` of this node's time.

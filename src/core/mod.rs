@@ -154,7 +154,10 @@ where
             // One timer for the three deadlines: every sleep in this `select!` is part of the
             // task's future, which every idle group of a host keeps.
             let timer = Timer::next(self.engine.election_deadline(), self.next_quiesce_check(), self.io_stall_deadline);
-            tokio::select! {
+            // Messages whose handling awaits are handled after the `select!`, not in its arms:
+            // an arm runs while the `select!`'s output (the largest message) is held, so an
+            // await there would make that output part of the task's future too.
+            let deferred = tokio::select! {
                 biased;
                 _ = &mut self.shutdown_rx => return Ok(()),
                 Some(n) = self.notify_rx.recv() => {
@@ -163,43 +166,69 @@ where
                     while let Ok(n) = self.notify_rx.try_recv() {
                         self.handle_notification(n)?;
                     }
+                    None
                 }
-                Some(m) = self.rpc_rx.recv() => {
-                    // Boxed, as is `handle_api` below: each runs the commands inside its own
-                    // future, which, inline, would make every group's idle task larger by its
-                    // size. One allocation per RPC batch (never per entry).
-                    Box::pin(self.handle_rpc(m)).await?;
-                }
+                Some(m) = self.rpc_rx.recv() => Some(Deferred::Rpc(m)),
                 Some(w) = self.write_rx.recv(), if self.responders.len() < self.config.max_pending_writes as usize => {
                     self.handle_client_writes(w);
+                    None
                 }
                 msg = self.api_rx.recv() => match msg {
-                    Some(m) => Box::pin(self.handle_api(m)).await?,
+                    Some(m) => Some(Deferred::Api(m)),
                     // Every handle is gone: nobody can use this node any more.
                     None => return Ok(()),
                 },
-                _ = sleep_until(self.clock, timer.map(|(_, at)| at)) => match timer.map(|(t, _)| t) {
-                    Some(Timer::Election) => {
-                        self.engine.handle_timeout(self.clock.now());
-                        self.maybe_quiesce();
-                    }
-                    Some(Timer::QuiesceCheck) => {
-                        self.quiesce_check = None;
-                        self.maybe_quiesce();
-                    }
-                    Some(Timer::LogIoStall) => {
-                        error!(
-                            id = %self.engine.id(), stalled_for = ?self.config.max_log_io_stall,
-                            "the log store has made no progress; stepping down so a node with a working disk can lead"
-                        );
-                        self.io_stall_deadline = None;
-                        self.engine.on_log_io_stalled(self.clock.now());
-                    }
-                    None => {}
-                },
-                signal = quiesce::host_signal(&mut self.host) => self.on_host_signal(signal),
-            }
+                _ = sleep_until(self.clock, timer.map(|(_, at)| at)) => {
+                    self.on_timer(timer.map(|(t, _)| t));
+                    None
+                }
+                signal = quiesce::host_signal(&mut self.host) => {
+                    self.on_host_signal(signal);
+                    None
+                }
+            };
+            // Moved whole, so that the loop's future holds the message only while it is handled,
+            // not also while the commands run after it.
+            self.handle_deferred(deferred).await?;
             self.run_commands_boxed().await?;
+        }
+    }
+
+    /// Act on the timer that fired.
+    fn on_timer(&mut self, timer: Option<Timer>) {
+        match timer {
+            Some(Timer::Election) => {
+                self.engine.handle_timeout(self.clock.now());
+                self.maybe_quiesce();
+            }
+            Some(Timer::QuiesceCheck) => {
+                self.quiesce_check = None;
+                self.maybe_quiesce();
+            }
+            Some(Timer::LogIoStall) => {
+                error!(
+                    id = %self.engine.id(), stalled_for = ?self.config.max_log_io_stall,
+                    "the log store has made no progress; stepping down so a node with a working disk can lead"
+                );
+                self.io_stall_deadline = None;
+                self.engine.on_log_io_stalled(self.clock.now());
+            }
+            None => {}
+        }
+    }
+
+    /// Handle a message the loop's `select!` took, in a boxed future: each runs the commands
+    /// inside its own future, which, inline, would make every group's idle task larger by its
+    /// size. One allocation per RPC batch or API call (never per entry).
+    fn handle_deferred(
+        &mut self,
+        deferred: Option<Deferred<C>>,
+    ) -> impl std::future::Future<Output = Result<(), Fatal>> {
+        use futures_util::future::{Either, Ready, ready};
+        match deferred {
+            Some(Deferred::Rpc(m)) => Either::Left(Either::Left(Box::pin(self.handle_rpc(m)))),
+            Some(Deferred::Api(m)) => Either::Left(Either::Right(Box::pin(self.handle_api(m)))),
+            None => Either::Right::<_, Ready<_>>(ready(Ok(()))),
         }
     }
 
@@ -435,13 +464,26 @@ impl Timer {
     }
 }
 
+/// A message the loop of [`RaftCore::run_loop`] took and handles after its `select!`.
+enum Deferred<C: RaftTypeConfig> {
+    Rpc(RpcMsg<C>),
+    Api(ApiMsg<C>),
+}
+
 /// Sleep until `clock` shows `deadline`, or forever if there is none.
+///
+/// Not an `async fn`, whose future would hold the clock and the deadline beside the sleep: the
+/// task of every idle group waits in one of these.
 ///
 /// # Cancel safety
 /// Cancel safe: it only sleeps.
-pub(crate) async fn sleep_until(clock: Clock, deadline: Option<Instant>) {
+pub(crate) fn sleep_until(
+    clock: Clock,
+    deadline: Option<Instant>,
+) -> futures_util::future::Either<tokio::time::Sleep, std::future::Pending<()>> {
+    use futures_util::future::Either;
     match deadline {
-        Some(d) => clock.sleep_until(d).await,
-        None => std::future::pending().await,
+        Some(d) => Either::Left(clock.sleep_until(d)),
+        None => Either::Right(std::future::pending()),
     }
 }

@@ -64,22 +64,22 @@ pub(crate) struct Stalls<C: RaftTypeConfig> {
     pub(crate) replication: BTreeMap<C::NodeId, Instant>,
 }
 
+/// The watchdog of one target's matched entry.
+type MatchedWatch<C> = Watch<Option<LogId<C>>>;
+
 /// The watchdogs of one node.
 pub(crate) struct ProgressWatch<C: RaftTypeConfig> {
     flushed: Watch<u64>,
     committed: Watch<Option<LogId<C>>>,
     applied: Watch<Option<LogId<C>>>,
-    matched: BTreeMap<C::NodeId, Watch<Option<LogId<C>>>>,
+    /// One watch per target of this leader, in no particular order: a short list, not a
+    /// B-tree, whose first node has room for eleven and which every idle group's leader keeps.
+    matched: Vec<(C::NodeId, MatchedWatch<C>)>,
 }
 
 impl<C: RaftTypeConfig> ProgressWatch<C> {
     pub(crate) fn new() -> Self {
-        Self {
-            flushed: Watch::new(0),
-            committed: Watch::new(None),
-            applied: Watch::new(None),
-            matched: BTreeMap::new(),
-        }
+        Self { flushed: Watch::new(0), committed: Watch::new(None), applied: Watch::new(None), matched: Vec::new() }
     }
 
     /// Look at the Engine's state at `now` and say what is stuck.
@@ -95,15 +95,24 @@ impl<C: RaftTypeConfig> ProgressWatch<C> {
         };
         match &engine.leader {
             Some(leader) => {
-                self.matched.retain(|id, _| leader.progress.contains_key(id));
+                self.matched.retain(|(id, _)| leader.progress.contains_key(id));
+                if self.matched.capacity() == 0 {
+                    self.matched.reserve_exact(leader.progress.len());
+                }
                 for (id, matched) in &leader.progress {
-                    let w = self.matched.entry(*id).or_insert_with(|| Watch::new(*matched));
-                    if let Some(since) = w.observe(*matched, *matched < last, now) {
+                    let at = match self.matched.iter().position(|(m, _)| m == id) {
+                        Some(at) => at,
+                        None => {
+                            self.matched.push((*id, Watch::new(*matched)));
+                            self.matched.len() - 1
+                        }
+                    };
+                    if let Some(since) = self.matched[at].1.observe(*matched, *matched < last, now) {
                         stalls.replication.insert(*id, since);
                     }
                 }
             }
-            None => self.matched.clear(),
+            None => self.matched = Vec::new(),
         }
         stalls
     }

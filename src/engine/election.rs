@@ -97,7 +97,8 @@ impl<C: RaftTypeConfig> Engine<C> {
         }
         self.state.server_state = ServerState::Candidate;
         self.state.leader_id = None;
-        self.candidate = Some(Candidate { vote, granted: BTreeSet::from([self.config.id]), pre_vote, force, turn_of });
+        self.candidate =
+            Some(Box::new(Candidate { vote, granted: BTreeSet::from([self.config.id]), pre_vote, force, turn_of }));
         self.reset_election_deadline(now);
         if self.try_win_election(now) {
             return;

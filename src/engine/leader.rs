@@ -1,11 +1,10 @@
 //! The leader: appending client entries, tracking followers' progress, committing.
 
-use std::collections::BTreeMap;
-
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::RaftTypeConfig;
+use crate::engine::target_map::TargetMap;
 use crate::engine::{Ack, Command, Engine, LogIOId, ReplicationTarget};
 use crate::types::{DisplayOption, Entry, EntryPayload, LogId, Membership, Vote};
 
@@ -32,7 +31,7 @@ pub(crate) struct Leader<C: RaftTypeConfig> {
     /// The leader's own durable log, as far as it counts for commit.
     pub(crate) flushed: Option<LogId<C>>,
     /// The matched log id of every other member, voter or learner.
-    pub(crate) progress: BTreeMap<C::NodeId, Option<LogId<C>>>,
+    pub(crate) progress: TargetMap<C::NodeId, Option<LogId<C>>>,
     /// The membership a joint change proposed by this leader is heading for.
     pub(crate) membership_target: Option<Membership<C>>,
     /// When this node became leader: for check-quorum (only), members that have not answered
@@ -41,7 +40,7 @@ pub(crate) struct Leader<C: RaftTypeConfig> {
     pub(crate) since: Instant,
     /// For every other member, what the latest request it answered proves: it still followed
     /// this leader when that request was sent, in that heartbeat round.
-    pub(crate) acked: BTreeMap<C::NodeId, Ack>,
+    pub(crate) acked: TargetMap<C::NodeId, Ack>,
     /// Set for good once this leader told another node to campaign (TimeoutNow): that node's
     /// vote requests pass over the stickiness the lease relies on.
     pub(crate) lease_revoked: bool,
@@ -72,10 +71,10 @@ impl<C: RaftTypeConfig> Leader<C> {
             vote,
             first_io_seq,
             flushed: None,
-            progress: BTreeMap::new(),
+            progress: TargetMap::new(),
             membership_target: None,
             since,
-            acked: BTreeMap::new(),
+            acked: TargetMap::new(),
             lease_revoked: false,
             blank_log_id: None,
             transfer: None,
@@ -231,7 +230,7 @@ impl<C: RaftTypeConfig> Engine<C> {
         // A removed node's acknowledgements count for nothing; forget them with it.
         leader.acked.retain(|id, _| nodes.contains_key(id));
         for id in nodes.keys() {
-            leader.progress.entry(*id).or_insert(None);
+            leader.progress.get_or_insert(*id, None);
         }
         let targets = nodes.into_iter().map(|(id, node)| ReplicationTarget { id, node }).collect();
         self.output.push_back(Command::UpdateReplicationStreams { vote: leader.vote, targets });

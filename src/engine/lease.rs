@@ -40,7 +40,7 @@ impl<C: RaftTypeConfig> Engine<C> {
         if leader.vote != vote || !leader.progress.contains_key(&target) {
             return;
         }
-        let acked = leader.acked.entry(target).or_insert(ack);
+        let acked = leader.acked.get_or_insert(target, ack);
         // Replies can arrive out of order across probes and streams: keep the latest of each.
         acked.sent_at = acked.sent_at.max(ack.sent_at);
         acked.round = acked.round.max(ack.round);

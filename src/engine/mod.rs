@@ -39,6 +39,7 @@ mod quiesce;
 mod read;
 mod snapshot;
 mod state;
+mod target_map;
 mod transfer;
 
 #[cfg(test)]
@@ -112,8 +113,9 @@ pub(crate) struct Engine<C: RaftTypeConfig> {
     /// `Some` exactly while this node is the leader (`state.server_state == Leader`). Boxed:
     /// most nodes of a group follow, and should not carry a leader's state inline.
     pub(crate) leader: Option<Box<Leader<C>>>,
-    /// `Some` exactly while this node is a candidate.
-    pub(crate) candidate: Option<Candidate<C>>,
+    /// `Some` exactly while this node is a candidate. Boxed, as `leader` is: a node campaigns
+    /// rarely, and every idle group would carry a candidate's state inline.
+    pub(crate) candidate: Option<Box<Candidate<C>>>,
     /// When to start an election if no leader is heard from; `None` while leading.
     pub(crate) election_deadline: Option<Instant>,
     /// xorshift state for randomized election timeouts: deterministic given the seed.

@@ -186,7 +186,7 @@ impl<C: RaftTypeConfig> RaftMetrics<C> {
             current_leader: st.leader_id,
             membership_config: st.membership.effective.clone(),
             committed_membership: st.membership.committed.clone(),
-            replication: engine.leader.as_ref().map(|l| l.progress.clone()),
+            replication: engine.leader.as_ref().map(|l| l.progress.iter().map(|(id, m)| (*id, *m)).collect()),
             // A leader that is a quorum by itself has nothing to report here (and would report
             // a new `now` every time); nor has a quiesced one, which hears nothing and checks
             // no quorum (its age would grow for as long as the group is idle, and look like a

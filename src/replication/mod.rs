@@ -226,28 +226,38 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
 }
 
 /// Why a phase ended.
+///
+/// The errors are boxed: a `Stop` is held across the awaits of the stream's loop, so its size
+/// is in the task of every idle group's stream, while errors are the rare case.
 enum Stop {
     /// The leadership this task replicates for is over.
     LeadershipEnded,
     /// The follower's log does not have what was believed matched: search again.
     Conflict,
     /// A network error or timeout: retry after a backoff.
-    Retry(RPCError),
+    Retry(Box<RPCError>),
     /// The follower needs entries the leader purged: send the snapshot.
     NeedSnapshot,
     /// The log store failed.
-    Fatal(Fatal),
+    Fatal(Box<Fatal>),
+}
+
+impl Stop {
+    /// Retry after a backoff, because of `e`.
+    fn retry(e: RPCError) -> Self {
+        Stop::Retry(Box::new(e))
+    }
 }
 
 impl From<Fatal> for Stop {
     fn from(f: Fatal) -> Self {
-        Stop::Fatal(f)
+        Stop::Fatal(Box::new(f))
     }
 }
 
 impl From<crate::error::StorageError> for Stop {
     fn from(e: crate::error::StorageError) -> Self {
-        Stop::Fatal(e.into())
+        Stop::from(Fatal::from(e))
     }
 }
 
@@ -326,14 +336,17 @@ where
             // same point means the follower did not take it.
             let mut snapshot_sent_at: Option<Option<LogId<C>>> = None;
             loop {
-                let stop = match Box::pin(self.find_match().instrument(debug_span!("probing"))).await {
-                    Ok(()) => self.pipeline(&mut retries).instrument(debug_span!("pipelining")).await,
-                    Err(stop) => stop,
+                // `if let`, not `match`: the probe's result is dropped before the pipeline runs,
+                // instead of being held in this task while it parks.
+                let stop = if let Err(stop) = Box::pin(self.find_match().instrument(debug_span!("probing"))).await {
+                    stop
+                } else {
+                    self.pipeline(&mut retries).instrument(debug_span!("pipelining")).await
                 };
                 let failure = match stop {
                     Stop::LeadershipEnded => return,
                     Stop::Fatal(f) => {
-                        let _ = self.state.notify.send(Notification::Fatal(Box::new(f)));
+                        let _ = self.state.notify.send(Notification::Fatal(f));
                         return;
                     }
                     Stop::NeedSnapshot => {
@@ -347,17 +360,17 @@ where
                             }
                             Err(Stop::LeadershipEnded) => return,
                             Err(Stop::Fatal(f)) => {
-                                let _ = self.state.notify.send(Notification::Fatal(Box::new(f)));
+                                let _ = self.state.notify.send(Notification::Fatal(f));
                                 return;
                             }
-                            Err(Stop::Retry(e)) => Failure::Snapshot(e),
+                            Err(Stop::Retry(e)) => Failure::Snapshot(*e),
                             Err(Stop::Conflict | Stop::NeedSnapshot) => Failure::Snapshot(RPCError::Unreachable(
                                 anyerror::AnyError::error("the snapshot transfer was cut short"),
                             )),
                         }
                     }
                     Stop::Conflict => Failure::Conflict,
-                    Stop::Retry(e) => Failure::Rpc(e),
+                    Stop::Retry(e) => Failure::Rpc(*e),
                 };
                 // Boxed, as are the rare phases: a stream that backs off is not the common case.
                 Box::pin(self.back_off(&mut retries, failure)).await;
@@ -454,8 +467,8 @@ where
             st.gauge.set(1, 0);
             let _reset = GaugeReset(st.gauge.clone());
             let resp = match timeout(option.timeout, self.network.append_entries(req, option)).await {
-                Ok(r) => r.map_err(Stop::Retry)?,
-                Err(_) => return Err(Stop::Retry(RPCError::Timeout(option.timeout))),
+                Ok(r) => r.map_err(Stop::retry)?,
+                Err(_) => return Err(Stop::retry(RPCError::Timeout(option.timeout))),
             };
             let probe = st.probe_result(resp)?;
             // Any answer but a greater vote shows the follower followed this leader.
@@ -511,13 +524,16 @@ where
     async fn pipeline(&mut self, retries: &mut Retries<Option<LogId<C>>>) -> Stop {
         let mut pipe = Pipe::new(&self.state);
         loop {
-            let mut answered = false;
-            let pass = Box::pin(self.pipeline_pass(&mut pipe, &mut answered)).await;
-            if answered {
-                retries.succeeded();
-            }
-            if let Err(stop) = pass {
-                return stop;
+            // A block of its own, so that the pass's result is not held while the stream parks.
+            {
+                let mut answered = false;
+                let pass = Box::pin(self.pipeline_pass(&mut pipe, &mut answered)).await;
+                if answered {
+                    retries.succeeded();
+                }
+                if let Err(stop) = pass {
+                    return stop;
+                }
             }
             if let Err(stop) = self.park(&mut pipe).await {
                 return stop;
@@ -556,8 +572,8 @@ where
                 biased;
                 resp = responses.next() => {
                     let resp = match resp {
-                        None => return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream closed")))),
-                        Some(r) => r.map_err(Stop::Retry)?,
+                        None => return Err(Stop::retry(RPCError::Network(anyerror::AnyError::error("append stream closed")))),
+                        Some(r) => r.map_err(Stop::retry)?,
                     };
                     match resp {
                         AppendEntriesResponse::Success { matched } => {
@@ -596,7 +612,7 @@ where
                     }
                 }
                 permit = tx.reserve(), if send_now => {
-                    let Ok(permit) = permit else { return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream input closed")))) };
+                    let Ok(permit) = permit else { return Err(Stop::retry(RPCError::Network(anyerror::AnyError::error("append stream input closed")))) };
                     let (req, bytes) = st.next_request(pipe.last_sent, submitted.last_log_id, committed).await?;
                     let now = st.clock.now();
                     if pipe.in_flight.is_empty() {
@@ -632,11 +648,11 @@ where
                     pipe.sent_commit = committed;
                     pipe.timer.sent(now);
                     if tx.try_send(req).is_err() {
-                        return Err(Stop::Retry(RPCError::Network(anyerror::AnyError::error("append stream input full"))));
+                        return Err(Stop::retry(RPCError::Network(anyerror::AnyError::error("append stream input full"))));
                     }
                 }
                 _ = st.clock.sleep_until(answer_deadline), if !pipe.in_flight.is_empty() => {
-                    return Err(Stop::Retry(RPCError::Timeout(rpc_timeout)));
+                    return Err(Stop::retry(RPCError::Timeout(rpc_timeout)));
                 }
                 r = st.submitted.changed(), if !send_now => {
                     if r.is_err() { return Err(Stop::LeadershipEnded); }
@@ -669,11 +685,15 @@ where
     async fn park(&mut self, pipe: &mut Pipe<C>) -> Result<(), Stop> {
         let st = &mut self.state;
         loop {
-            let look = st.look(pipe)?;
-            if !look.parked(pipe) {
-                return Ok(());
+            // In a block of its own: a `Look` held across the wait below would be in the
+            // parked stream's task, the state every idle group's leader keeps per follower.
+            {
+                let look = st.look(pipe)?;
+                if !look.parked(pipe) {
+                    return Ok(());
+                }
+                pipe.arm_commit(look.committed, look.send_now, st.clock.now());
             }
-            pipe.arm_commit(look.committed, look.send_now, st.clock.now());
             tokio::select! {
                 biased;
                 r = st.submitted.changed() => {
@@ -684,11 +704,28 @@ where
                 }
                 _ = changed_opt(&mut pipe.target_restarted) => pipe.on_target_restarted(st),
                 _ = changed_opt(&mut pipe.target_returned), if pipe.unheard_resend.is_none() => pipe.on_target_returned(st),
-                _ = crate::core::sleep_until(st.clock, pipe.unheard_resend) => pipe.on_unheard_resend_due(st),
+                _ = sleep_until_boxed(st.clock, pipe.unheard_resend) => pipe.on_unheard_resend_due(st),
                 r = st.quiesced.changed() => pipe.send_now_unless_ended(r, st.clock.now())?,
                 r = st.heartbeat.changed() => pipe.send_now_unless_ended(r, st.clock.now())?,
             }
         }
+    }
+}
+
+/// [`crate::core::sleep_until`], boxed when there is a deadline: a parked stream rarely has
+/// one (a resend to a node reached but not heard), and a sleep inline would be in the task of
+/// every idle group's stream. One allocation per wait with a deadline.
+///
+/// # Cancel safety
+/// Cancel safe: it only sleeps.
+fn sleep_until_boxed(
+    clock: Clock,
+    deadline: Option<Instant>,
+) -> futures_util::future::Either<std::pin::Pin<Box<tokio::time::Sleep>>, std::future::Pending<()>> {
+    use futures_util::future::Either;
+    match deadline {
+        Some(at) => Either::Left(Box::pin(clock.sleep_until(at))),
+        None => Either::Right(std::future::pending()),
     }
 }
 
@@ -836,8 +873,8 @@ async fn open_stream<C: RaftTypeConfig, N: RaftNetwork<C>>(
     let input = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) }).boxed();
     let option = RPCOption::new(rpc_timeout);
     match timeout(rpc_timeout, network.stream_append(input, option)).await {
-        Ok(r) => Ok((tx, r.map_err(Stop::Retry)?)),
-        Err(_) => Err(Stop::Retry(RPCError::Timeout(rpc_timeout))),
+        Ok(r) => Ok((tx, r.map_err(Stop::retry)?)),
+        Err(_) => Err(Stop::retry(RPCError::Timeout(rpc_timeout))),
     }
 }
 
@@ -923,7 +960,7 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
                 return Err(Stop::NeedSnapshot);
             }
             warn!(start, end, got = entries.len(), "log reader returned an incomplete range");
-            return Err(Stop::Retry(RPCError::Unreachable(anyerror::AnyError::error("log range not readable"))));
+            return Err(Stop::retry(RPCError::Unreachable(anyerror::AnyError::error("log range not readable"))));
         }
         // Keep the request within max_payload_bytes, but carry at least one entry.
         let mut bytes = 0;
@@ -970,7 +1007,7 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
         } else {
             // An answer that is not a greater vote but rejects ours: a confused peer.
             warn!(%vote, mine = %self.vote, "follower rejected a vote that is not lower than its own");
-            Stop::Retry(RPCError::Network(anyerror::AnyError::error("follower rejected the leader vote")))
+            Stop::retry(RPCError::Network(anyerror::AnyError::error("follower rejected the leader vote")))
         }
     }
 

@@ -22,7 +22,7 @@ use crate::storage::RaftLogReader;
 use crate::types::InstallSnapshotRequest;
 
 fn read_error(e: std::io::Error) -> Stop {
-    Stop::Fatal(StorageError::new(ErrorSubject::Snapshot, ErrorVerb::Read, anyerror::AnyError::new(&e)).into())
+    Stop::from(StorageError::new(ErrorSubject::Snapshot, ErrorVerb::Read, anyerror::AnyError::new(&e)))
 }
 
 impl<C, N, LR> ReplicationCore<C, N, LR>
@@ -36,9 +36,9 @@ where
         let st = &mut self.state;
         let (tx, rx) = oneshot::channel();
         st.sm.send(SmMsg::GetSnapshot { tx }).map_err(|_| Stop::LeadershipEnded)?;
-        let snapshot = rx.await.map_err(|_| Stop::LeadershipEnded)?.map_err(|e| Stop::Fatal(Fatal::from(e)))?;
+        let snapshot = rx.await.map_err(|_| Stop::LeadershipEnded)?.map_err(|e| Stop::from(Fatal::from(e)))?;
         let Some(snapshot) = snapshot else {
-            return Err(Stop::Retry(RPCError::Unreachable(anyerror::AnyError::error(
+            return Err(Stop::retry(RPCError::Unreachable(anyerror::AnyError::error(
                 "the follower needs a snapshot but none exists yet",
             ))));
         };
@@ -63,8 +63,8 @@ where
             st.gauge.set(1, want as u64);
             let _reset = GaugeReset(st.gauge.clone());
             let resp = match timeout(option.timeout, self.network.install_snapshot(req, option)).await {
-                Ok(r) => r.map_err(Stop::Retry)?,
-                Err(_) => return Err(Stop::Retry(RPCError::Timeout(option.timeout))),
+                Ok(r) => r.map_err(Stop::retry)?,
+                Err(_) => return Err(Stop::retry(RPCError::Timeout(option.timeout))),
             };
             if resp.vote != st.vote {
                 return Err(st.higher_vote(resp.vote));

@@ -212,3 +212,32 @@ fn crashed_error() -> StorageError {
         AnyError::error("the node crashed at a crash point: this storage call never completed"),
     )
 }
+
+/// A store's crash switch: none until a test sets one, so that the thousands of stores of a
+/// many-groups benchmark, never armed, allocate nothing for it. Passes every call through while
+/// unset.
+#[derive(Clone, Default)]
+pub(crate) struct StoreSwitch(Option<CrashSwitch>);
+
+impl StoreSwitch {
+    /// Use `switch` from now on.
+    pub(crate) fn set(&mut self, switch: CrashSwitch) {
+        self.0 = Some(switch);
+    }
+
+    /// [`CrashSwitch::enter`], if a switch is set.
+    pub(crate) async fn enter(&self) -> Result<(), StorageError> {
+        match &self.0 {
+            Some(switch) => switch.enter().await,
+            None => Ok(()),
+        }
+    }
+
+    /// [`CrashSwitch::after`], if a switch is set.
+    pub(crate) async fn after(&self, call: StorageCall) -> Result<(), StorageError> {
+        match &self.0 {
+            Some(switch) => switch.after(call).await,
+            None => Ok(()),
+        }
+    }
+}

@@ -45,7 +45,7 @@ use std::time::Duration;
 use anyerror::AnyError;
 
 use super::TypeConfig;
-use super::crash_switch::{CrashSwitch, StorageCall};
+use super::crash_switch::{CrashSwitch, StorageCall, StoreSwitch};
 use crate::error::{ErrorSubject, ErrorVerb, StorageError};
 use crate::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use crate::types::{Entry, LogId, LogIdOptionExt, Vote};
@@ -99,9 +99,12 @@ struct LogInner {
     flush_delay: Duration,
     flush_stalled: bool,
     append_count: u64,
-    /// Freezes the node between two storage calls; unarmed unless a test arms it.
-    crash: CrashSwitch,
+    /// Freezes the node between two storage calls; none unless a test sets one.
+    crash: StoreSwitch,
 }
+
+/// A log of up to this many entries is allocated exactly, without the spare room of doubling.
+const SHORT_LOG: usize = 8;
 
 /// The log as one of the two views sees it.
 #[derive(Clone, Default)]
@@ -169,7 +172,14 @@ impl LogView {
         match op {
             // Appends follow the last entry (`append_entries` checks it, and the durable view
             // replays the same operations in the same order).
-            LogOp::Append(entries) => self.entries.extend(entries),
+            LogOp::Append(entries) => {
+                // Exactly what a short log needs (an idle group of a many-groups benchmark holds
+                // three entries, in each of two views); longer ones grow by doubling.
+                if self.entries.len() + entries.len() <= SHORT_LOG {
+                    self.entries.reserve_exact(entries.len());
+                }
+                self.entries.extend(entries);
+            }
             LogOp::Truncate(since) => {
                 let first = self.entries.front().map_or(0, |e| e.log_id.index);
                 let kept = usize::try_from(since.saturating_sub(first)).unwrap_or(usize::MAX);
@@ -193,6 +203,11 @@ impl LogInner {
     fn push_pending(&mut self, op: LogOp, callback: Option<IOFlushed<C>>) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
+        // One slot for the first operation (an idle group's last one is usually its lazily
+        // saved committed id, which waits for the next append): not the four a deque starts with.
+        if self.pending.capacity() == 0 {
+            self.pending.reserve_exact(1);
+        }
         self.pending.push_back(PendingIo { seq, op, callback });
         seq
     }
@@ -213,6 +228,12 @@ impl LogInner {
             if let Some(callback) = io.callback {
                 callback.io_completed(Ok(()));
             }
+        }
+        // Hand the buffer back once everything is durable: the store of an idle group of a
+        // many-groups benchmark would keep it (four slots) for nothing. At most one allocation
+        // per flush that drains the queue, never per entry.
+        if self.pending.is_empty() {
+            self.pending = VecDeque::new();
         }
     }
 }
@@ -260,7 +281,7 @@ impl MemLogStore {
             flush_delay: Duration::ZERO,
             flush_stalled: false,
             append_count: 0,
-            crash: CrashSwitch::new(),
+            crash: StoreSwitch::default(),
         };
         Self { shared: Arc::new(Mutex::new(inner)), generation: 0 }
     }
@@ -314,10 +335,10 @@ impl MemLogStore {
     /// Freeze this store's node at the crash points `switch` is armed with. Share the switch
     /// with the node's state machine. Carries over [`reopen`](Self::reopen).
     pub fn set_crash_switch(&self, switch: CrashSwitch) {
-        lock(&self.shared).crash = switch;
+        lock(&self.shared).crash.set(switch);
     }
 
-    fn crash_switch(&self) -> CrashSwitch {
+    fn crash_switch(&self) -> StoreSwitch {
         lock(&self.shared).crash.clone()
     }
 

@@ -1,6 +1,6 @@
 //! [`MemStateMachine`]: an in-memory key-value [`RaftStateMachine`] with snapshots.
 //!
-//! It applies [`Request`]s to a `BTreeMap<String, String>` and records the last applied log id
+//! It applies [`Request`]s to a map of `String` keys to `String` values and records the last applied log id
 //! and membership, so [`applied_state`](RaftStateMachine::applied_state) reports them. It
 //! checks that entries arrive once each and in log order, and fails with a [`StorageError`]
 //! otherwise, so a test catches a node that applies twice or skips an entry.
@@ -12,14 +12,14 @@
 //! encoded by hand, so the crate needs no serialization format: for each pair in key order, the
 //! key then the value, each as a little-endian `u64` byte length followed by its UTF-8 bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyerror::AnyError;
 
-use super::crash_switch::{CrashSwitch, StorageCall};
+use super::crash_switch::{CrashSwitch, StorageCall, StoreSwitch};
 use super::{Request, Response, TypeConfig};
 use crate::error::{ErrorSubject, ErrorVerb, StorageError};
 use crate::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
@@ -60,14 +60,16 @@ struct SmInner {
     snapshots_built: u64,
     apply_count: u64,
     apply_delay: Duration,
-    /// Freezes the node between two storage calls; unarmed unless a test arms it.
-    crash: CrashSwitch,
+    /// Freezes the node between two storage calls; none unless a test sets one.
+    crash: StoreSwitch,
 }
 
 /// What the state machine holds.
 #[derive(Default)]
 struct SmState {
-    kv: BTreeMap<String, String>,
+    /// A hash map, not a B-tree: a B-tree's first node has room for eleven pairs, which every
+    /// idle group of a many-groups benchmark, holding one or two keys, would pay for.
+    kv: HashMap<String, String>,
     applied: Option<LogId<C>>,
     membership: StoredMembership<C>,
 }
@@ -148,7 +150,7 @@ impl MemStateMachine {
             snapshots_built: 0,
             apply_count: 0,
             apply_delay: Duration::ZERO,
-            crash: CrashSwitch::new(),
+            crash: StoreSwitch::default(),
         };
         Self { shared: Arc::new(Mutex::new(inner)), generation: 0 }
     }
@@ -188,7 +190,7 @@ impl MemStateMachine {
 
     /// A copy of the key-value map.
     pub fn data(&self) -> BTreeMap<String, String> {
-        lock(&self.shared).state.kv.clone()
+        sorted(&lock(&self.shared).state.kv)
     }
 
     /// A copy of the key-value map if this handle is still its node's current one (no
@@ -197,7 +199,7 @@ impl MemStateMachine {
     /// of the crashed process would see state that process never had.
     pub fn data_if_current(&self) -> Option<BTreeMap<String, String>> {
         let inner = lock(&self.shared);
-        (inner.generation == self.generation).then(|| inner.state.kv.clone())
+        (inner.generation == self.generation).then(|| sorted(&inner.state.kv))
     }
 
     /// Whether this handle is still its node's current one (no [`reopen`](Self::reopen)
@@ -227,10 +229,10 @@ impl MemStateMachine {
     /// [`crash_switch`](super::crash_switch)). Share the switch with the node's log store.
     /// Carries over a reopen.
     pub fn set_crash_switch(&self, switch: CrashSwitch) {
-        lock(&self.shared).crash = switch;
+        lock(&self.shared).crash.set(switch);
     }
 
-    fn crash_switch(&self) -> CrashSwitch {
+    fn crash_switch(&self) -> StoreSwitch {
         lock(&self.shared).crash.clone()
     }
 
@@ -337,10 +339,18 @@ impl RaftSnapshotBuilder<C> for MemSnapshotBuilder {
     }
 }
 
-/// Encode the map in the [snapshot format](self#snapshot-format).
-fn encode_kv(kv: &BTreeMap<String, String>) -> Vec<u8> {
+/// A copy of the map in key order.
+fn sorted(kv: &HashMap<String, String>) -> BTreeMap<String, String> {
+    kv.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Encode the map in the [snapshot format](self#snapshot-format): pairs in key order, so that
+/// equal maps encode alike.
+fn encode_kv(kv: &HashMap<String, String>) -> Vec<u8> {
+    let mut pairs: Vec<_> = kv.iter().collect();
+    pairs.sort_unstable();
     let mut out = Vec::new();
-    for s in kv.iter().flat_map(|(k, v)| [k, v]) {
+    for s in pairs.into_iter().flat_map(|(k, v)| [k, v]) {
         out.extend_from_slice(&(s.len() as u64).to_le_bytes());
         out.extend_from_slice(s.as_bytes());
     }
@@ -351,8 +361,8 @@ fn encode_kv(kv: &BTreeMap<String, String>) -> Vec<u8> {
 ///
 /// # Errors
 /// [`StorageError`] if the data is truncated or a string is not UTF-8.
-fn decode_kv(mut data: &[u8]) -> Result<BTreeMap<String, String>, StorageError> {
-    let mut kv = BTreeMap::new();
+fn decode_kv(mut data: &[u8]) -> Result<HashMap<String, String>, StorageError> {
+    let mut kv = HashMap::new();
     while !data.is_empty() {
         let key = take_string(&mut data)?;
         let value = take_string(&mut data)?;

@@ -438,13 +438,13 @@ impl EngineBuilder {
                 engine.state.server_state = ServerState::Candidate;
                 engine.state.leader_id = None;
                 let vote = if pre_vote { Vote::new(self.vote.term + 1, self.id) } else { self.vote };
-                engine.candidate = Some(Candidate {
+                engine.candidate = Some(Box::new(Candidate {
                     vote,
                     granted: granted.into_iter().collect(),
                     pre_vote,
                     force: false,
                     turn_of: None,
-                });
+                }));
             }
             Role::Leader { first_io_seq, flushed, progress, extra } => {
                 assert!(self.vote.committed && self.vote.node_id == Some(self.id), "a leader holds its elected vote");

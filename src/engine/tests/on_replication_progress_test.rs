@@ -37,7 +37,7 @@ fn commit_commands(first: u64, last: LogId<C>) -> Vec<Command<C>> {
 }
 
 fn progress_of(engine: &Engine<C>, target: u64) -> Option<LogId<C>> {
-    engine.leader.as_ref().expect("a leader").progress[&target]
+    *engine.leader.as_ref().expect("a leader").progress.get(&target).expect("a target")
 }
 
 #[test]

@@ -36,8 +36,8 @@ fn pre_vote_resp(vote: Vote<C>, granted: bool) -> VoteResponse<C> {
     VoteResponse { vote, vote_granted: granted, last_log_id: last(), pre_vote: true }
 }
 
-fn candidate_of(vote: Vote<C>, granted: &[u64], pre_vote: bool) -> Candidate<C> {
-    Candidate { vote, granted: granted.iter().copied().collect(), pre_vote, force: false, turn_of: None }
+fn candidate_of(vote: Vote<C>, granted: &[u64], pre_vote: bool) -> Box<Candidate<C>> {
+    Box::new(Candidate { vote, granted: granted.iter().copied().collect(), pre_vote, force: false, turn_of: None })
 }
 
 #[test]

@@ -257,7 +257,7 @@ fn target_told_by_its_leader_campaigns_at_once_with_a_forced_vote() {
     assert_eq!(engine.state.server_state, ServerState::Candidate);
     assert_eq!(
         engine.candidate,
-        Some(Candidate { vote: candidate, granted: [2].into(), pre_vote: false, force: true, turn_of: None })
+        Some(Box::new(Candidate { vote: candidate, granted: [2].into(), pre_vote: false, force: true, turn_of: None }))
     );
 }
 
