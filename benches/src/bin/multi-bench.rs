@@ -30,17 +30,18 @@ const OUTCOME: &str = "MULTI-BENCH-OUTCOME ";
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Group counts to measure with quiescence on: idle, writes, failover.
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 100, 1000, 10000])]
+    /// Group counts to measure with quiescence on: idle, writes, failover (given with no
+    /// value: none).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_values_t = [1, 100, 1000, 10000])]
     groups: Vec<u64>,
 
     /// Group counts to measure idle with quiescence off, for contrast (given with no value: none).
     #[arg(long, value_delimiter = ',', num_args = 0.., default_values_t = [1, 100, 1000])]
     no_quiesce_groups: Vec<u64>,
 
-    /// Group counts to measure writes on with one `SharedLog` file stream per node (empty:
-    /// none).
-    #[arg(long, value_delimiter = ',', num_args = 0.., default_values_t = [1, 1000])]
+    /// Group counts to measure idle cost and writes on with one `SharedLog` file stream per
+    /// node, the log store a host of many groups is meant to run on (empty: none).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_values_t = [1, 1000, 10000])]
     shared_log_groups: Vec<u64>,
 
     /// Where the shared logs go (a directory per run, removed afterwards); must be a real
@@ -113,7 +114,7 @@ fn main() -> ExitCode {
 }
 
 /// Every run of the default command: quiescence on at each group count (everything), off
-/// (idle only), shared logs (writes only).
+/// (idle only), shared logs (idle and writes).
 fn plans(args: &Args) -> Vec<Plan> {
     let base = Plan {
         groups: 0,
@@ -145,7 +146,6 @@ fn plans(args: &Args) -> Vec<Plan> {
     plans.extend(args.shared_log_groups.iter().map(|n| Plan {
         groups: *n,
         shared_log_dir: Some(args.shared_log_dir.join(format!("multi-bench-{}-{n}", std::process::id()))),
-        idle_rounds: 0,
         failover_rounds: 0,
         ..base.clone()
     }));

@@ -57,15 +57,16 @@ fn thousands(x: f64) -> String {
 /// The idle table: one row per run that measured idle windows.
 pub fn idle_table(outcomes: &[Outcome]) -> String {
     let mut t = String::from(
-        "| groups | quiesce | set-up s | CPU % of a core | RSS KiB per group per node | heap KiB per group per node | RPC/s 1↔2 | beats/s 1↔2 | elections while idle |\n\
-         |---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| groups | quiesce | log store | set-up s | CPU % of a core | RSS KiB per group per node | heap KiB per group per node | RPC/s 1↔2 | beats/s 1↔2 | elections while idle |\n\
+         |---:|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for o in outcomes.iter().filter(|o| !o.idle.is_empty() && !o.shared_log) {
+    for o in outcomes.iter().filter(|o| !o.idle.is_empty()) {
         let _ = writeln!(
             t,
-            "| {} | {} | {:.1} | {:.2} | {} | {} | {} | {:.0} | {} |",
+            "| {} | {} | {} | {:.1} | {:.2} | {} | {} | {} | {:.0} | {} |",
             thousands(o.groups as f64),
             if o.quiesce { "on" } else { "off" },
+            if o.shared_log { "shared log" } else { "memory" },
             o.setup_secs,
             median(o.idle.iter().map(|w| w.cpu_percent())),
             kib(o.rss_per_replica()),
@@ -207,14 +208,16 @@ pub fn notes(outcomes: &[Outcome]) -> String {
 pub fn verdicts(outcomes: &[Outcome]) -> String {
     let mut t = String::new();
     let memory = |o: &&Outcome| !o.shared_log && o.error.is_none();
-    if let Some(o) = outcomes.iter().filter(memory).filter(|o| o.quiesce && !o.idle.is_empty()).max_by_key(|o| o.groups)
-    {
+    for shared_log in [false, true] {
+        let idle = |o: &&Outcome| o.shared_log == shared_log && o.error.is_none() && o.quiesce && !o.idle.is_empty();
+        let Some(o) = outcomes.iter().filter(idle).max_by_key(|o| o.groups) else { continue };
         let cpu = median(o.idle.iter().map(|w| w.cpu_percent()));
         let per_group = o.rss_per_replica();
         let _ = writeln!(
             t,
-            "- idle, {} groups: CPU {cpu:.2} % of a core (goal < {}): {}; RSS {} KiB per group per node (goal < 10): {}",
+            "- idle, {} groups, {} log stores: CPU {cpu:.2} % of a core (goal < {}): {}; RSS {} KiB per group per node (goal < 10): {}",
             o.groups,
+            if shared_log { "shared" } else { "memory" },
             goals::IDLE_CPU_PERCENT,
             if cpu < goals::IDLE_CPU_PERCENT { "met" } else { "NOT met" },
             kib(per_group),
