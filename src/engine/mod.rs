@@ -52,7 +52,7 @@ use std::time::Duration;
 
 pub(crate) use command::{Command, ReplicationTarget};
 pub(crate) use leader::{Leader, ReplicationResult};
-pub(crate) use lease::Ack;
+pub(crate) use lease::{Ack, Acked};
 pub(crate) use log_id_list::LogIdList;
 pub(crate) use membership_change::ChangeRejected;
 pub(crate) use quiesce::splitmix64;
@@ -163,11 +163,22 @@ impl<C: RaftTypeConfig> Engine<C> {
     pub(crate) fn startup(&mut self, now: Instant) {
         self.state.server_state = self.follower_or_learner();
         let voters = self.state.membership.effective().voter_ids();
-        let sole_voter = voters.len() == 1 && voters.contains(&self.config.id);
+        // A node that is the only voter of its config takes over at once, unless its vote names
+        // another node. Such a vote means it followed (or voted for) another leader, whose
+        // lease may still count on its answers: a leader that moves its group to this node
+        // ({B} -> joint -> {A}) holds a lease on A's answers alone from the moment the final
+        // config is appended, until it learns that config committed; A, restarted in that
+        // window with {A} durable, must not elect itself inside that lease (found in review: a
+        // stale lease read on B after a write A acknowledged). A vote naming this node was
+        // cast in a campaign that honoured stickiness (or was forced by a transfer, whose
+        // leader gave up its lease), so no other leader's lease counts on it.
+        let sole_voter = voters.len() == 1
+            && voters.contains(&self.config.id)
+            && self.state.vote.node_id.is_none_or(|n| n == self.config.id);
         // Before it stopped, this node may have answered a leader that now counts on it for
         // its lease: keep the promise those answers made, as if it heard from a leader now. A
-        // node that never saw a term has answered nobody, and a sole voter's promise binds
-        // only itself.
+        // node that never saw a term has answered nobody, and a sole voter (as above) answered
+        // no other leader.
         if self.state.vote.term > 0 && !sole_voter {
             self.last_leader_contact = Some(now);
         }

@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
-use quorate::testing::Request;
-use quorate::{LinearizableReadError, RaftError, ReadPolicy, ServerState, TransferLeaderError};
+use maplit::btreeset;
+use quorate::testing::{MemLogStore, MemStateMachine, Request};
+use quorate::{ChangeMembers, LinearizableReadError, RaftError, ReadPolicy, ServerState, TransferLeaderError};
 use tokio::time::Instant;
 
-use crate::fixture::{TIMEOUT, TestCluster, init_tracing};
+use crate::fixture::{TIMEOUT, TestCluster, init_tracing, node_addr};
 
 /// Raft §8: a read on the leader sees every write acknowledged before it started.
 #[tokio::test(start_paused = true)]
@@ -158,4 +159,57 @@ async fn transfer_to_an_unreachable_node_times_out() {
     assert!(matches!(r, Err(RaftError::APIError(TransferLeaderError::Timeout(t))) if t == to), "got {r:?}");
     assert_eq!(c.raft(leader).metrics().borrow().state, ServerState::Leader);
     c.raft(leader).client_write(Request::Noop).await.expect("writes are accepted again");
+}
+
+/// Found in review (a stale lease read where a crash meets a membership change): a leader that
+/// moves its group to another node ({1} -> joint -> {2}) holds, once the final config {2} is
+/// appended and until it learns that config committed, a lease counted on node 2's answers
+/// alone. Node 2, restarted in that window with {2} durable, is its config's only voter; it
+/// used to elect itself at once, ignoring the promise its answers made, and node 1 then served
+/// a lease read that missed a write node 2 had acknowledged. Now a sole voter whose vote names
+/// another node keeps that promise like any voter.
+#[tokio::test(start_paused = true)]
+async fn a_node_the_group_moved_to_restarted_in_the_old_leaders_lease_does_not_break_it() {
+    init_tracing();
+    let mut c = TestCluster::new(&[1]).await;
+    c.initialize(1).await;
+    c.set(1, "k", "old").await;
+    c.start_node(2, MemLogStore::new(), MemStateMachine::new()).await;
+    // Node 2's answers reach node 1 50 ms late: the final config {2} is on node 2 (and in
+    // effect on node 1) 50 ms before node 1 learns that it is committed.
+    c.router.set_answer_delay(1, 2, Duration::from_millis(50));
+    c.raft(1).add_learner(2, node_addr(2), true).await.expect("add learner");
+    let raft1 = c.raft(1).clone();
+    let _change =
+        tokio::spawn(
+            async move { raft1.change_membership(ChangeMembers::ReplaceAllVoters(btreeset! {2}), false).await },
+        );
+    c.raft(2)
+        .wait(Some(TIMEOUT))
+        .metrics(
+            |m| {
+                let config = &m.membership_config.membership;
+                !config.is_joint() && config.voter_ids() == btreeset! {2}
+            },
+            "node 2 holds the final config {2}",
+        )
+        .await
+        .unwrap();
+    assert_eq!(c.raft(1).metrics().borrow().state, ServerState::Leader, "node 1 still leads");
+
+    // Node 2 crashes and restarts, cut off from node 1; it becomes leader and a write to it
+    // is acknowledged.
+    c.router.block(1, 2);
+    c.router.block(2, 1);
+    c.restart_node(2).await;
+    c.raft(2).wait(Some(TIMEOUT)).state(ServerState::Leader, "node 2 leads alone").await.unwrap();
+    c.set(2, "k", "new").await;
+
+    // A lease read on node 1 that starts after that write was acknowledged.
+    let read = c.raft(1).ensure_linearizable(ReadPolicy::LeaseRead).await;
+    let seen = c.nodes[&1].sm.data().get("k").cloned();
+    assert!(
+        read.is_err() || seen.as_deref() == Some("new"),
+        "stale lease read on node 1: {read:?} saw k = {seen:?} after node 2 acknowledged k = new"
+    );
 }

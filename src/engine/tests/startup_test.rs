@@ -111,6 +111,34 @@ fn sole_voter_elects_itself_at_startup() {
     assert_eq!(engine.leader.as_ref().map(|l| l.vote), Some(elected));
 }
 
+/// Found in review: the only voter of its config, whose vote names another node, may have
+/// answered a leader that moved the group to it and still holds a lease on those answers (the
+/// final config {2} is appended on leader 1, not yet known committed there). Restarted, it
+/// keeps the promise like any voter, and campaigns only after its election timeout.
+#[test]
+fn a_sole_voter_that_followed_another_leader_keeps_its_promise_at_startup() {
+    let now = Instant::now();
+    let mut engine = EngineBuilder::node(2)
+        .vote(Vote::new_committed(1, 1))
+        .log([log_id(1, 0), log_id(1, 1), log_id(1, 2), log_id(1, 3)])
+        .committed(log_id(1, 2))
+        .membership(log_id(1, 3), voters(&[2]))
+        .build();
+
+    engine.startup(now);
+
+    assert_eq!(engine.take_commands(), vec![], "no campaign at startup");
+    assert_eq!(engine.state.server_state, ServerState::Follower);
+    assert_eq!(engine.last_leader_contact, Some(now), "the promise its answers made");
+    assert_deadline_after(&engine, now);
+
+    // Its election timer campaigns, once the promise has run out: it still becomes leader.
+    let deadline = engine.election_deadline().expect("an election timer");
+    engine.handle_timeout(deadline);
+    assert_eq!(engine.state.server_state, ServerState::Leader);
+    assert_eq!(engine.state.vote.term, 2);
+}
+
 /// Found by the simulator (seed 1128 before the fixes): a node whose state machine was ahead of
 /// its durable log restarts with the log purged up to what was applied — past its last
 /// snapshot. The entries in between exist nowhere on it, so as a leader it could catch a
