@@ -5,7 +5,7 @@ use tracing::{debug, warn};
 
 use crate::RaftTypeConfig;
 use crate::engine::target_map::TargetMap;
-use crate::engine::{Ack, Command, Engine, LogIOId, ReplicationTarget};
+use crate::engine::{Acked, Command, Engine, LogIOId, ReplicationTarget};
 use crate::types::{DisplayOption, Entry, EntryPayload, LogId, Membership, Vote};
 
 /// What a replication stream learned about its target.
@@ -40,7 +40,7 @@ pub(crate) struct Leader<C: RaftTypeConfig> {
     pub(crate) since: Instant,
     /// For every other member, what the latest request it answered proves: it still followed
     /// this leader when that request was sent, in that heartbeat round.
-    pub(crate) acked: TargetMap<C::NodeId, Ack>,
+    pub(crate) acked: TargetMap<C::NodeId, Acked>,
     /// Set for good once this leader told another node to campaign (TimeoutNow): that node's
     /// vote requests pass over the stickiness the lease relies on.
     pub(crate) lease_revoked: bool,

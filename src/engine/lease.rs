@@ -22,12 +22,44 @@ use crate::types::Vote;
 /// that the leader sent at `sent_at`, during heartbeat round `round` (see
 /// [`Engine::leader_read`]).
 ///
-/// Both come from the request the answer is for, identified by the replication stream; never
-/// from the time the answer arrived.
+/// All of it comes from the request the answer is for, identified by the replication stream;
+/// never from the time the answer arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Ack {
     pub(crate) sent_at: Instant,
     pub(crate) round: u64,
+    /// Whether the request was a heartbeat marked `quiesce`: handling it may have quiesced the
+    /// follower, so it proves that the follower followed, not that it is awake.
+    pub(crate) marked: bool,
+}
+
+/// What a leader knows from the answers of one member: the latest of each of the proofs an
+/// [`Ack`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Acked {
+    /// The latest send time of a request it answered.
+    pub(crate) sent_at: Instant,
+    /// The latest heartbeat round of a request it answered.
+    pub(crate) round: u64,
+    /// The latest send time of an answered request not marked `quiesce`: the member handled
+    /// a request that leaves a follower awake (see [`Engine::note_followers_awake`]).
+    pub(crate) unmarked_sent_at: Option<Instant>,
+}
+
+impl Acked {
+    fn new(ack: Ack) -> Self {
+        Self { sent_at: ack.sent_at, round: ack.round, unmarked_sent_at: (!ack.marked).then_some(ack.sent_at) }
+    }
+
+    /// Fold in a later answer. Replies can arrive out of order across probes and streams:
+    /// keep the latest of each.
+    pub(crate) fn add(&mut self, ack: Ack) {
+        self.sent_at = self.sent_at.max(ack.sent_at);
+        self.round = self.round.max(ack.round);
+        if !ack.marked {
+            self.unmarked_sent_at = self.unmarked_sent_at.max(Some(ack.sent_at));
+        }
+    }
 }
 
 impl<C: RaftTypeConfig> Engine<C> {
@@ -40,10 +72,7 @@ impl<C: RaftTypeConfig> Engine<C> {
         if leader.vote != vote || !leader.progress.contains_key(&target) {
             return;
         }
-        let acked = leader.acked.get_or_insert(target, ack);
-        // Replies can arrive out of order across probes and streams: keep the latest of each.
-        acked.sent_at = acked.sent_at.max(ack.sent_at);
-        acked.round = acked.round.max(ack.round);
+        leader.acked.get_or_insert(target, Acked::new(ack)).add(ack);
         self.note_followers_awake();
     }
 

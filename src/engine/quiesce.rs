@@ -127,15 +127,26 @@ impl<C: RaftTypeConfig> Engine<C> {
         self.leader.as_ref().is_some_and(|l| l.quiesced || l.followers_may_be_quiesced)
     }
 
-    /// After an acknowledgement: once every member answered a request sent after the leader
-    /// woke, no follower is quiesced under it any more (each handled a message not marked).
+    /// After an acknowledgement: once every member answered a request not marked `quiesce`
+    /// and sent after the leader woke, no follower is quiesced under it any more.
+    ///
+    /// Why that proves it: a member handles one stream's requests in order. After the wake a
+    /// stream that has not yet seen it may still send a marked heartbeat (it quiesces the
+    /// follower), but every request it sends once it has seen the wake is unmarked, and comes
+    /// after; so a follower that handled an unmarked request sent after the wake is awake,
+    /// until the leader quiesces again (which starts over). A marked answer proves nothing
+    /// here, whenever it was sent. "After" is strict: a request sent at the very instant of
+    /// the wake (a paused clock, or a coarse one) may have been sent before it, as the
+    /// stream's last unmarked request before the marked one; such a member waits for its next
+    /// answer, which costs at most a release that was not needed.
     pub(crate) fn note_followers_awake(&mut self) {
         let Some(leader) = self.leader.as_mut() else { return };
         if leader.quiesced || !leader.followers_may_be_quiesced {
             return;
         }
         let since = leader.since;
-        if leader.progress.keys().all(|id| leader.acked.get(id).is_some_and(|a| a.sent_at >= since)) {
+        let awake = |id: &C::NodeId| leader.acked.get(id).and_then(|a| a.unmarked_sent_at).is_some_and(|t| t > since);
+        if leader.progress.keys().all(awake) {
             leader.followers_may_be_quiesced = false;
         }
     }

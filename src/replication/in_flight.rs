@@ -9,8 +9,6 @@
 
 use std::collections::VecDeque;
 
-use tokio::time::Instant;
-
 use crate::RaftTypeConfig;
 use crate::engine::Ack;
 use crate::types::LogId;
@@ -75,11 +73,11 @@ impl<C: RaftTypeConfig> InFlight<C> {
         self.sent.back().is_none_or(|s| last_log_id > s.last_log_id)
     }
 
-    /// A request ending at `last_log_id`, carrying `bytes` of entries, was sent at `sent_at`
-    /// in heartbeat round `round`. It must pass [`may_send`](Self::may_send).
-    pub(crate) fn push(&mut self, last_log_id: Option<LogId<C>>, sent_at: Instant, round: u64, bytes: u64) {
+    /// A request ending at `last_log_id`, carrying `bytes` of entries, was sent; `ack` is what
+    /// its answer will prove. It must pass [`may_send`](Self::may_send).
+    pub(crate) fn push(&mut self, last_log_id: Option<LogId<C>>, ack: Ack, bytes: u64) {
         debug_assert!(self.may_send(last_log_id), "two requests in flight would end at one log id");
-        self.sent.push_back(Sent { last_log_id, ack: Ack { sent_at, round }, bytes });
+        self.sent.push_back(Sent { last_log_id, ack, bytes });
         self.bytes += bytes;
     }
 
@@ -112,6 +110,7 @@ mod tests {
     use std::time::Duration;
 
     use pretty_assertions::assert_eq;
+    use tokio::time::Instant;
 
     use super::*;
     use crate::testing_types::{UTConfig, log_id};
@@ -120,22 +119,26 @@ mod tests {
         t0 + Duration::from_millis(ms)
     }
 
+    fn ack(sent_at: Instant, round: u64) -> Ack {
+        Ack { sent_at, round, marked: false }
+    }
+
     #[test]
     fn an_answer_proves_what_its_own_request_proves() {
         let t0 = Instant::now();
         let mut f = InFlight::<UTConfig>::default();
-        f.push(Some(log_id(1, 3)), at(t0, 1), 1, 10);
-        f.push(Some(log_id(1, 5)), at(t0, 2), 2, 20);
-        f.push(Some(log_id(1, 9)), at(t0, 3), 2, 40);
+        f.push(Some(log_id(1, 3)), ack(at(t0, 1), 1), 10);
+        f.push(Some(log_id(1, 5)), ack(at(t0, 2), 2), 20);
+        f.push(Some(log_id(1, 9)), ack(at(t0, 3), 2), 40);
         assert_eq!(f.bytes(), 70);
 
         // The answer to the second request also settles the first, and proves the second's.
-        assert_eq!(f.on_success(Some(log_id(1, 5))), Answered::Request(Ack { sent_at: at(t0, 2), round: 2 }));
+        assert_eq!(f.on_success(Some(log_id(1, 5))), Answered::Request(ack(at(t0, 2), 2)));
         assert_eq!((f.len(), f.bytes()), (1, 40));
         // A late answer to the first proves nothing new.
         assert_eq!(f.on_success(Some(log_id(1, 3))), Answered::Nothing);
         assert_eq!(f.on_success(Some(log_id(1, 12))), Answered::NeverSent);
-        assert_eq!(f.on_success(Some(log_id(1, 9))), Answered::Request(Ack { sent_at: at(t0, 3), round: 2 }));
+        assert_eq!(f.on_success(Some(log_id(1, 9))), Answered::Request(ack(at(t0, 3), 2)));
         assert!(f.is_empty());
         assert_eq!(f.on_success(Some(log_id(1, 9))), Answered::Nothing);
     }
@@ -148,11 +151,11 @@ mod tests {
         let t0 = Instant::now();
         let mut f = InFlight::<UTConfig>::default();
         assert!(f.may_send(None), "an empty pipeline takes anything");
-        f.push(Some(log_id(1, 5)), at(t0, 1), 1, 10);
+        f.push(Some(log_id(1, 5)), ack(at(t0, 1), 1), 10);
         assert!(!f.may_send(Some(log_id(1, 5))), "a heartbeat at the same log id");
         assert!(!f.may_send(Some(log_id(1, 4))));
         assert!(f.may_send(Some(log_id(1, 6))));
-        assert_eq!(f.on_success(Some(log_id(1, 5))), Answered::Request(Ack { sent_at: at(t0, 1), round: 1 }));
+        assert_eq!(f.on_success(Some(log_id(1, 5))), Answered::Request(ack(at(t0, 1), 1)));
         assert!(f.may_send(Some(log_id(1, 5))));
     }
 
@@ -161,8 +164,8 @@ mod tests {
         let t0 = Instant::now();
         let mut f = InFlight::<UTConfig>::default();
         assert_eq!(f.oldest(), None);
-        f.push(Some(log_id(1, 3)), at(t0, 1), 4, 0);
-        f.push(Some(log_id(1, 5)), at(t0, 2), 5, 0);
-        assert_eq!(f.oldest(), Some(Ack { sent_at: at(t0, 1), round: 4 }));
+        f.push(Some(log_id(1, 3)), ack(at(t0, 1), 4), 0);
+        f.push(Some(log_id(1, 5)), ack(at(t0, 2), 5), 0);
+        assert_eq!(f.oldest(), Some(ack(at(t0, 1), 4)));
     }
 }

@@ -463,7 +463,7 @@ where
                 quiesce: None,
             };
             let option = RPCOption::new(st.config.rpc_timeout);
-            let ack = Ack { sent_at: st.clock.now(), round: *st.heartbeat.borrow_and_update() };
+            let ack = Ack { sent_at: st.clock.now(), round: *st.heartbeat.borrow_and_update(), marked: false };
             st.gauge.set(1, 0);
             let _reset = GaugeReset(st.gauge.clone());
             let resp = match timeout(option.timeout, self.network.append_entries(req, option)).await {
@@ -621,7 +621,8 @@ where
                     pipe.last_sent = req.last_log_id();
                     debug!(prev = %DisplayOption(&req.prev_log_id), last = %DisplayOption(&pipe.last_sent), entries = req.entries.len(), "sending entries");
                     pipe.sent_commit = committed;
-                    pipe.in_flight.push(pipe.last_sent, now, *st.heartbeat.borrow_and_update(), bytes);
+                    let ack = Ack { sent_at: now, round: *st.heartbeat.borrow_and_update(), marked: false };
+                    pipe.in_flight.push(pipe.last_sent, ack, bytes);
                     pipe.timer.sent(now);
                     permit.send(req);
                 }
@@ -644,7 +645,8 @@ where
                     if pipe.in_flight.is_empty() {
                         answer_deadline = now + rpc_timeout;
                     }
-                    pipe.in_flight.push(pipe.last_sent, now, *st.heartbeat.borrow_and_update(), 0);
+                    let ack = Ack { sent_at: now, round: *st.heartbeat.borrow_and_update(), marked: pipe.quiesce_sent };
+                    pipe.in_flight.push(pipe.last_sent, ack, 0);
                     pipe.sent_commit = committed;
                     pipe.timer.sent(now);
                     if tx.try_send(req).is_err() {

@@ -59,7 +59,7 @@ where
             data.read_exact(&mut buf).await.map_err(read_error)?;
             let done = offset + want as u64 >= len;
             let req = InstallSnapshotRequest { vote: st.vote, meta: meta.clone(), offset, data: buf.clone(), done };
-            let ack = Ack { sent_at: st.clock.now(), round: *st.heartbeat.borrow_and_update() };
+            let ack = Ack { sent_at: st.clock.now(), round: *st.heartbeat.borrow_and_update(), marked: false };
             st.gauge.set(1, want as u64);
             let _reset = GaugeReset(st.gauge.clone());
             let resp = match timeout(option.timeout, self.network.install_snapshot(req, option)).await {

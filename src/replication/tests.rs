@@ -602,6 +602,26 @@ async fn a_quiesced_stream_is_closed_until_it_has_something_to_send() {
     assert_eq!(stream.reported.last(), Some(&Some(log_id(1, 22))));
 }
 
+/// The answer to a heartbeat marked `quiesce` is reported as such (the follower may have
+/// quiesced on it), and the answers after the wake are not: what tells the leader that no
+/// follower is still quiesced under it (`Engine::note_followers_awake`).
+#[tokio::test(start_paused = true)]
+async fn answers_say_whether_their_request_was_marked() {
+    let (_network, mut stream) = caught_up_stream().await;
+    assert!(!stream.acks.is_empty() && stream.acks.iter().all(|a| !a.marked), "{:?}", stream.acks);
+
+    let before = stream.acks.len();
+    quiesce_at_20(&mut stream).await;
+    let marked: Vec<bool> = stream.acks[before..].iter().map(|a| a.marked).collect();
+    assert_eq!(marked.last(), Some(&true), "the marked heartbeat's answer: {marked:?}");
+
+    let before = stream.acks.len();
+    stream.quiesced.send_replace(None);
+    stream.run_for(Duration::from_millis(5)).await;
+    let marked: Vec<bool> = stream.acks[before..].iter().map(|a| a.marked).collect();
+    assert_eq!(marked, vec![false], "the heartbeat sent on waking");
+}
+
 /// Found in review: a follower that lost entries while the leader's stream to it was closed
 /// (quiesced) conflicts on the reopened stream's first request. That proves it lost what it
 /// acknowledged, as on a first stream: the match point drops at once, and the next pass

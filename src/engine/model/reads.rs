@@ -9,7 +9,7 @@
 //! - a replication stream tags every request with the latest round it has seen — in the
 //!   model, the Engine's `heartbeat_round` when the request is sent, since RaftCore publishes
 //!   a round in the same batch that creates it — and when the request is answered calls
-//!   `Engine::on_heartbeat_acked(target, vote, Ack { sent_at, round })`: the [`AckToken`] a
+//!   `Engine::on_heartbeat_acked(target, vote, Ack { sent_at, round, marked })`: the [`AckToken`] a
 //!   request carries out and its answer carries back;
 //! - after every input RaftCore asks `Engine::read_status(ticket)` for each waiting read:
 //!   confirmed, waiting, or failed (its leadership is over).
@@ -63,7 +63,7 @@ pub(super) fn on_send(engine: &mut Engine<C>, now: Tick) -> AckToken {
 /// The stream of leadership `vote` got `target`'s answer (anything but a greater vote) to the
 /// request that carried `token`.
 pub(super) fn on_ack(engine: &mut Engine<C>, target: u64, vote: Vote<C>, token: AckToken, _now: Tick) {
-    engine.on_heartbeat_acked(target, vote, Ack { sent_at: instant(token.sent_at), round: token.round });
+    engine.on_heartbeat_acked(target, vote, Ack { sent_at: instant(token.sent_at), round: token.round, marked: false });
 }
 
 /// A read RaftCore holds until the Engine confirms it.

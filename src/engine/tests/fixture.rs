@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::config::SnapshotPolicy;
 use crate::engine::leader::Transfer;
-use crate::engine::{Ack, Candidate, Engine, EngineConfig, Leader, LogIOId, MembershipState, ServerState};
+use crate::engine::{Acked, Candidate, Engine, EngineConfig, Leader, LogIOId, MembershipState, ServerState};
 use crate::testing_types::{UTConfig, log_id};
 use crate::types::AppendEntriesRequest;
 use crate::types::{Entry, LeaderId, LogId, Membership, StoredMembership, Vote};
@@ -117,7 +117,7 @@ enum Role {
 #[derive(Default)]
 struct LeaderExtra {
     since: Option<Instant>,
-    acked: Vec<(u64, Ack)>,
+    acked: Vec<(u64, Acked)>,
     lease_revoked: bool,
     blank: Option<LogId<C>>,
     transfer: Option<Transfer<C>>,
@@ -355,7 +355,7 @@ impl EngineBuilder {
 
     /// `target` answered a request the leader sent at `sent_at` in heartbeat round `round`.
     pub(super) fn acked_in_round(mut self, target: u64, sent_at: Instant, round: u64) -> Self {
-        self.leader_extra().acked.push((target, Ack { sent_at, round }));
+        self.leader_extra().acked.push((target, Acked { sent_at, round, unmarked_sent_at: Some(sent_at) }));
         self
     }
 

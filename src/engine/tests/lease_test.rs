@@ -32,7 +32,7 @@ fn acked_of(engine: &crate::engine::Engine<C>) -> BTreeMap<u64, Instant> {
 }
 
 fn ack(sent_at: Instant) -> Ack {
-    Ack { sent_at, round: 0 }
+    Ack { sent_at, round: 0, marked: false }
 }
 
 #[test]

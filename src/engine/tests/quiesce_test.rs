@@ -384,12 +384,56 @@ fn once_every_member_answered_the_woken_leader_its_end_is_not_announced() {
     engine.leader_read(woke, ReadPolicy::ReadIndex);
     let vote = Vote::new_committed(2, 1);
 
-    engine.on_heartbeat_acked(2, vote, Ack { sent_at: woke, round: 1 });
+    let sent = woke + ms(1);
+    engine.on_heartbeat_acked(2, vote, Ack { sent_at: sent, round: 1, marked: false });
     assert!(engine.followers_may_be_quiesced(), "node 3 has not answered");
-    engine.on_heartbeat_acked(3, vote, Ack { sent_at: woke, round: 1 });
+    engine.on_heartbeat_acked(3, vote, Ack { sent_at: sent, round: 1, marked: false });
     assert!(!engine.followers_may_be_quiesced());
     engine.take_commands();
 
     engine.see_greater_vote(t + ms(2), Vote::new_committed(3, 2));
     assert!(!engine.take_commands().iter().any(|c| matches!(c, Command::ReleaseQuiesced { .. })));
+}
+
+/// A stream that has not seen the wake yet may send its follower a heartbeat marked
+/// `quiesce` after it: the answer shows the follower followed, and that it may have
+/// quiesced. Only an unmarked request sent after the wake shows it is awake; a leadership
+/// ending before that is announced.
+#[test]
+fn an_answer_to_a_marked_heartbeat_sent_after_the_wake_does_not_show_the_follower_awake() {
+    let t = Instant::now();
+    let mut engine = quiesced_leader(t);
+    let woke = t + ms(1);
+    engine.leader_read(woke, ReadPolicy::ReadIndex);
+    let vote = Vote::new_committed(2, 1);
+
+    engine.on_heartbeat_acked(2, vote, Ack { sent_at: woke + ms(1), round: 1, marked: false });
+    engine.on_heartbeat_acked(3, vote, Ack { sent_at: woke + ms(1), round: 1, marked: true });
+    assert!(engine.followers_may_be_quiesced(), "node 3 answered only a marked heartbeat");
+    engine.take_commands();
+
+    engine.see_greater_vote(t + ms(3), Vote::new_committed(3, 2));
+    assert!(engine.take_commands().contains(&Command::ReleaseQuiesced { term: 2 }));
+}
+
+/// Under a paused (or coarse) clock a request sent at the instant of the wake may have left
+/// before it: the stream's last unmarked heartbeat, with a marked one after it. It does not
+/// count as "after the wake"; the next answer does.
+#[test]
+fn an_answer_to_a_request_sent_at_the_instant_of_the_wake_does_not_show_the_follower_awake() {
+    let t = Instant::now();
+    let mut engine = quiesced_leader(t);
+    let woke = t + ms(1);
+    engine.leader_read(woke, ReadPolicy::ReadIndex);
+    let vote = Vote::new_committed(2, 1);
+
+    for target in [2, 3] {
+        engine.on_heartbeat_acked(target, vote, Ack { sent_at: woke, round: 1, marked: false });
+    }
+    assert!(engine.followers_may_be_quiesced(), "sent at the instant of the wake: maybe before it");
+
+    for target in [2, 3] {
+        engine.on_heartbeat_acked(target, vote, Ack { sent_at: woke + ms(1), round: 1, marked: false });
+    }
+    assert!(!engine.followers_may_be_quiesced());
 }

@@ -33,7 +33,7 @@ fn start_waiting(engine: &mut Engine<C>, now: Instant, policy: ReadPolicy) -> Re
 }
 
 fn ack(sent_at: Instant, round: u64) -> Ack {
-    Ack { sent_at, round }
+    Ack { sent_at, round, marked: false }
 }
 
 #[test]
