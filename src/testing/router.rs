@@ -494,7 +494,7 @@ impl RaftNetwork<C> for RouterNetwork {
     {
         let (from, to) = (self.source, self.target);
         let open = self.router.send(from, to, RpcKind::StreamOpen)?;
-        let (raft, answer_delay, outlives_sender) = (open.raft, open.answer_delay, open.late.is_some());
+        let (raft, outlives_sender) = (open.raft, open.late.is_some());
 
         // The wire: requests with the instant they arrive. The target's stream must be
         // 'static, so `input` (which may borrow) is pumped into it from the response stream.
@@ -524,12 +524,11 @@ impl RaftNetwork<C> for RouterNetwork {
             Some((req, wire_rx))
         });
 
-        let responses = if answer_delay.is_zero() && !outlives_sender {
-            // The target's side is polled by the sender: it ends when the sender drops it.
-            raft.stream_append(delivered).map(|r| r.map_err(remote_error)).boxed()
-        } else {
-            held_or_outliving(raft.stream_append(delivered), answer_delay, outlives_sender)
-        };
+        // Each answer is held for the link's answer delay as it is when the answer is given,
+        // so that a delay set while a stream is open holds that stream's answers too.
+        let router = self.router.clone();
+        let answer_delay = move || router.lock().answer_delays.get(&(from, to)).copied().unwrap_or_default();
+        let responses = held_or_outliving(raft.stream_append(delivered), answer_delay, outlives_sender);
         // The pump yields only its error, if it fails.
         let pump_error = futures_util::stream::once(pump).filter_map(|r| std::future::ready(r.err().map(Err)));
         let merged = futures_util::stream::select(responses, pump_error).scan(false, |ended, r| {
@@ -545,12 +544,12 @@ impl RaftNetwork<C> for RouterNetwork {
 }
 
 /// The answers of a target's side of `stream_append`, run in a task of its own: each answer
-/// reaches the sender `answer_delay` after the target gave it, in order, and if
-/// `outlives_sender`, the target goes on taking the requests already on the wire after the
-/// sender dropped the stream.
+/// reaches the sender `answer_delay()` (the link's delay when the target gave it) after the
+/// target gave it, in order, and if `outlives_sender`, the target goes on taking the requests
+/// already on the wire after the sender dropped the stream.
 fn held_or_outliving(
     target_side: impl Stream<Item = Result<AppendEntriesResponse<C>, RaftError>> + Send + 'static,
-    answer_delay: Duration,
+    answer_delay: impl Fn() -> Duration + Send + 'static,
     outlives_sender: bool,
 ) -> futures_util::stream::BoxStream<'static, Result<AppendEntriesResponse<C>, RPCError>> {
     let (answer_tx, answer_rx) =
@@ -561,7 +560,8 @@ fn held_or_outliving(
             tokio::select! {
                 answer = target_side.next() => {
                     let Some(answer) = answer else { break };
-                    let at = (!answer_delay.is_zero()).then(|| Instant::now() + answer_delay);
+                    let delay = answer_delay();
+                    let at = (!delay.is_zero()).then(|| Instant::now() + delay);
                     if answer_tx.send((answer.map_err(remote_error), at)).is_err() && !outlives_sender {
                         break;
                     }

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use quorate::ChangeMembers;
 use quorate::testing::{CrashPoint, StorageCall};
 use rand::Rng;
 use tokio::time::timeout;
@@ -108,4 +109,61 @@ pub async fn stall_then_crash(n: &mut Nemesis) -> Fault {
     tokio::time::sleep(Duration::from_millis(50)).await;
     start_node(&n.c, node).await;
     Fault::StallCrash { node, ms, loss }
+}
+
+/// How long the group may take to move onto one node before that node is crashed anyway.
+const REACH_MOVE: Duration = Duration::from_secs(2);
+
+/// Move the group onto one node and crash that node as soon as it holds the final config.
+///
+/// The leader replaces every voter with another node `to` (a group moved to a new machine, or
+/// shrunk to one voter that is not the leader). From the moment the final config {`to`} is
+/// appended until the leader learns it committed, the leader's lease rests on `to`'s answers
+/// alone; `to`'s answers are held back a while to widen that window, or the link between the
+/// two is cut as `to` crashes (a partition meeting the crash). `to` crashes once it
+/// holds {`to`} and restarts as its config's only voter: it must keep the promise its answers
+/// made before it takes over (review finding of cf1cf72, which no fault reached before: a
+/// stale lease read on the old leader). The voters left out come back through add-voter
+/// faults.
+pub async fn move_then_crash(n: &mut Nemesis) -> Fault {
+    let Some(from) = lock(&n.c).known_leader() else { return Fault::Heal };
+    let to = n.random_node();
+    let (Some(leader), Some(target)) = (n.raft_of(from), n.raft_of(to)) else { return Fault::Heal };
+    if from == to {
+        return Fault::Heal;
+    }
+    let answer_ms = n.rng.random_range(0..120);
+    let cut = n.rng.random_bool(0.5);
+    let down = Duration::from_millis(n.rng.random_range(5..=50));
+    let loss = n.crash_loss();
+    lock(&n.c).router.set_answer_delay(from, to, Duration::from_millis(answer_ms));
+    let change = ChangeMembers::ReplaceAllVoters([to].into());
+    tokio::spawn(async move {
+        let _ = timeout(REACH_MOVE, leader.change_membership(change, true)).await;
+    });
+    let moved = target
+        .wait(Some(REACH_MOVE))
+        .metrics(
+            |m| {
+                let config = &m.membership_config.membership;
+                !config.is_joint() && config.voter_ids() == [to].into()
+            },
+            "the final config holds only the target",
+        )
+        .await
+        .is_ok();
+    if cut {
+        // The old leader hears nothing more from `to` until the next heal: it learns neither
+        // that the final config committed nor of `to`'s new term, and leads on its lease.
+        let g = lock(&n.c);
+        g.router.block(from, to);
+        g.router.block(to, from);
+    }
+    crash_node(&n.c, to, loss).await;
+    tokio::time::sleep(down).await;
+    start_node(&n.c, to).await;
+    if moved {
+        n.set_voters(&[to].into());
+    }
+    Fault::MoveCrash { from, to, answer_ms, cut, loss, moved }
 }

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use crate::bursts::{BurstAction, read_burst};
 use crate::cluster::{CrashLoss, Shared, crash_node, lock, start_node};
-use crate::crashes::{crash_after_install, crash_at_point, stall_then_crash};
+use crate::crashes::{crash_after_install, crash_at_point, move_then_crash, stall_then_crash};
 
 /// The shortest and longest answer delay: from the election timeout to `rpc_timeout` (the
 /// simulation's config has 150 ms and 500 ms).
@@ -102,6 +102,18 @@ pub enum Fault {
         ms: u64,
         loss: CrashLoss,
     },
+    /// The leader `from` moved the group onto `to` alone (every other voter replaced), with
+    /// `to`'s answers reaching it `answer_ms` late; `to` crashed once it held the final config
+    /// (`moved`; else when the change did not get there in time), with the link between the
+    /// two cut both ways if `cut`, and restarted.
+    MoveCrash {
+        from: u64,
+        to: u64,
+        answer_ms: u64,
+        cut: bool,
+        loss: CrashLoss,
+        moved: bool,
+    },
     Heal,
 }
 
@@ -130,6 +142,8 @@ impl Fault {
             Fault::InstallCrash { tripped: Some(_), .. } => "crash-after-install",
             Fault::InstallCrash { tripped: None, .. } => "crash-after-install-missed",
             Fault::StallCrash { .. } => "stall-then-crash",
+            Fault::MoveCrash { moved: true, .. } => "move-then-crash",
+            Fault::MoveCrash { moved: false, .. } => "move-then-crash-missed",
             Fault::Heal => "heal",
         }
     }
@@ -228,6 +242,11 @@ impl Injector for Nemesis {
 }
 
 impl Nemesis {
+    /// The voters are now `voters`: every other node may be added back.
+    pub fn set_voters(&mut self, voters: &BTreeSet<u64>) {
+        self.removed = self.ids.iter().copied().filter(|id| !voters.contains(id)).collect();
+    }
+
     pub fn excludes(&self, kind: &str) -> bool {
         self.excluded.iter().any(|k| k == kind)
     }
@@ -260,7 +279,7 @@ impl Nemesis {
         let a = self.random_node();
         let b = self.random_node();
         let c = self.c.clone();
-        let fault = match self.rng.random_range(0..23) {
+        let fault = match self.rng.random_range(0..24) {
             0 => Fault::Isolate(a),
             1 if a != b => Fault::Block(a, b),
             2 if a != b => {
@@ -312,6 +331,7 @@ impl Nemesis {
             18 | 19 if !self.excludes("crash-point") => return crash_at_point(self).await,
             20 if !self.excludes("crash-after-install") => return crash_after_install(self).await,
             21 if !self.excludes("stall-then-crash") => return stall_then_crash(self).await,
+            22 if !self.excludes("move-then-crash") => return move_then_crash(self).await,
             _ => Fault::Heal,
         };
         if self.excludes(fault.kind()) {
@@ -378,6 +398,7 @@ impl Nemesis {
             | Fault::CrashPoint { .. }
             | Fault::InstallCrash { .. }
             | Fault::StallCrash { .. }
+            | Fault::MoveCrash { .. }
             | Fault::Heal => {}
         }
     }
