@@ -70,6 +70,7 @@ where
             Command::UpdateReplicationStreams { vote, targets } => self.update_replications(vote, targets).await,
             Command::CloseReplicationStreams => {
                 self.replications.clear();
+                self.departing.clear();
                 self.watches.close_streams();
             }
             Command::BroadcastHeartbeat { round } => self.watches.broadcast_heartbeat(round),
@@ -165,8 +166,27 @@ where
         // New streams must see their own leader vote published, or they would take the
         // previous vote for a change of leadership and stop at once.
         self.publish();
-        self.replications.retain(|id, h| h.vote == vote && targets.iter().any(|t| t.id == *id));
-        if targets.is_empty() && self.replications.is_empty() {
+        // A node that a committed config removed learns that it was removed only from a request
+        // carrying the commit index: its stream runs on for an election timeout, which sends
+        // it the commit (at once, or with the next heartbeat) if it is reachable. Without it,
+        // a node that holds the config removing it, not known committed, is still a voter of
+        // the committed config it knows, and campaigns (see `Engine::may_campaign`). Its
+        // answers count for nothing: the Engine no longer replicates to it.
+        let until = self.clock.now() + self.config.election_timeout_max;
+        for (id, h) in std::mem::take(&mut self.replications) {
+            if h.vote != vote {
+                continue;
+            }
+            if targets.iter().any(|t| t.id == id) {
+                self.replications.insert(id, h);
+            } else {
+                debug!(target = %id, "removed from the membership; its stream runs on for an election timeout");
+                self.departing.push((until, id, h));
+            }
+        }
+        // A node added again is replicated to by a new stream.
+        self.departing.retain(|(_, id, h)| h.vote == vote && !targets.iter().any(|t| t.id == *id));
+        if targets.is_empty() && self.replications.is_empty() && self.departing.is_empty() {
             self.watches.close_streams();
         }
         for t in targets {

@@ -82,6 +82,9 @@ where
     pub(crate) parked_append_responses:
         VecDeque<(u64, oneshot::Sender<AppendEntriesResponse<C>>, AppendEntriesResponse<C>)>,
     pub(crate) replications: BTreeMap<C::NodeId, ReplicationHandle<C>>,
+    /// Streams to nodes that a committed config removed, kept until the instant beside each
+    /// (see `update_replications`).
+    pub(crate) departing: Vec<(Instant, C::NodeId, ReplicationHandle<C>)>,
     /// The last log I/O handed to the log store.
     pub(crate) submitted: LogIOId<C>,
     /// The caller of the membership change in progress, and the change's first entry.
@@ -136,6 +139,7 @@ where
                 self.release_quiesced_leadership(self.engine.state.vote.term);
             }
             self.replications.clear();
+            self.departing.clear();
             self.engine.state.server_state = ServerState::Shutdown;
             self.publish_inner(true);
             result
@@ -153,7 +157,13 @@ where
             self.publish();
             // One timer for the three deadlines: every sleep in this `select!` is part of the
             // task's future, which every idle group of a host keeps.
-            let timer = Timer::next(self.engine.election_deadline(), self.next_quiesce_check(), self.io_stall_deadline);
+            let departed = self.departing.iter().map(|(at, _, _)| *at).min();
+            let timer = Timer::next(
+                self.engine.election_deadline(),
+                self.next_quiesce_check(),
+                self.io_stall_deadline,
+                departed,
+            );
             // Messages whose handling awaits are handled after the `select!`, not in its arms:
             // an arm runs while the `select!`'s output (the largest message) is held, so an
             // await there would make that output part of the task's future too.
@@ -204,6 +214,13 @@ where
             Some(Timer::QuiesceCheck) => {
                 self.quiesce_check = None;
                 self.maybe_quiesce();
+            }
+            Some(Timer::Departed) => {
+                let now = self.clock.now();
+                self.departing.retain(|(until, _, _)| *until > now);
+                if self.departing.is_empty() && self.replications.is_empty() {
+                    self.watches.close_streams();
+                }
             }
             Some(Timer::LogIoStall) => {
                 error!(
@@ -326,7 +343,13 @@ where
         match m {
             ApiMsg::Initialize { membership, tx } => {
                 let state = &self.engine.state;
-                if state.last_log_id().is_some() || state.vote != Default::default() {
+                // A vote of this node's own with no log is an `initialize` that crashed before
+                // its first entry was durable (the vote is durable at once, the entry at its
+                // flush): that node answered no other leader and holds nothing, so it may be
+                // initialized again, as if it never had been (found in review: it was refused
+                // for good, and had no membership to elect with).
+                let fresh = state.vote == Default::default() || state.vote.node_id == Some(self.engine.id());
+                if state.last_log_id().is_some() || !fresh {
                     let e = InitializeError::NotAllowed { last_log_id: state.last_log_id(), vote: state.vote };
                     let _ = tx.send(Err(e));
                 } else if !membership.is_voter(&self.engine.id()) {
@@ -447,6 +470,8 @@ enum Timer {
     QuiesceCheck,
     /// The log store made no progress for `max_log_io_stall`.
     LogIoStall,
+    /// A stream to a removed node has run its time.
+    Departed,
 }
 
 impl Timer {
@@ -456,11 +481,17 @@ impl Timer {
         election: Option<Instant>,
         quiesce_check: Option<Instant>,
         io_stall: Option<Instant>,
+        departed: Option<Instant>,
     ) -> Option<(Self, Instant)> {
-        [(Self::Election, election), (Self::QuiesceCheck, quiesce_check), (Self::LogIoStall, io_stall)]
-            .into_iter()
-            .filter_map(|(timer, at)| Some((timer, at?)))
-            .min_by_key(|(_, at)| *at)
+        [
+            (Self::Election, election),
+            (Self::QuiesceCheck, quiesce_check),
+            (Self::LogIoStall, io_stall),
+            (Self::Departed, departed),
+        ]
+        .into_iter()
+        .filter_map(|(timer, at)| Some((timer, at?)))
+        .min_by_key(|(_, at)| *at)
     }
 }
 

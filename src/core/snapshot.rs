@@ -15,7 +15,10 @@ use crate::{RaftNetworkFactory, RaftTypeConfig};
 
 /// A snapshot being received from the leader.
 pub(crate) struct SnapshotReceiver<C: RaftTypeConfig> {
-    snapshot_id: String,
+    /// The leadership sending it, and what it said the snapshot is: a chunk continues this
+    /// snapshot only if both are the same (see `handle_install_snapshot`).
+    vote: crate::types::Vote<C>,
+    meta: SnapshotMeta<C>,
     /// Bytes received so far: the offset of the next chunk.
     offset: u64,
     data: Box<C::SnapshotData>,
@@ -52,7 +55,12 @@ where
         self.run_commands().await?;
         let vote = self.engine.state.vote;
 
-        let same_snapshot = self.receiving.as_ref().is_some_and(|r| r.snapshot_id == req.meta.snapshot_id);
+        // A transfer resumes only from the same leadership with the same snapshot, id and all
+        // (found in review: matching ids alone let a new leader, whose snapshot had the same id
+        // as the old leader's, continue the old one's bytes with its own, and the follower
+        // installed a splice of two snapshots). Within one leadership, the bytes of a snapshot
+        // must not change for a given id (`RaftSnapshotBuilder::build_snapshot`).
+        let same_snapshot = self.receiving.as_ref().is_some_and(|r| r.vote == vote && r.meta == req.meta);
         if !same_snapshot {
             if req.offset != 0 {
                 // A chunk of a snapshot we have nothing of: ask for the start.
@@ -60,7 +68,7 @@ where
             }
             let data = sm_call(&self.sm_tx, |tx| SmMsg::BeginReceiving { tx }).await??;
             debug!(snapshot = %req.meta, "start receiving a snapshot");
-            self.receiving = Some(SnapshotReceiver { snapshot_id: req.meta.snapshot_id.clone(), offset: 0, data });
+            self.receiving = Some(SnapshotReceiver { vote, meta: req.meta.clone(), offset: 0, data });
         }
         let Some(recv) = self.receiving.as_mut() else { return Err(Fatal::Invariant("no snapshot receiver".into())) };
         if req.offset != recv.offset {

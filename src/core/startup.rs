@@ -180,6 +180,14 @@ async fn load_log_ids<C: RaftTypeConfig>(
             )))
             .into());
         }
+        if hi.index <= lo.index {
+            // Garbage from the store (e.g. a last entry below the purged one with a greater
+            // term): an error, not an index that underflows (found in review).
+            return Err(StorageError::read_logs(&std::io::Error::other(format!(
+                "log indexes do not grow with their terms: {lo} before {hi}"
+            )))
+            .into());
+        }
         if hi.index == lo.index + 1 {
             keys.push(hi);
             continue;

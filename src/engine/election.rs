@@ -22,7 +22,7 @@ impl<C: RaftTypeConfig> Engine<C> {
             self.leader_on_timeout(now);
             return;
         }
-        if !self.state.membership.effective().is_voter(&self.config.id) {
+        if !self.may_campaign() {
             self.election_deadline = None;
             return;
         }
@@ -70,7 +70,7 @@ impl<C: RaftTypeConfig> Engine<C> {
 
     /// Become a (pre-)candidate for the next term and ask every voter.
     fn campaign(&mut self, now: Instant, pre_vote: bool, force: bool) {
-        if !self.state.membership.effective().is_voter(&self.config.id) {
+        if !self.may_campaign() {
             debug!(id = %self.config.id, "not a voter; not starting an election");
             return;
         }
@@ -347,7 +347,8 @@ impl<C: RaftTypeConfig> Engine<C> {
 
     /// Set up the first entry of a new cluster: a membership entry at index 0.
     ///
-    /// Allowed only on a node that has never had a log or a vote. The entry's id is the same on
+    /// Allowed only on a node that has no log, and no vote but maybe its own (an earlier
+    /// `initialize` that crashed before this entry was durable). The entry's id is the same on
     /// every node (term 0, the default node id), so initializing several nodes with the same
     /// membership is harmless; initializing them with different ones is an operator error.
     pub(crate) fn initialize(&mut self, now: Instant, membership: Membership<C>) {

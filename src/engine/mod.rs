@@ -229,13 +229,27 @@ impl<C: RaftTypeConfig> Engine<C> {
         }
     }
 
-    /// `Follower` if this node votes in its effective membership, `Learner` otherwise.
+    /// `Follower` if this node may campaign (see [`may_campaign`](Self::may_campaign)),
+    /// `Learner` otherwise.
     fn follower_or_learner(&self) -> ServerState {
-        if self.state.membership.effective().is_voter(&self.config.id) {
-            ServerState::Follower
-        } else {
-            ServerState::Learner
-        }
+        if self.may_campaign() { ServerState::Follower } else { ServerState::Learner }
+    }
+
+    /// Whether this node may campaign, and so keeps an election timer: it votes in its
+    /// effective config, or in the committed one while its log holds a later config not known
+    /// committed yet.
+    ///
+    /// A node that a change removes may still be needed for a quorum until the config that
+    /// removes it commits (dissertation §4.2.2). Found in review: leader 1 of a move ({1} ->
+    /// joint -> {2}) appends the final config {2}, which node 2 never receives, and then steps
+    /// down (check-quorum, cut off) or restarts; node 2, holding the joint config, needs node
+    /// 1's vote, which node 1 refuses (its log is longer). Node 1 must campaign itself, and
+    /// counts votes in its effective config as every candidate does: elected by node 2, it
+    /// commits {2} and steps down, leaving node 2 to lead.
+    pub(crate) fn may_campaign(&self) -> bool {
+        let ms = &self.state.membership;
+        ms.effective().is_voter(&self.config.id)
+            || (ms.effective.log_id != ms.committed.log_id && ms.committed.membership.is_voter(&self.config.id))
     }
 
     fn reset_election_deadline(&mut self, now: Instant) {

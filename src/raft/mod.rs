@@ -280,6 +280,7 @@ impl<C: RaftTypeConfig> Raft<C> {
             responders: VecDeque::new(),
             parked_append_responses: VecDeque::new(),
             replications: BTreeMap::new(),
+            departing: Vec::new(),
             submitted,
             membership_waiter: None,
             receiving: None,
@@ -342,7 +343,10 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// other members join when the leader reaches them.
     ///
     /// # Errors
-    /// [`InitializeError::NotAllowed`] if the node already has a log or a vote;
+    /// [`InitializeError::NotAllowed`] if the node already has a log, or a vote for another
+    /// node (a node whose earlier `initialize` crashed before its first entry was durable has
+    /// only its own vote, and may be initialized again: with the same members, as on every
+    /// node);
     /// [`InitializeError::NotAVoter`] if this node is not in `members`.
     ///
     /// # Examples

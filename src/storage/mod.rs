@@ -19,6 +19,8 @@
 //! | [`RaftLogStorage::save_committed`] | — | lazily; it only shortens recovery |
 //! | [`RaftStateMachine::apply`] | on return | lazily: after a crash, quorate re-applies the log from [`RaftStateMachine::applied_state`] |
 //! | [`RaftStateMachine::install_snapshot`] | on return | **on return**: the log behind it may be purged next, so after a crash the state machine must come back at least at the snapshot |
+//! | [`RaftSnapshotBuilder::build_snapshot`] | on return | **on return**, or [`RaftStateMachine::applied_state`] never goes back below it: the log behind it is purged next, so after a crash the node must hold the snapshot, or a state at least as new |
+//! | what [`RaftLogStorage::get_log_state`] reports at startup | — | **before it returns**: everything it reports counts as durable from then on (a store that reads back entries still only in the page cache after a process crash must sync them first, or a power loss later loses entries the node acknowledged) |
 //!
 //! **Log operations become durable in the order they were called.** Appends, truncations and
 //! purges may be made durable late, in batches, but never out of order: whenever one of them is
@@ -89,6 +91,11 @@ pub trait RaftLogStorage<C: RaftTypeConfig>: Send + Sync + 'static {
     type LogReader: RaftLogReader<C>;
 
     /// The first and last log ids. Called once at startup.
+    ///
+    /// Everything it reports must be durable when it returns: quorate counts the whole log it
+    /// reports as flushed, and may acknowledge its entries to a leader at once. A store that
+    /// recovers entries a crashed process wrote but never synced (still in the page cache)
+    /// must sync them before reporting them.
     ///
     /// # Errors
     /// [`StorageError`] if the log could not be read.
@@ -235,6 +242,17 @@ pub trait RaftSnapshotBuilder<C: RaftTypeConfig>: Send + Sync + 'static {
     /// snapshot is already newer (a snapshot installed from the leader while this one was
     /// being built): the current snapshot never goes back, since the log behind it may be
     /// purged.
+    ///
+    /// **Durable on return**: quorate purges the log up to the snapshot next, so after a crash
+    /// the state machine must come back with this snapshot, or with an
+    /// [`applied_state`](RaftStateMachine::applied_state) at least as new. A state machine that
+    /// persists `apply` lazily must not keep its snapshot in memory only.
+    ///
+    /// The snapshot's bytes must not change for its
+    /// [`snapshot_id`](SnapshotMeta::snapshot_id): a transfer to a follower that was
+    /// interrupted resumes at an offset, reading the current snapshot again. Make the id unique
+    /// across nodes too (e.g. include the node id), and never serialize one snapshot twice
+    /// under one id with a different byte order (hash maps with random seeds do).
     ///
     /// # Errors
     /// [`StorageError`] if the snapshot could not be built.

@@ -17,7 +17,8 @@ pub struct SnapshotMeta<C: RaftTypeConfig> {
     /// The last membership the snapshot includes.
     pub last_membership: StoredMembership<C>,
     /// An id unique to this snapshot, so a receiver can tell chunks of different snapshots
-    /// apart.
+    /// apart: unique across nodes too, and naming one sequence of bytes (see
+    /// [`RaftSnapshotBuilder::build_snapshot`](crate::storage::RaftSnapshotBuilder::build_snapshot)).
     pub snapshot_id: String,
 }
 

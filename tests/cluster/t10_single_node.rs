@@ -73,3 +73,28 @@ async fn restarted_single_node_keeps_its_writes_and_leads_again() {
     c.set(1, "after", "restart").await;
     c.check_safety();
 }
+
+/// Found in review: `initialize` saves the vote (durable at once) after appending the first
+/// membership entry (durable at its flush): a crash between the two leaves a node with its own
+/// vote and no log, which `initialize` refused for good (NotAllowed: the vote was not the
+/// default one), and which has no membership to elect with. It may be initialized again.
+#[tokio::test(start_paused = true)]
+async fn a_node_that_crashed_during_initialize_can_be_initialized_again() {
+    init_tracing();
+    let mut c = TestCluster::new(&[1]).await;
+    c.nodes[&1].log.set_flush_stalled(true);
+    c.raft(1).initialize(std::collections::BTreeMap::from([(1, node_addr(1))])).await.expect("initialize");
+    c.restart_node(1).await;
+    c.nodes[&1].log.set_flush_stalled(false);
+    let again = c.raft(1).initialize(std::collections::BTreeMap::from([(1, node_addr(1))])).await;
+    let m = c.raft(1).metrics().borrow().clone();
+    assert!(
+        again.is_ok(),
+        "cannot initialize again: {again:?}; node 1 is {:?} term {} last {:?}",
+        m.state,
+        m.current_term,
+        m.last_log_id
+    );
+    c.raft(1).wait(Some(TIMEOUT)).state(ServerState::Leader, "a one-voter cluster elects itself").await.unwrap();
+    c.set(1, "k", "v").await;
+}

@@ -203,3 +203,46 @@ async fn purge_is_bounded_by_the_snapshot() {
     assert_eq!(p.purged, m.snapshot, "purged exactly up to the snapshot");
     c.check_safety();
 }
+
+/// Found in review: a follower resumed a snapshot transfer on a matching snapshot id alone, so
+/// a new leader whose snapshot had the same id (ids built from the last log id and a per-node
+/// counter collide across nodes) continued the old leader's bytes with its own, and the
+/// follower installed a splice of two snapshots. A transfer resumes only from the same
+/// leadership with the same snapshot; anything else starts over at offset 0.
+#[tokio::test(start_paused = true)]
+async fn a_snapshot_transfer_resumes_only_from_the_same_leadership() {
+    use quorate::storage::SnapshotMeta;
+    use quorate::testing::{MemLogStore, MemStateMachine, Router};
+    use quorate::{InstallSnapshotRequest, LeaderId, LogId, Raft, StoredMembership, Vote};
+
+    init_tracing();
+    let router = Router::new();
+    let raft =
+        Raft::new(2, std::sync::Arc::new(test_config()), router.factory(2), MemLogStore::new(), MemStateMachine::new())
+            .await
+            .expect("the node starts");
+    let meta = SnapshotMeta {
+        last_log_id: Some(LogId::new(LeaderId::new(1, 1), 10)),
+        last_membership: StoredMembership::default(),
+        snapshot_id: "1-10-1".into(),
+    };
+    let chunk = |vote: Vote<_>, offset: u64| InstallSnapshotRequest {
+        vote,
+        meta: meta.clone(),
+        offset,
+        data: vec![7; 4],
+        done: false,
+    };
+    let (old, new) = (Vote::new_committed(1, 1), Vote::new_committed(2, 3));
+
+    let first = raft.install_snapshot(chunk(old, 0)).await.expect("running");
+    assert_eq!(first.next_offset, 4);
+    let resumed = raft.install_snapshot(chunk(old, 4)).await.expect("running");
+    assert_eq!(resumed.next_offset, 8, "the same leadership continues where it stopped");
+
+    let other_leader = raft.install_snapshot(chunk(new, 8)).await.expect("running");
+    assert_eq!(other_leader.next_offset, 0, "another leadership's snapshot starts over, whatever its id");
+    let restarted = raft.install_snapshot(chunk(new, 0)).await.expect("running");
+    assert_eq!(restarted.next_offset, 4);
+    raft.shutdown().await.expect("shutdown");
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 use pretty_assertions::assert_eq;
 use tokio::time::Instant;
 
-use super::fixture::{EngineBuilder, assert_deadline_after, voters, voters_and_learners};
+use super::fixture::{EngineBuilder, assert_deadline_after, joint, voters, voters_and_learners};
 use crate::engine::{Command, ServerState};
 use crate::testing_types::log_id;
 use crate::types::Vote;
@@ -98,6 +98,47 @@ fn learner_never_campaigns_and_disarms_its_timer() {
     assert_eq!(engine.state.vote, Vote::new_committed(2, 1));
     assert_eq!(engine.state.server_state, ServerState::Learner);
     assert_eq!(engine.election_deadline(), None);
+}
+
+/// Found in review (dissertation §4.2.2): node 1, the old leader of a move ({1} -> joint ->
+/// {2}), holds the final config {2} that node 2 never received, with the joint config the last
+/// one it knows committed. Node 2 needs its vote and cannot get it (node 1's log is longer), so
+/// node 1 keeps its timer and campaigns, asking the voters of its effective config. Its own
+/// vote does not count there: node 2 must grant it.
+#[test]
+fn a_voter_of_the_committed_config_campaigns_while_a_later_config_is_uncommitted() {
+    let now = Instant::now();
+    let deadline = now + Duration::from_millis(200);
+    let mut engine = EngineBuilder::node(1)
+        .vote(Vote::new_committed(1, 1))
+        .log([log_id(1, 0), log_id(1, 1), log_id(1, 2)])
+        .membership(log_id(1, 1), joint(&[1], &[2]))
+        .uncommitted_membership(log_id(1, 2), voters_and_learners(&[2], &[1]))
+        .deadline(deadline)
+        .build();
+
+    engine.handle_timeout(deadline);
+
+    let candidate = Vote::new(2, 1);
+    let cmds = engine.take_commands();
+    assert!(
+        cmds.iter().any(|c| matches!(c, Command::SendVote { req } if req.vote == candidate && !req.pre_vote)),
+        "{cmds:?}"
+    );
+    assert_eq!(engine.state.server_state, ServerState::Candidate);
+    assert!(engine.leader.is_none(), "its own vote is no quorum of {{2}}");
+
+    // Once the config that removes it is known committed, it is a learner and never campaigns.
+    let mut removed = EngineBuilder::node(1)
+        .vote(Vote::new_committed(1, 1))
+        .log([log_id(1, 0), log_id(1, 1), log_id(1, 2)])
+        .membership(log_id(1, 2), voters_and_learners(&[2], &[1]))
+        .deadline(deadline)
+        .build();
+    removed.handle_timeout(deadline);
+    assert_eq!(removed.take_commands(), vec![]);
+    assert_eq!(removed.state.server_state, ServerState::Learner);
+    assert_eq!(removed.election_deadline(), None);
 }
 
 #[test]
