@@ -121,9 +121,10 @@
 //! - **Nodes that stop voting**: a change keeps the voters it removes as learners, and every
 //!   property still counts them. The leader replicates to them, and after a final config
 //!   without itself it leads on (its reads resting on the new voters' answers) until it
-//!   learns that config committed, then steps down. A node that is no longer a voter cannot
-//!   campaign, transfers and survivors' turns name voters only, and vote requests go to the
-//!   voters of the effective config (both halves of a joint one). Election safety, the
+//!   learns that config committed, then steps down. Whether a node the change removed may
+//!   still campaign is the Engine's call: the model offers it timeouts and forced elections
+//!   like any node. Transfers and survivors' turns name voters of the effective config only,
+//!   and vote requests go to those voters (both halves of a joint config). Election safety, the
 //!   committed chain and linearizable reads are judged over all three nodes whatever their
 //!   role, so a read served by a leader that is not a voter is judged like any other.
 //!
