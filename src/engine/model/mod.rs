@@ -9,10 +9,11 @@
 //!
 //! # Running it
 //!
-//! CI runs the `bounded_*` and `catches_*` tests with the other unit tests, in about 75 s of
+//! CI runs the `bounded_*` and `catches_*` tests with the other unit tests, in about 100 s of
 //! debug build on two cores (`cargo test --lib --features testing engine::model`);
 //! `bounded_reads` and `bounded_snapshot` found issue #15's bugs 2, 3b and 5 before their
-//! fixes (in 25 s and 66 s of debug build) and pass since. A deep
+//! fixes (in 25 s and 66 s of debug build) and pass since; `bounded_move_to_a_sole_voter`
+//! (18 s) fails with the fix of cf1cf72 reverted. A deep
 //! check takes its bounds from the environment and prints, per depth level, the states
 //! explored and the time, then the totals (this one: 12.7 million states, 14 minutes):
 //!
@@ -25,8 +26,9 @@
 //! (`warm`: node 1 leads term 1 and its first entry is committed and applied everywhere;
 //! `cold`: no leader yet, every timer due), `MC_DEPTH`, `MC_STATES`, `MC_FRONTIER`,
 //! `MC_TERMS`, `MC_ELECTION_TICKS`, budgets `MC_WRITES`, `MC_READS`, `MC_CRASHES`,
-//! `MC_DUPS`, `MC_DROPS`, `MC_TICKS`, `MC_CHANGES` (+ `MC_REMOVE_VOTER`), `MC_SNAPSHOTS`,
-//! `MC_TRANSFERS`, `MC_ELECTS`; `MC_READ_POLICIES` (`index`, `lease`, `both`); network
+//! `MC_DUPS`, `MC_DROPS`, `MC_TICKS`, `MC_CHANGES`, `MC_CHANGE` (which change: `remove:3`,
+//! the default, or `voters:2` to make node 2 the only voter; `MC_REMOVE_VOTER=N` still means
+//! `remove:N`), `MC_SNAPSHOTS`, `MC_TRANSFERS`, `MC_ELECTS`; `MC_READ_POLICIES` (`index`, `lease`, `both`); network
 //! `MC_NET`, `MC_IN_FLIGHT`; flags (0 or 1) `MC_PRE_VOTE`, `MC_CHECK_QUORUM`,
 //! `MC_EAGER_APPLY`, `MC_PROBES`, `MC_PARTIAL`. Narrow budgets reach deeper: each budget
 //! left at 0 removes a whole kind of step. Runs that find issue #15's bugs on the code this
@@ -37,6 +39,15 @@
 //! #2 lease after TimeoutNow:    MC_CRASHES=0 MC_TICKS=0 MC_WRITES=0 MC_TRANSFERS=1 MC_READ_POLICIES=lease MC_DEPTH=12
 //! #3b ack at the same instant:  MC_CRASHES=0 MC_TICKS=0 MC_WRITES=0 MC_ELECTS=1 MC_READ_POLICIES=index MC_DEPTH=12
 //! #5 snapshot taken as matched: MC_EAGER_APPLY=0 MC_CRASHES=0 MC_TICKS=0 MC_WRITES=1 MC_READS=0 MC_SNAPSHOTS=1 MC_DEPTH=14
+//! ```
+//!
+//! and the stale lease read of cf1cf72 (a sole voter elected at restart inside the lease of the
+//! leader that moved the group to it), found in 12 steps, 12,996 states, 3.7 s of debug build,
+//! with that fix reverted; with the default change (`remove:3`) instead, the same budgets
+//! and both read policies explore 80,961 states to depth 12 and find nothing:
+//!
+//! ```text
+//! cf1cf72 sole voter at restart: MC_CHANGES=1 MC_CHANGE=voters:2 MC_CRASHES=1 MC_TICKS=0 MC_WRITES=0 MC_READ_POLICIES=lease MC_DEPTH=12
 //! ```
 //!
 //! Three such narrow bounds are kept as tests, `targeted_*` (ignored; release, about 6 minutes
@@ -103,9 +114,19 @@
 //!   kept (`MC_DUPS`), or lost (`MC_DROPS`). A message never delivered is a lost one too, so
 //!   loss needs no budget; a full bag (`MC_NET`) loses what is sent.
 //! - **Other steps**: election timeouts, client writes at the leader, forced elections
-//!   (`trigger().elect()`), leadership transfers, a membership change (removing voter 3, by
-//!   joint consensus), a snapshot (built, and the log purged behind it), crashes, ReadIndex
-//!   and LeaseRead reads.
+//!   (`trigger().elect()`), leadership transfers, a membership change (by joint consensus:
+//!   removing voter 3 by default, or any `ReplaceAllVoters`, such as `{2}`, which moves the
+//!   group to a single voter that is not the leader), a snapshot (built, and the log purged
+//!   behind it), crashes, ReadIndex and LeaseRead reads.
+//! - **Nodes that stop voting**: a change keeps the voters it removes as learners, and every
+//!   property still counts them. The leader replicates to them, and after a final config
+//!   without itself it leads on (its reads resting on the new voters' answers) until it
+//!   learns that config committed, then steps down. Whether a node the change removed may
+//!   still campaign is the Engine's call: the model offers it timeouts and forced elections
+//!   like any node. Transfers and survivors' turns name voters of the effective config only,
+//!   and vote requests go to those voters (both halves of a joint config). Election safety, the
+//!   committed chain and linearizable reads are judged over all three nodes whatever their
+//!   role, so a read served by a leader that is not a voter is judged like any other.
 //!
 //! # Time
 //!
@@ -150,7 +171,10 @@
 //!   operations around it, never later.
 //! - Clients are not answered: a write's fate is judged through the committed log, a read's
 //!   through its read log id; follower reads are not modelled.
-//! - The membership change is one (removing a voter); learners joining are not modelled.
+//! - The membership change is one kind per run (`MC_CHANGE`), asked of a leader at most
+//!   `MC_CHANGES` times; a change that would leave the config as it is is not made, so a
+//!   second change needs a different kind. Learners joining and nodes leaving the cluster
+//!   (`RemoveNodes`) are not modelled: all three nodes are members from the start.
 //! - The bounds: depth, budgets, terms. Issue #15's 4 and 6 need about 18 and 30 steps past
 //!   the warm start with two crashes, or a change and a snapshot; no search within an hour
 //!   reaches them.
@@ -174,7 +198,10 @@
 //! request carried the new leader's own entry, an older term's entry was never the quorum's
 //! alone) and the leader commit rule as a property (what the rule prevents, Figure 8, is
 //! three elections and about 20 steps deep). The `catches_*` tests plant mistakes of the
-//! same kinds in the model's RaftCore and storage, where CI keeps them.
+//! same kinds in the model's RaftCore and storage, where CI keeps them;
+//! `catches_sole_voter_elected_at_restart` plants cf1cf72's mistake there too (a RaftCore
+//! that forces a sole voter's election at restart), caught after the same 12,996 states as the
+//! Engine's own code with the fix reverted.
 //!
 //! A deep run without reads (`MC_WRITES=2 MC_CRASHES=1 MC_ELECTS=1 MC_DUPS=1 MC_TICKS=1
 //! MC_READS=0 MC_DEPTH=11`) explores 12.7 million states in 14 minutes; each level of depth
@@ -188,12 +215,13 @@ mod step;
 mod storage;
 mod world;
 
+use std::collections::BTreeSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::types::ReadPolicy;
+use crate::types::{ChangeMembers, ReadPolicy};
 pub(crate) use checker::{Counterexample, Report};
 use step::Action;
 use world::World;
@@ -250,9 +278,10 @@ pub(crate) struct Bounds {
     pub(crate) dups: u8,
     pub(crate) drops: u8,
     pub(crate) ticks: u8,
-    /// Membership changes; the change removes `remove_voter` from the voters (kept as a learner).
+    /// Membership changes, each the change `change` asked of a leader (a change that would
+    /// leave the config as it is is not made).
     pub(crate) changes: u8,
-    pub(crate) remove_voter: u64,
+    pub(crate) change: Change,
     pub(crate) snapshots: u8,
     pub(crate) transfers: u8,
     pub(crate) elects: u8,
@@ -278,6 +307,38 @@ pub(crate) struct Bounds {
     pub(crate) mutant: Option<Mutant>,
 }
 
+/// The membership change `Action::ChangeMembership` asks of a leader, by joint consensus when
+/// it changes the voters. Voters it removes stay in the cluster as learners: they keep
+/// receiving the log and keep counting in every property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// Remove this voter (`ChangeMembers::RemoveVoters`): 3 voters become 2.
+    RemoveVoter(u64),
+    /// Make exactly these the voters (`ChangeMembers::ReplaceAllVoters`). From the warm start,
+    /// `{2}` moves the group from leader 1 to a single voter that is not the leader.
+    ReplaceVoters(BTreeSet<u64>),
+}
+
+impl Change {
+    /// The change as the Engine's API takes it.
+    pub(super) fn members(&self) -> ChangeMembers<storage::C> {
+        match self {
+            Change::RemoveVoter(id) => ChangeMembers::RemoveVoters(BTreeSet::from([*id])),
+            Change::ReplaceVoters(ids) => ChangeMembers::ReplaceAllVoters(ids.clone()),
+        }
+    }
+
+    /// `MC_CHANGE`: `remove:N`, or `voters:N[,N...]`.
+    fn parse(v: &str) -> Option<Self> {
+        let ids = |list: &str| list.split(',').map(|id| id.trim().parse().ok()).collect::<Option<BTreeSet<u64>>>();
+        match v.split_once(':')? {
+            ("remove", id) => Some(Change::RemoveVoter(id.trim().parse().ok()?)),
+            ("voters", list) => ids(list).filter(|s| !s.is_empty()).map(Change::ReplaceVoters),
+            _ => None,
+        }
+    }
+}
+
 /// Mistakes of the layers around the Engine that the model can make on purpose: the tests
 /// below show the checker catches each, without touching the Engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,6 +349,12 @@ pub(crate) enum Mutant {
     VoteNotDurable,
     /// The state machine worker applies one entry past the committed range it was given.
     ApplyPastCommit,
+    /// RaftCore, restarting a node that is the only voter of its config, forces its election
+    /// at once (`elect_forced`, as `initialize` does for a new cluster), on the theory that a
+    /// one-voter group needs nobody's permission. It breaks the promise the node's answers
+    /// made to a leader that moved the group to it: what `Engine::startup` itself did before
+    /// cf1cf72.
+    ElectSoleVoterAtRestart,
 }
 
 impl Default for Bounds {
@@ -307,7 +374,7 @@ impl Default for Bounds {
             drops: 0,
             ticks: 3,
             changes: 0,
-            remove_voter: 3,
+            change: Change::RemoveVoter(3),
             snapshots: 0,
             transfers: 0,
             elects: 0,
@@ -346,6 +413,11 @@ impl Bounds {
             Ok("both") | Err(_) => d.read_policies.clone(),
             Ok(v) => panic!("MC_READ_POLICIES={v}: use index, lease or both"),
         };
+        let change = match (std::env::var("MC_CHANGE"), std::env::var("MC_REMOVE_VOTER")) {
+            (Ok(v), _) => Change::parse(&v).unwrap_or_else(|| panic!("MC_CHANGE={v}: use remove:N or voters:N[,N...]")),
+            (Err(_), Ok(v)) => Change::RemoveVoter(v.parse().unwrap_or_else(|_| panic!("MC_REMOVE_VOTER={v}"))),
+            (Err(_), Err(_)) => d.change.clone(),
+        };
         Self {
             start,
             max_depth: var("MC_DEPTH", d.max_depth),
@@ -361,7 +433,7 @@ impl Bounds {
             drops: var("MC_DROPS", d.drops),
             ticks: var("MC_TICKS", d.ticks),
             changes: var("MC_CHANGES", d.changes),
-            remove_voter: var("MC_REMOVE_VOTER", d.remove_voter),
+            change,
             snapshots: var("MC_SNAPSHOTS", d.snapshots),
             transfers: var("MC_TRANSFERS", d.transfers),
             elects: var("MC_ELECTS", d.elects),
@@ -503,6 +575,26 @@ fn bounded_pre_vote_turns_with_a_transfer_and_a_change() {
     assert_holds("bounded_pre_vote_turns_with_a_transfer_and_a_change", &bounds);
 }
 
+/// A change that moves the group from leader 1 to a single voter that is not the leader
+/// (`ReplaceVoters({2})`: {1,2,3} -> joint -> {2}, nodes 1 and 3 kept as learners), with a
+/// crash and reads of both policies. From the moment leader 1 appends the final config its
+/// lease rests on node 2's answers alone, until it learns that config committed; node 2,
+/// restarted in that window, must keep the promise its answers made. With the fix of cf1cf72
+/// reverted (`Engine::startup` electing any sole voter at once) this fails at depth 12 after
+/// 12,996 states (every state of depth 11; 3.7 s of debug build, lease reads alone): node 2
+/// restarts, elects itself in term 2 and commits its blank entry, then node 1 answers a lease
+/// read at the joint config's index.
+#[test]
+fn bounded_move_to_a_sole_voter() {
+    let bounds = Bounds { changes: 1, change: sole_voter_2(), crashes: 1, reads: 1, max_depth: 12, ..ci(Start::Warm) };
+    assert_holds("bounded_move_to_a_sole_voter", &bounds);
+}
+
+/// The change of [`bounded_move_to_a_sole_voter`]: make node 2 the only voter.
+fn sole_voter_2() -> Change {
+    Change::ReplaceVoters(BTreeSet::from([2]))
+}
+
 /// Proof the checker can fail: RaftCore acknowledging before the flush is caught.
 #[test]
 fn catches_ack_before_flush() {
@@ -523,6 +615,23 @@ fn catches_vote_not_durable() {
 fn catches_apply_past_commit() {
     let bounds = Bounds { writes: 2, mutant: Some(Mutant::ApplyPastCommit), max_depth: 8, ..ci(Start::Warm) };
     assert_finds("catches_apply_past_commit", &bounds, "state machine safety");
+}
+
+/// Proof the checker can fail: a RaftCore that forces a sole voter's election at restart (what
+/// `Engine::startup` did before cf1cf72) is caught as a stale lease read.
+#[test]
+fn catches_sole_voter_elected_at_restart() {
+    let bounds = Bounds {
+        changes: 1,
+        change: sole_voter_2(),
+        crashes: 1,
+        reads: 1,
+        read_policies: vec![ReadPolicy::LeaseRead],
+        mutant: Some(Mutant::ElectSoleVoterAtRestart),
+        max_depth: 12,
+        ..ci(Start::Warm)
+    };
+    assert_finds("catches_sole_voter_elected_at_restart", &bounds, "linearizable read");
 }
 
 /// Targeted checks: each narrows the budgets to one kind of path and follows it deeper than

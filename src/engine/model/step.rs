@@ -6,7 +6,6 @@
 //! [`Action::Replicate`] and [`Action::SendSnapshot`]: one request built the way
 //! `ReplicationCore` builds it (see the module docs of `model`).
 
-use std::collections::BTreeSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::net::{Msg, Payload};
@@ -17,7 +16,7 @@ use super::world::World;
 use super::{Bounds, Mutant, instant};
 use crate::engine::ReplicationResult;
 use crate::types::{AppendEntriesRequest, AppendEntriesResponse, ReadPolicy};
-use crate::types::{ChangeMembers, EntryPayload, LogIdOptionExt, Vote};
+use crate::types::{EntryPayload, LogIdOptionExt, Vote};
 
 /// One step of the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,8 +295,9 @@ fn execute(w: &mut World, action: Action, b: &Bounds) -> Result<bool, Violation>
         }
         Action::ChangeMembership(id) => {
             let e = &mut w.node_mut(idx(id)).engine;
-            let change = ChangeMembers::RemoveVoters(BTreeSet::from([b.remove_voter]));
-            let Ok(target) = change.apply_to(e.state.membership.effective(), true) else { return Ok(false) };
+            let Ok(target) = b.change.members().apply_to(e.state.membership.effective(), true) else {
+                return Ok(false);
+            };
             if !matches!(e.change_membership(instant(now), target), Ok(Some(_))) {
                 return Ok(false);
             }

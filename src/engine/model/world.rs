@@ -237,6 +237,12 @@ impl World {
         let state = loaded.map_err(|e| Violation::new("restart", format!("n{id} cannot start: {e}")))?;
         node.engine = Engine::new(node.engine.config.clone(), state);
         node.engine.startup(instant(now));
+        if b.mutant == Some(Mutant::ElectSoleVoterAtRestart) && node.engine.leader.is_none() {
+            let voters = node.engine.state.membership.effective().voter_ids();
+            if voters.len() == 1 && voters.contains(&id) {
+                node.engine.elect_forced(instant(now));
+            }
+        }
         self.run_commands(n, b)
     }
 
