@@ -112,6 +112,19 @@ impl TestCluster {
             .unwrap_or_else(|e| panic!("write {key} through node {id}: {e}"))
     }
 
+    /// Start moving the group from leader `from` alone to a new node `to` alone: `to` starts,
+    /// its answers reach `from` 50 ms late (so that each config is on `to` 50 ms before `from`
+    /// learns it committed), joins as a learner, and `from` replaces every voter with it in a
+    /// task of its own.
+    pub async fn start_moving_group(&mut self, from: u64, to: u64) {
+        self.start_node(to, MemLogStore::new(), MemStateMachine::new()).await;
+        self.router.set_answer_delay(from, to, Duration::from_millis(50));
+        self.raft(from).add_learner(to, node_addr(to), true).await.expect("add learner");
+        let leader = self.raft(from).clone();
+        let change = quorate::ChangeMembers::ReplaceAllVoters([to].into());
+        tokio::spawn(async move { leader.change_membership(change, false).await });
+    }
+
     /// Wait until every node in `ids` has applied at least `index`.
     pub async fn wait_applied(&self, ids: &[u64], index: u64) {
         for id in ids {

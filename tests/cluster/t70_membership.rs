@@ -363,16 +363,7 @@ async fn a_node_back_with_an_empty_disk_as_it_is_removed_disrupts_nothing() {
 async fn move_group_and_cut_before_final(c: &mut TestCluster) {
     c.initialize(1).await;
     c.set(1, "k", "v").await;
-    c.start_node(2, MemLogStore::new(), MemStateMachine::new()).await;
-    // Node 2's answers reach node 1 50 ms late: node 2 holds the joint config 50 ms before node 1
-    // learns it is committed and appends the final config {2}.
-    c.router.set_answer_delay(1, 2, Duration::from_millis(50));
-    c.raft(1).add_learner(2, node_addr(2), true).await.expect("add learner");
-    let raft1 = c.raft(1).clone();
-    let _change =
-        tokio::spawn(
-            async move { raft1.change_membership(ChangeMembers::ReplaceAllVoters(btreeset! {2}), false).await },
-        );
+    c.start_moving_group(1, 2).await;
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     while !c.raft(2).metrics().borrow().membership_config.membership.is_joint() {
         assert!(tokio::time::Instant::now() < deadline, "node 2 never held the joint config");
@@ -394,9 +385,30 @@ async fn move_group_and_cut_before_final(c: &mut TestCluster) {
     assert!(c.raft(2).metrics().borrow().membership_config.membership.is_joint(), "node 2 lacks the final config");
 }
 
+/// Some leader is elected, and in the end node 2 leads the group {2} and takes a write: node 1,
+/// elected by node 2, commits the final config and steps down.
+async fn node_2_leads_the_moved_group(c: &TestCluster) {
+    let elected =
+        c.raft(2).wait(Some(Duration::from_secs(60))).metrics(|m| m.current_leader.is_some(), "some leader").await;
+    let (m1, m2) = (c.raft(1).metrics().borrow().clone(), c.raft(2).metrics().borrow().clone());
+    assert!(
+        elected.is_ok(),
+        "no leader within 60 s: node 1 {:?} {} term {}, node 2 {:?} {} term {}",
+        m1.state,
+        m1.membership_config.membership,
+        m1.current_term,
+        m2.state,
+        m2.membership_config.membership,
+        m2.current_term
+    );
+    c.raft(2).wait(Some(TIMEOUT)).state(ServerState::Leader, "node 2 leads").await.unwrap();
+    assert_eq!(voters(c, 2), btreeset! {2});
+    c.set(2, "k", "after").await;
+}
+
 /// Found in review: a group moved from node 1 to node 2 ({1} -> joint -> {2}) whose old leader
-/// holds the final config {2} that node 2 never received. No crash at all: node 1 steps down by check-quorum while cut off, and is a learner of {2}
-/// from then on; once the link heals, node 2 needs node 1's vote (the joint config's old half
+/// /// holds the final config {2} that node 2 never received. No crash at all: node 1 steps down
+/// by check-quorum while cut off, and was a learner of {2} from then on; once the link heals, node 2 needs node 1's vote (the joint config's old half
 /// is {1}), which node 1 refuses (its log holds the final config), and node 1 never campaigns.
 #[tokio::test(start_paused = true)]
 async fn a_move_cut_after_the_final_config_is_appended_elects_a_leader_once_healed() {
@@ -409,27 +421,7 @@ async fn a_move_cut_after_the_final_config_is_appended_elects_a_leader_once_heal
         .await
         .unwrap();
     c.router.unblock(1, 2);
-    let elected = c
-        .raft(2)
-        .wait(Some(Duration::from_secs(60)))
-        .metrics(|m| m.current_leader.is_some(), "some leader after the link heals")
-        .await;
-    let m1 = c.raft(1).metrics().borrow().clone();
-    let m2 = c.raft(2).metrics().borrow().clone();
-    assert!(
-        elected.is_ok(),
-        "no leader 60 s after healing: node 1 {:?} {} term {}, node 2 {:?} {} term {}",
-        m1.state,
-        m1.membership_config.membership,
-        m1.current_term,
-        m2.state,
-        m2.membership_config.membership,
-        m2.current_term
-    );
-    // Node 1, elected by node 2, commits the final config and steps down; node 2 leads {2}.
-    c.raft(2).wait(Some(TIMEOUT)).state(ServerState::Leader, "node 2 leads").await.unwrap();
-    assert_eq!(voters(&c, 2), btreeset! {2});
-    c.set(2, "k", "after").await;
+    node_2_leads_the_moved_group(&c).await;
 }
 
 /// Found in review, as above, with a crash: node 1 restarts with the final config {2} durable.
@@ -442,25 +434,5 @@ async fn a_move_whose_old_leader_restarts_with_the_final_config_elects_a_leader(
     tokio::time::sleep(Duration::from_millis(500)).await;
     c.restart_node(1).await;
     c.router.unblock(1, 2);
-    let elected = c
-        .raft(2)
-        .wait(Some(Duration::from_secs(60)))
-        .metrics(|m| m.current_leader.is_some(), "some leader after the restart")
-        .await;
-    let m1 = c.raft(1).metrics().borrow().clone();
-    let m2 = c.raft(2).metrics().borrow().clone();
-    assert!(
-        elected.is_ok(),
-        "no leader 60 s after the restart: node 1 {:?} {} term {}, node 2 {:?} {} term {}",
-        m1.state,
-        m1.membership_config.membership,
-        m1.current_term,
-        m2.state,
-        m2.membership_config.membership,
-        m2.current_term
-    );
-    // Node 1, elected by node 2, commits the final config and steps down; node 2 leads {2}.
-    c.raft(2).wait(Some(TIMEOUT)).state(ServerState::Leader, "node 2 leads").await.unwrap();
-    assert_eq!(voters(&c, 2), btreeset! {2});
-    c.set(2, "k", "after").await;
+    node_2_leads_the_moved_group(&c).await;
 }

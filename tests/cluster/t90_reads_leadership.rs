@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use maplit::btreeset;
-use quorate::testing::{MemLogStore, MemStateMachine, Request};
-use quorate::{ChangeMembers, LinearizableReadError, RaftError, ReadPolicy, ServerState, TransferLeaderError};
+use quorate::testing::Request;
+use quorate::{LinearizableReadError, RaftError, ReadPolicy, ServerState, TransferLeaderError};
 use tokio::time::Instant;
 
-use crate::fixture::{TIMEOUT, TestCluster, init_tracing, node_addr};
+use crate::fixture::{TIMEOUT, TestCluster, init_tracing};
 
 /// Raft §8: a read on the leader sees every write acknowledged before it started.
 #[tokio::test(start_paused = true)]
@@ -174,16 +174,9 @@ async fn a_node_the_group_moved_to_restarted_in_the_old_leaders_lease_does_not_b
     let mut c = TestCluster::new(&[1]).await;
     c.initialize(1).await;
     c.set(1, "k", "old").await;
-    c.start_node(2, MemLogStore::new(), MemStateMachine::new()).await;
-    // Node 2's answers reach node 1 50 ms late: the final config {2} is on node 2 (and in
-    // effect on node 1) 50 ms before node 1 learns that it is committed.
-    c.router.set_answer_delay(1, 2, Duration::from_millis(50));
-    c.raft(1).add_learner(2, node_addr(2), true).await.expect("add learner");
-    let raft1 = c.raft(1).clone();
-    let _change =
-        tokio::spawn(
-            async move { raft1.change_membership(ChangeMembers::ReplaceAllVoters(btreeset! {2}), false).await },
-        );
+    // The final config {2} is on node 2 (and in effect on node 1) 50 ms before node 1 learns
+    // that it is committed.
+    c.start_moving_group(1, 2).await;
     c.raft(2)
         .wait(Some(TIMEOUT))
         .metrics(
