@@ -70,7 +70,6 @@ where
             Command::UpdateReplicationStreams { vote, targets } => self.update_replications(vote, targets).await,
             Command::CloseReplicationStreams => {
                 self.replications.clear();
-                self.departing.clear();
                 self.watches.close_streams();
             }
             Command::BroadcastHeartbeat { round } => self.watches.broadcast_heartbeat(round),
@@ -173,20 +172,17 @@ where
         // the committed config it knows, and campaigns (see `Engine::may_campaign`). Its
         // answers count for nothing: the Engine no longer replicates to it.
         let until = self.clock.now() + self.config.election_timeout_max;
-        for (id, h) in std::mem::take(&mut self.replications) {
-            if h.vote != vote {
-                continue;
-            }
-            if targets.iter().any(|t| t.id == id) {
-                self.replications.insert(id, h);
-            } else {
+        self.replications.retain(|_, h| h.vote == vote);
+        for (id, h) in self.replications.iter_mut() {
+            if targets.iter().any(|t| t.id == *id) {
+                // A node added again before its time ran out is a target like any other.
+                h.departing_until = None;
+            } else if h.departing_until.is_none() {
                 debug!(target = %id, "removed from the membership; its stream runs on for an election timeout");
-                self.departing.push((until, id, h));
+                h.departing_until = Some(until);
             }
         }
-        // A node added again is replicated to by a new stream.
-        self.departing.retain(|(_, id, h)| h.vote == vote && !targets.iter().any(|t| t.id == *id));
-        if targets.is_empty() && self.replications.is_empty() && self.departing.is_empty() {
+        if targets.is_empty() && self.replications.is_empty() {
             self.watches.close_streams();
         }
         for t in targets {

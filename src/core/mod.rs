@@ -81,16 +81,15 @@ where
     /// AppendEntries answers that wait for their log I/O to be flushed, in seq order.
     pub(crate) parked_append_responses:
         VecDeque<(u64, oneshot::Sender<AppendEntriesResponse<C>>, AppendEntriesResponse<C>)>,
-    pub(crate) replications: BTreeMap<C::NodeId, ReplicationHandle<C>>,
-    /// Streams to nodes that a committed config removed, kept until the instant beside each
-    /// (see `update_replications`).
-    pub(crate) departing: Vec<(Instant, C::NodeId, ReplicationHandle<C>)>,
+    /// The replication streams: one per target, and for a while one per node a committed
+    /// config removed (`ReplicationHandle::departing_until`, see `update_replications`).
+    pub(crate) replications: crate::engine::TargetMap<C::NodeId, ReplicationHandle<C>>,
     /// The last log I/O handed to the log store.
     pub(crate) submitted: LogIOId<C>,
     /// The caller of the membership change in progress, and the change's first entry.
     pub(crate) membership_waiter: Option<(LogId<C>, MembershipResponder<C>)>,
     /// A snapshot being received from the leader.
-    pub(crate) receiving: Option<snapshot::SnapshotReceiver<C>>,
+    pub(crate) receiving: Option<Box<snapshot::SnapshotReceiver<C>>>,
     /// A received snapshot waiting for its `InstallSnapshot` command.
     pub(crate) installing: Option<Box<C::SnapshotData>>,
     /// Linearizable reads waiting for a quorum to confirm this leader.
@@ -139,7 +138,6 @@ where
                 self.release_quiesced_leadership(self.engine.state.vote.term);
             }
             self.replications.clear();
-            self.departing.clear();
             self.engine.state.server_state = ServerState::Shutdown;
             self.publish_inner(true);
             result
@@ -157,7 +155,7 @@ where
             self.publish();
             // One timer for the three deadlines: every sleep in this `select!` is part of the
             // task's future, which every idle group of a host keeps.
-            let departed = self.departing.iter().map(|(at, _, _)| *at).min();
+            let departed = self.replications.values().filter_map(|h| h.departing_until).min();
             let timer = Timer::next(
                 self.engine.election_deadline(),
                 self.next_quiesce_check(),
@@ -217,8 +215,8 @@ where
             }
             Some(Timer::Departed) => {
                 let now = self.clock.now();
-                self.departing.retain(|(until, _, _)| *until > now);
-                if self.departing.is_empty() && self.replications.is_empty() {
+                self.replications.retain(|_, h| h.departing_until.is_none_or(|until| until > now));
+                if self.replications.is_empty() {
                     self.watches.close_streams();
                 }
             }
@@ -412,11 +410,13 @@ where
         if !force_metrics && self.input_queued() {
             return;
         }
-        let in_flight = self
-            .engine
-            .leader
-            .as_ref()
-            .map(|_| self.replications.iter().map(|(id, h)| (*id, h.gauge.get())).collect::<BTreeMap<_, _>>());
+        let in_flight = self.engine.leader.as_ref().map(|_| {
+            self.replications
+                .iter()
+                .filter(|(_, h)| h.departing_until.is_none())
+                .map(|(id, h)| (*id, h.gauge.get()))
+                .collect::<BTreeMap<_, _>>()
+        });
         let queues = metrics::Queues {
             write_queue: self.write_rx.len() as u64,
             pending_writes: self.responders.len() as u64,

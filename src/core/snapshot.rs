@@ -68,7 +68,7 @@ where
             }
             let data = sm_call(&self.sm_tx, |tx| SmMsg::BeginReceiving { tx }).await??;
             debug!(snapshot = %req.meta, "start receiving a snapshot");
-            self.receiving = Some(SnapshotReceiver { vote, meta: req.meta.clone(), offset: 0, data });
+            self.receiving = Some(Box::new(SnapshotReceiver { vote, meta: req.meta.clone(), offset: 0, data }));
         }
         let Some(recv) = self.receiving.as_mut() else { return Err(Fatal::Invariant("no snapshot receiver".into())) };
         if req.offset != recv.offset {

@@ -4,7 +4,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::RaftTypeConfig;
-use crate::engine::target_map::TargetMap;
+use crate::engine::TargetMap;
 use crate::engine::{Acked, Command, Engine, LogIOId, ReplicationTarget};
 use crate::types::{DisplayOption, Entry, EntryPayload, LogId, Membership, Vote};
 

@@ -60,6 +60,7 @@ pub(crate) use read::{ReadStart, ReadStatus, ReadTicket};
 pub use state::LogIOId;
 pub use state::ServerState;
 pub(crate) use state::{IOState, MembershipState, RaftState};
+pub(crate) use target_map::TargetMap;
 use tokio::time::Instant;
 pub(crate) use transfer::TransferRejected;
 

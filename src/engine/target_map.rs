@@ -96,6 +96,26 @@ impl<K: Ord + Copy, V> TargetMap<K, V> {
     pub(crate) fn keys(&self) -> impl Iterator<Item = &K> {
         self.entries.iter().map(|(k, _)| k)
     }
+
+    /// The values, in key order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
+        self.entries.iter().map(|(_, v)| v)
+    }
+
+    /// The entries, in key order, with values to change.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
+        self.entries.iter_mut().map(|(k, v)| (&*k, v))
+    }
+
+    /// Whether there is no entry.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Remove every entry, and hand back the memory.
+    pub(crate) fn clear(&mut self) {
+        self.entries = Vec::new();
+    }
 }
 
 impl<K: Ord + Copy, V> Extend<(K, V)> for TargetMap<K, V> {

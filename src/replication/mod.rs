@@ -162,6 +162,9 @@ impl InFlightGauge {
 pub(crate) struct ReplicationHandle<C: RaftTypeConfig> {
     pub(crate) vote: Vote<C>,
     pub(crate) gauge: Arc<InFlightGauge>,
+    /// Set when a committed config removed the target: the stream runs on until then, so that
+    /// the target learns the commit (see `RaftCore::update_replications`).
+    pub(crate) departing_until: Option<tokio::time::Instant>,
     join: JoinHandle<()>,
 }
 
@@ -221,7 +224,7 @@ impl<C: RaftTypeConfig> ReplicationHandle<C> {
         // (the binary search), `pipelining`, `snapshot`.
         let span = debug_span!("replication", id = %leader, %target, %vote);
         let join = tokio::spawn(core.run().instrument(span));
-        Self { vote, gauge, join }
+        Self { vote, gauge, departing_until: None, join }
     }
 }
 
