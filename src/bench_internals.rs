@@ -96,7 +96,11 @@ impl LeaderBench {
     pub fn new() -> Self {
         let now = Instant::now();
         let mut engine = Engine::new(engine_config(LEADER), RaftState::default());
-        engine.initialize(now, voters());
+        engine.initialize(voters());
+        // The first election starts once the first entry is durable.
+        let first = engine.state.io.accepted;
+        engine.on_log_flushed(first);
+        engine.after_log_flushed(now);
         let candidate = engine.state.vote;
         let grant = VoteResponse { vote: candidate, vote_granted: true, last_log_id: None, pre_vote: false };
         engine.handle_vote_resp(now, 2, &grant);

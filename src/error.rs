@@ -301,8 +301,7 @@ impl<C: RaftTypeConfig> fmt::Debug for TransferLeaderError<C> {
 #[derive(Serialize, Deserialize, thiserror::Error)]
 #[serde(bound = "")]
 pub enum InitializeError<C: RaftTypeConfig> {
-    /// The node already has a log, or a vote for another node: it is, or was, part of a
-    /// cluster.
+    /// The node already has a log or a vote: it is, or was, part of a cluster.
     #[error("cannot initialize: the node already has state (last log {last_log_id:?}, vote {vote})")]
     NotAllowed {
         /// The node's last log id.

@@ -255,6 +255,7 @@ where
                 }
                 debug!(flushed = %DisplayOption(&io.last_log_id), "log flushed");
                 self.engine.on_log_flushed(io);
+                self.engine.after_log_flushed(self.clock.now());
             }
             Notification::VoteResponse { target, resp } => match resp {
                 Ok(resp) => {
@@ -341,19 +342,13 @@ where
         match m {
             ApiMsg::Initialize { membership, tx } => {
                 let state = &self.engine.state;
-                // A vote of this node's own with no log is an `initialize` that crashed before
-                // its first entry was durable (the vote is durable at once, the entry at its
-                // flush): that node answered no other leader and holds nothing, so it may be
-                // initialized again, as if it never had been (found in review: it was refused
-                // for good, and had no membership to elect with).
-                let fresh = state.vote == Default::default() || state.vote.node_id == Some(self.engine.id());
-                if state.last_log_id().is_some() || !fresh {
+                if state.last_log_id().is_some() || state.vote != Default::default() {
                     let e = InitializeError::NotAllowed { last_log_id: state.last_log_id(), vote: state.vote };
                     let _ = tx.send(Err(e));
                 } else if !membership.is_voter(&self.engine.id()) {
                     let _ = tx.send(Err(InitializeError::NotAVoter));
                 } else {
-                    self.engine.initialize(self.clock.now(), *membership);
+                    self.engine.initialize(*membership);
                     self.run_commands().await?;
                     let _ = tx.send(Ok(()));
                 }

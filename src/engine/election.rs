@@ -347,11 +347,14 @@ impl<C: RaftTypeConfig> Engine<C> {
 
     /// Set up the first entry of a new cluster: a membership entry at index 0.
     ///
-    /// Allowed only on a node that has no log, and no vote but maybe its own (an earlier
-    /// `initialize` that crashed before this entry was durable). The entry's id is the same on
+    /// Allowed only on a node that has never had a log or a vote. The entry's id is the same on
     /// every node (term 0, the default node id), so initializing several nodes with the same
     /// membership is harmless; initializing them with different ones is an operator error.
-    pub(crate) fn initialize(&mut self, now: Instant, membership: Membership<C>) {
+    ///
+    /// The first election starts once the entry is durable, not before: its vote is durable at
+    /// once, and a node that crashed in between came back with a vote and no log, which it
+    /// could neither be initialized from again nor elect with (found in review).
+    pub(crate) fn initialize(&mut self, membership: Membership<C>) {
         let log_id = crate::types::LogId::new(crate::types::LeaderId::new(0, C::NodeId::default()), 0);
         self.state.log_ids.append(log_id);
         self.state.membership.append(log_id, membership.clone());
@@ -359,8 +362,17 @@ impl<C: RaftTypeConfig> Engine<C> {
         let entries = vec![crate::types::Entry::new_membership(log_id, membership)];
         self.output.push_back(Command::AppendEntries { io, entries });
         self.state.server_state = self.follower_or_learner();
-        // Start the election at once; the other nodes have an empty log and will vote for us.
-        self.elect_forced(now);
+        self.first_election_pending = true;
+    }
+
+    /// After RaftCore handed a flush to [`on_log_flushed`](Self::on_log_flushed): once the
+    /// first entry `initialize` appended is durable, start the cluster's first election,
+    /// forced (the other nodes have an empty log and no leader to be sticky to).
+    pub(crate) fn after_log_flushed(&mut self, now: Instant) {
+        if self.first_election_pending && self.state.io.flushed.last_log_id.is_some() {
+            self.first_election_pending = false;
+            self.elect_forced(now);
+        }
     }
 }
 

@@ -136,6 +136,9 @@ pub(crate) struct Engine<C: RaftTypeConfig> {
     pub(crate) orphan_of: Option<C::NodeId>,
     /// The identity of the leader's host when it quiesced this follower.
     pub(crate) quiesced_mark: Option<crate::types::QuiesceMark>,
+    /// `initialize` appended the first entry: the first election starts once it is durable
+    /// (see [`after_log_flushed`](Self::after_log_flushed)).
+    pub(crate) first_election_pending: bool,
     /// Commands for RaftCore, in execution order.
     pub(crate) output: VecDeque<Command<C>>,
 }
@@ -156,6 +159,7 @@ impl<C: RaftTypeConfig> Engine<C> {
             quiesced_under: None,
             orphan_of: None,
             quiesced_mark: None,
+            first_election_pending: false,
             output: VecDeque::new(),
         }
     }

@@ -338,14 +338,12 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// Start a new cluster whose voters are `members`.
     ///
     /// Call it on one node of a new cluster (or on every node, with the same `members`). The
-    /// node appends the membership as the first log entry and starts an election at once; the
-    /// other members join when the leader reaches them.
+    /// node appends the membership as the first log entry and starts an election as soon as
+    /// that entry is durable (a crash before then leaves the node as it was, to be initialized
+    /// again); the other members join when the leader reaches them.
     ///
     /// # Errors
-    /// [`InitializeError::NotAllowed`] if the node already has a log, or a vote for another
-    /// node (a node whose earlier `initialize` crashed before its first entry was durable has
-    /// only its own vote, and may be initialized again: with the same members, as on every
-    /// node);
+    /// [`InitializeError::NotAllowed`] if the node already has a log or a vote;
     /// [`InitializeError::NotAVoter`] if this node is not in `members`.
     ///
     /// # Examples
