@@ -102,7 +102,7 @@ impl LeaderBench {
         engine.on_log_flushed(first);
         engine.after_log_flushed(now);
         let candidate = engine.state.vote;
-        let grant = VoteResponse { vote: candidate, vote_granted: true, last_log_id: None, pre_vote: false };
+        let grant = VoteResponse::new(candidate, true, None);
         engine.handle_vote_resp(now, 2, &grant);
         let vote = engine.leader.as_ref().map(|l| l.vote).unwrap_or_else(|| unreachable!("node 1 won the election"));
         drain(&mut engine);

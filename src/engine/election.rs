@@ -107,10 +107,10 @@ impl<C: RaftTypeConfig> Engine<C> {
         self.output.push_back(Command::SendVote { req });
     }
 
-    /// Whether `id` is a node (voter or learner) of the effective or the committed config.
-    fn is_member(&self, id: &C::NodeId) -> bool {
+    /// Whether `id` votes in the effective or the committed config.
+    fn is_voter_member(&self, id: &C::NodeId) -> bool {
         let ms = &self.state.membership;
-        ms.effective().nodes().contains_key(id) || ms.committed.membership.nodes().contains_key(id)
+        ms.effective().is_voter(id) || ms.committed.membership.is_voter(id)
     }
 
     /// Whether this node believes a leader is alive: it leads, or heard from a leader within
@@ -130,12 +130,15 @@ impl<C: RaftTypeConfig> Engine<C> {
         // answer (see `quiesce.rs`). A quiesced follower's stickiness already counts its
         // leader's node as heard (RaftCore fed it in before this request).
         //
-        // Not for a candidate that is no member of the group as this node knows it: a voter
-        // removed while cut off never learns of its removal (nobody replicates to it) and
+        // Not for a candidate that votes in no config of the group as this node knows it: a
+        // voter removed while cut off never learns of its removal (nobody replicates to it) and
         // campaigns for as long as it runs; waking for it would keep the group awake as long.
-        // Its requests are refused all the same (stickiness, and its log lacks the change),
-        // and a member that stops hearing the leader campaigns itself, which wakes the group.
-        if req.vote.node_id.is_some_and(|c| self.is_member(&c)) {
+        // Nor for a learner (a voter demoted to one, that campaigns until it learns the change
+        // committed; found in review: cut off from the leader only, it woke the group at every
+        // timeout). Their requests are refused all the same (stickiness, and a log that lacks
+        // the change), and a voter that stops hearing the leader campaigns itself, which wakes
+        // the group.
+        if req.vote.node_id.is_some_and(|c| self.is_voter_member(&c)) {
             self.leader_wake(now);
             self.wake_follower(now, None);
         }
@@ -174,7 +177,13 @@ impl<C: RaftTypeConfig> Engine<C> {
             // A pre-vote changes nothing else here; a grant echoes the request's vote so the
             // candidate can tell which round it answers.
             let vote = if granted { req.vote } else { self.state.vote };
-            return VoteResponse { vote, vote_granted: granted, last_log_id, pre_vote: true };
+            return VoteResponse {
+                vote,
+                vote_granted: granted,
+                last_log_id,
+                pre_vote: true,
+                committed: self.state.committed,
+            };
         }
         if granted || (!sticky && req.vote.term > self.state.vote.term) {
             // This node stops following the leader it may be quiesced under (a non-member's
@@ -200,7 +209,7 @@ impl<C: RaftTypeConfig> Engine<C> {
             // A node that believes a leader is alive ignores the request entirely (§9.6).
             self.see_greater_vote(now, Vote { term: req.vote.term, node_id: None, committed: false });
         }
-        VoteResponse::new(self.state.vote, granted, last_log_id)
+        VoteResponse { committed: self.state.committed, ..VoteResponse::new(self.state.vote, granted, last_log_id) }
     }
 
     /// Whose turn it is, if the pre-vote `req` meets this node's own pre-vote in the first
@@ -241,6 +250,7 @@ impl<C: RaftTypeConfig> Engine<C> {
 
     /// Count a vote response from `target`, received at `now`.
     pub(crate) fn handle_vote_resp(&mut self, now: Instant, target: C::NodeId, resp: &VoteResponse<C>) {
+        self.learn_committed_from_voter(resp.committed);
         if resp.vote_granted {
             // A grant counts only for the election it was asked for, and a pre-vote grant
             // only for a pre-vote: it is no vote.
@@ -258,6 +268,27 @@ impl<C: RaftTypeConfig> Engine<C> {
             // round may not win, so it no longer holds back survivors whose turn comes later
             // (see `turn`), one of which may win where it does not.
             candidate.turn_of = None;
+        }
+    }
+
+    /// A voter answered that `committed` is committed. If this node's log holds that very
+    /// entry, its log matches the voter's up to there (Log Matching), so it is committed here
+    /// too. Found in review: a node holding the config that removed it, whose commit never
+    /// reached it (its stream ended first), counted itself a voter of the config before and
+    /// campaigned for good; the voters it asks tell it the commit, and it stops. Not on a
+    /// leader, which learns commits from its own quorum.
+    fn learn_committed_from_voter(&mut self, committed: Option<crate::types::LogId<C>>) {
+        let Some(c) = committed else { return };
+        if self.leader.is_some() || Some(c) <= self.state.committed || self.state.log_ids.get(c.index) != Some(c) {
+            return;
+        }
+        debug!(id = %self.config.id, committed = %c, "a voter says this entry of our log is committed");
+        self.commit(c);
+        if !self.may_campaign() {
+            info!(id = %self.config.id, "not a voter of the committed config; no longer campaigning");
+            self.candidate = None;
+            self.election_deadline = None;
+            self.state.server_state = ServerState::Learner;
         }
     }
 

@@ -24,7 +24,7 @@ use crate::RaftTypeConfig;
 pub const PREAMBLE: [u8; 8] = [b'Q', b'R', b'A', b'F', b'T', 0, PROTOCOL_VERSION as u8, 0];
 
 /// The version of this protocol; it is in [`PREAMBLE`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Bytes of a frame's length prefix.
 pub const FRAME_HEADER: usize = 4;

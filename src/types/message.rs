@@ -48,12 +48,18 @@ pub struct VoteResponse<C: RaftTypeConfig> {
     /// no vote, and is never counted as one.
     #[serde(default)]
     pub pre_vote: bool,
+    /// The last entry the responder knows committed. A candidate whose log holds this very
+    /// entry learns that it is committed (its log matches up to there): how a node that holds
+    /// the config removing it, but never heard that it committed, learns that it was removed
+    /// and stops campaigning.
+    #[serde(default)]
+    pub committed: Option<LogId<C>>,
 }
 
 impl<C: RaftTypeConfig> VoteResponse<C> {
-    /// An answer to a plain vote request.
+    /// An answer to a plain vote request, with no committed entry named.
     pub fn new(vote: Vote<C>, vote_granted: bool, last_log_id: Option<LogId<C>>) -> Self {
-        Self { vote, vote_granted, last_log_id, pre_vote: false }
+        Self { vote, vote_granted, last_log_id, pre_vote: false, committed: None }
     }
 }
 
@@ -175,7 +181,7 @@ macro_rules! impl_clone_debug {
 
 impl_clone_debug!(VoteRequest { vote, last_log_id, pre_vote, force });
 impl_clone_debug!(TransferLeaderRequest { vote, last_log_id });
-impl_clone_debug!(VoteResponse { vote, vote_granted, last_log_id, pre_vote });
+impl_clone_debug!(VoteResponse { vote, vote_granted, last_log_id, pre_vote, committed });
 impl_clone_debug!(AppendEntriesRequest { vote, prev_log_id, entries, leader_commit, quiesce });
 impl_clone_debug!(InstallSnapshotRequest { vote, meta, offset, data, done });
 impl_clone_debug!(InstallSnapshotResponse { vote, next_offset });
@@ -186,6 +192,7 @@ impl<C: RaftTypeConfig> PartialEq for VoteResponse<C> {
             && self.vote_granted == other.vote_granted
             && self.last_log_id == other.last_log_id
             && self.pre_vote == other.pre_vote
+            && self.committed == other.committed
     }
 }
 impl<C: RaftTypeConfig> Eq for VoteResponse<C> {}

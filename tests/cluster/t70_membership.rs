@@ -436,3 +436,55 @@ async fn a_move_whose_old_leader_restarts_with_the_final_config_elects_a_leader(
     c.router.unblock(1, 2);
     node_2_leads_the_moved_group(&c).await;
 }
+
+/// Found in review: the stream that tells a removed node its removal committed runs for one
+/// election timeout only. Node 4 holds the final config {1,2,3}, so it is a voter of the joint
+/// config it knows committed and campaigns (`Engine::may_campaign`), but it is cut off from
+/// the leader for longer than that. Nobody replicates to it again; it campaigned for good. Now
+/// the voters it asks answer with their committed entry, which its log holds: it learns the
+/// removal committed after one round of requests, and stops.
+#[tokio::test(start_paused = true)]
+async fn a_removed_node_cut_off_past_the_grace_learns_its_removal_from_the_voters_it_asks() {
+    use quorate::testing::RpcKind;
+
+    init_tracing();
+    let mut c = TestCluster::new(&[1, 2, 3]).await;
+    c.initialize(1).await;
+    start_empty(&mut c, &[4]).await;
+    c.raft(1).add_learner(4, node_addr(4), true).await.expect("add learner");
+    c.raft(1).change_membership(ChangeMembers::AddVoterIds(btreeset! {4}), false).await.expect("add voter");
+    c.set(1, "k", "v").await;
+    let last = c.raft(1).metrics().borrow().last_log_id.unwrap().index;
+    c.wait_applied(&[4], last).await;
+    // Node 4's answers come back late: the request carrying the final config's commit cannot
+    // be sent while the one carrying the config itself is unanswered.
+    c.router.set_answer_delay(1, 4, Duration::from_millis(50));
+    let raft1 = c.raft(1).clone();
+    let _change =
+        tokio::spawn(async move { raft1.change_membership(ChangeMembers::RemoveVoters(btreeset! {4}), false).await });
+    c.raft(4)
+        .wait(Some(TIMEOUT))
+        .metrics(
+            |m| {
+                let config = &m.membership_config.membership;
+                !config.is_joint() && config.voter_ids() == btreeset! {1, 2, 3}
+            },
+            "node 4 holds the final config",
+        )
+        .await
+        .unwrap();
+    c.router.block(1, 4);
+    let m4 = c.raft(4).metrics().borrow().clone();
+    assert!(m4.committed_membership.membership.is_joint(), "precondition: node 4 does not know the removal committed");
+    // Past the time the departing stream runs on.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.router.unblock(1, 4);
+    c.router.set_answer_delay(1, 4, Duration::ZERO);
+    let votes = || (1..=3).map(|to| c.router.rpc_count_from_to(4, to, RpcKind::Vote)).sum::<u64>();
+    let before = votes();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let m4 = c.raft(4).metrics().borrow().clone();
+    assert_eq!(m4.state, ServerState::Learner, "node 4 learned that it was removed: {m4}");
+    assert_eq!(m4.committed_membership.membership.voter_ids(), btreeset! {1, 2, 3});
+    assert!(votes() - before <= 3, "node 4 campaigned on: {} vote requests in 10 s", votes() - before);
+}

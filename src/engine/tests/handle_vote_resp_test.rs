@@ -221,3 +221,36 @@ fn leader_stepping_down_on_a_late_rejection_restarts_its_election_timer() {
     // former leader would wait forever if the newer term never produces a leader.
     assert_deadline_after(&engine, now);
 }
+
+/// Found in review: node 4 holds the config {1,2,3} that removed it, not knowing it committed,
+/// and campaigns as a voter of the joint config it knows committed. A voter refuses it and
+/// answers with its committed entry, which node 4's log holds: node 4 learns the removal
+/// committed and stops campaigning for good. An entry it does not hold teaches it nothing.
+#[test]
+fn a_voters_committed_entry_that_the_log_holds_is_committed_here_too() {
+    let now = Instant::now();
+    let removed = || {
+        EngineBuilder::node(4)
+            .vote(Vote::new(2, 4))
+            .log([log_id(1, 0), log_id(1, 1), log_id(1, 2)])
+            .committed(log_id(1, 1))
+            .membership(log_id(1, 1), joint(&[1, 2, 3, 4], &[1, 2, 3]))
+            .uncommitted_membership(log_id(1, 2), voters(&[1, 2, 3]))
+            .candidate(&[])
+            .deadline(now + Duration::from_millis(200))
+            .build()
+    };
+    let refusal = |committed| VoteResponse { committed: Some(committed), ..reject(Vote::new_committed(1, 1)) };
+
+    let mut engine = removed();
+    engine.handle_vote_resp(now, 1, &refusal(log_id(2, 2)));
+    assert_eq!(engine.state.committed, Some(log_id(1, 1)), "an entry not in this log proves nothing");
+    assert_eq!(engine.state.server_state, ServerState::Candidate);
+
+    engine.handle_vote_resp(now, 1, &refusal(log_id(1, 2)));
+    assert_eq!(engine.state.committed, Some(log_id(1, 2)));
+    assert_eq!(engine.state.membership.committed.membership, voters(&[1, 2, 3]));
+    assert_eq!(engine.state.server_state, ServerState::Learner);
+    assert!(engine.candidate.is_none());
+    assert_eq!(engine.election_deadline(), None, "it never campaigns again");
+}

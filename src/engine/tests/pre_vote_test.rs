@@ -33,7 +33,8 @@ fn pre_vote_req(vote: Vote<C>, last_log_id: Option<LogId<C>>) -> VoteRequest<C> 
 }
 
 fn pre_vote_resp(vote: Vote<C>, granted: bool) -> VoteResponse<C> {
-    VoteResponse { vote, vote_granted: granted, last_log_id: last(), pre_vote: true }
+    // The responder's committed entry, as `voter` builds it.
+    VoteResponse { vote, vote_granted: granted, last_log_id: last(), pre_vote: true, committed: last() }
 }
 
 fn candidate_of(vote: Vote<C>, granted: &[u64], pre_vote: bool) -> Box<Candidate<C>> {

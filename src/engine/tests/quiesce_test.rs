@@ -6,7 +6,9 @@ use std::time::Duration;
 use pretty_assertions::assert_eq;
 use tokio::time::Instant;
 
-use super::fixture::{C, EngineBuilder, LEASE, TIMEOUT_MAX, TIMEOUT_MIN, assert_deadline_after, joint, voters};
+use super::fixture::{
+    C, EngineBuilder, LEASE, TIMEOUT_MAX, TIMEOUT_MIN, assert_deadline_after, joint, voters, voters_and_learners,
+};
 use crate::engine::Ack;
 use crate::engine::{Command, Engine, ReadStart, ServerState};
 use crate::testing_types::log_id;
@@ -200,6 +202,26 @@ fn a_vote_request_from_no_member_wakes_nobody_and_is_refused() {
     assert!(!to_leader.vote_granted && !to_follower.vote_granted);
     assert!(leader.leader_quiesced());
     assert_eq!(leader.take_commands(), vec![]);
+    assert_eq!(follower.quiesced_under(), Some(1));
+    assert_eq!(follower.election_deadline(), None);
+}
+
+/// Found in review: a learner (a voter demoted to one, campaigning until it learns that the
+/// change committed) wakes nobody either: cut off from the leader only, it would wake the group
+/// at every election timeout.
+#[test]
+fn a_vote_request_from_a_learner_wakes_nobody() {
+    let t = Instant::now();
+    let now = t + Duration::from_secs(10);
+    let mut follower = quiet_node(2).membership(log_id(1, 0), voters_and_learners(&[1, 2, 3], &[4])).build();
+    follower.handle_append_entries(t, quiesce_heartbeat());
+    assert_eq!(follower.quiesced_under(), Some(1));
+    follower.take_commands();
+    follower.on_leader_node_heard(Some(now - ms(20)));
+
+    let resp = follower.handle_vote_req(now, &vote_req(4));
+
+    assert!(!resp.vote_granted);
     assert_eq!(follower.quiesced_under(), Some(1));
     assert_eq!(follower.election_deadline(), None);
 }

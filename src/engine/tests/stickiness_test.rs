@@ -105,8 +105,13 @@ fn voter_that_heard_from_a_leader_recently_refuses_unforced_requests() {
         let name = case.name;
         let real_grant = case.granted && !case.pre_vote;
         let resp_vote = if case.granted { request.vote } else { leader_vote() };
-        let expected =
-            VoteResponse { vote: resp_vote, vote_granted: case.granted, last_log_id: last(), pre_vote: case.pre_vote };
+        let expected = VoteResponse {
+            vote: resp_vote,
+            vote_granted: case.granted,
+            last_log_id: last(),
+            pre_vote: case.pre_vote,
+            committed: state_before.committed,
+        };
         assert_eq!(resp, expected, "{name}");
         let expected_commands = if real_grant { vec![Command::SaveVote { vote: request.vote }] } else { vec![] };
         assert_eq!(engine.take_commands(), expected_commands, "{name}");
@@ -129,7 +134,7 @@ fn without_check_quorum_a_recent_leader_does_not_hold_back_a_vote() {
     let resp = engine.handle_vote_req(now, &vote_req(false, false));
 
     // Raft §5.2 as in the paper: stickiness comes with check-quorum.
-    assert_eq!(resp, VoteResponse::new(Vote::new(3, 3), true, last()));
+    assert_eq!(VoteResponse { committed: None, ..resp }, VoteResponse::new(Vote::new(3, 3), true, last()));
     assert_eq!(engine.take_commands(), vec![Command::SaveVote { vote: Vote::new(3, 3) }]);
 }
 
@@ -154,7 +159,13 @@ fn leader_refuses_unforced_votes_and_pre_votes() {
         let resp = engine.handle_vote_req(now, &vote_req(pre_vote, false));
 
         // Dissertation §9.6: the leader itself is the surest sign that a leader is alive.
-        let expected = VoteResponse { vote: leader_vote(), vote_granted: false, last_log_id: last(), pre_vote };
+        let expected = VoteResponse {
+            vote: leader_vote(),
+            vote_granted: false,
+            last_log_id: last(),
+            pre_vote,
+            committed: state_before.committed,
+        };
         assert_eq!(resp, expected, "pre_vote {pre_vote}");
         assert_eq!(engine.take_commands(), vec![], "pre_vote {pre_vote}");
         assert_eq!(engine.state, state_before, "pre_vote {pre_vote}");
@@ -169,7 +180,7 @@ fn leader_grants_a_forced_vote_and_steps_down() {
 
     let resp = engine.handle_vote_req(now, &vote_req(false, true));
 
-    assert_eq!(resp, VoteResponse::new(Vote::new(3, 3), true, last()));
+    assert_eq!(VoteResponse { committed: None, ..resp }, VoteResponse::new(Vote::new(3, 3), true, last()));
     assert_eq!(
         engine.take_commands(),
         vec![Command::CloseReplicationStreams, Command::SaveVote { vote: Vote::new(3, 3) }]

@@ -344,6 +344,7 @@ fn a_refused_turn_pre_vote_no_longer_holds_back_the_next_survivor() {
         vote_granted: false,
         last_log_id: Some(last()),
         pre_vote: true,
+        committed: None,
     };
     first.handle_vote_resp(late, later, &refusal);
     assert!(first.handle_vote_req(late, &theirs).vote_granted, "no longer held back");
