@@ -104,8 +104,15 @@ where
         } else {
             return;
         };
+        let effective = self.engine.state.membership.effective();
         for p in self.pending_transfers.drain(..) {
-            let result = if succeeded { Ok(()) } else { Err(TransferLeaderError::Timeout(p.to)) };
+            let result = if succeeded {
+                Ok(())
+            } else if !effective.is_voter(&p.to) {
+                Err(TransferLeaderError::NotAVoter(p.to))
+            } else {
+                Err(TransferLeaderError::Timeout(p.to))
+            };
             let _ = p.tx.send(result);
         }
     }

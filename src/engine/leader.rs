@@ -120,6 +120,7 @@ impl<C: RaftTypeConfig> Engine<C> {
         let io = self.next_append_io();
         self.output.push_back(Command::AppendEntries { io, entries });
         if membership_changed {
+            self.end_transfer_to_a_non_voter();
             self.update_replication_streams();
             // The new config may count a quorum differently (e.g. a voter was removed).
             self.leader_commit();

@@ -51,6 +51,19 @@ impl<C: RaftTypeConfig> Engine<C> {
         Ok(())
     }
 
+    /// A config in which the transfer target does not vote was appended (the final config of
+    /// a change that removes it, say): the target could not take over (it refuses TimeoutNow),
+    /// so the transfer ends now, before the leader revokes its lease for it, and writes are
+    /// accepted again. The caller learns that the target is no voter (found in review).
+    pub(crate) fn end_transfer_to_a_non_voter(&mut self) {
+        let Some(leader) = self.leader.as_mut() else { return };
+        let Some(to) = leader.transfer.as_ref().map(|t| t.to) else { return };
+        if !self.state.membership.effective().is_voter(&to) {
+            info!(id = %self.config.id, target = %to, "the transfer target no longer votes; ending the transfer");
+            leader.transfer = None;
+        }
+    }
+
     /// Whether writes are refused because leadership is being handed over.
     pub(crate) fn is_transferring(&self) -> bool {
         self.leader.as_ref().is_some_and(|l| l.transfer.is_some())

@@ -323,3 +323,26 @@ fn asking_again_for_the_transfer_in_progress_joins_it() {
     assert_eq!(engine.take_commands(), vec![]);
     assert_eq!(transfer_of(&engine), Some(Transfer { to: 2, deadline, sent: true }));
 }
+
+/// Found in review: a membership change that removes the transfer target ended nothing; the
+/// leader went on refusing writes until the deadline (and sent TimeoutNow, giving up its
+/// lease, to a node that refuses it). Once a config in which the target does not vote is
+/// appended, the transfer ends.
+#[test]
+fn a_change_that_removes_the_transfer_target_ends_the_transfer() {
+    let now = Instant::now();
+    let mut engine = leader(log_id(2, 2)).build();
+    engine.transfer_leader(now, 2).expect("node 2 votes");
+    engine.take_commands();
+
+    let joint = engine.change_membership(now, voters(&[1, 3])).expect("a change").expect("an entry");
+    assert!(transfer_of(&engine).is_some(), "node 2 still votes in the joint config");
+
+    // The joint config commits (node 1 and node 3 hold it): the final one, without node 2.
+    engine.on_log_flushed(engine.state.io.accepted);
+    engine.on_replication_progress(now, 3, elected(), ReplicationResult::Matched(Some(joint)));
+    assert_eq!(engine.state.membership.effective(), &voters(&[1, 3]));
+    assert_eq!(transfer_of(&engine), None);
+    assert!(!engine.is_transferring(), "writes are accepted again");
+    assert!(!engine.take_commands().contains(&timeout_now(2)));
+}
