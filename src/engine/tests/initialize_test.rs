@@ -8,6 +8,24 @@ use crate::engine::{Command, ServerState};
 use crate::types::VoteRequest;
 use crate::types::{Entry, Vote};
 
+/// `initialize` with `membership` on a fresh node 1: it appends the first entry, the same on
+/// every node, and nothing else; then that entry becomes durable at `now`.
+fn initialize_and_flush(membership: Membership<C>, now: Instant) -> Engine<C> {
+    let mut engine = EngineBuilder::node(1).build();
+    engine.initialize(membership.clone());
+    let first = log_id_by(0, 0, 0);
+    assert_eq!(
+        engine.take_commands(),
+        vec![Command::AppendEntries {
+            io: io(1, Vote::default(), Some(first)),
+            entries: vec![Entry::new_membership(first, membership)],
+        }]
+    );
+    engine.on_log_flushed(io(1, Vote::default(), Some(first)));
+    engine.after_log_flushed(now);
+    engine
+}
+
 #[test]
 fn initialize_appends_membership_at_index_zero_and_campaigns() {
     let now = Instant::now();
@@ -55,20 +73,7 @@ fn initialize_appends_membership_at_index_zero_and_campaigns() {
 #[test]
 fn initialize_as_sole_voter_becomes_leader_at_once() {
     let now = Instant::now();
-    let mut engine = EngineBuilder::node(1).build();
-    let membership = voters(&[1]);
-
-    engine.initialize(membership.clone());
-    let first = log_id_by(0, 0, 0);
-    assert_eq!(
-        engine.take_commands(),
-        vec![Command::AppendEntries {
-            io: io(1, Vote::default(), Some(first)),
-            entries: vec![Entry::new_membership(first, membership)],
-        }]
-    );
-    engine.on_log_flushed(io(1, Vote::default(), Some(first)));
-    engine.after_log_flushed(now);
+    let mut engine = initialize_and_flush(voters(&[1]), now);
 
     let elected = Vote::new_committed(1, 1);
     let blank = log_id_by(1, 1, 1);
@@ -88,23 +93,9 @@ fn initialize_as_sole_voter_becomes_leader_at_once() {
 
 #[test]
 fn initialize_with_a_membership_without_this_node_only_appends() {
-    let now = Instant::now();
-    let mut engine = EngineBuilder::node(1).build();
-    let membership = voters(&[2, 3]);
-
-    engine.initialize(membership.clone());
-
     // RaftCore refuses this request; the Engine still never campaigns as a non-voter.
-    let first = log_id_by(0, 0, 0);
-    assert_eq!(
-        engine.take_commands(),
-        vec![Command::AppendEntries {
-            io: io(1, Vote::default(), Some(first)),
-            entries: vec![Entry::new_membership(first, membership)],
-        }]
-    );
-    engine.on_log_flushed(io(1, Vote::default(), Some(first)));
-    engine.after_log_flushed(now);
+    let mut engine = initialize_and_flush(voters(&[2, 3]), Instant::now());
+
     assert_eq!(engine.take_commands(), vec![]);
     assert_eq!(engine.state.server_state, ServerState::Learner);
     assert_eq!(engine.state.vote, Vote::default());
