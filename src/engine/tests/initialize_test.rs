@@ -3,10 +3,10 @@
 use pretty_assertions::assert_eq;
 use tokio::time::Instant;
 
-use super::fixture::{EngineBuilder, assert_deadline_after, io, log_id_by, voters};
-use crate::engine::{Command, ServerState};
+use super::fixture::{C, EngineBuilder, assert_deadline_after, io, log_id_by, voters};
+use crate::engine::{Command, Engine, ServerState};
 use crate::types::VoteRequest;
-use crate::types::{Entry, Vote};
+use crate::types::{Entry, Membership, Vote};
 
 /// `initialize` with `membership` on a fresh node 1: it appends the first entry, the same on
 /// every node, and nothing else; then that entry becomes durable at `now`.
