@@ -39,12 +39,17 @@ impl Incoming {
         Self { method, path_and_query, body, forwarded: headers.contains_key(FORWARDED_HEADER), authorization }
     }
 
-    /// What authorizes the relayed request at the leader: the client's own header, or this
-    /// node's token for a request it let in on a certificate.
+    /// What authorizes the relayed request at the leader: the client's own header, or, for an
+    /// admin request (one this node let in on a certificate), this node's token. Never the
+    /// token on a key-value request (found in review: every write through a follower carried
+    /// it, in clear text without HTTPS).
     fn authorization(&self, state: &AppState) -> Option<HeaderValue> {
-        self.authorization
-            .clone()
-            .or_else(|| state.admin.token().and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()))
+        let admin = self.path_and_query.starts_with("/admin/");
+        self.authorization.clone().or_else(|| {
+            admin
+                .then(|| state.admin.token().and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()))
+                .flatten()
+        })
     }
 }
 

@@ -124,9 +124,12 @@ impl AppState {
     /// The state of a node's HTTP API: relays go to the leader over HTTPS, trusting the CA of
     /// `https`, if it is set; `GET /metrics` renders `prometheus`.
     pub fn new(groups: Groups, mut admin: AdminAuth, https: Option<&TlsSetup>, prometheus: PrometheusHandle) -> Self {
+        // No system proxy: a relay goes straight to the leader (a proxy's own error page would
+        // reach the client as a status and a body that are not the API's; found in review).
         let mut client = reqwest::Client::builder()
             .timeout(ADMIN_TIMEOUT + Duration::from_secs(1))
-            .connect_timeout(Duration::from_secs(1));
+            .connect_timeout(Duration::from_secs(1))
+            .no_proxy();
         if let Some(tls) = https {
             client = client.use_rustls_tls().tls_built_in_root_certs(false);
             for cert in reqwest::Certificate::from_pem_bundle(&tls.ca_pem).unwrap_or_default() {

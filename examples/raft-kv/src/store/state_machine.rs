@@ -200,7 +200,9 @@ fn read_snapshot_file(dir: &Path) -> Result<Option<(SnapshotMeta<C>, SnapshotDat
     let meta_len = word(12) as usize;
     let data_len = u64::from_le_bytes(header[16..24].try_into().unwrap_or_default());
     let crc = word(24);
-    if (bytes.len() - SNAPSHOT_HEADER) as u64 != meta_len as u64 + data_len {
+    // Checked: a crafted header's lengths must not wrap past the check and slice out of bounds
+    // (found in review).
+    if Some((bytes.len() - SNAPSHOT_HEADER) as u64) != (meta_len as u64).checked_add(data_len) {
         let problem = format!("holds {} bytes after its header, the header says {meta_len} + {data_len}", bytes.len());
         return Err(corrupt(12, problem));
     }
@@ -335,5 +337,34 @@ mod map_tests {
         assert_eq!(map.len(), 100);
         assert_eq!(map.get("k042").map(String::as_str), Some("v42"));
         assert_eq!(serde_json::to_vec(&map).expect("serializes"), old_json, "the same bytes, keys in order");
+    }
+}
+
+#[cfg(test)]
+mod snapshot_file_tests {
+    use super::{SNAPSHOT_FILE, SNAPSHOT_HEADER, read_snapshot_file, snapshot_header};
+
+    /// Found in review: a crafted header whose two lengths wrap around to the file's size
+    /// passed the length check and the meta was then sliced out of bounds (a panic at start).
+    /// It is a corrupt file like any other.
+    #[test]
+    fn a_snapshot_header_whose_lengths_wrap_around_is_corrupt() {
+        let dir = std::env::temp_dir().join(format!("raft-kv-snapshot-wrap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let (meta, data) = (b"{}".to_vec(), b"[]".to_vec());
+        let mut header = snapshot_header(&meta, &data).expect("a header");
+        // meta_len is huge; data_len makes the sum wrap to the 4 bytes that follow the header.
+        let meta_len: u32 = u32::MAX;
+        let data_len = 4u64.wrapping_sub(u64::from(meta_len));
+        header[12..16].copy_from_slice(&meta_len.to_le_bytes());
+        header[16..24].copy_from_slice(&data_len.to_le_bytes());
+        let file = [&header[..], &meta, &data].concat();
+        assert_eq!(file.len(), SNAPSHOT_HEADER + 4);
+        std::fs::write(dir.join(SNAPSHOT_FILE), file).expect("written");
+
+        let read = read_snapshot_file(&dir);
+
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(read.is_err(), "a crafted header is reported corrupt");
     }
 }
