@@ -153,7 +153,7 @@ where
             self.sync_quiescence();
             self.release_idle_buffers();
             self.publish();
-            // One timer for the three deadlines: every sleep in this `select!` is part of the
+            // One timer for the four deadlines: every sleep in this `select!` is part of the
             // task's future, which every idle group of a host keeps.
             let departed = self.replications.values().filter_map(|h| h.departing_until).min();
             let timer = Timer::next(
