@@ -1,7 +1,7 @@
 //! The leader: appending client entries, tracking followers' progress, committing.
 
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::RaftTypeConfig;
 use crate::engine::TargetMap;
@@ -163,7 +163,18 @@ impl<C: RaftTypeConfig> Engine<C> {
         result: ReplicationResult<C>,
     ) {
         match result {
-            ReplicationResult::HigherVote(v) => self.see_greater_vote(now, v),
+            ReplicationResult::HigherVote(v) => {
+                // A node the leader's config no longer holds (its departing stream runs on for
+                // a while so it learns it was removed) has no say in this group: a newer term
+                // it reached campaigning on its own (pre-vote off) must not depose a leader the
+                // members still follow (dissertation §4.2.3). A newer leader among the members
+                // shows itself in their answers.
+                if self.leader.is_some() && self.state.membership.effective().get_node(&target).is_none() {
+                    info!(%target, vote = %v, "a removed node has a newer term; the leader stays");
+                    return;
+                }
+                self.see_greater_vote(now, v)
+            }
             ReplicationResult::Matched(matched) => {
                 let Some(leader) = self.leader.as_mut() else { return };
                 if leader.vote != vote {

@@ -1248,7 +1248,10 @@ impl<C: RaftTypeConfig> Trigger<'_, C> {
     }
 
     /// Hand leadership to `to`: stop accepting writes, bring `to` up to date, then tell it to
-    /// campaign. Returns once this node has stepped down.
+    /// campaign. Returns `Ok` once this node has stepped down: normally because `to` took over,
+    /// but a step-down for another reason during the transfer (a newer term seen, check-quorum)
+    /// is `Ok` too, since this node no longer leads either way; the metrics' `current_leader`
+    /// says who leads now.
     ///
     /// # Errors
     /// [`TransferLeaderError::Timeout`] if `to` did not take over within twice the maximum

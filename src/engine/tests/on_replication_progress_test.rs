@@ -204,6 +204,25 @@ fn higher_vote_makes_the_leader_step_down_and_restart_its_election_timer() {
     assert_deadline_after(&engine, now);
 }
 
+/// A removed node's stream runs on for a while (so the node learns it was removed); a newer
+/// term that node reached on its own does not depose the leader the members follow, while the
+/// same answer from a learner still does.
+#[test]
+fn a_higher_vote_from_a_removed_node_does_not_depose_the_leader() {
+    let now = Instant::now();
+    let mut engine = leader(voters(&[1, 2, 3]), &[]);
+
+    engine.on_replication_progress(now, 4, elected(), ReplicationResult::HigherVote(Vote::new(3, 4)));
+
+    assert_eq!(engine.take_commands(), vec![]);
+    assert!(engine.leader.is_some());
+    assert_eq!(engine.state.vote, elected());
+
+    let mut engine = leader(voters_and_learners(&[1, 2, 3], &[4]), &[]);
+    engine.on_replication_progress(now, 4, elected(), ReplicationResult::HigherVote(Vote::new(3, 4)));
+    assert!(engine.leader.is_none(), "a learner's newer term deposes the leader");
+}
+
 /// A follower that turns out not to hold what it acknowledged (its store lost durable entries,
 /// or a snapshot it was sent was never installed) is counted only for what it holds now; what
 /// was committed stays committed.
