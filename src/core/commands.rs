@@ -172,7 +172,11 @@ where
         // the committed config it knows, and campaigns (see `Engine::may_campaign`). Its
         // answers count for nothing: the Engine no longer replicates to it.
         let until = self.clock.now() + self.config.election_timeout_max;
-        self.replications.retain(|_, h| h.vote == vote);
+        // A finished stream is dropped too: the stream of a removed node that answered with a
+        // newer term ends while its leader leads on (the Engine ignores that term, see
+        // `Engine::on_replication_progress`); kept, it would stand for the node if it is added
+        // again, which would then never be replicated to (found in review).
+        self.replications.retain(|_, h| h.vote == vote && !h.is_finished());
         for (id, h) in self.replications.iter_mut() {
             if targets.iter().any(|t| t.id == *id) {
                 // A node added again before its time ran out is a target like any other.

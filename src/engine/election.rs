@@ -7,7 +7,7 @@ use tracing::{debug, info};
 
 use crate::RaftTypeConfig;
 use crate::engine::{Candidate, Command, Engine, Leader, ServerState};
-use crate::types::{DisplayOption, EntryPayload, Membership, Vote};
+use crate::types::{DisplayOption, EntryPayload, LogId, Membership, Vote};
 use crate::types::{VoteRequest, VoteResponse};
 
 impl<C: RaftTypeConfig> Engine<C> {
@@ -145,7 +145,14 @@ impl<C: RaftTypeConfig> Engine<C> {
         let last_log_id = self.state.last_log_id();
         // Raft §5.4.1: grant only to a candidate whose log is at least as up-to-date as ours.
         let log_ok = req.last_log_id >= last_log_id;
-        let sticky = !req.force && self.leader_alive(now);
+        // A leader refuses a candidate that is no voter of its effective config, and does not
+        // adopt its term: a node removed from the group (or never in it) that campaigns on its
+        // own, pre-vote off, must not depose the leader the members follow (dissertation
+        // §4.2.3), check-quorum or not. Refusing a vote is always safe; if a newer leader
+        // exists among the members, their answers show it.
+        let outsider =
+            self.leader.is_some() && !req.vote.node_id.is_some_and(|c| self.state.membership.effective().is_voter(&c));
+        let sticky = outsider || (!req.force && self.leader_alive(now));
         let turn = if req.pre_vote { self.turn(req, last_log_id) } else { None };
         let granted = log_ok
             && !sticky
@@ -182,7 +189,7 @@ impl<C: RaftTypeConfig> Engine<C> {
                 vote_granted: granted,
                 last_log_id,
                 pre_vote: true,
-                committed: self.state.committed,
+                committed: self.committed_for(req.last_log_id),
             };
         }
         if granted || (!sticky && req.vote.term > self.state.vote.term) {
@@ -209,7 +216,24 @@ impl<C: RaftTypeConfig> Engine<C> {
             // A node that believes a leader is alive ignores the request entirely (§9.6).
             self.see_greater_vote(now, Vote { term: req.vote.term, node_id: None, committed: false });
         }
-        VoteResponse { committed: self.state.committed, ..VoteResponse::new(self.state.vote, granted, last_log_id) }
+        VoteResponse {
+            committed: self.committed_for(req.last_log_id),
+            ..VoteResponse::new(self.state.vote, granted, last_log_id)
+        }
+    }
+
+    /// The committed entry to tell a candidate whose last log id is `candidate_last`: this
+    /// node's committed log id, or, when that lies beyond the candidate's log, this node's
+    /// entry at the candidate's last index, committed as well. A node that holds the config
+    /// removing it but missed the commit learns it from such an answer even after the group
+    /// committed more (found in review: the committed log id alone was past its log, and it
+    /// campaigned for good).
+    fn committed_for(&self, candidate_last: Option<LogId<C>>) -> Option<LogId<C>> {
+        let committed = self.state.committed;
+        match (committed, candidate_last) {
+            (Some(c), Some(last)) if last.index < c.index => self.state.log_ids.get(last.index).or(committed),
+            _ => committed,
+        }
     }
 
     /// Whose turn it is, if the pre-vote `req` meets this node's own pre-vote in the first
@@ -277,7 +301,7 @@ impl<C: RaftTypeConfig> Engine<C> {
     /// reached it (its stream ended first), counted itself a voter of the config before and
     /// campaigned for good; the voters it asks tell it the commit, and it stops. Not on a
     /// leader, which learns commits from its own quorum.
-    fn learn_committed_from_voter(&mut self, committed: Option<crate::types::LogId<C>>) {
+    fn learn_committed_from_voter(&mut self, committed: Option<LogId<C>>) {
         let Some(c) = committed else { return };
         if self.leader.is_some() || Some(c) <= self.state.committed || self.state.log_ids.get(c.index) != Some(c) {
             return;

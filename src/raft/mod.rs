@@ -547,6 +547,13 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// A leader that the change removes keeps leading until the final configuration commits,
     /// then steps down.
     ///
+    /// New voters count in every quorum from the moment the joint configuration is appended,
+    /// whether they have caught up or not: a voter added while far behind (or still receiving
+    /// a snapshot) stalls every write until it catches up, and adding as many lagging voters
+    /// as there are old ones stalls the group (dissertation §4.2.1). Add each new node with
+    /// [`add_learner`](Self::add_learner)`(.., blocking = true)` first, which returns once it
+    /// has caught up, as the example below does.
+    ///
     /// # Errors
     /// - [`ClientWriteError::ForwardToLeader`]: not the leader; nothing was proposed.
     /// - [`ClientWriteError::MembershipChangeInProgress`]: another change is not committed yet;

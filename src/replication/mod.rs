@@ -175,6 +175,12 @@ impl<C: RaftTypeConfig> Drop for ReplicationHandle<C> {
 }
 
 impl<C: RaftTypeConfig> ReplicationHandle<C> {
+    /// Whether the stream's task has ended (its leadership ended, it met a newer term, or it
+    /// failed): such a handle streams nothing, and a target added again needs a new one.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn spawn<N, LR>(
         leader: C::NodeId,

@@ -48,10 +48,12 @@ pub struct VoteResponse<C: RaftTypeConfig> {
     /// no vote, and is never counted as one.
     #[serde(default)]
     pub pre_vote: bool,
-    /// The last entry the responder knows committed. A candidate whose log holds this very
-    /// entry learns that it is committed (its log matches up to there): how a node that holds
-    /// the config removing it, but never heard that it committed, learns that it was removed
-    /// and stops campaigning.
+    /// An entry the responder knows committed: its last committed entry, or, when that lies
+    /// beyond the candidate's last log index, its own entry at that index (committed too, as
+    /// everything up to its commit index is). A candidate whose log holds this very entry
+    /// learns that it is committed (its log matches up to there): how a node that holds the
+    /// config removing it, but never heard that it committed, learns that it was removed and
+    /// stops campaigning.
     #[serde(default)]
     pub committed: Option<LogId<C>>,
 }

@@ -13,8 +13,11 @@ pub enum ReadPolicy {
     ///
     /// - **Bounded clock drift.** Between any two nodes, clocks drift apart by less than
     ///   [`Config::max_clock_drift`](crate::Config::max_clock_drift) over `election_timeout_min`. Clocks need not agree on the
-    ///   time, only run at nearly the same rate; a node whose clock jumps or stops (a paused VM,
-    ///   a process suspended with SIGSTOP) breaks it. The lease lasts
+    ///   time, only run at nearly the same rate. A leader whose clock stops while real time
+    ///   passes breaks it: tokio's `Instant` reads `CLOCK_MONOTONIC` on Linux, which does not
+    ///   count a system suspend (a laptop's sleep) and, on some hypervisors, a paused VM. A
+    ///   process stopped with SIGSTOP does not: its clock runs on, and the lease simply expires
+    ///   meanwhile. The lease lasts
     ///   `election_timeout_min - max_clock_drift` from the *send* time of the requests a
     ///   quorum answered.
     /// - **Leader stickiness** ([`Config::enable_check_quorum`](crate::Config::enable_check_quorum), required): a voter that heard

@@ -171,3 +171,47 @@ fn leader_adopts_a_newer_term_from_a_refused_candidate() {
     // A former leader needs a timer of its own to campaign again.
     assert_deadline_after(&engine, now);
 }
+
+/// Dissertation §4.2.3: a node removed from the group (here node 4, never a voter of the
+/// leader's config) that campaigns with pre-vote off must not depose the leader, even with
+/// check-quorum off (found in review: only check-quorum's stickiness kept it out). The leader
+/// refuses and keeps its term.
+#[test]
+fn a_leader_ignores_the_newer_term_of_a_candidate_outside_its_config() {
+    let now = Instant::now();
+    let mut engine = leader_of_term_2();
+
+    let req = VoteRequest::new(Vote::new(9, 4), Some(log_id(2, 2)));
+    let resp = engine.handle_vote_req(now, &req);
+
+    assert!(!resp.vote_granted);
+    assert_eq!(resp.vote, Vote::new_committed(2, 1));
+    assert_eq!(engine.take_commands(), vec![]);
+    assert!(engine.leader.is_some());
+}
+
+/// A voter whose committed entry lies beyond the candidate's log answers with its own entry at
+/// the candidate's last index, committed as well: a candidate holding that entry learns it is
+/// committed (how a removed node that missed the commit of its removal learns it, found in
+/// review). When the candidate's log reaches the committed entry, the answer is that entry.
+#[test]
+fn a_vote_answer_names_a_committed_entry_within_the_candidates_log() {
+    let now = Instant::now();
+    let follower = || {
+        EngineBuilder::node(2)
+            .vote(Vote::new_committed(2, 1))
+            .log([log_id(1, 0), log_id(1, 1), log_id(2, 2), log_id(2, 3)])
+            .committed(log_id(2, 3))
+            .membership(log_id(1, 0), voters(&[1, 2, 3]))
+            .build()
+    };
+
+    let resp = follower().handle_vote_req(now, &VoteRequest::new(Vote::new(3, 3), Some(log_id(2, 2))));
+    assert_eq!(resp.committed, Some(log_id(2, 2)));
+
+    let resp = follower().handle_vote_req(now, &VoteRequest::new(Vote::new(3, 3), Some(log_id(2, 5))));
+    assert_eq!(resp.committed, Some(log_id(2, 3)));
+
+    let resp = follower().handle_vote_req(now, &VoteRequest::new(Vote::new(3, 3), None));
+    assert_eq!(resp.committed, Some(log_id(2, 3)));
+}
