@@ -95,12 +95,18 @@ struct NodeArgs {
     /// its last answer: also the idle keep-alive timeout).
     #[arg(long, default_value_t = 10_000)]
     http_header_timeout_ms: u64,
-    /// How long an HTTP request body may make no progress before a 408.
+    /// How long an HTTP request body may take to arrive whole, counted from the request's
+    /// head, before a 408 (a body trickled in byte by byte gets no longer).
     #[arg(long, default_value_t = 10_000)]
     http_body_timeout_ms: u64,
     /// The most HTTP connections served at once (more wait in the listen backlog).
     #[arg(long, default_value_t = 1024)]
     http_max_connections: usize,
+    /// The most HTTP connections served at once for one client IP address: a connection past
+    /// it is answered 503 and closed. Clients behind one NAT or proxy share an address, and so
+    /// do a follower's relays to the leader (and, on loopback, everything).
+    #[arg(long, default_value_t = 512)]
+    http_max_connections_per_ip: usize,
     /// On SIGTERM, how long HTTP requests in progress may take before they are dropped.
     #[arg(long, default_value_t = 5000)]
     shutdown_timeout_ms: u64,
@@ -290,6 +296,7 @@ fn node_options(args: NodeArgs, peers: BTreeMap<u64, KvNode>) -> Result<NodeOpti
             header_timeout: Duration::from_millis(args.http_header_timeout_ms),
             body_timeout: Duration::from_millis(args.http_body_timeout_ms),
             max_connections: args.http_max_connections,
+            max_connections_per_ip: args.http_max_connections_per_ip,
             shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
         },
     })

@@ -61,8 +61,13 @@ impl KvService {
     }
 
     /// Propose `req` and wait for it to apply.
+    ///
+    /// A full write queue ends it at once in [`Outcome::Overloaded`], with nothing proposed
+    /// (quorate's `try_client_write`): waiting for room instead would end an overloaded
+    /// leader's writes in [`Outcome::Timeout`], "outcome unknown", for writes that were never
+    /// proposed, and keep their clients waiting on a queue that is not draining.
     pub async fn write(&self, req: Request) -> WriteOutcome {
-        let result = match tokio::time::timeout(self.timeout, self.raft.client_write(req)).await {
+        let result = match tokio::time::timeout(self.timeout, self.raft.try_client_write(req)).await {
             Ok(r) => r,
             Err(_) => return Outcome::Timeout,
         };

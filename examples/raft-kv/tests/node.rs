@@ -207,6 +207,117 @@ async fn a_body_that_never_comes_is_answered_408() {
     assert_eq!(body["outcome"], "not_applied");
 }
 
+/// Send `head` on a new connection, then the bytes of `trickle` one every 100 ms (each gap
+/// far shorter than any timeout), until the server closes the connection or `within` passes.
+/// Returns what the server sent, or `None` if the connection was still open after `within`.
+async fn trickle(http_addr: &str, head: &[u8], trickle: Vec<u8>, within: Duration) -> Option<String> {
+    let (mut rx, mut tx) = TcpStream::connect(http_addr).await.unwrap().into_split();
+    tx.write_all(head).await.unwrap();
+    let writer = tokio::spawn(async move {
+        for byte in trickle {
+            // Pacing the client, not waiting for the server.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if tx.write_all(&[byte]).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        // Until the server closes (0) or resets (an error after its answer).
+        while let Ok(n @ 1..) = rx.read(&mut buf).await {
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    writer.abort();
+    read.ok().map(|()| String::from_utf8_lossy(&got).into_owned())
+}
+
+/// Found in review: the body timeout was tower-http's, which restarts at every body frame, so
+/// one byte a second kept a request (and its connection permit) for as long as the client
+/// liked. The deadline is the whole body's: a body trickled in is answered 408 at it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_trickled_in_is_answered_408_at_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = one_node(dir.path(), &["--http-body-timeout-ms", "1000"]).await;
+    let addr = &node.nodes[0].http_addr;
+    // 200 bytes at 10 a second: 20 s, with no gap of even 1 s.
+    let head = b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n";
+    let started = Instant::now();
+    let answer = trickle(addr, head, vec![b'v'; 200], Duration::from_secs(8)).await;
+    let answer = answer.expect("a body trickled in for 8 s was neither answered nor closed");
+    let (status, body) = parse_answer(&answer);
+    assert_eq!((status, body["error"].as_str()), (408, Some("body_timeout")), "{answer}");
+    assert_eq!(body["outcome"], "not_applied");
+    assert!(started.elapsed() >= Duration::from_millis(900), "answered before the deadline: {:?}", started.elapsed());
+}
+
+/// hyper's header-read timeout starts once when it begins to read a head and is not restarted
+/// by the bytes that arrive (hyper 1.x, `proto/h1/conn.rs`, `poll_read_head`): a head trickled
+/// in is cut off at it like one that stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_trickled_in_is_closed_at_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = one_node(dir.path(), &["--http-header-timeout-ms", "1000"]).await;
+    let addr = &node.nodes[0].http_addr;
+    let head = b"GET /admin/metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    let started = Instant::now();
+    let answer = trickle(addr, head, vec![b'a'; 200], Duration::from_secs(8)).await;
+    assert!(answer.is_some(), "a head trickled in for 8 s was not closed");
+    assert!(started.elapsed() >= Duration::from_millis(900), "closed before the timeout: {:?}", started.elapsed());
+}
+
+/// A connection from `ip` (a loopback address: Linux routes all of 127/8 to the node) to
+/// `http_addr`.
+async fn connect_from(ip: &str, http_addr: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    socket.connect(http_addr.parse().unwrap()).await.unwrap()
+}
+
+/// Send `raw` on `conn` and read until the server closes it, or `within` passes (`None`).
+async fn exchange_on(mut conn: TcpStream, raw: &[u8], within: Duration) -> Option<String> {
+    conn.write_all(raw).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(within, conn.read_to_end(&mut got)).await.ok()?.ok()?;
+    Some(String::from_utf8_lossy(&got).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_per_address_cap_are_answered_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--http-max-connections-per-ip", "2", "--http-header-timeout-ms", "20000"];
+    let node = one_node(dir.path(), &args).await;
+    let addr = node.nodes[0].http_addr.clone();
+    let request = b"GET /admin/metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    // Accepted in the order they connected: the third finds two of its address open.
+    let hold1 = connect_from("127.0.0.2", &addr).await;
+    let _hold2 = connect_from("127.0.0.2", &addr).await;
+    let third = connect_from("127.0.0.2", &addr).await;
+    // Its answer is written before anything is read: the request goes out after it.
+    let refused = exchange_on(third, b"", Duration::from_secs(10)).await.expect("a third connection was not closed");
+    let (status, body) = parse_answer(&refused);
+    assert_eq!((status, body["error"].as_str()), (503, Some("too_many_connections")), "{refused}");
+    assert_eq!(body["outcome"], "not_applied");
+
+    let other = exchange_on(connect_from("127.0.0.3", &addr).await, request, WAIT).await;
+    assert!(other.as_deref().is_some_and(|a| a.starts_with("HTTP/1.1 200")), "another address: {other:?}");
+
+    // Its place is free once the server has seen it close.
+    drop(hold1);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = exchange_on(connect_from("127.0.0.2", &addr).await, request, WAIT).await;
+        match answer.as_deref() {
+            Some(a) if a.starts_with("HTTP/1.1 200") => break,
+            Some(a) if a.starts_with("HTTP/1.1 503") && Instant::now() < deadline => {}
+            other => panic!("after one of its connections closed, the address got {other:?}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_limit_wait_for_a_free_one() {
     let dir = tempfile::tempdir().unwrap();

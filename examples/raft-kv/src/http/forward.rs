@@ -34,7 +34,7 @@ pub(crate) struct Incoming {
 
 impl Incoming {
     pub(crate) fn new(method: Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Self {
-        let path_and_query = uri.path_and_query().map_or_else(|| uri.path().to_string(), |p| p.to_string());
+        let path_and_query = relayable(uri);
         let authorization = headers.get(header::AUTHORIZATION).cloned();
         Self { method, path_and_query, body, forwarded: headers.contains_key(FORWARDED_HEADER), authorization }
     }
@@ -53,33 +53,35 @@ impl Incoming {
     }
 }
 
+/// The path and query of `uri` as the relay sends them: as they came, but for a raw `\` in
+/// the path, sent as `%5C`. The relay's URL parser (WHATWG, as reqwest's `url` follows it)
+/// reads a `\` in an `http` path as `/`, so `/kv/a\b` would reach the leader as `/kv/a/b`;
+/// `%5C` decodes to the same key. (Dot segments it resolves too: `kv::key_of` refuses those
+/// keys.)
+fn relayable(uri: &Uri) -> String {
+    let path = uri.path().replace('\\', "%5C");
+    match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    }
+}
+
 /// The body as bytes, or the JSON error for a body that could not be read: 413 for one over
-/// the limit, 408 for one that stopped arriving (tower-http's body timeout), 400 otherwise.
+/// the limit, 408 for one that did not arrive whole in time (see [`super::body_deadline`]),
+/// 400 otherwise.
 pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|r| {
-        if is_body_timeout(&r) {
+        if super::body_deadline::exceeded(&r) {
             return ApiError::rejected(
                 StatusCode::REQUEST_TIMEOUT,
                 "body_timeout",
-                "the request body stopped arriving",
+                "the request body did not arrive whole in time",
             );
         }
         let status = r.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "bad_body" };
         ApiError::rejected(status, code, r.body_text())
     })
-}
-
-/// Whether reading the body failed on tower-http's body timeout.
-fn is_body_timeout(rejection: &BytesRejection) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
-    while let Some(e) = source {
-        if e.is::<tower_http::timeout::TimeoutError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }
 
 /// The body parsed as JSON `T`, or a 400 that says what is wrong with it.
@@ -168,4 +170,30 @@ fn forward_failed(leader_id: u64, e: reqwest::Error) -> Response {
     ApiError::unknown(StatusCode::GATEWAY_TIMEOUT, "forward_failed", e)
         .with(json!({ "leader_id": leader_id }))
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Uri;
+
+    use super::relayable;
+
+    /// The path the relay's URL parser makes of a relayed request: one segment after `/kv/`
+    /// for every key `kv::key_of` accepts, and a changed path for `..`, which it refuses.
+    #[test]
+    fn a_relayed_key_keeps_its_one_path_segment() {
+        let relayed_path = |raw: &str| {
+            let uri: Uri = raw.parse().unwrap();
+            reqwest::Url::parse(&format!("http://leader:1{}", relayable(&uri))).unwrap().path().to_string()
+        };
+        for raw in ["/kv/a\\b", "/kv/\\", "/kv/a%2Fb", "/kv/%5C", "/kv/...", "/kv/a|b^[c]", "/kv/{\"x\"}"] {
+            let path = relayed_path(raw);
+            let key = path.strip_prefix("/kv/").unwrap_or_else(|| panic!("{raw} relayed as {path}"));
+            assert!(!key.is_empty() && !key.contains('/'), "{raw} relayed as {path}");
+        }
+        assert_eq!(relayed_path("/kv/b?x=1"), "/kv/b");
+        for dots in ["/kv/..", "/kv/.", "/kv/%2e%2E", "/kv/.%2e", "/kv/%2e"] {
+            assert!(relayed_path(dots) != dots, "{dots}: why key_of refuses dot keys");
+        }
+    }
 }

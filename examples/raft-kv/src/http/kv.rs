@@ -23,13 +23,33 @@ use crate::{Request, TypeConfig};
 
 type KeyPath = Result<Path<String>, PathRejection>;
 
+/// The key of a request's path, percent-decoded, or the 4xx answer for a key no node accepts.
+///
+/// `.` and `..` (however encoded: `%2e`, `.%2E`, ...) are refused: a relay's URL parser
+/// (WHATWG, which reqwest's `url` follows) resolves such a path segment, so the relayed
+/// request would name another path than the key, and the key would work at the leader and not
+/// through a follower. Every other key reaches the leader as it came (see `forward::relayable`).
 fn key_of(path: KeyPath) -> Result<String, ApiError> {
     let key = path.map(|Path(k)| k).map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if key.is_empty() || key == "." || key == ".." {
+        return Err(bad_key(&key));
+    }
     if key.len() > super::MAX_KEY_BYTES {
         let message = format!("a key of {} bytes; at most {} are accepted", key.len(), super::MAX_KEY_BYTES);
         return Err(ApiError::rejected(StatusCode::URI_TOO_LONG, "key_too_long", message));
     }
     Ok(key)
+}
+
+/// 400 `bad_key`: a key that is empty, `.` or `..`.
+fn bad_key(key: &str) -> ApiError {
+    let message = format!("the key {key:?} is not accepted: keys must not be empty, \".\" or \"..\"");
+    ApiError::rejected(StatusCode::BAD_REQUEST, "bad_key", message)
+}
+
+/// `/kv/` and `/kv//cas`, any method: a request for the empty key.
+pub(crate) async fn empty_key() -> ApiError {
+    bad_key("")
 }
 
 /// What a key-value handler gets besides its own extractors: the request as it came, to

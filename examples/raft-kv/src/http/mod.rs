@@ -49,11 +49,13 @@
 
 mod admin;
 pub mod auth;
+mod body_deadline;
 mod error;
 mod forward;
 mod groups;
 mod instrument;
 mod kv;
+mod per_ip;
 pub mod server;
 mod tls;
 
@@ -62,9 +64,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tower_http::timeout::RequestBodyTimeoutLayer;
+use tower::util::MapRequestLayer;
 
 pub use auth::{AdminAuth, AdminCertificate};
 pub use error::ApiError;
@@ -150,10 +152,12 @@ impl AppState {
 /// them more than a client operation.
 pub(crate) const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The router of a node's HTTP API. A request body that makes no progress for
-/// `limits.body_timeout` is answered 408 `body_timeout`. Every request is timed into
+/// The router of a node's HTTP API. A request body that has not arrived whole
+/// `limits.body_timeout` after its head is answered 408 `body_timeout` (see
+/// `src/http/body_deadline.rs`). Every request is timed into
 /// `raft_kv_http_request_duration_seconds` (see [`crate::telemetry`]).
 pub fn router(state: AppState, limits: &HttpLimits) -> Router {
+    let body_timeout = limits.body_timeout;
     let admin = Router::new()
         .route("/admin/init", post(admin::init))
         .route("/admin/add-learner", post(admin::add_learner))
@@ -163,6 +167,8 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
     Router::new()
         .route("/kv/{key}", put(kv::put).get(kv::get).delete(kv::delete))
         .route("/kv/{key}/cas", post(kv::cas))
+        .route("/kv/", any(kv::empty_key))
+        .route("/kv//cas", any(kv::empty_key))
         .merge(admin)
         .route("/admin/metrics", get(admin::metrics))
         .route("/admin/dump", get(admin::dump))
@@ -171,6 +177,6 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), instrument::observe))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
+        .layer(MapRequestLayer::new(move |req| body_deadline::start(req, body_timeout)))
         .with_state(state)
 }

@@ -6,9 +6,10 @@
 //!
 //! | limit | what happens |
 //! |---|---|
-//! | [`HttpLimits::header_timeout`] | a connection that has not sent a whole request head this long after it opened or after its last answer (partial headers, or idle keep-alive) is closed |
-//! | [`HttpLimits::body_timeout`] | a request whose body stops arriving this long is answered 408 `body_timeout` (tower-http's `RequestBodyTimeoutLayer`, in [`super::router`]) |
+//! | [`HttpLimits::header_timeout`] | a connection that has not sent a whole request head this long after it opened or after its last answer (partial headers, a head trickled in byte by byte, or idle keep-alive) is closed: hyper's `header_read_timeout` starts one clock when it begins to read a head and does not restart it as bytes arrive |
+//! | [`HttpLimits::body_timeout`] | a request whose body has not arrived whole this long after its head is answered 408 `body_timeout`, however the bytes trickle in (see `super::body_deadline`, in [`super::router`]) |
 //! | [`HttpLimits::max_connections`] | past it, new connections wait in the listen backlog until one closes |
+//! | [`HttpLimits::max_connections_per_ip`] | a new connection from an address that already holds this many is answered 503 `too_many_connections` (plain HTTP; over HTTPS it is closed) and closed at once, without taking a permit for longer than that (see `super::per_ip`) |
 //! | [`HttpLimits::shutdown_timeout`] | on shutdown, connections finish their requests within it, then are dropped |
 //!
 //! With [`TlsSetup`], every connection is TLS first (its handshake bounded by
@@ -20,6 +21,7 @@
 //! gives those answers a JSON body like every other answer.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -34,6 +36,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
+use super::per_ip::ConnectionsPerIp;
 use super::{AdminCertificate, TlsSetup};
 
 /// The limits of a node's HTTP server.
@@ -42,10 +45,12 @@ pub struct HttpLimits {
     /// How long a connection may take to send a request head, counted from when it opened or
     /// got its last answer: both the header-read and the idle keep-alive timeout.
     pub header_timeout: Duration,
-    /// How long a request body may make no progress.
+    /// How long a request body may take to arrive whole, counted from its request's head.
     pub body_timeout: Duration,
     /// The most connections served at once.
     pub max_connections: usize,
+    /// The most connections served at once for one client IP address.
+    pub max_connections_per_ip: usize,
     /// How long shutdown waits for requests in progress.
     pub shutdown_timeout: Duration,
 }
@@ -56,6 +61,7 @@ impl Default for HttpLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_connections_per_ip: 512,
             shutdown_timeout: Duration::from_secs(5),
         }
     }
@@ -74,6 +80,7 @@ pub async fn serve(
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let per_ip = ConnectionsPerIp::new(limits.max_connections_per_ip);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -83,10 +90,14 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = accept(&listener, &permits) => accepted,
         };
-        let Some((stream, permit)) = accepted else { continue };
+        let Some((stream, peer, permit)) = accepted else { continue };
+        let Some(counted) = per_ip.open(peer.ip()) else {
+            refuse(stream, peer, tls.is_some());
+            continue;
+        };
         let (builder, app, mut stop_rx, tls) = (builder.clone(), app.clone(), stop_rx.clone(), tls.clone());
         connections.spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, counted);
             let Some((stream, certified)) = secure(stream, tls.as_ref(), limits.header_timeout).await else { return };
             let app = app.map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
                 if certified {
@@ -129,12 +140,12 @@ pub async fn serve(
 async fn accept(
     listener: &TcpListener,
     permits: &Arc<Semaphore>,
-) -> Option<(TcpStream, tokio::sync::OwnedSemaphorePermit)> {
+) -> Option<(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
     let permit = permits.clone().acquire_owned().await.ok()?;
     match listener.accept().await {
-        Ok((stream, _peer)) => {
+        Ok((stream, peer)) => {
             let _ = stream.set_nodelay(true);
-            Some((stream, permit))
+            Some((stream, peer, permit))
         }
         Err(e) => {
             // E.g. out of file descriptors: back off instead of spinning.
@@ -143,6 +154,33 @@ async fn accept(
             None
         }
     }
+}
+
+/// Close a connection from `peer`, whose address already holds its cap of connections. Over
+/// plain HTTP it is first answered 503 `too_many_connections` (not applied), if the answer fits
+/// in the socket's buffer at once: nothing here waits for the client. A client that had
+/// already sent a request may see the connection reset instead (its request unread); nothing
+/// was done either way.
+fn refuse(stream: TcpStream, peer: SocketAddr, tls: bool) {
+    tracing::debug!(%peer, "refused an HTTP connection: its address holds its cap of connections");
+    if !tls {
+        let _ = stream.try_write(too_many_connections().as_bytes());
+    }
+}
+
+/// The whole HTTP answer to a connection past its address's cap.
+fn too_many_connections() -> String {
+    let body = serde_json::json!({
+        "ok": false,
+        "error": "too_many_connections",
+        "message": "this client address holds its cap of open connections; close one and retry",
+        "outcome": "not_applied",
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 /// A connection's byte stream: TLS over `tcp` with `tls` (and whether the client presented a
