@@ -359,11 +359,12 @@ pub enum RPCError {
     /// The call did not complete within its [`RPCOption`](crate::network::RPCOption) timeout.
     #[error("timeout after {0:?}")]
     Timeout(Duration),
-    /// The target is known to be down or unreachable; the caller backs off before retrying.
+    /// The target is known to be down or unreachable. Retried like the other failures (see
+    /// [`RaftNetwork`](crate::RaftNetwork)); return it when it is what happened, for the logs.
     #[error("unreachable: {0}")]
     Unreachable(AnyError),
-    /// The call failed in transit (connection reset, decode error, ...); retried, like the other
-    /// failures, after one heartbeat interval.
+    /// The call failed in transit (connection reset, decode error, ...); retried like the other
+    /// failures (see [`RaftNetwork`](crate::RaftNetwork)).
     #[error("network error: {0}")]
     Network(AnyError),
     /// The remote node returned a fatal error: it has stopped.

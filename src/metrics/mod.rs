@@ -44,7 +44,9 @@ pub struct RaftMetrics<C: RaftTypeConfig> {
     pub last_log_index: Option<u64>,
     /// The last log entry's id.
     pub last_log_id: Option<LogId<C>>,
-    /// The last entry known committed.
+    /// The last entry this node knows committed. Not durable unless the log store keeps it
+    /// (`RaftLogStorage::save_committed`): after a restart it may start lower, even at `None`,
+    /// until the leader tells it again; it never says more than what is committed.
     pub committed: Option<LogId<C>>,
     /// The last entry the state machine applied.
     pub last_applied: Option<LogId<C>>,

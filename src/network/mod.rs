@@ -58,6 +58,12 @@ use crate::types::{
 pub struct RPCOption {
     /// How long the call may take before the caller gives up on it. The network should give up
     /// too, returning [`RPCError::Timeout`]; quorate also enforces it from outside.
+    ///
+    /// For [`RaftNetwork::stream_append`] it is a deadline **per request**, not for the
+    /// stream: each request taken from the input must be answered within it (promise 3 of the
+    /// [module docs](self)). A stream may live as long as the leader feeds it; a network that
+    /// ends the whole stream after this long still works, but re-opens (and re-probes) it
+    /// every time.
     pub timeout: Duration,
 }
 
@@ -86,10 +92,20 @@ pub trait RaftNetworkFactory<C: RaftTypeConfig>: Send + 'static {
 /// A client that sends RPCs to one target node.
 ///
 /// Each method sends one request to the target's corresponding [`Raft`](crate::Raft) method and
-/// returns its answer. A call that fails in transit returns an [`RPCError`]; quorate retries
-/// with backoff. quorate runs every call under [`RPCOption::timeout`], so a hung call is
-/// cancelled (dropped): implementations must be cancel-safe in the sense that dropping a call's
-/// future leaves the client usable, or reports errors from then on.
+/// returns its answer. A call that fails in transit returns an [`RPCError`]: a replication
+/// task retries it, whatever the variant, after a backoff that starts at one
+/// `heartbeat_interval` and doubles up to half the minimum election timeout; a failed vote
+/// request is not retried (the next election round asks again). quorate runs every call under
+/// [`RPCOption::timeout`], so a hung call is cancelled (dropped): implementations must be
+/// cancel-safe in the sense that dropping a call's future leaves the client usable, or reports
+/// errors from then on.
+///
+/// On the receiving side, the [`Raft`](crate::Raft) methods a server calls
+/// ([`append_entries`](crate::Raft::append_entries), [`vote`](crate::Raft::vote),
+/// [`install_snapshot`](crate::Raft::install_snapshot),
+/// [`stream_append`](crate::Raft::stream_append)) may be dropped before they answer (an
+/// in-process network drops the server's future when the caller's times out): the node
+/// then either did what was asked or not, exactly as if the answer was lost on the way back.
 pub trait RaftNetwork<C: RaftTypeConfig>: Send + Sync + 'static {
     /// Send an AppendEntries request and return the follower's answer.
     fn append_entries(

@@ -340,7 +340,15 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// Call it on one node of a new cluster (or on every node, with the same `members`). The
     /// node appends the membership as the first log entry and starts an election as soon as
     /// that entry is durable (a crash before then leaves the node as it was, to be initialized
-    /// again); the other members join when the leader reaches them.
+    /// again); the other members join when the leader reaches them. That entry's log id is
+    /// index 0 of term 0 with `C::NodeId::default()` as its leader: no node leads term 0, the
+    /// id names the initial configuration, not an elected leader (a checker of "one leader per
+    /// term" should skip term 0).
+    ///
+    /// Called on every node, only the first call to reach an empty node starts anything: a
+    /// node the new leader reached first has a log and answers `NotAllowed`, which, for a
+    /// caller that initializes every node with the same `members`, means the cluster is
+    /// already started: treat it as success.
     ///
     /// # Errors
     /// [`InitializeError::NotAllowed`] if the node already has a log or a vote;
@@ -546,6 +554,11 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// configuration is committed. `retain` keeps voters that the change removes as learners.
     /// A leader that the change removes keeps leading until the final configuration commits,
     /// then steps down.
+    ///
+    /// A node removed without `retain` is not stopped by quorate: it keeps running as a
+    /// [`ServerState::Learner`](crate::ServerState::Learner) that nobody replicates to. Once
+    /// its metrics' `committed_membership` no longer names it, the application may shut it
+    /// down.
     ///
     /// New voters count in every quorum from the moment the joint configuration is appended,
     /// whether they have caught up or not: a voter added while far behind (or still receiving
@@ -1041,7 +1054,11 @@ impl<C: RaftTypeConfig> Raft<C> {
         Trigger { raft: self }
     }
 
-    /// A receiver of this node's metrics; it sees every change.
+    /// A receiver of this node's metrics: a `tokio::sync::watch` receiver, so it sees the
+    /// latest value, not every change. A receiver that is slow, or that looks only now and
+    /// then, skips the values in between (a leader of a short term, an index passed on the
+    /// way): do not build a history from it (one leader per term, say) where every value
+    /// matters; the log and the votes the storage saw are the record of that.
     ///
     /// Copy what you need out of `borrow()` and drop the guard before awaiting anything: the
     /// node publishes through the same lock, so a guard held across an await stalls the node
@@ -1067,7 +1084,7 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// assert_eq!(m.state, ServerState::Leader);
     /// assert_eq!(m.current_leader, Some(1));
     ///
-    /// // A receiver sees every change: e.g. follow the leader as it changes.
+    /// // Follow the leader as it changes (a change and back within one look is not seen).
     /// let mut rx = raft.metrics();
     /// tokio::spawn(async move {
     ///     while rx.changed().await.is_ok() {

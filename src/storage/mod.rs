@@ -17,7 +17,7 @@
 //! | [`RaftLogStorage::truncate`] | on return | no later than the next append's `io_completed` |
 //! | [`RaftLogStorage::purge`] | on return | lazily, but in call order: no later than the next append's `io_completed`, and never before the log operations called before it (a purge lost in a crash is harmless) |
 //! | [`RaftLogStorage::save_committed`] | — | lazily; it only shortens recovery |
-//! | [`RaftStateMachine::apply`] | on return | lazily: after a crash, quorate re-applies the log from [`RaftStateMachine::applied_state`] |
+//! | [`RaftStateMachine::apply`] | on return | lazily: after a crash, quorate re-applies the log from [`RaftStateMachine::applied_state`]; a state machine may also persist eagerly and come back *ahead* of the node's durable log (see below) |
 //! | [`RaftStateMachine::install_snapshot`] | on return | **on return**: the log behind it may be purged next, so after a crash the state machine must come back at least at the snapshot |
 //! | [`RaftSnapshotBuilder::build_snapshot`] | on return | **on return**, or [`RaftStateMachine::applied_state`] never goes back below it: the log behind it is purged next, so after a crash the node must hold the snapshot, or a state at least as new |
 //! | what [`RaftLogStorage::get_log_state`] reports at startup | — | **before it returns**: everything it reports counts as durable from then on (a store that reads back entries still only in the page cache after a process crash must sync them first, or a power loss later loses entries the node acknowledged) |
@@ -28,6 +28,15 @@
 //! install, which truncates the log's conflicting tail and then purges up to the snapshot: if
 //! the purge survives a crash, the truncation must too.) A store that writes each operation to
 //! one append-only file, or applies them to its files in call order, has this for free.
+//!
+//! **The state machine may get ahead of the node's own durable log.** A follower applies what
+//! the leader says is committed (durable on a quorum) as soon as the entries are in its log,
+//! which may be before its own `append` reported them durable. A state machine that persists
+//! every `apply` can therefore come back from a crash ahead of the log (applied 7, durable log
+//! ending at 2). That is not corruption and must not be refused or rolled back: quorate
+//! purges the log up to what was applied ([`RaftLogStorage::purge`] with an `upto` past the
+//! last entry) and the log goes on after it; until the node builds a snapshot, entries up to
+//! there exist only in the state machine.
 //!
 //! quorate calls the log storage from one task, one call at a time, in the order the protocol
 //! needs; an implementation never sees two concurrent calls on one `&mut self`. Log readers
@@ -90,7 +99,9 @@ pub trait RaftLogStorage<C: RaftTypeConfig>: Send + Sync + 'static {
     /// The reader type handed out by [`get_log_reader`](Self::get_log_reader).
     type LogReader: RaftLogReader<C>;
 
-    /// The first and last log ids. Called once at startup.
+    /// The first and last log ids. Called at startup, more than once if startup changes the
+    /// log (after a purge that reconciles the log with the state machine, see
+    /// [`purge`](Self::purge)); keep no one-shot state in it.
     ///
     /// Everything it reports must be durable when it returns: quorate counts the whole log it
     /// reports as flushed, and may acknowledge its entries to a leader at once. A store that
@@ -107,6 +118,10 @@ pub trait RaftLogStorage<C: RaftTypeConfig>: Send + Sync + 'static {
 
     /// Persist the vote. It **must be durable when this returns**: the node acts on it (grants a
     /// vote, accepts entries of a new term) right after.
+    ///
+    /// Called whenever the vote changes, including when only its `committed` flag does (a
+    /// candidate that won, a follower that learns the term's leader): expect a durable write or
+    /// two per election on every node.
     ///
     /// # Errors
     /// [`StorageError`] if the vote could not be persisted.
@@ -155,8 +170,11 @@ pub trait RaftLogStorage<C: RaftTypeConfig>: Send + Sync + 'static {
 
     /// Delete every entry with index `>= since.index`.
     ///
-    /// Called only on entries that are not committed, when a new leader's log differs. It must
-    /// be durable no later than the next append is reported durable.
+    /// `since` is this log's own entry at that index (the one being deleted, of an older term
+    /// than the leader's entry that replaces it); only its index matters. Called only on
+    /// entries that are not committed, when a new leader's log differs, or at startup on
+    /// entries a durable snapshot replaced. It must be durable no later than the next append
+    /// is reported durable.
     ///
     /// # Errors
     /// [`StorageError`] if the entries could not be deleted.
@@ -164,9 +182,18 @@ pub trait RaftLogStorage<C: RaftTypeConfig>: Send + Sync + 'static {
 
     /// Delete every entry with index `<= upto.index` and remember `upto` as the last purged id.
     ///
-    /// Called only on entries that are applied and covered by a snapshot. It may be made
-    /// durable lazily, but not before any log operation called before it (see the module
-    /// docs).
+    /// Called on entries that are applied: normally covered by a snapshot, but `upto` **may
+    /// lie past the last entry** of the log, and may be covered by no snapshot:
+    /// - after a snapshot is installed on a follower whose log ends before it (no truncate
+    ///   comes first when the log holds nothing of the snapshot's range to conflict);
+    /// - at startup, when the state machine came back ahead of the durable log (see the module
+    ///   docs): the log is purged up to what the state machine applied.
+    ///
+    /// Afterwards the log is empty if `upto` was past its end, [`get_log_state`](Self::get_log_state)
+    /// reports `upto` as both the last purged and the last log id, and the next append starts
+    /// at `upto.index + 1`. Take `upto` as given; do not derive the purged id from an entry
+    /// deleted, and do not refuse an `upto` beyond the last entry. It may be made durable
+    /// lazily, but not before any log operation called before it (see the module docs).
     ///
     /// # Errors
     /// [`StorageError`] if the entries could not be deleted.
@@ -219,6 +246,10 @@ pub trait RaftStateMachine<C: RaftTypeConfig>: Send + Sync + 'static {
     /// so a state machine that came back older could not be caught up from this node's log.
     /// (A state machine that keeps no state of its own restores itself from this snapshot at
     /// startup.)
+    ///
+    /// `snapshot` is the buffer [`begin_receiving_snapshot`](Self::begin_receiving_snapshot)
+    /// returned, holding exactly the snapshot's bytes (the chunks written in order),
+    /// flushed and rewound to the start: read it from position 0.
     ///
     /// # Errors
     /// [`StorageError`] if it could not be installed; the node stops.

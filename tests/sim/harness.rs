@@ -138,6 +138,14 @@ async fn simulate(seed: u64, options: SimOptions) -> SimReport {
     tokio::time::sleep(Duration::from_millis(1)).await;
     let mut rng = StdRng::seed_from_u64(seed);
     let n = if rng.random_bool(0.5) { 3 } else { 5 };
+    // One seed in five runs without pre-vote and one in five without check-quorum (so without
+    // stickiness and lease reads): a removed or partitioned node then raises its term on its
+    // own, and the paths that meet a newer term from outside the config run. Drawn from an RNG
+    // of their own so that the other seeds run exactly as before.
+    let (enable_pre_vote, enable_check_quorum) = {
+        let mut variant = StdRng::seed_from_u64(seed ^ 0x5EED_0FC0_4F16);
+        (!variant.random_bool(0.2), !variant.random_bool(0.2))
+    };
     let config = Config {
         cluster_name: format!("sim-{seed}"),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(rng.random_range(20..200)),
@@ -145,6 +153,8 @@ async fn simulate(seed: u64, options: SimOptions) -> SimReport {
         snapshot_max_chunk_size: rng.random_range(64..4096),
         rpc_timeout: Duration::from_millis(500),
         election_seed: Some(seed),
+        enable_pre_vote,
+        enable_check_quorum,
         ..Config::default()
     };
     let router = Router::new();
