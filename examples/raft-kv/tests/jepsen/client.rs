@@ -65,6 +65,8 @@ pub struct Record {
     pub contract_violations: Vec<String>,
     /// Acknowledged appends: key and value.
     pub appended: Vec<(String, String)>,
+    /// CASes answered 200 (the `Cas` results that swapped; the rest were 409).
+    pub cas_swapped: u64,
 }
 
 /// One HTTP exchange's result, before it is turned into an operation.
@@ -132,6 +134,7 @@ pub async fn run(work: Arc<Workload>, id: u64, seed: u64) -> Record {
                         seen.insert(key.clone(), v.clone());
                     }
                     KvOutput::Put | KvOutput::CompareAndSet(true) => {
+                        record.cas_swapped += u64::from(kind == Kind::Cas);
                         seen.insert(key.clone(), Some(value.clone()));
                     }
                     _ => {}

@@ -190,6 +190,8 @@ fn counts_table(records: &[Record]) -> String {
             n(Outcome::Unknown)
         );
     }
+    let swapped: u64 = records.iter().map(|r| r.cas_swapped).sum();
+    let _ = writeln!(out, "  (of the Cas results, {swapped} swapped)");
     out
 }
 

@@ -1,6 +1,6 @@
 //! The nemesis: one fault at a time, at random (seeded) intervals, against a random node or
 //! the current leader: kill -9 and restart, SIGSTOP and SIGCONT, a partition that cuts a
-//! minority off, each undone after a random hold. The sleeps here are the schedule's pacing,
+//! minority off, each undone after a random hold; or a leadership transfer. The sleeps here are the schedule's pacing,
 //! not synchronization: nothing waits for a fault to take effect.
 
 use std::time::{Duration, Instant};
@@ -22,6 +22,8 @@ enum Fault {
     /// Cut the first node off and kill the second: of three nodes no side has a majority
     /// until the hold ends, and then a node restarts while another rejoins.
     PartitionAndKill(usize, usize),
+    /// `POST /admin/transfer-leader` to this node (through a random node; nothing to undo).
+    TransferLeader { to: usize, via: usize },
 }
 
 /// Runs faults on a cluster and its network until a deadline.
@@ -46,7 +48,7 @@ impl Nemesis<'_> {
             let fault = self.pick().await;
             let hold = self.rng.millis(500, 4000);
             self.note(format!("{fault:?} for {hold:?}"));
-            self.apply(&fault)?;
+            self.apply(&fault).await?;
             tokio::time::sleep(hold).await;
             self.undo(&fault)?;
             self.note(format!("undone {fault:?}"));
@@ -65,7 +67,7 @@ impl Nemesis<'_> {
         let n = self.cluster.nodes.len();
         let leader = if self.rng.below(2) == 0 { self.leader().await } else { None };
         let target = leader.unwrap_or_else(|| self.rng.below(n as u64) as usize);
-        match self.rng.below(4) {
+        match self.rng.below(9) / 2 {
             0 => Fault::Kill(target),
             1 => Fault::Pause(target),
             2 => {
@@ -79,7 +81,8 @@ impl Nemesis<'_> {
                 }
                 Fault::Partition(side)
             }
-            _ => Fault::PartitionAndKill(target, (target + 1 + self.rng.below(n as u64 - 1) as usize) % n),
+            3 => Fault::PartitionAndKill(target, (target + 1 + self.rng.below(n as u64 - 1) as usize) % n),
+            _ => Fault::TransferLeader { to: target, via: self.rng.below(n as u64) as usize },
         }
     }
 
@@ -94,7 +97,7 @@ impl Nemesis<'_> {
         None
     }
 
-    fn apply(&mut self, fault: &Fault) -> Result<(), String> {
+    async fn apply(&mut self, fault: &Fault) -> Result<(), String> {
         match fault {
             Fault::Kill(i) => self.cluster.kill(*i),
             Fault::Pause(i) => self.cluster.set_paused(*i, true).map_err(|e| e.to_string())?,
@@ -102,6 +105,15 @@ impl Nemesis<'_> {
             Fault::PartitionAndKill(cut, killed) => {
                 self.net.partition(&[*cut])?;
                 self.cluster.kill(*killed);
+            }
+            Fault::TransferLeader { to, via } => {
+                // Any answer will do: the target may be the leader already, or the transfer
+                // may not finish in time; what matters is what the clients see meanwhile.
+                let body = serde_json::json!({ "to": self.cluster.nodes[*to].id });
+                let sent = self.cluster.admin_post(*via, "/admin/transfer-leader").json(&body);
+                let answer = tokio::time::timeout(Duration::from_secs(5), sent.send()).await;
+                let status = answer.map(|r| r.map(|r| r.status().as_u16()).map_err(|e| e.to_string()));
+                self.note(format!("transfer-leader answered {status:?}"));
             }
         }
         Ok(())
@@ -116,6 +128,7 @@ impl Nemesis<'_> {
                 self.net.heal()?;
                 self.cluster.start(*killed).map_err(|e| e.to_string())
             }
+            Fault::TransferLeader { .. } => Ok(()),
         }
     }
 

@@ -15,14 +15,22 @@
 
 use std::collections::BTreeSet;
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// What every name of this module starts with.
 const PREFIX: &str = "qjep";
 
+/// How many networks this process made: the tests of one process each have their own.
+static MADE: AtomicU32 = AtomicU32::new(0);
+
 /// The namespaces, the bridge and the addresses of one test's nodes.
 pub struct Network {
-    /// `qjep-<pid>`: the namespaces are `<name>-hub` and `<name>-n<i>`.
+    /// `qjep-<pid>-<k>` (this process's `k`th network): the namespaces are `<name>-hub` and
+    /// `<name>-n<i>`.
     name: String,
+    /// The veth end in the root namespace, `qjep<pid>x<k>`: interface names have at most 15
+    /// bytes.
+    host_veth: String,
     /// The first three octets of the subnet, e.g. `10.123.45`.
     subnet: String,
     nodes: usize,
@@ -47,8 +55,14 @@ impl Network {
     /// Why it could not (no `ip`, not root, no namespace support): the caller skips the test.
     pub fn create(nodes: usize) -> Result<Self, String> {
         remove_orphans();
-        let pid = std::process::id();
-        let net = Self { name: format!("{PREFIX}-{pid}"), subnet: free_subnet(pid)?, nodes, cut: BTreeSet::new() };
+        let (pid, k) = (std::process::id(), MADE.fetch_add(1, Ordering::Relaxed));
+        let net = Self {
+            name: format!("{PREFIX}-{pid}-{k}"),
+            host_veth: format!("{PREFIX}{pid}x{k}"),
+            subnet: free_subnet(pid.wrapping_add(k))?,
+            nodes,
+            cut: BTreeSet::new(),
+        };
         net.build().inspect_err(|_| net.remove())?;
         Ok(net)
     }
@@ -70,12 +84,12 @@ impl Network {
             ip(&["-n", &ns, "addr", "add", &format!("{}/24", self.ip(i)), "dev", "eth0"])?;
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
         }
-        let host = self.host_veth();
-        ip(&["link", "add", &host, "type", "veth", "peer", "name", "host", "netns", &hub])?;
+        let host = &self.host_veth;
+        ip(&["link", "add", host, "type", "veth", "peer", "name", "host", "netns", &hub])?;
         ip(&["-n", &hub, "link", "set", "host", "master", "br0"])?;
         ip(&["-n", &hub, "link", "set", "host", "up"])?;
-        ip(&["addr", "add", &format!("{}.1/24", self.subnet), "dev", &host])?;
-        ip(&["link", "set", &host, "up"])?;
+        ip(&["addr", "add", &format!("{}.1/24", self.subnet), "dev", host])?;
+        ip(&["link", "set", host, "up"])?;
         Ok(())
     }
 
@@ -86,11 +100,6 @@ impl Network {
     /// The network namespace of node index `i`.
     pub fn namespace(&self, i: usize) -> String {
         format!("{}-n{i}", self.name)
-    }
-
-    /// The veth end in the root namespace; interface names have at most 15 bytes.
-    fn host_veth(&self) -> String {
-        format!("{PREFIX}{}", std::process::id())
     }
 
     /// The IP address of node index `i`.
@@ -144,7 +153,7 @@ impl Network {
             let _ = ip(&["netns", "del", &self.namespace(i)]);
         }
         let _ = ip(&["netns", "del", &self.hub()]);
-        let _ = ip(&["link", "del", &self.host_veth()]);
+        let _ = ip(&["link", "del", &self.host_veth]);
     }
 }
 
@@ -176,8 +185,8 @@ fn remove_orphans() {
         if let Some(pid) = pid
             && !std::path::Path::new(&format!("/proc/{pid}")).exists()
         {
+            // Deleting the hub namespace deletes the root namespace's veth end with it.
             let _ = ip(&["netns", "del", name]);
-            let _ = ip(&["link", "del", &format!("{PREFIX}{pid}")]);
         }
     }
 }
