@@ -33,7 +33,7 @@ use serde_json::Value;
 use client::{Kind, Outcome, Record, Workload};
 use common::{WAIT, binary};
 use nemesis::Nemesis;
-use net::Network;
+use net::{Network, SetupError};
 use rng::Rng;
 
 /// The node options of every run: snapshots and log purges happen often, so that restarted
@@ -89,12 +89,16 @@ async fn run(config: Config) {
     let root = tempfile::tempdir().expect("a temporary directory");
     let mut net = match Network::create(config.nodes) {
         Ok(net) => net,
-        Err(reason) => {
+        Err(SetupError::Unsupported(reason)) => {
             println!("jepsen: SKIPPED: cannot make a network namespace per node (needs root and iproute2): {reason}");
             return;
         }
+        Err(SetupError::Failed(e)) => panic!("jepsen: the network could not be set up: {e}"),
     };
-    let mut cluster = start_cluster(&net, root.path(), config.nodes).await.expect("the cluster starts");
+    let mut cluster = match start_cluster(&net, root.path(), config.nodes).await {
+        Ok(cluster) => cluster,
+        Err(e) => panic!("jepsen: the cluster did not start: {e}; logs kept in {}", root.keep().display()),
+    };
     let result = faults_and_checks(&config, &mut cluster, &mut net).await;
     let report = match &result {
         Ok(report) | Err(report) => report,

@@ -38,6 +38,15 @@ pub struct Network {
     cut: BTreeSet<(usize, usize)>,
 }
 
+/// Why a [`Network`] was not made.
+#[derive(Debug)]
+pub enum SetupError {
+    /// This machine cannot make one (no `ip`, not root, no namespaces): skip the test.
+    Unsupported(String),
+    /// A namespace was made but the rest failed: a real failure.
+    Failed(String),
+}
+
 /// Run `ip args`; its stderr as the error if it fails.
 fn ip(args: &[&str]) -> Result<String, String> {
     let out = Command::new("ip").args(args).output().map_err(|e| format!("cannot run `ip`: {e}"))?;
@@ -52,24 +61,28 @@ impl Network {
     /// Make `nodes` namespaces on a bridge, reachable from this process.
     ///
     /// # Errors
-    /// Why it could not (no `ip`, not root, no namespace support): the caller skips the test.
-    pub fn create(nodes: usize) -> Result<Self, String> {
+    /// [`SetupError::Unsupported`] if the first namespace cannot be made,
+    /// [`SetupError::Failed`] if anything after it fails.
+    pub fn create(nodes: usize) -> Result<Self, SetupError> {
         remove_orphans();
         let (pid, k) = (std::process::id(), MADE.fetch_add(1, Ordering::Relaxed));
         let net = Self {
             name: format!("{PREFIX}-{pid}-{k}"),
             host_veth: format!("{PREFIX}{pid}x{k}"),
-            subnet: free_subnet(pid.wrapping_add(k))?,
+            subnet: free_subnet(pid.wrapping_add(k)).map_err(SetupError::Unsupported)?,
             nodes,
             cut: BTreeSet::new(),
         };
-        net.build().inspect_err(|_| net.remove())?;
+        ip(&["netns", "add", &net.hub()]).map_err(SetupError::Unsupported)?;
+        net.build().map_err(|e| {
+            net.remove();
+            SetupError::Failed(e)
+        })?;
         Ok(net)
     }
 
     fn build(&self) -> Result<(), String> {
         let hub = self.hub();
-        ip(&["netns", "add", &hub])?;
         ip(&["-n", &hub, "link", "set", "lo", "up"])?;
         ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &hub, "link", "set", "br0", "up"])?;
