@@ -1,7 +1,7 @@
 //! A Jepsen-style test of `raft-kv node` processes: each node in a network namespace of its
 //! own (its own IP address, so partitions are real), concurrent clients sending linearizable
 //! reads, writes and compare-and-sets to random nodes, and a nemesis killing (`kill -9`),
-//! pausing (`SIGSTOP`) and partitioning nodes. Afterwards the network is healed, every key is
+//! pausing (`SIGSTOP`) and partitioning nodes and moving the leadership. Afterwards the network is healed, every key is
 //! read once more, and the whole history must be linearizable (quorate's checker), every
 //! acknowledged append must be there, and the replicas' maps must be equal.
 //!
@@ -9,7 +9,10 @@
 //! random choice is printed; `JEPSEN_SEED` replays a run's choices (not its timing).
 //!
 //! - `history_stays_linearizable_under_kills_pauses_and_partitions`: 30 s of faults.
-//! - `soak` (ignored): `JEPSEN_SECS` of faults (default 300), `JEPSEN_NODES` (default 3).
+//! - `soak` (ignored): `JEPSEN_SECS` of faults (default 300).
+//!
+//! Both read `JEPSEN_SEED`, `JEPSEN_SECS`, `JEPSEN_NODES` (3 or more, default 3) and
+//! `JEPSEN_KEEP` (keep the directory of a run that passed; a failed run's is always kept).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -59,14 +62,9 @@ impl Config {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
         });
         let fault_secs = env("JEPSEN_SECS").unwrap_or(default_secs);
-        Self {
-            seed,
-            fault_secs,
-            nodes: env("JEPSEN_NODES").unwrap_or(3) as usize,
-            clients: 6,
-            keys: 5,
-            min_ok: 5 * fault_secs,
-        }
+        let nodes = env("JEPSEN_NODES").unwrap_or(3) as usize;
+        assert!(nodes >= 3, "JEPSEN_NODES must be 3 or more: a partition needs a majority to cut from");
+        Self { seed, fault_secs, nodes, clients: 6, keys: 5, min_ok: 5 * fault_secs }
     }
 }
 
@@ -148,6 +146,7 @@ async fn faults_and_checks(config: &Config, cluster: &mut LocalCluster, net: &mu
     let mut nemesis = Nemesis { cluster, net, rng: Rng::new(config.seed), start, log: Vec::new() };
     let faults = nemesis.run(start + Duration::from_secs(config.fault_secs)).await;
     nemesis.heal_all()?;
+    let _ = std::fs::write(nemesis.cluster.root().join("nemesis.txt"), nemesis.log.join("\n") + "\n");
     work.stop.store(true, Ordering::Relaxed);
     let mut records = Vec::new();
     for c in clients {
