@@ -156,7 +156,9 @@ async fn faults_and_checks(config: &Config, cluster: &mut LocalCluster, net: &mu
     let mut report = counts_table(&records);
     let history = final_checks(config, cluster, &work, records, &mut report).await;
     let (Ok(ops) | Err((_, ops))) = &history;
-    let text = ops.iter().fold(String::new(), |mut s, op| {
+    let mut by_call: Vec<&KvOp> = ops.iter().collect();
+    by_call.sort_by_key(|op| op.call);
+    let text = by_call.iter().fold(String::new(), |mut s, op| {
         let _ = writeln!(s, "{op}");
         s
     });
