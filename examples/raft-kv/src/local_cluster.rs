@@ -1,5 +1,6 @@
-//! A cluster of `raft-kv node` processes on loopback, for the demo and the multi-process
-//! tests: start, kill -9, restart, and wait on conditions of the nodes' metrics.
+//! A cluster of `raft-kv node` processes, on loopback unless given other addresses, for the
+//! demo and the multi-process tests: start, kill -9, restart, and wait on conditions of the
+//! nodes' metrics.
 
 use std::fs::{self, File};
 use std::net::TcpListener;
@@ -57,6 +58,7 @@ pub struct LocalCluster {
     client: reqwest::Client,
     extra_args: Vec<String>,
     per_node_args: Option<NodeArgsFn>,
+    launcher: Option<NodeArgsFn>,
     admin_token: String,
 }
 
@@ -99,14 +101,27 @@ impl LocalCluster {
     /// # Errors
     /// If `root` cannot be created.
     pub fn with_ports(binary: &Path, root: &Path, ports: &[[u16; 2]]) -> std::io::Result<Self> {
+        let addrs: Vec<[String; 2]> =
+            ports.iter().map(|[raft, http]| [format!("127.0.0.1:{raft}"), format!("127.0.0.1:{http}")]).collect();
+        Self::with_addrs(binary, root, &addrs)
+    }
+
+    /// A cluster of one node per pair of `addrs` (its Raft address, then its HTTP address,
+    /// each `IP:PORT`), run from `binary`, with data directories under `root`. Starts nothing.
+    /// The addresses must be reachable from this process (e.g. each in a network namespace of
+    /// its own, with [`launch_through`](Self::launch_through)).
+    ///
+    /// # Errors
+    /// If `root` cannot be created.
+    pub fn with_addrs(binary: &Path, root: &Path, addrs: &[[String; 2]]) -> std::io::Result<Self> {
         fs::create_dir_all(root)?;
-        let nodes = ports
+        let nodes = addrs
             .iter()
             .enumerate()
             .map(|(i, [raft, http])| LocalNode {
                 id: i as u64 + 1,
-                raft_addr: format!("127.0.0.1:{raft}"),
-                http_addr: format!("127.0.0.1:{http}"),
+                raft_addr: raft.clone(),
+                http_addr: http.clone(),
                 data_dir: root.join(format!("node{}", i + 1)),
                 scheme: "http",
                 child: None,
@@ -124,6 +139,7 @@ impl LocalCluster {
             client,
             extra_args: Vec::new(),
             per_node_args: None,
+            launcher: None,
             admin_token,
         })
     }
@@ -137,6 +153,14 @@ impl LocalCluster {
     /// certificate files).
     pub fn per_node_args(&mut self, args: NodeArgsFn) {
         self.per_node_args = Some(args);
+    }
+
+    /// Run each node started from now on through the command `launcher(id)` (a program and
+    /// its arguments, e.g. `ip netns exec <namespace>`), which must `exec` the binary given
+    /// after them: the process started is then the node's own, which [`kill`](Self::kill) and
+    /// [`set_paused`](Self::set_paused) signal.
+    pub fn launch_through(&mut self, launcher: NodeArgsFn) {
+        self.launcher = Some(launcher);
     }
 
     /// Start each node from now on with `--bootstrap` and every other node as a `--peer`, so
@@ -184,7 +208,16 @@ impl LocalCluster {
     pub fn start(&mut self, i: usize) -> std::io::Result<()> {
         let log = File::options().create(true).append(true).open(self.root.join(format!("node{}.log", i + 1)))?;
         let node = &mut self.nodes[i];
-        let child = Command::new(&self.binary)
+        let launcher = self.launcher.as_ref().map(|f| f(node.id)).unwrap_or_default();
+        let mut command = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
+        let child = command
             .arg("node")
             .args(["--id", &node.id.to_string()])
             .args(["--raft-addr", &node.raft_addr])
