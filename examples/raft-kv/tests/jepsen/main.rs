@@ -6,7 +6,8 @@
 //! acknowledged append must be there, and the replicas' maps must be equal.
 //!
 //! It needs root (network namespaces); without it, it prints why and passes. The seed of every
-//! random choice is printed; `JEPSEN_SEED` replays a run's choices (not its timing).
+//! random choice is printed; `JEPSEN_SEED` replays a run's choices (not its timing). The
+//! short test's seed is fixed (31) unless `JEPSEN_SEED` is set; the soak draws one.
 //!
 //! - `history_stays_linearizable_under_kills_pauses_and_partitions`: 30 s of faults.
 //! - `soak` (ignored): `JEPSEN_SECS` of faults (default 300).
@@ -56,9 +57,10 @@ struct Config {
 }
 
 impl Config {
-    fn from_env(default_secs: u64) -> Self {
+    /// `default_seed`: the seed when `JEPSEN_SEED` is not set; `None` draws one from the clock.
+    fn from_env(default_secs: u64, default_seed: Option<u64>) -> Self {
         let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
-        let seed = env("JEPSEN_SEED").unwrap_or_else(|| {
+        let seed = env("JEPSEN_SEED").or(default_seed).unwrap_or_else(|| {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
         });
         let fault_secs = env("JEPSEN_SECS").unwrap_or(default_secs);
@@ -70,13 +72,15 @@ impl Config {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_stays_linearizable_under_kills_pauses_and_partitions() {
-    run(Config::from_env(30)).await;
+    // A fixed seed: every CI run makes the same random choices (its timing still varies).
+    // Seed 31 caught both planted breaches of the status contract in 30 s.
+    run(Config::from_env(30, Some(31))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a soak of JEPSEN_SECS (default 300) seconds of faults"]
 async fn soak() {
-    run(Config::from_env(300)).await;
+    run(Config::from_env(300, None)).await;
 }
 
 async fn run(config: Config) {
