@@ -145,13 +145,17 @@ impl<C: RaftTypeConfig> Engine<C> {
         let last_log_id = self.state.last_log_id();
         // Raft §5.4.1: grant only to a candidate whose log is at least as up-to-date as ours.
         let log_ok = req.last_log_id >= last_log_id;
-        // A leader refuses a candidate that is no voter of its effective config, and does not
-        // adopt its term: a node removed from the group (or never in it) that campaigns on its
-        // own, pre-vote off, must not depose the leader the members follow (dissertation
-        // §4.2.3), check-quorum or not. Refusing a vote is always safe; if a newer leader
-        // exists among the members, their answers show it.
-        let outsider =
-            self.leader.is_some() && !req.vote.node_id.is_some_and(|c| self.state.membership.effective().is_voter(&c));
+        // A leader that a quorum of its config followed within the election timeout refuses a
+        // candidate that is no voter of that config, and does not adopt its term: a node
+        // removed from the group (or never in it) that campaigns on its own, pre-vote off,
+        // must not depose the leader the members follow (dissertation §4.2.3). Refusing a vote
+        // is always safe. Not a leader without that recent quorum: it may be a stale one that
+        // never saw the config the candidate votes in (see `leader_known_current`). This covers
+        // the leader only: without check-quorum (no stickiness) its followers still adopt such
+        // a candidate's term and depose it through their answers; keeping removed nodes out
+        // entirely needs pre-vote or check-quorum (both on by default).
+        let outsider = !req.vote.node_id.is_some_and(|c| self.state.membership.effective().is_voter(&c))
+            && self.leader_known_current(now);
         let sticky = outsider || (!req.force && self.leader_alive(now));
         let turn = if req.pre_vote { self.turn(req, last_log_id) } else { None };
         let granted = log_ok
@@ -228,12 +232,27 @@ impl<C: RaftTypeConfig> Engine<C> {
     /// removing it but missed the commit learns it from such an answer even after the group
     /// committed more (found in review: the committed log id alone was past its log, and it
     /// campaigned for good).
+    ///
+    /// If this node purged its log past that index, it names the latest membership entry it
+    /// knows (committed, at or below the candidate's last index) instead: still known after a
+    /// purge, and the entry a removed node needs to find in its own log (found in review:
+    /// after the group snapshotted and purged, the removed node learned nothing again).
     fn committed_for(&self, candidate_last: Option<LogId<C>>) -> Option<LogId<C>> {
         let committed = self.state.committed;
-        match (committed, candidate_last) {
-            (Some(c), Some(last)) if last.index < c.index => self.state.log_ids.get(last.index).or(committed),
-            _ => committed,
+        let (Some(c), Some(last)) = (committed, candidate_last) else { return committed };
+        if last.index >= c.index {
+            return committed;
         }
+        if let Some(held) = self.state.log_ids.get(last.index) {
+            return Some(held);
+        }
+        let ms = &self.state.membership;
+        [ms.effective.log_id, ms.committed.log_id]
+            .into_iter()
+            .flatten()
+            .filter(|m| m.index <= last.index && m.index <= c.index)
+            .max()
+            .or(committed)
     }
 
     /// Whose turn it is, if the pre-vote `req` meets this node's own pre-vote in the first

@@ -167,9 +167,10 @@ impl<C: RaftTypeConfig> Engine<C> {
                 // A node the leader's config no longer holds (its departing stream runs on for
                 // a while so it learns it was removed) has no say in this group: a newer term
                 // it reached campaigning on its own (pre-vote off) must not depose a leader the
-                // members still follow (dissertation §4.2.3). A newer leader among the members
-                // shows itself in their answers.
-                if self.leader.is_some() && self.state.membership.effective().get_node(&target).is_none() {
+                // members still follow (dissertation §4.2.3). Only a leader a quorum followed
+                // within the election timeout (see `leader_known_current`); a newer leader
+                // among the members shows itself in their answers.
+                if self.state.membership.effective().get_node(&target).is_none() && self.leader_known_current(now) {
                     info!(%target, vote = %v, "a removed node has a newer term; the leader stays");
                     return;
                 }

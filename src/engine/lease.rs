@@ -88,6 +88,17 @@ impl<C: RaftTypeConfig> Engine<C> {
         })
     }
 
+    /// Whether this node leads and a quorum of its effective config followed it within the
+    /// maximum election timeout (as check-quorum counts, whether check-quorum is on or not).
+    /// Only such a leader may take its config for the group's current one: a stale leader, cut
+    /// off while a newer leader moved the group to a config it never saw, has no recent quorum,
+    /// and a voter of that config must be able to reach it (found in review: with
+    /// check-quorum off, a stale leader refused such a voter for good, and the group, needing
+    /// that stale node's vote, never elected).
+    pub(crate) fn leader_known_current(&self, now: Instant) -> bool {
+        self.check_quorum_acked_at(now).is_some_and(|t| now < t + self.config.election_timeout_max)
+    }
+
     /// The latest send time of a request that a quorum (of every config) really answered; the
     /// leader counts as `now`. `None` while some quorum has not answered at all.
     fn lease_acked_at(&self, now: Instant) -> Option<Instant> {

@@ -533,3 +533,48 @@ async fn a_node_added_again_after_its_stream_met_a_newer_term_is_replicated_to()
         .await
         .unwrap_or_else(|e| panic!("{e}: node 4: {}", *c.raft(4).metrics().borrow()));
 }
+
+/// Found in review: with check-quorum off, a stale leader (node 1, cut off) that never saw the
+/// group move to {1,4,5} refused the vote requests of 4 and 5 as coming from outside its config
+/// {1,2,3}, and did not adopt their term. Once 2 and 3 were gone and the leader among 4 and 5
+/// died, the survivor needed node 1's vote: the group never elected again. A leader refuses an
+/// outsider only while a quorum of its config has followed it within the election timeout.
+#[tokio::test(start_paused = true)]
+async fn a_stale_leader_hears_a_voter_of_a_config_it_never_saw() {
+    init_tracing();
+    let config = quorate::Config { enable_check_quorum: false, ..crate::fixture::test_config() };
+    let mut c = TestCluster::with_config(&[1, 2, 3], config).await;
+    c.initialize(1).await;
+    c.set(1, "a", "1").await;
+    c.router.isolate(1);
+    let leader = c.wait_for_leader(&[2, 3]).await;
+    start_empty(&mut c, &[4, 5]).await;
+    for id in [4, 5] {
+        c.raft(leader).add_learner(id, node_addr(id), true).await.expect("add learner");
+    }
+    c.raft(leader)
+        .change_membership(ChangeMembers::ReplaceAllVoters(btreeset! {1, 4, 5}), false)
+        .await
+        .expect("move to {1,4,5}");
+    let leader = c.wait_for_leader(&[4, 5]).await;
+    c.set(leader, "b", "2").await;
+    c.stop_node(2).await;
+    c.stop_node(3).await;
+    c.stop_node(leader).await;
+    let survivor = if leader == 4 { 5 } else { 4 };
+    assert_eq!(c.raft(1).metrics().borrow().state, ServerState::Leader, "precondition: node 1 still leads term 1");
+    c.router.restore(1);
+    // Node 1 names itself leader until it hears the newer term, so wait on the survivor: only
+    // it can be elected (node 1's log lacks the config both need).
+    c.raft(survivor)
+        .wait(Some(TIMEOUT))
+        .state(ServerState::Leader, "the survivor is elected with node 1's vote")
+        .await
+        .unwrap_or_else(|e| panic!("{e}; node 1: {}", *c.raft(1).metrics().borrow()));
+    c.set(survivor, "c", "3").await;
+    c.raft(1)
+        .wait(Some(TIMEOUT))
+        .current_leader(survivor, "node 1 follows the survivor")
+        .await
+        .expect("node 1 follows");
+}

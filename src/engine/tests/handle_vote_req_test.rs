@@ -215,3 +215,50 @@ fn a_vote_answer_names_a_committed_entry_within_the_candidates_log() {
     let resp = follower().handle_vote_req(now, &VoteRequest::new(Vote::new(3, 3), None));
     assert_eq!(resp.committed, Some(log_id(2, 3)));
 }
+
+/// Found in review: with check-quorum off, a stale leader (cut off while a newer leader moved
+/// the group to a config it never saw) refused a voter of that config for good, and the group,
+/// needing the stale node's vote, never elected. Only a leader a quorum followed within the
+/// election timeout refuses a candidate outside its config; a stale one adopts its term.
+#[test]
+fn a_leader_without_a_recent_quorum_hears_a_candidate_outside_its_config() {
+    let now = Instant::now();
+    let elected_at = now - Duration::from_secs(60);
+    let mut engine = EngineBuilder::node(1)
+        .vote(Vote::new_committed(2, 1))
+        .log([log_id(1, 0), log_id(1, 1), log_id(2, 2)])
+        .committed(log_id(2, 2))
+        .membership(log_id(1, 0), voters(&[1, 2, 3]))
+        .leader(1)
+        .leader_since(elected_at)
+        .acked(2, elected_at)
+        .build();
+
+    let req = VoteRequest::new(Vote::new(9, 4), Some(log_id(5, 9)));
+    let resp = engine.handle_vote_req(now, &req);
+
+    assert!(resp.vote_granted, "a stale leader grants a candidate whose log is ahead");
+    assert!(engine.leader.is_none());
+    assert_eq!(engine.state.vote, Vote::new(9, 4));
+}
+
+/// Found in review: a voter that purged its log past the candidate's last index answered
+/// with its committed log id alone, beyond the candidate's log: a removed node learned nothing
+/// once the group had snapshotted. It names its latest membership entry at or below the
+/// candidate's last index instead, still known after the purge.
+#[test]
+fn a_voter_that_purged_past_the_candidates_log_names_its_membership_entry() {
+    let now = Instant::now();
+    let mut engine = EngineBuilder::node(2)
+        .vote(Vote::new_committed(2, 1))
+        .purged(log_id(2, 6))
+        .log([log_id(2, 6), log_id(2, 7), log_id(2, 8)])
+        .committed(log_id(2, 8))
+        .snapshot_last(log_id(2, 6))
+        .membership(log_id(2, 3), voters(&[1, 2, 3]))
+        .build();
+
+    let resp = engine.handle_vote_req(now, &VoteRequest::new(Vote::new(3, 4), Some(log_id(2, 4))));
+
+    assert_eq!(resp.committed, Some(log_id(2, 3)));
+}
