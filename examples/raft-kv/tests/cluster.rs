@@ -84,14 +84,7 @@ async fn check_acked_everywhere(cluster: &LocalCluster, acked: &BTreeMap<String,
     loop {
         let mut dumps = Vec::new();
         for node in cluster.nodes.iter().filter(|n| n.is_running()) {
-            let d: Value = client
-                .get(format!("{}/admin/dump", node.url()))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
+            let d = common::get_json(client, &format!("{}/admin/dump", node.url())).await?;
             dumps.push((node.id, d));
         }
         let (first, rest) = dumps.split_first().ok_or("no running node")?;

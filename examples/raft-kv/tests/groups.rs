@@ -65,14 +65,7 @@ async fn check_everywhere(cluster: &LocalCluster, acked: &BTreeMap<String, Strin
     let client = cluster.client();
     let mut dumps = Vec::new();
     for node in cluster.nodes.iter().filter(|n| n.is_running()) {
-        let dump: Value = client
-            .get(format!("{}/admin/dump", node.url()))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let dump = common::get_json(client, &format!("{}/admin/dump", node.url())).await?;
         for (key, value) in acked {
             if dump["data"][key] != json!(value) {
                 return Err(format!(

@@ -20,6 +20,11 @@ pub fn binary() -> std::path::PathBuf {
     std::env::var_os("RAFT_KV_BIN").map_or_else(|| env!("CARGO_BIN_EXE_raft-kv").into(), Into::into)
 }
 
+/// GET `url` and decode its JSON body (a node's `/admin/dump`, say).
+pub async fn get_json(client: &reqwest::Client, url: &str) -> Result<serde_json::Value, String> {
+    client.get(url).send().await.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())
+}
+
 /// Run a test body; on failure print the tail of every node's log before panicking.
 pub async fn run_test<F: Future<Output = TestResult>>(root: &Path, body: F) {
     if let Err(e) = body.await {

@@ -317,16 +317,7 @@ async fn replicas_equal(cluster: &LocalCluster) -> Result<(), String> {
         cluster
             .wait_metrics(i, WAIT, "catch-up", |m| m["last_applied"]["index"].as_u64().is_some_and(|a| a >= target))
             .await?;
-        let url = format!("{}/admin/dump", cluster.nodes[i].url());
-        let dump: Value = cluster
-            .client()
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let dump = common::get_json(cluster.client(), &format!("{}/admin/dump", cluster.nodes[i].url())).await?;
         maps.push(dump["data"].clone());
     }
     match maps.iter().position(|m| *m != maps[0]) {
