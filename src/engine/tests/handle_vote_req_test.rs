@@ -103,14 +103,17 @@ fn vote_is_granted_only_to_an_up_to_date_candidate_of_an_open_term() {
 }
 
 /// Node 1, leader of term 2 (check-quorum off, so not sticky), log `[T1.0, T1.1, T2.2]`.
-fn leader_of_term_2() -> crate::engine::Engine<UTConfig> {
+fn leader_of_term_2_builder() -> EngineBuilder {
     EngineBuilder::node(1)
         .vote(Vote::new_committed(2, 1))
         .log([log_id(1, 0), log_id(1, 1), log_id(2, 2)])
         .committed(log_id(2, 2))
         .membership(log_id(1, 0), voters(&[1, 2, 3]))
         .leader(1)
-        .build()
+}
+
+fn leader_of_term_2() -> crate::engine::Engine<UTConfig> {
+    leader_of_term_2_builder().build()
 }
 
 #[test]
@@ -224,15 +227,7 @@ fn a_vote_answer_names_a_committed_entry_within_the_candidates_log() {
 fn a_leader_without_a_recent_quorum_hears_a_candidate_outside_its_config() {
     let now = Instant::now();
     let elected_at = now - Duration::from_secs(60);
-    let mut engine = EngineBuilder::node(1)
-        .vote(Vote::new_committed(2, 1))
-        .log([log_id(1, 0), log_id(1, 1), log_id(2, 2)])
-        .committed(log_id(2, 2))
-        .membership(log_id(1, 0), voters(&[1, 2, 3]))
-        .leader(1)
-        .leader_since(elected_at)
-        .acked(2, elected_at)
-        .build();
+    let mut engine = leader_of_term_2_builder().leader_since(elected_at).acked(2, elected_at).build();
 
     let req = VoteRequest::new(Vote::new(9, 4), Some(log_id(5, 9)));
     let resp = engine.handle_vote_req(now, &req);
