@@ -1,7 +1,8 @@
 //! A Jepsen-style test of `raft-kv node` processes: each node in a network namespace of its
 //! own (its own IP address, so partitions are real), concurrent clients sending linearizable
 //! reads, writes and compare-and-sets to random nodes, and a nemesis killing (`kill -9`),
-//! pausing (`SIGSTOP`) and partitioning nodes and moving the leadership. Afterwards the network is healed, every key is
+//! pausing (`SIGSTOP`) and partitioning nodes, demoting and removing them, and moving the
+//! leadership. Afterwards the network is healed, every key is
 //! read once more, and the whole history must be linearizable (quorate's checker), every
 //! acknowledged append must be there, and the replicas' maps must be equal.
 //!
@@ -147,9 +148,17 @@ async fn faults_and_checks(config: &Config, cluster: &mut LocalCluster, net: &mu
     });
     let clients: Vec<_> =
         (1..=config.clients).map(|id| tokio::spawn(client::run(work.clone(), id, config.seed ^ id))).collect();
-    let mut nemesis = Nemesis { cluster, net, rng: Rng::new(config.seed), start, log: Vec::new() };
+    let mut nemesis = Nemesis {
+        cluster,
+        net,
+        rng: Rng::new(config.seed),
+        membership_rng: Rng::new(config.seed ^ 0x6d65_6d62_6572),
+        membership_broken: false,
+        start,
+        log: Vec::new(),
+    };
     let faults = nemesis.run(start + Duration::from_secs(config.fault_secs)).await;
-    nemesis.heal_all()?;
+    nemesis.heal_all().await?;
     let _ = std::fs::write(nemesis.cluster.root().join("nemesis.txt"), nemesis.log.join("\n") + "\n");
     work.stop.store(true, Ordering::Relaxed);
     let mut records = Vec::new();

@@ -1,7 +1,9 @@
 //! The nemesis: one fault at a time, at random (seeded) intervals, against a random node or
 //! the current leader: kill -9 and restart, SIGSTOP and SIGCONT, a partition that cuts a
-//! minority off, each undone after a random hold; or a leadership transfer. The sleeps here are the schedule's pacing,
-//! not synchronization: nothing waits for a fault to take effect.
+//! minority off, a node demoted to learner or removed from the cluster, each undone after a
+//! random hold; or a leadership transfer. The sleeps here are the schedule's pacing, not
+//! synchronization: nothing waits for a fault to take effect (undoing a membership change
+//! waits for the change itself, retried until it is made).
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +26,13 @@ enum Fault {
     PartitionAndKill(usize, usize),
     /// `POST /admin/transfer-leader` to this node (through a random node; nothing to undo).
     TransferLeader { to: usize, via: usize },
+    /// Make every node but this one a voter, keeping it as a learner (through a random node);
+    /// undone by making every node a voter again.
+    Demote { node: usize, via: usize },
+    /// Remove this node from the cluster (through a random node): it keeps running, answers
+    /// 410, and is refused as a candidate; undone by adding it back as a learner that has
+    /// caught up, then as a voter.
+    Remove { node: usize, via: usize },
 }
 
 /// Runs faults on a cluster and its network until a deadline.
@@ -31,6 +40,12 @@ pub struct Nemesis<'a> {
     pub cluster: &'a mut LocalCluster,
     pub net: &'a mut Network,
     pub rng: Rng,
+    /// Draws the membership faults: an RNG of their own, so that the other faults of a seed
+    /// are the ones it drew before membership faults existed.
+    pub membership_rng: Rng,
+    /// A membership fault not yet undone (its undo failed): retried before the next fault
+    /// and when healing.
+    pub membership_broken: bool,
     pub start: Instant,
     /// One line per fault, with its time since the start.
     pub log: Vec<String>,
@@ -50,10 +65,10 @@ impl Nemesis<'_> {
             self.note(format!("{fault:?} for {hold:?}"));
             self.apply(&fault).await?;
             tokio::time::sleep(hold).await;
-            self.undo(&fault)?;
+            self.undo(&fault).await?;
             self.note(format!("undone {fault:?}"));
         }
-        self.heal_all()
+        self.heal_all().await
     }
 
     fn note(&mut self, what: String) {
@@ -67,6 +82,12 @@ impl Nemesis<'_> {
         let n = self.cluster.nodes.len();
         let leader = if self.rng.below(2) == 0 { self.leader().await } else { None };
         let target = leader.unwrap_or_else(|| self.rng.below(n as u64) as usize);
+        let via = self.membership_rng.below(n as u64) as usize;
+        match self.membership_rng.below(8) {
+            0 => return Fault::Demote { node: target, via },
+            1 => return Fault::Remove { node: target, via },
+            _ => {}
+        }
         match self.rng.below(9) / 2 {
             0 => Fault::Kill(target),
             1 => Fault::Pause(target),
@@ -115,12 +136,81 @@ impl Nemesis<'_> {
                 let status = answer.map(|r| r.map(|r| r.status().as_u16()).map_err(|e| e.to_string()));
                 self.note(format!("transfer-leader answered {status:?}"));
             }
+            Fault::Demote { node, via } | Fault::Remove { node, via } => {
+                let retain = matches!(fault, Fault::Demote { .. });
+                let voters: Vec<u64> =
+                    self.cluster.nodes.iter().enumerate().filter(|(i, _)| i != node).map(|(_, n)| n.id).collect();
+                // Whatever the answer, the undo makes every node a voter again.
+                self.membership_broken = true;
+                let body = serde_json::json!({ "voters": voters, "retain": retain });
+                let status = self.admin(*via, "/admin/change-membership", &body).await;
+                self.note(format!("change-membership to {voters:?} (retain {retain}) answered {status:?}"));
+            }
         }
         Ok(())
     }
 
-    fn undo(&mut self, fault: &Fault) -> Result<(), String> {
+    /// POST an admin request through node `via`, waiting at most 35 s (membership changes
+    /// wait for their commit, up to the node's 30 s): the status, or why there was none.
+    async fn admin(&self, via: usize, path: &str, body: &serde_json::Value) -> Result<u16, String> {
+        let sent = self.cluster.admin_post(via, path).json(body);
+        match tokio::time::timeout(Duration::from_secs(35), sent.send()).await {
+            Ok(Ok(resp)) => Ok(resp.status().as_u16()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer in 35 s".into()),
+        }
+    }
+
+    /// Make every node a voter again, through each node in turn until one answers 200: a
+    /// removed node is first added back as a learner (blocking until it caught up). Gives up
+    /// after a minute, leaving `membership_broken` set for the next try.
+    async fn restore_membership(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ids: Vec<u64> = self.cluster.nodes.iter().map(|n| n.id).collect();
+        let mut attempt = 0;
+        while self.membership_broken && Instant::now() < deadline {
+            let via = attempt % self.cluster.nodes.len();
+            attempt += 1;
+            // Add back every node the latest membership does not name (as the node `via`
+            // knows it); a node still named is left alone.
+            let known = tokio::time::timeout(Duration::from_secs(1), self.cluster.metrics(via)).await.ok().flatten();
+            let Some(m) = known else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let named = |id: u64| m["membership_config"]["membership"]["nodes"].get(id.to_string()).is_some();
+            let mut added = true;
+            for i in 0..self.cluster.nodes.len() {
+                let node = &self.cluster.nodes[i];
+                if named(node.id) {
+                    continue;
+                }
+                let body = serde_json::json!({
+                    "id": node.id, "raft_addr": node.raft_addr, "http_addr": node.http_addr, "blocking": true,
+                });
+                let status = self.admin(via, "/admin/add-learner", &body).await;
+                self.note(format!("add-learner {} answered {status:?}", node.id));
+                added &= status == Ok(200);
+            }
+            if added {
+                let body = serde_json::json!({ "voters": ids, "retain": true });
+                let status = self.admin(via, "/admin/change-membership", &body).await;
+                self.note(format!("change-membership to {ids:?} answered {status:?}"));
+                self.membership_broken = status != Ok(200);
+            }
+            if self.membership_broken {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        if self.membership_broken {
+            return Err("the membership could not be restored in 60 s".into());
+        }
+        Ok(())
+    }
+
+    async fn undo(&mut self, fault: &Fault) -> Result<(), String> {
         match fault {
+            Fault::Demote { .. } | Fault::Remove { .. } => self.restore_membership().await,
             Fault::Kill(i) => self.cluster.start(*i).map_err(|e| e.to_string()),
             Fault::Pause(i) => self.cluster.set_paused(*i, false).map_err(|e| e.to_string()),
             Fault::Partition(_) => self.net.heal(),
@@ -132,17 +222,19 @@ impl Nemesis<'_> {
         }
     }
 
-    /// Heal the network, resume paused nodes and start stopped ones.
+    /// Heal the network, resume paused nodes, start stopped ones and make every node a voter.
     ///
     /// # Errors
-    /// If `ip` fails or a node cannot be resumed or started.
-    pub fn heal_all(&mut self) -> Result<(), String> {
+    /// If `ip` fails, a node cannot be resumed or started, or the membership cannot be
+    /// restored.
+    pub async fn heal_all(&mut self) -> Result<(), String> {
         self.net.heal()?;
         for i in 0..self.cluster.nodes.len() {
             if self.cluster.nodes[i].pid().is_some() && !self.cluster.nodes[i].is_running() {
                 self.cluster.set_paused(i, false).map_err(|e| e.to_string())?;
             }
         }
-        self.cluster.start_all().map_err(|e| e.to_string())
+        self.cluster.start_all().map_err(|e| e.to_string())?;
+        self.restore_membership().await
     }
 }
