@@ -5,11 +5,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::field::Empty;
-use tracing::{Instrument, debug, debug_span, info_span};
+use tracing::{Instrument, debug, debug_span, error, info_span};
 
 use crate::ServerState;
 use crate::config::Config;
@@ -295,7 +295,25 @@ impl<C: RaftTypeConfig> Raft<C> {
             host,
             quiesce_check: None,
         };
-        let core = tokio::spawn(core.run());
+        // A panic in the Raft task (a user's store or state machine, or a bug) unwinds past
+        // `RaftCore::run`, which tells the host when a leadership that quiesced its followers
+        // ends. Without that the followers, quiesced under this node, would take every beat
+        // of its host for their leader's and never elect (found in review): the host is told
+        // here instead, with the last term the node published, and the panic goes on.
+        let on_panic = core.host.as_ref().map(|h| (h.liveness.clone(), h.group, metrics_rx.clone()));
+        let core = tokio::spawn(async move {
+            match std::panic::AssertUnwindSafe(core.run()).catch_unwind().await {
+                Ok(result) => result,
+                Err(panic) => {
+                    if let Some((liveness, group, metrics)) = on_panic {
+                        let term = metrics.borrow().current_term;
+                        error!(group, term, "the Raft task panicked; releasing any quiesced leadership");
+                        liveness.release(group, term, tokio::time::Instant::now());
+                    }
+                    std::panic::resume_unwind(panic)
+                }
+            }
+        });
 
         Ok(Self {
             inner: Arc::new(RaftInner {

@@ -565,3 +565,103 @@ async fn a_quiesced_leader_reports_no_quorum_acknowledgement_age() {
     let age = m.last_quorum_acked.map(|t| Instant::now().saturating_duration_since(t));
     assert!(age.is_some_and(|a| a < cluster.config.election_timeout_min), "awake again: {age:?}");
 }
+
+/// A log store that panics in `purge` once told to: a user's store with a bug (or a driver that
+/// panics), to end a Raft task by a panic instead of a returned error.
+#[derive(Clone)]
+struct PanickingPurge {
+    inner: quorate::testing::MemLogStore,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl quorate::RaftLogStorage<quorate::testing::TypeConfig> for PanickingPurge {
+    type LogReader = quorate::testing::MemLogReader;
+    async fn get_log_state(&mut self) -> Result<quorate::LogState<TC>, quorate::error::StorageError> {
+        self.inner.get_log_state().await
+    }
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.inner.get_log_reader().await
+    }
+    async fn save_vote(&mut self, vote: &quorate::types::Vote<TC>) -> Result<(), quorate::error::StorageError> {
+        self.inner.save_vote(vote).await
+    }
+    async fn read_vote(&mut self) -> Result<Option<quorate::types::Vote<TC>>, quorate::error::StorageError> {
+        self.inner.read_vote().await
+    }
+    async fn save_committed(
+        &mut self,
+        committed: Option<quorate::types::LogId<TC>>,
+    ) -> Result<(), quorate::error::StorageError> {
+        self.inner.save_committed(committed).await
+    }
+    async fn read_committed(&mut self) -> Result<Option<quorate::types::LogId<TC>>, quorate::error::StorageError> {
+        self.inner.read_committed().await
+    }
+    async fn append(
+        &mut self,
+        entries: Vec<quorate::types::Entry<TC>>,
+        callback: quorate::IOFlushed<TC>,
+    ) -> Result<(), quorate::error::StorageError> {
+        self.inner.append(entries, callback).await
+    }
+    async fn truncate(&mut self, since: quorate::types::LogId<TC>) -> Result<(), quorate::error::StorageError> {
+        self.inner.truncate(since).await
+    }
+    async fn purge(&mut self, upto: quorate::types::LogId<TC>) -> Result<(), quorate::error::StorageError> {
+        assert!(!self.armed.load(std::sync::atomic::Ordering::SeqCst), "test: the log store panics in purge");
+        self.inner.purge(upto).await
+    }
+}
+
+type TC = quorate::testing::TypeConfig;
+
+/// Interleaving this goes after: the Raft task of a quiesced leader ends by a panic (here its
+/// log store's, on a purge that does not wake the group), while its host runs on and beats.
+/// The end of a leadership that quiesced its followers is announced by the task as it returns;
+/// a panic unwinds past that, and the followers, quiesced under the leader's node, would take
+/// the host's beats for their leader's and never elect (found in review). They must elect.
+#[tokio::test(start_paused = true)]
+async fn a_quiesced_leader_whose_raft_task_panics_is_replaced() {
+    use quorate::multi::GroupHost;
+    use quorate::testing::{HostRouter, MemLogStore, MemStateMachine};
+
+    let router = HostRouter::new();
+    let config = std::sync::Arc::new(test_config());
+    let store = PanickingPurge { inner: MemLogStore::new(), armed: Default::default() };
+    let mut hosts = std::collections::BTreeMap::new();
+    for id in NODES {
+        let host = GroupHost::new(id, HostConfig::default(), router.network(id)).expect("a host");
+        router.add_host(host.clone());
+        let created = if id == 1 {
+            host.create_group(G, config.clone(), store.clone(), MemStateMachine::new()).await
+        } else {
+            host.create_group(G, config.clone(), MemLogStore::new(), MemStateMachine::new()).await
+        };
+        created.expect("the group starts");
+        hosts.insert(id, host);
+    }
+    let leader = hosts[&1].group(G).expect("node 1 runs the group");
+    leader.initialize(NODES.iter().map(|id| (*id, node_addr(*id))).collect()).await.expect("initialized");
+    leader.wait(Some(TIMEOUT)).state(ServerState::Leader, "node 1 leads").await.expect("node 1 leads");
+    leader.client_write(Request::set("k", "v")).await.expect("a write");
+    leader.trigger().snapshot().await.expect("a snapshot");
+    leader.wait(Some(TIMEOUT)).metrics(|m| m.snapshot.is_some(), "a snapshot").await.expect("a snapshot");
+    for id in NODES {
+        let raft = hosts[&id].group(G).expect("the group");
+        raft.wait(Some(TIMEOUT)).metrics(|m| m.quiesced, "quiesced").await.expect("quiesced");
+    }
+
+    store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let last = leader.metrics().borrow().last_log_index.expect("a log");
+    leader.trigger().purge_log(last).await.expect("the purge is asked for");
+    tokio::time::timeout(TIMEOUT, leader.wait_stopped()).await.expect("node 1's Raft task ends");
+    assert!(hosts[&2].is_live(&1), "node 1's host still beats");
+
+    for id in [2, 3] {
+        let raft = hosts[&id].group(G).expect("the group");
+        raft.wait(Some(TIMEOUT))
+            .metrics(|m| m.current_leader.is_some_and(|l| l != 1), "a leader other than node 1")
+            .await
+            .unwrap_or_else(|e| panic!("node {id} never saw a new leader after node 1's Raft task panicked: {e}"));
+    }
+}
