@@ -179,6 +179,8 @@ async fn next_frame<R: AsyncRead + Unpin>(
 struct OpenStream<C: RaftTypeConfig> {
     group: Option<GroupId>,
     requests: mpsc::Sender<AppendEntriesRequest<C>>,
+    /// The task feeding the stream to its Raft: aborted when the client ends the stream.
+    task: tokio::task::AbortHandle,
 }
 
 /// The calls and streams of one connection.
@@ -216,7 +218,14 @@ impl<C: RaftTypeConfig> Service<'_, C> {
             ToServer::Append { stream, req } => self.append(None, stream, req).await?,
             ToServer::GroupAppend { group, stream, req } => self.append(Some(group), stream, req).await?,
             ToServer::EndStream { stream } => {
-                self.streams.remove(&stream);
+                // The client reads no more answers of the stream, and the requests still
+                // queued for the node are of a stream its leader gave up on: a quiesce-marked
+                // heartbeat among them, handled after the requests of the stream that replaced
+                // this one, would quiesce the node again under a leader that has woken (found
+                // in review). Drop them with the task.
+                if let Some(open) = self.streams.remove(&stream) {
+                    open.task.abort();
+                }
             }
             ToServer::Beat(beat) => self.beat(beat),
         }
@@ -273,9 +282,9 @@ impl<C: RaftTypeConfig> Service<'_, C> {
         };
         let (requests, rx) = mpsc::channel(STREAM_QUEUE);
         let _ = requests.try_send(req);
-        self.streams.insert(stream, OpenStream { group, requests });
         let (tx, max) = (self.tx.clone(), self.max_frame_bytes);
-        self.tasks.spawn(run_stream(raft, stream, rx, tx, max));
+        let task = self.tasks.spawn(run_stream(raft, stream, rx, tx, max));
+        self.streams.insert(stream, OpenStream { group, requests, task });
         Ok(())
     }
 
