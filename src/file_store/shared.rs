@@ -196,7 +196,10 @@ impl<C: RaftTypeConfig> SharedLog<C> {
     ///
     /// First shut down the group's `Raft` and drop its [`GroupLogStore`] (and readers: what
     /// they read is no longer the group's log). A removed group's log is gone: do it when the
-    /// group itself is gone from the cluster (or this node left it), not to reset it.
+    /// group itself is gone from the cluster (or this node left it), not to reset it, and do
+    /// not give its id to a new group (see [`GroupHost::create_group`]).
+    ///
+    /// [`GroupHost::create_group`]: crate::multi::GroupHost::create_group
     ///
     /// # Errors
     /// [`FileStoreError::GroupInUse`] if a store of `group` is alive (nothing is removed then);

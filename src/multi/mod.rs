@@ -243,6 +243,12 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
     /// store and state machine, with the host's network for the group. A new group waits to be
     /// [`initialize`](Raft::initialize)d (on one node) or to hear from its leader.
     ///
+    /// A group id names one group for the cluster's whole life: never start a *new* group under
+    /// the id of one that was ended (removed on every node). Messages do not tell the two
+    /// apart, and a node that missed the end still runs the old group from its log: its
+    /// candidate can win the new group's election and overwrite what it committed. Starting the
+    /// *same* group again (after a restart, or on a node added to it) is what this is for.
+    ///
     /// # Errors
     /// [`HostError::GroupExists`] if the host runs a group of this id;
     /// [`HostError::Config`] if `config.election_timeout_min` is not longer than the host's
