@@ -50,6 +50,13 @@ pub struct TcpConfig {
     /// The most calls a server executes at once for one connection; it reads no more of that
     /// connection until one finishes (back-pressure). Default: 64.
     pub max_calls_per_connection: usize,
+    /// The most `stream_append` streams a server keeps open at once for one connection; a
+    /// stream opened past it is answered that it is not served (its leader retries later).
+    /// Each open stream holds a task and a queue of requests, so this bounds what one peer
+    /// can make a node hold. One connection carries a stream per group that the peer leads
+    /// and this node follows, while the group is awake: a host of many groups needs as many
+    /// as it has groups. Default: 65,536.
+    pub max_streams_per_connection: usize,
     /// Frames a client queues for one connection before callers wait (back-pressure).
     /// Default: 256.
     pub send_queue: usize,
@@ -71,6 +78,7 @@ impl TcpConfig {
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
             max_calls_per_connection: 64,
+            max_streams_per_connection: 65_536,
             send_queue: 256,
             #[cfg(feature = "tls")]
             tls: None,

@@ -108,7 +108,9 @@
 //! Each connection's client side has a bounded send queue ([`TcpConfig::send_queue`]): callers
 //! wait when it is full. The server runs at most [`TcpConfig::max_calls_per_connection`] calls
 //! of a connection at once and buffers a bounded number of each stream's requests; past those,
-//! it stops reading the connection, and TCP's flow control pushes back on the client. The
+//! it stops reading the connection, and TCP's flow control pushes back on the client. It keeps
+//! at most [`TcpConfig::max_streams_per_connection`] streams of a connection open, and
+//! refuses a stream past them; a stream the client ends is dropped with its queued requests. The
 //! leader bounds what it has in flight per follower (`Config::max_in_flight_requests`).
 //!
 //! # Timeouts

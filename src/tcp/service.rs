@@ -128,6 +128,7 @@ pub(crate) async fn serve_calls<C: RaftTypeConfig>(
         max_frame_bytes: config.max_frame_bytes,
         calls: Arc::new(Semaphore::new(config.max_calls_per_connection.max(1))),
         max_calls: config.max_calls_per_connection.max(1),
+        max_streams: config.max_streams_per_connection.max(1),
         streams: HashMap::new(),
         highest_stream: 0,
         tasks: JoinSet::new(),
@@ -192,6 +193,8 @@ struct Service<'a, C: RaftTypeConfig> {
     max_frame_bytes: usize,
     calls: Arc<Semaphore>,
     max_calls: usize,
+    /// The most streams open at once.
+    max_streams: usize,
     /// Open streams.
     streams: HashMap<u64, OpenStream<C>>,
     /// Stream ids only grow: a request for a lower id not in `streams` is for an ended stream.
@@ -271,6 +274,10 @@ impl<C: RaftTypeConfig> Service<'_, C> {
             return Ok(());
         }
         self.highest_stream = stream;
+        if self.streams.len() >= self.max_streams {
+            self.not_served(stream, format!("the connection has {} streams open, its most", self.streams.len())).await;
+            return Ok(());
+        }
         let raft = match self.served.raft(group) {
             Ok(raft) => raft,
             // The stream is over at once: its later requests are below `highest_stream` and

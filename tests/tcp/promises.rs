@@ -190,3 +190,59 @@ async fn every_rpc_to_a_peer_shares_one_connection() {
     assert_eq!(proxy.accepted(), 1, "connections opened to one peer");
     follower.stop().await;
 }
+
+/// A server keeps at most `max_streams_per_connection` streams of one connection open: a
+/// stream past it is refused (its answer stream yields an error), the open ones go on, and a
+/// stream the client ends makes room for a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_opens_at_most_its_streams_and_an_ended_one_makes_room() {
+    let mut tcp = TcpConfig::new(CLUSTER);
+    tcp.max_streams_per_connection = 2;
+    let mut follower = Node::start(2, tcp).await;
+    let mut leader = TcpNetworkFactory::new(1, TcpConfig::new(CLUSTER));
+    let heartbeat = || AppendEntriesRequest {
+        vote: Vote::new_committed(1, 1),
+        prev_log_id: None,
+        entries: Vec::new(),
+        leader_commit: None,
+        quiesce: None,
+    };
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(leader.new_client(2, &follower.basic()).await);
+    }
+    let mut open = Vec::new();
+    for (n, client) in clients.iter_mut().enumerate() {
+        let (feed, input) = hand_fed();
+        let mut answers = client.stream_append(input, option()).await.unwrap();
+        feed.send(heartbeat()).unwrap();
+        let first = tokio::time::timeout(WAIT, answers.next()).await.expect("an answer in time");
+        if n < 2 {
+            assert!(matches!(first, Some(Ok(_))), "stream {n} is served: {first:?}");
+            open.push((feed, answers));
+        } else {
+            assert!(matches!(first, Some(Err(_))), "a third stream is refused: {first:?}");
+        }
+    }
+    // The open streams go on.
+    for (feed, answers) in &mut open {
+        feed.send(heartbeat()).unwrap();
+        let next = tokio::time::timeout(WAIT, answers.next()).await.expect("an answer in time");
+        assert!(matches!(next, Some(Ok(_))), "an open stream goes on: {next:?}");
+    }
+    // Ending one makes room: a new stream is served (the server may see the end a little
+    // after the client, so the client retries, as a leader's stream does).
+    drop(open.pop());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut client = leader.new_client(2, &follower.basic()).await;
+        let answers = client.stream_append(futures_util::stream::iter(vec![heartbeat()]), option()).await.unwrap();
+        let got: Vec<_> = answers.collect().await;
+        if matches!(got.first(), Some(Ok(_))) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no room after a stream ended: {got:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    follower.stop().await;
+}
