@@ -187,6 +187,9 @@ async fn accept_loop<C: RaftTypeConfig>(
     }
 }
 
+/// The largest frame a server reads before the peer's hello is accepted.
+const HELLO_MAX_FRAME_BYTES: usize = 64 * 1024;
+
 /// Shake hands, then serve the connection until it ends.
 async fn serve_connection<C: RaftTypeConfig>(
     tcp: TcpStream,
@@ -196,7 +199,10 @@ async fn serve_connection<C: RaftTypeConfig>(
     refusals: &Refusals,
     accepted: &AtomicU64,
 ) {
-    let mut decoder = FrameDecoder::new(config.max_frame_bytes);
+    // A stranger's frames are bounded by what a hello needs until the hello is accepted: under
+    // `max_frame_bytes` a peer that had not said who it is could make the node hold that much
+    // per connection (found in review; plain TCP lets anyone try).
+    let mut decoder = FrameDecoder::new(HELLO_MAX_FRAME_BYTES.min(config.max_frame_bytes));
     let me = served.node_id();
     let shaken = tokio::time::timeout(config.handshake_timeout, handshake::<C>(tcp, config, me, &mut decoder)).await;
     let (io, from) = match shaken {
@@ -214,6 +220,7 @@ async fn serve_connection<C: RaftTypeConfig>(
             return;
         }
     };
+    decoder.set_max_frame_bytes(config.max_frame_bytes);
     accepted.fetch_add(1, Ordering::Relaxed);
     tracing::info!(%peer, node = %from, "accepted a Raft connection");
     let reason = serve_calls(io, decoder, config, served, Peer { addr: peer, node: from }, refusals).await;

@@ -48,6 +48,9 @@ pub enum FrameError {
     Undecodable(String),
 }
 
+/// The least room a decoder makes for the rest of a frame at a time.
+const MIN_RESERVE: usize = 64 * 1024;
+
 /// Splits a byte stream into frames, checking each length prefix against a limit before it
 /// buffers the frame.
 #[derive(Debug)]
@@ -62,6 +65,12 @@ impl FrameDecoder {
         Self { max_frame_bytes, buf: BytesMut::with_capacity(8 * 1024) }
     }
 
+    /// Refuse frames over `max_frame_bytes` from now on: a server reads a peer's hello under a
+    /// small limit and raises it once the peer is accepted.
+    pub fn set_max_frame_bytes(&mut self, max_frame_bytes: usize) {
+        self.max_frame_bytes = max_frame_bytes;
+    }
+
     /// The buffer that reads append to (e.g. with `AsyncReadExt::read_buf`).
     pub fn buffer_mut(&mut self) -> &mut BytesMut {
         &mut self.buf
@@ -74,8 +83,11 @@ impl FrameDecoder {
 
     /// The next whole frame's body, `None` if more bytes are needed.
     ///
-    /// When a frame's header is complete and its body is not, it reserves room for the body:
-    /// only after checking the length against the limit.
+    /// When a frame's header is complete and its body is not, it reserves room for more of the
+    /// body (only after checking the length against the limit): at most as much again as is
+    /// buffered, so that the buffer grows with what the peer really sends, not with the length
+    /// it claims (a peer that announces a frame of the limit and sends a few bytes costs a few
+    /// bytes, not the limit).
     ///
     /// # Errors
     /// [`FrameError::TooLarge`] for a length over the limit.
@@ -89,7 +101,8 @@ impl FrameDecoder {
         }
         let whole = FRAME_HEADER + len;
         if self.buf.len() < whole {
-            self.buf.reserve(whole - self.buf.len());
+            let missing = whole - self.buf.len();
+            self.buf.reserve(missing.min(self.buf.len().max(MIN_RESERVE)));
             return Ok(None);
         }
         self.buf.advance(FRAME_HEADER);

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use quorate::tcp::wire::{FrameError, PREAMBLE, decode_inbound};
+use quorate::tcp::wire::{FrameDecoder, FrameError, PREAMBLE, decode_inbound};
 use quorate::tcp::{TcpConfig, TcpNetworkFactory};
 use quorate::testing::Request;
 use quorate::{AppendEntriesRequest, Entry, LeaderId, LogId, RPCOption, RaftNetwork, RaftNetworkFactory, Vote};
@@ -117,4 +117,27 @@ async fn the_decoder_refuses_or_accepts_mutated_and_random_input_without_panicki
     header.extend_from_slice(&(MAX as u32 + 1).to_le_bytes());
     assert_eq!(decode_inbound::<C>(&header, MAX), Err(FrameError::TooLarge { len: MAX + 1, max: MAX }));
     assert_eq!(decode_inbound::<C>(b"GET / HTTP/1.1\r\n", MAX), Err(FrameError::BadPreamble));
+}
+
+/// A frame announced at the limit costs what arrived of it, not the limit: the decoder makes
+/// room as the body comes (at most as much again as is buffered), so a peer must send bytes
+/// to make a node hold them.
+#[test]
+fn an_announced_frame_costs_what_arrived_not_its_length() {
+    let limit = 64 * 1024 * 1024;
+    let mut decoder = FrameDecoder::new(limit);
+    decoder.extend(&u32::try_from(limit).unwrap().to_le_bytes());
+    decoder.extend(&[0; 100]);
+    assert!(decoder.next_frame().unwrap().is_none(), "the frame is not whole");
+    let room = decoder.buffer_mut().capacity();
+    assert!(room < 1024 * 1024, "{room} bytes of room for 104 bytes of a frame");
+    // As the body arrives the frame still decodes whole.
+    let mut sent = 100;
+    while sent < limit {
+        let chunk = (limit - sent).min(1 << 20);
+        decoder.extend(&vec![0; chunk]);
+        sent += chunk;
+        let _ = decoder.next_frame().unwrap();
+    }
+    assert!(decoder.buffer_mut().capacity() <= 3 * limit, "room grows with what arrived");
 }

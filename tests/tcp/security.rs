@@ -150,3 +150,22 @@ async fn random_bytes_and_oversized_frames_are_refused() {
     still_serving(&secure, "after-tls-garbage").await;
     secure.stop().await;
 }
+
+/// Before its hello is accepted, a stranger cannot announce a frame larger than a hello needs:
+/// a length under `max_frame_bytes` but over the hello's bound closes the connection at once,
+/// instead of the node waiting (and making room) for a frame of up to `max_frame_bytes` from
+/// someone it does not know (found in review: 64 MiB per connection of plain TCP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_cannot_announce_a_large_frame_before_its_hello() {
+    // A handshake timeout longer than the test waits: only the bound can close it in time.
+    let tcp = || TcpConfig::new(CLUSTER).with_handshake_timeout(Duration::from_secs(3600));
+    let mut plain = Cluster::start(3, |_| tcp()).await;
+    plain.init().await;
+    let mut conn = TcpStream::connect(&plain.node(1).addr).await.unwrap();
+    conn.write_all(&PREAMBLE).await.unwrap();
+    conn.write_all(&(1024u32 * 1024).to_le_bytes()).await.unwrap();
+    conn.write_all(&[0; 64]).await.unwrap();
+    assert!(read_until_closed(&mut conn).await.is_empty(), "closed at once, unanswered");
+    still_serving(&plain, "after-large-hello").await;
+    plain.stop().await;
+}
