@@ -21,6 +21,7 @@ where
     let vote = log_store.read_vote().await?.unwrap_or_default();
     let mut log_state = log_store.get_log_state().await?;
     let (mut applied, mut sm_membership) = sm.applied_state().await?;
+    check_vote_covers_the_data(&vote, &log_state, applied)?;
 
     if applied < log_state.last_purged_log_id {
         // A state machine that does not persist its state restarts empty; the log before the
@@ -97,6 +98,38 @@ where
         snapshot_last,
         ..RaftState::default()
     })
+}
+
+/// Refuse to start when the durable vote is older than a term the node's own data holds.
+///
+/// A node saves a term's vote (durably, before it acts on it) before it appends an entry of
+/// that term, installs a snapshot from that term's leader or becomes that term's leader, and
+/// its vote never goes back: so the vote's term is at least the term of every entry in its log,
+/// of its purged id and of what its state machine applied. A vote older than any of those was
+/// lost or rolled back (the log store's files deleted, replaced or restored from a backup
+/// while the state machine's were not): starting would let this node vote again in terms it
+/// voted in, and two leaders could be elected in one term. No store that keeps its contract
+/// gets here; the operator must restore the node's storage whole, or remove the node and add
+/// it back empty.
+fn check_vote_covers_the_data<C: RaftTypeConfig>(
+    vote: &crate::types::Vote<C>,
+    log_state: &crate::storage::LogState<C>,
+    applied: Option<LogId<C>>,
+) -> Result<(), Fatal> {
+    let held = [log_state.last_log_id, log_state.last_purged_log_id, applied];
+    let newest = held.into_iter().flatten().max_by_key(LogId::term);
+    match newest {
+        Some(newest) if newest.term() > vote.term => Err(Fatal::Invariant(format!(
+            "the saved vote {vote} is older than the term of {newest}, which this node holds (log: last {}, \
+             purged {}; state machine: applied {}): its vote was lost or rolled back (were the log store's files \
+             deleted, replaced or restored apart from the state machine's?); starting could elect two leaders \
+             in one term, so the node refuses to start",
+            DisplayOption(&log_state.last_log_id),
+            DisplayOption(&log_state.last_purged_log_id),
+            DisplayOption(&applied),
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Make the log continue from `applied` when the state machine is ahead of it or disagrees

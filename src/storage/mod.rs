@@ -129,6 +129,16 @@ pub trait RaftLogStorage<C: RaftTypeConfig>: Send + Sync + 'static {
 
     /// The last vote saved, or `None` for a new node.
     ///
+    /// A node saves a term's vote before it appends an entry of that term or installs a snapshot
+    /// from that term's leader, so the vote read back at startup is never older than the term
+    /// of the last log entry, of the purged log id, or of what the state machine applied. A
+    /// vote that is (a store that lost or rolled back its vote while the node's other data
+    /// stayed, e.g. a log directory deleted or restored from a backup apart from the state
+    /// machine's) makes the node refuse to start with [`Fatal::Invariant`]: it could vote
+    /// again in a term it voted in.
+    ///
+    /// [`Fatal::Invariant`]: crate::error::Fatal::Invariant
+    ///
     /// # Errors
     /// [`StorageError`] if the vote could not be read.
     fn read_vote(&mut self) -> impl Future<Output = Result<Option<Vote<C>>, StorageError>> + Send;

@@ -29,6 +29,8 @@ fn voters() -> Membership<C> {
 async fn a_node_restarts_after_a_crash_between_a_snapshot_install_and_its_log_truncation() {
     init_tracing();
     let mut log = MemLogStore::new();
+    // The vote of the leader whose snapshot was installed, saved before the install.
+    log.save_vote(&Vote::new_committed(3, 3)).await.expect("vote");
     let old_tail = [id(2, 2, 3), id(2, 2, 4), id(2, 2, 5)];
     let mut entries = vec![Entry::new_membership(id(1, 1, 0), voters())];
     entries.extend([id(1, 1, 1), id(1, 1, 2)].into_iter().chain(old_tail).map(Entry::new_blank));
@@ -75,6 +77,7 @@ async fn a_stale_tail_after_the_purged_id_is_dropped_at_restart() {
     let (callback, flushed) = IOFlushed::with_receiver();
     log.append(entries, callback).await.expect("append");
     flushed.await.expect("flush reported").expect("flushed");
+    log.save_vote(&Vote::new_committed(2, 2)).await.expect("vote");
     log.purge(id(2, 2, 100)).await.expect("purge");
 
     let mut sm = MemStateMachine::new();
@@ -114,6 +117,7 @@ async fn a_snapshot_older_than_the_purged_log_is_refused_with_a_clear_error() {
     sm.get_snapshot_builder().await.build_snapshot().await.expect("snapshot at 50");
     let sm = sm.reopen_empty_from_snapshot();
     let mut log = MemLogStore::new();
+    log.save_vote(&Vote::new_committed(1, 1)).await.expect("vote");
     log.purge(id(1, 1, 100)).await.expect("purge");
 
     let router = Router::new();
@@ -162,10 +166,11 @@ impl RaftLogStorage<C> for MisreportingLog {
 #[tokio::test(start_paused = true)]
 async fn a_store_reporting_its_last_entry_below_the_purged_one_fails_startup_with_an_error() {
     init_tracing();
-    let log = MisreportingLog {
+    let mut log = MisreportingLog {
         inner: MemLogStore::new(),
         state: quorate::storage::LogState { last_purged_log_id: Some(id(2, 2, 10)), last_log_id: Some(id(5, 5, 3)) },
     };
+    log.save_vote(&Vote::new_committed(5, 5)).await.expect("vote");
     // The state machine applied up to the purged id, so that startup goes on to read the log.
     let mut sm = MemStateMachine::new();
     let mut applied = vec![Entry::new_membership(id(1, 1, 0), voters())];
@@ -174,4 +179,33 @@ async fn a_store_reporting_its_last_entry_below_the_purged_one_fails_startup_wit
     let started = Raft::new(2, std::sync::Arc::new(test_config()), Router::new().factory(2), log, sm).await;
     let Err(e) = started else { panic!("a node started on a log whose ids go backwards") };
     assert!(e.to_string().contains("do not grow"), "{e}");
+}
+
+/// Found in review (raft-kv with its log directory deleted and its snapshot kept): a log store
+/// that comes back without its vote while the node holds entries of later terms (here, a state
+/// machine that applied entries of term 2) would let the node vote again in terms it voted
+/// in. The node refuses to start, and says why.
+#[tokio::test(start_paused = true)]
+async fn a_vote_older_than_the_nodes_data_is_refused_at_startup() {
+    init_tracing();
+    let mut sm = MemStateMachine::new();
+    let mut applied = vec![Entry::new_membership(id(1, 1, 0), voters())];
+    applied.extend((1..=10).map(|i| Entry::new_blank(id(2, 2, i))));
+    sm.apply(applied).await.expect("apply");
+    // The log store lost everything, its vote included; and, apart, one that kept an older vote.
+    for vote in [None, Some(Vote::new_committed(1, 1))] {
+        let mut log = MemLogStore::new();
+        if let Some(vote) = vote {
+            log.save_vote(&vote).await.expect("vote");
+        }
+        let started = Raft::new(2, std::sync::Arc::new(test_config()), Router::new().factory(2), log, sm.clone()).await;
+        let Err(e) = started else { panic!("a node started with a vote ({vote:?}) older than what it applied") };
+        assert!(e.to_string().contains("older than the term"), "{e}");
+    }
+    // The same data with a vote of its term starts.
+    let mut log = MemLogStore::new();
+    log.save_vote(&Vote::new_committed(2, 2)).await.expect("vote");
+    let raft =
+        Raft::new(2, std::sync::Arc::new(test_config()), Router::new().factory(2), log, sm).await.expect("starts");
+    raft.shutdown().await.expect("shutdown");
 }
