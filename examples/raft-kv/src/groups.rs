@@ -110,12 +110,58 @@ pub fn check_layout(data_dir: &Path, count: u32) -> Result<(), StoreError> {
         Err(e) => return Err(StoreError::io(&path, e)),
     }
     if count == 1 {
-        return Ok(());
+        // A directory of many groups whose `groups` file is gone: not a one-group node's.
+        let many = std::fs::read_dir(shared_log_dir(data_dir)).is_ok_and(|mut entries| entries.next().is_some());
+        return match many {
+            true => Err(StoreError::corrupt(
+                &path,
+                0,
+                "missing, while shared-log/ holds the logs of a node of many groups: start it with its --groups, and \
+                 restore the file (its count of groups)",
+            )),
+            false => Ok(()),
+        };
     }
     if data_dir.join("log").exists() || data_dir.join("snapshot.bin").exists() {
         return Err(mismatch(1));
     }
     crate::store::write_atomic(&path, &[format!("{count}\n").as_bytes()]).map_err(|e| StoreError::io(&path, e))
+}
+
+/// The file of a data directory that names whose it is: the node id and the cluster id.
+pub const IDENTITY_FILE: &str = "identity";
+
+/// Check that `data_dir` (locked by the caller) is node `id`'s of cluster `cluster`, and
+/// record that, durably, in a directory that does not say yet (a new one, or one of a raft-kv
+/// that did not record it). A directory of another node (a copy, or two nodes' directories
+/// swapped: each would vote again in terms it voted in under the other id) or of another
+/// cluster is refused (found in review).
+///
+/// # Errors
+/// [`StoreError::Foreign`] if the directory is another node's or cluster's; an I/O error
+/// reading or writing the file; [`StoreError::Corrupt`] if it does not parse.
+pub fn check_identity(data_dir: &Path, id: u64, cluster: &str) -> Result<(), StoreError> {
+    let path = data_dir.join(IDENTITY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let field =
+                |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix('=')).map(str::to_string);
+            let (Some(recorded_id), Some(recorded_cluster)) =
+                (field("node_id").and_then(|v| v.parse::<u64>().ok()), field("cluster_id"))
+            else {
+                return Err(StoreError::corrupt(&path, 0, format!("not a node_id= and cluster_id= pair: {text:?}")));
+            };
+            if recorded_id == id && recorded_cluster == cluster {
+                return Ok(());
+            }
+            Err(StoreError::Foreign { path, recorded_id, recorded_cluster, id, cluster: cluster.to_string() })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let text = format!("node_id={id}\ncluster_id={cluster}\n");
+            crate::store::write_atomic(&path, &[text.as_bytes()]).map_err(|e| StoreError::io(&path, e))
+        }
+        Err(e) => Err(StoreError::io(&path, e)),
+    }
 }
 
 /// The key-value services of a node's groups, shard `s` at index `s`. Cheap to clone.
@@ -200,6 +246,30 @@ mod tests {
     fn group_ids_of_different_counts_never_meet() {
         assert_eq!(group_id(3, 8), (8 << 32) | 3);
         assert_ne!(group_id(3, 8), group_id(3, 4));
+    }
+
+    #[test]
+    fn a_data_dir_is_one_nodes_of_one_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        check_identity(dir.path(), 1, "a").unwrap();
+        check_identity(dir.path(), 1, "a").unwrap();
+        for (id, cluster) in [(2, "a"), (1, "b")] {
+            let e = check_identity(dir.path(), id, cluster).unwrap_err().to_string();
+            assert!(e.contains("node 1's of cluster \"a\""), "{e}");
+        }
+        std::fs::write(dir.path().join(IDENTITY_FILE), "garbage").unwrap();
+        assert!(check_identity(dir.path(), 1, "a").is_err(), "an unreadable identity is refused");
+    }
+
+    #[test]
+    fn a_node_of_many_groups_without_its_groups_file_is_refused_as_one_group() {
+        let dir = tempfile::tempdir().unwrap();
+        check_layout(dir.path(), 4).unwrap();
+        std::fs::create_dir(shared_log_dir(dir.path())).unwrap();
+        std::fs::write(shared_log_dir(dir.path()).join("00000001.seg"), b"x").unwrap();
+        std::fs::remove_file(dir.path().join(GROUPS_FILE)).unwrap();
+        let e = check_layout(dir.path(), 1).unwrap_err().to_string();
+        assert!(e.contains("shared-log"), "{e}");
     }
 
     #[test]

@@ -44,10 +44,10 @@ struct NodeArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     id: u64,
     /// Address (host:port) to listen on for Raft RPCs, and to advertise to the other nodes.
-    #[arg(long, value_parser = parse_addr)]
+    #[arg(long, value_parser = parse_advertised)]
     raft_addr: String,
     /// Address (host:port) to serve the HTTP API on, and to advertise for forwarding.
-    #[arg(long, value_parser = parse_addr)]
+    #[arg(long, value_parser = parse_advertised)]
     http_addr: String,
     /// IP:PORT to bind the Raft listener to, if not --raft-addr (e.g. 0.0.0.0:7001).
     #[arg(long, value_parser = parse_addr)]
@@ -222,6 +222,22 @@ fn parse_addr(s: &str) -> Result<String, String> {
     }
 }
 
+/// An address other nodes and clients are told to use: `host:port` whose host is not a
+/// wildcard (`0.0.0.0`, `::`), which names no host to reach (found in review: a node told
+/// another's address was 0.0.0.0 dialled itself). Bind to a wildcard with `--*-listen`.
+fn parse_advertised(s: &str) -> Result<String, String> {
+    let addr = parse_addr(s)?;
+    let host = s.rsplit_once(':').map_or("", |(h, _)| h);
+    let ip = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if ip.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
+        return Err(format!(
+            "{s:?} is a wildcard address, which names no host to reach: advertise this host's address, and bind the \
+             wildcard with --raft-listen/--http-listen"
+        ));
+    }
+    Ok(addr)
+}
+
 fn parse_peer(s: &str) -> Result<(u64, KvNode), String> {
     let (id, addrs) = s.split_once('=').ok_or("expected id=raft_addr@http_addr")?;
     let (raft_addr, http_addr) = addrs.split_once('@').ok_or("expected id=raft_addr@http_addr")?;
@@ -229,7 +245,7 @@ fn parse_peer(s: &str) -> Result<(u64, KvNode), String> {
     if id == 0 {
         return Err("peer id 0: ids start at 1".into());
     }
-    Ok((id, KvNode { raft_addr: parse_addr(raft_addr)?, http_addr: parse_addr(http_addr)? }))
+    Ok((id, KvNode { raft_addr: parse_advertised(raft_addr)?, http_addr: parse_advertised(http_addr)? }))
 }
 
 /// The peers as a map, or why they are not a valid set for node `id`.

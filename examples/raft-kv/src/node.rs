@@ -206,6 +206,7 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     let prometheus = telemetry::install().map_err(|e| NodeError::Invalid(format!("cannot record metrics: {e}")))?;
     let _lock = DataDirLock::acquire(&opts.data_dir).map_err(StoreError::from)?;
     groups::check_layout(&opts.data_dir, opts.groups)?;
+    groups::check_identity(&opts.data_dir, opts.id, &opts.cluster_id)?;
     let raft_server = TcpServer::from_listener(raft_listener, tcp.clone());
     let node = if opts.groups == 1 {
         start_single(&opts, tcp, raft_server).await?

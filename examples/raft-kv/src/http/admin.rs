@@ -237,15 +237,48 @@ pub(crate) async fn metrics(State(state): State<AppState>, query: GroupParam) ->
 /// one group's with `?group=<shard>`, else the maps of every group as one, with each group's
 /// applied index (`applied_index` is then a list, in shard order).
 pub(crate) async fn dump(State(state): State<AppState>, query: GroupParam) -> Response {
+    let Ok(permit) = state.dumps.clone().try_acquire_owned() else {
+        let message = format!("{} dumps are being served; retry", super::CONCURRENT_DUMPS);
+        return ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "busy", message).into_response();
+    };
     let named = group_query(query).and_then(|q| q.named(&state.groups));
     let service = match named {
         Ok(Some((_, service))) => service,
         Ok(None) => match state.groups.single() {
             Some(service) => service,
-            None => return Json(groups::dump_all(&state.groups)).into_response(),
+            None => return json_holding(&groups::dump_all(&state.groups), permit),
         },
         Err(e) => return e.into_response(),
     };
+    #[derive(serde::Serialize)]
+    struct Dump<'a> {
+        ok: bool,
+        applied_index: Option<u64>,
+        data: &'a BTreeMap<String, String>,
+    }
     let (data, last_applied) = service.state_machine.dump();
-    Json(json!({ "ok": true, "applied_index": last_applied.map(|l| l.index), "data": data })).into_response()
+    json_holding(&Dump { ok: true, applied_index: last_applied.map(|l| l.index), data: &data }, permit)
+}
+
+/// A 200 answer of `value` as JSON whose body holds `held` until the client has taken all
+/// but its last chunk (or the connection is gone): the body is served 64 KiB at a time, and
+/// hyper asks for the next chunk only once it has room, so a dump's permit bounds the dumps
+/// in memory, not only those being built.
+fn json_holding<T: Send + 'static>(value: &impl serde::Serialize, held: T) -> Response {
+    const CHUNK: usize = 64 * 1024;
+    let bytes = match serde_json::to_vec(value) {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(e) => {
+            let message = format!("the answer could not be encoded: {e}");
+            return ApiError::unknown(StatusCode::INTERNAL_SERVER_ERROR, "encoding", message).into_response();
+        }
+    };
+    let chunks = futures_util::stream::unfold((bytes, held), |(mut rest, held)| async move {
+        if rest.is_empty() {
+            return None;
+        }
+        let chunk = rest.split_to(rest.len().min(CHUNK));
+        Some((Ok::<_, std::convert::Infallible>(chunk), (rest, held)))
+    });
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(chunks)).into_response()
 }

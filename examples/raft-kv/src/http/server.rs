@@ -6,7 +6,7 @@
 //!
 //! | limit | what happens |
 //! |---|---|
-//! | [`HttpLimits::header_timeout`] | a connection that has not sent a whole request head this long after it opened or after its last answer (partial headers, a head trickled in byte by byte, or idle keep-alive) is closed: hyper's `header_read_timeout` starts one clock when it begins to read a head and does not restart it as bytes arrive |
+//! | [`HttpLimits::header_timeout`] | a connection that has not sent a whole request head this long after it opened or after its last answer (partial headers, a head trickled in byte by byte, or idle keep-alive) is closed: hyper's `header_read_timeout` starts one clock when it begins to read a head and does not restart it as bytes arrive. A connection that takes none of an answer's bytes for as long (a client that never reads) is closed too (`WriteDeadline`) |
 //! | [`HttpLimits::body_timeout`] | a request whose body has not arrived whole this long after its head is answered 408 `body_timeout`, however the bytes trickle in (see `super::body_deadline`, in [`super::router`]) |
 //! | [`HttpLimits::max_connections`] | past it, new connections wait in the listen backlog until one closes |
 //! | [`HttpLimits::max_connections_per_ip`] | a new connection from an address that already holds this many is answered 503 `too_many_connections` (plain HTTP; over HTTPS it is closed) and closed at once, without taking a permit for longer than that (see `super::per_ip`) |
@@ -105,7 +105,7 @@ pub async fn serve(
                 }
                 req
             });
-            let io = TokioIo::new(JsonErrorIo::new(stream));
+            let io = TokioIo::new(JsonErrorIo::new(WriteDeadline::new(stream, limits.header_timeout)));
             let conn = builder.serve_connection(io, TowerToHyperService::new(app));
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
@@ -215,6 +215,70 @@ async fn stopped(stop_rx: &mut watch::Receiver<bool>) {
 fn log_end(result: Result<(), hyper::Error>) {
     if let Err(e) = result {
         tracing::debug!(error = %e, "HTTP connection ended");
+    }
+}
+
+/// A stream whose writes fail once it has taken no byte for `timeout`: a client that sends
+/// requests and never reads the answers would otherwise hold its connection (and the answer
+/// it did not read, however large) for good; hyper's header timeout does not run while it
+/// waits to write (found in review).
+pub(crate) struct WriteDeadline<S> {
+    inner: S,
+    timeout: Duration,
+    /// Armed when a write could not go on, reset when one does.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether `stalled` runs (a fired or disarmed timer is kept, to be reset).
+    armed: bool,
+}
+
+impl<S> WriteDeadline<S> {
+    pub(crate) fn new(inner: S, timeout: Duration) -> Self {
+        Self { inner, timeout, stalled: None, armed: false }
+    }
+
+    /// What a write's `poll` gave, with the deadline applied: progress disarms it; a write
+    /// that cannot go on arms it (if it is not running) and fails once it has run out.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.armed = false;
+            return polled;
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            timer.as_mut().reset(deadline);
+            self.armed = true;
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                tracing::debug!(timeout = ?self.timeout, "closing an HTTP connection whose client reads no answer");
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client took no bytes in time")))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, polled)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, polled)
     }
 }
 

@@ -30,6 +30,21 @@ pub enum StoreError {
     /// The data directory was created with another `--groups`.
     #[error(transparent)]
     GroupCount(#[from] crate::groups::GroupCountMismatch),
+    /// The data directory is another node's, or another cluster's (its `identity` file says
+    /// whose): starting on it would vote and answer with that node's state.
+    #[error("{}: this data directory is node {recorded_id}'s of cluster {recorded_cluster:?}, not node {id}'s of cluster {cluster:?}: give the node its own directory (or the right --id / --cluster-id)", path.display())]
+    Foreign {
+        /// The identity file.
+        path: PathBuf,
+        /// The node id it records.
+        recorded_id: u64,
+        /// The cluster id it records.
+        recorded_cluster: String,
+        /// The node id given.
+        id: u64,
+        /// The cluster id given.
+        cluster: String,
+    },
     /// The log (or the data directory's lock): see quorate's `FileStoreError`.
     #[error(transparent)]
     Log(#[from] quorate::file_store::FileStoreError),
