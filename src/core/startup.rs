@@ -21,7 +21,10 @@ where
     let vote = log_store.read_vote().await?.unwrap_or_default();
     let mut log_state = log_store.get_log_state().await?;
     let (mut applied, mut sm_membership) = sm.applied_state().await?;
-    check_vote_covers_the_data(&vote, &log_state, applied)?;
+    // A state machine that keeps no state of its own comes back empty, with its snapshot: the
+    // snapshot's last id is held data too (found in review).
+    let snapshot = sm.get_current_snapshot().await?.and_then(|s| s.meta.last_log_id);
+    check_vote_covers_the_data(&vote, &log_state, applied.max(snapshot))?;
 
     if applied < log_state.last_purged_log_id {
         // A state machine that does not persist its state restarts empty; the log before the
@@ -62,7 +65,7 @@ where
             log_state = log_store.get_log_state().await?;
         }
     }
-    let snapshot_last = sm.get_current_snapshot().await?.and_then(|s| s.meta.last_log_id);
+    let snapshot_last = snapshot;
     let saved_committed = log_store.read_committed().await?;
     let mut reader = log_store.get_log_reader().await;
 
@@ -105,7 +108,8 @@ where
 /// A node saves a term's vote (durably, before it acts on it) before it appends an entry of
 /// that term, installs a snapshot from that term's leader or becomes that term's leader, and
 /// its vote never goes back: so the vote's term is at least the term of every entry in its log,
-/// of its purged id and of what its state machine applied. A vote older than any of those was
+/// of its purged id and of what its state machine applied or its snapshot holds (`applied`
+/// here: the later of the two). A vote older than any of those was
 /// lost or rolled back (the log store's files deleted, replaced or restored from a backup
 /// while the state machine's were not): starting would let this node vote again in terms it
 /// voted in, and two leaders could be elected in one term. No store that keeps its contract
@@ -121,7 +125,7 @@ fn check_vote_covers_the_data<C: RaftTypeConfig>(
     match newest {
         Some(newest) if newest.term() > vote.term => Err(Fatal::Invariant(format!(
             "the saved vote {vote} is older than the term of {newest}, which this node holds (log: last {}, \
-             purged {}; state machine: applied {}): its vote was lost or rolled back (were the log store's files \
+             purged {}; state machine: applied or snapshot {}): its vote was lost or rolled back (were the log store's files \
              deleted, replaced or restored apart from the state machine's?); starting could elect two leaders \
              in one term, so the node refuses to start",
             DisplayOption(&log_state.last_log_id),

@@ -187,6 +187,7 @@ async fn a_store_reporting_its_last_entry_below_the_purged_one_fails_startup_wit
 /// in. The node refuses to start, and says why.
 #[tokio::test(start_paused = true)]
 async fn a_vote_older_than_the_nodes_data_is_refused_at_startup() {
+    use quorate::storage::RaftSnapshotBuilder;
     init_tracing();
     let mut sm = MemStateMachine::new();
     let mut applied = vec![Entry::new_membership(id(1, 1, 0), voters())];
@@ -205,7 +206,51 @@ async fn a_vote_older_than_the_nodes_data_is_refused_at_startup() {
     // The same data with a vote of its term starts.
     let mut log = MemLogStore::new();
     log.save_vote(&Vote::new_committed(2, 2)).await.expect("vote");
-    let raft =
-        Raft::new(2, std::sync::Arc::new(test_config()), Router::new().factory(2), log, sm).await.expect("starts");
+    let raft = Raft::new(2, std::sync::Arc::new(test_config()), Router::new().factory(2), log, sm.clone())
+        .await
+        .expect("starts");
     raft.shutdown().await.expect("shutdown");
+    // A state machine that comes back with nothing applied but keeps its snapshot: the
+    // snapshot is what it holds (found in review: only `applied` was compared, none then).
+    sm.get_snapshot_builder().await.build_snapshot().await.expect("a snapshot at 10");
+    let forgetful = ForgetsApplied(sm.reopen());
+    let started =
+        Raft::new(2, std::sync::Arc::new(test_config()), Router::new().factory(2), MemLogStore::new(), forgetful).await;
+    let Err(e) = started else { panic!("a node started with no vote and a snapshot of term 2") };
+    assert!(e.to_string().contains("older than the term"), "{e}");
+}
+
+/// A state machine that reports nothing applied (it keeps no state of its own) but has its
+/// snapshot; otherwise a `MemStateMachine`.
+struct ForgetsApplied(MemStateMachine);
+
+impl RaftStateMachine<C> for ForgetsApplied {
+    type SnapshotBuilder = <MemStateMachine as RaftStateMachine<C>>::SnapshotBuilder;
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<C>>, quorate::types::StoredMembership<C>), quorate::StorageError> {
+        Ok((None, Default::default()))
+    }
+    async fn apply(
+        &mut self,
+        entries: Vec<Entry<C>>,
+    ) -> Result<Vec<quorate::testing::Response>, quorate::StorageError> {
+        self.0.apply(entries).await
+    }
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.0.get_snapshot_builder().await
+    }
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<std::io::Cursor<Vec<u8>>>, quorate::StorageError> {
+        self.0.begin_receiving_snapshot().await
+    }
+    async fn install_snapshot(
+        &mut self,
+        meta: &quorate::storage::SnapshotMeta<C>,
+        snapshot: Box<std::io::Cursor<Vec<u8>>>,
+    ) -> Result<(), quorate::StorageError> {
+        self.0.install_snapshot(meta, snapshot).await
+    }
+    async fn get_current_snapshot(&mut self) -> Result<Option<quorate::storage::Snapshot<C>>, quorate::StorageError> {
+        self.0.get_current_snapshot().await
+    }
 }
