@@ -180,8 +180,18 @@ async fn next_frame<R: AsyncRead + Unpin>(
 struct OpenStream<C: RaftTypeConfig> {
     group: Option<GroupId>,
     requests: mpsc::Sender<AppendEntriesRequest<C>>,
-    /// The task feeding the stream to its Raft: aborted when the client ends the stream.
+    /// The task feeding the stream to its Raft: aborted when the stream ends.
     task: tokio::task::AbortHandle,
+    /// Resolves once that task has stopped (its future dropped): see [`end_stream`].
+    stopped: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Stop `open`'s task and wait until it has: a request it was handing to the node when
+/// aborted is then handed over before anything that follows. The task's future holds the
+/// sender of `stopped`, which resolves when the future is dropped.
+async fn end_stream<C: RaftTypeConfig>(open: OpenStream<C>) {
+    open.task.abort();
+    let _ = open.stopped.await;
 }
 
 /// The calls and streams of one connection.
@@ -222,12 +232,10 @@ impl<C: RaftTypeConfig> Service<'_, C> {
             ToServer::GroupAppend { group, stream, req } => self.append(Some(group), stream, req).await?,
             ToServer::EndStream { stream } => {
                 // The client reads no more answers of the stream, and the requests still
-                // queued for the node are of a stream its leader gave up on: a quiesce-marked
-                // heartbeat among them, handled after the requests of the stream that replaced
-                // this one, would quiesce the node again under a leader that has woken (found
-                // in review). Drop them with the task.
+                // queued for the node are of a stream its leader gave up on: drop them with
+                // the task (see `append` for why the order matters).
                 if let Some(open) = self.streams.remove(&stream) {
-                    open.task.abort();
+                    end_stream(open).await;
                 }
             }
             ToServer::Beat(beat) => self.beat(beat),
@@ -274,10 +282,6 @@ impl<C: RaftTypeConfig> Service<'_, C> {
             return Ok(());
         }
         self.highest_stream = stream;
-        if self.streams.len() >= self.max_streams {
-            self.not_served(stream, format!("the connection has {} streams open, its most", self.streams.len())).await;
-            return Ok(());
-        }
         let raft = match self.served.raft(group) {
             Ok(raft) => raft,
             // The stream is over at once: its later requests are below `highest_stream` and
@@ -287,11 +291,33 @@ impl<C: RaftTypeConfig> Service<'_, C> {
                 return Ok(());
             }
         };
+        // A group has one leader, and a leader one stream to a follower: a new stream of the
+        // group replaces any open one (whose end the client may not have sent yet, or sent
+        // behind the new stream's first request). Its queued requests are dropped, and its task
+        // has stopped before the new stream's first request reaches the node: a quiesce-marked
+        // heartbeat of the old stream handled after the new stream's requests would quiesce the
+        // node again under a leader that has woken (found in review).
+        let replaced: Vec<u64> =
+            self.streams.iter().filter(|(_, open)| open.group == group).map(|(id, _)| *id).collect();
+        for id in replaced {
+            if let Some(open) = self.streams.remove(&id) {
+                tracing::debug!(peer = %self.peer.addr, stream = id, replaced_by = stream, "a new stream replaces an open one");
+                end_stream(open).await;
+            }
+        }
+        if self.streams.len() >= self.max_streams {
+            self.not_served(stream, format!("the connection has {} streams open, its most", self.streams.len())).await;
+            return Ok(());
+        }
         let (requests, rx) = mpsc::channel(STREAM_QUEUE);
         let _ = requests.try_send(req);
         let (tx, max) = (self.tx.clone(), self.max_frame_bytes);
-        let task = self.tasks.spawn(run_stream(raft, stream, rx, tx, max));
-        self.streams.insert(stream, OpenStream { group, requests, task });
+        let (done, stopped) = tokio::sync::oneshot::channel();
+        let task = self.tasks.spawn(async move {
+            let _done = done;
+            run_stream(raft, stream, rx, tx, max).await;
+        });
+        self.streams.insert(stream, OpenStream { group, requests, task, stopped });
         Ok(())
     }
 

@@ -213,3 +213,60 @@ async fn a_beat_that_claims_another_node_is_dropped() {
     assert_eq!(node.server.accepted_connections(), 1, "both beats on one connection");
     node.host.shutdown().await.unwrap();
 }
+
+/// A server keeps at most `max_streams_per_connection` streams of one connection open: a
+/// stream of another group past it is refused (its answer stream yields an error), a new
+/// stream of a group with one open replaces it (so it is not refused), and a stream the client
+/// ends makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_keeps_at_most_its_streams_and_an_ended_one_makes_room() {
+    const CLUSTER: &str = "streams";
+    let mut tcp = TcpConfig::new(CLUSTER);
+    tcp.max_streams_per_connection = 2;
+    let mut follower = HostNode::start(2, tcp, HostConfig::default()).await;
+    for g in 1..=3 {
+        follower.create_group(g).await;
+    }
+    let target = follower.basic();
+    let network = TcpHostNetwork::<C>::new(1, TcpConfig::new(CLUSTER));
+    let heartbeat = || quorate::AppendEntriesRequest::<C> {
+        vote: Vote::new_committed(1, 1),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+        quiesce: None,
+    };
+    let mut clients = Vec::new();
+    for g in [1, 2, 3, 1] {
+        clients.push(network.group(g).new_client(2, &target).await);
+    }
+    let mut open = Vec::new();
+    for (n, client) in clients.iter_mut().enumerate() {
+        let (feed, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let input = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let mut answers = client.stream_append(input, option()).await.unwrap();
+        feed.send(heartbeat()).unwrap();
+        let first = tokio::time::timeout(WAIT, answers.next()).await.expect("an answer in time");
+        if n == 2 {
+            assert!(matches!(first, Some(Err(_))), "a third group's stream is refused: {first:?}");
+        } else {
+            assert!(matches!(first, Some(Ok(_))), "stream {n} is served: {first:?}");
+            open.push((feed, answers));
+        }
+    }
+    // Group 2's stream ends: group 3's is served (the server may see the end a little after
+    // the client, so the client retries, as a leader's stream does).
+    drop(open.remove(1));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut client = network.group(3).new_client(2, &target).await;
+        let answers = client.stream_append(futures_util::stream::iter(vec![heartbeat()]), option()).await.unwrap();
+        let got: Vec<_> = answers.collect().await;
+        if matches!(got.first(), Some(Ok(_))) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no room after a stream ended: {got:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    follower.host.shutdown().await.unwrap();
+}
