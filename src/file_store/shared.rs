@@ -197,7 +197,10 @@ impl<C: RaftTypeConfig> SharedLog<C> {
     /// First shut down the group's `Raft` and drop its [`GroupLogStore`] (and readers: what
     /// they read is no longer the group's log). A removed group's log is gone: do it when the
     /// group itself is gone from the cluster (or this node left it), not to reset it, and do
-    /// not give its id to a new group (see [`GroupHost::create_group`]).
+    /// not give its id to a new group (see [`GroupHost::create_group`]). Remove the group's
+    /// state machine data with it: a node added back to the group later starts it empty, and
+    /// a state machine that kept what it applied beside an empty log (no vote) is refused at
+    /// startup (its vote could have been lost).
     ///
     /// [`GroupHost::create_group`]: crate::multi::GroupHost::create_group
     ///

@@ -99,6 +99,10 @@ struct NodeArgs {
     /// head, before a 408 (a body trickled in byte by byte gets no longer).
     #[arg(long, default_value_t = 10_000)]
     http_body_timeout_ms: u64,
+    /// How long an HTTP connection may take none of an answer's bytes (its client reads
+    /// nothing, or far too slowly for the socket to take more) before it is closed.
+    #[arg(long, default_value_t = 30_000)]
+    http_write_timeout_ms: u64,
     /// The most HTTP connections served at once (more wait in the listen backlog).
     #[arg(long, default_value_t = 1024)]
     http_max_connections: usize,
@@ -112,7 +116,7 @@ struct NodeArgs {
     shutdown_timeout_ms: u64,
     /// The cluster's id: nodes refuse peers that give another one (and, with TLS, it is part
     /// of every node certificate's name, node-<id>.<cluster-id>).
-    #[arg(long, default_value = "raft-kv")]
+    #[arg(long, default_value = "raft-kv", value_parser = parse_cluster_id)]
     cluster_id: String,
     /// The cluster's CA certificate (PEM): with --tls-cert and --tls-key, the Raft port speaks
     /// mutual TLS and accepts only nodes with a certificate of this CA.
@@ -238,6 +242,19 @@ fn parse_advertised(s: &str) -> Result<String, String> {
     Ok(addr)
 }
 
+/// A cluster id: letters, digits, `-`, `_` and `.`, 1 to 63 bytes. It is part of the node
+/// certificates' names (`node-<id>.<cluster-id>`) and of the data directory's identity file,
+/// which must read back what was written (found in review: an id with a line break never
+/// matched itself).
+fn parse_cluster_id(s: &str) -> Result<String, String> {
+    let fits = !s.is_empty() && s.len() <= 63;
+    if fits && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?}: a cluster id is 1 to 63 letters, digits, '-', '_' or '.'"))
+    }
+}
+
 fn parse_peer(s: &str) -> Result<(u64, KvNode), String> {
     let (id, addrs) = s.split_once('=').ok_or("expected id=raft_addr@http_addr")?;
     let (raft_addr, http_addr) = addrs.split_once('@').ok_or("expected id=raft_addr@http_addr")?;
@@ -311,6 +328,7 @@ fn node_options(args: NodeArgs, peers: BTreeMap<u64, KvNode>) -> Result<NodeOpti
         http_limits: HttpLimits {
             header_timeout: Duration::from_millis(args.http_header_timeout_ms),
             body_timeout: Duration::from_millis(args.http_body_timeout_ms),
+            write_timeout: Duration::from_millis(args.http_write_timeout_ms),
             max_connections: args.http_max_connections,
             max_connections_per_ip: args.http_max_connections_per_ip,
             shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),

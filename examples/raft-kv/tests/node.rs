@@ -78,7 +78,7 @@ fn the_command_line_refuses_bad_options_and_prints_its_version() {
         args.extend_from_slice(extra);
         args.into_iter().map(str::to_string).collect::<Vec<_>>()
     };
-    let cases: [(&str, Vec<String>, &str); 9] = [
+    let cases: [(&str, Vec<String>, &str); 10] = [
         // A host name could resolve to several addresses: a node binds exactly an IP:PORT.
         (
             "host name to bind",
@@ -125,6 +125,8 @@ fn the_command_line_refuses_bad_options_and_prints_its_version() {
             "wildcard",
         ),
         ("wildcard peer http address", node(&["--id", "1", "--peer", "2=127.0.0.1:7002@[::]:8002"]), "wildcard"),
+        // Part of certificate names and of the data directory's identity file.
+        ("cluster id with a line break", node(&["--id", "1", "--cluster-id", "a\nb"]), "cluster id"),
     ];
     for (what, args, says) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -324,6 +326,9 @@ async fn connections_past_the_per_address_cap_are_answered_503() {
         match answer.as_deref() {
             Some(a) if a.starts_with("HTTP/1.1 200") => break,
             Some(a) if a.starts_with("HTTP/1.1 503") && Instant::now() < deadline => {}
+            // Refused with the request unread: the close may come as a reset, which reads as
+            // no answer (seen once under load).
+            None if Instant::now() < deadline => {}
             other => panic!("after one of its connections closed, the address got {other:?}"),
         }
     }
@@ -421,14 +426,14 @@ async fn a_sigterm_as_soon_as_the_port_is_open_stops_the_node_cleanly() {
 }
 
 /// A client that sends requests and never reads the answers loses its connection once the
-/// node's writes have made no progress for the header timeout (found in review: such clients
+/// node's writes have made no progress for the write timeout (found in review: such clients
 /// held every connection, and the answers they did not read, for good). Here the node serves
 /// one connection at a time, so the next client is served only once the stuck one is closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_its_answers_is_closed() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = LocalCluster::new(&binary(), dir.path(), 1).unwrap();
-    node.node_args(&["--http-max-connections", "1", "--http-header-timeout-ms", "1000"]);
+    node.node_args(&["--http-max-connections", "1", "--http-write-timeout-ms", "1000"]);
     node.bootstrap_on_start();
     node.start(0).unwrap();
     node.wait_leader(WAIT).await.unwrap();
@@ -465,7 +470,7 @@ async fn a_client_that_never_reads_its_answers_is_closed() {
 async fn dumps_held_by_clients_that_never_read_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = LocalCluster::new(&binary(), dir.path(), 1).unwrap();
-    node.node_args(&["--http-header-timeout-ms", "20000"]);
+    node.node_args(&["--http-write-timeout-ms", "20000"]);
     node.bootstrap_on_start();
     node.start(0).unwrap();
     node.wait_leader(WAIT).await.unwrap();

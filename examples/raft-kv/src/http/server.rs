@@ -6,7 +6,8 @@
 //!
 //! | limit | what happens |
 //! |---|---|
-//! | [`HttpLimits::header_timeout`] | a connection that has not sent a whole request head this long after it opened or after its last answer (partial headers, a head trickled in byte by byte, or idle keep-alive) is closed: hyper's `header_read_timeout` starts one clock when it begins to read a head and does not restart it as bytes arrive. A connection that takes none of an answer's bytes for as long (a client that never reads) is closed too (`WriteDeadline`) |
+//! | [`HttpLimits::header_timeout`] | a connection that has not sent a whole request head this long after it opened or after its last answer (partial headers, a head trickled in byte by byte, or idle keep-alive) is closed: hyper's `header_read_timeout` starts one clock when it begins to read a head and does not restart it as bytes arrive |
+//! | [`HttpLimits::write_timeout`] | a connection that takes none of an answer's bytes this long (a client that never reads; or one reading so slowly that the socket never has room for more) is closed (`WriteDeadline`) |
 //! | [`HttpLimits::body_timeout`] | a request whose body has not arrived whole this long after its head is answered 408 `body_timeout`, however the bytes trickle in (see `super::body_deadline`, in [`super::router`]) |
 //! | [`HttpLimits::max_connections`] | past it, new connections wait in the listen backlog until one closes |
 //! | [`HttpLimits::max_connections_per_ip`] | a new connection from an address that already holds this many is answered 503 `too_many_connections` (plain HTTP; over HTTPS it is closed) and closed at once, without taking a permit for longer than that (see `super::per_ip`) |
@@ -47,6 +48,8 @@ pub struct HttpLimits {
     pub header_timeout: Duration,
     /// How long a request body may take to arrive whole, counted from its request's head.
     pub body_timeout: Duration,
+    /// How long a connection may take none of an answer's bytes before it is closed.
+    pub write_timeout: Duration,
     /// The most connections served at once.
     pub max_connections: usize,
     /// The most connections served at once for one client IP address.
@@ -60,6 +63,7 @@ impl Default for HttpLimits {
         Self {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             max_connections: 1024,
             max_connections_per_ip: 512,
             shutdown_timeout: Duration::from_secs(5),
@@ -105,7 +109,7 @@ pub async fn serve(
                 }
                 req
             });
-            let io = TokioIo::new(JsonErrorIo::new(WriteDeadline::new(stream, limits.header_timeout)));
+            let io = TokioIo::new(JsonErrorIo::new(WriteDeadline::new(stream, limits.write_timeout)));
             let conn = builder.serve_connection(io, TowerToHyperService::new(app));
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
