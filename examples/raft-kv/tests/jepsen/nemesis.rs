@@ -43,8 +43,8 @@ pub struct Nemesis<'a> {
     /// Draws the membership faults: an RNG of their own, so that the other faults of a seed
     /// are the ones it drew before membership faults existed.
     pub membership_rng: Rng,
-    /// A membership fault not yet undone (its undo failed): retried before the next fault
-    /// and when healing.
+    /// A membership fault not yet undone: set when one is applied, cleared once every node is
+    /// a voter again.
     pub membership_broken: bool,
     pub start: Instant,
     /// One line per fault, with its time since the start.
@@ -235,6 +235,40 @@ impl Nemesis<'_> {
             }
         }
         self.cluster.start_all().map_err(|e| e.to_string())?;
-        self.restore_membership().await
+        // A change answered late (or not at all) may commit after the undo: make sure the
+        // leader's committed membership has every node as a voter, with no change pending.
+        let ids: std::collections::BTreeSet<u64> = self.cluster.nodes.iter().map(|n| n.id).collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            self.restore_membership().await?;
+            if self.all_voters_committed(&ids).await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err("the membership did not settle with every node a voter in 60 s".into());
+            }
+            self.membership_broken = true;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Whether the leader's committed membership makes exactly `ids` the voters, with no
+    /// later change appended.
+    async fn all_voters_committed(&self, ids: &std::collections::BTreeSet<u64>) -> bool {
+        let Some(leader) = self.leader().await else { return false };
+        let Some(m) = self.cluster.metrics(leader).await else { return false };
+        let voters = |c: &serde_json::Value| -> std::collections::BTreeSet<u64> {
+            c["membership"]["configs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|cfg| cfg.as_array().into_iter().flatten())
+                .filter_map(serde_json::Value::as_u64)
+                .collect()
+        };
+        let (latest, committed) = (&m["membership_config"], &m["committed_membership"]);
+        latest["log_id"] == committed["log_id"]
+            && committed["membership"]["configs"].as_array().is_some_and(|c| c.len() == 1)
+            && voters(committed) == *ids
     }
 }
