@@ -130,6 +130,7 @@ pub(crate) async fn serve_calls<C: RaftTypeConfig>(
         max_calls: config.max_calls_per_connection.max(1),
         max_streams: config.max_streams_per_connection.max(1),
         streams: HashMap::new(),
+        stream_of_group: HashMap::new(),
         highest_stream: 0,
         tasks: JoinSet::new(),
     };
@@ -207,6 +208,8 @@ struct Service<'a, C: RaftTypeConfig> {
     max_streams: usize,
     /// Open streams.
     streams: HashMap<u64, OpenStream<C>>,
+    /// The open stream of each group (at most one: see `append`).
+    stream_of_group: HashMap<Option<GroupId>, u64>,
     /// Stream ids only grow: a request for a lower id not in `streams` is for an ended stream.
     highest_stream: u64,
     tasks: JoinSet<()>,
@@ -234,7 +237,7 @@ impl<C: RaftTypeConfig> Service<'_, C> {
                 // The client reads no more answers of the stream, and the requests still
                 // queued for the node are of a stream its leader gave up on: drop them with
                 // the task (see `append` for why the order matters).
-                if let Some(open) = self.streams.remove(&stream) {
+                if let Some(open) = self.take_stream(stream) {
                     end_stream(open).await;
                 }
             }
@@ -274,7 +277,7 @@ impl<C: RaftTypeConfig> Service<'_, C> {
             // Waits while the node has the stream's window full (back-pressure).
             if open.requests.send(req).await.is_err() {
                 // The node ended the stream (after an error answer): drop the rest.
-                self.streams.remove(&stream);
+                self.take_stream(stream);
             }
             return Ok(());
         }
@@ -297,13 +300,11 @@ impl<C: RaftTypeConfig> Service<'_, C> {
         // has stopped before the new stream's first request reaches the node: a quiesce-marked
         // heartbeat of the old stream handled after the new stream's requests would quiesce the
         // node again under a leader that has woken (found in review).
-        let replaced: Vec<u64> =
-            self.streams.iter().filter(|(_, open)| open.group == group).map(|(id, _)| *id).collect();
-        for id in replaced {
-            if let Some(open) = self.streams.remove(&id) {
-                tracing::debug!(peer = %self.peer.addr, stream = id, replaced_by = stream, "a new stream replaces an open one");
-                end_stream(open).await;
-            }
+        if let Some(id) = self.stream_of_group.get(&group).copied()
+            && let Some(open) = self.take_stream(id)
+        {
+            tracing::debug!(peer = %self.peer.addr, stream = id, replaced_by = stream, "a new stream replaces an open one");
+            end_stream(open).await;
         }
         if self.streams.len() >= self.max_streams {
             self.not_served(stream, format!("the connection has {} streams open, its most", self.streams.len())).await;
@@ -318,7 +319,17 @@ impl<C: RaftTypeConfig> Service<'_, C> {
             run_stream(raft, stream, rx, tx, max).await;
         });
         self.streams.insert(stream, OpenStream { group, requests, task, stopped });
+        self.stream_of_group.insert(group, stream);
         Ok(())
+    }
+
+    /// Forget open stream `id`, if it is open.
+    fn take_stream(&mut self, id: u64) -> Option<OpenStream<C>> {
+        let open = self.streams.remove(&id)?;
+        if self.stream_of_group.get(&open.group) == Some(&id) {
+            self.stream_of_group.remove(&open.group);
+        }
+        Some(open)
     }
 
     /// Answer call or stream `id` that nothing here serves it.
