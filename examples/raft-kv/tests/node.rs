@@ -220,6 +220,20 @@ async fn a_body_that_never_comes_is_answered_408() {
     assert_eq!(body["outcome"], "not_applied");
 }
 
+/// A request that declares a body over the limit is answered 413 at once, not after the body
+/// timeout (found in review: it waited for a body it would refuse, then answered 408).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_declared_over_the_limit_is_answered_413_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = one_node(dir.path(), &["--http-body-timeout-ms", "20000"]).await;
+    let addr = &node.nodes[0].http_addr;
+    let raw = b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n";
+    let answer = exchange(addr, raw, Duration::from_secs(5)).await.expect("no answer within 5 s");
+    let (status, body) = parse_answer(&answer);
+    assert_eq!((status, body["error"].as_str()), (413, Some("body_too_large")), "{answer}");
+    assert_eq!(body["outcome"], "not_applied");
+}
+
 /// Send `head` on a new connection, then the bytes of `trickle` one every 100 ms (each gap
 /// far shorter than any timeout), until the server closes the connection or `within` passes.
 /// Returns what the server sent, or `None` if the connection was still open after `within`.
