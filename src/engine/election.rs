@@ -441,7 +441,9 @@ impl<C: RaftTypeConfig> Engine<C> {
 
     /// After RaftCore handed a flush to [`on_log_flushed`](Self::on_log_flushed): once the
     /// first entry `initialize` appended is durable, start the cluster's first election,
-    /// forced (the other nodes have an empty log and no leader to be sticky to).
+    /// forced (the other nodes have an empty log and no leader to be sticky to) — unless the
+    /// node has meanwhile adopted a vote (`save_vote` clears the flag): then a leader may
+    /// already hold a lease that counts this node, and a forced request would break it.
     pub(crate) fn after_log_flushed(&mut self, now: Instant) {
         if self.first_election_pending && self.state.io.flushed.last_log_id.is_some() {
             self.first_election_pending = false;

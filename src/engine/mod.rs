@@ -346,6 +346,11 @@ impl<C: RaftTypeConfig> Engine<C> {
         if vote != self.state.vote {
             debug_assert!(vote.is_ge(&self.state.vote), "a vote never goes back: {} -> {vote}", self.state.vote);
             self.state.vote = vote;
+            // A node with a vote has joined a term (it voted, followed a leader or campaigns):
+            // the cluster's forced first election is no longer its to start (found in review:
+            // a node initialized while a leader ran followed it, then, once its first entry was
+            // durable, forced an election that sticky voters granted inside the leader's lease).
+            self.first_election_pending = false;
             // Two saves in a row (voted, then elected at once): the later one supersedes the
             // earlier, and nothing between them depended on it, so one write does.
             if let Some(Command::SaveVote { vote: queued }) = self.output.back_mut() {

@@ -358,7 +358,9 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// Call it on one node of a new cluster (or on every node, with the same `members`). The
     /// node appends the membership as the first log entry and starts an election as soon as
     /// that entry is durable (a crash before then leaves the node as it was, to be initialized
-    /// again); the other members join when the leader reaches them. That entry's log id is
+    /// again), unless it has meanwhile voted or heard from a leader: then the cluster has
+    /// started without it and it follows, as any member does. The other members join when the
+    /// leader reaches them. That entry's log id is
     /// index 0 of term 0 with `C::NodeId::default()` as its leader: no node leads term 0, the
     /// id names the initial configuration, not an elected leader (a checker of "one leader per
     /// term" should skip term 0).

@@ -111,7 +111,6 @@ fn initialize_with_a_membership_without_this_node_only_appends() {
 /// the old leader). A node that has a vote (it followed a leader, or voted) must not start
 /// the cluster's first election.
 #[test]
-#[ignore = "review finding: a node that followed a leader still starts the forced first election"]
 fn initialize_then_following_a_leader_starts_no_forced_election() {
     let now = Instant::now();
     let membership = voters(&[1, 2, 3]);
