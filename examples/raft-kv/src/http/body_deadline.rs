@@ -29,8 +29,8 @@ pub(crate) struct BodyDeadlineExceeded(Duration);
 /// router): past it, the body fails with [`BodyDeadlineExceeded`]. Applied to every request by
 /// a `tower::util::MapRequestLayer` in [`super::router`].
 pub(crate) fn start(req: Request, timeout: Duration) -> Request {
-    let deadline = Box::pin(tokio::time::sleep_until(Instant::now() + timeout));
-    req.map(|body| Body::new(DeadlineBody { body, deadline, timeout }))
+    let deadline = Instant::now() + timeout;
+    req.map(|body| Body::new(DeadlineBody { body, deadline, timer: None, timeout }))
 }
 
 /// Whether `error`, or an error in its source chain, is [`BodyDeadlineExceeded`].
@@ -48,9 +48,17 @@ pub(crate) fn exceeded(error: &(dyn std::error::Error + 'static)) -> bool {
 /// A body that fails with [`BodyDeadlineExceeded`] once `deadline` has passed before its end.
 struct DeadlineBody {
     body: Body,
-    /// Fires at the deadline; never reset.
-    deadline: Pin<Box<Sleep>>,
+    deadline: Instant,
+    /// Fires at the deadline; never reset. Made the first time the body has to wait for bytes:
+    /// a body that came with its head (most do) costs a clock read, not a timer.
+    timer: Option<Pin<Box<Sleep>>>,
     timeout: Duration,
+}
+
+impl DeadlineBody {
+    fn exceeded<T>(&self) -> Poll<Option<Result<T, axum::Error>>> {
+        Poll::Ready(Some(Err(axum::Error::new(BodyDeadlineExceeded(self.timeout)))))
+    }
 }
 
 impl hyper::body::Body for DeadlineBody {
@@ -59,10 +67,24 @@ impl hyper::body::Body for DeadlineBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         // The deadline first: bytes that keep trickling in must not keep the body alive.
-        if self.deadline.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Some(Err(axum::Error::new(BodyDeadlineExceeded(self.timeout)))));
+        let passed = match self.timer.as_mut() {
+            Some(timer) => timer.as_mut().poll(cx).is_ready(),
+            None => Instant::now() >= self.deadline,
+        };
+        if passed {
+            return self.exceeded();
         }
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if polled.is_pending() && self.timer.is_none() {
+            // Waiting for bytes: the timer wakes this body at the deadline if they don't come.
+            let mut timer = Box::pin(tokio::time::sleep_until(self.deadline));
+            let fired = timer.as_mut().poll(cx).is_ready();
+            self.timer = Some(timer);
+            if fired {
+                return self.exceeded();
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -26,7 +26,7 @@ pub(crate) const FORWARDED_HEADER: &str = "x-raft-kv-forwarded-by";
 /// A request as received, kept so that it can be forwarded as it is.
 pub(crate) struct Incoming {
     method: Method,
-    path_and_query: String,
+    uri: Uri,
     body: Bytes,
     forwarded: bool,
     authorization: Option<HeaderValue>,
@@ -34,9 +34,8 @@ pub(crate) struct Incoming {
 
 impl Incoming {
     pub(crate) fn new(method: Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Self {
-        let path_and_query = relayable(uri);
         let authorization = headers.get(header::AUTHORIZATION).cloned();
-        Self { method, path_and_query, body, forwarded: headers.contains_key(FORWARDED_HEADER), authorization }
+        Self { method, uri: uri.clone(), body, forwarded: headers.contains_key(FORWARDED_HEADER), authorization }
     }
 
     /// What authorizes the relayed request at the leader: the client's own header, or, for an
@@ -44,12 +43,48 @@ impl Incoming {
     /// token on a key-value request (found in review: every write through a follower carried
     /// it, in clear text without HTTPS).
     fn authorization(&self, state: &AppState) -> Option<HeaderValue> {
-        let admin = self.path_and_query.starts_with("/admin/");
+        let admin = self.uri.path().starts_with("/admin/");
         self.authorization.clone().or_else(|| {
             admin
                 .then(|| state.admin.token().and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()))
                 .flatten()
         })
+    }
+}
+
+/// What a key-value handler keeps of a request's head to relay it, should this node not lead:
+/// the method, the URI and the two headers a relay looks at. (Extracting the whole
+/// `HeaderMap` copied every header of every request, relayed or not.)
+pub(crate) struct RelayHead {
+    method: Method,
+    uri: Uri,
+    forwarded: bool,
+    authorization: Option<HeaderValue>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RelayHead {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            forwarded: parts.headers.contains_key(FORWARDED_HEADER),
+            authorization: parts.headers.get(header::AUTHORIZATION).cloned(),
+        })
+    }
+}
+
+impl RelayHead {
+    /// The request to relay: this head and `body`.
+    pub(crate) fn with_body(self, body: Bytes) -> Incoming {
+        Incoming {
+            method: self.method,
+            uri: self.uri,
+            body,
+            forwarded: self.forwarded,
+            authorization: self.authorization,
+        }
     }
 }
 
@@ -128,7 +163,7 @@ pub(crate) async fn to_leader(
             .with(json!({ "leader_id": leader_id, "leader_http_addr": node.http_addr }))
             .into_response();
     }
-    let url = format!("{}://{}{}", state.scheme, node.http_addr, req.path_and_query);
+    let url = format!("{}://{}{}", state.scheme, node.http_addr, relayable(&req.uri));
     let mut relayed = state
         .client
         .request(req.method.clone(), url)

@@ -1,6 +1,8 @@
 //! Every request in a span, timed into `raft_kv_http_request_duration_seconds`; and
 //! `GET /metrics`, where those and quorate's metrics are scraped.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -33,7 +35,8 @@ fn method_label(method: &Method) -> &'static str {
 pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_label(req.method());
-    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().into());
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let relayed_by = req.headers().get(FORWARDED_HEADER).and_then(|v| v.to_str().ok());
     let span = tracing::debug_span!("http", method, route = %route, relayed_by);
     let resp = match declared_too_large(&req) {
@@ -43,15 +46,50 @@ pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: N
     let status = resp.status();
     let elapsed = started.elapsed();
     tracing::debug!(parent: &span, status = status.as_u16(), elapsed = ?elapsed, "answered");
-    metrics::histogram!(
-        names::HTTP_REQUEST_DURATION_SECONDS,
-        "node_id" => state.groups.node_id().to_string(),
-        "method" => method,
-        "route" => route,
-        "status" => status.as_str().to_string(),
-    )
-    .record(elapsed.as_secs_f64());
+    state.timers.histogram(method, route, status).record(elapsed.as_secs_f64());
     resp
+}
+
+/// The request-duration histograms of a node, one per method, route template and status,
+/// each registered once: `metrics::histogram!` with labels allocates its key and looks it up
+/// in the recorder on every call, a few allocations per request on the write path.
+pub(crate) struct Timers {
+    node_id: String,
+    /// By route template, then by method and status: a handful of each (the routes are the
+    /// router's templates, the methods a fixed set, the statuses the API's), so the scan is short
+    /// and the map bounded.
+    by_route: Mutex<HashMap<Box<str>, Vec<Timer>>>,
+}
+
+/// A method, a status and their histogram.
+type Timer = (&'static str, StatusCode, metrics::Histogram);
+
+impl Timers {
+    pub(crate) fn new(node_id: u64) -> Self {
+        Self { node_id: node_id.to_string(), by_route: Mutex::new(HashMap::new()) }
+    }
+
+    /// The histogram of requests of `method` to `route` answered `status`.
+    fn histogram(&self, method: &'static str, route: &str, status: StatusCode) -> metrics::Histogram {
+        // A panic while the lock was held leaves the map as it was: still usable.
+        let mut by_route = self.by_route.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entries = match by_route.get_mut(route) {
+            Some(entries) => entries,
+            None => by_route.entry(route.into()).or_default(),
+        };
+        if let Some((_, _, h)) = entries.iter().find(|(m, s, _)| *m == method && *s == status) {
+            return h.clone();
+        }
+        let h = metrics::histogram!(
+            names::HTTP_REQUEST_DURATION_SECONDS,
+            "node_id" => self.node_id.clone(),
+            "method" => method,
+            "route" => route.to_string(),
+            "status" => status.as_str().to_string(),
+        );
+        entries.push((method, status, h.clone()));
+        h
+    }
 }
 
 /// 413 `body_too_large` at once for a request whose `Content-Length` is over the body limit,

@@ -9,14 +9,14 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quorate::error::RaftError;
 use quorate::{ClientWriteError, ForwardToLeader};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::forward::{self, Incoming};
+use super::forward::{self, Incoming, RelayHead};
 use super::{ApiError, AppState};
 use crate::service::{KvService, Outcome, ReadOutcome, WriteOutcome};
 use crate::{Request, TypeConfig};
@@ -52,16 +52,10 @@ pub(crate) async fn empty_key() -> ApiError {
     bad_key("")
 }
 
-/// What a key-value handler gets besides its own extractors: the request as it came, to
-/// relay it.
-type Raw = (Method, Uri, HeaderMap);
-
 /// `PUT /kv/{key}`: the body, as UTF-8, becomes the value.
 pub(crate) async fn put(
     State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    head: RelayHead,
     path: KeyPath,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -72,21 +66,15 @@ pub(crate) async fn put(
         Ok::<_, ApiError>((Request::Set { key, value }, body))
     })();
     match prepared {
-        Ok((req, body)) => write(&state, req, ((method, uri, headers), body)).await,
+        Ok((req, body)) => write(&state, req, head.with_body(body)).await,
         Err(e) => e.into_response(),
     }
 }
 
 /// `DELETE /kv/{key}`.
-pub(crate) async fn delete(
-    State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    path: KeyPath,
-) -> Response {
+pub(crate) async fn delete(State(state): State<AppState>, head: RelayHead, path: KeyPath) -> Response {
     match key_of(path) {
-        Ok(key) => write(&state, Request::Delete { key }, ((method, uri, headers), Bytes::new())).await,
+        Ok(key) => write(&state, Request::Delete { key }, head.with_body(Bytes::new())).await,
         Err(e) => e.into_response(),
     }
 }
@@ -112,9 +100,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 /// `POST /kv/{key}/cas`.
 pub(crate) async fn cas(
     State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    head: RelayHead,
     path: KeyPath,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -130,7 +116,7 @@ pub(crate) async fn cas(
         Ok::<_, ApiError>((Request::CompareAndSet { key, expected, new }, body))
     })();
     match prepared {
-        Ok((req, body)) => write(&state, req, ((method, uri, headers), body)).await,
+        Ok((req, body)) => write(&state, req, head.with_body(body)).await,
         Err(e) => e.into_response(),
     }
 }
@@ -145,9 +131,7 @@ pub(crate) struct ReadParams {
 /// `GET /kv/{key}`: linearizable unless `?stale=true`.
 pub(crate) async fn get(
     State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    head: RelayHead,
     path: KeyPath,
     params: Result<Query<ReadParams>, QueryRejection>,
 ) -> Response {
@@ -170,12 +154,12 @@ pub(crate) async fn get(
     if service.believes_leader() {
         return read_response(&key, service.read(&key).await);
     }
-    relay(&state, service, Incoming::new(method, &uri, &headers, Bytes::new())).await
+    relay(&state, service, head.with_body(Bytes::new())).await
 }
 
 /// Execute a write here if this node leads the key's group, or relay it to that group's
 /// leader; answer its outcome.
-async fn write(state: &AppState, req: Request, ((method, uri, headers), body): (Raw, Bytes)) -> Response {
+async fn write(state: &AppState, req: Request, incoming: Incoming) -> Response {
     let (_, service) = state.groups.of_key(req.key());
     if let Some(e) = state.removed(service) {
         return e.into_response();
@@ -183,7 +167,7 @@ async fn write(state: &AppState, req: Request, ((method, uri, headers), body): (
     if service.believes_leader() {
         return write_response(service.write(req).await);
     }
-    relay(state, service, Incoming::new(method, &uri, &headers, body)).await
+    relay(state, service, incoming).await
 }
 
 /// Relay a request to the leader of `service`'s group this node knows of, and answer with the
@@ -225,10 +209,28 @@ fn failure<T>(outcome: Outcome<T>) -> Result<T, ApiError> {
     }
 }
 
+/// The body of a 200 for a write: `{"index": .., "ok": true, "prev": ..}`, serialized as it
+/// is (a `json!` value built a map of owned keys per answer).
+#[derive(Serialize)]
+struct Applied<'a> {
+    index: u64,
+    ok: bool,
+    prev: &'a Option<String>,
+}
+
+/// The body of a 200 for a read: `{"found": .., "key": .., "ok": true, "value": ..}`.
+#[derive(Serialize)]
+struct Read<'a> {
+    found: bool,
+    key: &'a str,
+    ok: bool,
+    value: &'a Option<String>,
+}
+
 /// 200 for an applied write, 409 for a CAS that did not swap, the failure's status otherwise.
 fn write_response(outcome: WriteOutcome) -> Response {
     match failure(outcome) {
-        Ok((index, resp)) if resp.ok => Json(json!({ "ok": true, "prev": resp.prev, "index": index })).into_response(),
+        Ok((index, resp)) if resp.ok => Json(Applied { index, ok: true, prev: &resp.prev }).into_response(),
         Ok((index, resp)) => {
             ApiError::rejected(StatusCode::CONFLICT, "cas_mismatch", "the key does not hold the expected value")
                 .with(json!({ "current": resp.prev, "index": index }))
@@ -242,7 +244,7 @@ fn write_response(outcome: WriteOutcome) -> Response {
 /// otherwise.
 fn read_response(key: &str, outcome: ReadOutcome) -> Response {
     match failure(outcome) {
-        Ok(value) => Json(json!({ "ok": true, "key": key, "found": value.is_some(), "value": value })).into_response(),
+        Ok(value) => Json(Read { found: value.is_some(), key, ok: true, value: &value }).into_response(),
         Err(e) => e.into_response(),
     }
 }

@@ -306,6 +306,10 @@ impl<S> JsonErrorIo<S> {
 /// If `buf` is exactly a response head of hyper's error answers, the same answer with a JSON
 /// body.
 fn with_json_body(buf: &[u8]) -> Option<Vec<u8>> {
+    // Every answer passes here: a 4xx head is rare, so that is looked at first.
+    if !buf.starts_with(b"HTTP/1.1 4") {
+        return None;
+    }
     let head = std::str::from_utf8(buf).ok()?;
     let rest = head.strip_prefix("HTTP/1.1 ")?;
     if !head.ends_with("\r\n\r\n") || head.matches("\r\n\r\n").count() != 1 {
