@@ -46,10 +46,6 @@ pub fn config() -> Config {
     }
 }
 
-pub fn secs(s: u64) -> Option<Duration> {
-    Some(Duration::from_secs(s))
-}
-
 impl Cluster {
     /// `n` fresh nodes, 1..=n, started, not initialized.
     pub async fn new(n: u64, config: Config, seed: u64, pipelined: bool) -> Self {
@@ -177,7 +173,8 @@ impl Cluster {
             let l = self.leader().await;
             match self.write(l, key, value).await {
                 Ok(r) => return r,
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))
+                | Err(RaftError::APIError(ClientWriteError::Discarded { .. })) => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(e) => panic!("write {key}={value} failed: {e:?}"),

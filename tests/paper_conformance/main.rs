@@ -9,6 +9,8 @@ mod types;
 mod t_basic;
 mod t_durability;
 mod t_fig8;
+mod t_leadership;
 mod t_membership;
+mod t_nemesis;
 mod t_reads;
 mod t_snapshot;

@@ -173,10 +173,6 @@ impl LogStore {
     pub fn vote(&self) -> Option<Vote<C>> {
         self.inner.lock().unwrap().vote
     }
-
-    pub fn flushed_appends(&self) -> u64 {
-        self.inner.lock().unwrap().flushed_appends
-    }
 }
 
 pub struct LogReader {
@@ -206,11 +202,14 @@ impl RaftLogStorage<C> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<C>) -> Result<(), StorageError> {
         let mut g = self.inner.lock().unwrap();
         let id = g.id;
-        // A node votes once per term: within a term the voted-for node never changes.
+        // A node votes once per term: within a term the voted-for node never changes, except
+        // to follow the term's elected leader (a committed vote is greater than any
+        // uncommitted one, `Vote` docs): a candidate that lost follows the winner.
         if let Some(old) = g.vote
             && old.term == vote.term
             && old.node_id.is_some()
             && old.node_id != vote.node_id
+            && (old.committed || !vote.committed)
         {
             let msg = format!("node {id} changed its vote within term {}: {old:?} -> {vote:?}", vote.term);
             g.rec.lock().unwrap().violations.push(msg);
@@ -388,10 +387,6 @@ impl StateMachine {
 
     pub fn kv(&self) -> BTreeMap<String, String> {
         self.inner.lock().unwrap().kv.clone()
-    }
-
-    pub fn last_applied(&self) -> Option<LogId<C>> {
-        self.inner.lock().unwrap().last_applied
     }
 
     pub fn installs(&self) -> u64 {

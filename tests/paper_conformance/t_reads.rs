@@ -12,6 +12,8 @@ use quorate::{RaftError, ReadPolicy};
 use crate::cluster::{Cluster, config};
 use crate::net::Msg;
 
+type ReadOutcome = (Result<Option<String>, RaftError<LinearizableReadError<crate::types::C>>>, bool);
+
 /// A read issued at `id` in a task: returns Ok(value read) or the error, and whether it
 /// returned after `acked` was set.
 fn spawn_read(
@@ -19,7 +21,7 @@ fn spawn_read(
     id: u64,
     policy: ReadPolicy,
     acked: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(Result<Option<String>, RaftError<LinearizableReadError<crate::types::C>>>, bool)> {
+) -> tokio::task::JoinHandle<ReadOutcome> {
     let raft = c.raft(id);
     let sm = c.sm(id);
     tokio::spawn(async move {
@@ -29,11 +31,7 @@ fn spawn_read(
     })
 }
 
-fn assert_not_stale(
-    what: &str,
-    r: &(Result<Option<String>, RaftError<LinearizableReadError<crate::types::C>>>, bool),
-    new: &str,
-) {
+fn assert_not_stale(what: &str, r: &ReadOutcome, new: &str) {
     if let (Ok(v), true) = r {
         assert_eq!(v.as_deref(), Some(new), "{what}: a read that returned after the write was acknowledged saw {v:?}");
     }
@@ -198,6 +196,44 @@ async fn new_leader_read_sees_write_acknowledged_by_old() {
         // On a follower, ensure_linearizable fails at once.
         assert!(c.raft(follower).ensure_linearizable(ReadPolicy::ReadIndex).await.is_err());
         c.restart(old).await;
+        c.check();
+        c.shutdown().await;
+    }
+}
+
+/// The leader crashes and restarts at once, then is cut off; the others elect a new leader
+/// that acknowledges a write. The restarted node must not serve a read, by lease or ReadIndex,
+/// from whatever it held before the crash.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn restarted_leader_serves_no_stale_read() {
+    for seed in 34..37u64 {
+        let mut c = Cluster::new(3, config(), seed, seed % 2 == 0).await;
+        c.init(&[1, 2, 3]).await;
+        let old = c.leader().await;
+        let w = c.write(old, "k", "v0").await.unwrap();
+        c.all_applied(w.log_id.index, Duration::from_secs(5)).await;
+        c.raft(old).ensure_linearizable(ReadPolicy::LeaseRead).await.unwrap();
+        c.crash(old).await;
+        c.restart(old).await;
+        let acked = Arc::new(AtomicBool::new(false));
+        let early =
+            [ReadPolicy::LeaseRead, ReadPolicy::ReadIndex].map(|policy| spawn_read(&c, old, policy, acked.clone()));
+        let others: Vec<u64> = (1..=3).filter(|i| *i != old).collect();
+        c.net.cut(old, &others);
+        let new = c.leader_among(&others, Duration::from_secs(10)).await;
+        c.write(new, "k", "v1").await.unwrap();
+        acked.store(true, Ordering::SeqCst);
+        let late =
+            [ReadPolicy::LeaseRead, ReadPolicy::ReadIndex].map(|policy| spawn_read(&c, old, policy, acked.clone()));
+        for h in early {
+            let r = h.await.unwrap();
+            assert_not_stale("read at the restarted leader", &r, "v1");
+        }
+        for h in late {
+            let r = h.await.unwrap();
+            assert!(r.0.is_err(), "restarted, partitioned node served a read: {:?}", r.0);
+        }
+        c.net.heal();
         c.check();
         c.shutdown().await;
     }
