@@ -190,6 +190,13 @@ pub enum ClientWriteError<C: RaftTypeConfig> {
     Overloaded,
     /// Not proposed: another membership change, at `log_id`, is not committed yet. Retry when
     /// it is (watch `RaftMetrics::committed_membership`).
+    ///
+    /// A leader just elected answers this too, with `log_id` naming the latest membership entry
+    /// it has (possibly the cluster's first, at index 0): until an entry of its own term
+    /// commits (the blank entry it appends on election, in one round trip in a healthy group)
+    /// it cannot know that membership is committed, and Raft allows a change only on a
+    /// committed one. Wait until `RaftMetrics::committed_membership.log_id` equals
+    /// `RaftMetrics::membership_config.log_id`, or retry.
     #[error("a membership change at {} is still in progress", DisplayOption(log_id))]
     MembershipChangeInProgress {
         /// The uncommitted membership entry.

@@ -236,7 +236,7 @@ impl<C: RaftTypeConfig> Engine<C> {
 
     /// `Follower` if this node may campaign (see [`may_campaign`](Self::may_campaign)),
     /// `Learner` otherwise.
-    fn follower_or_learner(&self) -> ServerState {
+    pub(crate) fn follower_or_learner(&self) -> ServerState {
         if self.may_campaign() { ServerState::Follower } else { ServerState::Learner }
     }
 

@@ -60,7 +60,9 @@ pub struct RaftMetrics<C: RaftTypeConfig> {
     pub membership_config: Arc<StoredMembership<C>>,
     /// The last committed membership.
     pub committed_membership: Arc<StoredMembership<C>>,
-    /// On a leader: every other member's matched log id.
+    /// On a leader: every other member's matched log id — the last entry that member
+    /// reported durable in its log and matching the leader's (a follower answers an append
+    /// only once it is flushed), which is what the leader counts toward commitment.
     pub replication: Option<BTreeMap<C::NodeId, Option<LogId<C>>>>,
     /// On a leader: the latest time a quorum is known to have followed it, as check-quorum
     /// counts it (members that have not answered a new leader yet count from its election, or
@@ -134,6 +136,7 @@ impl<C: RaftTypeConfig> fmt::Debug for Queues<C> {
 
 impl<C: RaftTypeConfig> RaftMetrics<C> {
     /// The metrics of a node that has not loaded its state yet.
+    #[cfg(test)]
     pub(crate) fn new_initial(id: C::NodeId) -> Self {
         Self {
             id,

@@ -109,7 +109,8 @@ impl<C: RaftTypeConfig> Clone for Raft<C> {
 impl<C: RaftTypeConfig> Raft<C> {
     /// Start node `id`: load its state from `log_store` and `state_machine`, then spawn its
     /// tasks. A node with no state waits to be [`initialize`](Self::initialize)d or to be
-    /// contacted by a leader.
+    /// contacted by a leader. When it returns, [`metrics`](Self::metrics) already shows the
+    /// loaded state (term, vote, log, membership, applied id).
     ///
     /// # Errors
     /// [`Fatal::StorageError`] if the state could not be loaded; [`Fatal::Invariant`] if the
@@ -251,7 +252,19 @@ impl<C: RaftTypeConfig> Raft<C> {
         let (notify_tx, notify_rx) = queue::unbounded();
         let (sm_tx, sm_rx) = queue::unbounded();
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
-        let (metrics_tx, metrics_rx) = watch::channel(RaftMetrics::new_initial(id));
+        // The metrics show the loaded state from the start: a caller that reads them as soon
+        // as `new` returns sees the node's term, log and membership, not a blank node (found
+        // by a conformance suite written from the docs).
+        let mut loaded = RaftMetrics::from_engine(
+            &engine,
+            clock.now(),
+            crate::core::Stalls::default(),
+            crate::metrics::Queues::default(),
+            0,
+        );
+        // The role the task starts in (`Engine::startup` takes it first).
+        loaded.state = engine.follower_or_learner();
+        let (metrics_tx, metrics_rx) = watch::channel(loaded);
         let watches = Watches::new(metrics_tx);
 
         let sm_worker = StateMachineWorker {
@@ -589,8 +602,9 @@ impl<C: RaftTypeConfig> Raft<C> {
     ///
     /// # Errors
     /// - [`ClientWriteError::ForwardToLeader`]: not the leader; nothing was proposed.
-    /// - [`ClientWriteError::MembershipChangeInProgress`]: another change is not committed yet;
-    ///   nothing was proposed.
+    /// - [`ClientWriteError::MembershipChangeInProgress`]: another change is not committed yet,
+    ///   or this leader was just elected and no entry of its term has committed (see the
+    ///   variant); nothing was proposed.
     /// - [`ClientWriteError::InvalidMembership`]: the result would be invalid (no voters, a
     ///   voter that is not a member, removing a voter); nothing was proposed.
     /// - [`ClientWriteError::Discarded`]: proposed, then discarded by a newer leader.
@@ -1295,7 +1309,9 @@ impl<C: RaftTypeConfig> Trigger<'_, C> {
     /// campaign. Returns `Ok` once this node has stepped down: normally because `to` took over,
     /// but a step-down for another reason during the transfer (a newer term seen, check-quorum)
     /// is `Ok` too, since this node no longer leads either way; the metrics' `current_leader`
-    /// says who leads now.
+    /// says who leads now. Until the new leader's first message arrives this node knows no
+    /// leader: writes here get `ForwardToLeader` with `leader_id: None` (while the transfer
+    /// runs, they name `to`).
     ///
     /// # Errors
     /// [`TransferLeaderError::Timeout`] if `to` did not take over within twice the maximum

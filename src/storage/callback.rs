@@ -25,6 +25,13 @@ pub(crate) trait FlushReceiver<C: RaftTypeConfig>: Send + Sync + 'static {
 /// log operation submitted before them) are durable, or when making them durable failed.
 /// Dropping it without calling it leaves the entries counted as not durable: the node will not
 /// acknowledge them, which is safe but stalls replication.
+///
+/// It may be called from any thread, at any time after `append` received it: inside `append`
+/// itself (a store that syncs before returning), from a background flusher, or from another
+/// task. Completing one with `Ok` says that every log operation submitted before its append is
+/// durable too, so a store that completes callbacks out of order must have made the earlier
+/// appends durable already (a store that flushes in order does this by itself). Calling it does
+/// not block or run the node's code; the report is queued for the node's task.
 pub struct IOFlushed<C: RaftTypeConfig> {
     target: Target<C>,
 }

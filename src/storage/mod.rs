@@ -123,6 +123,13 @@ pub trait RaftLogStorage<C: RaftTypeConfig>: Send + Sync + 'static {
     /// candidate that won, a follower that learns the term's leader): expect a durable write or
     /// two per election on every node.
     ///
+    /// Within one term the vote may also change its node: a candidate that voted for itself
+    /// (`{term, self, uncommitted}`) and lost follows the winner (`{term, winner, committed}`).
+    /// A committed vote records the leader the node follows, not a ballot, so this is not a
+    /// second vote in the term; a store (or a test) that checks "one vote per term" should
+    /// compare only uncommitted votes, and accept a committed one of the same term. Votes never
+    /// go back: each saved vote is at least the previous one (see [`Vote`]'s ordering).
+    ///
     /// # Errors
     /// [`StorageError`] if the vote could not be persisted.
     fn save_vote(&mut self, vote: &Vote<C>) -> impl Future<Output = Result<(), StorageError>> + Send;
@@ -261,6 +268,12 @@ pub trait RaftStateMachine<C: RaftTypeConfig>: Send + Sync + 'static {
     /// returned, holding exactly the snapshot's bytes (the chunks written in order),
     /// flushed and rewound to the start: read it from position 0.
     ///
+    /// It is called at startup too, with this state machine's own current snapshot (the
+    /// `meta` and `snapshot` that [`get_current_snapshot`](Self::get_current_snapshot)
+    /// returned), when [`applied_state`](Self::applied_state) is behind the log's purged id:
+    /// a state machine that keeps no state of its own comes back empty and is restored this
+    /// way. Installing the snapshot that is already current must work.
+    ///
     /// # Errors
     /// [`StorageError`] if it could not be installed; the node stops.
     fn install_snapshot(
@@ -283,6 +296,11 @@ pub trait RaftSnapshotBuilder<C: RaftTypeConfig>: Send + Sync + 'static {
     /// snapshot is already newer (a snapshot installed from the leader while this one was
     /// being built): the current snapshot never goes back, since the log behind it may be
     /// purged.
+    ///
+    /// What it returns, quorate reads only for its `meta.last_log_id` (the log is purged
+    /// behind it) and ignores if it is not newer than the snapshot the node already has; so
+    /// when the current snapshot was newer, returning the snapshot just built or the current
+    /// one are both correct.
     ///
     /// **Durable on return**: quorate purges the log up to the snapshot next, so after a crash
     /// the state machine must come back with this snapshot, or with an

@@ -63,3 +63,26 @@ async fn wait_stopped_returns_when_a_node_stops_on_a_fatal_error() {
         .expect("the waiter did not panic");
     assert_eq!(raft.metrics().borrow().state, quorate::ServerState::Shutdown);
 }
+
+/// `Raft::new` returns with the metrics of the state it loaded: read before the node's task
+/// has run at all, they show its term, vote, log, membership and applied id, not a blank node
+/// (found by a conformance suite written from the docs, which read term 0 after a restart).
+#[tokio::test(start_paused = true)]
+async fn metrics_show_the_loaded_state_as_soon_as_new_returns() {
+    init_tracing();
+    let mut c = TestCluster::new(&[1, 2, 3]).await;
+    let leader = c.initialize(1).await;
+    let written = c.set(leader, "k", "v").await;
+    let follower = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    c.wait_applied(&[follower], written.log_id.index).await;
+    let before = c.raft(follower).metrics().borrow().clone();
+
+    // No await between `Raft::new` returning and this read: the node's task has not run.
+    c.restart_node(follower).await;
+    let after = c.raft(follower).metrics().borrow().clone();
+    assert_eq!(after.current_term, before.current_term);
+    assert_eq!(after.vote, before.vote);
+    assert_eq!(after.last_log_id, before.last_log_id);
+    assert_eq!(after.membership_config.log_id, before.membership_config.log_id);
+    assert_eq!(after.state, quorate::ServerState::Follower);
+}
