@@ -7,6 +7,7 @@ use std::time::Duration;
 use quorate::testing::linearizability::{CheckResult, check_kv_history};
 use quorate::testing::suite::StateMachinePersistence;
 use quorate::testing::{Router, RpcKind};
+use quorate::error::{InitializeError, RaftError};
 use quorate::{BasicNode, Config, SnapshotPolicy};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -178,8 +179,36 @@ async fn simulate(seed: u64, options: SimOptions) -> SimReport {
     let members: BTreeMap<u64, BasicNode> = (1..=n as u64).map(|id| (id, BasicNode::new(format!("n{id}")))).collect();
     let first = lock(&c).nodes[&1].raft.clone();
     if let Some(r) = first {
-        if let Err(e) = r.initialize(members).await {
+        if let Err(e) = r.initialize(members.clone()).await {
             lock(&c).record_violation(format!("initialize failed: {e}"));
+        }
+    }
+    // As operators deploy: some seeds initialize other nodes too, at moments of their own,
+    // with the same members (the docs call that harmless: a node the leader reached first
+    // answers `NotAllowed`). An initialize that lands on a node between its own first entry
+    // and that entry's flush, while a leader reaches it, once started a forced election
+    // inside the leader's lease (found in review). Drawn from an RNG of its own, so that the
+    // other draws of a seed stay as they were.
+    let mut init_rng = StdRng::seed_from_u64(seed ^ 0x1417_1A11_5E00);
+    if init_rng.random_bool(0.3) {
+        for id in 2..=n as u64 {
+            if !init_rng.random_bool(0.5) {
+                continue;
+            }
+            let after = Duration::from_micros(init_rng.random_range(0..400_000));
+            let (c, members) = (c.clone(), members.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let raft = lock(&c).nodes.get(&id).and_then(|n| n.raft.clone());
+                if let Some(r) = raft {
+                    match r.initialize(members).await {
+                        Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed { .. })) => {}
+                        // A node the nemesis stopped meanwhile.
+                        Err(RaftError::Fatal(_)) => {}
+                        Err(e) => lock(&c).record_violation(format!("initialize on node {id} failed: {e}")),
+                    }
+                }
+            });
         }
     }
 
