@@ -130,8 +130,7 @@ pub(crate) async fn serve_calls<C: RaftTypeConfig>(
         max_calls: config.max_calls_per_connection.max(1),
         max_streams: config.max_streams_per_connection.max(1),
         streams: HashMap::new(),
-        stream_of_group: HashMap::new(),
-        highest_stream: 0,
+        latest_of_group: HashMap::new(),
         tasks: JoinSet::new(),
     };
     let ended = loop {
@@ -208,10 +207,15 @@ struct Service<'a, C: RaftTypeConfig> {
     max_streams: usize,
     /// Open streams.
     streams: HashMap<u64, OpenStream<C>>,
-    /// The open stream of each group (at most one: see `append`).
-    stream_of_group: HashMap<Option<GroupId>, u64>,
-    /// Stream ids only grow: a request for a lower id not in `streams` is for an ended stream.
-    highest_stream: u64,
+    /// The latest stream opened for each group this connection streamed to, open or ended
+    /// (a group has at most one open: see `append`). A client's stream ids only grow, and one
+    /// leader opens a group's streams one after another, so a request for a stream that is
+    /// not open and not above its group's latest is for an ended (or replaced) stream.
+    /// Per group, not per connection: the first request of a stream opened earlier may follow
+    /// a later stream's of another group (found in review: taken for an ended stream, it was
+    /// dropped, and its group's replication stalled until the call timed out). One entry per
+    /// group the node serves that ever streamed here: bounded by the node's groups.
+    latest_of_group: HashMap<Option<GroupId>, u64>,
     tasks: JoinSet<()>,
 }
 
@@ -281,26 +285,28 @@ impl<C: RaftTypeConfig> Service<'_, C> {
             }
             return Ok(());
         }
-        if stream <= self.highest_stream {
+        let latest = self.latest_of_group.get(&group).copied();
+        if latest.is_some_and(|latest| stream <= latest) {
             return Ok(());
         }
-        self.highest_stream = stream;
         let raft = match self.served.raft(group) {
             Ok(raft) => raft,
-            // The stream is over at once: its later requests are below `highest_stream` and
-            // not open, so they are dropped.
+            // The stream is over at once. Its later requests (already sent) are answered the
+            // same, and ignored by the client, which has ended the stream: nothing is
+            // remembered for a group this node does not serve.
             Err(reason) => {
                 self.not_served(stream, reason).await;
                 return Ok(());
             }
         };
+        self.latest_of_group.insert(group, stream);
         // A group has one leader, and a leader one stream to a follower: a new stream of the
         // group replaces any open one (whose end the client may not have sent yet, or sent
         // behind the new stream's first request). Its queued requests are dropped, and its task
         // has stopped before the new stream's first request reaches the node: a quiesce-marked
         // heartbeat of the old stream handled after the new stream's requests would quiesce the
         // node again under a leader that has woken (found in review).
-        if let Some(id) = self.stream_of_group.get(&group).copied()
+        if let Some(id) = latest
             && let Some(open) = self.take_stream(id)
         {
             tracing::debug!(peer = %self.peer.addr, stream = id, replaced_by = stream, "a new stream replaces an open one");
@@ -319,17 +325,13 @@ impl<C: RaftTypeConfig> Service<'_, C> {
             run_stream(raft, stream, rx, tx, max).await;
         });
         self.streams.insert(stream, OpenStream { group, requests, task, stopped });
-        self.stream_of_group.insert(group, stream);
         Ok(())
     }
 
-    /// Forget open stream `id`, if it is open.
+    /// Forget open stream `id`, if it is open. (Its group's latest stream stays recorded:
+    /// requests of the stream still on their way are dropped.)
     fn take_stream(&mut self, id: u64) -> Option<OpenStream<C>> {
-        let open = self.streams.remove(&id)?;
-        if self.stream_of_group.get(&open.group) == Some(&id) {
-            self.stream_of_group.remove(&open.group);
-        }
-        Some(open)
+        self.streams.remove(&id)
     }
 
     /// Answer call or stream `id` that nothing here serves it.

@@ -4,10 +4,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
+use quorate::error::{InitializeError, RaftError};
 use quorate::testing::linearizability::{CheckResult, check_kv_history};
 use quorate::testing::suite::StateMachinePersistence;
 use quorate::testing::{Router, RpcKind};
-use quorate::error::{InitializeError, RaftError};
 use quorate::{BasicNode, Config, SnapshotPolicy};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -279,7 +279,6 @@ async fn a_connection_keeps_at_most_its_streams_and_an_ended_one_makes_room() {
 /// leader's heartbeats and entries are lost until `rpc_timeout` (1 s by default, longer than
 /// the election timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "review finding: a stream whose first request follows a later-opened stream's is dropped"]
 async fn a_stream_opened_first_but_sending_second_is_served() {
     const CLUSTER: &str = "stream-order";
     let mut follower = HostNode::start(2, TcpConfig::new(CLUSTER), HostConfig::default()).await;
