@@ -41,8 +41,11 @@ pub struct TcpConfig {
     pub max_frame_bytes: usize,
     /// How long the server waits for a new connection's TLS handshake and hello. Default: 5 s.
     pub handshake_timeout: Duration,
-    /// The server closes a connection on which nothing arrived for this long while it had no
-    /// call or stream open; the client reconnects on its next call. Default: 60 s.
+    /// The server closes a connection on which nothing arrived for this long while none of
+    /// its calls was running; the client reconnects on its next call. Open replication
+    /// streams do not keep a silent connection: a leader sends on its stream every heartbeat
+    /// interval, so a stream silent for this long has lost its peer. Keep it well above
+    /// `Config::heartbeat_interval`. Default: 60 s.
     pub idle_timeout: Duration,
     /// The most connections a server serves at once; more wait in the listen backlog.
     /// Default: 1024.

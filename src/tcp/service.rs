@@ -223,8 +223,14 @@ struct Service<'a, C: RaftTypeConfig> {
 const STREAM_QUEUE: usize = 64;
 
 impl<C: RaftTypeConfig> Service<'_, C> {
+    /// Whether a call is running: then a connection on which nothing arrives is waiting for
+    /// the node, not idle. Open streams do not count: a leader sends on its stream every
+    /// heartbeat interval (a quiesced leader closes it), so a stream on which nothing
+    /// arrived for the idle timeout is one whose peer is gone (found in review: a peer that
+    /// vanished with a stream open kept its connection, and a `max_connections` slot, for
+    /// good, since nothing is ever written to a stream that gets no requests).
     fn is_busy(&self) -> bool {
-        !self.streams.is_empty() || self.calls.available_permits() < self.max_calls
+        self.calls.available_permits() < self.max_calls
     }
 
     /// Handle one message of the client. An error is a protocol violation: the connection

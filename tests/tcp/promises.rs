@@ -289,7 +289,6 @@ impl Drop for FreezingProxy {
 /// heartbeat interval (a quiesced one closes its streams), so a stream with no request for
 /// `idle_timeout` is one whose peer is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "review finding: a connection with an open stream whose peer vanished is never closed"]
 async fn a_connection_whose_peer_vanished_with_a_stream_open_is_closed() {
     let mut tcp = TcpConfig::new(CLUSTER).with_idle_timeout(std::time::Duration::from_millis(300));
     tcp.max_connections = 1;
