@@ -51,7 +51,7 @@ pub struct TcpConfig {
     /// Default: 1024.
     pub max_connections: usize,
     /// The most calls a server executes at once for one connection; it reads no more of that
-    /// connection until one finishes (back-pressure). Default: 64.
+    /// connection until one finishes or its client cancels it (back-pressure). Default: 64.
     pub max_calls_per_connection: usize,
     /// The most `stream_append` streams a server keeps open at once for one connection; a
     /// stream opened past it is answered that it is not served (its leader retries later).

@@ -180,7 +180,13 @@ impl<C: RaftTypeConfig> Connection<C> {
         if self.routes().streams.remove(&stream).is_none() && self.is_closed() {
             return;
         }
-        let Ok(frame) = encode_frame(&ToServer::<C>::EndStream { stream }, self.max_frame_bytes) else {
+        self.send_detached(&ToServer::EndStream { stream });
+    }
+
+    /// Queue `msg` without waiting: now if the send queue has room, else from a task of its
+    /// own. For messages sent from `Drop`.
+    fn send_detached(&self, msg: &ToServer<C>) {
+        let Ok(frame) = encode_frame(msg, self.max_frame_bytes) else {
             return;
         };
         if let Err(mpsc::error::TrySendError::Full(frame)) = self.tx.try_send(frame) {
@@ -239,7 +245,12 @@ struct Forget<'a, C: RaftTypeConfig> {
 
 impl<C: RaftTypeConfig> Drop for Forget<'_, C> {
     fn drop(&mut self) {
-        self.conn.routes().calls.remove(&self.id);
+        let unanswered = self.conn.routes().calls.remove(&self.id).is_some();
+        if unanswered && !self.conn.is_closed() {
+            // Given up on (a timeout, a dropped future): the server frees the call's slot. (A
+            // call whose frame never left is unknown there, and the cancel ignored.)
+            self.conn.send_detached(&ToServer::Cancel { id: self.id });
+        }
     }
 }
 

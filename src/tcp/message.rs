@@ -2,7 +2,7 @@
 //!
 //! The first frame from the client is a [`ToServer::Hello`]; the server answers
 //! [`ToClient::Welcome`] or [`ToClient::Refused`] (then closes). After that the client sends
-//! calls (one answer each, matched by id, any number at once) and the requests of replication
+//! calls (one answer each unless the client cancels it, matched by id, any number at once) and the requests of replication
 //! streams (answered in order on the same stream id), and the server sends the answers.
 //!
 //! Calls and streams of a [`GroupHost`](crate::multi::GroupHost)'s groups carry the group's
@@ -58,6 +58,12 @@ pub(crate) enum ToServer<C: RaftTypeConfig> {
     /// The client's node is alive: delivered to the server's host, unanswered. Dropped unless
     /// its `from` is the node that said hello.
     Beat(NodeBeat<C>),
+    /// The client gave up on call `id` (it timed out or was dropped): the server stops
+    /// executing it, if it still is, and sends no answer. Without it an abandoned call held
+    /// one of the connection's call slots until the node answered, and a group whose store
+    /// stalled filled them all, stopping every other group's messages on the connection
+    /// (found in review).
+    Cancel { id: u64 },
 }
 
 impl<C: RaftTypeConfig> ToServer<C> {

@@ -108,7 +108,10 @@
 //! Each connection's client side has a bounded send queue ([`TcpConfig::send_queue`]): callers
 //! wait when it is full. The server runs at most [`TcpConfig::max_calls_per_connection`] calls
 //! of a connection at once and buffers a bounded number of each stream's requests; past those,
-//! it stops reading the connection, and TCP's flow control pushes back on the client. It keeps
+//! it stops reading the connection, and TCP's flow control pushes back on the client. A call
+//! the client gives up on (its timeout, a dropped future) is cancelled on the server, which
+//! frees its slot: calls a stuck group never answers cannot fill the slots of a connection
+//! that every group between the two nodes shares. It keeps
 //! at most [`TcpConfig::max_streams_per_connection`] streams of a connection open, and
 //! refuses a stream past them; a stream the client ends is dropped with its queued requests. The
 //! leader bounds what it has in flight per follower (`Config::max_in_flight_requests`).
@@ -118,7 +121,8 @@
 //! Every call and stream is bounded by quorate's [`RPCOption`](crate::RPCOption) timeout
 //! (connecting and the handshake included). The server gives a new connection
 //! [`TcpConfig::handshake_timeout`] to finish its TLS handshake and hello, and closes a
-//! connection idle for [`TcpConfig::idle_timeout`].
+//! connection on which nothing arrived for [`TcpConfig::idle_timeout`] while no call ran (open
+//! streams do not keep it: their leaders send on them every heartbeat interval).
 //!
 //! # Who may call: the handshake
 //!

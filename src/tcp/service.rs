@@ -131,6 +131,7 @@ pub(crate) async fn serve_calls<C: RaftTypeConfig>(
         max_streams: config.max_streams_per_connection.max(1),
         streams: HashMap::new(),
         latest_of_group: HashMap::new(),
+        running: HashMap::new(),
         tasks: JoinSet::new(),
     };
     let ended = loop {
@@ -216,6 +217,9 @@ struct Service<'a, C: RaftTypeConfig> {
     /// dropped, and its group's replication stalled until the call timed out). One entry per
     /// group the node serves that ever streamed here: bounded by the node's groups.
     latest_of_group: HashMap<Option<GroupId>, u64>,
+    /// The calls executing, by id, so that a client's [`ToServer::Cancel`] can stop one and
+    /// free its slot. Finished ones are pruned as it grows past the slots.
+    running: HashMap<u64, tokio::task::AbortHandle>,
     tasks: JoinSet<()>,
 }
 
@@ -252,6 +256,13 @@ impl<C: RaftTypeConfig> Service<'_, C> {
                 }
             }
             ToServer::Beat(beat) => self.beat(beat),
+            ToServer::Cancel { id } => {
+                if let Some(call) = self.running.remove(&id) {
+                    // Its future (with its slot) is dropped; the node still handles the
+                    // request if it was handed over, as for any call whose caller timed out.
+                    call.abort();
+                }
+            }
         }
         Ok(())
     }
@@ -269,7 +280,11 @@ impl<C: RaftTypeConfig> Service<'_, C> {
         // back on the client.
         let permit = self.calls.clone().acquire_owned().await.map_err(|_| "closed".to_string())?;
         let (tx, max) = (self.tx.clone(), self.max_frame_bytes);
-        self.tasks.spawn(execute(raft, id, rpc, tx, max, permit));
+        let call = self.tasks.spawn(execute(raft, id, rpc, tx, max, permit));
+        if self.running.len() >= self.max_calls {
+            self.running.retain(|_, call| !call.is_finished());
+        }
+        self.running.insert(id, call);
         Ok(())
     }
 

@@ -326,7 +326,6 @@ async fn a_stream_opened_first_but_sending_second_is_served() {
 /// the connection (failing every call and stream on it), and again each time the slots fill.
 /// (Three slots here; 64 by default, which a leader's retries fill in a minute or two.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "review finding: calls abandoned by the client hold the connection's call slots while a group is stuck"]
 async fn a_stuck_group_does_not_stop_the_other_groups_of_the_connection() {
     const CLUSTER: &str = "stuck-group";
     let mut tcp = TcpConfig::new(CLUSTER);
