@@ -47,9 +47,16 @@ pub struct TcpConfig {
     /// interval, so a stream silent for this long has lost its peer. Keep it well above
     /// `Config::heartbeat_interval`. Default: 60 s.
     pub idle_timeout: Duration,
-    /// The most connections a server serves at once; more wait in the listen backlog.
-    /// Default: 1024.
+    /// The most connections a server serves at once, counting those that have completed
+    /// their handshake; one that completes it when all are taken waits up to
+    /// `handshake_timeout` for one to close, then is dropped. Default: 1024.
     pub max_connections: usize,
+    /// The most connections a server keeps while they do their TLS handshake and hello; a new
+    /// one past it makes the server drop the oldest of them. Handshakes take no
+    /// `max_connections` slot, so strangers that connect and never finish one cannot lock the
+    /// members out (found in review); a member's handshake takes milliseconds, so it is never
+    /// the oldest for long. Default: 128.
+    pub max_pending_handshakes: usize,
     /// The most calls a server executes at once for one connection; it reads no more of that
     /// connection until one finishes or its client cancels it (back-pressure). Default: 64.
     pub max_calls_per_connection: usize,
@@ -80,6 +87,7 @@ impl TcpConfig {
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            max_pending_handshakes: 128,
             max_calls_per_connection: 64,
             max_streams_per_connection: 65_536,
             send_queue: 256,

@@ -2,16 +2,17 @@
 //! connection to its [service](super::service), which feeds the local [`Raft`] or the groups
 //! of the local [`GroupHost`].
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
 use super::config::TcpConfig;
 use super::error::TcpError;
@@ -165,10 +166,11 @@ async fn accept_loop<C: RaftTypeConfig>(
 ) {
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let refusals = Arc::new(Refusals::new());
+    let pending = Arc::new(Mutex::new(Pending::default()));
+    let max_pending = config.max_pending_handshakes.max(1);
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
-        let Ok(permit) = permits.clone().acquire_owned().await else { return };
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -179,11 +181,57 @@ async fn accept_loop<C: RaftTypeConfig>(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (config, served, refusals, accepted) = (config.clone(), served.clone(), refusals.clone(), accepted.clone());
-        connections.spawn(async move {
-            let _permit = permit;
-            serve_connection(tcp, peer, &config, served, &refusals, &accepted).await;
+        // Registered under the lock, before the task can look: a task that finished its
+        // handshake at once must find its entry to remove it, or the entry would stay and
+        // later be evicted while its connection serves.
+        let mut waiting = lock(&pending);
+        let seq = waiting.next;
+        waiting.next += 1;
+        let admission = Admission { pending: pending.clone(), seq, permits: permits.clone() };
+        let (conn_config, served, conn_refusals, accepted) =
+            (config.clone(), served.clone(), refusals.clone(), accepted.clone());
+        let task = connections.spawn(async move {
+            serve_connection(tcp, peer, &conn_config, served, &conn_refusals, &accepted, admission).await;
         });
+        waiting.handshakes.insert(seq, task);
+        if waiting.handshakes.len() > max_pending
+            && let Some((_, oldest)) = waiting.handshakes.pop_first()
+        {
+            oldest.abort();
+            if let Some(suppressed) = refusals.handshake.allow() {
+                tracing::warn!(
+                    max = max_pending,
+                    suppressed,
+                    "dropped the oldest connection still doing its handshake: too many at once"
+                );
+            }
+        }
+    }
+}
+
+/// The connections doing their handshake, oldest first.
+#[derive(Default)]
+struct Pending {
+    next: u64,
+    handshakes: BTreeMap<u64, AbortHandle>,
+}
+
+fn lock(pending: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
+    // Nothing panics while holding it; a poisoned map is still consistent.
+    pending.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How a connection leaves the handshake and takes a `max_connections` slot.
+struct Admission {
+    pending: Arc<Mutex<Pending>>,
+    seq: u64,
+    permits: Arc<Semaphore>,
+}
+
+impl Admission {
+    /// The handshake is over: no longer one the accept loop may evict.
+    fn handshake_over(&self) {
+        lock(&self.pending).handshakes.remove(&self.seq);
     }
 }
 
@@ -198,6 +246,7 @@ async fn serve_connection<C: RaftTypeConfig>(
     served: Arc<dyn Served<C>>,
     refusals: &Refusals,
     accepted: &AtomicU64,
+    admission: Admission,
 ) {
     // A stranger's frames are bounded by what a hello needs until the hello is accepted: under
     // `max_frame_bytes` a peer that had not said who it is could make the node hold that much
@@ -205,6 +254,7 @@ async fn serve_connection<C: RaftTypeConfig>(
     let mut decoder = FrameDecoder::new(HELLO_MAX_FRAME_BYTES.min(config.max_frame_bytes));
     let me = served.node_id();
     let shaken = tokio::time::timeout(config.handshake_timeout, handshake::<C>(tcp, config, me, &mut decoder)).await;
+    admission.handshake_over();
     let (io, from) = match shaken {
         Ok(Ok(accepted)) => accepted,
         Ok(Err(refused)) => {
@@ -216,6 +266,18 @@ async fn serve_connection<C: RaftTypeConfig>(
         Err(_) => {
             if let Some(suppressed) = refusals.handshake.allow() {
                 tracing::warn!(%peer, timeout = ?config.handshake_timeout, suppressed, "refused a connection: no handshake in time");
+            }
+            return;
+        }
+    };
+    let _slot = match tokio::time::timeout(config.handshake_timeout, admission.permits.acquire_owned()).await {
+        Ok(Ok(slot)) => slot,
+        _ => {
+            if let Some(suppressed) = refusals.handshake.allow() {
+                tracing::warn!(
+                    %peer, node = %from, max = config.max_connections, suppressed,
+                    "dropped a connection: every connection slot stayed taken"
+                );
             }
             return;
         }

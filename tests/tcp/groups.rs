@@ -271,7 +271,7 @@ async fn a_connection_keeps_at_most_its_streams_and_an_ended_one_makes_room() {
     follower.host.shutdown().await.unwrap();
 }
 
-/// Found in review (fails; ignored until fixed): two groups' streams on one connection, the
+/// Found in review (fixed; the test failed before): two groups' streams on one connection, the
 /// first opened before the second but sending its first request after the second's (as two
 /// groups' replication tasks interleave when many groups wake at once). The server takes
 /// any request of a stream id at or below the highest it opened and not open as one of an
@@ -315,7 +315,7 @@ async fn a_stream_opened_first_but_sending_second_is_served() {
     follower.host.shutdown().await.unwrap();
 }
 
-/// Found in review (fails; ignored until fixed): a server runs a connection's calls without a
+/// Found in review (fixed; the test failed before): a server runs a connection's calls without a
 /// deadline, and a call the client gave up on (timed out) keeps its slot of
 /// `max_calls_per_connection` until the node answers. A group whose log store stalls answers
 /// no AppendEntries, and its leader's probes, each timing out and retried, take the slots one

@@ -279,7 +279,7 @@ impl Drop for FreezingProxy {
     }
 }
 
-/// Found in review (fails; ignored until fixed): a connection whose peer went silent (a
+/// Found in review (fixed; the test failed before): a connection whose peer went silent (a
 /// partition that outlasts the peer's FIN retries, a peer that lost power) while one of its
 /// replication streams was open is never closed: the server counts an open stream as busy,
 /// so its idle timeout never applies, and it sends nothing on a stream that gets no requests,
