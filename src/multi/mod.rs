@@ -366,14 +366,16 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
         self.inner.liveness.is_live(node)
     }
 
-    /// Stop beating and shut every group down.
+    /// Shut every group down, then stop beating.
+    ///
+    /// The beats go on while the groups stop, and one last beat follows: a group that led with
+    /// its followers quiesced releases that leadership as it stops, and the releases ride on
+    /// the beats, so the followers wake at once instead of when their hosts suspect this node
+    /// (`suspect_after` after its last beat).
     ///
     /// # Errors
     /// The first group whose Raft had stopped on an error (all are shut down regardless).
     pub async fn shutdown(&self) -> Result<(), HostError> {
-        if let Some(task) = self.inner.beats.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            task.abort();
-        }
         let groups = std::mem::take(&mut *self.inner.groups.write().unwrap_or_else(|p| p.into_inner()));
         let mut first_error = None;
         for (group, Hosted { raft, .. }) in groups {
@@ -383,6 +385,12 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
                     first_error.get_or_insert(HostError::Fatal { group, fatal });
                 }
             }
+        }
+        let beating = self.inner.beats.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = beating {
+            task.abort();
+            let inner = &self.inner;
+            send_beats(inner.liveness.clone(), inner.network.clone(), inner.config.beat_interval, Instant::now()).await;
         }
         info!(id = %self.inner.id, "group host stopped");
         first_error.map_or(Ok(()), Err)
@@ -400,7 +408,6 @@ async fn beat_loop<C: RaftTypeConfig, N: HostNetwork<C>>(
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let option = RPCOption::new(interval);
     // How late the last ticks fired: the process's own lateness (see `Liveness::sweep`).
     let mut lags = std::collections::VecDeque::with_capacity(LAG_WINDOW);
     loop {
@@ -413,34 +420,42 @@ async fn beat_loop<C: RaftTypeConfig, N: HostNetwork<C>>(
         }
         lags.push_back(now.saturating_duration_since(due));
         liveness.sweep(now, lags.iter().copied().max().unwrap_or_default());
-        let beat = liveness.beat(now);
-        let targets = liveness.targets();
-        let network = network.clone();
-        let liveness = liveness.clone();
         // The sends of one tick run beside the next tick; each is bounded by one interval, so
         // at most two ticks' sends are ever in flight.
-        tokio::spawn(async move {
-            let sends = targets.iter().map(|(id, node)| {
-                let send = network.send_beat(*id, node, beat.clone(), option);
-                let liveness = &liveness;
-                async move {
-                    let sent = match tokio::time::timeout(interval, send).await {
-                        Ok(Ok(())) => true,
-                        Ok(Err(e)) => {
-                            debug!(target = %id, error = %e, "beat not sent");
-                            false
-                        }
-                        Err(_) => {
-                            debug!(target = %id, "beat timed out");
-                            false
-                        }
-                    };
-                    liveness.reached(id, sent);
-                }
-            });
-            futures_util::future::join_all(sends).await;
-        });
+        tokio::spawn(send_beats(liveness.clone(), network.clone(), interval, now));
     }
+}
+
+/// Send this host's beat of `now` to every peer its groups talk to, each send bounded by
+/// `interval`, and record which peers it reached.
+async fn send_beats<C: RaftTypeConfig, N: HostNetwork<C>>(
+    liveness: Arc<Liveness<C>>,
+    network: Arc<N>,
+    interval: Duration,
+    now: Instant,
+) {
+    let beat = liveness.beat(now);
+    let targets = liveness.targets();
+    let option = RPCOption::new(interval);
+    let sends = targets.iter().map(|(id, node)| {
+        let send = network.send_beat(*id, node, beat.clone(), option);
+        let liveness = &liveness;
+        async move {
+            let sent = match tokio::time::timeout(interval, send).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    debug!(target = %id, error = %e, "beat not sent");
+                    false
+                }
+                Err(_) => {
+                    debug!(target = %id, "beat timed out");
+                    false
+                }
+            };
+            liveness.reached(id, sent);
+        }
+    });
+    futures_util::future::join_all(sends).await;
 }
 
 /// A group's network factory, as the host hands it to the group's Raft: it makes the host beat

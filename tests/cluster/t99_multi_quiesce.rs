@@ -665,3 +665,55 @@ async fn a_quiesced_leader_whose_raft_task_panics_is_replaced() {
             .unwrap_or_else(|e| panic!("node {id} never saw a new leader after node 1's Raft task panicked: {e}"));
     }
 }
+
+/// A host that shuts down announces the end of its quiesced leaderships before it stops
+/// beating: its groups' followers wake at once, instead of when their hosts suspect it
+/// (`suspect_after`, 2 s here, with election timeouts above it as a host requires). Before,
+/// the host stopped its beats first, and the releases its groups made as they stopped never
+/// left.
+#[tokio::test(start_paused = true)]
+async fn a_host_that_shuts_down_releases_its_quiesced_leaderships_first() {
+    use quorate::multi::GroupHost;
+    use quorate::testing::{HostRouter, MemLogStore, MemStateMachine};
+
+    let router = HostRouter::new();
+    let config = std::sync::Arc::new(Config {
+        election_timeout_min: Duration::from_secs(3),
+        election_timeout_max: Duration::from_secs(6),
+        max_log_io_stall: Duration::from_secs(10),
+        ..test_config()
+    });
+    let host_config =
+        HostConfig { beat_interval: Duration::from_millis(25), suspect_after: Duration::from_secs(2), quiesce: true };
+    let mut hosts = std::collections::BTreeMap::new();
+    for id in NODES {
+        let host = GroupHost::new(id, host_config.clone(), router.network(id)).expect("a host");
+        router.add_host(host.clone());
+        host.create_group(G, config.clone(), MemLogStore::new(), MemStateMachine::new()).await.expect("the group");
+        hosts.insert(id, host);
+    }
+    let leader = hosts[&1].group(G).expect("node 1 runs the group");
+    leader.initialize(NODES.iter().map(|id| (*id, node_addr(*id))).collect()).await.expect("initialized");
+    leader.wait(Some(TIMEOUT)).state(ServerState::Leader, "node 1 leads").await.expect("node 1 leads");
+    leader.client_write(Request::set("k", "v")).await.expect("a write");
+    for id in NODES {
+        let raft = hosts[&id].group(G).expect("the group");
+        raft.wait(Some(TIMEOUT)).metrics(|m| m.quiesced, "quiesced").await.expect("quiesced");
+    }
+
+    hosts[&1].shutdown().await.expect("node 1's host stops");
+    for id in [2, 3] {
+        let raft = hosts[&id].group(G).expect("the group");
+        raft.wait(Some(Duration::from_millis(500)))
+            .metrics(|m| !m.quiesced, "awake")
+            .await
+            .unwrap_or_else(|e| panic!("node {id} stayed quiesced after node 1's host shut down: {e}"));
+    }
+    for id in [2, 3] {
+        let raft = hosts[&id].group(G).expect("the group");
+        raft.wait(Some(Duration::from_secs(30)))
+            .metrics(|m| m.current_leader.is_some_and(|l| l != 1), "a leader other than node 1")
+            .await
+            .unwrap_or_else(|e| panic!("node {id} saw no new leader after node 1's host shut down: {e}"));
+    }
+}
