@@ -188,11 +188,7 @@ async fn strangers_that_never_shake_hands_do_not_lock_members_out() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let member = TcpConfig::new(CLUSTER).with_tls(pki.node(CLUSTER, 1));
-    let mut client = TcpNetworkFactory::<C>::new(1, member).new_client(2, &node.basic()).await;
-    let req = VoteRequest::new(Vote::new(1, 1), Some(LogId::new(LeaderId::new(1, 1), 0)));
-    let answered = client.vote(req, RPCOption::new(Duration::from_secs(2))).await;
-    assert!(answered.is_ok(), "a member is locked out by strangers: {answered:?}");
+    assert_member_gets_in(&pki, &node).await;
     drop(strangers);
     node.stop().await;
 }
@@ -217,11 +213,16 @@ async fn past_the_pending_handshakes_the_oldest_stranger_is_dropped() {
     let read = tokio::time::timeout(Duration::from_secs(2), first.read(&mut buf)).await;
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the oldest stranger is dropped: {read:?}");
 
+    assert_member_gets_in(&pki, &node).await;
+    drop(strangers);
+    node.stop().await;
+}
+
+/// Node 1, a member with its certificate, calls node 2 (`node`) and is answered in time.
+async fn assert_member_gets_in(pki: &Pki, node: &Node) {
     let member = TcpConfig::new(CLUSTER).with_tls(pki.node(CLUSTER, 1));
     let mut client = TcpNetworkFactory::<C>::new(1, member).new_client(2, &node.basic()).await;
     let req = VoteRequest::new(Vote::new(1, 1), Some(LogId::new(LeaderId::new(1, 1), 0)));
     let answered = client.vote(req, RPCOption::new(Duration::from_secs(2))).await;
     assert!(answered.is_ok(), "a member is locked out by strangers: {answered:?}");
-    drop(strangers);
-    node.stop().await;
 }
