@@ -128,7 +128,8 @@ impl<C: RaftTypeConfig> TcpNetwork<C> {
         let deadline = Instant::now() + option.timeout;
         let conn = self.pool.connection_by(self.target, &self.addr, deadline, option.timeout).await?;
         let sent_at = conn.now_us();
-        match timeout_at(deadline, conn.call(self.group, rpc)).await {
+        let within = deadline.saturating_duration_since(Instant::now());
+        match timeout_at(deadline, conn.call(self.group, rpc, within)).await {
             Ok(reply) => Ok(reply?),
             Err(_) => {
                 if conn.last_received_us() <= sent_at {

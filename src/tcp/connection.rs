@@ -125,9 +125,14 @@ impl<C: RaftTypeConfig> Connection<C> {
     /// # Errors
     /// [`TcpError::NotServed`] if the server has no such group; the others if the connection
     /// fails.
-    pub(crate) async fn call(&self, group: Option<GroupId>, rpc: Rpc<C>) -> Result<Reply<C>, TcpError> {
+    pub(crate) async fn call(
+        &self,
+        group: Option<GroupId>,
+        rpc: Rpc<C>,
+        within: std::time::Duration,
+    ) -> Result<Reply<C>, TcpError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = self.encode(&ToServer::call(group, id, rpc))?;
+        let frame = self.encode(&ToServer::call(group, id, within, rpc))?;
         let (tx, rx) = oneshot::channel();
         {
             let mut routes = self.routes();

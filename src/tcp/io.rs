@@ -133,7 +133,8 @@ mod tests {
         let mut queued = 0;
         for group in 0..20 {
             let rpc = Rpc::Vote(VoteRequest::<UTConfig>::new(Vote::new(2, 1), Some(log_id(1, group))));
-            let frame = encode_frame(&ToServer::GroupCall { group, id: group + 1, rpc }, 1 << 20).unwrap();
+            let frame =
+                encode_frame(&ToServer::GroupCall { group, id: group + 1, within_ms: 1000, rpc }, 1 << 20).unwrap();
             queued += frame.len();
             tx.send(frame).await.unwrap();
         }

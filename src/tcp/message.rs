@@ -41,8 +41,11 @@ pub(crate) struct Hello<C: RaftTypeConfig> {
 pub(crate) enum ToServer<C: RaftTypeConfig> {
     /// The first frame of a connection.
     Hello(Hello<C>),
-    /// A call: answered by one [`ToClient::Reply`] of the same id.
-    Call { id: u64, rpc: Rpc<C> },
+    /// A call: answered by one [`ToClient::Reply`] of the same id. `within_ms`: how long the
+    /// client waits for the answer; the server stops executing the call after that long (its
+    /// answer would be dropped anyway), so a call the node never answers (a stalled store)
+    /// frees its slot even when the client's `Cancel` cannot be read (found in review).
+    Call { id: u64, within_ms: u64, rpc: Rpc<C> },
     /// The next request of replication stream `stream`. The first request of a stream id
     /// greater than every earlier one opens it; requests of a stream that has ended are dropped.
     Append { stream: u64, req: AppendEntriesRequest<C> },
@@ -50,7 +53,7 @@ pub(crate) enum ToServer<C: RaftTypeConfig> {
     EndStream { stream: u64 },
     /// A call to group `group` of the server's [`GroupHost`](crate::multi::GroupHost):
     /// answered by one [`ToClient::Reply`] of the same id, or by [`ToClient::NotServed`].
-    GroupCall { group: GroupId, id: u64, rpc: Rpc<C> },
+    GroupCall { group: GroupId, id: u64, within_ms: u64, rpc: Rpc<C> },
     /// The next request of replication stream `stream`, to group `group`: as
     /// [`Append`](Self::Append), and every request of a stream names the same group. A stream
     /// the server cannot route is answered by [`ToClient::NotServed`] and ended.
@@ -67,11 +70,13 @@ pub(crate) enum ToServer<C: RaftTypeConfig> {
 }
 
 impl<C: RaftTypeConfig> ToServer<C> {
-    /// Call `id`: to the node's single Raft when `group` is `None`, else to that group.
-    pub(crate) fn call(group: Option<GroupId>, id: u64, rpc: Rpc<C>) -> Self {
+    /// Call `id`, answered within `within`: to the node's single Raft when `group` is
+    /// `None`, else to that group.
+    pub(crate) fn call(group: Option<GroupId>, id: u64, within: std::time::Duration, rpc: Rpc<C>) -> Self {
+        let within_ms = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
         match group {
-            None => Self::Call { id, rpc },
-            Some(group) => Self::GroupCall { group, id, rpc },
+            None => Self::Call { id, within_ms, rpc },
+            Some(group) => Self::GroupCall { group, id, within_ms, rpc },
         }
     }
 

@@ -110,8 +110,10 @@
 //! of a connection at once and buffers a bounded number of each stream's requests; past those,
 //! it stops reading the connection, and TCP's flow control pushes back on the client. A call
 //! the client gives up on (its timeout, a dropped future) is cancelled on the server, which
-//! frees its slot: calls a stuck group never answers cannot fill the slots of a connection
-//! that every group between the two nodes shares. It keeps
+//! frees its slot, and every call carries how long its caller waits, after which the server
+//! stops it even if the cancel is not read yet (the reader may be waiting for a slot): calls a
+//! stuck group never answers cannot hold the slots of a connection that every group between
+//! the two nodes shares for longer than their callers wait. It keeps
 //! at most [`TcpConfig::max_streams_per_connection`] streams of a connection open, and
 //! refuses a stream past them; a stream the client ends is dropped with its queued requests. The
 //! leader bounds what it has in flight per follower (`Config::max_in_flight_requests`).

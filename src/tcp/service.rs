@@ -243,8 +243,8 @@ impl<C: RaftTypeConfig> Service<'_, C> {
         while self.tasks.try_join_next().is_some() {}
         match msg {
             ToServer::Hello(_) => return Err("a second hello".into()),
-            ToServer::Call { id, rpc } => self.call(None, id, rpc).await?,
-            ToServer::GroupCall { group, id, rpc } => self.call(Some(group), id, rpc).await?,
+            ToServer::Call { id, within_ms, rpc } => self.call(None, id, within_ms, rpc).await?,
+            ToServer::GroupCall { group, id, within_ms, rpc } => self.call(Some(group), id, within_ms, rpc).await?,
             ToServer::Append { stream, req } => self.append(None, stream, req).await?,
             ToServer::GroupAppend { group, stream, req } => self.append(Some(group), stream, req).await?,
             ToServer::EndStream { stream } => {
@@ -268,7 +268,7 @@ impl<C: RaftTypeConfig> Service<'_, C> {
     }
 
     /// Run call `id` to `group` in a task of its own, or answer that nothing serves it.
-    async fn call(&mut self, group: Option<GroupId>, id: u64, rpc: Rpc<C>) -> Result<(), String> {
+    async fn call(&mut self, group: Option<GroupId>, id: u64, within_ms: u64, rpc: Rpc<C>) -> Result<(), String> {
         let raft = match self.served.raft(group) {
             Ok(raft) => raft,
             Err(reason) => {
@@ -276,11 +276,22 @@ impl<C: RaftTypeConfig> Service<'_, C> {
                 return Ok(());
             }
         };
+        // The client's wait counts from when it sent the call, a little before it was read
+        // here: past it nobody reads the answer.
+        let within = Duration::from_millis(within_ms);
+        let deadline = tokio::time::Instant::now().checked_add(within);
         // Waits while the connection has its most calls running: reads stop, and TCP pushes
-        // back on the client.
+        // back on the client. Each running call ends by its own deadline at the latest, so
+        // the wait does too.
         let permit = self.calls.clone().acquire_owned().await.map_err(|_| "closed".to_string())?;
         let (tx, max) = (self.tx.clone(), self.max_frame_bytes);
-        let call = self.tasks.spawn(execute(raft, id, rpc, tx, max, permit));
+        let call = self.tasks.spawn(async move {
+            let call = execute(raft, id, rpc, tx, max, permit);
+            let Some(deadline) = deadline else { return call.await };
+            if tokio::time::timeout_at(deadline, call).await.is_err() {
+                tracing::debug!(id, ?within, "a call outlived its caller's wait; stopped");
+            }
+        });
         if self.running.len() >= self.max_calls {
             self.running.retain(|_, call| !call.is_finished());
         }

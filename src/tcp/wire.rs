@@ -23,8 +23,12 @@ use crate::RaftTypeConfig;
 /// it is not a quorate node (or one that speaks another version of this protocol).
 pub const PREAMBLE: [u8; 8] = [b'Q', b'R', b'A', b'F', b'T', 0, PROTOCOL_VERSION as u8, 0];
 
-/// The version of this protocol; it is in [`PREAMBLE`].
-pub const PROTOCOL_VERSION: u16 = 2;
+/// The version of this protocol; it is in [`PREAMBLE`]. 3: calls carry the caller's wait,
+/// and a client cancels the calls it gives up on.
+pub const PROTOCOL_VERSION: u16 = 3;
+
+/// Where the version is in [`PREAMBLE`].
+const VERSION_AT: usize = 6;
 
 /// Bytes of a frame's length prefix.
 pub const FRAME_HEADER: usize = 4;
@@ -43,6 +47,15 @@ pub enum FrameError {
     /// The connection did not start with [`PREAMBLE`].
     #[error("not a quorate connection (bad preamble)")]
     BadPreamble,
+    /// The connection is quorate's, of another protocol version: the nodes run quorate
+    /// versions whose transports cannot talk (upgrade them all).
+    #[error("the peer speaks quorate transport protocol {theirs}, this node {ours}")]
+    Version {
+        /// The peer's protocol version.
+        theirs: u16,
+        /// This node's ([`PROTOCOL_VERSION`]).
+        ours: u16,
+    },
     /// A frame is not a valid encoding of the message expected.
     #[error("undecodable message: {0}")]
     Undecodable(String),
@@ -117,6 +130,10 @@ impl FrameDecoder {
     pub fn take_preamble(&mut self) -> Result<bool, FrameError> {
         let n = self.buf.len().min(PREAMBLE.len());
         if self.buf[..n] != PREAMBLE[..n] {
+            // The magic (the first six bytes) and then another version: say so.
+            if n > VERSION_AT && self.buf[..VERSION_AT] == PREAMBLE[..VERSION_AT] {
+                return Err(FrameError::Version { theirs: u16::from(self.buf[VERSION_AT]), ours: PROTOCOL_VERSION });
+            }
             return Err(FrameError::BadPreamble);
         }
         if n < PREAMBLE.len() {

@@ -141,3 +141,18 @@ fn an_announced_frame_costs_what_arrived_not_its_length() {
     }
     assert!(decoder.buffer_mut().capacity() <= 3 * limit, "room grows with what arrived");
 }
+
+/// A preamble of another protocol version is told apart from one that is not quorate's at all:
+/// the operator reads which versions met, not "bad preamble".
+#[test]
+fn a_preamble_of_another_version_says_so() {
+    let mut other = PREAMBLE;
+    other[6] = other[6].wrapping_sub(1);
+    let mut decoder = FrameDecoder::new(1024);
+    decoder.buffer_mut().extend_from_slice(&other);
+    assert!(matches!(decoder.take_preamble(), Err(FrameError::Version { .. })), "{:?}", decoder.take_preamble());
+
+    let mut decoder = FrameDecoder::new(1024);
+    decoder.buffer_mut().extend_from_slice(b"GET / HTTP/1.1\r\n");
+    assert_eq!(decoder.take_preamble(), Err(FrameError::BadPreamble));
+}

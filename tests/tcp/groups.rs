@@ -388,3 +388,77 @@ async fn a_stuck_group_does_not_stop_the_other_groups_of_the_connection() {
     assert!(follower.host.is_live(&1), "node 1's beat was never read");
     follower.host.shutdown().await.unwrap();
 }
+
+/// Found in review (fixed; the test failed before): the server read nothing of a connection while
+/// a call waits for one of its slots (`max_calls_per_connection`), neither a `Cancel` nor the
+/// end of the connection. When as many calls as there are slots hang at once (here three
+/// groups whose stores stall, one AppendEntries each: a host's groups on one stalled disk, 64
+/// with the default slots), the next call of any group is read and waits for a slot: the
+/// cancels the client sends when the hung calls time out queue behind it unread, and when the
+/// client, hearing nothing, drops the connection, the server does not see that either. The
+/// server's side of the connection stays, with its `max_connections` slot, for as long as the
+/// stores stall; the client reconnects, the slots fill again, and another one stays: members
+/// are locked out (one slot here, to show it at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_while_calls_hang_in_every_slot_frees_its_slot() {
+    const CLUSTER: &str = "stuck-slots";
+    let mut tcp = TcpConfig::new(CLUSTER);
+    tcp.max_calls_per_connection = 3;
+    tcp.max_connections = 1;
+    let config = HostConfig {
+        beat_interval: Duration::from_millis(50),
+        suspect_after: Duration::from_millis(250),
+        quiesce: true,
+    };
+    let follower = HostNode::start(2, tcp, config).await;
+    let stuck_groups = [1, 3, 4];
+    for group in stuck_groups {
+        let stuck_log = quorate::testing::MemLogStore::new();
+        stuck_log.set_flush_stalled(true);
+        let sm = quorate::testing::MemStateMachine::new();
+        follower.host.create_group(group, crate::fixture::group_config(), stuck_log, sm).await.unwrap();
+    }
+    let (sm, log) = (quorate::testing::MemStateMachine::new(), quorate::testing::MemLogStore::new());
+    follower.host.create_group(2, crate::fixture::group_config(), log, sm).await.unwrap();
+    let target = follower.basic();
+    let network = TcpHostNetwork::<C>::new(1, TcpConfig::new(CLUSTER));
+    let mut healthy = network.group(2).new_client(2, &target).await;
+    assert!(healthy.vote(vote_request(1), option()).await.is_ok(), "group 2 is served");
+
+    // One AppendEntries to each stuck group, at once: they take the three slots and hang.
+    let hung: Vec<_> = stuck_groups
+        .into_iter()
+        .map(|group| {
+            let (network, target) = (network.clone(), target.clone());
+            tokio::spawn(async move {
+                let mut client = network.group(group).new_client(2, &target).await;
+                let req = quorate::AppendEntriesRequest::<C> {
+                    vote: Vote::new_committed(1, 1),
+                    prev_log_id: None,
+                    entries: vec![quorate::Entry::new_normal(
+                        LogId::new(LeaderId::new(1, 1), 0),
+                        Request::set("k", "v"),
+                    )],
+                    leader_commit: None,
+                    quiesce: None,
+                };
+                client.append_entries(req, RPCOption::new(Duration::from_millis(500))).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Group 2's next call is read and waits for a slot. The hung calls time out at 500 ms;
+    // nothing was received meanwhile, so the client may drop the connection (then this call
+    // fails), or the server, stopping the hung calls at their callers' deadline, runs it.
+    let _ = healthy.vote(vote_request(1), RPCOption::new(Duration::from_secs(2))).await;
+    for call in hung {
+        let answered = call.await.unwrap();
+        assert!(answered.is_err(), "the stuck groups' stores are stalled: {answered:?}");
+    }
+
+    // On a new connection group 2 must be served: the dropped one must have given its slot up.
+    let answered = healthy.vote(vote_request(1), RPCOption::new(Duration::from_secs(3))).await;
+    assert!(answered.is_ok(), "the dropped connection still holds the only slot: {answered:?}");
+    follower.host.shutdown().await.unwrap();
+}
