@@ -52,10 +52,12 @@ pub struct TcpConfig {
     /// `handshake_timeout` for one to close, then is dropped. Default: 1024.
     pub max_connections: usize,
     /// The most connections a server keeps while they do their TLS handshake and hello; a new
-    /// one past it makes the server drop the oldest of them. Handshakes take no
-    /// `max_connections` slot, so strangers that connect and never finish one cannot lock the
-    /// members out (found in review); a member's handshake takes milliseconds, so it is never
-    /// the oldest for long. Default: 128.
+    /// one past it makes the server drop the oldest handshake of the address that holds the
+    /// most. Handshakes take no `max_connections` slot, so strangers that connect and never
+    /// finish one cannot lock the members out (found in review), and a flood from a few
+    /// addresses drops its own connections, not a slow member's. (Strangers on as many
+    /// addresses as this bound can still crowd members out; only a firewall stops those.)
+    /// Default: 128.
     pub max_pending_handshakes: usize,
     /// The most calls a server executes at once for one connection; it reads no more of that
     /// connection until one finishes or its client cancels it (back-pressure). Default: 64.

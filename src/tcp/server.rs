@@ -2,9 +2,9 @@
 //! connection to its [service](super::service), which feeds the local [`Raft`] or the groups
 //! of the local [`GroupHost`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -193,27 +193,45 @@ async fn accept_loop<C: RaftTypeConfig>(
         let task = connections.spawn(async move {
             serve_connection(tcp, peer, &conn_config, served, &conn_refusals, &accepted, admission).await;
         });
-        waiting.handshakes.insert(seq, task);
+        waiting.handshakes.insert(seq, (peer.ip(), task));
         if waiting.handshakes.len() > max_pending
-            && let Some((_, oldest)) = waiting.handshakes.pop_first()
+            && let Some((evicted, ip)) = waiting.evict()
         {
-            oldest.abort();
             if let Some(suppressed) = refusals.handshake.allow() {
                 tracing::warn!(
-                    max = max_pending,
-                    suppressed,
-                    "dropped the oldest connection still doing its handshake: too many at once"
+                    max = max_pending, %ip, held = evicted, suppressed,
+                    "dropped a connection still doing its handshake, the oldest of the address that holds the most: too many at once"
                 );
             }
         }
     }
 }
 
-/// The connections doing their handshake, oldest first.
+/// The connections doing their handshake, oldest first, and the address each came from.
 #[derive(Default)]
 struct Pending {
     next: u64,
-    handshakes: BTreeMap<u64, AbortHandle>,
+    handshakes: BTreeMap<u64, (IpAddr, AbortHandle)>,
+}
+
+impl Pending {
+    /// Drop the oldest handshake of the address that holds the most of them, and say how many
+    /// it held and which it was. Not simply the oldest: a member far away, whose handshake
+    /// takes a few round trips, would be the oldest whenever strangers connect faster than
+    /// `max_pending_handshakes` per round trip (found in review); this way a flood from a few
+    /// addresses drops its own connections.
+    fn evict(&mut self) -> Option<(usize, IpAddr)> {
+        // Per address: how many it holds, and its oldest (handshakes are in age order).
+        let mut held: HashMap<IpAddr, (usize, u64)> = HashMap::new();
+        for (seq, (ip, _)) in &self.handshakes {
+            held.entry(*ip).or_insert((0, *seq)).0 += 1;
+        }
+        // The most held; among equals, the address whose oldest handshake is oldest.
+        let (ip, (most, seq)) = held.into_iter().max_by_key(|(_, (n, oldest))| (*n, std::cmp::Reverse(*oldest)))?;
+        let (_, task) = self.handshakes.remove(&seq)?;
+        task.abort();
+        Some((most, ip))
+    }
 }
 
 fn lock(pending: &Mutex<Pending>) -> MutexGuard<'_, Pending> {

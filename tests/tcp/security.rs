@@ -226,3 +226,84 @@ async fn assert_member_gets_in(pki: &Pki, node: &Node) {
     let answered = client.vote(req, RPCOption::new(Duration::from_secs(2))).await;
     assert!(answered.is_ok(), "a member is locked out by strangers: {answered:?}");
 }
+
+/// Relay connections to `upstream`, each chunk from the client `delay` late (a member far
+/// away); its address.
+async fn slow_relay(upstream: String, delay: Duration) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(upstream).await else { return };
+                let (mut client_rd, mut client_wr) = client.into_split();
+                let (mut server_rd, mut server_wr) = server.into_split();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = client_rd.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        tokio::time::sleep(delay).await;
+                        if server_wr.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let _ = tokio::io::copy(&mut server_rd, &mut client_wr).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Found in review (the first bound dropped the oldest handshake, which failed this): a member
+/// far away is the oldest pending handshake whenever strangers connect faster than
+/// `max_pending_handshakes` per round trip of its handshake, so dropping the oldest locked it
+/// out for as long as a modest flood lasted (here 40 connections a second against 4 pending and
+/// a member 150 ms away). The bound now drops the oldest handshake of the address that holds
+/// the most: a flood from another address (127.0.0.2 here) drops its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_strangers_does_not_evict_a_remote_members_handshakes() {
+    let pki = Pki::new("flood CA");
+    let mut tcp = TcpConfig::new(CLUSTER).with_tls(pki.node(CLUSTER, 2));
+    tcp.max_pending_handshakes = 4;
+    let mut node = Node::start(2, tcp).await;
+    let far = slow_relay(node.addr.clone(), Duration::from_millis(150)).await;
+
+    // Strangers open a connection every 25 ms from another address and never send a byte.
+    let target: std::net::SocketAddr = node.addr.parse().unwrap();
+    let flood = tokio::spawn(async move {
+        let mut held = std::collections::VecDeque::new();
+        loop {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            if let Ok(s) = socket.connect(target).await {
+                held.push_back(s);
+                if held.len() > 64 {
+                    held.pop_front();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let member = TcpConfig::new(CLUSTER).with_tls(pki.node(CLUSTER, 1));
+    let mut client = TcpNetworkFactory::<C>::new(1, member).new_client(2, &BasicNode::new(&far)).await;
+    let mut answered = None;
+    for _ in 0..3 {
+        let req = VoteRequest::new(Vote::new(1, 1), Some(LogId::new(LeaderId::new(1, 1), 0)));
+        answered = Some(client.vote(req, RPCOption::new(Duration::from_secs(2))).await);
+        if matches!(answered, Some(Ok(_))) {
+            break;
+        }
+    }
+    flood.abort();
+    assert!(
+        matches!(answered, Some(Ok(_))),
+        "a member 150 ms away is locked out by a flood of strangers: {answered:?}"
+    );
+    node.stop().await;
+}
