@@ -376,24 +376,58 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
     /// # Errors
     /// The first group whose Raft had stopped on an error (all are shut down regardless).
     pub async fn shutdown(&self) -> Result<(), HostError> {
+        // If this future is dropped half-way (a caller's timeout), the beats stop with it.
+        let stop_beats = StopBeats(&self.inner);
         let groups = std::mem::take(&mut *self.inner.groups.write().unwrap_or_else(|p| p.into_inner()));
-        let mut first_error = None;
-        for (group, Hosted { raft, .. }) in groups {
-            match raft.shutdown().await {
-                Ok(()) | Err(Fatal::Stopped) => {}
-                Err(fatal) => {
-                    first_error.get_or_insert(HostError::Fatal { group, fatal });
-                }
+        // All at once: one after another, ten thousand groups would outlast `suspect_after`.
+        let groups_down = async move {
+            let stopped = futures_util::future::join_all(
+                groups.into_iter().map(|(group, Hosted { raft, .. })| async move { (group, raft.shutdown().await) }),
+            )
+            .await;
+            stopped.into_iter().find_map(|(group, stopped)| match stopped {
+                Ok(()) | Err(Fatal::Stopped) => None,
+                Err(fatal) => Some(HostError::Fatal { group, fatal }),
+            })
+        };
+        let mut groups_down = std::pin::pin!(groups_down);
+        // A group whose task is stuck in a storage call does not stop: past `suspect_after` the
+        // beats stop anyway, so that the peers suspect this node and wake the groups quiesced
+        // under a leadership that cannot say it ended (found in review).
+        let suspect_after = self.inner.config.suspect_after;
+        let first_error = match tokio::time::timeout(suspect_after, groups_down.as_mut()).await {
+            Ok(first_error) => first_error,
+            Err(_) => {
+                tracing::warn!(id = %self.inner.id, ?suspect_after, "groups still stopping; stopping the beats first");
+                stop_beats.stop();
+                groups_down.await
             }
-        }
-        let beating = self.inner.beats.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(task) = beating {
-            task.abort();
+        };
+        if let Some(task) = stop_beats.stop() {
+            drop(task);
             let inner = &self.inner;
             send_beats(inner.liveness.clone(), inner.network.clone(), inner.config.beat_interval, Instant::now()).await;
         }
         info!(id = %self.inner.id, "group host stopped");
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Stops a host's beat loop when told to, or when dropped.
+struct StopBeats<'a, C: RaftTypeConfig, N: HostNetwork<C>>(&'a Inner<C, N>);
+
+impl<C: RaftTypeConfig, N: HostNetwork<C>> StopBeats<'_, C, N> {
+    /// Abort the beat loop if it still runs; its (aborted) handle if it did.
+    fn stop(&self) -> Option<JoinHandle<()>> {
+        let task = self.0.beats.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        task.abort();
+        Some(task)
+    }
+}
+
+impl<C: RaftTypeConfig, N: HostNetwork<C>> Drop for StopBeats<'_, C, N> {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

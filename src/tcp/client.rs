@@ -129,6 +129,10 @@ impl<C: RaftTypeConfig> TcpNetwork<C> {
         let conn = self.pool.connection_by(self.target, &self.addr, deadline, option.timeout).await?;
         let sent_at = conn.now_us();
         let within = deadline.saturating_duration_since(Instant::now());
+        if within.is_zero() {
+            // Connecting took the whole wait: nothing is sent.
+            return Err(RPCError::Timeout(option.timeout));
+        }
         match timeout_at(deadline, conn.call(self.group, rpc, within)).await {
             Ok(reply) => Ok(reply?),
             Err(_) => {

@@ -52,12 +52,15 @@ pub struct TcpConfig {
     /// `handshake_timeout` for one to close, then is dropped. Default: 1024.
     pub max_connections: usize,
     /// The most connections a server keeps while they do their TLS handshake and hello; a new
-    /// one past it makes the server drop the oldest handshake of the address that holds the
-    /// most. Handshakes take no `max_connections` slot, so strangers that connect and never
-    /// finish one cannot lock the members out (found in review), and a flood from a few
-    /// addresses drops its own connections, not a slow member's. (Strangers on as many
-    /// addresses as this bound can still crowd members out; only a firewall stops those.)
-    /// Default: 128.
+    /// one past it makes the server drop one: a connection that has sent nothing yet if there
+    /// is one (a member sends its TLS hello, or its preamble, at once), and among those, the
+    /// oldest of the source holding the most (an IPv4 address, or an IPv6 /64). Handshakes take
+    /// no `max_connections` slot, so strangers that connect and never finish one cannot lock
+    /// the members out (found in review), and a flood of silent connections drops its own,
+    /// wherever it comes from; so does a flood that speaks, from a source other than the
+    /// members'. Strangers that send a TLS hello, from many sources or the members' own (a
+    /// shared NAT), can still crowd out a member whose handshake takes many round trips: only
+    /// a firewall stops those. Default: 128.
     pub max_pending_handshakes: usize,
     /// The most calls a server executes at once for one connection; it reads no more of that
     /// connection until one finishes or its client cancels it (back-pressure). Default: 64.

@@ -263,6 +263,11 @@ fn io_error(addr: &str, source: std::io::Error) -> TcpError {
     TcpError::Io { addr: addr.to_string(), source }
 }
 
+/// What a connection closed at the hello, unanswered, may mean: a node that refuses a caller
+/// for cause says why first.
+const CLOSED_AT_HELLO: &str = "a node of an older quorate transport protocol version closes unanswered \
+    (see its log), as does a server that is not quorate's";
+
 /// Connect to node `to` at `addr` as node `from`, shake hands, and start the connection's
 /// tasks. No timeout: the caller sets one (dropping it mid-way leaves nothing behind).
 pub(crate) async fn connect<C: RaftTypeConfig>(
@@ -287,11 +292,17 @@ pub(crate) async fn connect<C: RaftTypeConfig>(
     let answer = match read_frame(&mut rd, &mut decoder).await {
         Ok(frame) => decode::<ToClient<C>>(&frame).map_err(|source| TcpError::Frame { addr: addr.into(), source })?,
         Err(ReadError::Frame(source)) => return Err(TcpError::Frame { addr: addr.into(), source }),
+        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            return Err(TcpError::Refused {
+                addr: addr.into(),
+                reason: format!("{e} at the hello; {CLOSED_AT_HELLO}"),
+            });
+        }
         Err(ReadError::Io(e)) => return Err(io_error(addr, e)),
         Err(ReadError::Eof) => {
             return Err(TcpError::Refused {
                 addr: addr.into(),
-                reason: "it closed the connection at the hello".into(),
+                reason: format!("it closed the connection at the hello; {CLOSED_AT_HELLO}"),
             });
         }
     };

@@ -73,7 +73,8 @@ impl<C: RaftTypeConfig> ToServer<C> {
     /// Call `id`, answered within `within`: to the node's single Raft when `group` is
     /// `None`, else to that group.
     pub(crate) fn call(group: Option<GroupId>, id: u64, within: std::time::Duration, rpc: Rpc<C>) -> Self {
-        let within_ms = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
+        // Rounded up: the server must not stop a call before its caller stops waiting.
+        let within_ms = u64::try_from(within.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
         match group {
             None => Self::Call { id, within_ms, rpc },
             Some(group) => Self::GroupCall { group, id, within_ms, rpc },

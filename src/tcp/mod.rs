@@ -123,8 +123,8 @@
 //! Every call and stream is bounded by quorate's [`RPCOption`](crate::RPCOption) timeout
 //! (connecting and the handshake included). The server gives a new connection
 //! [`TcpConfig::handshake_timeout`] to finish its TLS handshake and hello — at most
-//! [`TcpConfig::max_pending_handshakes`] at once, past which the oldest of the address holding
-//! the most is dropped, and none
+//! [`TcpConfig::max_pending_handshakes`] at once, past which a silent one, or else the oldest
+//! of the source holding the most, is dropped, and none
 //! of them holding a [`TcpConfig::max_connections`] slot, so strangers that never finish a
 //! handshake cannot lock the members out — and closes a
 //! connection on which nothing arrived for [`TcpConfig::idle_timeout`] while no call ran (open

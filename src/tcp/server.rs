@@ -9,17 +9,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::config::TcpConfig;
 use super::error::TcpError;
-use super::io::{Io, read_frame, read_preamble};
+use super::io::{Io, ReadError, read_frame, read_preamble};
 use super::message::{Hello, ToClient, ToServer};
 use super::service::{Ended, Peer, Refusals, Served, serve_calls};
-use super::wire::{FrameDecoder, decode, encode_frame};
+use super::wire::{FrameDecoder, FrameError, decode, encode_frame};
 use crate::multi::{GroupHost, HostNetwork};
 use crate::{Raft, RaftTypeConfig};
 
@@ -193,44 +193,67 @@ async fn accept_loop<C: RaftTypeConfig>(
         let task = connections.spawn(async move {
             serve_connection(tcp, peer, &conn_config, served, &conn_refusals, &accepted, admission).await;
         });
-        waiting.handshakes.insert(seq, (peer.ip(), task));
+        waiting.handshakes.insert(seq, Handshake { source: source_key(peer.ip()), spoke: false, task });
         if waiting.handshakes.len() > max_pending
             && let Some((evicted, ip)) = waiting.evict()
         {
             if let Some(suppressed) = refusals.handshake.allow() {
                 tracing::warn!(
                     max = max_pending, %ip, held = evicted, suppressed,
-                    "dropped a connection still doing its handshake, the oldest of the address that holds the most: too many at once"
+                    "dropped a connection still doing its handshake (silent ones first, then the oldest of the source holding the most): too many at once"
                 );
             }
         }
     }
 }
 
-/// The connections doing their handshake, oldest first, and the address each came from.
+/// The connections doing their handshake, oldest first.
 #[derive(Default)]
 struct Pending {
     next: u64,
-    handshakes: BTreeMap<u64, (IpAddr, AbortHandle)>,
+    handshakes: BTreeMap<u64, Handshake>,
+}
+
+/// A connection doing its handshake.
+struct Handshake {
+    /// Where it came from ([`source_key`]).
+    source: IpAddr,
+    /// Whether it has sent anything yet (a member's TLS hello or preamble leaves at once).
+    spoke: bool,
+    task: AbortHandle,
+}
+
+/// The source a handshake is counted against: an IPv4 address, or an IPv6 address's /64 (one
+/// host may hold all of a /64, so counting its addresses one by one would count nothing).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
 }
 
 impl Pending {
-    /// Drop the oldest handshake of the address that holds the most of them, and say how many
-    /// it held and which it was. Not simply the oldest: a member far away, whose handshake
-    /// takes a few round trips, would be the oldest whenever strangers connect faster than
-    /// `max_pending_handshakes` per round trip (found in review); this way a flood from a few
-    /// addresses drops its own connections.
+    /// Drop one handshake, and say from where and how many that source held. Silent ones go
+    /// first (a member speaks at once; a stranger that connects and sends nothing is the
+    /// cheapest flood), and among those considered, the oldest of the source holding the most.
+    /// Not simply the oldest: a member far away, whose handshake takes a few round trips, would
+    /// be the oldest whenever strangers connect faster than `max_pending_handshakes` per round
+    /// trip (found in review).
     fn evict(&mut self) -> Option<(usize, IpAddr)> {
-        // Per address: how many it holds, and its oldest (handshakes are in age order).
+        let silent = self.handshakes.values().any(|h| !h.spoke);
+        // Per source: how many it holds, and its oldest (handshakes are in age order).
         let mut held: HashMap<IpAddr, (usize, u64)> = HashMap::new();
-        for (seq, (ip, _)) in &self.handshakes {
-            held.entry(*ip).or_insert((0, *seq)).0 += 1;
+        for (seq, h) in self.handshakes.iter().filter(|(_, h)| !silent || !h.spoke) {
+            held.entry(h.source).or_insert((0, *seq)).0 += 1;
         }
-        // The most held; among equals, the address whose oldest handshake is oldest.
-        let (ip, (most, seq)) = held.into_iter().max_by_key(|(_, (n, oldest))| (*n, std::cmp::Reverse(*oldest)))?;
-        let (_, task) = self.handshakes.remove(&seq)?;
-        task.abort();
-        Some((most, ip))
+        // The most held; among equals, the source whose oldest handshake is oldest.
+        let (source, (most, seq)) = held.into_iter().max_by_key(|(_, (n, oldest))| (*n, std::cmp::Reverse(*oldest)))?;
+        let evicted = self.handshakes.remove(&seq)?;
+        evicted.task.abort();
+        Some((most, source))
     }
 }
 
@@ -247,6 +270,13 @@ struct Admission {
 }
 
 impl Admission {
+    /// The connection has sent its first bytes.
+    fn spoke(&self) {
+        if let Some(h) = lock(&self.pending).handshakes.get_mut(&self.seq) {
+            h.spoke = true;
+        }
+    }
+
     /// The handshake is over: no longer one the accept loop may evict.
     fn handshake_over(&self) {
         lock(&self.pending).handshakes.remove(&self.seq);
@@ -271,7 +301,15 @@ async fn serve_connection<C: RaftTypeConfig>(
     // per connection (found in review; plain TCP lets anyone try).
     let mut decoder = FrameDecoder::new(HELLO_MAX_FRAME_BYTES.min(config.max_frame_bytes));
     let me = served.node_id();
-    let shaken = tokio::time::timeout(config.handshake_timeout, handshake::<C>(tcp, config, me, &mut decoder)).await;
+    let shaken = tokio::time::timeout(config.handshake_timeout, async {
+        // Its first bytes mark it as one that speaks (see `Pending::evict`).
+        let mut first = [0u8; 1];
+        if matches!(tcp.peek(&mut first).await, Ok(n) if n > 0) {
+            admission.spoke();
+        }
+        handshake::<C>(tcp, config, me, &mut decoder).await
+    })
+    .await;
     admission.handshake_over();
     let (io, from) = match shaken {
         Ok(Ok(accepted)) => accepted,
@@ -335,7 +373,16 @@ async fn handshake<C: RaftTypeConfig>(
     decoder: &mut FrameDecoder,
 ) -> Result<(Box<dyn Io>, C::NodeId), Refused> {
     let (mut io, peer_cert) = secure(tcp, config).await?;
-    read_preamble(&mut io, decoder).await.map_err(|e| Refused(format!("preamble: {e}")))?;
+    if let Err(e) = read_preamble(&mut io, decoder).await {
+        if let ReadError::Frame(version @ FrameError::Version { .. }) = &e {
+            // A node of another version (a rolling upgrade): tell it which versions met, in the
+            // one answer every version decodes, so that its operator reads it too.
+            let reason = format!("{version}: run one transport protocol version on every node");
+            let _ = send_now(&mut io, &ToClient::<C>::Refused { reason }, config).await;
+            drain(&mut io).await;
+        }
+        return Err(Refused(format!("preamble: {e}")));
+    }
     let frame = read_frame(&mut io, decoder).await.map_err(|e| Refused(format!("hello: {e}")))?;
     let hello = match decode::<ToServer<C>>(&frame) {
         Ok(ToServer::Hello(hello)) => hello,
@@ -400,6 +447,17 @@ async fn secure(tcp: TcpStream, config: &TcpConfig) -> Result<(Box<dyn Io>, Opti
     }
     let _ = config;
     Ok((Box::new(tcp), None))
+}
+
+/// Close our side and read what the peer still sends, briefly: closing with unread bytes
+/// makes the kernel reset the connection, and the peer could lose the answer just sent.
+async fn drain(io: &mut Box<dyn Io>) {
+    let _ = io.shutdown().await;
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+        while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 async fn send_now<C: RaftTypeConfig>(

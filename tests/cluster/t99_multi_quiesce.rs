@@ -567,11 +567,13 @@ async fn a_quiesced_leader_reports_no_quorum_acknowledgement_age() {
 }
 
 /// A log store that panics in `purge` once told to: a user's store with a bug (or a driver that
-/// panics), to end a Raft task by a panic instead of a returned error.
+/// panics), to end a Raft task by a panic instead of a returned error. With `hang`, it never
+/// returns from `purge` instead (a driver stuck on a dead disk): the Raft task is stuck in it.
 #[derive(Clone)]
 struct PanickingPurge {
     inner: quorate::testing::MemLogStore,
     armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    hang: bool,
 }
 
 impl quorate::RaftLogStorage<quorate::testing::TypeConfig> for PanickingPurge {
@@ -608,7 +610,12 @@ impl quorate::RaftLogStorage<quorate::testing::TypeConfig> for PanickingPurge {
         self.inner.truncate(since).await
     }
     async fn purge(&mut self, upto: quorate::types::LogId<TC>) -> Result<(), quorate::error::StorageError> {
-        assert!(!self.armed.load(std::sync::atomic::Ordering::SeqCst), "test: the log store panics in purge");
+        if self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
+            panic!("test: the log store panics in purge");
+        }
         self.inner.purge(upto).await
     }
 }
@@ -627,7 +634,7 @@ async fn a_quiesced_leader_whose_raft_task_panics_is_replaced() {
 
     let router = HostRouter::new();
     let config = std::sync::Arc::new(test_config());
-    let store = PanickingPurge { inner: MemLogStore::new(), armed: Default::default() };
+    let store = PanickingPurge { inner: MemLogStore::new(), armed: Default::default(), hang: false };
     let mut hosts = std::collections::BTreeMap::new();
     for id in NODES {
         let host = GroupHost::new(id, HostConfig::default(), router.network(id)).expect("a host");
@@ -715,5 +722,56 @@ async fn a_host_that_shuts_down_releases_its_quiesced_leaderships_first() {
             .metrics(|m| m.current_leader.is_some_and(|l| l != 1), "a leader other than node 1")
             .await
             .unwrap_or_else(|e| panic!("node {id} saw no new leader after node 1's host shut down: {e}"));
+    }
+}
+
+/// Found in review: a host whose group is stuck in a storage call (its Raft task never returns
+/// from `purge`) never finishes shutting that group down; the host used to beat on meanwhile,
+/// and the followers, quiesced under a leadership that cannot announce its end, slept for as
+/// long as the process lived. Past `suspect_after` the beats stop, the peers suspect the node
+/// and wake the group, and it elects.
+#[tokio::test(start_paused = true)]
+async fn a_host_stuck_shutting_down_a_group_stops_beating() {
+    use quorate::multi::GroupHost;
+    use quorate::testing::{HostRouter, MemLogStore, MemStateMachine};
+
+    let router = HostRouter::new();
+    let config = std::sync::Arc::new(test_config());
+    let store = PanickingPurge { inner: MemLogStore::new(), armed: Default::default(), hang: true };
+    let mut hosts = std::collections::BTreeMap::new();
+    for id in NODES {
+        let host = GroupHost::new(id, HostConfig::default(), router.network(id)).expect("a host");
+        router.add_host(host.clone());
+        let created = if id == 1 {
+            host.create_group(G, config.clone(), store.clone(), MemStateMachine::new()).await
+        } else {
+            host.create_group(G, config.clone(), MemLogStore::new(), MemStateMachine::new()).await
+        };
+        created.expect("the group starts");
+        hosts.insert(id, host);
+    }
+    let leader = hosts[&1].group(G).expect("node 1 runs the group");
+    leader.initialize(NODES.iter().map(|id| (*id, node_addr(*id))).collect()).await.expect("initialized");
+    leader.wait(Some(TIMEOUT)).state(ServerState::Leader, "node 1 leads").await.expect("node 1 leads");
+    leader.client_write(Request::set("k", "v")).await.expect("a write");
+    leader.trigger().snapshot().await.expect("a snapshot");
+    leader.wait(Some(TIMEOUT)).metrics(|m| m.snapshot.is_some(), "a snapshot").await.expect("a snapshot");
+    for id in NODES {
+        let raft = hosts[&id].group(G).expect("the group");
+        raft.wait(Some(TIMEOUT)).metrics(|m| m.quiesced, "quiesced").await.expect("quiesced");
+    }
+
+    store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let last = leader.metrics().borrow().last_log_index.expect("a log");
+    leader.trigger().purge_log(last).await.expect("the purge is asked for");
+    let host = hosts[&1].clone();
+    let _stuck = tokio::spawn(async move { host.shutdown().await });
+
+    for id in [2, 3] {
+        let raft = hosts[&id].group(G).expect("the group");
+        raft.wait(Some(TIMEOUT))
+            .metrics(|m| m.current_leader.is_some_and(|l| l != 1), "a leader other than node 1")
+            .await
+            .unwrap_or_else(|e| panic!("node {id} saw no new leader while node 1's host was stuck shutting down: {e}"));
     }
 }

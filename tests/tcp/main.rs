@@ -10,3 +10,4 @@ mod fixture;
 mod groups;
 mod promises;
 mod security;
+mod versions;

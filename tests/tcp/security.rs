@@ -228,7 +228,7 @@ async fn assert_member_gets_in(pki: &Pki, node: &Node) {
 }
 
 /// Relay connections to `upstream`, each chunk from the client `delay` late (a member far
-/// away); its address.
+/// away, whose handshake takes that long per round trip); its address.
 async fn slow_relay(upstream: String, delay: Duration) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -236,11 +236,19 @@ async fn slow_relay(upstream: String, delay: Duration) -> String {
         while let Ok((client, _)) = listener.accept().await {
             let upstream = upstream.clone();
             tokio::spawn(async move {
-                let Ok(server) = TcpStream::connect(upstream).await else { return };
+                // As over a long path, the connection reaches the server with the client's
+                // first bytes (they follow the TCP handshake's last packet at once); every
+                // later chunk arrives `delay` after the client sent it.
                 let (mut client_rd, mut client_wr) = client.into_split();
+                let mut buf = vec![0u8; 64 * 1024];
+                let Ok(first) = client_rd.read(&mut buf).await else { return };
+                tokio::time::sleep(delay).await;
+                let Ok(server) = TcpStream::connect(upstream).await else { return };
                 let (mut server_rd, mut server_wr) = server.into_split();
+                if server_wr.write_all(&buf[..first]).await.is_err() {
+                    return;
+                }
                 tokio::spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
                     while let Ok(n) = client_rd.read(&mut buf).await {
                         if n == 0 {
                             break;
@@ -258,6 +266,44 @@ async fn slow_relay(upstream: String, delay: Duration) -> String {
     addr
 }
 
+/// Strangers open a connection to `target` every 25 ms, the `n`th from address `source(n)`,
+/// hold the last 64 and never send a byte. Abort the task to stop them.
+fn flood(target: &str, source: impl Fn(u32) -> std::net::Ipv4Addr + Send + 'static) -> tokio::task::JoinHandle<()> {
+    let target: std::net::SocketAddr = target.parse().unwrap();
+    tokio::spawn(async move {
+        let mut held = std::collections::VecDeque::new();
+        for n in 0.. {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind((source(n), 0).into()).unwrap();
+            if let Ok(s) = socket.connect(target).await {
+                held.push_back(s);
+                if held.len() > 64 {
+                    held.pop_front();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+}
+
+/// Node 1, a member with its certificate, calls node 2 at `addr` up to three times (each
+/// bounded by 2 s); the last answer.
+async fn member_vote_via(pki: &Pki, addr: &str) -> Result<quorate::VoteResponse<C>, RPCError> {
+    let member = TcpConfig::new(CLUSTER).with_tls(pki.node(CLUSTER, 1));
+    let mut client = TcpNetworkFactory::<C>::new(1, member).new_client(2, &BasicNode::new(addr)).await;
+    let mut answered = None;
+    for _ in 0..3 {
+        let req = VoteRequest::new(Vote::new(1, 1), Some(LogId::new(LeaderId::new(1, 1), 0)));
+        let answer = client.vote(req, RPCOption::new(Duration::from_secs(2))).await;
+        let ok = answer.is_ok();
+        answered = Some(answer);
+        if ok {
+            break;
+        }
+    }
+    answered.unwrap()
+}
+
 /// Found in review (the first bound dropped the oldest handshake, which failed this): a member
 /// far away is the oldest pending handshake whenever strangers connect faster than
 /// `max_pending_handshakes` per round trip of its handshake, so dropping the oldest locked it
@@ -271,39 +317,57 @@ async fn a_flood_of_strangers_does_not_evict_a_remote_members_handshakes() {
     tcp.max_pending_handshakes = 4;
     let mut node = Node::start(2, tcp).await;
     let far = slow_relay(node.addr.clone(), Duration::from_millis(150)).await;
-
-    // Strangers open a connection every 25 ms from another address and never send a byte.
-    let target: std::net::SocketAddr = node.addr.parse().unwrap();
-    let flood = tokio::spawn(async move {
-        let mut held = std::collections::VecDeque::new();
-        loop {
-            let socket = tokio::net::TcpSocket::new_v4().unwrap();
-            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-            if let Ok(s) = socket.connect(target).await {
-                held.push_back(s);
-                if held.len() > 64 {
-                    held.pop_front();
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    });
+    let flood = flood(&node.addr, |_| std::net::Ipv4Addr::new(127, 0, 0, 2));
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let member = TcpConfig::new(CLUSTER).with_tls(pki.node(CLUSTER, 1));
-    let mut client = TcpNetworkFactory::<C>::new(1, member).new_client(2, &BasicNode::new(&far)).await;
-    let mut answered = None;
-    for _ in 0..3 {
-        let req = VoteRequest::new(Vote::new(1, 1), Some(LogId::new(LeaderId::new(1, 1), 0)));
-        answered = Some(client.vote(req, RPCOption::new(Duration::from_secs(2))).await);
-        if matches!(answered, Some(Ok(_))) {
-            break;
-        }
-    }
+    let answered = member_vote_via(&pki, &far).await;
     flood.abort();
-    assert!(
-        matches!(answered, Some(Ok(_))),
-        "a member 150 ms away is locked out by a flood of strangers: {answered:?}"
-    );
+    assert!(answered.is_ok(), "a member 150 ms away is locked out by a flood of strangers: {answered:?}");
+    node.stop().await;
+}
+
+/// Found in review (fails; ignored): the bound counts handshakes per source address, so a
+/// member that shares its address with the flood (behind the same NAT, or on the same host,
+/// as every node of these tests) is the oldest handshake of the address that holds the most
+/// as soon as `max_pending_handshakes` strangers connected after it, and is dropped: the same
+/// flood as above, from 127.0.0.1 instead of 127.0.0.2, locks the member out. Neither
+/// `TcpConfig::max_pending_handshakes` nor the guide says that members sharing an address with
+/// a flood are not protected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_a_members_own_address_does_not_evict_its_handshakes() {
+    let pki = Pki::new("same address flood CA");
+    let mut tcp = TcpConfig::new(CLUSTER).with_tls(pki.node(CLUSTER, 2));
+    tcp.max_pending_handshakes = 4;
+    let mut node = Node::start(2, tcp).await;
+    // The relay connects to the node from 127.0.0.1, as the flood does.
+    let far = slow_relay(node.addr.clone(), Duration::from_millis(150)).await;
+    let flood = flood(&node.addr, |_| std::net::Ipv4Addr::LOCALHOST);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let answered = member_vote_via(&pki, &far).await;
+    flood.abort();
+    assert!(answered.is_ok(), "a member sharing its address with a flood is locked out: {answered:?}");
+    node.stop().await;
+}
+
+/// Found in review (fails; ignored): a flood that draws each connection from an address of its
+/// own holds one handshake per address, so the bound falls back to dropping the oldest of all,
+/// and the member far away is locked out as before the per-address fix. The docs call this
+/// "strangers on as many addresses as this bound", but one IPv6 host has a /64 (2^64
+/// addresses) to draw from, so it costs a single stranger nothing. Simulated with 250 loopback
+/// addresses, 127.0.1.x (IPv6 loopback has one address).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_over_many_addresses_of_one_prefix_does_not_evict_a_remote_members_handshakes() {
+    let pki = Pki::new("prefix flood CA");
+    let mut tcp = TcpConfig::new(CLUSTER).with_tls(pki.node(CLUSTER, 2));
+    tcp.max_pending_handshakes = 4;
+    let mut node = Node::start(2, tcp).await;
+    let far = slow_relay(node.addr.clone(), Duration::from_millis(150)).await;
+    let flood = flood(&node.addr, |n| std::net::Ipv4Addr::new(127, 0, 1, 1 + (n % 250) as u8));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let answered = member_vote_via(&pki, &far).await;
+    flood.abort();
+    assert!(answered.is_ok(), "a member 150 ms away is locked out by a flood from one prefix: {answered:?}");
     node.stop().await;
 }
