@@ -94,7 +94,8 @@ pub async fn run_client(c: Shared, client: usize, seed: u64, keys: usize, until:
     let mut rng = StdRng::seed_from_u64(seed);
     let mut history = Vec::new();
     let mut counter = 0u64;
-    while Instant::now() < until {
+    // A client of a group that ended stops: nobody serves it any more.
+    while Instant::now() < until && !lock(&c).ended {
         let key = format!("k{}", rng.random_range(0..keys));
         counter += 1;
         let value = format!("c{client}-{counter}");

@@ -60,6 +60,9 @@ pub struct SimCluster {
     /// metrics; transitions within one instant may be missed, so these are lower bounds).
     pub quiesces: u64,
     pub wakes: u64,
+    /// The group was removed from every running host (multi-group mode): its clients stop,
+    /// and it is no longer expected to converge or serve.
+    pub ended: bool,
 }
 
 pub type Shared = Arc<Mutex<SimCluster>>;
@@ -91,6 +94,7 @@ impl SimCluster {
             sm_persistence,
             quiesces: 0,
             wakes: 0,
+            ended: false,
         }))
     }
 

@@ -13,7 +13,7 @@
 //!
 //! Clocks all run at the same rate here: a hosted group has no clock-rate knob.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,6 +58,9 @@ pub struct GroupsReport {
     pub elections: u64,
     /// Replicas not quiesced a while after the healed groups converged, described.
     pub awake_at_end: Vec<String>,
+    /// Replicas of ended groups running at the end: nodes that missed a removal and started
+    /// the group again from their logs.
+    pub stragglers_at_end: u64,
     pub trace_hash: u64,
     pub violations: Vec<String>,
 }
@@ -74,9 +77,24 @@ pub struct World {
     pub router: HostRouter,
     /// The running hosts.
     pub hosts: BTreeMap<u64, RouterHost>,
-    /// Group `g`'s cluster at index `g`.
+    /// Group `g`'s cluster at index `g`: the groups of the start, then those created at run
+    /// time (`group_life.rs`), ended ones included. Ids are never reused.
     pub groups: Vec<Shared>,
+    /// The groups removed from every running host, by id.
+    pub ended: BTreeMap<usize, Ended>,
     pub ids: Vec<u64>,
+    pub seed: u64,
+    pub sm_persistence: StateMachinePersistence,
+}
+
+/// How an ended group was ended.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    /// The nodes that were down when it was removed: their logs still hold it.
+    pub missed_by: BTreeSet<u64>,
+    /// Whether those nodes start it again from their logs when they restart (as an
+    /// application that keeps no tombstone of ended groups does), or leave it.
+    pub stragglers: bool,
 }
 
 impl World {
@@ -91,11 +109,20 @@ impl World {
         };
         self.router.add_host(host.clone());
         for (group, c) in self.groups.iter().enumerate() {
+            if !self.starts_on(group, id) {
+                continue;
+            }
             let Some(start) = begin_start(c, id) else { continue };
             let raft = host.create_group(group as GroupId, start.config, start.log, start.sm).await;
             started(c, id, start.incarnation, raft);
         }
         self.hosts.insert(id, host);
+    }
+
+    /// Whether node `id`'s host starts `group` when it starts: every group but an ended one,
+    /// which only a node that missed its end starts, and only if the run plays stragglers.
+    fn starts_on(&self, group: usize, id: u64) -> bool {
+        self.ended.get(&group).is_none_or(|e| e.stragglers && e.missed_by.contains(&id))
     }
 
     /// `kill -9` node `id`'s host: it is gone from the network at once, and every group on it
@@ -131,13 +158,28 @@ pub fn run_groups_seed(seed: u64, options: GroupsOptions) -> GroupsReport {
 }
 
 /// How often every group's invariants are checked while the run goes on.
-const CHECK_EVERY: Duration = Duration::from_millis(100);
+pub const CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// Client drivers, each sending bursts to a few groups at a time.
 const DRIVERS: u64 = 3;
 
 /// How long the groups are left alone after converging, to see them quiesce.
 const SETTLE: Duration = Duration::from_secs(2);
+
+/// Group `g`'s cluster, on nodes `ids`, none started, its config drawn from `rng`.
+pub fn new_group(seed: u64, g: u64, ids: &[u64], rng: &mut StdRng, sm_persistence: StateMachinePersistence) -> Shared {
+    let config = Config {
+        cluster_name: format!("sim-{seed}-g{g}"),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(rng.random_range(20..200)),
+        max_in_snapshot_log_to_keep: rng.random_range(0..30),
+        snapshot_max_chunk_size: rng.random_range(64..4096),
+        rpc_timeout: Duration::from_millis(500),
+        election_seed: Some(seed.wrapping_mul(1_000_003).wrapping_add(g)),
+        ..Config::default()
+    };
+    let nodes = ids.iter().map(|id| (*id, SimNode::new(1.0))).collect();
+    SimCluster::new_shared(config, Router::new(), nodes, sm_persistence)
+}
 
 async fn simulate_groups(seed: u64, options: GroupsOptions) -> GroupsReport {
     // As in the single-group mode: land the first deadlines on whole timer ticks.
@@ -152,22 +194,17 @@ async fn simulate_groups(seed: u64, options: GroupsOptions) -> GroupsReport {
     router.set_real_time_limit(Some(real_time_limit()));
     let sm_persistence =
         if rng.random_bool(0.5) { StateMachinePersistence::Persistent } else { StateMachinePersistence::Snapshot };
-    let groups: Vec<Shared> = (0..options.groups as u64)
-        .map(|g| {
-            let config = Config {
-                cluster_name: format!("sim-{seed}-g{g}"),
-                snapshot_policy: SnapshotPolicy::LogsSinceLast(rng.random_range(20..200)),
-                max_in_snapshot_log_to_keep: rng.random_range(0..30),
-                snapshot_max_chunk_size: rng.random_range(64..4096),
-                rpc_timeout: Duration::from_millis(500),
-                election_seed: Some(seed.wrapping_mul(1_000_003).wrapping_add(g)),
-                ..Config::default()
-            };
-            let nodes = ids.iter().map(|id| (*id, SimNode::new(1.0))).collect();
-            SimCluster::new_shared(config, Router::new(), nodes, sm_persistence)
-        })
-        .collect();
-    let mut world = World { router, hosts: BTreeMap::new(), groups: groups.clone(), ids: ids.clone() };
+    let groups: Vec<Shared> =
+        (0..options.groups as u64).map(|g| new_group(seed, g, &ids, &mut rng, sm_persistence)).collect();
+    let mut world = World {
+        router,
+        hosts: BTreeMap::new(),
+        groups: groups.clone(),
+        ended: BTreeMap::new(),
+        ids: ids.clone(),
+        seed,
+        sm_persistence,
+    };
     for id in &ids {
         world.start_host(*id).await;
     }
@@ -196,14 +233,25 @@ async fn simulate_groups(seed: u64, options: GroupsOptions) -> GroupsReport {
             histories[group].extend(ops);
         }
     }
-    let Ok((world, faults)) = nemesis.await else { panic!("seed {seed}: the nemesis panicked") };
+    let Ok(end) = nemesis.await else { panic!("seed {seed}: the nemesis panicked") };
+    let (world, faults) = (end.world, end.faults);
+    histories.resize(world.groups.len(), Vec::new());
+    for (group, d) in end.created_drivers {
+        histories[group].extend(d.await.unwrap_or_default());
+    }
     join_all(checkers).await;
+    join_all(end.created_checkers).await;
 
     world.heal_network();
-    let mut violations = final_checks(&world, &histories, &faults).await;
+    let groups = world.groups.clone();
+    // Ended groups have no replicas to converge, settle or probe (a straggler campaigns alone).
+    let live: Vec<(usize, Shared)> =
+        groups.iter().cloned().enumerate().filter(|(g, _)| !world.ended.contains_key(g)).collect();
+    let mut violations = final_checks(&world, &live, &histories, &faults).await;
     tokio::time::sleep(SETTLE).await;
-    let awake_at_end = awake_replicas(&groups);
-    violations.extend(probe_quiesced_groups(&groups).await);
+    let awake_at_end = awake_replicas(&live);
+    let stragglers_at_end = world.ended.keys().map(|g| lock(&groups[*g]).running().len() as u64).sum();
+    violations.extend(probe_quiesced_groups(&live).await);
 
     let mut all = Vec::new();
     let (mut quiesces, mut wakes, mut elections) = (0, 0, 0);
@@ -233,6 +281,7 @@ async fn simulate_groups(seed: u64, options: GroupsOptions) -> GroupsReport {
         wakes,
         elections,
         awake_at_end,
+        stragglers_at_end,
         trace_hash: h.finish(),
         violations: all,
     }
@@ -245,9 +294,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// write, each within [`PROBE_TIMEOUT`]: whatever needs a quiesced group wakes it. A refusal
 /// (leadership moved meanwhile) is retried at the leader known then; only a probe left
 /// unanswered, or refused [`PROBE_TRIES`] times, is a violation.
-async fn probe_quiesced_groups(groups: &[Shared]) -> Vec<String> {
+async fn probe_quiesced_groups(groups: &[(usize, Shared)]) -> Vec<String> {
     let mut violations = Vec::new();
-    for (group, c) in groups.iter().enumerate() {
+    for (group, c) in groups.iter().map(|(g, c)| (*g, c)) {
         for probe in [Probe::Read(ReadPolicy::ReadIndex), Probe::Read(ReadPolicy::LeaseRead), Probe::Write] {
             if let Some(why) = run_probe(c, group, probe).await {
                 violations.push(format!("group {group}: {probe:?} at the settled leader: {why}"));
@@ -300,9 +349,9 @@ async fn run_probe(c: &Shared, group: usize, probe: Probe) -> Option<String> {
 }
 
 /// The replicas that are not quiesced, with their state.
-fn awake_replicas(groups: &[Shared]) -> Vec<String> {
+fn awake_replicas(groups: &[(usize, Shared)]) -> Vec<String> {
     let mut awake = Vec::new();
-    for (group, c) in groups.iter().enumerate() {
+    for (group, c) in groups.iter().map(|(g, c)| (*g, c)) {
         for (id, r) in lock(c).running() {
             let m = r.metrics().borrow().clone();
             if !m.quiesced {
@@ -333,7 +382,7 @@ async fn initialize(world: &World) {
 
 /// Until `until`: a quiet stretch, then a burst of clients on one to three random groups;
 /// returns each burst's history with its group.
-async fn drive_bursts(
+pub async fn drive_bursts(
     groups: Vec<Shared>,
     seed: u64,
     until: Instant,
@@ -368,11 +417,17 @@ async fn drive_bursts(
     histories
 }
 
-/// After healing: every group converges and is safe, and its history is linearizable.
-async fn final_checks(world: &World, histories: &[Vec<Op>], faults: &[(u64, HostFault)]) -> Vec<String> {
+/// After healing: every `live` group converges, every group is safe, and every group's
+/// history (an ended group's up to its end) is linearizable.
+async fn final_checks(
+    world: &World,
+    live: &[(usize, Shared)],
+    histories: &[Vec<Op>],
+    faults: &[(u64, HostFault)],
+) -> Vec<String> {
     let mut violations = Vec::new();
-    let converged = join_all(world.groups.iter().map(converge)).await;
-    for (group, ok) in converged.iter().enumerate() {
+    let converged = join_all(live.iter().map(|(_, c)| converge(c))).await;
+    for (group, ok) in live.iter().map(|(g, _)| *g).zip(converged) {
         if !ok {
             violations
                 .push(format!("group {group}: did not converge within {:?} after healing", crate::harness::CONVERGE));

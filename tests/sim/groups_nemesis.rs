@@ -6,6 +6,9 @@
 //! answers held. Group-level: a forced election (`trigger().elect()`, maybe on the leader), a
 //! leadership transfer, a snapshot. Between faults the nemesis pauses long enough for idle
 //! groups to quiesce, so that every fault also meets quiesced groups.
+//!
+//! It also runs the groups' lifecycle schedule ([`GroupLife`]): groups created and removed
+//! while the run goes on, each event when it is due, or early while a crashed host is down.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -15,9 +18,11 @@ use quorate::multi::GroupId;
 use quorate::testing::TypeConfig;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::cluster::{CrashLoss, lock};
+use crate::group_life::{CreatedDrivers, GroupLife};
 use crate::groups::World;
 use crate::nemesis::{Injector, run_schedule};
 
@@ -71,6 +76,19 @@ pub enum HostFault {
         group: GroupId,
         node: u64,
     },
+    /// The group created on every running host and initialized; the nodes `down` then start
+    /// it when they restart.
+    CreateGroup {
+        group: GroupId,
+        down: Vec<u64>,
+    },
+    /// The group removed from every running host: ended. The nodes `down` then missed it;
+    /// with `stragglers` they start it again from their logs when they restart.
+    RemoveGroup {
+        group: GroupId,
+        down: Vec<u64>,
+        stragglers: bool,
+    },
     Heal,
 }
 
@@ -87,6 +105,8 @@ impl HostFault {
             HostFault::Elect { .. } => "elect",
             HostFault::Transfer { .. } => "transfer",
             HostFault::Snapshot { .. } => "snapshot",
+            HostFault::CreateGroup { .. } => "create-group",
+            HostFault::RemoveGroup { .. } => "remove-group",
             HostFault::Heal => "heal",
         }
     }
@@ -97,19 +117,39 @@ struct HostNemesis {
     world: World,
     rng: StdRng,
     excluded: Vec<String>,
+    life: GroupLife,
 }
 
-/// Inject faults until `until`, leaving out the kinds in `excluded`; returns the world back
-/// (to heal and check) with every fault injected.
-pub async fn run_host_nemesis(
-    world: World,
-    seed: u64,
-    until: Instant,
-    excluded: Vec<String>,
-) -> (World, Vec<(u64, HostFault)>) {
-    let mut n = HostNemesis { world, rng: StdRng::seed_from_u64(seed), excluded };
-    let faults = run_schedule(&mut n, until, GAP_MS).await;
-    (n.world, faults)
+/// What the nemesis hands back when the run ends.
+pub struct NemesisEnd {
+    /// The world, to heal and check.
+    pub world: World,
+    /// Every fault injected and lifecycle event run, in order.
+    pub faults: Vec<(u64, HostFault)>,
+    /// The client drivers and checkers of the groups created at run time.
+    pub created_drivers: CreatedDrivers,
+    pub created_checkers: Vec<JoinHandle<()>>,
+}
+
+/// The lifecycle schedule's random stream, apart from the faults'.
+const LIFE_STREAM: u64 = 0x6c69_6665;
+
+/// Inject faults and run the lifecycle schedule until `until`, leaving out the kinds in
+/// `excluded`.
+pub async fn run_host_nemesis(world: World, seed: u64, until: Instant, excluded: Vec<String>) -> NemesisEnd {
+    let life = GroupLife::new(seed ^ LIFE_STREAM, until, &excluded);
+    let mut n = HostNemesis { world, rng: StdRng::seed_from_u64(seed), excluded, life };
+    let mut faults = run_schedule(&mut n, until, GAP_MS).await;
+    // Both lists are in time order; merged, a fault and an event of the same millisecond
+    // are listed fault first, whichever ran first.
+    faults.append(&mut n.life.log);
+    faults.sort_by_key(|(at, _)| *at);
+    NemesisEnd {
+        world: n.world,
+        faults,
+        created_drivers: std::mem::take(&mut n.life.drivers),
+        created_checkers: std::mem::take(&mut n.life.checkers),
+    }
 }
 
 impl HostNemesis {
@@ -186,7 +226,12 @@ impl HostNemesis {
             }
             HostFault::Crash { node, loss, down_ms } => {
                 self.world.crash_host(*node, *loss).await;
-                tokio::time::sleep(Duration::from_millis(*down_ms)).await;
+                // Halfway down, maybe a group is created or removed that the node will miss.
+                let half = Duration::from_millis(*down_ms / 2);
+                tokio::time::sleep(half).await;
+                let millis = self.millis();
+                self.life.maybe_run_early(&mut self.world, millis).await;
+                tokio::time::sleep(Duration::from_millis(*down_ms) - half).await;
                 self.world.start_host(*node).await;
             }
             HostFault::Elect { group, node } => {
@@ -207,7 +252,8 @@ impl HostNemesis {
                     let _ = r.trigger().snapshot().await;
                 }
             }
-            HostFault::Heal => {}
+            // Run by the lifecycle schedule, never drawn here.
+            HostFault::CreateGroup { .. } | HostFault::RemoveGroup { .. } | HostFault::Heal => {}
         }
     }
 }
@@ -224,6 +270,8 @@ impl Injector for HostNemesis {
     }
 
     async fn next_fault(&mut self) -> HostFault {
+        let millis = self.millis();
+        self.life.run_due(&mut self.world, millis).await;
         let fault = self.draw();
         if self.excluded.iter().any(|k| k == fault.kind()) {
             return HostFault::Heal;

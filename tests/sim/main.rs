@@ -16,6 +16,7 @@ mod bursts;
 mod clients;
 mod cluster;
 mod crashes;
+mod group_life;
 mod groups;
 mod groups_nemesis;
 mod harness;
@@ -247,6 +248,16 @@ fn groups_seeds_pass() {
         failures.extend(groups_failure(&r));
     }
     assert!(failures.is_empty(), "{} of {seeds} seeds found violations:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// The same multi-group seed gives the same run, groups created and removed at run time
+/// included.
+#[test]
+fn groups_same_seed_same_trace() {
+    let a = run_groups_seed(7, groups_options(10));
+    let b = run_groups_seed(7, groups_options(10));
+    assert_eq!(a.faults, b.faults);
+    assert_eq!(a.trace_hash, b.trace_hash, "multi-group seed 7 is not reproducible");
 }
 
 /// Replay one multi-group seed: `SIM_SEED=<seed>` (`SIM_GROUPS`, `SIM_EXCLUDE_FAULTS`,

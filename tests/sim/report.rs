@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::clients::{Op, OpKind, ReadPath};
 use crate::groups::GroupsReport;
+use crate::groups_nemesis::HostFault;
 use crate::harness::{SimOptions, SimReport};
 
 /// What many runs did, summed.
@@ -29,6 +30,8 @@ pub struct Totals {
     pub wakes: u64,
     pub elections: u64,
     pub awake_at_end: u64,
+    /// Multi-group runs: groups created and removed at run time, by how (see `lifecycle`).
+    pub lifecycle: BTreeMap<&'static str, u64>,
 }
 
 impl Totals {
@@ -44,6 +47,18 @@ impl Totals {
         self.wakes += r.wakes;
         self.elections += r.elections;
         self.awake_at_end += r.awake_at_end.len() as u64;
+        if r.stragglers_at_end > 0 {
+            *self.lifecycle.entry("straggler replicas running at the end").or_default() += r.stragglers_at_end;
+        }
+        for (_, f) in &r.faults {
+            for what in lifecycle(f) {
+                *self.lifecycle.entry(what).or_default() += 1;
+            }
+            if let HostFault::CreateGroup { group, .. } = f {
+                let ops = r.histories.get(*group as usize).map_or(0, Vec::len) as u64;
+                *self.lifecycle.entry("operations on created groups").or_default() += ops;
+            }
+        }
     }
 
     fn add_run<'k>(
@@ -124,7 +139,27 @@ impl Totals {
         } else {
             let _ = writeln!(s, "  most probes while converging: {}", self.max_converge_probes);
         }
+        if !self.lifecycle.is_empty() {
+            let _ = writeln!(s, "  groups created and removed:");
+            for (what, count) in &self.lifecycle {
+                let _ = writeln!(s, "    {what}: {count}");
+            }
+        }
         let _ = write!(s, "  violations: {} in {} seeds {:?}", self.violations, self.failed.len(), self.failed);
         s
+    }
+}
+
+/// What a lifecycle event counts as in the report (nothing for other faults).
+fn lifecycle(f: &HostFault) -> Vec<&'static str> {
+    match f {
+        HostFault::CreateGroup { down, .. } if down.is_empty() => vec!["created"],
+        HostFault::CreateGroup { .. } => vec!["created", "created with a node down"],
+        HostFault::RemoveGroup { down, .. } if down.is_empty() => vec!["removed"],
+        HostFault::RemoveGroup { stragglers: true, .. } => {
+            vec!["removed", "removed with a node down, which restarted it (straggler)"]
+        }
+        HostFault::RemoveGroup { .. } => vec!["removed", "removed with a node down, which left it (tombstone)"],
+        _ => Vec::new(),
     }
 }
