@@ -150,6 +150,9 @@ pub enum HostError {
     /// This host runs no group of this id.
     #[error("group {0} does not exist on this node")]
     NoSuchGroup(GroupId),
+    /// The host has been shut down (or is shutting down): it runs no new group.
+    #[error("the host is shut down")]
+    ShutDown,
     /// The group's Raft failed to start or stop.
     #[error("group {group}: {fatal}")]
     Fatal {
@@ -180,7 +183,13 @@ struct Inner<C: RaftTypeConfig, N: HostNetwork<C>> {
     network: Arc<N>,
     liveness: Arc<Liveness<C>>,
     groups: RwLock<BTreeMap<GroupId, Hosted<C>>>,
+    /// Set, under the `groups` lock, when `shutdown` takes the groups: no group is added after.
+    stopped: std::sync::atomic::AtomicBool,
     beats: Mutex<Option<JoinHandle<()>>>,
+    /// Held for the whole of a `shutdown`: a second call (another clone) waits for the first
+    /// to finish, releases and final beat included (found in review: it stopped the beats while
+    /// the first call's groups were still stopping, and their releases never left).
+    shutting_down: tokio::sync::Mutex<()>,
 }
 
 /// A group on this host.
@@ -224,7 +233,9 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
                 network,
                 liveness,
                 groups: RwLock::new(BTreeMap::new()),
+                stopped: std::sync::atomic::AtomicBool::new(false),
                 beats: Mutex::new(Some(task)),
+                shutting_down: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -253,7 +264,9 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
     /// [`HostError::GroupExists`] if the host runs a group of this id;
     /// [`HostError::Config`] if `config.election_timeout_min` is not longer than the host's
     /// `suspect_after`, or if the host quiesces groups and `config` turns pre-vote or
-    /// check-quorum off; [`HostError::Fatal`] if the Raft failed to start.
+    /// check-quorum off; [`HostError::Fatal`] if the Raft failed to start;
+    /// [`HostError::ShutDown`] once [`shutdown`](Self::shutdown) has been called (the group's
+    /// Raft, if it started, is shut down again).
     pub async fn create_group<LS, SM>(
         &self,
         group: GroupId,
@@ -290,16 +303,19 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
             .map_err(|fatal| HostError::Fatal { group, fatal })?;
         let inserted = {
             let mut groups = inner.groups.write().unwrap_or_else(|p| p.into_inner());
-            let vacant = !groups.contains_key(&group);
-            if vacant {
-                groups.insert(group, Hosted { raft: raft.clone() });
+            if inner.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                Err(HostError::ShutDown)
+            } else if let std::collections::btree_map::Entry::Vacant(vacant) = groups.entry(group) {
+                vacant.insert(Hosted { raft: raft.clone() });
+                Ok(())
+            } else {
+                // Created concurrently by another call: keep that one.
+                Err(HostError::GroupExists(group))
             }
-            vacant
         };
-        if !inserted {
-            // Created concurrently by another call: keep that one.
+        if let Err(e) = inserted {
             let _ = raft.shutdown().await;
-            return Err(HostError::GroupExists(group));
+            return Err(e);
         }
         debug!(group, "group created");
         Ok(raft)
@@ -371,14 +387,22 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
     /// The beats go on while the groups stop, and one last beat follows: a group that led with
     /// its followers quiesced releases that leadership as it stops, and the releases ride on
     /// the beats, so the followers wake at once instead of when their hosts suspect this node
-    /// (`suspect_after` after its last beat).
+    /// (`suspect_after` after its last beat). Past `suspect_after` with groups still stopping (a
+    /// store stuck in a call), the beats stop without that last beat, so that the peers
+    /// suspect this node and wake the groups quiesced under it. A second call, from any clone,
+    /// waits for the first; after the first, the host creates no group.
     ///
     /// # Errors
     /// The first group whose Raft had stopped on an error (all are shut down regardless).
     pub async fn shutdown(&self) -> Result<(), HostError> {
+        let _one_at_a_time = self.inner.shutting_down.lock().await;
         // If this future is dropped half-way (a caller's timeout), the beats stop with it.
         let stop_beats = StopBeats(&self.inner);
-        let groups = std::mem::take(&mut *self.inner.groups.write().unwrap_or_else(|p| p.into_inner()));
+        let groups = {
+            let mut groups = self.inner.groups.write().unwrap_or_else(|p| p.into_inner());
+            self.inner.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+            std::mem::take(&mut *groups)
+        };
         // All at once: one after another, ten thousand groups would outlast `suspect_after`.
         let groups_down = async move {
             let stopped = futures_util::future::join_all(

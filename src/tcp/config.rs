@@ -52,15 +52,19 @@ pub struct TcpConfig {
     /// `handshake_timeout` for one to close, then is dropped. Default: 1024.
     pub max_connections: usize,
     /// The most connections a server keeps while they do their TLS handshake and hello; a new
-    /// one past it makes the server drop one: a connection that has sent nothing yet if there
-    /// is one (a member sends its TLS hello, or its preamble, at once), and among those, the
-    /// oldest of the source holding the most (an IPv4 address, or an IPv6 /64). Handshakes take
+    /// one past it makes the server drop one of those that got least far (sent nothing; sent
+    /// something; past TLS and the preamble; hello read — a member sends its TLS hello, or its
+    /// preamble, at once), and among those, the oldest of the source holding the most (an IPv4
+    /// address, or an IPv6 /64). Handshakes take
     /// no `max_connections` slot, so strangers that connect and never finish one cannot lock
     /// the members out (found in review), and a flood of silent connections drops its own,
     /// wherever it comes from; so does a flood that speaks, from a source other than the
-    /// members'. Strangers that send a TLS hello, from many sources or the members' own (a
-    /// shared NAT), can still crowd out a member whose handshake takes many round trips: only
-    /// a firewall stops those. Default: 128.
+    /// members', and a member past its TLS handshake (with mutual TLS, proof that it holds a
+    /// certificate of the cluster's CA) is never dropped for strangers that are not. Strangers
+    /// that send anything at all, from more sources than this bound per round trip of a
+    /// member's handshake, or from the members' own source (a shared NAT), can still crowd out
+    /// a member far away before its TLS handshake is done: only a firewall stops those.
+    /// Default: 128.
     pub max_pending_handshakes: usize,
     /// The most calls a server executes at once for one connection; it reads no more of that
     /// connection until one finishes or its client cancels it (back-pressure). Default: 64.

@@ -193,10 +193,10 @@ async fn accept_loop<C: RaftTypeConfig>(
         let task = connections.spawn(async move {
             serve_connection(tcp, peer, &conn_config, served, &conn_refusals, &accepted, admission).await;
         });
-        waiting.handshakes.insert(seq, Handshake { source: source_key(peer.ip()), spoke: false, task });
-        if waiting.handshakes.len() > max_pending
-            && let Some((evicted, ip)) = waiting.evict()
-        {
+        waiting.handshakes.insert(seq, Handshake { source: source_key(peer.ip()), stage: Stage::Silent, task });
+        let evicted = if waiting.handshakes.len() > max_pending { waiting.evict() } else { None };
+        drop(waiting);
+        if let Some((evicted, ip)) = evicted {
             if let Some(suppressed) = refusals.handshake.allow() {
                 tracing::warn!(
                     max = max_pending, %ip, held = evicted, suppressed,
@@ -218,9 +218,23 @@ struct Pending {
 struct Handshake {
     /// Where it came from ([`source_key`]).
     source: IpAddr,
-    /// Whether it has sent anything yet (a member's TLS hello or preamble leaves at once).
-    spoke: bool,
+    /// How far it got.
+    stage: Stage,
     task: AbortHandle,
+}
+
+/// How far a handshake got: the server drops those that got least far first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    /// It has sent nothing (a member sends its TLS hello, or its preamble, at once).
+    Silent,
+    /// It has sent something.
+    Spoke,
+    /// Its TLS handshake is done (with mutual TLS: it holds a certificate of the cluster's
+    /// CA) and its preamble read.
+    Secured,
+    /// Its hello is read.
+    Hello,
 }
 
 /// The source a handshake is counted against: an IPv4 address, or an IPv6 address's /64 (one
@@ -236,17 +250,17 @@ fn source_key(ip: IpAddr) -> IpAddr {
 }
 
 impl Pending {
-    /// Drop one handshake, and say from where and how many that source held. Silent ones go
-    /// first (a member speaks at once; a stranger that connects and sends nothing is the
-    /// cheapest flood), and among those considered, the oldest of the source holding the most.
-    /// Not simply the oldest: a member far away, whose handshake takes a few round trips, would
-    /// be the oldest whenever strangers connect faster than `max_pending_handshakes` per round
-    /// trip (found in review).
+    /// Drop one handshake, and say from where and how many that source held. Those that got
+    /// least far go first (a member speaks at once, and with mutual TLS only a member gets past
+    /// TLS; a stranger that connects and sends nothing, or a byte, is the cheapest flood), and
+    /// among those, the oldest of the source holding the most. Not simply the oldest: a member
+    /// far away, whose handshake takes a few round trips, would be the oldest whenever
+    /// strangers connect faster than `max_pending_handshakes` per round trip (found in review).
     fn evict(&mut self) -> Option<(usize, IpAddr)> {
-        let silent = self.handshakes.values().any(|h| !h.spoke);
+        let least = self.handshakes.values().map(|h| h.stage).min()?;
         // Per source: how many it holds, and its oldest (handshakes are in age order).
         let mut held: HashMap<IpAddr, (usize, u64)> = HashMap::new();
-        for (seq, h) in self.handshakes.iter().filter(|(_, h)| !silent || !h.spoke) {
+        for (seq, h) in self.handshakes.iter().filter(|(_, h)| h.stage == least) {
             held.entry(h.source).or_insert((0, *seq)).0 += 1;
         }
         // The most held; among equals, the source whose oldest handshake is oldest.
@@ -270,16 +284,17 @@ struct Admission {
 }
 
 impl Admission {
-    /// The connection has sent its first bytes.
-    fn spoke(&self) {
+    /// The handshake got to `stage`.
+    fn reached(&self, stage: Stage) {
         if let Some(h) = lock(&self.pending).handshakes.get_mut(&self.seq) {
-            h.spoke = true;
+            h.stage = h.stage.max(stage);
         }
     }
 
-    /// The handshake is over: no longer one the accept loop may evict.
-    fn handshake_over(&self) {
-        lock(&self.pending).handshakes.remove(&self.seq);
+    /// The handshake is over: no longer one the accept loop may evict. Whether it was still
+    /// pending, not evicted (an evicted one's task is being aborted).
+    fn handshake_over(&self) -> bool {
+        lock(&self.pending).handshakes.remove(&self.seq).is_some()
     }
 }
 
@@ -305,9 +320,9 @@ async fn serve_connection<C: RaftTypeConfig>(
         // Its first bytes mark it as one that speaks (see `Pending::evict`).
         let mut first = [0u8; 1];
         if matches!(tcp.peek(&mut first).await, Ok(n) if n > 0) {
-            admission.spoke();
+            admission.reached(Stage::Spoke);
         }
-        handshake::<C>(tcp, config, me, &mut decoder).await
+        handshake::<C>(tcp, config, me, &mut decoder, &admission).await
     })
     .await;
     admission.handshake_over();
@@ -371,6 +386,7 @@ async fn handshake<C: RaftTypeConfig>(
     config: &TcpConfig,
     me: C::NodeId,
     decoder: &mut FrameDecoder,
+    admission: &Admission,
 ) -> Result<(Box<dyn Io>, C::NodeId), Refused> {
     let (mut io, peer_cert) = secure(tcp, config).await?;
     if let Err(e) = read_preamble(&mut io, decoder).await {
@@ -383,13 +399,21 @@ async fn handshake<C: RaftTypeConfig>(
         }
         return Err(Refused(format!("preamble: {e}")));
     }
+    admission.reached(Stage::Secured);
     let frame = read_frame(&mut io, decoder).await.map_err(|e| Refused(format!("hello: {e}")))?;
+    admission.reached(Stage::Hello);
     let hello = match decode::<ToServer<C>>(&frame) {
         Ok(ToServer::Hello(hello)) => hello,
         Ok(_) => return Err(Refused("the first message is not a hello".into())),
         Err(e) => return Err(Refused(format!("hello: {e}"))),
     };
     match check_hello(&hello, config, me, peer_cert.as_ref()) {
+        // Taken off the pending handshakes before the welcome: once welcomed, a connection is
+        // never dropped as a pending handshake (found in review: one evicted between the two
+        // was welcomed, then aborted).
+        Ok(()) if !admission.handshake_over() => {
+            Err(Refused("dropped while shaking hands: too many handshakes at once".into()))
+        }
         Ok(()) => {
             let welcome = ToClient::<C>::Welcome { cluster_id: config.cluster_id.clone(), node_id: me };
             send_now(&mut io, &welcome, config).await.map_err(|e| Refused(format!("welcome: {e}")))?;

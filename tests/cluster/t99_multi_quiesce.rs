@@ -775,3 +775,71 @@ async fn a_host_stuck_shutting_down_a_group_stops_beating() {
             .unwrap_or_else(|e| panic!("node {id} saw no new leader while node 1's host was stuck shutting down: {e}"));
     }
 }
+
+/// Found in review (fails; ignored): two clones of a host shut it down at once (a signal
+/// handler and the server's teardown, or a retry after a caller's timeout on one clone). The
+/// second call finds the groups already taken by the first, has nothing to wait for, and stops
+/// the beats at once with its "final" beat, before the first call's groups have released their
+/// leaderships; the first call then finds the beats stopped and sends no final beat. The
+/// releases never leave, and the followers sleep until they suspect the node (`suspect_after`,
+/// 2 s) instead of waking at once as `shutdown` promises. Fix: serialise `shutdown` (e.g. a
+/// `tokio::sync::Mutex<()>` in `Inner` held for the whole call, or a count of shutdowns in
+/// flight so that only the last one to finish stops the beats and sends the final beat).
+#[tokio::test(start_paused = true)]
+async fn a_host_shut_down_from_two_clones_at_once_still_releases_its_quiesced_leaderships() {
+    use quorate::multi::GroupHost;
+    use quorate::testing::{HostRouter, MemLogStore, MemStateMachine};
+
+    let router = HostRouter::new();
+    let config = std::sync::Arc::new(Config {
+        election_timeout_min: Duration::from_secs(3),
+        election_timeout_max: Duration::from_secs(6),
+        max_log_io_stall: Duration::from_secs(10),
+        ..test_config()
+    });
+    let host_config =
+        HostConfig { beat_interval: Duration::from_millis(25), suspect_after: Duration::from_secs(2), quiesce: true };
+    let mut hosts = std::collections::BTreeMap::new();
+    for id in NODES {
+        let host = GroupHost::new(id, host_config.clone(), router.network(id)).expect("a host");
+        router.add_host(host.clone());
+        host.create_group(G, config.clone(), MemLogStore::new(), MemStateMachine::new()).await.expect("the group");
+        hosts.insert(id, host);
+    }
+    let leader = hosts[&1].group(G).expect("node 1 runs the group");
+    leader.initialize(NODES.iter().map(|id| (*id, node_addr(*id))).collect()).await.expect("initialized");
+    leader.wait(Some(TIMEOUT)).state(ServerState::Leader, "node 1 leads").await.expect("node 1 leads");
+    leader.client_write(Request::set("k", "v")).await.expect("a write");
+    for id in NODES {
+        let raft = hosts[&id].group(G).expect("the group");
+        raft.wait(Some(TIMEOUT)).metrics(|m| m.quiesced, "quiesced").await.expect("quiesced");
+    }
+
+    let (first, second) = (hosts[&1].clone(), hosts[&1].clone());
+    let (a, b) = tokio::join!(first.shutdown(), second.shutdown());
+    a.expect("node 1's host stops");
+    b.expect("node 1's host stops");
+    for id in [2, 3] {
+        let raft = hosts[&id].group(G).expect("the group");
+        raft.wait(Some(Duration::from_millis(500)))
+            .metrics(|m| !m.quiesced, "awake")
+            .await
+            .unwrap_or_else(|e| panic!("node {id} stayed quiesced after node 1's host shut down twice at once: {e}"));
+    }
+}
+
+/// A host that has been shut down creates no group: one created after it would run with no
+/// beats and never be shut down (found in review).
+#[tokio::test(start_paused = true)]
+async fn a_host_that_was_shut_down_creates_no_group() {
+    use quorate::multi::{GroupHost, HostError};
+    use quorate::testing::{HostRouter, MemLogStore, MemStateMachine};
+
+    let router = HostRouter::new();
+    let host = GroupHost::new(1, HostConfig::default(), router.network(1)).expect("a host");
+    host.shutdown().await.expect("an empty host stops");
+    let created =
+        host.create_group(G, std::sync::Arc::new(test_config()), MemLogStore::new(), MemStateMachine::new()).await;
+    assert!(matches!(created, Err(HostError::ShutDown)), "{:?}", created.map(|_| ()));
+    assert!(host.group(G).is_none());
+}

@@ -269,13 +269,25 @@ async fn slow_relay(upstream: String, delay: Duration) -> String {
 /// Strangers open a connection to `target` every 25 ms, the `n`th from address `source(n)`,
 /// hold the last 64 and never send a byte. Abort the task to stop them.
 fn flood(target: &str, source: impl Fn(u32) -> std::net::Ipv4Addr + Send + 'static) -> tokio::task::JoinHandle<()> {
+    flood_saying(target, source, &[])
+}
+
+/// As [`flood`], but each stranger sends `first` at once and nothing more.
+fn flood_saying(
+    target: &str,
+    source: impl Fn(u32) -> std::net::Ipv4Addr + Send + 'static,
+    first: &'static [u8],
+) -> tokio::task::JoinHandle<()> {
     let target: std::net::SocketAddr = target.parse().unwrap();
     tokio::spawn(async move {
         let mut held = std::collections::VecDeque::new();
         for n in 0.. {
             let socket = tokio::net::TcpSocket::new_v4().unwrap();
             socket.bind((source(n), 0).into()).unwrap();
-            if let Ok(s) = socket.connect(target).await {
+            if let Ok(mut s) = socket.connect(target).await {
+                if !first.is_empty() {
+                    let _ = s.write_all(first).await;
+                }
                 held.push_back(s);
                 if held.len() > 64 {
                     held.pop_front();
@@ -369,5 +381,38 @@ async fn a_flood_over_many_addresses_of_one_prefix_does_not_evict_a_remote_membe
     let answered = member_vote_via(&pki, &far).await;
     flood.abort();
     assert!(answered.is_ok(), "a member 150 ms away is locked out by a flood from one prefix: {answered:?}");
+    node.stop().await;
+}
+
+/// Found in review (fails; ignored): "silent ones first" is told apart by one byte. The same
+/// flood over many addresses as above, but each stranger sends a single byte (0x16, the first
+/// byte of any TLS record) and then nothing: every stranger counts as one that spoke, each
+/// source holds one, and the bound drops the oldest of all, which is the member far away
+/// again. The commit says a flood "from many addresses no longer locks a far member out"; it
+/// does, for the price of one byte a connection. Fix: rank pending handshakes by how far they
+/// got (silent < spoke < TLS done / preamble read < hello read) and drop from the lowest rank
+/// first; with TLS a stranger cannot pass the client-certificate check, so a member past TLS
+/// is never dropped for strangers.
+///
+/// The ranking is in (`Stage`), and a member past TLS is safe; but a member far away spends a
+/// round trip at "spoke", waiting for its second TLS flight, level with strangers that sent a
+/// byte, and with one handshake per source the oldest of them goes: the member, still. A
+/// flood that speaks, from as many sources as `max_pending_handshakes` per round trip, is
+/// beyond what the bound can sort out (it is documented there); a firewall's. Kept, ignored,
+/// as the measure of that limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known limit, documented on TcpConfig::max_pending_handshakes: a flood that speaks from many sources"]
+async fn a_flood_that_sends_one_byte_over_many_addresses_does_not_evict_a_remote_members_handshakes() {
+    let pki = Pki::new("one byte flood CA");
+    let mut tcp = TcpConfig::new(CLUSTER).with_tls(pki.node(CLUSTER, 2));
+    tcp.max_pending_handshakes = 4;
+    let mut node = Node::start(2, tcp).await;
+    let far = slow_relay(node.addr.clone(), Duration::from_millis(150)).await;
+    let flood = flood_saying(&node.addr, |n| std::net::Ipv4Addr::new(127, 0, 1, 1 + (n % 250) as u8), &[0x16]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let answered = member_vote_via(&pki, &far).await;
+    flood.abort();
+    assert!(answered.is_ok(), "a member 150 ms away is locked out by strangers sending one byte: {answered:?}");
     node.stop().await;
 }
