@@ -629,34 +629,9 @@ type TC = quorate::testing::TypeConfig;
 /// the host's beats for their leader's and never elect (found in review). They must elect.
 #[tokio::test(start_paused = true)]
 async fn a_quiesced_leader_whose_raft_task_panics_is_replaced() {
-    use quorate::multi::GroupHost;
-    use quorate::testing::{HostRouter, MemLogStore, MemStateMachine};
-
-    let router = HostRouter::new();
-    let config = std::sync::Arc::new(test_config());
-    let store = PanickingPurge { inner: MemLogStore::new(), armed: Default::default(), hang: false };
-    let mut hosts = std::collections::BTreeMap::new();
-    for id in NODES {
-        let host = GroupHost::new(id, HostConfig::default(), router.network(id)).expect("a host");
-        router.add_host(host.clone());
-        let created = if id == 1 {
-            host.create_group(G, config.clone(), store.clone(), MemStateMachine::new()).await
-        } else {
-            host.create_group(G, config.clone(), MemLogStore::new(), MemStateMachine::new()).await
-        };
-        created.expect("the group starts");
-        hosts.insert(id, host);
-    }
-    let leader = hosts[&1].group(G).expect("node 1 runs the group");
-    leader.initialize(NODES.iter().map(|id| (*id, node_addr(*id))).collect()).await.expect("initialized");
-    leader.wait(Some(TIMEOUT)).state(ServerState::Leader, "node 1 leads").await.expect("node 1 leads");
-    leader.client_write(Request::set("k", "v")).await.expect("a write");
-    leader.trigger().snapshot().await.expect("a snapshot");
-    leader.wait(Some(TIMEOUT)).metrics(|m| m.snapshot.is_some(), "a snapshot").await.expect("a snapshot");
-    for id in NODES {
-        let raft = hosts[&id].group(G).expect("the group");
-        raft.wait(Some(TIMEOUT)).metrics(|m| m.quiesced, "quiesced").await.expect("quiesced");
-    }
+    let router = quorate::testing::HostRouter::new();
+    let store = PanickingPurge { inner: quorate::testing::MemLogStore::new(), armed: Default::default(), hang: false };
+    let (hosts, leader) = quiesced_group(&router, test_config(), HostConfig::default(), store.clone(), true).await;
 
     store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
     let last = leader.metrics().borrow().last_log_index.expect("a log");
@@ -680,33 +655,10 @@ async fn a_quiesced_leader_whose_raft_task_panics_is_replaced() {
 /// left.
 #[tokio::test(start_paused = true)]
 async fn a_host_that_shuts_down_releases_its_quiesced_leaderships_first() {
-    use quorate::multi::GroupHost;
-    use quorate::testing::{HostRouter, MemLogStore, MemStateMachine};
-
-    let router = HostRouter::new();
-    let config = std::sync::Arc::new(Config {
-        election_timeout_min: Duration::from_secs(3),
-        election_timeout_max: Duration::from_secs(6),
-        max_log_io_stall: Duration::from_secs(10),
-        ..test_config()
-    });
-    let host_config =
-        HostConfig { beat_interval: Duration::from_millis(25), suspect_after: Duration::from_secs(2), quiesce: true };
-    let mut hosts = std::collections::BTreeMap::new();
-    for id in NODES {
-        let host = GroupHost::new(id, host_config.clone(), router.network(id)).expect("a host");
-        router.add_host(host.clone());
-        host.create_group(G, config.clone(), MemLogStore::new(), MemStateMachine::new()).await.expect("the group");
-        hosts.insert(id, host);
-    }
-    let leader = hosts[&1].group(G).expect("node 1 runs the group");
-    leader.initialize(NODES.iter().map(|id| (*id, node_addr(*id))).collect()).await.expect("initialized");
-    leader.wait(Some(TIMEOUT)).state(ServerState::Leader, "node 1 leads").await.expect("node 1 leads");
-    leader.client_write(Request::set("k", "v")).await.expect("a write");
-    for id in NODES {
-        let raft = hosts[&id].group(G).expect("the group");
-        raft.wait(Some(TIMEOUT)).metrics(|m| m.quiesced, "quiesced").await.expect("quiesced");
-    }
+    let router = quorate::testing::HostRouter::new();
+    let (hosts, _) =
+        quiesced_group(&router, slow_election_config(), slow_suspicion(), quorate::testing::MemLogStore::new(), false)
+            .await;
 
     hosts[&1].shutdown().await.expect("node 1's host stops");
     for id in [2, 3] {
@@ -732,34 +684,9 @@ async fn a_host_that_shuts_down_releases_its_quiesced_leaderships_first() {
 /// and wake the group, and it elects.
 #[tokio::test(start_paused = true)]
 async fn a_host_stuck_shutting_down_a_group_stops_beating() {
-    use quorate::multi::GroupHost;
-    use quorate::testing::{HostRouter, MemLogStore, MemStateMachine};
-
-    let router = HostRouter::new();
-    let config = std::sync::Arc::new(test_config());
-    let store = PanickingPurge { inner: MemLogStore::new(), armed: Default::default(), hang: true };
-    let mut hosts = std::collections::BTreeMap::new();
-    for id in NODES {
-        let host = GroupHost::new(id, HostConfig::default(), router.network(id)).expect("a host");
-        router.add_host(host.clone());
-        let created = if id == 1 {
-            host.create_group(G, config.clone(), store.clone(), MemStateMachine::new()).await
-        } else {
-            host.create_group(G, config.clone(), MemLogStore::new(), MemStateMachine::new()).await
-        };
-        created.expect("the group starts");
-        hosts.insert(id, host);
-    }
-    let leader = hosts[&1].group(G).expect("node 1 runs the group");
-    leader.initialize(NODES.iter().map(|id| (*id, node_addr(*id))).collect()).await.expect("initialized");
-    leader.wait(Some(TIMEOUT)).state(ServerState::Leader, "node 1 leads").await.expect("node 1 leads");
-    leader.client_write(Request::set("k", "v")).await.expect("a write");
-    leader.trigger().snapshot().await.expect("a snapshot");
-    leader.wait(Some(TIMEOUT)).metrics(|m| m.snapshot.is_some(), "a snapshot").await.expect("a snapshot");
-    for id in NODES {
-        let raft = hosts[&id].group(G).expect("the group");
-        raft.wait(Some(TIMEOUT)).metrics(|m| m.quiesced, "quiesced").await.expect("quiesced");
-    }
+    let router = quorate::testing::HostRouter::new();
+    let store = PanickingPurge { inner: quorate::testing::MemLogStore::new(), armed: Default::default(), hang: true };
+    let (hosts, leader) = quiesced_group(&router, test_config(), HostConfig::default(), store.clone(), true).await;
 
     store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
     let last = leader.metrics().borrow().last_log_index.expect("a log");
@@ -787,33 +714,10 @@ async fn a_host_stuck_shutting_down_a_group_stops_beating() {
 /// flight so that only the last one to finish stops the beats and sends the final beat).
 #[tokio::test(start_paused = true)]
 async fn a_host_shut_down_from_two_clones_at_once_still_releases_its_quiesced_leaderships() {
-    use quorate::multi::GroupHost;
-    use quorate::testing::{HostRouter, MemLogStore, MemStateMachine};
-
-    let router = HostRouter::new();
-    let config = std::sync::Arc::new(Config {
-        election_timeout_min: Duration::from_secs(3),
-        election_timeout_max: Duration::from_secs(6),
-        max_log_io_stall: Duration::from_secs(10),
-        ..test_config()
-    });
-    let host_config =
-        HostConfig { beat_interval: Duration::from_millis(25), suspect_after: Duration::from_secs(2), quiesce: true };
-    let mut hosts = std::collections::BTreeMap::new();
-    for id in NODES {
-        let host = GroupHost::new(id, host_config.clone(), router.network(id)).expect("a host");
-        router.add_host(host.clone());
-        host.create_group(G, config.clone(), MemLogStore::new(), MemStateMachine::new()).await.expect("the group");
-        hosts.insert(id, host);
-    }
-    let leader = hosts[&1].group(G).expect("node 1 runs the group");
-    leader.initialize(NODES.iter().map(|id| (*id, node_addr(*id))).collect()).await.expect("initialized");
-    leader.wait(Some(TIMEOUT)).state(ServerState::Leader, "node 1 leads").await.expect("node 1 leads");
-    leader.client_write(Request::set("k", "v")).await.expect("a write");
-    for id in NODES {
-        let raft = hosts[&id].group(G).expect("the group");
-        raft.wait(Some(TIMEOUT)).metrics(|m| m.quiesced, "quiesced").await.expect("quiesced");
-    }
+    let router = quorate::testing::HostRouter::new();
+    let (hosts, _) =
+        quiesced_group(&router, slow_election_config(), slow_suspicion(), quorate::testing::MemLogStore::new(), false)
+            .await;
 
     let (first, second) = (hosts[&1].clone(), hosts[&1].clone());
     let (a, b) = tokio::join!(first.shutdown(), second.shutdown());
@@ -842,4 +746,66 @@ async fn a_host_that_was_shut_down_creates_no_group() {
         host.create_group(G, std::sync::Arc::new(test_config()), MemLogStore::new(), MemStateMachine::new()).await;
     assert!(matches!(created, Err(HostError::ShutDown)), "{:?}", created.map(|_| ()));
     assert!(host.group(G).is_none());
+}
+
+/// The hosts of a test: node id to host.
+type Hosts = std::collections::BTreeMap<
+    u64,
+    quorate::multi::GroupHost<quorate::testing::TypeConfig, quorate::testing::HostRouterNetwork>,
+>;
+
+/// Three hosts on `router`, each running group `G` (node 1 on `node1_log`, the others on memory
+/// stores), node 1 leading with one write applied (and a snapshot, if `snapshot`), and every
+/// replica quiesced; the hosts and node 1's Raft.
+async fn quiesced_group<LS: quorate::RaftLogStorage<quorate::testing::TypeConfig>>(
+    router: &quorate::testing::HostRouter,
+    config: Config,
+    host_config: HostConfig,
+    node1_log: LS,
+    snapshot: bool,
+) -> (Hosts, quorate::Raft<quorate::testing::TypeConfig>) {
+    use quorate::multi::GroupHost;
+    use quorate::testing::{MemLogStore, MemStateMachine};
+
+    let config = std::sync::Arc::new(config);
+    let mut node1_log = Some(node1_log);
+    let mut hosts = Hosts::new();
+    for id in NODES {
+        let host = GroupHost::new(id, host_config.clone(), router.network(id)).expect("a host");
+        router.add_host(host.clone());
+        let created = match node1_log.take().filter(|_| id == 1) {
+            Some(log) => host.create_group(G, config.clone(), log, MemStateMachine::new()).await,
+            None => host.create_group(G, config.clone(), MemLogStore::new(), MemStateMachine::new()).await,
+        };
+        created.expect("the group starts");
+        hosts.insert(id, host);
+    }
+    let leader = hosts[&1].group(G).expect("node 1 runs the group");
+    leader.initialize(NODES.iter().map(|id| (*id, node_addr(*id))).collect()).await.expect("initialized");
+    leader.wait(Some(TIMEOUT)).state(ServerState::Leader, "node 1 leads").await.expect("node 1 leads");
+    leader.client_write(Request::set("k", "v")).await.expect("a write");
+    if snapshot {
+        leader.trigger().snapshot().await.expect("a snapshot");
+        leader.wait(Some(TIMEOUT)).metrics(|m| m.snapshot.is_some(), "a snapshot").await.expect("a snapshot");
+    }
+    for id in NODES {
+        let raft = hosts[&id].group(G).expect("the group");
+        raft.wait(Some(TIMEOUT)).metrics(|m| m.quiesced, "quiesced").await.expect("quiesced");
+    }
+    (hosts, leader)
+}
+
+/// Election timeouts above a slow suspicion (a host requires them longer than `suspect_after`).
+fn slow_election_config() -> Config {
+    Config {
+        election_timeout_min: Duration::from_secs(3),
+        election_timeout_max: Duration::from_secs(6),
+        max_log_io_stall: Duration::from_secs(10),
+        ..test_config()
+    }
+}
+
+/// A host that suspects a silent peer only after 2 s: what the releases must beat.
+fn slow_suspicion() -> HostConfig {
+    HostConfig { beat_interval: Duration::from_millis(25), suspect_after: Duration::from_secs(2), quiesce: true }
 }
