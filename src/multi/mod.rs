@@ -292,6 +292,11 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
                 "group {group}: quiescence needs enable_pre_vote and enable_check_quorum"
             )));
         }
+        // Checked again under the groups' lock below; here so that a host shut down starts no
+        // Raft on the caller's storage (which may be closed by now).
+        if inner.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(HostError::ShutDown);
+        }
         if self.group(group).is_some() {
             return Err(HostError::GroupExists(group));
         }

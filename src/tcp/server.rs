@@ -257,10 +257,15 @@ impl Pending {
     /// far away, whose handshake takes a few round trips, would be the oldest whenever
     /// strangers connect faster than `max_pending_handshakes` per round trip (found in review).
     fn evict(&mut self) -> Option<(usize, IpAddr)> {
-        let least = self.handshakes.values().map(|h| h.stage).min()?;
+        // Never the newest: it has had no time to speak, and would be the only silent one
+        // whenever the older ones all sent a byte — a member arriving then was dropped at
+        // once (found in review).
+        let newest = self.handshakes.last_key_value().map(|(seq, _)| *seq)?;
+        let older = || self.handshakes.iter().filter(move |(seq, _)| **seq != newest);
+        let least = older().map(|(_, h)| h.stage).min()?;
         // Per source: how many it holds, and its oldest (handshakes are in age order).
         let mut held: HashMap<IpAddr, (usize, u64)> = HashMap::new();
-        for (seq, h) in self.handshakes.iter().filter(|(_, h)| h.stage == least) {
+        for (seq, h) in older().filter(|(_, h)| h.stage == least) {
             held.entry(h.source).or_insert((0, *seq)).0 += 1;
         }
         // The most held; among equals, the source whose oldest handshake is oldest.

@@ -416,3 +416,23 @@ async fn a_flood_that_sends_one_byte_over_many_addresses_does_not_evict_a_remote
     assert!(answered.is_ok(), "a member 150 ms away is locked out by strangers sending one byte: {answered:?}");
     node.stop().await;
 }
+
+/// Found in review: a flood from one source whose connections each send a byte left every
+/// older pending handshake past "silent", so each new connection, a member's too, was the one
+/// silent handshake and dropped at once. The newest is never dropped now: the flood's own
+/// source, holding the most, loses its oldest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_source_that_speaks_does_not_lock_out_a_member() {
+    let pki = Pki::new("one source speaking flood CA");
+    let mut tcp = TcpConfig::new(CLUSTER).with_tls(pki.node(CLUSTER, 2));
+    tcp.max_pending_handshakes = 4;
+    let mut node = Node::start(2, tcp).await;
+    let far = slow_relay(node.addr.clone(), Duration::from_millis(150)).await;
+    let flood = flood_saying(&node.addr, |_| std::net::Ipv4Addr::new(127, 0, 0, 2), &[0x16]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let answered = member_vote_via(&pki, &far).await;
+    flood.abort();
+    assert!(answered.is_ok(), "a member is locked out by one source's speaking flood: {answered:?}");
+    node.stop().await;
+}
