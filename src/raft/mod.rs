@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
 use tracing::field::Empty;
 use tracing::{Instrument, debug, debug_span, error, info_span};
 
@@ -84,8 +83,14 @@ struct RaftInner<C: RaftTypeConfig> {
     notify_tx: queue::UnboundedSender<Notification<C>>,
     metrics_rx: watch::Receiver<RaftMetrics<C>>,
     shutdown_tx: Mutex<Option<oneshot::Sender<()>>>,
-    core: Mutex<Option<JoinHandle<Result<(), Fatal>>>>,
+    /// The end of the node's task, for every `shutdown` call: shared, so that a call dropped
+    /// half-way (a caller's timeout) leaves it to the next one, which waits for the task
+    /// too, instead of returning at once while the task still runs (found in review).
+    core: CoreEnd,
 }
+
+/// How the node's task ended, awaited by any number of callers.
+type CoreEnd = futures_util::future::Shared<futures_util::future::BoxFuture<'static, Result<(), Fatal>>>;
 
 /// A handle to one Raft node. Cheap to clone; every clone drives the same node.
 ///
@@ -338,7 +343,7 @@ impl<C: RaftTypeConfig> Raft<C> {
                 notify_tx,
                 metrics_rx,
                 shutdown_tx: Mutex::new(Some(shutdown_tx)),
-                core: Mutex::new(Some(core)),
+                core: async move { core.await.map_err(|_| Fatal::Panicked)? }.boxed().shared(),
             }),
         })
     }
@@ -1175,8 +1180,13 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// Stop the node and wait for its task to end. Pending client writes fail with
     /// [`Fatal::Stopped`]: their outcome is unknown.
     ///
+    /// Any number of calls, from any clones, each wait for the task to end and return the same
+    /// result. A call dropped half-way (a caller's timeout) has still told the node to stop: a
+    /// later call waits for the end of the same task.
+    ///
     /// # Errors
-    /// The fatal error that had already stopped the node, if any.
+    /// The fatal error that had already stopped the node, if any ([`Fatal::Panicked`] if its
+    /// task panicked).
     ///
     /// # Examples
     ///
@@ -1212,11 +1222,7 @@ impl<C: RaftTypeConfig> Raft<C> {
         if let Some(tx) = tx {
             let _ = tx.send(());
         }
-        let core = self.inner.core.lock().map(|mut g| g.take()).unwrap_or(None);
-        match core {
-            Some(h) => h.await.map_err(|_| Fatal::Panicked)?,
-            None => Ok(()),
-        }
+        self.inner.core.clone().await
     }
 
     /// Wait until this node has stopped: by [`shutdown`](Self::shutdown) or on a fatal error.

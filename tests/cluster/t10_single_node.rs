@@ -98,3 +98,41 @@ async fn a_node_that_crashed_during_initialize_can_be_initialized_again() {
     c.raft(1).wait(Some(TIMEOUT)).state(ServerState::Leader, "a one-voter cluster elects itself").await.unwrap();
     c.set(1, "k", "v").await;
 }
+
+/// Found in review: a `shutdown` dropped half-way (a caller's timeout) took the node's task
+/// handle with it, and the next call returned `Ok` at once while the node still ran (here:
+/// frozen in a storage call). Every call waits for the same end.
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_after_one_cut_short_still_waits_for_the_node_to_stop() {
+    use quorate::testing::{CrashPoint, CrashSwitch, StorageCall};
+    init_tracing();
+    let c = TestCluster::new(&[1]).await;
+    c.initialize(1).await;
+    let switch = CrashSwitch::new();
+    c.nodes[&1].log.set_crash_switch(switch.clone());
+    c.nodes[&1].sm.set_crash_switch(switch.clone());
+    switch.arm(CrashPoint { from: Some(StorageCall::Append), calls: 1 });
+    let raft = c.raft(1).clone();
+    let write = tokio::spawn(async move { raft.client_write(Request::set("k", "v")).await });
+    let frozen = tokio::time::timeout(TIMEOUT, async {
+        while switch.tripped().is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    });
+    frozen.await.expect("the write's append freezes the node");
+
+    let cut_short = tokio::time::timeout(std::time::Duration::from_millis(100), c.raft(1).shutdown()).await;
+    assert!(cut_short.is_err(), "a node frozen in a storage call cannot have stopped: {cut_short:?}");
+    let raft = c.raft(1).clone();
+    let second = tokio::spawn(async move { raft.shutdown().await });
+    tokio::time::sleep(TIMEOUT).await;
+    assert!(!second.is_finished(), "the second shutdown returned while the node still ran");
+
+    switch.release();
+    let stopped = tokio::time::timeout(TIMEOUT, second).await.expect("the node stops once released").expect("no panic");
+    assert!(stopped.is_err(), "the released calls failed, so the node stopped on a storage error: {stopped:?}");
+    assert_eq!(c.raft(1).metrics().borrow().state, ServerState::Shutdown);
+    assert!(write.await.expect("no panic").is_err(), "the frozen write did not succeed");
+    let again = tokio::time::timeout(TIMEOUT, c.raft(1).shutdown()).await.expect("at once");
+    assert_eq!(again, stopped, "every call returns the same end");
+}
