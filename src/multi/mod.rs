@@ -183,7 +183,7 @@ struct Inner<C: RaftTypeConfig, N: HostNetwork<C>> {
     network: Arc<N>,
     liveness: Arc<Liveness<C>>,
     groups: RwLock<BTreeMap<GroupId, Hosted<C>>>,
-    /// Set, under the `groups` lock, when `shutdown` takes the groups: no group is added after.
+    /// Set, under the `groups` lock, when `shutdown` starts: no group is added after.
     stopped: std::sync::atomic::AtomicBool,
     beats: Mutex<Option<JoinHandle<()>>>,
     /// Held for the whole of a `shutdown`: a second call (another clone) waits for the first
@@ -395,7 +395,9 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
     /// (`suspect_after` after its last beat). Past `suspect_after` with groups still stopping (a
     /// store stuck in a call), the beats stop without that last beat, so that the peers
     /// suspect this node and wake the groups quiesced under it. A second call, from any clone,
-    /// waits for the first; after the first, the host creates no group.
+    /// waits for the first (so, if the first waits for a group stuck in a storage call, for as
+    /// long); after the first, the host creates no group. A call dropped half-way has stopped
+    /// the beats and told the groups to stop; a later call waits for them.
     ///
     /// # Errors
     /// The first group whose Raft had stopped on an error (all are shut down regardless).
@@ -403,17 +405,21 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
         let _one_at_a_time = self.inner.shutting_down.lock().await;
         // If this future is dropped half-way (a caller's timeout), the beats stop with it.
         let stop_beats = StopBeats(&self.inner);
-        let groups = {
-            let mut groups = self.inner.groups.write().unwrap_or_else(|p| p.into_inner());
+        // Left in the map until they have stopped: a call dropped half-way (a caller's
+        // timeout) leaves them to the next call, which waits for them again instead of
+        // finding none and returning at once (found in review).
+        let groups: Vec<(GroupId, Raft<C>)> = {
+            let groups = self.inner.groups.read().unwrap_or_else(|p| p.into_inner());
             self.inner.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
-            std::mem::take(&mut *groups)
+            groups.iter().map(|(group, hosted)| (*group, hosted.raft.clone())).collect()
         };
         // All at once: one after another, ten thousand groups would outlast `suspect_after`.
         let groups_down = async move {
             let stopped = futures_util::future::join_all(
-                groups.into_iter().map(|(group, Hosted { raft, .. })| async move { (group, raft.shutdown().await) }),
+                groups.into_iter().map(|(group, raft)| async move { (group, raft.shutdown().await) }),
             )
             .await;
+            self.inner.groups.write().unwrap_or_else(|p| p.into_inner()).clear();
             stopped.into_iter().find_map(|(group, stopped)| match stopped {
                 Ok(()) | Err(Fatal::Stopped) => None,
                 Err(fatal) => Some(HostError::Fatal { group, fatal }),
@@ -473,8 +479,12 @@ async fn beat_loop<C: RaftTypeConfig, N: HostNetwork<C>>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // How late the last ticks fired: the process's own lateness (see `Liveness::sweep`).
     let mut lags = std::collections::VecDeque::with_capacity(LAG_WINDOW);
+    // Owned by the loop, so that they stop with it: a send still in flight when `shutdown`
+    // stops the beats would otherwise deliver a beat after the host's final one.
+    let mut sends = tokio::task::JoinSet::new();
     loop {
         let due = tick.tick().await;
+        while sends.try_join_next().is_some() {}
         // Suspect on time, whatever the sends below do: a hung peer must not delay the verdict
         // on the others.
         let now = Instant::now();
@@ -485,7 +495,7 @@ async fn beat_loop<C: RaftTypeConfig, N: HostNetwork<C>>(
         liveness.sweep(now, lags.iter().copied().max().unwrap_or_default());
         // The sends of one tick run beside the next tick; each is bounded by one interval, so
         // at most two ticks' sends are ever in flight.
-        tokio::spawn(send_beats(liveness.clone(), network.clone(), interval, now));
+        sends.spawn(send_beats(liveness.clone(), network.clone(), interval, now));
     }
 }
 

@@ -703,15 +703,13 @@ async fn a_host_stuck_shutting_down_a_group_stops_beating() {
     }
 }
 
-/// Found in review (fails; ignored): two clones of a host shut it down at once (a signal
+/// Found in review: two clones of a host shut it down at once (a signal
 /// handler and the server's teardown, or a retry after a caller's timeout on one clone). The
 /// second call finds the groups already taken by the first, has nothing to wait for, and stops
 /// the beats at once with its "final" beat, before the first call's groups have released their
 /// leaderships; the first call then finds the beats stopped and sends no final beat. The
 /// releases never leave, and the followers sleep until they suspect the node (`suspect_after`,
-/// 2 s) instead of waking at once as `shutdown` promises. Fix: serialise `shutdown` (e.g. a
-/// `tokio::sync::Mutex<()>` in `Inner` held for the whole call, or a count of shutdowns in
-/// flight so that only the last one to finish stops the beats and sends the final beat).
+/// 2 s) instead of waking at once as `shutdown` promises. Fixed: `shutdown` calls take turns.
 #[tokio::test(start_paused = true)]
 async fn a_host_shut_down_from_two_clones_at_once_still_releases_its_quiesced_leaderships() {
     let router = quorate::testing::HostRouter::new();
@@ -730,6 +728,44 @@ async fn a_host_shut_down_from_two_clones_at_once_still_releases_its_quiesced_le
             .await
             .unwrap_or_else(|e| panic!("node {id} stayed quiesced after node 1's host shut down twice at once: {e}"));
     }
+}
+
+/// Found in review: a `shutdown` cut short by its caller's timeout had taken the groups out of
+/// the host, and the next call found none and returned `Ok` while a group still ran (here:
+/// frozen in a storage call). The next call waits for the same groups.
+#[tokio::test(start_paused = true)]
+async fn a_host_shutdown_after_one_cut_short_still_waits_for_its_groups() {
+    use quorate::testing::{CrashPoint, CrashSwitch, HostRouter, MemLogStore, StorageCall};
+
+    let router = HostRouter::new();
+    let log = MemLogStore::new();
+    let switch = CrashSwitch::new();
+    log.set_crash_switch(switch.clone());
+    let (hosts, leader) = quiesced_group(&router, test_config(), HostConfig::default(), log, false).await;
+    switch.arm(CrashPoint { from: Some(StorageCall::Append), calls: 1 });
+    let writer = leader.clone();
+    let _write = tokio::spawn(async move { writer.client_write(Request::set("k", "w")).await });
+    tokio::time::timeout(TIMEOUT, async {
+        while switch.tripped().is_none() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the write's append freezes node 1's group");
+
+    let cut_short = tokio::time::timeout(Duration::from_millis(100), hosts[&1].shutdown()).await;
+    assert!(cut_short.is_err(), "a group frozen in a storage call cannot have stopped");
+    let host = hosts[&1].clone();
+    let second = tokio::spawn(async move { host.shutdown().await });
+    tokio::time::sleep(TIMEOUT).await;
+    assert!(!second.is_finished(), "the second shutdown returned while the group still ran");
+    assert_ne!(leader.metrics().borrow().state, ServerState::Shutdown);
+
+    switch.release();
+    let stopped = tokio::time::timeout(TIMEOUT, second).await.expect("the group stops once released");
+    let _ = stopped.expect("no panic");
+    assert_eq!(leader.metrics().borrow().state, ServerState::Shutdown);
+    assert!(hosts[&1].group(G).is_none(), "a host shut down runs no group");
 }
 
 /// A host that has been shut down creates no group: one created after it would run with no
