@@ -63,8 +63,9 @@ pub struct TcpConfig {
     /// certificate of the cluster's CA) is never dropped for strangers that are not. Strangers
     /// that send anything at all, from more sources than this bound per round trip of a
     /// member's handshake, or from the members' own source (a shared NAT), can still crowd out
-    /// a member far away before its TLS handshake is done: only a firewall stops those.
-    /// Default: 128.
+    /// a member far away before its TLS handshake is done: only a firewall stops those. In
+    /// plain TCP "past TLS and the preamble" proves nothing (the preamble is public), so a
+    /// stranger that sends it ranks with the members. Default: 128.
     pub max_pending_handshakes: usize,
     /// The most calls a server executes at once for one connection; it reads no more of that
     /// connection until one finishes or its client cancels it (back-pressure). Default: 64.

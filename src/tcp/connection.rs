@@ -266,7 +266,8 @@ fn io_error(addr: &str, source: std::io::Error) -> TcpError {
 /// What a connection closed at the hello, unanswered, may mean: a node that refuses a caller
 /// for cause says why first.
 const CLOSED_AT_HELLO: &str = "a node of an older quorate transport protocol version closes unanswered \
-    (see its log), as does a server that is not quorate's";
+    (see its log), as does a server that is not quorate's, or a node with too many handshakes at once \
+    (max_pending_handshakes)";
 
 /// Connect to node `to` at `addr` as node `from`, shake hands, and start the connection's
 /// tasks. No timeout: the caller sets one (dropping it mid-way leaves nothing behind).

@@ -303,6 +303,14 @@ impl Admission {
     }
 }
 
+/// A handshake that ends any other way (its task panicked, say) leaves no entry behind: one
+/// left would hold a pending slot until evicted (found in review).
+impl Drop for Admission {
+    fn drop(&mut self) {
+        lock(&self.pending).handshakes.remove(&self.seq);
+    }
+}
+
 /// The largest frame a server reads before the peer's hello is accepted.
 const HELLO_MAX_FRAME_BYTES: usize = 64 * 1024;
 
@@ -346,7 +354,7 @@ async fn serve_connection<C: RaftTypeConfig>(
             return;
         }
     };
-    let _slot = match tokio::time::timeout(config.handshake_timeout, admission.permits.acquire_owned()).await {
+    let _slot = match tokio::time::timeout(config.handshake_timeout, admission.permits.clone().acquire_owned()).await {
         Ok(Ok(slot)) => slot,
         _ => {
             if let Some(suppressed) = refusals.handshake.allow() {
@@ -417,7 +425,12 @@ async fn handshake<C: RaftTypeConfig>(
         // never dropped as a pending handshake (found in review: one evicted between the two
         // was welcomed, then aborted).
         Ok(()) if !admission.handshake_over() => {
-            Err(Refused("dropped while shaking hands: too many handshakes at once".into()))
+            // Evicted: its task is being aborted, so the reason may not leave; the caller's
+            // error names this cause among those of a close at the hello.
+            let reason =
+                "dropped while shaking hands: too many handshakes at once (max_pending_handshakes)".to_string();
+            let _ = send_now(&mut io, &ToClient::<C>::Refused { reason: reason.clone() }, config).await;
+            Err(Refused(reason))
         }
         Ok(()) => {
             let welcome = ToClient::<C>::Welcome { cluster_id: config.cluster_id.clone(), node_id: me };
@@ -497,4 +510,25 @@ async fn send_now<C: RaftTypeConfig>(
     let frame = encode_frame(msg, config.max_frame_bytes).map_err(|e| e.to_string())?;
     io.write_all(&frame).await.map_err(|e| e.to_string())?;
     io.flush().await.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task that ends without `handshake_over` (a panic mid-handshake) leaves no pending entry.
+    #[tokio::test]
+    async fn a_handshake_that_ends_without_finishing_leaves_no_pending_entry() {
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let task = tokio::spawn(async {}).abort_handle();
+        let source = source_key(IpAddr::from([127, 0, 0, 1]));
+        lock(&pending).handshakes.insert(7, Handshake { source, stage: Stage::Spoke, task });
+        let admission = Admission { pending: pending.clone(), seq: 7, permits: Arc::new(Semaphore::new(1)) };
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _admission = admission;
+            panic!("test: a bug mid-handshake");
+        }));
+        assert!(panicked.is_err());
+        assert!(lock(&pending).handshakes.is_empty(), "the entry outlived its handshake");
+    }
 }

@@ -131,6 +131,7 @@ pub(crate) async fn serve_calls<C: RaftTypeConfig>(
         max_streams: config.max_streams_per_connection.max(1),
         streams: HashMap::new(),
         latest_of_group: HashMap::new(),
+        prune_latest_at: PRUNE_LATEST_MIN,
         running: HashMap::new(),
         tasks: JoinSet::new(),
     };
@@ -215,12 +216,26 @@ struct Service<'a, C: RaftTypeConfig> {
     /// Per group, not per connection: the first request of a stream opened earlier may follow
     /// a later stream's of another group (found in review: taken for an ended stream, it was
     /// dropped, and its group's replication stalled until the call timed out). One entry per
-    /// group the node serves that ever streamed here: bounded by the node's groups.
+    /// group that streamed here; those of groups the node no longer serves (removed at run
+    /// time) are dropped as it grows ([`forget_unserved`]): bounded by about twice the node's
+    /// groups (found in review: a long-lived connection under group churn kept them all).
     latest_of_group: HashMap<Option<GroupId>, u64>,
+    /// The size of `latest_of_group` at which it is next pruned.
+    prune_latest_at: usize,
     /// The calls executing, by id, so that a client's [`ToServer::Cancel`] can stop one and
     /// free its slot. Finished ones are pruned as it grows past the slots.
     running: HashMap<u64, tokio::task::AbortHandle>,
     tasks: JoinSet<()>,
+}
+
+/// The fewest groups `latest_of_group` remembers before it is pruned.
+const PRUNE_LATEST_MIN: usize = 64;
+
+/// Drop the groups `serves` no longer holds; the size at which to prune next (twice what is
+/// left, so pruning costs O(1) per insert, amortized).
+fn forget_unserved<K>(latest: &mut HashMap<K, u64>, serves: impl Fn(&K) -> bool) -> usize {
+    latest.retain(|group, _| serves(group));
+    (2 * latest.len()).max(PRUNE_LATEST_MIN)
 }
 
 /// Requests a stream buffers before the reader waits for the node to take them.
@@ -332,6 +347,10 @@ impl<C: RaftTypeConfig> Service<'_, C> {
             }
         };
         self.latest_of_group.insert(group, stream);
+        if self.latest_of_group.len() >= self.prune_latest_at {
+            let served = &self.served;
+            self.prune_latest_at = forget_unserved(&mut self.latest_of_group, |g| served.raft(*g).is_ok());
+        }
         // A group has one leader, and a leader one stream to a follower: a new stream of the
         // group replaces any open one (whose end the client may not have sent yet, or sent
         // behind the new stream's first request). Its queued requests are dropped, and its task
@@ -438,5 +457,28 @@ async fn queue<C: RaftTypeConfig>(tx: &mpsc::Sender<Bytes>, msg: &ToClient<C>, m
             tracing::warn!(error = %e, "cannot send an answer");
             true
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::{PRUNE_LATEST_MIN, forget_unserved};
+
+    /// Under group churn the remembered streams stay bounded by the groups still served.
+    #[test]
+    fn the_latest_streams_of_removed_groups_are_forgotten() {
+        let mut latest: HashMap<u64, u64> = HashMap::new();
+        let mut prune_at = PRUNE_LATEST_MIN;
+        // Groups 0..10_000 each stream once, then are removed; only the ten newest are served.
+        for group in 0..10_000u64 {
+            latest.insert(group, group);
+            if latest.len() >= prune_at {
+                prune_at = forget_unserved(&mut latest, |g| *g + 10 > group);
+            }
+            assert!(latest.len() <= PRUNE_LATEST_MIN, "{} remembered at group {group}", latest.len());
+        }
+        assert!(latest.contains_key(&9_999), "a served group is kept");
     }
 }
