@@ -9,6 +9,29 @@ use crate::engine::{Command, Engine, LogIOId};
 use crate::types::{AppendEntriesRequest, AppendEntriesResponse};
 use crate::types::{DisplayOption, Entry, EntryPayload, LogId, Vote};
 
+/// The first entry of `req` that no leader of `req.vote`'s term could send after
+/// `req.prev_log_id`: one of a later term than the vote's, or of an earlier term than the entry
+/// (or prev) before it.
+fn entry_out_of_term_order<C: RaftTypeConfig>(req: &AppendEntriesRequest<C>) -> Option<LogId<C>> {
+    first_out_of_term_order(req.vote.term, req.prev_log_id, req.entries.iter().map(|e| e.log_id))
+}
+
+/// The first of `ids` (following `prev`) whose term is above `term` or below the one before it.
+pub(crate) fn first_out_of_term_order<C: RaftTypeConfig>(
+    term: u64,
+    prev: Option<LogId<C>>,
+    ids: impl IntoIterator<Item = LogId<C>>,
+) -> Option<LogId<C>> {
+    let mut floor = prev.map_or(0, |p| p.leader_id.term);
+    for id in ids {
+        if id.leader_id.term > term || id.leader_id.term < floor {
+            return Some(id);
+        }
+        floor = id.leader_id.term;
+    }
+    None
+}
+
 impl<C: RaftTypeConfig> Engine<C> {
     /// Handle a leader's AppendEntries (Raft §5.3).
     ///
@@ -25,6 +48,17 @@ impl<C: RaftTypeConfig> Engine<C> {
 
         if !self.log_contains(req.prev_log_id) {
             debug!(id = %self.config.id, prev = %DisplayOption(&req.prev_log_id), "reject append: prev_log_id not in log");
+            let resp =
+                AppendEntriesResponse::Conflict { prev_log_id: req.prev_log_id, last_log_id: self.state.last_log_id() };
+            return (resp, None);
+        }
+
+        if let Some(bad) = entry_out_of_term_order(&req) {
+            // No leader's log holds this: a log's terms never fall, and a leader holds no entry
+            // of a later term than its own. A stream of a deposed leader that read its log
+            // after the new leader's entries replaced it sends one (found in review: accepted,
+            // it broke Log Matching on this node). Nothing is appended or acknowledged.
+            error!(id = %self.config.id, leader_vote = %req.vote, prev = %DisplayOption(&req.prev_log_id), entry = %bad, "refusing entries out of term order");
             let resp =
                 AppendEntriesResponse::Conflict { prev_log_id: req.prev_log_id, last_log_id: self.state.last_log_id() };
             return (resp, None);

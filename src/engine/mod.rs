@@ -51,6 +51,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 pub(crate) use command::{Command, ReplicationTarget};
+pub(crate) use follower::first_out_of_term_order;
 pub(crate) use leader::{Leader, ReplicationResult};
 pub(crate) use lease::{Ack, Acked};
 pub(crate) use log_id_list::LogIdList;

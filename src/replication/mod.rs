@@ -37,7 +37,7 @@ use tracing::{Instrument, debug, debug_span, warn};
 use crate::RaftTypeConfig;
 use crate::config::Config;
 use crate::core::{Clock, Notification, SmMsg, queue};
-use crate::engine::{Ack, ReplicationResult};
+use crate::engine::{Ack, ReplicationResult, first_out_of_term_order};
 use crate::error::{Fatal, RPCError};
 use crate::network::{AppendResponseStream, RPCOption, RaftNetwork};
 use crate::storage::RaftLogReader;
@@ -947,6 +947,8 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
         }
         let entries = self.log_reader.try_get_log_entries(index..index + 1).await?;
         match entries.first() {
+            // An entry of a later leader: this leadership is over (see `next_request`).
+            Some(e) if e.log_id.leader_id.term > self.vote.term => Err(Stop::LeadershipEnded),
             Some(e) if e.log_id.index == index => Ok(e.log_id),
             // Purged since the search started: the follower gets the snapshot.
             _ => Err(Stop::NeedSnapshot),
@@ -972,6 +974,14 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
             }
             warn!(start, end, got = entries.len(), "log reader returned an incomplete range");
             return Err(Stop::retry(RPCError::Unreachable(anyerror::AnyError::error("log range not readable"))));
+        }
+        if let Some(newer) = first_out_of_term_order(self.vote.term, last_sent, entries.iter().map(|e| e.log_id)) {
+            // Not this leader's log any more: RaftCore accepted a newer leader and replaced
+            // entries after `last_sent` while this read ran (it aborts this task, but a poll
+            // under way finishes). Sent, they would splice the new leader's entries onto this
+            // one's on the follower (found in review).
+            warn!(target = %self.target, vote = %self.vote, at = %newer, "the log changed under the stream: stopping");
+            return Err(Stop::LeadershipEnded);
         }
         // Keep the request within max_payload_bytes, but carry at least one entry.
         let mut bytes = 0;

@@ -44,6 +44,8 @@ struct Follower {
     appends_at: Vec<Instant>,
     /// When each request marked `quiesce` arrived.
     marks_at: Vec<Instant>,
+    /// Every entry received, in order.
+    received: Vec<LogId<C>>,
 }
 
 const ROUND_TRIP: Duration = Duration::from_millis(1);
@@ -84,6 +86,7 @@ impl RaftNetwork<C> for ScriptedNetwork {
         }
         f.appends += 1;
         f.quiesce_marks += u64::from(req.quiesce.is_some());
+        f.received.extend(req.entries.iter().map(|e| e.log_id));
         if req.prev_log_id.is_some_and(|p| Some(p.index) > f.last.map(|l| l.index)) {
             return Ok(AppendEntriesResponse::Conflict { prev_log_id: req.prev_log_id, last_log_id: f.last });
         }
@@ -121,11 +124,20 @@ impl RaftNetwork<C> for ScriptedNetwork {
 struct LeaderLog {
     purged: LogId<C>,
     end: Arc<AtomicU64>,
+    /// From this index on, the log holds another leader's entries, of term `replaced_by`
+    /// (as after RaftCore accepted a newer leader, before the stream's abort lands).
+    replaced_from: Arc<AtomicU64>,
+    replaced_by: Arc<AtomicU64>,
 }
 
 impl LeaderLog {
     fn new(purged: LogId<C>, end: u64) -> Self {
-        Self { purged, end: Arc::new(AtomicU64::new(end)) }
+        Self {
+            purged,
+            end: Arc::new(AtomicU64::new(end)),
+            replaced_from: Arc::new(AtomicU64::new(u64::MAX)),
+            replaced_by: Arc::new(AtomicU64::new(1)),
+        }
     }
 
     fn last(&self) -> Option<LogId<C>> {
@@ -137,7 +149,8 @@ impl RaftLogReader<C> for LeaderLog {
     async fn try_get_log_entries(&mut self, range: Range<u64>) -> Result<Vec<Entry<C>>, StorageError> {
         let start = range.start.max(self.purged.index + 1);
         let end = range.end.min(self.end.load(Ordering::Relaxed));
-        Ok((start..end).map(|i| Entry::new_blank(log_id(1, i))).collect())
+        let (from, term) = (self.replaced_from.load(Ordering::Relaxed), self.replaced_by.load(Ordering::Relaxed));
+        Ok((start..end).map(|i| Entry::new_blank(log_id(if i >= from { term } else { 1 }, i))).collect())
     }
 }
 
@@ -419,6 +432,32 @@ async fn a_conflict_below_matched_lowers_it_and_the_follower_catches_up() {
     );
     assert_eq!(network.follower().last, Some(log_id(1, 30)));
     assert_eq!(stream.reported.last(), Some(&Some(log_id(1, 30))));
+}
+
+/// RaftCore accepted a newer leader and replaced the log after index 20 while the stream of
+/// the old leadership (term 1) was still reading it: the stream must not send the newer
+/// entries under its own term (of a later term, or of an earlier one after its own), which
+/// would splice two leaders' logs on the follower (found in review).
+#[tokio::test(start_paused = true)]
+async fn a_stream_sends_no_entry_of_a_log_replaced_under_it() {
+    for replaced_by in [2, 0] {
+        let network = ScriptedNetwork::default();
+        let mut stream = Stream::start(network.clone(), LeaderLog::new(log_id(1, 0), 21));
+        stream.run_for(Duration::from_secs(1)).await;
+        assert_eq!(network.follower().last, Some(log_id(1, 20)));
+
+        stream.log.replaced_from.store(21, Ordering::Relaxed);
+        stream.log.replaced_by.store(replaced_by, Ordering::Relaxed);
+        stream.extend_log(31);
+        stream.run_for(Duration::from_secs(2)).await;
+
+        let received = network.follower().received.clone();
+        assert!(
+            received.iter().all(|id| id.leader_id.term == 1),
+            "entries of term {replaced_by} sent under term 1: {received:?}"
+        );
+        assert_eq!(network.follower().last, Some(log_id(1, 20)));
+    }
 }
 
 /// In a host of many groups, every group's heartbeats to a peer fall on one grid, whatever

@@ -116,3 +116,32 @@ fn entries_with_a_gap_are_refused() {
     assert_eq!(engine.take_commands(), vec![]);
     assert_eq!(engine.state.last_log_id(), Some(log_id(2, 2)));
 }
+
+/// Entries no leader of the request's term could hold after its prev: of a later term than
+/// the leader's (a deposed leader's stream that read its log after a newer leader's entries
+/// replaced it), or of a term below the entry before them. Refused whole: nothing appended,
+/// acknowledged or committed (found in review: accepted, they broke Log Matching).
+#[test]
+fn entries_out_of_term_order_are_refused() {
+    let now = Instant::now();
+    let vote = Vote::new_committed(2, 1);
+    let cases = [
+        vec![normal(log_id(3, 3), "newer leader's")],
+        vec![normal(log_id(1, 3), "below prev's term")],
+        vec![normal(log_id(2, 3), "ok"), normal(log_id(1, 4), "falls back")],
+    ];
+    for entries in cases {
+        let mut engine = follower(log_id(1, 1)).build();
+        let mut request = req(vote, Some(log_id(2, 2)), entries.clone());
+        request.leader_commit = Some(log_id(2, 2));
+
+        let got = engine.handle_append_entries(now, request);
+
+        let refused =
+            AppendEntriesResponse::Conflict { prev_log_id: Some(log_id(2, 2)), last_log_id: Some(log_id(2, 2)) };
+        assert_eq!(got, (refused, None), "{entries:?}");
+        assert_eq!(engine.take_commands(), vec![], "{entries:?}");
+        assert_eq!(engine.state.last_log_id(), Some(log_id(2, 2)));
+        assert_eq!(engine.state.committed, Some(log_id(1, 1)), "nothing committed from a refused request");
+    }
+}
