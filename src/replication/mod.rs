@@ -946,12 +946,28 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
             return Ok(purged);
         }
         let entries = self.log_reader.try_get_log_entries(index..index + 1).await?;
+        self.still_leading_after_read()?;
         match entries.first() {
             // An entry of a later leader: this leadership is over (see `next_request`).
             Some(e) if e.log_id.leader_id.term > self.vote.term => Err(Stop::LeadershipEnded),
             Some(e) if e.log_id.index == index => Ok(e.log_id),
             // Purged since the search started: the follower gets the snapshot.
             _ => Err(Stop::NeedSnapshot),
+        }
+    }
+
+    /// Whether the leadership still stands after a log read: if not, what was read may be a
+    /// newer leader's log. RaftCore aborts this task when its leadership ends, but a poll under
+    /// way (on another worker) runs on; it closes the streams' watches before it changes the
+    /// log for another leader (`CloseReplicationStreams` comes before `TruncateLog` and
+    /// `AppendEntries`), so a read that saw such a change finds them closed. Without this, the
+    /// read entries went out after this leader's `last_sent`, splicing two leaders' logs on the
+    /// follower (found in review).
+    fn still_leading_after_read(&self) -> Result<(), Stop> {
+        match self.submitted.has_changed() {
+            Err(_) => Err(Stop::LeadershipEnded),
+            Ok(_) if self.submitted.borrow().vote != self.vote => Err(Stop::LeadershipEnded),
+            Ok(_) => Ok(()),
         }
     }
 
@@ -966,6 +982,7 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
         let end = submitted.next_index().min(start + self.config.max_payload_entries);
         let mut entries: Vec<Entry<C>> =
             if start < end { self.log_reader.try_get_log_entries(start..end).await? } else { Vec::new() };
+        self.still_leading_after_read()?;
         let consecutive =
             entries.len() as u64 == end - start && entries.iter().zip(start..).all(|(e, i)| e.log_id.index == i);
         if !consecutive {
@@ -976,10 +993,8 @@ impl<C: RaftTypeConfig, LR: RaftLogReader<C>> StreamState<C, LR> {
             return Err(Stop::retry(RPCError::Unreachable(anyerror::AnyError::error("log range not readable"))));
         }
         if let Some(newer) = first_out_of_term_order(self.vote.term, last_sent, entries.iter().map(|e| e.log_id)) {
-            // Not this leader's log any more: RaftCore accepted a newer leader and replaced
-            // entries after `last_sent` while this read ran (it aborts this task, but a poll
-            // under way finishes). Sent, they would splice the new leader's entries onto this
-            // one's on the follower (found in review).
+            // Not a log this leader could hold: a second line behind `still_leading_after_read`
+            // (a log store that showed a change before it returned, say).
             warn!(target = %self.target, vote = %self.vote, at = %newer, "the log changed under the stream: stopping");
             return Err(Stop::LeadershipEnded);
         }

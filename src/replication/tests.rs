@@ -44,7 +44,7 @@ struct Follower {
     appends_at: Vec<Instant>,
     /// When each request marked `quiesce` arrived.
     marks_at: Vec<Instant>,
-    /// Every entry received, in order.
+    /// Every entry that reached the follower, in order (failed requests' too).
     received: Vec<LogId<C>>,
 }
 
@@ -73,6 +73,8 @@ impl RaftNetwork<C> for ScriptedNetwork {
         {
             let mut f = self.follower();
             f.appends_at.push(arrived);
+            // On arrival: a real transport has sent what reached it, whatever the stream does next.
+            f.received.extend(req.entries.iter().map(|e| e.log_id));
             if req.quiesce.is_some() {
                 f.marks_at.push(arrived);
             }
@@ -86,7 +88,6 @@ impl RaftNetwork<C> for ScriptedNetwork {
         }
         f.appends += 1;
         f.quiesce_marks += u64::from(req.quiesce.is_some());
-        f.received.extend(req.entries.iter().map(|e| e.log_id));
         if req.prev_log_id.is_some_and(|p| Some(p.index) > f.last.map(|l| l.index)) {
             return Ok(AppendEntriesResponse::Conflict { prev_log_id: req.prev_log_id, last_log_id: f.last });
         }
@@ -120,6 +121,9 @@ impl RaftNetwork<C> for ScriptedNetwork {
 }
 
 /// The leader's log: term-1 entries `purged.index + 1 .. end`, purged up to `purged`.
+/// Work run inside a log read.
+type ReadHook = Box<dyn FnOnce() + Send>;
+
 #[derive(Clone)]
 struct LeaderLog {
     purged: LogId<C>,
@@ -128,6 +132,9 @@ struct LeaderLog {
     /// (as after RaftCore accepted a newer leader, before the stream's abort lands).
     replaced_from: Arc<AtomicU64>,
     replaced_by: Arc<AtomicU64>,
+    /// Run at the start of the next read, once: what RaftCore does on another worker while
+    /// a stream's read is under way.
+    on_next_read: Arc<Mutex<Option<ReadHook>>>,
 }
 
 impl LeaderLog {
@@ -137,6 +144,7 @@ impl LeaderLog {
             end: Arc::new(AtomicU64::new(end)),
             replaced_from: Arc::new(AtomicU64::new(u64::MAX)),
             replaced_by: Arc::new(AtomicU64::new(1)),
+            on_next_read: Arc::default(),
         }
     }
 
@@ -147,6 +155,10 @@ impl LeaderLog {
 
 impl RaftLogReader<C> for LeaderLog {
     async fn try_get_log_entries(&mut self, range: Range<u64>) -> Result<Vec<Entry<C>>, StorageError> {
+        let hook = self.on_next_read.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(hook) = hook {
+            hook();
+        }
         let start = range.start.max(self.purged.index + 1);
         let end = range.end.min(self.end.load(Ordering::Relaxed));
         let (from, term) = (self.replaced_from.load(Ordering::Relaxed), self.replaced_by.load(Ordering::Relaxed));
@@ -458,6 +470,34 @@ async fn a_stream_sends_no_entry_of_a_log_replaced_under_it() {
         );
         assert_eq!(network.follower().last, Some(log_id(1, 20)));
     }
+}
+
+/// The race itself: the stream has decided to send 21..30 and is reading them when RaftCore,
+/// on another worker, accepts a newer leader: it closes the streams' watches, then replaces
+/// the log from 21 (here with entries whose terms pass any order check: a third leader's,
+/// between the old leader's last sent entry and its term). Nothing read after the close may
+/// go out.
+#[tokio::test(start_paused = true)]
+async fn a_stream_sends_nothing_read_after_its_leadership_ended() {
+    let network = ScriptedNetwork::default();
+    let mut stream = Stream::start(network.clone(), LeaderLog::new(log_id(1, 0), 21));
+    stream.run_for(Duration::from_secs(1)).await;
+    assert_eq!(network.follower().last, Some(log_id(1, 20)));
+
+    stream.extend_log(31);
+    let watches = std::mem::replace(
+        &mut stream.submitted,
+        watch::channel(IOProgress { vote: Vote::default(), last_log_id: None, purged: None }).0,
+    );
+    let log = stream.log.clone();
+    *stream.log.on_next_read.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(move || {
+        drop(watches);
+        log.replaced_from.store(21, Ordering::Relaxed);
+    }));
+    stream.run_for(Duration::from_secs(2)).await;
+
+    let received = network.follower().received.clone();
+    assert!(received.iter().all(|id| id.index <= 20), "sent after its leadership ended: {received:?}");
 }
 
 /// In a host of many groups, every group's heartbeats to a peer fall on one grid, whatever
