@@ -4,6 +4,12 @@
 //! It reads entries through its own log reader, so RaftCore never holds entries for it, and it
 //! answers each client write directly, saving a hop through RaftCore. Messages are handled in
 //! order, so an install queued after applies runs after them.
+//!
+//! When the Raft task ends it closes this task's queue: what is queued is dropped, a batch
+//! being applied stops after its current chunk, and the task ends once the snapshot it may be
+//! building is done, so that `Raft::shutdown` returns only when nothing of the node touches
+//! the state machine (found in review: applies went on after `shutdown` returned, beside
+//! those of a node restarted in-process on the same state machine).
 
 use tokio::sync::oneshot;
 use tracing::{Instrument, debug, debug_span, error};
@@ -44,6 +50,8 @@ pub(crate) struct StateMachineWorker<C: RaftTypeConfig, SM, LR> {
     pub(crate) log_reader: LR,
     pub(crate) rx: queue::Receiver<SmMsg<C>>,
     pub(crate) notify_tx: queue::UnboundedSender<Notification<C>>,
+    /// The snapshot builds under way (see the module docs); RaftCore asks for one at a time.
+    pub(crate) building: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl<C, SM, LR> StateMachineWorker<C, SM, LR>
@@ -62,9 +70,16 @@ where
                 if let Err(f) = Box::pin(self.handle(msg)).await {
                     error!(error = %f, "state machine failed");
                     let _ = self.notify_tx.send(Notification::Fatal(Box::new(f)));
-                    return;
+                    break;
                 }
             }
+            // A snapshot still being built writes to the state machine's storage: the node has
+            // not stopped until it is done.
+            for build in std::mem::take(&mut self.building) {
+                debug!("waiting for the snapshot being built");
+                let _ = build.await;
+            }
+            debug!("state machine task stopped");
         }
         .instrument(span)
         .await
@@ -77,13 +92,14 @@ where
                 let mut builder = self.state_machine.get_snapshot_builder().await;
                 let notify = self.notify_tx.clone();
                 // The builder owns what it needs, so applying goes on while it runs.
-                tokio::spawn(
+                self.building.retain(|b| !b.is_finished());
+                self.building.push(tokio::spawn(
                     async move {
                         let result = builder.build_snapshot().await.map(|s| s.meta);
                         let _ = notify.send(Notification::SnapshotBuilt { result: Box::new(result) });
                     }
                     .instrument(tracing::Span::current()),
-                );
+                ));
             }
             SmMsg::GetSnapshot { tx } => {
                 let _ = tx.send(self.state_machine.get_current_snapshot().await);
@@ -147,6 +163,12 @@ where
                 }
             }
             start = end;
+            if self.rx.is_closed() && start <= last.index {
+                // The node stopped: the rest is applied by whichever node opens this state
+                // machine next (it is committed, and applied resumes from `applied_state`).
+                debug!(applied_to = start - 1, last = %last, "node stopped: leaving the rest of the batch");
+                return Ok(());
+            }
         }
         debug!(last = %last, entries = last.index + 1 - first, "applied");
         let _ = self.notify_tx.send(Notification::Applied { last });

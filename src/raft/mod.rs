@@ -278,8 +278,11 @@ impl<C: RaftTypeConfig> Raft<C> {
             log_reader: log_store.get_log_reader().await,
             rx: sm_rx,
             notify_tx: notify_tx.clone(),
+            building: Vec::new(),
         };
-        tokio::spawn(sm_worker.run());
+        let sm = tokio::spawn(sm_worker.run());
+        // The Raft task closes the state machine task's queue when it ends, however it ends.
+        let sm_closer = sm_tx.clone();
 
         let core = RaftCore {
             config: config.clone(),
@@ -320,7 +323,9 @@ impl<C: RaftTypeConfig> Raft<C> {
         // here instead, with the last term the node published, and the panic goes on.
         let on_panic = core.host.as_ref().map(|h| (h.liveness.clone(), h.group, metrics_rx.clone()));
         let core = tokio::spawn(async move {
-            match std::panic::AssertUnwindSafe(core.run()).catch_unwind().await {
+            let ended = std::panic::AssertUnwindSafe(core.run()).catch_unwind().await;
+            sm_closer.close();
+            match ended {
                 Ok(result) => result,
                 Err(panic) => {
                     if let Some((liveness, group, metrics)) = on_panic {
@@ -343,7 +348,17 @@ impl<C: RaftTypeConfig> Raft<C> {
                 notify_tx,
                 metrics_rx,
                 shutdown_tx: Mutex::new(Some(shutdown_tx)),
-                core: async move { core.await.map_err(|_| Fatal::Panicked)? }.boxed().shared(),
+                core: async move {
+                    let core = core.await;
+                    // Then the state machine task, which stops after its current chunk (see
+                    // `core::sm_worker`): a node restarted on the same state machine after
+                    // `shutdown` returns must be the only one applying to it.
+                    let sm = sm.await;
+                    core.map_err(|_| Fatal::Panicked)??;
+                    sm.map_err(|_| Fatal::Panicked)
+                }
+                .boxed()
+                .shared(),
             }),
         })
     }
@@ -1177,12 +1192,18 @@ impl<C: RaftTypeConfig> Raft<C> {
         Wait { timeout: timeout.unwrap_or(Duration::from_millis(500)), rx: self.inner.metrics_rx.clone() }
     }
 
-    /// Stop the node and wait for its task to end. Pending client writes fail with
+    /// Stop the node and wait for its tasks to end. Pending client writes fail with
     /// [`Fatal::Stopped`]: their outcome is unknown.
     ///
-    /// Any number of calls, from any clones, each wait for the task to end and return the same
+    /// When it returns, nothing of the node calls the log store or the state machine any more:
+    /// the state machine task has finished the chunk of entries it was applying (at most 4096;
+    /// committed entries not yet applied are left to the next node to open the state machine)
+    /// and any snapshot it was building. So a node may be restarted at once on the same
+    /// storage, in the same process.
+    ///
+    /// Any number of calls, from any clones, each wait for the tasks to end and return the same
     /// result. A call dropped half-way (a caller's timeout) has still told the node to stop: a
-    /// later call waits for the end of the same task.
+    /// later call waits for the end of the same tasks.
     ///
     /// # Errors
     /// The fatal error that had already stopped the node, if any ([`Fatal::Panicked`] if its
@@ -1228,7 +1249,8 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// Wait until this node has stopped: by [`shutdown`](Self::shutdown) or on a fatal error.
     /// Once it returns, [`metrics`](Self::metrics) show [`ServerState::Shutdown`] (unless the
     /// node's task panicked, or the runtime shut down under it: then it also returns, without
-    /// that last publish).
+    /// that last publish), and, as after `shutdown`, nothing of the node calls its storage any
+    /// more.
     ///
     /// Waiting on [`metrics`](Self::metrics) for `Shutdown` would do too, but wakes the waiter
     /// on every change of the metrics (several per write on a busy node); this wakes it once.
@@ -1266,7 +1288,9 @@ impl<C: RaftTypeConfig> Raft<C> {
     pub async fn wait_stopped(&self) {
         // The Raft task owns the receiving end of the API channel and drops it, after its last
         // metrics, when it ends.
-        self.inner.api_tx.closed().await
+        self.inner.api_tx.closed().await;
+        // Then the state machine task (see `shutdown`).
+        let _ = self.inner.core.clone().await;
     }
 
     async fn send_api<E>(&self, msg: ApiMsg<C>) -> Result<(), RaftError<E>> {

@@ -136,3 +136,32 @@ async fn a_shutdown_after_one_cut_short_still_waits_for_the_node_to_stop() {
     let again = tokio::time::timeout(TIMEOUT, c.raft(1).shutdown()).await.expect("at once");
     assert_eq!(again, stopped, "every call returns the same end");
 }
+
+/// Found in review: `shutdown` returned while the state machine task still applied what was
+/// queued for it, so a node restarted in-process on the same state machine applied beside it.
+/// Now the task stops after the batch it is applying, and `shutdown` waits for that.
+#[tokio::test(start_paused = true)]
+async fn after_shutdown_returns_nothing_more_is_applied() {
+    init_tracing();
+    let c = TestCluster::new(&[1]).await;
+    c.initialize(1).await;
+    let sm = c.nodes[&1].sm.clone();
+    sm.set_apply_delay(std::time::Duration::from_secs(1));
+    // Writes that commit while the first is being applied queue behind it, batch by batch.
+    let mut writes = Vec::new();
+    for i in 0..5 {
+        let raft = c.raft(1).clone();
+        writes.push(tokio::spawn(async move { raft.client_write(Request::set(format!("k{i}"), "v")).await }));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let applying = sm.apply_count();
+
+    tokio::time::timeout(TIMEOUT, c.raft(1).shutdown()).await.expect("shutdown returns").expect("clean stop");
+    let at_shutdown = sm.apply_count();
+    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    assert_eq!(sm.apply_count(), at_shutdown, "entries were applied after shutdown returned");
+    assert!(at_shutdown < applying + 5, "the queued batches were left, not applied: {applying} -> {at_shutdown}");
+    for w in writes {
+        let _ = w.await;
+    }
+}

@@ -89,8 +89,8 @@ struct Shared<T> {
     ///
     /// Invariant: once `receiver_alive` is false, `items` stays empty.
     queue: Mutex<Queue<T>>,
-    /// Live senders (bounded and unbounded alike). When it reaches zero the receiver is woken,
-    /// and after what is queued it gets `None`.
+    /// Live senders (bounded and unbounded alike), and the [`CLOSED`] bit. When the count
+    /// reaches zero the receiver is woken, and after what is queued it gets `None`.
     senders: AtomicUsize,
     /// The receiver's waker, registered before it sleeps.
     receiver: AtomicWaker,
@@ -100,6 +100,11 @@ struct Shared<T> {
     /// Notified when the receiver is dropped, for [`Sender::closed`].
     receiver_gone: Notify,
 }
+
+/// The bit of `Shared::senders` that [`UnboundedSender::close`] sets: the receiver gets `None`
+/// from then on, whatever senders live. In the count's word, so that the header does not grow
+/// (every idle group of a host has five queues).
+const CLOSED: usize = 1 << (usize::BITS - 1);
 
 struct Queue<T> {
     items: VecDeque<T>,
@@ -344,6 +349,22 @@ impl<T> UnboundedSender<T> {
     pub(crate) fn release_idle_capacity(&self) {
         self.core.shared.release_idle_capacity();
     }
+
+    /// Close the queue from the sending side, whatever other senders live: what is queued is
+    /// dropped, every later send fails, and the receiver's next `recv` returns `None`.
+    pub(crate) fn close(&self) {
+        let shared = &self.core.shared;
+        let queued = {
+            let mut queue = shared.lock();
+            queue.receiver_alive = false;
+            std::mem::take(&mut queue.items)
+        };
+        // Release: a receiver that sees the bit (Acquire) sees the emptied queue.
+        shared.senders.fetch_or(CLOSED, Ordering::Release);
+        shared.receiver.wake();
+        // Dropped outside the lock: a message's drop (a responder) may run arbitrary code.
+        drop(queued);
+    }
 }
 
 /// The receiving side of a queue: there is exactly one.
@@ -380,7 +401,16 @@ impl<T> Receiver<T> {
             coop.made_progress();
             return Poll::Ready(self.shared.pop());
         }
+        if self.is_closed() {
+            coop.made_progress();
+            return Poll::Ready(None);
+        }
         Poll::Pending
+    }
+
+    /// Whether a sender closed the queue ([`UnboundedSender::close`]).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared.senders.load(Ordering::Acquire) & CLOSED != 0
     }
 
     /// The next message if one is queued now.
@@ -394,6 +424,9 @@ impl<T> Receiver<T> {
         }
         if self.shared.senders.load(Ordering::Acquire) == 0 {
             return self.shared.pop().ok_or(TryRecvError::Disconnected);
+        }
+        if self.is_closed() {
+            return Err(TryRecvError::Disconnected);
         }
         Err(TryRecvError::Empty)
     }

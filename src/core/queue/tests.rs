@@ -369,3 +369,30 @@ fn an_empty_queue_is_one_small_header_whatever_the_message_size() {
     assert!(size_of::<super::Shared<[u8; 1024]>>() <= 160);
     assert_eq!(size_of::<super::Shared<[u8; 1024]>>(), size_of::<super::Shared<u8>>());
 }
+
+/// `close` from a sender, with other senders alive (a replication stream's clone of the state
+/// machine queue): what is queued is dropped, a waiting receiver is woken and gets `None`, and
+/// every later send fails.
+#[test]
+fn a_sender_closes_the_queue_for_everyone() {
+    let (tx, mut rx) = unbounded::<Arc<()>>();
+    let other = tx.clone();
+    let queued = Arc::new(());
+    tx.send(queued.clone()).unwrap_or_else(|_| panic!("the receiver is alive"));
+    let (count, waker) = counting_waker();
+
+    tx.close();
+    assert_eq!(Arc::strong_count(&queued), 1, "what was queued is dropped");
+    assert!(rx.is_closed());
+    assert!(matches!(poll_recv(&mut rx, &waker), Poll::Ready(None)));
+    assert!(other.send(Arc::new(())).is_err(), "a send after close fails");
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+
+    // A receiver already waiting is woken.
+    let (tx, mut rx) = unbounded::<u8>();
+    assert!(poll_recv(&mut rx, &waker).is_pending());
+    let before = woken(&count);
+    tx.close();
+    assert_eq!(woken(&count), before + 1);
+    assert!(matches!(poll_recv(&mut rx, &waker), Poll::Ready(None)));
+}
