@@ -42,9 +42,17 @@ impl<C: RaftTypeConfig, Q: LogQueue<C>> LogHandle<C, Q> {
         if self.queue.send(op) { Ok(()) } else { Err(writer_gone(subject, verb)) }
     }
 
-    pub(crate) fn log_state(&self) -> LogState<C> {
+    /// The log's first and last ids, once everything queued for it so far is durable: the
+    /// contract of `get_log_state` (found in review: a shared log's group taken again in the
+    /// same process, with an append still queued for the writer, reported it, and the new node
+    /// counted it as flushed and acknowledged it to a leader).
+    pub(crate) async fn durable_log_state(&self) -> Result<LogState<C>, StorageError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteOp::Sync(tx), ErrorSubject::Logs, ErrorVerb::Read)?;
+        let synced = rx.await.map_err(|_| writer_gone(ErrorSubject::Logs, ErrorVerb::Read))?;
+        synced.map_err(|e| StorageError::new(ErrorSubject::Logs, ErrorVerb::Read, anyerror::AnyError::new(&e)))?;
         let log = read_lock(&self.log);
-        LogState { last_purged_log_id: log.meta.purged, last_log_id: log.last_log_id() }
+        Ok(LogState { last_purged_log_id: log.meta.purged, last_log_id: log.last_log_id() })
     }
 
     pub(crate) fn reader(&self) -> FileLogReader<C> {
@@ -117,7 +125,7 @@ macro_rules! delegate_log_storage {
             type LogReader = $crate::file_store::FileLogReader<C>;
 
             async fn get_log_state(&mut self) -> Result<$crate::storage::LogState<C>, $crate::error::StorageError> {
-                Ok(self.$handle.log_state())
+                self.$handle.durable_log_state().await
             }
 
             async fn get_log_reader(&mut self) -> $crate::file_store::FileLogReader<C> {

@@ -41,6 +41,8 @@ pub(crate) enum WriteOp<C: RaftTypeConfig> {
     Committed(Option<LogId<C>>),
     /// A vote; `done` fires after the fsync that makes it durable.
     Vote(Vote<C>, oneshot::Sender<io::Result<()>>),
+    /// A barrier: `done` fires after an fsync that covers every operation queued before it.
+    Sync(oneshot::Sender<io::Result<()>>),
 }
 
 /// A completion to fire once the batch is durable.
@@ -90,6 +92,10 @@ pub(crate) fn write_log_op<C: RaftTypeConfig>(
             meta.vote = Some(v);
             batch.done.push(Done::Synced(tx));
             frame(&RecordRef::Vote(v), &mut batch.buf)
+        }
+        WriteOp::Sync(tx) => {
+            batch.done.push(Done::Synced(tx));
+            Ok(())
         }
     }
 }

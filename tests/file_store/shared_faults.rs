@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use quorate::file_store::{FileStoreOptions, SharedLog, SyncObserver};
-use quorate::{IOFlushed, RaftLogStorage, Vote};
+use quorate::{IOFlushed, RaftLogReader, RaftLogStorage, Vote};
 
 use crate::mem_disk::MemDisk;
 use crate::shared::{Log, append_durably, entries, state_of};
@@ -54,7 +54,8 @@ async fn appends_of_many_groups_share_one_fdatasync() {
     for store in &mut stores[1..] {
         let (cb, rx) = IOFlushed::with_receiver();
         store.append(entries(1, 1..=2), cb).await.unwrap();
-        assert_eq!(store.get_log_state().await.unwrap().last_log_id, Some(log_id(1, 2)), "visible on return");
+        let mut reader = store.get_log_reader().await;
+        assert_eq!(reader.try_get_log_entries(1..3).await.unwrap().len(), 2, "visible to readers on return");
         pending.push(rx);
     }
     for rx in &mut pending {
@@ -69,6 +70,43 @@ async fn appends_of_many_groups_share_one_fdatasync() {
     // batch: one more durable append is past it.
     append_durably(&mut stores[0], vec![entry(1, 2)]).await;
     assert_eq!(syncs.batches()[..2], [1, 16], "9 appends of 9 groups in 2 syncs");
+}
+
+/// Found in review: a group's store dropped with an append still queued for the writer, and
+/// the group taken again in the same process (a Raft removed and created again): the new
+/// store reported the append in `get_log_state`, which the node counts as flushed and may
+/// acknowledge to a leader at once, while a power loss could still take it. Now the state is
+/// reported once everything queued before is durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_taken_again_reports_only_what_is_durable() {
+    let disk = MemDisk::default();
+    let log = open(&disk, FileStoreOptions::default());
+    let mut store = log.group(1).unwrap();
+    append_durably(&mut store, entries(1, 1..=2)).await;
+
+    disk.close_gate();
+    let (cb, _not_yet) = IOFlushed::with_receiver();
+    store.append(vec![entry(1, 3)], cb).await.unwrap();
+    disk.wait_for_a_held_sync();
+    drop(store);
+    let mut again = log.group(1).unwrap();
+    let state = tokio::spawn(async move { again.get_log_state().await.map(|s| s.last_log_id) });
+    // A bounded look, not a synchronisation: the state must still be waiting for the sync.
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), async {
+        while !state.is_finished() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // Open first: a failed assertion with the writer held at the gate would hang the test.
+    disk.open_gate();
+    assert!(early.is_err(), "the state was reported while its last append was not durable");
+
+    assert_eq!(state.await.unwrap().unwrap(), Some(log_id(1, 3)));
+    let restarted = disk.after_power_loss();
+    drop(log);
+    let log = open(&restarted, FileStoreOptions::default());
+    assert_eq!(state_of(&mut log.group(1).unwrap()).await.entries.last(), Some(&log_id(1, 3)), "reported, so durable");
 }
 
 /// A power loss while the writer is inside a sync: what the earlier syncs covered is there for
