@@ -26,7 +26,7 @@ mod report;
 use std::time::Duration;
 
 use groups::{GroupsOptions, GroupsReport, groups_replay_command, run_groups_seed};
-use harness::{ClockSkew, SimOptions, SimReport, replay_command, run_seed};
+use harness::{ClockSkew, SimOptions, SimReport, replay_command, run_seed, run_seed_threaded};
 
 /// Virtual time each seed runs for.
 const RUN: Duration = Duration::from_secs(10);
@@ -189,6 +189,32 @@ fn soak() {
                 r.violations.len(),
                 r.violations.join("\n  "),
                 replay_command(seed)
+            );
+        }
+        totals.add(&r);
+    }
+    println!("{}", totals.summary(first, n, &options, started.elapsed()));
+    assert!(totals.failed.is_empty(), "violations in seeds {:?}", totals.failed);
+}
+
+/// Many seeds on worker threads and the real clock (see `run_seed_threaded`):
+/// `SIM_SEEDS=<n>` (default 20) from `SIM_FIRST_SEED` (default 1000), `SIM_SECS` of faults and
+/// clients each (default 5). A failing seed does not replay: its violations are the evidence.
+#[test]
+#[ignore = "soak: run on demand"]
+fn threads_soak() {
+    let n = env_u64("SIM_SEEDS").unwrap_or(20);
+    let first = env_u64("SIM_FIRST_SEED").unwrap_or(1000);
+    let options = SimOptions::from_env(Duration::from_secs(env_u64("SIM_SECS").unwrap_or(5)));
+    let mut totals = report::Totals::default();
+    let started = std::time::Instant::now();
+    for seed in first..first + n {
+        let r = run_seed_threaded(seed, options.clone());
+        if !r.violations.is_empty() {
+            println!(
+                "seed {seed} (threaded, does not replay): {} violation(s)\n  {}",
+                r.violations.len(),
+                r.violations.join("\n  ")
             );
         }
         totals.add(&r);
