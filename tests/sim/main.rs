@@ -178,17 +178,28 @@ impl tracing_subscriber::fmt::time::FormatTime for VirtualTime {
 fn soak() {
     let n = env_u64("SIM_SEEDS").unwrap_or(200);
     let first = env_u64("SIM_FIRST_SEED").unwrap_or(1000);
-    let options = SimOptions::from_env(RUN);
+    run_seeds(first, n, SimOptions::from_env(RUN), run_seed, |seed| format!("replay: {}", replay_command(seed)));
+}
+
+/// Run seeds `first..first + n` with `run`, print each failing seed's violations (and
+/// `replay`'s line) and the totals, and fail if any seed found a violation.
+fn run_seeds(
+    first: u64,
+    n: u64,
+    options: SimOptions,
+    run: fn(u64, SimOptions) -> SimReport,
+    replay: impl Fn(u64) -> String,
+) {
     let mut totals = report::Totals::default();
     let started = std::time::Instant::now();
     for seed in first..first + n {
-        let r = run_seed(seed, options.clone());
+        let r = run(seed, options.clone());
         if !r.violations.is_empty() {
             println!(
-                "seed {seed}: {} violation(s)\n  {}\n  replay: {}",
+                "seed {seed}: {} violation(s)\n  {}\n  {}",
                 r.violations.len(),
                 r.violations.join("\n  "),
-                replay_command(seed)
+                replay(seed)
             );
         }
         totals.add(&r);
@@ -206,21 +217,7 @@ fn threads_soak() {
     let n = env_u64("SIM_SEEDS").unwrap_or(20);
     let first = env_u64("SIM_FIRST_SEED").unwrap_or(1000);
     let options = SimOptions::from_env(Duration::from_secs(env_u64("SIM_SECS").unwrap_or(5)));
-    let mut totals = report::Totals::default();
-    let started = std::time::Instant::now();
-    for seed in first..first + n {
-        let r = run_seed_threaded(seed, options.clone());
-        if !r.violations.is_empty() {
-            println!(
-                "seed {seed} (threaded, does not replay): {} violation(s)\n  {}",
-                r.violations.len(),
-                r.violations.join("\n  ")
-            );
-        }
-        totals.add(&r);
-    }
-    println!("{}", totals.summary(first, n, &options, started.elapsed()));
-    assert!(totals.failed.is_empty(), "violations in seeds {:?}", totals.failed);
+    run_seeds(first, n, options, run_seed_threaded, |_| "threaded: does not replay".to_string());
 }
 
 /// Clocks drifting far past `Config::max_clock_drift` break lease reads: the checker must see
