@@ -350,17 +350,26 @@ impl<C: RaftTypeConfig, N: HostNetwork<C>> GroupHost<C, N> {
     /// Stop group `group` on this node and forget it: its Raft shuts down (what it holds in
     /// its log store and state machine stays theirs). To remove a group from the cluster,
     /// remove this node from its membership first; removing a group on every node at once
-    /// ends it.
+    /// ends it. The host forgets the group once its Raft has stopped: a call dropped half-way
+    /// leaves it to a later `remove_group` or [`shutdown`](Self::shutdown), which wait for it,
+    /// and its id cannot be created again until then.
     ///
     /// # Errors
     /// [`HostError::NoSuchGroup`] if the host does not run it; [`HostError::Fatal`] if its Raft
     /// had stopped on an error.
     pub async fn remove_group(&self, group: GroupId) -> Result<(), HostError> {
-        let hosted = self.inner.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
-        let Some(Hosted { raft, .. }) = hosted else { return Err(HostError::NoSuchGroup(group)) };
+        // Left in the map until it has stopped, as in `shutdown`: a call dropped half-way (a
+        // caller's timeout) leaves it for a later `remove_group` or `shutdown` to wait for,
+        // and `create_group` of its id refused meanwhile (found in review: taken out first,
+        // nothing waited for it, and a group of the same id could start beside it).
+        let raft = self.inner.groups.read().unwrap_or_else(|p| p.into_inner()).get(&group).map(|h| h.raft.clone());
+        let Some(raft) = raft else { return Err(HostError::NoSuchGroup(group)) };
         debug!(group, "removing group");
+        let stopped = raft.shutdown().await;
+        self.inner.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
+        // After the Raft stopped: a leadership it released while stopping is forgotten too.
         self.inner.liveness.forget_group(group);
-        match raft.shutdown().await {
+        match stopped {
             Ok(()) | Err(Fatal::Stopped) => Ok(()),
             Err(fatal) => Err(HostError::Fatal { group, fatal }),
         }

@@ -768,6 +768,42 @@ async fn a_host_shutdown_after_one_cut_short_still_waits_for_its_groups() {
     assert!(hosts[&1].group(G).is_none(), "a host shut down runs no group");
 }
 
+/// Found in review: `remove_group` took the group out of the host before its Raft stopped; a
+/// call cut short (a caller's timeout) left a running group that no later `shutdown` waited
+/// for. Now the group stays until it has stopped, and the host's `shutdown` waits for it.
+#[tokio::test(start_paused = true)]
+async fn a_group_removal_cut_short_is_still_waited_for() {
+    use quorate::testing::{CrashPoint, CrashSwitch, HostRouter, MemLogStore, StorageCall};
+
+    let router = HostRouter::new();
+    let log = MemLogStore::new();
+    let switch = CrashSwitch::new();
+    log.set_crash_switch(switch.clone());
+    let (hosts, leader) = quiesced_group(&router, test_config(), HostConfig::default(), log, false).await;
+    switch.arm(CrashPoint { from: Some(StorageCall::Append), calls: 1 });
+    let writer = leader.clone();
+    let _write = tokio::spawn(async move { writer.client_write(Request::set("k", "w")).await });
+    tokio::time::timeout(TIMEOUT, async {
+        while switch.tripped().is_none() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the write's append freezes node 1's group");
+
+    let cut_short = tokio::time::timeout(Duration::from_millis(100), hosts[&1].remove_group(G)).await;
+    assert!(cut_short.is_err(), "a group frozen in a storage call cannot have stopped");
+    assert!(hosts[&1].group(G).is_some(), "a group still stopping stays in its host");
+    let host = hosts[&1].clone();
+    let shutdown = tokio::spawn(async move { host.shutdown().await });
+    tokio::time::sleep(TIMEOUT).await;
+    assert!(!shutdown.is_finished(), "the host's shutdown returned while the removed group still ran");
+
+    switch.release();
+    let _ = tokio::time::timeout(TIMEOUT, shutdown).await.expect("the group stops once released");
+    assert_eq!(leader.metrics().borrow().state, ServerState::Shutdown);
+}
+
 /// A host that has been shut down creates no group: one created after it would run with no
 /// beats and never be shut down (found in review).
 #[tokio::test(start_paused = true)]
