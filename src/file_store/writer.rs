@@ -153,6 +153,9 @@ pub(crate) struct Writer<J: Journal> {
     batch: Batch<J::C>,
     /// Told about every batch that was synced.
     on_sync: Option<SyncObserver>,
+    /// Whether bytes were written since the last successful sync: a barrier with nothing to
+    /// cover (`WriteOp::Sync` after a synced batch) completes without an `fdatasync`.
+    unsynced: bool,
 }
 
 impl<J: Journal> Writer<J> {
@@ -176,6 +179,7 @@ impl<J: Journal> Writer<J> {
             failed: None,
             batch: Batch { buf: Vec::new(), done: Vec::new(), entries: 0 },
             on_sync,
+            unsynced: false,
         };
         writer.segments.push(Segment::new(next_seq));
         writer.write_header()?;
@@ -215,7 +219,9 @@ impl<J: Journal> Writer<J> {
             }
         }
 
-        let needs_sync = !self.batch.done.is_empty();
+        // Completions need a sync, unless nothing was written since the last one (barriers
+        // alone, as a restart of many groups sends one each: found in review).
+        let needs_sync = !self.batch.done.is_empty() && (!self.batch.buf.is_empty() || self.unsynced);
         let result = match encode_err {
             Some(e) => Err(e),
             None => self.write_buf(needs_sync),
@@ -258,6 +264,7 @@ impl<J: Journal> Writer<J> {
             return Err(io::Error::other(msg.clone()));
         }
         if !self.batch.buf.is_empty() {
+            self.unsynced = true;
             self.file.append(&self.batch.buf)?;
             self.file_len += self.batch.buf.len() as u64;
         }
@@ -266,6 +273,7 @@ impl<J: Journal> Writer<J> {
         }
         let started = Instant::now();
         self.file.sync()?;
+        self.unsynced = false;
         Ok(Some(started.elapsed()))
     }
 

@@ -109,6 +109,30 @@ async fn a_group_taken_again_reports_only_what_is_durable() {
     assert_eq!(state_of(&mut log.group(1).unwrap()).await.entries.last(), Some(&log_id(1, 3)), "reported, so durable");
 }
 
+/// The barrier of `get_log_state` costs an `fdatasync` only when something was written since
+/// the last one (found in review: a restart of ten thousand groups, one after another, paid
+/// one each for nothing).
+#[tokio::test]
+async fn a_barrier_with_nothing_to_cover_does_not_sync() {
+    let disk = MemDisk::default();
+    let syncs = Syncs::default();
+    let log = open(&disk, FileStoreOptions::default().on_sync(syncs.observer()));
+    let mut store = log.group(1).unwrap();
+    append_durably(&mut store, entries(1, 1..=2)).await;
+    // Nothing written since that sync: no sync.
+    store.get_log_state().await.unwrap();
+    store.get_log_state().await.unwrap();
+    append_durably(&mut store, entries(1, 3..=3)).await;
+    // A committed id is written without a sync: the next barrier syncs it, alone.
+    store.save_committed(Some(log_id(1, 2))).await.unwrap();
+    store.get_log_state().await.unwrap();
+    append_durably(&mut store, entries(1, 4..=4)).await;
+    // The observer sees a batch after its callbacks fire, before the writer takes the next
+    // batch: one more durable append is past every batch above.
+    append_durably(&mut store, entries(1, 5..=5)).await;
+    assert_eq!(syncs.batches()[..4], [2, 1, 0, 1], "synced batches by entries: a 0 is a barrier's sync");
+}
+
 /// A power loss while the writer is inside a sync: what the earlier syncs covered is there for
 /// every group, and no callback of the batch being synced has fired.
 #[tokio::test]
