@@ -137,7 +137,10 @@ where
             if self.engine.followers_may_be_quiesced() {
                 self.release_quiesced_leadership(self.engine.state.vote.term);
             }
-            self.replications.clear();
+            // Waited for, so that `Raft::shutdown` returns with no call of the node's in
+            // progress (found in review: dropped, a poll under way could still read the log).
+            Box::pin(futures_util::future::join_all(self.replications.take_values().map(ReplicationHandle::stop)))
+                .await;
             self.engine.state.server_state = ServerState::Shutdown;
             self.publish_inner(true);
             result

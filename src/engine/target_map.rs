@@ -116,6 +116,11 @@ impl<K: Ord + Copy, V> TargetMap<K, V> {
     pub(crate) fn clear(&mut self) {
         self.entries = Vec::new();
     }
+
+    /// Remove every entry, handing back the values, and the memory.
+    pub(crate) fn take_values(&mut self) -> impl Iterator<Item = V> {
+        std::mem::take(&mut self.entries).into_iter().map(|(_, v)| v)
+    }
 }
 
 impl<K: Ord + Copy, V> Extend<(K, V)> for TargetMap<K, V> {

@@ -1195,11 +1195,14 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// Stop the node and wait for its tasks to end. Pending client writes fail with
     /// [`Fatal::Stopped`]: their outcome is unknown.
     ///
-    /// When it returns, nothing of the node calls the log store or the state machine any more:
-    /// the state machine task has finished the chunk of entries it was applying (at most 4096;
-    /// committed entries not yet applied are left to the next node to open the state machine)
-    /// and any snapshot it was building. So a node may be restarted at once on the same
-    /// storage, in the same process.
+    /// When it returns, every task of the node has ended, and no call of the node's into the
+    /// log store, the state machine or the network is in progress (work your own code handed
+    /// to other threads, such as `spawn_blocking`, aside): the replication streams have
+    /// stopped, and the state machine task has finished the chunk of entries it was applying
+    /// (at most 4096; committed entries not yet applied are left to the next node to open the
+    /// state machine) and any snapshot it was building. So a node may be restarted at once on
+    /// the same storage, in the same process. Do not await it from inside the state machine
+    /// (its `apply` or a snapshot builder): it waits for them.
     ///
     /// Any number of calls, from any clones, each wait for the tasks to end and return the same
     /// result. A call dropped half-way (a caller's timeout) has still told the node to stop: a
@@ -1249,8 +1252,8 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// Wait until this node has stopped: by [`shutdown`](Self::shutdown) or on a fatal error.
     /// Once it returns, [`metrics`](Self::metrics) show [`ServerState::Shutdown`] (unless the
     /// node's task panicked, or the runtime shut down under it: then it also returns, without
-    /// that last publish), and, as after `shutdown`, nothing of the node calls its storage any
-    /// more.
+    /// that last publish), and, as after `shutdown`, every task of the node has ended (so do
+    /// not await it from inside the state machine either).
     ///
     /// Waiting on [`metrics`](Self::metrics) for `Shutdown` would do too, but wakes the waiter
     /// on every change of the metrics (several per write on a busy node); this wakes it once.

@@ -175,6 +175,14 @@ impl<C: RaftTypeConfig> Drop for ReplicationHandle<C> {
 }
 
 impl<C: RaftTypeConfig> ReplicationHandle<C> {
+    /// Stop the stream and wait for its task to end: a poll under way on another worker (a
+    /// log read, a snapshot read, a network call) finishes first; an abort only keeps the
+    /// task from being polled again.
+    pub(crate) async fn stop(mut self) {
+        self.join.abort();
+        let _ = (&mut self.join).await;
+    }
+
     /// Whether the stream's task has ended (its leadership ended, it met a newer term, or it
     /// failed): such a handle streams nothing, and a target added again needs a new one.
     pub(crate) fn is_finished(&self) -> bool {

@@ -181,21 +181,31 @@ async fn accept_loop<C: RaftTypeConfig>(
             }
         };
         let _ = tcp.set_nodelay(true);
-        // Registered under the lock, before the task can look: a task that finished its
-        // handshake at once must find its entry to remove it, or the entry would stay and
-        // later be evicted while its connection serves.
-        let mut waiting = lock(&pending);
-        let seq = waiting.next;
-        waiting.next += 1;
+        // Registered before the task can look: a task that finished its handshake at once must
+        // find its entry to remove it, or the entry would stay and later be evicted while its
+        // connection serves. The task waits for `registered`; it is spawned outside the lock,
+        // because a runtime shutting down drops the task at once, and its `Admission`'s drop
+        // takes the lock (found in review: spawned under it, that drop deadlocked).
+        let seq = {
+            let mut waiting = lock(&pending);
+            waiting.next += 1;
+            waiting.next - 1
+        };
         let admission = Admission { pending: pending.clone(), seq, permits: permits.clone() };
         let (conn_config, served, conn_refusals, accepted) =
             (config.clone(), served.clone(), refusals.clone(), accepted.clone());
+        let (registered, is_registered) = tokio::sync::oneshot::channel::<()>();
         let task = connections.spawn(async move {
+            if is_registered.await.is_err() {
+                return;
+            }
             serve_connection(tcp, peer, &conn_config, served, &conn_refusals, &accepted, admission).await;
         });
+        let mut waiting = lock(&pending);
         waiting.handshakes.insert(seq, Handshake { source: source_key(peer.ip()), stage: Stage::Silent, task });
         let evicted = if waiting.handshakes.len() > max_pending { waiting.evict() } else { None };
         drop(waiting);
+        let _ = registered.send(());
         if let Some((evicted, ip)) = evicted {
             if let Some(suppressed) = refusals.handshake.allow() {
                 tracing::warn!(
