@@ -730,21 +730,19 @@ async fn a_host_shut_down_from_two_clones_at_once_still_releases_its_quiesced_le
     }
 }
 
-/// Found in review: a `shutdown` cut short by its caller's timeout had taken the groups out of
-/// the host, and the next call found none and returned `Ok` while a group still ran (here:
-/// frozen in a storage call). The next call waits for the same groups.
-#[tokio::test(start_paused = true)]
-async fn a_host_shutdown_after_one_cut_short_still_waits_for_its_groups() {
-    use quorate::testing::{CrashPoint, CrashSwitch, HostRouter, MemLogStore, StorageCall};
+/// Node 1's group, leading, frozen in the `append` of a write (release `switch` to go on).
+async fn frozen_in_an_append(
+    router: &quorate::testing::HostRouter,
+) -> (Hosts, quorate::Raft<TC>, quorate::testing::CrashSwitch) {
+    use quorate::testing::{CrashPoint, CrashSwitch, MemLogStore, StorageCall};
 
-    let router = HostRouter::new();
     let log = MemLogStore::new();
     let switch = CrashSwitch::new();
     log.set_crash_switch(switch.clone());
-    let (hosts, leader) = quiesced_group(&router, test_config(), HostConfig::default(), log, false).await;
+    let (hosts, leader) = quiesced_group(router, test_config(), HostConfig::default(), log, false).await;
     switch.arm(CrashPoint { from: Some(StorageCall::Append), calls: 1 });
     let writer = leader.clone();
-    let _write = tokio::spawn(async move { writer.client_write(Request::set("k", "w")).await });
+    tokio::spawn(async move { writer.client_write(Request::set("k", "w")).await });
     tokio::time::timeout(TIMEOUT, async {
         while switch.tripped().is_none() {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -752,6 +750,16 @@ async fn a_host_shutdown_after_one_cut_short_still_waits_for_its_groups() {
     })
     .await
     .expect("the write's append freezes node 1's group");
+    (hosts, leader, switch)
+}
+
+/// Found in review: a `shutdown` cut short by its caller's timeout had taken the groups out of
+/// the host, and the next call found none and returned `Ok` while a group still ran (here:
+/// frozen in a storage call). The next call waits for the same groups.
+#[tokio::test(start_paused = true)]
+async fn a_host_shutdown_after_one_cut_short_still_waits_for_its_groups() {
+    let router = quorate::testing::HostRouter::new();
+    let (hosts, leader, switch) = frozen_in_an_append(&router).await;
 
     let cut_short = tokio::time::timeout(Duration::from_millis(100), hosts[&1].shutdown()).await;
     assert!(cut_short.is_err(), "a group frozen in a storage call cannot have stopped");
@@ -773,23 +781,8 @@ async fn a_host_shutdown_after_one_cut_short_still_waits_for_its_groups() {
 /// for. Now the group stays until it has stopped, and the host's `shutdown` waits for it.
 #[tokio::test(start_paused = true)]
 async fn a_group_removal_cut_short_is_still_waited_for() {
-    use quorate::testing::{CrashPoint, CrashSwitch, HostRouter, MemLogStore, StorageCall};
-
-    let router = HostRouter::new();
-    let log = MemLogStore::new();
-    let switch = CrashSwitch::new();
-    log.set_crash_switch(switch.clone());
-    let (hosts, leader) = quiesced_group(&router, test_config(), HostConfig::default(), log, false).await;
-    switch.arm(CrashPoint { from: Some(StorageCall::Append), calls: 1 });
-    let writer = leader.clone();
-    let _write = tokio::spawn(async move { writer.client_write(Request::set("k", "w")).await });
-    tokio::time::timeout(TIMEOUT, async {
-        while switch.tripped().is_none() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-    .expect("the write's append freezes node 1's group");
+    let router = quorate::testing::HostRouter::new();
+    let (hosts, leader, switch) = frozen_in_an_append(&router).await;
 
     let cut_short = tokio::time::timeout(Duration::from_millis(100), hosts[&1].remove_group(G)).await;
     assert!(cut_short.is_err(), "a group frozen in a storage call cannot have stopped");
