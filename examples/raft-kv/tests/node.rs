@@ -484,7 +484,9 @@ async fn a_client_that_never_reads_its_answers_is_closed() {
 async fn dumps_held_by_clients_that_never_read_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = LocalCluster::new(&binary(), dir.path(), 1).unwrap();
-    node.node_args(&["--http-write-timeout-ms", "20000"]);
+    // Far past the probe loop's bound below, so that no stuck dump is closed (and its permit
+    // freed) while the loop still asks.
+    node.node_args(&["--http-write-timeout-ms", "300000"]);
     node.bootstrap_on_start();
     node.start(0).unwrap();
     node.wait_leader(WAIT).await.unwrap();
@@ -507,8 +509,10 @@ async fn dumps_held_by_clients_that_never_read_are_bounded() {
         stuck.push(conn);
     }
     // The stuck dumps take their permits as the node gets to them: ask until one is refused.
+    // A bound, not a wait: on a loaded 2-core CI machine a debug build's 8 MB dumps took more
+    // than 20 s to all get going (seen once).
     let request = b"GET /admin/dump HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + 6 * WAIT;
     loop {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         let mut conn = socket.connect(addr.parse().unwrap()).await.unwrap();
