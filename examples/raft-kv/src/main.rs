@@ -74,6 +74,14 @@ struct NodeArgs {
     /// hundred groups. Without it such a node publishes counts over its groups only.
     #[arg(long)]
     metrics_per_group: bool,
+    /// Threads of the node's async runtime, which runs its HTTP API, its Raft and its
+    /// replication: 0 for one per core (tokio's default); 1 for one thread that runs them all
+    /// (tasks then hand work to each other without waking another thread). The log's writer
+    /// and the snapshots' serialization have threads of their own either way. On a machine
+    /// shared with other nodes or with the load generator, 1 spends less CPU per request
+    /// (about a fifth less at 64 connections, 3 nodes and wrk on 2 cores: examples/raft-kv/README.md).
+    #[arg(long, default_value_t = 0)]
+    runtime_threads: usize,
     /// Leader heartbeat interval.
     #[arg(long, default_value_t = 100)]
     heartbeat_ms: u64,
@@ -336,20 +344,26 @@ fn node_options(args: NodeArgs, peers: BTreeMap<u64, KvNode>) -> Result<NodeOpti
     })
 }
 
-/// The settings compare-etcd's nodes run with. Their command line sets only their id,
-/// addresses, data directory and admin token file, so every tunable is a `raft-kv node`
-/// default: derived here from such a command line by the code a node runs.
+/// The settings compare-etcd's nodes run with. Their command line sets their id, addresses,
+/// data directory and admin token file, and [`compare::NODE_ARGS`]; every other tunable is a
+/// `raft-kv node` default: derived here from such a command line by the code a node runs.
 fn compare_node_settings() -> Result<String, BoxError> {
     let line = ["raft-kv", "node", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2"];
-    let Command::Node(args) = Cli::try_parse_from(line.iter().chain(&["--data-dir", "."]))?.command else {
+    let given = line.iter().chain(&["--data-dir", "."]).chain(compare::NODE_ARGS);
+    let Command::Node(args) = Cli::try_parse_from(given)?.command else {
         return Err("`raft-kv node ...` did not parse as the node command".into());
+    };
+    let threads = match args.runtime_threads {
+        0 => "one per core".to_string(),
+        n => n.to_string(),
     };
     let opts = node_options(*args, BTreeMap::new())?;
     let (c, limits) = (&opts.config, &opts.http_limits);
     Ok(format!(
-        "heartbeat {:?}, election timeout {:?}..{:?}, snapshot {:?} keeping {} entries behind it, \
-         max_payload_entries {}, max_payload_bytes {}, request timeout {:?}, at most {} HTTP connections; \
-         log fsync (fdatasync) per group commit",
+        "{}: runtime threads {threads}, heartbeat {:?}, election timeout {:?}..{:?}, snapshot {:?} keeping {} entries \
+         behind it, max_payload_entries {}, max_payload_bytes {}, request timeout {:?}, at most {} HTTP \
+         connections; log fsync (fdatasync) per group commit",
+        compare::NODE_ARGS.join(" "),
         c.heartbeat_interval,
         c.election_timeout_min,
         c.election_timeout_max,
@@ -405,9 +419,23 @@ async fn compare_etcd(args: CompareArgs) -> Result<(), BoxError> {
     compare::write_report(&opts, &host, &header, &samples)
 }
 
+/// The async runtime for `command`: as many threads as its `--runtime-threads` asks (a
+/// current-thread runtime for 1), tokio's default for 0 and for the other commands.
+fn runtime(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = match command {
+        Command::Node(args) => args.runtime_threads,
+        _ => 0,
+    };
+    match threads {
+        0 => tokio::runtime::Runtime::new(),
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime(&cli.command) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -478,8 +506,10 @@ mod tests {
     fn compare_etcd_reports_the_node_command_defaults() {
         let settings = compare_node_settings().expect("the node command line parses");
         // `raft-kv node`'s defaults (--heartbeat-ms 100, --election-timeout-ms 500,
-        // --snapshot-every 100000, --keep-logs 1000, --request-timeout-ms 5000).
+        // --snapshot-every 100000, --keep-logs 1000, --request-timeout-ms 5000), and what
+        // compare-etcd gives its nodes besides (`compare::NODE_ARGS`).
         for said in [
+            "--runtime-threads 1: runtime threads 1,",
             "heartbeat 100ms",
             "election timeout 500ms..1s",
             "LogsSinceLast(100000) keeping 1000 entries",

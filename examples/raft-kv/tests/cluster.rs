@@ -133,13 +133,14 @@ async fn leader_kill_and_restart_keeps_every_acknowledged_write() {
 }
 
 /// kill -9 of all three nodes at once, then restart: every acknowledged write is still there,
-/// and the cluster takes writes again.
+/// and the cluster takes writes again. The nodes run on one runtime thread each
+/// (`--runtime-threads 1`, as compare-etcd runs them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_cluster_crash_and_restart_keeps_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     run_test(&root, async {
-        let mut cluster = start_cluster(&root, &[]).await?;
+        let mut cluster = start_cluster(&root, &["--runtime-threads", "1"]).await?;
         let client = cluster.client().clone();
         let mut acked = write_keys(&client, &urls(&cluster, &[0, 1, 2]), 0..500, "a").await?;
 
@@ -169,13 +170,15 @@ async fn whole_cluster_crash_and_restart_keeps_every_acknowledged_write() {
 
 /// With frequent snapshots and no log kept behind them, a follower that was down catches up by
 /// receiving a snapshot over the network; then the whole cluster restarts from snapshots plus
-/// log replay.
+/// log replay. One runtime thread per node: snapshots are built, sent and installed beside
+/// the writes on that thread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_follower_catches_up_through_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     run_test(&root, async {
-        let mut cluster = start_cluster(&root, &["--snapshot-every", "100", "--keep-logs", "0"]).await?;
+        let mut cluster =
+            start_cluster(&root, &["--snapshot-every", "100", "--keep-logs", "0", "--runtime-threads", "1"]).await?;
         let client = cluster.client().clone();
         let leader = cluster.wait_leader(WAIT).await?;
         let follower = (leader + 1) % 3;
