@@ -229,7 +229,7 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
     }
 
     let state = AppState::new(node.groups.clone(), opts.admin.clone(), https.as_ref(), prometheus);
-    let app = http::router(state, &opts.http_limits);
+    let app = http::app(state, &opts.http_limits);
     http::serve(http_listener, app, opts.http_limits, https, shutdown_signal(node.groups.clone(), signals)).await;
     tracing::info!("shutting down");
     node.shutdown().await

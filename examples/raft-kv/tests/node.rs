@@ -532,3 +532,76 @@ async fn dumps_held_by_clients_that_never_read_are_bounded() {
     }
     drop(stuck);
 }
+
+/// A plain put (`src/http/fast.rs`, without the router) and puts the router takes (a
+/// percent-encoded key, a chunked body) are answered alike, applied in order, and timed
+/// under the same route; so are their refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_are_answered_alike_with_or_without_the_router() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = one_node(dir.path(), &[]).await;
+    node.init(0).await.unwrap();
+    node.wait_leader(WAIT).await.unwrap();
+    let addr = &node.nodes[0].http_addr;
+    let put = |path: &str, framing: &str, body: &[u8]| {
+        let mut raw = format!("PUT {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{framing}\r\n\r\n").into_bytes();
+        raw.extend_from_slice(body);
+        raw
+    };
+    let sized = |path: &str, body: &[u8]| put(path, &format!("Content-Length: {}", body.len()), body);
+    let chunked = |path: &str, body: &[u8]| {
+        let mut framed = format!("{:x}\r\n", body.len()).into_bytes();
+        framed.extend_from_slice(body);
+        framed.extend_from_slice(b"\r\n0\r\n\r\n");
+        put(path, "Transfer-Encoding: chunked", &framed)
+    };
+    let answer = |raw: Vec<u8>| async move {
+        let answer = exchange(addr, &raw, WAIT).await.expect("no answer");
+        let (status, body) = parse_answer(&answer);
+        assert!(answer.to_ascii_lowercase().contains("content-type: application/json"), "{answer}");
+        (status, body)
+    };
+
+    // The fast path, then the router twice: each put sees the one before it.
+    let mut prev = Value::Null;
+    for (raw, value) in [
+        (sized("/kv/a", b"v1"), "v1"),
+        (sized("/kv/%61", b"v2"), "v2"),
+        (chunked("/kv/a", b"v3"), "v3"),
+        (sized("/kv/a", b"v4"), "v4"),
+    ] {
+        let (status, body) = answer(raw).await;
+        assert_eq!(status, 200, "{body}");
+        let mut keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["index", "ok", "prev"], "{body}");
+        assert_eq!((&body["ok"], &body["prev"]), (&Value::Bool(true), &prev), "{body}");
+        prev = Value::String(value.into());
+    }
+    // A value that is not UTF-8: the same 400 either way.
+    for raw in [sized("/kv/a", &[0xff]), sized("/kv/%61", &[0xff]), chunked("/kv/a", &[0xff])] {
+        let (status, body) = answer(raw).await;
+        assert_eq!(
+            (status, body["error"].as_str(), body["outcome"].as_str()),
+            (400, Some("bad_request"), Some("not_applied"))
+        );
+        assert_eq!(body["message"], "the value must be UTF-8");
+    }
+    let read = node.client().get(format!("{}/kv/a", node.nodes[0].url())).send().await.unwrap();
+    let read: Value = read.json().await.unwrap();
+    assert_eq!(read["value"], "v4", "{read}");
+
+    // Every one of them timed under the route's template.
+    let metrics = node.client().get(format!("{}/metrics", node.nodes[0].url())).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    let count = |status: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("raft_kv_http_request_duration_seconds_count{"))
+            .filter(|l| l.contains(r#"route="/kv/{key}""#) && l.contains(r#"method="PUT""#))
+            .filter(|l| l.contains(&format!(r#"status="{status}""#)))
+            .filter_map(|l| l.rsplit_once(" ")?.1.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!((count("200"), count("400")), (4, 3), "{metrics}");
+}

@@ -43,11 +43,23 @@ pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: N
         Some(refused) => refused,
         None => next.run(req).instrument(span.clone()).await,
     };
+    answered(&state, &span, (method, route), started, &resp);
+    resp
+}
+
+/// Log and time an answer given to a request of `method` to `route`, started at `started`
+/// and run in `span`.
+pub(crate) fn answered(
+    state: &AppState,
+    span: &tracing::Span,
+    (method, route): (&'static str, &str),
+    started: Instant,
+    resp: &Response,
+) {
     let status = resp.status();
     let elapsed = started.elapsed();
-    tracing::debug!(parent: &span, status = status.as_u16(), elapsed = ?elapsed, "answered");
+    tracing::debug!(parent: span, status = status.as_u16(), elapsed = ?elapsed, "answered");
     state.timers.histogram(method, route, status).record(elapsed.as_secs_f64());
-    resp
 }
 
 /// The request-duration histograms of a node, one per method, route template and status,

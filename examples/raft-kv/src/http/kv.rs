@@ -52,7 +52,8 @@ pub(crate) async fn empty_key() -> ApiError {
     bad_key("")
 }
 
-/// `PUT /kv/{key}`: the body, as UTF-8, becomes the value.
+/// `PUT /kv/{key}`: the body, as UTF-8, becomes the value. (Most puts do not come here but
+/// to `super::fast`, which answers them as this does.)
 pub(crate) async fn put(
     State(state): State<AppState>,
     head: RelayHead,
@@ -62,13 +63,18 @@ pub(crate) async fn put(
     let prepared = (|| {
         let key = key_of(path)?;
         let body = forward::body_bytes(body)?;
-        let value = String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("the value must be UTF-8"))?;
-        Ok::<_, ApiError>((Request::Set { key, value }, body))
+        Ok::<_, ApiError>((set(key, &body)?, body))
     })();
     match prepared {
         Ok((req, body)) => write(&state, req, head.with_body(body)).await,
         Err(e) => e.into_response(),
     }
+}
+
+/// The write a `PUT /kv/{key}` of `body` asks for: 400 if the value is not UTF-8.
+pub(crate) fn set(key: String, body: &Bytes) -> Result<Request, ApiError> {
+    let value = String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("the value must be UTF-8"))?;
+    Ok(Request::Set { key, value })
 }
 
 /// `DELETE /kv/{key}`.
@@ -159,7 +165,7 @@ pub(crate) async fn get(
 
 /// Execute a write here if this node leads the key's group, or relay it to that group's
 /// leader; answer its outcome.
-async fn write(state: &AppState, req: Request, incoming: Incoming) -> Response {
+pub(crate) async fn write(state: &AppState, req: Request, incoming: Incoming) -> Response {
     let (_, service) = state.groups.of_key(req.key());
     if let Some(e) = state.removed(service) {
         return e.into_response();

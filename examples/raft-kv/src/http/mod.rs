@@ -51,6 +51,7 @@ mod admin;
 pub mod auth;
 mod body_deadline;
 mod error;
+mod fast;
 mod forward;
 mod groups;
 mod instrument;
@@ -181,6 +182,19 @@ impl AppState {
 /// Membership changes wait for a commit (and `add-learner` for the learner to catch up): allow
 /// them more than a client operation.
 pub(crate) const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A node's HTTP API, as [`serve`] serves it: the router, and what the puts it does not route
+/// need (see `src/http/fast.rs`).
+pub struct App {
+    router: Router,
+    state: AppState,
+    body_timeout: Duration,
+}
+
+/// The HTTP API of a node of `state`, with `limits`' body timeout.
+pub fn app(state: AppState, limits: &HttpLimits) -> App {
+    App { router: router(state.clone(), limits), state, body_timeout: limits.body_timeout }
+}
 
 /// The router of a node's HTTP API. A request body that has not arrived whole
 /// `limits.body_timeout` after its head is answered 408 `body_timeout` (see

@@ -1,8 +1,9 @@
 //! Serving the HTTP API: connections, their limits and timeouts, and shutdown.
 //!
 //! `axum::serve` has no header-read or idle timeout and no connection limit, so this module
-//! runs hyper's HTTP/1 connection itself (hyper-util's glue turns the axum router into a hyper
-//! service) and adds what a server facing unknown clients needs:
+//! runs hyper's HTTP/1 connection itself (its service hands plain puts to `super::fast` and
+//! every other request to the axum router) and adds what a server facing unknown clients
+//! needs:
 //!
 //! | limit | what happens |
 //! |---|---|
@@ -28,9 +29,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::Router;
+use axum::http::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -38,7 +38,7 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use super::per_ip::ConnectionsPerIp;
-use super::{AdminCertificate, TlsSetup};
+use super::{AdminCertificate, App, TlsSetup, fast};
 
 /// The limits of a node's HTTP server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,9 +73,10 @@ impl Default for HttpLimits {
 
 /// Serve `app` on `listener` (over TLS with `tls`) until `shutdown` resolves, then let
 /// connections finish their requests for at most `limits.shutdown_timeout` and drop the rest.
+/// Plain puts go to `super::fast`, every other request to the router.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     limits: HttpLimits,
     tls: Option<TlsSetup>,
     shutdown: impl Future<Output = ()>,
@@ -86,6 +87,7 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let per_ip = ConnectionsPerIp::new(limits.max_connections_per_ip);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let app = Arc::new(app);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -103,14 +105,21 @@ pub async fn serve(
         connections.spawn(async move {
             let _permit = (permit, counted);
             let Some((stream, certified)) = secure(stream, tls.as_ref(), limits.header_timeout).await else { return };
-            let app = app.map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-                if certified {
-                    req.extensions_mut().insert(AdminCertificate);
+            let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                let app = app.clone();
+                async move {
+                    if let Some(key) = fast::key(&req) {
+                        let key = key.to_string();
+                        return Ok(fast::put(&app.state, req, key, app.body_timeout).await);
+                    }
+                    if certified {
+                        req.extensions_mut().insert(AdminCertificate);
+                    }
+                    app.router.clone().oneshot(req).await
                 }
-                req
             });
             let io = TokioIo::new(JsonErrorIo::new(WriteDeadline::new(stream, limits.write_timeout)));
-            let conn = builder.serve_connection(io, TowerToHyperService::new(app));
+            let conn = builder.serve_connection(io, service);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => log_end(r),
