@@ -394,6 +394,7 @@ where
 
     fn publish_inner(&mut self, force_metrics: bool) {
         self.note_leader_change();
+        self.drop_stale_receiver();
         self.election.observe(&self.engine);
         self.watches.publish_progress(self.io_progress(), self.engine.state.committed);
         let now = self.clock.now();
@@ -439,9 +440,28 @@ where
     LS: RaftLogStorage<C>,
 {
     /// What the replication streams follow: the leader vote, and the log as submitted.
+    ///
+    /// A log that is an installed snapshot and nothing after it ends at the snapshot's last
+    /// entry (its purged one), though no append reached that far: found in review, a node
+    /// elected right after installing one published the log as it was before the install
+    /// until its first append, and a stream started in that window sent a follower that held
+    /// everything the whole snapshot.
     pub(crate) fn io_progress(&self) -> IOProgress<C> {
         let state = &self.engine.state;
-        IOProgress { vote: state.vote, last_log_id: self.submitted.last_log_id, purged: state.log_ids.purged() }
+        let purged = state.log_ids.purged();
+        IOProgress { vote: state.vote, last_log_id: self.submitted.last_log_id.max(purged), purged }
+    }
+
+    /// Drop the part of a snapshot received under a vote this node no longer holds: a transfer
+    /// resumes only under the vote it began in (see `handle_install_snapshot`), and votes
+    /// only grow, so it can never be completed. Found in review: kept, it held its buffer, and
+    /// on a node that later led, it counted as a snapshot in progress and the group never
+    /// quiesced.
+    fn drop_stale_receiver(&mut self) {
+        if self.receiving.as_ref().is_some_and(|r| r.vote != self.engine.state.vote) {
+            debug!(vote = %self.engine.state.vote, "dropping a partly received snapshot of an ended leadership");
+            self.receiving = None;
+        }
     }
 
     /// Log and count a change of the leader this node knows of.

@@ -17,7 +17,7 @@ use crate::{RaftNetworkFactory, RaftTypeConfig};
 pub(crate) struct SnapshotReceiver<C: RaftTypeConfig> {
     /// The leadership sending it, and what it said the snapshot is: a chunk continues this
     /// snapshot only if both are the same (see `handle_install_snapshot`).
-    vote: crate::types::Vote<C>,
+    pub(super) vote: crate::types::Vote<C>,
     meta: SnapshotMeta<C>,
     /// Bytes received so far: the offset of the next chunk.
     offset: u64,

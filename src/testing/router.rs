@@ -92,6 +92,8 @@ struct RouterInner {
     /// Directed links `(from, to)` whose requests are delivered by a task of their own.
     late: BTreeMap<(u64, u64), Duration>,
     counts: BTreeMap<(u64, u64, RpcKind), u64>,
+    /// How long making a client takes (`RaftNetworkFactory::new_client`), as connecting does.
+    connect_delay: Duration,
     /// The wall-clock instant after which every message hangs, and whether one did.
     real_time_limit: Option<std::time::Instant>,
     real_time_limit_exceeded: bool,
@@ -221,6 +223,13 @@ impl Router {
         let mut inner = self.lock();
         inner.random.late = p;
         inner.random.late_max = max;
+    }
+
+    /// Make every client made from now on take `delay` to make (`new_client` waits that
+    /// long, as a real network's connect does); zero by default. A leader makes one per
+    /// target as it takes office, so a stream started first runs while the next is made.
+    pub fn set_connect_delay(&self, delay: Duration) {
+        self.lock().connect_delay = delay;
     }
 
     /// Make `raft` reachable as node `id`, replacing the node registered as `id`, if any (as
@@ -410,6 +419,10 @@ impl RaftNetworkFactory<C> for RouterNetworkFactory {
     type Network = RouterNetwork;
 
     async fn new_client(&mut self, target: u64, _node: &BasicNode) -> RouterNetwork {
+        let delay = self.router.lock().connect_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         RouterNetwork { router: self.router.clone(), source: self.source, target }
     }
 }

@@ -246,3 +246,45 @@ async fn a_snapshot_transfer_resumes_only_from_the_same_leadership() {
     assert_eq!(restarted.next_offset, 4);
     raft.shutdown().await.expect("shutdown");
 }
+
+/// Found in review: a node whose log was a snapshot it had just installed (nothing appended
+/// after it) published, once elected, its log as it was before the snapshot, until its first
+/// entry was appended. A stream started in that window took a follower holding everything for
+/// one that lacks the purged entries and sent it the whole snapshot, holding back the new
+/// leader's first commit for a transfer. Making a client takes time here (as a connect does),
+/// so the first stream runs while the second is made.
+#[tokio::test(start_paused = true)]
+async fn a_leader_whose_log_is_a_fresh_snapshot_sends_no_snapshot() {
+    init_tracing();
+    let c = TestCluster::with_config(&[1, 2, 3], compacting_config(1_000_000, 0)).await;
+    let leader = c.initialize(1).await;
+    let lagging = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    c.router.isolate(lagging);
+    write_keys(&c, leader, "k", 20).await;
+    let last = c.raft(leader).metrics().borrow().last_log_index.unwrap();
+    c.raft(leader).trigger().snapshot().await.unwrap();
+    let leader_raft = c.raft(leader);
+    let covered = |m: &quorate::RaftMetrics<_>| m.snapshot.is_some_and(|s| s.index >= last);
+    leader_raft.wait(Some(TIMEOUT)).metrics(covered, "the snapshot covers the log").await.unwrap();
+    leader_raft.trigger().purge_log(last).await.unwrap();
+    let purged = |m: &quorate::RaftMetrics<_>| m.purged.is_some_and(|p| p.index >= last);
+    leader_raft.wait(Some(TIMEOUT)).metrics(purged, "the log is purged").await.unwrap();
+
+    c.router.restore(lagging);
+    c.wait_applied(&c.ids(), last).await;
+    assert!(c.router.rpc_count_from_to(leader, lagging, RpcKind::InstallSnapshot) >= 1, "caught up by a snapshot");
+    assert_eq!(c.raft(lagging).metrics().borrow().last_log_index, Some(last), "nothing after the snapshot");
+
+    c.router.set_connect_delay(Duration::from_millis(5));
+    leader_raft.trigger().transfer_leader(lagging).await.unwrap();
+    let new_leader = c.raft(lagging);
+    let leads =
+        |m: &quorate::RaftMetrics<_>| m.current_leader == Some(lagging) && m.committed.is_some_and(|x| x.index > last);
+    new_leader.wait(Some(TIMEOUT)).metrics(leads, "the new leader commits its first entry").await.unwrap();
+    for other in c.ids().into_iter().filter(|id| *id != lagging) {
+        let sent = c.router.rpc_count_from_to(lagging, other, RpcKind::InstallSnapshot);
+        assert_eq!(sent, 0, "the new leader sent node {other}, which holds its whole log, a snapshot");
+    }
+    c.set(lagging, "after", "transfer").await;
+    c.check_safety();
+}

@@ -874,3 +874,57 @@ fn slow_election_config() -> Config {
 fn slow_suspicion() -> HostConfig {
     HostConfig { beat_interval: Duration::from_millis(25), suspect_after: Duration::from_secs(2), quiesce: true }
 }
+
+/// Found in review: a follower kept the part of a snapshot it was receiving when the
+/// leadership sending it ended, and a node with such a leftover that later led the group
+/// never quiesced (the leftover counted as a snapshot in progress), and held its buffer.
+/// Interleaving: node 3, back from a partition, receives the first chunks of node 1's
+/// snapshot; node 1's host dies; node 2, whose log was not purged, is elected and catches node
+/// 3 up with entries; the leadership moves to node 3, which must quiesce like any leader.
+#[tokio::test(start_paused = true)]
+async fn a_leader_that_once_received_part_of_a_snapshot_quiesces() {
+    let config = Config {
+        snapshot_policy: SnapshotPolicy::Never,
+        snapshot_max_chunk_size: 64,
+        max_in_snapshot_log_to_keep: 0,
+        ..test_config()
+    };
+    let mut cluster = one_group_led_by_node_1(config).await;
+    cluster.write(G, "k").await;
+    cluster.router.isolate(3);
+    for i in 0..30 {
+        cluster.write(G, &format!("key-with-some-length-{i}")).await;
+    }
+    let leader = cluster.raft(1, G);
+    let last = leader.metrics().borrow().last_log_index.expect("a log");
+    leader.trigger().snapshot().await.expect("snapshot");
+    let covered = |m: &Metrics| m.snapshot.is_some_and(|s| s.index >= last);
+    leader.wait(Some(TIMEOUT)).metrics(covered, "the snapshot covers the log").await.expect("built");
+    leader.trigger().purge_log(last).await.expect("purge");
+    let purged = |m: &Metrics| m.purged.is_some_and(|p| p.index >= last);
+    leader.wait(Some(TIMEOUT)).metrics(purged, "node 1 purged its log").await.expect("purged");
+
+    // Node 3 is back; its snapshot goes slowly, and node 1's host dies a few messages in.
+    cluster.router.set_delay(1, 3, Duration::from_millis(20));
+    cluster.router.restore(3);
+    let before = cluster.router.rpcs(1, 3);
+    let deadline = Instant::now() + TIMEOUT;
+    while cluster.router.rpcs(1, 3) < before + 6 {
+        assert!(Instant::now() < deadline, "node 1 sends node 3 nothing");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    cluster.kill(1).await;
+    assert_eq!(cluster.raft(3, G).metrics().borrow().snapshot, None, "the snapshot was cut short");
+
+    assert_eq!(cluster.wait_for_leader(G, &[2, 3]).await, 2);
+    let index = cluster.write(G, "under node 2").await;
+    cluster.wait_applied(G, index).await;
+    assert_eq!(cluster.raft(3, G).metrics().borrow().snapshot, None, "caught up by entries, not a snapshot");
+
+    cluster.raft(2, G).trigger().transfer_leader(3).await.expect("transfer");
+    assert_eq!(cluster.wait_for_leader(G, &[2, 3]).await, 3);
+    let index = cluster.write(G, "under node 3").await;
+    cluster.wait_applied(G, index).await;
+    cluster.wait_quiesced(G, &[2, 3]).await;
+    cluster.check_safety();
+}
