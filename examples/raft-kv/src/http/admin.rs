@@ -246,7 +246,10 @@ pub(crate) async fn dump(State(state): State<AppState>, query: GroupParam) -> Re
         Ok(Some((_, service))) => service,
         Ok(None) => match state.groups.single() {
             Some(service) => service,
-            None => return json_holding(&groups::dump_all(&state.groups), permit),
+            None => {
+                let state = state.clone();
+                return json_holding(move || serde_json::to_vec(&groups::dump_all(&state.groups)), permit).await;
+            }
         },
         Err(e) => return e.into_response(),
     };
@@ -256,20 +259,35 @@ pub(crate) async fn dump(State(state): State<AppState>, query: GroupParam) -> Re
         applied_index: Option<u64>,
         data: &'a BTreeMap<String, String>,
     }
-    let (data, last_applied) = service.state_machine.dump();
-    json_holding(&Dump { ok: true, applied_index: last_applied.map(|l| l.index), data: &data }, permit)
+    let state_machine = service.state_machine.clone();
+    let encode = move || {
+        let (data, last_applied) = state_machine.dump();
+        serde_json::to_vec(&Dump { ok: true, applied_index: last_applied.map(|l| l.index), data: &data })
+    };
+    json_holding(encode, permit).await
 }
 
-/// A 200 answer of `value` as JSON whose body holds `held` until the client has taken all
-/// but its last chunk (or the connection is gone): the body is served 64 KiB at a time, and
-/// hyper asks for the next chunk only once it has room, so a dump's permit bounds the dumps
-/// in memory, not only those being built.
-fn json_holding<T: Send + 'static>(value: &impl serde::Serialize, held: T) -> Response {
+/// A 200 answer of the JSON `encode` makes, whose body holds `held` until the client has taken
+/// all but its last chunk (or the connection is gone): the body is served 64 KiB at a time,
+/// and hyper asks for the next chunk only once it has room, so a dump's permit bounds the dumps
+/// in memory, not only those being built. `encode` (copying a whole map and encoding it: a
+/// large map takes a while) runs on a blocking thread, not on the runtime's: with
+/// `--runtime-threads 1` the node's Raft, replication and HTTP share that one thread (found
+/// in review).
+async fn json_holding<T: Send + 'static>(
+    encode: impl FnOnce() -> serde_json::Result<Vec<u8>> + Send + 'static,
+    held: T,
+) -> Response {
     const CHUNK: usize = 64 * 1024;
-    let bytes = match serde_json::to_vec(value) {
-        Ok(bytes) => Bytes::from(bytes),
-        Err(e) => {
+    let encoded = tokio::task::spawn_blocking(encode).await;
+    let bytes = match encoded {
+        Ok(Ok(bytes)) => Bytes::from(bytes),
+        Ok(Err(e)) => {
             let message = format!("the answer could not be encoded: {e}");
+            return ApiError::unknown(StatusCode::INTERNAL_SERVER_ERROR, "encoding", message).into_response();
+        }
+        Err(e) => {
+            let message = format!("encoding the answer failed: {e}");
             return ApiError::unknown(StatusCode::INTERNAL_SERVER_ERROR, "encoding", message).into_response();
         }
     };

@@ -275,8 +275,12 @@ impl RaftStateMachine<C> for StateMachineStore {
         meta: &SnapshotMeta<C>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
+        // Decoded on a blocking thread: a large snapshot takes a while, and with
+        // `--runtime-threads 1` the runtime's one thread runs every group's Raft too.
         let bytes = snapshot.into_inner();
-        let data: Map = serde_json::from_slice(&bytes).map_err(|e| snapshot_error(ErrorVerb::Read, e))?;
+        let decoded = tokio::task::spawn_blocking(move || (serde_json::from_slice::<Map>(&bytes), bytes)).await;
+        let (data, bytes) = decoded.map_err(|e| snapshot_error(ErrorVerb::Read, e))?;
+        let data = data.map_err(|e| snapshot_error(ErrorVerb::Read, e))?;
         self.shared.save_snapshot(meta, Arc::new(bytes)).await?;
         let mut a = lock(&self.shared.applied);
         a.data = data;
