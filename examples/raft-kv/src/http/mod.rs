@@ -56,6 +56,7 @@ mod forward;
 mod groups;
 mod instrument;
 mod kv;
+mod linger;
 mod per_ip;
 pub mod server;
 mod tls;

@@ -13,6 +13,7 @@
 //! | [`HttpLimits::max_connections`] | past it, new connections wait in the listen backlog until one closes |
 //! | [`HttpLimits::max_connections_per_ip`] | a new connection from an address that already holds this many is answered 503 `too_many_connections` (plain HTTP; over HTTPS it is closed) and closed at once, without taking a permit for longer than that (see `super::per_ip`) |
 //! | [`HttpLimits::shutdown_timeout`] | on shutdown, connections finish their requests within it, then are dropped |
+//! | lingering close | a connection whose client still sends when it ends (a body answered 413 before it was read) is drained, for at most 2 s and 16 MiB, before it is closed, so that the kernel does not reset it before the client read the answer (see `super::linger`) |
 //!
 //! With [`TlsSetup`], every connection is TLS first (its handshake bounded by
 //! [`HttpLimits::header_timeout`]); a client certificate that rustls verified against the admin
@@ -37,6 +38,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
+use super::linger::{SharedTcp, linger};
 use super::per_ip::ConnectionsPerIp;
 use super::{AdminCertificate, App, TlsSetup, fast};
 
@@ -104,7 +106,9 @@ pub async fn serve(
         let (builder, app, mut stop_rx, tls) = (builder.clone(), app.clone(), stop_rx.clone(), tls.clone());
         connections.spawn(async move {
             let _permit = (permit, counted);
-            let Some((stream, certified)) = secure(stream, tls.as_ref(), limits.header_timeout).await else { return };
+            let tcp = SharedTcp::new(stream);
+            let kept = tcp.clone();
+            let Some((stream, certified)) = secure(tcp, tls.as_ref(), limits.header_timeout).await else { return };
             let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                 let app = app.clone();
                 async move {
@@ -128,6 +132,8 @@ pub async fn serve(
                     log_end(conn.await);
                 }
             }
+            // Still holding its permit: a client that sends on after the end is drained first.
+            linger(kept).await;
         });
     }
     drop(listener);
@@ -199,7 +205,7 @@ fn too_many_connections() -> String {
 /// A connection's byte stream: TLS over `tcp` with `tls` (and whether the client presented a
 /// certificate of the admin client CA), `tcp` itself otherwise. `None` if the TLS handshake
 /// fails or takes longer than `timeout`.
-async fn secure(tcp: TcpStream, tls: Option<&TlsSetup>, timeout: Duration) -> Option<(Box<dyn Stream>, bool)> {
+async fn secure(tcp: SharedTcp, tls: Option<&TlsSetup>, timeout: Duration) -> Option<(Box<dyn Stream>, bool)> {
     let Some(tls) = tls else { return Some((Box::new(tcp), false)) };
     match tokio::time::timeout(timeout, tls.acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => {
