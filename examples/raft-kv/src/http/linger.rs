@@ -5,70 +5,39 @@
 //! closes the connection. A socket closed with bytes it has not read makes the kernel send a
 //! reset, and a reset can reach the client before it has read the answer: it sees "connection
 //! reset" instead of the 413, and cannot tell that nothing was applied (seen in the cluster
-//! test, which uploads 2 MiB). So hyper's connection runs over a [`SharedTcp`] handle, and
-//! once hyper is done the server [`linger`]s: if the client is still sending, it reads and
+//! test, which uploads 2 MiB). So the connection task keeps a second handle on the socket
+//! ([`Kept`], a duplicate of its descriptor: the socket stays open until both are closed), and once
+//! hyper is done the server [`linger`]s: if the client is still sending, it reads and
 //! discards what comes, within a byte budget and a deadline, until the client closes, and
-//! closes its own side only then (what web servers call a lingering close).
+//! closes its own side only then (what web servers call a lingering close). hyper's reads
+//! and writes go to the socket as before.
 
 use std::io;
 use std::net::Shutdown;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The most a lingering close reads: a few times the largest body accepted, so that a client
 /// uploading an oversized body of that order gets to its end and reads the answer.
 const LINGER_BYTES: usize = 16 * super::MAX_BODY_BYTES;
 
-/// A TCP stream that the connection task shares with hyper: hyper reads and writes through
-/// it, and the task keeps the socket open after hyper is done, to [`linger`].
-#[derive(Clone)]
-pub(crate) struct SharedTcp(Arc<TcpStream>);
+/// A second handle on a connection's socket, kept by the connection task to [`linger`] on
+/// after hyper dropped its own.
+pub(crate) struct Kept(OwnedFd);
 
-impl SharedTcp {
-    pub(crate) fn new(stream: TcpStream) -> Self {
-        Self(Arc::new(stream))
-    }
-}
-
-impl AsyncRead for SharedTcp {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        loop {
-            ready!(self.0.poll_read_ready(cx))?;
-            match self.0.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
+impl Kept {
+    /// A handle on `stream`'s socket; `None` if the descriptor could not be duplicated (out of
+    /// descriptors: the connection is then served without a lingering close).
+    pub(crate) fn of(stream: &TcpStream) -> Option<Self> {
+        match stream.as_fd().try_clone_to_owned() {
+            Ok(fd) => Some(Self(fd)),
+            Err(e) => {
+                tracing::debug!(error = %e, "no second handle on an HTTP connection; it will not linger");
+                None
             }
         }
-    }
-}
-
-impl AsyncWrite for SharedTcp {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.0.poll_write_ready(cx))?;
-            match self.0.try_write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                written => return Poll::Ready(written),
-            }
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    /// Half-close: the client sees the end of the answers; the socket stays open for reading.
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(Shutdown::Write))
     }
 }
 
@@ -81,22 +50,29 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 /// not), then read and discard until the client closes, at most [`LINGER_BYTES`] for at most
 /// [`LINGER_TIME`]; then close. A client that sent nothing more (the usual end of a
 /// connection) is closed at once.
-pub(crate) async fn linger(stream: SharedTcp) {
+pub(crate) async fn linger(kept: Kept) {
+    let mut stream = std::net::TcpStream::from(kept.0);
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    // Read here, not through tokio: a fresh registration is not known readable yet, so its
+    // `try_read` would not even look.
     let mut buf = vec![0u8; 64 * 1024];
-    match stream.0.try_read(&mut buf) {
+    match io::Read::read(&mut stream, &mut buf) {
         Ok(1..) => {}
         // The client closed, sent nothing more, or the socket failed: nothing to wait for.
         Ok(0) | Err(_) => return,
     }
+    let Ok(stream) = TcpStream::from_std(stream) else { return };
     // Already done if hyper closed the connection itself; an error means the socket is gone.
-    let _ = socket2::SockRef::from(&*stream.0).shutdown(Shutdown::Write);
+    let _ = socket2::SockRef::from(&stream).shutdown(Shutdown::Write);
     let drained = tokio::time::timeout(LINGER_TIME, async {
         let mut read = 0;
         while read < LINGER_BYTES {
-            if stream.0.readable().await.is_err() {
+            if stream.readable().await.is_err() {
                 return;
             }
-            match stream.0.try_read(&mut buf) {
+            match stream.try_read(&mut buf) {
                 Ok(0) => return,
                 Ok(n) => read += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -116,7 +92,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
-    use super::{SharedTcp, linger};
+    use super::{Kept, linger};
 
     /// A client still uploading when its answer is done (as after a 413 on the head) sends its
     /// whole body and then reads the answer and the end of the stream: the server drained
@@ -133,15 +109,14 @@ mod tests {
             let read = conn.read_to_end(&mut answer).await;
             (sent.map_err(|e| e.to_string()), read.map(|_| answer).map_err(|e| e.to_string()))
         });
-        let (stream, _) = listener.accept().await.unwrap();
-        let tcp = SharedTcp::new(stream);
-        let mut io = tcp.clone();
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let kept = Kept::of(&stream).unwrap();
         let mut head = [0u8; 16];
-        io.read_exact(&mut head).await.unwrap();
-        io.write_all(b"answer").await.unwrap();
-        io.shutdown().await.unwrap();
-        drop(io);
-        linger(tcp).await;
+        stream.read_exact(&mut head).await.unwrap();
+        stream.write_all(b"answer").await.unwrap();
+        stream.shutdown().await.unwrap();
+        drop(stream);
+        linger(kept).await;
         let (sent, read) = client.await.unwrap();
         assert_eq!(sent, Ok(()), "the client could not send its whole body");
         assert_eq!(read, Ok(b"answer".to_vec()));

@@ -38,7 +38,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use super::linger::{SharedTcp, linger};
+use super::linger::{Kept, linger};
 use super::per_ip::ConnectionsPerIp;
 use super::{AdminCertificate, App, TlsSetup, fast};
 
@@ -106,9 +106,8 @@ pub async fn serve(
         let (builder, app, mut stop_rx, tls) = (builder.clone(), app.clone(), stop_rx.clone(), tls.clone());
         connections.spawn(async move {
             let _permit = (permit, counted);
-            let tcp = SharedTcp::new(stream);
-            let kept = tcp.clone();
-            let Some((stream, certified)) = secure(tcp, tls.as_ref(), limits.header_timeout).await else { return };
+            let kept = Kept::of(&stream);
+            let Some((stream, certified)) = secure(stream, tls.as_ref(), limits.header_timeout).await else { return };
             let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                 let app = app.clone();
                 async move {
@@ -133,7 +132,9 @@ pub async fn serve(
                 }
             }
             // Still holding its permit: a client that sends on after the end is drained first.
-            linger(kept).await;
+            if let Some(kept) = kept {
+                linger(kept).await;
+            }
         });
     }
     drop(listener);
@@ -205,7 +206,7 @@ fn too_many_connections() -> String {
 /// A connection's byte stream: TLS over `tcp` with `tls` (and whether the client presented a
 /// certificate of the admin client CA), `tcp` itself otherwise. `None` if the TLS handshake
 /// fails or takes longer than `timeout`.
-async fn secure(tcp: SharedTcp, tls: Option<&TlsSetup>, timeout: Duration) -> Option<(Box<dyn Stream>, bool)> {
+async fn secure(tcp: TcpStream, tls: Option<&TlsSetup>, timeout: Duration) -> Option<(Box<dyn Stream>, bool)> {
     let Some(tls) = tls else { return Some((Box::new(tcp), false)) };
     match tokio::time::timeout(timeout, tls.acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => {
