@@ -187,12 +187,13 @@ where
     /// Members whose node the host does not hear from need not be caught up.
     pub(crate) fn maybe_quiesce(&mut self) {
         let Some(link) = self.host.as_ref() else { return };
+        // No snapshot being received counts: a leader receives none, and what a node received
+        // before it led was dropped when its vote changed (`drop_stale_receiver`).
         let busy = !self.responders.is_empty()
             || !self.pending_reads.is_empty()
             || !self.pending_transfers.is_empty()
             || self.membership_waiter.is_some()
-            || !self.write_rx.is_empty()
-            || self.receiving.is_some();
+            || !self.write_rx.is_empty();
         if busy || self.engine.leader.is_none() {
             return;
         }

@@ -78,9 +78,9 @@ struct NodeArgs {
     /// replication: 0 for one per core (tokio's default); 1 for one thread that runs them all
     /// (tasks then hand work to each other without waking another thread). The log's writer
     /// has a thread of its own either way, and encoding or decoding a snapshot or a dump of the
-    /// map runs on blocking threads. On a machine
-    /// shared with other nodes or with the load generator, 1 spends less CPU per request
-    /// (about a fifth less at 64 connections, 3 nodes and wrk on 2 cores: examples/raft-kv/README.md).
+    /// map runs on blocking threads. On a machine shared with other nodes or with the load
+    /// generator, 1 spends less CPU per request (about a fifth less at 64 connections, 3 nodes
+    /// and wrk on 2 cores: examples/raft-kv/README.md).
     #[arg(long, default_value_t = 0)]
     runtime_threads: usize,
     /// Leader heartbeat interval.
