@@ -166,8 +166,11 @@ pub enum ClientWriteError<C: RaftTypeConfig> {
     /// Not proposed: this node is not the leader. Retry at the leader.
     #[error(transparent)]
     ForwardToLeader(ForwardToLeader<C>),
-    /// Proposed at `log_id`, then removed from the log by a newer leader before it committed.
-    /// It will never be applied; it is safe to retry.
+    /// Proposed at `log_id`, then removed from the log by a newer leader, and an entry at or
+    /// before the point where the logs parted is known to be committed. It will never be
+    /// applied; it is safe to retry. (A write removed while the newer leader's own entry there
+    /// was not yet committed may still commit from another node's log: that is
+    /// [`Self::OutcomeUnknown`].)
     #[error("the entry {log_id} was discarded by a newer leader and will not be applied")]
     Discarded {
         /// Where the write had been appended.
@@ -176,10 +179,12 @@ pub enum ClientWriteError<C: RaftTypeConfig> {
     /// Not proposed: the membership given is invalid.
     #[error(transparent)]
     InvalidMembership(#[from] MembershipError),
-    /// Proposed at `log_id`, but this node replaced its log with a leader's snapshot before it
-    /// learned whether the entry committed: the write may or may not have been applied. Treat
-    /// it like a timeout: read back to find out, or make the write idempotent.
-    #[error("the outcome of the entry {log_id} is unknown: it was superseded by a snapshot")]
+    /// Proposed at `log_id`, but this node lost the entry before it learned whether it
+    /// committed: a leader's snapshot replaced it, or a newer leader's entries replaced it
+    /// before any of them committed (another node may still hold the entry and commit it: Raft
+    /// §5.4.2), or this node was removed from the cluster. The write may or may not be applied.
+    /// Treat it like a timeout: read back to find out, or make the write idempotent.
+    #[error("the outcome of the entry {log_id} is unknown: this node lost it before learning whether it committed")]
     OutcomeUnknown {
         /// Where the write had been appended.
         log_id: LogId<C>,

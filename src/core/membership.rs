@@ -85,11 +85,19 @@ where
         }
     }
 
-    /// Entries from `since` on were truncated: a change whose first entry went with them failed.
+    /// Entries from `since` on were truncated: a change whose first entry went with them is
+    /// `Discarded` if it can never commit, `OutcomeUnknown` if another node may still commit
+    /// it (see [`Self::fail_truncated_writes`]).
     pub(crate) fn fail_truncated_membership_change(&mut self, since: LogId<C>) {
         if self.membership_waiter.as_ref().is_some_and(|(first, _)| first.index >= since.index) {
+            let dead = self.truncated_entries_are_dead(since);
             if let Some((log_id, tx)) = self.membership_waiter.take() {
-                let _ = tx.send(Err(ClientWriteError::Discarded { log_id }));
+                let answer = if dead {
+                    ClientWriteError::Discarded { log_id }
+                } else {
+                    ClientWriteError::OutcomeUnknown { log_id }
+                };
+                let _ = tx.send(Err(answer));
             }
         }
     }

@@ -450,10 +450,12 @@ impl<C: RaftTypeConfig> Raft<C> {
     ///
     /// # Errors
     /// - [`ClientWriteError::ForwardToLeader`]: not the leader; nothing was proposed.
-    /// - [`ClientWriteError::Discarded`]: proposed, then removed by a newer leader; it will never
-    ///   apply.
-    /// - [`ClientWriteError::OutcomeUnknown`]: proposed, then superseded by a snapshot from the
-    ///   leader; it may or may not have been applied.
+    /// - [`ClientWriteError::Discarded`]: proposed, then removed by a newer leader once it could
+    ///   no longer commit; it will never apply.
+    /// - [`ClientWriteError::OutcomeUnknown`]: proposed, then lost by this node before it knew
+    ///   whether it committed (superseded by a snapshot from the leader, replaced by a newer
+    ///   leader's entries that had not committed yet, or this node was removed); it may or may
+    ///   not be applied.
     /// - [`Fatal`]: the node stopped; whether the write applies is unknown.
     ///
     /// # Cancel safety
@@ -627,7 +629,10 @@ impl<C: RaftTypeConfig> Raft<C> {
     ///   variant); nothing was proposed.
     /// - [`ClientWriteError::InvalidMembership`]: the result would be invalid (no voters, a
     ///   voter that is not a member, removing a voter); nothing was proposed.
-    /// - [`ClientWriteError::Discarded`]: proposed, then discarded by a newer leader.
+    /// - [`ClientWriteError::Discarded`]: proposed, then discarded by a newer leader; it will
+    ///   never take effect.
+    /// - [`ClientWriteError::OutcomeUnknown`]: proposed, then replaced in this node's log by a
+    ///   newer leader's entries before they committed; another node may still commit it.
     /// - [`Fatal`]: the node stopped; the outcome is unknown.
     ///
     /// # Examples

@@ -76,3 +76,69 @@ async fn deposed_leader_cannot_commit_and_its_suffix_is_replaced() {
     assert!(probes <= probe_bound(last), "{probes} probes for a log of {last} entries");
     c.check_safety();
 }
+
+/// Raft §5.4.2 (the paper's Figure 8) as a client sees it: a write removed from its leader's
+/// log by a newer leader whose own entry there has not committed may still commit, from
+/// another node that holds it. Five nodes: leader A gets its write W only onto C; B is elected
+/// by the other three and its first entry reaches A (which truncates W) but is durable nowhere
+/// else; B's voters crash and lose it; C, still holding W, is elected by them and commits W.
+/// A must answer W's client `OutcomeUnknown`, not `Discarded` ("will never be applied").
+#[tokio::test(start_paused = true)]
+async fn a_write_truncated_before_its_replacement_commits_is_unknown_and_may_apply() {
+    init_tracing();
+    let mut c = TestCluster::new(&[1, 2, 3, 4, 5]).await;
+    let a = c.initialize(1).await;
+    c.set(a, "base", "0").await;
+    let base = c.raft(a).metrics().borrow().last_log_index.unwrap();
+    c.wait_applied(&c.ids(), base).await;
+    let others: Vec<u64> = c.ids().into_iter().filter(|id| *id != a).collect();
+    let (holder, rest) = (others[0], others[1..].to_vec());
+
+    // A reaches only C: W is appended on both, and cannot commit.
+    for r in &rest {
+        c.router.block(a, *r);
+    }
+    let raft_a = c.raft(a).clone();
+    let write =
+        tokio::spawn(async move { raft_a.client_write(Request::Set { key: "w".into(), value: "1".into() }).await });
+    c.raft(holder).wait(Some(TIMEOUT)).log_index_at_least(Some(base + 1), "C holds W").await.unwrap();
+
+    // C goes quiet; the other three elect B, whose first entry is durable only where it
+    // reaches A (their own flushes stall).
+    c.router.isolate(holder);
+    for r in &rest {
+        c.nodes[r].log.set_flush_stalled(true);
+    }
+    let b = c.wait_for_leader(&rest).await;
+    let answer = tokio::time::timeout(TIMEOUT, write).await.expect("W is answered").expect("task");
+    let a_log = c.nodes[&a].log.last_log_id().unwrap();
+    assert_eq!((a_log.index, a_log.leader_id.term > 1), (base + 1, true), "A took B's entry in W's place");
+    match answer {
+        Err(RaftError::APIError(ClientWriteError::OutcomeUnknown { log_id })) => assert_eq!(log_id.index, base + 1),
+        other => panic!("W was replaced by an entry that is not committed: its outcome is unknown, got {other:?}"),
+    }
+
+    // B's two voters crash, losing B's entry; with A and B cut off, C (holding W) and they are
+    // a majority, and only C can be elected by it: their logs are shorter.
+    c.router.isolate(a);
+    c.router.isolate(b);
+    let voters: Vec<u64> = rest.iter().copied().filter(|r| *r != b).collect();
+    for v in &voters {
+        c.restart_node(*v).await;
+        c.nodes[v].log.set_flush_stalled(false);
+    }
+    c.router.restore(holder);
+    let mut majority = voters.clone();
+    majority.push(holder);
+    assert_eq!(c.wait_for_leader(&majority).await, holder);
+    c.raft(holder).wait(Some(TIMEOUT)).applied_index_at_least(Some(base + 2), "C commits W").await.unwrap();
+    assert_eq!(c.nodes[&holder].sm.data().get("w").map(String::as_str), Some("1"), "W was applied");
+
+    // Everyone converges on C's log.
+    c.nodes[&b].log.set_flush_stalled(false);
+    c.router.restore(a);
+    c.router.restore(b);
+    let last = c.raft(holder).metrics().borrow().last_log_index.unwrap();
+    c.wait_applied(&c.ids(), last).await;
+    c.check_safety();
+}
