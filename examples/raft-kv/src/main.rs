@@ -86,7 +86,9 @@ struct NodeArgs {
     /// Leader heartbeat interval.
     #[arg(long, default_value_t = 100)]
     heartbeat_ms: u64,
-    /// Election timeout lower bound (the upper bound is twice it).
+    /// Election timeout lower bound (the upper bound is twice it). A node whose log store
+    /// stalls for longer than 2 s, or twice the upper bound if that is longer, stops leading
+    /// and campaigning until it recovers.
     #[arg(long, default_value_t = 500)]
     election_timeout_ms: u64,
     /// Build a snapshot after this many applied entries. Each snapshot copies and writes the
@@ -120,6 +122,12 @@ struct NodeArgs {
     /// do a follower's relays to the leader (and, on loopback, everything).
     #[arg(long, default_value_t = 512)]
     http_max_connections_per_ip: usize,
+    /// The most requests a node relays to the leader at once; more are answered 503
+    /// `relay_busy` (not relayed). Keep it below the leaders' --http-max-connections-per-ip,
+    /// so that a follower's relays (one connection each, from the follower's address) are
+    /// never refused by that cap.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    http_max_relays: u32,
     /// On SIGTERM, how long HTTP requests in progress may take before they are dropped.
     #[arg(long, default_value_t = 5000)]
     shutdown_timeout_ms: u64,
@@ -302,6 +310,9 @@ fn node_options(args: NodeArgs, peers: BTreeMap<u64, KvNode>) -> Result<NodeOpti
     config.heartbeat_interval = Duration::from_millis(args.heartbeat_ms);
     config.election_timeout_min = Duration::from_millis(args.election_timeout_ms);
     config.election_timeout_max = Duration::from_millis(2 * args.election_timeout_ms);
+    // A stall limit at or below the election timeout is refused; keep it above it (found
+    // when a test gave --election-timeout-ms 3000 and the node refused to start).
+    config.max_log_io_stall = config.max_log_io_stall.max(2 * config.election_timeout_max);
     config.snapshot_policy = SnapshotPolicy::LogsSinceLast(args.snapshot_every);
     config.max_in_snapshot_log_to_keep = args.keep_logs;
     let raft_tls = match (args.tls_ca, args.tls_cert, args.tls_key) {
@@ -340,6 +351,7 @@ fn node_options(args: NodeArgs, peers: BTreeMap<u64, KvNode>) -> Result<NodeOpti
             write_timeout: Duration::from_millis(args.http_write_timeout_ms),
             max_connections: args.http_max_connections,
             max_connections_per_ip: args.http_max_connections_per_ip,
+            max_relays: args.http_max_relays as usize,
             shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
         },
     })

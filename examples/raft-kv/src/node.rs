@@ -228,7 +228,8 @@ pub async fn run(opts: NodeOptions) -> Result<(), NodeError> {
         }
     }
 
-    let state = AppState::new(node.groups.clone(), opts.admin.clone(), https.as_ref(), prometheus);
+    let state =
+        AppState::new(node.groups.clone(), opts.admin.clone(), https.as_ref(), prometheus, opts.http_limits.max_relays);
     let app = http::app(state, &opts.http_limits);
     http::serve(http_listener, app, opts.http_limits, https, shutdown_signal(node.groups.clone(), signals)).await;
     tracing::info!("shutting down");

@@ -15,7 +15,7 @@
 //! |---|---|---|---|
 //! | `raft_kv_http_request_duration_seconds` | histogram | `node_id`, `method`, `route`, `status` | time from a request's head to its answer, by route template (`/kv/{key}`; `unmatched` for unknown paths) and status code; its `_count` counts requests |
 //! | `raft_kv_groups`, `raft_kv_groups_leading`, `raft_kv_groups_without_leader`, `raft_kv_groups_quiesced` | gauge | `node_id` | only on a node of many groups (`--groups N`): the groups it runs, leads, knows no leader of, and that are quiesced (see [`publish_groups`]) |
-//! | `raft_kv_relayed_requests_total` | counter | `node_id`, `outcome` | requests this node had to relay to the leader: `answered` (the leader's answer was passed on, whatever its status), `leader_unreachable` (could not connect: not sent), `forward_failed` (sent, no answer), `no_leader` (none known), `not_leader` (relayed to this node, or this node is named leader but is not: not relayed again) |
+//! | `raft_kv_relayed_requests_total` | counter | `node_id`, `outcome` | requests this node had to relay to the leader: `answered` (the leader's answer was passed on, whatever its status), `leader_unreachable` (could not connect: not sent), `relay_busy` (`--http-max-relays` under way: not sent), `forward_failed` (sent, no answer), `no_leader` (none known), `not_leader` (relayed to this node, or this node is named leader but is not: not relayed again) |
 //!
 //! Histograms are rendered as Prometheus histograms with the buckets below (not summaries), so
 //! that a dashboard can aggregate them across nodes with `histogram_quantile`. Gauges not

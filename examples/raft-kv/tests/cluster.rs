@@ -578,6 +578,60 @@ async fn a_write_relayed_after_an_idle_spell_is_answered() {
     .await;
 }
 
+/// A follower relays at most `--http-max-relays` requests at once; one more is answered 503
+/// `relay_busy` at once and never reaches the leader (before, relays past the leader's cap of
+/// connections per address were refused by the leader, and a refusal lost to a reset came back
+/// as 504, outcome unknown, for a request that never ran). The leader is paused so that the
+/// first relay stays under way; the election timeout (3 s) keeps the followers from electing
+/// another leader meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_past_its_relays_answers_relay_busy_and_relays_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run_test(&root, async {
+        let mut cluster = start_cluster(&root, &["--http-max-relays", "1", "--election-timeout-ms", "3000"]).await?;
+        let client = cluster.client().clone();
+        let leader = cluster.wait_leader(WAIT).await?;
+        let follower = cluster.nodes[(leader + 1) % 3].url();
+        let (status, body) = request(&client, client.put(format!("{follower}/kv/warm")).body("1")).await?;
+        if status != 200 {
+            return Err(format!("relayed write: {status} {body}"));
+        }
+        cluster.set_paused(leader, true).map_err(|e| e.to_string())?;
+        let put = |key: &'static str| {
+            let (client, url) = (client.clone(), format!("{follower}/kv/{key}"));
+            async move { request(&client, client.put(url).body("1")).await }
+        };
+        // Both at once: whichever takes the one relay waits for the paused leader, the other is
+        // turned away at once.
+        let (mut x, mut y) = (tokio::spawn(put("x")), tokio::spawn(put("y")));
+        // Once one is answered (it must be the busy one), let the leader answer the other.
+        let (first, first_key, second, second_key) = tokio::select! {
+            r = &mut x => (r, "x", y, "y"),
+            r = &mut y => (r, "y", x, "x"),
+        };
+        let busy = first.map_err(|e| e.to_string())??;
+        cluster.set_paused(leader, false).map_err(|e| e.to_string())?;
+        let done = second.await.map_err(|e| e.to_string())??;
+        let (busy_key, done_key) = (first_key, second_key);
+        if busy.0 != 503 || busy.1["error"] != "relay_busy" || busy.1["outcome"] != "not_applied" {
+            return Err(format!("expected one 503 relay_busy (not applied); got {busy:?} and {done:?}"));
+        }
+        if done.0 != 200 {
+            return Err(format!("the relay under way: {done:?}"));
+        }
+        let leader_url = cluster.nodes[leader].url();
+        for (key, found) in [(done_key, true), (busy_key, false)] {
+            let (status, body) = request(&client, client.get(format!("{leader_url}/kv/{key}"))).await?;
+            if status != 200 || body["found"] != found {
+                return Err(format!("GET {key} at the leader: {status} {body}; expected found: {found}"));
+            }
+        }
+        Ok(())
+    })
+    .await;
+}
+
 /// A follower that was down while values of about 1 MiB were written (90 of them: more than
 /// the transport's 64 MiB frames hold) catches up: replication's batches are bounded by the
 /// bytes the entries carry, not by a count that made them hundreds of MiB.

@@ -5,6 +5,12 @@
 //! request keeps its `Authorization`; one that this node let in on a client certificate gets
 //! this node's admin token instead (every node has the same), or, if it has none, is answered
 //! 503 `not_leader` with the leader's address.
+//!
+//! A node relays at most [`super::HttpLimits::max_relays`] requests at once and answers 503
+//! `relay_busy` to one more, unsent. Each relay holds a connection to the leader from this
+//! node's address, and the leader caps the connections of one address: relays past that cap
+//! would be refused there, and a refusal lost to a reset would read here as 504 (outcome
+//! unknown) for a request that never ran.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -163,6 +169,17 @@ pub(crate) async fn to_leader(
             .with(json!({ "leader_id": leader_id, "leader_http_addr": node.http_addr }))
             .into_response();
     }
+    // Held until the leader's answer is read: the relay's connection is busy until then.
+    let Ok(_relaying) = state.relays.try_acquire() else {
+        count_relay(state, Some(leader_id), "relay_busy");
+        return ApiError::rejected(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "relay_busy",
+            "this node is relaying as many requests as it may at once; retry, or ask the leader",
+        )
+        .with(json!({ "leader_id": leader_id, "leader_http_addr": node.http_addr }))
+        .into_response();
+    };
     let url = format!("{}://{}{}", state.scheme, node.http_addr, relayable(&req.uri));
     let mut relayed = state
         .client

@@ -104,6 +104,9 @@ pub struct AppStateInner {
     pub groups: Groups,
     /// Relays requests to the leader's HTTP API.
     pub client: reqwest::Client,
+    /// Relays under way, at most [`HttpLimits::max_relays`]: a relay is one connection to the
+    /// leader from this node's address, and the leader caps the connections of an address.
+    pub relays: Arc<tokio::sync::Semaphore>,
     /// `http` or `https`: what every node's API speaks.
     pub scheme: &'static str,
     /// Who may call the admin routes.
@@ -147,13 +150,22 @@ impl AppState {
     }
 
     /// The state of a node's HTTP API: relays go to the leader over HTTPS, trusting the CA of
-    /// `https`, if it is set; `GET /metrics` renders `prometheus`.
-    pub fn new(groups: Groups, mut admin: AdminAuth, https: Option<&TlsSetup>, prometheus: PrometheusHandle) -> Self {
+    /// `https`, if it is set, at most `max_relays` at once; `GET /metrics` renders
+    /// `prometheus`.
+    pub fn new(
+        groups: Groups,
+        mut admin: AdminAuth,
+        https: Option<&TlsSetup>,
+        prometheus: PrometheusHandle,
+        max_relays: usize,
+    ) -> Self {
+        let max_relays = max_relays.max(1);
         // No system proxy: a relay goes straight to the leader (a proxy's own error page would
         // reach the client as a status and a body that are not the API's; found in review).
         let mut client = reqwest::Client::builder()
             .timeout(ADMIN_TIMEOUT + Duration::from_secs(1))
             .connect_timeout(Duration::from_secs(1))
+            .pool_max_idle_per_host(max_relays)
             .no_proxy();
         if let Some(tls) = https {
             client = client.use_rustls_tls().tls_built_in_root_certs(false);
@@ -172,6 +184,7 @@ impl AppState {
             timers: instrument::Timers::new(groups.node_id()),
             groups,
             client,
+            relays: Arc::new(tokio::sync::Semaphore::new(max_relays)),
             scheme,
             admin: Arc::new(admin),
             prometheus,

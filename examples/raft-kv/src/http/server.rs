@@ -12,6 +12,7 @@
 //! | [`HttpLimits::body_timeout`] | a request whose body has not arrived whole this long after its head is answered 408 `body_timeout`, however the bytes trickle in (see `super::body_deadline`, in [`super::router`]) |
 //! | [`HttpLimits::max_connections`] | past it, new connections wait in the listen backlog until one closes |
 //! | [`HttpLimits::max_connections_per_ip`] | a new connection from an address that already holds this many is answered 503 `too_many_connections` (plain HTTP; over HTTPS it is closed) and closed at once, without taking a permit for longer than that (see `super::per_ip`) |
+//! | [`HttpLimits::max_relays`] | a request this node would relay to the leader while this many relays are under way is answered 503 `relay_busy` instead (not relayed, so not applied) |
 //! | [`HttpLimits::shutdown_timeout`] | on shutdown, connections finish their requests within it, then are dropped |
 //! | lingering close | a connection whose client still sends when it ends (a body answered 413 before it was read) is drained, for at most 2 s and 16 MiB, before it is closed, so that the kernel does not reset it before the client read the answer (see `super::linger`) |
 //!
@@ -56,6 +57,10 @@ pub struct HttpLimits {
     pub max_connections: usize,
     /// The most connections served at once for one client IP address.
     pub max_connections_per_ip: usize,
+    /// The most requests this node relays to the leader at once; more are answered 503
+    /// `relay_busy` (not relayed). Kept below the leader's [`Self::max_connections_per_ip`],
+    /// so that a follower's relays never meet that cap (see `super::forward`).
+    pub max_relays: usize,
     /// How long shutdown waits for requests in progress.
     pub shutdown_timeout: Duration,
 }
@@ -68,6 +73,7 @@ impl Default for HttpLimits {
             write_timeout: Duration::from_secs(30),
             max_connections: 1024,
             max_connections_per_ip: 512,
+            max_relays: 256,
             shutdown_timeout: Duration::from_secs(5),
         }
     }
