@@ -17,6 +17,7 @@ mod t60_divergent_follower;
 mod t70_membership;
 mod t80_snapshot;
 mod t85_crash_points;
+mod t86_snapshot_meets;
 mod t90_reads_leadership;
 mod t95_overload;
 mod t96_payload_bytes;
