@@ -24,6 +24,10 @@ pub enum Outcome<T> {
     NotLeader(Option<u64>),
     /// Proposed at this index, then overwritten by a new leader: it will never apply.
     Discarded(u64),
+    /// Proposed, then lost by this node before it learned whether it committed (quorate's
+    /// `OutcomeUnknown`: replaced by a snapshot, or by a newer leader's entries that had not
+    /// committed yet): it may still happen.
+    Unknown(String),
     /// The leader's queues are full: nothing was proposed.
     Overloaded,
     /// Not confirmed in time: it may still happen.
@@ -76,6 +80,7 @@ impl KvService {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Outcome::NotLeader(f.leader_id),
             Err(RaftError::APIError(ClientWriteError::Discarded { log_id })) => Outcome::Discarded(log_id.index),
             Err(RaftError::APIError(ClientWriteError::Overloaded)) => Outcome::Overloaded,
+            Err(RaftError::APIError(e @ ClientWriteError::OutcomeUnknown { .. })) => Outcome::Unknown(e.to_string()),
             Err(RaftError::APIError(e)) => Outcome::Failed(e.to_string()),
             Err(RaftError::Fatal(f)) => Outcome::Failed(f.to_string()),
         }

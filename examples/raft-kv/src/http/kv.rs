@@ -211,6 +211,7 @@ fn failure<T>(outcome: Outcome<T>) -> Result<T, ApiError> {
         Outcome::Timeout => {
             Err(ApiError::unknown(StatusCode::GATEWAY_TIMEOUT, "timeout", "not confirmed in time; it may still happen"))
         }
+        Outcome::Unknown(msg) => Err(ApiError::unknown(StatusCode::INTERNAL_SERVER_ERROR, "outcome_unknown", msg)),
         Outcome::Failed(msg) => Err(ApiError::unknown(StatusCode::INTERNAL_SERVER_ERROR, "node_failed", msg)),
     }
 }
