@@ -98,8 +98,23 @@ where
         };
         // Writes waiting on entries the snapshot replaced cannot learn their result from it.
         self.fail_writes_covered_by_snapshot(meta.last_log_id);
+        self.fail_membership_change_covered_by_snapshot(meta.last_log_id);
         sm_call(&self.sm_tx, |tx| SmMsg::InstallSnapshot { meta: Box::new(meta), data, tx }).await??;
         Ok(())
+    }
+
+    /// A membership change whose first entry the snapshot replaced cannot learn its result
+    /// either. Left waiting (found in review), it waited for good, or was answered `Ok` once
+    /// any later change of another leader committed, and every change meanwhile was refused as
+    /// "in progress".
+    fn fail_membership_change_covered_by_snapshot(&mut self, last: Option<crate::types::LogId<C>>) {
+        let Some(last) = last else { return };
+        if self.membership_waiter.as_ref().is_some_and(|(first, _)| first.index <= last.index) {
+            if let Some((log_id, tx)) = self.membership_waiter.take() {
+                debug!(%log_id, "a pending membership change was superseded by a snapshot; its outcome is unknown");
+                let _ = tx.send(Err(ClientWriteError::OutcomeUnknown { log_id }));
+            }
+        }
     }
 
     fn fail_writes_covered_by_snapshot(&mut self, last: Option<crate::types::LogId<C>>) {

@@ -111,8 +111,14 @@ async fn a_write_truncated_before_its_replacement_commits_is_unknown_and_may_app
     }
     let b = c.wait_for_leader(&rest).await;
     let answer = tokio::time::timeout(TIMEOUT, write).await.expect("W is answered").expect("task");
-    let a_log = c.nodes[&a].log.last_log_id().unwrap();
-    assert_eq!((a_log.index, a_log.leader_id.term > 1), (base + 1, true), "A took B's entry in W's place");
+    // W is answered as its entry is truncated; B's entry is appended in its place right after.
+    let a_log = &c.nodes[&a].log;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while a_log.last_log_id().is_none_or(|l| l.leader_id.term == 1) {
+        assert!(tokio::time::Instant::now() < deadline, "A never took B's entry");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(a_log.last_log_id().map(|l| l.index), Some(base + 1), "A took B's entry in W's place");
     match answer {
         Err(RaftError::APIError(ClientWriteError::OutcomeUnknown { log_id })) => assert_eq!(log_id.index, base + 1),
         other => panic!("W was replaced by an entry that is not committed: its outcome is unknown, got {other:?}"),

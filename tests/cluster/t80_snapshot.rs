@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use quorate::testing::{Request, RpcKind};
-use quorate::{Config, SnapshotPolicy};
+use quorate::{ChangeMembers, ClientWriteError, Config, RaftError, SnapshotPolicy};
 
-use crate::fixture::{TIMEOUT, TestCluster, init_tracing, test_config};
+use crate::fixture::{TIMEOUT, TestCluster, init_tracing, node_addr, test_config};
 
 fn compacting_config(every: u64, keep: u64) -> Config {
     Config { snapshot_policy: SnapshotPolicy::LogsSinceLast(every), max_in_snapshot_log_to_keep: keep, ..test_config() }
@@ -286,5 +286,50 @@ async fn a_leader_whose_log_is_a_fresh_snapshot_sends_no_snapshot() {
         assert_eq!(sent, 0, "the new leader sent node {other}, which holds its whole log, a snapshot");
     }
     c.set(lagging, "after", "transfer").await;
+    c.check_safety();
+}
+
+/// A membership change proposed by a leader that was then cut off, whose entry a newer
+/// leader's snapshot replaced: the node's log ends before the snapshot's last entry, so no
+/// truncation answers the change, and the snapshot cannot say whether it committed. Its caller
+/// gets `OutcomeUnknown` when the snapshot is installed. Before (found in review) it waited for
+/// good, while the node refused every later change as one in progress (or an unrelated later
+/// change, once committed, answered it `Ok`).
+#[tokio::test(start_paused = true)]
+async fn a_membership_change_replaced_by_a_snapshot_is_answered_unknown() {
+    init_tracing();
+    let c = TestCluster::with_config(&[1, 2, 3], compacting_config(100, 10)).await;
+    let old = c.initialize(1).await;
+    let before = c.raft(old).metrics().borrow().last_log_index.unwrap();
+    c.router.isolate(old);
+    let raft = c.raft(old).clone();
+    let change =
+        tokio::spawn(
+            async move { raft.change_membership(ChangeMembers::AddNodes([(9, node_addr(9))].into()), true).await },
+        );
+    c.raft(old).wait(Some(TIMEOUT)).log_index_at_least(Some(before + 1), "the change appended").await.unwrap();
+
+    let rest: Vec<u64> = c.ids().into_iter().filter(|id| *id != old).collect();
+    let new = c.wait_for_leader(&rest).await;
+    write_keys(&c, new, "k", 300).await;
+    c.raft(new)
+        .wait(Some(TIMEOUT))
+        .metrics(|m| m.purged.is_some_and(|p| p.index > 200), "the new leader purged")
+        .await
+        .unwrap();
+
+    c.router.restore(old);
+    let answer = tokio::time::timeout(TIMEOUT, change).await.expect("the change is answered").expect("task");
+    match answer {
+        Err(RaftError::APIError(ClientWriteError::OutcomeUnknown { log_id })) => assert_eq!(log_id.index, before + 1),
+        other => panic!("a change replaced by a snapshot has an unknown outcome, got {other:?}"),
+    }
+    assert!(c.router.rpc_count_from_to(new, old, RpcKind::InstallSnapshot) >= 1, "caught up by a snapshot");
+    let last = c.raft(new).metrics().borrow().last_log_index.unwrap();
+    c.wait_applied(&c.ids(), last).await;
+    // Nothing is in progress any more: the old leader, leading again, changes membership.
+    c.raft(new).trigger().transfer_leader(old).await.unwrap();
+    c.wait_for_leader(&c.ids()).await;
+    c.raft(old).change_membership(ChangeMembers::AddNodes([(9, node_addr(9))].into()), true).await.unwrap();
     c.check_safety();
 }

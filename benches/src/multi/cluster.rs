@@ -297,8 +297,11 @@ impl MultiCluster {
                             Some(l) if NODES.contains(&l) => raft = self.raft(l, g),
                             _ => tokio::time::sleep(Duration::from_millis(50)).await,
                         },
-                        // Appended, then overwritten by a newer leader: write again.
-                        Err(RaftError::APIError(ClientWriteError::Discarded { .. })) => {}
+                        // Appended, then overwritten by a newer leader (maybe applied all the
+                        // same, if unknown): the same write again is harmless.
+                        Err(RaftError::APIError(
+                            ClientWriteError::Discarded { .. } | ClientWriteError::OutcomeUnknown { .. },
+                        )) => {}
                         Err(e) => return Err(format!("group {g}: {e}")),
                     }
                 }
