@@ -123,9 +123,9 @@ struct NodeArgs {
     #[arg(long, default_value_t = 512)]
     http_max_connections_per_ip: usize,
     /// The most requests a node relays to the leader at once; more are answered 503
-    /// `relay_busy` (not relayed). Keep it below the leaders' --http-max-connections-per-ip,
-    /// so that a follower's relays (one connection each, from the follower's address) are
-    /// never refused by that cap.
+    /// `relay_busy` (not relayed). Keep it, times the nodes that share an address, below the
+    /// leaders' --http-max-connections-per-ip, so that relays (one connection each, from the
+    /// relaying node's address) are never refused by that cap.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     http_max_relays: u32,
     /// On SIGTERM, how long HTTP requests in progress may take before they are dropped.

@@ -169,8 +169,11 @@ pub(crate) async fn to_leader(
             .with(json!({ "leader_id": leader_id, "leader_http_addr": node.http_addr }))
             .into_response();
     }
-    // Held until the leader's answer is read: the relay's connection is busy until then.
-    let Ok(_relaying) = state.relays.try_acquire() else {
+    // The relay runs in a task of its own that holds the permit until its exchange with the
+    // leader is over: a client that gives up does not end it early (found in review: a permit
+    // freed when the client went away, while the leader, paused, still held the connection,
+    // let more relays in than the leader's cap of connections per address admits).
+    let Ok(permit) = state.relays.clone().try_acquire_owned() else {
         count_relay(state, Some(leader_id), "relay_busy");
         return ApiError::rejected(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -189,27 +192,30 @@ pub(crate) async fn to_leader(
     if let Some(auth) = req.authorization(state) {
         relayed = relayed.header(header::AUTHORIZATION, auth);
     }
-    let sent = relayed.body(req.body.clone()).send().await;
-    let resp = match sent {
-        Ok(r) => r,
-        // Not connected: nothing was sent, so the request certainly did not happen.
-        Err(e) if e.is_connect() => {
-            count_relay(state, Some(leader_id), "leader_unreachable");
-            return ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "leader_unreachable", e)
-                .with(json!({ "leader_id": leader_id }))
-                .into_response();
-        }
-        Err(e) => {
-            count_relay(state, Some(leader_id), "forward_failed");
-            return forward_failed(leader_id, e);
-        }
-    };
-    let status = resp.status();
-    match resp.bytes().await {
-        Ok(body) => {
+    let relayed = relayed.body(req.body.clone());
+    let exchange = tokio::spawn(async move {
+        let _permit = permit;
+        let resp = relayed.send().await?;
+        let status = resp.status();
+        Ok::<_, reqwest::Error>((status, resp.bytes().await?))
+    });
+    match exchange.await {
+        Ok(Ok((status, body))) => {
             count_relay(state, Some(leader_id), "answered");
             (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
+        // Not connected: nothing was sent, so the request certainly did not happen.
+        Ok(Err(e)) if e.is_connect() => {
+            count_relay(state, Some(leader_id), "leader_unreachable");
+            ApiError::rejected(StatusCode::SERVICE_UNAVAILABLE, "leader_unreachable", e)
+                .with(json!({ "leader_id": leader_id }))
+                .into_response()
+        }
+        Ok(Err(e)) => {
+            count_relay(state, Some(leader_id), "forward_failed");
+            forward_failed(leader_id, e)
+        }
+        // The relay's task panicked or the runtime is stopping: it may have been sent.
         Err(e) => {
             count_relay(state, Some(leader_id), "forward_failed");
             forward_failed(leader_id, e)
@@ -218,7 +224,7 @@ pub(crate) async fn to_leader(
 }
 
 /// Sent to the leader, no answer: it may have happened.
-fn forward_failed(leader_id: u64, e: reqwest::Error) -> Response {
+fn forward_failed(leader_id: u64, e: impl std::fmt::Display) -> Response {
     ApiError::unknown(StatusCode::GATEWAY_TIMEOUT, "forward_failed", e)
         .with(json!({ "leader_id": leader_id }))
         .into_response()
