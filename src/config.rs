@@ -65,6 +65,12 @@ pub struct Config {
     pub cluster_name: String,
 
     /// How often a leader sends a heartbeat to an idle follower. Default: 50 ms.
+    ///
+    /// It is also how long a replication stream first waits after a network error or
+    /// timeout before it retries (the wait doubles on each failure in a row, up to half of
+    /// `election_timeout_min` or this interval, whichever is longer). Must be greater than 0
+    /// (at 0 a stream to an unreachable follower would retry in a busy loop) and less than
+    /// `election_timeout_min`.
     pub heartbeat_interval: Duration,
 
     /// The lower bound of the randomized election timeout. Default: 150 ms.
@@ -109,9 +115,16 @@ pub struct Config {
     /// or hung follower costs bounded memory. Default: 64 MiB.
     pub max_in_flight_bytes: u64,
 
-    /// How long the leader's log store may make no progress (nothing flushed while writes are
-    /// pending) before the leader steps down, so that a node with a healthy disk takes over.
-    /// Default: 2 s.
+    /// How long the leader's log store may make no progress (nothing flushed while log writes
+    /// wait to be flushed) before the leader steps down, so that a node with a healthy disk
+    /// takes over. Default: 2 s.
+    ///
+    /// Must be greater than `election_timeout_max`: a shorter stall is not worth an election,
+    /// which takes about that long. A leader that stepped down for a stall then does not
+    /// campaign, not even when asked to by a leadership transfer or
+    /// [`Trigger::elect`](crate::Trigger::elect), until its log store reports a flush again;
+    /// its metrics show `log_io_stalled` meanwhile. Only a leader watches for stalls: a
+    /// follower whose store stalls simply stops acknowledging entries.
     pub max_log_io_stall: Duration,
 
     /// Pre-vote (Raft dissertation §9.6): before raising its term, a candidate asks whether it
@@ -122,8 +135,14 @@ pub struct Config {
     /// Check-quorum and leader stickiness (dissertation §6.2, §9.6): a leader that has not
     /// heard from a quorum for `election_timeout_max` steps down, and a node that heard from a
     /// leader within `election_timeout_min` (or restarted within it) refuses votes, unless
-    /// asked by a leadership transfer or a leader standing again. Required for lease reads.
-    /// Default: on.
+    /// asked by a leadership transfer or a leader standing again. Default: on.
+    ///
+    /// Required for lease reads: with it off, [`ReadPolicy::LeaseRead`] never uses a lease and
+    /// silently behaves as `ReadIndex` (a quorum round trip per read). And with it off, a
+    /// leader cut off from its quorum never steps down on its own: reads and writes sent to it
+    /// wait, at least until it hears of a newer term.
+    ///
+    /// [`ReadPolicy::LeaseRead`]: crate::ReadPolicy::LeaseRead
     pub enable_check_quorum: bool,
 
     /// The bound on how far any two nodes' clocks drift apart over `election_timeout_min`,
@@ -133,7 +152,26 @@ pub struct Config {
     /// assumption a lease makes. Default: 20 ms.
     pub max_clock_drift: Duration,
 
-    /// Timeout of one RPC (vote, a non-streamed AppendEntries, a snapshot chunk). Default: 1 s.
+    /// How long the leader, or a candidate, waits on a peer. Default: 1 s.
+    ///
+    /// It bounds each of these, passed to the network as [`RPCOption::timeout`] and enforced
+    /// by quorate too:
+    /// - a vote or pre-vote request;
+    /// - a probe (an AppendEntries outside a stream);
+    /// - the call that opens a pipelined stream ([`RaftNetwork::stream_append`]);
+    /// - a stream's wait for answers: while requests are unanswered, the next `Success` is due
+    ///   within it of the last `Success`, or of the first request sent while nothing was in
+    ///   flight;
+    /// - the message that ends a leadership transfer (TimeoutNow);
+    /// - each snapshot chunk; for the last one, that includes the follower's
+    ///   [`install_snapshot`](crate::RaftStateMachine::install_snapshot) and the applies queued
+    ///   before it, since the follower answers only once the snapshot is installed.
+    ///
+    /// A call that runs past it counts as failed: a replication stream backs off and retries,
+    /// a vote counts as not granted.
+    ///
+    /// [`RPCOption::timeout`]: crate::network::RPCOption::timeout
+    /// [`RaftNetwork::stream_append`]: crate::RaftNetwork::stream_append
     pub rpc_timeout: Duration,
 
     /// When to build a snapshot. Default: after 5000 entries applied since the last one.
@@ -198,6 +236,9 @@ impl Config {
                 min: self.election_timeout_min,
             });
         }
+        if self.heartbeat_interval.is_zero() {
+            return Err(ConfigError::Zero("heartbeat_interval"));
+        }
         if self.max_clock_drift >= self.election_timeout_min {
             return Err(ConfigError::DriftTooLarge { drift: self.max_clock_drift, min: self.election_timeout_min });
         }
@@ -249,5 +290,13 @@ mod tests {
 
         let c = Config { rpc_timeout: Duration::ZERO, ..Default::default() };
         assert_eq!(c.validate(), Err(ConfigError::Zero("rpc_timeout")));
+    }
+
+    /// At zero, a failed replication stream's backoff is zero too, and a stream to an
+    /// unreachable follower retries in a busy loop.
+    #[test]
+    fn validate_rejects_a_zero_heartbeat_interval() {
+        let c = Config { heartbeat_interval: Duration::ZERO, ..Default::default() };
+        assert_eq!(c.validate(), Err(ConfigError::Zero("heartbeat_interval")));
     }
 }

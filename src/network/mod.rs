@@ -20,15 +20,32 @@
 //!    one stream.
 //! 3. **Responses in order, possibly fewer.** Responses come back in request order, each the
 //!    follower's own answer to one request. Yielding fewer responses than requests is allowed:
-//!    each `Success { matched }` acknowledges every request up to `matched`. But the last
-//!    request taken from the input must be answered (or the stream end with an error) within
-//!    the RPC timeout: the leader sends no heartbeat behind an unanswered request, so a missing
-//!    last answer stalls the stream until that timeout. The leader tells
+//!    each `Success { matched }` acknowledges every request up to `matched`. The leader tells
 //!    which request an answer is for by `matched` (no two requests it has in flight end at the
 //!    same log id), and counts the answer as proof that the follower followed it when that
 //!    request was sent: an answer must never be passed off as another request's.
-//! 4. **Errors end the stream.** After yielding an `Err`, the response stream is done; the
-//!    leader resumes from what was acknowledged, on a new stream.
+//! 4. **Answers in time.** While any request is unanswered, the leader expects the next
+//!    `Success` within `rpc_timeout` (the [`RPCOption::timeout`] it passed) of the later of:
+//!    the last `Success` on this stream, and the send of the first request that went out while
+//!    nothing was in flight. It is not a deadline per request. Past it, the leader drops the
+//!    stream as failed. The leader sends no heartbeat behind an unanswered request, so a
+//!    missing answer stalls the stream until then.
+//! 5. **Errors end the stream; so does nothing else.** After yielding an `Err`, the response
+//!    stream is done; the leader resumes from what was acknowledged, on a new stream. While the
+//!    leader still feeds the input, the response stream must not end (`None`) without an `Err`:
+//!    the leader counts such an end as a network error, whether answers were owed or not.
+//! 6. **One stream at a time.** Requests of a stream the leader dropped must never reach the
+//!    follower after requests of a newer stream to it. A transport that reconnects or
+//!    multiplexes must fence the old stream (its own connection or sub-stream, closed when the
+//!    stream is dropped) rather than let its requests drain in behind the new one.
+//!
+//! What the leader does with a stream: it calls `stream_append` under `rpc_timeout` and feeds
+//! the input only after the call returned, so the call must return the response stream at once
+//! (opening a connection is fine; waiting for a request or a response is not: none can come
+//! before it returns). After any failure (an `Err`, an end, a missed answer deadline, a call
+//! that timed out) it backs off, at least one `heartbeat_interval`, then searches the match
+//! point again with [`RaftNetwork::append_entries`] probes (none if the follower acknowledged
+//! the leader's whole log) before it opens a new stream.
 //!
 //! A leader may also end a stream that nothing failed on, by dropping it (its input then
 //! ends): a group hosted by [`crate::multi::GroupHost`] closes its streams while it is
@@ -59,11 +76,13 @@ pub struct RPCOption {
     /// How long the call may take before the caller gives up on it. The network should give up
     /// too, returning [`RPCError::Timeout`]; quorate also enforces it from outside.
     ///
-    /// For [`RaftNetwork::stream_append`] it is a deadline **per request**, not for the
-    /// stream: each request taken from the input must be answered within it (promise 3 of the
-    /// [module docs](self)). A stream may live as long as the leader feeds it; a network that
-    /// ends the whole stream after this long still works, but re-opens (and re-probes) it
-    /// every time.
+    /// For [`RaftNetwork::stream_append`] it bounds the call that opens the stream, and then
+    /// the wait for answers (promise 4 of the [module docs](self)): while requests are
+    /// unanswered, the next `Success` is due within it of the last `Success`, or of the first
+    /// request sent while nothing was in flight. It is not a deadline for the stream, nor for
+    /// each request. A stream may live as long as the leader feeds it; a network that ends the
+    /// whole stream after this long still works, but the leader counts each such end as a
+    /// failure, backs off and searches the match point again every time.
     pub timeout: Duration,
 }
 
@@ -84,21 +103,44 @@ pub trait RaftNetworkFactory<C: RaftTypeConfig>: Send + 'static {
 
     /// A client for `target`, reachable as described by `node`.
     ///
-    /// It should not connect eagerly or fail: connect on first use and report failures from the
-    /// RPC methods, which are retried.
+    /// Called on the node's Raft task, which awaits it and does nothing else meanwhile: once
+    /// per target when a replication stream starts (see [`RaftNetwork`] for how long that
+    /// client is kept), once per voter at every vote or pre-vote round, and once for the
+    /// message that ends a leadership transfer. So it **must return at once**: do not connect,
+    /// resolve names or wait on anything here. Connect on the first call, and report failures
+    /// from the RPC methods, which are retried.
     fn new_client(&mut self, target: C::NodeId, node: &C::Node) -> impl Future<Output = Self::Network> + Send;
 }
 
 /// A client that sends RPCs to one target node.
 ///
 /// Each method sends one request to the target's corresponding [`Raft`](crate::Raft) method and
-/// returns its answer. A call that fails in transit returns an [`RPCError`]: a replication
-/// task retries it, whatever the variant, after a backoff that starts at one
-/// `heartbeat_interval` and doubles up to half the minimum election timeout; a failed vote
-/// request is not retried (the next election round asks again). quorate runs every call under
-/// [`RPCOption::timeout`], so a hung call is cancelled (dropped): implementations must be
-/// cancel-safe in the sense that dropping a call's future leaves the client usable, or reports
-/// errors from then on.
+/// returns its answer, or an [`RPCError`] if the call failed in transit.
+///
+/// # One client for a whole leadership
+///
+/// A leader's replication stream to a target gets its client from
+/// [`RaftNetworkFactory::new_client`] once, when the stream starts (when this node is elected,
+/// or when the target joins the membership), and sends every probe, stream and snapshot chunk
+/// through that one client for as long as the stream runs: until the leadership ends, or
+/// shortly after the target left the membership. It never asks for a new client after a
+/// failure: it retries on the same one, whatever the [`RPCError`] variant, after a backoff
+/// that starts at one `heartbeat_interval` and doubles up to half the minimum election
+/// timeout. So **after any failed or cancelled call, the next call must try again**,
+/// reconnecting if the connection broke. A client that stays failed (one that reports errors
+/// for good once its connection dropped, say) stalls replication to that target for the rest
+/// of the leadership.
+///
+/// Vote requests and the message that ends a leadership transfer each go through a client
+/// made for them; a failed vote request is not retried (the next election round asks again).
+///
+/// # Cancel safety
+///
+/// quorate runs every call under [`RPCOption::timeout`] and drops the call's future when it
+/// expires; it also drops a replication stream's task, in the middle of a call and with its
+/// client, when the leadership ends or the target leaves the membership. Dropping a call's
+/// future must leave the client usable for the next call: never half a request written into
+/// a connection that the next call reuses.
 ///
 /// On the receiving side, the [`Raft`](crate::Raft) methods a server calls
 /// ([`append_entries`](crate::Raft::append_entries), [`vote`](crate::Raft::vote),
@@ -146,9 +188,26 @@ pub trait RaftNetwork<C: RaftTypeConfig>: Send + Sync + 'static {
 
     /// Replicate a stream of AppendEntries requests, returning the stream of responses.
     ///
-    /// See the [module docs](self) for what an implementation must guarantee. The default
-    /// sends one request at a time through [`append_entries`](Self::append_entries); override it
-    /// to pipeline.
+    /// See the [module docs](self) for every promise an implementation must keep. The ones
+    /// about time and ends, which a network most easily gets wrong:
+    ///
+    /// - **Return at once.** The leader runs this call under `option.timeout` and feeds
+    ///   `input` only after it returned: return the response stream without waiting for a
+    ///   request or a response (none can come before), or the call times out and the leader
+    ///   backs off.
+    /// - **The answer deadline is not per request.** While requests are unanswered, the next
+    ///   `Success` is due within `option.timeout` of the last `Success` on this stream, or of
+    ///   the first request sent while nothing was in flight. Past it the leader drops the
+    ///   stream.
+    /// - **An end is a failure.** A response stream that ends (`None`) while the leader still
+    ///   feeds the input counts as a network error, whether answers were owed or not: the
+    ///   leader backs off at least one `heartbeat_interval` and searches the match point again.
+    ///   End it only after yielding an `Err`, or once the input ended.
+    /// - **Old streams stay behind.** Requests of a stream the leader dropped must never reach
+    ///   the follower after requests of a newer stream.
+    ///
+    /// The default sends one request at a time through [`append_entries`](Self::append_entries)
+    /// and keeps every promise; override it to pipeline.
     ///
     /// # Errors
     /// [`RPCError`] if the stream could not be opened.

@@ -448,6 +448,14 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// `Config::max_pending_writes` writes in progress, this waits for room;
     /// [`try_client_write`](Self::try_client_write) fails fast instead once the queue is full.
     ///
+    /// **It has no deadline of its own.** A proposed write stays pending when this node stops
+    /// leading: it is answered only once this node applies the entry at its index (its own,
+    /// or a newer leader's that replaced it), removes the entry from its log, learns that it
+    /// was removed from the cluster, or stops. A deposed leader cut off from the others
+    /// learns none of that until it hears from them again, so the call can wait
+    /// indefinitely. Wrap it in a timeout of your own, and treat a timeout as an unknown
+    /// outcome, like [`ClientWriteError::OutcomeUnknown`]: the write may still commit.
+    ///
     /// # Errors
     /// - [`ClientWriteError::ForwardToLeader`]: not the leader; nothing was proposed.
     /// - [`ClientWriteError::Discarded`]: proposed, then removed by a newer leader once it could
@@ -504,8 +512,9 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// order, in as many log appends as the leader's bounds allow (`Config::max_append_batch`,
     /// `Config::max_pending_writes`), each admitted against the same bounds as a single
     /// write. Each entry then has its own outcome, exactly as if it had been written alone: a
-    /// leadership change in the middle of a batch can leave its first entries `Discarded` (or
-    /// applied) and its later ones refused with `ForwardToLeader` (never proposed).
+    /// leadership change in the middle of a batch can leave its first entries `Discarded`,
+    /// `OutcomeUnknown` or applied, and its later ones refused with `ForwardToLeader` (never
+    /// proposed).
     ///
     /// # Errors
     /// The outer `Err`: [`ClientWriteError::Overloaded`] if the batch can never fit the queue;
@@ -622,6 +631,19 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// [`add_learner`](Self::add_learner)`(.., blocking = true)` first, which returns once it
     /// has caught up, as the example below does.
     ///
+    /// **Another leader may finish the change.** If this node stops leading after the joint
+    /// configuration is appended, and the joint configuration commits anyway, whichever node
+    /// leads next (this one too, if elected again) appends the final configuration itself. It
+    /// does not know `retain`: it keeps every node of the joint configuration, so voters that
+    /// the change removes stay in the membership as learners, whatever `retain` said (remove
+    /// them with a second change). This call still returns `Ok` once that final configuration
+    /// is committed, with it as the response's `membership`: check the membership it returns
+    /// rather than assume the one asked for.
+    ///
+    /// Like [`client_write`](Self::client_write), it has no deadline of its own: a change
+    /// proposed by a leader that is then cut off waits until this node learns what became of
+    /// it. Wrap it in a timeout of your own; a timeout leaves the outcome unknown.
+    ///
     /// # Errors
     /// - [`ClientWriteError::ForwardToLeader`]: not the leader; nothing was proposed.
     /// - [`ClientWriteError::MembershipChangeInProgress`]: another change is not committed yet,
@@ -683,11 +705,15 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// Add `id`, reachable as `node`, as a learner: it receives the log but does not vote.
     ///
     /// With `blocking`, wait until the learner's log has caught up with the leader's as of
-    /// this call (or until this node stops leading), so that promoting it to voter next does
-    /// not stall commits.
+    /// this call, so that promoting it to voter next does not stall commits. The wait also
+    /// ends when this node stops leading, and the call then still returns `Ok`, though the
+    /// learner may not have caught up. Before promoting the learner, check in this node's
+    /// [metrics](Self::metrics) that it still leads (`state`), and how far the learner's log
+    /// reached (its entry in `replication`).
     ///
     /// # Errors
-    /// As [`change_membership`](Self::change_membership).
+    /// As [`change_membership`](Self::change_membership); and [`Fatal`] if the node stopped
+    /// while it waited for the learner.
     ///
     /// # Examples
     ///
@@ -882,6 +908,12 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// leadership it arrived under: if this node stops leading, even to lead again in a later
     /// term, the read fails with `ForwardToLeader`.
     ///
+    /// With [`Config::enable_check_quorum`] off, a leader cut off from the majority does not
+    /// step down on its own: the read waits until the leader hears of a newer term, which may
+    /// be never while the partition lasts. Put a timeout of your own on it. (Without
+    /// check-quorum, [`ReadPolicy::LeaseRead`] also never uses a lease: it behaves as
+    /// `ReadIndex`.)
+    ///
     /// # Errors
     /// [`LinearizableReadError::ForwardToLeader`] if this node is not (or stopped being) the
     /// leader; [`Fatal`] if it stopped.
@@ -950,6 +982,10 @@ impl<C: RaftTypeConfig> Raft<C> {
     /// Make the next read of this (leader) node's state machine linearizable: confirm the
     /// leadership, then wait until the state machine has applied everything committed before
     /// this call. Returns the read log id.
+    ///
+    /// It waits as [`get_read_index`](Self::get_read_index) does: with
+    /// [`Config::enable_check_quorum`] off, a leader cut off from the majority may never
+    /// return. Put a timeout of your own on it.
     ///
     /// # Errors
     /// As [`get_read_index`](Self::get_read_index).
@@ -1350,6 +1386,13 @@ impl<C: RaftTypeConfig> Trigger<'_, C> {
     /// says who leads now. Until the new leader's first message arrives this node knows no
     /// leader: writes here get `ForwardToLeader` with `leader_id: None` (while the transfer
     /// runs, they name `to`).
+    ///
+    /// The message telling `to` to campaign ([`RaftNetwork::transfer_leader`]) is sent once,
+    /// when `to` first holds the whole log, and never again: if it is lost, or the network
+    /// does not implement it, or `to` refuses it, `to` does not take over, and the call fails
+    /// with `Timeout` at the deadline (unless this node steps down for another reason first).
+    ///
+    /// [`RaftNetwork::transfer_leader`]: crate::RaftNetwork::transfer_leader
     ///
     /// # Errors
     /// [`TransferLeaderError::Timeout`] if `to` did not take over within twice the maximum

@@ -28,10 +28,15 @@ pub(crate) trait FlushReceiver<C: RaftTypeConfig>: Send + Sync + 'static {
 ///
 /// It may be called from any thread, at any time after `append` received it: inside `append`
 /// itself (a store that syncs before returning), from a background flusher, or from another
-/// task. Completing one with `Ok` says that every log operation submitted before its append is
-/// durable too, so a store that completes callbacks out of order must have made the earlier
-/// appends durable already (a store that flushes in order does this by itself). Calling it does
-/// not block or run the node's code; the report is queued for the node's task.
+/// task. Calling it does not block or run the node's code; the report is queued for the node's
+/// task.
+///
+/// **Complete callbacks in append order.** Completing one with `Ok` promises that its
+/// entries and every log operation submitted before its append (earlier appends, truncations
+/// and purges) are durable. Complete the callback of an append only after the callbacks of
+/// every earlier append, even when one fsync covered them all (complete them one after
+/// another, oldest first). The storage conformance suite checks this
+/// (`flush_callbacks_fire_in_append_order`).
 pub struct IOFlushed<C: RaftTypeConfig> {
     target: Target<C>,
 }

@@ -13,7 +13,7 @@
 //! | operation | visible to readers | durable |
 //! |---|---|---|
 //! | [`RaftLogStorage::save_vote`] | on return | **on return** (a node must not grant a vote twice in a term) |
-//! | [`RaftLogStorage::append`] | **on return** | when it calls [`IOFlushed::io_completed`]; at that point every earlier log operation must be durable too |
+//! | [`RaftLogStorage::append`] | **on return** | when it calls [`IOFlushed::io_completed`] (callbacks complete in append order); at that point every earlier log operation must be durable too |
 //! | [`RaftLogStorage::truncate`] | on return | no later than the next append's `io_completed` |
 //! | [`RaftLogStorage::purge`] | on return | lazily, but in call order: no later than the next append's `io_completed`, and never before the log operations called before it (a purge lost in a crash is harmless) |
 //! | [`RaftLogStorage::save_committed`] | — | lazily; it only shortens recovery |
@@ -62,10 +62,24 @@ use crate::error::StorageError;
 use crate::types::{Entry, LogId, StoredMembership, Vote};
 
 /// The shape of the log: where it starts and ends.
+///
+/// A log is a run of consecutive entries with no gaps. Where it begins is fixed by
+/// `last_purged_log_id`:
+///
+/// - `None`: nothing was ever purged, and the log, unless it is empty, **begins at index 0**.
+///   Every cluster's log does: [`Raft::initialize`](crate::Raft::initialize) writes the first
+///   entry, a membership entry at index 0 (term 0), and a node that joins later receives its
+///   log from index 0 too (or a snapshot). At startup quorate reads the entry at index 0; a
+///   store that reports a log but holds no entry 0 makes the node refuse to start with
+///   [`Fatal::Invariant`](crate::error::Fatal::Invariant).
+/// - `Some(p)`: the log begins at index `p.index + 1`. A log whose first entry is at index
+///   `k > 0` must report the id of entry `k - 1` here (the `upto` of the last
+///   [`RaftLogStorage::purge`]), even though that entry is gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogState<C: RaftTypeConfig> {
     /// The id of the last entry removed by [`RaftLogStorage::purge`], or `None` if nothing was
-    /// ever purged. Entries at or below it are gone; a snapshot covers them.
+    /// ever purged. Entries at or below it are gone; a snapshot covers them. The log's first
+    /// entry, if any, is the one right after it (index 0 when it is `None`).
     pub last_purged_log_id: Option<LogId<C>>,
     /// The id of the last entry in the log, or, if the log is empty, `last_purged_log_id`.
     pub last_log_id: Option<LogId<C>>,
@@ -75,6 +89,15 @@ pub struct LogState<C: RaftTypeConfig> {
 ///
 /// A reader sees every entry whose [`RaftLogStorage::append`] call has returned, whether or not
 /// it is durable yet, and sees truncations and purges once those calls return.
+///
+/// # Cancel safety
+///
+/// A reader's call may be dropped before it completes, together with the reader: quorate
+/// aborts a replication task, whatever it awaits, when the leadership it replicates for ends
+/// or its target leaves the membership. Dropping a call's future must leave the store and
+/// every other reader working: whatever a call holds across an await (a flag, a slot in a
+/// pool, a lock on a file) must be released when its future is dropped, not only when the
+/// call completes.
 pub trait RaftLogReader<C: RaftTypeConfig>: Send + Sync + 'static {
     /// The entries with index in `range`, in index order.
     ///
@@ -99,14 +122,21 @@ pub trait RaftLogStorage<C: RaftTypeConfig>: Send + Sync + 'static {
     /// The reader type handed out by [`get_log_reader`](Self::get_log_reader).
     type LogReader: RaftLogReader<C>;
 
-    /// The first and last log ids. Called at startup, more than once if startup changes the
-    /// log (after a purge that reconciles the log with the state machine, see
-    /// [`purge`](Self::purge)); keep no one-shot state in it.
+    /// The first and last log ids; see [`LogState`] for where the log must begin. Called at
+    /// startup, more than once if startup changes the log (after a truncation and a purge that
+    /// reconcile the log with the state machine, see [`purge`](Self::purge)); keep no one-shot
+    /// state in it.
     ///
-    /// Everything it reports must be durable when it returns: quorate counts the whole log it
+    /// Every entry it reports must be durable when it returns: quorate counts the whole log it
     /// reports as flushed, and may acknowledge its entries to a leader at once. A store that
     /// recovers entries a crashed process wrote but never synced (still in the page cache)
     /// must sync them before reporting them.
+    ///
+    /// When it is called again after startup's own [`truncate`](Self::truncate) or
+    /// [`purge`](Self::purge), it must report the log as those calls left it, but need not
+    /// make them durable first: they may stay lazily durable, as at any other time (durable no
+    /// later than the next append's callback). A crash before that may bring back the log as
+    /// it was, and the next startup reconciles it again.
     ///
     /// # Errors
     /// [`StorageError`] if the log could not be read.
@@ -174,8 +204,9 @@ pub trait RaftLogStorage<C: RaftTypeConfig>: Send + Sync + 'static {
     /// They **must be visible to log readers when this returns**. When they are durable, call
     /// `callback.io_completed(Ok(()))` (from any thread, at any later time, e.g. after a group
     /// fsync shared with other appends). Completing the callback promises that these entries,
-    /// and every log operation before them, survive a crash. Call it with `Err` if they could
-    /// not be made durable: the node then stops.
+    /// and every log operation before them, survive a crash. Complete callbacks in the order
+    /// of their appends (see [`IOFlushed`]). Call it with `Err` if they could not be made
+    /// durable: the node then stops.
     ///
     /// # Errors
     /// [`StorageError`] if the append failed before it was submitted.
@@ -187,11 +218,18 @@ pub trait RaftLogStorage<C: RaftTypeConfig>: Send + Sync + 'static {
 
     /// Delete every entry with index `>= since.index`.
     ///
-    /// `since` is this log's own entry at that index (the one being deleted, of an older term
-    /// than the leader's entry that replaces it); only its index matters. Called only on
-    /// entries that are not committed, when a new leader's log differs, or at startup on
-    /// entries a durable snapshot replaced. It must be durable no later than the next append
-    /// is reported durable.
+    /// `since` is this log's own entry at that index (the one being deleted); only its index
+    /// matters. Called only on entries that are not committed, in three cases:
+    /// - a leader's entries conflict with this log from `since` on (its entry there is of an
+    ///   older term than the leader's that replaces it);
+    /// - a snapshot from the leader is being installed and this log holds another entry at
+    ///   the snapshot's last index: that entry and all after it go, before the snapshot is
+    ///   installed and the log is purged up to it;
+    /// - at startup, on entries a durable snapshot replaced, or on a stale tail after the
+    ///   purged id.
+    ///
+    /// It must be durable no later than the next append is reported durable, and never after
+    /// a later purge is (see the module docs).
     ///
     /// # Errors
     /// [`StorageError`] if the entries could not be deleted.
@@ -239,7 +277,17 @@ pub trait RaftStateMachine<C: RaftTypeConfig>: Send + Sync + 'static {
     /// Every entry is passed, including blank and membership entries: the state machine must
     /// record the last applied log id (and the last membership) so that
     /// [`applied_state`](Self::applied_state) reports them. The response of a blank or
-    /// membership entry is never seen by a client; return any value.
+    /// membership entry is never seen by a client; return any value. A call holds at most
+    /// 4096 entries; a longer committed range comes in several calls.
+    ///
+    /// Returning a number of responses other than the number of entries is a bug the node
+    /// cannot recover from: it stops with [`Fatal::Invariant`](crate::error::Fatal::Invariant).
+    ///
+    /// After a crash, quorate applies again every committed entry after what
+    /// [`applied_state`](Self::applied_state) reports. A state machine that persists its state
+    /// must therefore store the last applied log id atomically with the effects of the entries
+    /// up to it; or else make applying an entry twice harmless (idempotent), since entries
+    /// whose effects survived a crash that their applied id did not are applied again.
     ///
     /// # Errors
     /// [`StorageError`] if the state machine failed; the node stops.
@@ -251,6 +299,17 @@ pub trait RaftStateMachine<C: RaftTypeConfig>: Send + Sync + 'static {
     fn get_snapshot_builder(&mut self) -> impl Future<Output = Self::SnapshotBuilder> + Send;
 
     /// An empty buffer into which a snapshot sent by the leader is written, chunk by chunk.
+    ///
+    /// quorate writes each chunk into the buffer on the node's Raft task, as the chunk
+    /// arrives, and awaits the write: the node handles nothing else meanwhile, so a write
+    /// that is slow stalls the whole node (heartbeats, votes, client calls). Keep writes
+    /// quick, e.g. buffered. A write, flush or seek that fails stops the node, as any storage
+    /// error does.
+    ///
+    /// The buffer may be dropped at any time, with no call to say so: when a newer leader or
+    /// a vote of a newer term ends the transfer, when the leader starts sending another
+    /// snapshot, when the whole snapshot arrived but covers nothing new, and when the node
+    /// shuts down. A buffer backed by a temporary file must remove it in its `Drop`.
     ///
     /// # Errors
     /// [`StorageError`] if the buffer could not be created.
@@ -274,6 +333,15 @@ pub trait RaftStateMachine<C: RaftTypeConfig>: Send + Sync + 'static {
     /// a state machine that keeps no state of its own comes back empty and is restored this
     /// way. Installing the snapshot that is already current must work.
     ///
+    /// **Its time is on the leader's clock.** For a snapshot received from the leader, the
+    /// follower answers the final chunk only once this call returned, and the call runs after
+    /// every apply queued before it. The leader waits for that answer under
+    /// [`Config::rpc_timeout`](crate::Config::rpc_timeout): an install (with the applies
+    /// ahead of it) that takes longer shows on the leader as a timed-out chunk, after which
+    /// it backs off, probes again (its probes also wait, since the follower's Raft task handles
+    /// nothing else until the install returns) and may send the snapshot again. Keep it well
+    /// under `rpc_timeout`, or raise `rpc_timeout`.
+    ///
     /// # Errors
     /// [`StorageError`] if it could not be installed; the node stops.
     fn install_snapshot(
@@ -284,6 +352,17 @@ pub trait RaftStateMachine<C: RaftTypeConfig>: Send + Sync + 'static {
 
     /// The most recent snapshot, built or installed, if there is one.
     ///
+    /// A leader calls it when a follower needs entries it purged, and hands the returned
+    /// [`Snapshot::snapshot`] to that follower's replication task, which reads it later, chunk
+    /// by chunk, while this state machine goes on applying, building newer snapshots and
+    /// installing others. The reader first seeks to `SeekFrom::End(0)` to learn the length,
+    /// then, for each chunk, to `SeekFrom::Start(offset)` and reads it whole. So the returned
+    /// data must stay readable, and byte for byte the same, for as long as the box lives
+    /// (hold the file open, or a copy, not a path a newer snapshot replaces). A failed seek or
+    /// read there is a storage error: the leader stops.
+    ///
+    /// It is called at startup too (see [`install_snapshot`](Self::install_snapshot)).
+    ///
     /// # Errors
     /// [`StorageError`] if it could not be read.
     fn get_current_snapshot(&mut self) -> impl Future<Output = Result<Option<Snapshot<C>>, StorageError>> + Send;
@@ -291,11 +370,20 @@ pub trait RaftStateMachine<C: RaftTypeConfig>: Send + Sync + 'static {
 
 /// Builds a snapshot of the state machine, off the Raft task.
 pub trait RaftSnapshotBuilder<C: RaftTypeConfig>: Send + Sync + 'static {
-    /// Build a snapshot of the state as of the last applied entry, and keep it as the current
-    /// snapshot (what [`RaftStateMachine::get_current_snapshot`] returns) — unless the current
-    /// snapshot is already newer (a snapshot installed from the leader while this one was
-    /// being built): the current snapshot never goes back, since the log behind it may be
-    /// purged.
+    /// Build a snapshot of the state machine, and keep it as the current snapshot (what
+    /// [`RaftStateMachine::get_current_snapshot`] returns) — unless the current snapshot is
+    /// already newer (a snapshot installed from the leader while this one was being built):
+    /// the current snapshot never goes back, since the log behind it may be purged.
+    ///
+    /// quorate gets the builder from
+    /// [`get_snapshot_builder`](RaftStateMachine::get_snapshot_builder) between two applies,
+    /// then runs this in a task of its own while the state machine goes on applying. So "the
+    /// state" is whatever state the builder serializes, taken at any point, and the meta must
+    /// describe exactly that state: `meta.last_log_id` is the last entry whose effects the
+    /// data holds (no entry after it has any effect in it), and `meta.last_membership` is the
+    /// last membership applied at or before `meta.last_log_id`, with its log id. A follower
+    /// that installs the snapshot takes `last_log_id` as applied and committed and adopts
+    /// `last_membership` as its membership; a meta that does not match the data corrupts it.
     ///
     /// What it returns, quorate reads only for its `meta.last_log_id` (the log is purged
     /// behind it) and ignores if it is not newer than the snapshot the node already has; so
@@ -314,6 +402,6 @@ pub trait RaftSnapshotBuilder<C: RaftTypeConfig>: Send + Sync + 'static {
     /// under one id with a different byte order (hash maps with random seeds do).
     ///
     /// # Errors
-    /// [`StorageError`] if the snapshot could not be built.
+    /// [`StorageError`] if the snapshot could not be built. It is fatal: the node stops.
     fn build_snapshot(&mut self) -> impl Future<Output = Result<Snapshot<C>, StorageError>> + Send;
 }

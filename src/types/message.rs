@@ -127,9 +127,20 @@ pub enum AppendEntriesResponse<C: RaftTypeConfig> {
         /// The last log id of the request that was answered.
         matched: Option<LogId<C>>,
     },
-    /// The follower does not hold the request's `prev_log_id`.
+    /// The follower refused the request and appended nothing: normally because its log does
+    /// not hold the request's `prev_log_id`; also for a request no legitimate leader sends
+    /// (entries out of term order, not consecutive, leaving a gap, or replacing a committed
+    /// entry). The leader reads it as "the log does not match where this request assumed"
+    /// and searches for the match point again.
     Conflict {
-        /// The `prev_log_id` that did not match.
+        /// Where the follower found the conflict, for diagnosis (the leader does not read it):
+        /// - the request's `prev_log_id`, when the follower's log does not hold it, or when
+        ///   the request's entries are out of term order;
+        /// - the first entry of the request not already in the follower's log, when the
+        ///   entries from there on are not consecutive or do not follow the follower's last
+        ///   entry;
+        /// - the follower's own committed entry that the request's first new entry would
+        ///   replace.
         prev_log_id: Option<LogId<C>>,
         /// The follower's last log id: a hint that bounds the leader's search for the match.
         last_log_id: Option<LogId<C>>,

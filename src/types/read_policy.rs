@@ -22,7 +22,9 @@ pub enum ReadPolicy {
     ///   quorum answered.
     /// - **Leader stickiness** ([`Config::enable_check_quorum`](crate::Config::enable_check_quorum), required): a voter that heard
     ///   from a leader refuses votes for `election_timeout_min` on its own clock — also right
-    ///   after it restarts — so no other leader can be elected inside the lease.
+    ///   after it restarts — so no other leader can be elected inside the lease. With
+    ///   check-quorum off there is never a lease: `LeaseRead` silently behaves exactly as
+    ///   `ReadIndex`, a quorum round trip per read, with no error or warning.
     /// - **Only real answers count.** A newly elected leader has no lease until a quorum has
     ///   answered it, and none until its first entry (the blank one) is committed.
     /// - **Forced elections end it.** The vote requests of a leadership transfer's target pass
