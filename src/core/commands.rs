@@ -104,21 +104,12 @@ where
         Ok(())
     }
 
-    /// Entries from `since` on were removed from this node's log: answer their writes.
-    ///
-    /// Being removed here does not mean an entry can never commit: another node may hold it
-    /// and still be elected with it (Raft §5.4.2, the paper's Figure 8: a newer leader's entry
-    /// that replaced ours need not commit). Only once an entry at `since.index` is committed
-    /// is every removed entry certainly dead: a log that holds one of them also holds our old
-    /// entry at `since.index` (Log Matching), and that entry conflicts with a committed one,
-    /// which every later leader holds (Leader Completeness). So the writes are `Discarded` if
-    /// the commit index has reached `since.index`, and `OutcomeUnknown` otherwise.
-    ///
-    /// `committed` is the Engine's after the input that truncated: the commands of an input
-    /// run before the next input is handled, and the input that truncated (an AppendEntries or
-    /// a snapshot) has already raised it.
+    /// Entries from `since` on were removed from this node's log: answer their writes,
+    /// `Discarded` if they can never commit, `OutcomeUnknown` if another node may still commit
+    /// them (see `Engine::truncated_entries_are_dead`). The commands of an input run before the
+    /// next input is handled, so the Engine's commit is the one of the input that truncated.
     pub(crate) fn fail_truncated_writes(&mut self, since: LogId<C>) {
-        let dead = self.truncated_entries_are_dead(since);
+        let dead = self.engine.truncated_entries_are_dead(since);
         while self.responders.back().is_some_and(|(log_id, _)| log_id.index >= since.index) {
             if let Some((log_id, tx)) = self.responders.pop_back() {
                 let answer = if dead {
@@ -130,12 +121,6 @@ where
                 let _ = tx.send(Err(answer));
             }
         }
-    }
-
-    /// Whether entries removed from `since` on can never commit: see
-    /// [`Self::fail_truncated_writes`].
-    pub(crate) fn truncated_entries_are_dead(&self, since: LogId<C>) -> bool {
-        self.engine.state.committed.is_some_and(|c| c.index >= since.index)
     }
 
     /// Answer the AppendEntries whose I/O is now durable.

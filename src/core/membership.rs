@@ -90,7 +90,7 @@ where
     /// it (see [`Self::fail_truncated_writes`]).
     pub(crate) fn fail_truncated_membership_change(&mut self, since: LogId<C>) {
         if self.membership_waiter.as_ref().is_some_and(|(first, _)| first.index >= since.index) {
-            let dead = self.truncated_entries_are_dead(since);
+            let dead = self.engine.truncated_entries_are_dead(since);
             if let Some((log_id, tx)) = self.membership_waiter.take() {
                 let answer = if dead {
                     ClientWriteError::Discarded { log_id }

@@ -33,6 +33,20 @@ pub(crate) fn first_out_of_term_order<C: RaftTypeConfig>(
 }
 
 impl<C: RaftTypeConfig> Engine<C> {
+    /// Whether the entries a [`Command::TruncateLog`] removed from `since` on can never commit,
+    /// asked right after the input that truncated them (its commit is part of the answer).
+    ///
+    /// Being removed from this log does not end an entry: another node may hold it and still be
+    /// elected with it (Raft §5.4.2, the paper's Figure 8: the newer leader's entry that
+    /// replaced ours need not commit). Once an entry at `since.index` is committed, every
+    /// removed entry is dead: a log that holds one of them also holds our old entry at
+    /// `since.index` (Log Matching), which conflicts with the committed one, and every later
+    /// leader holds the committed one (Leader Completeness). The model checker checks that no
+    /// entry this calls dead ever commits.
+    pub(crate) fn truncated_entries_are_dead(&self, since: LogId<C>) -> bool {
+        self.state.committed.is_some_and(|c| c.index >= since.index)
+    }
+
     /// Handle a leader's AppendEntries (Raft §5.3).
     ///
     /// Returns the response and, for a success, the log I/O that must be flushed before the

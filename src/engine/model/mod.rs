@@ -147,6 +147,12 @@
 //!   its own term (checked directly: the state it protects against, Figure 8, is three
 //!   elections deep, past what a search reaches);
 //! - committed entries agree: no two nodes hold different entries as committed at one index;
+//! - discarded never commits: an entry a node removed from its log while
+//!   `Engine::truncated_entries_are_dead` held (RaftCore answers its write `Discarded`) is
+//!   never committed. (The state that would break it, a removed entry committed from another
+//!   node's log as in Figure 8, is also several elections deep: with the rule planted to
+//!   "always dead", the `bounded_*` checks pass and the cluster test
+//!   `a_write_truncated_before_its_replacement_commits_is_unknown_and_may_apply` fails);
 //! - state-machine safety: each node applies only committed entries, each once, in order,
 //!   and can read every entry it is asked to apply;
 //! - committed never decreases on a running node; a durable vote never goes back, nor changes

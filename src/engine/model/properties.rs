@@ -2,7 +2,7 @@
 //! term, which entry is committed at each index, and the answered reads whose read log id is
 //! not decided yet.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -40,12 +40,20 @@ pub(super) struct Ghost {
     chain: BTreeMap<u64, (LogId<C>, u64)>,
     /// Answered reads whose read log id is not yet decided.
     reads: Vec<ConfirmedRead>,
+    /// Entries a node removed from its log when `Engine::truncated_entries_are_dead` said
+    /// they could never commit (RaftCore answers their writes `Discarded`).
+    dead: BTreeSet<LogId<C>>,
 }
 
 impl Ghost {
     /// The greatest log id any Engine has held as committed so far.
     pub(super) fn latest_committed(&self) -> Option<LogId<C>> {
         self.chain.values().next_back().map(|(l, _)| *l)
+    }
+
+    /// A node removed `removed` from its log and its Engine calls them dead.
+    pub(super) fn removed_dead(&mut self, removed: impl IntoIterator<Item = LogId<C>>) {
+        self.dead.extend(removed);
     }
 
     /// A read was answered: judge what can be judged now, keep the rest for later.
@@ -69,6 +77,7 @@ pub(super) fn check(old: &World, new: &mut World, crashed: Option<u64>) -> Resul
         state_machine_safety(&new.ghost, node)?;
     }
     log_matching(new)?;
+    discarded_never_commits(&new.ghost)?;
     leader_completeness(new)?;
     acked_is_durable(new)?;
     monotonic(old, new, crashed)?;
@@ -132,6 +141,14 @@ fn update_committed(w: &mut World) -> Result<(), Violation> {
         }
     }
     Ok(())
+}
+
+/// No entry a node removed as dead (a write answered `Discarded`) is ever committed.
+fn discarded_never_commits(g: &Ghost) -> Result<(), Violation> {
+    match g.dead.iter().find(|d| g.chain.get(&d.index).is_some_and(|(l, _)| l == *d)) {
+        Some(d) => Err(Violation::new("discarded never commits", format!("{d} was removed as dead, then committed"))),
+        None => Ok(()),
+    }
 }
 
 /// The Engine's log and vote are its store's (a crash point keeps them in agreement).

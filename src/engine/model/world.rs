@@ -309,6 +309,14 @@ impl World {
         applied: &mut Vec<LogId<C>>,
     ) -> Result<(), Violation> {
         let id = self.nodes[n].id();
+        if let Command::TruncateLog { since, .. } = &cmd {
+            let node = &self.nodes[n];
+            if node.engine.truncated_entries_are_dead(*since) {
+                let removed: Vec<LogId<C>> =
+                    node.store.submitted.entries.range(since.index..).map(|(_, e)| e.log_id).collect();
+                Arc::make_mut(&mut self.ghost).removed_dead(removed);
+            }
+        }
         let storage = |e: String| Violation::new("storage contract", format!("n{id}'s log store refused: {e}"));
         let node = self.node_mut(n);
         match cmd {
