@@ -150,6 +150,19 @@ impl TestCluster {
     }
 }
 
+/// Have `leader` snapshot its whole log and purge it; return the index of its last entry,
+/// which the snapshot covers.
+pub async fn snapshot_and_purge(leader: &Raft<TypeConfig>) -> u64 {
+    let last = leader.metrics().borrow().last_log_index.expect("a log");
+    leader.trigger().snapshot().await.expect("snapshot");
+    let covered = |m: &quorate::RaftMetrics<TypeConfig>| m.snapshot.is_some_and(|s| s.index >= last);
+    leader.wait(Some(TIMEOUT)).metrics(covered, "the snapshot covers the log").await.expect("built");
+    leader.trigger().purge_log(last).await.expect("purge");
+    let purged = |m: &quorate::RaftMetrics<TypeConfig>| m.purged.is_some_and(|p| p.index >= last);
+    leader.wait(Some(TIMEOUT)).metrics(purged, "the leader purged its log").await.expect("purged");
+    last
+}
+
 /// Install a tracing subscriber once, honouring RUST_LOG, so failing tests can be debugged.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()

@@ -16,7 +16,7 @@ use quorate::testing::linearizability::{KvInput, KvOp, KvOutput, check_kv_histor
 use quorate::testing::{MemLogStore, MemStateMachine, Request, RpcKind, TypeConfig};
 use quorate::{ChangeMembers, Config, Raft, RaftMetrics, ReadPolicy, ServerState, SnapshotPolicy};
 
-use crate::fixture::{TIMEOUT, TestCluster, init_tracing, node_addr, test_config};
+use crate::fixture::{TIMEOUT, TestCluster, init_tracing, node_addr, snapshot_and_purge, test_config};
 
 type Metrics = RaftMetrics<TypeConfig>;
 
@@ -370,14 +370,7 @@ async fn a_node_that_campaigns_partway_through_a_snapshot_drops_it_and_is_caught
     for i in 0..30 {
         c.set(1, &format!("key-with-some-length-{i}"), &i.to_string()).await;
     }
-    let leader = c.raft(1);
-    let last = leader.metrics().borrow().last_log_index.expect("a log");
-    leader.trigger().snapshot().await.expect("snapshot");
-    let covered = |m: &Metrics| m.snapshot.is_some_and(|s| s.index >= last);
-    leader.wait(Some(TIMEOUT)).metrics(covered, "the snapshot covers the log").await.expect("built");
-    leader.trigger().purge_log(last).await.expect("purge");
-    let purged = |m: &Metrics| m.purged.is_some_and(|p| p.index >= last);
-    leader.wait(Some(TIMEOUT)).metrics(purged, "node 1 purged its log").await.expect("purged");
+    let last = snapshot_and_purge(c.raft(1)).await;
 
     // Node 3 is back; the snapshot goes slowly, and the links to and from node 1 are cut a few
     // chunks in.

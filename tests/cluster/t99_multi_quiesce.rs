@@ -14,7 +14,7 @@ use quorate::testing::Request;
 use quorate::{ChangeMembers, Config, RaftError, RaftMetrics, ReadPolicy, ServerState, SnapshotPolicy};
 use tokio::time::Instant;
 
-use crate::fixture::{TIMEOUT, node_addr, test_config};
+use crate::fixture::{TIMEOUT, node_addr, snapshot_and_purge, test_config};
 use crate::multi_fixture::{MultiCluster, NODES};
 
 type Metrics = RaftMetrics<quorate::testing::TypeConfig>;
@@ -895,14 +895,7 @@ async fn a_leader_that_once_received_part_of_a_snapshot_quiesces() {
     for i in 0..30 {
         cluster.write(G, &format!("key-with-some-length-{i}")).await;
     }
-    let leader = cluster.raft(1, G);
-    let last = leader.metrics().borrow().last_log_index.expect("a log");
-    leader.trigger().snapshot().await.expect("snapshot");
-    let covered = |m: &Metrics| m.snapshot.is_some_and(|s| s.index >= last);
-    leader.wait(Some(TIMEOUT)).metrics(covered, "the snapshot covers the log").await.expect("built");
-    leader.trigger().purge_log(last).await.expect("purge");
-    let purged = |m: &Metrics| m.purged.is_some_and(|p| p.index >= last);
-    leader.wait(Some(TIMEOUT)).metrics(purged, "node 1 purged its log").await.expect("purged");
+    snapshot_and_purge(&cluster.raft(1, G)).await;
 
     // Node 3 is back; its snapshot goes slowly, and node 1's host dies a few messages in.
     cluster.router.set_delay(1, 3, Duration::from_millis(20));
