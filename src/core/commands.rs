@@ -108,17 +108,11 @@ where
     /// `Discarded` if they can never commit, `OutcomeUnknown` if another node may still commit
     /// them (see `Engine::truncated_entries_are_dead`). The commands of an input run before the
     /// next input is handled, so the Engine's commit is the one of the input that truncated.
-    pub(crate) fn fail_truncated_writes(&mut self, since: LogId<C>) {
+    fn fail_truncated_writes(&mut self, since: LogId<C>) {
         let dead = self.engine.truncated_entries_are_dead(since);
         while self.responders.back().is_some_and(|(log_id, _)| log_id.index >= since.index) {
             if let Some((log_id, tx)) = self.responders.pop_back() {
-                let answer = if dead {
-                    ClientWriteError::Discarded { log_id }
-                } else {
-                    debug!(%log_id, "a pending write was truncated before the entry replacing it committed; its outcome is unknown");
-                    ClientWriteError::OutcomeUnknown { log_id }
-                };
-                let _ = tx.send(Err(answer));
+                let _ = tx.send(Err(truncated_answer(dead, log_id)));
             }
         }
     }
@@ -237,5 +231,16 @@ where
                 warn!(target = %t.id, "replaced a replication stream");
             }
         }
+    }
+}
+
+/// The answer to a proposal at `log_id` that a truncation removed: `Discarded` if the removed
+/// entries are `dead` (`Engine::truncated_entries_are_dead`), `OutcomeUnknown` otherwise.
+pub(crate) fn truncated_answer<C: RaftTypeConfig>(dead: bool, log_id: LogId<C>) -> ClientWriteError<C> {
+    if dead {
+        ClientWriteError::Discarded { log_id }
+    } else {
+        debug!(%log_id, "a proposal was truncated before the entry replacing it committed; its outcome is unknown");
+        ClientWriteError::OutcomeUnknown { log_id }
     }
 }

@@ -92,12 +92,7 @@ where
         if self.membership_waiter.as_ref().is_some_and(|(first, _)| first.index >= since.index) {
             let dead = self.engine.truncated_entries_are_dead(since);
             if let Some((log_id, tx)) = self.membership_waiter.take() {
-                let answer = if dead {
-                    ClientWriteError::Discarded { log_id }
-                } else {
-                    ClientWriteError::OutcomeUnknown { log_id }
-                };
-                let _ = tx.send(Err(answer));
+                let _ = tx.send(Err(super::commands::truncated_answer(dead, log_id)));
             }
         }
     }
